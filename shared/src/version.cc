@@ -1,0 +1,242 @@
+#include "dynamo/version.h"
+
+#include <algorithm>
+#include <numeric>
+#include <tuple>
+
+#include "dynamo/placement.h"
+
+namespace dynamo {
+namespace {
+
+// Total order on a version's content, used only to pick deterministically
+// between two versions that claim the same dot (which only corruption or a
+// buggy peer can produce).
+bool ContentLess(const Version& a, const Version& b) {
+  auto key = [](const Version& v) {
+    return std::tie(v.tombstone, v.lww, v.timestamp_ms, v.value);
+  };
+  if (key(a) != key(b)) return key(a) < key(b);
+  const auto& ea = a.context.entries();
+  const auto& eb = b.context.entries();
+  return std::lexicographical_compare(
+      ea.begin(), ea.end(), eb.begin(), eb.end(), [](const ClockEntry& x, const ClockEntry& y) {
+        return std::tie(x.actor, x.counter, x.timestamp_ms) <
+               std::tie(y.actor, y.counter, y.timestamp_ms);
+      });
+}
+
+bool DotThenContentLess(const Version& a, const Version& b) {
+  if (a.dot != b.dot) return a.dot < b.dot;
+  return ContentLess(a, b);
+}
+
+}  // namespace
+
+Result<VersionVector> VersionVector::FromEntries(std::vector<ClockEntry> entries) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].counter == 0) return Status::InvalidArgument("version vector entry with counter 0");
+    if (i > 0 && entries[i - 1].actor >= entries[i].actor) {
+      return Status::InvalidArgument("version vector entries not sorted by actor");
+    }
+  }
+  VersionVector vv;
+  vv.entries_ = std::move(entries);
+  return vv;
+}
+
+uint64_t VersionVector::Get(ActorId actor) const {
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), actor,
+                             [](const ClockEntry& e, ActorId a) { return e.actor < a; });
+  return it != entries_.end() && it->actor == actor ? it->counter : 0;
+}
+
+bool VersionVector::Descends(const VersionVector& other) const {
+  for (const ClockEntry& e : other.entries_) {
+    if (Get(e.actor) < e.counter) return false;
+  }
+  return true;
+}
+
+void VersionVector::Add(const Dot& dot, uint64_t timestamp_ms) {
+  if (dot.counter == 0) return;
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), dot.actor,
+                             [](const ClockEntry& e, ActorId a) { return e.actor < a; });
+  if (it != entries_.end() && it->actor == dot.actor) {
+    if (dot.counter > it->counter) {
+      it->counter = dot.counter;
+      it->timestamp_ms = timestamp_ms;
+    } else if (dot.counter == it->counter) {
+      it->timestamp_ms = std::max(it->timestamp_ms, timestamp_ms);
+    }
+  } else {
+    entries_.insert(it, ClockEntry{dot.actor, dot.counter, timestamp_ms});
+  }
+}
+
+void VersionVector::Merge(const VersionVector& other) {
+  std::vector<ClockEntry> out;
+  out.reserve(entries_.size() + other.entries_.size());
+  auto a = entries_.begin();
+  auto b = other.entries_.begin();
+  while (a != entries_.end() || b != other.entries_.end()) {
+    if (b == other.entries_.end() || (a != entries_.end() && a->actor < b->actor)) {
+      out.push_back(*a++);
+    } else if (a == entries_.end() || b->actor < a->actor) {
+      out.push_back(*b++);
+    } else {
+      ClockEntry e = *a;
+      if (b->counter > e.counter) {
+        e = *b;
+      } else if (b->counter == e.counter) {
+        e.timestamp_ms = std::max(e.timestamp_ms, b->timestamp_ms);
+      }
+      out.push_back(e);
+      ++a;
+      ++b;
+    }
+  }
+  entries_ = std::move(out);
+}
+
+void VersionVector::Truncate(size_t max_entries, const std::function<bool(ActorId)>& retired) {
+  if (entries_.size() <= max_entries) return;
+  std::vector<size_t> order(entries_.size());
+  std::iota(order.begin(), order.end(), 0);
+  auto rank = [&](size_t i) {
+    const ClockEntry& e = entries_[i];
+    bool gone = retired && retired(e.actor);
+    return std::make_tuple(!gone, e.timestamp_ms, e.actor);
+  };
+  std::sort(order.begin(), order.end(), [&](size_t x, size_t y) { return rank(x) < rank(y); });
+  std::vector<bool> drop(entries_.size(), false);
+  for (size_t k = 0; k < entries_.size() - max_entries; ++k) drop[order[k]] = true;
+  std::vector<ClockEntry> kept;
+  kept.reserve(max_entries);
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (!drop[i]) kept.push_back(entries_[i]);
+  }
+  entries_ = std::move(kept);
+}
+
+bool LwwLess(const Version& a, const Version& b) {
+  if (a.dot.counter != b.dot.counter) return a.dot.counter < b.dot.counter;
+  if (a.dot.actor != b.dot.actor) return a.dot.actor < b.dot.actor;
+  return ContentLess(a, b);
+}
+
+bool Supersedes(const Version& w, const Version& v) {
+  if (w.lww) return !v.lww || LwwLess(v, w);
+  if (v.lww) return false;
+  return w.context.Covers(v.dot);
+}
+
+SiblingSet MergeSiblings(const SiblingSet& a, const SiblingSet& b) {
+  std::vector<const Version*> all;
+  all.reserve(a.size() + b.size());
+  bool any_lww = false;
+  for (const SiblingSet* set : {&a, &b}) {
+    for (const Version& v : *set) {
+      all.push_back(&v);
+      any_lww |= v.lww;
+    }
+  }
+  if (any_lww) {
+    const Version* best = nullptr;
+    for (const Version* v : all) {
+      if (v->lww && (best == nullptr || LwwLess(*best, *v))) best = v;
+    }
+    return SiblingSet{*best};
+  }
+  std::sort(all.begin(), all.end(),
+            [](const Version* x, const Version* y) { return DotThenContentLess(*x, *y); });
+  // Keep the greatest content per dot.
+  std::vector<const Version*> unique;
+  unique.reserve(all.size());
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (i + 1 < all.size() && all[i + 1]->dot == all[i]->dot) continue;
+    unique.push_back(all[i]);
+  }
+  SiblingSet out;
+  out.reserve(unique.size());
+  for (const Version* v : unique) {
+    bool superseded = false;
+    for (const Version* w : unique) {
+      if (w != v && w->context.Covers(v->dot)) {
+        superseded = true;
+        break;
+      }
+    }
+    if (!superseded) out.push_back(*v);
+  }
+  return out;
+}
+
+SiblingSet Canonicalize(const SiblingSet& set) { return MergeSiblings(set, {}); }
+
+VersionVector ContextOf(const SiblingSet& set) {
+  VersionVector vv;
+  for (const Version& v : set) {
+    if (v.lww) continue;
+    vv.Merge(v.context);
+    vv.Add(v.dot, v.timestamp_ms);
+  }
+  return vv;
+}
+
+bool HasLiveValue(const SiblingSet& set) {
+  return std::any_of(set.begin(), set.end(), [](const Version& v) { return !v.tombstone; });
+}
+
+uint64_t SiblingDigest(const SiblingSet& set) {
+  uint64_t h = Mix64(set.size() + 0x5bd1e995);
+  for (const Version& v : set) {
+    uint64_t flags = (v.tombstone ? 1u : 0u) | (v.lww ? 2u : 0u);
+    uint64_t vh = Hash64(v.value, Mix64(v.dot.actor) ^ Mix64(v.dot.counter + 1) ^
+                                      Mix64(v.timestamp_ms + 2) ^ flags);
+    for (const ClockEntry& e : v.context.entries()) {
+      vh = Mix64(vh ^ Mix64(e.actor + 3)) + Mix64(e.counter ^ Mix64(e.timestamp_ms + 4));
+    }
+    h = Mix64(h ^ vh) * 0x9e3779b97f4a7c15ULL;
+  }
+  return Mix64(h);
+}
+
+Result<CoordinatorResult> CoordinatorUpdate(const SiblingSet& local, ActorId actor,
+                                            uint64_t counter_floor, const WriteIntent& intent,
+                                            const CoordinatorOptions& options) {
+  uint64_t seen = intent.context.Get(actor);
+  for (const Version& v : local) {
+    if (v.lww) {
+      return Status::InvalidArgument(
+          "the key holds last-write-wins versions; write it in lww mode");
+    }
+    if (v.dot.actor == actor) seen = std::max(seen, v.dot.counter);
+    seen = std::max(seen, v.context.Get(actor));
+  }
+  if (seen == UINT64_MAX) return Status::InvalidArgument("actor counter exhausted");
+
+  CoordinatorResult result;
+  Version& w = result.written;
+  w.dot = Dot{actor, std::max(counter_floor, seen + 1)};
+  w.context = intent.context;
+  w.context.Truncate(options.clock_entries_max, options.retired);
+  w.timestamp_ms = intent.timestamp_ms;
+  w.tombstone = intent.tombstone;
+  if (!intent.tombstone) w.value = intent.value;
+
+  result.siblings.reserve(local.size() + 1);
+  for (const Version& v : local) {
+    if (!intent.context.Covers(v.dot)) result.siblings.push_back(v);
+  }
+  result.siblings.push_back(w);
+  std::sort(result.siblings.begin(), result.siblings.end(), DotThenContentLess);
+  if (result.siblings.size() > options.siblings_max) {
+    return Status::Busy("write would leave " + std::to_string(result.siblings.size()) +
+                        " siblings, over the limit of " + std::to_string(options.siblings_max) +
+                        "; read the key and write back a resolved value");
+  }
+  return result;
+}
+
+}  // namespace dynamo
