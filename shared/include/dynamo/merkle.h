@@ -1,0 +1,172 @@
+// Merkle trees for anti-entropy, one per partition replica.
+//
+// The tree indexes a set of (key, digest) pairs, where the digest summarises
+// the key's sibling set (SiblingDigest). Keys are placed by a stable 64-bit
+// hash: the node at level L and index i holds every key whose hash starts with
+// the L-bit prefix i, so level 0 is the root and level 64 is a single hash
+// value. A node's summary is the XOR of its keys' contributions (a mix of key
+// hash and digest) and their count; XOR makes every update an O(depth) delta
+// along one path.
+//
+// Levels 0..depth are kept in memory, with the keys in per-leaf maps; deeper
+// levels are computed on demand from one leaf. So the comparison can descend
+// until a bucket holds a handful of keys however many keys the tree holds,
+// and what it exchanges grows with the number of differences (times the log of
+// the key count), not with the number of keys.
+//
+// Comparison protocol. The initiator runs MerkleComparison against its own
+// tree; each request it produces is answered by the other replica's tree
+// (MerkleTree::Answer), over whatever transport. Requests ask for the
+// summaries of a node's descendants a few levels down ("expand") or for the
+// keys and digests under a node ("fetch"). Only differing branches are
+// expanded; a bucket with few keys on the remote side, or none on one side,
+// is fetched and compared key by key. The result is the set of keys whose
+// digests differ or that one side lacks. Trees may change between rounds;
+// the result then reflects a mix of states, and the next round fixes it.
+//
+// Thread-safety: none; guard a tree and its comparisons with one owner.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <unordered_map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dynamo/status.h"
+
+namespace dynamo {
+
+inline constexpr uint32_t kMerkleHashBits = 64;
+inline constexpr uint32_t kDefaultMerkleDepth = 8;
+inline constexpr uint32_t kMaxMerkleDepth = 16;
+// Most levels one expand request may descend (2^8 summaries per node).
+inline constexpr uint32_t kMaxMerkleExpandLevels = 8;
+
+struct MerkleNodeId {
+  uint32_t level = 0;  // 0 (root) .. 64
+  uint64_t index = 0;  // < 2^level
+  friend bool operator==(const MerkleNodeId&, const MerkleNodeId&) = default;
+};
+
+struct MerkleSummary {
+  uint64_t hash = 0;   // XOR of contributions; 0 when empty
+  uint64_t count = 0;  // keys under the node
+  friend bool operator==(const MerkleSummary&, const MerkleSummary&) = default;
+};
+
+struct MerkleKey {
+  std::string key;
+  uint64_t digest = 0;
+  friend bool operator==(const MerkleKey&, const MerkleKey&) = default;
+};
+
+struct MerkleRequest {
+  std::vector<MerkleNodeId> expand;  // all at one level
+  uint32_t levels = 0;               // how far below each expand node to summarise
+  std::vector<MerkleNodeId> fetch;
+};
+
+struct MerkleReply {
+  // For each expand node in order, its 2^levels descendants in index order.
+  std::vector<MerkleSummary> summaries;
+  // For each fetch node in order, its keys sorted by key.
+  std::vector<std::vector<MerkleKey>> keys;
+};
+
+class MerkleTree {
+ public:
+  // `depth` levels are kept in memory: 2^depth leaves. Precondition: depth
+  // <= kMaxMerkleDepth.
+  explicit MerkleTree(uint32_t depth = kDefaultMerkleDepth);
+
+  // Inserts `key` or replaces its digest. O(depth + log keys-per-leaf).
+  void Put(std::string_view key, uint64_t digest);
+  // Removes `key`; returns whether it was present.
+  bool Remove(std::string_view key);
+  std::optional<uint64_t> Get(std::string_view key) const;
+  void Clear();
+
+  MerkleSummary Root() const { return levels_[0][0]; }
+  size_t size() const { return levels_[0][0].count; }
+  uint32_t depth() const { return depth_; }
+
+  // The summary of any node, computed from a leaf below the kept depth.
+  // InvalidArgument for an invalid node id.
+  Result<MerkleSummary> Summary(const MerkleNodeId& node) const;
+  // The 2^levels descendants of `node` at level node.level + levels, in index
+  // order. InvalidArgument if levels > kMaxMerkleExpandLevels or the result
+  // would lie below level 64.
+  Result<std::vector<MerkleSummary>> Expand(const MerkleNodeId& node, uint32_t levels) const;
+  // Every key under `node` with its digest, sorted by key.
+  Result<std::vector<MerkleKey>> KeysUnder(const MerkleNodeId& node) const;
+  // The answer this tree gives to a comparison request.
+  Result<MerkleReply> Answer(const MerkleRequest& request) const;
+
+  // The bucket hash of a key (the top bits pick its node at each level).
+  static uint64_t KeyHash(std::string_view key);
+
+ private:
+  struct Entry {
+    uint64_t key_hash;
+    uint64_t digest;
+  };
+  struct KeyHasher {
+    using is_transparent = void;
+    size_t operator()(std::string_view key) const;
+  };
+  using Leaf = std::unordered_map<std::string, Entry, KeyHasher, std::equal_to<>>;
+
+  void Apply(uint64_t leaf, uint64_t hash_delta, int64_t count_delta);
+  // Calls fn(key, entry) for every key under `node`.
+  template <typename Fn>
+  void ForEachUnder(const MerkleNodeId& node, Fn&& fn) const;
+
+  uint32_t depth_;
+  std::vector<std::vector<MerkleSummary>> levels_;  // levels_[L] has 2^L nodes
+  std::vector<Leaf> leaves_;
+};
+
+struct MerkleComparisonOptions {
+  // A differing bucket with at most this many keys on the remote side is
+  // fetched rather than expanded. Default: 16.
+  size_t bucket_keys_max = 16;
+  // Levels one expand request descends. Default: 4 (16 summaries per node).
+  uint32_t levels_per_round = 4;
+  // Nodes per request (expand and fetch each). Default: 64.
+  size_t nodes_per_request_max = 64;
+};
+
+// The initiator's side of one comparison. `local` must outlive it.
+class MerkleComparison {
+ public:
+  explicit MerkleComparison(const MerkleTree* local, MerkleComparisonOptions options = {});
+
+  // The next request to send, or nullopt when a reply is awaited or the
+  // comparison is done.
+  std::optional<MerkleRequest> NextRequest();
+  // Takes the remote tree's reply to the last request. ProtocolError when it
+  // does not match the request; the comparison is then done.
+  Status HandleReply(const MerkleReply& reply);
+
+  bool done() const { return !outstanding_ && expand_.empty() && fetch_.empty(); }
+  // Keys that differ, sorted and unique. Complete once done().
+  std::vector<std::string> DifferingKeys() const;
+  size_t rounds() const { return rounds_; }
+
+ private:
+  void Classify(const MerkleNodeId& node, const MerkleSummary& local, const MerkleSummary& remote);
+  void AddLocalKeys(const MerkleNodeId& node);
+
+  const MerkleTree* local_;
+  MerkleComparisonOptions options_;
+  std::deque<MerkleNodeId> expand_;
+  std::deque<MerkleNodeId> fetch_;
+  std::optional<MerkleRequest> outstanding_;
+  std::vector<std::string> differing_;
+  size_t rounds_ = 0;
+};
+
+}  // namespace dynamo

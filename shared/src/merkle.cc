@@ -1,0 +1,262 @@
+#include "dynamo/merkle.h"
+
+#include <algorithm>
+
+#include "dynamo/placement.h"
+
+namespace dynamo {
+namespace {
+
+constexpr uint64_t kKeyHashSeed = 0x6d65726b6c650001ULL;  // "merkle", v1
+
+// The L-bit prefix of a 64-bit hash.
+inline uint64_t Prefix(uint64_t hash, uint32_t level) {
+  return level == 0 ? 0 : hash >> (kMerkleHashBits - level);
+}
+
+inline uint64_t Contribution(uint64_t key_hash, uint64_t digest) {
+  return Mix64(key_hash ^ Mix64(digest ^ 0xa0761d6478bd642fULL));
+}
+
+bool ValidNode(const MerkleNodeId& node) {
+  return node.level <= kMerkleHashBits &&
+         (node.level == kMerkleHashBits || node.index < (uint64_t{1} << node.level));
+}
+
+}  // namespace
+
+MerkleTree::MerkleTree(uint32_t depth) : depth_(depth) {
+  DYNAMO_CHECK(depth <= kMaxMerkleDepth);
+  Clear();
+}
+
+uint64_t MerkleTree::KeyHash(std::string_view key) { return Hash64(key, kKeyHashSeed); }
+
+size_t MerkleTree::KeyHasher::operator()(std::string_view key) const { return Hash64(key); }
+
+void MerkleTree::Clear() {
+  levels_.assign(depth_ + 1, {});
+  for (uint32_t l = 0; l <= depth_; ++l) levels_[l].assign(size_t{1} << l, MerkleSummary{});
+  leaves_.assign(size_t{1} << depth_, Leaf{});
+}
+
+void MerkleTree::Apply(uint64_t leaf, uint64_t hash_delta, int64_t count_delta) {
+  for (uint32_t l = depth_ + 1; l-- > 0;) {
+    MerkleSummary& s = levels_[l][leaf >> (depth_ - l)];
+    s.hash ^= hash_delta;
+    s.count = static_cast<uint64_t>(static_cast<int64_t>(s.count) + count_delta);
+  }
+}
+
+void MerkleTree::Put(std::string_view key, uint64_t digest) {
+  uint64_t kh = KeyHash(key);
+  uint64_t leaf = Prefix(kh, depth_);
+  Leaf& map = leaves_[leaf];
+  auto it = map.find(key);
+  if (it == map.end()) {
+    map.emplace(std::string(key), Entry{kh, digest});
+    Apply(leaf, Contribution(kh, digest), +1);
+  } else if (it->second.digest != digest) {
+    Apply(leaf, Contribution(kh, it->second.digest) ^ Contribution(kh, digest), 0);
+    it->second.digest = digest;
+  }
+}
+
+bool MerkleTree::Remove(std::string_view key) {
+  uint64_t kh = KeyHash(key);
+  uint64_t leaf = Prefix(kh, depth_);
+  Leaf& map = leaves_[leaf];
+  auto it = map.find(key);
+  if (it == map.end()) return false;
+  Apply(leaf, Contribution(kh, it->second.digest), -1);
+  map.erase(it);
+  return true;
+}
+
+std::optional<uint64_t> MerkleTree::Get(std::string_view key) const {
+  const Leaf& map = leaves_[Prefix(KeyHash(key), depth_)];
+  auto it = map.find(key);
+  if (it == map.end()) return std::nullopt;
+  return it->second.digest;
+}
+
+template <typename Fn>
+void MerkleTree::ForEachUnder(const MerkleNodeId& node, Fn&& fn) const {
+  if (node.level <= depth_) {
+    uint64_t first = node.index << (depth_ - node.level);
+    uint64_t last = (node.index + 1) << (depth_ - node.level);
+    for (uint64_t leaf = first; leaf < last; ++leaf) {
+      for (const auto& [key, entry] : leaves_[leaf]) fn(key, entry);
+    }
+  } else {
+    uint32_t shift = node.level - depth_;
+    uint64_t leaf = shift >= kMerkleHashBits ? 0 : node.index >> shift;
+    for (const auto& [key, entry] : leaves_[leaf]) {
+      if (Prefix(entry.key_hash, node.level) == node.index) fn(key, entry);
+    }
+  }
+}
+
+Result<MerkleSummary> MerkleTree::Summary(const MerkleNodeId& node) const {
+  if (!ValidNode(node)) return Status::InvalidArgument("invalid Merkle node");
+  if (node.level <= depth_) return levels_[node.level][node.index];
+  MerkleSummary s;
+  ForEachUnder(node, [&](const std::string&, const Entry& e) {
+    s.hash ^= Contribution(e.key_hash, e.digest);
+    ++s.count;
+  });
+  return s;
+}
+
+Result<std::vector<MerkleSummary>> MerkleTree::Expand(const MerkleNodeId& node,
+                                                      uint32_t levels) const {
+  if (!ValidNode(node)) return Status::InvalidArgument("invalid Merkle node");
+  if (levels > kMaxMerkleExpandLevels || node.level + levels > kMerkleHashBits) {
+    return Status::InvalidArgument("Merkle expand too deep");
+  }
+  const uint32_t child_level = node.level + levels;
+  const uint64_t base = node.index << levels;
+  std::vector<MerkleSummary> out(size_t{1} << levels);
+  if (child_level <= depth_) {
+    std::copy_n(levels_[child_level].begin() + static_cast<std::ptrdiff_t>(base), out.size(),
+                out.begin());
+    return out;
+  }
+  ForEachUnder(node, [&](const std::string&, const Entry& e) {
+    MerkleSummary& s = out[Prefix(e.key_hash, child_level) - base];
+    s.hash ^= Contribution(e.key_hash, e.digest);
+    ++s.count;
+  });
+  return out;
+}
+
+Result<std::vector<MerkleKey>> MerkleTree::KeysUnder(const MerkleNodeId& node) const {
+  if (!ValidNode(node)) return Status::InvalidArgument("invalid Merkle node");
+  std::vector<MerkleKey> out;
+  ForEachUnder(node, [&](const std::string& key, const Entry& e) {
+    out.push_back(MerkleKey{key, e.digest});
+  });
+  std::sort(out.begin(), out.end(),
+            [](const MerkleKey& a, const MerkleKey& b) { return a.key < b.key; });
+  return out;
+}
+
+Result<MerkleReply> MerkleTree::Answer(const MerkleRequest& request) const {
+  MerkleReply reply;
+  if (!request.expand.empty()) {
+    reply.summaries.reserve(request.expand.size() << request.levels);
+  }
+  for (const MerkleNodeId& node : request.expand) {
+    Result<std::vector<MerkleSummary>> s = Expand(node, request.levels);
+    if (!s.ok()) return s.status();
+    reply.summaries.insert(reply.summaries.end(), s->begin(), s->end());
+  }
+  for (const MerkleNodeId& node : request.fetch) {
+    Result<std::vector<MerkleKey>> keys = KeysUnder(node);
+    if (!keys.ok()) return keys.status();
+    reply.keys.push_back(std::move(*keys));
+  }
+  return reply;
+}
+
+MerkleComparison::MerkleComparison(const MerkleTree* local, MerkleComparisonOptions options)
+    : local_(local), options_(options) {
+  options_.levels_per_round =
+      std::clamp<uint32_t>(options_.levels_per_round, 1, kMaxMerkleExpandLevels);
+  options_.nodes_per_request_max = std::max<size_t>(options_.nodes_per_request_max, 1);
+  expand_.push_back(MerkleNodeId{0, 0});
+}
+
+std::optional<MerkleRequest> MerkleComparison::NextRequest() {
+  if (outstanding_ || done()) return std::nullopt;
+  MerkleRequest req;
+  while (!fetch_.empty() && req.fetch.size() < options_.nodes_per_request_max) {
+    req.fetch.push_back(fetch_.front());
+    fetch_.pop_front();
+  }
+  if (!expand_.empty()) {
+    const uint32_t level = expand_.front().level;
+    // The first round asks for the root's own summary.
+    req.levels = rounds_ == 0 ? 0 : std::min(options_.levels_per_round, kMerkleHashBits - level);
+    while (!expand_.empty() && expand_.front().level == level &&
+           req.expand.size() < options_.nodes_per_request_max) {
+      req.expand.push_back(expand_.front());
+      expand_.pop_front();
+    }
+  }
+  ++rounds_;
+  outstanding_ = req;
+  return req;
+}
+
+void MerkleComparison::AddLocalKeys(const MerkleNodeId& node) {
+  Result<std::vector<MerkleKey>> keys = local_->KeysUnder(node);
+  DYNAMO_CHECK(keys.ok());
+  for (MerkleKey& k : *keys) differing_.push_back(std::move(k.key));
+}
+
+void MerkleComparison::Classify(const MerkleNodeId& node, const MerkleSummary& local,
+                                const MerkleSummary& remote) {
+  if (local == remote) return;
+  if (remote.count == 0) {
+    AddLocalKeys(node);
+  } else if (local.count == 0 || remote.count <= options_.bucket_keys_max ||
+             node.level == kMerkleHashBits) {
+    fetch_.push_back(node);
+  } else {
+    expand_.push_back(node);
+  }
+}
+
+Status MerkleComparison::HandleReply(const MerkleReply& reply) {
+  if (!outstanding_) return Status::ProtocolError("Merkle reply without a request");
+  MerkleRequest req = std::move(*outstanding_);
+  outstanding_.reset();
+  auto fail = [this](std::string_view why) {
+    expand_.clear();
+    fetch_.clear();
+    return Status::ProtocolError(std::string("Merkle reply: ") + std::string(why));
+  };
+  const size_t fan = size_t{1} << req.levels;
+  if (reply.summaries.size() != req.expand.size() * fan) return fail("wrong summary count");
+  if (reply.keys.size() != req.fetch.size()) return fail("wrong key list count");
+
+  for (size_t i = 0; i < req.expand.size(); ++i) {
+    Result<std::vector<MerkleSummary>> mine = local_->Expand(req.expand[i], req.levels);
+    if (!mine.ok()) return fail(mine.status().message());
+    for (size_t j = 0; j < fan; ++j) {
+      MerkleNodeId child{req.expand[i].level + req.levels, (req.expand[i].index << req.levels) + j};
+      Classify(child, (*mine)[j], reply.summaries[i * fan + j]);
+    }
+  }
+  for (size_t i = 0; i < req.fetch.size(); ++i) {
+    const std::vector<MerkleKey>& theirs = reply.keys[i];
+    for (size_t k = 1; k < theirs.size(); ++k) {
+      if (!(theirs[k - 1].key < theirs[k].key)) return fail("keys not sorted");
+    }
+    Result<std::vector<MerkleKey>> mine = local_->KeysUnder(req.fetch[i]);
+    if (!mine.ok()) return fail(mine.status().message());
+    size_t a = 0, b = 0;
+    while (a < mine->size() || b < theirs.size()) {
+      if (b == theirs.size() || (a < mine->size() && (*mine)[a].key < theirs[b].key)) {
+        differing_.push_back((*mine)[a++].key);
+      } else if (a == mine->size() || theirs[b].key < (*mine)[a].key) {
+        differing_.push_back(theirs[b++].key);
+      } else {
+        if ((*mine)[a].digest != theirs[b].digest) differing_.push_back((*mine)[a].key);
+        ++a;
+        ++b;
+      }
+    }
+  }
+  return Status::OK();
+}
+
+std::vector<std::string> MerkleComparison::DifferingKeys() const {
+  std::vector<std::string> out = differing_;
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+}  // namespace dynamo
