@@ -1,0 +1,105 @@
+// Encoding and decoding of frames and messages (message.h), and of sibling
+// sets as stored records.
+//
+// Decoding trusts nothing: every limit below is checked before anything is
+// allocated for it, and malformed input of any kind yields an error, never a
+// crash. Errors are ProtocolError for malformed frames (the connection should
+// be closed) and InvalidArgument for well-formed requests that break a size
+// limit (the request is refused, the connection can go on); both messages name
+// the limit.
+//
+// Thread-safety: the free functions are thread-safe; a FrameDecoder is not.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "dynamo/msgpack_io.h"
+#include "dynamo/proto/message.h"
+#include "dynamo/status.h"
+
+namespace dynamo::proto {
+
+inline constexpr uint32_t kFrameHeaderBytes = 4;
+
+struct Limits {
+  // Largest frame body. Default: 64 MiB.
+  uint32_t frame_bytes_max = 64u << 20;
+  // Largest key. Default: 2 KiB.
+  uint32_t key_bytes_max = 2u << 10;
+  // Largest value. Default: 1 MiB (the paper's object size).
+  uint32_t value_bytes_max = 1u << 20;
+  // Deepest nesting of msgpack containers. Default: 10.
+  uint32_t depth_max = 10;
+  // Most elements in one array. Default: 64 Ki.
+  uint32_t items_max = 64u << 10;
+  // Most versions in one sibling set. Default: 1024.
+  uint32_t siblings_max = 1024;
+  // Most entries in one version vector. Default: 256.
+  uint32_t clock_entries_max = 256;
+  // Longest other string (node ids, addresses, error messages). Default: 4 KiB.
+  uint32_t text_bytes_max = 4u << 10;
+};
+
+// Appends the frame of `message` (length prefix included) to *out.
+void AppendFrame(const Message& message, std::string* out);
+// The frame of `message`, length prefix included.
+std::string EncodeFrame(const Message& message);
+
+// What could be read of a frame's envelope, to answer a frame whose payload
+// failed to decode.
+struct Envelope {
+  bool valid = false;  // the envelope itself was well-formed
+  uint64_t request_id = 0;
+  uint16_t type = 0;
+};
+
+// Decodes one frame body (without the length prefix). *envelope, if given,
+// tells what the envelope held even when the payload fails.
+Result<Message> DecodeMessage(std::string_view body, const Limits& limits,
+                              Envelope* envelope = nullptr);
+
+// A sibling set as a stored record (msgpack, the same layout as on the wire).
+void EncodeSiblings(const SiblingSet& set, MsgpackWriter& w);
+std::string EncodeSiblingSet(const SiblingSet& set);
+Result<SiblingSet> DecodeSiblingSet(std::string_view bytes, const Limits& limits);
+
+// The MsgpackLimits derived from `limits`.
+MsgpackLimits ReaderLimits(const Limits& limits);
+
+// Splits a byte stream into frame bodies. Feed bytes as they arrive, then
+// call Next until it returns false.
+class FrameDecoder {
+ public:
+  explicit FrameDecoder(uint32_t frame_bytes_max);
+
+  // Appends bytes received.
+  void Feed(std::string_view bytes);
+  // Zero-copy alternative to Feed: room for at least `min_bytes` at the end
+  // of the buffer, to be filled and then published with Commit.
+  std::span<char> WritableTail(size_t min_bytes);
+  void Commit(size_t bytes);
+
+  // When a whole frame is buffered, sets *body to its body (valid until the
+  // next Feed or WritableTail) and returns true; returns false when more
+  // bytes are needed. ProtocolError when a frame declares a length of zero or
+  // above the limit, detected from its 4-byte header alone; the error is
+  // sticky, since the stream cannot be resynchronised.
+  Result<bool> Next(std::string_view* body);
+
+  // Bytes received but not yet returned.
+  size_t buffered() const { return end_ - start_; }
+
+ private:
+  void Compact(size_t min_free);
+
+  uint32_t frame_bytes_max_;
+  std::string buf_;
+  size_t start_ = 0;
+  size_t end_ = 0;
+  Status error_;
+};
+
+}  // namespace dynamo::proto

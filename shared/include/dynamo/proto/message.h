@@ -1,0 +1,249 @@
+// The message catalogue: every request and reply that crosses the wire,
+// between clients and nodes and between nodes.
+//
+// A frame is [u32 big-endian body length][msgpack body], and the body is the
+// array [protocol version, message type, request id, payload] with the payload
+// an array of the message's fields in the order declared here (codec.h). A
+// reply carries the id of its request; requests on one connection are
+// pipelined and replies may come in any order. Every reply carries the ring
+// epoch of the node that sent it, so a client learns when its view is stale.
+//
+// Request -> reply pairs:
+//   Get -> GetReply            a key's stored sibling set
+//   CoordPut -> CoordPutReply  the coordinator assigns a dot and writes
+//   ReplicaPut -> Ack          a replica merges a sibling set (maybe a hint)
+//   Ring -> RingReply, Members -> MembersReply     cluster state pulls
+//   Gossip -> GossipReply, Join -> JoinReply       membership between nodes
+//   Admin -> AdminReply        leave, remove
+//   AeCompare -> AeCompareReply                    Merkle comparison round
+//   Fetch -> FetchReply, Push -> Ack               batches of sibling sets
+//   Transfer -> TransferReply, TransferDone -> Ack partition streaming
+// Any request may instead get an ErrorReply.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "dynamo/merkle.h"
+#include "dynamo/placement.h"
+#include "dynamo/ring.h"
+#include "dynamo/status.h"
+#include "dynamo/version.h"
+
+namespace dynamo::proto {
+
+inline constexpr uint64_t kProtocolVersion = 1;
+
+enum class MessageType : uint16_t {
+  kError = 1,
+  kAck = 2,
+  kGet = 10,
+  kGetReply = 11,
+  kCoordPut = 12,
+  kCoordPutReply = 13,
+  kReplicaPut = 14,
+  kRing = 20,
+  kRingReply = 21,
+  kMembers = 22,
+  kMembersReply = 23,
+  kGossip = 24,
+  kGossipReply = 25,
+  kJoin = 26,
+  kJoinReply = 27,
+  kAdmin = 28,
+  kAdminReply = 29,
+  kAeCompare = 30,
+  kAeCompareReply = 31,
+  kFetch = 32,
+  kFetchReply = 33,
+  kPush = 34,
+  kTransfer = 40,
+  kTransferReply = 41,
+  kTransferDone = 42,
+};
+
+// --- replies common to many requests ---
+
+struct ErrorReply {
+  uint64_t epoch = 0;
+  StatusCode code = StatusCode::kInternal;
+  std::string message;
+  bool in_doubt = false;
+};
+
+struct Ack {
+  uint64_t epoch = 0;
+  uint64_t count = 0;  // entries applied, for batches; 1 otherwise
+};
+
+// --- data ---
+
+struct GetRequest {
+  std::string key;
+};
+struct GetReply {
+  uint64_t epoch = 0;
+  SiblingSet siblings;  // empty when the node holds nothing for the key
+};
+
+struct CoordPutRequest {
+  std::string key;
+  VersionVector context;
+  std::string value;
+  bool tombstone = false;
+};
+struct CoordPutReply {
+  uint64_t epoch = 0;
+  Dot dot;              // the new version's dot
+  SiblingSet siblings;  // the key's whole set on the coordinator after the write
+};
+
+struct ReplicaPutRequest {
+  std::string key;
+  SiblingSet siblings;
+  // The node this copy is meant for when the receiver stands in for it
+  // (sloppy quorum); empty for a primary replica.
+  std::string hint;
+};
+
+// --- cluster state ---
+
+struct RingRequest {};
+struct RingReply {
+  uint64_t epoch = 0;
+  std::string ring;  // Ring::Serialize()
+};
+
+enum class MemberStatus : uint8_t {
+  kJoining = 1,  // joined the ring, receiving its partitions
+  kNormal = 2,
+  kLeaving = 3,  // handing its partitions off
+  kRemoved = 4,  // left or removed; kept so gossip does not resurrect it
+};
+
+struct Member {
+  NodeId id;
+  std::string address;  // HOST:PORT
+  MemberStatus status = MemberStatus::kNormal;
+  uint64_t incarnation = 0;  // version of this record; the higher wins in gossip
+  uint64_t heartbeat = 0;    // grows while the node runs
+  ActorId actor = 0;
+  bool alive = true;  // the sender's local judgement
+};
+
+struct MembersRequest {};
+struct MembersReply {
+  uint64_t epoch = 0;
+  std::vector<Member> members;
+};
+
+struct GossipRequest {
+  NodeId from;
+  std::vector<Member> members;
+  std::string ring;
+};
+struct GossipReply {
+  uint64_t epoch = 0;
+  std::vector<Member> members;
+  std::string ring;
+};
+
+struct JoinRequest {
+  Member joiner;
+};
+struct JoinReply {
+  uint64_t epoch = 0;
+  std::string ring;
+  std::vector<Member> members;
+};
+
+enum class AdminOp : uint8_t {
+  kLeave = 1,   // the named node hands its partitions off and exits
+  kRemove = 2,  // drop a dead node; the others refill its partitions
+};
+struct AdminRequest {
+  AdminOp op = AdminOp::kLeave;
+  NodeId node;
+};
+struct AdminReply {
+  uint64_t epoch = 0;
+  std::string message;
+};
+
+// --- anti-entropy, hints, transfers ---
+
+struct AeCompareRequest {
+  PartitionId partition = 0;
+  MerkleRequest request;
+};
+struct AeCompareReply {
+  uint64_t epoch = 0;
+  MerkleReply reply;
+};
+
+struct KeyedSiblings {
+  std::string key;
+  SiblingSet siblings;
+};
+
+struct FetchRequest {
+  std::vector<std::string> keys;
+};
+struct FetchReply {
+  uint64_t epoch = 0;
+  std::vector<KeyedSiblings> entries;  // one per requested key, empty set when absent
+};
+
+enum class PushPurpose : uint8_t {
+  kRepair = 1,    // anti-entropy or read repair
+  kHint = 2,      // hinted handoff delivery to the intended owner
+  kTransfer = 3,  // partition handoff pushed by a leaving node
+};
+struct PushRequest {
+  PushPurpose purpose = PushPurpose::kRepair;
+  std::vector<KeyedSiblings> entries;
+};
+
+struct TransferRequest {
+  PartitionId partition = 0;
+  std::string after_key;  // resume after this key; empty to start
+  uint32_t max_entries = 0;
+  uint64_t max_bytes = 0;
+};
+struct TransferReply {
+  uint64_t epoch = 0;
+  std::vector<KeyedSiblings> entries;  // in key order
+  bool done = false;                   // no keys after the last entry
+};
+
+struct TransferDoneRequest {
+  PartitionId partition = 0;
+  NodeId node;              // the node that now holds the partition
+  uint64_t ring_epoch = 0;  // the ring the transfer was made for
+};
+
+using Body = std::variant<ErrorReply, Ack, GetRequest, GetReply, CoordPutRequest, CoordPutReply,
+                          ReplicaPutRequest, RingRequest, RingReply, MembersRequest, MembersReply,
+                          GossipRequest, GossipReply, JoinRequest, JoinReply, AdminRequest,
+                          AdminReply, AeCompareRequest, AeCompareReply, FetchRequest, FetchReply,
+                          PushRequest, TransferRequest, TransferReply, TransferDoneRequest>;
+
+struct Message {
+  uint64_t request_id = 0;
+  Body body;
+};
+
+MessageType TypeOf(const Body& body);
+// True for replies (ErrorReply and Ack included), false for requests.
+bool IsReply(MessageType type);
+// The type's name, e.g. "CoordPut".
+std::string_view MessageTypeName(MessageType type);
+
+// An ErrorReply for `status` (which must not be OK).
+ErrorReply MakeError(const Status& status, uint64_t epoch);
+// The Status an ErrorReply stands for.
+Status ToStatus(const ErrorReply& error);
+
+}  // namespace dynamo::proto

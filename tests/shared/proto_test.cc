@@ -1,0 +1,294 @@
+#include "dynamo/proto/codec.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "support/sample_messages.h"
+
+namespace dynamo::proto {
+namespace {
+
+using test::AllMessages;
+using test::SampleSiblings;
+using test::SampleVersion;
+
+std::string Body_(const std::string& frame) { return frame.substr(kFrameHeaderBytes); }
+
+TEST(ProtoTest, CatalogueIsComplete) {
+  std::set<MessageType> types;
+  for (const Body& b : AllMessages()) types.insert(TypeOf(b));
+  EXPECT_EQ(types.size(), std::variant_size_v<Body>);
+  for (MessageType t : types) EXPECT_NE(MessageTypeName(t), "Unknown");
+  EXPECT_TRUE(IsReply(MessageType::kError));
+  EXPECT_TRUE(IsReply(MessageType::kGetReply));
+  EXPECT_FALSE(IsReply(MessageType::kReplicaPut));
+}
+
+// Every message round-trips: decoding and re-encoding gives the same bytes,
+// and every field was set to a non-default value.
+TEST(ProtoTest, EveryMessageRoundTrips) {
+  uint64_t id = 1;
+  for (const Body& body : AllMessages()) {
+    Message m{id++ * 0x100000001ULL, body};
+    std::string frame = EncodeFrame(m);
+    uint32_t len = (uint8_t(frame[0]) << 24) | (uint8_t(frame[1]) << 16) | (uint8_t(frame[2]) << 8) |
+                   uint8_t(frame[3]);
+    ASSERT_EQ(len + kFrameHeaderBytes, frame.size());
+    Envelope env;
+    Result<Message> back = DecodeMessage(Body_(frame), Limits{}, &env);
+    ASSERT_TRUE(back.ok()) << MessageTypeName(TypeOf(body)) << ": " << back.status().ToString();
+    EXPECT_TRUE(env.valid);
+    EXPECT_EQ(env.request_id, m.request_id);
+    EXPECT_EQ(back->request_id, m.request_id);
+    EXPECT_EQ(TypeOf(back->body), TypeOf(body));
+    EXPECT_EQ(EncodeFrame(*back), frame) << MessageTypeName(TypeOf(body));
+  }
+}
+
+TEST(ProtoTest, SpotCheckDecodedFields) {
+  Message m{3, ReplicaPutRequest{"k", SampleSiblings(), "n2"}};
+  Result<Message> back = DecodeMessage(Body_(EncodeFrame(m)), Limits{});
+  ASSERT_TRUE(back.ok());
+  const auto& r = std::get<ReplicaPutRequest>(back->body);
+  EXPECT_EQ(r.siblings, SampleSiblings());
+  EXPECT_EQ(r.hint, "n2");
+  Status s = ToStatus(std::get<ErrorReply>(
+      DecodeMessage(Body_(EncodeFrame({1, MakeError(Status::Busy("full").WithInDoubt(true), 4)})),
+                    Limits{})
+          ->body));
+  EXPECT_EQ(s.code(), StatusCode::kBusy);
+  EXPECT_TRUE(s.in_doubt());
+}
+
+TEST(ProtoTest, SiblingSetRecordRoundTrips) {
+  std::string bytes = EncodeSiblingSet(SampleSiblings());
+  Result<SiblingSet> back = DecodeSiblingSet(bytes, Limits{});
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, SampleSiblings());
+  EXPECT_FALSE(DecodeSiblingSet(bytes.substr(0, bytes.size() - 1), Limits{}).ok());
+  EXPECT_FALSE(DecodeSiblingSet(bytes + "x", Limits{}).ok());
+}
+
+TEST(ProtoTest, EveryTruncationIsRejected) {
+  for (const Body& body : AllMessages()) {
+    std::string b = Body_(EncodeFrame({1, body}));
+    for (size_t cut = 0; cut < b.size(); ++cut) {
+      Result<Message> r = DecodeMessage(std::string_view(b).substr(0, cut), Limits{});
+      ASSERT_FALSE(r.ok()) << MessageTypeName(TypeOf(body)) << " cut at " << cut;
+      EXPECT_EQ(r.status().code(), StatusCode::kProtocolError);
+    }
+  }
+}
+
+TEST(ProtoTest, OversizeKeyAndValueNameTheLimit) {
+  Limits limits;
+  Result<Message> r = DecodeMessage(Body_(EncodeFrame({9, GetRequest{std::string(2049, 'k')}})), limits);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("key_bytes_max (2048)"), std::string_view::npos);
+  EXPECT_TRUE(DecodeMessage(Body_(EncodeFrame({9, GetRequest{std::string(2048, 'k')}})), limits).ok());
+
+  Envelope env;
+  r = DecodeMessage(
+      Body_(EncodeFrame({10, CoordPutRequest{"k", {}, std::string((1 << 20) + 1, 'v'), false}})),
+      limits, &env);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("value_bytes_max (1048576)"), std::string_view::npos);
+  EXPECT_EQ(env.request_id, 10u);  // so the error can be answered
+  EXPECT_EQ(env.type, static_cast<uint16_t>(MessageType::kCoordPut));
+
+  limits.value_bytes_max = 10;
+  r = DecodeMessage(Body_(EncodeFrame({10, CoordPutRequest{"k", {}, "eleven char", false}})), limits);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(DecodeMessage(Body_(EncodeFrame({1, GetRequest{""}})), Limits{}).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+std::string Envelope4(uint64_t version, uint64_t type, uint64_t id, const std::function<void(MsgpackWriter&)>& payload) {
+  std::string out;
+  MsgpackWriter w(&out);
+  w.Array(4);
+  w.Uint(version);
+  w.Uint(type);
+  w.Uint(id);
+  payload(w);
+  return out;
+}
+
+TEST(ProtoTest, TypeConfusedFramesAreRejected) {
+  auto code = [](const std::string& body) { return DecodeMessage(body, Limits{}).status().code(); };
+  // Key as str instead of bin.
+  EXPECT_EQ(code(Envelope4(1, 10, 1, [](MsgpackWriter& w) { w.Array(1); w.Str("k"); })),
+            StatusCode::kProtocolError);
+  // Payload not an array.
+  EXPECT_EQ(code(Envelope4(1, 10, 1, [](MsgpackWriter& w) { w.Uint(5); })), StatusCode::kProtocolError);
+  // Too few fields.
+  EXPECT_EQ(code(Envelope4(1, 12, 1, [](MsgpackWriter& w) { w.Array(1); w.Bin("k"); })),
+            StatusCode::kProtocolError);
+  // Unknown type, bad version, envelope not an array, bad enum values.
+  EXPECT_EQ(code(Envelope4(1, 999, 1, [](MsgpackWriter& w) { w.Array(0); })), StatusCode::kProtocolError);
+  EXPECT_EQ(code(Envelope4(2, 10, 1, [](MsgpackWriter& w) { w.Array(1); w.Bin("k"); })),
+            StatusCode::kProtocolError);
+  EXPECT_EQ(code(std::string("\x01", 1)), StatusCode::kProtocolError);
+  EXPECT_EQ(code(Envelope4(1, 28, 1, [](MsgpackWriter& w) { w.Array(2); w.Uint(9); w.Str("n1"); })),
+            StatusCode::kProtocolError);
+  EXPECT_EQ(code(Envelope4(1, 1, 1, [](MsgpackWriter& w) {
+              w.Array(4); w.Uint(1); w.Uint(200); w.Str("x"); w.Bool(false);
+            })),
+            StatusCode::kProtocolError);
+  // Version with counter 0, unknown flags, tombstone carrying a value, unsorted clock.
+  auto version = [&](uint64_t counter, uint64_t flags, std::string value,
+                     std::vector<uint64_t> clock) {
+    return code(Envelope4(1, 11, 1, [&](MsgpackWriter& w) {
+      w.Array(2);
+      w.Uint(1);
+      w.Array(1);
+      w.Array(6);
+      w.Uint(1);
+      w.Uint(counter);
+      w.Uint(flags);
+      w.Uint(0);
+      w.Array(static_cast<uint32_t>(clock.size()));
+      for (uint64_t c : clock) w.Uint(c);
+      w.Bin(value);
+    }));
+  };
+  EXPECT_EQ(version(1, 0, "v", {}), StatusCode::kOk);
+  EXPECT_EQ(version(0, 0, "v", {}), StatusCode::kProtocolError);
+  EXPECT_EQ(version(1, 4, "v", {}), StatusCode::kProtocolError);
+  EXPECT_EQ(version(1, 1, "v", {}), StatusCode::kProtocolError);
+  EXPECT_EQ(version(1, 0, "v", {2, 1, 0, 1, 1, 0}), StatusCode::kProtocolError);
+  EXPECT_EQ(version(1, 0, "v", {2, 1}), StatusCode::kProtocolError);
+  // Trailing bytes after the envelope.
+  EXPECT_EQ(code(Envelope4(1, 20, 1, [](MsgpackWriter& w) { w.Array(0); }) + "x"),
+            StatusCode::kProtocolError);
+}
+
+TEST(ProtoTest, NewerPeersMayAppendFields) {
+  std::string body = Envelope4(1, 10, 5, [](MsgpackWriter& w) {
+    w.Array(3);
+    w.Bin("key");
+    w.Str("a future field");
+    w.Array(2);
+    w.Uint(1);
+    w.Uint(2);
+  });
+  Result<Message> r = DecodeMessage(body, Limits{});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(std::get<GetRequest>(r->body).key, "key");
+}
+
+TEST(ProtoTest, LyingLengthsAndDeepNestingAreRejected) {
+  // A sibling list claiming 2^32-1 versions in a few bytes.
+  std::string body = Envelope4(1, 11, 1, [](MsgpackWriter& w) {
+    w.Array(2);
+    w.Uint(1);
+    w.out().append("\xdd\xff\xff\xff\xff", 5);
+  });
+  EXPECT_EQ(DecodeMessage(body, Limits{}).status().code(), StatusCode::kProtocolError);
+  // Deeply nested extra field.
+  std::string deep = Envelope4(1, 10, 1, [](MsgpackWriter& w) {
+    w.Array(2);
+    w.Bin("k");
+    for (int i = 0; i < 100; ++i) w.Array(1);
+    w.Uint(0);
+  });
+  Result<Message> r = DecodeMessage(deep, Limits{});
+  EXPECT_EQ(r.status().code(), StatusCode::kProtocolError);
+  EXPECT_NE(r.status().message().find("nesting"), std::string_view::npos);
+  // A Merkle request asking for more summaries than a reply may hold.
+  MerkleRequest huge;
+  huge.levels = 8;
+  huge.expand.assign(1000, MerkleNodeId{10, 1});
+  std::string frame = EncodeFrame({1, AeCompareRequest{0, huge}});
+  EXPECT_EQ(DecodeMessage(Body_(frame), Limits{}).status().code(), StatusCode::kProtocolError);
+}
+
+TEST(ProtoTest, RandomMutationsNeverCrash) {
+  std::mt19937_64 rng(99);
+  std::vector<Body> all = AllMessages();
+  size_t accepted = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string b = Body_(EncodeFrame({1, all[rng() % all.size()]}));
+    int flips = 1 + static_cast<int>(rng() % 4);
+    for (int f = 0; f < flips; ++f) b[rng() % b.size()] = static_cast<char>(rng());
+    Result<Message> r = DecodeMessage(b, Limits{});
+    if (r.ok()) {
+      ++accepted;
+      // Whatever decodes must re-encode and decode again.
+      EXPECT_TRUE(DecodeMessage(Body_(EncodeFrame(*r)), Limits{}).ok());
+    }
+  }
+  EXPECT_LT(accepted, 20000u);
+}
+
+TEST(FrameDecoderTest, SplitsAStreamFedByteByByte) {
+  std::string stream;
+  std::vector<Body> all = AllMessages();
+  for (size_t i = 0; i < all.size(); ++i) AppendFrame({i, all[i]}, &stream);
+  FrameDecoder dec(Limits{}.frame_bytes_max);
+  size_t got = 0;
+  for (char c : stream) {
+    dec.Feed(std::string_view(&c, 1));
+    std::string_view body;
+    Result<bool> next = dec.Next(&body);
+    ASSERT_TRUE(next.ok());
+    if (*next) {
+      Result<Message> m = DecodeMessage(body, Limits{});
+      ASSERT_TRUE(m.ok()) << m.status().ToString();
+      EXPECT_EQ(m->request_id, got);
+      ++got;
+    }
+  }
+  EXPECT_EQ(got, all.size());
+  EXPECT_EQ(dec.buffered(), 0u);
+}
+
+TEST(FrameDecoderTest, ManyFramesInOneFeed) {
+  std::string stream;
+  for (uint64_t i = 0; i < 100; ++i) AppendFrame({i, GetRequest{"k" + std::to_string(i)}}, &stream);
+  FrameDecoder dec(1024);
+  dec.Feed(stream);
+  std::string_view body;
+  for (uint64_t i = 0; i < 100; ++i) {
+    ASSERT_TRUE(*dec.Next(&body));
+    EXPECT_EQ(DecodeMessage(body, Limits{})->request_id, i);
+  }
+  EXPECT_FALSE(*dec.Next(&body));
+}
+
+TEST(FrameDecoderTest, OversizeHeaderFailsBeforeTheBody) {
+  FrameDecoder dec(1000);
+  dec.Feed(std::string("\x00\x00\x03\xe9", 4));  // 1001 bytes declared, none sent
+  std::string_view body;
+  Result<bool> r = dec.Next(&body);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kProtocolError);
+  EXPECT_NE(r.status().message().find("frame_bytes_max (1000)"), std::string_view::npos);
+  dec.Feed("more");
+  EXPECT_FALSE(dec.Next(&body).ok());  // sticky
+
+  FrameDecoder empty(1000);
+  empty.Feed(std::string("\x00\x00\x00\x00", 4));
+  EXPECT_FALSE(empty.Next(&body).ok());
+
+  FrameDecoder huge(Limits{}.frame_bytes_max);
+  huge.Feed(std::string("\xff\xff\xff\xff", 4));
+  EXPECT_FALSE(huge.Next(&body).ok());
+}
+
+TEST(FrameDecoderTest, ZeroCopyTail) {
+  std::string frame = EncodeFrame({5, GetRequest{"zero-copy"}});
+  FrameDecoder dec(1 << 20);
+  std::span<char> tail = dec.WritableTail(frame.size());
+  ASSERT_GE(tail.size(), frame.size());
+  std::copy(frame.begin(), frame.end(), tail.begin());
+  dec.Commit(frame.size());
+  std::string_view body;
+  ASSERT_TRUE(*dec.Next(&body));
+  EXPECT_EQ(std::get<GetRequest>(DecodeMessage(body, Limits{})->body).key, "zero-copy");
+}
+
+}  // namespace
+}  // namespace dynamo::proto
