@@ -1,0 +1,177 @@
+// Framed, pipelined connections over TCP (libuv), and the listener that
+// accepts them.
+//
+// Both ends of a Connection may send requests; replies are matched to
+// requests by id, in any order. Each call has its own deadline. Outgoing
+// frames are appended to one batch buffer that goes out in a single uv_write
+// per burst. The write queue is bounded: a call that would exceed it fails at
+// once with Busy, and reading from the peer pauses while the queue is above
+// half of the bound, so a peer that sends requests but does not read replies
+// cannot grow our memory.
+//
+// Malformed input (a bad frame, an unknown type, a broken payload) is answered
+// with an ErrorReply and the connection is closed once that reply is written.
+// A well-formed request that breaks a size limit (key, value) is answered with
+// an InvalidArgument ErrorReply and the connection goes on.
+//
+// Thread-safety: a Connection and a Listener belong to their loop thread; all
+// methods must be called there (use EventLoop::Post from other threads).
+// Callbacks run on the loop thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "dynamo/net/event_loop.h"
+#include "dynamo/proto/codec.h"
+#include "dynamo/proto/message.h"
+#include "dynamo/status.h"
+
+struct uv_tcp_s;
+struct uv_write_s;
+
+namespace dynamo::net {
+
+struct ConnectionOptions {
+  proto::Limits limits;
+  // Bytes queued for writing beyond which calls fail with Busy. Default: 64 MiB.
+  size_t write_queue_bytes_max = 64u << 20;
+  // Close the connection after this long with no traffic and no call
+  // outstanding; 0 disables. Default: 0.
+  uint64_t idle_timeout_ms = 0;
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  // Gets the reply to a call: the peer's reply message (an ErrorReply is a
+  // message too), or Timeout when the deadline passed, Unavailable when the
+  // connection closed first, Busy when the write queue was full,
+  // InvalidArgument when the request is too large or the reply broke a limit.
+  using ReplyCallback = std::function<void(Result<proto::Message>)>;
+  // Gets a request from the peer; answer it with Reply(request_id, ...), now
+  // or later.
+  using RequestHandler = std::function<void(const std::shared_ptr<Connection>&, proto::Message)>;
+  using CloseHandler = std::function<void(const Status& reason)>;
+
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  // Sends a request. `done` runs exactly once, never inside this call.
+  void Call(proto::Body request, uint64_t timeout_ms, ReplyCallback done);
+  // Sends the reply to the peer's request `request_id`. Dropped if closed.
+  void Reply(uint64_t request_id, proto::Body reply);
+  // Closes now: outstanding calls fail with Unavailable carrying `reason`.
+  // Idempotent.
+  void Close(const Status& reason);
+
+  void SetRequestHandler(RequestHandler handler) { on_request_ = std::move(handler); }
+  void SetCloseHandler(CloseHandler handler) { on_close_ = std::move(handler); }
+
+  bool closed() const { return closed_; }
+  const std::string& peer() const { return peer_; }
+  size_t calls_outstanding() const { return pending_.size(); }
+  size_t queued_bytes() const { return batch_.size() + inflight_.size(); }
+  const ConnectionOptions& options() const { return options_; }
+
+ private:
+  friend class Listener;
+  friend struct ConnectAttempt;
+  friend void Connect(EventLoop&, const Endpoint&, const ConnectionOptions&, uint64_t,
+                      std::function<void(Result<std::shared_ptr<Connection>>)>);
+  struct Pending {
+    uint64_t deadline_ms;
+    ReplyCallback done;
+  };
+
+  Connection(EventLoop& loop, ConnectionOptions options);
+  // Starts reading once the socket is connected or accepted.
+  void Start();
+  void Send(const proto::Message& message);
+  void Flush();
+  void OnRead(long nread);
+  void Dispatch(std::string_view body);
+  void FailCall(uint64_t id, Status status);
+  void ArmTimer();
+  void OnTimer();
+  void CloseAfterFlush();
+  void MaybeResumeReading();
+  void FinishClose();
+
+  EventLoop& loop_;
+  ConnectionOptions options_;
+  std::unique_ptr<uv_tcp_s> tcp_;
+  std::unique_ptr<uv_write_s> write_req_;
+  Timer timer_;
+  std::shared_ptr<Connection> self_;  // keeps us alive while the handle is open
+  proto::FrameDecoder decoder_;
+  std::string batch_;     // frames waiting for the next write
+  std::string inflight_;  // frames being written
+  bool writing_ = false;
+  bool reading_ = false;
+  bool read_paused_ = false;
+  bool closing_after_flush_ = false;
+  bool closed_ = false;
+  uint64_t next_request_id_ = 1;
+  uint64_t last_activity_ms_ = 0;
+  std::unordered_map<uint64_t, Pending> pending_;
+  std::set<std::pair<uint64_t, uint64_t>> deadlines_;  // (deadline, request id)
+  std::string peer_;
+  RequestHandler on_request_;
+  CloseHandler on_close_;
+};
+
+// Connects to `peer` (resolving a name if needed). `done` gets the connection
+// or Unavailable (refused, unreachable) or Timeout after `timeout_ms`.
+void Connect(EventLoop& loop, const Endpoint& peer, const ConnectionOptions& options,
+             uint64_t timeout_ms, std::function<void(Result<std::shared_ptr<Connection>>)> done);
+
+struct ListenerOptions {
+  ConnectionOptions connection;
+  // Connections served at once; more are accepted and closed at once.
+  // Default: 1024.
+  size_t connections_max = 1024;
+  // Default: 511.
+  int backlog = 511;
+};
+
+class Listener {
+ public:
+  // Listens on `address` (an IP literal, or "localhost"); port 0 picks a free
+  // port. Each accepted connection gets `on_request` as its request handler.
+  static Result<std::unique_ptr<Listener>> Listen(EventLoop& loop, const Endpoint& address,
+                                                  ListenerOptions options,
+                                                  Connection::RequestHandler on_request);
+  // Stops accepting and closes every connection it accepted.
+  ~Listener();
+
+  // The bound port.
+  uint16_t port() const { return port_; }
+  // Stops accepting new connections; existing ones go on.
+  void StopAccepting();
+  // Closes every accepted connection that is still open.
+  void CloseConnections(const Status& reason);
+  size_t connections() const;
+  // Connections refused because connections_max was reached.
+  uint64_t refused() const { return refused_; }
+
+ private:
+  Listener(EventLoop& loop, ListenerOptions options, Connection::RequestHandler on_request);
+  void OnConnection(int status);
+
+  EventLoop& loop_;
+  ListenerOptions options_;
+  Connection::RequestHandler on_request_;
+  uv_tcp_s* server_ = nullptr;
+  uint16_t port_ = 0;
+  uint64_t refused_ = 0;
+  std::vector<std::weak_ptr<Connection>> accepted_;
+};
+
+}  // namespace dynamo::net

@@ -1,0 +1,473 @@
+#include "dynamo/net/connection.h"
+
+#include <uv.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace dynamo::net {
+namespace {
+
+constexpr size_t kReadChunkBytes = 64u << 10;
+
+std::string UvError(int code) { return uv_strerror(code); }
+
+std::string PeerName(uv_tcp_t* tcp) {
+  sockaddr_storage addr{};
+  int len = sizeof(addr);
+  if (uv_tcp_getpeername(tcp, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return "?";
+  char ip[INET6_ADDRSTRLEN] = {0};
+  uint16_t port = 0;
+  if (addr.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&addr);
+    uv_ip6_name(a, ip, sizeof(ip));
+    port = ntohs(a->sin6_port);
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&addr);
+    uv_ip4_name(a, ip, sizeof(ip));
+    port = ntohs(a->sin_port);
+  }
+  return Endpoint{ip, port}.ToString();
+}
+
+// Fills *out for an IP literal ("localhost" means 127.0.0.1). False for names.
+bool LiteralAddress(const Endpoint& ep, sockaddr_storage* out) {
+  std::string host = ep.host == "localhost" ? "127.0.0.1" : ep.host;
+  if (uv_ip4_addr(host.c_str(), ep.port, reinterpret_cast<sockaddr_in*>(out)) == 0) return true;
+  return uv_ip6_addr(host.c_str(), ep.port, reinterpret_cast<sockaddr_in6*>(out)) == 0;
+}
+
+}  // namespace
+
+Connection::Connection(EventLoop& loop, ConnectionOptions options)
+    : loop_(loop),
+      options_(std::move(options)),
+      tcp_(std::make_unique<uv_tcp_t>()),
+      write_req_(std::make_unique<uv_write_t>()),
+      timer_(loop),
+      decoder_(options_.limits.frame_bytes_max) {
+  DYNAMO_CHECK(uv_tcp_init(loop.uv(), tcp_.get()) == 0);
+  tcp_->data = this;
+}
+
+Connection::~Connection() = default;
+
+void Connection::Start() {
+  uv_tcp_nodelay(tcp_.get(), 1);
+  last_activity_ms_ = loop_.NowMs();
+  int rc = uv_read_start(
+      reinterpret_cast<uv_stream_t*>(tcp_.get()),
+      [](uv_handle_t* h, size_t, uv_buf_t* buf) {
+        auto* self = static_cast<Connection*>(h->data);
+        std::span<char> tail = self->decoder_.WritableTail(kReadChunkBytes);
+        *buf = uv_buf_init(tail.data(), static_cast<unsigned>(std::min(tail.size(), size_t{1} << 30)));
+      },
+      [](uv_stream_t* s, ssize_t nread, const uv_buf_t*) {
+        static_cast<Connection*>(s->data)->OnRead(nread);
+      });
+  if (rc != 0) {
+    Close(Status::IOError("read start: " + UvError(rc)));
+    return;
+  }
+  reading_ = true;
+  ArmTimer();
+}
+
+void Connection::Call(proto::Body request, uint64_t timeout_ms, ReplyCallback done) {
+  auto fail_later = [this, &done](Status s) {
+    loop_.Post([done = std::move(done), s = std::move(s)]() { done(s); });
+  };
+  if (closed_ || closing_after_flush_) {
+    fail_later(Status::Unavailable("connection to " + peer_ + " is closed"));
+    return;
+  }
+  if (queued_bytes() >= options_.write_queue_bytes_max) {
+    fail_later(Status::Busy("write queue to " + peer_ + " holds " +
+                            std::to_string(queued_bytes()) +
+                            " bytes, at write_queue_bytes_max (" +
+                            std::to_string(options_.write_queue_bytes_max) + ")"));
+    return;
+  }
+  const uint64_t id = next_request_id_++;
+  const size_t before = batch_.size();
+  proto::AppendFrame(proto::Message{id, std::move(request)}, &batch_);
+  const size_t frame = batch_.size() - before - proto::kFrameHeaderBytes;
+  if (frame > options_.limits.frame_bytes_max) {
+    batch_.resize(before);
+    fail_later(Status::InvalidArgument("request of " + std::to_string(frame) +
+                                       " bytes exceeds frame_bytes_max (" +
+                                       std::to_string(options_.limits.frame_bytes_max) + ")"));
+    return;
+  }
+  const uint64_t deadline = loop_.NowMs() + timeout_ms;
+  pending_.emplace(id, Pending{deadline, std::move(done)});
+  bool earliest = deadlines_.empty() || deadline < deadlines_.begin()->first;
+  deadlines_.emplace(deadline, id);
+  if (earliest) ArmTimer();
+  Flush();
+}
+
+void Connection::Reply(uint64_t request_id, proto::Body reply) {
+  if (closed_) return;
+  const size_t before = batch_.size();
+  proto::AppendFrame(proto::Message{request_id, std::move(reply)}, &batch_);
+  const size_t frame = batch_.size() - before - proto::kFrameHeaderBytes;
+  if (frame > options_.limits.frame_bytes_max) {
+    batch_.resize(before);
+    proto::AppendFrame(
+        proto::Message{request_id,
+                       proto::MakeError(Status::InvalidArgument(
+                                            "reply of " + std::to_string(frame) +
+                                            " bytes exceeds frame_bytes_max"),
+                                        0)},
+        &batch_);
+  }
+  Flush();
+}
+
+void Connection::Flush() {
+  if (writing_ || closed_ || batch_.empty()) return;
+  std::swap(inflight_, batch_);
+  batch_.clear();
+  uv_buf_t buf = uv_buf_init(inflight_.data(), static_cast<unsigned>(inflight_.size()));
+  write_req_->data = this;
+  int rc = uv_write(write_req_.get(), reinterpret_cast<uv_stream_t*>(tcp_.get()), &buf, 1,
+                    [](uv_write_t* req, int status) {
+                      auto* self = static_cast<Connection*>(req->data);
+                      self->writing_ = false;
+                      self->inflight_.clear();
+                      if (self->closed_) return;
+                      if (status < 0) {
+                        self->Close(Status::IOError("write: " + UvError(status)));
+                        return;
+                      }
+                      self->last_activity_ms_ = self->loop_.NowMs();
+                      if (!self->batch_.empty()) {
+                        self->Flush();
+                      } else if (self->closing_after_flush_) {
+                        self->Close(Status::ProtocolError("closed after a protocol error"));
+                        return;
+                      }
+                      self->MaybeResumeReading();
+                    });
+  if (rc != 0) {
+    Close(Status::IOError("write: " + UvError(rc)));
+    return;
+  }
+  writing_ = true;
+}
+
+void Connection::OnRead(long nread) {
+  if (closed_) return;
+  if (nread == UV_EOF) {
+    Close(Status::Unavailable("peer " + peer_ + " closed the connection"));
+    return;
+  }
+  if (nread < 0) {
+    Close(Status::IOError("read from " + peer_ + ": " + UvError(static_cast<int>(nread))));
+    return;
+  }
+  if (nread == 0) return;
+  decoder_.Commit(static_cast<size_t>(nread));
+  last_activity_ms_ = loop_.NowMs();
+  while (!closed_ && !closing_after_flush_) {
+    std::string_view body;
+    Result<bool> next = decoder_.Next(&body);
+    if (!next.ok()) {
+      Reply(0, proto::MakeError(next.status(), 0));
+      CloseAfterFlush();
+      return;
+    }
+    if (!*next) break;
+    Dispatch(body);
+  }
+  if (!closed_ && reading_ && queued_bytes() > options_.write_queue_bytes_max / 2) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
+    reading_ = false;
+    read_paused_ = true;
+  }
+}
+
+void Connection::MaybeResumeReading() {
+  if (!read_paused_ || closed_ || queued_bytes() > options_.write_queue_bytes_max / 4) return;
+  read_paused_ = false;
+  Start();
+}
+
+void Connection::Dispatch(std::string_view body) {
+  proto::Envelope env;
+  Result<proto::Message> msg = proto::DecodeMessage(body, options_.limits, &env);
+  if (!msg.ok()) {
+    const Status& err = msg.status();
+    if (env.valid && proto::IsReply(static_cast<proto::MessageType>(env.type))) {
+      FailCall(env.request_id, err);
+      if (err.code() == StatusCode::kProtocolError) Close(err);
+      return;
+    }
+    Reply(env.request_id, proto::MakeError(err, 0));
+    if (err.code() != StatusCode::kInvalidArgument) CloseAfterFlush();
+    return;
+  }
+  const proto::MessageType type = proto::TypeOf(msg->body);
+  if (proto::IsReply(type)) {
+    auto it = pending_.find(msg->request_id);
+    if (it == pending_.end()) return;  // a reply after its deadline
+    ReplyCallback done = std::move(it->second.done);
+    deadlines_.erase({it->second.deadline_ms, it->first});
+    pending_.erase(it);
+    done(std::move(*msg));
+    return;
+  }
+  if (!on_request_) {
+    Reply(msg->request_id,
+          proto::MakeError(Status::ProtocolError("this connection does not serve requests"), 0));
+    return;
+  }
+  on_request_(shared_from_this(), std::move(*msg));
+}
+
+void Connection::FailCall(uint64_t id, Status status) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  ReplyCallback done = std::move(it->second.done);
+  deadlines_.erase({it->second.deadline_ms, id});
+  pending_.erase(it);
+  done(std::move(status));
+}
+
+void Connection::ArmTimer() {
+  if (closed_) return;
+  uint64_t next = UINT64_MAX;
+  if (!deadlines_.empty()) next = deadlines_.begin()->first;
+  if (options_.idle_timeout_ms > 0) next = std::min(next, last_activity_ms_ + options_.idle_timeout_ms);
+  if (next == UINT64_MAX) {
+    timer_.Stop();
+    return;
+  }
+  uint64_t now = loop_.NowMs();
+  timer_.Start(next > now ? next - now : 0, 0, [this] { OnTimer(); });
+}
+
+void Connection::OnTimer() {
+  const uint64_t now = loop_.NowMs();
+  while (!closed_ && !deadlines_.empty() && deadlines_.begin()->first <= now) {
+    uint64_t id = deadlines_.begin()->second;
+    FailCall(id, Status::Timeout("no reply from " + peer_ + " before the deadline"));
+  }
+  if (closed_) return;
+  if (options_.idle_timeout_ms > 0 && pending_.empty() &&
+      now >= last_activity_ms_ + options_.idle_timeout_ms) {
+    Close(Status::Timeout("idle for " + std::to_string(options_.idle_timeout_ms) + " ms"));
+    return;
+  }
+  ArmTimer();
+}
+
+void Connection::CloseAfterFlush() {
+  if (closed_) return;
+  closing_after_flush_ = true;
+  if (reading_) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
+    reading_ = false;
+  }
+  if (!writing_ && batch_.empty()) {
+    Close(Status::ProtocolError("closed after a protocol error"));
+  } else {
+    Flush();
+  }
+}
+
+void Connection::Close(const Status& reason) {
+  if (closed_) return;
+  closed_ = true;
+  timer_.Stop();
+  if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
+  reading_ = false;
+  uv_close(reinterpret_cast<uv_handle_t*>(tcp_.get()),
+           [](uv_handle_t* h) { static_cast<Connection*>(h->data)->FinishClose(); });
+  std::unordered_map<uint64_t, Pending> pending;
+  pending.swap(pending_);
+  deadlines_.clear();
+  Status failed = Status::Unavailable("connection to " + peer_ + " closed: " + reason.ToString());
+  for (auto& [id, p] : pending) p.done(failed);
+  if (on_close_) {
+    CloseHandler handler = std::move(on_close_);
+    handler(reason);
+  }
+}
+
+void Connection::FinishClose() {
+  on_request_ = nullptr;
+  std::shared_ptr<Connection> keep = std::move(self_);
+}
+
+struct ConnectAttempt {
+  std::shared_ptr<Connection> conn;
+  std::function<void(Result<std::shared_ptr<Connection>>)> done;
+  std::unique_ptr<Timer> timer;
+  Endpoint peer;
+  uv_connect_t req{};
+  uv_getaddrinfo_t resolve{};
+  bool timed_out = false;
+
+  void Begin(const sockaddr* addr) {
+    sockaddr_storage target{};
+    std::memcpy(&target, addr,
+                addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in));
+    if (target.ss_family == AF_INET6) {
+      reinterpret_cast<sockaddr_in6*>(&target)->sin6_port = htons(peer.port);
+    } else {
+      reinterpret_cast<sockaddr_in*>(&target)->sin_port = htons(peer.port);
+    }
+    req.data = this;
+    int rc = uv_tcp_connect(&req, conn->tcp_.get(), reinterpret_cast<sockaddr*>(&target),
+                            [](uv_connect_t* r, int status) {
+                              static_cast<ConnectAttempt*>(r->data)->Finish(status);
+                            });
+    if (rc != 0) Finish(rc);
+  }
+
+  // Reports the outcome and frees the attempt.
+  void Finish(int status) {
+    std::unique_ptr<ConnectAttempt> self(this);
+    timer.reset();
+    if (status == 0 && !conn->closed()) {
+      conn->Start();
+      if (!conn->closed()) {
+        done(conn);
+        return;
+      }
+    }
+    Status s = timed_out ? Status::Timeout("connect to " + peer.ToString() + " timed out")
+                         : Status::Unavailable("connect to " + peer.ToString() + ": " +
+                                               UvError(status == 0 ? UV_ECANCELED : status));
+    conn->Close(s);
+    done(s);
+  }
+};
+
+void Connect(EventLoop& loop, const Endpoint& peer, const ConnectionOptions& options,
+             uint64_t timeout_ms, std::function<void(Result<std::shared_ptr<Connection>>)> done) {
+  auto* a = new ConnectAttempt;
+  a->conn = std::shared_ptr<Connection>(new Connection(loop, options));
+  a->conn->self_ = a->conn;
+  a->conn->peer_ = peer.ToString();
+  a->done = std::move(done);
+  a->peer = peer;
+  a->timer = std::make_unique<Timer>(loop);
+  a->timer->Start(timeout_ms, 0, [a] {
+    a->timed_out = true;
+    a->conn->Close(Status::Timeout("connect timed out"));
+  });
+  sockaddr_storage addr{};
+  if (LiteralAddress(peer, &addr)) {
+    a->Begin(reinterpret_cast<sockaddr*>(&addr));
+    return;
+  }
+  a->resolve.data = a;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = uv_getaddrinfo(
+      loop.uv(), &a->resolve,
+      [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
+        auto* at = static_cast<ConnectAttempt*>(req->data);
+        if (status != 0 || res == nullptr || at->conn->closed()) {
+          if (res) uv_freeaddrinfo(res);
+          at->Finish(status != 0 ? status : UV_ECANCELED);
+          return;
+        }
+        at->Begin(res->ai_addr);
+        uv_freeaddrinfo(res);
+      },
+      peer.host.c_str(), nullptr, &hints);
+  if (rc != 0) a->Finish(rc);
+}
+
+Listener::Listener(EventLoop& loop, ListenerOptions options, Connection::RequestHandler on_request)
+    : loop_(loop), options_(std::move(options)), on_request_(std::move(on_request)) {}
+
+Result<std::unique_ptr<Listener>> Listener::Listen(EventLoop& loop, const Endpoint& address,
+                                                   ListenerOptions options,
+                                                   Connection::RequestHandler on_request) {
+  sockaddr_storage addr{};
+  if (!LiteralAddress(address, &addr)) {
+    return Status::InvalidArgument("listen address '" + address.host +
+                                   "' must be an IP address or localhost");
+  }
+  std::unique_ptr<Listener> l(new Listener(loop, std::move(options), std::move(on_request)));
+  l->server_ = new uv_tcp_t;
+  DYNAMO_CHECK(uv_tcp_init(loop.uv(), l->server_) == 0);
+  l->server_->data = l.get();
+  int rc = uv_tcp_bind(l->server_, reinterpret_cast<sockaddr*>(&addr), 0);
+  if (rc == 0) {
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(l->server_), l->options_.backlog,
+                   [](uv_stream_t* s, int status) {
+                     static_cast<Listener*>(s->data)->OnConnection(status);
+                   });
+  }
+  if (rc != 0) {
+    return Status::IOError("listen on " + address.ToString() + ": " + UvError(rc));
+  }
+  sockaddr_storage bound{};
+  int len = sizeof(bound);
+  uv_tcp_getsockname(l->server_, reinterpret_cast<sockaddr*>(&bound), &len);
+  l->port_ = ntohs(bound.ss_family == AF_INET6
+                       ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                       : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  return l;
+}
+
+Listener::~Listener() {
+  StopAccepting();
+  CloseConnections(Status::Aborted("listener closed"));
+}
+
+void Listener::StopAccepting() {
+  if (server_ == nullptr) return;
+  server_->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(server_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  server_ = nullptr;
+}
+
+void Listener::CloseConnections(const Status& reason) {
+  std::vector<std::weak_ptr<Connection>> all;
+  all.swap(accepted_);
+  for (auto& w : all) {
+    if (auto c = w.lock()) c->Close(reason);
+  }
+}
+
+size_t Listener::connections() const {
+  return static_cast<size_t>(std::count_if(accepted_.begin(), accepted_.end(), [](const auto& w) {
+    auto c = w.lock();
+    return c && !c->closed();
+  }));
+}
+
+void Listener::OnConnection(int status) {
+  if (status < 0 || server_ == nullptr) return;
+  std::shared_ptr<Connection> conn(new Connection(loop_, options_.connection));
+  conn->self_ = conn;
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(server_),
+                reinterpret_cast<uv_stream_t*>(conn->tcp_.get())) != 0) {
+    conn->Close(Status::IOError("accept failed"));
+    return;
+  }
+  conn->peer_ = PeerName(conn->tcp_.get());
+  std::erase_if(accepted_, [](const auto& w) {
+    auto c = w.lock();
+    return !c || c->closed();
+  });
+  if (accepted_.size() >= options_.connections_max) {
+    ++refused_;
+    conn->Close(Status::Busy("connections_max reached"));
+    return;
+  }
+  conn->on_request_ = on_request_;
+  conn->Start();
+  accepted_.push_back(conn);
+}
+
+}  // namespace dynamo::net

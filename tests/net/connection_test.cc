@@ -1,0 +1,453 @@
+#include "dynamo/net/connection.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <future>
+#include <thread>
+
+namespace dynamo::net {
+namespace {
+
+using proto::Body;
+using proto::GetReply;
+using proto::GetRequest;
+using proto::Message;
+
+// Runs an EventLoop on its own thread; Run() executes a function there and
+// waits for its result.
+class LoopThread {
+ public:
+  LoopThread() : thread_([this] { loop_.Run(); }) {}
+  ~LoopThread() {
+    loop_.Stop();
+    thread_.join();
+  }
+  EventLoop& loop() { return loop_; }
+  template <typename Fn>
+  auto Run(Fn fn) {
+    using R = decltype(fn());
+    std::promise<R> p;
+    auto f = p.get_future();
+    loop_.Post([&] {
+      if constexpr (std::is_void_v<R>) {
+        fn();
+        p.set_value();
+      } else {
+        p.set_value(fn());
+      }
+    });
+    return f.get();
+  }
+
+ private:
+  EventLoop loop_;
+  std::thread thread_;
+};
+
+// Answers Get with the key as value; "slow:<ms>" replies after a delay,
+// "never" never replies.
+class EchoServer {
+ public:
+  EchoServer(LoopThread& lt, ListenerOptions opts = {}) : lt_(lt) {
+    listener_ = lt.Run([&] {
+      return std::move(*Listener::Listen(lt.loop(), {"127.0.0.1", 0}, opts,
+                                          [this](const std::shared_ptr<Connection>& c, Message m) {
+                                            Handle(c, std::move(m));
+                                          }));
+    });
+  }
+  ~EchoServer() {
+    lt_.Run([&] {
+      timers_.clear();
+      listener_.reset();
+    });
+  }
+  uint16_t port() const { return listener_->port(); }
+  Listener& listener() { return *listener_; }
+  int requests() const { return requests_; }
+
+ private:
+  void Handle(const std::shared_ptr<Connection>& c, Message m) {
+    ++requests_;
+    auto* get = std::get_if<GetRequest>(&m.body);
+    if (get == nullptr) {
+      c->Reply(m.request_id, proto::MakeError(Status::InvalidArgument("only Get"), 1));
+      return;
+    }
+    if (get->key == "never") return;
+    Version v;
+    v.dot = Dot{1, 1};
+    v.value = get->key;
+    Body reply = GetReply{1, {v}};
+    if (get->key.rfind("slow:", 0) == 0) {
+      uint64_t ms = std::stoull(get->key.substr(5));
+      auto timer = std::make_unique<Timer>(lt_.loop());
+      std::weak_ptr<Connection> weak = c;
+      timer->Start(ms, 0, [weak, id = m.request_id, reply] {
+        if (auto conn = weak.lock()) conn->Reply(id, reply);
+      });
+      timers_.push_back(std::move(timer));
+      return;
+    }
+    c->Reply(m.request_id, reply);
+  }
+
+  LoopThread& lt_;
+  std::unique_ptr<Listener> listener_;
+  std::vector<std::unique_ptr<Timer>> timers_;
+  int requests_ = 0;
+};
+
+std::shared_ptr<Connection> ConnectTo(LoopThread& lt, uint16_t port, ConnectionOptions opts = {}) {
+  std::promise<Result<std::shared_ptr<Connection>>> p;
+  lt.loop().Post([&] {
+    Connect(lt.loop(), {"127.0.0.1", port}, opts, 2000,
+            [&](Result<std::shared_ptr<Connection>> r) { p.set_value(std::move(r)); });
+  });
+  Result<std::shared_ptr<Connection>> r = p.get_future().get();
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? *r : nullptr;
+}
+
+// Issues calls on the loop thread and collects their results in order of issue.
+std::vector<Result<Message>> CallAll(LoopThread& lt, const std::shared_ptr<Connection>& c,
+                                     const std::vector<Body>& requests, uint64_t timeout_ms) {
+  auto results = std::make_shared<std::vector<std::optional<Result<Message>>>>(requests.size());
+  auto left = std::make_shared<size_t>(requests.size());
+  std::promise<void> done;
+  lt.loop().Post([&] {
+    for (size_t i = 0; i < requests.size(); ++i) {
+      c->Call(requests[i], timeout_ms, [&, i, results, left](Result<Message> r) {
+        (*results)[i] = std::move(r);
+        if (--*left == 0) done.set_value();
+      });
+    }
+  });
+  done.get_future().get();
+  std::vector<Result<Message>> out;
+  for (auto& r : *results) out.push_back(std::move(*r));
+  return out;
+}
+
+std::string ValueOf(const Result<Message>& r) {
+  if (!r.ok()) return "error: " + r.status().ToString();
+  auto* g = std::get_if<GetReply>(&r->body);
+  return g && !g->siblings.empty() ? g->siblings[0].value : "?";
+}
+
+void CloseOnLoop(LoopThread& lt, const std::shared_ptr<Connection>& c) {
+  lt.Run([&] { c->Close(Status::Aborted("test done")); });
+}
+
+TEST(EndpointTest, Parse) {
+  EXPECT_EQ(ParseEndpoint("127.0.0.1:7000")->port, 7000);
+  EXPECT_EQ(ParseEndpoint("localhost:1")->host, "localhost");
+  EXPECT_EQ(ParseEndpoint("[::1]:9")->host, "::1");
+  EXPECT_EQ((Endpoint{"::1", 9}.ToString()), "[::1]:9");
+  for (const char* bad : {"", "host", ":80", "h:", "h:65536", "h:12x", "::1:80", "[::1]80"}) {
+    EXPECT_FALSE(ParseEndpoint(bad).ok()) << bad;
+  }
+}
+
+TEST(ConnectionTest, PipelinedCallsMatchTheirReplies) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto c = ConnectTo(lt, server.port());
+  ASSERT_TRUE(c);
+  std::vector<Body> reqs;
+  for (int i = 0; i < 2000; ++i) reqs.push_back(GetRequest{"key-" + std::to_string(i)});
+  auto results = CallAll(lt, c, reqs, 5000);
+  for (int i = 0; i < 2000; ++i) EXPECT_EQ(ValueOf(results[i]), "key-" + std::to_string(i));
+  CloseOnLoop(lt, c);
+}
+
+TEST(ConnectionTest, RepliesOutOfOrderAreMatchedById) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto c = ConnectTo(lt, server.port());
+  auto results = CallAll(lt, c, {GetRequest{"slow:150"}, GetRequest{"slow:60"}, GetRequest{"fast"}}, 5000);
+  EXPECT_EQ(ValueOf(results[0]), "slow:150");
+  EXPECT_EQ(ValueOf(results[1]), "slow:60");
+  EXPECT_EQ(ValueOf(results[2]), "fast");
+  CloseOnLoop(lt, c);
+}
+
+TEST(ConnectionTest, PerRequestTimeouts) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto c = ConnectTo(lt, server.port());
+  auto results = CallAll(lt, c, {GetRequest{"never"}, GetRequest{"slow:400"}, GetRequest{"ok"}}, 100);
+  EXPECT_TRUE(results[0].status().IsTimeout());
+  EXPECT_TRUE(results[1].status().IsTimeout());
+  EXPECT_EQ(ValueOf(results[2]), "ok");
+  // The late reply to the timed-out call is dropped; the connection goes on.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  EXPECT_EQ(ValueOf(CallAll(lt, c, {GetRequest{"after"}}, 2000)[0]), "after");
+  EXPECT_EQ(lt.Run([&] { return c->calls_outstanding(); }), 0u);
+  CloseOnLoop(lt, c);
+}
+
+TEST(ConnectionTest, CloseFailsOutstandingCalls) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto c = ConnectTo(lt, server.port());
+  std::promise<Status> p;
+  lt.Run([&] {
+    c->Call(GetRequest{"never"}, 10000, [&](Result<Message> r) { p.set_value(r.status()); });
+    c->Close(Status::Aborted("shutting down"));
+  });
+  Status s = p.get_future().get();
+  EXPECT_EQ(s.code(), StatusCode::kUnavailable);
+  EXPECT_NE(s.message().find("shutting down"), std::string_view::npos);
+  // Calls on a closed connection fail too, asynchronously.
+  auto after = CallAll(lt, c, {GetRequest{"x"}}, 1000);
+  EXPECT_EQ(after[0].status().code(), StatusCode::kUnavailable);
+}
+
+TEST(ConnectionTest, ServerCloseIsSeenByClient) {
+  LoopThread lt;
+  auto server = std::make_unique<EchoServer>(lt);
+  auto c = ConnectTo(lt, server->port());
+  std::promise<Status> closed;
+  lt.Run([&] { c->SetCloseHandler([&](const Status& s) { closed.set_value(s); }); });
+  server.reset();
+  Status s = closed.get_future().get();
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(lt.Run([&] { return c->closed(); }));
+}
+
+TEST(ConnectionTest, ConnectRefusedIsUnavailable) {
+  LoopThread lt;
+  uint16_t port = lt.Run([&] {
+    auto l = Listener::Listen(lt.loop(), {"127.0.0.1", 0}, {}, nullptr);
+    return (*l)->port();  // closed again when l goes out of scope
+  });
+  std::promise<Status> p;
+  lt.loop().Post([&] {
+    Connect(lt.loop(), {"127.0.0.1", port}, {}, 2000,
+            [&](Result<std::shared_ptr<Connection>> r) { p.set_value(r.status()); });
+  });
+  EXPECT_EQ(p.get_future().get().code(), StatusCode::kUnavailable);
+}
+
+TEST(ConnectionTest, ResolvesNames) {
+  LoopThread lt;
+  EchoServer server(lt);
+  std::promise<Result<std::shared_ptr<Connection>>> p;
+  lt.loop().Post([&] {
+    Connect(lt.loop(), {"localhost", server.port()}, {}, 2000,
+            [&](Result<std::shared_ptr<Connection>> r) { p.set_value(std::move(r)); });
+  });
+  auto r = p.get_future().get();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(ValueOf(CallAll(lt, *r, {GetRequest{"named"}}, 2000)[0]), "named");
+  CloseOnLoop(lt, *r);
+}
+
+TEST(ListenerTest, RejectsBadAddresses) {
+  LoopThread lt;
+  lt.Run([&] {
+    EXPECT_EQ(Listener::Listen(lt.loop(), {"not-an-ip", 0}, {}, nullptr).status().code(),
+              StatusCode::kInvalidArgument);
+    auto first = Listener::Listen(lt.loop(), {"127.0.0.1", 0}, {}, nullptr);
+    ASSERT_TRUE(first.ok());
+    auto second = Listener::Listen(lt.loop(), {"127.0.0.1", (*first)->port()}, {}, nullptr);
+    EXPECT_EQ(second.status().code(), StatusCode::kIOError);
+  });
+}
+
+// A raw TCP peer, for sending what no well-behaved client would.
+class RawSocket {
+ public:
+  explicit RawSocket(uint16_t port) : fd_(socket(AF_INET, SOCK_STREAM, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  }
+  ~RawSocket() { close(fd_); }
+  bool connected() const { return connected_; }
+  void Send(const std::string& bytes) { ASSERT_EQ(write(fd_, bytes.data(), bytes.size()), ssize_t(bytes.size())); }
+  // Reads until the peer closes or `timeout_ms` passes; returns what came.
+  std::string ReadUntilClosed(int timeout_ms, bool* closed) {
+    std::string out;
+    *closed = false;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd pfd{fd_, POLLIN, 0};
+      if (poll(&pfd, 1, 50) <= 0) continue;
+      char buf[4096];
+      ssize_t n = read(fd_, buf, sizeof(buf));
+      if (n <= 0) {
+        *closed = true;
+        break;
+      }
+      out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+  }
+
+ private:
+  int fd_;
+  bool connected_ = false;
+};
+
+Result<Message> FirstFrame(const std::string& bytes) {
+  proto::FrameDecoder dec(proto::Limits{}.frame_bytes_max);
+  dec.Feed(bytes);
+  std::string_view body;
+  Result<bool> next = dec.Next(&body);
+  if (!next.ok()) return next.status();
+  if (!*next) return Status::NotFound("no frame");
+  return proto::DecodeMessage(body, proto::Limits{});
+}
+
+TEST(ConnectionTest, MalformedFrameGetsErrorAndClose) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto good = ConnectTo(lt, server.port());
+  RawSocket raw(server.port());
+  ASSERT_TRUE(raw.connected());
+  raw.Send(std::string("\x00\x00\x00\x03\xc1\xc1\xc1", 7));  // 0xc1 is never valid msgpack
+  bool closed = false;
+  Result<Message> err = FirstFrame(raw.ReadUntilClosed(3000, &closed));
+  EXPECT_TRUE(closed);
+  ASSERT_TRUE(err.ok()) << err.status().ToString();
+  ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(err->body));
+  EXPECT_EQ(std::get<proto::ErrorReply>(err->body).code, StatusCode::kProtocolError);
+  // Everyone else is still served.
+  EXPECT_EQ(ValueOf(CallAll(lt, good, {GetRequest{"still here"}}, 2000)[0]), "still here");
+  CloseOnLoop(lt, good);
+}
+
+TEST(ConnectionTest, OversizeFrameHeaderGetsErrorAndClose) {
+  LoopThread lt;
+  ListenerOptions opts;
+  opts.connection.limits.frame_bytes_max = 4096;
+  EchoServer server(lt, opts);
+  RawSocket raw(server.port());
+  raw.Send(std::string("\x7f\xff\xff\xff", 4));  // declares 2 GiB, sends nothing more
+  bool closed = false;
+  Result<Message> err = FirstFrame(raw.ReadUntilClosed(3000, &closed));
+  EXPECT_TRUE(closed);
+  ASSERT_TRUE(err.ok());
+  EXPECT_NE(std::get<proto::ErrorReply>(err->body).message.find("frame_bytes_max (4096)"),
+            std::string::npos);
+}
+
+TEST(ConnectionTest, OversizeKeyIsRefusedButConnectionStays) {
+  LoopThread lt;
+  EchoServer server(lt);
+  RawSocket raw(server.port());
+  std::string frames = proto::EncodeFrame({7, GetRequest{std::string(5000, 'k')}}) +
+                       proto::EncodeFrame({8, GetRequest{"fine"}});
+  raw.Send(frames);
+  bool closed = false;
+  std::string got = raw.ReadUntilClosed(500, &closed);
+  EXPECT_FALSE(closed);
+  proto::FrameDecoder dec(1 << 20);
+  dec.Feed(got);
+  std::string_view body;
+  ASSERT_TRUE(*dec.Next(&body));
+  Result<Message> first = proto::DecodeMessage(body, proto::Limits{});
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->request_id, 7u);
+  const auto& e = std::get<proto::ErrorReply>(first->body);
+  EXPECT_EQ(e.code, StatusCode::kInvalidArgument);
+  EXPECT_NE(e.message.find("key_bytes_max (2048)"), std::string::npos);
+  ASSERT_TRUE(*dec.Next(&body));
+  Result<Message> second = proto::DecodeMessage(body, proto::Limits{});
+  EXPECT_EQ(second->request_id, 8u);
+  EXPECT_TRUE(std::holds_alternative<GetReply>(second->body));
+}
+
+TEST(ConnectionTest, OversizeRequestFailsLocally) {
+  LoopThread lt;
+  EchoServer server(lt);
+  ConnectionOptions opts;
+  opts.limits.frame_bytes_max = 1000;
+  auto c = ConnectTo(lt, server.port(), opts);
+  auto r = CallAll(lt, c, {GetRequest{std::string(1500, 'k')}, GetRequest{"small"}}, 2000);
+  EXPECT_EQ(r[0].status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(ValueOf(r[1]), "small");
+  CloseOnLoop(lt, c);
+}
+
+TEST(ConnectionTest, WriteQueueIsBounded) {
+  LoopThread lt;
+  EchoServer server(lt);
+  ConnectionOptions opts;
+  opts.write_queue_bytes_max = 64 << 10;
+  auto c = ConnectTo(lt, server.port(), opts);
+  std::vector<Body> reqs(200, GetRequest{std::string(2000, 'k')});
+  // All issued in one loop turn: the queue fills before anything is written.
+  auto results = CallAll(lt, c, reqs, 5000);
+  size_t busy = 0, ok = 0;
+  for (auto& r : results) {
+    if (r.ok()) ++ok;
+    else if (r.status().code() == StatusCode::kBusy) ++busy;
+  }
+  EXPECT_GT(busy, 0u);
+  EXPECT_GT(ok, 0u);
+  EXPECT_EQ(busy + ok, reqs.size());
+  CloseOnLoop(lt, c);
+}
+
+TEST(ListenerTest, ConnectionsMaxIsEnforced) {
+  LoopThread lt;
+  ListenerOptions opts;
+  opts.connections_max = 2;
+  EchoServer server(lt, opts);
+  auto a = ConnectTo(lt, server.port());
+  auto b = ConnectTo(lt, server.port());
+  EXPECT_EQ(ValueOf(CallAll(lt, a, {GetRequest{"a"}}, 2000)[0]), "a");
+  EXPECT_EQ(ValueOf(CallAll(lt, b, {GetRequest{"b"}}, 2000)[0]), "b");
+  RawSocket third(server.port());
+  bool closed = false;
+  third.ReadUntilClosed(3000, &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(lt.Run([&] { return server.listener().refused(); }), 1u);
+  CloseOnLoop(lt, a);
+  CloseOnLoop(lt, b);
+}
+
+TEST(ConnectionTest, IdleConnectionsAreClosed) {
+  LoopThread lt;
+  ListenerOptions opts;
+  opts.connection.idle_timeout_ms = 150;
+  EchoServer server(lt, opts);
+  RawSocket idle(server.port());
+  bool closed = false;
+  idle.ReadUntilClosed(3000, &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_EQ(lt.Run([&] { return server.listener().connections(); }), 0u);
+}
+
+TEST(ConnectionTest, RequestOnClientSideConnectionIsRefused) {
+  LoopThread lt;
+  // A server that calls back into the client over the accepted connection.
+  std::promise<Result<Message>> p;
+  auto listener = lt.Run([&] {
+    return std::move(*Listener::Listen(
+        lt.loop(), {"127.0.0.1", 0}, {}, [&](const std::shared_ptr<Connection>& c, Message m) {
+          c->Call(GetRequest{"reverse"}, 1000, [&](Result<Message> r) { p.set_value(std::move(r)); });
+          c->Reply(m.request_id, proto::Ack{1, 1});
+        }));
+  });
+  auto c = ConnectTo(lt, listener->port());
+  CallAll(lt, c, {GetRequest{"x"}}, 2000);
+  Result<Message> reverse = p.get_future().get();
+  ASSERT_TRUE(reverse.ok());
+  EXPECT_TRUE(std::holds_alternative<proto::ErrorReply>(reverse->body));
+  CloseOnLoop(lt, c);
+  lt.Run([&] { listener.reset(); });
+}
+
+}  // namespace
+}  // namespace dynamo::net
