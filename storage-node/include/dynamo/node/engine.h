@@ -1,0 +1,86 @@
+// The storage seam of a node: an ordered key-value store with three spaces.
+//
+//  - kData: a key's sibling set, keyed [partition u32 big-endian][user key], so
+//    one partition is one contiguous range (keys.h builds the keys).
+//  - kHints: versions held for another node (sloppy quorum), apart from the
+//    node's own data.
+//  - kMeta: node metadata (identity, counter lease, membership, ring).
+//
+// Implementations: RocksDB (durable, default) and memory (tests, simulation;
+// it can model a power loss by dropping writes that were never synced).
+//
+// Thread-safety: implementations are safe to call from one thread at a time;
+// the node calls them from its storage thread only.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "dynamo/status.h"
+
+namespace dynamo::node {
+
+enum class Space : uint8_t { kData = 0, kHints = 1, kMeta = 2 };
+inline constexpr size_t kSpaceCount = 3;
+
+// A group of puts and deletes applied atomically.
+class WriteBatch {
+ public:
+  struct Op {
+    Space space;
+    std::string key;
+    std::optional<std::string> value;  // nullopt deletes
+  };
+
+  void Put(Space space, std::string key, std::string value);
+  void Delete(Space space, std::string key);
+  // Moves every op of `other` to the end of this batch.
+  void Append(WriteBatch&& other);
+
+  const std::vector<Op>& ops() const { return ops_; }
+  bool empty() const { return ops_.empty(); }
+  // Bytes of keys and values, for accounting.
+  size_t bytes() const { return bytes_; }
+
+ private:
+  std::vector<Op> ops_;
+  size_t bytes_ = 0;
+};
+
+struct ScanOptions {
+  std::string prefix;           // only keys starting with it
+  std::string after;            // only keys greater than it (full key); empty: from the start
+  size_t max_entries = 1000;    // at least one entry is returned if any remains
+  size_t max_bytes = 4u << 20;  // keys plus values; the entry crossing it is included
+};
+
+struct ScanResult {
+  std::vector<std::pair<std::string, std::string>> entries;  // full keys, ascending
+  bool done = false;                                         // nothing after the last entry
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // The value at `key`, nullopt if none. Corruption if a stored block fails
+  // its checksum.
+  virtual Result<std::optional<std::string>> Get(Space space, std::string_view key) = 0;
+  // Applies `batch` atomically. With `sync`, it and every earlier write are
+  // durable when this returns OK. IOError on failure; after a failed sync
+  // nothing may be acknowledged.
+  virtual Status Write(const WriteBatch& batch, bool sync) = 0;
+  // Keys in [prefix, prefix + 0xff...) after `after`, in order, within limits.
+  virtual Result<ScanResult> Scan(Space space, const ScanOptions& options) = 0;
+  // Deletes every key starting with `prefix`.
+  virtual Status DeletePrefix(Space space, std::string_view prefix, bool sync) = 0;
+  // "rocksdb" or "memory".
+  virtual std::string_view name() const = 0;
+};
+
+}  // namespace dynamo::node

@@ -1,0 +1,45 @@
+// The byte layout of stored keys.
+//
+//   data:  [partition u32 BE][user key]
+//   hints: [owner id length u8][owner id][partition u32 BE][user key]
+//   meta:  fixed names (kMeta*)
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "dynamo/placement.h"
+#include "dynamo/status.h"
+
+namespace dynamo::node {
+
+inline constexpr std::string_view kMetaNodeId = "node_id";
+inline constexpr std::string_view kMetaActorId = "actor_id";
+inline constexpr std::string_view kMetaCounterLease = "counter_lease";
+inline constexpr std::string_view kMetaIncarnation = "incarnation";
+inline constexpr std::string_view kMetaClusterMap = "cluster_map";
+inline constexpr std::string_view kMetaMembers = "members";
+
+std::string DataKey(PartitionId partition, std::string_view key);
+std::string PartitionPrefix(PartitionId partition);
+struct DataKeyParts {
+  PartitionId partition;
+  std::string_view key;
+};
+// Splits a data key; Corruption if it is shorter than its prefix.
+Result<DataKeyParts> ParseDataKey(std::string_view stored);
+
+std::string HintKey(std::string_view owner, PartitionId partition, std::string_view key);
+std::string HintOwnerPrefix(std::string_view owner);
+struct HintKeyParts {
+  std::string_view owner;
+  PartitionId partition;
+  std::string_view key;
+};
+Result<HintKeyParts> ParseHintKey(std::string_view stored);
+
+std::string EncodeU64(uint64_t v);
+Result<uint64_t> DecodeU64(std::string_view bytes);
+
+}  // namespace dynamo::node

@@ -1,0 +1,68 @@
+#include "dynamo/node/keys.h"
+
+namespace dynamo::node {
+namespace {
+
+void AppendU32(std::string* out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) out->push_back(static_cast<char>(v >> shift));
+}
+
+uint32_t LoadU32(std::string_view p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+
+}  // namespace
+
+std::string DataKey(PartitionId partition, std::string_view key) {
+  std::string out;
+  out.reserve(4 + key.size());
+  AppendU32(&out, partition);
+  out.append(key);
+  return out;
+}
+
+std::string PartitionPrefix(PartitionId partition) { return DataKey(partition, {}); }
+
+Result<DataKeyParts> ParseDataKey(std::string_view stored) {
+  if (stored.size() < 4) return Status::Corruption("data key shorter than its partition prefix");
+  return DataKeyParts{LoadU32(stored), stored.substr(4)};
+}
+
+std::string HintOwnerPrefix(std::string_view owner) {
+  DYNAMO_CHECK(owner.size() <= 255);
+  std::string out;
+  out.push_back(static_cast<char>(owner.size()));
+  out.append(owner);
+  return out;
+}
+
+std::string HintKey(std::string_view owner, PartitionId partition, std::string_view key) {
+  std::string out = HintOwnerPrefix(owner);
+  AppendU32(&out, partition);
+  out.append(key);
+  return out;
+}
+
+Result<HintKeyParts> ParseHintKey(std::string_view stored) {
+  if (stored.empty()) return Status::Corruption("empty hint key");
+  size_t len = static_cast<uint8_t>(stored[0]);
+  if (stored.size() < 1 + len + 4) return Status::Corruption("hint key too short");
+  return HintKeyParts{stored.substr(1, len), LoadU32(stored.substr(1 + len)), stored.substr(5 + len)};
+}
+
+std::string EncodeU64(uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i, v >>= 8) out[i] = static_cast<char>(v & 0xff);
+  return out;
+}
+
+Result<uint64_t> DecodeU64(std::string_view bytes) {
+  if (bytes.size() != 8) return Status::Corruption("expected 8 bytes");
+  uint64_t v = 0;
+  for (char c : bytes) v = (v << 8) | static_cast<uint8_t>(c);
+  return v;
+}
+
+}  // namespace dynamo::node

@@ -1,0 +1,144 @@
+#include "dynamo/node/rocksdb_engine.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <array>
+
+namespace dynamo::node {
+namespace {
+
+const char* const kFamilyNames[kSpaceCount] = {rocksdb::kDefaultColumnFamilyName.c_str(), "hints",
+                                               "meta"};
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::OK();
+  std::string msg = std::string(what) + ": " + s.ToString();
+  if (s.IsCorruption()) return Status::Corruption(msg);
+  if (s.IsNotFound()) return Status::NotFound(msg);
+  if (s.IsBusy() || s.IsTryAgain()) return Status::Busy(msg);
+  return Status::IOError(msg);
+}
+
+// The smallest string greater than every string starting with `prefix`;
+// empty when there is none.
+std::string PrefixEnd(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty() && static_cast<uint8_t>(end.back()) == 0xff) end.pop_back();
+  if (!end.empty()) end.back() = static_cast<char>(static_cast<uint8_t>(end.back()) + 1);
+  return end;
+}
+
+class RocksDbEngine : public Engine {
+ public:
+  RocksDbEngine(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
+      : db_(std::move(db)), handles_(std::move(handles)) {}
+
+  ~RocksDbEngine() override {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    rocksdb::Status s = db_->Close();
+    (void)s;
+  }
+
+  Result<std::optional<std::string>> Get(Space space, std::string_view key) override {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), Family(space), ToSlice(key), &value);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    if (!s.ok()) return FromRocks(s, "get");
+    return std::optional<std::string>(std::move(value));
+  }
+
+  Status Write(const WriteBatch& batch, bool sync) override {
+    rocksdb::WriteBatch wb;
+    for (const WriteBatch::Op& op : batch.ops()) {
+      rocksdb::Status s = op.value ? wb.Put(Family(op.space), op.key, *op.value)
+                                   : wb.Delete(Family(op.space), op.key);
+      if (!s.ok()) return FromRocks(s, "batch");
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    return FromRocks(db_->Write(wo, &wb), "write");
+  }
+
+  Result<ScanResult> Scan(Space space, const ScanOptions& options) override {
+    rocksdb::ReadOptions ro;
+    std::string upper = PrefixEnd(options.prefix);
+    rocksdb::Slice upper_slice(upper);
+    if (!upper.empty()) ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, Family(space)));
+    if (options.after.empty() || options.after < options.prefix) {
+      it->Seek(options.prefix);
+    } else {
+      it->Seek(options.after);
+      if (it->Valid() && it->key() == rocksdb::Slice(options.after)) it->Next();
+    }
+    ScanResult out;
+    size_t bytes = 0;
+    for (; it->Valid(); it->Next()) {
+      if (!it->key().starts_with(options.prefix)) break;
+      if (!out.entries.empty() &&
+          (out.entries.size() >= options.max_entries || bytes >= options.max_bytes)) {
+        return out;
+      }
+      bytes += it->key().size() + it->value().size();
+      out.entries.emplace_back(it->key().ToString(), it->value().ToString());
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "scan");
+    out.done = true;
+    return out;
+  }
+
+  Status DeletePrefix(Space space, std::string_view prefix, bool sync) override {
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    std::string end = PrefixEnd(prefix);
+    if (end.empty()) {
+      // Only for an empty or all-0xff prefix: delete key by key.
+      WriteBatch batch;
+      ScanOptions scan;
+      scan.prefix = std::string(prefix);
+      scan.max_entries = SIZE_MAX;
+      scan.max_bytes = SIZE_MAX;
+      Result<ScanResult> all = Scan(space, scan);
+      if (!all.ok()) return all.status();
+      for (auto& [k, v] : all->entries) batch.Delete(space, k);
+      return Write(batch, sync);
+    }
+    return FromRocks(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), "delete range");
+  }
+
+  std::string_view name() const override { return "rocksdb"; }
+
+ private:
+  rocksdb::ColumnFamilyHandle* Family(Space space) { return handles_[static_cast<size_t>(space)]; }
+  static rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
+
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksDbOptions& options) {
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.paranoid_checks = true;
+  db_options.max_open_files = 512;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  rocksdb::ColumnFamilyOptions cf;
+  cf.write_buffer_size = options.write_buffer_bytes;
+  cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const char* name : kFamilyNames) families.emplace_back(name, cf);
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
+  if (!s.ok()) return FromRocks(s, "open " + dir);
+  return std::unique_ptr<Engine>(new RocksDbEngine(std::unique_ptr<rocksdb::DB>(raw), std::move(handles)));
+}
+
+}  // namespace dynamo::node
