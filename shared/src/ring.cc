@@ -67,6 +67,7 @@ Ring::Ring(uint64_t epoch, uint32_t replicas, std::vector<NodeId> nodes,
            std::vector<NodeIndex> owner)
     : epoch_(epoch), replicas_(replicas), nodes_(std::move(nodes)), owner_(std::move(owner)) {
   BuildPreferenceLists();
+  content_hash_ = Hash64(Encode(0));
 }
 
 Result<Ring> Ring::Create(std::vector<NodeId> nodes, uint32_t partitions, uint32_t replicas,
@@ -273,8 +274,6 @@ std::string Ring::Encode(uint64_t epoch) const {
 }
 
 std::string Ring::Serialize() const { return Encode(epoch_); }
-
-uint64_t Ring::ContentHash() const { return Hash64(Encode(0)); }
 
 Result<Ring> Ring::Deserialize(std::string_view bytes) {
   MsgpackLimits limits;

@@ -106,7 +106,12 @@ class Ring {
   static Result<Ring> Deserialize(std::string_view bytes);
   // A hash of the placement (Q, N, members, owners), epoch excluded: two
   // rings with equal hashes place every key alike.
-  uint64_t ContentHash() const;
+  uint64_t ContentHash() const { return content_hash_; }
+
+  // True when both rings place every key alike (epochs may differ).
+  bool SamePlacement(const Ring& other) const {
+    return replicas_ == other.replicas_ && nodes_ == other.nodes_ && owner_ == other.owner_;
+  }
 
   friend bool operator==(const Ring& a, const Ring& b) {
     return a.epoch_ == b.epoch_ && a.replicas_ == b.replicas_ && a.nodes_ == b.nodes_ &&
@@ -124,6 +129,7 @@ class Ring {
   std::vector<NodeIndex> owner_;        // per partition
   uint32_t width_ = 0;                  // min(N, S)
   std::vector<NodeIndex> preference_;   // width_ entries per partition
+  uint64_t content_hash_ = 0;
 };
 
 // How placement changes from `from` to `to`: every partition whose owner or

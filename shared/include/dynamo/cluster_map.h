@@ -1,0 +1,92 @@
+// The cluster map: where data lives now, and where it is moving.
+//
+// `ring()` routes requests. While a membership change is under way, `next()`
+// is the ring the cluster is moving to, and every node that `next` adds to a
+// partition's preference list must receive that partition's data before the
+// switch (a *transfer*). Until then the old replicas keep serving reads, and
+// writers also send each write to the pending replicas (PendingReplicas), so
+// a pending replica that finished its transfer misses nothing. When every
+// transfer is done the map switches: `ring` becomes `next`.
+//
+// Every node derives changes the same way, so maps converge:
+//  - Reconcile(members) moves `next` toward the ring those members should
+//    form (adding missing members in id order, removing the others), using
+//    the deterministic Ring changes.
+//  - MarkDone records a finished transfer; when none is owed, the map
+//    switches.
+//  - Merge keeps the greater of two maps by (epoch, content hash), and unions
+//    finished transfers when both describe the same change.
+//
+// epoch() grows with every change a client must know about: a new or changed
+// `next`, and the switch. Recording finished transfers does not change it.
+//
+// ClusterMap is a value. Thread-safety: const methods may run concurrently.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "dynamo/ring.h"
+#include "dynamo/status.h"
+
+namespace dynamo {
+
+struct Transfer {
+  PartitionId partition = 0;
+  NodeId node;  // the node that must receive the partition
+  friend auto operator<=>(const Transfer&, const Transfer&) = default;
+};
+
+class ClusterMap {
+ public:
+  explicit ClusterMap(Ring ring);
+
+  const Ring& ring() const { return ring_; }
+  const std::optional<Ring>& next() const { return next_; }
+  // next's epoch while a change is pending, else ring's.
+  uint64_t epoch() const { return next_ ? next_->epoch() : ring_.epoch(); }
+
+  // Transfers the pending change needs, done or not, in (partition, node) order.
+  const std::vector<Transfer>& Transfers() const { return transfers_; }
+  // Transfers not yet done.
+  std::vector<Transfer> Awaiting() const;
+  bool IsDone(const Transfer& t) const { return done_.count(t) > 0; }
+  // Nodes in next's preference list for `partition` that are not in ring's.
+  std::vector<NodeId> PendingReplicas(PartitionId partition) const;
+
+  // Moves toward a ring over exactly `members` (ids of nodes that should own
+  // partitions). No-op when `members` is empty. Returns whether the map changed.
+  bool Reconcile(const std::vector<NodeId>& members);
+  // Records a finished transfer of the pending change; switches when none is
+  // owed. Returns whether the map changed. Ignored when `t` is not a transfer
+  // of the pending change.
+  bool MarkDone(const Transfer& t);
+  // Merges a peer's map into this one. Returns whether this map changed.
+  bool Merge(const ClusterMap& other);
+
+  // msgpack: [format, ring, next or nil, [partition, node, ...] done].
+  std::string Serialize() const;
+  static Result<ClusterMap> Deserialize(std::string_view bytes);
+  // Hash of ring and next (epochs included), not of the done set.
+  uint64_t ContentHash() const;
+
+  friend bool operator==(const ClusterMap& a, const ClusterMap& b) {
+    return a.ring_ == b.ring_ && a.next_ == b.next_ && a.done_ == b.done_;
+  }
+
+ private:
+  void SwitchIfComplete();
+  void SetNext(std::optional<Ring> next);
+
+  Ring ring_;
+  std::optional<Ring> next_;
+  std::vector<Transfer> transfers_;  // of next_, sorted
+  std::set<Transfer> done_;          // a subset of transfers_
+};
+
+}  // namespace dynamo

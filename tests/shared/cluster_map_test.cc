@@ -1,0 +1,201 @@
+#include "dynamo/cluster_map.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+namespace dynamo {
+namespace {
+
+std::vector<NodeId> Names(int n) {
+  std::vector<NodeId> out;
+  for (int i = 1; i <= n; ++i) out.push_back("n" + std::to_string(i));
+  return out;
+}
+
+ClusterMap MapOf(int nodes, uint32_t q = 64) { return ClusterMap(*Ring::Create(Names(nodes), q, 3)); }
+
+void FinishAll(ClusterMap& m) {
+  for (const Transfer& t : m.Awaiting()) m.MarkDone(t);
+}
+
+TEST(ClusterMapTest, JoinWaitsForTransfersThenSwitches) {
+  ClusterMap m = MapOf(3);
+  const uint64_t e0 = m.epoch();
+  ASSERT_TRUE(m.Reconcile(Names(4)));
+  ASSERT_TRUE(m.next().has_value());
+  EXPECT_GT(m.epoch(), e0);
+  EXPECT_FALSE(m.ring().Contains("n4"));  // still routing on the old ring
+  std::vector<Transfer> owed = m.Transfers();
+  ASSERT_FALSE(owed.empty());
+  for (const Transfer& t : owed) {
+    EXPECT_EQ(t.node, "n4");
+    EXPECT_EQ(m.PendingReplicas(t.partition), std::vector<NodeId>{"n4"});
+  }
+  EXPECT_EQ(owed.size(), m.next()->PartitionsReplicatedBy("n4").size());
+  const uint64_t pending_epoch = m.epoch();
+  for (size_t i = 0; i + 1 < owed.size(); ++i) {
+    EXPECT_TRUE(m.MarkDone(owed[i]));
+    EXPECT_FALSE(m.MarkDone(owed[i]));  // idempotent
+    EXPECT_EQ(m.epoch(), pending_epoch);  // progress is not a routing change
+  }
+  EXPECT_TRUE(m.MarkDone(owed.back()));
+  EXPECT_FALSE(m.next().has_value());
+  EXPECT_TRUE(m.ring().Contains("n4"));
+  EXPECT_GT(m.epoch(), pending_epoch);
+  EXPECT_TRUE(m.Transfers().empty());
+  EXPECT_FALSE(m.Reconcile(Names(4)));  // nothing left to do
+}
+
+TEST(ClusterMapTest, LeaveAndRemove) {
+  ClusterMap m = MapOf(4);
+  ASSERT_TRUE(m.Reconcile({"n1", "n2", "n4"}));
+  for (const Transfer& t : m.Transfers()) EXPECT_NE(t.node, "n3");
+  FinishAll(m);
+  EXPECT_FALSE(m.ring().Contains("n3"));
+  EXPECT_EQ(m.ring().nodes().size(), 3u);
+  // Below N nodes nobody gains a partition: the switch is immediate.
+  ASSERT_TRUE(m.Reconcile({"n1", "n2"}));
+  EXPECT_FALSE(m.next().has_value());
+  EXPECT_EQ(m.ring().nodes().size(), 2u);
+  EXPECT_FALSE(m.Reconcile({}));
+}
+
+TEST(ClusterMapTest, UndoingAPendingChangeMovesForward) {
+  ClusterMap m = MapOf(3);
+  ASSERT_TRUE(m.Reconcile(Names(4)));
+  const uint64_t pending = m.epoch();
+  ASSERT_TRUE(m.Reconcile(Names(3)));  // n4 left before its transfers finished
+  EXPECT_FALSE(m.next().has_value());
+  EXPECT_GT(m.epoch(), pending);
+  EXPECT_TRUE(m.ring().SamePlacement(*Ring::Create(Names(3), 64, 3)));
+}
+
+TEST(ClusterMapTest, ChangingThePendingTargetKeepsValidProgress) {
+  ClusterMap m = MapOf(3, 256);
+  ASSERT_TRUE(m.Reconcile(Names(4)));
+  std::vector<Transfer> first = m.Transfers();
+  for (size_t i = 0; i < first.size() / 2; ++i) m.MarkDone(first[i]);
+  ASSERT_TRUE(m.Reconcile(Names(5)));  // another join while the first is pending
+  size_t kept = 0;
+  for (const Transfer& t : m.Transfers()) {
+    if (m.IsDone(t)) {
+      ++kept;
+      EXPECT_EQ(t.node, "n4");
+    }
+  }
+  EXPECT_GT(kept, 0u);
+  FinishAll(m);
+  EXPECT_EQ(m.ring().nodes(), Names(5));
+}
+
+TEST(ClusterMapTest, MergePicksGreaterAndUnionsProgress) {
+  ClusterMap a = MapOf(3), b = MapOf(3);
+  a.Reconcile(Names(4));
+  b.Reconcile(Names(4));
+  ASSERT_EQ(a, b);  // same inputs, same change
+  std::vector<Transfer> owed = a.Transfers();
+  a.MarkDone(owed[0]);
+  b.MarkDone(owed[1]);
+  EXPECT_TRUE(a.Merge(b));
+  EXPECT_TRUE(a.IsDone(owed[0]) && a.IsDone(owed[1]));
+  EXPECT_FALSE(a.Merge(b));
+  ClusterMap old = MapOf(3);
+  EXPECT_FALSE(a.Merge(old));  // older epoch loses
+  EXPECT_TRUE(old.Merge(a));
+  EXPECT_EQ(old, a);
+}
+
+// Two joins through different seeds at the same time: the maps disagree at
+// the same epoch, and converge once both know both joiners.
+TEST(ClusterMapTest, ConcurrentJoinsConverge) {
+  ClusterMap x = MapOf(3), y = MapOf(3);
+  x.Reconcile({"n1", "n2", "n3", "j1"});
+  y.Reconcile({"n1", "n2", "n3", "j2"});
+  ASSERT_EQ(x.epoch(), y.epoch());
+  ASSERT_NE(x.ContentHash(), y.ContentHash());
+  std::vector<NodeId> all = {"n1", "n2", "n3", "j1", "j2"};
+  for (int round = 0; round < 4; ++round) {
+    ClusterMap xs = x, ys = y;
+    x.Merge(ys);
+    y.Merge(xs);
+    x.Reconcile(all);
+    y.Reconcile(all);
+  }
+  EXPECT_EQ(x, y);
+  FinishAll(x);
+  FinishAll(y);
+  EXPECT_EQ(x, y);
+  EXPECT_EQ(x.ring().nodes().size(), 5u);
+}
+
+// Randomized gossip among 6 maps with members joining and leaving: once the
+// member set stops changing and transfers finish, every map is the same.
+TEST(ClusterMapTest, RandomChangesConvergeUnderGossip) {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<ClusterMap> maps(6, MapOf(3, 128));
+    std::vector<NodeId> members = Names(3);
+    int next_id = 4;
+    for (int step = 0; step < 30; ++step) {
+      // Some node learns of a membership change.
+      if (rng() % 3 == 0) {
+        if (members.size() < 8 && rng() % 2) {
+          members.push_back("n" + std::to_string(next_id++));
+        } else if (members.size() > 2) {
+          members.erase(members.begin() + static_cast<long>(rng() % members.size()));
+        }
+      }
+      size_t who = rng() % maps.size();
+      maps[who].Reconcile(members);
+      // Some transfers finish somewhere.
+      size_t worker = rng() % maps.size();
+      std::vector<Transfer> owed = maps[worker].Awaiting();
+      for (size_t i = 0; i < owed.size() && i < 5; ++i) maps[worker].MarkDone(owed[rng() % owed.size()]);
+      // A gossip exchange.
+      size_t a = rng() % maps.size(), b = rng() % maps.size();
+      ClusterMap ma = maps[a];
+      maps[a].Merge(maps[b]);
+      maps[b].Merge(ma);
+    }
+    // Quiesce: everyone reconciles with the final members, transfers finish.
+    for (int round = 0; round < 20; ++round) {
+      for (ClusterMap& m : maps) {
+        m.Reconcile(members);
+        FinishAll(m);
+      }
+      for (size_t a = 0; a < maps.size(); ++a) {
+        size_t b = (a + 1 + static_cast<size_t>(round)) % maps.size();
+        ClusterMap ma = maps[a];
+        maps[a].Merge(maps[b]);
+        maps[b].Merge(ma);
+      }
+    }
+    for (const ClusterMap& m : maps) {
+      ASSERT_EQ(m, maps[0]) << "seed " << seed;
+      EXPECT_FALSE(m.next().has_value());
+      std::vector<NodeId> sorted = members;
+      std::sort(sorted.begin(), sorted.end());
+      EXPECT_EQ(m.ring().nodes(), sorted) << "seed " << seed;
+    }
+  }
+}
+
+TEST(ClusterMapTest, SerializesAndValidates) {
+  ClusterMap m = MapOf(3);
+  m.Reconcile(Names(5));
+  m.MarkDone(m.Transfers()[2]);
+  Result<ClusterMap> back = ClusterMap::Deserialize(m.Serialize());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, m);
+  EXPECT_EQ(back->ContentHash(), m.ContentHash());
+  std::string bytes = m.Serialize();
+  for (size_t cut = 0; cut < bytes.size(); cut += 7) {
+    EXPECT_FALSE(ClusterMap::Deserialize(bytes.substr(0, cut)).ok());
+  }
+  ClusterMap plain = MapOf(2);
+  EXPECT_EQ(*ClusterMap::Deserialize(plain.Serialize()), plain);
+}
+
+}  // namespace
+}  // namespace dynamo
