@@ -3,12 +3,14 @@
 #include <uv.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 namespace dynamo::net {
 namespace {
 
 constexpr size_t kReadChunkBytes = 64u << 10;
+std::atomic<uint64_t> next_connection_id{1};
 
 std::string UvError(int code) { return uv_strerror(code); }
 
@@ -42,6 +44,7 @@ bool LiteralAddress(const Endpoint& ep, sockaddr_storage* out) {
 Connection::Connection(EventLoop& loop, ConnectionOptions options)
     : loop_(loop),
       options_(std::move(options)),
+      id_(next_connection_id.fetch_add(1)),
       tcp_(std::make_unique<uv_tcp_t>()),
       write_req_(std::make_unique<uv_write_t>()),
       timer_(loop),

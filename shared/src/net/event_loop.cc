@@ -50,6 +50,18 @@ EventLoop::EventLoop() : loop_(std::make_unique<uv_loop_t>()), async_(std::make_
 }
 
 EventLoop::~EventLoop() {
+  uv_close(reinterpret_cast<uv_handle_t*>(async_.get()), nullptr);
+  // Let pending closes finish first: their callbacks release the objects that
+  // own other handles (a connection's timer), which close those handles.
+  for (int i = 0; i < 1000; ++i) {
+    int closing = 0;
+    uv_walk(
+        loop_.get(), [](uv_handle_t* h, void* n) { *static_cast<int*>(n) += uv_is_closing(h) ? 1 : 0; },
+        &closing);
+    if (closing == 0) break;
+    uv_run(loop_.get(), UV_RUN_NOWAIT);
+  }
+  // Whatever is still open was leaked by its owner; close it so the loop can end.
   uv_walk(
       loop_.get(),
       [](uv_handle_t* h, void*) {

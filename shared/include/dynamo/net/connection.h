@@ -75,6 +75,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void SetCloseHandler(CloseHandler handler) { on_close_ = std::move(handler); }
 
   bool closed() const { return closed_; }
+  // Unique among the connections of this process.
+  uint64_t id() const { return id_; }
   const std::string& peer() const { return peer_; }
   size_t calls_outstanding() const { return pending_.size(); }
   size_t queued_bytes() const { return batch_.size() + inflight_.size(); }
@@ -106,6 +108,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   EventLoop& loop_;
   ConnectionOptions options_;
+  uint64_t id_;
   std::unique_ptr<uv_tcp_s> tcp_;
   std::unique_ptr<uv_write_s> write_req_;
   Timer timer_;
