@@ -713,6 +713,22 @@ Result<SiblingSet> DecodeSiblingSet(std::string_view bytes, const Limits& limits
   return set;
 }
 
+std::string EncodeMembers(const std::vector<Member>& members) {
+  std::string out;
+  MsgpackWriter w(&out);
+  Enc(w, members);
+  return out;
+}
+
+Result<std::vector<Member>> DecodeMembers(std::string_view bytes, const Limits& limits) {
+  Decoder d(bytes, limits);
+  std::vector<Member> members;
+  Status s = d.Members(&members);
+  if (s.ok()) s = d.reader().ExpectEnd();
+  if (!s.ok()) return s;
+  return members;
+}
+
 // ---------------------------------------------------------------- frames
 
 FrameDecoder::FrameDecoder(uint32_t frame_bytes_max) : frame_bytes_max_(frame_bytes_max) {}

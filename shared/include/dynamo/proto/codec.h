@@ -66,6 +66,10 @@ void EncodeSiblings(const SiblingSet& set, MsgpackWriter& w);
 std::string EncodeSiblingSet(const SiblingSet& set);
 Result<SiblingSet> DecodeSiblingSet(std::string_view bytes, const Limits& limits);
 
+// A member list as a stored record.
+std::string EncodeMembers(const std::vector<Member>& members);
+Result<std::vector<Member>> DecodeMembers(std::string_view bytes, const Limits& limits);
+
 // The MsgpackLimits derived from `limits`.
 MsgpackLimits ReaderLimits(const Limits& limits);
 

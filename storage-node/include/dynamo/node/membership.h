@@ -1,0 +1,89 @@
+// A node's view of the cluster's members: gossiped records plus local
+// liveness judgements.
+//
+// Each member's record (address, status, actor id) is versioned by
+// (incarnation, heartbeat). A node owns its record: it raises its heartbeat
+// every gossip round and its incarnation whenever it changes its status or
+// restarts. An admin operation may change another node's status (leaving,
+// removed) by raising that record's incarnation; the node adopts it when it
+// hears. A node that hears a higher incarnation of its own record with its
+// own status refutes it by raising its incarnation above (SWIM).
+//
+// Liveness is local: a member is down when its heartbeats stop (phi accrual)
+// or when this node's last attempt to reach it failed after its last sign of
+// life. Removed members stay listed, so gossip cannot resurrect them.
+//
+// Gossip targets go round-robin through a shuffled list of the other members,
+// so every member, live or down, is contacted at least once per cycle.
+//
+// Thread-safety: none. Time comes in as arguments.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "dynamo/node/failure_detector.h"
+#include "dynamo/proto/message.h"
+
+namespace dynamo::node {
+
+using proto::Member;
+using proto::MemberStatus;
+
+class Membership {
+ public:
+  Membership(Member self, FailureDetectorOptions options);
+
+  const NodeId& self_id() const { return self_id_; }
+  const Member& self() const { return records_.at(self_id_); }
+
+  // Raises the own heartbeat (once per gossip round).
+  void Beat();
+  // Changes the own status, raising the incarnation.
+  void SetSelfStatus(MemberStatus status);
+  // Sets another member's status on an admin's behalf, raising its
+  // incarnation. NotFound for unknown members.
+  Status SetStatusOf(const NodeId& id, MemberStatus status, uint64_t now_ms);
+  // Records a node that asked to join (status kJoining) with an incarnation
+  // above any record of that id seen so far; returns the record.
+  Member AddJoiner(Member joiner, uint64_t now_ms);
+
+  // Merges a peer's records. Returns true when a record changed in a way
+  // other than its heartbeat (a new member, status, address, actor).
+  bool Merge(const std::vector<Member>& theirs, uint64_t now_ms);
+  // Direct evidence: an exchange with `id` succeeded or failed at now_ms.
+  void Contact(const NodeId& id, bool ok, uint64_t now_ms);
+
+  bool IsAlive(const NodeId& id, uint64_t now_ms) const;
+  double Phi(const NodeId& id, uint64_t now_ms) const;
+  std::optional<Member> Find(const NodeId& id) const;
+  // Records with `alive` set to this node's judgement, ordered by id.
+  std::vector<Member> View(uint64_t now_ms) const;
+  // Ids of members that should own partitions (joining or normal), sorted.
+  std::vector<NodeId> RingMembers() const;
+  // Actor ids of every member not removed (their clock entries are live).
+  std::vector<ActorId> LiveActors() const;
+  // The next member to gossip with, or nullopt when alone.
+  std::optional<NodeId> NextGossipTarget(std::mt19937_64& rng);
+
+ private:
+  struct Liveness {
+    explicit Liveness(const FailureDetectorOptions& o) : detector(o) {}
+    PhiAccrual detector;
+    uint64_t last_ok_ms = 0;
+    uint64_t last_failure_ms = 0;
+  };
+  Liveness& LivenessOf(const NodeId& id);
+
+  NodeId self_id_;
+  FailureDetectorOptions options_;
+  std::map<NodeId, Member> records_;
+  std::map<NodeId, Liveness> liveness_;
+  std::vector<NodeId> gossip_order_;
+  size_t gossip_next_ = 0;
+};
+
+}  // namespace dynamo::node
