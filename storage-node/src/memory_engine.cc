@@ -67,6 +67,11 @@ Status MemoryEngine::DeletePrefix(Space space, std::string_view prefix, bool syn
   return sync ? SyncLocked() : Status::OK();
 }
 
+Status MemoryEngine::Sync() {
+  std::lock_guard lock(mu_);
+  return SyncLocked();
+}
+
 void MemoryEngine::DropUnsynced() {
   std::lock_guard lock(mu_);
   live_ = durable_;

@@ -109,6 +109,8 @@ class RocksDbEngine : public Engine {
     return FromRocks(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), "delete range");
   }
 
+  Status Sync() override { return FromRocks(db_->SyncWAL(), "sync"); }
+
   std::string_view name() const override { return "rocksdb"; }
 
  private:

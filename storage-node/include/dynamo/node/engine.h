@@ -79,6 +79,8 @@ class Engine {
   virtual Result<ScanResult> Scan(Space space, const ScanOptions& options) = 0;
   // Deletes every key starting with `prefix`.
   virtual Status DeletePrefix(Space space, std::string_view prefix, bool sync) = 0;
+  // Makes every write so far durable.
+  virtual Status Sync() = 0;
   // "rocksdb" or "memory".
   virtual std::string_view name() const = 0;
 };

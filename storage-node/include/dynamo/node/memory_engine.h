@@ -19,6 +19,7 @@ class MemoryEngine : public Engine {
   Status Write(const WriteBatch& batch, bool sync) override;
   Result<ScanResult> Scan(Space space, const ScanOptions& options) override;
   Status DeletePrefix(Space space, std::string_view prefix, bool sync) override;
+  Status Sync() override;
   std::string_view name() const override { return "memory"; }
 
   // Forgets every write since the last successful sync, as a power loss would.

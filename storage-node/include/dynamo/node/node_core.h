@@ -1,0 +1,288 @@
+// NodeCore: every decision a storage node makes, with no I/O inside.
+//
+// Events go in (a request arrived, a storage operation or a call to a peer
+// finished, time passed) and actions come out (reply, call a peer, run a
+// storage operation, exit). The runtime (server.h) executes actions with
+// libuv and a storage thread; the simulator executes them over a virtual
+// network and clock. Time and randomness come in from outside.
+//
+// The node is passive: it never coordinates a client request. It stores
+// versions (assigning dots for CoordPut, merging for ReplicaPut), keeps
+// hinted versions apart, gossips membership and the cluster map, judges
+// liveness, and moves data when membership changes: a node that a pending
+// change adds to a partition's preference list pulls the partition from a
+// current replica and then records the transfer as done; a node holding data
+// of a partition it no longer replicates pushes it to the current replicas
+// and deletes it, key by key, once they acknowledged.
+//
+// Read-modify-write operations on one key (CoordPut, ReplicaPut, merges from
+// transfers and pushes) are serialized by a per-key lock, so the storage
+// layer only needs plain reads and atomic batch writes.
+//
+// Thread-safety: none; one thread drives a NodeCore.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "dynamo/cluster_map.h"
+#include "dynamo/node/engine.h"
+#include "dynamo/node/membership.h"
+#include "dynamo/proto/codec.h"
+#include "dynamo/proto/message.h"
+#include "dynamo/version.h"
+
+namespace dynamo::node {
+
+struct NodeOptions {
+  NodeId id;
+  // HOST:PORT other nodes and clients reach this node at.
+  std::string address;
+  // HOST:PORT of nodes to join through and to gossip with now and then.
+  std::vector<std::string> seeds;
+  // Q and N for a cluster this node creates (ignored when joining).
+  uint32_t partitions = kDefaultPartitions;
+  uint32_t replicas = kDefaultReplicas;
+  proto::Limits limits;
+
+  // Sync the coordinator's write before replying to CoordPut. Default: true.
+  bool coord_put_sync = true;
+  // Sync a replica's merge before acknowledging ReplicaPut. Default: false
+  // (the paper's "one durable write": the coordinator's).
+  bool replica_put_sync = false;
+  // Sync hinted versions before acknowledging. Default: false.
+  bool hint_sync = false;
+  // Versions a coordinated write may leave on a key. Default: 100.
+  size_t siblings_max = kDefaultSiblingsMax;
+  // Clock entries kept per version. Default: 10.
+  size_t clock_entries_max = kDefaultClockEntriesMax;
+  // Counters reserved per durable lease write. Default: 2^20.
+  uint64_t counter_lease = 1u << 20;
+
+  // Gossip round period. Default: 1000 ms.
+  uint64_t gossip_interval_ms = 1000;
+  // Every this many rounds, also gossip with a seed. Default: 5.
+  uint32_t seed_gossip_every = 5;
+  FailureDetectorOptions failure_detector;
+  // Deadline of a call to another node. Default: 2000 ms.
+  uint64_t peer_timeout_ms = 2000;
+  // Retry period for joining through the seeds. Default: 1000 ms.
+  uint64_t join_retry_ms = 1000;
+
+  // Entries and bytes per transfer page. Default: 256, 1 MiB.
+  uint32_t transfer_page_entries = 256;
+  uint64_t transfer_page_bytes = 1u << 20;
+  // Partitions pulled at once. Default: 2.
+  size_t transfers_in_flight = 2;
+  // Wait after the map last changed before handing misplaced data off.
+  // Default: 5000 ms.
+  uint64_t handoff_delay_ms = 5000;
+  // How often to look for misplaced data. Default: 1000 ms.
+  uint64_t handoff_interval_ms = 1000;
+};
+
+// What the runtime loaded from the data directory before starting the core.
+struct NodeState {
+  ActorId actor = 0;
+  uint64_t incarnation = 1;
+  uint64_t counter_next = 1;  // first counter this run may issue
+  uint64_t counter_lease_end = 1;  // counters below it are covered by a durable lease
+  std::optional<ClusterMap> map;
+  std::vector<proto::Member> members;
+  std::set<PartitionId> partitions_with_data;
+  std::set<NodeId> hint_owners;  // nodes this one holds hints for
+};
+
+struct Now {
+  uint64_t mono_ms = 0;  // monotonic, for deadlines
+  uint64_t wall_ms = 0;  // wall clock, stamped on versions
+};
+
+// --- storage operations the runtime runs for the core ---
+struct ReadOp {
+  Space space;
+  std::string key;
+};
+struct WriteOp {
+  WriteBatch batch;
+  bool sync = false;
+};
+struct ScanOp {
+  Space space;
+  ScanOptions options;
+};
+using StorageOp = std::variant<ReadOp, WriteOp, ScanOp>;
+
+struct StorageResult {
+  Status status;
+  std::optional<std::string> value;  // ReadOp
+  ScanResult scan;                   // ScanOp
+};
+
+// --- actions ---
+struct ReplyAction {
+  uint64_t conn;
+  uint64_t request_id;
+  proto::Body body;
+};
+struct CallAction {
+  uint64_t token;
+  std::string address;  // HOST:PORT
+  proto::Body body;
+  uint64_t timeout_ms;
+};
+struct StorageAction {
+  uint64_t token;
+  StorageOp op;
+};
+struct ExitAction {
+  int code;
+  std::string reason;
+};
+using Action = std::variant<ReplyAction, CallAction, StorageAction, ExitAction>;
+
+enum class LogLevel { kDebug, kInfo, kWarn, kError };
+using LogSink = std::function<void(LogLevel, const std::string&)>;
+
+struct NodeStats {
+  uint64_t requests = 0;
+  uint64_t coord_puts = 0;
+  uint64_t replica_puts = 0;
+  uint64_t hints_stored = 0;
+  uint64_t gets = 0;
+  uint64_t transfers_done = 0;
+  uint64_t handoff_keys = 0;
+  uint64_t errors = 0;
+};
+
+class NodeCore {
+ public:
+  NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogSink log = {});
+  ~NodeCore();
+
+  // Creates the cluster (no seeds, no stored map), resumes (stored map) or
+  // starts joining through the seeds.
+  void Start(Now now);
+  // A request from a client or peer on connection `conn`.
+  void OnRequest(Now now, uint64_t conn, proto::Message message);
+  // The outcome of a CallAction.
+  void OnCallDone(Now now, uint64_t token, Result<proto::Message> reply);
+  // The outcome of a StorageAction.
+  void OnStorageDone(Now now, uint64_t token, StorageResult result);
+  // Time passed; call at NextWakeMs() or earlier.
+  void OnTick(Now now);
+  // Stop taking new work; requests in flight finish.
+  void BeginShutdown(Now now);
+
+  // Actions produced since the last call, in order.
+  std::vector<Action> TakeActions();
+  // Monotonic time by which OnTick should run next.
+  uint64_t NextWakeMs() const;
+  // Nothing in flight (no request awaiting storage or peers).
+  bool Idle() const;
+
+  uint64_t epoch() const { return map_ ? map_->epoch() : 0; }
+  const std::optional<ClusterMap>& map() const { return map_; }
+  const Membership& membership() const { return membership_; }
+  const NodeStats& stats() const { return stats_; }
+  ActorId actor() const { return state_.actor; }
+
+ private:
+  struct Transfer;
+  struct Handoff;
+  using StorageDone = std::function<void(Now, StorageResult)>;
+  using CallDone = std::function<void(Now, Result<proto::Message>)>;
+  using Unlock = std::function<void()>;
+
+  // Plumbing.
+  void Storage(StorageOp op, StorageDone done);
+  void Call(const std::string& address, proto::Body body, CallDone done);
+  void Reply(uint64_t conn, uint64_t request_id, proto::Body body);
+  void ReplyError(uint64_t conn, uint64_t request_id, const Status& status);
+  void Log(LogLevel level, const std::string& message);
+  // Runs `fn` once no other holder has `key`; fn must call the Unlock it gets.
+  void WithKeyLock(const std::string& key, std::function<void(Unlock)> fn);
+  Unlock MakeUnlock(const std::string& key);
+
+  // Requests.
+  void HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest req);
+  void HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordPutRequest req);
+  void HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::ReplicaPutRequest req);
+  void HandleFetch(Now now, uint64_t conn, uint64_t id, proto::FetchRequest req);
+  void HandlePush(Now now, uint64_t conn, uint64_t id, proto::PushRequest req);
+  void HandleTransfer(Now now, uint64_t conn, uint64_t id, proto::TransferRequest req);
+  void HandleGossip(Now now, uint64_t conn, uint64_t id, proto::GossipRequest req);
+  void HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinRequest req);
+  void HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequest req);
+  void HandleTransferDone(Now now, uint64_t conn, uint64_t id, proto::TransferDoneRequest req);
+
+  // Merges `incoming` into the stored set of `key` (data space, or the hint
+  // space when `hint_for` is set) and calls `done` once written.
+  void MergeInto(const std::string& key, SiblingSet incoming, const std::string& hint_for,
+                 bool sync, std::function<void(Now, Status)> done);
+
+  // Cluster state.
+  void CreateCluster(Now now);
+  void TryJoin(Now now);
+  void AdoptMapAndMembers(Now now, const std::string& map_bytes,
+                          const std::vector<proto::Member>& members);
+  void AfterClusterChange(Now now, bool map_changed, bool members_changed);
+  void Persist(bool sync);
+  void GossipRound(Now now);
+  void CheckSelfStatus(Now now);
+
+  // Data movement.
+  void StartTransfers(Now now);
+  void PullPage(Now now, std::shared_ptr<Transfer> t);
+  void FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status status);
+  void StartHandoff(Now now);
+  void HandoffPage(Now now, std::shared_ptr<Handoff> h);
+  void DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page);
+  void FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained);
+  void FinalGossipAndExit(Now now, int code, std::string reason);
+  bool Replicates(PartitionId p) const;
+  std::optional<std::string> AddressOf(const NodeId& id) const;
+
+  NodeOptions options_;
+  NodeState state_;
+  std::mt19937_64 rng_;
+  LogSink log_;
+  Membership membership_;
+  std::optional<ClusterMap> map_;
+  NodeStats stats_;
+
+  std::vector<Action> actions_;
+  uint64_t next_token_ = 1;
+  std::unordered_map<uint64_t, StorageDone> storage_waiting_;
+  std::unordered_map<uint64_t, CallDone> calls_waiting_;
+  std::unordered_map<std::string, std::deque<std::function<void(Unlock)>>> key_locks_;
+  size_t requests_in_flight_ = 0;
+
+  bool started_ = false;
+  bool shutting_down_ = false;
+  bool exited_ = false;
+  uint64_t now_ms_ = 0;
+  uint64_t next_gossip_ms_ = 0;
+  uint64_t next_join_ms_ = 0;
+  uint64_t next_handoff_ms_ = 0;
+  uint64_t map_changed_ms_ = 0;
+  uint64_t logged_epoch_ = 0;
+  uint64_t gossip_rounds_ = 0;
+  bool join_in_flight_ = false;
+  bool leave_complete_ = false;
+  size_t join_attempts_ = 0;
+  std::map<PartitionId, std::shared_ptr<Transfer>> transfers_;
+  std::shared_ptr<Handoff> handoff_;
+};
+
+}  // namespace dynamo::node

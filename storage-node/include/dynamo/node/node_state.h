@@ -1,0 +1,21 @@
+// Loading a node's identity and cluster state from its engine at start.
+#pragma once
+
+#include <string>
+
+#include "dynamo/node/engine.h"
+#include "dynamo/node/node_core.h"
+
+namespace dynamo::node {
+
+// Reads identity and cluster state from `engine`, creating what a new data
+// directory lacks: actor id `new_actor` (random, non-zero, from the caller),
+// incarnation 1. Raises the incarnation
+// and the counter lease (so no counter of an earlier run is issued again) and
+// syncs both before returning. Also finds the partitions holding data and the
+// nodes hints are held for. InvalidArgument when the engine belongs to
+// another node id; `where` names the data directory in that message.
+Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options, const std::string& where,
+                                ActorId new_actor);
+
+}  // namespace dynamo::node

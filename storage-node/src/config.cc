@@ -1,0 +1,209 @@
+#include "config.h"
+
+#include <toml++/toml.h>
+
+#include <functional>
+#include <sstream>
+
+namespace dynamo::node {
+namespace {
+
+struct Key {
+  const char* section;
+  const char* name;
+  const char* type;
+  const char* help;
+  std::function<Status(const toml::node&, NodeConfig*)> apply;
+  std::function<std::string(const NodeConfig&)> show;
+};
+
+Status TypeError(const std::string& key, const char* want) {
+  return Status::InvalidArgument("config key '" + key + "' must be " + want);
+}
+
+// Builds an applier for an unsigned integer field reached by `field`.
+template <typename Field>
+Key UintKey(const char* section, const char* name, const char* help, uint64_t min, uint64_t max,
+            Field field) {
+  std::string full = std::string(section) + "." + name;
+  return Key{section, name, "integer", help,
+             [=](const toml::node& n, NodeConfig* c) -> Status {
+               std::optional<int64_t> v = n.value<int64_t>();
+               if (!v || *v < 0 || static_cast<uint64_t>(*v) < min ||
+                   static_cast<uint64_t>(*v) > max) {
+                 return Status::InvalidArgument("config key '" + full + "' must be an integer from " +
+                                                std::to_string(min) + " to " + std::to_string(max));
+               }
+               auto& target = field(*c);
+               target = static_cast<std::remove_reference_t<decltype(target)>>(*v);
+               return Status::OK();
+             },
+             [=](const NodeConfig& c) { return std::to_string(field(const_cast<NodeConfig&>(c))); }};
+}
+
+template <typename Field>
+Key BoolKey(const char* section, const char* name, const char* help, Field field) {
+  std::string full = std::string(section) + "." + name;
+  return Key{section, name, "bool", help,
+             [=](const toml::node& n, NodeConfig* c) -> Status {
+               std::optional<bool> v = n.value<bool>();
+               if (!v) return TypeError(full, "true or false");
+               field(*c) = *v;
+               return Status::OK();
+             },
+             [=](const NodeConfig& c) { return field(const_cast<NodeConfig&>(c)) ? std::string("true") : std::string("false"); }};
+}
+
+template <typename Field>
+Key DoubleKey(const char* section, const char* name, const char* help, double min, double max,
+              Field field) {
+  std::string full = std::string(section) + "." + name;
+  return Key{section, name, "number", help,
+             [=](const toml::node& n, NodeConfig* c) -> Status {
+               std::optional<double> v = n.value<double>();
+               if (!v || *v < min || *v > max) return TypeError(full, "a number in range");
+               field(*c) = *v;
+               return Status::OK();
+             },
+             [=](const NodeConfig& c) {
+               std::ostringstream os;
+               os << field(const_cast<NodeConfig&>(c));
+               return os.str();
+             }};
+}
+
+const std::vector<Key>& Keys() {
+  static const std::vector<Key> keys = {
+      BoolKey("node", "allow_remote",
+              "listen on a non-loopback address; there is no authentication",
+              [](NodeConfig& c) -> bool& { return c.allow_remote; }),
+      UintKey("node", "max_connections", "connections served at once; more are closed", 1, 1u << 20,
+              [](NodeConfig& c) -> size_t& { return c.max_connections; }),
+      UintKey("node", "idle_timeout_ms", "close connections idle this long (0: never)", 0,
+              UINT32_MAX, [](NodeConfig& c) -> uint64_t& { return c.idle_timeout_ms; }),
+      UintKey("node", "shutdown_grace_ms", "longest wait for in-flight requests on SIGTERM", 0,
+              UINT32_MAX, [](NodeConfig& c) -> uint64_t& { return c.shutdown_grace_ms; }),
+      BoolKey("storage", "coord_put_sync", "sync the coordinator's write before replying",
+              [](NodeConfig& c) -> bool& { return c.node.coord_put_sync; }),
+      BoolKey("storage", "replica_put_sync", "sync replica writes before acknowledging",
+              [](NodeConfig& c) -> bool& { return c.node.replica_put_sync; }),
+      BoolKey("storage", "hint_sync", "sync hinted writes before acknowledging",
+              [](NodeConfig& c) -> bool& { return c.node.hint_sync; }),
+      UintKey("storage", "block_cache_bytes", "RocksDB block cache", 1u << 20, 1ull << 40,
+              [](NodeConfig& c) -> size_t& { return c.rocksdb.block_cache_bytes; }),
+      UintKey("storage", "write_buffer_bytes", "RocksDB memtable size per column family", 1u << 20,
+              1ull << 34, [](NodeConfig& c) -> size_t& { return c.rocksdb.write_buffer_bytes; }),
+      UintKey("limits", "key_bytes_max", "largest key accepted", 1, 64u << 10,
+              [](NodeConfig& c) -> uint32_t& { return c.node.limits.key_bytes_max; }),
+      UintKey("limits", "value_bytes_max", "largest value accepted", 1, 256u << 20,
+              [](NodeConfig& c) -> uint32_t& { return c.node.limits.value_bytes_max; }),
+      UintKey("limits", "frame_bytes_max", "largest message frame", 4096, 1u << 30,
+              [](NodeConfig& c) -> uint32_t& { return c.node.limits.frame_bytes_max; }),
+      UintKey("limits", "siblings_max", "versions a write may leave on a key", 1, 1000,
+              [](NodeConfig& c) -> size_t& { return c.node.siblings_max; }),
+      UintKey("limits", "clock_entries_max", "clock entries kept per version (paper: 10)", 1, 256,
+              [](NodeConfig& c) -> size_t& { return c.node.clock_entries_max; }),
+      UintKey("gossip", "interval_ms", "gossip round period", 10, 600000,
+              [](NodeConfig& c) -> uint64_t& { return c.node.gossip_interval_ms; }),
+      UintKey("gossip", "seed_every", "also gossip with a seed every this many rounds", 1, 1000,
+              [](NodeConfig& c) -> uint32_t& { return c.node.seed_gossip_every; }),
+      DoubleKey("gossip", "phi_threshold", "suspect a peer above this phi", 0.5, 100,
+                [](NodeConfig& c) -> double& { return c.node.failure_detector.phi_threshold; }),
+      DoubleKey("gossip", "acceptable_pause_ms", "pause a live peer may take", 0, 600000,
+                [](NodeConfig& c) -> double& { return c.node.failure_detector.acceptable_pause_ms; }),
+      UintKey("gossip", "peer_timeout_ms", "deadline of calls to other nodes", 10, 600000,
+              [](NodeConfig& c) -> uint64_t& { return c.node.peer_timeout_ms; }),
+      UintKey("transfer", "page_entries", "keys per transfer page", 1, 4096,
+              [](NodeConfig& c) -> uint32_t& { return c.node.transfer_page_entries; }),
+      UintKey("transfer", "page_bytes", "bytes per transfer page", 4096, 8u << 20,
+              [](NodeConfig& c) -> uint64_t& { return c.node.transfer_page_bytes; }),
+      UintKey("transfer", "in_flight", "partitions pulled at once", 1, 64,
+              [](NodeConfig& c) -> size_t& { return c.node.transfers_in_flight; }),
+      UintKey("transfer", "handoff_delay_ms",
+              "wait after a ring change before handing misplaced data off", 0, 3600000,
+              [](NodeConfig& c) -> uint64_t& { return c.node.handoff_delay_ms; }),
+  };
+  return keys;
+}
+
+}  // namespace
+
+Status ApplyConfigFile(const std::string& path, NodeConfig* config) {
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << "config file " << path << ": " << e.description() << " at line "
+       << e.source().begin.line;
+    return Status::InvalidArgument(os.str());
+  }
+  for (const auto& [section, body] : table) {
+    const toml::table* tab = body.as_table();
+    if (tab == nullptr) {
+      return Status::InvalidArgument("config file " + path + ": '" + std::string(section.str()) +
+                                     "' must be a [section]");
+    }
+    for (const auto& [name, value] : *tab) {
+      const Key* key = nullptr;
+      for (const Key& k : Keys()) {
+        if (section.str() == k.section && name.str() == k.name) key = &k;
+      }
+      if (key == nullptr) {
+        return Status::InvalidArgument("config file " + path + ": unknown key '" +
+                                       std::string(section.str()) + "." + std::string(name.str()) +
+                                       "' (see dynamo-node --help)");
+      }
+      Status s = key->apply(value, config);
+      if (!s.ok()) return s.Annotate("config file " + path);
+    }
+  }
+  return Status::OK();
+}
+
+Status ValidateConfig(const NodeConfig& c) {
+  if (!IsValidNodeId(c.node.id)) {
+    return Status::InvalidArgument("--id must be 1 to 64 characters of [A-Za-z0-9._-]");
+  }
+  if (c.data_dir.empty()) return Status::InvalidArgument("--data-dir is required");
+  if (c.engine != "rocksdb" && c.engine != "memory") {
+    return Status::InvalidArgument("--engine must be rocksdb or memory");
+  }
+  if (!IsValidPartitionCount(c.node.partitions)) {
+    return Status::InvalidArgument("--partitions must be a power of two from 1 to " +
+                                   std::to_string(kMaxPartitions));
+  }
+  if (c.node.replicas < 1 || c.node.replicas > kMaxReplicas) {
+    return Status::InvalidArgument("--replicas must be from 1 to " + std::to_string(kMaxReplicas));
+  }
+  const std::string& h = c.listen.host;
+  const bool loopback = h == "localhost" || h == "::1" || h.rfind("127.", 0) == 0;
+  if (!loopback && !c.allow_remote) {
+    return Status::InvalidArgument(
+        "refusing to listen on " + c.listen.ToString() +
+        ": dynamo has no authentication; set node.allow_remote = true in the config file to "
+        "expose it anyway");
+  }
+  if (c.node.limits.value_bytes_max + c.node.limits.key_bytes_max + 4096 >
+      c.node.limits.frame_bytes_max) {
+    return Status::InvalidArgument("limits.frame_bytes_max must exceed value_bytes_max + key_bytes_max");
+  }
+  return Status::OK();
+}
+
+std::string ConfigKeysHelp() {
+  NodeConfig defaults;
+  std::ostringstream os;
+  std::string section;
+  for (const Key& k : Keys()) {
+    if (section != k.section) {
+      section = k.section;
+      os << "  [" << section << "]\n";
+    }
+    os << "    " << k.name << " (" << k.type << ", default " << k.show(defaults) << "): " << k.help
+       << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace dynamo::node

@@ -1,0 +1,37 @@
+// dynamo-node configuration: command-line flags plus a TOML file for
+// everything else. One table of keys drives parsing and the --help text.
+#pragma once
+
+#include <string>
+
+#include "dynamo/net/connection.h"
+#include "dynamo/node/node_core.h"
+#include "dynamo/node/rocksdb_engine.h"
+
+namespace dynamo::node {
+
+struct NodeConfig {
+  NodeOptions node;
+  net::Endpoint listen{"127.0.0.1", 7000};
+  std::string data_dir;
+  std::string engine = "rocksdb";  // or "memory"
+  std::string log_level = "info";
+  // Allow listening on a non-loopback address. There is no authentication,
+  // so this exposes the store to whoever can reach the port.
+  bool allow_remote = false;
+  RocksDbOptions rocksdb;
+  size_t max_connections = 1024;
+  uint64_t idle_timeout_ms = 300000;
+  // Longest wait for in-flight requests on SIGTERM/SIGINT.
+  uint64_t shutdown_grace_ms = 10000;
+};
+
+// Applies the TOML file at `path` onto *config. InvalidArgument naming the
+// key for unknown keys and values of the wrong type or range.
+Status ApplyConfigFile(const std::string& path, NodeConfig* config);
+// Checks the combination; InvalidArgument with the reason.
+Status ValidateConfig(const NodeConfig& config);
+// Every config key with its type, default and meaning, for --help.
+std::string ConfigKeysHelp();
+
+}  // namespace dynamo::node

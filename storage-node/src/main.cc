@@ -1,0 +1,154 @@
+// dynamo-node: the storage daemon.
+#include <fcntl.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <random>
+
+#include "config.h"
+#include "dynamo/node/keys.h"
+#include "dynamo/node/memory_engine.h"
+#include "dynamo/node/node_state.h"
+#include "dynamo/node/rocksdb_engine.h"
+#include "server.h"
+
+namespace dynamo::node {
+namespace {
+
+constexpr const char* kLockFile = "dynamo-node.lock";
+
+// Holds an exclusive lock on the data directory for the life of the process.
+Result<int> LockDataDir(const std::string& dir) {
+  const std::string path = dir + "/" + kLockFile;
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IOError("cannot open " + path + ": " + std::strerror(errno));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char buf[32] = {0};
+    ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    ::close(fd);
+    std::string holder = n > 0 ? " (pid " + std::string(buf, static_cast<size_t>(n)) + ")" : "";
+    return Status::Busy("data directory " + dir + " is in use by another dynamo-node" + holder);
+  }
+  std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    spdlog::warn("could not record the pid in {}", path);
+  }
+  return fd;
+}
+
+int Main(int argc, char** argv) {
+  NodeConfig config;
+  CLI::App app{"dynamo-node: a storage node of a dynamo cluster (passive: clients coordinate)"};
+  std::string listen = "127.0.0.1:7000", config_file, engine = "rocksdb", log_level = "info";
+  std::vector<std::string> seeds;
+  uint32_t partitions = 0, replicas = 0;
+  app.add_option("--id", config.node.id, "node name, unique in the cluster ([A-Za-z0-9._-], 1-64)")
+      ->required();
+  app.add_option("--listen", listen, "HOST:PORT to serve on (default 127.0.0.1:7000; loopback "
+                                     "unless node.allow_remote is set)");
+  app.add_option("--data-dir", config.data_dir, "directory for this node's data (created if absent)")
+      ->required();
+  app.add_option("--seed", seeds, "HOST:PORT of a node to join through (repeatable); none: create "
+                                  "a new cluster or resume the stored one");
+  app.add_option("--engine", engine, "storage engine: rocksdb (default, durable) or memory")
+      ->check(CLI::IsMember({"rocksdb", "memory"}));
+  app.add_option("--partitions", partitions, "Q, partitions of a new cluster (power of two, "
+                                             "default 1024; fixed at creation)");
+  app.add_option("--replicas", replicas, "N, copies of each key in a new cluster (default 3)");
+  app.add_option("--config", config_file, "TOML file with the keys listed below");
+  app.add_option("--log-level", log_level, "trace, debug, info (default), warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  app.footer("Config file keys ([section] key = value):\n" + ConfigKeysHelp() +
+             "\nSIGTERM/SIGINT stop the node cleanly: no new connections, requests in flight "
+             "finish, data is synced, exit status 0.");
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::stderr_color_mt("node");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ [" + config.node.id + "] %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (!config_file.empty()) {
+    Status s = ApplyConfigFile(config_file, &config);
+    if (!s.ok()) {
+      spdlog::error("{}", s.ToString());
+      return 1;
+    }
+  }
+  Result<net::Endpoint> ep = net::ParseEndpoint(listen);
+  if (!ep.ok()) {
+    spdlog::error("--listen: {}", ep.status().ToString());
+    return 1;
+  }
+  config.listen = *ep;
+  config.engine = engine;
+  config.log_level = log_level;
+  config.node.address = ep->ToString();
+  config.node.seeds = seeds;
+  for (const std::string& seed : seeds) {
+    if (!net::ParseEndpoint(seed).ok()) {
+      spdlog::error("--seed {}: not HOST:PORT", seed);
+      return 1;
+    }
+  }
+  std::erase(config.node.seeds, config.node.address);
+  if (partitions != 0) config.node.partitions = partitions;
+  if (replicas != 0) config.node.replicas = replicas;
+  Status valid = ValidateConfig(config);
+  if (!valid.ok()) {
+    spdlog::error("{}", valid.ToString());
+    return 1;
+  }
+
+  std::error_code ec;
+  std::filesystem::create_directories(config.data_dir, ec);
+  if (ec) {
+    spdlog::error("cannot create data directory {}: {}", config.data_dir, ec.message());
+    return 1;
+  }
+  Result<int> lock = LockDataDir(config.data_dir);
+  if (!lock.ok()) {
+    spdlog::error("{}", lock.status().ToString());
+    return 1;
+  }
+
+  std::unique_ptr<Engine> store;
+  if (config.engine == "memory") {
+    store = std::make_unique<MemoryEngine>();
+    spdlog::warn("memory engine: nothing survives a restart");
+  } else {
+    Result<std::unique_ptr<Engine>> opened = OpenRocksDb(config.data_dir + "/rocksdb", config.rocksdb);
+    if (!opened.ok()) {
+      spdlog::error("{}", opened.status().ToString());
+      return 1;
+    }
+    store = std::move(*opened);
+  }
+  std::random_device rd;
+  ActorId fresh_actor = 0;
+  while (fresh_actor == 0) fresh_actor = (uint64_t{rd()} << 32) ^ rd();
+  Result<NodeState> state = LoadNodeState(*store, config.node, config.data_dir, fresh_actor);
+  if (!state.ok()) {
+    spdlog::error("{}", state.status().ToString());
+    return 1;
+  }
+  if (state->actor == fresh_actor) {
+    spdlog::info("new data directory: actor id {:016x}", state->actor);
+  }
+  NodeServer server(config, std::move(store), std::move(*state));
+  Result<int> code = server.Run();
+  if (!code.ok()) {
+    spdlog::error("{}", code.status().ToString());
+    return 1;
+  }
+  return *code;
+}
+
+}  // namespace
+}  // namespace dynamo::node
+
+int main(int argc, char** argv) { return dynamo::node::Main(argc, argv); }

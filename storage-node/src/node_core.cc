@@ -1,0 +1,1088 @@
+#include "dynamo/node/node_core.h"
+
+#include <algorithm>
+
+#include "dynamo/node/keys.h"
+
+namespace dynamo::node {
+namespace {
+
+// Bounds on what one Transfer request may ask of this node.
+constexpr uint32_t kTransferEntriesMax = 4096;
+constexpr uint64_t kTransferBytesMax = 8u << 20;
+// Peers told of our departure before exiting.
+constexpr size_t kFarewellPeers = 3;
+
+std::string LockKey(Space space, std::string_view key) {
+  std::string s(1, static_cast<char>(space));
+  s.append(key);
+  return s;
+}
+
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+// Counts completions of `n` parallel steps and runs `done` after the last.
+struct Join {
+  Join(size_t n, std::function<void(Status)> d) : left(n), done(std::move(d)) {
+    if (left == 0) done(Status::OK());
+  }
+  void One(const Status& s) {
+    if (!s.ok() && first_error.ok()) first_error = s;
+    if (--left == 0) done(first_error);
+  }
+  size_t left;
+  Status first_error;
+  std::function<void(Status)> done;
+};
+
+Status ReplyStatus(const Result<proto::Message>& reply) {
+  if (!reply.ok()) return reply.status();
+  if (const auto* err = std::get_if<proto::ErrorReply>(&reply->body)) return proto::ToStatus(*err);
+  return Status::OK();
+}
+
+}  // namespace
+
+struct NodeCore::Transfer {
+  PartitionId partition = 0;
+  NodeId source;
+  std::string address;
+  std::string after;
+  uint64_t keys = 0;
+  uint64_t started_ms = 0;
+};
+
+// Drains a key range to other nodes: pushes a page, then deletes each pushed
+// key whose stored value is still the one pushed.
+struct NodeCore::Handoff {
+  Space space = Space::kData;
+  std::string prefix;
+  std::vector<std::string> addresses;  // push targets; empty: merge into own data
+  proto::PushPurpose purpose = proto::PushPurpose::kTransfer;
+  std::string after;
+  uint64_t keys = 0;
+  PartitionId partition = 0;  // data handoffs
+  NodeId owner;               // hint handoffs
+  std::string what;
+};
+
+NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogSink log)
+    : options_(std::move(options)),
+      state_(std::move(state)),
+      rng_(rng_seed),
+      log_(std::move(log)),
+      membership_(proto::Member{options_.id, options_.address, proto::MemberStatus::kJoining,
+                                state_.incarnation, 0, state_.actor, true},
+                  options_.failure_detector) {
+  for (const proto::Member& m : state_.members) {
+    if (m.id == options_.id && m.status != proto::MemberStatus::kRemoved) {
+      membership_.SetSelfStatus(m.status);
+    }
+  }
+  membership_.Merge(state_.members, 0);
+  map_ = std::move(state_.map);
+  state_.map.reset();
+  state_.members.clear();
+}
+
+NodeCore::~NodeCore() = default;
+
+// ------------------------------------------------------------------ plumbing
+
+void NodeCore::Storage(StorageOp op, StorageDone done) {
+  uint64_t token = next_token_++;
+  storage_waiting_.emplace(token, std::move(done));
+  actions_.push_back(StorageAction{token, std::move(op)});
+}
+
+void NodeCore::Call(const std::string& address, proto::Body body, CallDone done) {
+  uint64_t token = next_token_++;
+  calls_waiting_.emplace(token, std::move(done));
+  actions_.push_back(CallAction{token, address, std::move(body), options_.peer_timeout_ms});
+}
+
+void NodeCore::Reply(uint64_t conn, uint64_t request_id, proto::Body body) {
+  if (requests_in_flight_ > 0) --requests_in_flight_;
+  actions_.push_back(ReplyAction{conn, request_id, std::move(body)});
+}
+
+void NodeCore::ReplyError(uint64_t conn, uint64_t request_id, const Status& status) {
+  ++stats_.errors;
+  Reply(conn, request_id, proto::MakeError(status, epoch()));
+}
+
+void NodeCore::Log(LogLevel level, const std::string& message) {
+  if (log_) log_(level, message);
+}
+
+void NodeCore::WithKeyLock(const std::string& key, std::function<void(Unlock)> fn) {
+  auto [it, fresh] = key_locks_.try_emplace(key);
+  if (!fresh) {
+    it->second.push_back(std::move(fn));
+    return;
+  }
+  fn(MakeUnlock(key));
+}
+
+NodeCore::Unlock NodeCore::MakeUnlock(const std::string& key) {
+  return [this, key] {
+    auto held = key_locks_.find(key);
+    DYNAMO_CHECK(held != key_locks_.end());
+    if (held->second.empty()) {
+      key_locks_.erase(held);
+      return;
+    }
+    // The lock passes straight to the next waiter.
+    std::function<void(Unlock)> next = std::move(held->second.front());
+    held->second.pop_front();
+    next(MakeUnlock(key));
+  };
+}
+
+std::vector<Action> NodeCore::TakeActions() {
+  std::vector<Action> out;
+  out.swap(actions_);
+  return out;
+}
+
+uint64_t NodeCore::NextWakeMs() const {
+  uint64_t next = std::min(next_gossip_ms_, next_handoff_ms_);
+  if (!map_) next = std::min(next, next_join_ms_);
+  return next;
+}
+
+bool NodeCore::Idle() const { return requests_in_flight_ == 0 && storage_waiting_.empty(); }
+
+std::optional<std::string> NodeCore::AddressOf(const NodeId& id) const {
+  std::optional<proto::Member> m = membership_.Find(id);
+  if (!m || m->address.empty()) return std::nullopt;
+  return m->address;
+}
+
+bool NodeCore::Replicates(PartitionId p) const {
+  if (!map_) return false;
+  auto in = [&](const Ring& ring) {
+    std::optional<NodeIndex> me = ring.IndexOf(options_.id);
+    if (!me) return false;
+    std::span<const NodeIndex> pref = ring.PreferenceIndices(p);
+    return std::find(pref.begin(), pref.end(), *me) != pref.end();
+  };
+  return in(map_->ring()) || (map_->next() && in(*map_->next()));
+}
+
+// ------------------------------------------------------------------ events
+
+void NodeCore::Start(Now now) {
+  now_ms_ = now.mono_ms;
+  started_ = true;
+  next_gossip_ms_ = now.mono_ms;
+  next_handoff_ms_ = now.mono_ms + options_.handoff_interval_ms;
+  map_changed_ms_ = now.mono_ms;
+  if (map_) {
+    Log(LogLevel::kInfo, "resuming in a cluster of " + std::to_string(map_->ring().nodes().size()) +
+                             " nodes at epoch " + std::to_string(epoch()));
+    AfterClusterChange(now, false, true);
+    Persist(true);
+  } else if (options_.seeds.empty()) {
+    CreateCluster(now);
+  } else {
+    next_join_ms_ = now.mono_ms;
+    TryJoin(now);
+  }
+}
+
+void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
+  now_ms_ = now.mono_ms;
+  ++stats_.requests;
+  ++requests_in_flight_;
+  const uint64_t id = message.request_id;
+  if (shutting_down_ || exited_) {
+    ReplyError(conn, id, Status::Unavailable("node " + options_.id + " is shutting down"));
+    return;
+  }
+  std::visit(
+      Overloaded{
+          [&](proto::GetRequest& r) { HandleGet(now, conn, id, std::move(r)); },
+          [&](proto::CoordPutRequest& r) { HandleCoordPut(now, conn, id, std::move(r)); },
+          [&](proto::ReplicaPutRequest& r) { HandleReplicaPut(now, conn, id, std::move(r)); },
+          [&](proto::RingRequest&) {
+            if (!map_) {
+              ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+              return;
+            }
+            Reply(conn, id, proto::RingReply{epoch(), map_->Serialize()});
+          },
+          [&](proto::MembersRequest&) {
+            Reply(conn, id, proto::MembersReply{epoch(), membership_.View(now.mono_ms)});
+          },
+          [&](proto::GossipRequest& r) { HandleGossip(now, conn, id, std::move(r)); },
+          [&](proto::JoinRequest& r) { HandleJoin(now, conn, id, std::move(r)); },
+          [&](proto::AdminRequest& r) { HandleAdmin(now, conn, id, std::move(r)); },
+          [&](proto::FetchRequest& r) { HandleFetch(now, conn, id, std::move(r)); },
+          [&](proto::PushRequest& r) { HandlePush(now, conn, id, std::move(r)); },
+          [&](proto::TransferRequest& r) { HandleTransfer(now, conn, id, std::move(r)); },
+          [&](proto::TransferDoneRequest& r) { HandleTransferDone(now, conn, id, std::move(r)); },
+          [&](proto::AeCompareRequest&) {
+            ReplyError(conn, id, Status::Unavailable("anti-entropy is not served by this node yet"));
+          },
+          [&](auto&) {
+            ReplyError(conn, id,
+                       Status::ProtocolError(std::string("unexpected ") +
+                                             std::string(proto::MessageTypeName(
+                                                 proto::TypeOf(message.body)))));
+          },
+      },
+      message.body);
+}
+
+void NodeCore::OnCallDone(Now now, uint64_t token, Result<proto::Message> reply) {
+  now_ms_ = now.mono_ms;
+  auto it = calls_waiting_.find(token);
+  if (it == calls_waiting_.end()) return;
+  CallDone done = std::move(it->second);
+  calls_waiting_.erase(it);
+  done(now, std::move(reply));
+}
+
+void NodeCore::OnStorageDone(Now now, uint64_t token, StorageResult result) {
+  now_ms_ = now.mono_ms;
+  auto it = storage_waiting_.find(token);
+  if (it == storage_waiting_.end()) return;
+  StorageDone done = std::move(it->second);
+  storage_waiting_.erase(it);
+  done(now, std::move(result));
+}
+
+void NodeCore::OnTick(Now now) {
+  now_ms_ = now.mono_ms;
+  if (!started_ || exited_) return;
+  if (!map_) {
+    if (now.mono_ms >= next_join_ms_) TryJoin(now);
+    return;
+  }
+  if (now.mono_ms >= next_gossip_ms_) {
+    next_gossip_ms_ = now.mono_ms + options_.gossip_interval_ms;
+    GossipRound(now);
+  }
+  if (shutting_down_) return;
+  StartTransfers(now);
+  if (now.mono_ms >= next_handoff_ms_) {
+    next_handoff_ms_ = now.mono_ms + options_.handoff_interval_ms;
+    StartHandoff(now);
+  }
+  CheckSelfStatus(now);
+}
+
+void NodeCore::BeginShutdown(Now now) {
+  now_ms_ = now.mono_ms;
+  if (!shutting_down_) Log(LogLevel::kInfo, "shutting down");
+  shutting_down_ = true;
+}
+
+// ------------------------------------------------------------------ data requests
+
+void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest req) {
+  (void)now;
+  ++stats_.gets;
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  const PartitionId p = map_->ring().KeyPartition(req.key);
+  Storage(ReadOp{Space::kData, DataKey(p, req.key)}, [this, conn, id](Now, StorageResult r) {
+    if (!r.status.ok()) {
+      ReplyError(conn, id, r.status);
+      return;
+    }
+    SiblingSet set;
+    if (r.value) {
+      Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
+      if (!decoded.ok()) {
+        Log(LogLevel::kError, "corrupt stored value: " + decoded.status().ToString());
+        ReplyError(conn, id, Status::Corruption("stored value is corrupt"));
+        return;
+      }
+      set = std::move(*decoded);
+    }
+    Reply(conn, id, proto::GetReply{epoch(), std::move(set)});
+  });
+}
+
+void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordPutRequest req) {
+  ++stats_.coord_puts;
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  const PartitionId p = map_->ring().KeyPartition(req.key);
+  const std::string key = DataKey(p, req.key);
+  auto request = std::make_shared<proto::CoordPutRequest>(std::move(req));
+  const uint64_t wall_ms = now.wall_ms;
+  WithKeyLock(LockKey(Space::kData, key), [this, conn, id, p, key, request, wall_ms](Unlock unlock) {
+    Storage(ReadOp{Space::kData, key}, [this, conn, id, p, key, request, wall_ms,
+                                         unlock](Now, StorageResult r) {
+      if (!r.status.ok()) {
+        ReplyError(conn, id, r.status);
+        unlock();
+        return;
+      }
+      SiblingSet local;
+      if (r.value) {
+        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
+        if (!decoded.ok()) {
+          ReplyError(conn, id, Status::Corruption("stored value is corrupt"));
+          unlock();
+          return;
+        }
+        local = std::move(*decoded);
+      }
+      WriteIntent intent;
+      intent.context = std::move(request->context);
+      intent.value = std::move(request->value);
+      intent.tombstone = request->tombstone;
+      intent.timestamp_ms = wall_ms;
+      CoordinatorOptions copts;
+      copts.clock_entries_max = options_.clock_entries_max;
+      copts.siblings_max = options_.siblings_max;
+      std::vector<ActorId> live = membership_.LiveActors();
+      copts.retired = [live](ActorId a) { return !std::binary_search(live.begin(), live.end(), a); };
+      Result<CoordinatorResult> update =
+          CoordinatorUpdate(local, state_.actor, state_.counter_next, intent, copts);
+      if (!update.ok()) {
+        ReplyError(conn, id, update.status());
+        unlock();
+        return;
+      }
+      state_.counter_next = update->written.dot.counter + 1;
+      WriteOp write;
+      write.sync = options_.coord_put_sync;
+      write.batch.Put(Space::kData, key, proto::EncodeSiblingSet(update->siblings));
+      if (state_.counter_next >= state_.counter_lease_end) {
+        // The lease must be durable before any counter past it leaves this node.
+        state_.counter_lease_end = state_.counter_next + options_.counter_lease;
+        write.batch.Put(Space::kMeta, std::string(kMetaCounterLease),
+                        EncodeU64(state_.counter_lease_end));
+        write.sync = true;
+      }
+      auto result = std::make_shared<CoordinatorResult>(std::move(*update));
+      Storage(std::move(write), [this, conn, id, p, result, unlock](Now, StorageResult w) {
+        if (!w.status.ok()) {
+          ReplyError(conn, id, w.status.WithInDoubt(true));
+        } else {
+          state_.partitions_with_data.insert(p);
+          Reply(conn, id, proto::CoordPutReply{epoch(), result->written.dot, std::move(result->siblings)});
+        }
+        unlock();
+      });
+    });
+  });
+}
+
+void NodeCore::MergeInto(const std::string& key, SiblingSet incoming, const std::string& hint_for,
+                         bool sync, std::function<void(Now, Status)> done) {
+  const Space space = hint_for.empty() ? Space::kData : Space::kHints;
+  auto set = std::make_shared<SiblingSet>(std::move(incoming));
+  WithKeyLock(LockKey(space, key), [this, key, space, set, hint_for, sync, done](Unlock unlock) {
+    Storage(ReadOp{space, key}, [this, key, space, set, hint_for, sync, done,
+                                 unlock](Now now, StorageResult r) {
+      if (!r.status.ok()) {
+        unlock();
+        done(now, r.status);
+        return;
+      }
+      SiblingSet local;
+      if (r.value) {
+        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
+        if (decoded.ok()) {
+          local = std::move(*decoded);
+        } else {
+          // A corrupt local copy is replaced by the incoming one, never spread.
+          Log(LogLevel::kError, "replacing a corrupt stored value: " + decoded.status().ToString());
+        }
+      }
+      SiblingSet merged = MergeSiblings(local, *set);
+      if (r.value && merged == local) {
+        unlock();
+        done(now, Status::OK());
+        return;
+      }
+      WriteOp write;
+      write.sync = sync;
+      write.batch.Put(space, key, proto::EncodeSiblingSet(merged));
+      Storage(std::move(write), [this, key, space, hint_for, done, unlock](Now now2, StorageResult w) {
+        if (w.status.ok()) {
+          if (space == Space::kData) {
+            Result<DataKeyParts> parts = ParseDataKey(key);
+            if (parts.ok()) state_.partitions_with_data.insert(parts->partition);
+          } else {
+            state_.hint_owners.insert(hint_for);
+          }
+        }
+        unlock();
+        done(now2, w.status);
+      });
+    });
+  });
+}
+
+void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::ReplicaPutRequest req) {
+  (void)now;
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  const PartitionId p = map_->ring().KeyPartition(req.key);
+  const bool hinted = !req.hint.empty() && req.hint != options_.id;
+  std::string key = hinted ? HintKey(req.hint, p, req.key) : DataKey(p, req.key);
+  if (hinted) {
+    ++stats_.hints_stored;
+  } else {
+    ++stats_.replica_puts;
+  }
+  const bool sync = hinted ? options_.hint_sync : options_.replica_put_sync;
+  MergeInto(key, std::move(req.siblings), hinted ? req.hint : "", sync,
+            [this, conn, id](Now, Status s) {
+              if (!s.ok()) {
+                ReplyError(conn, id, s.WithInDoubt(true));
+              } else {
+                Reply(conn, id, proto::Ack{epoch(), 1});
+              }
+            });
+}
+
+void NodeCore::HandleFetch(Now now, uint64_t conn, uint64_t id, proto::FetchRequest req) {
+  (void)now;
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  auto reply = std::make_shared<proto::FetchReply>();
+  reply->entries.resize(req.keys.size());
+  auto join = std::make_shared<Join>(req.keys.size(), [this, conn, id, reply](Status s) {
+    if (!s.ok()) {
+      ReplyError(conn, id, s);
+      return;
+    }
+    reply->epoch = epoch();
+    Reply(conn, id, std::move(*reply));
+  });
+  for (size_t i = 0; i < req.keys.size(); ++i) {
+    reply->entries[i].key = req.keys[i];
+    const PartitionId p = map_->ring().KeyPartition(req.keys[i]);
+    Storage(ReadOp{Space::kData, DataKey(p, req.keys[i])}, [this, reply, join, i](Now, StorageResult r) {
+      if (r.status.ok() && r.value) {
+        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
+        if (decoded.ok()) reply->entries[i].siblings = std::move(*decoded);
+      }
+      join->One(r.status);
+    });
+  }
+}
+
+void NodeCore::HandlePush(Now now, uint64_t conn, uint64_t id, proto::PushRequest req) {
+  (void)now;
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  const size_t n = req.entries.size();
+  // The sender deletes its copy once we acknowledge a transfer or a hint, so
+  // those are made durable first.
+  const bool durable = req.purpose != proto::PushPurpose::kRepair;
+  auto join = std::make_shared<Join>(n, [this, conn, id, n, durable](Status s) {
+    if (!s.ok()) {
+      ReplyError(conn, id, s.WithInDoubt(true));
+      return;
+    }
+    if (!durable) {
+      Reply(conn, id, proto::Ack{epoch(), n});
+      return;
+    }
+    Storage(WriteOp{WriteBatch{}, true}, [this, conn, id, n](Now, StorageResult w) {
+      if (!w.status.ok()) {
+        ReplyError(conn, id, w.status.WithInDoubt(true));
+      } else {
+        Reply(conn, id, proto::Ack{epoch(), n});
+      }
+    });
+  });
+  for (proto::KeyedSiblings& e : req.entries) {
+    const PartitionId p = map_->ring().KeyPartition(e.key);
+    MergeInto(DataKey(p, e.key), std::move(e.siblings), "", false,
+              [join](Now, Status s) { join->One(s); });
+  }
+}
+
+void NodeCore::HandleTransfer(Now now, uint64_t conn, uint64_t id, proto::TransferRequest req) {
+  (void)now;
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  if (req.partition >= map_->ring().partition_count()) {
+    ReplyError(conn, id, Status::InvalidArgument("no partition " + std::to_string(req.partition)));
+    return;
+  }
+  ScanOp scan;
+  scan.space = Space::kData;
+  scan.options.prefix = PartitionPrefix(req.partition);
+  if (!req.after_key.empty()) scan.options.after = DataKey(req.partition, req.after_key);
+  scan.options.max_entries = std::clamp<uint32_t>(req.max_entries, 1, kTransferEntriesMax);
+  scan.options.max_bytes = std::clamp<uint64_t>(
+      req.max_bytes, 1, std::min<uint64_t>(kTransferBytesMax, options_.limits.frame_bytes_max / 2));
+  Storage(std::move(scan), [this, conn, id](Now, StorageResult r) {
+    if (!r.status.ok()) {
+      ReplyError(conn, id, r.status);
+      return;
+    }
+    proto::TransferReply reply;
+    reply.epoch = epoch();
+    reply.done = r.scan.done;
+    for (auto& [k, v] : r.scan.entries) {
+      Result<DataKeyParts> parts = ParseDataKey(k);
+      Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+      if (!parts.ok() || !set.ok() || parts->key.empty()) {
+        Log(LogLevel::kError, "skipping a corrupt record in a transfer");
+        continue;
+      }
+      reply.entries.push_back(proto::KeyedSiblings{std::string(parts->key), std::move(*set)});
+    }
+    if (!reply.done && reply.entries.empty() && !r.scan.entries.empty()) {
+      // Every record of the page was corrupt: resume after the last one.
+      reply.entries.push_back(proto::KeyedSiblings{
+          std::string(ParseDataKey(r.scan.entries.back().first)->key), {}});
+    }
+    Reply(conn, id, std::move(reply));
+  });
+}
+
+// ------------------------------------------------------------------ cluster requests
+
+void NodeCore::HandleGossip(Now now, uint64_t conn, uint64_t id, proto::GossipRequest req) {
+  membership_.Contact(req.from, true, now.mono_ms);
+  bool members_changed = membership_.Merge(req.members, now.mono_ms);
+  bool map_changed = false;
+  if (map_ && !req.ring.empty()) {
+    Result<ClusterMap> theirs = ClusterMap::Deserialize(req.ring);
+    if (theirs.ok()) {
+      map_changed = map_->Merge(*theirs);
+    } else {
+      Log(LogLevel::kWarn, "ignoring a bad cluster map from " + req.from + ": " +
+                               theirs.status().ToString());
+    }
+  }
+  AfterClusterChange(now, map_changed, members_changed);
+  Reply(conn, id,
+        proto::GossipReply{epoch(), membership_.View(now.mono_ms), map_ ? map_->Serialize() : ""});
+}
+
+void NodeCore::HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinRequest req) {
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  const proto::Member& j = req.joiner;
+  if (j.id == options_.id) {
+    ReplyError(conn, id, Status::InvalidArgument("node id '" + j.id + "' is this node's own id"));
+    return;
+  }
+  std::optional<proto::Member> known = membership_.Find(j.id);
+  if (known && known->actor != j.actor && known->status != proto::MemberStatus::kRemoved &&
+      membership_.IsAlive(j.id, now.mono_ms) && known->address != j.address) {
+    ReplyError(conn, id,
+               Status::InvalidArgument("node id '" + j.id + "' is in use by a live node at " +
+                                       known->address));
+    return;
+  }
+  proto::Member added = membership_.AddJoiner(j, now.mono_ms);
+  Log(LogLevel::kInfo, "node " + added.id + " at " + added.address + " is joining");
+  AfterClusterChange(now, false, true);
+  Reply(conn, id, proto::JoinReply{epoch(), map_->Serialize(), membership_.View(now.mono_ms)});
+}
+
+void NodeCore::HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequest req) {
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  std::optional<proto::Member> target = membership_.Find(req.node);
+  if (!target || target->status == proto::MemberStatus::kRemoved) {
+    ReplyError(conn, id, Status::NotFound("no member '" + req.node + "' in the cluster"));
+    return;
+  }
+  std::vector<NodeId> remaining = membership_.RingMembers();
+  std::erase(remaining, req.node);
+  if (remaining.empty()) {
+    ReplyError(conn, id, Status::InvalidArgument("'" + req.node + "' is the last node of the cluster"));
+    return;
+  }
+  std::string message;
+  if (req.op == proto::AdminOp::kLeave) {
+    if (target->status == proto::MemberStatus::kLeaving) {
+      Reply(conn, id, proto::AdminReply{epoch(), req.node + " is already leaving"});
+      return;
+    }
+    DYNAMO_CHECK(membership_.SetStatusOf(req.node, proto::MemberStatus::kLeaving, now.mono_ms).ok());
+    message = req.node + " is leaving: its partitions move to the other nodes, then it exits";
+  } else {
+    if (req.node == options_.id) {
+      ReplyError(conn, id, Status::InvalidArgument("a node cannot remove itself; use leave"));
+      return;
+    }
+    if (membership_.IsAlive(req.node, now.mono_ms)) {
+      ReplyError(conn, id, Status::InvalidArgument(req.node + " is up; use leave for a live node"));
+      return;
+    }
+    DYNAMO_CHECK(membership_.SetStatusOf(req.node, proto::MemberStatus::kRemoved, now.mono_ms).ok());
+    message = req.node + " removed: its partitions are refilled from the surviving replicas";
+  }
+  Log(LogLevel::kInfo, "admin: " + message);
+  AfterClusterChange(now, false, true);
+  Reply(conn, id, proto::AdminReply{epoch(), message});
+}
+
+void NodeCore::HandleTransferDone(Now now, uint64_t conn, uint64_t id,
+                                  proto::TransferDoneRequest req) {
+  bool changed = false;
+  if (map_ && req.ring_epoch == map_->epoch()) {
+    changed = map_->MarkDone(dynamo::Transfer{req.partition, req.node});
+  }
+  AfterClusterChange(now, changed, false);
+  Reply(conn, id, proto::Ack{epoch(), changed ? 1u : 0u});
+}
+
+// ------------------------------------------------------------------ cluster state
+
+void NodeCore::CreateCluster(Now now) {
+  Result<Ring> ring = Ring::Create({options_.id}, options_.partitions, options_.replicas);
+  if (!ring.ok()) {
+    actions_.push_back(ExitAction{2, "cannot create the cluster: " + ring.status().ToString()});
+    exited_ = true;
+    return;
+  }
+  map_ = ClusterMap(std::move(*ring));
+  membership_.SetSelfStatus(proto::MemberStatus::kNormal);
+  Log(LogLevel::kInfo, "created a new cluster: " + std::to_string(options_.partitions) +
+                           " partitions, " + std::to_string(options_.replicas) + " replicas");
+  map_changed_ms_ = now.mono_ms;
+  Persist(true);
+}
+
+void NodeCore::TryJoin(Now now) {
+  if (join_in_flight_ || map_ || exited_) return;
+  next_join_ms_ = now.mono_ms + options_.join_retry_ms;
+  const std::string seed = options_.seeds[join_attempts_++ % options_.seeds.size()];
+  join_in_flight_ = true;
+  proto::Member me = membership_.self();
+  me.status = proto::MemberStatus::kJoining;
+  Call(seed, proto::JoinRequest{me}, [this, seed](Now now2, Result<proto::Message> reply) {
+    join_in_flight_ = false;
+    Status s = ReplyStatus(reply);
+    if (s.ok() && !std::holds_alternative<proto::JoinReply>(reply->body)) {
+      s = Status::ProtocolError("unexpected reply to Join");
+    }
+    if (!s.ok()) {
+      Log(LogLevel::kWarn, "join through " + seed + " failed: " + s.ToString() + "; retrying");
+      if (s.code() == StatusCode::kInvalidArgument) {
+        actions_.push_back(ExitAction{2, "join refused by " + seed + ": " + s.ToString()});
+        exited_ = true;
+      }
+      return;
+    }
+    auto& jr = std::get<proto::JoinReply>(reply->body);
+    Result<ClusterMap> map = ClusterMap::Deserialize(jr.ring);
+    if (!map.ok()) {
+      Log(LogLevel::kWarn, "join reply with a bad cluster map: " + map.status().ToString());
+      return;
+    }
+    map_ = std::move(*map);
+    Log(LogLevel::kInfo, "joined the cluster through " + seed + " at epoch " + std::to_string(epoch()));
+    membership_.Merge(jr.members, now2.mono_ms);
+    AfterClusterChange(now2, true, true);
+    next_gossip_ms_ = now2.mono_ms;
+  });
+}
+
+void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_changed) {
+  if (!map_) return;
+  if (members_changed) map_changed |= map_->Reconcile(membership_.RingMembers());
+  if (map_changed) map_changed_ms_ = now.mono_ms;
+  if (map_changed && epoch() != logged_epoch_) {
+    logged_epoch_ = epoch();
+    std::string state = map_->next() ? "moving to " + std::to_string(map_->next()->nodes().size()) +
+                                           " nodes, " + std::to_string(map_->Awaiting().size()) +
+                                           " transfers owed"
+                                     : std::to_string(map_->ring().nodes().size()) + " nodes";
+    Log(LogLevel::kInfo, "cluster map at epoch " + std::to_string(epoch()) + ": " + state);
+  }
+  if (map_changed || members_changed) Persist(map_changed);
+  CheckSelfStatus(now);
+}
+
+void NodeCore::Persist(bool sync) {
+  if (!map_) return;
+  WriteOp write;
+  write.sync = sync;
+  write.batch.Put(Space::kMeta, std::string(kMetaClusterMap), map_->Serialize());
+  write.batch.Put(Space::kMeta, std::string(kMetaMembers),
+                  proto::EncodeMembers(membership_.View(now_ms_)));
+  Storage(std::move(write), [this](Now, StorageResult r) {
+    if (!r.status.ok()) Log(LogLevel::kError, "persisting cluster state: " + r.status.ToString());
+  });
+}
+
+void NodeCore::CheckSelfStatus(Now now) {
+  if (!map_ || exited_) return;
+  const proto::Member& me = membership_.self();
+  if (me.status == proto::MemberStatus::kRemoved && !leave_complete_) {
+    Log(LogLevel::kError, "this node was removed from the cluster by an administrator");
+    actions_.push_back(ExitAction{3, "removed from the cluster by an administrator; start with a "
+                                     "fresh data directory to join again"});
+    exited_ = true;
+    return;
+  }
+  if (me.status == proto::MemberStatus::kJoining && map_->ring().Contains(options_.id)) {
+    membership_.SetSelfStatus(proto::MemberStatus::kNormal);
+    Log(LogLevel::kInfo, "now a full member of the ring");
+    Persist(false);
+  }
+  if (me.status == proto::MemberStatus::kLeaving && !map_->ring().Contains(options_.id) &&
+      !(map_->next() && map_->next()->Contains(options_.id)) &&
+      state_.partitions_with_data.empty() && state_.hint_owners.empty() && !handoff_ &&
+      transfers_.empty()) {
+    leave_complete_ = true;
+    membership_.SetSelfStatus(proto::MemberStatus::kRemoved);
+    Persist(true);
+    Log(LogLevel::kInfo, "left the cluster: every partition was handed off");
+    FinalGossipAndExit(now, 0, "left the cluster");
+  }
+}
+
+void NodeCore::FinalGossipAndExit(Now now, int code, std::string reason) {
+  exited_ = true;
+  std::vector<std::string> peers;
+  for (const proto::Member& m : membership_.View(now.mono_ms)) {
+    if (m.id != options_.id && m.alive && m.status != proto::MemberStatus::kRemoved) {
+      peers.push_back(m.address);
+    }
+    if (peers.size() == kFarewellPeers) break;
+  }
+  auto join = std::make_shared<Join>(peers.size(), [this, code, reason](Status) {
+    actions_.push_back(ExitAction{code, reason});
+  });
+  for (const std::string& address : peers) {
+    Call(address,
+         proto::GossipRequest{options_.id, membership_.View(now.mono_ms), map_->Serialize()},
+         [join](Now, Result<proto::Message>) { join->One(Status::OK()); });
+  }
+}
+
+void NodeCore::GossipRound(Now now) {
+  membership_.Beat();
+  ++gossip_rounds_;
+  std::vector<std::pair<std::optional<NodeId>, std::string>> targets;
+  if (std::optional<NodeId> peer = membership_.NextGossipTarget(rng_)) {
+    if (std::optional<std::string> addr = AddressOf(*peer)) targets.emplace_back(*peer, *addr);
+  }
+  if (!options_.seeds.empty() && gossip_rounds_ % options_.seed_gossip_every == 0) {
+    const std::string& seed = options_.seeds[rng_() % options_.seeds.size()];
+    if (seed != options_.address &&
+        (targets.empty() || targets.front().second != seed)) {
+      targets.emplace_back(std::nullopt, seed);
+    }
+  }
+  for (auto& [peer, address] : targets) {
+    proto::GossipRequest req{options_.id, membership_.View(now.mono_ms), map_->Serialize()};
+    Call(address, std::move(req), [this, peer](Now now2, Result<proto::Message> reply) {
+      Status s = ReplyStatus(reply);
+      if (peer) membership_.Contact(*peer, s.ok(), now2.mono_ms);
+      if (!s.ok()) return;
+      auto* gr = std::get_if<proto::GossipReply>(&reply->body);
+      if (gr == nullptr) return;
+      bool members_changed = membership_.Merge(gr->members, now2.mono_ms);
+      bool map_changed = false;
+      if (!gr->ring.empty()) {
+        Result<ClusterMap> theirs = ClusterMap::Deserialize(gr->ring);
+        if (theirs.ok()) map_changed = map_->Merge(*theirs);
+      }
+      AfterClusterChange(now2, map_changed, members_changed);
+    });
+  }
+}
+
+// ------------------------------------------------------------------ transfers (pull)
+
+void NodeCore::StartTransfers(Now now) {
+  if (!map_ || !map_->next() || shutting_down_) return;
+  for (const dynamo::Transfer& owed : map_->Awaiting()) {
+    if (transfers_.size() >= options_.transfers_in_flight) break;
+    if (owed.node != options_.id || transfers_.count(owed.partition)) continue;
+    std::optional<NodeId> source;
+    for (const NodeId& n : map_->ring().PreferenceList(owed.partition)) {
+      if (n != options_.id && membership_.IsAlive(n, now.mono_ms) && AddressOf(n)) {
+        source = n;
+        break;
+      }
+    }
+    if (!source) continue;  // no live replica to copy from yet
+    auto t = std::make_shared<Transfer>();
+    t->partition = owed.partition;
+    t->source = *source;
+    t->address = *AddressOf(*source);
+    t->started_ms = now.mono_ms;
+    transfers_.emplace(owed.partition, t);
+    PullPage(now, t);
+  }
+}
+
+void NodeCore::PullPage(Now now, std::shared_ptr<Transfer> t) {
+  (void)now;
+  proto::TransferRequest req{t->partition, t->after, options_.transfer_page_entries,
+                             options_.transfer_page_bytes};
+  Call(t->address, std::move(req), [this, t](Now now2, Result<proto::Message> reply) {
+    Status s = ReplyStatus(reply);
+    if (s.ok() && !std::holds_alternative<proto::TransferReply>(reply->body)) {
+      s = Status::ProtocolError("unexpected reply to Transfer");
+    }
+    if (!s.ok()) {
+      membership_.Contact(t->source, false, now2.mono_ms);
+      FinishTransfer(now2, t, s);
+      return;
+    }
+    auto page = std::make_shared<proto::TransferReply>(std::move(std::get<proto::TransferReply>(reply->body)));
+    if (!page->entries.empty()) t->after = page->entries.back().key;
+    t->keys += page->entries.size();
+    auto join = std::make_shared<Join>(page->entries.size(), [this, t, page](Status merged) {
+      Now later{now_ms_, 0};
+      if (!merged.ok()) {
+        FinishTransfer(later, t, merged);
+      } else if (!page->done) {
+        PullPage(later, t);
+      } else {
+        // Everything merged must be durable before the transfer counts as done.
+        Storage(WriteOp{WriteBatch{}, true},
+                [this, t](Now now3, StorageResult w) { FinishTransfer(now3, t, w.status); });
+      }
+    });
+    for (proto::KeyedSiblings& e : page->entries) {
+      if (e.siblings.empty()) {
+        join->One(Status::OK());
+        continue;
+      }
+      MergeInto(DataKey(t->partition, e.key), std::move(e.siblings), "", false,
+                [join](Now, Status m) { join->One(m); });
+    }
+  });
+}
+
+void NodeCore::FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status status) {
+  transfers_.erase(t->partition);
+  if (!status.ok()) {
+    Log(LogLevel::kWarn, "transfer of partition " + std::to_string(t->partition) + " from " +
+                             t->source + " failed: " + status.ToString() + "; will retry");
+    return;
+  }
+  ++stats_.transfers_done;
+  if (t->keys > 0) state_.partitions_with_data.insert(t->partition);
+  Log(LogLevel::kDebug, "received partition " + std::to_string(t->partition) + " from " + t->source +
+                            " (" + std::to_string(t->keys) + " keys)");
+  if (!map_) return;
+  const uint64_t at_epoch = map_->epoch();
+  const bool changed = map_->MarkDone(dynamo::Transfer{t->partition, options_.id});
+  if (changed) {
+    // Tell the source now; gossip tells everyone else.
+    Call(t->address, proto::TransferDoneRequest{t->partition, options_.id, at_epoch},
+         [](Now, Result<proto::Message>) {});
+  }
+  AfterClusterChange(now, changed, false);
+}
+
+// ------------------------------------------------------------------ handoff (push)
+
+void NodeCore::StartHandoff(Now now) {
+  if (handoff_ || !map_ || shutting_down_) return;
+  for (const NodeId& owner : state_.hint_owners) {
+    std::optional<proto::Member> rec = membership_.Find(owner);
+    if (!rec) continue;
+    auto h = std::make_shared<Handoff>();
+    h->space = Space::kHints;
+    h->prefix = HintOwnerPrefix(owner);
+    h->purpose = proto::PushPurpose::kHint;
+    h->owner = owner;
+    if (rec->status == proto::MemberStatus::kRemoved) {
+      h->what = "hints for removed node " + owner + " (into own data)";
+    } else if (membership_.IsAlive(owner, now.mono_ms)) {
+      h->addresses = {rec->address};
+      h->what = "hints for " + owner;
+    } else {
+      continue;
+    }
+    handoff_ = h;
+    HandoffPage(now, h);
+    return;
+  }
+  if (now.mono_ms < map_changed_ms_ + options_.handoff_delay_ms) return;
+  for (PartitionId p : state_.partitions_with_data) {
+    if (Replicates(p)) continue;
+    std::vector<std::string> addresses;
+    bool all_alive = true;
+    for (const NodeId& n : map_->ring().PreferenceList(p)) {
+      std::optional<std::string> addr = AddressOf(n);
+      if (!addr || !membership_.IsAlive(n, now.mono_ms)) all_alive = false;
+      if (addr) addresses.push_back(*addr);
+    }
+    if (!all_alive || addresses.empty()) continue;
+    auto h = std::make_shared<Handoff>();
+    h->space = Space::kData;
+    h->prefix = PartitionPrefix(p);
+    h->addresses = std::move(addresses);
+    h->purpose = proto::PushPurpose::kTransfer;
+    h->partition = p;
+    h->what = "partition " + std::to_string(p);
+    handoff_ = h;
+    HandoffPage(now, h);
+    return;
+  }
+}
+
+void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
+  (void)now;
+  ScanOp scan;
+  scan.space = h->space;
+  scan.options.prefix = h->prefix;
+  scan.options.after = h->after;
+  scan.options.max_entries = options_.transfer_page_entries;
+  scan.options.max_bytes = options_.transfer_page_bytes;
+  Storage(std::move(scan), [this, h](Now now2, StorageResult r) {
+    if (!r.status.ok()) {
+      FinishHandoff(now2, h, r.status, false);
+      return;
+    }
+    if (r.scan.entries.empty()) {
+      FinishHandoff(now2, h, Status::OK(), h->after.empty());
+      return;
+    }
+    auto page = std::make_shared<ScanResult>(std::move(r.scan));
+    std::vector<proto::KeyedSiblings> entries;
+    std::vector<PartitionId> partitions;
+    for (auto& [k, v] : page->entries) {
+      Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+      std::string_view user_key;
+      PartitionId p = 0;
+      if (h->space == Space::kData) {
+        Result<DataKeyParts> parts = ParseDataKey(k);
+        if (parts.ok()) {
+          user_key = parts->key;
+          p = parts->partition;
+        }
+      } else {
+        Result<HintKeyParts> parts = ParseHintKey(k);
+        if (parts.ok()) {
+          user_key = parts->key;
+          p = parts->partition;
+        }
+      }
+      if (!set.ok() || user_key.empty()) continue;
+      entries.push_back(proto::KeyedSiblings{std::string(user_key), std::move(*set)});
+      partitions.push_back(p);
+    }
+    auto delivered = [this, h, page](Status s) {
+      Now later{now_ms_, 0};
+      if (!s.ok()) {
+        FinishHandoff(later, h, s, false);
+        return;
+      }
+      DeleteAcknowledged(later, h, std::move(*page));
+    };
+    if (h->addresses.empty()) {
+      // Hints for a removed node become this node's data; the data handoff
+      // then moves them to wherever they belong.
+      auto join = std::make_shared<Join>(entries.size(), delivered);
+      for (size_t i = 0; i < entries.size(); ++i) {
+        MergeInto(DataKey(partitions[i], entries[i].key), std::move(entries[i].siblings), "", false,
+                  [join](Now, Status s) { join->One(s); });
+      }
+      return;
+    }
+    auto join = std::make_shared<Join>(h->addresses.size(), delivered);
+    for (const std::string& address : h->addresses) {
+      Call(address, proto::PushRequest{h->purpose, entries}, [join](Now, Result<proto::Message> reply) {
+        Status s = ReplyStatus(reply);
+        if (s.ok() && !std::holds_alternative<proto::Ack>(reply->body)) {
+          s = Status::ProtocolError("unexpected reply to Push");
+        }
+        join->One(s);
+      });
+    }
+  });
+}
+
+void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page) {
+  (void)now;
+  h->after = page.entries.back().first;
+  const bool last = page.done;
+  auto shared_page = std::make_shared<ScanResult>(std::move(page));
+  auto join = std::make_shared<Join>(shared_page->entries.size(), [this, h, last](Status s) {
+    Now later{now_ms_, 0};
+    if (!s.ok()) {
+      FinishHandoff(later, h, s, false);
+    } else if (last) {
+      // Deleted keys are gone; anything written since stays for the next round.
+      FinishHandoff(later, h, Status::OK(), false);
+    } else {
+      HandoffPage(later, h);
+    }
+  });
+  for (size_t i = 0; i < shared_page->entries.size(); ++i) {
+    const std::string& key = shared_page->entries[i].first;
+    WithKeyLock(LockKey(h->space, key), [this, h, shared_page, i, join](Unlock unlock) {
+      const auto& [k, v] = shared_page->entries[i];
+      Storage(ReadOp{h->space, k}, [this, h, shared_page, i, join, unlock](Now, StorageResult r) {
+        const auto& [k2, v2] = shared_page->entries[i];
+        if (!r.status.ok() || !r.value || *r.value != v2) {
+          unlock();
+          join->One(r.status);  // changed since it was pushed: kept for the next round
+          return;
+        }
+        WriteOp del;
+        del.batch.Delete(h->space, k2);
+        ++h->keys;
+        Storage(std::move(del), [join, unlock](Now, StorageResult w) {
+          unlock();
+          join->One(w.status);
+        });
+      });
+      (void)v;
+    });
+  }
+}
+
+void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained) {
+  handoff_.reset();
+  stats_.handoff_keys += h->keys;
+  if (!status.ok()) {
+    Log(LogLevel::kWarn, "handoff of " + h->what + " failed: " + status.ToString() + "; will retry");
+    return;
+  }
+  if (h->keys > 0) {
+    Log(LogLevel::kInfo, "handed off " + h->what + ": " + std::to_string(h->keys) + " keys");
+  }
+  if (drained) {
+    if (h->space == Space::kData) {
+      state_.partitions_with_data.erase(h->partition);
+    } else {
+      state_.hint_owners.erase(h->owner);
+    }
+  }
+  // Go on with the next range at once; a range that was not drained is
+  // scanned again and then found empty or holding what was written meanwhile.
+  CheckSelfStatus(now);
+  if (!exited_) StartHandoff(now);
+}
+
+}  // namespace dynamo::node

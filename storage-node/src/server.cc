@@ -1,0 +1,226 @@
+#include "server.h"
+
+#include <spdlog/spdlog.h>
+#include <uv.h>
+
+#include <chrono>
+
+namespace dynamo::node {
+namespace {
+
+constexpr uint64_t kTickMs = 50;
+constexpr uint64_t kConnectTimeoutMs = 1000;
+
+}  // namespace
+
+struct NodeServer::Peer {
+  std::shared_ptr<net::Connection> conn;
+  bool connecting = false;
+  struct Waiting {
+    proto::Body body;
+    uint64_t timeout_ms;
+    std::function<void(Result<proto::Message>)> done;
+  };
+  std::vector<Waiting> waiting;
+};
+
+NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeState state)
+    : config_(std::move(config)), engine_(std::move(engine)) {
+  std::random_device rd;
+  uint64_t seed = (uint64_t{rd()} << 32) ^ rd();
+  core_ = std::make_unique<NodeCore>(config_.node, std::move(state), seed,
+                                     [](LogLevel level, const std::string& msg) {
+                                       switch (level) {
+                                         case LogLevel::kDebug: spdlog::debug(msg); break;
+                                         case LogLevel::kInfo: spdlog::info(msg); break;
+                                         case LogLevel::kWarn: spdlog::warn(msg); break;
+                                         case LogLevel::kError: spdlog::error(msg); break;
+                                       }
+                                     });
+  worker_ = std::make_unique<StorageWorker>(engine_.get(), &loop_);
+}
+
+NodeServer::~NodeServer() {
+  // Handles first, while the loop still runs their close callbacks.
+  timer_.reset();
+  listener_.reset();
+  for (auto& [address, peer] : peers_) {
+    if (peer->conn) peer->conn->Close(Status::Aborted("node stopped"));
+  }
+  peers_.clear();
+  for (void*& s : signals_) {
+    if (s != nullptr) {
+      uv_close(static_cast<uv_handle_t*>(s), [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });
+      s = nullptr;
+    }
+  }
+  if (worker_) worker_->Stop();
+}
+
+Now NodeServer::Clock() const {
+  using namespace std::chrono;
+  return Now{static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count()),
+             static_cast<uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count())};
+}
+
+Result<int> NodeServer::Run() {
+  net::ListenerOptions lopts;
+  lopts.connections_max = config_.max_connections;
+  lopts.connection.limits = config_.node.limits;
+  lopts.connection.idle_timeout_ms = config_.idle_timeout_ms;
+  Result<std::unique_ptr<net::Listener>> listener = net::Listener::Listen(
+      loop_, config_.listen, lopts,
+      [this](const std::shared_ptr<net::Connection>& conn, proto::Message msg) {
+        conns_[conn->id()] = conn;
+        core_->OnRequest(Clock(), conn->id(), std::move(msg));
+        Pump();
+      });
+  if (!listener.ok()) return listener.status();
+  listener_ = std::move(*listener);
+  spdlog::info("node {} listening on {} (engine {}, data in {})", config_.node.id,
+               config_.listen.ToString(), engine_->name(), config_.data_dir);
+
+  for (int i = 0; i < 2; ++i) {
+    auto* sig = new uv_signal_t;
+    uv_signal_init(loop_.uv(), sig);
+    sig->data = this;
+    uv_signal_start(
+        sig,
+        [](uv_signal_t* h, int signum) {
+          auto* self = static_cast<NodeServer*>(h->data);
+          if (self->shutting_down_) {
+            spdlog::warn("second signal: stopping without waiting");
+            self->shutdown_deadline_ms_ = 0;
+            return;
+          }
+          self->StartShutdown(0, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+        },
+        i == 0 ? SIGTERM : SIGINT);
+    signals_[i] = sig;
+  }
+
+  timer_ = std::make_unique<net::Timer>(loop_);
+  timer_->Start(kTickMs, kTickMs, [this] { Tick(); });
+  core_->Start(Clock());
+  Pump();
+  loop_.Run();
+  return exit_code_;
+}
+
+void NodeServer::Pump() {
+  while (true) {
+    std::vector<Action> actions = core_->TakeActions();
+    if (actions.empty()) return;
+    for (Action& action : actions) {
+      if (auto* reply = std::get_if<ReplyAction>(&action)) {
+        auto it = conns_.find(reply->conn);
+        if (it == conns_.end()) continue;
+        if (auto conn = it->second.lock()) {
+          conn->Reply(reply->request_id, std::move(reply->body));
+        } else {
+          conns_.erase(it);
+        }
+      } else if (auto* call = std::get_if<CallAction>(&action)) {
+        const uint64_t token = call->token;
+        PeerCall(call->address, std::move(call->body), call->timeout_ms,
+                 [this, token](Result<proto::Message> r) {
+                   core_->OnCallDone(Clock(), token, std::move(r));
+                   Pump();
+                 });
+      } else if (auto* st = std::get_if<StorageAction>(&action)) {
+        const uint64_t token = st->token;
+        worker_->Submit(std::move(st->op), [this, token](StorageResult r) {
+          core_->OnStorageDone(Clock(), token, std::move(r));
+          Pump();
+        });
+      } else if (auto* exit = std::get_if<ExitAction>(&action)) {
+        StartShutdown(exit->code, exit->reason);
+      }
+    }
+  }
+}
+
+void NodeServer::Tick() {
+  const Now now = Clock();
+  if (!finished_) {
+    core_->OnTick(now);
+    Pump();
+  }
+  if (shutting_down_ && !finished_ && (core_->Idle() || now.mono_ms >= shutdown_deadline_ms_)) {
+    FinishShutdown();
+  }
+  if (conns_.size() > 4 * config_.max_connections) {
+    std::erase_if(conns_, [](const auto& kv) { return kv.second.expired(); });
+  }
+}
+
+void NodeServer::PeerCall(const std::string& address, proto::Body body, uint64_t timeout_ms,
+                          std::function<void(Result<proto::Message>)> done) {
+  if (shutting_down_ && finished_) {
+    loop_.Post([done] { done(Status::Aborted("node stopped")); });
+    return;
+  }
+  std::shared_ptr<Peer>& peer = peers_[address];
+  if (!peer) peer = std::make_shared<Peer>();
+  if (peer->conn && !peer->conn->closed()) {
+    peer->conn->Call(std::move(body), timeout_ms, std::move(done));
+    return;
+  }
+  peer->conn.reset();
+  peer->waiting.push_back(Peer::Waiting{std::move(body), timeout_ms, std::move(done)});
+  if (peer->connecting) return;
+  Result<net::Endpoint> ep = net::ParseEndpoint(address);
+  if (!ep.ok()) {
+    std::vector<Peer::Waiting> failed;
+    failed.swap(peer->waiting);
+    for (auto& w : failed) w.done(ep.status());
+    return;
+  }
+  peer->connecting = true;
+  net::ConnectionOptions copts;
+  copts.limits = config_.node.limits;
+  std::shared_ptr<Peer> p = peer;
+  net::Connect(loop_, *ep, copts, kConnectTimeoutMs,
+               [p](Result<std::shared_ptr<net::Connection>> conn) {
+                 p->connecting = false;
+                 std::vector<Peer::Waiting> waiting;
+                 waiting.swap(p->waiting);
+                 if (!conn.ok()) {
+                   for (auto& w : waiting) w.done(conn.status());
+                   return;
+                 }
+                 p->conn = *conn;
+                 for (auto& w : waiting) p->conn->Call(std::move(w.body), w.timeout_ms, std::move(w.done));
+               });
+}
+
+void NodeServer::StartShutdown(int code, const std::string& why) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  exit_code_ = code;
+  spdlog::info("stopping ({}): no new connections, finishing requests in flight", why);
+  shutdown_deadline_ms_ = Clock().mono_ms + config_.shutdown_grace_ms;
+  core_->BeginShutdown(Clock());
+  Pump();
+  if (listener_) listener_->StopAccepting();
+}
+
+void NodeServer::FinishShutdown() {
+  finished_ = true;
+  if (!core_->Idle()) spdlog::warn("shutdown grace period over with requests still in flight");
+  listener_->CloseConnections(Status::Aborted("node stopping"));
+  for (auto& [address, peer] : peers_) {
+    if (peer->conn) peer->conn->Close(Status::Aborted("node stopping"));
+  }
+  worker_->Stop();
+  Status s = engine_->Sync();
+  if (!s.ok()) {
+    spdlog::error("final sync failed: {}", s.ToString());
+    if (exit_code_ == 0) exit_code_ = 1;
+  }
+  spdlog::info("stopped");
+  timer_->Stop();
+  loop_.Stop();
+}
+
+}  // namespace dynamo::node

@@ -1,0 +1,105 @@
+#include "storage_worker.h"
+
+#include <algorithm>
+
+namespace dynamo::node {
+
+StorageWorker::StorageWorker(Engine* engine, net::EventLoop* loop)
+    : engine_(engine), loop_(loop), thread_([this] { Run(); }) {}
+
+StorageWorker::~StorageWorker() { Stop(); }
+
+void StorageWorker::Submit(StorageOp op, Done done) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(Item{std::move(op), std::move(done)});
+  }
+  cv_.notify_one();
+}
+
+void StorageWorker::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+  }
+  cv_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+StorageWorkerStats StorageWorker::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void StorageWorker::Run() {
+  while (true) {
+    std::deque<Item> group;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty() && stop_) return;
+      group.swap(queue_);
+    }
+    RunGroup(std::move(group));
+  }
+}
+
+void StorageWorker::RunGroup(std::deque<Item> group) {
+  std::vector<std::pair<Done, StorageResult>> completions;
+  completions.reserve(group.size());
+  WriteBatch combined;
+  bool sync = false;
+  std::vector<Done> writers;
+  for (Item& item : group) {
+    StorageResult result;
+    if (auto* read = std::get_if<ReadOp>(&item.op)) {
+      Result<std::optional<std::string>> v = engine_->Get(read->space, read->key);
+      if (v.ok()) {
+        result.value = std::move(*v);
+      } else {
+        result.status = v.status();
+      }
+      completions.emplace_back(std::move(item.done), std::move(result));
+    } else if (auto* scan = std::get_if<ScanOp>(&item.op)) {
+      Result<ScanResult> r = engine_->Scan(scan->space, scan->options);
+      if (r.ok()) {
+        result.scan = std::move(*r);
+      } else {
+        result.status = r.status();
+      }
+      completions.emplace_back(std::move(item.done), std::move(result));
+    } else {
+      auto& write = std::get<WriteOp>(item.op);
+      combined.Append(std::move(write.batch));
+      sync |= write.sync;
+      writers.push_back(std::move(item.done));
+    }
+  }
+  if (!writers.empty()) {
+    Status s;
+    if (!combined.empty()) {
+      s = engine_->Write(combined, sync);
+    } else if (sync) {
+      s = engine_->Sync();
+    }
+    for (Done& done : writers) {
+      StorageResult r;
+      r.status = s;
+      completions.emplace_back(std::move(done), std::move(r));
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.groups;
+    stats_.writes += writers.size();
+    stats_.syncs += (sync && !writers.empty()) ? 1 : 0;
+    stats_.max_group = std::max<uint64_t>(stats_.max_group, group.size());
+  }
+  auto batch = std::make_shared<std::vector<std::pair<Done, StorageResult>>>(std::move(completions));
+  loop_->Post([batch] {
+    for (auto& [done, result] : *batch) done(std::move(result));
+  });
+}
+
+}  // namespace dynamo::node

@@ -1,0 +1,313 @@
+#include "sim_cluster.h"
+
+#include <cstdlib>
+#include <iostream>
+
+#include "dynamo/node/keys.h"
+#include "dynamo/node/node_state.h"
+#include "dynamo/proto/codec.h"
+
+namespace dynamo::sim {
+
+struct SimCluster::Node {
+  std::string id;
+  node::NodeOptions options;
+  std::shared_ptr<node::MemoryEngine> engine;
+  std::unique_ptr<node::NodeCore> core;
+  uint64_t gen = 0;
+  bool up = false;
+  bool exited = false;
+};
+
+namespace {
+
+// Sends a message through the codec, as the wire would.
+Result<proto::Message> OverTheWire(proto::Message msg) {
+  std::string frame = proto::EncodeFrame(msg);
+  return proto::DecodeMessage(std::string_view(frame).substr(proto::kFrameHeaderBytes), proto::Limits{});
+}
+
+bool Verbose() {
+  static const bool verbose = std::getenv("DYNAMO_SIM_LOG") != nullptr;
+  return verbose;
+}
+
+}  // namespace
+
+SimCluster::SimCluster(uint64_t seed, SimOptions options) : options_(options), rng_(seed) {}
+
+SimCluster::~SimCluster() = default;
+
+node::NodeOptions SimCluster::DefaultOptions(const std::string& id) const {
+  node::NodeOptions o;
+  o.id = id;
+  o.address = AddressOf(id);
+  o.partitions = 64;
+  o.replicas = 3;
+  o.gossip_interval_ms = 100;
+  o.peer_timeout_ms = 500;
+  o.join_retry_ms = 200;
+  o.handoff_delay_ms = 500;
+  o.handoff_interval_ms = 100;
+  o.failure_detector.first_interval_ms = 100;
+  o.failure_detector.acceptable_pause_ms = 200;
+  o.failure_detector.min_std_dev_ms = 50;
+  return o;
+}
+
+void SimCluster::AddNode(const std::string& id, const std::vector<std::string>& seeds,
+                         const std::function<void(node::NodeOptions&)>& tweak) {
+  auto n = std::make_unique<Node>();
+  n->id = id;
+  n->options = DefaultOptions(id);
+  for (const std::string& s : seeds) n->options.seeds.push_back(AddressOf(s));
+  if (tweak) tweak(n->options);
+  n->engine = std::make_shared<node::MemoryEngine>();
+  by_address_[n->options.address] = id;
+  nodes_[id] = std::move(n);
+  StartCore(id);
+}
+
+void SimCluster::StartCore(const std::string& id) {
+  Node& n = *nodes_.at(id);
+  ++n.gen;
+  Result<node::NodeState> state = node::LoadNodeState(*n.engine, n.options, id, rng_() | 1);
+  DYNAMO_CHECK(state.ok());
+  n.core = std::make_unique<node::NodeCore>(
+      n.options, std::move(*state), rng_(), [this, id](node::LogLevel, const std::string& msg) {
+        if (Verbose()) std::cerr << "[" << now_ << " " << id << "] " << msg << "\n";
+      });
+  n.up = true;
+  n.exited = false;
+  n.core->Start(NowFor(id));
+  Pump(id);
+  ScheduleTick(id);
+}
+
+void SimCluster::Crash(const std::string& id, bool lose_unsynced) {
+  Node& n = *nodes_.at(id);
+  n.up = false;
+  ++n.gen;
+  n.core.reset();
+  if (lose_unsynced) n.engine->DropUnsynced();
+}
+
+void SimCluster::Restart(const std::string& id) {
+  DYNAMO_CHECK(!nodes_.at(id)->up);
+  StartCore(id);
+}
+
+void SimCluster::Wipe(const std::string& id) {
+  Node& n = *nodes_.at(id);
+  DYNAMO_CHECK(!n.up);
+  n.engine = std::make_shared<node::MemoryEngine>();
+}
+
+void SimCluster::Cut(const std::string& a, const std::string& b, bool cut) {
+  if (cut) {
+    cuts_.insert({a, b});
+    cuts_.insert({b, a});
+  } else {
+    cuts_.erase({a, b});
+    cuts_.erase({b, a});
+  }
+}
+
+bool SimCluster::IsUp(const std::string& id) const { return nodes_.at(id)->up; }
+bool SimCluster::Exited(const std::string& id) const { return nodes_.at(id)->exited; }
+node::NodeCore& SimCluster::core(const std::string& id) { return *nodes_.at(id)->core; }
+node::MemoryEngine& SimCluster::engine(const std::string& id) { return *nodes_.at(id)->engine; }
+
+std::vector<std::string> SimCluster::ids() const {
+  std::vector<std::string> out;
+  for (const auto& [id, n] : nodes_) out.push_back(id);
+  return out;
+}
+
+node::Now SimCluster::NowFor(const std::string&) const {
+  return node::Now{now_, 1700000000000ULL + now_};
+}
+
+void SimCluster::Schedule(uint64_t at, std::function<void()> fn) {
+  events_.emplace(std::make_pair(at, seq_++), std::move(fn));
+}
+
+uint64_t SimCluster::Latency() {
+  return options_.latency_min_ms + rng_() % (options_.latency_max_ms - options_.latency_min_ms + 1);
+}
+
+bool SimCluster::Reachable(const std::string& from, const std::string& to) const {
+  return !cuts_.count({from, to});
+}
+
+void SimCluster::ScheduleTick(const std::string& id) {
+  const uint64_t gen = nodes_.at(id)->gen;
+  Schedule(now_ + options_.tick_ms, [this, id, gen] {
+    Node& n = *nodes_.at(id);
+    if (!n.up || n.gen != gen) return;
+    n.core->OnTick(NowFor(id));
+    Pump(id);
+    ScheduleTick(id);
+  });
+}
+
+void SimCluster::Deliver(const std::string& from, uint64_t from_gen, const std::string& to,
+                         proto::Message msg, Route route) {
+  ++messages_;
+  Schedule(now_ + Latency(), [this, from, from_gen, to, msg = std::move(msg), route]() mutable {
+    auto it = nodes_.find(to);
+    if (it == nodes_.end() || !it->second->up) return;
+    if (!from.empty()) {
+      auto f = nodes_.find(from);
+      if (f == nodes_.end() || f->second->gen != from_gen || !Reachable(from, to)) return;
+    }
+    Result<proto::Message> wire = OverTheWire(std::move(msg));
+    if (!wire.ok()) return;
+    const uint64_t conn = next_conn_++;
+    routes_[conn] = route;
+    it->second->core->OnRequest(NowFor(to), conn, std::move(*wire));
+    Pump(to);
+  });
+}
+
+void SimCluster::Pump(const std::string& id) {
+  Node& n = *nodes_.at(id);
+  while (n.up && n.core) {
+    std::vector<node::Action> actions = n.core->TakeActions();
+    if (actions.empty()) return;
+    const uint64_t gen = n.gen;
+    for (node::Action& action : actions) {
+      if (auto* reply = std::get_if<node::ReplyAction>(&action)) {
+        auto rt = routes_.find(reply->conn);
+        if (rt == routes_.end()) continue;
+        Route route = std::move(rt->second);
+        routes_.erase(rt);
+        proto::Message msg{reply->request_id, std::move(reply->body)};
+        ++messages_;
+        Schedule(now_ + Latency(), [this, id, gen, route = std::move(route), msg = std::move(msg)]() mutable {
+          Result<proto::Message> wire = OverTheWire(std::move(msg));
+          if (route.caller.empty()) {
+            if (route.external) route.external(std::move(wire));
+            return;
+          }
+          auto c = nodes_.find(route.caller);
+          if (c == nodes_.end() || !c->second->up || c->second->gen != route.caller_gen) return;
+          if (!Reachable(id, route.caller)) return;
+          (void)gen;
+          c->second->core->OnCallDone(NowFor(route.caller), route.token, std::move(wire));
+          Pump(route.caller);
+        });
+      } else if (auto* call = std::get_if<node::CallAction>(&action)) {
+        const uint64_t token = call->token;
+        Schedule(now_ + call->timeout_ms, [this, id, gen, token] {
+          Node& caller = *nodes_.at(id);
+          if (!caller.up || caller.gen != gen) return;
+          caller.core->OnCallDone(NowFor(id), token, Status::Timeout("simulated timeout"));
+          Pump(id);
+        });
+        auto target = by_address_.find(call->address);
+        if (target == by_address_.end()) continue;
+        Deliver(id, gen, target->second, proto::Message{token, std::move(call->body)},
+                Route{id, gen, token, nullptr});
+      } else if (auto* st = std::get_if<node::StorageAction>(&action)) {
+        const uint64_t token = st->token;
+        auto op = std::make_shared<node::StorageOp>(std::move(st->op));
+        Schedule(now_ + options_.storage_latency_ms, [this, id, gen, token, op] {
+          Node& nd = *nodes_.at(id);
+          if (!nd.up || nd.gen != gen) return;
+          node::StorageResult result;
+          if (auto* read = std::get_if<node::ReadOp>(op.get())) {
+            Result<std::optional<std::string>> v = nd.engine->Get(read->space, read->key);
+            if (v.ok()) result.value = std::move(*v); else result.status = v.status();
+          } else if (auto* scan = std::get_if<node::ScanOp>(op.get())) {
+            Result<node::ScanResult> r = nd.engine->Scan(scan->space, scan->options);
+            if (r.ok()) result.scan = std::move(*r); else result.status = r.status();
+          } else {
+            auto& write = std::get<node::WriteOp>(*op);
+            result.status = write.batch.empty() ? (write.sync ? nd.engine->Sync() : Status::OK())
+                                                : nd.engine->Write(write.batch, write.sync);
+          }
+          nd.core->OnStorageDone(NowFor(id), token, std::move(result));
+          Pump(id);
+        });
+      } else if (std::get_if<node::ExitAction>(&action)) {
+        n.up = false;
+        n.exited = true;
+        ++n.gen;
+        (void)n.engine->Sync();
+        return;
+      }
+    }
+  }
+}
+
+void SimCluster::RunFor(uint64_t ms) {
+  const uint64_t end = now_ + ms;
+  while (!events_.empty() && events_.begin()->first.first <= end) {
+    auto node = events_.extract(events_.begin());
+    now_ = node.key().first;
+    node.mapped()();
+  }
+  now_ = end;
+}
+
+bool SimCluster::RunUntil(const std::function<bool()>& done, uint64_t max_ms) {
+  const uint64_t end = now_ + max_ms;
+  if (done()) return true;
+  while (!events_.empty() && events_.begin()->first.first <= end) {
+    auto node = events_.extract(events_.begin());
+    now_ = node.key().first;
+    node.mapped()();
+    if (done()) return true;
+  }
+  now_ = end;
+  return done();
+}
+
+void SimCluster::Send(const std::string& id, proto::Body body,
+                      std::function<void(Result<proto::Message>)> done, uint64_t timeout_ms) {
+  auto finished = std::make_shared<bool>(false);
+  auto once = [finished, done](Result<proto::Message> r) {
+    if (*finished) return;
+    *finished = true;
+    done(std::move(r));
+  };
+  Schedule(now_ + timeout_ms, [once] { once(Status::Timeout("no reply from the simulated node")); });
+  Deliver("", 0, id, proto::Message{1, std::move(body)}, Route{"", 0, 0, once});
+}
+
+Result<proto::Message> SimCluster::Request(const std::string& id, proto::Body body, uint64_t timeout_ms) {
+  std::optional<Result<proto::Message>> result;
+  Send(id, std::move(body), [&](Result<proto::Message> r) { result = std::move(r); }, timeout_ms);
+  RunUntil([&] { return result.has_value(); }, timeout_ms + 10);
+  DYNAMO_CHECK(result.has_value());
+  return std::move(*result);
+}
+
+std::optional<SiblingSet> SimCluster::Stored(const std::string& id, const std::string& key) {
+  Node& n = *nodes_.at(id);
+  uint32_t q = n.options.partitions;
+  if (n.core && n.core->map()) q = n.core->map()->ring().partition_count();
+  Result<std::optional<std::string>> v = n.engine->Get(node::Space::kData, node::DataKey(KeyPartition(key, q), key));
+  if (!v.ok() || !*v) return std::nullopt;
+  Result<SiblingSet> set = proto::DecodeSiblingSet(**v, proto::Limits{});
+  if (!set.ok()) return std::nullopt;
+  return *set;
+}
+
+std::map<std::string, SiblingSet> SimCluster::AllStored(const std::string& id) {
+  std::map<std::string, SiblingSet> out;
+  node::ScanOptions all;
+  all.max_entries = SIZE_MAX;
+  all.max_bytes = SIZE_MAX;
+  Result<node::ScanResult> r = nodes_.at(id)->engine->Scan(node::Space::kData, all);
+  if (!r.ok()) return out;
+  for (auto& [k, v] : r->entries) {
+    Result<node::DataKeyParts> parts = node::ParseDataKey(k);
+    Result<SiblingSet> set = proto::DecodeSiblingSet(v, proto::Limits{});
+    if (parts.ok() && set.ok()) out[std::string(parts->key)] = std::move(*set);
+  }
+  return out;
+}
+
+}  // namespace dynamo::sim
