@@ -13,4 +13,4 @@ cmake --build "$BUILD" -j2
 
 echo
 echo "== micro-benchmarks (bench/README.md explains them) =="
-"$BUILD/bench/dynamo_micro_bench" --benchmark_min_time=0.2 "$@"
+"$BUILD/bin/dynamo_micro_bench" --benchmark_min_time=0.2 "$@"

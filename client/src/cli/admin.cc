@@ -1,0 +1,172 @@
+#include "admin.h"
+
+#include <iomanip>
+#include <map>
+#include <sstream>
+
+#include "dynamo/net/connection.h"
+#include "json.h"
+
+namespace dynamo::cli {
+
+Result<proto::Message> CallNode(const net::Endpoint& node, proto::Body request, uint64_t timeout_ms) {
+  net::EventLoop loop;
+  std::optional<Result<proto::Message>> result;
+  std::shared_ptr<net::Connection> conn;
+  net::Connect(loop, node, {}, timeout_ms, [&](Result<std::shared_ptr<net::Connection>> c) {
+    if (!c.ok()) {
+      result = c.status();
+      loop.Stop();
+      return;
+    }
+    conn = *c;
+    conn->Call(std::move(request), timeout_ms, [&](Result<proto::Message> reply) {
+      result = std::move(reply);
+      loop.Stop();
+    });
+  });
+  loop.Run();
+  if (conn) conn->Close(Status::Aborted("done"));
+  if (!result) return Status::Internal("no result");
+  if (result->ok()) {
+    if (const auto* err = std::get_if<proto::ErrorReply>(&(*result)->body)) {
+      return proto::ToStatus(*err).Annotate(node.ToString());
+    }
+  }
+  return std::move(*result);
+}
+
+Result<proto::Message> CallAny(const std::vector<net::Endpoint>& seeds, proto::Body request,
+                               uint64_t timeout_ms) {
+  Status last = Status::InvalidArgument("no seed given (use --seed HOST:PORT)");
+  for (const net::Endpoint& seed : seeds) {
+    Result<proto::Message> r = CallNode(seed, request, timeout_ms);
+    if (r.ok()) return r;
+    last = r.status();
+    if (last.code() != StatusCode::kUnavailable && last.code() != StatusCode::kTimeout) break;
+  }
+  return last;
+}
+
+Result<StatusView> FetchStatus(const std::vector<net::Endpoint>& seeds, uint64_t timeout_ms) {
+  Status last = Status::InvalidArgument("no seed given (use --seed HOST:PORT)");
+  for (const net::Endpoint& seed : seeds) {
+    Result<proto::Message> members = CallNode(seed, proto::MembersRequest{}, timeout_ms);
+    if (!members.ok()) {
+      last = members.status();
+      continue;
+    }
+    Result<proto::Message> ring = CallNode(seed, proto::RingRequest{}, timeout_ms);
+    if (!ring.ok()) {
+      last = ring.status();
+      continue;
+    }
+    const auto* mr = std::get_if<proto::MembersReply>(&members->body);
+    const auto* rr = std::get_if<proto::RingReply>(&ring->body);
+    if (mr == nullptr || rr == nullptr) return Status::ProtocolError("unexpected reply from " + seed.ToString());
+    Result<ClusterMap> map = ClusterMap::Deserialize(rr->ring);
+    if (!map.ok()) return map.status();
+    StatusView view{rr->epoch, {}, std::move(*map)};
+    for (const proto::Member& m : mr->members) {
+      if (m.status == proto::MemberStatus::kRemoved) continue;
+      MemberView v;
+      v.id = m.id;
+      v.address = m.address;
+      switch (m.status) {
+        case proto::MemberStatus::kJoining: v.state = "joining"; break;
+        case proto::MemberStatus::kLeaving: v.state = "leaving"; break;
+        default: v.state = m.alive ? "up" : "down";
+      }
+      v.partitions = view.map.ring().PartitionsOwnedBy(m.id).size();
+      view.members.push_back(std::move(v));
+    }
+    return view;
+  }
+  return last;
+}
+
+std::string StatusText(const StatusView& view) {
+  std::ostringstream os;
+  const ClusterMap& map = view.map;
+  os << "epoch " << view.epoch << ", " << map.ring().nodes().size() << " nodes in the ring, "
+     << map.ring().partition_count() << " partitions, " << map.ring().replicas() << " replicas\n";
+  if (map.next()) {
+    os << "change in progress: " << map.Awaiting().size() << " of " << map.Transfers().size()
+       << " partition transfers left\n";
+  }
+  os << std::left << std::setw(16) << "ID" << std::setw(24) << "ADDRESS" << std::setw(10) << "STATE"
+     << "PARTITIONS\n";
+  for (const MemberView& m : view.members) {
+    os << std::setw(16) << m.id << std::setw(24) << m.address << std::setw(10) << m.state
+       << m.partitions << "\n";
+  }
+  return os.str();
+}
+
+std::string StatusJson(const StatusView& view) {
+  Json j;
+  j.BeginObject().Key("epoch").Uint(view.epoch).Key("members").BeginArray();
+  for (const MemberView& m : view.members) {
+    j.BeginObject()
+        .Key("id").String(m.id)
+        .Key("address").String(m.address)
+        .Key("state").String(m.state)
+        .Key("partitions").Uint(m.partitions)
+        .EndObject();
+  }
+  j.EndArray().EndObject();
+  return j.str();
+}
+
+std::string RingText(const ClusterMap& map) {
+  const Ring& ring = map.ring();
+  std::ostringstream os;
+  os << "epoch " << map.epoch() << ": " << ring.partition_count() << " partitions, "
+     << ring.replicas() << " replicas\n";
+  os << std::left << std::setw(16) << "NODE" << std::setw(8) << "OWNS" << "REPLICATES\n";
+  for (const NodeId& n : ring.nodes()) {
+    os << std::setw(16) << n << std::setw(8) << ring.PartitionsOwnedBy(n).size()
+       << ring.PartitionsReplicatedBy(n).size() << "\n";
+  }
+  if (map.next()) {
+    os << "moving to epoch " << map.next()->epoch() << " with nodes:";
+    for (const NodeId& n : map.next()->nodes()) os << " " << n;
+    os << "; " << map.Awaiting().size() << " of " << map.Transfers().size()
+       << " transfers left\n";
+  }
+  return os.str();
+}
+
+std::string RingJson(const ClusterMap& map) {
+  const Ring& ring = map.ring();
+  Json j;
+  j.BeginObject()
+      .Key("epoch").Uint(map.epoch())
+      .Key("partitions").Uint(ring.partition_count())
+      .Key("replicas").Uint(ring.replicas())
+      .Key("nodes").BeginArray();
+  for (const NodeId& n : ring.nodes()) {
+    j.BeginObject()
+        .Key("id").String(n)
+        .Key("owned").Uint(ring.PartitionsOwnedBy(n).size())
+        .Key("replicated").Uint(ring.PartitionsReplicatedBy(n).size())
+        .EndObject();
+  }
+  j.EndArray().Key("owners").BeginArray();
+  for (PartitionId p = 0; p < ring.partition_count(); ++p) j.String(ring.Owner(p));
+  j.EndArray().Key("pending");
+  if (map.next()) {
+    j.BeginObject().Key("epoch").Uint(map.next()->epoch()).Key("nodes").BeginArray();
+    for (const NodeId& n : map.next()->nodes()) j.String(n);
+    j.EndArray()
+        .Key("transfers").Uint(map.Transfers().size())
+        .Key("left").Uint(map.Awaiting().size())
+        .EndObject();
+  } else {
+    j.Null();
+  }
+  j.EndObject();
+  return j.str();
+}
+
+}  // namespace dynamo::cli

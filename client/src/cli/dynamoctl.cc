@@ -1,0 +1,121 @@
+// dynamoctl: administer a dynamo cluster and run a local one.
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "admin.h"
+#include "json.h"
+#include "local_cluster.h"
+
+namespace dynamo::cli {
+namespace {
+
+int Fail(const Status& s) {
+  std::cerr << "dynamoctl: " << s.ToString() << "\n";
+  return 1;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"dynamoctl: administer a dynamo cluster"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global options may follow the subcommand
+  std::vector<std::string> seed_args;
+  bool json = false;
+  uint64_t timeout_ms = 3000;
+  app.add_option("--seed", seed_args, "HOST:PORT of a node to ask (repeatable; default 127.0.0.1:7000)");
+  app.add_flag("--json", json, "print JSON for scripts");
+  app.add_option("--timeout", timeout_ms, "request timeout in ms (default 3000)");
+
+  auto* status = app.add_subcommand("status", "members and their state as the node asked sees them");
+  auto* ring = app.add_subcommand("ring", "partition ownership and any change in progress");
+  std::string node_id;
+  auto* leave = app.add_subcommand("leave", "make a node hand its partitions off and exit");
+  leave->add_option("ID", node_id, "node id")->required();
+  auto* remove = app.add_subcommand("remove", "drop a dead node; others refill its partitions");
+  remove->add_option("ID", node_id, "node id")->required();
+
+  auto* cluster = app.add_subcommand("cluster", "a local development cluster");
+  cluster->require_subcommand(1);
+  cluster->fallthrough();
+  LocalClusterOptions local;
+  auto* start = cluster->add_subcommand("start", "start K nodes in the background and wait for one ring");
+  start->add_option("--nodes", local.nodes, "number of nodes (default 3)");
+  start->add_option("--base-port", local.base_port, "port of n1; node i uses base+i-1 (default 7000)");
+  start->add_option("--dir", local.dir, "directory for every node's data, log and pid")->required();
+  start->add_option("--engine", local.engine, "rocksdb (default) or memory")
+      ->check(CLI::IsMember({"rocksdb", "memory"}));
+  start->add_option("--partitions", local.partitions, "Q for the new cluster");
+  start->add_option("--replicas", local.replicas, "N for the new cluster");
+  start->add_option("--node-binary", local.node_binary, "dynamo-node to run (default: beside dynamoctl)");
+  start->add_option("--config", local.config_file, "TOML config file passed to every node");
+  start->add_option("--log-level", local.log_level, "node log level (default info)");
+  uint64_t wait_s = 60;
+  start->add_option("--wait", wait_s, "seconds to wait for the ring to converge (default 60)");
+  std::string stop_dir;
+  uint64_t stop_wait_s = 30;
+  auto* stop = cluster->add_subcommand("stop", "SIGTERM every node started under --dir and wait");
+  stop->add_option("--dir", stop_dir, "the directory given to start")->required();
+  stop->add_option("--wait", stop_wait_s, "seconds to wait for each node (default 30)");
+
+  CLI11_PARSE(app, argc, argv);
+
+  std::vector<net::Endpoint> seeds;
+  if (seed_args.empty()) seed_args.push_back("127.0.0.1:7000");
+  for (const std::string& s : seed_args) {
+    Result<net::Endpoint> ep = net::ParseEndpoint(s);
+    if (!ep.ok()) return Fail(ep.status().Annotate("--seed"));
+    seeds.push_back(*ep);
+  }
+
+  if (status->parsed() || ring->parsed()) {
+    Result<StatusView> view = FetchStatus(seeds, timeout_ms);
+    if (!view.ok()) return Fail(view.status());
+    if (status->parsed()) {
+      std::cout << (json ? StatusJson(*view) + "\n" : StatusText(*view));
+    } else {
+      std::cout << (json ? RingJson(view->map) + "\n" : RingText(view->map));
+    }
+    return 0;
+  }
+  if (leave->parsed() || remove->parsed()) {
+    proto::AdminRequest req{leave->parsed() ? proto::AdminOp::kLeave : proto::AdminOp::kRemove,
+                            node_id};
+    Result<proto::Message> reply = CallAny(seeds, req, timeout_ms);
+    if (!reply.ok()) return Fail(reply.status());
+    const auto* ar = std::get_if<proto::AdminReply>(&reply->body);
+    if (ar == nullptr) return Fail(Status::ProtocolError("unexpected reply"));
+    if (json) {
+      Json j;
+      j.BeginObject().Key("epoch").Uint(ar->epoch).Key("message").String(ar->message).EndObject();
+      std::cout << j.str() << "\n";
+    } else {
+      std::cout << ar->message << "\n";
+    }
+    return 0;
+  }
+  if (start->parsed()) {
+    local.wait_ms = wait_s * 1000;
+    std::ostream& progress = json ? std::cerr : std::cout;
+    Status s = StartLocalCluster(local, progress);
+    if (!s.ok()) return Fail(s);
+    const std::string seed = LocalLayout(local)[0].address.ToString();
+    if (json) {
+      Json j;
+      j.BeginObject().Key("seed").String(seed).Key("nodes").Uint(local.nodes).Key("dir").String(local.dir).EndObject();
+      std::cout << j.str() << "\n";
+    } else {
+      std::cout << "cluster of " << local.nodes << " nodes is up; seed " << seed << "\n";
+    }
+    return 0;
+  }
+  if (stop->parsed()) {
+    Status s = StopLocalCluster(stop_dir, stop_wait_s * 1000, json ? std::cerr : std::cout);
+    if (!s.ok()) return Fail(s);
+    return 0;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace dynamo::cli
+
+int main(int argc, char** argv) { return dynamo::cli::Main(argc, argv); }

@@ -1,0 +1,294 @@
+#include "local_cluster.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "admin.h"
+#include "dynamo/cluster_map.h"
+
+namespace dynamo::cli {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr uint64_t kProbeTimeoutMs = 1000;
+
+uint64_t NowMs() {
+  using namespace std::chrono;
+  return static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
+}
+
+std::optional<pid_t> ReadPid(const std::string& path) {
+  std::ifstream in(path);
+  long pid = 0;
+  if (!(in >> pid) || pid <= 0) return std::nullopt;
+  return static_cast<pid_t>(pid);
+}
+
+bool PortFree(const net::Endpoint& ep) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(ep.port);
+  ::inet_pton(AF_INET, ep.host.c_str(), &addr.sin_addr);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::string LastLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (!line.empty()) last = line;
+  }
+  return last;
+}
+
+}  // namespace
+
+std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options) {
+  std::vector<LocalNode> out;
+  for (size_t i = 1; i <= options.nodes; ++i) {
+    LocalNode n;
+    n.id = "n" + std::to_string(i);
+    n.address = net::Endpoint{"127.0.0.1", static_cast<uint16_t>(options.base_port + i - 1)};
+    n.dir = (fs::path(options.dir) / n.id).string();
+    n.data_dir = (fs::path(n.dir) / "data").string();
+    n.log_file = (fs::path(n.dir) / "node.log").string();
+    n.pid_file = (fs::path(n.dir) / "node.pid").string();
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
+Result<std::string> FindNodeBinary(const std::string& hint) {
+  if (!hint.empty()) {
+    if (::access(hint.c_str(), X_OK) == 0) return hint;
+    return Status::NotFound("--node-binary " + hint + " is not an executable");
+  }
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    fs::path beside = self.parent_path() / "dynamo-node";
+    if (::access(beside.c_str(), X_OK) == 0) return beside.string();
+  }
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "");
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    fs::path candidate = fs::path(dir) / "dynamo-node";
+    if (!dir.empty() && ::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+  }
+  return Status::NotFound("dynamo-node not found beside dynamoctl or on PATH; use --node-binary");
+}
+
+Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& options,
+                        const LocalNode& node, const std::vector<net::Endpoint>& seeds) {
+  std::error_code ec;
+  fs::create_directories(node.data_dir, ec);
+  if (ec) return Status::IOError("cannot create " + node.data_dir + ": " + ec.message());
+  std::vector<std::string> args = {binary,       "--id",       node.id,
+                                   "--listen",   node.address.ToString(),
+                                   "--data-dir", node.data_dir,
+                                   "--engine",   options.engine,
+                                   "--log-level", options.log_level};
+  for (const net::Endpoint& s : seeds) {
+    args.push_back("--seed");
+    args.push_back(s.ToString());
+  }
+  if (options.partitions) args.insert(args.end(), {"--partitions", std::to_string(options.partitions)});
+  if (options.replicas) args.insert(args.end(), {"--replicas", std::to_string(options.replicas)});
+  if (!options.config_file.empty()) args.insert(args.end(), {"--config", options.config_file});
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  int log = ::open(node.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log < 0) return Status::IOError("cannot open " + node.log_file);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(log);
+    return Status::IOError("fork failed");
+  }
+  if (pid == 0) {
+    ::setsid();
+    int null = ::open("/dev/null", O_RDONLY);
+    ::dup2(null, 0);
+    ::dup2(log, 1);
+    ::dup2(log, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(log);
+  std::ofstream(node.pid_file, std::ios::trunc) << pid << "\n";
+  return pid;
+}
+
+bool IsNodeProcess(pid_t pid) {
+  if (pid <= 0 || ::kill(pid, 0) != 0) return false;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(status, line);
+  // A zombie has exited already.
+  size_t close = line.rfind(')');
+  if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z') return false;
+  std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
+  std::string argv0;
+  std::getline(cmd, argv0, '\0');
+  return fs::path(argv0).filename() == "dynamo-node";
+}
+
+Status WaitForConvergence(const std::vector<net::Endpoint>& nodes, size_t expected,
+                          uint64_t timeout_ms, std::string* detail) {
+  const uint64_t deadline = NowMs() + timeout_ms;
+  std::string why;
+  while (true) {
+    why.clear();
+    std::optional<uint64_t> hash;
+    for (const net::Endpoint& n : nodes) {
+      Result<StatusView> view = FetchStatus({n}, kProbeTimeoutMs);
+      if (!view.ok()) {
+        why = n.ToString() + " does not answer: " + view.status().ToString();
+        break;
+      }
+      const ClusterMap& map = view->map;
+      if (map.next()) {
+        why = n.ToString() + " sees a change in progress (" + std::to_string(map.Awaiting().size()) +
+              " transfers left)";
+        break;
+      }
+      if (map.ring().nodes().size() != expected) {
+        why = n.ToString() + " sees " + std::to_string(map.ring().nodes().size()) + " of " +
+              std::to_string(expected) + " nodes in the ring";
+        break;
+      }
+      if (hash && *hash != map.ContentHash()) {
+        why = "nodes disagree on the ring";
+        break;
+      }
+      hash = map.ContentHash();
+      for (const MemberView& m : view->members) {
+        if (m.state != "up") why = n.ToString() + " sees " + m.id + " " + m.state;
+      }
+      if (!why.empty()) break;
+    }
+    if (why.empty()) return Status::OK();
+    if (NowMs() >= deadline) {
+      if (detail) *detail = why;
+      return Status::Timeout("cluster did not converge: " + why);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+}
+
+Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) {
+  if (options.nodes < 1 || options.nodes > 64) {
+    return Status::InvalidArgument("--nodes must be from 1 to 64");
+  }
+  if (options.dir.empty()) return Status::InvalidArgument("--dir is required");
+  if (static_cast<size_t>(options.base_port) + options.nodes > 65536 || options.base_port < 1024) {
+    return Status::InvalidArgument("--base-port must leave room for every node below 65536 and be >= 1024");
+  }
+  Result<std::string> binary = FindNodeBinary(options.node_binary);
+  if (!binary.ok()) return binary.status();
+  std::vector<LocalNode> layout = LocalLayout(options);
+  for (const LocalNode& n : layout) {
+    std::optional<pid_t> pid = ReadPid(n.pid_file);
+    if (pid && IsNodeProcess(*pid)) {
+      return Status::InvalidArgument(n.id + " is already running (pid " + std::to_string(*pid) +
+                                     "); run 'dynamoctl cluster stop --dir " + options.dir + "' first");
+    }
+  }
+  std::vector<net::Endpoint> addresses;
+  for (const LocalNode& n : layout) {
+    if (!PortFree(n.address)) {
+      return Status::InvalidArgument("port " + std::to_string(n.address.port) + " for " + n.id +
+                                     " is in use; choose another --base-port");
+    }
+    addresses.push_back(n.address);
+  }
+  std::vector<std::pair<const LocalNode*, pid_t>> started;
+  auto check_alive = [&]() -> Status {
+    for (auto& [node, pid] : started) {
+      if (!IsNodeProcess(pid)) {
+        return Status::Aborted(node->id + " exited during startup: " + LastLine(node->log_file));
+      }
+    }
+    return Status::OK();
+  };
+  const net::Endpoint seed = layout[0].address;
+  for (size_t i = 0; i < layout.size(); ++i) {
+    std::vector<net::Endpoint> seeds;
+    if (i > 0) seeds.push_back(seed);
+    Result<pid_t> pid = SpawnNode(*binary, options, layout[i], seeds);
+    if (!pid.ok()) return pid.status();
+    started.emplace_back(&layout[i], *pid);
+    out << "started " << layout[i].id << " on " << layout[i].address.ToString() << " (pid " << *pid
+        << ", log " << layout[i].log_file << ")\n";
+    if (i == 0) {
+      // The first node creates the cluster; the others join through it.
+      std::string why;
+      Status s = WaitForConvergence({seed}, 1, options.wait_ms, &why);
+      if (!s.ok()) {
+        DYNAMO_RETURN_IF_ERROR(check_alive());
+        return Status::Timeout(layout[0].id + " did not come up: " + why + " (see " +
+                               layout[0].log_file + ")");
+      }
+    }
+  }
+  std::string why;
+  Status s = WaitForConvergence(addresses, layout.size(), options.wait_ms, &why);
+  if (!s.ok()) {
+    DYNAMO_RETURN_IF_ERROR(check_alive());
+    return s;
+  }
+  return Status::OK();
+}
+
+Status StopLocalCluster(const std::string& dir, uint64_t timeout_ms, std::ostream& out) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return Status::NotFound("no cluster directory " + dir);
+  std::vector<std::pair<std::string, pid_t>> running;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    fs::path pid_file = entry.path() / "node.pid";
+    std::optional<pid_t> pid = ReadPid(pid_file.string());
+    if (!pid) continue;
+    if (!IsNodeProcess(*pid)) {
+      fs::remove(pid_file, ec);
+      continue;
+    }
+    ::kill(*pid, SIGTERM);
+    running.emplace_back(entry.path().filename().string(), *pid);
+  }
+  const uint64_t deadline = NowMs() + timeout_ms;
+  Status result;
+  for (const auto& [id, pid] : running) {
+    while (IsNodeProcess(pid) && NowMs() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (IsNodeProcess(pid)) {
+      out << id << " (pid " << pid << ") did not stop within " << timeout_ms << " ms\n";
+      result = Status::Timeout("some nodes did not stop");
+    } else {
+      out << "stopped " << id << " (pid " << pid << ")\n";
+      fs::remove(fs::path(dir) / id / "node.pid", ec);
+    }
+  }
+  if (running.empty()) out << "no running nodes under " << dir << "\n";
+  return result;
+}
+
+}  // namespace dynamo::cli

@@ -1,0 +1,60 @@
+// A local development cluster of dynamo-node processes, as ccm is for
+// Cassandra: node i is "n<i>", listens on 127.0.0.1:<base_port + i - 1>, and
+// keeps its data, log and pid under <dir>/n<i>/.
+#pragma once
+
+#include <sys/types.h>
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "dynamo/net/event_loop.h"
+#include "dynamo/status.h"
+
+namespace dynamo::cli {
+
+struct LocalClusterOptions {
+  size_t nodes = 3;
+  uint16_t base_port = 7000;
+  std::string dir;
+  std::string engine = "rocksdb";
+  uint32_t partitions = 0;  // 0: the node's default
+  uint32_t replicas = 0;    // 0: the node's default
+  std::string node_binary;  // empty: next to this program, then PATH
+  std::string config_file;  // passed to every node
+  std::string log_level = "info";
+  uint64_t wait_ms = 60000;  // for the ring to converge
+};
+
+struct LocalNode {
+  std::string id;
+  net::Endpoint address;
+  std::string dir;       // <dir>/n<i>
+  std::string data_dir;  // <dir>/n<i>/data
+  std::string log_file;  // <dir>/n<i>/node.log
+  std::string pid_file;  // <dir>/n<i>/node.pid
+};
+
+std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options);
+// The dynamo-node to run: `hint` if given, else the one beside this program,
+// else the first on PATH. NotFound if none.
+Result<std::string> FindNodeBinary(const std::string& hint);
+// Starts one node in the background (its own session, output to its log) and
+// records its pid. Returns the pid.
+Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& options,
+                        const LocalNode& node, const std::vector<net::Endpoint>& seeds);
+// True while `pid` is a running dynamo-node process.
+bool IsNodeProcess(pid_t pid);
+// Waits until every node in `nodes` answers, all hold the same cluster map
+// with no change pending, its ring holds `expected` nodes, and every member
+// is up. On timeout, *detail says what was still missing.
+Status WaitForConvergence(const std::vector<net::Endpoint>& nodes, size_t expected,
+                          uint64_t timeout_ms, std::string* detail);
+// Starts the whole cluster and waits for it; progress lines go to `out`.
+Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out);
+// SIGTERM to every node recorded under `dir`, then waits up to timeout_ms
+// for each to exit.
+Status StopLocalCluster(const std::string& dir, uint64_t timeout_ms, std::ostream& out);
+
+}  // namespace dynamo::cli
