@@ -796,9 +796,10 @@ void NodeCore::GossipRound(Now now) {
       targets.emplace_back(std::nullopt, seed);
     }
   }
-  for (auto& [peer, address] : targets) {
+  for (const auto& target : targets) {
+    const std::optional<NodeId> peer = target.first;
     proto::GossipRequest req{options_.id, membership_.View(now.mono_ms), map_->Serialize()};
-    Call(address, std::move(req), [this, peer](Now now2, Result<proto::Message> reply) {
+    Call(target.second, std::move(req), [this, peer](Now now2, Result<proto::Message> reply) {
       Status s = ReplyStatus(reply);
       if (peer) membership_.Contact(*peer, s.ok(), now2.mono_ms);
       if (!s.ok()) return;

@@ -1,0 +1,311 @@
+// Process tests: real dynamo-node daemons on loopback.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "dynamo/proto/codec.h"
+#include "process/process_cluster.h"
+
+namespace dynamo::test {
+namespace {
+
+// Quicker timers for tests that wait on membership changes.
+constexpr const char* kFastConfig =
+    "[gossip]\ninterval_ms = 200\n[transfer]\nhandoff_delay_ms = 1000\n";
+
+uint64_t NowMs() {
+  using namespace std::chrono;
+  return static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
+}
+
+// Waits until `pred` holds, polling; false after `timeout_ms`.
+bool Eventually(const std::function<bool()>& pred, uint64_t timeout_ms) {
+  const uint64_t deadline = NowMs() + timeout_ms;
+  while (NowMs() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return pred();
+}
+
+std::string StateOf(ProcessCluster& c, const std::string& via, const std::string& id) {
+  Result<cli::StatusView> v = cli::FetchStatus({c.Address(via)}, 2000);
+  if (!v.ok()) return "?";
+  for (const cli::MemberView& m : v->members) {
+    if (m.id == id) return m.state;
+  }
+  return "absent";
+}
+
+// Runs a program beside the test binary and returns its stdout and exit code.
+std::pair<std::string, int> RunTool(const std::string& args) {
+  std::string self = std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
+  std::string cmd = self + "/" + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (p && fgets(buf, sizeof(buf), p)) out += buf;
+  int status = p ? ::pclose(p) : -1;
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+// Every key is held by every node of its preference list, asked node by node.
+void ExpectReplicated(ProcessCluster& c, const std::string& via, const std::vector<std::string>& keys) {
+  Result<ClusterMap> map = c.Map(via);
+  ASSERT_TRUE(map.ok());
+  ASSERT_FALSE(map->next().has_value());
+  for (const std::string& key : keys) {
+    for (const NodeId& id : map->ring().PreferenceList(map->ring().KeyPartition(key))) {
+      Result<SiblingSet> s = c.StoredOn(id, key);
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      ASSERT_EQ(s->size(), 1u) << key << " on " << id;
+      EXPECT_EQ((*s)[0].value, "value-" + key);
+    }
+  }
+}
+
+std::vector<std::string> PutKeys(ProcessCluster& c, int n) {
+  std::vector<std::string> keys;
+  for (int i = 0; i < n; ++i) {
+    keys.push_back("key-" + std::to_string(i));
+    Status s = c.Put("n1", keys.back(), "value-" + keys.back());
+    EXPECT_TRUE(s.ok()) << s.ToString();
+  }
+  return keys;
+}
+
+TEST(ProcessTest, ThreeAndFiveNodesFormOneRing) {
+  for (size_t n : {3u, 5u}) {
+    ProcessCluster c(n, kFastConfig);
+    const uint64_t start = NowMs();
+    Status s = c.Start();
+    ASSERT_TRUE(s.ok()) << s.ToString() << "\n" << c.LogOf("n2");
+    std::cout << "[ proc ] " << n << " daemons formed one ring in " << NowMs() - start << " ms\n";
+    auto [out, code] = RunTool("dynamoctl --seed " + c.Address("n2").ToString() + " status --json");
+    ASSERT_EQ(code, 0) << out;
+    EXPECT_EQ(out.find("{\"epoch\":"), 0u) << out;
+    for (size_t i = 1; i <= n; ++i) {
+      std::string id = "n" + std::to_string(i);
+      EXPECT_NE(out.find("{\"id\":\"" + id + "\",\"address\":\"" + c.Address(id).ToString() +
+                         "\",\"state\":\"up\",\"partitions\":"),
+                std::string::npos)
+          << out;
+    }
+  }
+}
+
+TEST(ProcessTest, KillNineIsSeenDownThenUpWithDataIntact) {
+  ProcessCluster c(3);  // production gossip timing
+  ASSERT_TRUE(c.Start().ok());
+  std::vector<std::string> keys = PutKeys(c, 50);
+  const uint64_t killed = NowMs();
+  c.Kill9("n2");
+  ASSERT_TRUE(Eventually([&] { return StateOf(c, "n1", "n2") == "down" && StateOf(c, "n3", "n2") == "down"; },
+                         10000))
+      << "n2 not seen down within 10 s";
+  const uint64_t detect = NowMs() - killed;
+  ASSERT_TRUE(c.Spawn("n2").ok());
+  const uint64_t restarted = NowMs();
+  ASSERT_TRUE(Eventually([&] { return StateOf(c, "n1", "n2") == "up" && StateOf(c, "n3", "n2") == "up"; },
+                         10000))
+      << "n2 not seen up within 10 s of its restart";
+  std::cout << "[ proc ] kill -9 seen as down after " << detect << " ms, restart seen as up after "
+            << NowMs() - restarted << " ms\n";
+  // Its RocksDB data survived the kill.
+  for (const std::string& key : keys) {
+    Result<SiblingSet> s = c.StoredOn("n2", key);
+    ASSERT_TRUE(s.ok());
+    ASSERT_EQ(s->size(), 1u) << key;
+  }
+  EXPECT_NE(c.LogOf("n2").find("resuming in a cluster of 3 nodes"), std::string::npos);
+}
+
+TEST(ProcessTest, LeaveAndJoinMovePartitionsAndData) {
+  ProcessCluster c(4, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  std::vector<std::string> keys = PutKeys(c, 200);
+  auto [out, code] = RunTool("dynamoctl --seed " + c.Address("n1").ToString() + " leave n2");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(c.WaitExit("n2", 60000), 0) << c.LogOf("n2");
+  std::string why;
+  ASSERT_TRUE(cli::WaitForConvergence({c.Address("n1"), c.Address("n3"), c.Address("n4")}, 3, 60000, &why).ok())
+      << why;
+  ExpectReplicated(c, "n1", keys);
+
+  ASSERT_TRUE(c.SpawnExtra(5).ok());
+  ASSERT_TRUE(cli::WaitForConvergence(
+                  {c.Address("n1"), c.Address("n3"), c.Address("n4"), c.Address("n5")}, 4, 60000, &why)
+                  .ok())
+      << why;
+  ExpectReplicated(c, "n5", keys);
+  // The nodes that gave partitions up drop their copies after the handoff.
+  ASSERT_TRUE(Eventually(
+      [&] {
+        Result<ClusterMap> map = c.Map("n1");
+        if (!map.ok()) return false;
+        for (const std::string& key : keys) {
+          std::vector<NodeId> pref = map->ring().PreferenceList(map->ring().KeyPartition(key));
+          for (const char* id : {"n1", "n3", "n4", "n5"}) {
+            if (std::find(pref.begin(), pref.end(), id) != pref.end()) continue;
+            Result<SiblingSet> s = c.StoredOn(id, key);
+            if (!s.ok() || !s->empty()) return false;
+          }
+        }
+        return true;
+      },
+      30000));
+}
+
+TEST(ProcessTest, RemoveRefillsADeadNodesPartitions) {
+  ProcessCluster c(5, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  std::vector<std::string> keys = PutKeys(c, 150);
+  c.Kill9("n4");
+  ASSERT_TRUE(Eventually([&] { return StateOf(c, "n1", "n4") == "down"; }, 10000));
+  auto [out, code] = RunTool("dynamoctl --seed " + c.Address("n1").ToString() + " remove n4 --json");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\"message\":\"n4 removed"), std::string::npos) << out;
+  std::string why;
+  ASSERT_TRUE(cli::WaitForConvergence({c.Address("n1"), c.Address("n2"), c.Address("n3"), c.Address("n5")},
+                                      4, 60000, &why)
+                  .ok())
+      << why;
+  ExpectReplicated(c, "n2", keys);
+}
+
+// Sends raw bytes; returns what came back before the peer closed (or 1 s).
+std::string RawExchange(const net::Endpoint& ep, const std::string& bytes, bool* closed) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(ep.port);
+  ::inet_pton(AF_INET, ep.host.c_str(), &addr.sin_addr);
+  *closed = false;
+  std::string got;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+      ::write(fd, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size())) {
+    const uint64_t deadline = NowMs() + 1000;
+    while (NowMs() < deadline) {
+      pollfd pfd{fd, POLLIN, 0};
+      if (::poll(&pfd, 1, 50) <= 0) continue;
+      char buf[4096];
+      ssize_t n = ::read(fd, buf, sizeof(buf));
+      if (n <= 0) {
+        *closed = true;
+        break;
+      }
+      got.append(buf, static_cast<size_t>(n));
+    }
+  }
+  ::close(fd);
+  return got;
+}
+
+TEST(ProcessTest, MalformedAndOversizeInputLeavesTheNodeServing) {
+  ProcessCluster c(1);
+  ASSERT_TRUE(c.Start().ok());
+  const net::Endpoint ep = c.Address("n1");
+  bool closed = false;
+  std::string garbage = RawExchange(ep, std::string("\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1", 9), &closed);
+  EXPECT_TRUE(closed);
+  EXPECT_FALSE(garbage.empty());  // an ErrorReply before the close
+  RawExchange(ep, std::string("\x7f\xff\xff\xff", 4), &closed);  // declares 2 GiB
+  EXPECT_TRUE(closed);
+  RawExchange(ep, std::string("\x00\x00\x00\x02\x91", 5), &closed);  // truncated body, then EOF
+  // An over-size key is refused with an error naming the limit, the connection stays.
+  Result<proto::Message> big = cli::CallNode(ep, proto::GetRequest{std::string(5000, 'k')}, 2000);
+  EXPECT_EQ(big.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(big.status().message().find("key_bytes_max (2048)"), std::string_view::npos);
+  Result<proto::Message> huge =
+      cli::CallNode(ep, proto::CoordPutRequest{"k", {}, std::string((1 << 20) + 10, 'v'), false}, 2000);
+  EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("value_bytes_max"), std::string_view::npos);
+  // Still serving.
+  ASSERT_TRUE(c.Put("n1", "after", "value-after").ok());
+  Result<SiblingSet> s = c.StoredOn("n1", "after");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->size(), 1u);
+  EXPECT_TRUE(c.Running("n1"));
+}
+
+TEST(ProcessTest, OneDaemonPerDataDirectoryAndCleanStop) {
+  ProcessCluster c(1);
+  ASSERT_TRUE(c.Start().ok());
+  ASSERT_TRUE(c.Put("n1", "k", "value-k").ok());
+  // A second daemon on the same directory is refused with a clear error.
+  ProcessCluster other(1);
+  std::string cmd = "dynamo-node --id n1 --listen " + other.Address("n1").ToString() + " --data-dir " +
+                    c.options().dir + "/n1/data";
+  auto [out, code] = RunTool(cmd);
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("is in use by another dynamo-node"), std::string::npos) << out;
+  // SIGTERM: clean exit 0, data intact on restart.
+  EXPECT_EQ(c.Terminate("n1"), 0) << c.LogOf("n1");
+  EXPECT_NE(c.LogOf("n1").find("stopped"), std::string::npos);
+  ASSERT_TRUE(c.Spawn("n1").ok());
+  std::string why;
+  ASSERT_TRUE(cli::WaitForConvergence({c.Address("n1")}, 1, 20000, &why).ok()) << why;
+  Result<SiblingSet> s = c.StoredOn("n1", "k");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->size(), 1u);
+}
+
+TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
+  auto [remote, code1] = RunTool("dynamo-node --id x --listen 0.0.0.0:1 --data-dir /tmp/dynamo-never");
+  EXPECT_EQ(code1, 1);
+  EXPECT_NE(remote.find("no authentication"), std::string::npos) << remote;
+  std::string cfg = std::filesystem::temp_directory_path() / ("dynamo-bad-" + std::to_string(::getpid()) + ".toml");
+  { std::ofstream(cfg) << "[gossip]\nintervall_ms = 5\n"; }
+  auto [typo, code2] = RunTool("dynamo-node --id x --data-dir /tmp/dynamo-never --config " + cfg);
+  EXPECT_EQ(code2, 1);
+  EXPECT_NE(typo.find("unknown key 'gossip.intervall_ms'"), std::string::npos) << typo;
+  { std::ofstream(cfg) << "[limits]\nkey_bytes_max = -3\n"; }
+  auto [range, code3] = RunTool("dynamo-node --id x --data-dir /tmp/dynamo-never --config " + cfg);
+  EXPECT_EQ(code3, 1);
+  EXPECT_NE(range.find("limits.key_bytes_max"), std::string::npos) << range;
+  std::filesystem::remove(cfg);
+  auto [help, code4] = RunTool("dynamo-node --help");
+  EXPECT_EQ(code4, 0);
+  EXPECT_NE(help.find("handoff_delay_ms"), std::string::npos);
+  EXPECT_NE(help.find("--seed"), std::string::npos);
+}
+
+TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
+  ProcessCluster ports(3);  // only for a free port block and a directory
+  const std::string dir = ports.options().dir + "/ccm";
+  auto [out, code] = RunTool("dynamoctl cluster start --nodes 3 --partitions 64 --base-port " +
+                             std::to_string(ports.options().base_port) + " --dir " + dir + " --json");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("\"seed\":\"127.0.0.1:" + std::to_string(ports.options().base_port) + "\""),
+            std::string::npos)
+      << out;
+  for (const char* id : {"n1", "n2", "n3"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + id + "/node.pid")) << id;
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + id + "/node.log")) << id;
+  }
+  auto [again, code_again] = RunTool("dynamoctl cluster start --nodes 3 --base-port " +
+                                     std::to_string(ports.options().base_port) + " --dir " + dir);
+  EXPECT_NE(code_again, 0);
+  EXPECT_NE(again.find("already running"), std::string::npos) << again;
+  auto [ring, code_ring] = RunTool("dynamoctl --seed 127.0.0.1:" + std::to_string(ports.options().base_port) + " ring");
+  EXPECT_EQ(code_ring, 0);
+  EXPECT_NE(ring.find("64 partitions, 3 replicas"), std::string::npos) << ring;
+  auto [stopped, code_stop] = RunTool("dynamoctl cluster stop --dir " + dir);
+  EXPECT_EQ(code_stop, 0) << stopped;
+  EXPECT_NE(stopped.find("stopped n1"), std::string::npos) << stopped;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/n1/node.pid"));
+}
+
+}  // namespace
+}  // namespace dynamo::test

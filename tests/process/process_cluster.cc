@@ -1,0 +1,209 @@
+#include "process/process_cluster.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+namespace dynamo::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool PortFree(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Ports below the kernel's ephemeral range, so no outgoing connection can
+// take one between our check and the node's bind.
+uint16_t FreeBlock(size_t count) {
+  unsigned ephemeral_low = 32768, ephemeral_high = 60999;
+  std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low >> ephemeral_high;
+  const unsigned low = 10000;
+  const unsigned high = ephemeral_low > low + 1000 ? ephemeral_low - 32 : 65000;
+  std::mt19937 rng(static_cast<unsigned>(::getpid()) ^ static_cast<unsigned>(
+      std::chrono::steady_clock::now().time_since_epoch().count()));
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    uint16_t base = static_cast<uint16_t>(low + (rng() % ((high - low) / 16)) * 16);
+    bool all = true;
+    for (size_t i = 0; i < count && all; ++i) all = PortFree(static_cast<uint16_t>(base + i));
+    if (all) return base;
+  }
+  return 0;
+}
+
+uint64_t NowMs() {
+  using namespace std::chrono;
+  return static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
+}
+
+}  // namespace
+
+ProcessCluster::ProcessCluster(size_t nodes, const std::string& config, const std::string& engine) {
+  options_.nodes = nodes;
+  options_.base_port = FreeBlock(nodes + 4);
+  options_.engine = engine;
+  options_.partitions = 64;
+  options_.log_level = "debug";
+  options_.dir = (fs::temp_directory_path() /
+                  ("dynamo-proc-" + std::to_string(::getpid()) + "-" + std::to_string(options_.base_port)))
+                     .string();
+  fs::remove_all(options_.dir);
+  fs::create_directories(options_.dir);
+  if (!config.empty()) {
+    options_.config_file = options_.dir + "/node.toml";
+    std::ofstream(options_.config_file) << config;
+  }
+  Result<std::string> binary = cli::FindNodeBinary("");
+  binary_ = binary.ok() ? *binary : "";
+}
+
+ProcessCluster::~ProcessCluster() {
+  for (auto& [id, pid] : pids_) {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+  std::error_code ec;
+  if (std::getenv("DYNAMO_KEEP_TEST_DIRS") == nullptr) fs::remove_all(options_.dir, ec);
+}
+
+cli::LocalNode ProcessCluster::NodeFor(const std::string& id) const {
+  size_t index = std::stoul(id.substr(1));
+  cli::LocalClusterOptions o = options_;
+  o.nodes = index;
+  return cli::LocalLayout(o).back();
+}
+
+net::Endpoint ProcessCluster::Address(const std::string& id) const { return NodeFor(id).address; }
+
+std::string ProcessCluster::LogOf(const std::string& id) const {
+  std::ifstream in(NodeFor(id).log_file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Status ProcessCluster::Spawn(const std::string& id) {
+  if (binary_.empty()) return Status::NotFound("dynamo-node binary not found");
+  std::vector<net::Endpoint> seeds;
+  if (id != "n1") seeds.push_back(Address("n1"));
+  Result<pid_t> pid = cli::SpawnNode(binary_, options_, NodeFor(id), seeds);
+  if (!pid.ok()) return pid.status();
+  pids_[id] = *pid;
+  return Status::OK();
+}
+
+Status ProcessCluster::SpawnExtra(size_t index) { return Spawn("n" + std::to_string(index)); }
+
+Status ProcessCluster::Start(uint64_t wait_ms) {
+  DYNAMO_RETURN_IF_ERROR(Spawn("n1"));
+  std::string why;
+  DYNAMO_RETURN_IF_ERROR(cli::WaitForConvergence({Address("n1")}, 1, wait_ms, &why));
+  std::vector<net::Endpoint> all = {Address("n1")};
+  for (size_t i = 2; i <= options_.nodes; ++i) {
+    DYNAMO_RETURN_IF_ERROR(Spawn("n" + std::to_string(i)));
+    all.push_back(Address("n" + std::to_string(i)));
+  }
+  return cli::WaitForConvergence(all, options_.nodes, wait_ms, &why);
+}
+
+void ProcessCluster::Kill9(const std::string& id) {
+  pid_t pid = pids_[id];
+  if (pid <= 0) return;
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  pids_[id] = 0;
+}
+
+int ProcessCluster::WaitExit(const std::string& id, uint64_t timeout_ms) {
+  pid_t pid = pids_[id];
+  if (pid <= 0) return -1;
+  const uint64_t deadline = NowMs() + timeout_ms;
+  while (NowMs() < deadline) {
+    int status = 0;
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) {
+      pids_[id] = 0;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+int ProcessCluster::Terminate(const std::string& id) {
+  pid_t pid = pids_[id];
+  if (pid <= 0) return -1;
+  ::kill(pid, SIGTERM);
+  return WaitExit(id, 30000);
+}
+
+bool ProcessCluster::Running(const std::string& id) {
+  pid_t pid = pids_[id];
+  if (pid <= 0) return false;
+  return ::waitpid(pid, nullptr, WNOHANG) == 0;
+}
+
+std::vector<net::Endpoint> ProcessCluster::RunningAddresses() {
+  std::vector<net::Endpoint> out;
+  for (auto& [id, pid] : pids_) {
+    if (pid > 0 && Running(id)) out.push_back(Address(id));
+  }
+  return out;
+}
+
+Result<ClusterMap> ProcessCluster::Map(const std::string& via) {
+  Result<proto::Message> r = cli::CallNode(Address(via), proto::RingRequest{}, 3000);
+  if (!r.ok()) return r.status();
+  const auto* rr = std::get_if<proto::RingReply>(&r->body);
+  if (!rr) return Status::ProtocolError("not a RingReply");
+  return ClusterMap::Deserialize(rr->ring);
+}
+
+Status ProcessCluster::Put(const std::string& via, const std::string& key, const std::string& value) {
+  Result<ClusterMap> map = Map(via);
+  if (!map.ok()) return map.status();
+  PartitionId p = map->ring().KeyPartition(key);
+  std::vector<NodeId> targets = map->ring().PreferenceList(p);
+  for (NodeId& n : map->PendingReplicas(p)) targets.push_back(n);
+  Result<proto::Message> r = cli::CallNode(Address(targets[0]), proto::CoordPutRequest{key, {}, value, false}, 3000);
+  if (!r.ok()) return r.status();
+  const auto* reply = std::get_if<proto::CoordPutReply>(&r->body);
+  if (!reply) return Status::ProtocolError("not a CoordPutReply");
+  for (size_t i = 1; i < targets.size(); ++i) {
+    Result<proto::Message> ack =
+        cli::CallNode(Address(targets[i]), proto::ReplicaPutRequest{key, reply->siblings, ""}, 3000);
+    if (!ack.ok()) return ack.status();
+  }
+  return Status::OK();
+}
+
+Result<SiblingSet> ProcessCluster::StoredOn(const std::string& id, const std::string& key) {
+  Result<proto::Message> r = cli::CallNode(Address(id), proto::GetRequest{key}, 3000);
+  if (!r.ok()) return r.status();
+  const auto* g = std::get_if<proto::GetReply>(&r->body);
+  if (!g) return Status::ProtocolError("not a GetReply");
+  return g->siblings;
+}
+
+}  // namespace dynamo::test

@@ -1,0 +1,59 @@
+// Real dynamo-node processes on loopback for process tests: a temp directory,
+// a free block of ports, spawning, kill -9, restarts, and a raw client that
+// writes the way the SDK does (CoordPut, then ReplicaPut to the others).
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "admin.h"
+#include "dynamo/cluster_map.h"
+#include "local_cluster.h"
+
+namespace dynamo::test {
+
+class ProcessCluster {
+ public:
+  // `config` (TOML text) is written to a file every node reads; may be empty.
+  ProcessCluster(size_t nodes, const std::string& config = "", const std::string& engine = "rocksdb");
+  // SIGKILLs and reaps every node still running, removes the directory.
+  ~ProcessCluster();
+
+  // Starts n1, then the others through it, and waits for one ring.
+  Status Start(uint64_t wait_ms = 60000);
+  // Starts node `id` (n<i>), joining through n1 unless it is n1.
+  Status Spawn(const std::string& id);
+  // A node outside the initial set, e.g. "n6" for a join.
+  Status SpawnExtra(size_t index);
+  void Kill9(const std::string& id);
+  // SIGTERM and wait; returns the exit status (or -1).
+  int Terminate(const std::string& id);
+  // Waits for a node to exit by itself; returns its exit status or -1 on timeout.
+  int WaitExit(const std::string& id, uint64_t timeout_ms);
+  bool Running(const std::string& id);
+
+  net::Endpoint Address(const std::string& id) const;
+  std::vector<net::Endpoint> RunningAddresses();
+  const cli::LocalClusterOptions& options() const { return options_; }
+  std::string LogOf(const std::string& id) const;
+
+  // The cluster map as `via` sees it.
+  Result<ClusterMap> Map(const std::string& via);
+  // Writes key=value through the ring `via` reports: CoordPut at the first
+  // replica, the resulting set to the others.
+  Status Put(const std::string& via, const std::string& key, const std::string& value);
+  // The sibling set node `id` itself stores for `key`.
+  Result<SiblingSet> StoredOn(const std::string& id, const std::string& key);
+
+ private:
+  cli::LocalNode NodeFor(const std::string& id) const;
+
+  cli::LocalClusterOptions options_;
+  std::string binary_;
+  std::map<std::string, pid_t> pids_;
+};
+
+}  // namespace dynamo::test
