@@ -294,23 +294,32 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
     return;
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
-  Storage(ReadOp{Space::kData, DataKey(p, req.key)}, [this, conn, id](Now, StorageResult r) {
-    if (!r.status.ok()) {
-      ReplyError(conn, id, r.status);
+  std::vector<std::pair<Space, std::string>> keys = {{Space::kData, DataKey(p, req.key)}};
+  if (!req.hint.empty() && req.hint != options_.id) {
+    keys.emplace_back(Space::kHints, HintKey(req.hint, p, req.key));
+  }
+  auto merged = std::make_shared<SiblingSet>();
+  auto join = std::make_shared<Join>(keys.size(), [this, conn, id, merged](Status s) {
+    if (!s.ok()) {
+      ReplyError(conn, id, s);
       return;
     }
-    SiblingSet set;
-    if (r.value) {
-      Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
-      if (!decoded.ok()) {
-        Log(LogLevel::kError, "corrupt stored value: " + decoded.status().ToString());
-        ReplyError(conn, id, Status::Corruption("stored value is corrupt"));
-        return;
-      }
-      set = std::move(*decoded);
-    }
-    Reply(conn, id, proto::GetReply{epoch(), std::move(set)});
+    Reply(conn, id, proto::GetReply{epoch(), std::move(*merged)});
   });
+  for (auto& [space, key] : keys) {
+    Storage(ReadOp{space, key}, [this, merged, join](Now, StorageResult r) {
+      if (r.status.ok() && r.value) {
+        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
+        if (!decoded.ok()) {
+          Log(LogLevel::kError, "corrupt stored value: " + decoded.status().ToString());
+          join->One(Status::Corruption("stored value is corrupt"));
+          return;
+        }
+        *merged = MergeSiblings(*merged, *decoded);
+      }
+      join->One(r.status);
+    });
+  }
 }
 
 void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordPutRequest req) {

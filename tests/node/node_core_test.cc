@@ -164,6 +164,10 @@ TEST(NodeCoreTest, HintsAreStoredApartUnderTheirOwner) {
   ASSERT_TRUE(std::holds_alternative<proto::Ack>(ack->body));
   EXPECT_TRUE(Read(sim, "n2", "hk").empty());
   EXPECT_EQ(sim.engine("n2").size(Space::kHints), 1u);
+  // A read that names the owner it stands in for sees the hint too.
+  auto hinted = sim.Request("n2", proto::GetRequest{"hk", "n9"});
+  ASSERT_TRUE(std::holds_alternative<proto::GetReply>(hinted->body));
+  EXPECT_EQ(std::get<proto::GetReply>(hinted->body).siblings, set);
   const uint32_t q = sim.core("n2").map()->ring().partition_count();
   auto stored = sim.engine("n2").Get(Space::kHints, HintKey("n9", KeyPartition("hk", q), "hk"));
   ASSERT_TRUE(stored.ok() && stored->has_value());

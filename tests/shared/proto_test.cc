@@ -165,10 +165,20 @@ TEST(ProtoTest, TypeConfusedFramesAreRejected) {
             StatusCode::kProtocolError);
 }
 
+TEST(ProtoTest, GetHintIsOptional) {
+  Result<Message> plain = DecodeMessage(Body_(EncodeFrame({1, GetRequest{"k", ""}})), Limits{});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(std::get<GetRequest>(plain->body).hint.empty());
+  Result<Message> hinted = DecodeMessage(Body_(EncodeFrame({1, GetRequest{"k", "n3"}})), Limits{});
+  ASSERT_TRUE(hinted.ok());
+  EXPECT_EQ(std::get<GetRequest>(hinted->body).hint, "n3");
+}
+
 TEST(ProtoTest, NewerPeersMayAppendFields) {
   std::string body = Envelope4(1, 10, 5, [](MsgpackWriter& w) {
-    w.Array(3);
+    w.Array(4);
     w.Bin("key");
+    w.Str("n1");
     w.Str("a future field");
     w.Array(2);
     w.Uint(1);

@@ -41,7 +41,7 @@ std::vector<Body> AllMessages() {
   return {
       ErrorReply{5, StatusCode::kTimeout, "deadline passed", true},
       Ack{6, 42},
-      GetRequest{"user:1"},
+      GetRequest{"user:1", "n7"},
       GetReply{7, SampleSiblings()},
       CoordPutRequest{"user:1", SampleVersion(9).context, "new value", false},
       CoordPutReply{8, Dot{1, 2}, SampleSiblings()},

@@ -90,8 +90,9 @@ struct PayloadEncoder {
     w.Uint(m.count);
   }
   void operator()(const GetRequest& m) {
-    w.Array(1);
+    w.Array(m.hint.empty() ? 1 : 2);
     w.Bin(m.key);
+    if (!m.hint.empty()) w.Str(m.hint);
   }
   void operator()(const GetReply& m) {
     w.Array(2);
@@ -406,9 +407,12 @@ class Decoder {
     return Close();
   }
   Status Payload(GetRequest* m) {
-    DYNAMO_RETURN_IF_ERROR(Open(1));
+    uint32_t n = 0;
+    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
+    if (n < 1) return Status::ProtocolError("expected 1 field, got 0");
     DYNAMO_RETURN_IF_ERROR(Key(&m->key));
-    return Close();
+    if (n >= 2) DYNAMO_RETURN_IF_ERROR(NodeIdField(&m->hint, true));
+    return r_.SkipN(n - std::min<uint32_t>(n, 2));
   }
   Status Payload(GetReply* m) {
     DYNAMO_RETURN_IF_ERROR(Open(2));

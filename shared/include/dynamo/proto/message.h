@@ -82,6 +82,9 @@ struct Ack {
 
 struct GetRequest {
   std::string key;
+  // When the receiver stands in for this node (sloppy quorum), the versions
+  // it holds as hints for that node are merged into the reply. Optional.
+  std::string hint;
 };
 struct GetReply {
   uint64_t epoch = 0;
