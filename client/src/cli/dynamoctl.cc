@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "admin.h"
+#include "data_commands.h"
 #include "json.h"
 #include "local_cluster.h"
 
@@ -32,6 +33,25 @@ int Main(int argc, char** argv) {
   leave->add_option("ID", node_id, "node id")->required();
   auto* remove = app.add_subcommand("remove", "drop a dead node; others refill its partitions");
   remove->add_option("ID", node_id, "node id")->required();
+
+  DataCommand data;
+  int r = 0, w = 0;
+  app.add_option("--r", r, "replies a read waits for (default 2)");
+  app.add_option("--w", w, "acknowledgements a write waits for (default 2)");
+  auto* get = app.add_subcommand("get", "read a key: values, context (exit status 2 if not found)");
+  get->add_option("KEY", data.key, "the key")->required();
+  auto* put = app.add_subcommand("put", "write a key (the value from stdin when not given)");
+  put->add_option("KEY", data.key, "the key")->required();
+  std::string value;
+  auto* value_opt = put->add_option("VALUE", value, "the value");
+  put->add_option("--context", data.context_b64, "context from the get this write follows");
+  auto* del = app.add_subcommand("delete", "delete a key (a tombstone write)");
+  del->add_option("KEY", data.key, "the key")->required();
+  del->add_option("--context", data.context_b64, "context from the get this delete follows");
+  auto* where = app.add_subcommand("where", "a key's preference list and fallbacks, with node states");
+  where->add_option("KEY", data.key, "the key")->required();
+  auto* inspect = app.add_subcommand("inspect", "every replica's stored versions of a key");
+  inspect->add_option("KEY", data.key, "the key")->required();
 
   auto* cluster = app.add_subcommand("cluster", "a local development cluster");
   cluster->require_subcommand(1);
@@ -64,6 +84,16 @@ int Main(int argc, char** argv) {
     Result<net::Endpoint> ep = net::ParseEndpoint(s);
     if (!ep.ok()) return Fail(ep.status().Annotate("--seed"));
     seeds.push_back(*ep);
+  }
+
+  for (CLI::App* sub : {get, put, del, where, inspect}) {
+    if (!sub->parsed()) continue;
+    data.name = sub->get_name();
+    data.json = json;
+    data.r = r;
+    data.w = w;
+    if (sub == put && value_opt->count() > 0) data.value = value;
+    return RunDataCommand(seed_args, timeout_ms, data);
   }
 
   if (status->parsed() || ring->parsed()) {

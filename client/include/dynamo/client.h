@@ -1,0 +1,133 @@
+// The dynamo client: the coordinator of every read and write.
+//
+// A Client pulls the cluster map and the members from the nodes, computes
+// each key's preference list, and runs quorum operations itself: a causal
+// write goes to one coordinating replica (which assigns the version's dot)
+// and then to the other replicas; a read asks N replicas, answers at R, merges
+// their versions, and afterwards repairs replicas that answered stale. When a
+// replica of the first N is unreachable, the next healthy node of the ring
+// stands in and keeps the write as a hint for it (sloppy quorum).
+//
+// Contexts are opaque bytes: pass the one a read returned to the write that
+// follows it, so the write supersedes what was read. A write without a
+// context is concurrent with everything stored and adds a sibling.
+//
+// Last-write-wins mode (ClientOptions::mode) stamps each write with the
+// client's clock and writes all replicas in one round trip; the greatest
+// stamp wins and CONCURRENT WRITES ARE SILENTLY DISCARDED. Use it only for
+// data where that is acceptable; causal mode (the default) never drops a
+// write that was acknowledged.
+//
+// Thread-safety: a Client is thread-safe. It owns one background I/O thread
+// that holds every connection; blocking calls wait on the calling thread,
+// async callbacks run on the I/O thread and must not block.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dynamo/client_types.h"
+#include "dynamo/status.h"
+
+namespace dynamo {
+
+// Merges the values of concurrent versions into one (e.g. a set union).
+using Resolver = std::function<std::string(const std::vector<std::string>& values)>;
+
+enum class Mode {
+  kCausal,  // dotted version vectors; siblings for concurrent writes (default)
+  kLww,     // last write wins by client timestamp; concurrent writes are lost
+};
+
+struct ClientOptions {
+  // HOST:PORT of nodes to learn the cluster from. Required.
+  std::vector<std::string> seeds;
+  // Replies a read waits for. Default: 2.
+  int r = 2;
+  // Acknowledgements a write waits for, the coordinator's included. Default: 2.
+  int w = 2;
+  // Deadline of each operation. Default: 1000 ms.
+  uint64_t timeout_ms = 1000;
+  Mode mode = Mode::kCausal;
+  // Applied to the values when a read finds concurrent versions; without
+  // one, reads return every sibling. Runs on the thread that called Get.
+  Resolver resolver;
+  // How often the cluster map is pulled. Default: 5000 ms.
+  uint64_t refresh_interval_ms = 5000;
+  // After answering a read, how long to wait for the remaining replicas
+  // before repairing the stale ones. Default: 100 ms.
+  uint64_t read_repair_window_ms = 100;
+  // Largest key and value sent. Default: 2 KiB, 1 MiB (the nodes' defaults).
+  uint32_t key_bytes_max = 2u << 10;
+  uint32_t value_bytes_max = 1u << 20;
+};
+
+class Client {
+ public:
+  // Connects to the seeds and loads the cluster map. InvalidArgument for bad
+  // options; Unavailable when no seed answers within options.timeout_ms.
+  static Result<std::unique_ptr<Client>> Open(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Reads `key`. NotFound is not an error: the result has found == false.
+  // Unavailable when fewer than R replicas answered in time; Timeout when the
+  // deadline passed with no replica answering.
+  Result<GetResult> Get(std::string_view key, const ReadOptions& options = {});
+  // Writes `value`. Returns the new context. Unavailable when fewer than W
+  // replicas acknowledged; Status::in_doubt() then tells whether the write
+  // may have been applied anyway.
+  Result<std::string> Put(std::string_view key, std::string_view value,
+                          const WriteOptions& options = {});
+  // Deletes `key` (writes a tombstone), with the same quorum rules as Put.
+  Result<std::string> Delete(std::string_view key, const WriteOptions& options = {});
+
+  // Asynchronous forms; `done` runs on the I/O thread. Async reads return
+  // every sibling: the resolver is applied by the blocking Get only.
+  void GetAsync(std::string key, ReadOptions options, std::function<void(Result<GetResult>)> done);
+  void PutAsync(std::string key, std::string value, WriteOptions options,
+                std::function<void(Result<std::string>)> done);
+  void DeleteAsync(std::string key, WriteOptions options, std::function<void(Result<std::string>)> done);
+
+  // The key's preference list (N nodes, then pending replicas, then the
+  // fallbacks in order), as this client sees the cluster now.
+  std::vector<Placement> Where(std::string_view key) const;
+  // Every replica's stored versions, asked node by node (preference list and
+  // pending replicas).
+  std::vector<ReplicaVersions> Inspect(std::string_view key);
+  // Members as this client sees them.
+  std::vector<MemberInfo> Members() const;
+  // The cluster map epoch, the partition count Q and the replica count N.
+  struct RingInfo {
+    uint64_t epoch = 0;
+    uint32_t partitions = 0;
+    uint32_t replicas = 0;
+    std::vector<std::string> owners;  // per partition
+  };
+  RingInfo Ring() const;
+  // Pulls the cluster map now and waits for it.
+  Status Refresh();
+
+  struct Stats {
+    uint64_t gets = 0, puts = 0, deletes = 0;
+    uint64_t read_repairs = 0;       // repair writes sent, after answering too
+    uint64_t hints = 0;              // writes stored as hints
+    uint64_t refreshes = 0;
+    uint64_t errors = 0;
+  };
+  Stats stats() const;
+  const ClientOptions& options() const;
+
+  class Impl;
+
+ private:
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dynamo

@@ -1,0 +1,248 @@
+#include "data_commands.h"
+
+#include <cstring>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "json.h"
+
+namespace dynamo::cli {
+namespace {
+
+constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+bool ValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+int Fail(const Status& s, bool json) {
+  if (json) {
+    Json j;
+    j.BeginObject()
+        .Key("error").String(StatusCodeName(s.code()))
+        .Key("message").String(s.message())
+        .Key("in_doubt").Bool(s.in_doubt())
+        .EndObject();
+    std::cout << j.str() << "\n";
+  }
+  std::cerr << "dynamoctl: " << s.ToString() << "\n";
+  return 1;
+}
+
+void ReceiptJson(Json& j, const Receipt& r) {
+  j.Key("receipt").BeginObject().Key("acks").BeginArray();
+  for (const Receipt::Ack& a : r.acks) {
+    j.BeginObject().Key("node").String(a.node).Key("role").String(a.role);
+    if (!a.hint.empty()) j.Key("for").String(a.hint);
+    j.EndObject();
+  }
+  j.EndArray()
+      .Key("hints").Uint(r.hints)
+      .Key("read_repairs").Uint(r.read_repairs)
+      .Key("version_vector").String(r.version_vector)
+      .Key("epoch").Uint(r.epoch)
+      .EndObject();
+}
+
+std::string ReceiptText(const Receipt& r) {
+  std::string out;
+  for (const Receipt::Ack& a : r.acks) {
+    if (!out.empty()) out += ", ";
+    out += a.node + " (" + a.role + (a.hint.empty() ? "" : " for " + a.hint) + ")";
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string Base64Encode(std::string_view bytes) {
+  std::string out;
+  uint32_t buf = 0;
+  int bits = 0;
+  for (unsigned char c : bytes) {
+    buf = (buf << 8) | c;
+    bits += 8;
+    while (bits >= 6) {
+      bits -= 6;
+      out += kAlphabet[(buf >> bits) & 63];
+    }
+  }
+  if (bits > 0) out += kAlphabet[(buf << (6 - bits)) & 63];
+  while (out.size() % 4) out += '=';
+  return out;
+}
+
+Result<std::string> Base64Decode(std::string_view text) {
+  std::string out;
+  uint32_t buf = 0;
+  int bits = 0;
+  for (char c : text) {
+    if (c == '=') break;
+    const char* p = std::strchr(kAlphabet, c);
+    if (p == nullptr || c == '\0') return Status::InvalidArgument("context is not base64");
+    buf = (buf << 6) | static_cast<uint32_t>(p - kAlphabet);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((buf >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+int RunDataCommand(const std::vector<std::string>& seeds, uint64_t timeout_ms, const DataCommand& cmd) {
+  ClientOptions options;
+  options.seeds = seeds;
+  options.timeout_ms = timeout_ms;
+  if (cmd.r > 0) options.r = cmd.r;
+  if (cmd.w > 0) options.w = cmd.w;
+  Result<std::unique_ptr<Client>> opened = Client::Open(options);
+  if (!opened.ok()) return Fail(opened.status(), cmd.json);
+  Client& client = **opened;
+
+  if (cmd.name == "get") {
+    Receipt receipt;
+    ReadOptions ro;
+    ro.receipt = &receipt;
+    Result<GetResult> r = client.Get(cmd.key, ro);
+    if (!r.ok()) return Fail(r.status(), cmd.json);
+    if (cmd.json) {
+      bool text = true;
+      for (const std::string& v : r->values) text &= ValidUtf8(v);
+      Json j;
+      j.BeginObject().Key("found").Bool(r->found).Key(text ? "values" : "values_base64").BeginArray();
+      for (const std::string& v : r->values) j.String(text ? v : Base64Encode(v));
+      j.EndArray().Key("context").String(Base64Encode(r->context));
+      ReceiptJson(j, receipt);
+      j.EndObject();
+      std::cout << j.str() << "\n";
+    } else if (!r->found) {
+      std::cout << "not found\ncontext: " << Base64Encode(r->context) << "\n";
+    } else {
+      for (size_t i = 0; i < r->values.size(); ++i) {
+        std::cout << (r->values.size() > 1 ? "sibling " + std::to_string(i + 1) + ": " : "value: ")
+                  << r->values[i] << "\n";
+      }
+      std::cout << "context: " << Base64Encode(r->context) << "\n"
+                << "answered by: " << ReceiptText(receipt) << "\n";
+    }
+    return r->found ? 0 : 2;
+  }
+
+  if (cmd.name == "put" || cmd.name == "delete") {
+    WriteOptions wo;
+    Receipt receipt;
+    wo.receipt = &receipt;
+    if (!cmd.context_b64.empty()) {
+      Result<std::string> ctx = Base64Decode(cmd.context_b64);
+      if (!ctx.ok()) return Fail(ctx.status(), cmd.json);
+      wo.context = *ctx;
+    }
+    Result<std::string> r = Status::Internal("unset");
+    if (cmd.name == "put") {
+      std::string value;
+      if (cmd.value) {
+        value = *cmd.value;
+      } else {
+        value.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+      }
+      r = client.Put(cmd.key, value, wo);
+    } else {
+      r = client.Delete(cmd.key, wo);
+    }
+    if (!r.ok()) {
+      if (!receipt.acks.empty()) std::cerr << "acknowledged by: " << ReceiptText(receipt) << "\n";
+      return Fail(r.status(), cmd.json);
+    }
+    if (cmd.json) {
+      Json j;
+      j.BeginObject().Key("context").String(Base64Encode(*r));
+      ReceiptJson(j, receipt);
+      j.EndObject();
+      std::cout << j.str() << "\n";
+    } else {
+      std::cout << (cmd.name == "put" ? "stored" : "deleted") << "; acknowledged by: " << ReceiptText(receipt)
+                << (receipt.hints ? " (" + std::to_string(receipt.hints) + " as hints)" : "") << "\n"
+                << "context: " << Base64Encode(*r) << "\n";
+    }
+    return 0;
+  }
+
+  if (cmd.name == "where") {
+    std::vector<Placement> places = client.Where(cmd.key);
+    if (cmd.json) {
+      Json j;
+      j.BeginArray();
+      for (const Placement& p : places) {
+        j.BeginObject()
+            .Key("id").String(p.id)
+            .Key("address").String(p.address)
+            .Key("state").String(p.state)
+            .Key("role").String(p.role)
+            .EndObject();
+      }
+      j.EndArray();
+      std::cout << j.str() << "\n";
+    } else {
+      for (const Placement& p : places) {
+        std::cout << p.role << "\t" << p.id << "\t" << p.address << "\t" << p.state << "\n";
+      }
+    }
+    return 0;
+  }
+
+  if (cmd.name == "inspect") {
+    std::vector<ReplicaVersions> replicas = client.Inspect(cmd.key);
+    if (cmd.json) {
+      Json j;
+      j.BeginArray();
+      for (const ReplicaVersions& rv : replicas) {
+        j.BeginObject().Key("node").String(rv.node);
+        if (!rv.error.empty()) j.Key("error").String(rv.error);
+        j.Key("versions").BeginArray();
+        for (const auto& v : rv.versions) {
+          j.BeginObject()
+              .Key("dot").String(v.dot)
+              .Key("value").String(ValidUtf8(v.value) ? v.value : Base64Encode(v.value))
+              .Key("tombstone").Bool(v.tombstone)
+              .Key("lww").Bool(v.lww)
+              .Key("timestamp_ms").Uint(v.timestamp_ms)
+              .Key("context").String(v.context)
+              .EndObject();
+        }
+        j.EndArray().EndObject();
+      }
+      j.EndArray();
+      std::cout << j.str() << "\n";
+    } else {
+      for (const ReplicaVersions& rv : replicas) {
+        std::cout << rv.node << ":";
+        if (!rv.error.empty()) {
+          std::cout << " error: " << rv.error << "\n";
+          continue;
+        }
+        if (rv.versions.empty()) std::cout << " (nothing stored)";
+        std::cout << "\n";
+        for (const auto& v : rv.versions) {
+          std::cout << "  " << v.dot << " " << (v.tombstone ? "(deleted)" : v.value)
+                    << " written against " << v.context << "\n";
+        }
+      }
+    }
+    return 0;
+  }
+  return Fail(Status::InvalidArgument("unknown command " + cmd.name), cmd.json);
+}
+
+}  // namespace dynamo::cli

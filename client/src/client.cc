@@ -1,0 +1,695 @@
+#include "dynamo/client.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <map>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "core/quorum.h"
+#include "dynamo/cluster_map.h"
+#include "dynamo/net/connection.h"
+#include "dynamo/net/event_loop.h"
+
+namespace dynamo {
+namespace {
+
+using client::ReadOp;
+using client::Reply;
+using client::Route;
+using client::Send;
+using client::WriteOp;
+
+constexpr uint64_t kConnectTimeoutMs = 500;
+// Refreshes caused by newer epochs in replies are at least this far apart.
+constexpr uint64_t kEpochRefreshGapMs = 100;
+// Backoff after a node failed to answer: base, doubled per failure, capped.
+constexpr uint64_t kBackoffBaseMs = 250;
+constexpr uint64_t kBackoffMaxMs = 5000;
+
+uint64_t WallMicros() {
+  using namespace std::chrono;
+  return static_cast<uint64_t>(duration_cast<microseconds>(system_clock::now().time_since_epoch()).count());
+}
+
+std::string StateName(const proto::Member& m) {
+  switch (m.status) {
+    case proto::MemberStatus::kJoining: return "joining";
+    case proto::MemberStatus::kLeaving: return "leaving";
+    case proto::MemberStatus::kRemoved: return "removed";
+    default: return m.alive ? "up" : "down";
+  }
+}
+
+std::string DotString(const Dot& d) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%016llx:%llu", static_cast<unsigned long long>(d.actor),
+                static_cast<unsigned long long>(d.counter));
+  return buf;
+}
+
+}  // namespace
+
+class Client::Impl {
+ public:
+  explicit Impl(ClientOptions options)
+      : options_(std::move(options)), rng_(std::random_device{}()) {
+    client_id_ = (uint64_t{rng_()} << 32) ^ rng_();
+    limits_.key_bytes_max = options_.key_bytes_max;
+    limits_.value_bytes_max = options_.value_bytes_max;
+    limits_.frame_bytes_max = std::max<uint32_t>(64u << 20, 4 * options_.value_bytes_max);
+  }
+
+  ~Impl() {
+    if (io_.joinable()) {
+      loop_.Post([this] {
+        refresh_timer_.reset();
+        for (auto& [address, peer] : peers_) {
+          if (peer->conn) peer->conn->Close(Status::Aborted("client closed"));
+        }
+        peers_.clear();
+      });
+      loop_.Stop();
+      io_.join();
+    }
+  }
+
+  Status Start() {
+    for (const std::string& s : options_.seeds) {
+      Result<net::Endpoint> ep = net::ParseEndpoint(s);
+      if (!ep.ok()) return ep.status().Annotate("seed");
+      seeds_.push_back(ep->ToString());
+    }
+    io_ = std::thread([this] { loop_.Run(); });
+    loop_.Post([this] {
+      refresh_timer_ = std::make_unique<net::Timer>(loop_);
+      refresh_timer_->Start(options_.refresh_interval_ms, options_.refresh_interval_ms,
+                            [this] { RefreshNow(nullptr); });
+    });
+    return Refresh();
+  }
+
+  Status Refresh() {
+    std::promise<Status> p;
+    loop_.Post([this, &p] { RefreshNow([&p](Status s) { p.set_value(std::move(s)); }); });
+    return p.get_future().get();
+  }
+
+  const ClientOptions& options() const { return options_; }
+
+  // ---------------------------------------------------------------- view
+
+  struct View {
+    ClusterMap map;
+    std::map<NodeId, proto::Member> members;
+  };
+
+  std::shared_ptr<const View> view() const { return view_.load(); }
+
+  // Called on the I/O thread. `done` (may be null) gets the outcome.
+  void RefreshNow(std::function<void(Status)> done) {
+    std::vector<std::string> candidates;
+    if (auto v = view()) {
+      for (const auto& [id, m] : v->members) {
+        if (m.status != proto::MemberStatus::kRemoved && m.alive && Healthy(id)) candidates.push_back(m.address);
+      }
+    }
+    std::shuffle(candidates.begin(), candidates.end(), rng_);
+    for (const std::string& s : seeds_) candidates.push_back(s);
+    if (refreshing_) {
+      if (done) refresh_waiters_.push_back(std::move(done));
+      return;
+    }
+    refreshing_ = true;
+    if (done) refresh_waiters_.push_back(std::move(done));
+    last_refresh_ms_ = loop_.NowMs();
+    TryRefresh(std::make_shared<std::vector<std::string>>(std::move(candidates)), 0,
+               Status::Unavailable("no node to ask for the cluster map"));
+  }
+
+  void TryRefresh(std::shared_ptr<std::vector<std::string>> candidates, size_t i, Status last) {
+    if (i >= candidates->size()) {
+      FinishRefresh(last.Annotate("cannot load the cluster map"));
+      return;
+    }
+    const std::string address = (*candidates)[i];
+    Call(address, proto::RingRequest{}, options_.timeout_ms, [=, this](Reply ring) {
+      if (!ring.message.ok() || !std::holds_alternative<proto::RingReply>(ring.message->body)) {
+        TryRefresh(candidates, i + 1, ReplyError(ring, address));
+        return;
+      }
+      Result<ClusterMap> map = ClusterMap::Deserialize(std::get<proto::RingReply>(ring.message->body).ring);
+      if (!map.ok()) {
+        TryRefresh(candidates, i + 1, map.status());
+        return;
+      }
+      auto parsed = std::make_shared<ClusterMap>(std::move(*map));
+      Call(address, proto::MembersRequest{}, options_.timeout_ms, [=, this](Reply members) {
+        if (!members.message.ok() || !std::holds_alternative<proto::MembersReply>(members.message->body)) {
+          TryRefresh(candidates, i + 1, ReplyError(members, address));
+          return;
+        }
+        auto v = std::make_shared<View>(View{*parsed, {}});
+        for (proto::Member& m : std::get<proto::MembersReply>(members.message->body).members) {
+          v->members[m.id] = std::move(m);
+        }
+        std::shared_ptr<const View> old = view();
+        if (!old || old->map.epoch() <= v->map.epoch()) view_.store(v);
+        ++stats_.refreshes;
+        FinishRefresh(Status::OK());
+      });
+    });
+  }
+
+  void FinishRefresh(Status s) {
+    refreshing_ = false;
+    std::vector<std::function<void(Status)>> waiters;
+    waiters.swap(refresh_waiters_);
+    for (auto& w : waiters) w(s);
+  }
+
+  void NoteEpoch(uint64_t epoch) {
+    std::shared_ptr<const View> v = view();
+    if (v && epoch > v->map.epoch() && loop_.NowMs() >= last_refresh_ms_ + kEpochRefreshGapMs) {
+      RefreshNow(nullptr);
+    }
+  }
+
+  // ---------------------------------------------------------------- health
+
+  bool Healthy(const NodeId& id) {
+    auto it = health_.find(id);
+    return it == health_.end() || loop_.NowMs() >= it->second.down_until_ms;
+  }
+
+  client::Health HealthView(const std::shared_ptr<const View>& v) {
+    return client::Health{
+        [this, v](const NodeId& id) {
+          auto m = v->members.find(id);
+          if (m != v->members.end() &&
+              (!m->second.alive || m->second.status == proto::MemberStatus::kRemoved)) {
+            return false;
+          }
+          return Healthy(id);
+        },
+        [v](const NodeId& id) {
+          auto m = v->members.find(id);
+          return m == v->members.end() ? std::string() : m->second.address;
+        }};
+  }
+
+  void Observe(const std::string& node, const Reply& r) {
+    if (node.empty()) return;
+    const bool transport_failure =
+        !r.message.ok() && (r.message.status().code() == StatusCode::kUnavailable ||
+                            r.message.status().code() == StatusCode::kTimeout);
+    if (!transport_failure) {
+      health_.erase(node);
+      return;
+    }
+    NodeHealth& h = health_[node];
+    h.failures = std::min<uint32_t>(h.failures + 1, 16);
+    h.down_until_ms = loop_.NowMs() + std::min(kBackoffMaxMs, kBackoffBaseMs << (h.failures - 1));
+  }
+
+  // ---------------------------------------------------------------- transport
+
+  struct Peer {
+    std::shared_ptr<net::Connection> conn;
+    bool connecting = false;
+    std::vector<std::tuple<proto::Body, uint64_t, std::function<void(Reply)>>> waiting;
+  };
+
+  void Call(const std::string& address, proto::Body body, uint64_t timeout_ms,
+            std::function<void(Reply)> done) {
+    if (address.empty()) {
+      loop_.Post([done] { done(Reply{Status::Unavailable("no address known for the node"), false}); });
+      return;
+    }
+    std::shared_ptr<Peer>& peer = peers_[address];
+    if (!peer) peer = std::make_shared<Peer>();
+    if (peer->conn && !peer->conn->closed()) {
+      peer->conn->Call(std::move(body), timeout_ms,
+                       [done](Result<proto::Message> r) { done(Reply{std::move(r), true}); });
+      return;
+    }
+    peer->conn.reset();
+    peer->waiting.emplace_back(std::move(body), timeout_ms, std::move(done));
+    if (peer->connecting) return;
+    Result<net::Endpoint> ep = net::ParseEndpoint(address);
+    if (!ep.ok()) {
+      auto waiting = std::move(peer->waiting);
+      peer->waiting.clear();
+      for (auto& [b, t, d] : waiting) d(Reply{ep.status(), false});
+      return;
+    }
+    peer->connecting = true;
+    net::ConnectionOptions copts;
+    copts.limits = limits_;
+    std::shared_ptr<Peer> p = peer;
+    net::Connect(loop_, *ep, copts, std::min(kConnectTimeoutMs, timeout_ms),
+                 [p](Result<std::shared_ptr<net::Connection>> conn) {
+                   p->connecting = false;
+                   auto waiting = std::move(p->waiting);
+                   p->waiting.clear();
+                   if (!conn.ok()) {
+                     for (auto& [b, t, d] : waiting) d(Reply{conn.status(), false});
+                     return;
+                   }
+                   p->conn = *conn;
+                   for (auto& [b, t, d] : waiting) {
+                     auto cb = std::move(d);
+                     p->conn->Call(std::move(b), t, [cb](Result<proto::Message> r) { cb(Reply{std::move(r), true}); });
+                   }
+                 });
+  }
+
+  static Status ReplyError(const Reply& r, const std::string& address) {
+    if (!r.message.ok()) return r.message.status();
+    if (const auto* e = std::get_if<proto::ErrorReply>(&r.message->body)) {
+      return proto::ToStatus(*e).Annotate(address);
+    }
+    return Status::ProtocolError("unexpected reply from " + address);
+  }
+
+  // ---------------------------------------------------------------- operations
+
+  Status CheckKey(std::string_view key) const {
+    if (key.empty()) return Status::InvalidArgument("empty key");
+    if (key.size() > options_.key_bytes_max) {
+      return Status::InvalidArgument("key of " + std::to_string(key.size()) +
+                                     " bytes exceeds key_bytes_max (" +
+                                     std::to_string(options_.key_bytes_max) + ")");
+    }
+    return Status::OK();
+  }
+
+  Status CheckQuorum(const char* name, int value, const View& v) const {
+    const uint32_t n = v.map.ring().replicas();
+    if (value < 1 || static_cast<uint32_t>(value) > n) {
+      return Status::InvalidArgument(std::string(name) + "=" + std::to_string(value) +
+                                     " must be from 1 to N=" + std::to_string(n));
+    }
+    return Status::OK();
+  }
+
+  uint64_t Remaining(uint64_t deadline) const {
+    uint64_t now = loop_.NowMs();
+    return deadline > now ? deadline - now : 1;
+  }
+
+  // Runs on the I/O thread.
+  void StartWrite(std::string key, std::string value, bool tombstone, WriteOptions opts,
+                  std::function<void(Result<std::string>)> done) {
+    std::shared_ptr<const View> v = view();
+    if (!v) {
+      done(Status::Unavailable("no cluster map yet"));
+      return;
+    }
+    client::WriteRequest req;
+    req.key = std::move(key);
+    req.value = std::move(value);
+    req.tombstone = tombstone;
+    req.w = opts.w > 0 ? opts.w : options_.w;
+    req.wall_ms = WallMicros() / 1000;
+    Status valid = CheckQuorum("w", req.w, *v);
+    if (valid.ok() && !opts.context.empty()) {
+      Result<client::DecodedContext> ctx = client::DecodeContext(opts.context);
+      if (ctx.ok()) {
+        req.context = std::move(ctx->clock);
+        req.preferred_coordinator = std::move(ctx->fastest);
+      } else {
+        valid = ctx.status();
+      }
+    }
+    if (!valid.ok()) {
+      ++stats_.errors;
+      done(valid);
+      return;
+    }
+    if (options_.mode == Mode::kLww) {
+      req.lww = true;
+      last_lww_us_ = std::max(WallMicros(), last_lww_us_ + 1);
+      req.lww_dot = Dot{client_id_, last_lww_us_};
+    }
+    Route route = client::PlanRoute(v->map, req.key, HealthView(v));
+    auto op = std::make_shared<WriteOp>(std::move(route), std::move(req));
+    const uint64_t timeout = opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms;
+    auto state = std::make_shared<WriteState>();
+    state->op = op;
+    state->deadline = loop_.NowMs() + timeout;
+    state->receipt_out = opts.receipt;
+    state->done = std::move(done);
+    state->timer = std::make_unique<net::Timer>(loop_);
+    state->timer->Start(timeout, 0, [this, state] {
+      state->op->OnDeadline();
+      FinishWrite(state);
+    });
+    DispatchWrite(state, op->Start());
+    FinishWrite(state);
+  }
+
+  struct WriteState {
+    std::shared_ptr<WriteOp> op;
+    uint64_t deadline = 0;
+    Receipt* receipt_out = nullptr;
+    std::function<void(Result<std::string>)> done;
+    std::unique_ptr<net::Timer> timer;
+    bool reported = false;
+  };
+
+  void DispatchWrite(const std::shared_ptr<WriteState>& state, std::vector<Send> sends) {
+    for (Send& s : sends) {
+      const client::Target& t = state->op->target(s.target);
+      const size_t idx = s.target;
+      const std::string node = t.node;
+      Call(t.address, std::move(s.body), Remaining(state->deadline), [this, state, idx, node](Reply r) {
+        Observe(node, r);
+        std::vector<Send> more = state->op->OnReply(idx, std::move(r));
+        DispatchWrite(state, std::move(more));
+        FinishWrite(state);
+      });
+    }
+  }
+
+  void FinishWrite(const std::shared_ptr<WriteState>& state) {
+    WriteOp& op = *state->op;
+    if (!op.done() || state->reported) return;
+    state->reported = true;
+    state->timer->Stop();
+    NoteEpoch(op.highest_epoch());
+    stats_.hints += op.receipt().hints;
+    if (state->receipt_out) *state->receipt_out = op.receipt();
+    if (!op.status().ok()) ++stats_.errors;
+    auto done = std::move(state->done);
+    if (op.status().ok()) {
+      done(client::EncodeContext(op.clock(), ""));
+    } else {
+      done(op.status());
+    }
+  }
+
+  struct ReadState {
+    std::shared_ptr<ReadOp> op;
+    uint64_t deadline = 0;
+    Receipt* receipt_out = nullptr;
+    std::function<void(Result<GetResult>)> done;
+    std::unique_ptr<net::Timer> timer;
+    bool reported = false;
+    bool repair_due = false;
+  };
+
+  void StartRead(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
+    std::shared_ptr<const View> v = view();
+    if (!v) {
+      done(Status::Unavailable("no cluster map yet"));
+      return;
+    }
+    client::ReadRequest req{std::move(key), opts.r > 0 ? opts.r : options_.r};
+    Status valid = CheckQuorum("r", req.r, *v);
+    if (!valid.ok()) {
+      ++stats_.errors;
+      done(valid);
+      return;
+    }
+    Route route = client::PlanRoute(v->map, req.key, HealthView(v));
+    auto state = std::make_shared<ReadState>();
+    state->op = std::make_shared<ReadOp>(std::move(route), std::move(req));
+    const uint64_t timeout = opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms;
+    state->deadline = loop_.NowMs() + timeout;
+    state->receipt_out = opts.receipt;
+    state->done = std::move(done);
+    state->timer = std::make_unique<net::Timer>(loop_);
+    state->timer->Start(timeout, 0, [this, state] {
+      state->op->OnDeadline();
+      FinishRead(state);
+    });
+    DispatchRead(state, state->op->Start());
+    FinishRead(state);
+  }
+
+  void DispatchRead(const std::shared_ptr<ReadState>& state, std::vector<Send> sends) {
+    for (Send& s : sends) {
+      const client::Target& t = state->op->target(s.target);
+      const size_t idx = s.target;
+      const std::string node = t.node;
+      Call(t.address, std::move(s.body), Remaining(state->deadline), [this, state, idx, node](Reply r) {
+        Observe(node, r);
+        DispatchRead(state, state->op->OnReply(idx, std::move(r)));
+        FinishRead(state);
+      });
+    }
+  }
+
+  void FinishRead(const std::shared_ptr<ReadState>& state) {
+    ReadOp& op = *state->op;
+    if (op.answered() && !state->reported) {
+      state->reported = true;
+      NoteEpoch(op.highest_epoch());
+      if (state->receipt_out) *state->receipt_out = op.receipt();
+      auto done = std::move(state->done);
+      if (!op.status().ok()) {
+        ++stats_.errors;
+        state->timer->Stop();
+        done(op.status());
+      } else {
+        GetResult result;
+        for (const Version& v : op.siblings()) {
+          if (!v.tombstone) result.values.push_back(v.value);
+        }
+        result.found = !result.values.empty();
+        result.context = client::EncodeContext(ContextOf(op.siblings()), op.fastest());
+        done(std::move(result));
+        // Wait a little for the rest, then repair whoever answered stale.
+        state->repair_due = true;
+        state->timer->Start(options_.read_repair_window_ms, 0, [this, state] { RepairRead(state); });
+      }
+    }
+    if (state->repair_due && op.all_in()) RepairRead(state);
+  }
+
+  void RepairRead(const std::shared_ptr<ReadState>& state) {
+    if (!state->repair_due) return;
+    state->repair_due = false;
+    state->timer->Stop();
+    std::vector<Send> repairs = state->op->Repair();
+    stats_.read_repairs += repairs.size();
+    for (Send& s : repairs) {
+      const client::Target& t = state->op->target(s.target);
+      const std::string node = t.node;
+      Call(t.address, std::move(s.body), options_.timeout_ms, [this, node](Reply r) { Observe(node, r); });
+    }
+  }
+
+  // ---------------------------------------------------------------- public surface
+
+  void GetAsync(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
+    ++stats_.gets;
+    Status k = CheckKey(key);
+    if (!k.ok()) {
+      ++stats_.errors;
+      done(k);
+      return;
+    }
+    loop_.Post([this, key = std::move(key), opts, done = std::move(done)]() mutable {
+      StartRead(std::move(key), opts, std::move(done));
+    });
+  }
+
+  void WriteAsync(std::string key, std::string value, bool tombstone, WriteOptions opts,
+                  std::function<void(Result<std::string>)> done) {
+    ++(tombstone ? stats_.deletes : stats_.puts);
+    Status k = CheckKey(key);
+    if (k.ok() && value.size() > options_.value_bytes_max) {
+      k = Status::InvalidArgument("value of " + std::to_string(value.size()) +
+                                  " bytes exceeds value_bytes_max (" +
+                                  std::to_string(options_.value_bytes_max) + ")");
+    }
+    if (!k.ok()) {
+      ++stats_.errors;
+      done(k);
+      return;
+    }
+    loop_.Post([this, key = std::move(key), value = std::move(value), tombstone, opts,
+                done = std::move(done)]() mutable {
+      StartWrite(std::move(key), std::move(value), tombstone, std::move(opts), std::move(done));
+    });
+  }
+
+  std::vector<Placement> Where(std::string_view key) const {
+    std::vector<Placement> out;
+    std::shared_ptr<const View> v = view();
+    if (!v) return out;
+    const dynamo::Ring& ring = v->map.ring();
+    const PartitionId p = ring.KeyPartition(key);
+    auto place = [&](const NodeId& id, const char* role) {
+      Placement pl{id, "", "unknown", role};
+      auto m = v->members.find(id);
+      if (m != v->members.end()) {
+        pl.address = m->second.address;
+        pl.state = StateName(m->second);
+      }
+      out.push_back(std::move(pl));
+    };
+    std::vector<NodeId> pref = ring.PreferenceList(p);
+    for (const NodeId& id : pref) place(id, "primary");
+    for (const NodeId& id : v->map.PendingReplicas(p)) place(id, "pending");
+    std::vector<NodeId> ext = ring.ExtendedList(p);
+    for (size_t i = pref.size(); i < ext.size(); ++i) place(ext[i], "fallback");
+    return out;
+  }
+
+  std::vector<ReplicaVersions> Inspect(std::string_view key) {
+    std::vector<ReplicaVersions> out;
+    std::shared_ptr<const View> v = view();
+    if (!v) return out;
+    const PartitionId p = v->map.ring().KeyPartition(key);
+    std::vector<NodeId> nodes = v->map.ring().PreferenceList(p);
+    for (NodeId& n : v->map.PendingReplicas(p)) nodes.push_back(std::move(n));
+    out.resize(nodes.size());
+    std::promise<void> all;
+    auto left = std::make_shared<std::atomic<size_t>>(nodes.size());
+    loop_.Post([&, key = std::string(key)] {
+      for (size_t i = 0; i < nodes.size(); ++i) {
+        out[i].node = nodes[i];
+        auto m = v->members.find(nodes[i]);
+        std::string address = m == v->members.end() ? "" : m->second.address;
+        Call(address, proto::GetRequest{key, ""}, options_.timeout_ms, [&, i, left, address](Reply r) {
+          if (r.message.ok() && std::holds_alternative<proto::GetReply>(r.message->body)) {
+            for (const Version& ver : std::get<proto::GetReply>(r.message->body).siblings) {
+              out[i].versions.push_back(ReplicaVersions::Version{
+                  DotString(ver.dot), ver.value, ver.tombstone, ver.lww, ver.timestamp_ms,
+                  client::ClockString(ver.context)});
+            }
+          } else {
+            out[i].error = ReplyError(r, address).ToString();
+          }
+          if (--*left == 0) all.set_value();
+        });
+      }
+    });
+    if (!nodes.empty()) all.get_future().get();
+    return out;
+  }
+
+  std::vector<MemberInfo> Members() const {
+    std::vector<MemberInfo> out;
+    std::shared_ptr<const View> v = view();
+    if (!v) return out;
+    for (const auto& [id, m] : v->members) {
+      if (m.status == proto::MemberStatus::kRemoved) continue;
+      out.push_back(MemberInfo{id, m.address, StateName(m), v->map.ring().PartitionsOwnedBy(id).size()});
+    }
+    return out;
+  }
+
+  Client::RingInfo RingDescription() const {
+    Client::RingInfo info;
+    std::shared_ptr<const View> v = view();
+    if (!v) return info;
+    const dynamo::Ring& ring = v->map.ring();
+    info.epoch = v->map.epoch();
+    info.partitions = ring.partition_count();
+    info.replicas = ring.replicas();
+    for (PartitionId p = 0; p < ring.partition_count(); ++p) info.owners.push_back(ring.Owner(p));
+    return info;
+  }
+
+  Client::Stats stats() const {
+    return Client::Stats{stats_.gets.load(),         stats_.puts.load(),  stats_.deletes.load(),
+                         stats_.read_repairs.load(), stats_.hints.load(), stats_.refreshes.load(),
+                         stats_.errors.load()};
+  }
+
+ private:
+  struct NodeHealth {
+    uint64_t down_until_ms = 0;
+    uint32_t failures = 0;
+  };
+  struct AtomicStats {
+    std::atomic<uint64_t> gets{0}, puts{0}, deletes{0}, read_repairs{0}, hints{0}, refreshes{0},
+        errors{0};
+  };
+
+  ClientOptions options_;
+  proto::Limits limits_;
+  std::mt19937_64 rng_;
+  uint64_t client_id_ = 0;
+  std::vector<std::string> seeds_;
+  net::EventLoop loop_;
+  std::thread io_;
+  std::atomic<std::shared_ptr<const View>> view_;
+  // I/O thread only.
+  std::map<std::string, std::shared_ptr<Peer>> peers_;
+  std::map<NodeId, NodeHealth> health_;
+  std::unique_ptr<net::Timer> refresh_timer_;
+  bool refreshing_ = false;
+  std::vector<std::function<void(Status)>> refresh_waiters_;
+  uint64_t last_refresh_ms_ = 0;
+  uint64_t last_lww_us_ = 0;
+  AtomicStats stats_;
+};
+
+Result<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
+  if (options.seeds.empty()) return Status::InvalidArgument("at least one seed (HOST:PORT) is required");
+  if (options.r < 1 || options.w < 1) return Status::InvalidArgument("r and w must be at least 1");
+  if (options.timeout_ms == 0) return Status::InvalidArgument("timeout must be positive");
+  if (options.refresh_interval_ms == 0) return Status::InvalidArgument("refresh interval must be positive");
+  auto impl = std::make_unique<Impl>(std::move(options));
+  Status s = impl->Start();
+  if (!s.ok()) return s;
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+const ClientOptions& Client::options() const { return impl_->options(); }
+Status Client::Refresh() { return impl_->Refresh(); }
+Client::Stats Client::stats() const { return impl_->stats(); }
+std::vector<Placement> Client::Where(std::string_view key) const { return impl_->Where(key); }
+std::vector<ReplicaVersions> Client::Inspect(std::string_view key) { return impl_->Inspect(key); }
+std::vector<MemberInfo> Client::Members() const { return impl_->Members(); }
+Client::RingInfo Client::Ring() const { return impl_->RingDescription(); }
+
+void Client::GetAsync(std::string key, ReadOptions options, std::function<void(Result<GetResult>)> done) {
+  impl_->GetAsync(std::move(key), options, std::move(done));
+}
+
+void Client::PutAsync(std::string key, std::string value, WriteOptions options,
+                      std::function<void(Result<std::string>)> done) {
+  impl_->WriteAsync(std::move(key), std::move(value), false, std::move(options), std::move(done));
+}
+
+void Client::DeleteAsync(std::string key, WriteOptions options, std::function<void(Result<std::string>)> done) {
+  impl_->WriteAsync(std::move(key), "", true, std::move(options), std::move(done));
+}
+
+Result<GetResult> Client::Get(std::string_view key, const ReadOptions& options) {
+  std::promise<Result<GetResult>> p;
+  impl_->GetAsync(std::string(key), options, [&p](Result<GetResult> r) { p.set_value(std::move(r)); });
+  Result<GetResult> r = p.get_future().get();
+  if (r.ok() && r->values.size() > 1 && impl_->options().resolver) {
+    std::string merged = impl_->options().resolver(r->values);
+    r->values = {std::move(merged)};
+  }
+  return r;
+}
+
+Result<std::string> Client::Put(std::string_view key, std::string_view value, const WriteOptions& options) {
+  std::promise<Result<std::string>> p;
+  impl_->WriteAsync(std::string(key), std::string(value), false, options,
+                    [&p](Result<std::string> r) { p.set_value(std::move(r)); });
+  return p.get_future().get();
+}
+
+Result<std::string> Client::Delete(std::string_view key, const WriteOptions& options) {
+  std::promise<Result<std::string>> p;
+  impl_->WriteAsync(std::string(key), "", true, options, [&p](Result<std::string> r) { p.set_value(std::move(r)); });
+  return p.get_future().get();
+}
+
+}  // namespace dynamo

@@ -1,0 +1,447 @@
+#include "core/quorum.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include "dynamo/msgpack_io.h"
+
+namespace dynamo::client {
+namespace {
+
+constexpr uint64_t kContextFormat = 1;
+// Coordinators tried per write: the first, and one more if it fails.
+constexpr size_t kCoordinatorAttempts = 2;
+
+uint64_t EpochOf(const proto::Message& m) {
+  return std::visit(
+      [](const auto& b) -> uint64_t {
+        if constexpr (requires { b.epoch; }) {
+          return b.epoch;
+        } else {
+          return 0;
+        }
+      },
+      m.body);
+}
+
+// The Status a reply stands for: transport errors and ErrorReply alike.
+Status StatusOf(const Reply& reply) {
+  if (!reply.message.ok()) return reply.message.status();
+  if (const auto* err = std::get_if<proto::ErrorReply>(&reply.message->body)) {
+    return proto::ToStatus(*err);
+  }
+  return Status::OK();
+}
+
+// Errors after which retrying elsewhere cannot help and nothing was applied.
+bool Definitive(const Status& s) {
+  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kBusy ||
+         s.code() == StatusCode::kProtocolError;
+}
+
+std::string NodeList(const Receipt& r) {
+  std::string out;
+  for (const Receipt::Ack& a : r.acks) {
+    if (!out.empty()) out += ", ";
+    out += a.node;
+  }
+  return out.empty() ? "none" : out;
+}
+
+}  // namespace
+
+std::string_view RoleName(Role role) {
+  switch (role) {
+    case Role::kPrimary: return "primary";
+    case Role::kFallback: return "fallback";
+    case Role::kPending: return "pending";
+  }
+  return "?";
+}
+
+Route PlanRoute(const ClusterMap& map, std::string_view key, const Health& health) {
+  const Ring& ring = map.ring();
+  Route route;
+  route.epoch = map.epoch();
+  route.partition = ring.KeyPartition(key);
+  const std::vector<NodeId> pref = ring.PreferenceList(route.partition);
+  const std::vector<NodeId> ext = ring.ExtendedList(route.partition);
+  std::set<NodeId> used(pref.begin(), pref.end());
+  size_t cursor = pref.size();
+  for (const NodeId& node : pref) {
+    if (health.healthy(node)) {
+      route.replicas.push_back(Target{node, health.address(node), Role::kPrimary, ""});
+      continue;
+    }
+    std::optional<NodeId> stand_in;
+    while (cursor < ext.size()) {
+      const NodeId& candidate = ext[cursor++];
+      if (!used.count(candidate) && health.healthy(candidate)) {
+        stand_in = candidate;
+        break;
+      }
+    }
+    if (stand_in) {
+      used.insert(*stand_in);
+      route.replicas.push_back(Target{*stand_in, health.address(*stand_in), Role::kFallback, node});
+    } else {
+      route.replicas.push_back(Target{node, health.address(node), Role::kPrimary, ""});
+    }
+  }
+  for (const NodeId& node : map.PendingReplicas(route.partition)) {
+    if (!used.count(node)) {
+      used.insert(node);
+      route.pending.push_back(Target{node, health.address(node), Role::kPending, ""});
+    }
+  }
+  for (; cursor < ext.size(); ++cursor) {
+    const NodeId& node = ext[cursor];
+    if (!used.count(node) && health.healthy(node)) {
+      route.spares.push_back(Target{node, health.address(node), Role::kFallback, ""});
+    }
+  }
+  return route;
+}
+
+// ------------------------------------------------------------------ writes
+
+WriteOp::WriteOp(Route route, WriteRequest request)
+    : route_(std::move(route)), req_(std::move(request)) {
+  for (const Target& t : route_.replicas) targets_.push_back(OpTarget{t, true});
+  for (const Target& t : route_.pending) targets_.push_back(OpTarget{t, false});
+  state_.assign(targets_.size(), 0);
+  receipt_.epoch = route_.epoch;
+  if (req_.lww) return;
+  auto add = [&](size_t i) {
+    if (std::find(coordinators_.begin(), coordinators_.end(), i) == coordinators_.end()) {
+      coordinators_.push_back(i);
+    }
+  };
+  const size_t n = route_.replicas.size();
+  for (size_t i = 0; i < n; ++i) {
+    if (targets_[i].target.node == req_.preferred_coordinator &&
+        targets_[i].target.role == Role::kPrimary) {
+      add(i);
+    }
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (targets_[i].target.role == Role::kPrimary) add(i);
+  }
+  for (size_t i = 0; i < n; ++i) add(i);
+}
+
+std::vector<Send> WriteOp::Start() {
+  if (route_.replicas.empty()) {
+    Finish(Status::Unavailable("no replica known for the key"));
+    return {};
+  }
+  if (!req_.lww) return TryCoordinator();
+  Version v;
+  v.dot = req_.lww_dot;
+  v.lww = true;
+  v.tombstone = req_.tombstone;
+  v.timestamp_ms = req_.wall_ms;
+  if (!req_.tombstone) v.value = req_.value;
+  replicate_ = SiblingSet{v};
+  return Replicate();
+}
+
+std::vector<Send> WriteOp::TryCoordinator() {
+  while (next_coordinator_ < coordinators_.size() && state_[coordinators_[next_coordinator_]] != 0) {
+    ++next_coordinator_;
+  }
+  if (next_coordinator_ >= coordinators_.size() || receipt_.coordinator_retries >= kCoordinatorAttempts) {
+    Status s = Status::Unavailable("no coordinator accepted the write: " + last_error_.ToString());
+    Finish(s.WithInDoubt(coordinator_maybe_applied_));
+    return {};
+  }
+  const size_t i = coordinators_[next_coordinator_++];
+  coordinator_ = i;
+  state_[i] = 1;
+  ++outstanding_;
+  return {Send{i, proto::CoordPutRequest{req_.key, req_.context, req_.tombstone ? "" : req_.value,
+                                         req_.tombstone}}};
+}
+
+std::vector<Send> WriteOp::Replicate() {
+  replicating_ = true;
+  std::vector<Send> out;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    if (state_[i] != 0) continue;
+    state_[i] = 1;
+    ++outstanding_;
+    out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, replicate_, targets_[i].target.hint}});
+  }
+  return out;
+}
+
+std::vector<Send> WriteOp::Substitute(size_t i) {
+  if (!targets_[i].counted || next_spare_ >= route_.spares.size()) return {};
+  Target spare = route_.spares[next_spare_++];
+  const Target& failed = targets_[i].target;
+  spare.hint = failed.role == Role::kFallback ? failed.hint : failed.node;
+  state_[i] = 4;
+  targets_.push_back(OpTarget{spare, true});
+  state_.push_back(0);
+  if (!replicating_) return {};
+  const size_t j = targets_.size() - 1;
+  state_[j] = 1;
+  ++outstanding_;
+  return {Send{j, proto::ReplicaPutRequest{req_.key, replicate_, spare.hint}}};
+}
+
+std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
+  if (target >= state_.size() || state_[target] != 1) return {};
+  --outstanding_;
+  if (reply.message.ok()) highest_epoch_ = std::max(highest_epoch_, EpochOf(*reply.message));
+  const Status status = StatusOf(reply);
+  const Target t = targets_[target].target;
+  const bool counted = targets_[target].counted;
+
+  if (!req_.lww && coordinator_ && target == *coordinator_ && !coordinator_acked_) {
+    const auto* put = status.ok() ? std::get_if<proto::CoordPutReply>(&reply.message->body) : nullptr;
+    if (put != nullptr) {
+      coordinator_acked_ = true;
+      state_[target] = 2;
+      ++acks_;
+      receipt_.acks.push_back(Receipt::Ack{t.node, "coordinator", ""});
+      clock_ = ContextOf(put->siblings);
+      replicate_ = put->siblings;
+      CheckDone();
+      return done() ? std::vector<Send>{} : Replicate();
+    }
+    state_[target] = 3;
+    last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to CoordPut") : status;
+    if (Definitive(last_error_)) {
+      Finish(last_error_.Annotate("write refused by " + t.node));
+      return {};
+    }
+    coordinator_maybe_applied_ |= reply.maybe_delivered || last_error_.in_doubt();
+    if (done()) return {};
+    ++receipt_.coordinator_retries;
+    Substitute(target);
+    return TryCoordinator();
+  }
+
+  std::vector<Send> out;
+  if (status.ok() && std::holds_alternative<proto::Ack>(reply.message->body)) {
+    state_[target] = 2;
+    if (counted) {
+      ++acks_;
+      receipt_.acks.push_back(Receipt::Ack{t.node, std::string(RoleName(t.role)), t.hint});
+      if (t.role == Role::kFallback) ++receipt_.hints;
+    }
+  } else {
+    state_[target] = 3;
+    last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to ReplicaPut") : status;
+    if (req_.lww && Definitive(last_error_)) {
+      Finish(last_error_.Annotate("write refused by " + t.node));
+      return {};
+    }
+    if (req_.lww) coordinator_maybe_applied_ |= reply.maybe_delivered;
+    if (!done() && !Definitive(last_error_)) out = Substitute(target);
+  }
+  CheckDone();
+  return out;
+}
+
+void WriteOp::CheckDone() {
+  if (done()) return;
+  const size_t w = static_cast<size_t>(std::max(req_.w, 1));
+  if (acks_ >= w) {
+    Finish(Status::OK());
+    return;
+  }
+  if (!req_.lww && !coordinator_acked_) return;
+  size_t possible = acks_;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    if (targets_[i].counted && (state_[i] == 0 || state_[i] == 1)) ++possible;
+  }
+  if (possible < w) {
+    const bool applied = coordinator_acked_ || acks_ > 0 || coordinator_maybe_applied_;
+    Finish(Status::Unavailable("write acknowledged by " + std::to_string(acks_) + " of W=" +
+                               std::to_string(w) + " required replicas (" + NodeList(receipt_) +
+                               "); last error: " + last_error_.ToString() +
+                               (applied ? "; it may have been applied anyway" : ""))
+               .WithInDoubt(applied));
+  }
+}
+
+void WriteOp::OnDeadline() {
+  if (done()) return;
+  const size_t w = static_cast<size_t>(std::max(req_.w, 1));
+  if (!req_.lww && !coordinator_acked_) {
+    Finish(Status::Timeout("no coordinator acknowledged the write before the deadline; it may "
+                           "have been applied anyway")
+               .WithInDoubt(true));
+    return;
+  }
+  bool sent_any = false;
+  for (uint8_t s : state_) sent_any |= s != 0;
+  const bool applied = coordinator_acked_ || acks_ > 0 || (req_.lww && sent_any);
+  Finish(Status::Unavailable("write acknowledged by " + std::to_string(acks_) + " of W=" +
+                             std::to_string(w) + " required replicas (" + NodeList(receipt_) +
+                             ") before the deadline" +
+                             (applied ? "; it may have been applied anyway" : ""))
+             .WithInDoubt(applied));
+}
+
+void WriteOp::Finish(Status status) {
+  if (done()) return;
+  receipt_.version_vector = ClockString(clock_);
+  outcome_ = std::move(status);
+}
+
+// ------------------------------------------------------------------ reads
+
+ReadOp::ReadOp(Route route, ReadRequest request)
+    : route_(std::move(route)), req_(std::move(request)), targets_(route_.replicas) {
+  replies_.resize(targets_.size());
+  receipt_.epoch = route_.epoch;
+}
+
+std::vector<Send> ReadOp::Start() {
+  std::vector<Send> out;
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    out.push_back(Send{i, proto::GetRequest{req_.key, targets_[i].hint}});
+    ++outstanding_;
+  }
+  if (out.empty()) outcome_ = Status::Unavailable("no replica known for the key");
+  return out;
+}
+
+std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
+  std::vector<Send> out;
+  if (target >= replies_.size() || outstanding_ == 0) return out;
+  --outstanding_;
+  if (reply.message.ok()) highest_epoch_ = std::max(highest_epoch_, EpochOf(*reply.message));
+  const Status status = StatusOf(reply);
+  const auto* get = status.ok() ? std::get_if<proto::GetReply>(&reply.message->body) : nullptr;
+  const Target t = targets_[target];
+  if (get != nullptr) {
+    replies_[target] = Canonicalize(get->siblings);
+    ++ok_;
+    if (fastest_.empty() && t.role == Role::kPrimary) fastest_ = t.node;
+    receipt_.acks.push_back(Receipt::Ack{t.node, std::string(RoleName(t.role)), t.hint});
+  } else {
+    last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
+    if (!answered() && !Definitive(last_error_) && next_spare_ < route_.spares.size()) {
+      Target spare = route_.spares[next_spare_++];
+      spare.hint = t.role == Role::kFallback ? t.hint : t.node;
+      targets_.push_back(spare);
+      replies_.emplace_back();
+      ++outstanding_;
+      out.push_back(Send{targets_.size() - 1, proto::GetRequest{req_.key, spare.hint}});
+    }
+  }
+  if (answered()) return out;
+  const size_t r = static_cast<size_t>(std::max(req_.r, 1));
+  if (ok_ >= r) {
+    for (const auto& s : replies_) {
+      if (s) answer_ = MergeSiblings(answer_, *s);
+    }
+    for (const auto& s : replies_) {
+      if (s && *s != answer_) ++receipt_.read_repairs;
+    }
+    receipt_.version_vector = ClockString(ContextOf(answer_));
+    outcome_ = Status::OK();
+  } else if (ok_ + outstanding_ < r) {
+    outcome_ = Status::Unavailable("read answered by " + std::to_string(ok_) + " of R=" +
+                                   std::to_string(r) + " required replicas; last error: " +
+                                   last_error_.ToString());
+  }
+  return out;
+}
+
+void ReadOp::OnDeadline() {
+  if (answered()) return;
+  const size_t r = static_cast<size_t>(std::max(req_.r, 1));
+  if (ok_ == 0) {
+    outcome_ = Status::Timeout("no replica answered the read before the deadline");
+  } else {
+    outcome_ = Status::Unavailable("read answered by " + std::to_string(ok_) + " of R=" +
+                                   std::to_string(r) + " required replicas before the deadline");
+  }
+}
+
+std::vector<Send> ReadOp::Repair() {
+  std::vector<Send> out;
+  if (repaired_ || !answered() || !status().ok()) return out;
+  repaired_ = true;
+  SiblingSet all;
+  for (const auto& s : replies_) {
+    if (s) all = MergeSiblings(all, *s);
+  }
+  if (all.empty()) return out;
+  for (size_t i = 0; i < replies_.size(); ++i) {
+    if (replies_[i] && *replies_[i] != all) {
+      out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, all, targets_[i].hint}});
+    }
+  }
+  repairs_sent_ = out.size();
+  return out;
+}
+
+// ------------------------------------------------------------------ contexts
+
+std::string EncodeContext(const VersionVector& clock, const std::string& fastest) {
+  std::string out;
+  MsgpackWriter w(&out);
+  w.Array(3);
+  w.Uint(kContextFormat);
+  w.Array(static_cast<uint32_t>(clock.size() * 3));
+  for (const ClockEntry& e : clock.entries()) {
+    w.Uint(e.actor);
+    w.Uint(e.counter);
+    w.Uint(e.timestamp_ms);
+  }
+  w.Str(fastest);
+  return out;
+}
+
+Result<DecodedContext> DecodeContext(std::string_view bytes) {
+  MsgpackLimits limits;
+  limits.depth_max = 2;
+  limits.items_max = 3 * 256;
+  limits.bytes_max = 256;
+  MsgpackReader r(bytes, limits);
+  uint32_t fields = 0, n = 0;
+  uint64_t format = 0;
+  std::vector<ClockEntry> entries;
+  std::string_view fastest;
+  Status s = r.ReadArray(&fields);
+  if (s.ok() && fields < 3) s = Status::ProtocolError("too few fields");
+  if (s.ok()) s = r.ReadUint(&format);
+  if (s.ok() && format != kContextFormat) s = Status::ProtocolError("unknown context format");
+  if (s.ok()) s = r.ReadArray(&n);
+  if (s.ok() && n % 3 != 0) s = Status::ProtocolError("bad clock");
+  for (uint32_t i = 0; s.ok() && i < n / 3; ++i) {
+    ClockEntry e;
+    s = r.ReadUint(&e.actor);
+    if (s.ok()) s = r.ReadUint(&e.counter);
+    if (s.ok()) s = r.ReadUint(&e.timestamp_ms);
+    entries.push_back(e);
+  }
+  if (s.ok()) s = r.ReadStr(&fastest, kMaxNodeIdBytes);
+  if (s.ok()) s = r.SkipN(fields - 3);
+  if (s.ok()) s = r.ExpectEnd();
+  if (!s.ok()) return Status::InvalidArgument("not a context from a dynamo read: " + s.ToString());
+  Result<VersionVector> clock = VersionVector::FromEntries(std::move(entries));
+  if (!clock.ok()) return Status::InvalidArgument("not a context from a dynamo read: " + clock.status().ToString());
+  return DecodedContext{std::move(*clock), std::string(fastest)};
+}
+
+std::string ClockString(const VersionVector& clock) {
+  std::string out = "{";
+  for (const ClockEntry& e : clock.entries()) {
+    if (out.size() > 1) out += ", ";
+    char buf[48];
+    std::snprintf(buf, sizeof(buf), "%016llx:%llu", static_cast<unsigned long long>(e.actor),
+                  static_cast<unsigned long long>(e.counter));
+    out += buf;
+  }
+  return out + "}";
+}
+
+}  // namespace dynamo::client

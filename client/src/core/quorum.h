@@ -1,0 +1,211 @@
+// The client's request logic, with no I/O: routing a key to its replicas and
+// the quorum state machines of writes and reads. The runtime (client.cc)
+// sends what these return and feeds them replies and deadlines; tests drive
+// them directly.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dynamo/client_types.h"
+#include "dynamo/cluster_map.h"
+#include "dynamo/proto/message.h"
+#include "dynamo/version.h"
+
+namespace dynamo::client {
+
+enum class Role { kPrimary, kFallback, kPending };
+std::string_view RoleName(Role role);
+
+struct Target {
+  NodeId node;
+  std::string address;
+  Role role = Role::kPrimary;
+  std::string hint;  // for a fallback: the primary it stands in for
+};
+
+// The nodes an operation on one key talks to.
+struct Route {
+  PartitionId partition = 0;
+  uint64_t epoch = 0;
+  // The counted replicas: the first N of the preference list, each unhealthy
+  // one replaced by the next healthy node of the extended list (a fallback
+  // that keeps the copy as a hint). A primary with no healthy replacement
+  // stays: it may answer after all.
+  std::vector<Target> replicas;
+  // Nodes receiving the partition in a pending change: writes also go to
+  // them, uncounted.
+  std::vector<Target> pending;
+  // Healthy nodes further along the extended list, in order: a replica that
+  // fails during an operation is replaced by the next of them, with a hint.
+  std::vector<Target> spares;
+};
+
+struct Health {
+  // Whether to send to `node` now.
+  std::function<bool(const NodeId&)> healthy;
+  // HOST:PORT of `node`; empty if unknown.
+  std::function<std::string(const NodeId&)> address;
+};
+
+Route PlanRoute(const ClusterMap& map, std::string_view key, const Health& health);
+
+// A node an operation talks to. Indices stay valid for the op's life:
+// replicas first, then pending replicas, then spares as they are used.
+struct OpTarget {
+  Target target;
+  bool counted = true;  // counts toward R or W
+};
+
+// What the runtime must send: to op target `target`, `body`.
+struct Send {
+  size_t target;
+  proto::Body body;
+};
+
+// The outcome of a reply or failure from one target. `maybe_delivered` is
+// false when the request certainly never reached the node (no connection).
+struct Reply {
+  Result<proto::Message> message;
+  bool maybe_delivered = true;
+};
+
+struct WriteRequest {
+  std::string key;
+  std::string value;
+  bool tombstone = false;
+  VersionVector context;
+  // The node that answered the previous read of this key fastest.
+  std::string preferred_coordinator;
+  int w = 2;
+  bool lww = false;
+  Dot lww_dot;  // LWW: (client id, timestamp in microseconds)
+  uint64_t wall_ms = 0;
+};
+
+// A write. Causal: CoordPut to one replica, then the coordinator's sibling
+// set to the other replicas; at most one other coordinator is tried when the
+// first fails. LWW: the client's version to every replica at once. Done at W
+// acknowledgements (the coordinator's included), or when W can no longer be
+// reached, or at the deadline.
+class WriteOp {
+ public:
+  WriteOp(Route route, WriteRequest request);
+
+  std::vector<Send> Start();
+  std::vector<Send> OnReply(size_t target, Reply reply);
+  // The deadline passed: decides the outcome if it was still open.
+  void OnDeadline();
+
+  bool done() const { return outcome_.has_value(); }
+  // Every request answered or given up; later replies change nothing.
+  bool settled() const { return done() && outstanding_ == 0; }
+  const Target& target(size_t i) const { return targets_[i].target; }
+  // OK, or Unavailable/Timeout with in_doubt telling whether the write may
+  // have been applied. Precondition: done().
+  const Status& status() const { return *outcome_; }
+  // The resulting version vector (the write's context for what follows).
+  const VersionVector& clock() const { return clock_; }
+  const Receipt& receipt() const { return receipt_; }
+  // Replies carried newer epochs than the route's; the view should refresh.
+  uint64_t highest_epoch() const { return highest_epoch_; }
+
+ private:
+  std::vector<Send> Replicate();
+  std::vector<Send> TryCoordinator();
+  // Replaces failed counted target `i` with the next spare; the ReplicaPut
+  // for it when replication is under way.
+  std::vector<Send> Substitute(size_t i);
+  void CheckDone();
+  void Finish(Status status);
+
+  Route route_;
+  std::vector<OpTarget> targets_;
+  size_t next_spare_ = 0;
+  SiblingSet replicate_;  // what the other replicas get, once known
+  bool replicating_ = false;
+  WriteRequest req_;
+  std::vector<size_t> coordinators_;  // candidates, in order
+  size_t next_coordinator_ = 0;
+  std::optional<size_t> coordinator_;
+  bool coordinator_acked_ = false;
+  bool coordinator_maybe_applied_ = false;
+  std::vector<uint8_t> state_;  // per target: 0 idle, 1 sent, 2 acked, 3 failed, 4 replaced
+  size_t acks_ = 0;             // counted acknowledgements
+  size_t outstanding_ = 0;
+  std::optional<Status> outcome_;
+  VersionVector clock_;
+  Receipt receipt_;
+  uint64_t highest_epoch_ = 0;
+  Status last_error_;
+};
+
+struct ReadRequest {
+  std::string key;
+  int r = 2;
+};
+
+// A read: Get to every counted replica, answered at R replies with the merge
+// of what they returned. The op then keeps collecting until every replica
+// answered or the repair window ends (Finish), and returns the repair writes
+// for replicas that answered stale or missing.
+class ReadOp {
+ public:
+  ReadOp(Route route, ReadRequest request);
+
+  std::vector<Send> Start();
+  // May return a Get to a spare standing in for a replica that failed.
+  std::vector<Send> OnReply(size_t target, Reply reply);
+  // The deadline passed before R replies.
+  void OnDeadline();
+  // Ends the repair phase; returns ReplicaPuts of the merged set to every
+  // replica that answered with less.
+  std::vector<Send> Repair();
+
+  bool answered() const { return outcome_.has_value(); }
+  // Every request replied or failed.
+  bool all_in() const { return outstanding_ == 0; }
+  const Status& status() const { return *outcome_; }
+  // The merged sibling set at the time of the answer (precondition: answered OK).
+  const SiblingSet& siblings() const { return answer_; }
+  // The replica that answered first (the next write's coordinator).
+  const std::string& fastest() const { return fastest_; }
+  const Receipt& receipt() const { return receipt_; }
+  uint64_t highest_epoch() const { return highest_epoch_; }
+  size_t repairs_sent() const { return repairs_sent_; }
+  const Target& target(size_t i) const { return targets_[i]; }
+
+ private:
+  Route route_;
+  ReadRequest req_;
+  std::vector<Target> targets_;
+  size_t next_spare_ = 0;
+  std::vector<std::optional<SiblingSet>> replies_;
+  size_t ok_ = 0;
+  size_t outstanding_ = 0;
+  std::optional<Status> outcome_;
+  SiblingSet answer_;
+  std::string fastest_;
+  Receipt receipt_;
+  uint64_t highest_epoch_ = 0;
+  size_t repairs_sent_ = 0;
+  bool repaired_ = false;
+  Status last_error_;
+};
+
+// The opaque context handed to applications: the version vector a write
+// must supersede plus the node that answered the read fastest.
+std::string EncodeContext(const VersionVector& clock, const std::string& fastest);
+struct DecodedContext {
+  VersionVector clock;
+  std::string fastest;
+};
+// InvalidArgument when `bytes` is not a context this client produced.
+Result<DecodedContext> DecodeContext(std::string_view bytes);
+// "{actor:counter, ...}" with actors in hex.
+std::string ClockString(const VersionVector& clock);
+
+}  // namespace dynamo::client

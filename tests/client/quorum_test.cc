@@ -1,0 +1,331 @@
+// The client's quorum logic without sockets.
+#include "core/quorum.h"
+
+#include <gtest/gtest.h>
+
+namespace dynamo::client {
+namespace {
+
+std::vector<NodeId> Names(int n) {
+  std::vector<NodeId> out;
+  for (int i = 1; i <= n; ++i) out.push_back("n" + std::to_string(i));
+  return out;
+}
+
+Health AllHealthyExcept(std::set<NodeId> down) {
+  return Health{[down](const NodeId& n) { return !down.count(n); },
+                [](const NodeId& n) { return n + ":7000"; }};
+}
+
+// A key whose preference list in a 5-node ring starts with n1 or whatever it is.
+struct Fixture {
+  ClusterMap map{*Ring::Create(Names(5), 64, 3)};
+  std::string key = "cart:alice";
+  std::vector<NodeId> pref() const { return map.ring().PreferenceList(map.ring().KeyPartition(key)); }
+};
+
+Reply Ok(proto::Body body) { return Reply{proto::Message{1, std::move(body)}, true}; }
+Reply Refused() { return Reply{Status::Unavailable("connect refused"), false}; }
+Reply TimedOut() { return Reply{Status::Timeout("no reply"), true}; }
+
+SiblingSet OneVersion(const std::string& value) {
+  return CoordinatorUpdate({}, 42, 7, WriteIntent{{}, value, false, 1})->siblings;
+}
+
+proto::CoordPutReply CoordReply(const std::string& value, uint64_t epoch = 5) {
+  SiblingSet s = OneVersion(value);
+  return proto::CoordPutReply{epoch, s[0].dot, s};
+}
+
+TEST(RouteTest, HealthyPrimariesAndFallbacksWithHints) {
+  Fixture f;
+  std::vector<NodeId> pref = f.pref();
+  Route all = PlanRoute(f.map, f.key, AllHealthyExcept({}));
+  ASSERT_EQ(all.replicas.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(all.replicas[i].node, pref[i]);
+    EXPECT_EQ(all.replicas[i].role, Role::kPrimary);
+    EXPECT_TRUE(all.replicas[i].hint.empty());
+    EXPECT_EQ(all.replicas[i].address, pref[i] + ":7000");
+  }
+  EXPECT_EQ(all.spares.size(), 2u);
+  EXPECT_TRUE(all.pending.empty());
+
+  Route sloppy = PlanRoute(f.map, f.key, AllHealthyExcept({pref[1]}));
+  std::vector<NodeId> ext = f.map.ring().ExtendedList(f.map.ring().KeyPartition(f.key));
+  EXPECT_EQ(sloppy.replicas[1].node, ext[3]);
+  EXPECT_EQ(sloppy.replicas[1].role, Role::kFallback);
+  EXPECT_EQ(sloppy.replicas[1].hint, pref[1]);
+  EXPECT_EQ(sloppy.spares.size(), 1u);
+
+  // No healthy stand-in left: the primary stays in place.
+  Route dark = PlanRoute(f.map, f.key, AllHealthyExcept({pref[0], ext[3], ext[4]}));
+  EXPECT_EQ(dark.replicas[0].node, pref[0]);
+  EXPECT_EQ(dark.replicas[0].role, Role::kPrimary);
+}
+
+TEST(RouteTest, PendingReplicasGetWritesUncounted) {
+  ClusterMap map(*Ring::Create(Names(3), 64, 3));
+  map.Reconcile(Names(4));
+  std::string key;
+  for (int i = 0; key.empty(); ++i) {
+    std::string k = "k" + std::to_string(i);
+    if (!map.PendingReplicas(map.ring().KeyPartition(k)).empty()) key = k;
+  }
+  Route r = PlanRoute(map, key, AllHealthyExcept({}));
+  ASSERT_EQ(r.pending.size(), 1u);
+  EXPECT_EQ(r.pending[0].node, "n4");
+  WriteRequest req;
+  req.key = key;
+  req.value = "v";
+  req.w = 3;
+  WriteOp op(r, req);
+  std::vector<Send> first = op.Start();
+  ASSERT_EQ(first.size(), 1u);
+  std::vector<Send> rest = op.OnReply(first[0].target, Ok(CoordReply("v")));
+  EXPECT_EQ(rest.size(), 3u);  // two replicas and the pending one
+  for (const Send& s : rest) {
+    if (op.target(s.target).node == "n4") {
+      op.OnReply(s.target, Ok(proto::Ack{5, 1}));
+      EXPECT_FALSE(op.done());  // the pending replica does not count
+    }
+  }
+}
+
+TEST(WriteOpTest, CoordinatorThenReplicasUntilW) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "apples";
+  req.w = 2;
+  req.preferred_coordinator = f.pref()[2];  // the node that answered a read fastest
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> first = op.Start();
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(op.target(first[0].target).node, f.pref()[2]);
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutRequest>(first[0].body));
+  EXPECT_EQ(std::get<proto::CoordPutRequest>(first[0].body).value, "apples");
+
+  std::vector<Send> replicas = op.OnReply(first[0].target, Ok(CoordReply("apples", 9)));
+  ASSERT_EQ(replicas.size(), 2u);
+  for (const Send& s : replicas) {
+    const auto& rp = std::get<proto::ReplicaPutRequest>(s.body);
+    EXPECT_EQ(rp.siblings, OneVersion("apples"));
+    EXPECT_TRUE(rp.hint.empty());
+  }
+  EXPECT_FALSE(op.done());
+  op.OnReply(replicas[0].target, Ok(proto::Ack{9, 1}));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok());
+  EXPECT_EQ(op.receipt().acks.size(), 2u);
+  EXPECT_EQ(op.receipt().acks[0].role, "coordinator");
+  EXPECT_EQ(op.highest_epoch(), 9u);
+  EXPECT_EQ(op.clock().Get(42), 7u);
+  EXPECT_FALSE(op.settled());  // one reply still out
+  op.OnReply(replicas[1].target, Ok(proto::Ack{9, 1}));
+  EXPECT_TRUE(op.settled());
+}
+
+TEST(WriteOpTest, FailedReplicaIsReplacedByAHintedFallback) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  req.w = 3;
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send coord = op.Start()[0];
+  std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("v")));
+  ASSERT_EQ(replicas.size(), 2u);
+  const NodeId failed = op.target(replicas[0].target).node;
+  std::vector<Send> stand_in = op.OnReply(replicas[0].target, Refused());
+  ASSERT_EQ(stand_in.size(), 1u);
+  const auto& rp = std::get<proto::ReplicaPutRequest>(stand_in[0].body);
+  EXPECT_EQ(rp.hint, failed);
+  EXPECT_EQ(op.target(stand_in[0].target).role, Role::kFallback);
+  op.OnReply(replicas[1].target, Ok(proto::Ack{1, 1}));
+  EXPECT_FALSE(op.done());
+  op.OnReply(stand_in[0].target, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok());
+  EXPECT_EQ(op.receipt().hints, 1u);
+  EXPECT_EQ(op.receipt().acks.back().hint, failed);
+}
+
+TEST(WriteOpTest, CoordinatorFailureTriesAnother) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send first = op.Start()[0];
+  std::vector<Send> second = op.OnReply(first.target, Refused());
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_NE(second[0].target, first.target);
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutRequest>(second[0].body));
+  std::vector<Send> replicas = op.OnReply(second[0].target, Ok(CoordReply("v")));
+  // The failed coordinator's place went to a spare, which gets the set with a hint.
+  bool hinted = false;
+  for (const Send& s : replicas) hinted |= !std::get<proto::ReplicaPutRequest>(s.body).hint.empty();
+  EXPECT_TRUE(hinted);
+  op.OnReply(replicas[0].target, Ok(proto::Ack{1, 1}));
+  EXPECT_TRUE(op.done() && op.status().ok());
+  EXPECT_EQ(op.receipt().coordinator_retries, 1u);
+}
+
+TEST(WriteOpTest, NotInDoubtWhenNothingWasDelivered) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send first = op.Start()[0];
+  Send second = op.OnReply(first.target, Refused())[0];
+  op.OnReply(second.target, Refused());
+  ASSERT_TRUE(op.done());
+  EXPECT_EQ(op.status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(op.status().in_doubt());
+}
+
+TEST(WriteOpTest, InDoubtAfterACoordinatorTimeout) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send first = op.Start()[0];
+  Send second = op.OnReply(first.target, TimedOut())[0];
+  op.OnReply(second.target, Refused());
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().in_doubt());
+  // And at the deadline with the coordinator silent.
+  WriteOp silent(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  silent.Start();
+  silent.OnDeadline();
+  EXPECT_EQ(silent.status().code(), StatusCode::kTimeout);
+  EXPECT_TRUE(silent.status().in_doubt());
+}
+
+TEST(WriteOpTest, RefusedWriteIsNotRetried) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send first = op.Start()[0];
+  std::vector<Send> more =
+      op.OnReply(first.target, Ok(proto::MakeError(Status::Busy("too many siblings"), 3)));
+  EXPECT_TRUE(more.empty());
+  ASSERT_TRUE(op.done());
+  EXPECT_EQ(op.status().code(), StatusCode::kBusy);
+  EXPECT_FALSE(op.status().in_doubt());
+}
+
+TEST(WriteOpTest, TooFewNodesFailsWithAcksAndDoubt) {
+  ClusterMap map(*Ring::Create(Names(3), 64, 3));  // no spares at all
+  WriteRequest req;
+  req.key = "k";
+  req.w = 2;
+  WriteOp op(PlanRoute(map, "k", AllHealthyExcept({})), req);
+  Send coord = op.Start()[0];
+  std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("v")));
+  op.OnReply(replicas[0].target, Refused());
+  EXPECT_FALSE(op.done());
+  op.OnReply(replicas[1].target, TimedOut());
+  ASSERT_TRUE(op.done());
+  EXPECT_EQ(op.status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(op.status().in_doubt());
+  EXPECT_NE(op.status().message().find("acknowledged by 1 of W=2"), std::string_view::npos)
+      << op.status().ToString();
+  EXPECT_EQ(op.receipt().acks.size(), 1u);
+}
+
+TEST(WriteOpTest, LwwWritesEveryReplicaInOneRound) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "last";
+  req.lww = true;
+  req.lww_dot = Dot{0xc11e, 1700000000000123};
+  req.w = 2;
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> all = op.Start();
+  ASSERT_EQ(all.size(), 3u);
+  for (const Send& s : all) {
+    const auto& rp = std::get<proto::ReplicaPutRequest>(s.body);
+    ASSERT_EQ(rp.siblings.size(), 1u);
+    EXPECT_TRUE(rp.siblings[0].lww);
+    EXPECT_EQ(rp.siblings[0].dot, req.lww_dot);
+  }
+  op.OnReply(all[0].target, Ok(proto::Ack{1, 1}));
+  op.OnReply(all[1].target, Ok(proto::Ack{1, 1}));
+  EXPECT_TRUE(op.done() && op.status().ok());
+}
+
+TEST(ReadOpTest, AnswersAtRThenRepairsStaleReplicas) {
+  Fixture f;
+  ReadOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});
+  std::vector<Send> gets = op.Start();
+  ASSERT_EQ(gets.size(), 3u);
+  SiblingSet newer = OneVersion("new");
+  op.OnReply(gets[1].target, Ok(proto::GetReply{4, newer}));
+  EXPECT_FALSE(op.answered());
+  op.OnReply(gets[0].target, Ok(proto::GetReply{4, {}}));  // missing the key
+  ASSERT_TRUE(op.answered());
+  EXPECT_TRUE(op.status().ok());
+  EXPECT_EQ(op.siblings(), newer);
+  EXPECT_EQ(op.fastest(), op.target(gets[1].target).node);
+  EXPECT_EQ(op.receipt().read_repairs, 1u);
+  op.OnReply(gets[2].target, Ok(proto::GetReply{4, newer}));
+  EXPECT_TRUE(op.all_in());
+  std::vector<Send> repairs = op.Repair();
+  ASSERT_EQ(repairs.size(), 1u);
+  EXPECT_EQ(repairs[0].target, gets[0].target);
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(repairs[0].body).siblings, newer);
+  EXPECT_TRUE(op.Repair().empty());  // once
+}
+
+TEST(ReadOpTest, MergesConcurrentSiblingsAndHintedFallbackReads) {
+  Fixture f;
+  std::vector<NodeId> pref = f.pref();
+  ReadOp op(PlanRoute(f.map, f.key, AllHealthyExcept({pref[0]})), ReadRequest{f.key, 2});
+  std::vector<Send> gets = op.Start();
+  ASSERT_EQ(std::get<proto::GetRequest>(gets[0].body).hint, pref[0]);
+  SiblingSet a = CoordinatorUpdate({}, 1, 1, WriteIntent{{}, "a", false, 1})->siblings;
+  SiblingSet b = CoordinatorUpdate({}, 2, 1, WriteIntent{{}, "b", false, 1})->siblings;
+  op.OnReply(gets[0].target, Ok(proto::GetReply{1, a}));
+  op.OnReply(gets[1].target, Ok(proto::GetReply{1, b}));
+  ASSERT_TRUE(op.answered());
+  EXPECT_EQ(op.siblings().size(), 2u);
+  EXPECT_EQ(op.fastest(), op.target(gets[1].target).node);  // the fallback is never the hint
+}
+
+TEST(ReadOpTest, FailuresBringInSparesThenGiveUp) {
+  Fixture f;
+  ReadOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});
+  std::vector<Send> gets = op.Start();
+  std::vector<Send> spare = op.OnReply(gets[0].target, Refused());
+  ASSERT_EQ(spare.size(), 1u);
+  EXPECT_EQ(std::get<proto::GetRequest>(spare[0].body).hint, op.target(gets[0].target).node);
+  op.OnReply(gets[1].target, Refused());
+  op.OnReply(gets[2].target, Ok(proto::GetReply{1, {}}));
+  EXPECT_FALSE(op.answered());
+  op.OnDeadline();
+  EXPECT_EQ(op.status().code(), StatusCode::kUnavailable);
+  ReadOp silent(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});
+  silent.Start();
+  silent.OnDeadline();
+  EXPECT_EQ(silent.status().code(), StatusCode::kTimeout);
+}
+
+TEST(ContextTest, RoundTripsAndRejectsGarbage) {
+  VersionVector vv;
+  vv.Add(Dot{0xabc, 12}, 99);
+  vv.Add(Dot{0xdef, 3}, 100);
+  Result<DecodedContext> back = DecodeContext(EncodeContext(vv, "n3"));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->clock, vv);
+  EXPECT_EQ(back->fastest, "n3");
+  EXPECT_EQ(DecodeContext("not a context").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(DecodeContext("").ok());
+  EXPECT_EQ(ClockString(vv), "{0000000000000abc:12, 0000000000000def:3}");
+}
+
+}  // namespace
+}  // namespace dynamo::client
