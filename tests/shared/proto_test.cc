@@ -199,8 +199,9 @@ TEST(ProtoTest, LyingLengthsAndDeepNestingAreRejected) {
   EXPECT_EQ(DecodeMessage(body, Limits{}).status().code(), StatusCode::kProtocolError);
   // Deeply nested extra field.
   std::string deep = Envelope4(1, 10, 1, [](MsgpackWriter& w) {
-    w.Array(2);
+    w.Array(3);
     w.Bin("k");
+    w.Str("");
     for (int i = 0; i < 100; ++i) w.Array(1);
     w.Uint(0);
   });
