@@ -1,0 +1,254 @@
+// The SDK against real daemons on loopback.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "dynamo/client.h"
+#include "process/process_cluster.h"
+
+namespace dynamo::test {
+namespace {
+
+constexpr const char* kFastConfig = "[gossip]\ninterval_ms = 200\n";
+
+std::vector<std::string> Seeds(ProcessCluster& c, size_t n) {
+  std::vector<std::string> out;
+  for (size_t i = 1; i <= n; ++i) out.push_back(c.Address("n" + std::to_string(i)).ToString());
+  return out;
+}
+
+std::unique_ptr<Client> Open(ProcessCluster& c, size_t n, std::function<void(ClientOptions&)> tweak = {}) {
+  ClientOptions o;
+  o.seeds = Seeds(c, n);
+  o.timeout_ms = 2000;
+  if (tweak) tweak(o);
+  Result<std::unique_ptr<Client>> client = Client::Open(o);
+  EXPECT_TRUE(client.ok()) << client.status().ToString();
+  return client.ok() ? std::move(*client) : nullptr;
+}
+
+std::string Union(const std::vector<std::string>& values) {
+  std::set<std::string> items;
+  for (const std::string& v : values) {
+    std::stringstream ss(v);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      if (!item.empty()) items.insert(item);
+    }
+  }
+  std::string out;
+  for (const std::string& i : items) out += (out.empty() ? "" : ",") + i;
+  return out;
+}
+
+std::vector<NodeId> Primaries(Client& client, const std::string& key) {
+  std::vector<NodeId> out;
+  for (const Placement& p : client.Where(key)) {
+    if (p.role == "primary") out.push_back(p.id);
+  }
+  return out;
+}
+
+TEST(ClientProcessTest, SameContextSameCoordinatorGivesSiblingsThatTheResolverMerges) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto a = Open(c, 3);
+  auto b = Open(c, 3);
+  ASSERT_TRUE(a && b);
+  ASSERT_TRUE(a->Put("cart:alice", "apples").ok());
+  Result<GetResult> read = a->Get("cart:alice");
+  ASSERT_TRUE(read.ok() && read->found);
+  // Both clients write with the same context, so with the same coordinator
+  // (the replica that answered that read fastest).
+  WriteOptions wo;
+  wo.context = read->context;
+  Receipt ra, rb;
+  wo.receipt = &ra;
+  ASSERT_TRUE(a->Put("cart:alice", "apples,pears", wo).ok());
+  wo.receipt = &rb;
+  ASSERT_TRUE(b->Put("cart:alice", "apples,plums", wo).ok());
+  EXPECT_EQ(ra.acks[0].role, "coordinator");
+  EXPECT_EQ(ra.acks[0].node, rb.acks[0].node);
+
+  Result<GetResult> siblings = a->Get("cart:alice");
+  ASSERT_TRUE(siblings.ok());
+  std::multiset<std::string> got(siblings->values.begin(), siblings->values.end());
+  EXPECT_EQ(got, (std::multiset<std::string>{"apples,pears", "apples,plums"}));
+
+  auto merging = Open(c, 3, [](ClientOptions& o) { o.resolver = Union; });
+  Result<GetResult> merged = merging->Get("cart:alice");
+  ASSERT_TRUE(merged.ok());
+  ASSERT_EQ(merged->values.size(), 1u);
+  EXPECT_EQ(merged->values[0], "apples,pears,plums");
+  WriteOptions back;
+  back.context = merged->context;
+  ASSERT_TRUE(merging->Put("cart:alice", merged->values[0], back).ok());
+  Result<GetResult> resolved = a->Get("cart:alice");
+  ASSERT_EQ(resolved->values, std::vector<std::string>{"apples,pears,plums"});
+}
+
+TEST(ClientProcessTest, SloppyQuorumWritesThroughFallbacksAndFailsClearlyWhenTooFewAreUp) {
+  ProcessCluster c(5, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 5);
+  ASSERT_TRUE(client);
+  const std::string key = "order:42";
+  std::vector<NodeId> primaries = Primaries(*client, key);
+  ASSERT_EQ(primaries.size(), 3u);
+  c.Kill9(primaries[1]);
+  c.Kill9(primaries[2]);
+
+  WriteOptions wo;
+  Receipt receipt;
+  wo.receipt = &receipt;
+  Result<std::string> put = client->Put(key, "paid", wo);
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_GE(receipt.hints, 1u);
+  bool fallback = false;
+  for (const Receipt::Ack& a : receipt.acks) {
+    if (a.role == "fallback") {
+      fallback = true;
+      EXPECT_TRUE(a.hint == primaries[1] || a.hint == primaries[2]) << a.hint;
+    }
+  }
+  EXPECT_TRUE(fallback);
+  Result<GetResult> got = client->Get(key);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  ASSERT_TRUE(got->found);
+  EXPECT_EQ(got->values, std::vector<std::string>{"paid"});
+
+  // Only one node left up at all: W=2 cannot be met.
+  for (const char* id : {"n1", "n2", "n3", "n4", "n5"}) {
+    if (id != primaries[0] && c.Running(id)) c.Kill9(id);
+  }
+  Receipt failed;
+  wo.receipt = &failed;
+  Result<std::string> lost = client->Put(key, "refunded", wo);
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(lost.status().message().find("acknowledged by 1 of W=2"), std::string_view::npos)
+      << lost.status().ToString();
+  EXPECT_TRUE(lost.status().in_doubt());  // the coordinator did write it
+  EXPECT_EQ(failed.acks.size(), 1u);
+}
+
+TEST(ClientProcessTest, ReadRepairFixesAStaleReplica) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3);
+  ASSERT_TRUE(client->Put("profile:bob", "v1").ok());
+  // A newer version that only two replicas hold: the third is stale.
+  std::vector<NodeId> primaries = Primaries(*client, "profile:bob");
+  Result<proto::Message> coord = cli::CallNode(
+      c.Address(primaries[0]),
+      proto::CoordPutRequest{"profile:bob", {}, "v2", false}, 2000);
+  ASSERT_TRUE(coord.ok());
+  SiblingSet both = std::get<proto::CoordPutReply>(coord->body).siblings;
+  ASSERT_TRUE(cli::CallNode(c.Address(primaries[1]), proto::ReplicaPutRequest{"profile:bob", both, ""}, 2000).ok());
+  auto stale = [&] {
+    for (const ReplicaVersions& rv : client->Inspect("profile:bob")) {
+      if (rv.versions.size() != 2) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(stale());
+  for (int attempt = 0; attempt < 20 && stale(); ++attempt) {
+    ReadOptions ro;
+    ro.r = 3;  // hear every replica, so the stale one is found and repaired
+    ASSERT_TRUE(client->Get("profile:bob", ro).ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  EXPECT_FALSE(stale());
+  EXPECT_GE(client->stats().read_repairs, 1u);
+}
+
+TEST(ClientProcessTest, DeletesHideTheKeyAndLeaveTombstones) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3);
+  ASSERT_TRUE(client->Put("tmp", "x").ok());
+  Result<GetResult> read = client->Get("tmp");
+  WriteOptions wo;
+  wo.context = read->context;
+  ASSERT_TRUE(client->Delete("tmp", wo).ok());
+  Result<GetResult> gone = client->Get("tmp");
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->found);
+  EXPECT_TRUE(gone->values.empty());
+  size_t tombstones = 0;
+  for (const ReplicaVersions& rv : client->Inspect("tmp")) {
+    for (const auto& v : rv.versions) tombstones += v.tombstone;
+  }
+  EXPECT_GE(tombstones, 2u);
+  // A write after the delete, with the delete's context, brings it back.
+  WriteOptions again;
+  again.context = gone->context;
+  ASSERT_TRUE(client->Put("tmp", "y", again).ok());
+  EXPECT_EQ(client->Get("tmp")->values, std::vector<std::string>{"y"});
+}
+
+TEST(ClientProcessTest, LwwKeepsOnlyTheLatestWrite) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto a = Open(c, 3, [](ClientOptions& o) { o.mode = Mode::kLww; });
+  auto b = Open(c, 3, [](ClientOptions& o) { o.mode = Mode::kLww; });
+  ASSERT_TRUE(a->Put("lww", "first").ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(b->Put("lww", "second").ok());
+  Result<GetResult> r = a->Get("lww");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->values, std::vector<std::string>{"second"});  // "first" was discarded
+}
+
+TEST(ClientProcessTest, LimitsAndBadInputAreRefusedBeforeSending) {
+  ProcessCluster c(1, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 1, [](ClientOptions& o) { o.value_bytes_max = 100; o.r = 1; o.w = 1; });
+  EXPECT_EQ(client->Put(std::string(3000, 'k'), "v").status().code(), StatusCode::kInvalidArgument);
+  Status big = client->Put("k", std::string(101, 'v')).status();
+  EXPECT_EQ(big.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(big.message().find("value_bytes_max (100)"), std::string_view::npos);
+  EXPECT_EQ(client->Get("").status().code(), StatusCode::kInvalidArgument);
+  WriteOptions bad;
+  bad.context = "garbage";
+  EXPECT_EQ(client->Put("k", "v", bad).status().code(), StatusCode::kInvalidArgument);
+  ReadOptions too_many;
+  too_many.r = 4;  // N is 3
+  EXPECT_EQ(client->Get("k", too_many).status().code(), StatusCode::kInvalidArgument);
+  ClientOptions none;
+  EXPECT_EQ(Client::Open(none).status().code(), StatusCode::kInvalidArgument);
+  ClientOptions nobody;
+  nobody.seeds = {"127.0.0.1:1"};
+  nobody.timeout_ms = 300;
+  EXPECT_EQ(Client::Open(nobody).status().code(), StatusCode::kUnavailable);
+}
+
+TEST(ClientProcessTest, ViewFollowsMembershipChanges) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3, [](ClientOptions& o) { o.refresh_interval_ms = 300; });
+  EXPECT_EQ(client->Members().size(), 3u);
+  ASSERT_TRUE(c.SpawnExtra(4).ok());
+  std::string why;
+  ASSERT_TRUE(cli::WaitForConvergence({c.Address("n1"), c.Address("n2"), c.Address("n3"), c.Address("n4")}, 4,
+                                      60000, &why)
+                  .ok())
+      << why;
+  auto owned_by_n4 = [&] {
+    Client::RingInfo info = client->Ring();
+    return std::count(info.owners.begin(), info.owners.end(), "n4");
+  };
+  for (int i = 0; i < 50 && owned_by_n4() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  Client::RingInfo ring = client->Ring();
+  EXPECT_GT(std::count(ring.owners.begin(), ring.owners.end(), "n4"), 0);
+  EXPECT_EQ(client->Members().size(), 4u);
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(client->Put("k" + std::to_string(i), "v").ok());
+}
+
+}  // namespace
+}  // namespace dynamo::test
