@@ -1,0 +1,42 @@
+"""The exceptions dynamo raises. The extension module raises these; every
+translation from a C++ status happens in one place (src/errors.cc)."""
+
+import builtins
+
+
+class Error(Exception):
+    """Base of every dynamo error.
+
+    `code` names the failure ("Unavailable", "Timeout", ...). `in_doubt` is
+    True when a failed write may have been applied anyway.
+    """
+
+    code: str = "Internal"
+    in_doubt: bool = False
+
+    def __init__(self, message: str, code: str = "Internal", in_doubt: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.in_doubt = in_doubt
+
+
+class QuorumError(Error):
+    """Fewer replicas answered (reads) or acknowledged (writes) than R or W.
+
+    `acks` is how many did.
+    """
+
+    acks: int = 0
+
+    def __init__(self, message: str, code: str = "Unavailable", in_doubt: bool = False,
+                 acks: int = 0) -> None:
+        super().__init__(message, code, in_doubt)
+        self.acks = acks
+
+
+class TimeoutError(Error, builtins.TimeoutError):
+    """The deadline passed before any replica answered."""
+
+
+class InvalidArgument(Error, ValueError):
+    """Bad input: an empty or over-size key or value, a foreign context, r or w out of range."""

@@ -1,0 +1,177 @@
+"""The Python module against real daemons."""
+
+import signal
+import threading
+import time
+
+import pytest
+
+import dynamo
+
+
+def union(values):
+    items = set()
+    for v in values:
+        items.update(x for x in v.split(b",") if x)
+    return b",".join(sorted(items))
+
+
+def test_module_surface():
+    for name in ("Client", "GetResult", "Error", "QuorumError", "TimeoutError", "InvalidArgument"):
+        assert hasattr(dynamo, name)
+    assert issubclass(dynamo.QuorumError, dynamo.Error)
+    assert issubclass(dynamo.TimeoutError, TimeoutError)
+    assert issubclass(dynamo.InvalidArgument, ValueError)
+
+
+def test_put_get_bytes_and_str(cluster):
+    with dynamo.Client(cluster.seeds) as c:
+        ctx = c.put("greeting", "hello")
+        assert isinstance(ctx, bytes) and ctx
+        r = c.get(b"greeting")
+        assert r.found and r.values == [b"hello"]
+        assert isinstance(r.context, bytes)
+        c.put(b"bin\x00key", bytes(range(256)), context=None)
+        assert c.get(b"bin\x00key").values == [bytes(range(256))]
+        missing = c.get("no such key")
+        assert not missing.found and missing.values == []
+
+
+def test_concurrent_writes_become_siblings_and_the_resolver_merges(cluster):
+    a = dynamo.Client(cluster.seeds)
+    b = dynamo.Client(cluster.seeds)
+    a.put("cart:py", b"apples")
+    read = a.get("cart:py")
+    a.put("cart:py", b"apples,pears", context=read.context)
+    b.put("cart:py", b"apples,plums", context=read.context)
+    assert sorted(a.get("cart:py").values) == [b"apples,pears", b"apples,plums"]
+
+    caller = threading.get_ident()
+    seen = []
+
+    def resolver(values):
+        seen.append(threading.get_ident())
+        assert all(isinstance(v, bytes) for v in values)
+        return union(values)
+
+    a.set_resolver(resolver)
+    merged = a.get("cart:py")
+    assert merged.values == [b"apples,pears,plums"]
+    assert seen == [caller]  # run on the calling thread
+    a.put("cart:py", merged.values[0], context=merged.context)
+    a.set_resolver(None)
+    assert a.get("cart:py").values == [b"apples,pears,plums"]
+    a.close()
+    b.close()
+
+
+def test_delete(cluster):
+    c = dynamo.Client(cluster.seeds)
+    c.put("temp", b"x")
+    r = c.get("temp")
+    c.delete("temp", context=r.context)
+    assert not c.get("temp").found
+    tombstones = sum(v["tombstone"] for rep in c.inspect("temp") for v in rep["versions"])
+    assert tombstones >= 2
+
+
+def test_where_inspect_members_ring(cluster):
+    c = dynamo.Client(cluster.seeds)
+    c.put("k", b"v")
+    where = c.where("k")
+    assert [p["role"] for p in where] == ["primary"] * 3
+    assert set(where[0]) == {"id", "address", "state", "role"}
+    assert {p["state"] for p in where} == {"up"}
+    replicas = c.inspect("k")
+    assert len(replicas) == 3
+    for rep in replicas:
+        assert rep["versions"][0]["value"] == b"v"
+        assert set(rep["versions"][0]) >= {"dot", "value", "tombstone", "context"}
+    members = c.members()
+    assert sorted(m["id"] for m in members) == ["n1", "n2", "n3"]
+    assert set(members[0]) == {"id", "address", "state", "partitions"}
+    assert sum(m["partitions"] for m in members) == 64
+    ring = c.ring()
+    assert ring["partitions"] == 64 and ring["replicas"] == 3 and len(ring["owners"]) == 64
+    assert c.stats()["puts"] >= 1
+
+
+def test_bad_input_raises_invalid_argument(cluster):
+    c = dynamo.Client(cluster.seeds)
+    with pytest.raises(dynamo.InvalidArgument):
+        c.put("", b"x")
+    with pytest.raises(dynamo.InvalidArgument):
+        c.put("k" * 5000, b"x")
+    with pytest.raises(dynamo.InvalidArgument):
+        c.put("k", b"x", context=b"not a context")
+    with pytest.raises(dynamo.InvalidArgument):
+        c.put(42, b"x")
+    with pytest.raises(dynamo.InvalidArgument):
+        dynamo.Client(cluster.seeds, mode="eventual")
+    with pytest.raises(dynamo.InvalidArgument):
+        dynamo.Client(cluster.seeds, r=4).get("k")
+    c.close()
+    with pytest.raises(dynamo.Error):
+        c.get("k")
+
+
+def test_unreachable_cluster_raises_quorum_error():
+    with pytest.raises(dynamo.QuorumError) as info:
+        dynamo.Client(["127.0.0.1:1"], timeout=0.3)
+    assert info.value.acks == 0
+    assert info.value.code == "Unavailable"
+
+
+def test_lww_mode(cluster):
+    a = dynamo.Client(cluster.seeds, mode="lww")
+    b = dynamo.Client(cluster.seeds, mode="lww")
+    a.put("lww-key", b"first")
+    time.sleep(0.005)
+    b.put("lww-key", b"second")
+    assert a.get("lww-key").values == [b"second"]
+
+
+def test_paused_cluster_times_out_and_the_gil_is_free_meanwhile(fresh_cluster):
+    c = dynamo.Client(fresh_cluster.seeds, timeout=0.5)
+    c.put("k", b"v")
+    ids = ["n1", "n2", "n3"]
+    for node in ids:
+        fresh_cluster.signal(node, signal.SIGSTOP)
+    try:
+        ticks = []
+        stop = threading.Event()
+
+        def tick():
+            while not stop.is_set():
+                ticks.append(1)
+                time.sleep(0.01)
+
+        t = threading.Thread(target=tick)
+        t.start()
+        with pytest.raises(dynamo.TimeoutError):
+            c.get("k")
+        stop.set()
+        t.join()
+        assert len(ticks) >= 10  # Python kept running while get waited
+        with pytest.raises(dynamo.Error) as info:
+            c.put("k", b"w")
+        assert info.value.in_doubt
+    finally:
+        for node in ids:
+            fresh_cluster.signal(node, signal.SIGCONT)
+
+
+def test_too_few_nodes_raise_quorum_error_with_acks(fresh_cluster):
+    c = dynamo.Client(fresh_cluster.seeds, timeout=1.0)
+    primary = c.where("k")[0]["id"]
+    for node in ("n1", "n2", "n3"):
+        if node != primary:
+            fresh_cluster.signal(node, signal.SIGKILL)
+    with pytest.raises(dynamo.QuorumError) as info:
+        c.put("k", b"v")
+    assert info.value.acks == 1
+    assert info.value.in_doubt
+    # R=1, W=1 still work with one node.
+    one = dynamo.Client([fresh_cluster.seeds[int(primary[1:]) - 1]], r=1, w=1)
+    one.put("k", b"v1")
+    assert one.get("k").found
