@@ -180,6 +180,15 @@ class PyClient {
     return d;
   }
 
+  void Refresh() {
+    Status s;
+    {
+      py::gil_scoped_release release;
+      s = client().Refresh();
+    }
+    Check(s);
+  }
+
   void Close() {
     std::unique_ptr<Client> c = std::move(client_);
     py::gil_scoped_release release;
@@ -242,6 +251,7 @@ void BindClient(py::module_& m) {
       .def("members", &PyClient::Members)
       .def("ring", &PyClient::Ring)
       .def("stats", &PyClient::Stats)
+      .def("refresh", &PyClient::Refresh, "Pull the cluster map and members now.")
       .def("close", &PyClient::Close)
       .def("__enter__", [](PyClient& c) -> PyClient& { return c; }, py::return_value_policy::reference)
       .def("__exit__", [](PyClient& c, const py::args&) { c.Close(); });

@@ -1,4 +1,6 @@
 // dynamoctl: administer a dynamo cluster and run a local one.
+#include <csignal>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -57,7 +59,10 @@ int Main(int argc, char** argv) {
   cluster->require_subcommand(1);
   cluster->fallthrough();
   LocalClusterOptions local;
-  auto* start = cluster->add_subcommand("start", "start K nodes in the background and wait for one ring");
+  auto* start = cluster->add_subcommand(
+      "start", "start K nodes in the background and wait for one ring; with --node, restart one node");
+  std::string single_node;
+  start->add_option("--node", single_node, "restart this node of the cluster under --dir");
   start->add_option("--nodes", local.nodes, "number of nodes (default 3)");
   start->add_option("--base-port", local.base_port, "port of n1; node i uses base+i-1 (default 7000)");
   start->add_option("--dir", local.dir, "directory for every node's data, log and pid")->required();
@@ -72,6 +77,13 @@ int Main(int argc, char** argv) {
   start->add_option("--wait", wait_s, "seconds to wait for the ring to converge (default 60)");
   std::string stop_dir;
   uint64_t stop_wait_s = 30;
+  std::string kill_node, kill_signal = "KILL";
+  std::string kill_dir;
+  auto* kill = cluster->add_subcommand("kill", "send a signal (default KILL, i.e. kill -9) to one node");
+  kill->add_option("--dir", kill_dir, "the directory given to start")->required();
+  kill->add_option("--node", kill_node, "node id, e.g. n3")->required();
+  kill->add_option("--signal", kill_signal, "KILL, TERM, STOP or CONT")
+      ->check(CLI::IsMember({"KILL", "TERM", "STOP", "CONT"}));
   auto* stop = cluster->add_subcommand("stop", "SIGTERM every node started under --dir and wait");
   stop->add_option("--dir", stop_dir, "the directory given to start")->required();
   stop->add_option("--wait", stop_wait_s, "seconds to wait for each node (default 30)");
@@ -120,6 +132,18 @@ int Main(int argc, char** argv) {
     } else {
       std::cout << ar->message << "\n";
     }
+    return 0;
+  }
+  if (start->parsed() && !single_node.empty()) {
+    Status s = RestartLocalNode(local.dir, single_node, json ? std::cerr : std::cout);
+    if (!s.ok()) return Fail(s);
+    return 0;
+  }
+  if (kill->parsed()) {
+    int sig = kill_signal == "KILL" ? SIGKILL : kill_signal == "TERM" ? SIGTERM
+            : kill_signal == "STOP" ? SIGSTOP : SIGCONT;
+    Status s = SignalLocalNode(kill_dir, kill_node, sig, json ? std::cerr : std::cout);
+    if (!s.ok()) return Fail(s);
     return 0;
   }
   if (start->parsed()) {

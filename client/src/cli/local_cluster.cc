@@ -57,6 +57,38 @@ std::string LastLine(const std::string& path) {
   return last;
 }
 
+// dir/cluster.conf records how the cluster was started, so single nodes
+// can be restarted later.
+void WriteClusterConf(const LocalClusterOptions& o, const std::string& binary) {
+  std::ofstream f(fs::path(o.dir) / "cluster.conf", std::ios::trunc);
+  f << "nodes=" << o.nodes << "\nbase_port=" << o.base_port << "\nengine=" << o.engine
+    << "\npartitions=" << o.partitions << "\nreplicas=" << o.replicas
+    << "\nconfig_file=" << o.config_file << "\nlog_level=" << o.log_level
+    << "\nnode_binary=" << binary << "\n";
+}
+
+Result<LocalClusterOptions> ReadClusterConf(const std::string& dir) {
+  std::ifstream f(fs::path(dir) / "cluster.conf");
+  if (!f) return Status::NotFound("no local cluster in " + dir + " (missing cluster.conf)");
+  LocalClusterOptions o;
+  o.dir = dir;
+  std::string line;
+  while (std::getline(f, line)) {
+    size_t eq = line.find('=');
+    if (eq == std::string::npos) continue;
+    std::string k = line.substr(0, eq), v = line.substr(eq + 1);
+    if (k == "nodes") o.nodes = std::stoul(v);
+    if (k == "base_port") o.base_port = static_cast<uint16_t>(std::stoul(v));
+    if (k == "engine") o.engine = v;
+    if (k == "partitions") o.partitions = static_cast<uint32_t>(std::stoul(v));
+    if (k == "replicas") o.replicas = static_cast<uint32_t>(std::stoul(v));
+    if (k == "config_file") o.config_file = v;
+    if (k == "log_level") o.log_level = v;
+    if (k == "node_binary") o.node_binary = v;
+  }
+  return o;
+}
+
 }  // namespace
 
 std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options) {
@@ -137,14 +169,22 @@ Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& op
   return pid;
 }
 
-bool IsNodeProcess(pid_t pid) {
+namespace {
+
+// True while `pid` exists and has not exited (a zombie has).
+bool ProcessRunning(pid_t pid) {
   if (pid <= 0 || ::kill(pid, 0) != 0) return false;
   std::ifstream status("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
   std::getline(status, line);
-  // A zombie has exited already.
   size_t close = line.rfind(')');
-  if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z') return false;
+  return !(close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z');
+}
+
+}  // namespace
+
+bool IsNodeProcess(pid_t pid) {
+  if (!ProcessRunning(pid)) return false;
   std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
   std::string argv0;
   std::getline(cmd, argv0, '\0');
@@ -220,10 +260,14 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
     }
     addresses.push_back(n.address);
   }
+  std::error_code mkdir_error;
+  fs::create_directories(options.dir, mkdir_error);
+  WriteClusterConf(options, *binary);
   std::vector<std::pair<const LocalNode*, pid_t>> started;
   auto check_alive = [&]() -> Status {
     for (auto& [node, pid] : started) {
-      if (!IsNodeProcess(pid)) {
+      // Our own children: until exec they still look like this program.
+      if (!ProcessRunning(pid)) {
         return Status::Aborted(node->id + " exited during startup: " + LastLine(node->log_file));
       }
     }
@@ -255,6 +299,44 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
     DYNAMO_RETURN_IF_ERROR(check_alive());
     return s;
   }
+  return Status::OK();
+}
+
+Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostream& out) {
+  Result<LocalClusterOptions> options = ReadClusterConf(dir);
+  if (!options.ok()) return options.status();
+  std::vector<LocalNode> layout = LocalLayout(*options);
+  const LocalNode* node = nullptr;
+  for (const LocalNode& n : layout) {
+    if (n.id == id) node = &n;
+  }
+  if (node == nullptr) return Status::InvalidArgument("no node " + id + " in the cluster under " + dir);
+  std::optional<pid_t> pid = ReadPid(node->pid_file);
+  if (pid && IsNodeProcess(*pid)) {
+    return Status::InvalidArgument(id + " is already running (pid " + std::to_string(*pid) + ")");
+  }
+  std::vector<net::Endpoint> seeds;
+  for (const LocalNode& n : layout) {
+    std::optional<pid_t> other = ReadPid(n.pid_file);
+    if (n.id != id && other && IsNodeProcess(*other)) seeds.push_back(n.address);
+  }
+  Result<pid_t> started = SpawnNode(options->node_binary, *options, *node, seeds);
+  if (!started.ok()) return started.status();
+  out << "started " << id << " on " << node->address.ToString() << " (pid " << *started << ")\n";
+  const uint64_t deadline = NowMs() + options->wait_ms;
+  while (NowMs() < deadline) {
+    if (!ProcessRunning(*started)) return Status::Aborted(id + " exited: " + LastLine(node->log_file));
+    if (FetchStatus({node->address}, kProbeTimeoutMs).ok()) return Status::OK();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Status::Timeout(id + " did not answer");
+}
+
+Status SignalLocalNode(const std::string& dir, const std::string& id, int signal, std::ostream& out) {
+  std::optional<pid_t> pid = ReadPid((fs::path(dir) / id / "node.pid").string());
+  if (!pid || !IsNodeProcess(*pid)) return Status::NotFound(id + " is not running under " + dir);
+  if (::kill(*pid, signal) != 0) return Status::IOError("kill failed");
+  out << "sent signal " << signal << " to " << id << " (pid " << *pid << ")\n";
   return Status::OK();
 }
 

@@ -56,5 +56,10 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out);
 // SIGTERM to every node recorded under `dir`, then waits up to timeout_ms
 // for each to exit.
 Status StopLocalCluster(const std::string& dir, uint64_t timeout_ms, std::ostream& out);
+// Starts node `id` of the cluster under `dir` again (as recorded in
+// dir/cluster.conf), joining through a running node. Waits until it answers.
+Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostream& out);
+// Sends `signal` to node `id` of the cluster under `dir`, by its recorded pid.
+Status SignalLocalNode(const std::string& dir, const std::string& id, int signal, std::ostream& out);
 
 }  // namespace dynamo::cli
