@@ -344,9 +344,12 @@ class Client::Impl {
     state->receipt_out = opts.receipt;
     state->done = std::move(done);
     state->timer = std::make_unique<net::Timer>(loop_);
-    state->timer->Start(timeout, 0, [this, state] {
-      state->op->OnDeadline();
-      FinishWrite(state);
+    // Timers hold the state weakly: it owns them, and outstanding calls keep it alive.
+    state->timer->Start(timeout, 0, [this, weak = std::weak_ptr<WriteState>(state)] {
+      if (auto s = weak.lock()) {
+        s->op->OnDeadline();
+        FinishWrite(s);
+      }
     });
     DispatchWrite(state, op->Start());
     FinishWrite(state);
@@ -423,9 +426,11 @@ class Client::Impl {
     state->receipt_out = opts.receipt;
     state->done = std::move(done);
     state->timer = std::make_unique<net::Timer>(loop_);
-    state->timer->Start(timeout, 0, [this, state] {
-      state->op->OnDeadline();
-      FinishRead(state);
+    state->timer->Start(timeout, 0, [this, weak = std::weak_ptr<ReadState>(state)] {
+      if (auto s = weak.lock()) {
+        s->op->OnDeadline();
+        FinishRead(s);
+      }
     });
     DispatchRead(state, state->op->Start());
     FinishRead(state);
@@ -465,7 +470,9 @@ class Client::Impl {
         done(std::move(result));
         // Wait a little for the rest, then repair whoever answered stale.
         state->repair_due = true;
-        state->timer->Start(options_.read_repair_window_ms, 0, [this, state] { RepairRead(state); });
+        state->timer->Start(options_.read_repair_window_ms, 0, [this, weak = std::weak_ptr<ReadState>(state)] {
+          if (auto s = weak.lock()) RepairRead(s);
+        });
       }
     }
     if (state->repair_due && op.all_in()) RepairRead(state);

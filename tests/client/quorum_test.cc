@@ -312,6 +312,15 @@ TEST(ReadOpTest, FailuresBringInSparesThenGiveUp) {
   silent.Start();
   silent.OnDeadline();
   EXPECT_EQ(silent.status().code(), StatusCode::kTimeout);
+  // Calls timing out before the op's own deadline also read as a timeout.
+  ReadOp stalled(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});
+  std::vector<Send> sent = stalled.Start();
+  std::vector<Send> spare1 = stalled.OnReply(sent[0].target, TimedOut());
+  std::vector<Send> spare2 = stalled.OnReply(sent[1].target, TimedOut());
+  stalled.OnReply(sent[2].target, TimedOut());
+  stalled.OnReply(spare1[0].target, TimedOut());
+  ASSERT_TRUE(stalled.answered());
+  EXPECT_EQ(stalled.status().code(), StatusCode::kTimeout);
 }
 
 TEST(ContextTest, RoundTripsAndRejectsGarbage) {

@@ -84,6 +84,12 @@ def test_where_inspect_members_ring(cluster):
     assert {p["state"] for p in where} == {"up"}
     replicas = c.inspect("k")
     assert len(replicas) == 3
+    # W=2 copies at once; the third arrives right after.
+    assert sum(1 for rep in replicas if rep["versions"]) >= 2
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(rep["versions"] for rep in replicas):
+        time.sleep(0.05)
+        replicas = c.inspect("k")
     for rep in replicas:
         assert rep["versions"][0]["value"] == b"v"
         assert set(rep["versions"][0]) >= {"dot", "value", "tombstone", "context"}

@@ -326,6 +326,7 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     receipt_.acks.push_back(Receipt::Ack{t.node, std::string(RoleName(t.role)), t.hint});
   } else {
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
+    all_timeouts_ &= last_error_.IsTimeout();
     if (!answered() && !Definitive(last_error_) && next_spare_ < route_.spares.size()) {
       Target spare = route_.spares[next_spare_++];
       spare.hint = t.role == Role::kFallback ? t.hint : t.node;
@@ -347,9 +348,13 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     receipt_.version_vector = ClockString(ContextOf(answer_));
     outcome_ = Status::OK();
   } else if (ok_ + outstanding_ < r) {
-    outcome_ = Status::Unavailable("read answered by " + std::to_string(ok_) + " of R=" +
-                                   std::to_string(r) + " required replicas; last error: " +
-                                   last_error_.ToString());
+    if (ok_ == 0 && all_timeouts_) {
+      outcome_ = Status::Timeout("no replica answered the read before the deadline");
+    } else {
+      outcome_ = Status::Unavailable("read answered by " + std::to_string(ok_) + " of R=" +
+                                     std::to_string(r) + " required replicas; last error: " +
+                                     last_error_.ToString());
+    }
   }
   return out;
 }

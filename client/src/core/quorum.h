@@ -193,6 +193,7 @@ class ReadOp {
   uint64_t highest_epoch_ = 0;
   size_t repairs_sent_ = 0;
   bool repaired_ = false;
+  bool all_timeouts_ = true;  // every failure so far was a timeout
   Status last_error_;
 };
 
