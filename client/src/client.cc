@@ -12,6 +12,7 @@
 #include "core/quorum.h"
 #include "dynamo/cluster_map.h"
 #include "dynamo/net/connection.h"
+#include "dynamo/net/connection_pool.h"
 #include "dynamo/net/event_loop.h"
 
 namespace dynamo {
@@ -56,21 +57,24 @@ std::string DotString(const Dot& d) {
 class Client::Impl {
  public:
   explicit Impl(ClientOptions options)
-      : options_(std::move(options)), rng_(std::random_device{}()) {
+      : options_(std::move(options)), limits_(LimitsFor(options_)), rng_(std::random_device{}()) {
     client_id_ = (uint64_t{rng_()} << 32) ^ rng_();
-    limits_.key_bytes_max = options_.key_bytes_max;
-    limits_.value_bytes_max = options_.value_bytes_max;
-    limits_.frame_bytes_max = std::max<uint32_t>(64u << 20, 4 * options_.value_bytes_max);
+  }
+
+  // What replies may hold: the nodes' defaults, or more if this client allows more.
+  static proto::Limits LimitsFor(const ClientOptions& o) {
+    proto::Limits l;
+    l.key_bytes_max = std::max(l.key_bytes_max, o.key_bytes_max);
+    l.value_bytes_max = std::max(l.value_bytes_max, o.value_bytes_max);
+    l.frame_bytes_max = std::max<uint32_t>(l.frame_bytes_max, 4 * l.value_bytes_max);
+    return l;
   }
 
   ~Impl() {
     if (io_.joinable()) {
       loop_.Post([this] {
         refresh_timer_.reset();
-        for (auto& [address, peer] : peers_) {
-          if (peer->conn) peer->conn->Close(Status::Aborted("client closed"));
-        }
-        peers_.clear();
+        pool_.CloseAll(Status::Aborted("client closed"));
       });
       loop_.Stop();
       io_.join();
@@ -217,54 +221,11 @@ class Client::Impl {
 
   // ---------------------------------------------------------------- transport
 
-  struct Peer {
-    std::shared_ptr<net::Connection> conn;
-    bool connecting = false;
-    std::vector<std::tuple<proto::Body, uint64_t, std::function<void(Reply)>>> waiting;
-  };
-
   void Call(const std::string& address, proto::Body body, uint64_t timeout_ms,
             std::function<void(Reply)> done) {
-    if (address.empty()) {
-      loop_.Post([done] { done(Reply{Status::Unavailable("no address known for the node"), false}); });
-      return;
-    }
-    std::shared_ptr<Peer>& peer = peers_[address];
-    if (!peer) peer = std::make_shared<Peer>();
-    if (peer->conn && !peer->conn->closed()) {
-      peer->conn->Call(std::move(body), timeout_ms,
-                       [done](Result<proto::Message> r) { done(Reply{std::move(r), true}); });
-      return;
-    }
-    peer->conn.reset();
-    peer->waiting.emplace_back(std::move(body), timeout_ms, std::move(done));
-    if (peer->connecting) return;
-    Result<net::Endpoint> ep = net::ParseEndpoint(address);
-    if (!ep.ok()) {
-      auto waiting = std::move(peer->waiting);
-      peer->waiting.clear();
-      for (auto& [b, t, d] : waiting) d(Reply{ep.status(), false});
-      return;
-    }
-    peer->connecting = true;
-    net::ConnectionOptions copts;
-    copts.limits = limits_;
-    std::shared_ptr<Peer> p = peer;
-    net::Connect(loop_, *ep, copts, std::min(kConnectTimeoutMs, timeout_ms),
-                 [p](Result<std::shared_ptr<net::Connection>> conn) {
-                   p->connecting = false;
-                   auto waiting = std::move(p->waiting);
-                   p->waiting.clear();
-                   if (!conn.ok()) {
-                     for (auto& [b, t, d] : waiting) d(Reply{conn.status(), false});
-                     return;
-                   }
-                   p->conn = *conn;
-                   for (auto& [b, t, d] : waiting) {
-                     auto cb = std::move(d);
-                     p->conn->Call(std::move(b), t, [cb](Result<proto::Message> r) { cb(Reply{std::move(r), true}); });
-                   }
-                 });
+    pool_.Call(address, std::move(body), timeout_ms, [done = std::move(done)](net::CallOutcome r) {
+      done(Reply{std::move(r.message), r.maybe_delivered});
+    });
   }
 
   static Status ReplyError(const Reply& r, const std::string& address) {
@@ -621,16 +582,22 @@ class Client::Impl {
         errors{0};
   };
 
+  net::ConnectionOptions PoolOptions() const {
+    net::ConnectionOptions o;
+    o.limits = limits_;
+    return o;
+  }
+
   ClientOptions options_;
   proto::Limits limits_;
   std::mt19937_64 rng_;
   uint64_t client_id_ = 0;
   std::vector<std::string> seeds_;
   net::EventLoop loop_;
+  net::ConnectionPool pool_{loop_, PoolOptions(), kConnectTimeoutMs};
   std::thread io_;
   std::atomic<std::shared_ptr<const View>> view_;
   // I/O thread only.
-  std::map<std::string, std::shared_ptr<Peer>> peers_;
   std::map<NodeId, NodeHealth> health_;
   std::unique_ptr<net::Timer> refresh_timer_;
   bool refreshing_ = false;

@@ -13,17 +13,6 @@ constexpr uint64_t kConnectTimeoutMs = 1000;
 
 }  // namespace
 
-struct NodeServer::Peer {
-  std::shared_ptr<net::Connection> conn;
-  bool connecting = false;
-  struct Waiting {
-    proto::Body body;
-    uint64_t timeout_ms;
-    std::function<void(Result<proto::Message>)> done;
-  };
-  std::vector<Waiting> waiting;
-};
-
 NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeState state)
     : config_(std::move(config)), engine_(std::move(engine)) {
   std::random_device rd;
@@ -38,16 +27,16 @@ NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeSt
                                        }
                                      });
   worker_ = std::make_unique<StorageWorker>(engine_.get(), &loop_);
+  net::ConnectionOptions copts;
+  copts.limits = config_.node.limits;
+  peers_ = std::make_unique<net::ConnectionPool>(loop_, copts, kConnectTimeoutMs);
 }
 
 NodeServer::~NodeServer() {
   // Handles first, while the loop still runs their close callbacks.
   timer_.reset();
   listener_.reset();
-  for (auto& [address, peer] : peers_) {
-    if (peer->conn) peer->conn->Close(Status::Aborted("node stopped"));
-  }
-  peers_.clear();
+  peers_.reset();
   for (void*& s : signals_) {
     if (s != nullptr) {
       uv_close(static_cast<uv_handle_t*>(s), [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });
@@ -122,11 +111,12 @@ void NodeServer::Pump() {
         }
       } else if (auto* call = std::get_if<CallAction>(&action)) {
         const uint64_t token = call->token;
-        PeerCall(call->address, std::move(call->body), call->timeout_ms,
-                 [this, token](Result<proto::Message> r) {
-                   core_->OnCallDone(Clock(), token, std::move(r));
-                   Pump();
-                 });
+        if (finished_) continue;
+        peers_->Call(call->address, std::move(call->body), call->timeout_ms,
+                     [this, token](net::CallOutcome r) {
+                       core_->OnCallDone(Clock(), token, std::move(r.message));
+                       Pump();
+                     });
       } else if (auto* st = std::get_if<StorageAction>(&action)) {
         const uint64_t token = st->token;
         worker_->Submit(std::move(st->op), [this, token](StorageResult r) {
@@ -154,46 +144,6 @@ void NodeServer::Tick() {
   }
 }
 
-void NodeServer::PeerCall(const std::string& address, proto::Body body, uint64_t timeout_ms,
-                          std::function<void(Result<proto::Message>)> done) {
-  if (shutting_down_ && finished_) {
-    loop_.Post([done] { done(Status::Aborted("node stopped")); });
-    return;
-  }
-  std::shared_ptr<Peer>& peer = peers_[address];
-  if (!peer) peer = std::make_shared<Peer>();
-  if (peer->conn && !peer->conn->closed()) {
-    peer->conn->Call(std::move(body), timeout_ms, std::move(done));
-    return;
-  }
-  peer->conn.reset();
-  peer->waiting.push_back(Peer::Waiting{std::move(body), timeout_ms, std::move(done)});
-  if (peer->connecting) return;
-  Result<net::Endpoint> ep = net::ParseEndpoint(address);
-  if (!ep.ok()) {
-    std::vector<Peer::Waiting> failed;
-    failed.swap(peer->waiting);
-    for (auto& w : failed) w.done(ep.status());
-    return;
-  }
-  peer->connecting = true;
-  net::ConnectionOptions copts;
-  copts.limits = config_.node.limits;
-  std::shared_ptr<Peer> p = peer;
-  net::Connect(loop_, *ep, copts, kConnectTimeoutMs,
-               [p](Result<std::shared_ptr<net::Connection>> conn) {
-                 p->connecting = false;
-                 std::vector<Peer::Waiting> waiting;
-                 waiting.swap(p->waiting);
-                 if (!conn.ok()) {
-                   for (auto& w : waiting) w.done(conn.status());
-                   return;
-                 }
-                 p->conn = *conn;
-                 for (auto& w : waiting) p->conn->Call(std::move(w.body), w.timeout_ms, std::move(w.done));
-               });
-}
-
 void NodeServer::StartShutdown(int code, const std::string& why) {
   if (shutting_down_) return;
   shutting_down_ = true;
@@ -209,9 +159,7 @@ void NodeServer::FinishShutdown() {
   finished_ = true;
   if (!core_->Idle()) spdlog::warn("shutdown grace period over with requests still in flight");
   listener_->CloseConnections(Status::Aborted("node stopping"));
-  for (auto& [address, peer] : peers_) {
-    if (peer->conn) peer->conn->Close(Status::Aborted("node stopping"));
-  }
+  peers_->CloseAll(Status::Aborted("node stopping"));
   worker_->Stop();
   Status s = engine_->Sync();
   if (!s.ok()) {

@@ -10,6 +10,7 @@
 
 #include "config.h"
 #include "dynamo/net/connection.h"
+#include "dynamo/net/connection_pool.h"
 #include "dynamo/net/event_loop.h"
 #include "dynamo/node/node_core.h"
 #include "storage_worker.h"
@@ -27,12 +28,9 @@ class NodeServer {
   Result<int> Run();
 
  private:
-  struct Peer;
   Now Clock() const;
   void Pump();
   void Tick();
-  void PeerCall(const std::string& address, proto::Body body, uint64_t timeout_ms,
-                std::function<void(Result<proto::Message>)> done);
   void StartShutdown(int code, const std::string& why);
   void FinishShutdown();
 
@@ -44,7 +42,7 @@ class NodeServer {
   std::unique_ptr<net::Listener> listener_;
   std::unique_ptr<net::Timer> timer_;
   std::unordered_map<uint64_t, std::weak_ptr<net::Connection>> conns_;
-  std::map<std::string, std::shared_ptr<Peer>> peers_;
+  std::unique_ptr<net::ConnectionPool> peers_;
   void* signals_[2] = {nullptr, nullptr};
   bool shutting_down_ = false;
   bool finished_ = false;

@@ -1,4 +1,5 @@
 #include "dynamo/net/connection.h"
+#include "dynamo/net/connection_pool.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -447,6 +448,52 @@ TEST(ConnectionTest, RequestOnClientSideConnectionIsRefused) {
   EXPECT_TRUE(std::holds_alternative<proto::ErrorReply>(reverse->body));
   CloseOnLoop(lt, c);
   lt.Run([&] { listener.reset(); });
+}
+
+}  // namespace
+}  // namespace dynamo::net
+
+namespace dynamo::net {
+namespace {
+
+TEST(ConnectionPoolTest, QueuesWhileConnectingAndReportsDelivery) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto pool = lt.Run([&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 1000); });
+  const std::string address = "127.0.0.1:" + std::to_string(server.port());
+  std::vector<CallOutcome> got;
+  std::promise<void> all;
+  lt.Run([&] {
+    for (int i = 0; i < 5; ++i) {
+      pool->Call(address, GetRequest{"k" + std::to_string(i)}, 2000, [&](CallOutcome r) {
+        got.push_back(std::move(r));
+        if (got.size() == 5) all.set_value();
+      });
+    }
+  });
+  all.get_future().get();
+  for (const CallOutcome& r : got) {
+    ASSERT_TRUE(r.message.ok());
+    EXPECT_TRUE(r.maybe_delivered);
+  }
+  // Nobody listens on port 1: the call fails and certainly was not delivered.
+  std::promise<CallOutcome> refused;
+  lt.Run([&] {
+    pool->Call("127.0.0.1:1", GetRequest{"x"}, 500, [&](CallOutcome r) { refused.set_value(std::move(r)); });
+  });
+  CallOutcome r = refused.get_future().get();
+  EXPECT_EQ(r.message.status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(r.maybe_delivered);
+  std::promise<CallOutcome> bad;
+  lt.Run([&] { pool->Call("no port", GetRequest{"x"}, 500, [&](CallOutcome o) { bad.set_value(std::move(o)); }); });
+  EXPECT_EQ(bad.get_future().get().message.status().code(), StatusCode::kInvalidArgument);
+  // After the server closes the connection, the next call reconnects.
+  lt.Run([&] { server.listener().CloseConnections(Status::Aborted("test")); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::promise<CallOutcome> again;
+  lt.Run([&] { pool->Call(address, GetRequest{"again"}, 2000, [&](CallOutcome o) { again.set_value(std::move(o)); }); });
+  EXPECT_EQ(ValueOf(again.get_future().get().message), "again");
+  lt.Run([&] { pool.reset(); });
 }
 
 }  // namespace

@@ -1,0 +1,49 @@
+// Connections to many peers, by HOST:PORT: opened on first use, reused while
+// open, replaced after they close. Calls made while a connection is being
+// opened wait for it and fail with it.
+//
+// Thread-safety: loop thread only, like Connection.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "dynamo/net/connection.h"
+
+namespace dynamo::net {
+
+struct CallOutcome {
+  Result<proto::Message> message;
+  // False when the request certainly never left (no connection); a failure
+  // with this true may still have been applied by the peer.
+  bool maybe_delivered = true;
+};
+
+class ConnectionPool {
+ public:
+  // `connect_timeout_ms` bounds opening a connection (and never exceeds a
+  // call's own timeout).
+  ConnectionPool(EventLoop& loop, ConnectionOptions options, uint64_t connect_timeout_ms);
+  // Closes every connection; their outstanding calls fail.
+  ~ConnectionPool();
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+
+  // Sends `body` to `address`. `done` runs exactly once, never inside this call.
+  void Call(const std::string& address, proto::Body body, uint64_t timeout_ms,
+            std::function<void(CallOutcome)> done);
+  void CloseAll(const Status& reason);
+
+ private:
+  struct Peer;
+
+  EventLoop& loop_;
+  ConnectionOptions options_;
+  uint64_t connect_timeout_ms_;
+  std::map<std::string, std::shared_ptr<Peer>> peers_;
+};
+
+}  // namespace dynamo::net

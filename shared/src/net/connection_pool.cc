@@ -1,0 +1,74 @@
+#include "dynamo/net/connection_pool.h"
+
+#include <algorithm>
+#include <tuple>
+#include <vector>
+
+namespace dynamo::net {
+
+struct ConnectionPool::Peer {
+  std::shared_ptr<Connection> conn;
+  bool connecting = false;
+  std::vector<std::tuple<proto::Body, uint64_t, std::function<void(CallOutcome)>>> waiting;
+};
+
+ConnectionPool::ConnectionPool(EventLoop& loop, ConnectionOptions options, uint64_t connect_timeout_ms)
+    : loop_(loop), options_(std::move(options)), connect_timeout_ms_(connect_timeout_ms) {}
+
+ConnectionPool::~ConnectionPool() { CloseAll(Status::Aborted("connection pool closed")); }
+
+void ConnectionPool::CloseAll(const Status& reason) {
+  std::map<std::string, std::shared_ptr<Peer>> peers;
+  peers.swap(peers_);
+  for (auto& [address, peer] : peers) {
+    if (peer->conn) peer->conn->Close(reason);
+  }
+}
+
+void ConnectionPool::Call(const std::string& address, proto::Body body, uint64_t timeout_ms,
+                          std::function<void(CallOutcome)> done) {
+  auto fail_later = [this](std::function<void(CallOutcome)> cb, Status s) {
+    loop_.Post([cb = std::move(cb), s = std::move(s)] { cb(CallOutcome{s, false}); });
+  };
+  if (address.empty()) {
+    fail_later(std::move(done), Status::Unavailable("no address known for the node"));
+    return;
+  }
+  std::shared_ptr<Peer>& slot = peers_[address];
+  if (!slot) slot = std::make_shared<Peer>();
+  std::shared_ptr<Peer> peer = slot;
+  if (peer->conn && !peer->conn->closed()) {
+    peer->conn->Call(std::move(body), timeout_ms,
+                     [done = std::move(done)](Result<proto::Message> r) { done(CallOutcome{std::move(r), true}); });
+    return;
+  }
+  peer->conn.reset();
+  peer->waiting.emplace_back(std::move(body), timeout_ms, std::move(done));
+  if (peer->connecting) return;
+  Result<Endpoint> ep = ParseEndpoint(address);
+  if (!ep.ok()) {
+    auto waiting = std::move(peer->waiting);
+    peer->waiting.clear();
+    for (auto& [b, t, d] : waiting) fail_later(std::move(d), ep.status());
+    return;
+  }
+  peer->connecting = true;
+  Connect(loop_, *ep, options_, std::min(connect_timeout_ms_, timeout_ms),
+          [peer](Result<std::shared_ptr<Connection>> conn) {
+            peer->connecting = false;
+            auto waiting = std::move(peer->waiting);
+            peer->waiting.clear();
+            if (!conn.ok()) {
+              for (auto& [b, t, d] : waiting) d(CallOutcome{conn.status(), false});
+              return;
+            }
+            peer->conn = *conn;
+            for (auto& [b, t, d] : waiting) {
+              peer->conn->Call(std::move(b), t, [cb = std::move(d)](Result<proto::Message> r) {
+                cb(CallOutcome{std::move(r), true});
+              });
+            }
+          });
+}
+
+}  // namespace dynamo::net
