@@ -262,6 +262,41 @@ class Client::Impl {
     return deadline > now ? deadline - now : 1;
   }
 
+  // One operation in flight: the state machine, its deadline and its caller.
+  template <typename Op, typename Value>
+  struct OpState {
+    std::shared_ptr<Op> op;
+    uint64_t deadline = 0;
+    Receipt* receipt_out = nullptr;
+    std::function<void(Result<Value>)> done;
+    std::unique_ptr<net::Timer> timer;
+    bool reported = false;
+    bool repair_due = false;  // reads: answered, repair still to send
+  };
+  using WriteState = OpState<WriteOp, std::string>;
+  using ReadState = OpState<ReadOp, GetResult>;
+
+  // A state for `op` whose deadline timer calls OnDeadline and then `finish`.
+  template <typename State>
+  std::shared_ptr<State> Launch(decltype(State::op) op, uint64_t timeout_ms, Receipt* receipt,
+                                decltype(State::done) done,
+                                void (Impl::*finish)(const std::shared_ptr<State>&)) {
+    auto state = std::make_shared<State>();
+    state->op = std::move(op);
+    state->deadline = loop_.NowMs() + timeout_ms;
+    state->receipt_out = receipt;
+    state->done = std::move(done);
+    state->timer = std::make_unique<net::Timer>(loop_);
+    // Timers hold the state weakly: it owns them, and outstanding calls keep it alive.
+    state->timer->Start(timeout_ms, 0, [this, finish, weak = std::weak_ptr<State>(state)] {
+      if (auto s = weak.lock()) {
+        s->op->OnDeadline();
+        (this->*finish)(s);
+      }
+    });
+    return state;
+  }
+
   // Runs on the I/O thread.
   void StartWrite(std::string key, std::string value, bool tombstone, WriteOptions opts,
                   std::function<void(Result<std::string>)> done) {
@@ -297,33 +332,12 @@ class Client::Impl {
       req.lww_dot = Dot{client_id_, last_lww_us_};
     }
     Route route = client::PlanRoute(v->map, req.key, HealthView(v));
-    auto op = std::make_shared<WriteOp>(std::move(route), std::move(req));
-    const uint64_t timeout = opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms;
-    auto state = std::make_shared<WriteState>();
-    state->op = op;
-    state->deadline = loop_.NowMs() + timeout;
-    state->receipt_out = opts.receipt;
-    state->done = std::move(done);
-    state->timer = std::make_unique<net::Timer>(loop_);
-    // Timers hold the state weakly: it owns them, and outstanding calls keep it alive.
-    state->timer->Start(timeout, 0, [this, weak = std::weak_ptr<WriteState>(state)] {
-      if (auto s = weak.lock()) {
-        s->op->OnDeadline();
-        FinishWrite(s);
-      }
-    });
-    DispatchWrite(state, op->Start());
+    auto state = Launch<WriteState>(std::make_shared<WriteOp>(std::move(route), std::move(req)),
+                                    opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
+                                    opts.receipt, std::move(done), &Impl::FinishWrite);
+    DispatchWrite(state, state->op->Start());
     FinishWrite(state);
   }
-
-  struct WriteState {
-    std::shared_ptr<WriteOp> op;
-    uint64_t deadline = 0;
-    Receipt* receipt_out = nullptr;
-    std::function<void(Result<std::string>)> done;
-    std::unique_ptr<net::Timer> timer;
-    bool reported = false;
-  };
 
   void DispatchWrite(const std::shared_ptr<WriteState>& state, std::vector<Send> sends) {
     for (Send& s : sends) {
@@ -356,16 +370,6 @@ class Client::Impl {
     }
   }
 
-  struct ReadState {
-    std::shared_ptr<ReadOp> op;
-    uint64_t deadline = 0;
-    Receipt* receipt_out = nullptr;
-    std::function<void(Result<GetResult>)> done;
-    std::unique_ptr<net::Timer> timer;
-    bool reported = false;
-    bool repair_due = false;
-  };
-
   void StartRead(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
     std::shared_ptr<const View> v = view();
     if (!v) {
@@ -380,19 +384,9 @@ class Client::Impl {
       return;
     }
     Route route = client::PlanRoute(v->map, req.key, HealthView(v));
-    auto state = std::make_shared<ReadState>();
-    state->op = std::make_shared<ReadOp>(std::move(route), std::move(req));
-    const uint64_t timeout = opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms;
-    state->deadline = loop_.NowMs() + timeout;
-    state->receipt_out = opts.receipt;
-    state->done = std::move(done);
-    state->timer = std::make_unique<net::Timer>(loop_);
-    state->timer->Start(timeout, 0, [this, weak = std::weak_ptr<ReadState>(state)] {
-      if (auto s = weak.lock()) {
-        s->op->OnDeadline();
-        FinishRead(s);
-      }
-    });
+    auto state = Launch<ReadState>(std::make_shared<ReadOp>(std::move(route), std::move(req)),
+                                   opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
+                                   opts.receipt, std::move(done), &Impl::FinishRead);
     DispatchRead(state, state->op->Start());
     FinishRead(state);
   }
