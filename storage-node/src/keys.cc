@@ -52,6 +52,12 @@ Result<HintKeyParts> ParseHintKey(std::string_view stored) {
   return HintKeyParts{stored.substr(1, len), LoadU32(stored.substr(1 + len)), stored.substr(5 + len)};
 }
 
+std::string QualifiedKey(uint8_t space, std::string_view key) {
+  std::string s(1, static_cast<char>(space));
+  s.append(key);
+  return s;
+}
+
 std::string EncodeU64(uint64_t v) {
   std::string out(8, '\0');
   for (int i = 7; i >= 0; --i, v >>= 8) out[i] = static_cast<char>(v & 0xff);

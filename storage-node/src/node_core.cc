@@ -14,9 +14,7 @@ constexpr uint64_t kTransferBytesMax = 8u << 20;
 constexpr size_t kFarewellPeers = 3;
 
 std::string LockKey(Space space, std::string_view key) {
-  std::string s(1, static_cast<char>(space));
-  s.append(key);
-  return s;
+  return QualifiedKey(static_cast<uint8_t>(space), key);
 }
 
 template <class... Ts>
@@ -69,6 +67,7 @@ struct NodeCore::Handoff {
   PartitionId partition = 0;  // data handoffs
   NodeId owner;               // hint handoffs
   std::string what;
+  std::function<void()> page_done;  // releases the page's background slot
 };
 
 NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogSink log)
@@ -108,6 +107,11 @@ void NodeCore::Call(const std::string& address, proto::Body body, CallDone done)
 
 void NodeCore::Reply(uint64_t conn, uint64_t request_id, proto::Body body) {
   if (requests_in_flight_ > 0) --requests_in_flight_;
+  auto started = foreground_started_.find({conn, request_id});
+  if (started != foreground_started_.end()) {
+    governor_.RecordForeground(now_ms_, static_cast<double>(now_ms_ - started->second));
+    foreground_started_.erase(started);
+  }
   actions_.push_back(ReplyAction{conn, request_id, std::move(body)});
 }
 
@@ -179,13 +183,24 @@ bool NodeCore::Replicates(PartitionId p) const {
 
 void NodeCore::Start(Now now) {
   now_ms_ = now.mono_ms;
+  if (now.wall_ms != 0) wall_ms_ = now.wall_ms;
   started_ = true;
   next_gossip_ms_ = now.mono_ms;
   next_handoff_ms_ = now.mono_ms + options_.handoff_interval_ms;
   map_changed_ms_ = now.mono_ms;
+  build_queue_.assign(state_.partitions_with_data.begin(), state_.partitions_with_data.end());
+  trees_ready_ = build_queue_.empty();
+  ae_next_cycle_ms_ = now.mono_ms + options_.gossip_interval_ms;
   if (map_) {
     Log(LogLevel::kInfo, "resuming in a cluster of " + std::to_string(map_->ring().nodes().size()) +
                              " nodes at epoch " + std::to_string(epoch()));
+    if (state_.last_alive_wall_ms != 0 &&
+        now.wall_ms > state_.last_alive_wall_ms + options_.tombstone_grace_ms) {
+      catching_up_ = true;
+      Log(LogLevel::kWarn, "away for " + std::to_string((now.wall_ms - state_.last_alive_wall_ms) / 1000) +
+                               " s, longer than the tombstone grace period: reads wait for a full "
+                               "anti-entropy round");
+    }
     AfterClusterChange(now, false, true);
     Persist(true);
   } else if (options_.seeds.empty()) {
@@ -198,12 +213,18 @@ void NodeCore::Start(Now now) {
 
 void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
   now_ms_ = now.mono_ms;
+  if (now.wall_ms != 0) wall_ms_ = now.wall_ms;
   ++stats_.requests;
   ++requests_in_flight_;
   const uint64_t id = message.request_id;
   if (shutting_down_ || exited_) {
     ReplyError(conn, id, Status::Unavailable("node " + options_.id + " is shutting down"));
     return;
+  }
+  if (std::holds_alternative<proto::GetRequest>(message.body) ||
+      std::holds_alternative<proto::CoordPutRequest>(message.body) ||
+      std::holds_alternative<proto::ReplicaPutRequest>(message.body)) {
+    foreground_started_[{conn, id}] = now.mono_ms;
   }
   std::visit(
       Overloaded{
@@ -227,9 +248,8 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
           [&](proto::PushRequest& r) { HandlePush(now, conn, id, std::move(r)); },
           [&](proto::TransferRequest& r) { HandleTransfer(now, conn, id, std::move(r)); },
           [&](proto::TransferDoneRequest& r) { HandleTransferDone(now, conn, id, std::move(r)); },
-          [&](proto::AeCompareRequest&) {
-            ReplyError(conn, id, Status::Unavailable("anti-entropy is not served by this node yet"));
-          },
+          [&](proto::AeCompareRequest& r) { HandleAeCompare(conn, id, r); },
+          [&](proto::PurgeRequest& r) { HandlePurge(conn, id, std::move(r)); },
           [&](auto&) {
             ReplyError(conn, id,
                        Status::ProtocolError(std::string("unexpected ") +
@@ -242,6 +262,7 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
 
 void NodeCore::OnCallDone(Now now, uint64_t token, Result<proto::Message> reply) {
   now_ms_ = now.mono_ms;
+  if (now.wall_ms != 0) wall_ms_ = now.wall_ms;
   auto it = calls_waiting_.find(token);
   if (it == calls_waiting_.end()) return;
   CallDone done = std::move(it->second);
@@ -251,6 +272,7 @@ void NodeCore::OnCallDone(Now now, uint64_t token, Result<proto::Message> reply)
 
 void NodeCore::OnStorageDone(Now now, uint64_t token, StorageResult result) {
   now_ms_ = now.mono_ms;
+  if (now.wall_ms != 0) wall_ms_ = now.wall_ms;
   auto it = storage_waiting_.find(token);
   if (it == storage_waiting_.end()) return;
   StorageDone done = std::move(it->second);
@@ -260,6 +282,7 @@ void NodeCore::OnStorageDone(Now now, uint64_t token, StorageResult result) {
 
 void NodeCore::OnTick(Now now) {
   now_ms_ = now.mono_ms;
+  if (now.wall_ms != 0) wall_ms_ = now.wall_ms;
   if (!started_ || exited_) return;
   if (!map_) {
     if (now.mono_ms >= next_join_ms_) TryJoin(now);
@@ -270,11 +293,20 @@ void NodeCore::OnTick(Now now) {
     GossipRound(now);
   }
   if (shutting_down_) return;
+  if (now.mono_ms >= next_alive_write_ms_) {
+    next_alive_write_ms_ = now.mono_ms + 10000;
+    WriteOp alive;
+    alive.batch.Put(Space::kMeta, std::string(kMetaLastAlive), EncodeU64(now.wall_ms));
+    Storage(std::move(alive), [](Now, StorageResult) {});
+  }
+  BuildTreesStep();
   StartTransfers(now);
   if (now.mono_ms >= next_handoff_ms_) {
     next_handoff_ms_ = now.mono_ms + options_.handoff_interval_ms;
     StartHandoff(now);
   }
+  AntiEntropyTick(now);
+  RunBackground();
   CheckSelfStatus(now);
 }
 
@@ -291,6 +323,12 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
   ++stats_.gets;
   if (!map_) {
     ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  if (catching_up_) {
+    ReplyError(conn, id,
+               Status::Unavailable("node " + options_.id +
+                                   " is catching up after an absence; ask another replica"));
     return;
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
@@ -332,8 +370,8 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
   const std::string key = DataKey(p, req.key);
   auto request = std::make_shared<proto::CoordPutRequest>(std::move(req));
   const uint64_t wall_ms = now.wall_ms;
-  WithKeyLock(LockKey(Space::kData, key), [this, conn, id, p, key, request, wall_ms](Unlock unlock) {
-    Storage(ReadOp{Space::kData, key}, [this, conn, id, p, key, request, wall_ms,
+  WithKeyLock(LockKey(Space::kData, key), [this, conn, id, key, request, wall_ms](Unlock unlock) {
+    Storage(ReadOp{Space::kData, key}, [this, conn, id, key, request, wall_ms,
                                          unlock](Now, StorageResult r) {
       if (!r.status.ok()) {
         ReplyError(conn, id, r.status);
@@ -379,11 +417,11 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
         write.sync = true;
       }
       auto result = std::make_shared<CoordinatorResult>(std::move(*update));
-      Storage(std::move(write), [this, conn, id, p, result, unlock](Now, StorageResult w) {
+      Storage(std::move(write), [this, conn, id, key, result, unlock](Now, StorageResult w) {
         if (!w.status.ok()) {
           ReplyError(conn, id, w.status.WithInDoubt(true));
         } else {
-          state_.partitions_with_data.insert(p);
+          NoteStored(key, &result->siblings);
           Reply(conn, id, proto::CoordPutReply{epoch(), result->written.dot, std::move(result->siblings)});
         }
         unlock();
@@ -423,11 +461,11 @@ void NodeCore::MergeInto(const std::string& key, SiblingSet incoming, const std:
       WriteOp write;
       write.sync = sync;
       write.batch.Put(space, key, proto::EncodeSiblingSet(merged));
-      Storage(std::move(write), [this, key, space, hint_for, done, unlock](Now now2, StorageResult w) {
+      auto stored = std::make_shared<SiblingSet>(std::move(merged));
+      Storage(std::move(write), [this, key, space, hint_for, done, unlock, stored](Now now2, StorageResult w) {
         if (w.status.ok()) {
           if (space == Space::kData) {
-            Result<DataKeyParts> parts = ParseDataKey(key);
-            if (parts.ok()) state_.partitions_with_data.insert(parts->partition);
+            NoteStored(key, stored.get());
           } else {
             state_.hint_owners.insert(hint_for);
           }
@@ -453,7 +491,7 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
   } else {
     ++stats_.replica_puts;
   }
-  const bool sync = hinted ? options_.hint_sync : options_.replica_put_sync;
+  const bool sync = req.sync || (hinted ? options_.hint_sync : options_.replica_put_sync);
   MergeInto(key, std::move(req.siblings), hinted ? req.hint : "", sync,
             [this, conn, id](Now, Status s) {
               if (!s.ok()) {
@@ -711,6 +749,12 @@ void NodeCore::TryJoin(Now now) {
     }
     map_ = std::move(*map);
     Log(LogLevel::kInfo, "joined the cluster through " + seed + " at epoch " + std::to_string(epoch()));
+    if (map_->ring().Contains(options_.id)) {
+      // Already a replica of partitions it holds no data for: catch up first.
+      catching_up_ = true;
+      Log(LogLevel::kWarn, "rejoining with an empty data directory: reads wait for a full "
+                           "anti-entropy round");
+    }
     membership_.Merge(jr.members, now2.mono_ms);
     AfterClusterChange(now2, true, true);
     next_gossip_ms_ = now2.mono_ms;
@@ -852,41 +896,45 @@ void NodeCore::StartTransfers(Now now) {
 
 void NodeCore::PullPage(Now now, std::shared_ptr<Transfer> t) {
   (void)now;
-  proto::TransferRequest req{t->partition, t->after, options_.transfer_page_entries,
-                             options_.transfer_page_bytes};
-  Call(t->address, std::move(req), [this, t](Now now2, Result<proto::Message> reply) {
-    Status s = ReplyStatus(reply);
-    if (s.ok() && !std::holds_alternative<proto::TransferReply>(reply->body)) {
-      s = Status::ProtocolError("unexpected reply to Transfer");
-    }
-    if (!s.ok()) {
-      membership_.Contact(t->source, false, now2.mono_ms);
-      FinishTransfer(now2, t, s);
-      return;
-    }
-    auto page = std::make_shared<proto::TransferReply>(std::move(std::get<proto::TransferReply>(reply->body)));
-    if (!page->entries.empty()) t->after = page->entries.back().key;
-    t->keys += page->entries.size();
-    auto join = std::make_shared<Join>(page->entries.size(), [this, t, page](Status merged) {
-      Now later{now_ms_, 0};
-      if (!merged.ok()) {
-        FinishTransfer(later, t, merged);
-      } else if (!page->done) {
-        PullPage(later, t);
-      } else {
-        // Everything merged must be durable before the transfer counts as done.
-        Storage(WriteOp{WriteBatch{}, true},
-                [this, t](Now now3, StorageResult w) { FinishTransfer(now3, t, w.status); });
+  Background([this, t](std::function<void()> page_done) {
+    proto::TransferRequest req{t->partition, t->after, options_.transfer_page_entries,
+                               options_.transfer_page_bytes};
+    Call(t->address, std::move(req), [this, t, page_done](Now now2, Result<proto::Message> reply) {
+      Status s = ReplyStatus(reply);
+      if (s.ok() && !std::holds_alternative<proto::TransferReply>(reply->body)) {
+        s = Status::ProtocolError("unexpected reply to Transfer");
+      }
+      if (!s.ok()) {
+        page_done();
+        membership_.Contact(t->source, false, now2.mono_ms);
+        FinishTransfer(now2, t, s);
+        return;
+      }
+      auto page = std::make_shared<proto::TransferReply>(std::move(std::get<proto::TransferReply>(reply->body)));
+      if (!page->entries.empty()) t->after = page->entries.back().key;
+      t->keys += page->entries.size();
+      auto join = std::make_shared<Join>(page->entries.size(), [this, t, page, page_done](Status merged) {
+        page_done();
+        Now later{now_ms_, 0};
+        if (!merged.ok()) {
+          FinishTransfer(later, t, merged);
+        } else if (!page->done) {
+          PullPage(later, t);
+        } else {
+          // Everything merged must be durable before the transfer counts as done.
+          Storage(WriteOp{WriteBatch{}, true},
+                  [this, t](Now now3, StorageResult w) { FinishTransfer(now3, t, w.status); });
+        }
+      });
+      for (proto::KeyedSiblings& e : page->entries) {
+        if (e.siblings.empty()) {
+          join->One(Status::OK());
+          continue;
+        }
+        MergeInto(DataKey(t->partition, e.key), std::move(e.siblings), "", false,
+                  [join](Now, Status m) { join->One(m); });
       }
     });
-    for (proto::KeyedSiblings& e : page->entries) {
-      if (e.siblings.empty()) {
-        join->One(Status::OK());
-        continue;
-      }
-      MergeInto(DataKey(t->partition, e.key), std::move(e.siblings), "", false,
-                [join](Now, Status m) { join->One(m); });
-    }
   });
 }
 
@@ -962,6 +1010,8 @@ void NodeCore::StartHandoff(Now now) {
 
 void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
   (void)now;
+  Background([this, h](std::function<void()> page_done) {
+  h->page_done = std::move(page_done);
   ScanOp scan;
   scan.space = h->space;
   scan.options.prefix = h->prefix;
@@ -1030,6 +1080,7 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       });
     }
   });
+  });
 }
 
 void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page) {
@@ -1038,6 +1089,7 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
   const bool last = page.done;
   auto shared_page = std::make_shared<ScanResult>(std::move(page));
   auto join = std::make_shared<Join>(shared_page->entries.size(), [this, h, last](Status s) {
+    ReleasePage(h);
     Now later{now_ms_, 0};
     if (!s.ok()) {
       FinishHandoff(later, h, s, false);
@@ -1062,7 +1114,9 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
         WriteOp del;
         del.batch.Delete(h->space, k2);
         ++h->keys;
-        Storage(std::move(del), [join, unlock](Now, StorageResult w) {
+        const bool data = h->space == Space::kData;
+        Storage(std::move(del), [this, join, unlock, data, k3 = k2](Now, StorageResult w) {
+          if (w.status.ok() && data) NoteStored(k3, nullptr);
           unlock();
           join->One(w.status);
         });
@@ -1072,7 +1126,16 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
   }
 }
 
+void NodeCore::ReleasePage(const std::shared_ptr<Handoff>& h) {
+  if (h->page_done) {
+    auto done = std::move(h->page_done);
+    h->page_done = nullptr;
+    done();
+  }
+}
+
 void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained) {
+  ReleasePage(h);
   handoff_.reset();
   stats_.handoff_keys += h->keys;
   if (!status.ok()) {

@@ -50,6 +50,10 @@ Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options,
   state.counter_lease_end = state.counter_next + options.counter_lease;
   batch.Put(Space::kMeta, std::string(kMetaCounterLease), EncodeU64(state.counter_lease_end));
 
+  Result<std::optional<uint64_t>> alive = ReadU64(engine, kMetaLastAlive);
+  if (!alive.ok()) return alive.status();
+  state.last_alive_wall_ms = alive->value_or(0);
+
   Result<std::optional<std::string>> map = engine.Get(Space::kMeta, kMetaClusterMap);
   if (!map.ok()) return map.status();
   if (*map) {

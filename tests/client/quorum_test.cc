@@ -252,6 +252,7 @@ TEST(WriteOpTest, LwwWritesEveryReplicaInOneRound) {
     ASSERT_EQ(rp.siblings.size(), 1u);
     EXPECT_TRUE(rp.siblings[0].lww);
     EXPECT_EQ(rp.siblings[0].dot, req.lww_dot);
+    EXPECT_TRUE(rp.sync);  // no coordinator's synced write backs an LWW write
   }
   op.OnReply(all[0].target, Ok(proto::Ack{1, 1}));
   op.OnReply(all[1].target, Ok(proto::Ack{1, 1}));

@@ -353,3 +353,172 @@ TEST(NodeCoreTest, EveryReplyCarriesTheEpoch) {
 
 }  // namespace
 }  // namespace dynamo::node
+
+namespace dynamo::node {
+namespace {
+
+// Writes `key` through the coordinator to the preference list, except `skip`.
+void WriteMissing(SimCluster& sim, const std::string& key, const std::string& value, const std::string& skip,
+                  VersionVector context = {}, bool tombstone = false) {
+  const Ring& ring = sim.core("n1").map()->ring();
+  std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+  std::string coordinator = pref[0] == skip ? pref[1] : pref[0];
+  auto r = sim.Request(coordinator, proto::CoordPutRequest{key, std::move(context), value, tombstone});
+  auto* reply = std::get_if<proto::CoordPutReply>(&r->body);
+  ASSERT_NE(reply, nullptr);
+  for (const NodeId& n : pref) {
+    if (n != coordinator && n != skip) {
+      ASSERT_TRUE(std::holds_alternative<proto::Ack>(sim.Request(n, proto::ReplicaPutRequest{key, reply->siblings, ""})->body));
+    }
+  }
+}
+
+bool RootsAgree(SimCluster& sim) {
+  const Ring& ring = sim.core("n1").map()->ring();
+  for (PartitionId p = 0; p < ring.partition_count(); ++p) {
+    std::optional<MerkleSummary> root;
+    for (const NodeId& n : ring.PreferenceList(p)) {
+      if (!sim.IsUp(n)) return false;
+      MerkleSummary r = sim.core(n).MerkleRoot(p);
+      if (root && !(*root == r)) return false;
+      root = r;
+    }
+  }
+  return true;
+}
+
+TEST(AntiEntropyTest, RepairsReplicasThatMissedWrites) {
+  SimCluster sim(31);
+  FormCluster(sim, 3);
+  for (int i = 0; i < 200; ++i) WriteMissing(sim, "k" + std::to_string(i), "v" + std::to_string(i), "n3");
+  EXPECT_FALSE(RootsAgree(sim));
+  ASSERT_TRUE(sim.RunUntil([&] { return RootsAgree(sim); }, 30000));
+  for (int i = 0; i < 200; ++i) {
+    std::optional<SiblingSet> s = sim.Stored("n3", "k" + std::to_string(i));
+    ASSERT_TRUE(s.has_value()) << i;
+    EXPECT_EQ((*s)[0].value, "v" + std::to_string(i));
+  }
+  EXPECT_GT(sim.core("n3").stats().ae_sessions + sim.core("n1").stats().ae_sessions, 0u);
+}
+
+TEST(AntiEntropyTest, WipedNodeCatchesUpBeforeServingReads) {
+  SimCluster sim(32);
+  FormCluster(sim, 4);
+  std::vector<std::string> keys = WriteKeys(sim, 300, "v:");
+  size_t missing_bytes = 0;
+  for (const auto& [k, set] : sim.AllStored("n3")) missing_bytes += proto::EncodeSiblingSet(set).size();
+  sim.Crash("n3");
+  sim.Wipe("n3");
+  sim.Restart("n3");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n3").map().has_value(); }, 5000));
+  EXPECT_TRUE(sim.core("n3").catching_up());
+  auto refused = sim.Request("n3", proto::GetRequest{keys[0]});
+  ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(refused->body));
+  EXPECT_EQ(std::get<proto::ErrorReply>(refused->body).code, StatusCode::kUnavailable);
+  const uint64_t start = sim.now();
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n3").catching_up(); }, 60000));
+  ExpectPlacement(sim, keys, "v:");
+  const double moved = static_cast<double>(sim.core("n3").stats().ae_bytes_fetched);
+  std::cout << "[ sim ] wiped node restored " << missing_bytes << " bytes in " << sim.now() - start
+            << " ms; bytes moved / bytes missing = " << moved / static_cast<double>(missing_bytes) << "\n";
+  EXPECT_LE(moved / static_cast<double>(missing_bytes), 1.2);
+  EXPECT_FALSE(std::holds_alternative<proto::ErrorReply>(sim.Request("n3", proto::GetRequest{keys[0]})->body));
+}
+
+// Deletes `key` on its replicas except `skip`, with the context of what n1 holds.
+void Delete(SimCluster& sim, const std::string& key, const std::string& skip = "") {
+  const Ring& ring = sim.core("n1").map()->ring();
+  std::string holder = ring.PreferenceList(ring.KeyPartition(key))[0];
+  if (holder == skip) holder = ring.PreferenceList(ring.KeyPartition(key))[1];
+  WriteMissing(sim, key, "", skip, ContextOf(*sim.Stored(holder, key)), /*tombstone=*/true);
+}
+
+TEST(AntiEntropyTest, TombstonesArePurgedOnlyOnceEveryReplicaHoldsThem) {
+  SimCluster sim(33);
+  auto grace = [](NodeOptions& o) { o.tombstone_grace_ms = 3000; };
+  sim.AddNode("n1", {}, grace);
+  sim.AddNode("n2", {"n1"}, grace);
+  sim.AddNode("n3", {"n1"}, grace);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  Write(sim, "n1", "everywhere", "v");
+  Write(sim, "n1", "partly", "v");
+  Delete(sim, "everywhere");
+  // "partly" is deleted while n3 is down: n3 keeps the live value.
+  sim.Crash("n3", false);
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n1").membership().IsAlive("n3", sim.now()); }, 10000));
+  Delete(sim, "partly", "n3");
+  auto tombstones = [](const std::optional<SiblingSet>& s) { return s && !s->empty() && !HasLiveValue(*s); };
+  // Past the grace period, "everywhere" stays while n3, a replica, cannot confirm it.
+  sim.RunFor(6000);
+  EXPECT_TRUE(tombstones(sim.Stored("n1", "everywhere")));
+  EXPECT_TRUE(tombstones(sim.Stored("n1", "partly")));
+  sim.Restart("n3");
+  // n3 gets the "partly" tombstone by anti-entropy instead of spreading its live value...
+  ASSERT_TRUE(sim.RunUntil([&] { return tombstones(sim.Stored("n3", "partly")) || !sim.Stored("n3", "partly"); },
+                           20000));
+  // ...then both go everywhere.
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        for (const char* n : {"n1", "n2", "n3"}) {
+          if (sim.Stored(n, "everywhere") || sim.Stored(n, "partly")) return false;
+        }
+        return true;
+      },
+      30000));
+  uint64_t purged = 0;
+  for (const char* n : {"n1", "n2", "n3"}) purged += sim.core(n).stats().tombstones_purged;
+  EXPECT_EQ(purged, 6u);
+  // Deleted data stays deleted.
+  sim.RunFor(5000);
+  for (const char* n : {"n1", "n2", "n3"}) {
+    EXPECT_TRUE(Read(sim, n, "partly").empty()) << n;
+    EXPECT_TRUE(Read(sim, n, "everywhere").empty()) << n;
+  }
+}
+
+TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {
+  SimCluster sim(34);
+  auto grace = [](NodeOptions& o) { o.tombstone_grace_ms = 20000; };
+  sim.AddNode("n1", {}, grace);
+  sim.AddNode("n2", {"n1"}, grace);
+  sim.AddNode("n3", {"n1"}, grace);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  sim.RunFor(11000);  // n3 records itself alive
+  sim.Crash("n3", false);
+  for (int i = 0; i < 50; ++i) WriteMissing(sim, "late" + std::to_string(i), "v", "n3");
+  sim.RunFor(30000);  // longer than the grace period
+  sim.Restart("n3");
+  EXPECT_TRUE(sim.core("n3").catching_up());
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n3").catching_up(); }, 60000));
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(sim.Stored("n3", "late" + std::to_string(i)).has_value()) << i;
+}
+
+// riak_kv#679: a replica loses a key, then coordinates a new write of it.
+// The new write must survive and never be taken as already seen.
+TEST(AntiEntropyTest, LostKeyThenNewWriteAtThatReplicaSurvives) {
+  SimCluster sim(35);
+  FormCluster(sim, 3);
+  Write(sim, "n1", "cart", "old");
+  const Ring& ring = sim.core("n1").map()->ring();
+  const std::string coordinator = ring.PreferenceList(ring.KeyPartition("cart"))[0];
+  // The coordinator loses its copy (as if its disk dropped it).
+  WriteBatch drop;
+  drop.Delete(Space::kData, DataKey(ring.KeyPartition("cart"), "cart"));
+  ASSERT_TRUE(sim.engine(coordinator).Write(drop, true).ok());
+  auto r = sim.Request(coordinator, proto::CoordPutRequest{"cart", {}, "new", false});
+  SiblingSet written = std::get<proto::CoordPutReply>(r->body).siblings;
+  for (const NodeId& n : ring.PreferenceList(ring.KeyPartition("cart"))) {
+    if (n != coordinator) {
+      ASSERT_TRUE(std::holds_alternative<proto::Ack>(sim.Request(n, proto::ReplicaPutRequest{"cart", written, ""})->body));
+    }
+  }
+  sim.RunFor(5000);
+  for (const NodeId& n : ring.PreferenceList(ring.KeyPartition("cart"))) {
+    std::multiset<std::string> values;
+    for (const Version& v : Read(sim, n, "cart")) values.insert(v.value);
+    EXPECT_EQ(values, (std::multiset<std::string>{"new", "old"})) << n;
+  }
+}
+
+}  // namespace
+}  // namespace dynamo::node

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "dynamo/node/keys.h"
+#include "dynamo/placement.h"
 #include "dynamo/node/node_state.h"
 #include "dynamo/proto/codec.h"
 
@@ -49,6 +50,8 @@ node::NodeOptions SimCluster::DefaultOptions(const std::string& id) const {
   o.join_retry_ms = 200;
   o.handoff_delay_ms = 500;
   o.handoff_interval_ms = 100;
+  o.ae_cycle_pause_ms = 1000;
+  o.purge_interval_ms = 1000;
   o.failure_detector.first_interval_ms = 100;
   o.failure_detector.acceptable_pause_ms = 200;
   o.failure_detector.min_std_dev_ms = 50;
@@ -75,7 +78,10 @@ void SimCluster::StartCore(const std::string& id) {
   DYNAMO_CHECK(state.ok());
   n.core = std::make_unique<node::NodeCore>(
       n.options, std::move(*state), rng_(), [this, id](node::LogLevel, const std::string& msg) {
-        if (Verbose()) std::cerr << "[" << now_ << " " << id << "] " << msg << "\n";
+        std::string line = "[" + std::to_string(now_) + " " + id + "] " + msg;
+        if (Verbose()) std::cerr << line << "\n";
+        log_.push_back(std::move(line));
+        if (log_.size() > 200) log_.erase(log_.begin());
       });
   n.up = true;
   n.exited = false;
@@ -103,6 +109,50 @@ void SimCluster::Wipe(const std::string& id) {
   n.engine = std::make_shared<node::MemoryEngine>();
 }
 
+void SimCluster::CutOneWay(const std::string& from, const std::string& to, bool cut) {
+  if (cut) {
+    cuts_.insert({from, to});
+  } else {
+    cuts_.erase({from, to});
+  }
+}
+
+void SimCluster::Pause(const std::string& id, uint64_t ms) { paused_until_[id] = now_ + ms; }
+
+void SimCluster::SkewClock(const std::string& id, int64_t ms) { skew_[id] = ms; }
+
+void SimCluster::Trace(uint64_t a, uint64_t b) {
+  trace_ = Mix64(trace_ ^ Mix64(now_ + 0x9e37)) ^ Mix64(a * 31 + b);
+}
+
+void SimCluster::ScheduleOn(const std::string& id, uint64_t at, std::function<void()> fn) {
+  Schedule(at, [this, id, fn = std::move(fn)]() mutable {
+    auto it = paused_until_.find(id);
+    if (!id.empty() && it != paused_until_.end() && it->second > now_) {
+      ScheduleOn(id, it->second, std::move(fn));
+      return;
+    }
+    fn();
+  });
+}
+
+void SimCluster::Transmit(const std::string& to, std::function<void()> arrive) {
+  std::uniform_real_distribution<double> coin(0, 1);
+  if (faults_.drop > 0 && coin(rng_) < faults_.drop) return;
+  const int copies = faults_.duplicate > 0 && coin(rng_) < faults_.duplicate ? 2 : 1;
+  for (int i = 0; i < copies; ++i) {
+    uint64_t delay = Latency();
+    if (faults_.jitter_ms > 0) delay += rng_() % (faults_.jitter_ms + 1);
+    ScheduleOn(to, now_ + delay, arrive);
+  }
+}
+
+std::string SimCluster::LogTail() const {
+  std::string out;
+  for (const std::string& line : log_) out += line + "\n";
+  return out;
+}
+
 void SimCluster::Cut(const std::string& a, const std::string& b, bool cut) {
   if (cut) {
     cuts_.insert({a, b});
@@ -124,8 +174,10 @@ std::vector<std::string> SimCluster::ids() const {
   return out;
 }
 
-node::Now SimCluster::NowFor(const std::string&) const {
-  return node::Now{now_, 1700000000000ULL + now_};
+node::Now SimCluster::NowFor(const std::string& id) const {
+  auto skew = skew_.find(id);
+  int64_t offset = skew == skew_.end() ? 0 : skew->second;
+  return node::Now{now_, static_cast<uint64_t>(static_cast<int64_t>(1700000000000ULL + now_) + offset)};
 }
 
 void SimCluster::Schedule(uint64_t at, std::function<void()> fn) {
@@ -145,6 +197,14 @@ void SimCluster::ScheduleTick(const std::string& id) {
   Schedule(now_ + options_.tick_ms, [this, id, gen] {
     Node& n = *nodes_.at(id);
     if (!n.up || n.gen != gen) return;
+    if (paused_until_.count(id) && paused_until_[id] > now_) {
+      Schedule(paused_until_[id], [this, id, gen] {
+        Node& m = *nodes_.at(id);
+        if (m.up && m.gen == gen) ScheduleTick(id);
+      });
+      return;
+    }
+    Trace(1, Hash64(id));
     n.core->OnTick(NowFor(id));
     Pump(id);
     ScheduleTick(id);
@@ -154,17 +214,19 @@ void SimCluster::ScheduleTick(const std::string& id) {
 void SimCluster::Deliver(const std::string& from, uint64_t from_gen, const std::string& to,
                          proto::Message msg, Route route) {
   ++messages_;
-  Schedule(now_ + Latency(), [this, from, from_gen, to, msg = std::move(msg), route]() mutable {
+  if (!from.empty() && !Reachable(from, to)) return;
+  Transmit(to, [this, from, from_gen, to, msg = std::move(msg), route]() {
     auto it = nodes_.find(to);
     if (it == nodes_.end() || !it->second->up) return;
     if (!from.empty()) {
       auto f = nodes_.find(from);
-      if (f == nodes_.end() || f->second->gen != from_gen || !Reachable(from, to)) return;
+      if (f == nodes_.end() || f->second->gen != from_gen) return;
     }
-    Result<proto::Message> wire = OverTheWire(std::move(msg));
+    Result<proto::Message> wire = OverTheWire(msg);
     if (!wire.ok()) return;
     const uint64_t conn = next_conn_++;
     routes_[conn] = route;
+    Trace(2, Hash64(to) ^ Mix64(static_cast<uint64_t>(proto::TypeOf(wire->body))));
     it->second->core->OnRequest(NowFor(to), conn, std::move(*wire));
     Pump(to);
   });
@@ -184,22 +246,23 @@ void SimCluster::Pump(const std::string& id) {
         routes_.erase(rt);
         proto::Message msg{reply->request_id, std::move(reply->body)};
         ++messages_;
-        Schedule(now_ + Latency(), [this, id, gen, route = std::move(route), msg = std::move(msg)]() mutable {
-          Result<proto::Message> wire = OverTheWire(std::move(msg));
+        if (!route.caller.empty() && !Reachable(id, route.caller)) continue;
+        const std::string caller = route.caller;
+        Transmit(caller, [this, route = std::move(route), msg = std::move(msg)]() {
+          Result<proto::Message> wire = OverTheWire(msg);
           if (route.caller.empty()) {
             if (route.external) route.external(std::move(wire));
             return;
           }
           auto c = nodes_.find(route.caller);
           if (c == nodes_.end() || !c->second->up || c->second->gen != route.caller_gen) return;
-          if (!Reachable(id, route.caller)) return;
-          (void)gen;
+          Trace(3, Hash64(route.caller) ^ route.token);
           c->second->core->OnCallDone(NowFor(route.caller), route.token, std::move(wire));
           Pump(route.caller);
         });
       } else if (auto* call = std::get_if<node::CallAction>(&action)) {
         const uint64_t token = call->token;
-        Schedule(now_ + call->timeout_ms, [this, id, gen, token] {
+        ScheduleOn(id, now_ + call->timeout_ms, [this, id, gen, token] {
           Node& caller = *nodes_.at(id);
           if (!caller.up || caller.gen != gen) return;
           caller.core->OnCallDone(NowFor(id), token, Status::Timeout("simulated timeout"));
@@ -212,9 +275,10 @@ void SimCluster::Pump(const std::string& id) {
       } else if (auto* st = std::get_if<node::StorageAction>(&action)) {
         const uint64_t token = st->token;
         auto op = std::make_shared<node::StorageOp>(std::move(st->op));
-        Schedule(now_ + options_.storage_latency_ms, [this, id, gen, token, op] {
+        ScheduleOn(id, now_ + options_.storage_latency_ms, [this, id, gen, token, op] {
           Node& nd = *nodes_.at(id);
           if (!nd.up || nd.gen != gen) return;
+          Trace(4, Hash64(id) ^ token);
           node::StorageResult result;
           if (auto* read = std::get_if<node::ReadOp>(op.get())) {
             Result<std::optional<std::string>> v = nd.engine->Get(read->space, read->key);

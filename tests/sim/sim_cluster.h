@@ -35,13 +35,21 @@ struct SimOptions {
   uint64_t tick_ms = 10;
 };
 
+// Message faults, changeable while the simulation runs. They apply to every
+// message, requests and replies, between nodes and from clients.
+struct NetworkFaults {
+  double drop = 0;       // probability a message is lost
+  double duplicate = 0;  // probability a message is delivered twice
+  uint64_t jitter_ms = 0;  // extra delay, uniform in [0, jitter]: reorders messages
+};
+
 class SimCluster {
  public:
   explicit SimCluster(uint64_t seed, SimOptions options = {});
   ~SimCluster();
 
   // Node options with fast timers for simulation (gossip 100 ms, handoff
-  // delay 500 ms).
+  // delay 500 ms, anti-entropy cycles 1 s apart).
   node::NodeOptions DefaultOptions(const std::string& id) const;
   // Adds and starts a node that joins through `seeds` (ids); none creates
   // the cluster. `tweak` may change its options.
@@ -56,6 +64,20 @@ class SimCluster {
   void Wipe(const std::string& id);
   // Cuts (or restores) both directions between two nodes.
   void Cut(const std::string& a, const std::string& b, bool cut = true);
+  // Cuts (or restores) messages from `from` to `to` only.
+  void CutOneWay(const std::string& from, const std::string& to, bool cut = true);
+  // Restores every cut.
+  void HealAll() { cuts_.clear(); }
+  // The node processes nothing until now + ms (a stopped process, a GC pause).
+  void Pause(const std::string& id, uint64_t ms);
+  // Offsets the node's wall clock (its version timestamps) by `ms`.
+  void SkewClock(const std::string& id, int64_t ms);
+  void SetFaults(NetworkFaults faults) { faults_ = faults; }
+  // Runs `fn` at virtual time `at` (for simulated clients).
+  void At(uint64_t at, std::function<void()> fn) { Schedule(at, std::move(fn)); }
+  // A hash of every event processed so far; equal for runs of one seed.
+  uint64_t trace_hash() const { return trace_; }
+  std::string LogTail() const;
 
   bool IsUp(const std::string& id) const;
   bool Exited(const std::string& id) const;
@@ -113,6 +135,17 @@ class SimCluster {
   std::map<uint64_t, Route> routes_;  // connection id -> who awaits the reply
   uint64_t next_conn_ = 1;
   uint64_t messages_ = 0;
+  NetworkFaults faults_;
+  std::map<std::string, uint64_t> paused_until_;
+  std::map<std::string, int64_t> skew_;
+  uint64_t trace_ = 0;
+  std::vector<std::string> log_;  // recent node log lines
+  void Trace(uint64_t a, uint64_t b = 0);
+  // Runs `fn` at `at`, or when node `id` is no longer paused if later.
+  void ScheduleOn(const std::string& id, uint64_t at, std::function<void()> fn);
+  // Schedules a message's arrival at node `to` (empty: an outside client)
+  // under the current faults.
+  void Transmit(const std::string& to, std::function<void()> arrive);
 };
 
 }  // namespace dynamo::sim

@@ -171,7 +171,7 @@ std::vector<Send> WriteOp::Replicate() {
     if (state_[i] != 0) continue;
     state_[i] = 1;
     ++outstanding_;
-    out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, replicate_, targets_[i].target.hint}});
+    out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, replicate_, targets_[i].target.hint, req_.lww}});
   }
   return out;
 }
@@ -188,7 +188,7 @@ std::vector<Send> WriteOp::Substitute(size_t i) {
   const size_t j = targets_.size() - 1;
   state_[j] = 1;
   ++outstanding_;
-  return {Send{j, proto::ReplicaPutRequest{req_.key, replicate_, spare.hint}}};
+  return {Send{j, proto::ReplicaPutRequest{req_.key, replicate_, spare.hint, req_.lww}}};
 }
 
 std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {

@@ -114,10 +114,11 @@ struct PayloadEncoder {
     Enc(w, m.siblings);
   }
   void operator()(const ReplicaPutRequest& m) {
-    w.Array(3);
+    w.Array(m.sync ? 4 : 3);
     w.Bin(m.key);
     Enc(w, m.siblings);
     w.Str(m.hint);
+    if (m.sync) w.Bool(true);
   }
   void operator()(const RingRequest&) { w.Array(0); }
   void operator()(const RingReply& m) {
@@ -201,6 +202,14 @@ struct PayloadEncoder {
     w.Array(2);
     w.Uint(static_cast<uint64_t>(m.purpose));
     Enc(w, m.entries);
+  }
+  void operator()(const PurgeRequest& m) {
+    w.Array(1);
+    w.Array(static_cast<uint32_t>(m.entries.size() * 2));
+    for (const PurgeRequest::Entry& e : m.entries) {
+      w.Bin(e.key);
+      w.Uint(e.digest);
+    }
   }
   void operator()(const TransferRequest& m) {
     w.Array(4);
@@ -437,11 +446,14 @@ class Decoder {
     return Close();
   }
   Status Payload(ReplicaPutRequest* m) {
-    DYNAMO_RETURN_IF_ERROR(Open(3));
+    uint32_t n = 0;
+    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
+    if (n < 3) return Status::ProtocolError("expected 3 fields, got " + std::to_string(n));
     DYNAMO_RETURN_IF_ERROR(Key(&m->key));
     DYNAMO_RETURN_IF_ERROR(Siblings(&m->siblings));
     DYNAMO_RETURN_IF_ERROR(NodeIdField(&m->hint, true));
-    return Close();
+    if (n >= 4) DYNAMO_RETURN_IF_ERROR(Bool(&m->sync));
+    return r_.SkipN(n - std::min<uint32_t>(n, 4));
   }
   Status Payload(RingRequest*) {
     DYNAMO_RETURN_IF_ERROR(Open(0));
@@ -563,6 +575,18 @@ class Decoder {
     DYNAMO_RETURN_IF_ERROR(Entries(&m->entries));
     return Close();
   }
+  Status Payload(PurgeRequest* m) {
+    DYNAMO_RETURN_IF_ERROR(Open(1));
+    uint32_t n = 0;
+    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
+    if (n % 2 != 0) return Status::ProtocolError("odd purge list");
+    m->entries.resize(n / 2);
+    for (PurgeRequest::Entry& e : m->entries) {
+      DYNAMO_RETURN_IF_ERROR(Key(&e.key));
+      DYNAMO_RETURN_IF_ERROR(Uint(&e.digest));
+    }
+    return Close();
+  }
   Status Payload(TransferRequest* m) {
     DYNAMO_RETURN_IF_ERROR(Open(4));
     DYNAMO_RETURN_IF_ERROR(UintAs(&m->partition, kMaxPartitions - 1));
@@ -628,6 +652,7 @@ Result<Body> DecodePayload(MessageType type, Decoder& d) {
     case MessageType::kFetch: return DecodeAs<FetchRequest>(d);
     case MessageType::kFetchReply: return DecodeAs<FetchReply>(d);
     case MessageType::kPush: return DecodeAs<PushRequest>(d);
+    case MessageType::kPurge: return DecodeAs<PurgeRequest>(d);
     case MessageType::kTransfer: return DecodeAs<TransferRequest>(d);
     case MessageType::kTransferReply: return DecodeAs<TransferReply>(d);
     case MessageType::kTransferDone: return DecodeAs<TransferDoneRequest>(d);

@@ -30,6 +30,7 @@ MessageType TypeOf(const Body& body) {
         if constexpr (std::is_same_v<T, FetchRequest>) return MessageType::kFetch;
         if constexpr (std::is_same_v<T, FetchReply>) return MessageType::kFetchReply;
         if constexpr (std::is_same_v<T, PushRequest>) return MessageType::kPush;
+        if constexpr (std::is_same_v<T, PurgeRequest>) return MessageType::kPurge;
         if constexpr (std::is_same_v<T, TransferRequest>) return MessageType::kTransfer;
         if constexpr (std::is_same_v<T, TransferReply>) return MessageType::kTransferReply;
         if constexpr (std::is_same_v<T, TransferDoneRequest>) return MessageType::kTransferDone;
@@ -81,6 +82,7 @@ std::string_view MessageTypeName(MessageType type) {
     case MessageType::kFetch: return "Fetch";
     case MessageType::kFetchReply: return "FetchReply";
     case MessageType::kPush: return "Push";
+    case MessageType::kPurge: return "Purge";
     case MessageType::kTransfer: return "Transfer";
     case MessageType::kTransferReply: return "TransferReply";
     case MessageType::kTransferDone: return "TransferDone";

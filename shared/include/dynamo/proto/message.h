@@ -17,6 +17,7 @@
 //   Admin -> AdminReply        leave, remove
 //   AeCompare -> AeCompareReply                    Merkle comparison round
 //   Fetch -> FetchReply, Push -> Ack               batches of sibling sets
+//   Purge -> Ack               drop tombstones every replica holds
 //   Transfer -> TransferReply, TransferDone -> Ack partition streaming
 // Any request may instead get an ErrorReply.
 #pragma once
@@ -59,6 +60,7 @@ enum class MessageType : uint16_t {
   kFetch = 32,
   kFetchReply = 33,
   kPush = 34,
+  kPurge = 36,
   kTransfer = 40,
   kTransferReply = 41,
   kTransferDone = 42,
@@ -109,6 +111,9 @@ struct ReplicaPutRequest {
   // The node this copy is meant for when the receiver stands in for it
   // (sloppy quorum); empty for a primary replica.
   std::string hint;
+  // Sync before acknowledging, whatever the node's policy: LWW writes have
+  // no coordinator whose synced write would make them durable. Optional.
+  bool sync = false;
 };
 
 // --- cluster state ---
@@ -209,6 +214,17 @@ struct PushRequest {
   std::vector<KeyedSiblings> entries;
 };
 
+// Deletes each key whose stored set still has the given digest: tombstones
+// that every replica holds and whose grace period is over. Ack.count tells
+// how many were deleted.
+struct PurgeRequest {
+  struct Entry {
+    std::string key;
+    uint64_t digest = 0;
+  };
+  std::vector<Entry> entries;
+};
+
 struct TransferRequest {
   PartitionId partition = 0;
   std::string after_key;  // resume after this key; empty to start
@@ -231,7 +247,8 @@ using Body = std::variant<ErrorReply, Ack, GetRequest, GetReply, CoordPutRequest
                           ReplicaPutRequest, RingRequest, RingReply, MembersRequest, MembersReply,
                           GossipRequest, GossipReply, JoinRequest, JoinReply, AdminRequest,
                           AdminReply, AeCompareRequest, AeCompareReply, FetchRequest, FetchReply,
-                          PushRequest, TransferRequest, TransferReply, TransferDoneRequest>;
+                          PushRequest, PurgeRequest, TransferRequest, TransferReply,
+                          TransferDoneRequest>;
 
 struct Message {
   uint64_t request_id = 0;

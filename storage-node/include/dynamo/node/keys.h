@@ -20,6 +20,7 @@ inline constexpr std::string_view kMetaCounterLease = "counter_lease";
 inline constexpr std::string_view kMetaIncarnation = "incarnation";
 inline constexpr std::string_view kMetaClusterMap = "cluster_map";
 inline constexpr std::string_view kMetaMembers = "members";
+inline constexpr std::string_view kMetaLastAlive = "last_alive_ms";
 
 std::string DataKey(PartitionId partition, std::string_view key);
 std::string PartitionPrefix(PartitionId partition);
@@ -38,6 +39,9 @@ struct HintKeyParts {
   std::string_view key;
 };
 Result<HintKeyParts> ParseHintKey(std::string_view stored);
+
+// A key made unique across spaces (a space byte, then the key), e.g. to lock it.
+std::string QualifiedKey(uint8_t space, std::string_view key);
 
 std::string EncodeU64(uint64_t v);
 Result<uint64_t> DecodeU64(std::string_view bytes);

@@ -36,7 +36,9 @@
 #include <vector>
 
 #include "dynamo/cluster_map.h"
+#include "dynamo/merkle.h"
 #include "dynamo/node/engine.h"
+#include "dynamo/node/governor.h"
 #include "dynamo/node/membership.h"
 #include "dynamo/proto/codec.h"
 #include "dynamo/proto/message.h"
@@ -89,6 +91,22 @@ struct NodeOptions {
   uint64_t handoff_delay_ms = 5000;
   // How often to look for misplaced data. Default: 1000 ms.
   uint64_t handoff_interval_ms = 1000;
+
+  // Anti-entropy compares every partition this node replicates with another
+  // replica (rotating through them), then pauses this long. Default: 10 s.
+  uint64_t ae_cycle_pause_ms = 10000;
+  // Keys fetched and pushed per anti-entropy batch. Default: 256.
+  size_t ae_batch_keys = 256;
+  // Levels of each partition's Merkle tree kept in memory. Default: 6.
+  uint32_t merkle_depth = 6;
+  // A tombstone is purged once every replica holds it and it is older than
+  // this; a node away longer catches up before serving reads. Default: 24 h.
+  uint64_t tombstone_grace_ms = 24ull * 3600 * 1000;
+  // How often the owner of a partition looks for purgeable tombstones in
+  // it. Default: 60 s.
+  uint64_t purge_interval_ms = 60000;
+  // Background work admission (paper 6.5).
+  GovernorOptions governor;
 };
 
 // What the runtime loaded from the data directory before starting the core.
@@ -101,6 +119,8 @@ struct NodeState {
   std::vector<proto::Member> members;
   std::set<PartitionId> partitions_with_data;
   std::set<NodeId> hint_owners;  // nodes this one holds hints for
+  // When the previous run last recorded itself alive (wall ms; 0: unknown).
+  uint64_t last_alive_wall_ms = 0;
 };
 
 struct Now {
@@ -163,6 +183,12 @@ struct NodeStats {
   uint64_t transfers_done = 0;
   uint64_t handoff_keys = 0;
   uint64_t errors = 0;
+  uint64_t ae_sessions = 0;
+  uint64_t ae_keys_differing = 0;
+  uint64_t ae_bytes_fetched = 0;   // encoded sibling sets received from peers
+  uint64_t ae_bytes_pushed = 0;    // encoded sibling sets sent to peers
+  uint64_t tombstones_purged = 0;
+  uint64_t background_deferred = 0;
 };
 
 class NodeCore {
@@ -192,6 +218,15 @@ class NodeCore {
   bool Idle() const;
 
   uint64_t epoch() const { return map_ ? map_->epoch() : 0; }
+  // Whether the node refuses reads until anti-entropy caught it up.
+  bool catching_up() const { return catching_up_; }
+  // Whether every partition's Merkle tree has been built from storage.
+  bool trees_ready() const { return trees_ready_; }
+  // The root of the partition's Merkle tree (empty summary if none).
+  MerkleSummary MerkleRoot(PartitionId partition) const;
+  // Completed anti-entropy cycles over every replicated partition.
+  uint64_t ae_cycles() const { return ae_cycles_done_; }
+  double foreground_p99_ms() { return governor_.ForegroundP99(now_ms_); }
   const std::optional<ClusterMap>& map() const { return map_; }
   const Membership& membership() const { return membership_; }
   const NodeStats& stats() const { return stats_; }
@@ -200,6 +235,7 @@ class NodeCore {
  private:
   struct Transfer;
   struct Handoff;
+  struct AeSession;
   using StorageDone = std::function<void(Now, StorageResult)>;
   using CallDone = std::function<void(Now, Result<proto::Message>)>;
   using Unlock = std::function<void()>;
@@ -225,6 +261,30 @@ class NodeCore {
   void HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinRequest req);
   void HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequest req);
   void HandleTransferDone(Now now, uint64_t conn, uint64_t id, proto::TransferDoneRequest req);
+  void HandleAeCompare(uint64_t conn, uint64_t id, const proto::AeCompareRequest& req);
+  void HandlePurge(uint64_t conn, uint64_t id, proto::PurgeRequest req);
+  // Deletes each entry's key whose stored set is still tombstones with that digest.
+  void PurgeLocal(std::vector<proto::PurgeRequest::Entry> entries,
+                  std::function<void(Status, uint64_t deleted)> done);
+
+  // Background steps (pages, exchanges) wait for the governor; each gets a
+  // `done` to call when it ends.
+  using Step = std::function<void(std::function<void()> done)>;
+  void Background(Step step);
+  void RunBackground();
+
+  // Merkle trees.
+  MerkleTree& TreeFor(PartitionId p);
+  // Records a data-space write (set) or delete (null) of `data_key`.
+  void NoteStored(const std::string& data_key, const SiblingSet* set);
+  void BuildTreesStep();
+
+  // Anti-entropy and tombstone collection.
+  void AntiEntropyTick(Now now);
+  void AeRound(std::shared_ptr<AeSession> s);
+  void AeExchange(std::shared_ptr<AeSession> s);
+  void FinishAe(std::shared_ptr<AeSession> s, Status status);
+  void PurgeTombstones(std::shared_ptr<AeSession> s);
 
   // Merges `incoming` into the stored set of `key` (data space, or the hint
   // space when `hint_for` is set) and calls `done` once written.
@@ -249,6 +309,7 @@ class NodeCore {
   void HandoffPage(Now now, std::shared_ptr<Handoff> h);
   void DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page);
   void FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained);
+  void ReleasePage(const std::shared_ptr<Handoff>& h);
   void FinalGossipAndExit(Now now, int code, std::string reason);
   bool Replicates(PartitionId p) const;
   std::optional<std::string> AddressOf(const NodeId& id) const;
@@ -272,6 +333,7 @@ class NodeCore {
   bool shutting_down_ = false;
   bool exited_ = false;
   uint64_t now_ms_ = 0;
+  uint64_t wall_ms_ = 0;
   uint64_t next_gossip_ms_ = 0;
   uint64_t next_join_ms_ = 0;
   uint64_t next_handoff_ms_ = 0;
@@ -283,6 +345,30 @@ class NodeCore {
   size_t join_attempts_ = 0;
   std::map<PartitionId, std::shared_ptr<Transfer>> transfers_;
   std::shared_ptr<Handoff> handoff_;
+
+  BackgroundGovernor governor_;
+  std::deque<Step> background_;
+  bool running_background_ = false;
+  std::map<std::pair<uint64_t, uint64_t>, uint64_t> foreground_started_;  // (conn, id) -> ms
+
+  std::unordered_map<PartitionId, std::unique_ptr<MerkleTree>> trees_;
+  std::deque<PartitionId> build_queue_;
+  std::string build_after_;
+  bool build_in_flight_ = false;
+  bool trees_ready_ = false;
+  std::set<std::string> removed_during_build_;
+
+  std::shared_ptr<AeSession> ae_;
+  std::vector<PartitionId> ae_cycle_;
+  size_t ae_pos_ = 0;
+  uint64_t ae_next_cycle_ms_ = 0;
+  uint64_t ae_cycles_done_ = 0;
+  std::map<PartitionId, uint32_t> ae_rotation_;
+  std::map<PartitionId, uint64_t> last_purge_ms_;
+  std::map<PartitionId, std::string> purge_after_;
+  bool catching_up_ = false;
+  std::set<PartitionId> caught_up_;
+  uint64_t next_alive_write_ms_ = 0;
 };
 
 }  // namespace dynamo::node

@@ -1,0 +1,522 @@
+// NodeCore, part two: background admission, Merkle trees, anti-entropy and
+// tombstone collection.
+#include <algorithm>
+
+#include "dynamo/node/keys.h"
+#include "dynamo/node/node_core.h"
+
+namespace dynamo::node {
+namespace {
+
+constexpr size_t kBuildPageEntries = 512;
+// Most keys one AeCompare fetch may return.
+constexpr uint64_t kAeFetchKeysMax = 4096;
+constexpr size_t kPurgePageEntries = 256;
+
+Status ReplyStatusOf(const Result<proto::Message>& reply) {
+  if (!reply.ok()) return reply.status();
+  if (const auto* err = std::get_if<proto::ErrorReply>(&reply->body)) return proto::ToStatus(*err);
+  return Status::OK();
+}
+
+// Counts completions of `n` steps and runs `done` after the last.
+struct Countdown {
+  Countdown(size_t n, std::function<void(Status)> d) : left(n), done(std::move(d)) {
+    if (left == 0) done(Status::OK());
+  }
+  void One(const Status& s) {
+    if (!s.ok() && first_error.ok()) first_error = s;
+    if (--left == 0) done(first_error);
+  }
+  size_t left;
+  Status first_error;
+  std::function<void(Status)> done;
+};
+
+uint64_t NewestTimestamp(const SiblingSet& set) {
+  uint64_t t = 0;
+  for (const Version& v : set) t = std::max(t, v.timestamp_ms);
+  return t;
+}
+
+}  // namespace
+
+struct NodeCore::AeSession {
+  PartitionId partition = 0;
+  NodeId peer;
+  std::string address;
+  std::unique_ptr<MerkleComparison> comparison;
+  std::vector<std::string> keys;  // differing keys, once compared
+  size_t next = 0;
+  std::function<void()> done;  // releases the background slot
+};
+
+// ------------------------------------------------------------------ admission
+
+void NodeCore::Background(Step step) {
+  background_.push_back(std::move(step));
+  RunBackground();
+}
+
+void NodeCore::RunBackground() {
+  if (running_background_) return;
+  running_background_ = true;
+  while (!background_.empty() && !exited_ && governor_.TryStart(now_ms_)) {
+    Step step = std::move(background_.front());
+    background_.pop_front();
+    step([this] {
+      governor_.Finished();
+      RunBackground();
+    });
+  }
+  running_background_ = false;
+  stats_.background_deferred = governor_.deferred();
+}
+
+// ------------------------------------------------------------------ Merkle trees
+
+MerkleTree& NodeCore::TreeFor(PartitionId p) {
+  std::unique_ptr<MerkleTree>& t = trees_[p];
+  if (!t) t = std::make_unique<MerkleTree>(options_.merkle_depth);
+  return *t;
+}
+
+MerkleSummary NodeCore::MerkleRoot(PartitionId p) const {
+  auto it = trees_.find(p);
+  return it == trees_.end() ? MerkleSummary{} : it->second->Root();
+}
+
+void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
+  Result<DataKeyParts> parts = ParseDataKey(data_key);
+  if (!parts.ok()) return;
+  if (set != nullptr) {
+    state_.partitions_with_data.insert(parts->partition);
+    TreeFor(parts->partition).Put(parts->key, SiblingDigest(*set));
+    removed_during_build_.erase(data_key);
+    return;
+  }
+  auto it = trees_.find(parts->partition);
+  if (it != trees_.end()) it->second->Remove(parts->key);
+  if (!trees_ready_) removed_during_build_.insert(data_key);
+}
+
+void NodeCore::BuildTreesStep() {
+  if (trees_ready_ || build_in_flight_) return;
+  if (build_queue_.empty()) {
+    trees_ready_ = true;
+    removed_during_build_.clear();
+    return;
+  }
+  build_in_flight_ = true;
+  const PartitionId p = build_queue_.front();
+  ScanOp scan;
+  scan.space = Space::kData;
+  scan.options.prefix = PartitionPrefix(p);
+  scan.options.after = build_after_;
+  scan.options.max_entries = kBuildPageEntries;
+  Storage(std::move(scan), [this, p](Now, StorageResult r) {
+    build_in_flight_ = false;
+    if (!r.status.ok()) {
+      Log(LogLevel::kError, "building Merkle trees: " + r.status.ToString() + "; will retry");
+      return;
+    }
+    MerkleTree& tree = TreeFor(p);
+    for (auto& [k, v] : r.scan.entries) {
+      Result<DataKeyParts> parts = ParseDataKey(k);
+      if (!parts.ok() || removed_during_build_.count(k) || tree.Get(parts->key)) continue;
+      Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+      if (set.ok()) tree.Put(parts->key, SiblingDigest(*set));
+    }
+    if (r.scan.done || r.scan.entries.empty()) {
+      build_queue_.pop_front();
+      build_after_.clear();
+    } else {
+      build_after_ = r.scan.entries.back().first;
+    }
+    if (build_queue_.empty()) {
+      trees_ready_ = true;
+      removed_during_build_.clear();
+      size_t keys = 0;
+      for (const auto& [part, t] : trees_) keys += t->size();
+      Log(LogLevel::kInfo, "Merkle trees built: " + std::to_string(keys) + " keys in " +
+                               std::to_string(trees_.size()) + " partitions");
+      return;
+    }
+    BuildTreesStep();
+  });
+}
+
+// ------------------------------------------------------------------ serving peers
+
+void NodeCore::HandleAeCompare(uint64_t conn, uint64_t id, const proto::AeCompareRequest& req) {
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  if (!trees_ready_) {
+    ReplyError(conn, id, Status::Unavailable("Merkle trees are still being built"));
+    return;
+  }
+  if (req.partition >= map_->ring().partition_count()) {
+    ReplyError(conn, id, Status::InvalidArgument("no partition " + std::to_string(req.partition)));
+    return;
+  }
+  const MerkleTree& tree = TreeFor(req.partition);
+  for (const MerkleNodeId& node : req.request.fetch) {
+    Result<MerkleSummary> s = tree.Summary(node);
+    if (!s.ok()) {
+      ReplyError(conn, id, s.status());
+      return;
+    }
+    if (s->count > kAeFetchKeysMax) {
+      ReplyError(conn, id, Status::InvalidArgument("Merkle fetch of " + std::to_string(s->count) +
+                                                   " keys; at most " + std::to_string(kAeFetchKeysMax)));
+      return;
+    }
+  }
+  Result<MerkleReply> answer = tree.Answer(req.request);
+  if (!answer.ok()) {
+    ReplyError(conn, id, answer.status());
+    return;
+  }
+  Reply(conn, id, proto::AeCompareReply{epoch(), std::move(*answer)});
+}
+
+void NodeCore::HandlePurge(uint64_t conn, uint64_t id, proto::PurgeRequest req) {
+  if (!map_) {
+    ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
+  PurgeLocal(std::move(req.entries), [this, conn, id](Status s, uint64_t deleted) {
+    if (!s.ok()) {
+      ReplyError(conn, id, s);
+    } else {
+      Reply(conn, id, proto::Ack{epoch(), deleted});
+    }
+  });
+}
+
+void NodeCore::PurgeLocal(std::vector<proto::PurgeRequest::Entry> entries,
+                          std::function<void(Status, uint64_t)> done) {
+  auto deleted = std::make_shared<uint64_t>(0);
+  auto all = std::make_shared<Countdown>(entries.size(), [this, deleted, done](Status s) {
+    stats_.tombstones_purged += *deleted;
+    done(s, *deleted);
+  });
+  for (const proto::PurgeRequest::Entry& e : entries) {
+    const std::string key = DataKey(map_->ring().KeyPartition(e.key), e.key);
+    const uint64_t digest = e.digest;
+    WithKeyLock(QualifiedKey(static_cast<uint8_t>(Space::kData), key), [this, key, digest, deleted, all](Unlock unlock) {
+      Storage(ReadOp{Space::kData, key}, [this, key, digest, deleted, all, unlock](Now, StorageResult r) {
+        Result<SiblingSet> set = r.status.ok() && r.value ? proto::DecodeSiblingSet(*r.value, options_.limits)
+                                                          : Result<SiblingSet>(Status::NotFound("absent"));
+        // Only a set of tombstones unchanged since the owner checked it goes.
+        if (!set.ok() || HasLiveValue(*set) || SiblingDigest(*set) != digest) {
+          unlock();
+          all->One(r.status);
+          return;
+        }
+        WriteOp del;
+        del.batch.Delete(Space::kData, key);
+        Storage(std::move(del), [this, key, deleted, all, unlock](Now, StorageResult w) {
+          if (w.status.ok()) {
+            NoteStored(key, nullptr);
+            ++*deleted;
+          }
+          unlock();
+          all->One(w.status);
+        });
+      });
+    });
+  }
+}
+
+// ------------------------------------------------------------------ anti-entropy
+
+void NodeCore::AntiEntropyTick(Now now) {
+  if (ae_ || !map_ || !trees_ready_ || shutting_down_ || exited_) return;
+  const Ring& ring = map_->ring();
+  while (true) {
+    if (ae_pos_ >= ae_cycle_.size()) {
+      if (!ae_cycle_.empty()) {
+        ++ae_cycles_done_;
+        ae_cycle_.clear();
+        ae_next_cycle_ms_ = now.mono_ms + (catching_up_ ? 0 : options_.ae_cycle_pause_ms);
+      }
+      if (now.mono_ms < ae_next_cycle_ms_) return;
+      ae_cycle_ = ring.PartitionsReplicatedBy(options_.id);
+      ae_pos_ = 0;
+      if (ae_cycle_.empty()) {
+        ae_next_cycle_ms_ = now.mono_ms + options_.ae_cycle_pause_ms;
+        if (catching_up_) {
+          catching_up_ = false;
+          Log(LogLevel::kInfo, "caught up: no partition to catch up on");
+        }
+        return;
+      }
+    }
+    const PartitionId p = ae_cycle_[ae_pos_++];
+    std::vector<NodeId> peers;
+    const std::vector<NodeId> pref = ring.PreferenceList(p);
+    for (const NodeId& n : pref) {
+      if (n != options_.id && membership_.IsAlive(n, now.mono_ms) && AddressOf(n)) peers.push_back(n);
+    }
+    if (peers.empty()) {
+      // A partition no other replica holds has nothing to catch up from.
+      if (pref.size() == 1) caught_up_.insert(p);
+      continue;
+    }
+    auto s = std::make_shared<AeSession>();
+    s->partition = p;
+    s->peer = peers[ae_rotation_[p]++ % peers.size()];
+    s->address = *AddressOf(s->peer);
+    ae_ = s;
+    Background([this, s](std::function<void()> done) {
+      s->done = std::move(done);
+      if (ae_ != s) {  // the session was abandoned while it waited
+        FinishAe(s, Status::Aborted("abandoned"));
+        return;
+      }
+      MerkleComparisonOptions opts;
+      s->comparison = std::make_unique<MerkleComparison>(&TreeFor(s->partition), opts);
+      ++stats_.ae_sessions;
+      AeRound(s);
+    });
+    return;
+  }
+}
+
+void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
+  std::optional<MerkleRequest> request = s->comparison->NextRequest();
+  if (!request) {
+    s->keys = s->comparison->DifferingKeys();
+    stats_.ae_keys_differing += s->keys.size();
+    AeExchange(s);
+    return;
+  }
+  Call(s->address, proto::AeCompareRequest{s->partition, std::move(*request)},
+       [this, s](Now, Result<proto::Message> reply) {
+         Status st = ReplyStatusOf(reply);
+         if (st.ok() && !std::holds_alternative<proto::AeCompareReply>(reply->body)) {
+           st = Status::ProtocolError("unexpected reply to AeCompare");
+         }
+         if (st.ok()) st = s->comparison->HandleReply(std::get<proto::AeCompareReply>(reply->body).reply);
+         if (!st.ok()) {
+           FinishAe(s, st);
+           return;
+         }
+         AeRound(s);
+       });
+}
+
+// Fetches the peer's versions of one batch of differing keys, merges them
+// here, then pushes the merged sets back, so both sides end equal.
+void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
+  if (s->next >= s->keys.size()) {
+    PurgeTombstones(s);
+    return;
+  }
+  const size_t n = std::min(options_.ae_batch_keys, s->keys.size() - s->next);
+  std::vector<std::string> batch(s->keys.begin() + static_cast<std::ptrdiff_t>(s->next),
+                                 s->keys.begin() + static_cast<std::ptrdiff_t>(s->next + n));
+  s->next += n;
+  Call(s->address, proto::FetchRequest{batch}, [this, s, batch](Now, Result<proto::Message> reply) {
+    Status st = ReplyStatusOf(reply);
+    if (st.ok() && !std::holds_alternative<proto::FetchReply>(reply->body)) {
+      st = Status::ProtocolError("unexpected reply to Fetch");
+    }
+    if (!st.ok()) {
+      FinishAe(s, st);
+      return;
+    }
+    auto fetched = std::make_shared<proto::FetchReply>(std::move(std::get<proto::FetchReply>(reply->body)));
+    auto push_back = [this, s, batch](Status merged) {
+      if (!merged.ok()) {
+        FinishAe(s, merged);
+        return;
+      }
+      auto entries = std::make_shared<std::vector<proto::KeyedSiblings>>(batch.size());
+      auto read = std::make_shared<Countdown>(batch.size(), [this, s, entries](Status rs) {
+        if (!rs.ok()) {
+          FinishAe(s, rs);
+          return;
+        }
+        std::erase_if(*entries, [](const proto::KeyedSiblings& e) { return e.siblings.empty(); });
+        for (const proto::KeyedSiblings& e : *entries) {
+          stats_.ae_bytes_pushed += proto::EncodeSiblingSet(e.siblings).size();
+        }
+        if (entries->empty()) {
+          AeExchange(s);
+          return;
+        }
+        Call(s->address, proto::PushRequest{proto::PushPurpose::kRepair, std::move(*entries)},
+             [this, s](Now, Result<proto::Message> ack) {
+               Status as = ReplyStatusOf(ack);
+               if (!as.ok()) {
+                 FinishAe(s, as);
+                 return;
+               }
+               AeExchange(s);
+             });
+      });
+      for (size_t i = 0; i < batch.size(); ++i) {
+        (*entries)[i].key = batch[i];
+        Storage(ReadOp{Space::kData, DataKey(s->partition, batch[i])},
+                [this, entries, read, i](Now, StorageResult r) {
+                  if (r.status.ok() && r.value) {
+                    Result<SiblingSet> set = proto::DecodeSiblingSet(*r.value, options_.limits);
+                    if (set.ok()) (*entries)[i].siblings = std::move(*set);
+                  }
+                  read->One(r.status);
+                });
+      }
+    };
+    auto merges = std::make_shared<Countdown>(fetched->entries.size(), push_back);
+    for (proto::KeyedSiblings& e : fetched->entries) {
+      if (e.siblings.empty() || e.key.empty()) {
+        merges->One(Status::OK());
+        continue;
+      }
+      stats_.ae_bytes_fetched += proto::EncodeSiblingSet(e.siblings).size();
+      MergeInto(DataKey(s->partition, e.key), std::move(e.siblings), "", false,
+                [merges](Now, Status m) { merges->One(m); });
+    }
+  });
+}
+
+// On the partition's owner, after a successful exchange: tombstones older
+// than the grace period that every replica holds identically are deleted
+// everywhere.
+void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
+  const PartitionId p = s->partition;
+  if (!map_ || map_->ring().Owner(p) != options_.id || map_->next() ||
+      now_ms_ < last_purge_ms_[p] + options_.purge_interval_ms || last_purge_ms_[p] == 0) {
+    if (last_purge_ms_[p] == 0) last_purge_ms_[p] = now_ms_;  // first pass only arms the timer
+    FinishAe(s, Status::OK());
+    return;
+  }
+  last_purge_ms_[p] = now_ms_;
+  std::vector<std::string> others;
+  for (const NodeId& n : map_->ring().PreferenceList(p)) {
+    if (n == options_.id) continue;
+    std::optional<std::string> addr = AddressOf(n);
+    if (!addr || !membership_.IsAlive(n, now_ms_)) {
+      FinishAe(s, Status::OK());  // every replica must confirm; try next time
+      return;
+    }
+    others.push_back(*addr);
+  }
+  ScanOp scan;
+  scan.space = Space::kData;
+  scan.options.prefix = PartitionPrefix(p);
+  scan.options.after = purge_after_[p];
+  scan.options.max_entries = kPurgePageEntries;
+  Storage(std::move(scan), [this, s, p, others](Now, StorageResult r) {
+    if (!r.status.ok()) {
+      FinishAe(s, Status::OK());
+      return;
+    }
+    purge_after_[p] = r.scan.done || r.scan.entries.empty() ? "" : r.scan.entries.back().first;
+    struct Candidate {
+      std::string key;
+      uint64_t digest;
+      size_t confirmations = 0;
+    };
+    auto candidates = std::make_shared<std::vector<Candidate>>();
+    for (auto& [k, v] : r.scan.entries) {
+      Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+      Result<DataKeyParts> parts = ParseDataKey(k);
+      if (!set.ok() || !parts.ok() || set->empty() || HasLiveValue(*set)) continue;
+      if (NewestTimestamp(*set) + options_.tombstone_grace_ms > wall_ms_) continue;
+      candidates->push_back(Candidate{std::string(parts->key), SiblingDigest(*set)});
+    }
+    if (candidates->empty()) {
+      FinishAe(s, Status::OK());
+      return;
+    }
+    std::vector<std::string> keys;
+    for (const Candidate& c : *candidates) keys.push_back(c.key);
+    auto purge = [this, s, p, others, candidates](Status fetched) {
+      std::vector<proto::PurgeRequest::Entry> confirmed;
+      if (fetched.ok()) {
+        for (const Candidate& c : *candidates) {
+          if (c.confirmations == others.size()) confirmed.push_back({c.key, c.digest});
+        }
+      }
+      if (confirmed.empty()) {
+        FinishAe(s, Status::OK());
+        return;
+      }
+      auto remote = std::make_shared<Countdown>(others.size(), [this, s, p, confirmed](Status ps) {
+        if (!ps.ok()) {
+          FinishAe(s, Status::OK());
+          return;
+        }
+        // Every other replica has dropped them (or kept newer data): drop ours.
+        PurgeLocal(confirmed, [this, s, p](Status, uint64_t deleted) {
+          Log(LogLevel::kDebug, "purged " + std::to_string(deleted) + " tombstones in partition " +
+                                    std::to_string(p));
+          FinishAe(s, Status::OK());
+        });
+      });
+      for (const std::string& address : others) {
+        Call(address, proto::PurgeRequest{confirmed}, [remote](Now, Result<proto::Message> ack) {
+          remote->One(ReplyStatusOf(ack));
+        });
+      }
+    };
+    auto fetch = std::make_shared<Countdown>(others.size(), purge);
+    for (const std::string& address : others) {
+      Call(address, proto::FetchRequest{keys}, [this, candidates, fetch](Now, Result<proto::Message> reply) {
+        Status st = ReplyStatusOf(reply);
+        if (st.ok()) {
+          if (const auto* fr = std::get_if<proto::FetchReply>(&reply->body)) {
+            for (const proto::KeyedSiblings& e : fr->entries) {
+              for (Candidate& c : *candidates) {
+                if (c.key == e.key && !e.siblings.empty() && SiblingDigest(e.siblings) == c.digest) {
+                  ++c.confirmations;
+                }
+              }
+            }
+          }
+        }
+        fetch->One(st);
+      });
+    }
+  });
+}
+
+void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
+  if (s->done) {
+    auto done = std::move(s->done);
+    s->done = nullptr;
+    done();
+  }
+  if (ae_ == s) ae_.reset();
+  if (!status.ok()) {
+    if (status.code() != StatusCode::kAborted) {
+      Log(LogLevel::kDebug, "anti-entropy of partition " + std::to_string(s->partition) + " with " +
+                                s->peer + ": " + status.ToString());
+    }
+    if (status.code() == StatusCode::kUnavailable || status.IsTimeout()) {
+      membership_.Contact(s->peer, false, now_ms_);
+    }
+  } else {
+    if (!s->keys.empty()) {
+      Log(LogLevel::kInfo, "anti-entropy of partition " + std::to_string(s->partition) + " with " +
+                               s->peer + ": " + std::to_string(s->keys.size()) + " keys repaired");
+    }
+    if (catching_up_) {
+      caught_up_.insert(s->partition);
+      bool all = true;
+      for (PartitionId p : map_->ring().PartitionsReplicatedBy(options_.id)) all &= caught_up_.count(p) > 0;
+      if (all) {
+        catching_up_ = false;
+        Log(LogLevel::kInfo, "caught up by anti-entropy: serving reads again");
+      }
+    }
+  }
+  if (!exited_ && !shutting_down_) AntiEntropyTick(Now{now_ms_, wall_ms_});
+}
+
+}  // namespace dynamo::node
