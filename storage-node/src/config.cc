@@ -122,6 +122,25 @@ const std::vector<Key>& Keys() {
       UintKey("transfer", "handoff_delay_ms",
               "wait after a ring change before handing misplaced data off", 0, 3600000,
               [](NodeConfig& c) -> uint64_t& { return c.node.handoff_delay_ms; }),
+      UintKey("anti_entropy", "cycle_pause_ms", "pause between rounds over every replicated partition",
+              10, 86400000, [](NodeConfig& c) -> uint64_t& { return c.node.ae_cycle_pause_ms; }),
+      UintKey("anti_entropy", "batch_keys", "differing keys fetched and pushed per batch", 1, 4096,
+              [](NodeConfig& c) -> size_t& { return c.node.ae_batch_keys; }),
+      UintKey("anti_entropy", "merkle_depth", "Merkle tree levels kept in memory per partition", 0,
+              kMaxMerkleDepth, [](NodeConfig& c) -> uint32_t& { return c.node.merkle_depth; }),
+      UintKey("anti_entropy", "tombstone_grace_ms",
+              "age before a tombstone every replica holds is purged; a node away longer catches up "
+              "before serving reads",
+              1000, 365ull * 86400 * 1000, [](NodeConfig& c) -> uint64_t& { return c.node.tombstone_grace_ms; }),
+      UintKey("anti_entropy", "purge_interval_ms", "how often a partition's owner looks for purgeable tombstones",
+              100, 86400000, [](NodeConfig& c) -> uint64_t& { return c.node.purge_interval_ms; }),
+      DoubleKey("admission", "p99_threshold_ms",
+                "foreground p99 above which background work slows to a trickle", 0.1, 60000,
+                [](NodeConfig& c) -> double& { return c.node.governor.p99_threshold_ms; }),
+      UintKey("admission", "max_in_flight", "background steps in flight while foreground is fast", 1, 64,
+              [](NodeConfig& c) -> size_t& { return c.node.governor.max_in_flight; }),
+      UintKey("admission", "trickle_ms", "while backing off, one background step this often", 10, 600000,
+              [](NodeConfig& c) -> uint64_t& { return c.node.governor.trickle_ms; }),
   };
   return keys;
 }
