@@ -522,3 +522,27 @@ TEST(AntiEntropyTest, LostKeyThenNewWriteAtThatReplicaSurvives) {
 
 }  // namespace
 }  // namespace dynamo::node
+
+namespace dynamo::node {
+namespace {
+
+// A CoordPut delivered twice (a duplicate, or a client's retry) is written
+// once: the repeat gets the first write's dot.
+TEST(NodeCoreTest, RepeatedCoordPutIsWrittenOnce) {
+  SimCluster sim(40);
+  sim.AddNode("n1");
+  sim.RunFor(100);
+  proto::CoordPutRequest put{"k", {}, "v", false, 0xabc};
+  auto first = sim.Request("n1", put);
+  auto again = sim.Request("n1", put);
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(first->body));
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(again->body));
+  EXPECT_EQ(std::get<proto::CoordPutReply>(first->body).dot, std::get<proto::CoordPutReply>(again->body).dot);
+  EXPECT_EQ(sim.Stored("n1", "k")->size(), 1u);
+  put.op_id = 0xdef;  // another write with the same content is another version
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(sim.Request("n1", put)->body));
+  EXPECT_EQ(sim.Stored("n1", "k")->size(), 2u);
+}
+
+}  // namespace
+}  // namespace dynamo::node

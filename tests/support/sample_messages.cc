@@ -43,7 +43,7 @@ std::vector<Body> AllMessages() {
       Ack{6, 42},
       GetRequest{"user:1", "n7"},
       GetReply{7, SampleSiblings()},
-      CoordPutRequest{"user:1", SampleVersion(9).context, "new value", false},
+      CoordPutRequest{"user:1", SampleVersion(9).context, "new value", false, 0xfeedULL},
       CoordPutReply{8, Dot{1, 2}, SampleSiblings()},
       ReplicaPutRequest{"user:1", SampleSiblings(), "n3", true},
       RingRequest{},

@@ -161,7 +161,7 @@ std::vector<Send> WriteOp::TryCoordinator() {
   state_[i] = 1;
   ++outstanding_;
   return {Send{i, proto::CoordPutRequest{req_.key, req_.context, req_.tombstone ? "" : req_.value,
-                                         req_.tombstone}}};
+                                         req_.tombstone, req_.op_id}}};
 }
 
 std::vector<Send> WriteOp::Replicate() {
@@ -217,7 +217,14 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
       Finish(last_error_.Annotate("write refused by " + t.node));
       return {};
     }
-    coordinator_maybe_applied_ |= reply.maybe_delivered || last_error_.in_doubt();
+    if (reply.maybe_delivered || last_error_.in_doubt()) {
+      // It may have been written: another coordinator would make a second version.
+      coordinator_maybe_applied_ = true;
+      Finish(Status::Unavailable("the coordinator " + t.node + " failed after the write was sent: " +
+                                 last_error_.ToString() + "; it may have been applied anyway")
+                 .WithInDoubt(true));
+      return {};
+    }
     if (done()) return {};
     ++receipt_.coordinator_retries;
     Substitute(target);

@@ -80,6 +80,8 @@ struct WriteRequest {
   VersionVector context;
   // The node that answered the previous read of this key fastest.
   std::string preferred_coordinator;
+  // Random per write: a coordinator that sees it twice writes once.
+  uint64_t op_id = 0;
   int w = 2;
   bool lww = false;
   Dot lww_dot;  // LWW: (client id, timestamp in microseconds)
@@ -87,8 +89,9 @@ struct WriteRequest {
 };
 
 // A write. Causal: CoordPut to one replica, then the coordinator's sibling
-// set to the other replicas; at most one other coordinator is tried when the
-// first fails. LWW: the client's version to every replica at once. Done at W
+// set to the other replicas; another coordinator is tried only when the first
+// certainly never got the request (a write sent twice would make two
+// versions), otherwise the write fails in doubt. LWW: the client's version to every replica at once. Done at W
 // acknowledgements (the coordinator's included), or when W can no longer be
 // reached, or at the deadline.
 class WriteOp {

@@ -100,11 +100,12 @@ struct PayloadEncoder {
     Enc(w, m.siblings);
   }
   void operator()(const CoordPutRequest& m) {
-    w.Array(4);
+    w.Array(m.op_id != 0 ? 5 : 4);
     w.Bin(m.key);
     Enc(w, m.context);
     w.Bin(m.value);
     w.Bool(m.tombstone);
+    if (m.op_id != 0) w.Uint(m.op_id);
   }
   void operator()(const CoordPutReply& m) {
     w.Array(4);
@@ -430,12 +431,15 @@ class Decoder {
     return Close();
   }
   Status Payload(CoordPutRequest* m) {
-    DYNAMO_RETURN_IF_ERROR(Open(4));
+    uint32_t n = 0;
+    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
+    if (n < 4) return Status::ProtocolError("expected 4 fields, got " + std::to_string(n));
     DYNAMO_RETURN_IF_ERROR(Key(&m->key));
     DYNAMO_RETURN_IF_ERROR(Clock(&m->context));
     DYNAMO_RETURN_IF_ERROR(Value(&m->value));
     DYNAMO_RETURN_IF_ERROR(Bool(&m->tombstone));
-    return Close();
+    if (n >= 5) DYNAMO_RETURN_IF_ERROR(Uint(&m->op_id));
+    return r_.SkipN(n - std::min<uint32_t>(n, 5));
   }
   Status Payload(CoordPutReply* m) {
     DYNAMO_RETURN_IF_ERROR(Open(4));

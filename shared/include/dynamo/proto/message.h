@@ -98,6 +98,10 @@ struct CoordPutRequest {
   VersionVector context;
   std::string value;
   bool tombstone = false;
+  // Chosen by the client for each write; a node that sees the same (key,
+  // op id) again answers with the first outcome instead of writing twice.
+  // 0: none. Optional.
+  uint64_t op_id = 0;
 };
 struct CoordPutReply {
   uint64_t epoch = 0;

@@ -346,6 +346,11 @@ class NodeCore {
   std::map<PartitionId, std::shared_ptr<Transfer>> transfers_;
   std::shared_ptr<Handoff> handoff_;
 
+  // Dots of recent coordinated writes by (data key, op id), so a repeated
+  // CoordPut is answered, not written twice. FIFO, bounded.
+  std::unordered_map<std::string, Dot> recent_puts_;
+  std::deque<std::string> recent_order_;
+
   BackgroundGovernor governor_;
   std::deque<Step> background_;
   bool running_background_ = false;
