@@ -1,0 +1,79 @@
+// A client of the simulated cluster running the real request logic
+// (client/src/core/quorum.h) over the virtual network: the same routing,
+// sloppy quorum, coordinator choice, read repair and failure backoff as the
+// SDK, with the cluster map pulled from the nodes.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/quorum.h"
+#include "sim/sim_cluster.h"
+
+namespace dynamo::sim {
+
+struct SimClientOptions {
+  int r = 2;
+  int w = 2;
+  uint64_t timeout_ms = 500;
+  bool lww = false;
+  uint64_t refresh_ms = 1000;          // cluster map pull period
+  uint64_t read_repair_window_ms = 50;
+};
+
+class SimClient {
+ public:
+  SimClient(SimCluster& sim, std::vector<std::string> seeds, SimClientOptions options, uint64_t client_id);
+
+  // Pulls the cluster map and members from a live node; `done` runs after.
+  void Refresh(std::function<void(Status)> done);
+  // Starts periodic refreshes (until Stop).
+  void Start();
+  void Stop() { stopped_ = true; }
+
+  struct ReadResult {
+    Status status;
+    SiblingSet siblings;  // merged
+    std::string fastest;  // next coordinator
+  };
+  void Get(const std::string& key, std::function<void(ReadResult)> done);
+
+  struct WriteResult {
+    Status status;
+    VersionVector clock;  // the written set's clock
+  };
+  // `context` and `preferred` come from a read (may be empty).
+  void Put(const std::string& key, std::string value, bool tombstone, VersionVector context,
+           std::string preferred, std::function<void(WriteResult)> done);
+
+  bool has_map() const { return map_.has_value(); }
+  uint64_t read_repairs() const { return read_repairs_; }
+
+ private:
+  client::Health HealthNow();
+  void Observe(const std::string& node, const client::Reply& r);
+  void SendTo(const client::Target& t, proto::Body body, uint64_t deadline,
+              std::function<void(client::Reply)> done);
+  // Sends `op`'s requests and follow-ups until `deadline`, calling `finish`
+  // after each reply and once at the deadline.
+  template <typename Op>
+  void Drive(std::shared_ptr<Op> op, uint64_t deadline, std::function<void()> finish);
+
+  SimCluster& sim_;
+  std::vector<std::string> seeds_;
+  SimClientOptions options_;
+  uint64_t client_id_;
+  uint64_t last_lww_us_ = 0;
+  std::optional<ClusterMap> map_;
+  std::map<NodeId, proto::Member> members_;
+  std::map<NodeId, uint64_t> down_until_;
+  std::map<NodeId, uint32_t> failures_;
+  bool stopped_ = false;
+  uint64_t read_repairs_ = 0;
+};
+
+}  // namespace dynamo::sim

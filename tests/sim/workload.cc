@@ -1,0 +1,496 @@
+#include "sim/workload.h"
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+
+#include "dynamo/node/keys.h"
+#include "sim/sim_client.h"
+
+namespace dynamo::sim {
+namespace {
+
+std::set<std::string> Elements(const SiblingSet& set) {
+  std::set<std::string> out;
+  for (const Version& v : set) {
+    if (v.tombstone) continue;
+    std::stringstream ss(v.value);
+    std::string item;
+    while (std::getline(ss, item, ',')) {
+      if (!item.empty()) out.insert(item);
+    }
+  }
+  return out;
+}
+
+std::string ClockText(const VersionVector& vv) {
+  std::string out = "{";
+  for (const ClockEntry& e : vv.entries()) out += std::to_string(e.actor % 1000) + ":" + std::to_string(e.counter) + " ";
+  return out + "}";
+}
+
+std::string SetText(const SiblingSet& set) {
+  std::string out;
+  for (const Version& v : set) {
+    out += std::to_string(v.dot.actor % 1000) + ":" + std::to_string(v.dot.counter) +
+           (v.tombstone ? " tomb" : " live") + " ctx" + ClockText(v.context) + "; ";
+  }
+  return out;
+}
+
+std::string Join(const std::set<std::string>& items) {
+  std::string out;
+  for (const std::string& i : items) out += (out.empty() ? "" : ",") + i;
+  return out;
+}
+
+struct DeleteKey {
+  std::string key;
+  int state = 0;  // 0 unused, 1 in progress, 2 finished
+  bool write_acked = false;
+  VersionVector write_clock;
+  bool delete_acked = false;
+  bool delete_covers_write = false;
+};
+
+class Run {
+ public:
+  Run(uint64_t seed, const WorkloadConfig& config)
+      : seed_(seed), config_(config), sim_(seed * 0x9e3779b97f4a7c15ULL + 1), rng_(seed) {
+    report_.seed = seed;
+  }
+
+  WorkloadReport Go() {
+    if (!Form()) return Finish();
+    StartClients();
+    StartFaults();
+    sim_.RunFor(config_.fault_phase_ms);
+    Heal();
+    // Clients finish their operations on the healed cluster.
+    if (!sim_.RunUntil([&] { return clients_done_ == config_.clients; }, 120000)) {
+      Fail("clients did not finish");
+      return Finish();
+    }
+    for (auto& c : clients_) c->Stop();
+    const uint64_t healed_at = sim_.now();
+    std::string why;
+    bool quiet = false;
+    while (sim_.now() < healed_at + config_.heal_phase_max_ms) {
+      sim_.RunFor(250);
+      why.clear();
+      if ((quiet = Quiet(&why))) break;
+    }
+    report_.heal_ms = sim_.now() - healed_at;
+    if (!quiet) {
+      Fail("no convergence " + std::to_string(config_.heal_phase_max_ms) + " ms after healing: " + why);
+      return Finish();
+    }
+    Check();
+    return Finish();
+  }
+
+ private:
+  std::string Node(int i) const { return "n" + std::to_string(i); }
+
+  bool Form() {
+    auto tweak = [this](node::NodeOptions& o) { o.partitions = config_.partitions; };
+    sim_.AddNode(Node(1), {}, tweak);
+    for (int i = 2; i <= config_.nodes; ++i) sim_.AddNode(Node(i), {Node(1)}, tweak);
+    next_node_ = config_.nodes + 1;
+    if (!sim_.RunUntil([&] { return MapsAgree(nullptr) && RingSize() == static_cast<size_t>(config_.nodes); },
+                       60000)) {
+      Fail("the cluster did not form");
+      return false;
+    }
+    return true;
+  }
+
+  size_t RingSize() {
+    for (const std::string& id : sim_.ids()) {
+      if (sim_.IsUp(id) && sim_.core(id).map()) return sim_.core(id).map()->ring().nodes().size();
+    }
+    return 0;
+  }
+
+  bool MapsAgree(std::string* why) {
+    std::optional<uint64_t> hash;
+    for (const std::string& id : sim_.ids()) {
+      if (!sim_.IsUp(id)) continue;
+      const auto& map = sim_.core(id).map();
+      if (!map || map->next()) {
+        if (why) *why = id + " has a change in progress";
+        return false;
+      }
+      if (hash && *hash != map->ContentHash()) {
+        if (why) *why = "maps differ";
+        return false;
+      }
+      hash = map->ContentHash();
+    }
+    return hash.has_value();
+  }
+
+  // ---------------------------------------------------------------- clients
+
+  void StartClients() {
+    std::vector<std::string> seeds;
+    for (int i = 1; i <= config_.nodes; ++i) seeds.push_back(Node(i));
+    for (int k = 0; k < config_.set_keys; ++k) set_keys_.push_back("set" + std::to_string(k));
+    for (int k = 0; k < config_.delete_keys; ++k) deletes_.push_back(DeleteKey{"del" + std::to_string(k)});
+    SimClientOptions opts;
+    opts.lww = config_.lww;
+    for (int c = 0; c < config_.clients; ++c) {
+      clients_.push_back(std::make_unique<SimClient>(sim_, seeds, opts, 1000 + c));
+      clients_.back()->Start();
+      ops_left_.push_back(config_.ops_per_client);
+      sim_.At(sim_.now() + 50 + rng_() % 50, [this, c] { NextOp(c); });
+    }
+  }
+
+  void NextOp(int c) {
+    if (ops_left_[c]-- <= 0) {
+      ++clients_done_;
+      return;
+    }
+    auto then = [this, c] { sim_.At(sim_.now() + rng_() % 20, [this, c] { NextOp(c); }); };
+    DeleteKey* d = nullptr;
+    if (rng_() % 4 == 0) {
+      for (DeleteKey& k : deletes_) {
+        if (k.state == 0) {
+          d = &k;
+          break;
+        }
+      }
+    }
+    if (d != nullptr) {
+      DeleteFlow(c, d, then);
+    } else {
+      AddElement(c, then);
+    }
+  }
+
+  void AddElement(int c, std::function<void()> then) {
+    const std::string key = set_keys_[rng_() % set_keys_.size()];
+    const std::string element = "c" + std::to_string(c) + "e" + std::to_string(next_element_++);
+    SimClient& client = *clients_[c];
+    client.Get(key, [this, c, key, element, then](SimClient::ReadResult r) {
+      if (!r.status.ok()) {
+        then();
+        return;
+      }
+      std::set<std::string> items = Elements(r.siblings);
+      items.insert(element);
+      attempted_.insert(element);
+      clients_[c]->Put(key, Join(items), false, ContextOf(r.siblings), r.fastest,
+                       [this, key, element, then](SimClient::WriteResult w) {
+                         if (w.status.ok()) {
+                           acked_[key].insert(element);
+                         } else if (w.status.in_doubt()) {
+                           ++in_doubt_[key];
+                           ++report_.in_doubt;
+                         }
+                         then();
+                       });
+    });
+  }
+
+  void DeleteFlow(int c, DeleteKey* d, std::function<void()> then) {
+    d->state = 1;
+    SimClient& client = *clients_[c];
+    client.Put(d->key, "doomed", false, {}, "", [this, c, d, then](SimClient::WriteResult w) {
+      if (!w.status.ok()) {
+        d->state = 2;
+        then();
+        return;
+      }
+      d->write_acked = true;
+      d->write_clock = w.clock;
+      clients_[c]->Get(d->key, [this, c, d, then](SimClient::ReadResult r) {
+        if (!r.status.ok()) {
+          d->state = 2;
+          then();
+          return;
+        }
+        VersionVector ctx = ContextOf(r.siblings);
+        const bool covers = config_.lww ? true : ctx.Descends(d->write_clock);
+        clients_[c]->Put(d->key, "", true, ctx, r.fastest, [d, covers, then](SimClient::WriteResult del) {
+          d->state = 2;
+          d->delete_acked = del.status.ok();
+          d->delete_covers_write = covers;
+          then();
+        });
+      });
+    });
+  }
+
+  // ---------------------------------------------------------------- faults
+
+  void StartFaults() {
+    sim_.SetFaults(config_.network);
+    if (config_.clock_skew_ms != 0) {
+      for (int i = 1; i <= config_.nodes; ++i) {
+        const int64_t skew = static_cast<int64_t>(rng_() % (2 * config_.clock_skew_ms + 1)) - config_.clock_skew_ms;
+        sim_.SkewClock(Node(i), skew);
+      }
+    }
+    fault_end_ = sim_.now() + config_.fault_phase_ms;
+    if (config_.membership_change) {
+      sim_.At(sim_.now() + config_.fault_phase_ms / 2, [this] { ChangeMembership(); });
+    }
+    ScheduleFault();
+  }
+
+  void ScheduleFault() {
+    const uint64_t at = sim_.now() + config_.fault_interval_ms / 2 + rng_() % config_.fault_interval_ms;
+    if (at >= fault_end_) return;
+    sim_.At(at, [this] {
+      InjectFault();
+      ScheduleFault();
+    });
+  }
+
+  std::vector<std::string> LiveNodes() {
+    std::vector<std::string> out;
+    for (const std::string& id : sim_.ids()) {
+      if (sim_.IsUp(id)) out.push_back(id);
+    }
+    return out;
+  }
+
+  void InjectFault() {
+    std::vector<std::string> live = LiveNodes();
+    if (live.size() < 2) return;
+    const std::string a = live[rng_() % live.size()];
+    const std::string b = live[rng_() % live.size()];
+    switch (rng_() % 3) {
+      case 0:
+        if (config_.crashes && crashed_.empty() && live.size() > 2) {
+          ++report_.faults;
+          sim_.Crash(a, /*lose_unsynced=*/true);
+          crashed_.insert(a);
+          sim_.At(sim_.now() + 200 + rng_() % 1800, [this, a] { Restart(a); });
+        }
+        break;
+      case 1:
+        if (config_.cuts && a != b) {
+          ++report_.faults;
+          const bool one_way = rng_() % 3 == 0;
+          if (one_way) {
+            sim_.CutOneWay(a, b);
+          } else {
+            sim_.Cut(a, b);
+          }
+          sim_.At(sim_.now() + 300 + rng_() % 2700, [this, a, b, one_way] {
+            if (one_way) {
+              sim_.CutOneWay(a, b, false);
+            } else {
+              sim_.Cut(a, b, false);
+            }
+          });
+        }
+        break;
+      default:
+        if (config_.pauses) {
+          ++report_.faults;
+          sim_.Pause(a, 200 + rng_() % 1800);
+        }
+    }
+  }
+
+  void Restart(const std::string& id) {
+    if (!crashed_.count(id)) return;
+    crashed_.erase(id);
+    if (!sim_.IsUp(id) && !sim_.Exited(id)) sim_.Restart(id);
+  }
+
+  void ChangeMembership() {
+    ++report_.faults;
+    if (rng_() % 2 == 0 || config_.nodes < 4) {
+      const std::string id = Node(next_node_++);
+      sim_.AddNode(id, {Node(1)}, [this](node::NodeOptions& o) { o.partitions = config_.partitions; });
+      return;
+    }
+    std::vector<std::string> live = LiveNodes();
+    std::erase(live, Node(1));
+    if (live.empty()) return;
+    const std::string leaving = live[rng_() % live.size()];
+    sim_.Send(Node(1), proto::AdminRequest{proto::AdminOp::kLeave, leaving}, [](Result<proto::Message>) {});
+  }
+
+  void Heal() {
+    sim_.SetFaults({});
+    sim_.HealAll();
+    for (const std::string& id : std::vector<std::string>(crashed_.begin(), crashed_.end())) Restart(id);
+  }
+
+  // ---------------------------------------------------------------- checks
+
+  bool Quiet(std::string* why) {
+    if (!MapsAgree(why)) return false;
+    std::string any;
+    for (const std::string& id : sim_.ids()) {
+      if (!sim_.IsUp(id)) continue;
+      any = id;
+      node::NodeCore& core = sim_.core(id);
+      if (!core.trees_ready() || core.catching_up()) {
+        *why = id + " is not ready";
+        return false;
+      }
+      if (sim_.engine(id).size(node::Space::kHints) != 0) {
+        *why = id + " still holds hints";
+        return false;
+      }
+    }
+    const Ring& ring = sim_.core(any).map()->ring();
+    for (const NodeId& n : ring.nodes()) {
+      if (!sim_.IsUp(n)) {
+        *why = n + " is in the ring but down";
+        return false;
+      }
+    }
+    for (PartitionId p = 0; p < ring.partition_count(); ++p) {
+      std::vector<NodeId> pref = ring.PreferenceList(p);
+      std::optional<MerkleSummary> root;
+      for (const NodeId& n : pref) {
+        MerkleSummary r = sim_.core(n).MerkleRoot(p);
+        if (root && !(*root == r)) {
+          *why = "partition " + std::to_string(p) + " differs between replicas";
+          return false;
+        }
+        root = r;
+      }
+      for (const std::string& id : sim_.ids()) {
+        if (!sim_.IsUp(id) || std::find(pref.begin(), pref.end(), id) != pref.end()) continue;
+        node::ScanOptions probe;
+        probe.prefix = node::PartitionPrefix(p);
+        probe.max_entries = 1;
+        Result<node::ScanResult> r = sim_.engine(id).Scan(node::Space::kData, probe);
+        if (r.ok() && !r->entries.empty()) {
+          *why = id + " still holds data of partition " + std::to_string(p);
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+
+  void Check() {
+    std::string any;
+    for (const std::string& id : sim_.ids()) {
+      if (sim_.IsUp(id)) any = id;
+    }
+    const Ring& ring = sim_.core(any).map()->ring();
+    auto replicas_of = [&](const std::string& key) {
+      std::vector<SiblingSet> sets;
+      for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
+        std::optional<SiblingSet> s = sim_.Stored(n, key);
+        sets.push_back(s ? *s : SiblingSet{});
+      }
+      return sets;
+    };
+    for (const std::string& key : set_keys_) {
+      std::vector<SiblingSet> sets = replicas_of(key);
+      for (size_t i = 1; i < sets.size(); ++i) {
+        if (sets[i] != sets[0]) Fail(key + " differs between its replicas");
+      }
+      const std::set<std::string> present = Elements(sets[0]);
+      for (const std::string& e : acked_[key]) {
+        ++report_.acknowledged;
+        if (!present.count(e)) {
+          ++report_.lost;
+          if (!config_.lww) Fail("acknowledged element " + e + " of " + key + " was lost");
+        }
+      }
+      for (const std::string& e : present) {
+        if (!attempted_.count(e)) Fail("element " + e + " of " + key + " was never written");
+      }
+      report_.max_siblings = std::max(report_.max_siblings, sets[0].size());
+      const size_t bound = static_cast<size_t>(config_.clients) + in_doubt_[key];
+      if (!config_.lww && sets[0].size() > bound) {
+        Fail(key + " holds " + std::to_string(sets[0].size()) + " siblings, more than " +
+             std::to_string(bound) + " possible writers");
+      }
+    }
+    for (const DeleteKey& d : deletes_) {
+      if (!(d.write_acked && d.delete_acked && d.delete_covers_write)) continue;
+      ++report_.deletes_checked;
+      for (const SiblingSet& s : replicas_of(d.key)) {
+        if (HasLiveValue(s)) {
+          ++report_.resurrected;
+          std::string detail = "deleted key " + d.key + " holds a live value again; write clock " +
+                               ClockText(d.write_clock) + ", replicas hold:";
+          for (const SiblingSet& r : replicas_of(d.key)) detail += " [" + SetText(r) + "]";
+          Fail(detail);
+          break;
+        }
+      }
+    }
+  }
+
+  void Fail(const std::string& why) {
+    report_.ok = false;
+    report_.failures.push_back(why);
+  }
+
+  WorkloadReport Finish() {
+    report_.trace_hash = sim_.trace_hash();
+    report_.messages = sim_.messages();
+    if (!report_.ok) report_.failures.push_back("node log tail:\n" + sim_.LogTail());
+    return report_;
+  }
+
+  uint64_t seed_;
+  WorkloadConfig config_;
+  SimCluster sim_;
+  std::mt19937_64 rng_;
+  WorkloadReport report_;
+  std::vector<std::unique_ptr<SimClient>> clients_;
+  std::vector<int> ops_left_;
+  int clients_done_ = 0;
+  std::vector<std::string> set_keys_;
+  std::vector<DeleteKey> deletes_;
+  std::map<std::string, std::set<std::string>> acked_;
+  std::map<std::string, size_t> in_doubt_;
+  std::set<std::string> attempted_;
+  uint64_t next_element_ = 0;
+  std::set<std::string> crashed_;
+  uint64_t fault_end_ = 0;
+  int next_node_ = 0;
+};
+
+}  // namespace
+
+WorkloadConfig ConfigForSeed(uint64_t seed) {
+  std::mt19937_64 rng(seed ^ 0x5eed5eed5eedULL);
+  WorkloadConfig c;
+  c.nodes = 3 + static_cast<int>(rng() % 3);
+  c.clients = 2 + static_cast<int>(rng() % 3);
+  c.set_keys = 2 + static_cast<int>(rng() % 4);
+  c.ops_per_client = 25 + static_cast<int>(rng() % 25);
+  c.network.drop = rng() % 3 == 0 ? 0 : static_cast<double>(rng() % 50) / 1000.0;
+  c.network.duplicate = rng() % 3 == 0 ? static_cast<double>(rng() % 30) / 1000.0 : 0;
+  c.network.jitter_ms = rng() % 20;
+  c.crashes = rng() % 4 != 0;
+  c.cuts = rng() % 3 != 0;
+  c.pauses = rng() % 3 != 0;
+  const int64_t skews[] = {0, 1000, 60000};
+  c.clock_skew_ms = skews[rng() % 3];
+  c.membership_change = c.nodes >= 4 && rng() % 3 == 0;
+  return c;
+}
+
+std::string WorkloadReport::Summary() const {
+  std::ostringstream os;
+  os << "SEED=" << seed << " " << (ok ? "ok" : "FAILED") << ": " << acknowledged << " acknowledged adds, "
+     << lost << " lost, " << in_doubt << " in doubt, " << deletes_checked << " deletes checked, "
+     << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults << " faults, "
+     << messages << " messages, quiet " << heal_ms << " ms after healing, trace " << std::hex << trace_hash;
+  for (const std::string& f : failures) os << "\n  " << f;
+  return os.str();
+}
+
+WorkloadReport RunWorkload(uint64_t seed, const WorkloadConfig& config) { return Run(seed, config).Go(); }
+
+}  // namespace dynamo::sim
