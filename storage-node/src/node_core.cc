@@ -253,6 +253,7 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
           [&](proto::GossipRequest& r) { HandleGossip(now, conn, id, std::move(r)); },
           [&](proto::JoinRequest& r) { HandleJoin(now, conn, id, std::move(r)); },
           [&](proto::AdminRequest& r) { HandleAdmin(now, conn, id, std::move(r)); },
+          [&](proto::StatsRequest&) { Reply(conn, id, StatsNow()); },
           [&](proto::FetchRequest& r) { HandleFetch(now, conn, id, std::move(r)); },
           [&](proto::PushRequest& r) { HandlePush(now, conn, id, std::move(r)); },
           [&](proto::TransferRequest& r) { HandleTransfer(now, conn, id, std::move(r)); },
@@ -677,6 +678,36 @@ void NodeCore::HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinReques
   Log(LogLevel::kInfo, "node " + added.id + " at " + added.address + " is joining");
   AfterClusterChange(now, false, true);
   Reply(conn, id, proto::JoinReply{epoch(), map_->Serialize(), membership_.View(now.mono_ms)});
+}
+
+proto::StatsReply NodeCore::StatsNow() {
+  proto::StatsReply r;
+  r.epoch = epoch();
+  r.counters = {
+      {"ae_bytes_fetched", stats_.ae_bytes_fetched},
+      {"ae_bytes_pushed", stats_.ae_bytes_pushed},
+      {"ae_cycles", ae_cycles_done_},
+      {"ae_keys_differing", stats_.ae_keys_differing},
+      {"ae_sessions", stats_.ae_sessions},
+      {"background_deferred", governor_.deferred()},
+      {"catching_up", catching_up_ ? 1u : 0u},
+      {"coord_puts", stats_.coord_puts},
+      {"epoch", epoch()},
+      {"errors", stats_.errors},
+      {"foreground_p99_us", static_cast<uint64_t>(governor_.ForegroundP99(now_ms_) * 1000)},
+      {"gets", stats_.gets},
+      {"handoff_keys", stats_.handoff_keys},
+      {"hint_owners", state_.hint_owners.size()},
+      {"hints_delivered", stats_.hints_delivered},
+      {"hints_stored", stats_.hints_stored},
+      {"partitions_with_data", state_.partitions_with_data.size()},
+      {"replica_puts", stats_.replica_puts},
+      {"requests", stats_.requests},
+      {"tombstones_purged", stats_.tombstones_purged},
+      {"transfers_done", stats_.transfers_done},
+      {"trees_ready", trees_ready_ ? 1u : 0u},
+  };
+  return r;
 }
 
 void NodeCore::HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequest req) {
@@ -1172,6 +1203,7 @@ void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status,
   if (h->keys > 0) {
     Log(LogLevel::kInfo, "handed off " + h->what + ": " + std::to_string(h->keys) + " keys");
   }
+  if (h->space == Space::kHints) stats_.hints_delivered += h->keys;
   if (drained) {
     if (h->space == Space::kData) {
       state_.partitions_with_data.erase(h->partition);

@@ -56,6 +56,8 @@ std::vector<Body> AllMessages() {
       JoinReply{12, "ring", {SampleMember(6)}},
       AdminRequest{AdminOp::kRemove, "n4"},
       AdminReply{13, "removing n4"},
+      StatsRequest{},
+      StatsReply{16, {{"ae_sessions", 3}, {"hints_pending", 0}}},
       AeCompareRequest{77, mreq},
       AeCompareReply{14, mrep},
       FetchRequest{{"a", "b", "c"}},

@@ -85,6 +85,43 @@ Result<StatusView> FetchStatus(const std::vector<net::Endpoint>& seeds, uint64_t
   return last;
 }
 
+uint64_t NodeStatsView::Get(std::string_view name, uint64_t missing) const {
+  for (const auto& [n, v] : counters) {
+    if (n == name) return v;
+  }
+  return missing;
+}
+
+Result<NodeStatsView> FetchStats(const net::Endpoint& node, uint64_t timeout_ms) {
+  Result<proto::Message> r = CallNode(node, proto::StatsRequest{}, timeout_ms);
+  if (!r.ok()) return r.status().Annotate(node.ToString());
+  auto* sr = std::get_if<proto::StatsReply>(&r->body);
+  if (sr == nullptr) return Status::ProtocolError("unexpected reply from " + node.ToString());
+  return NodeStatsView{node.ToString(), sr->epoch, std::move(sr->counters)};
+}
+
+std::string StatsText(const std::vector<NodeStatsView>& nodes) {
+  std::ostringstream os;
+  for (const NodeStatsView& n : nodes) {
+    for (const auto& [name, value] : n.counters) {
+      os << std::left << std::setw(24) << n.node << std::setw(24) << name << value << "\n";
+    }
+  }
+  return os.str();
+}
+
+std::string StatsJson(const std::vector<NodeStatsView>& nodes) {
+  Json j;
+  j.BeginArray();
+  for (const NodeStatsView& n : nodes) {
+    j.BeginObject().Key("node").String(n.node).Key("epoch").Uint(n.epoch).Key("counters").BeginObject();
+    for (const auto& [name, value] : n.counters) j.Key(name).Uint(value);
+    j.EndObject().EndObject();
+  }
+  j.EndArray();
+  return j.str();
+}
+
 std::string StatusText(const StatusView& view) {
   std::ostringstream os;
   const ClusterMap& map = view.map;

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "dynamo/cluster_map.h"
@@ -35,6 +37,20 @@ struct StatusView {
 
 // Members and cluster map as `node` sees them.
 Result<StatusView> FetchStatus(const std::vector<net::Endpoint>& seeds, uint64_t timeout_ms);
+
+// One node's counters (the Stats request).
+struct NodeStatsView {
+  std::string node;  // the address asked
+  uint64_t epoch = 0;
+  std::vector<std::pair<std::string, uint64_t>> counters;
+  // The named counter, or `missing` when the node does not report it.
+  uint64_t Get(std::string_view name, uint64_t missing = 0) const;
+};
+Result<NodeStatsView> FetchStats(const net::Endpoint& node, uint64_t timeout_ms);
+// Text: one "node counter value" line per counter; JSON: an array of
+// {"node", "epoch", "counters": {name: value}} objects.
+std::string StatsText(const std::vector<NodeStatsView>& nodes);
+std::string StatsJson(const std::vector<NodeStatsView>& nodes);
 
 std::string StatusText(const StatusView& view);
 std::string StatusJson(const StatusView& view);

@@ -30,6 +30,7 @@ int Main(int argc, char** argv) {
 
   auto* status = app.add_subcommand("status", "members and their state as the node asked sees them");
   auto* ring = app.add_subcommand("ring", "partition ownership and any change in progress");
+  auto* stats = app.add_subcommand("stats", "counters of each --seed node (hints, anti-entropy, requests)");
   std::string node_id;
   auto* leave = app.add_subcommand("leave", "make a node hand its partitions off and exit");
   leave->add_option("ID", node_id, "node id")->required();
@@ -116,6 +117,16 @@ int Main(int argc, char** argv) {
     } else {
       std::cout << (json ? RingJson(view->map) + "\n" : RingText(view->map));
     }
+    return 0;
+  }
+  if (stats->parsed()) {
+    std::vector<NodeStatsView> views;
+    for (const net::Endpoint& seed : seeds) {
+      Result<NodeStatsView> v = FetchStats(seed, timeout_ms);
+      if (!v.ok()) return Fail(v.status());
+      views.push_back(std::move(*v));
+    }
+    std::cout << (json ? StatsJson(views) + "\n" : StatsText(views));
     return 0;
   }
   if (leave->parsed() || remove->parsed()) {

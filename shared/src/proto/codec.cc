@@ -165,6 +165,16 @@ struct PayloadEncoder {
     w.Uint(m.epoch);
     w.Str(m.message);
   }
+  void operator()(const StatsRequest&) { w.Array(0); }
+  void operator()(const StatsReply& m) {
+    w.Array(2);
+    w.Uint(m.epoch);
+    w.Array(static_cast<uint32_t>(m.counters.size() * 2));
+    for (const auto& [name, value] : m.counters) {
+      w.Str(name);
+      w.Uint(value);
+    }
+  }
   void operator()(const AeCompareRequest& m) {
     w.Array(4);
     w.Uint(m.partition);
@@ -520,6 +530,25 @@ class Decoder {
     DYNAMO_RETURN_IF_ERROR(Text(&m->message));
     return Close();
   }
+  Status Payload(StatsRequest*) {
+    DYNAMO_RETURN_IF_ERROR(Open(0));
+    return Close();
+  }
+  Status Payload(StatsReply* m) {
+    DYNAMO_RETURN_IF_ERROR(Open(2));
+    DYNAMO_RETURN_IF_ERROR(Uint(&m->epoch));
+    uint32_t n = 0;
+    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, kStatsCountersMax * 2));
+    if (n % 2 != 0) return Status::ProtocolError("odd stats counter list");
+    m->counters.resize(n / 2);
+    for (auto& [name, value] : m->counters) {
+      std::string_view v;
+      DYNAMO_RETURN_IF_ERROR(r_.ReadStr(&v, kStatsNameBytesMax));
+      name.assign(v);
+      DYNAMO_RETURN_IF_ERROR(r_.ReadUint(&value));
+    }
+    return Close();
+  }
   Status Payload(AeCompareRequest* m) {
     DYNAMO_RETURN_IF_ERROR(Open(4));
     DYNAMO_RETURN_IF_ERROR(UintAs(&m->partition, kMaxPartitions - 1));
@@ -651,6 +680,8 @@ Result<Body> DecodePayload(MessageType type, Decoder& d) {
     case MessageType::kJoinReply: return DecodeAs<JoinReply>(d);
     case MessageType::kAdmin: return DecodeAs<AdminRequest>(d);
     case MessageType::kAdminReply: return DecodeAs<AdminReply>(d);
+    case MessageType::kStats: return DecodeAs<StatsRequest>(d);
+    case MessageType::kStatsReply: return DecodeAs<StatsReply>(d);
     case MessageType::kAeCompare: return DecodeAs<AeCompareRequest>(d);
     case MessageType::kAeCompareReply: return DecodeAs<AeCompareReply>(d);
     case MessageType::kFetch: return DecodeAs<FetchRequest>(d);

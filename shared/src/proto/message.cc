@@ -25,6 +25,8 @@ MessageType TypeOf(const Body& body) {
         if constexpr (std::is_same_v<T, JoinReply>) return MessageType::kJoinReply;
         if constexpr (std::is_same_v<T, AdminRequest>) return MessageType::kAdmin;
         if constexpr (std::is_same_v<T, AdminReply>) return MessageType::kAdminReply;
+        if constexpr (std::is_same_v<T, StatsRequest>) return MessageType::kStats;
+        if constexpr (std::is_same_v<T, StatsReply>) return MessageType::kStatsReply;
         if constexpr (std::is_same_v<T, AeCompareRequest>) return MessageType::kAeCompare;
         if constexpr (std::is_same_v<T, AeCompareReply>) return MessageType::kAeCompareReply;
         if constexpr (std::is_same_v<T, FetchRequest>) return MessageType::kFetch;
@@ -49,6 +51,7 @@ bool IsReply(MessageType type) {
     case MessageType::kGossipReply:
     case MessageType::kJoinReply:
     case MessageType::kAdminReply:
+    case MessageType::kStatsReply:
     case MessageType::kAeCompareReply:
     case MessageType::kFetchReply:
     case MessageType::kTransferReply:
@@ -77,6 +80,8 @@ std::string_view MessageTypeName(MessageType type) {
     case MessageType::kJoinReply: return "JoinReply";
     case MessageType::kAdmin: return "Admin";
     case MessageType::kAdminReply: return "AdminReply";
+    case MessageType::kStats: return "Stats";
+    case MessageType::kStatsReply: return "StatsReply";
     case MessageType::kAeCompare: return "AeCompare";
     case MessageType::kAeCompareReply: return "AeCompareReply";
     case MessageType::kFetch: return "Fetch";

@@ -15,6 +15,7 @@
 //   Ring -> RingReply, Members -> MembersReply     cluster state pulls
 //   Gossip -> GossipReply, Join -> JoinReply       membership between nodes
 //   Admin -> AdminReply        leave, remove
+//   Stats -> StatsReply        a node's counters, for operators and tests
 //   AeCompare -> AeCompareReply                    Merkle comparison round
 //   Fetch -> FetchReply, Push -> Ack               batches of sibling sets
 //   Purge -> Ack               drop tombstones every replica holds
@@ -24,6 +25,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -55,6 +57,8 @@ enum class MessageType : uint16_t {
   kJoinReply = 27,
   kAdmin = 28,
   kAdminReply = 29,
+  kStats = 50,
+  kStatsReply = 51,
   kAeCompare = 30,
   kAeCompareReply = 31,
   kFetch = 32,
@@ -184,6 +188,16 @@ struct AdminReply {
   std::string message;
 };
 
+// Counters a node reports; names are [a-z0-9_.] and at most
+// kStatsNameBytesMax bytes, at most kStatsCountersMax of them.
+inline constexpr size_t kStatsCountersMax = 256;
+inline constexpr size_t kStatsNameBytesMax = 64;
+struct StatsRequest {};
+struct StatsReply {
+  uint64_t epoch = 0;
+  std::vector<std::pair<std::string, uint64_t>> counters;  // in name order
+};
+
 // --- anti-entropy, hints, transfers ---
 
 struct AeCompareRequest {
@@ -250,7 +264,7 @@ struct TransferDoneRequest {
 using Body = std::variant<ErrorReply, Ack, GetRequest, GetReply, CoordPutRequest, CoordPutReply,
                           ReplicaPutRequest, RingRequest, RingReply, MembersRequest, MembersReply,
                           GossipRequest, GossipReply, JoinRequest, JoinReply, AdminRequest,
-                          AdminReply, AeCompareRequest, AeCompareReply, FetchRequest, FetchReply,
+                          AdminReply, StatsRequest, StatsReply, AeCompareRequest, AeCompareReply, FetchRequest, FetchReply,
                           PushRequest, PurgeRequest, TransferRequest, TransferReply,
                           TransferDoneRequest>;
 

@@ -179,6 +179,7 @@ struct NodeStats {
   uint64_t coord_puts = 0;
   uint64_t replica_puts = 0;
   uint64_t hints_stored = 0;
+  uint64_t hints_delivered = 0;  // hinted keys acknowledged by their owner
   uint64_t gets = 0;
   uint64_t transfers_done = 0;
   uint64_t handoff_keys = 0;
@@ -260,6 +261,7 @@ class NodeCore {
   void HandleGossip(Now now, uint64_t conn, uint64_t id, proto::GossipRequest req);
   void HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinRequest req);
   void HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequest req);
+  proto::StatsReply StatsNow();
   void HandleTransferDone(Now now, uint64_t conn, uint64_t id, proto::TransferDoneRequest req);
   void HandleAeCompare(uint64_t conn, uint64_t id, const proto::AeCompareRequest& req);
   void HandlePurge(uint64_t conn, uint64_t id, proto::PurgeRequest req);
