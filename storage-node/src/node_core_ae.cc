@@ -467,7 +467,7 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
     };
     auto fetch = std::make_shared<Countdown>(others.size(), purge);
     for (const std::string& address : others) {
-      Call(address, proto::FetchRequest{keys}, [this, candidates, fetch](Now, Result<proto::Message> reply) {
+      Call(address, proto::FetchRequest{keys}, [candidates, fetch](Now, Result<proto::Message> reply) {
         Status st = ReplyStatusOf(reply);
         if (st.ok()) {
           if (const auto* fr = std::get_if<proto::FetchReply>(&reply->body)) {

@@ -58,7 +58,7 @@ struct DeleteKey {
 class Run {
  public:
   Run(uint64_t seed, const WorkloadConfig& config)
-      : seed_(seed), config_(config), sim_(seed * 0x9e3779b97f4a7c15ULL + 1), rng_(seed) {
+      : config_(config), sim_(seed * 0x9e3779b97f4a7c15ULL + 1), rng_(seed) {
     report_.seed = seed;
   }
 
@@ -441,7 +441,6 @@ class Run {
     return report_;
   }
 
-  uint64_t seed_;
   WorkloadConfig config_;
   SimCluster sim_;
   std::mt19937_64 rng_;
