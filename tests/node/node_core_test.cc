@@ -173,20 +173,38 @@ TEST(NodeCoreTest, HintsAreStoredApartUnderTheirOwner) {
   ASSERT_TRUE(stored.ok() && stored->has_value());
 }
 
-TEST(NodeCoreTest, HintsAreDeliveredWhenTheOwnerIsBack) {
+// The holder `n1` crashes while it keeps the hint (losing unsynced writes
+// when `synced_hints`, which then must not matter), restarts, and still
+// delivers it once the owner is back.
+void HintSurvivesTheHolderAndIsDelivered(bool synced_hints) {
   SimCluster sim(5);
-  FormCluster(sim, 4);
+  sim.AddNode("n1", {}, [&](NodeOptions& o) { o.hint_sync = synced_hints; });
+  for (int i = 2; i <= 4; ++i) sim.AddNode("n" + std::to_string(i), {"n1"});
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
   sim.Crash("n4", false);
   ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n1").membership().IsAlive("n4", sim.now()); }, 10000));
   SiblingSet set = CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "for-n4", false, 5})->siblings;
   ASSERT_TRUE(std::holds_alternative<proto::Ack>(sim.Request("n1", proto::ReplicaPutRequest{"hk", set, "n4"})->body));
   sim.RunFor(1000);
   EXPECT_EQ(sim.engine("n1").size(Space::kHints), 1u);  // owner down: kept
+  sim.Crash("n1", /*lose_unsynced=*/synced_hints);
+  sim.Restart("n1");
+  sim.RunFor(1000);
+  EXPECT_EQ(sim.engine("n1").size(Space::kHints), 1u);
   sim.Restart("n4");
   ASSERT_TRUE(sim.RunUntil([&] { return sim.engine("n1").size(Space::kHints) == 0; }, 20000));
   std::optional<SiblingSet> delivered = sim.Stored("n4", "hk");
   ASSERT_TRUE(delivered.has_value());
   EXPECT_EQ((*delivered)[0].value, "for-n4");
+  EXPECT_EQ(sim.core("n1").stats().hints_delivered, 1u);
+}
+
+TEST(NodeCoreTest, HintsSurviveAHolderRestartAndAreDeliveredWhenTheOwnerIsBack) {
+  HintSurvivesTheHolderAndIsDelivered(false);
+}
+
+TEST(NodeCoreTest, SyncedHintsSurviveAHolderCrashThatLosesUnsyncedWrites) {
+  HintSurvivesTheHolderAndIsDelivered(true);
 }
 
 TEST(NodeCoreTest, ClustersForm) {
