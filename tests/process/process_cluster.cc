@@ -91,7 +91,36 @@ cli::LocalNode ProcessCluster::NodeFor(const std::string& id) const {
   size_t index = std::stoul(id.substr(1));
   cli::LocalClusterOptions o = options_;
   o.nodes = index;
-  return cli::LocalLayout(o).back();
+  cli::LocalNode node = cli::LocalLayout(o).back();
+  auto placed = placement_.find(id);
+  if (placed != placement_.end()) {
+    node.netns = placed->second.first;
+    node.address.host = placed->second.second;
+  }
+  return node;
+}
+
+void ProcessCluster::Place(const std::string& id, const std::string& netns, const std::string& host) {
+  placement_[id] = {netns, host};
+}
+
+void ProcessCluster::Wipe(const std::string& id) {
+  DYNAMO_CHECK(!Running(id));
+  fs::remove_all(NodeFor(id).data_dir);
+}
+
+Result<cli::NodeStatsView> ProcessCluster::Stats(const std::string& id) {
+  return cli::FetchStats(Address(id), 3000);
+}
+
+uint64_t ProcessCluster::SumStat(const std::string& name) {
+  uint64_t sum = 0;
+  for (auto& [id, pid] : pids_) {
+    if (pid <= 0 || !Running(id)) continue;
+    Result<cli::NodeStatsView> s = Stats(id);
+    if (s.ok()) sum += s->Get(name);
+  }
+  return sum;
 }
 
 net::Endpoint ProcessCluster::Address(const std::string& id) const { return NodeFor(id).address; }

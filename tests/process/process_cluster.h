@@ -28,7 +28,13 @@ class ProcessCluster {
   Status Spawn(const std::string& id);
   // A node outside the initial set, e.g. "n6" for a join.
   Status SpawnExtra(size_t index);
+  // Runs node `id` inside network namespace `netns` (a name under
+  // /run/netns), listening on `host` instead of 127.0.0.1. Call before it
+  // starts; the config must set node.allow_remote.
+  void Place(const std::string& id, const std::string& netns, const std::string& host);
   void Kill9(const std::string& id);
+  // Deletes a stopped node's data directory: it restarts as a new replica.
+  void Wipe(const std::string& id);
   // SIGTERM and wait; returns the exit status (or -1).
   int Terminate(const std::string& id);
   // Waits for a node to exit by itself; returns its exit status or -1 on timeout.
@@ -45,6 +51,10 @@ class ProcessCluster {
   // Writes key=value through the ring `via` reports: CoordPut at the first
   // replica, the resulting set to the others.
   Status Put(const std::string& via, const std::string& key, const std::string& value);
+  // Node `id`'s counters (hints, anti-entropy, requests).
+  Result<cli::NodeStatsView> Stats(const std::string& id);
+  // The named counter summed over the running nodes.
+  uint64_t SumStat(const std::string& name);
   // The sibling set node `id` itself stores for `key`.
   Result<SiblingSet> StoredOn(const std::string& id, const std::string& key);
 
@@ -54,6 +64,7 @@ class ProcessCluster {
   cli::LocalClusterOptions options_;
   std::string binary_;
   std::map<std::string, pid_t> pids_;
+  std::map<std::string, std::pair<std::string, std::string>> placement_;  // id -> (netns, host)
 };
 
 }  // namespace dynamo::test

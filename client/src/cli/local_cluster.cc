@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <signal.h>
@@ -148,14 +149,25 @@ Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& op
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
+  int netns = -1;
+  if (!node.netns.empty()) {
+    const std::string path = "/run/netns/" + node.netns;
+    netns = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (netns < 0) return Status::IOError("cannot open network namespace " + path);
+  }
   int log = ::open(node.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (log < 0) return Status::IOError("cannot open " + node.log_file);
+  if (log < 0) {
+    if (netns >= 0) ::close(netns);
+    return Status::IOError("cannot open " + node.log_file);
+  }
   pid_t pid = ::fork();
   if (pid < 0) {
     ::close(log);
+    if (netns >= 0) ::close(netns);
     return Status::IOError("fork failed");
   }
   if (pid == 0) {
+    if (netns >= 0 && ::setns(netns, CLONE_NEWNET) != 0) ::_exit(126);
     ::setsid();
     int null = ::open("/dev/null", O_RDONLY);
     ::dup2(null, 0);
@@ -165,6 +177,7 @@ Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& op
     ::_exit(127);
   }
   ::close(log);
+  if (netns >= 0) ::close(netns);
   std::ofstream(node.pid_file, std::ios::trunc) << pid << "\n";
   return pid;
 }

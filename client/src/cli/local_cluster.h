@@ -34,6 +34,9 @@ struct LocalNode {
   std::string data_dir;  // <dir>/n<i>/data
   std::string log_file;  // <dir>/n<i>/node.log
   std::string pid_file;  // <dir>/n<i>/node.pid
+  // Network namespace (a name under /run/netns) to run the node in; empty:
+  // this process's own.
+  std::string netns;
 };
 
 std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options);
