@@ -1,6 +1,8 @@
 // NodeCore, part two: background admission, Merkle trees, anti-entropy and
 // tombstone collection.
 #include <algorithm>
+#include <string>
+#include <unordered_map>
 
 #include "dynamo/node/keys.h"
 #include "dynamo/node/node_core.h"
@@ -48,7 +50,8 @@ struct NodeCore::AeSession {
   std::unique_ptr<MerkleComparison> comparison;
   std::vector<std::string> keys;  // differing keys, once compared
   size_t next = 0;
-  std::function<void()> done;  // releases the background slot
+  bool peer_catching_up = false;  // the peer pulls itself; nothing is pushed
+  std::function<void()> done;     // releases the background slot
 };
 
 // ------------------------------------------------------------------ admission
@@ -179,7 +182,8 @@ void NodeCore::HandleAeCompare(uint64_t conn, uint64_t id, const proto::AeCompar
     ReplyError(conn, id, answer.status());
     return;
   }
-  Reply(conn, id, proto::AeCompareReply{epoch(), std::move(*answer)});
+  const bool pulling = catching_up_ && !caught_up_.count(req.partition);
+  Reply(conn, id, proto::AeCompareReply{epoch(), std::move(*answer), pulling});
 }
 
 void NodeCore::HandlePurge(uint64_t conn, uint64_t id, proto::PurgeRequest req) {
@@ -300,7 +304,11 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
          if (st.ok() && !std::holds_alternative<proto::AeCompareReply>(reply->body)) {
            st = Status::ProtocolError("unexpected reply to AeCompare");
          }
-         if (st.ok()) st = s->comparison->HandleReply(std::get<proto::AeCompareReply>(reply->body).reply);
+         if (st.ok()) {
+           const auto& compare = std::get<proto::AeCompareReply>(reply->body);
+           s->peer_catching_up |= compare.catching_up;
+           st = s->comparison->HandleReply(compare.reply);
+         }
          if (!st.ok()) {
            FinishAe(s, st);
            return;
@@ -310,7 +318,9 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
 }
 
 // Fetches the peer's versions of one batch of differing keys, merges them
-// here, then pushes the merged sets back, so both sides end equal.
+// here, then pushes back the merged sets the peer lacks, so both sides end
+// equal. A peer that is catching up on the partition gets no pushes: it
+// pulls the same keys in its own round, and pushing would move them twice.
 void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
   if (s->next >= s->keys.size()) {
     PurgeTombstones(s);
@@ -330,18 +340,32 @@ void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
       return;
     }
     auto fetched = std::make_shared<proto::FetchReply>(std::move(std::get<proto::FetchReply>(reply->body)));
-    auto push_back = [this, s, batch](Status merged) {
+    // A key whose merged set here equals the peer's is not pushed back: the
+    // peer already holds it.
+    auto peer_digests = std::make_shared<std::unordered_map<std::string, uint64_t>>();
+    for (const proto::KeyedSiblings& e : fetched->entries) {
+      if (!e.siblings.empty()) (*peer_digests)[e.key] = SiblingDigest(e.siblings);
+    }
+    auto push_back = [this, s, batch, peer_digests](Status merged) {
       if (!merged.ok()) {
         FinishAe(s, merged);
         return;
       }
+      if (s->peer_catching_up) {
+        AeExchange(s);
+        return;
+      }
       auto entries = std::make_shared<std::vector<proto::KeyedSiblings>>(batch.size());
-      auto read = std::make_shared<Countdown>(batch.size(), [this, s, entries](Status rs) {
+      auto read = std::make_shared<Countdown>(batch.size(), [this, s, entries, peer_digests](Status rs) {
         if (!rs.ok()) {
           FinishAe(s, rs);
           return;
         }
-        std::erase_if(*entries, [](const proto::KeyedSiblings& e) { return e.siblings.empty(); });
+        std::erase_if(*entries, [&](const proto::KeyedSiblings& e) {
+          if (e.siblings.empty()) return true;
+          auto it = peer_digests->find(e.key);
+          return it != peer_digests->end() && it->second == SiblingDigest(e.siblings);
+        });
         for (const proto::KeyedSiblings& e : *entries) {
           stats_.ae_bytes_pushed += proto::EncodeSiblingSet(e.siblings).size();
         }

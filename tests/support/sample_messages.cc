@@ -59,7 +59,7 @@ std::vector<Body> AllMessages() {
       StatsRequest{},
       StatsReply{16, {{"ae_sessions", 3}, {"hints_pending", 0}}},
       AeCompareRequest{77, mreq},
-      AeCompareReply{14, mrep},
+      AeCompareReply{14, mrep, true},
       FetchRequest{{"a", "b", "c"}},
       FetchReply{15, SampleEntries()},
       PushRequest{PushPurpose::kHint, SampleEntries()},

@@ -183,7 +183,7 @@ struct PayloadEncoder {
     EncNodes(w, m.request.fetch);
   }
   void operator()(const AeCompareReply& m) {
-    w.Array(3);
+    w.Array(4);
     w.Uint(m.epoch);
     w.Array(static_cast<uint32_t>(m.reply.summaries.size() * 2));
     for (const MerkleSummary& s : m.reply.summaries) {
@@ -198,6 +198,7 @@ struct PayloadEncoder {
         w.Uint(k.digest);
       }
     }
+    w.Bool(m.catching_up);
   }
   void operator()(const FetchRequest& m) {
     w.Array(1);
@@ -561,7 +562,7 @@ class Decoder {
     return Close();
   }
   Status Payload(AeCompareReply* m) {
-    DYNAMO_RETURN_IF_ERROR(Open(3));
+    DYNAMO_RETURN_IF_ERROR(Open(4));
     DYNAMO_RETURN_IF_ERROR(Uint(&m->epoch));
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
@@ -583,6 +584,7 @@ class Decoder {
         DYNAMO_RETURN_IF_ERROR(Uint(&key.digest));
       }
     }
+    DYNAMO_RETURN_IF_ERROR(Bool(&m->catching_up));
     return Close();
   }
   Status Payload(FetchRequest* m) {

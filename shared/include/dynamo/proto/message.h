@@ -207,6 +207,9 @@ struct AeCompareRequest {
 struct AeCompareReply {
   uint64_t epoch = 0;
   MerkleReply reply;
+  // The replier is catching up and pulls what it lacks itself: the
+  // initiator then only fetches and does not push to it.
+  bool catching_up = false;
 };
 
 struct KeyedSiblings {
