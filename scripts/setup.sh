@@ -17,6 +17,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # process tests: ip netns for partitions
   iproute2 procps
+  # dynamo-bench: the Redis and etcd peers it is compared with, its plots
+  libhiredis-dev redis-server etcd-server gnuplot-nox
 )
 
 missing=()

@@ -32,9 +32,16 @@ bool PortFree(uint16_t port) {
   return ok;
 }
 
+uint64_t NowMs() {
+  using namespace std::chrono;
+  return static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
+}
+
+}  // namespace
+
 // Ports below the kernel's ephemeral range, so no outgoing connection can
 // take one between our check and the node's bind.
-uint16_t FreeBlock(size_t count) {
+uint16_t FreePortBlock(size_t count) {
   unsigned ephemeral_low = 32768, ephemeral_high = 60999;
   std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> ephemeral_low >> ephemeral_high;
   const unsigned low = 10000;
@@ -50,16 +57,9 @@ uint16_t FreeBlock(size_t count) {
   return 0;
 }
 
-uint64_t NowMs() {
-  using namespace std::chrono;
-  return static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
-}
-
-}  // namespace
-
 ProcessCluster::ProcessCluster(size_t nodes, const std::string& config, const std::string& engine) {
   options_.nodes = nodes;
-  options_.base_port = FreeBlock(nodes + 4);
+  options_.base_port = FreePortBlock(nodes + 4);
   options_.engine = engine;
   options_.partitions = 64;
   options_.log_level = "debug";

@@ -15,6 +15,10 @@
 
 namespace dynamo::test {
 
+// The first of `count` consecutive free loopback ports, below the kernel's
+// ephemeral range; 0 when none was found.
+uint16_t FreePortBlock(size_t count);
+
 class ProcessCluster {
  public:
   // `config` (TOML text) is written to a file every node reads; may be empty.

@@ -1,0 +1,268 @@
+#include "load/driver.h"
+
+#include <chrono>
+#include <deque>
+#include <future>
+#include <memory>
+#include <optional>
+#include <unordered_set>
+#include <vector>
+
+namespace dynamo::bench {
+
+Status ValidateDriverOptions(const DriverOptions& o) {
+  if (o.keys < 1 || o.keys > kKeysMax) {
+    return Status::InvalidArgument("keys must be in [1, " + std::to_string(kKeysMax) + "]");
+  }
+  if (o.value_size > kValueBytesMax) {
+    return Status::InvalidArgument("value size must be at most " + std::to_string(kValueBytesMax) + " bytes");
+  }
+  if (o.concurrency < 1 || o.concurrency > kConcurrencyMax) {
+    return Status::InvalidArgument("concurrency must be in [1, " + std::to_string(kConcurrencyMax) + "]");
+  }
+  if (o.ops == 0 && !(o.duration_s > 0)) return Status::InvalidArgument("give a positive duration or an op count");
+  if (o.rate < 0 || o.warmup_s < 0) return Status::InvalidArgument("rate and warm-up must not be negative");
+  return Status::OK();
+}
+
+namespace {
+
+uint64_t NowNs() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+constexpr uint64_t kNsPerS = 1'000'000'000;
+constexpr int kRedrawsMax = 100;  // tries to find a key with no write in flight
+constexpr uint64_t kTickMs = 1;
+
+enum class Phase { kLoad, kWarmup, kMeasure, kDone };
+
+struct Pending {
+  Op op;
+  uint64_t intended_ns;
+};
+
+class Runner : public std::enable_shared_from_this<Runner> {
+ public:
+  Runner(net::EventLoop& loop, Backend& backend, const DriverOptions& o)
+      : loop_(loop), backend_(backend), o_(o), gen_(o.workload, o.distribution, o.keys, o.seed) {
+    std::mt19937_64 rng(o.seed ^ 0xba5eba11ULL);
+    value_.resize(o.value_size);
+    for (char& c : value_) c = static_cast<char>('a' + rng() % 26);
+    for (size_t s = o.concurrency; s > 0; --s) free_slots_.push_back(s - 1);
+    report_.workload = std::string(WorkloadName(o.workload));
+    report_.distribution = o.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform";
+    report_.keys = o.keys;
+    report_.value_size = o.value_size;
+    report_.concurrency = o.concurrency;
+    report_.target_rate = o.rate;
+  }
+
+  std::future<Result<RunReport>> Start() {
+    auto f = done_.get_future();
+    auto self = shared_from_this();
+    loop_.Post([self] {
+      self->tick_ = std::make_unique<net::Timer>(self->loop_);
+      std::weak_ptr<Runner> weak = self;
+      self->tick_->Start(kTickMs, kTickMs, [weak] {
+        if (auto r = weak.lock()) r->Tick();
+      });
+      self->Begin(self->o_.load ? Phase::kLoad : self->o_.warmup_s > 0 ? Phase::kWarmup : Phase::kMeasure);
+    });
+    return f;
+  }
+
+ private:
+  bool OpenLoop() const { return o_.rate > 0 && phase_ != Phase::kLoad; }
+
+  void Begin(Phase p) {
+    phase_ = p;
+    phase_start_ns_ = NowNs();
+    issued_ = 0;
+    next_arrival_ns_ = phase_start_ns_;
+    if (p == Phase::kMeasure) measure_start_ns_ = last_done_ns_ = phase_start_ns_;
+    if (p == Phase::kDone) {
+      Finish();
+      return;
+    }
+    Fill();
+  }
+
+  // Whether the phase still starts operations.
+  bool Issuing(uint64_t now) const {
+    switch (phase_) {
+      case Phase::kLoad: return issued_ < o_.keys;
+      case Phase::kWarmup: return now < phase_start_ns_ + static_cast<uint64_t>(o_.warmup_s * kNsPerS);
+      case Phase::kMeasure:
+        return o_.ops ? issued_ < o_.ops : now < phase_start_ns_ + static_cast<uint64_t>(o_.duration_s * kNsPerS);
+      case Phase::kDone: return false;
+    }
+    return false;
+  }
+
+  // The next operation; a write's key counts as busy from here (it may wait
+  // in the backlog) until the write completes.
+  Op Draw() {
+    Op op = phase_ == Phase::kLoad ? Op{false, issued_} : gen_.Next();
+    for (int i = 0; i < kRedrawsMax && !op.read && busy_writes_.count(op.key); ++i) op = gen_.Next();
+    if (!op.read) busy_writes_.insert(op.key);
+    return op;
+  }
+
+  void Fill() {
+    const uint64_t now = NowNs();
+    if (OpenLoop()) return;  // arrivals come from Tick
+    while (!free_slots_.empty() && Issuing(now)) {
+      Op op = Draw();
+      ++issued_;
+      Issue(op, now);
+    }
+    MaybeAdvance(now);
+  }
+
+  void Issue(Op op, uint64_t start_ns) {
+    const size_t slot = free_slots_.back();
+    free_slots_.pop_back();
+    ++in_flight_;
+    const Phase phase = phase_;
+    auto self = shared_from_this();
+    OpDone done = [self, slot, op, start_ns, phase](OpOutcome out) {
+      self->Complete(slot, op, start_ns, phase, std::move(out));
+    };
+    const std::string key = KeyName(op.key);
+    if (op.read) {
+      backend_.Read(slot, key, std::move(done));
+    } else {
+      backend_.Write(slot, key, value_, std::move(done));
+    }
+  }
+
+  void Complete(size_t slot, Op op, uint64_t start_ns, Phase phase, OpOutcome out) {
+    if (phase_ == Phase::kDone) return;  // abandoned at the drain deadline
+    const uint64_t now = NowNs();
+    --in_flight_;
+    free_slots_.push_back(slot);
+    if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
+    if (phase == Phase::kLoad) {
+      ++report_.loaded;
+      if (!out.status.ok()) ++report_.load_errors;
+    } else if (phase == Phase::kMeasure) {
+      OpStats& s = op.read ? report_.read : report_.write;
+      OpStats& window = op.read ? window_read_ : window_write_;
+      last_done_ns_ = std::max(last_done_ns_, now);
+      if (out.status.ok()) {
+        s.latency.Record(now - start_ns);
+        window.latency.Record(now - start_ns);
+        if (op.read && out.values == 0) ++s.not_found;
+        if (op.read && out.values > 1) ++s.siblings;
+      } else {
+        const std::string kind(StatusCodeName(out.status.code()));
+        s.RecordError(kind);
+        window.RecordError(kind);
+      }
+    }
+    if (!backlog_.empty()) {
+      Pending p = backlog_.front();
+      backlog_.pop_front();
+      Issue(p.op, p.intended_ns);
+      return;
+    }
+    Fill();
+  }
+
+  void Tick() {
+    const uint64_t now = NowNs();
+    if (OpenLoop()) {
+      const uint64_t gap = static_cast<uint64_t>(static_cast<double>(kNsPerS) / o_.rate);
+      while (next_arrival_ns_ <= now && Issuing(next_arrival_ns_)) {
+        Op op = Draw();
+        ++issued_;
+        if (!free_slots_.empty()) {
+          Issue(op, next_arrival_ns_);
+        } else if (backlog_.size() < kBacklogMax) {
+          backlog_.push_back({op, next_arrival_ns_});
+        } else {
+          if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
+          if (phase_ == Phase::kMeasure) (op.read ? report_.read : report_.write).RecordError("backlog full");
+        }
+        next_arrival_ns_ += gap > 0 ? gap : 1;
+      }
+    }
+    if (o_.progress && now >= next_progress_ns_) {
+      if (next_progress_ns_) Progress(now);
+      next_progress_ns_ = now + kNsPerS;
+      window_start_ns_ = now;
+    }
+    MaybeAdvance(now);
+  }
+
+  void MaybeAdvance(uint64_t now) {
+    if (phase_ == Phase::kDone || Issuing(now)) return;
+    if (phase_ != Phase::kMeasure) {
+      // Warm-up and load hand over at once; their stragglers are not counted.
+      if (in_flight_ == 0 || phase_ == Phase::kWarmup) {
+        Begin(phase_ == Phase::kLoad && o_.warmup_s > 0 ? Phase::kWarmup : Phase::kMeasure);
+      }
+      return;
+    }
+    if (!drain_start_ns_) drain_start_ns_ = now;
+    if (in_flight_ == 0 && backlog_.empty()) {
+      Begin(Phase::kDone);
+    } else if (now >= drain_start_ns_ + o_.drain_ms * 1'000'000) {
+      for (size_t i = 0; i < in_flight_ + backlog_.size(); ++i) report_.write.RecordError("unfinished at the end");
+      Begin(Phase::kDone);
+    }
+  }
+
+  void Progress(uint64_t now) {
+    const double secs = static_cast<double>(now - window_start_ns_) / kNsPerS;
+    const char* names[] = {"load", "warm-up", "measure", "done"};
+    char buf[256];
+    const uint64_t n = window_read_.latency.count() + window_write_.latency.count();
+    std::snprintf(buf, sizeof buf, "%-7s %6.1f s %9.0f ops/s  read p99 %7.3f ms  write p99 %7.3f ms  errors %llu",
+                  names[static_cast<int>(phase_)], static_cast<double>(now - phase_start_ns_) / kNsPerS,
+                  secs > 0 ? static_cast<double>(n) / secs : 0.0,
+                  static_cast<double>(window_read_.latency.Percentile(0.99)) / 1e6,
+                  static_cast<double>(window_write_.latency.Percentile(0.99)) / 1e6,
+                  static_cast<unsigned long long>(window_read_.errors + window_write_.errors));
+    o_.progress(buf);
+    window_read_ = OpStats();
+    window_write_ = OpStats();
+  }
+
+  void Finish() {
+    tick_.reset();  // on the loop thread, as a Timer must be
+    report_.seconds = static_cast<double>(last_done_ns_ - measure_start_ns_) / kNsPerS;
+    done_.set_value(report_);
+  }
+
+  net::EventLoop& loop_;
+  Backend& backend_;
+  DriverOptions o_;
+  OpGenerator gen_;
+  std::unique_ptr<net::Timer> tick_;
+  std::string value_;
+  std::vector<size_t> free_slots_;
+  std::unordered_multiset<uint64_t> busy_writes_;
+  std::deque<Pending> backlog_;
+  Phase phase_ = Phase::kLoad;
+  uint64_t phase_start_ns_ = 0, measure_start_ns_ = 0, next_arrival_ns_ = 0, last_done_ns_ = 0;
+  uint64_t drain_start_ns_ = 0, next_progress_ns_ = 0, window_start_ns_ = 0;
+  uint64_t issued_ = 0;
+  size_t in_flight_ = 0;
+  OpStats window_read_, window_write_;
+  RunReport report_;
+  std::promise<Result<RunReport>> done_;
+};
+
+}  // namespace
+
+Result<RunReport> RunLoad(net::EventLoop& loop, Backend& backend, const DriverOptions& options) {
+  DYNAMO_RETURN_IF_ERROR(ValidateDriverOptions(options));
+  auto runner = std::make_shared<Runner>(loop, backend, options);
+  return runner->Start().get();
+}
+
+}  // namespace dynamo::bench

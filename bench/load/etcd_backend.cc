@@ -1,0 +1,217 @@
+// dynamo-bench's etcd backend: etcd v3's HTTP/JSON gateway over keep-alive
+// connections on the driver's libuv loop, one request in flight on each.
+#include <uv.h>
+
+#include <future>
+
+#include "load/backend.h"
+#include "load/http.h"
+#include "load/slots.h"
+
+namespace dynamo::bench {
+namespace {
+
+class EtcdBackend : public Backend {
+ public:
+  EtcdBackend(std::vector<std::string> addresses, uint64_t timeout_ms)
+      : addresses_(std::move(addresses)), timeout_ms_(timeout_ms) {}
+  ~EtcdBackend() override = default;
+  std::string Name() const override { return "etcd"; }
+
+  Status Open(net::EventLoop& loop, size_t slots) override {
+    loop_ = &loop;
+    for (const std::string& a : addresses_) {
+      Result<net::Endpoint> ep = net::ParseEndpoint(a);
+      if (!ep.ok()) return ep.status();
+      endpoints_.push_back(*ep);
+    }
+    if (endpoints_.empty()) return Status::InvalidArgument("etcd needs --address HOST:PORT");
+    std::promise<void> ready;
+    loop.Post([&] {
+      ops_ = std::make_unique<SlotOps>(loop, slots, timeout_ms_, [this](size_t slot) { Drop(slot); });
+      conns_.resize(slots);
+      ready.set_value();
+    });
+    ready.get_future().get();
+    // A range of a key nobody writes proves every connection works.
+    std::vector<std::future<OpOutcome>> probes;
+    for (size_t i = 0; i < slots; ++i) {
+      auto p = std::make_shared<std::promise<OpOutcome>>();
+      probes.push_back(p->get_future());
+      loop.Post([this, i, p] { Read(i, "dynamo-bench-probe", [p](OpOutcome o) { p->set_value(std::move(o)); }); });
+    }
+    for (auto& f : probes) {
+      OpOutcome o = f.get();
+      if (!o.status.ok()) return Status::Unavailable("etcd: " + o.status.ToString());
+    }
+    return Status::OK();
+  }
+
+  void Read(size_t slot, const std::string& key, OpDone done) override {
+    Send(slot, true, "/v3/kv/range", "{\"key\":\"" + Base64(key) + "\"}", std::move(done));
+  }
+
+  void Write(size_t slot, const std::string& key, std::string_view value, OpDone done) override {
+    Send(slot, false, "/v3/kv/put", "{\"key\":\"" + Base64(key) + "\",\"value\":\"" + Base64(value) + "\"}",
+         std::move(done));
+  }
+
+  void Close() override {
+    std::promise<void> closed;
+    loop_->Post([&] {
+      for (size_t i = 0; i < conns_.size(); ++i) Drop(i);
+      if (ops_) ops_->FailAll(Status::Aborted("closed"));
+      ops_.reset();
+      closed.set_value();
+    });
+    closed.get_future().get();
+  }
+
+ private:
+  struct Conn {
+    EtcdBackend* self = nullptr;
+    size_t slot = 0;
+    uv_tcp_t tcp{};
+    uv_connect_t connect{};
+    bool connected = false;
+    std::string unsent;  // the request, until the connection is up
+    std::string sending;
+    uv_write_t write{};
+    HttpResponseParser parser;
+    bool read_op = false;
+    uint64_t op = 0;
+    char buf[16384];
+  };
+
+  void Send(size_t slot, bool read_op, const char* path, std::string json, OpDone done) {
+    Conn* c = conns_[slot];
+    if (c == nullptr) {
+      Status st = Connect(slot);
+      if (!st.ok()) {
+        done(OpOutcome{st});
+        return;
+      }
+      c = conns_[slot];
+    }
+    c->read_op = read_op;
+    c->op = ops_->Begin(slot, std::move(done));
+    const net::Endpoint& ep = endpoints_[slot % endpoints_.size()];
+    std::string request = HttpPost(ep.ToString(), path, json);
+    if (c->connected) {
+      Write(c, std::move(request));
+    } else {
+      c->unsent = std::move(request);
+    }
+  }
+
+  Status Connect(size_t slot) {
+    const net::Endpoint& ep = endpoints_[slot % endpoints_.size()];
+    sockaddr_storage addr{};
+    if (uv_ip4_addr(ep.host.c_str(), ep.port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
+        uv_ip6_addr(ep.host.c_str(), ep.port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
+      return Status::InvalidArgument("etcd address must be an IP literal: " + ep.ToString());
+    }
+    auto* c = new Conn;
+    c->self = this;
+    c->slot = slot;
+    uv_tcp_init(loop_->uv(), &c->tcp);
+    c->tcp.data = c;
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->connect.data = c;
+    const int rc = uv_tcp_connect(&c->connect, &c->tcp, reinterpret_cast<const sockaddr*>(&addr), &OnConnect);
+    if (rc != 0) {
+      CloseConn(c);
+      return Status::Unavailable("etcd " + ep.ToString() + ": " + uv_strerror(rc));
+    }
+    conns_[slot] = c;
+    return Status::OK();
+  }
+
+  static void OnConnect(uv_connect_t* req, int status) {
+    auto* c = static_cast<Conn*>(req->data);
+    if (c->self == nullptr) return;  // dropped meanwhile; being closed
+    if (status != 0) {
+      c->self->Fail(c, Status::Unavailable(std::string("etcd connect: ") + uv_strerror(status)));
+      return;
+    }
+    c->connected = true;
+    uv_read_start(
+        reinterpret_cast<uv_stream_t*>(&c->tcp),
+        [](uv_handle_t* h, size_t, uv_buf_t* b) {
+          auto* conn = static_cast<Conn*>(h->data);
+          *b = uv_buf_init(conn->buf, sizeof conn->buf);
+        },
+        &OnRead);
+    if (!c->unsent.empty()) c->self->Write(c, std::exchange(c->unsent, {}));
+  }
+
+  void Write(Conn* c, std::string request) {
+    c->sending = std::move(request);
+    uv_buf_t b = uv_buf_init(c->sending.data(), static_cast<unsigned>(c->sending.size()));
+    c->write.data = c;
+    const int rc = uv_write(&c->write, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, [](uv_write_t* w, int st) {
+      auto* conn = static_cast<Conn*>(w->data);
+      if (st != 0 && conn->self) conn->self->Fail(conn, Status::IOError(std::string("etcd write: ") + uv_strerror(st)));
+    });
+    if (rc != 0) Fail(c, Status::IOError(std::string("etcd write: ") + uv_strerror(rc)));
+  }
+
+  static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
+    auto* c = static_cast<Conn*>(s->data);
+    if (c->self == nullptr) return;
+    if (n < 0) {
+      c->self->Fail(c, Status::IOError(std::string("etcd read: ") + uv_strerror(static_cast<int>(n))));
+      return;
+    }
+    Result<std::optional<HttpResponse>> r = c->parser.Feed(std::string_view(b->base, static_cast<size_t>(n)));
+    if (!r.ok()) {
+      c->self->Fail(c, r.status());
+      return;
+    }
+    if (!r->has_value()) return;
+    const HttpResponse& resp = **r;
+    OpOutcome out;
+    if (resp.status != 200) {
+      out.status = Status::Internal("etcd: HTTP " + std::to_string(resp.status));
+    } else if (c->read_op) {
+      out.values = resp.body.find("\"kvs\"") != std::string::npos ? 1 : 0;
+    }
+    c->self->ops_->Complete(c->slot, c->op, std::move(out));
+  }
+
+  // The connection failed: its operation fails and the slot reconnects on
+  // its next operation.
+  void Fail(Conn* c, const Status& st) {
+    const size_t slot = c->slot;
+    const uint64_t op = c->op;
+    Drop(slot);
+    ops_->Complete(slot, op, OpOutcome{st});
+  }
+
+  void Drop(size_t slot) {
+    Conn* c = conns_[slot];
+    if (c == nullptr) return;
+    conns_[slot] = nullptr;
+    CloseConn(c);
+  }
+
+  static void CloseConn(Conn* c) {
+    c->self = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
+  }
+
+  std::vector<std::string> addresses_;
+  uint64_t timeout_ms_;
+  std::vector<net::Endpoint> endpoints_;
+  net::EventLoop* loop_ = nullptr;
+  std::unique_ptr<SlotOps> ops_;
+  std::vector<Conn*> conns_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeEtcdBackend(std::vector<std::string> addresses, uint64_t timeout_ms) {
+  return std::make_unique<EtcdBackend>(std::move(addresses), timeout_ms);
+}
+
+}  // namespace dynamo::bench

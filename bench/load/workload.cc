@@ -1,0 +1,97 @@
+#include "load/workload.h"
+
+#include <cmath>
+#include <cstdio>
+
+namespace dynamo::bench {
+
+Result<Workload> ParseWorkload(std::string_view name) {
+  if (name == "A" || name == "a") return Workload::kA;
+  if (name == "B" || name == "b") return Workload::kB;
+  if (name == "C" || name == "c") return Workload::kC;
+  if (name == "W" || name == "w") return Workload::kW;
+  return Status::InvalidArgument("workload must be A, B, C or W, not '" + std::string(name) + "'");
+}
+
+std::string_view WorkloadName(Workload w) {
+  switch (w) {
+    case Workload::kA: return "A";
+    case Workload::kB: return "B";
+    case Workload::kC: return "C";
+    case Workload::kW: return "W";
+  }
+  return "?";
+}
+
+double ReadFraction(Workload w) {
+  switch (w) {
+    case Workload::kA: return 0.5;
+    case Workload::kB: return 0.95;
+    case Workload::kC: return 1.0;
+    case Workload::kW: return 0.0;
+  }
+  return 0;
+}
+
+Result<KeyDistribution> ParseKeyDistribution(std::string_view name) {
+  if (name == "uniform") return KeyDistribution::kUniform;
+  if (name == "zipfian") return KeyDistribution::kZipfian;
+  return Status::InvalidArgument("key distribution must be uniform or zipfian, not '" + std::string(name) + "'");
+}
+
+namespace {
+
+double Zeta(uint64_t n, double theta) {
+  double sum = 0;
+  for (uint64_t i = 1; i <= n; ++i) sum += 1.0 / std::pow(static_cast<double>(i), theta);
+  return sum;
+}
+
+uint64_t Scatter(uint64_t x) {  // splitmix64 finalizer
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+}  // namespace
+
+Zipfian::Zipfian(uint64_t n, double theta) : n_(n < 1 ? 1 : n), theta_(theta) {
+  zetan_ = Zeta(n_, theta_);
+  const double zeta2 = Zeta(2, theta_);
+  alpha_ = 1.0 / (1.0 - theta_);
+  eta_ = (1 - std::pow(2.0 / static_cast<double>(n_), 1 - theta_)) / (1 - zeta2 / zetan_);
+  half_pow_theta_ = 1 + std::pow(0.5, theta_);
+}
+
+uint64_t Zipfian::Next(std::mt19937_64& rng) const {
+  const double u = std::uniform_real_distribution<double>(0, 1)(rng);
+  const double uz = u * zetan_;
+  if (uz < 1) return 0;
+  if (uz < half_pow_theta_) return n_ > 1 ? 1 : 0;
+  const auto rank = static_cast<uint64_t>(static_cast<double>(n_) * std::pow(eta_ * u - eta_ + 1, alpha_));
+  return rank < n_ ? rank : n_ - 1;
+}
+
+std::string KeyName(uint64_t i) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "key%010llu", static_cast<unsigned long long>(i));
+  return buf;
+}
+
+OpGenerator::OpGenerator(Workload workload, KeyDistribution dist, uint64_t keys, uint64_t seed)
+    : read_fraction_(ReadFraction(workload)),
+      keys_(keys < 1 ? 1 : keys),
+      zipfian_(dist == KeyDistribution::kZipfian),
+      zipf_(zipfian_ ? keys_ : 1),
+      rng_(seed) {}
+
+Op OpGenerator::Next() {
+  Op op;
+  op.read = read_fraction_ >= 1 ||
+            (read_fraction_ > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < read_fraction_);
+  op.key = zipfian_ ? Scatter(zipf_.Next(rng_)) % keys_ : rng_() % keys_;
+  return op;
+}
+
+}  // namespace dynamo::bench

@@ -1,0 +1,67 @@
+// What dynamo-bench asks of a store: YCSB-style operation mixes over a fixed
+// key space, with uniform or zipfian key popularity. No I/O; seeded, so a
+// run's operation sequence is reproducible.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dynamo/status.h"
+
+namespace dynamo::bench {
+
+// A 50/50 read/update, B 95/5, C read-only, W write-only.
+enum class Workload { kA, kB, kC, kW };
+Result<Workload> ParseWorkload(std::string_view name);
+std::string_view WorkloadName(Workload w);
+double ReadFraction(Workload w);
+
+enum class KeyDistribution { kUniform, kZipfian };
+Result<KeyDistribution> ParseKeyDistribution(std::string_view name);
+
+// Largest key space; keeps the zipfian constant's O(n) setup short.
+inline constexpr uint64_t kKeysMax = 100'000'000;
+// Largest value one operation writes.
+inline constexpr uint32_t kValueBytesMax = 1u << 20;
+
+// YCSB's zipfian generator (Gray et al., "Quickly generating billion-record
+// synthetic databases"): ranks in [0, n), rank 0 the most popular, with
+// exponent theta (0.99 as in YCSB).
+class Zipfian {
+ public:
+  Zipfian(uint64_t n, double theta = 0.99);
+  uint64_t Next(std::mt19937_64& rng) const;
+
+ private:
+  uint64_t n_;
+  double theta_, alpha_, zetan_, eta_, half_pow_theta_;
+};
+
+// The name of key i: fixed width, so every key has the same size.
+std::string KeyName(uint64_t i);
+
+struct Op {
+  bool read = false;
+  uint64_t key = 0;
+};
+
+// Draws operations: the read/write mix of a workload over `keys` keys. Zipfian
+// ranks are scattered over the key space by a hash, so popular keys do not
+// share partitions.
+class OpGenerator {
+ public:
+  OpGenerator(Workload workload, KeyDistribution dist, uint64_t keys, uint64_t seed);
+  Op Next();
+
+ private:
+  double read_fraction_;
+  uint64_t keys_;
+  bool zipfian_;
+  Zipfian zipf_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace dynamo::bench

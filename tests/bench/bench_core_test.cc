@@ -1,0 +1,177 @@
+// dynamo-bench's logic: histogram accuracy, key distributions, operation
+// mixes, the report formats and the HTTP response parser.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+
+#include "load/histogram.h"
+#include "load/http.h"
+#include "load/report.h"
+#include "load/workload.h"
+
+namespace dynamo::bench {
+namespace {
+
+TEST(HistogramTest, PercentilesAreWithinTheBucketError) {
+  Histogram h;
+  std::vector<uint64_t> values;
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 100000; ++i) {
+    const uint64_t v = 1000 + rng() % 10'000'000;  // 1 µs to 10 ms
+    values.push_back(v);
+    h.Record(v);
+  }
+  std::sort(values.begin(), values.end());
+  for (double q : {0.5, 0.9, 0.99, 0.999}) {
+    const double exact = static_cast<double>(values[static_cast<size_t>(q * values.size()) - 1]);
+    const double got = static_cast<double>(h.Percentile(q));
+    EXPECT_GE(got, exact * 0.98) << q;
+    EXPECT_LE(got, exact * 1.02) << q;
+  }
+  EXPECT_EQ(h.Percentile(1), values.back());
+  EXPECT_EQ(h.max_ns(), values.back());
+  EXPECT_EQ(h.count(), values.size());
+}
+
+TEST(HistogramTest, SmallValuesAreExactAndHugeOnesClamp) {
+  Histogram h;
+  for (uint64_t v = 0; v < 100; ++v) h.Record(v);
+  EXPECT_EQ(h.Percentile(0.5), 49u);
+  h.Record(Histogram::kMaxNs * 4);
+  EXPECT_EQ(h.max_ns(), Histogram::kMaxNs * 4);
+  EXPECT_EQ(h.Percentile(1), Histogram::kMaxNs * 4);
+}
+
+TEST(HistogramTest, MergeAddsAndEmptyIsZero) {
+  Histogram a, b, empty;
+  a.Record(10);
+  b.Record(1'000'000);
+  a.Merge(b);
+  EXPECT_EQ(a.count(), 2u);
+  EXPECT_EQ(a.max_ns(), 1'000'000u);
+  EXPECT_EQ(empty.Percentile(0.99), 0u);
+  EXPECT_TRUE(empty.Spectrum().empty());
+}
+
+TEST(WorkloadTest, ParsesNamesAndRefusesOthers) {
+  EXPECT_EQ(*ParseWorkload("A"), Workload::kA);
+  EXPECT_EQ(*ParseWorkload("w"), Workload::kW);
+  EXPECT_FALSE(ParseWorkload("D").ok());
+  EXPECT_EQ(*ParseKeyDistribution("zipfian"), KeyDistribution::kZipfian);
+  EXPECT_FALSE(ParseKeyDistribution("latest").ok());
+}
+
+TEST(WorkloadTest, MixesMatchTheirReadFraction) {
+  for (Workload w : {Workload::kA, Workload::kB, Workload::kC, Workload::kW}) {
+    OpGenerator gen(w, KeyDistribution::kUniform, 1000, 7);
+    int reads = 0;
+    constexpr int kOps = 20000;
+    for (int i = 0; i < kOps; ++i) {
+      Op op = gen.Next();
+      ASSERT_LT(op.key, 1000u);
+      reads += op.read;
+    }
+    EXPECT_NEAR(static_cast<double>(reads) / kOps, ReadFraction(w), 0.02) << WorkloadName(w);
+  }
+}
+
+TEST(WorkloadTest, ZipfianFavoursFewKeysAndUniformDoesNot) {
+  auto top_share = [](KeyDistribution d) {
+    OpGenerator gen(Workload::kC, d, 10000, 11);
+    std::map<uint64_t, int> counts;
+    constexpr int kOps = 50000;
+    for (int i = 0; i < kOps; ++i) ++counts[gen.Next().key];
+    std::vector<int> c;
+    for (const auto& [k, n] : counts) c.push_back(n);
+    std::sort(c.rbegin(), c.rend());
+    int top = 0;
+    for (size_t i = 0; i < 100 && i < c.size(); ++i) top += c[i];
+    return static_cast<double>(top) / kOps;  // share of the 1% most popular keys
+  };
+  EXPECT_GT(top_share(KeyDistribution::kZipfian), 0.3);
+  EXPECT_LT(top_share(KeyDistribution::kUniform), 0.05);
+}
+
+TEST(WorkloadTest, SameSeedSameSequenceAndFixedWidthKeys) {
+  OpGenerator a(Workload::kA, KeyDistribution::kZipfian, 5000, 42), b(Workload::kA, KeyDistribution::kZipfian, 5000, 42);
+  for (int i = 0; i < 1000; ++i) {
+    Op x = a.Next(), y = b.Next();
+    ASSERT_EQ(x.read, y.read);
+    ASSERT_EQ(x.key, y.key);
+  }
+  EXPECT_EQ(KeyName(7), "key0000000007");
+  EXPECT_EQ(KeyName(7).size(), KeyName(9'999'999'999).size());
+}
+
+TEST(ReportTest, JsonCarriesTheFieldsScriptsUse) {
+  RunReport r;
+  r.backend = "redis";
+  r.workload = "A";
+  r.seconds = 2;
+  r.read.latency.Record(1'000'000);
+  r.write.latency.Record(3'000'000);
+  r.write.RecordError("Timeout");
+  r.read.siblings = 1;
+  const std::string j = ReportJson(r);
+  EXPECT_EQ(j.find('\n'), std::string::npos);
+  for (const char* field : {"\"throughput\":1.0", "\"read\":{", "\"write\":{", "\"p50_ms\":", "\"p99_ms\":",
+                            "\"p999_ms\":", "\"max_ms\":3.000", "\"count\":1", "\"errors\":1",
+                            "\"errors_by_kind\":{\"Timeout\":1}", "\"siblings\":1"}) {
+    EXPECT_NE(j.find(field), std::string::npos) << field << " in " << j;
+  }
+  const std::string text = ReportText(r);
+  EXPECT_NE(text.find("write errors: 1 Timeout"), std::string::npos) << text;
+  EXPECT_NE(PlotScript(r, "/tmp/x.png").find("$read"), std::string::npos);
+  EXPECT_EQ(PlotScript(RunReport(), "/tmp/x.png"), "");
+}
+
+TEST(HttpTest, ContentLengthResponseSplitAcrossReads) {
+  HttpResponseParser p;
+  const std::string resp = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"kvs\":[1]}";
+  for (size_t i = 0; i + 1 < resp.size(); ++i) {
+    auto r = p.Feed(resp.substr(i, 1));
+    ASSERT_TRUE(r.ok());
+    ASSERT_FALSE(r->has_value()) << i;
+  }
+  auto r = p.Feed(resp.substr(resp.size() - 1));
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->status, 200);
+  EXPECT_EQ((*r)->body, "{\"kvs\":[1]}");
+}
+
+TEST(HttpTest, ChunkedBodiesAndBackToBackResponses) {
+  HttpResponseParser p;
+  auto r = p.Feed("HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n2;x=y\r\nef\r\n0\r\n\r\n"
+                  "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->status, 404);
+  EXPECT_EQ((*r)->body, "abcdef");
+  r = p.Feed("");
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ((*r)->status, 200);
+  EXPECT_EQ((*r)->body, "");
+}
+
+TEST(HttpTest, MalformedAndOversizeInputIsRefused) {
+  EXPECT_FALSE(HttpResponseParser().Feed("SMTP ready\r\n\r\n").ok());
+  EXPECT_FALSE(HttpResponseParser().Feed("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").ok());
+  EXPECT_FALSE(HttpResponseParser().Feed("HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n").ok());
+  EXPECT_FALSE(HttpResponseParser().Feed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").ok());
+  EXPECT_FALSE(HttpResponseParser().Feed(std::string(kHttpHeaderBytesMax + 1, 'a')).ok());
+}
+
+TEST(HttpTest, PostAndBase64) {
+  EXPECT_EQ(HttpPost("h:1", "/v3/kv/put", "{}"),
+            "POST /v3/kv/put HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_EQ(Base64(""), "");
+  EXPECT_EQ(Base64("f"), "Zg==");
+  EXPECT_EQ(Base64("fo"), "Zm8=");
+  EXPECT_EQ(Base64("foo"), "Zm9v");
+  EXPECT_EQ(Base64("foobar"), "Zm9vYmFy");
+  EXPECT_EQ(Base64(std::string("\xff\x00\x10", 3)), "/wAQ");
+}
+
+}  // namespace
+}  // namespace dynamo::bench

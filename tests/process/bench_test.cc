@@ -1,0 +1,160 @@
+// dynamo-bench run as a program against real stores: a dynamo cluster, and
+// Redis and etcd when they are installed (skipped with a message otherwise).
+// Bounded by operation count, not time.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <regex>
+#include <thread>
+
+#include "process/process_cluster.h"
+
+namespace dynamo::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string BenchBinary() { return (fs::read_symlink("/proc/self/exe").parent_path() / "dynamo-bench").string(); }
+
+struct BenchRun {
+  int exit_code = -1;
+  std::string output;
+  std::string json;  // the last line
+};
+
+BenchRun RunBench(const std::string& args) {
+  BenchRun r;
+  FILE* p = ::popen((BenchBinary() + " --quiet --json " + args + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) r.output.append(buf, n);
+  const int st = ::pclose(p);
+  r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  std::string trimmed = r.output.substr(0, r.output.find_last_not_of('\n') + 1);
+  r.json = trimmed.substr(trimmed.rfind('\n') + 1);
+  return r;
+}
+
+// The integer field `name` of the op object `op` ("read" or "write").
+long Field(const std::string& json, const std::string& op, const std::string& name) {
+  const size_t at = json.find("\"" + op + "\":{");
+  if (at == std::string::npos) return -1;
+  std::smatch m;
+  const std::string rest = json.substr(at);
+  if (!std::regex_search(rest, m, std::regex("\"" + name + "\":([0-9]+)"))) return -1;
+  return std::stol(m[1]);
+}
+
+std::optional<std::string> Which(const std::string& program) {
+  for (const char* dir : {"/usr/bin", "/usr/sbin", "/usr/local/bin"}) {
+    fs::path p = fs::path(dir) / program;
+    if (::access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return std::nullopt;
+}
+
+// A server process this test started, killed by PID at the end.
+class Server {
+ public:
+  explicit Server(std::vector<std::string> argv) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      std::vector<char*> args;
+      for (std::string& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      std::freopen("/dev/null", "w", stdout);
+      std::freopen("/dev/null", "w", stderr);
+      ::execv(args[0], args.data());
+      ::_exit(127);
+    }
+  }
+  ~Server() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// Runs the bench until it connects (the server may still be starting).
+BenchRun RunWhenUp(const std::string& args) {
+  BenchRun r;
+  for (int i = 0; i < 100; ++i) {
+    r = RunBench(args);
+    if (r.output.find("cannot open") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return r;
+}
+
+void ExpectClean(const BenchRun& r, long ops) {
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(Field(r.json, "read", "count") + Field(r.json, "write", "count"), ops) << r.json;
+  EXPECT_EQ(Field(r.json, "read", "errors"), 0) << r.json;
+  EXPECT_EQ(Field(r.json, "write", "errors"), 0) << r.json;
+  EXPECT_EQ(Field(r.json, "read", "siblings"), 0) << r.json;
+  EXPECT_EQ(Field(r.json, "read", "not_found"), 0) << r.json;
+  EXPECT_NE(r.json.find("\"throughput\":"), std::string::npos) << r.json;
+}
+
+TEST(BenchProcessTest, DynamoRunsHaveNoErrorsAndNoSiblingsAcrossRuns) {
+  ProcessCluster c(3);
+  ASSERT_TRUE(c.Start().ok());
+  const std::string seed = "--backend dynamo --seed " + c.Address("n1").ToString();
+  const std::string common = " --keys 300 --ops 1500 --concurrency 8 --distribution zipfian";
+  ExpectClean(RunBench(seed + common + " --workload A"), 1500);
+  // A second process knows no contexts: its first write of each key reads it.
+  ExpectClean(RunBench(seed + common + " --workload W --no-load --random-seed 9"), 1500);
+  ExpectClean(RunBench(seed + common + " --workload B --no-load --rate 2000"), 1500);
+}
+
+TEST(BenchProcessTest, BadFlagsAreRefusedClearly) {
+  BenchRun r = RunBench("--backend dynamo");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("needs --seed"), std::string::npos) << r.output;
+  r = RunBench("--backend redis --address 127.0.0.1:1 --workload Q");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("workload must be A, B, C or W"), std::string::npos) << r.output;
+  r = RunBench("--backend redis --address 127.0.0.1:1 --keys 0");
+  EXPECT_NE(r.output.find("keys must be in"), std::string::npos) << r.output;
+}
+
+TEST(BenchProcessTest, RedisBackend) {
+  std::optional<std::string> redis = Which("redis-server");
+  if (!redis) GTEST_SKIP() << "redis-server is not installed (scripts/setup.sh installs it); skipped";
+  const uint16_t port = FreePortBlock(1);
+  ASSERT_NE(port, 0);
+  Server server({*redis, "--port", std::to_string(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"});
+  const std::string addr = " --backend redis --address 127.0.0.1:" + std::to_string(port);
+  ExpectClean(RunWhenUp(addr + " --keys 300 --ops 2000 --concurrency 8 --workload A"), 2000);
+}
+
+TEST(BenchProcessTest, EtcdBackend) {
+  std::optional<std::string> etcd = Which("etcd");
+  if (!etcd) GTEST_SKIP() << "etcd is not installed (scripts/setup.sh installs etcd-server); skipped";
+  const uint16_t port = FreePortBlock(2);
+  ASSERT_NE(port, 0);
+  const std::string client = "http://127.0.0.1:" + std::to_string(port);
+  const std::string peer = "http://127.0.0.1:" + std::to_string(port + 1);
+  const fs::path dir = fs::temp_directory_path() / ("dynamo-bench-etcd-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  {
+    Server server({*etcd, "--name", "e1", "--data-dir", dir.string(), "--listen-client-urls", client,
+                   "--advertise-client-urls", client, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
+                   peer, "--initial-cluster", "e1=" + peer, "--log-level", "error"});
+    const std::string addr = " --backend etcd --address 127.0.0.1:" + std::to_string(port);
+    ExpectClean(RunWhenUp(addr + " --keys 200 --ops 600 --concurrency 4 --workload A"), 600);
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dynamo::test
