@@ -2,7 +2,7 @@
 // connections on the driver's libuv loop, one request in flight on each.
 #include <uv.h>
 
-#include <future>
+#include <utility>
 
 #include "load/backend.h"
 #include "load/http.h"
@@ -11,41 +11,10 @@
 namespace dynamo::bench {
 namespace {
 
-class EtcdBackend : public Backend {
+class EtcdBackend : public SlotBackend {
  public:
   EtcdBackend(std::vector<std::string> addresses, uint64_t timeout_ms)
-      : addresses_(std::move(addresses)), timeout_ms_(timeout_ms) {}
-  ~EtcdBackend() override = default;
-  std::string Name() const override { return "etcd"; }
-
-  Status Open(net::EventLoop& loop, size_t slots) override {
-    loop_ = &loop;
-    for (const std::string& a : addresses_) {
-      Result<net::Endpoint> ep = net::ParseEndpoint(a);
-      if (!ep.ok()) return ep.status();
-      endpoints_.push_back(*ep);
-    }
-    if (endpoints_.empty()) return Status::InvalidArgument("etcd needs --address HOST:PORT");
-    std::promise<void> ready;
-    loop.Post([&] {
-      ops_ = std::make_unique<SlotOps>(loop, slots, timeout_ms_, [this](size_t slot) { Drop(slot); });
-      conns_.resize(slots);
-      ready.set_value();
-    });
-    ready.get_future().get();
-    // A range of a key nobody writes proves every connection works.
-    std::vector<std::future<OpOutcome>> probes;
-    for (size_t i = 0; i < slots; ++i) {
-      auto p = std::make_shared<std::promise<OpOutcome>>();
-      probes.push_back(p->get_future());
-      loop.Post([this, i, p] { Read(i, "dynamo-bench-probe", [p](OpOutcome o) { p->set_value(std::move(o)); }); });
-    }
-    for (auto& f : probes) {
-      OpOutcome o = f.get();
-      if (!o.status.ok()) return Status::Unavailable("etcd: " + o.status.ToString());
-    }
-    return Status::OK();
-  }
+      : SlotBackend("etcd", std::move(addresses), timeout_ms) {}
 
   void Read(size_t slot, const std::string& key, OpDone done) override {
     Send(slot, true, "/v3/kv/range", "{\"key\":\"" + Base64(key) + "\"}", std::move(done));
@@ -56,15 +25,17 @@ class EtcdBackend : public Backend {
          std::move(done));
   }
 
-  void Close() override {
-    std::promise<void> closed;
-    loop_->Post([&] {
-      for (size_t i = 0; i < conns_.size(); ++i) Drop(i);
-      if (ops_) ops_->FailAll(Status::Aborted("closed"));
-      ops_.reset();
-      closed.set_value();
-    });
-    closed.get_future().get();
+ protected:
+  // A range of a key nobody writes.
+  void Probe(size_t slot, OpDone done) override { Read(slot, "dynamo-bench-probe", std::move(done)); }
+  void Reserve(size_t slots) override { conns_.assign(slots, nullptr); }
+  size_t slots() const override { return conns_.size(); }
+
+  void Drop(size_t slot) override {
+    Conn* c = conns_[slot];
+    if (c == nullptr) return;
+    conns_[slot] = nullptr;
+    CloseConn(c);
   }
 
  private:
@@ -94,8 +65,8 @@ class EtcdBackend : public Backend {
       c = conns_[slot];
     }
     c->read_op = read_op;
-    c->op = ops_->Begin(slot, std::move(done));
-    const net::Endpoint& ep = endpoints_[slot % endpoints_.size()];
+    c->op = ops()->Begin(slot, std::move(done));
+    const net::Endpoint& ep = EndpointFor(slot);
     std::string request = HttpPost(ep.ToString(), path, json);
     if (c->connected) {
       Write(c, std::move(request));
@@ -105,7 +76,7 @@ class EtcdBackend : public Backend {
   }
 
   Status Connect(size_t slot) {
-    const net::Endpoint& ep = endpoints_[slot % endpoints_.size()];
+    const net::Endpoint& ep = EndpointFor(slot);
     sockaddr_storage addr{};
     if (uv_ip4_addr(ep.host.c_str(), ep.port, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
         uv_ip6_addr(ep.host.c_str(), ep.port, reinterpret_cast<sockaddr_in6*>(&addr)) != 0) {
@@ -114,7 +85,7 @@ class EtcdBackend : public Backend {
     auto* c = new Conn;
     c->self = this;
     c->slot = slot;
-    uv_tcp_init(loop_->uv(), &c->tcp);
+    uv_tcp_init(loop().uv(), &c->tcp);
     c->tcp.data = c;
     uv_tcp_nodelay(&c->tcp, 1);
     c->connect.data = c;
@@ -176,7 +147,7 @@ class EtcdBackend : public Backend {
     } else if (c->read_op) {
       out.values = resp.body.find("\"kvs\"") != std::string::npos ? 1 : 0;
     }
-    c->self->ops_->Complete(c->slot, c->op, std::move(out));
+    c->self->ops()->Complete(c->slot, c->op, std::move(out));
   }
 
   // The connection failed: its operation fails and the slot reconnects on
@@ -185,14 +156,7 @@ class EtcdBackend : public Backend {
     const size_t slot = c->slot;
     const uint64_t op = c->op;
     Drop(slot);
-    ops_->Complete(slot, op, OpOutcome{st});
-  }
-
-  void Drop(size_t slot) {
-    Conn* c = conns_[slot];
-    if (c == nullptr) return;
-    conns_[slot] = nullptr;
-    CloseConn(c);
+    ops()->Complete(slot, op, OpOutcome{st});
   }
 
   static void CloseConn(Conn* c) {
@@ -200,11 +164,6 @@ class EtcdBackend : public Backend {
     uv_close(reinterpret_cast<uv_handle_t*>(&c->tcp), [](uv_handle_t* h) { delete static_cast<Conn*>(h->data); });
   }
 
-  std::vector<std::string> addresses_;
-  uint64_t timeout_ms_;
-  std::vector<net::Endpoint> endpoints_;
-  net::EventLoop* loop_ = nullptr;
-  std::unique_ptr<SlotOps> ops_;
   std::vector<Conn*> conns_;
 };
 

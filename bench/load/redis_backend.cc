@@ -4,51 +4,16 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
-#include <future>
-
 #include "load/backend.h"
 #include "load/slots.h"
 
 namespace dynamo::bench {
 namespace {
 
-class RedisBackend : public Backend {
+class RedisBackend : public SlotBackend {
  public:
   RedisBackend(std::vector<std::string> addresses, uint64_t timeout_ms)
-      : addresses_(std::move(addresses)), timeout_ms_(timeout_ms) {}
-  std::string Name() const override { return "redis"; }
-
-  Status Open(net::EventLoop& loop, size_t slots) override {
-    loop_ = &loop;
-    for (const std::string& a : addresses_) {
-      Result<net::Endpoint> ep = net::ParseEndpoint(a);
-      if (!ep.ok()) return ep.status();
-      endpoints_.push_back(*ep);
-    }
-    if (endpoints_.empty()) return Status::InvalidArgument("redis needs --address HOST:PORT");
-    std::promise<Status> opened;
-    loop.Post([&] {
-      ops_ = std::make_unique<SlotOps>(loop, slots, timeout_ms_, [this](size_t slot) { Drop(slot); });
-      conns_.assign(slots, nullptr);
-      Status st;
-      for (size_t i = 0; i < slots && st.ok(); ++i) st = Connect(i);
-      opened.set_value(st);
-    });
-    DYNAMO_RETURN_IF_ERROR(opened.get_future().get());
-    // hiredis queues commands until the connection is up: a PING per slot
-    // proves every connection works before the run starts.
-    std::vector<std::future<OpOutcome>> pings;
-    for (size_t i = 0; i < slots; ++i) {
-      auto p = std::make_shared<std::promise<OpOutcome>>();
-      pings.push_back(p->get_future());
-      loop.Post([this, i, p] { Command(i, [p](OpOutcome o) { p->set_value(std::move(o)); }, "PING"); });
-    }
-    for (auto& f : pings) {
-      OpOutcome o = f.get();
-      if (!o.status.ok()) return Status::Unavailable("redis: " + o.status.ToString());
-    }
-    return Status::OK();
-  }
+      : SlotBackend("redis", std::move(addresses), timeout_ms) {}
 
   void Read(size_t slot, const std::string& key, OpDone done) override {
     Command(slot, std::move(done), "GET %b", key.data(), key.size());
@@ -58,15 +23,18 @@ class RedisBackend : public Backend {
     Command(slot, std::move(done), "SET %b %b", key.data(), key.size(), value.data(), value.size());
   }
 
-  void Close() override {
-    std::promise<void> closed;
-    loop_->Post([&] {
-      for (size_t i = 0; i < conns_.size(); ++i) Drop(i);
-      if (ops_) ops_->FailAll(Status::Aborted("closed"));
-      ops_.reset();
-      closed.set_value();
-    });
-    closed.get_future().get();
+ protected:
+  void Probe(size_t slot, OpDone done) override { Command(slot, std::move(done), "PING"); }
+  void Reserve(size_t slots) override { conns_.assign(slots, nullptr); }
+  size_t slots() const override { return conns_.size(); }
+
+  // Forgets the slot's connection; its commands complete with an error.
+  void Drop(size_t slot) override {
+    redisAsyncContext* c = conns_[slot];
+    if (c == nullptr) return;
+    conns_[slot] = nullptr;
+    c->data = nullptr;
+    redisAsyncFree(c);
   }
 
  private:
@@ -77,7 +45,7 @@ class RedisBackend : public Backend {
   };
 
   Status Connect(size_t slot) {
-    const net::Endpoint& ep = endpoints_[slot % endpoints_.size()];
+    const net::Endpoint& ep = EndpointFor(slot);
     redisAsyncContext* c = redisAsyncConnect(ep.host.c_str(), ep.port);
     if (c == nullptr) return Status::Internal("redis: out of memory");
     if (c->err) {
@@ -86,19 +54,10 @@ class RedisBackend : public Backend {
       return st;
     }
     c->data = this;
-    redisLibuvAttach(c, loop_->uv());
+    redisLibuvAttach(c, loop().uv());
     redisAsyncSetDisconnectCallback(c, &RedisBackend::OnDisconnect);
     conns_[slot] = c;
     return Status::OK();
-  }
-
-  // Forgets the slot's connection; its commands complete with an error.
-  void Drop(size_t slot) {
-    redisAsyncContext* c = conns_[slot];
-    if (c == nullptr) return;
-    conns_[slot] = nullptr;
-    c->data = nullptr;
-    redisAsyncFree(c);
   }
 
   static void OnDisconnect(const redisAsyncContext* c, int) {
@@ -118,9 +77,9 @@ class RedisBackend : public Backend {
         return;
       }
     }
-    auto* tag = new Tag{this, slot, ops_->Begin(slot, std::move(done))};
+    auto* tag = new Tag{this, slot, ops()->Begin(slot, std::move(done))};
     if (redisAsyncCommand(conns_[slot], &RedisBackend::OnReply, tag, format, args...) != REDIS_OK) {
-      ops_->Complete(slot, tag->id, OpOutcome{Status::IOError("redis: command not sent")});
+      ops()->Complete(slot, tag->id, OpOutcome{Status::IOError("redis: command not sent")});
       delete tag;
       Drop(slot);
     }
@@ -128,7 +87,7 @@ class RedisBackend : public Backend {
 
   static void OnReply(redisAsyncContext*, void* reply_ptr, void* privdata) {
     std::unique_ptr<Tag> tag(static_cast<Tag*>(privdata));
-    if (!tag->self->ops_) return;
+    if (!tag->self->ops()) return;
     auto* reply = static_cast<redisReply*>(reply_ptr);
     OpOutcome out;
     if (reply == nullptr) {
@@ -138,14 +97,9 @@ class RedisBackend : public Backend {
     } else if (reply->type == REDIS_REPLY_STRING) {
       out.values = 1;
     }
-    tag->self->ops_->Complete(tag->slot, tag->id, std::move(out));
+    tag->self->ops()->Complete(tag->slot, tag->id, std::move(out));
   }
 
-  std::vector<std::string> addresses_;
-  uint64_t timeout_ms_;
-  std::vector<net::Endpoint> endpoints_;
-  net::EventLoop* loop_ = nullptr;
-  std::unique_ptr<SlotOps> ops_;
   std::vector<redisAsyncContext*> conns_;
 };
 

@@ -1,5 +1,7 @@
 #include "load/slots.h"
 
+#include <future>
+
 namespace dynamo::bench {
 
 SlotOps::SlotOps(net::EventLoop& loop, size_t slots, uint64_t timeout_ms, std::function<void(size_t)> on_timeout)
@@ -31,6 +33,52 @@ void SlotOps::FailAll(const Status& status) {
   for (size_t i = 0; i < slots_.size(); ++i) {
     if (slots_[i].done) Complete(i, slots_[i].id, OpOutcome{status});
   }
+}
+
+}  // namespace dynamo::bench
+
+namespace dynamo::bench {
+
+SlotBackend::SlotBackend(std::string name, std::vector<std::string> addresses, uint64_t timeout_ms)
+    : name_(std::move(name)), addresses_(std::move(addresses)), timeout_ms_(timeout_ms) {}
+
+Status SlotBackend::Open(net::EventLoop& loop, size_t slots) {
+  loop_ = &loop;
+  for (const std::string& a : addresses_) {
+    Result<net::Endpoint> ep = net::ParseEndpoint(a);
+    if (!ep.ok()) return ep.status();
+    endpoints_.push_back(*ep);
+  }
+  if (endpoints_.empty()) return Status::InvalidArgument(name_ + " needs --address HOST:PORT");
+  std::vector<std::future<OpOutcome>> probes;
+  for (size_t i = 0; i < slots; ++i) {
+    auto p = std::make_shared<std::promise<OpOutcome>>();
+    probes.push_back(p->get_future());
+    loop.Post([this, i, slots, p] {
+      if (!ops_) {
+        ops_ = std::make_unique<SlotOps>(*loop_, slots, timeout_ms_, [this](size_t slot) { Drop(slot); });
+        Reserve(slots);
+      }
+      Probe(i, [p](OpOutcome o) { p->set_value(std::move(o)); });
+    });
+  }
+  for (auto& f : probes) {
+    OpOutcome o = f.get();
+    if (!o.status.ok()) return Status::Unavailable(name_ + ": " + o.status.ToString());
+  }
+  return Status::OK();
+}
+
+void SlotBackend::Close() {
+  if (loop_ == nullptr) return;
+  std::promise<void> closed;
+  loop_->Post([&] {
+    for (size_t i = 0; i < slots(); ++i) Drop(i);
+    if (ops_) ops_->FailAll(Status::Aborted("closed"));
+    ops_.reset();
+    closed.set_value();
+  });
+  closed.get_future().get();
 }
 
 }  // namespace dynamo::bench

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "load/backend.h"
@@ -36,6 +37,43 @@ class SlotOps {
   std::function<void(size_t)> on_timeout_;
   std::vector<Slot> slots_;
   uint64_t next_id_ = 1;
+};
+
+}  // namespace dynamo::bench
+
+namespace dynamo::bench {
+
+// A backend with one connection per slot (Redis, etcd): parses the
+// addresses (slot i uses address i mod count), owns the SlotOps, proves
+// every slot with one probe operation at Open, and tears down on the loop
+// thread at Close. Subclasses connect lazily on a slot's first operation.
+class SlotBackend : public Backend {
+ public:
+  SlotBackend(std::string name, std::vector<std::string> addresses, uint64_t timeout_ms);
+  std::string Name() const override { return name_; }
+  Status Open(net::EventLoop& loop, size_t slots) override;
+  void Close() override;
+
+ protected:
+  // Loop thread. An operation that succeeds only if the slot's connection works.
+  virtual void Probe(size_t slot, OpDone done) = 0;
+  // Loop thread. Makes room for `slots` connections, before any operation.
+  virtual void Reserve(size_t slots) = 0;
+  // Loop thread. Forgets the slot's connection; its operation fails.
+  virtual void Drop(size_t slot) = 0;
+  virtual size_t slots() const = 0;
+
+  const net::Endpoint& EndpointFor(size_t slot) const { return endpoints_[slot % endpoints_.size()]; }
+  net::EventLoop& loop() { return *loop_; }
+  SlotOps* ops() { return ops_.get(); }
+
+ private:
+  std::string name_;
+  std::vector<std::string> addresses_;
+  uint64_t timeout_ms_;
+  std::vector<net::Endpoint> endpoints_;
+  net::EventLoop* loop_ = nullptr;
+  std::unique_ptr<SlotOps> ops_;
 };
 
 }  // namespace dynamo::bench
