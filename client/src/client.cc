@@ -336,20 +336,23 @@ class Client::Impl {
     auto state = Launch<WriteState>(std::make_shared<WriteOp>(std::move(route), std::move(req)),
                                     opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                     opts.receipt, std::move(done), &Impl::FinishWrite);
-    DispatchWrite(state, state->op->Start());
+    Dispatch(state, state->op->Start(), &Impl::FinishWrite);
     FinishWrite(state);
   }
 
-  void DispatchWrite(const std::shared_ptr<WriteState>& state, std::vector<Send> sends) {
+  // Sends an operation's messages; each reply may yield more, and after
+  // each one `finish` reports the operation once it is done.
+  template <class State>
+  void Dispatch(const std::shared_ptr<State>& state, std::vector<Send> sends,
+                void (Impl::*finish)(const std::shared_ptr<State>&)) {
     for (Send& s : sends) {
       const client::Target& t = state->op->target(s.target);
       const size_t idx = s.target;
       const std::string node = t.node;
-      Call(t.address, std::move(s.body), Remaining(state->deadline), [this, state, idx, node](Reply r) {
+      Call(t.address, std::move(s.body), Remaining(state->deadline), [this, state, idx, node, finish](Reply r) {
         Observe(node, r);
-        std::vector<Send> more = state->op->OnReply(idx, std::move(r));
-        DispatchWrite(state, std::move(more));
-        FinishWrite(state);
+        Dispatch(state, state->op->OnReply(idx, std::move(r)), finish);
+        (this->*finish)(state);
       });
     }
   }
@@ -388,21 +391,8 @@ class Client::Impl {
     auto state = Launch<ReadState>(std::make_shared<ReadOp>(std::move(route), std::move(req)),
                                    opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                    opts.receipt, std::move(done), &Impl::FinishRead);
-    DispatchRead(state, state->op->Start());
+    Dispatch(state, state->op->Start(), &Impl::FinishRead);
     FinishRead(state);
-  }
-
-  void DispatchRead(const std::shared_ptr<ReadState>& state, std::vector<Send> sends) {
-    for (Send& s : sends) {
-      const client::Target& t = state->op->target(s.target);
-      const size_t idx = s.target;
-      const std::string node = t.node;
-      Call(t.address, std::move(s.body), Remaining(state->deadline), [this, state, idx, node](Reply r) {
-        Observe(node, r);
-        DispatchRead(state, state->op->OnReply(idx, std::move(r)));
-        FinishRead(state);
-      });
-    }
   }
 
   void FinishRead(const std::shared_ptr<ReadState>& state) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "dynamo/node/keys.h"
+#include "node_core_util.h"
 
 namespace dynamo::node {
 namespace {
@@ -32,26 +33,6 @@ struct Overloaded : Ts... {
 };
 template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
-
-// Counts completions of `n` parallel steps and runs `done` after the last.
-struct Join {
-  Join(size_t n, std::function<void(Status)> d) : left(n), done(std::move(d)) {
-    if (left == 0) done(Status::OK());
-  }
-  void One(const Status& s) {
-    if (!s.ok() && first_error.ok()) first_error = s;
-    if (--left == 0) done(first_error);
-  }
-  size_t left;
-  Status first_error;
-  std::function<void(Status)> done;
-};
-
-Status ReplyStatus(const Result<proto::Message>& reply) {
-  if (!reply.ok()) return reply.status();
-  if (const auto* err = std::get_if<proto::ErrorReply>(&reply->body)) return proto::ToStatus(*err);
-  return Status::OK();
-}
 
 }  // namespace
 
@@ -347,7 +328,7 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
     keys.emplace_back(Space::kHints, HintKey(req.hint, p, req.key));
   }
   auto merged = std::make_shared<SiblingSet>();
-  auto join = std::make_shared<Join>(keys.size(), [this, conn, id, merged](Status s) {
+  auto join = std::make_shared<Countdown>(keys.size(), [this, conn, id, merged](Status s) {
     if (!s.ok()) {
       ReplyError(conn, id, s);
       return;
@@ -538,7 +519,7 @@ void NodeCore::HandleFetch(Now now, uint64_t conn, uint64_t id, proto::FetchRequ
   }
   auto reply = std::make_shared<proto::FetchReply>();
   reply->entries.resize(req.keys.size());
-  auto join = std::make_shared<Join>(req.keys.size(), [this, conn, id, reply](Status s) {
+  auto join = std::make_shared<Countdown>(req.keys.size(), [this, conn, id, reply](Status s) {
     if (!s.ok()) {
       ReplyError(conn, id, s);
       return;
@@ -569,7 +550,7 @@ void NodeCore::HandlePush(Now now, uint64_t conn, uint64_t id, proto::PushReques
   // The sender deletes its copy once we acknowledge a transfer or a hint, so
   // those are made durable first.
   const bool durable = req.purpose != proto::PushPurpose::kRepair;
-  auto join = std::make_shared<Join>(n, [this, conn, id, n, durable](Status s) {
+  auto join = std::make_shared<Countdown>(n, [this, conn, id, n, durable](Status s) {
     if (!s.ok()) {
       ReplyError(conn, id, s.WithInDoubt(true));
       return;
@@ -787,7 +768,7 @@ void NodeCore::TryJoin(Now now) {
   me.status = proto::MemberStatus::kJoining;
   Call(seed, proto::JoinRequest{me}, [this, seed](Now now2, Result<proto::Message> reply) {
     join_in_flight_ = false;
-    Status s = ReplyStatus(reply);
+    Status s = ReplyStatusOf(reply);
     if (s.ok() && !std::holds_alternative<proto::JoinReply>(reply->body)) {
       s = Status::ProtocolError("unexpected reply to Join");
     }
@@ -883,7 +864,7 @@ void NodeCore::FinalGossipAndExit(Now now, int code, std::string reason) {
     }
     if (peers.size() == kFarewellPeers) break;
   }
-  auto join = std::make_shared<Join>(peers.size(), [this, code, reason](Status) {
+  auto join = std::make_shared<Countdown>(peers.size(), [this, code, reason](Status) {
     actions_.push_back(ExitAction{code, reason});
   });
   for (const std::string& address : peers) {
@@ -911,7 +892,7 @@ void NodeCore::GossipRound(Now now) {
     const std::optional<NodeId> peer = target.first;
     proto::GossipRequest req{options_.id, membership_.View(now.mono_ms), map_->Serialize()};
     Call(target.second, std::move(req), [this, peer](Now now2, Result<proto::Message> reply) {
-      Status s = ReplyStatus(reply);
+      Status s = ReplyStatusOf(reply);
       if (peer) membership_.Contact(*peer, s.ok(), now2.mono_ms);
       if (!s.ok()) return;
       auto* gr = std::get_if<proto::GossipReply>(&reply->body);
@@ -958,7 +939,7 @@ void NodeCore::PullPage(Now now, std::shared_ptr<Transfer> t) {
     proto::TransferRequest req{t->partition, t->after, options_.transfer_page_entries,
                                options_.transfer_page_bytes};
     Call(t->address, std::move(req), [this, t, page_done](Now now2, Result<proto::Message> reply) {
-      Status s = ReplyStatus(reply);
+      Status s = ReplyStatusOf(reply);
       if (s.ok() && !std::holds_alternative<proto::TransferReply>(reply->body)) {
         s = Status::ProtocolError("unexpected reply to Transfer");
       }
@@ -971,7 +952,7 @@ void NodeCore::PullPage(Now now, std::shared_ptr<Transfer> t) {
       auto page = std::make_shared<proto::TransferReply>(std::move(std::get<proto::TransferReply>(reply->body)));
       if (!page->entries.empty()) t->after = page->entries.back().key;
       t->keys += page->entries.size();
-      auto join = std::make_shared<Join>(page->entries.size(), [this, t, page, page_done](Status merged) {
+      auto join = std::make_shared<Countdown>(page->entries.size(), [this, t, page, page_done](Status merged) {
         page_done();
         Now later{now_ms_, 0};
         if (!merged.ok()) {
@@ -1120,17 +1101,17 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
     if (h->addresses.empty()) {
       // Hints for a removed node become this node's data; the data handoff
       // then moves them to wherever they belong.
-      auto join = std::make_shared<Join>(entries.size(), delivered);
+      auto join = std::make_shared<Countdown>(entries.size(), delivered);
       for (size_t i = 0; i < entries.size(); ++i) {
         MergeInto(DataKey(partitions[i], entries[i].key), std::move(entries[i].siblings), "", false,
                   [join](Now, Status s) { join->One(s); });
       }
       return;
     }
-    auto join = std::make_shared<Join>(h->addresses.size(), delivered);
+    auto join = std::make_shared<Countdown>(h->addresses.size(), delivered);
     for (const std::string& address : h->addresses) {
       Call(address, proto::PushRequest{h->purpose, entries}, [join](Now, Result<proto::Message> reply) {
-        Status s = ReplyStatus(reply);
+        Status s = ReplyStatusOf(reply);
         if (s.ok() && !std::holds_alternative<proto::Ack>(reply->body)) {
           s = Status::ProtocolError("unexpected reply to Push");
         }
@@ -1146,7 +1127,7 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
   h->after = page.entries.back().first;
   const bool last = page.done;
   auto shared_page = std::make_shared<ScanResult>(std::move(page));
-  auto join = std::make_shared<Join>(shared_page->entries.size(), [this, h, last](Status s) {
+  auto join = std::make_shared<Countdown>(shared_page->entries.size(), [this, h, last](Status s) {
     ReleasePage(h);
     Now later{now_ms_, 0};
     if (!s.ok()) {

@@ -6,6 +6,7 @@
 
 #include "dynamo/node/keys.h"
 #include "dynamo/node/node_core.h"
+#include "node_core_util.h"
 
 namespace dynamo::node {
 namespace {
@@ -14,26 +15,6 @@ constexpr size_t kBuildPageEntries = 512;
 // Most keys one AeCompare fetch may return.
 constexpr uint64_t kAeFetchKeysMax = 4096;
 constexpr size_t kPurgePageEntries = 256;
-
-Status ReplyStatusOf(const Result<proto::Message>& reply) {
-  if (!reply.ok()) return reply.status();
-  if (const auto* err = std::get_if<proto::ErrorReply>(&reply->body)) return proto::ToStatus(*err);
-  return Status::OK();
-}
-
-// Counts completions of `n` steps and runs `done` after the last.
-struct Countdown {
-  Countdown(size_t n, std::function<void(Status)> d) : left(n), done(std::move(d)) {
-    if (left == 0) done(Status::OK());
-  }
-  void One(const Status& s) {
-    if (!s.ok() && first_error.ok()) first_error = s;
-    if (--left == 0) done(first_error);
-  }
-  size_t left;
-  Status first_error;
-  std::function<void(Status)> done;
-};
 
 uint64_t NewestTimestamp(const SiblingSet& set) {
   uint64_t t = 0;
