@@ -496,5 +496,35 @@ TEST(ConnectionPoolTest, QueuesWhileConnectingAndReportsDelivery) {
   lt.Run([&] { pool.reset(); });
 }
 
+// As a client shutting down sees it: a call that fails because the pool
+// closed retries from its callback; the retry fails too, without connecting,
+// and a connection still opening when the pool closed is closed, not used.
+TEST(ConnectionPoolTest, CloseAllIsFinalEvenForCallsMadeFromFailureCallbacks) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto pool = lt.Run([&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 1000); });
+  const std::string address = "127.0.0.1:" + std::to_string(server.port());
+  std::promise<CallOutcome> first_done;
+  lt.Run([&] { pool->Call(address, GetRequest{"warm"}, 2000, [&](CallOutcome o) { first_done.set_value(std::move(o)); }); });
+  ASSERT_TRUE(first_done.get_future().get().message.ok());
+
+  std::promise<CallOutcome> retried, opening;
+  lt.Run([&] {
+    pool->Call(address, GetRequest{"never"}, 5000, [&](CallOutcome o) {
+      EXPECT_FALSE(o.message.ok());
+      pool->Call(address, GetRequest{"retry"}, 5000, [&](CallOutcome r) { retried.set_value(std::move(r)); });
+    });
+    pool->Call("localhost:" + std::to_string(server.port()), GetRequest{"opening"}, 5000,
+               [&](CallOutcome r) { opening.set_value(std::move(r)); });
+    pool->CloseAll(Status::Aborted("pool closed by the test"));
+  });
+  CallOutcome r = retried.get_future().get();
+  EXPECT_EQ(r.message.status().code(), StatusCode::kAborted);
+  EXPECT_FALSE(r.maybe_delivered);
+  CallOutcome o = opening.get_future().get();
+  EXPECT_EQ(o.message.status().code(), StatusCode::kAborted) << o.message.status().ToString();
+  lt.Run([&] { pool.reset(); });
+}
+
 }  // namespace
 }  // namespace dynamo::net

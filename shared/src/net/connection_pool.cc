@@ -1,6 +1,7 @@
 #include "dynamo/net/connection_pool.h"
 
 #include <algorithm>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -9,6 +10,7 @@ namespace dynamo::net {
 struct ConnectionPool::Peer {
   std::shared_ptr<Connection> conn;
   bool connecting = false;
+  std::optional<Status> closed;  // the pool closed while this peer connected
   std::vector<std::tuple<proto::Body, uint64_t, std::function<void(CallOutcome)>>> waiting;
 };
 
@@ -18,9 +20,11 @@ ConnectionPool::ConnectionPool(EventLoop& loop, ConnectionOptions options, uint6
 ConnectionPool::~ConnectionPool() { CloseAll(Status::Aborted("connection pool closed")); }
 
 void ConnectionPool::CloseAll(const Status& reason) {
+  if (!closed_) closed_ = reason;
   std::map<std::string, std::shared_ptr<Peer>> peers;
   peers.swap(peers_);
   for (auto& [address, peer] : peers) {
+    peer->closed = reason;
     if (peer->conn) peer->conn->Close(reason);
   }
 }
@@ -30,6 +34,10 @@ void ConnectionPool::Call(const std::string& address, proto::Body body, uint64_t
   auto fail_later = [this](std::function<void(CallOutcome)> cb, Status s) {
     loop_.Post([cb = std::move(cb), s = std::move(s)] { cb(CallOutcome{s, false}); });
   };
+  if (closed_) {
+    fail_later(std::move(done), *closed_);
+    return;
+  }
   if (address.empty()) {
     fail_later(std::move(done), Status::Unavailable("no address known for the node"));
     return;
@@ -58,6 +66,10 @@ void ConnectionPool::Call(const std::string& address, proto::Body body, uint64_t
             peer->connecting = false;
             auto waiting = std::move(peer->waiting);
             peer->waiting.clear();
+            if (conn.ok() && peer->closed) {
+              (*conn)->Close(*peer->closed);
+              conn = *peer->closed;
+            }
             if (!conn.ok()) {
               for (auto& [b, t, d] : waiting) d(CallOutcome{conn.status(), false});
               return;

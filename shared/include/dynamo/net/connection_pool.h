@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "dynamo/net/connection.h"
@@ -35,6 +36,9 @@ class ConnectionPool {
   // Sends `body` to `address`. `done` runs exactly once, never inside this call.
   void Call(const std::string& address, proto::Body body, uint64_t timeout_ms,
             std::function<void(CallOutcome)> done);
+  // Closes every connection for good: outstanding calls fail with `reason`,
+  // connections still being opened are closed when they open, and later
+  // calls fail with `reason` without connecting.
   void CloseAll(const Status& reason);
 
  private:
@@ -44,6 +48,7 @@ class ConnectionPool {
   ConnectionOptions options_;
   uint64_t connect_timeout_ms_;
   std::map<std::string, std::shared_ptr<Peer>> peers_;
+  std::optional<Status> closed_;  // set by CloseAll
 };
 
 }  // namespace dynamo::net
