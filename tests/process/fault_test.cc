@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -162,8 +163,11 @@ struct LoadResult {
   size_t failed = 0;
   uint64_t hints = 0;  // hinted copies the acknowledgements report
 };
+// Writes unique keys until `target` are acknowledged and `more` (when given)
+// returns false, within `max_attempts` and `max_seconds`.
 LoadResult WriteUniqueKeys(Client& client, const std::string& prefix, size_t target, size_t max_attempts,
-                           double max_seconds, size_t in_flight, size_t value_bytes = 32) {
+                           double max_seconds, size_t in_flight, size_t value_bytes = 32,
+                           const std::function<bool()>& more = nullptr) {
   std::mutex mu;
   std::condition_variable cv;
   size_t running = 0;
@@ -171,8 +175,9 @@ LoadResult WriteUniqueKeys(Client& client, const std::string& prefix, size_t tar
   const Clock::time_point start = Clock::now();
   std::vector<std::unique_ptr<Receipt>> receipts;
   std::unique_lock<std::mutex> lock(mu);
-  while (out.acked.size() < target && out.attempts < max_attempts && SecondsSince(start) < max_seconds) {
-    if (running >= in_flight || out.acked.size() + running >= target) {
+  auto wanted = [&](size_t pending) { return out.acked.size() + pending < target || (more && more()); };
+  while (wanted(0) && out.attempts < max_attempts && SecondsSince(start) < max_seconds) {
+    if (running >= in_flight || !wanted(running)) {
       cv.wait_for(lock, std::chrono::milliseconds(50));
       continue;
     }
@@ -208,7 +213,7 @@ std::string ValueOf(const std::string& prefix, const std::string& key, size_t va
 }
 
 TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
-  constexpr size_t kNodes = 5, kWrites = 20000;
+  constexpr size_t kNodes = 5, kWrites = 20000, kMinKills = 5;
   ProcessCluster c(kNodes, kFastConfig);
   ASSERT_TRUE(c.Start().ok());
   auto client = Open(c, kNodes);
@@ -217,7 +222,7 @@ TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
   const uint64_t seed = FaultSeed();
   std::cout << "[ fault ] churn seed " << seed << " (DYNAMO_FAULT_SEED)\n";
   std::atomic<bool> stop{false};
-  size_t kills = 0;
+  std::atomic<size_t> kills{0};
   std::thread chaos([&] {
     std::mt19937_64 rng(seed);
     std::map<std::string, Clock::time_point> down;  // id -> restart time
@@ -249,7 +254,9 @@ TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
   });
 
   const Clock::time_point start = Clock::now();
-  LoadResult load = WriteUniqueKeys(*client, "churn:", kWrites, kWrites * 3 / 2, 600, 16);
+  // Writes go on until enough nodes were killed, however fast they are.
+  LoadResult load = WriteUniqueKeys(*client, "churn:", kWrites, kWrites * 10, 600, 16, 32,
+                                    [&] { return kills < kMinKills; });
   const double write_s = SecondsSince(start);
   stop = true;
   chaos.join();
@@ -276,7 +283,7 @@ TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
   EXPECT_EQ(lost, 0u);
   EXPECT_TRUE(missing.empty()) << missing.size() << " keys short of 3 copies on their primaries";
   EXPECT_EQ(NodesHoldingHints(c, kNodes), 0u);
-  EXPECT_GE(kills, 5u);
+  EXPECT_GE(kills, kMinKills) << "the load loop hit its bound";
   std::cout << "[ fault ] churn: " << load.attempts << " writes (" << load.acked.size() << " acknowledged, "
             << load.failed << " failed) in " << write_s << " s with " << kills
             << " kill -9; acknowledged lost " << lost << "; every key on its 3 primaries " << converge_s
