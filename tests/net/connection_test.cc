@@ -155,6 +155,35 @@ TEST(EndpointTest, Parse) {
   }
 }
 
+TEST(EventLoopTest, DeferredWorkRunsBeforeTheLoopWaitsAgain) {
+  LoopThread lt;
+  auto seen = std::make_shared<std::vector<std::string>>();
+  std::promise<void> done;
+  lt.loop().Post([&, seen] {
+    lt.loop().Defer([seen, &lt, &done] {
+      seen->push_back("d1");
+      lt.loop().Defer([seen, &done] {
+        seen->push_back("d3");
+        done.set_value();
+      });
+    });
+    lt.loop().Defer([seen] { seen->push_back("d2"); });
+    seen->push_back("callback");
+  });
+  // Nothing else wakes the loop: the deferred work must not wait for I/O.
+  ASSERT_EQ(done.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_EQ(*seen, (std::vector<std::string>{"callback", "d1", "d2", "d3"}));
+  // From a timer callback too.
+  std::promise<void> timer_done;
+  auto timer = lt.Run([&] {
+    auto t = std::make_unique<Timer>(lt.loop());
+    t->Start(1, 0, [&] { lt.loop().Defer([&] { timer_done.set_value(); }); });
+    return t;
+  });
+  ASSERT_EQ(timer_done.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  lt.Run([&] { timer.reset(); });
+}
+
 TEST(ConnectionTest, PipelinedCallsMatchTheirReplies) {
   LoopThread lt;
   EchoServer server(lt);

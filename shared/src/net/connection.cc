@@ -107,7 +107,7 @@ void Connection::Call(proto::Body request, uint64_t timeout_ms, ReplyCallback do
   bool earliest = deadlines_.empty() || deadline < deadlines_.begin()->first;
   deadlines_.emplace(deadline, id);
   if (earliest) ArmTimer();
-  Flush();
+  ScheduleFlush();
 }
 
 void Connection::Reply(uint64_t request_id, proto::Body reply) {
@@ -125,11 +125,38 @@ void Connection::Reply(uint64_t request_id, proto::Body reply) {
                                         0)},
         &batch_);
   }
-  Flush();
+  ScheduleFlush();
+}
+
+void Connection::ScheduleFlush() {
+  if (flush_scheduled_ || writing_ || closed_) return;
+  flush_scheduled_ = true;
+  loop_.Defer([weak = weak_from_this()] {
+    if (auto self = weak.lock()) {
+      self->flush_scheduled_ = false;
+      self->Flush();
+    }
+  });
 }
 
 void Connection::Flush() {
   if (writing_ || closed_ || batch_.empty()) return;
+  // Most bursts fit the socket buffer: one write(2), no completion to wait for.
+  uv_buf_t direct = uv_buf_init(batch_.data(), static_cast<unsigned>(batch_.size()));
+  int sent = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_.get()), &direct, 1);
+  if (sent < 0 && sent != UV_EAGAIN) {
+    Close(Status::IOError("write: " + UvError(sent)));
+    return;
+  }
+  if (sent > 0) {
+    last_activity_ms_ = loop_.NowMs();
+    if (static_cast<size_t>(sent) == batch_.size()) {
+      batch_.clear();
+      AfterWrite();
+      return;
+    }
+    batch_.erase(0, static_cast<size_t>(sent));
+  }
   std::swap(inflight_, batch_);
   batch_.clear();
   uv_buf_t buf = uv_buf_init(inflight_.data(), static_cast<unsigned>(inflight_.size()));
@@ -147,17 +174,23 @@ void Connection::Flush() {
                       self->last_activity_ms_ = self->loop_.NowMs();
                       if (!self->batch_.empty()) {
                         self->Flush();
-                      } else if (self->closing_after_flush_) {
-                        self->Close(Status::ProtocolError("closed after a protocol error"));
                         return;
                       }
-                      self->MaybeResumeReading();
+                      self->AfterWrite();
                     });
   if (rc != 0) {
     Close(Status::IOError("write: " + UvError(rc)));
     return;
   }
   writing_ = true;
+}
+
+void Connection::AfterWrite() {
+  if (closing_after_flush_) {
+    Close(Status::ProtocolError("closed after a protocol error"));
+    return;
+  }
+  MaybeResumeReading();
 }
 
 void Connection::OnRead(long nread) {

@@ -41,16 +41,34 @@ Result<Endpoint> ParseEndpoint(std::string_view text) {
   return Endpoint{std::string(host), static_cast<uint16_t>(value)};
 }
 
-EventLoop::EventLoop() : loop_(std::make_unique<uv_loop_t>()), async_(std::make_unique<uv_async_t>()) {
+EventLoop::EventLoop()
+    : loop_(std::make_unique<uv_loop_t>()),
+      async_(std::make_unique<uv_async_t>()),
+      prepare_(std::make_unique<uv_prepare_t>()),
+      check_(std::make_unique<uv_check_t>()) {
   std::signal(SIGPIPE, SIG_IGN);
   DYNAMO_CHECK(uv_loop_init(loop_.get()) == 0);
   DYNAMO_CHECK(uv_async_init(loop_.get(), async_.get(), &EventLoop::OnAsync) == 0);
   async_->data = this;
   uv_unref(reinterpret_cast<uv_handle_t*>(async_.get()));
+  DYNAMO_CHECK(uv_prepare_init(loop_.get(), prepare_.get()) == 0);
+  DYNAMO_CHECK(uv_check_init(loop_.get(), check_.get()) == 0);
+  prepare_->data = this;
+  check_->data = this;
+  DYNAMO_CHECK(uv_prepare_start(prepare_.get(), [](uv_prepare_t* h) {
+                 static_cast<EventLoop*>(h->data)->RunDeferred();
+               }) == 0);
+  DYNAMO_CHECK(uv_check_start(check_.get(), [](uv_check_t* h) {
+                 static_cast<EventLoop*>(h->data)->RunDeferred();
+               }) == 0);
+  uv_unref(reinterpret_cast<uv_handle_t*>(prepare_.get()));
+  uv_unref(reinterpret_cast<uv_handle_t*>(check_.get()));
 }
 
 EventLoop::~EventLoop() {
   uv_close(reinterpret_cast<uv_handle_t*>(async_.get()), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(prepare_.get()), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(check_.get()), nullptr);
   // Let pending closes finish first: their callbacks release the objects that
   // own other handles (a connection's timer), which close those handles.
   for (int i = 0; i < 1000; ++i) {
@@ -70,13 +88,14 @@ EventLoop::~EventLoop() {
       nullptr);
   while (uv_run(loop_.get(), UV_RUN_DEFAULT) != 0) {
   }
-  // Functions posted but never run may own resources; release them here.
+  // Functions posted or deferred but never run may own resources; release them here.
   std::vector<std::function<void()>> dropped;
   {
     std::lock_guard lock(mu_);
     dropped.swap(posted_);
   }
   dropped.clear();
+  deferred_.clear();
   int rc = uv_loop_close(loop_.get());
   DYNAMO_CHECK(rc == 0);
 }
@@ -103,6 +122,16 @@ void EventLoop::Post(std::function<void()> fn) {
     posted_.push_back(std::move(fn));
   }
   uv_async_send(async_.get());
+}
+
+void EventLoop::Defer(std::function<void()> fn) { deferred_.push_back(std::move(fn)); }
+
+void EventLoop::RunDeferred() {
+  while (!deferred_.empty()) {
+    running_deferred_.swap(deferred_);
+    for (auto& fn : running_deferred_) fn();
+    running_deferred_.clear();
+  }
 }
 
 uint64_t EventLoop::NowMs() const { return uv_now(loop_.get()); }

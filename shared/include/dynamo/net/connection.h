@@ -4,7 +4,8 @@
 // Both ends of a Connection may send requests; replies are matched to
 // requests by id, in any order. Each call has its own deadline. Outgoing
 // frames are appended to one batch buffer that goes out in a single uv_write
-// per burst. The write queue is bounded: a call that would exceed it fails at
+// at the end of the loop iteration (EventLoop::Defer), so the replies to a
+// burst of requests cost one system call. The write queue is bounded: a call that would exceed it fails at
 // once with Busy, and reading from the peer pauses while the queue is above
 // half of the bound, so a peer that sends requests but does not read replies
 // cannot grow our memory.
@@ -95,8 +96,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(EventLoop& loop, ConnectionOptions options);
   // Starts reading once the socket is connected or accepted.
   void Start();
-  void Send(const proto::Message& message);
+  void ScheduleFlush();
   void Flush();
+  // Everything queued was written.
+  void AfterWrite();
   void OnRead(long nread);
   void Dispatch(std::string_view body);
   void FailCall(uint64_t id, Status status);
@@ -117,6 +120,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string batch_;     // frames waiting for the next write
   std::string inflight_;  // frames being written
   bool writing_ = false;
+  bool flush_scheduled_ = false;
   bool reading_ = false;
   bool read_paused_ = false;
   bool closing_after_flush_ = false;

@@ -4,6 +4,10 @@
 // with Post, which queues the function and wakes the loop (uv_async_send
 // coalesces wake-ups; the queue, not the wake-up, carries the work).
 //
+// Defer runs work at the end of the current loop iteration, before the loop
+// waits for I/O again: everything one iteration produced (replies to a burst
+// of requests, storage writes) goes out together.
+//
 // Creating an EventLoop makes the process ignore SIGPIPE, so a write to a
 // peer that went away fails with EPIPE instead of killing the process.
 #pragma once
@@ -23,6 +27,8 @@
 struct uv_loop_s;
 struct uv_async_s;
 struct uv_timer_s;
+struct uv_prepare_s;
+struct uv_check_s;
 
 namespace dynamo::net {
 
@@ -52,6 +58,10 @@ class EventLoop {
   // Thread-safe. `fn` runs on the loop thread, in posting order. Functions
   // posted after the loop stopped for good are dropped.
   void Post(std::function<void()> fn);
+  // Loop thread only. `fn` runs once, on the loop thread, after the callbacks
+  // of the current iteration and before the loop next waits for I/O; work
+  // it defers runs in the same pass. In deferral order.
+  void Defer(std::function<void()> fn);
   // Loop time in ms from a monotonic clock, updated once per iteration.
   uint64_t NowMs() const;
   // True on the thread running Run().
@@ -62,9 +72,16 @@ class EventLoop {
  private:
   static void OnAsync(uv_async_s* handle);
   void Drain();
+  void RunDeferred();
 
   std::unique_ptr<uv_loop_s> loop_;
   std::unique_ptr<uv_async_s> async_;
+  // Both run the deferred work: prepare before the loop blocks (work from
+  // timers and close callbacks), check right after the I/O callbacks.
+  std::unique_ptr<uv_prepare_s> prepare_;
+  std::unique_ptr<uv_check_s> check_;
+  std::vector<std::function<void()>> deferred_;
+  std::vector<std::function<void()>> running_deferred_;
   std::mutex mu_;
   std::vector<std::function<void()>> posted_;
   std::atomic<bool> stop_{false};
