@@ -23,4 +23,12 @@ void WriteBatch::Append(WriteBatch&& other) {
   other.bytes_ = 0;
 }
 
+Result<std::optional<std::string>> Engine::GetCached(Space, std::string_view) {
+  return Status::Busy("this engine has no non-blocking read");
+}
+
+Status Engine::WriteNoStall(const WriteBatch&) {
+  return Status::Busy("this engine has no non-blocking write");
+}
+
 }  // namespace dynamo::node

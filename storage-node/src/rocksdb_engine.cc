@@ -43,23 +43,25 @@ class RocksDbEngine : public Engine {
   }
 
   Result<std::optional<std::string>> Get(Space space, std::string_view key) override {
-    std::string value;
-    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), Family(space), ToSlice(key), &value);
-    if (s.IsNotFound()) return std::optional<std::string>();
-    if (!s.ok()) return FromRocks(s, "get");
-    return std::optional<std::string>(std::move(value));
+    return Read(rocksdb::ReadOptions(), space, key);
+  }
+
+  Result<std::optional<std::string>> GetCached(Space space, std::string_view key) override {
+    rocksdb::ReadOptions ro;
+    ro.read_tier = rocksdb::kBlockCacheTier;
+    return Read(ro, space, key);
   }
 
   Status Write(const WriteBatch& batch, bool sync) override {
-    rocksdb::WriteBatch wb;
-    for (const WriteBatch::Op& op : batch.ops()) {
-      rocksdb::Status s = op.value ? wb.Put(Family(op.space), op.key, *op.value)
-                                   : wb.Delete(Family(op.space), op.key);
-      if (!s.ok()) return FromRocks(s, "batch");
-    }
     rocksdb::WriteOptions wo;
     wo.sync = sync;
-    return FromRocks(db_->Write(wo, &wb), "write");
+    return Apply(wo, batch);
+  }
+
+  Status WriteNoStall(const WriteBatch& batch) override {
+    rocksdb::WriteOptions wo;
+    wo.no_slowdown = true;
+    return Apply(wo, batch);
   }
 
   Result<ScanResult> Scan(Space space, const ScanOptions& options) override {
@@ -114,6 +116,28 @@ class RocksDbEngine : public Engine {
   std::string_view name() const override { return "rocksdb"; }
 
  private:
+  Result<std::optional<std::string>> Read(const rocksdb::ReadOptions& ro, Space space,
+                                          std::string_view key) {
+    std::string value;
+    rocksdb::Status s = db_->Get(ro, Family(space), ToSlice(key), &value);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    if (s.IsIncomplete()) return Status::Busy("not in memory");
+    if (!s.ok()) return FromRocks(s, "get");
+    return std::optional<std::string>(std::move(value));
+  }
+
+  Status Apply(const rocksdb::WriteOptions& wo, const WriteBatch& batch) {
+    rocksdb::WriteBatch wb;
+    for (const WriteBatch::Op& op : batch.ops()) {
+      rocksdb::Status s = op.value ? wb.Put(Family(op.space), op.key, *op.value)
+                                   : wb.Delete(Family(op.space), op.key);
+      if (!s.ok()) return FromRocks(s, "batch");
+    }
+    rocksdb::Status s = db_->Write(wo, &wb);
+    if (s.IsIncomplete()) return Status::Busy("writes are being throttled");
+    return FromRocks(s, "write");
+  }
+
   rocksdb::ColumnFamilyHandle* Family(Space space) { return handles_[static_cast<size_t>(space)]; }
   static rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
 

@@ -119,7 +119,7 @@ void NodeServer::Pump() {
                      });
       } else if (auto* st = std::get_if<StorageAction>(&action)) {
         const uint64_t token = st->token;
-        worker_->Submit(std::move(st->op), [this, token](StorageResult r) {
+        worker_->Execute(std::move(st->op), [this, token](StorageResult r) {
           core_->OnStorageDone(Clock(), token, std::move(r));
           Pump();
         });

@@ -17,6 +17,98 @@ void StorageWorker::Submit(StorageOp op, Done done) {
   cv_.notify_one();
 }
 
+namespace {
+
+// A write of keys the core writes under its per-key lock.
+bool InlineWrite(const WriteOp& write) {
+  return !write.batch.empty() &&
+         std::all_of(write.batch.ops().begin(), write.batch.ops().end(),
+                     [](const WriteBatch::Op& op) { return op.space != Space::kMeta; });
+}
+
+}  // namespace
+
+void StorageWorker::Execute(StorageOp op, Done done) {
+  if (auto* read = std::get_if<ReadOp>(&op)) {
+    Result<std::optional<std::string>> v = engine_->GetCached(read->space, read->key);
+    if (!v.ok() && v.status().code() == StatusCode::kBusy) {
+      Submit(std::move(op), std::move(done));
+      return;
+    }
+    StorageResult result;
+    if (v.ok()) {
+      result.value = std::move(*v);
+    } else {
+      result.status = v.status();
+    }
+    ready_.push_back(Ready{std::move(done), std::move(result)});
+    std::lock_guard lock(mu_);
+    ++stats_.inline_reads;
+  } else if (auto* write = std::get_if<WriteOp>(&op); write != nullptr && InlineWrite(*write)) {
+    inline_batch_.Append(std::move(write->batch));
+    inline_writers_.push_back(InlineWriter{std::move(done), write->sync});
+  } else {
+    Submit(std::move(op), std::move(done));
+    return;
+  }
+  if (!finish_scheduled_) {
+    finish_scheduled_ = true;
+    loop_->Defer([this] { FinishInline(); });
+  }
+}
+
+void StorageWorker::FinishInline() {
+  // Execute calls made by the completions below join this pass.
+  while (true) {
+    while (!ready_.empty()) {
+      std::vector<Ready> ready;
+      ready.swap(ready_);
+      for (Ready& r : ready) r.done(std::move(r.result));
+    }
+    if (inline_writers_.empty()) break;
+    WriteBatch batch = std::move(inline_batch_);
+    inline_batch_ = WriteBatch();
+    std::vector<InlineWriter> writers = std::move(inline_writers_);
+    inline_writers_.clear();
+    Status s = engine_->WriteNoStall(batch);
+    auto synced = std::make_shared<std::vector<Done>>();
+    if (s.code() == StatusCode::kBusy) {
+      // The engine is throttling writes: wait for it on the storage thread.
+      bool sync = false;
+      for (InlineWriter& w : writers) {
+        sync |= w.sync;
+        synced->push_back(std::move(w.done));
+      }
+      Submit(WriteOp{std::move(batch), sync}, [synced](StorageResult r) {
+        for (Done& d : *synced) d(r);
+      });
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      stats_.inline_writes += writers.size();
+      ++stats_.inline_batches;
+    }
+    for (InlineWriter& w : writers) {
+      if (s.ok() && w.sync) {
+        synced->push_back(std::move(w.done));
+        continue;
+      }
+      StorageResult r;
+      r.status = s;
+      ready_.push_back(Ready{std::move(w.done), std::move(r)});
+    }
+    if (!synced->empty()) {
+      // Applied; durable once the storage thread synced the log. Syncs
+      // queued together share one.
+      Submit(WriteOp{WriteBatch{}, true}, [synced](StorageResult r) {
+        for (Done& d : *synced) d(r);
+      });
+    }
+  }
+  finish_scheduled_ = false;
+}
+
 void StorageWorker::Stop() {
   {
     std::lock_guard lock(mu_);

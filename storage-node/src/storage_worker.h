@@ -7,6 +7,16 @@
 // batch with one sync if any of them asked for it. Reordering reads ahead of
 // writes is safe because the core never has a read and a write of the same
 // key queued at once (its per-key lock spans read, decide and write).
+//
+// Execute, on the loop thread, avoids the thread switch when the engine can
+// answer without blocking: a read the engine answers from memory, and a
+// write of data or hints (each such key is written under the core's per-key
+// lock, so no two writes of one key are ever outstanding and their order
+// does not matter). Those run at the end of the loop iteration, the writes
+// of one iteration as one engine batch; a write that asked for sync then
+// waits for the storage thread to sync the log, and the syncs queued while
+// one runs share the next. Meta writes, scans, and anything the engine
+// would block on go to the storage thread.
 #pragma once
 
 #include <condition_variable>
@@ -27,6 +37,9 @@ struct StorageWorkerStats {
   uint64_t writes = 0;         // write operations
   uint64_t syncs = 0;          // engine syncs
   uint64_t max_group = 0;      // most operations in one group
+  uint64_t inline_reads = 0;   // reads answered on the loop thread
+  uint64_t inline_writes = 0;  // writes applied on the loop thread
+  uint64_t inline_batches = 0; // engine batches those writes made
 };
 
 class StorageWorker {
@@ -39,6 +52,11 @@ class StorageWorker {
 
   // Any thread. `done` runs on the loop thread.
   void Submit(StorageOp op, Done done);
+  // Loop thread. Like Submit, but runs `op` on the loop thread when the
+  // engine can do it without blocking (see above). `done` never runs inside
+  // this call. The engine must allow GetCached and WriteNoStall here while
+  // the storage thread runs the rest.
+  void Execute(StorageOp op, Done done);
   // Finishes what is queued, then joins. Completions still go to the loop.
   void Stop();
   StorageWorkerStats stats() const;
@@ -50,6 +68,14 @@ class StorageWorker {
   };
   void Run();
   void RunGroup(std::deque<Item> group);
+  // Loop thread, at the end of an iteration: completes the reads answered
+  // inline and applies the unsynced writes gathered, until none is left.
+  void FinishInline();
+
+  struct Ready {
+    Done done;
+    StorageResult result;
+  };
 
   Engine* engine_;
   net::EventLoop* loop_;
@@ -58,6 +84,15 @@ class StorageWorker {
   std::deque<Item> queue_;
   bool stop_ = false;
   StorageWorkerStats stats_;
+  // Loop thread only.
+  std::vector<Ready> ready_;
+  struct InlineWriter {
+    Done done;
+    bool sync;
+  };
+  WriteBatch inline_batch_;
+  std::vector<InlineWriter> inline_writers_;
+  bool finish_scheduled_ = false;
   std::thread thread_;
 };
 

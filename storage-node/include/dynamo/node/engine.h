@@ -9,8 +9,10 @@
 // Implementations: RocksDB (durable, default) and memory (tests, simulation;
 // it can model a power loss by dropping writes that were never synced).
 //
-// Thread-safety: implementations are safe to call from one thread at a time;
-// the node calls them from its storage thread only.
+// Thread-safety: implementations must be safe to call from two threads at
+// once. The node runs blocking calls on its storage thread and the
+// non-blocking ones (GetCached, WriteNoStall) on its event loop, so that a
+// read answered from memory or an unsynced write costs no thread switch.
 #pragma once
 
 #include <cstdint>
@@ -71,6 +73,12 @@ class Engine {
   // The value at `key`, nullopt if none. Corruption if a stored block fails
   // its checksum.
   virtual Result<std::optional<std::string>> Get(Space space, std::string_view key) = 0;
+  // Like Get, but answered from memory only: Busy when the answer would need
+  // a disk read. Default: always Busy.
+  virtual Result<std::optional<std::string>> GetCached(Space space, std::string_view key);
+  // Like Write(batch, false), but Busy instead of waiting when the engine is
+  // throttling writes (the batch is then not applied). Default: always Busy.
+  virtual Status WriteNoStall(const WriteBatch& batch);
   // Applies `batch` atomically. With `sync`, it and every earlier write are
   // durable when this returns OK. IOError on failure; after a failed sync
   // nothing may be acknowledged.

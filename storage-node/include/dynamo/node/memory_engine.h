@@ -16,7 +16,11 @@ namespace dynamo::node {
 class MemoryEngine : public Engine {
  public:
   Result<std::optional<std::string>> Get(Space space, std::string_view key) override;
+  Result<std::optional<std::string>> GetCached(Space space, std::string_view key) override {
+    return Get(space, key);
+  }
   Status Write(const WriteBatch& batch, bool sync) override;
+  Status WriteNoStall(const WriteBatch& batch) override { return Write(batch, false); }
   Result<ScanResult> Scan(Space space, const ScanOptions& options) override;
   Status DeletePrefix(Space space, std::string_view prefix, bool sync) override;
   Status Sync() override;

@@ -1,0 +1,223 @@
+#include "storage_worker.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <thread>
+
+#include "dynamo/node/memory_engine.h"
+
+namespace dynamo::node {
+namespace {
+
+// A MemoryEngine that records which calls ran on which thread and can refuse
+// the non-blocking calls, as RocksDB does when a block is not cached or
+// writes are being throttled.
+class RecordingEngine : public MemoryEngine {
+ public:
+  std::atomic<bool> refuse_cached{false};
+  std::atomic<bool> refuse_no_stall{false};
+  std::atomic<int> gets{0}, cached_gets{0}, writes{0}, no_stall_writes{0}, syncs{0};
+  std::atomic<int> synced_writes{0};
+  std::atomic<size_t> last_no_stall_ops{0};
+  std::atomic<bool> blocking_call_on_loop{false};
+  std::thread::id loop_thread;
+
+  Result<std::optional<std::string>> Get(Space space, std::string_view key) override {
+    ++gets;
+    NoteBlocking();
+    return MemoryEngine::Get(space, key);
+  }
+  Result<std::optional<std::string>> GetCached(Space space, std::string_view key) override {
+    ++cached_gets;
+    if (refuse_cached) return Status::Busy("not cached");
+    return MemoryEngine::Get(space, key);
+  }
+  Status Write(const WriteBatch& batch, bool sync) override {
+    ++writes;
+    if (sync) ++synced_writes;
+    NoteBlocking();
+    return MemoryEngine::Write(batch, sync);
+  }
+  Status WriteNoStall(const WriteBatch& batch) override {
+    ++no_stall_writes;
+    last_no_stall_ops = batch.ops().size();
+    if (refuse_no_stall) return Status::Busy("throttled");
+    return MemoryEngine::Write(batch, false);
+  }
+  Status Sync() override {
+    ++syncs;
+    NoteBlocking();
+    return MemoryEngine::Sync();
+  }
+
+ private:
+  void NoteBlocking() {
+    if (std::this_thread::get_id() == loop_thread) blocking_call_on_loop = true;
+  }
+};
+
+class StorageWorkerTest : public ::testing::Test {
+ protected:
+  StorageWorkerTest() {
+    loop_thread_ = std::thread([this] { loop_.Run(); });
+    engine_.loop_thread = loop_thread_.get_id();
+    worker_ = std::make_unique<StorageWorker>(&engine_, &loop_);
+  }
+  ~StorageWorkerTest() override {
+    worker_->Stop();
+    OnLoop([this] { worker_.reset(); });
+    loop_.Stop();
+    loop_thread_.join();
+  }
+
+  void OnLoop(std::function<void()> fn) {
+    std::promise<void> p;
+    loop_.Post([&] {
+      fn();
+      p.set_value();
+    });
+    p.get_future().get();
+  }
+
+  // Executes `ops` in one loop iteration; returns their results in order.
+  std::vector<StorageResult> ExecuteAll(std::vector<StorageOp> ops) {
+    auto results = std::make_shared<std::vector<std::optional<StorageResult>>>(ops.size());
+    auto left = std::make_shared<size_t>(ops.size());
+    auto inside = std::make_shared<bool>(false);
+    std::promise<void> all;
+    loop_.Post([&, results, left, inside] {
+      *inside = true;
+      for (size_t i = 0; i < ops.size(); ++i) {
+        worker_->Execute(std::move(ops[i]), [&, i, results, left, inside](StorageResult r) {
+          EXPECT_FALSE(*inside) << "done ran inside Execute";
+          (*results)[i] = std::move(r);
+          if (--*left == 0) all.set_value();
+        });
+      }
+      *inside = false;
+    });
+    all.get_future().get();
+    std::vector<StorageResult> out;
+    for (auto& r : *results) out.push_back(std::move(*r));
+    return out;
+  }
+
+  static WriteOp Put(Space space, std::string key, std::string value, bool sync) {
+    WriteOp w;
+    w.batch.Put(space, std::move(key), std::move(value));
+    w.sync = sync;
+    return w;
+  }
+
+  net::EventLoop loop_;
+  std::thread loop_thread_;
+  RecordingEngine engine_;
+  std::unique_ptr<StorageWorker> worker_;
+};
+
+TEST_F(StorageWorkerTest, CachedReadsAreAnsweredOnTheLoop) {
+  ASSERT_TRUE(engine_.Write([] {
+    WriteBatch b;
+    b.Put(Space::kData, "k", "v");
+    return b;
+  }(), false).ok());
+  std::vector<StorageResult> r = ExecuteAll({ReadOp{Space::kData, "k"}, ReadOp{Space::kData, "absent"}});
+  ASSERT_TRUE(r[0].status.ok());
+  EXPECT_EQ(r[0].value, std::optional<std::string>("v"));
+  EXPECT_TRUE(r[1].status.ok());
+  EXPECT_FALSE(r[1].value.has_value());
+  EXPECT_EQ(engine_.cached_gets, 2);
+  EXPECT_EQ(engine_.gets, 0);
+  EXPECT_EQ(worker_->stats().inline_reads, 2u);
+}
+
+TEST_F(StorageWorkerTest, UncachedReadsGoToTheStorageThread) {
+  engine_.refuse_cached = true;
+  ASSERT_TRUE(engine_.MemoryEngine::Write([] {
+    WriteBatch b;
+    b.Put(Space::kData, "k", "v");
+    return b;
+  }(), false).ok());
+  std::vector<StorageResult> r = ExecuteAll({ReadOp{Space::kData, "k"}});
+  EXPECT_EQ(r[0].value, std::optional<std::string>("v"));
+  EXPECT_EQ(engine_.gets, 1);
+  EXPECT_FALSE(engine_.blocking_call_on_loop);
+}
+
+TEST_F(StorageWorkerTest, WritesOfOneIterationAreOneBatch) {
+  std::vector<StorageResult> r = ExecuteAll({Put(Space::kData, "a", "1", false),
+                                             Put(Space::kHints, "b", "2", false),
+                                             Put(Space::kData, "c", "3", false)});
+  for (const StorageResult& one : r) EXPECT_TRUE(one.status.ok());
+  EXPECT_EQ(engine_.no_stall_writes, 1);
+  EXPECT_EQ(engine_.last_no_stall_ops, 3u);
+  EXPECT_EQ(engine_.writes, 0);
+  EXPECT_EQ(engine_.syncs, 0);
+  EXPECT_EQ(engine_.size(Space::kData), 2u);
+  EXPECT_EQ(worker_->stats().inline_writes, 3u);
+  EXPECT_EQ(worker_->stats().inline_batches, 1u);
+}
+
+TEST_F(StorageWorkerTest, SyncedWritesAreAppliedOnTheLoopAndSyncedOnTheStorageThread) {
+  std::vector<StorageResult> r =
+      ExecuteAll({Put(Space::kData, "a", "1", true), Put(Space::kData, "b", "2", true),
+                  Put(Space::kData, "c", "3", false)});
+  for (const StorageResult& one : r) EXPECT_TRUE(one.status.ok());
+  EXPECT_EQ(engine_.no_stall_writes, 1);
+  EXPECT_EQ(engine_.writes, 0);
+  EXPECT_GE(engine_.syncs, 1);
+  EXPECT_FALSE(engine_.blocking_call_on_loop);
+  // Durable: a power loss now keeps all three (the sync covered every
+  // write applied before it).
+  engine_.DropUnsynced();
+  EXPECT_EQ(engine_.size(Space::kData), 3u);
+}
+
+TEST_F(StorageWorkerTest, FailedSyncFailsTheWritesThatWaitedForIt) {
+  engine_.FailSyncs(true);
+  std::vector<StorageResult> r = ExecuteAll({Put(Space::kData, "a", "1", true)});
+  EXPECT_EQ(r[0].status.code(), StatusCode::kIOError);
+}
+
+TEST_F(StorageWorkerTest, MetaWritesAndScansGoToTheStorageThread) {
+  ScanOp scan;
+  scan.space = Space::kData;
+  std::vector<StorageResult> r = ExecuteAll({Put(Space::kMeta, "m", "1", false), scan});
+  EXPECT_TRUE(r[0].status.ok());
+  EXPECT_TRUE(r[1].status.ok());
+  EXPECT_EQ(engine_.no_stall_writes, 0);
+  EXPECT_EQ(engine_.writes, 1);
+  EXPECT_FALSE(engine_.blocking_call_on_loop);
+}
+
+TEST_F(StorageWorkerTest, ThrottledWritesWaitOnTheStorageThreadAndKeepTheirSync) {
+  engine_.refuse_no_stall = true;
+  std::vector<StorageResult> r =
+      ExecuteAll({Put(Space::kData, "a", "1", false), Put(Space::kData, "b", "2", true)});
+  for (const StorageResult& one : r) EXPECT_TRUE(one.status.ok());
+  EXPECT_EQ(engine_.writes, 1);
+  EXPECT_EQ(engine_.synced_writes, 1);
+  EXPECT_FALSE(engine_.blocking_call_on_loop);
+  engine_.DropUnsynced();
+  EXPECT_EQ(engine_.size(Space::kData), 2u);
+}
+
+TEST_F(StorageWorkerTest, WorkStartedByACompletionJoinsTheSamePass) {
+  std::promise<std::vector<StorageResult>> p;
+  loop_.Post([&] {
+    worker_->Execute(Put(Space::kData, "a", "1", false), [&](StorageResult first) {
+      worker_->Execute(ReadOp{Space::kData, "a"}, [&, first](StorageResult second) {
+        p.set_value({first, second});
+      });
+    });
+  });
+  std::vector<StorageResult> r = p.get_future().get();
+  EXPECT_TRUE(r[0].status.ok());
+  EXPECT_EQ(r[1].value, std::optional<std::string>("1"));
+  EXPECT_EQ(engine_.gets, 0);
+}
+
+}  // namespace
+}  // namespace dynamo::node
