@@ -20,6 +20,9 @@ struct NodeConfig {
   // so this exposes the store to whoever can reach the port.
   bool allow_remote = false;
   RocksDbOptions rocksdb;
+  // Bytes of recently used values kept in front of RocksDB (CachedEngine);
+  // 0 disables. Default: 64 MiB.
+  size_t value_cache_bytes = 64u << 20;
   size_t max_connections = 1024;
   uint64_t idle_timeout_ms = 300000;
   // Longest wait for in-flight requests on SIGTERM/SIGINT.

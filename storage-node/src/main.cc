@@ -13,6 +13,7 @@
 #include "dynamo/node/keys.h"
 #include "dynamo/node/memory_engine.h"
 #include "dynamo/node/node_state.h"
+#include "dynamo/node/cached_engine.h"
 #include "dynamo/node/rocksdb_engine.h"
 #include "server.h"
 
@@ -127,6 +128,9 @@ int Main(int argc, char** argv) {
       return 1;
     }
     store = std::move(*opened);
+    if (config.value_cache_bytes > 0) {
+      store = std::make_unique<CachedEngine>(std::move(store), config.value_cache_bytes);
+    }
   }
   std::random_device rd;
   ActorId fresh_actor = 0;

@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <random>
 
+#include "dynamo/node/cached_engine.h"
 #include "dynamo/node/keys.h"
 #include "dynamo/node/memory_engine.h"
 #include "dynamo/node/rocksdb_engine.h"
@@ -31,6 +34,7 @@ class EngineTest : public ::testing::TestWithParam<std::string> {
       Reopen();
     }
   }
+  bool cached() const { return GetParam() == "rocksdb_cached"; }
   void TearDown() override {
     engine_.reset();
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
@@ -40,6 +44,8 @@ class EngineTest : public ::testing::TestWithParam<std::string> {
     auto e = OpenRocksDb(dir_, {});
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     engine_ = std::move(*e);
+    // A small cache, so that the tests also evict.
+    if (cached()) engine_ = std::make_unique<CachedEngine>(std::move(engine_), 2048);
   }
   std::optional<std::string> Read(Space s, std::string_view k) {
     auto r = engine_->Get(s, k);
@@ -174,7 +180,40 @@ TEST_P(EngineTest, SecondOpenOfTheSameDirectoryFails) {
   EXPECT_EQ(second.status().code(), StatusCode::kIOError);
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, EngineTest, ::testing::Values("memory", "rocksdb"),
+TEST_P(EngineTest, NonBlockingCallsAgreeWithTheBlockingOnes) {
+  std::mt19937_64 rng(11);
+  std::map<std::string, std::string> model;
+  for (int round = 0; round < 40; ++round) {
+    WriteBatch b;
+    for (int i = 0; i < 10; ++i) {
+      std::string key = DataKey(rng() % 3, "k" + std::to_string(rng() % 30));
+      if (rng() % 4 == 0) {
+        b.Delete(Space::kData, key);
+        model.erase(key);
+      } else {
+        std::string v(rng() % 200, static_cast<char>('a' + rng() % 26));
+        b.Put(Space::kData, key, v);
+        model[key] = v;
+      }
+    }
+    Status s = rng() % 2 ? engine_->WriteNoStall(b) : engine_->Write(b, rng() % 2 == 0);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    for (int i = 0; i < 30; ++i) {
+      std::string key = DataKey(rng() % 3, "k" + std::to_string(rng() % 30));
+      auto want = model.find(key);
+      Result<std::optional<std::string>> got = engine_->GetCached(Space::kData, key);
+      // Busy only means "not in memory"; never a wrong answer.
+      if (!got.ok()) {
+        EXPECT_EQ(got.status().code(), StatusCode::kBusy);
+        continue;
+      }
+      EXPECT_EQ(*got, want == model.end() ? std::nullopt : std::optional<std::string>(want->second)) << key;
+      EXPECT_EQ(Read(Space::kData, key), *got);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, EngineTest, ::testing::Values("memory", "rocksdb", "rocksdb_cached"),
                          [](const auto& info) { return info.param; });
 
 TEST(MemoryEngineTest, PowerLossDropsUnsyncedWrites) {
@@ -199,6 +238,100 @@ TEST(MemoryEngineTest, FailedSyncLeavesWritesUndurable) {
   EXPECT_EQ(e.Write(b, true).code(), StatusCode::kIOError);
   e.DropUnsynced();
   EXPECT_FALSE(e.Get(Space::kData, "a")->has_value());
+}
+
+// Counts what reaches the engine behind the cache; `during_cached_get` runs
+// inside GetCached after the value was read, like a write from the storage
+// thread landing between the read and the cache fill.
+class ProbeEngine : public MemoryEngine {
+ public:
+  int gets = 0, cached_gets = 0;
+  std::function<void()> during_cached_get;
+  Result<std::optional<std::string>> Get(Space space, std::string_view key) override {
+    ++gets;
+    return MemoryEngine::Get(space, key);
+  }
+  Result<std::optional<std::string>> GetCached(Space space, std::string_view key) override {
+    ++cached_gets;
+    auto r = MemoryEngine::Get(space, key);
+    if (during_cached_get) {
+      auto hook = std::move(during_cached_get);
+      during_cached_get = nullptr;
+      hook();
+    }
+    return r;
+  }
+};
+
+TEST(CachedEngineTest, ReadsAndWritesFillTheCache) {
+  auto probe = std::make_unique<ProbeEngine>();
+  ProbeEngine* inner = probe.get();
+  CachedEngine e(std::move(probe), 1 << 20);
+  WriteBatch b;
+  b.Put(Space::kData, "a", "1");
+  b.Put(Space::kMeta, "m", "x");
+  ASSERT_TRUE(e.WriteNoStall(b).ok());
+  EXPECT_EQ(**e.GetCached(Space::kData, "a"), "1");
+  EXPECT_EQ(inner->cached_gets, 0);
+  EXPECT_EQ(**e.GetCached(Space::kMeta, "m"), "x");  // other spaces pass through
+  EXPECT_EQ(inner->cached_gets, 1);
+  ASSERT_TRUE(inner->MemoryEngine::Write([] {
+    WriteBatch w;
+    w.Put(Space::kData, "b", "2");
+    return w;
+  }(), false).ok());
+  EXPECT_EQ(**e.GetCached(Space::kData, "b"), "2");  // a miss fills
+  EXPECT_EQ(**e.GetCached(Space::kData, "b"), "2");
+  EXPECT_EQ(inner->cached_gets, 2);
+  EXPECT_EQ(e.stats().hits, 2u);
+  EXPECT_EQ(e.stats().entries, 2u);
+  WriteBatch del;
+  del.Delete(Space::kData, "a");
+  ASSERT_TRUE(e.WriteNoStall(del).ok());
+  EXPECT_FALSE(e.GetCached(Space::kData, "a")->has_value());
+}
+
+TEST(CachedEngineTest, AReadRacingAWriteDoesNotCacheTheOldValue) {
+  auto probe = std::make_unique<ProbeEngine>();
+  ProbeEngine* inner = probe.get();
+  CachedEngine e(std::move(probe), 1 << 20);
+  WriteBatch v1, v2;
+  v1.Put(Space::kData, "k", "old");
+  v2.Put(Space::kData, "k", "new");
+  ASSERT_TRUE(inner->MemoryEngine::Write(v1, false).ok());
+  inner->during_cached_get = [&] { ASSERT_TRUE(e.Write(v2, true).ok()); };
+  EXPECT_EQ(**e.GetCached(Space::kData, "k"), "old");  // read before the write landed
+  EXPECT_EQ(**e.GetCached(Space::kData, "k"), "new");
+  EXPECT_EQ(**e.Get(Space::kData, "k"), "new");
+}
+
+TEST(CachedEngineTest, EvictsLeastRecentlyUsedWithinItsBudget) {
+  auto probe = std::make_unique<ProbeEngine>();
+  ProbeEngine* inner = probe.get();
+  const size_t entry = 1 + 10 + CachedEngine::kEntryOverheadBytes;
+  CachedEngine e(std::move(probe), 16 * entry);
+  const std::string keys = "abcdefghijklmnopq";
+  for (char k : keys) {
+    WriteBatch b;
+    b.Put(Space::kData, std::string(1, k), std::string(10, k));
+    ASSERT_TRUE(e.WriteNoStall(b).ok());
+    if (k == 'p') ASSERT_TRUE(e.GetCached(Space::kData, "a").ok());  // a is used again
+  }
+  EXPECT_EQ(e.stats().entries, 16u);
+  EXPECT_EQ(e.stats().bytes, 16 * entry);
+  EXPECT_EQ(inner->cached_gets, 0);
+  for (char k : keys) {
+    if (k != 'b') ASSERT_TRUE(e.GetCached(Space::kData, std::string(1, k)).ok());
+  }
+  EXPECT_EQ(inner->cached_gets, 0);
+  EXPECT_EQ(**e.GetCached(Space::kData, "b"), std::string(10, 'b'));  // evicted: read through
+  EXPECT_EQ(inner->cached_gets, 1);
+  // A value over an eighth of the budget is never cached.
+  WriteBatch big;
+  big.Put(Space::kData, "big", std::string(3 * entry, 'x'));
+  ASSERT_TRUE(e.WriteNoStall(big).ok());
+  EXPECT_EQ(**e.GetCached(Space::kData, "big"), std::string(3 * entry, 'x'));
+  EXPECT_EQ(inner->cached_gets, 2);
 }
 
 TEST(KeysTest, Layouts) {

@@ -1,0 +1,80 @@
+// An Engine in front of another that keeps recently read and written values
+// of the data space in memory (least recently used out first), so that the
+// read half of a read-modify-write (CoordPut, ReplicaPut) and most Gets skip
+// the engine's lookup.
+//
+// The cache always holds what the engine holds. Writes made through
+// WriteNoStall update it; Write and DeletePrefix, which may run while
+// GetCached runs on another thread, drop the keys they touch before and
+// after writing, and a read that raced with one of them does not fill the
+// cache. Scans, syncs and other spaces pass through.
+//
+// Thread-safety: like any Engine, safe from two threads at once.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "dynamo/node/engine.h"
+
+namespace dynamo::node {
+
+struct CachedEngineStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t entries = 0;
+  uint64_t bytes = 0;
+};
+
+class CachedEngine : public Engine {
+ public:
+  // Bytes an entry costs beyond its key and value (list and hash nodes).
+  static constexpr size_t kEntryOverheadBytes = 96;
+
+  // Caches up to `capacity_bytes` of keys and values in front of `inner`.
+  CachedEngine(std::unique_ptr<Engine> inner, size_t capacity_bytes);
+
+  Result<std::optional<std::string>> Get(Space space, std::string_view key) override;
+  Result<std::optional<std::string>> GetCached(Space space, std::string_view key) override;
+  Status Write(const WriteBatch& batch, bool sync) override;
+  Status WriteNoStall(const WriteBatch& batch) override;
+  Result<ScanResult> Scan(Space space, const ScanOptions& options) override {
+    return inner_->Scan(space, options);
+  }
+  Status DeletePrefix(Space space, std::string_view prefix, bool sync) override;
+  Status Sync() override { return inner_->Sync(); }
+  std::string_view name() const override { return inner_->name(); }
+
+  CachedEngineStats stats() const;
+  Engine& inner() { return *inner_; }
+
+ private:
+  struct Entry {
+    std::string key;
+    std::string value;
+  };
+  using Lru = std::list<Entry>;
+
+  // Under mu_.
+  const std::string* Lookup(std::string_view key);
+  void Insert(std::string_view key, std::string_view value);
+  void Erase(std::string_view key);
+  void Invalidate(const WriteBatch& batch);
+
+  std::unique_ptr<Engine> inner_;
+  const size_t capacity_bytes_;
+  mutable std::mutex mu_;
+  Lru lru_;  // most recently used first
+  std::unordered_map<std::string_view, Lru::iterator> index_;  // views of lru_ keys
+  size_t bytes_ = 0;
+  // Bumped by every Write and DeletePrefix; a read that saw it change while
+  // it asked the engine does not fill the cache.
+  uint64_t generation_ = 0;
+  uint64_t hits_ = 0, misses_ = 0;
+};
+
+}  // namespace dynamo::node
