@@ -117,23 +117,24 @@ void NodeCore::Log(LogLevel level, const std::string& message) {
 void NodeCore::WithKeyLock(const std::string& key, std::function<void(Unlock)> fn) {
   auto [it, fresh] = key_locks_.try_emplace(key);
   if (!fresh) {
-    it->second.push_back(std::move(fn));
+    it->second.waiters.push_back(std::move(fn));
     return;
   }
-  fn(MakeUnlock(key));
+  fn(MakeUnlock(&it->first));
 }
 
-NodeCore::Unlock NodeCore::MakeUnlock(const std::string& key) {
+NodeCore::Unlock NodeCore::MakeUnlock(const std::string* key) {
+  // `key` is the lock's own map key: it stays put until the lock is erased.
   return [this, key] {
-    auto held = key_locks_.find(key);
+    auto held = key_locks_.find(*key);
     DYNAMO_CHECK(held != key_locks_.end());
-    if (held->second.empty()) {
+    KeyLock& lock = held->second;
+    if (lock.next == lock.waiters.size()) {
       key_locks_.erase(held);
       return;
     }
     // The lock passes straight to the next waiter.
-    std::function<void(Unlock)> next = std::move(held->second.front());
-    held->second.pop_front();
+    std::function<void(Unlock)> next = std::move(lock.waiters[lock.next++]);
     next(MakeUnlock(key));
   };
 }

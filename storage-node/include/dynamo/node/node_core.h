@@ -249,7 +249,7 @@ class NodeCore {
   void Log(LogLevel level, const std::string& message);
   // Runs `fn` once no other holder has `key`; fn must call the Unlock it gets.
   void WithKeyLock(const std::string& key, std::function<void(Unlock)> fn);
-  Unlock MakeUnlock(const std::string& key);
+  Unlock MakeUnlock(const std::string* key);
 
   // Requests.
   void HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest req);
@@ -328,7 +328,11 @@ class NodeCore {
   uint64_t next_token_ = 1;
   std::unordered_map<uint64_t, StorageDone> storage_waiting_;
   std::unordered_map<uint64_t, CallDone> calls_waiting_;
-  std::unordered_map<std::string, std::deque<std::function<void(Unlock)>>> key_locks_;
+  struct KeyLock {
+    std::vector<std::function<void(Unlock)>> waiters;  // in arrival order
+    size_t next = 0;                                   // first waiter not yet run
+  };
+  std::unordered_map<std::string, KeyLock> key_locks_;
   size_t requests_in_flight_ = 0;
 
   bool started_ = false;
