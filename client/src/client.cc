@@ -5,6 +5,7 @@
 #include <chrono>
 #include <future>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -205,6 +206,26 @@ class Client::Impl {
         }};
   }
 
+  bool AnyUnhealthy() {
+    const uint64_t now = loop_.NowMs();
+    return std::any_of(health_.begin(), health_.end(),
+                       [now](const auto& h) { return now < h.second.down_until_ms; });
+  }
+
+  // The key's route. While no node is backing off, routes depend only on
+  // the view, so each partition's is planned once per view.
+  Route RouteFor(const std::shared_ptr<const View>& v, std::string_view key) {
+    const PartitionId p = v->map.ring().KeyPartition(key);
+    if (AnyUnhealthy()) return client::PlanRoute(v->map, p, HealthView(v));
+    if (routes_view_ != v) {
+      routes_view_ = v;
+      routes_.assign(v->map.ring().partition_count(), std::nullopt);
+    }
+    std::optional<Route>& cached = routes_[p];
+    if (!cached) cached = client::PlanRoute(v->map, p, HealthView(v));
+    return *cached;
+  }
+
   void Observe(const std::string& node, const Reply& r) {
     if (node.empty()) return;
     const bool transport_failure =
@@ -332,7 +353,7 @@ class Client::Impl {
       last_lww_us_ = std::max(WallMicros(), last_lww_us_ + 1);
       req.lww_dot = Dot{client_id_, last_lww_us_};
     }
-    Route route = client::PlanRoute(v->map, req.key, HealthView(v));
+    Route route = RouteFor(v, req.key);
     auto state = Launch<WriteState>(std::make_shared<WriteOp>(std::move(route), std::move(req)),
                                     opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                     opts.receipt, std::move(done), &Impl::FinishWrite);
@@ -363,7 +384,7 @@ class Client::Impl {
     state->reported = true;
     state->timer->Stop();
     NoteEpoch(op.highest_epoch());
-    stats_.hints += op.receipt().hints;
+    stats_.hints += op.hints();
     if (state->receipt_out) *state->receipt_out = op.receipt();
     if (!op.status().ok()) ++stats_.errors;
     auto done = std::move(state->done);
@@ -387,7 +408,7 @@ class Client::Impl {
       done(valid);
       return;
     }
-    Route route = client::PlanRoute(v->map, req.key, HealthView(v));
+    Route route = RouteFor(v, req.key);
     auto state = Launch<ReadState>(std::make_shared<ReadOp>(std::move(route), std::move(req)),
                                    opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                    opts.receipt, std::move(done), &Impl::FinishRead);
@@ -584,6 +605,9 @@ class Client::Impl {
   std::atomic<std::shared_ptr<const View>> view_;
   // I/O thread only.
   std::map<NodeId, NodeHealth> health_;
+  // Routes planned with every node healthy, per partition, for routes_view_.
+  std::shared_ptr<const View> routes_view_;
+  std::vector<std::optional<Route>> routes_;
   std::unique_ptr<net::Timer> refresh_timer_;
   bool refreshing_ = false;
   std::vector<std::function<void(Status)>> refresh_waiters_;

@@ -61,10 +61,14 @@ std::string_view RoleName(Role role) {
 }
 
 Route PlanRoute(const ClusterMap& map, std::string_view key, const Health& health) {
+  return PlanRoute(map, map.ring().KeyPartition(key), health);
+}
+
+Route PlanRoute(const ClusterMap& map, PartitionId partition, const Health& health) {
   const Ring& ring = map.ring();
   Route route;
   route.epoch = map.epoch();
-  route.partition = ring.KeyPartition(key);
+  route.partition = partition;
   const std::vector<NodeId> pref = ring.PreferenceList(route.partition);
   const std::vector<NodeId> ext = ring.ExtendedList(route.partition);
   std::set<NodeId> used(pref.begin(), pref.end());
@@ -296,8 +300,13 @@ void WriteOp::OnDeadline() {
 
 void WriteOp::Finish(Status status) {
   if (done()) return;
-  receipt_.version_vector = ClockString(clock_);
   outcome_ = std::move(status);
+}
+
+Receipt WriteOp::receipt() const {
+  Receipt r = receipt_;
+  r.version_vector = ClockString(clock_);
+  return r;
 }
 
 // ------------------------------------------------------------------ reads
@@ -352,7 +361,6 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     for (const auto& s : replies_) {
       if (s && *s != answer_) ++receipt_.read_repairs;
     }
-    receipt_.version_vector = ClockString(ContextOf(answer_));
     outcome_ = Status::OK();
   } else if (ok_ + outstanding_ < r) {
     if (ok_ == 0 && all_timeouts_) {
@@ -375,6 +383,12 @@ void ReadOp::OnDeadline() {
     outcome_ = Status::Unavailable("read answered by " + std::to_string(ok_) + " of R=" +
                                    std::to_string(r) + " required replicas before the deadline");
   }
+}
+
+Receipt ReadOp::receipt() const {
+  Receipt r = receipt_;
+  if (answered() && status().ok()) r.version_vector = ClockString(ContextOf(answer_));
+  return r;
 }
 
 std::vector<Send> ReadOp::Repair() {

@@ -52,6 +52,8 @@ struct Health {
 };
 
 Route PlanRoute(const ClusterMap& map, std::string_view key, const Health& health);
+// The same for a partition (the key's is ring().KeyPartition(key)).
+Route PlanRoute(const ClusterMap& map, PartitionId partition, const Health& health);
 
 // A node an operation talks to. Indices stay valid for the op's life:
 // replicas first, then pending replicas, then spares as they are used.
@@ -112,7 +114,10 @@ class WriteOp {
   const Status& status() const { return *outcome_; }
   // The resulting version vector (the write's context for what follows).
   const VersionVector& clock() const { return clock_; }
-  const Receipt& receipt() const { return receipt_; }
+  // What the write did so far (built on demand: most callers never ask).
+  Receipt receipt() const;
+  // Copies stored as hints so far.
+  size_t hints() const { return receipt_.hints; }
   // Replies carried newer epochs than the route's; the view should refresh.
   uint64_t highest_epoch() const { return highest_epoch_; }
 
@@ -176,7 +181,8 @@ class ReadOp {
   const SiblingSet& siblings() const { return answer_; }
   // The replica that answered first (the next write's coordinator).
   const std::string& fastest() const { return fastest_; }
-  const Receipt& receipt() const { return receipt_; }
+  // What the read did so far (built on demand).
+  Receipt receipt() const;
   uint64_t highest_epoch() const { return highest_epoch_; }
   size_t repairs_sent() const { return repairs_sent_; }
   const Target& target(size_t i) const { return targets_[i]; }
