@@ -1189,6 +1189,7 @@ void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status,
   if (drained) {
     if (h->space == Space::kData) {
       state_.partitions_with_data.erase(h->partition);
+      if (h->partition < known_with_data_.size()) known_with_data_[h->partition] = false;
     } else {
       state_.hint_owners.erase(h->owner);
     }

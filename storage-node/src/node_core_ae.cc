@@ -74,7 +74,13 @@ void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
   Result<DataKeyParts> parts = ParseDataKey(data_key);
   if (!parts.ok()) return;
   if (set != nullptr) {
-    state_.partitions_with_data.insert(parts->partition);
+    // Most writes land in a partition already known to hold data: a bitmap
+    // answers that without walking the set.
+    if (parts->partition >= known_with_data_.size()) known_with_data_.resize(parts->partition + 1);
+    if (!known_with_data_[parts->partition]) {
+      known_with_data_[parts->partition] = true;
+      state_.partitions_with_data.insert(parts->partition);
+    }
     TreeFor(parts->partition).Put(parts->key, SiblingDigest(*set));
     removed_during_build_.erase(data_key);
     return;

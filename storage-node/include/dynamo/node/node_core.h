@@ -363,6 +363,8 @@ class NodeCore {
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> foreground_started_;  // (conn, id) -> ms
 
   std::unordered_map<PartitionId, std::unique_ptr<MerkleTree>> trees_;
+  // Partitions NoteStored already put in state_.partitions_with_data.
+  std::vector<bool> known_with_data_;
   std::deque<PartitionId> build_queue_;
   std::string build_after_;
   bool build_in_flight_ = false;
