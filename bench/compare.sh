@@ -2,7 +2,10 @@
 # Runs the same dynamo-bench workloads against a 3-node dynamo cluster, one
 # Redis server (persistence off) and, where etcd is installed, a 3-member
 # etcd cluster, all on loopback, and prints one table with the ratios
-# dynamo/Redis and dynamo/etcd. Stops everything it started (by PID).
+# dynamo/Redis and dynamo/etcd. Each workload runs against each store in
+# turn (closed loop, fixed concurrency); then W and C run again in open loop
+# at half of each store's own peak, for the latency at a sustainable rate.
+# Stops everything it started (by PID).
 #
 # Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"]
 # Builds build/release first (scripts/run.sh's tree). Needs python3 for the table.
@@ -61,54 +64,86 @@ fi
 sleep 2
 
 COMMON=(--keys "$KEYS" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 2 --json --quiet)
-run() {  # name workload load-flag args...
-  local name=$1 workload=$2 load=$3; shift 3
-  local out
-  out=$("$BIN/dynamo-bench" "$@" --workload "$workload" $load "${COMMON[@]}" | tail -1)
-  echo "$name $workload $out" >>"$WORK/results"
-  echo "compare: $name workload $workload done" >&2
+declare -A ARGS LOADED
+ARGS[dynamo]="--backend dynamo --seed 127.0.0.1:$DYN_PORT"
+ARGS[redis]="--backend redis --address 127.0.0.1:$REDIS_PORT"
+ARGS[etcd]="--backend etcd --address 127.0.0.1:$((ETCD_PORT + 1)) --address 127.0.0.1:$((ETCD_PORT + 2)) --address 127.0.0.1:$((ETCD_PORT + 3))"
+BACKENDS="dynamo redis"
+[ $HAVE_ETCD = 1 ] && BACKENDS+=" etcd"
+
+run() {  # backend workload mode [extra flags...]; appends "backend workload mode json" to results
+  local backend=$1 workload=$2 mode=$3; shift 3
+  local load=--no-load out
+  # Every key is written once before the first run. dynamo reloads before each
+  # workload that writes: a new bench process knows no contexts, and its
+  # first write of a key would otherwise read the key first.
+  if [ -z "${LOADED[$backend]:-}" ] || { [ $backend = dynamo ] && [ "$workload" != C ]; }; then load=""; fi
+  LOADED[$backend]=1
+  # shellcheck disable=SC2086
+  out=$("$BIN/dynamo-bench" ${ARGS[$backend]} --workload "$workload" $load "${COMMON[@]}" "$@" | tail -1)
+  echo "$backend $workload $mode $out" >>"$WORK/results"
+  echo "compare: $backend $workload $mode done" >&2
 }
-for backend in dynamo redis etcd; do
-  [ $backend = etcd ] && [ $HAVE_ETCD = 0 ] && continue
-  case $backend in
-    dynamo) args=(--backend dynamo --seed 127.0.0.1:$DYN_PORT) ;;
-    redis) args=(--backend redis --address 127.0.0.1:$REDIS_PORT) ;;
-    etcd) args=(--backend etcd --address 127.0.0.1:$((ETCD_PORT + 1)) --address 127.0.0.1:$((ETCD_PORT + 2))
-                --address 127.0.0.1:$((ETCD_PORT + 3))) ;;
-  esac
-  load=""  # the first workload loads every key; the others reuse them
-  for w in $WORKLOADS; do
-    run $backend "$w" "$load" "${args[@]}"
-    load=--no-load
+throughput() {  # backend workload: closed-loop ops/s of this run
+  awk -v b="$1" -v w="$2" '$1 == b && $2 == w && $3 == "closed" { print $4 }' "$WORK/results" |
+    /usr/bin/python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["throughput"])'
+}
+for w in $WORKLOADS; do
+  for backend in $BACKENDS; do run $backend "$w" closed; done
+done
+# Open loop at half of each store's own closed-loop peak: latency from each
+# operation's intended start, so queueing is measured.
+for w in W C; do
+  case " $WORKLOADS " in *" $w "*) ;; *) continue ;; esac
+  for backend in $BACKENDS; do
+    rate=$(/usr/bin/python3 -c "print(round($(throughput $backend $w) / 2))")
+    run $backend "$w" open --rate "$rate"
   done
 done
 
 /usr/bin/python3 - "$WORK/results" <<'PY'
 import json, sys
-rows = {}
+closed, opened = {}, {}
 for line in open(sys.argv[1]):
-    name, workload, js = line.split(" ", 2)
-    rows[(name, workload)] = json.loads(js)
-workloads = sorted({w for _, w in rows}, key=lambda w: "WCAB".index(w) if w in "WCAB" else 9)
+    name, workload, mode, js = line.split(" ", 3)
+    (closed if mode == "closed" else opened)[(name, workload)] = json.loads(js)
+order = lambda w: "WCAB".index(w) if w in "WCAB" else 9
+names = ("dynamo", "redis", "etcd")
 def fig(r, op):
     o = r[op]
+    if o["count"] == 0:
+        return f"{'':>9} {'':>7} {'':>7} {'':>5}"
     return f"{o['count'] / r['seconds']:>9.0f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['errors']:>5}"
+print("closed loop (fixed concurrency): peak throughput")
 print(f"{'store':<8} {'wl':<3} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5} | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}")
-for w in workloads:
-    for name in ("dynamo", "redis", "etcd"):
-        r = rows.get((name, w))
+for w in sorted({w for _, w in closed}, key=order):
+    for name in names:
+        r = closed.get((name, w))
         if r:
             print(f"{name:<8} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')}")
+if opened:
+    print()
+    print("open loop at half of the store's closed-loop peak (latency from intended start)")
+    print(f"{'store':<8} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}")
+    for w in sorted({w for _, w in opened}, key=order):
+        for name in names:
+            r = opened.get((name, w))
+            if r:
+                o = r["write" if w == "W" else "read"]
+                print(f"{name:<8} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
+                      f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}")
 print()
 print("ratios of throughput (same run)")
-for w in workloads:
-    d = rows.get(("dynamo", w))
+for w in sorted({w for _, w in closed}, key=order):
+    d = closed.get(("dynamo", w))
     parts = []
     for peer in ("redis", "etcd"):
-        p = rows.get((peer, w))
+        p = closed.get((peer, w))
         if d and p and p["throughput"] > 0:
             parts.append(f"dynamo/{peer} {d['throughput'] / p['throughput']:.2f}x")
     print(f"  workload {w}: " + ", ".join(parts))
-sib = sum(rows[k]["read"]["siblings"] for k in rows if k[0] == "dynamo")
-print(f"dynamo reads with siblings: {sib}")
+runs = [r for (n, _), r in list(closed.items()) + list(opened.items()) if n == "dynamo"]
+sib = sum(r["read"]["siblings"] for r in runs)
+err = sum(r["read"]["errors"] + r["write"]["errors"] for r in runs)
+print(f"dynamo: {err} errors, {sib} reads with siblings")
 PY

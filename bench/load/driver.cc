@@ -1,5 +1,7 @@
 #include "load/driver.h"
 
+#include "load/arrival_timer.h"
+
 #include <chrono>
 #include <deque>
 #include <future>
@@ -69,6 +71,13 @@ class Runner : public std::enable_shared_from_this<Runner> {
       self->tick_->Start(kTickMs, kTickMs, [weak] {
         if (auto r = weak.lock()) r->Tick();
       });
+      if (self->o_.rate > 0) {
+        Result<std::unique_ptr<ArrivalTimer>> arrivals = ArrivalTimer::Create(self->loop_, [weak] {
+          if (auto r = weak.lock()) r->Arrive(NowNs());
+        });
+        // Without it, arrivals fall back to the millisecond tick.
+        if (arrivals.ok()) self->arrivals_ = std::move(*arrivals);
+      }
       self->Begin(self->o_.load ? Phase::kLoad : self->o_.warmup_s > 0 ? Phase::kWarmup : Phase::kMeasure);
     });
     return f;
@@ -113,7 +122,10 @@ class Runner : public std::enable_shared_from_this<Runner> {
 
   void Fill() {
     const uint64_t now = NowNs();
-    if (OpenLoop()) return;  // arrivals come from Tick
+    if (OpenLoop()) {
+      Arrive(now);
+      return;
+    }
     while (!free_slots_.empty() && Issuing(now)) {
       Op op = Draw();
       ++issued_;
@@ -172,24 +184,30 @@ class Runner : public std::enable_shared_from_this<Runner> {
     Fill();
   }
 
+  // Open loop: starts every operation whose arrival time has come, then
+  // sets the arrival timer for the next one.
+  void Arrive(uint64_t now) {
+    if (!OpenLoop()) return;
+    const uint64_t gap = static_cast<uint64_t>(static_cast<double>(kNsPerS) / o_.rate);
+    while (next_arrival_ns_ <= now && Issuing(next_arrival_ns_)) {
+      Op op = Draw();
+      ++issued_;
+      if (!free_slots_.empty()) {
+        Issue(op, next_arrival_ns_);
+      } else if (backlog_.size() < kBacklogMax) {
+        backlog_.push_back({op, next_arrival_ns_});
+      } else {
+        if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
+        if (phase_ == Phase::kMeasure) (op.read ? report_.read : report_.write).RecordError("backlog full");
+      }
+      next_arrival_ns_ += gap > 0 ? gap : 1;
+    }
+    if (arrivals_ && Issuing(next_arrival_ns_)) arrivals_->Arm(next_arrival_ns_);
+  }
+
   void Tick() {
     const uint64_t now = NowNs();
-    if (OpenLoop()) {
-      const uint64_t gap = static_cast<uint64_t>(static_cast<double>(kNsPerS) / o_.rate);
-      while (next_arrival_ns_ <= now && Issuing(next_arrival_ns_)) {
-        Op op = Draw();
-        ++issued_;
-        if (!free_slots_.empty()) {
-          Issue(op, next_arrival_ns_);
-        } else if (backlog_.size() < kBacklogMax) {
-          backlog_.push_back({op, next_arrival_ns_});
-        } else {
-          if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
-          if (phase_ == Phase::kMeasure) (op.read ? report_.read : report_.write).RecordError("backlog full");
-        }
-        next_arrival_ns_ += gap > 0 ? gap : 1;
-      }
-    }
+    Arrive(now);
     if (o_.progress && now >= next_progress_ns_) {
       if (next_progress_ns_) Progress(now);
       next_progress_ns_ = now + kNsPerS;
@@ -234,6 +252,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
 
   void Finish() {
     tick_.reset();  // on the loop thread, as a Timer must be
+    arrivals_.reset();
     report_.seconds = static_cast<double>(last_done_ns_ - measure_start_ns_) / kNsPerS;
     done_.set_value(report_);
   }
@@ -243,6 +262,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
   DriverOptions o_;
   OpGenerator gen_;
   std::unique_ptr<net::Timer> tick_;
+  std::unique_ptr<ArrivalTimer> arrivals_;  // open loop only
   std::string value_;
   std::vector<size_t> free_slots_;
   std::unordered_multiset<uint64_t> busy_writes_;

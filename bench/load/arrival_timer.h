@@ -1,0 +1,39 @@
+// A one-shot timer on the driver's loop with nanosecond resolution (a Linux
+// timerfd watched by the loop), for open-loop arrivals: libuv's own timers
+// tick in whole milliseconds, which would start operations up to a
+// millisecond late and add that to every latency measured from the intended
+// start.
+//
+// Thread-safety: loop thread only, like net::Timer.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+#include "dynamo/net/event_loop.h"
+#include "dynamo/status.h"
+
+struct uv_poll_s;
+
+namespace dynamo::bench {
+
+class ArrivalTimer {
+ public:
+  // `fire` runs on the loop thread each time an armed deadline passes.
+  static Result<std::unique_ptr<ArrivalTimer>> Create(net::EventLoop& loop, std::function<void()> fire);
+  ~ArrivalTimer();
+  ArrivalTimer(const ArrivalTimer&) = delete;
+  ArrivalTimer& operator=(const ArrivalTimer&) = delete;
+
+  // Fires once at `deadline_ns` on std::chrono::steady_clock (at once if it
+  // passed); replaces any earlier deadline.
+  void Arm(uint64_t deadline_ns);
+
+ private:
+  ArrivalTimer(int fd, std::function<void()> fire) : fd_(fd), fire_(std::move(fire)) {}
+  int fd_;
+  uv_poll_s* poll_ = nullptr;
+  std::function<void()> fire_;
+};
+
+}  // namespace dynamo::bench
