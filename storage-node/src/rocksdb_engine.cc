@@ -2,6 +2,7 @@
 
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
@@ -9,6 +10,8 @@
 
 namespace dynamo::node {
 namespace {
+
+constexpr uint64_t kBackgroundBytesPerSync = 1u << 20;
 
 const char* const kFamilyNames[kSpaceCount] = {rocksdb::kDefaultColumnFamilyName.c_str(), "hints",
                                                "meta"};
@@ -153,6 +156,17 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   db_options.create_missing_column_families = true;
   db_options.paranoid_checks = true;
   db_options.max_open_files = 512;
+  // Foreground first (the paper's admission control, for RocksDB's own
+  // background work): flushes and compactions write their files out a
+  // megabyte at a time instead of in one burst at the end, which would queue
+  // the coordinator's log sync behind tens of megabytes of writeback, and
+  // their threads run at the lowest I/O priority and compactions at a low
+  // CPU priority, so the event loop preempts them.
+  db_options.bytes_per_sync = kBackgroundBytesPerSync;
+  rocksdb::Env* env = rocksdb::Env::Default();
+  env->LowerThreadPoolIOPriority(rocksdb::Env::LOW);
+  env->LowerThreadPoolIOPriority(rocksdb::Env::HIGH);
+  (void)env->LowerThreadPoolCPUPriority(rocksdb::Env::LOW, rocksdb::CpuPriority::kLow);
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   rocksdb::ColumnFamilyOptions cf;
