@@ -2,7 +2,7 @@
 // timerfd watched by the loop), for open-loop arrivals: libuv's own timers
 // tick in whole milliseconds, which would start operations up to a
 // millisecond late and add that to every latency measured from the intended
-// start.
+// start. The driver spaces its wake-ups (kArrivalSpacingNs in driver.cc).
 //
 // Thread-safety: loop thread only, like net::Timer.
 #pragma once

@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""Compares dynamo builds on this machine: throughput and CPU per operation.
+
+Each build is a directory holding dynamo-node, dynamoctl and dynamo-bench.
+For each round and build, in turn: a fresh 3-node cluster (RocksDB, N=3),
+then each workload (the first one loads every key; dynamo-bench reloads for
+workloads that write, see compare.sh), with the CPU time the nodes and the
+bench process used during the measured phase, divided by the operations
+done. Builds alternate within a round, so noise from the machine hits them
+alike; compare the builds within one run, never figures of different runs.
+
+usage: bench/ab.py [--rounds N] [--duration S] [--port P] DIR [DIR ...] [-- BENCH FLAGS]
+e.g.   bench/ab.py --rounds 3 /tmp/before build/release/bin -- --workload W
+"""
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime, all threads
+        except OSError:
+            pass
+    return total / TICK
+
+
+def run_workload(bindir, cluster, port, workload, duration, load, extra):
+    nodes = [open(f"{cluster}/n{i}/node.pid").read().strip() for i in (1, 2, 3)]
+    args = [f"{bindir}/dynamo-bench", "--backend", "dynamo", "--seed", f"127.0.0.1:{port}",
+            "--workload", workload, "--duration", str(duration), "--warmup", "1", "--quiet"]
+    args += ([] if load else ["--no-load"]) + extra
+    bench = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    samples = []
+    while bench.poll() is None:
+        samples.append((time.time(), cpu_seconds(nodes), cpu_seconds([bench.pid])))
+        time.sleep(0.25)
+    out = bench.stdout.read()
+    end = time.time()
+    # The measured phase is the last `duration` seconds before the bench
+    # drained and exited; keep the samples well inside it.
+    window = [s for s in samples if end - duration - 0.5 <= s[0] <= end - 1.0]
+    m = re.search(r"measured ([\d.]+) s: (\d+) ops/s", out)
+    ops = float(m.group(2)) if m else 0.0
+    line = f"{os.path.basename(os.path.normpath(bindir)):<14} {workload} {ops:>8.0f} ops/s"
+    if len(window) >= 2 and ops > 0:
+        dt = window[-1][0] - window[0][0]
+        node = (window[-1][1] - window[0][1]) / dt
+        client = (window[-1][2] - window[0][2]) / dt
+        line += f"  nodes {node * 1e6 / ops:6.1f} us/op  bench {client * 1e6 / ops:5.1f} us/op"
+        line += f"  (cores {node:.2f} + {client:.2f})"
+    for row in out.splitlines():
+        f = row.split()
+        if f and f[0] in ("read", "write") and len(f) > 8 and f[1] != "0":
+            line += f"  {f[0]} p50 {f[3]} p99 {f[5]} p99.9 {f[6]} ms errors {f[8]}"
+    print(line, flush=True)
+
+
+def main():
+    argv = sys.argv[1:]
+    extra = []
+    if "--" in argv:
+        extra = argv[argv.index("--") + 1:]
+        argv = argv[:argv.index("--")]
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--duration", type=float, default=6)
+    p.add_argument("--port", type=int, default=17900)
+    p.add_argument("--workloads", default="W C")
+    p.add_argument("dirs", nargs="+")
+    a = p.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="dynamo-ab.")
+    try:
+        for _ in range(a.rounds):
+            for bindir in a.dirs:
+                ctl = f"{bindir}/dynamoctl"
+                cluster = f"{work}/cluster"
+                shutil.rmtree(cluster, ignore_errors=True)
+                subprocess.run([ctl, "cluster", "start", "--nodes", "3", "--base-port", str(a.port),
+                                "--dir", cluster], check=True, capture_output=True)
+                try:
+                    loaded = False
+                    for w in a.workloads.split():
+                        run_workload(bindir, cluster, a.port, w, a.duration, not loaded or w != "C", extra)
+                        loaded = True
+                finally:
+                    subprocess.run([ctl, "cluster", "stop", "--dir", cluster], capture_output=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
