@@ -9,7 +9,8 @@
 
 namespace dynamo::bench {
 
-Result<std::unique_ptr<ArrivalTimer>> ArrivalTimer::Create(net::EventLoop& loop, std::function<void()> fire) {
+Result<std::unique_ptr<ArrivalTimer>> ArrivalTimer::Create(net::EventLoop& loop,
+                                                           std::function<void()> fire) {
   // steady_clock is CLOCK_MONOTONIC with libstdc++ on Linux.
   int fd = ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   if (fd < 0) return Status::IOError(std::string("timerfd_create: ") + std::strerror(errno));
@@ -35,7 +36,8 @@ ArrivalTimer::~ArrivalTimer() {
   if (poll_ != nullptr) {
     uv_poll_stop(poll_);
     poll_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
   }
   ::close(fd_);
 }

@@ -20,7 +20,8 @@ namespace dynamo::bench {
 class ArrivalTimer {
  public:
   // `fire` runs on the loop thread each time an armed deadline passes.
-  static Result<std::unique_ptr<ArrivalTimer>> Create(net::EventLoop& loop, std::function<void()> fire);
+  static Result<std::unique_ptr<ArrivalTimer>> Create(net::EventLoop& loop,
+                                                      std::function<void()> fire);
   ~ArrivalTimer();
   ArrivalTimer(const ArrivalTimer&) = delete;
   ArrivalTimer& operator=(const ArrivalTimer&) = delete;

@@ -118,12 +118,17 @@ class StorageWorkerTest : public ::testing::Test {
 };
 
 TEST_F(StorageWorkerTest, CachedReadsAreAnsweredOnTheLoop) {
-  ASSERT_TRUE(engine_.Write([] {
-    WriteBatch b;
-    b.Put(Space::kData, "k", "v");
-    return b;
-  }(), false).ok());
-  std::vector<StorageResult> r = ExecuteAll({ReadOp{Space::kData, "k"}, ReadOp{Space::kData, "absent"}});
+  ASSERT_TRUE(engine_
+                  .Write(
+                      [] {
+                        WriteBatch b;
+                        b.Put(Space::kData, "k", "v");
+                        return b;
+                      }(),
+                      false)
+                  .ok());
+  std::vector<StorageResult> r =
+      ExecuteAll({ReadOp{Space::kData, "k"}, ReadOp{Space::kData, "absent"}});
   ASSERT_TRUE(r[0].status.ok());
   EXPECT_EQ(r[0].value, std::optional<std::string>("v"));
   EXPECT_TRUE(r[1].status.ok());
@@ -135,11 +140,15 @@ TEST_F(StorageWorkerTest, CachedReadsAreAnsweredOnTheLoop) {
 
 TEST_F(StorageWorkerTest, UncachedReadsGoToTheStorageThread) {
   engine_.refuse_cached = true;
-  ASSERT_TRUE(engine_.MemoryEngine::Write([] {
-    WriteBatch b;
-    b.Put(Space::kData, "k", "v");
-    return b;
-  }(), false).ok());
+  ASSERT_TRUE(engine_
+                  .MemoryEngine::Write(
+                      [] {
+                        WriteBatch b;
+                        b.Put(Space::kData, "k", "v");
+                        return b;
+                      }(),
+                      false)
+                  .ok());
   std::vector<StorageResult> r = ExecuteAll({ReadOp{Space::kData, "k"}});
   EXPECT_EQ(r[0].value, std::optional<std::string>("v"));
   EXPECT_EQ(engine_.gets, 1);
@@ -147,9 +156,9 @@ TEST_F(StorageWorkerTest, UncachedReadsGoToTheStorageThread) {
 }
 
 TEST_F(StorageWorkerTest, WritesOfOneIterationAreOneBatch) {
-  std::vector<StorageResult> r = ExecuteAll({Put(Space::kData, "a", "1", false),
-                                             Put(Space::kHints, "b", "2", false),
-                                             Put(Space::kData, "c", "3", false)});
+  std::vector<StorageResult> r =
+      ExecuteAll({Put(Space::kData, "a", "1", false), Put(Space::kHints, "b", "2", false),
+                  Put(Space::kData, "c", "3", false)});
   for (const StorageResult& one : r) EXPECT_TRUE(one.status.ok());
   EXPECT_EQ(engine_.no_stall_writes, 1);
   EXPECT_EQ(engine_.last_no_stall_ops, 3u);

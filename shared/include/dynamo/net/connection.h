@@ -3,12 +3,12 @@
 //
 // Both ends of a Connection may send requests; replies are matched to
 // requests by id, in any order. Each call has its own deadline. Outgoing
-// frames are appended to one batch buffer that goes out in a single uv_write
-// at the end of the loop iteration (EventLoop::Defer), so the replies to a
-// burst of requests cost one system call. The write queue is bounded: a call that would exceed it fails at
-// once with Busy, and reading from the peer pauses while the queue is above
-// half of the bound, so a peer that sends requests but does not read replies
-// cannot grow our memory.
+// frames are appended to one batch buffer that goes out at the end of the
+// loop iteration (EventLoop::Defer), so the replies to a burst of requests
+// cost one system call. The write queue is bounded: a call that would exceed
+// it fails at once with Busy, and reading from the peer pauses while the
+// queue is above half of the bound, so a peer that sends requests but does
+// not read replies cannot grow our memory.
 //
 // Malformed input (a bad frame, an unknown type, a broken payload) is answered
 // with an ErrorReply and the connection is closed once that reply is written.

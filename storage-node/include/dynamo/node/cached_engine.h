@@ -68,7 +68,7 @@ class CachedEngine : public Engine {
   std::unique_ptr<Engine> inner_;
   const size_t capacity_bytes_;
   mutable std::mutex mu_;
-  Lru lru_;  // most recently used first
+  Lru lru_;                                                    // most recently used first
   std::unordered_map<std::string_view, Lru::iterator> index_;  // views of lru_ keys
   size_t bytes_ = 0;
   // Bumped by every Write and DeletePrefix; a read that saw it change while
