@@ -85,7 +85,7 @@ run() {  # backend workload mode [extra flags...]; appends "backend workload mod
   echo "compare: $backend $workload $mode done" >&2
 }
 throughput() {  # backend workload: closed-loop ops/s of this run
-  awk -v b="$1" -v w="$2" '$1 == b && $2 == w && $3 == "closed" { print $4 }' "$WORK/results" |
+  awk -v b="$1" -v w="$2" '$1 == b && $2 == w && $3 == "closed" { $1 = $2 = $3 = ""; print }' "$WORK/results" |
     /usr/bin/python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["throughput"])'
 }
 for w in $WORKLOADS; do
