@@ -42,8 +42,6 @@ void StorageWorker::Execute(StorageOp op, Done done) {
       result.status = v.status();
     }
     ready_.push_back(Ready{std::move(done), std::move(result)});
-    std::lock_guard lock(mu_);
-    ++stats_.inline_reads;
   } else if (auto* write = std::get_if<WriteOp>(&op); write != nullptr && InlineWrite(*write)) {
     inline_batch_.Append(std::move(write->batch));
     inline_writers_.push_back(InlineWriter{std::move(done), write->sync});
@@ -71,42 +69,35 @@ void StorageWorker::FinishInline() {
     std::vector<InlineWriter> writers = std::move(inline_writers_);
     inline_writers_.clear();
     Status s = engine_->WriteNoStall(batch);
-    auto synced = std::make_shared<std::vector<Done>>();
     if (s.code() == StatusCode::kBusy) {
       // The engine is throttling writes: wait for it on the storage thread.
       bool sync = false;
-      for (InlineWriter& w : writers) {
-        sync |= w.sync;
-        synced->push_back(std::move(w.done));
-      }
-      Submit(WriteOp{std::move(batch), sync}, [synced](StorageResult r) {
-        for (Done& d : *synced) d(r);
-      });
+      for (const InlineWriter& w : writers) sync |= w.sync;
+      SubmitShared(WriteOp{std::move(batch), sync}, std::move(writers));
       continue;
     }
-    {
-      std::lock_guard lock(mu_);
-      stats_.inline_writes += writers.size();
-      ++stats_.inline_batches;
-    }
+    std::vector<InlineWriter> synced;
     for (InlineWriter& w : writers) {
       if (s.ok() && w.sync) {
-        synced->push_back(std::move(w.done));
+        synced.push_back(std::move(w));
         continue;
       }
       StorageResult r;
       r.status = s;
       ready_.push_back(Ready{std::move(w.done), std::move(r)});
     }
-    if (!synced->empty()) {
-      // Applied; durable once the storage thread synced the log. Syncs
-      // queued together share one.
-      Submit(WriteOp{WriteBatch{}, true}, [synced](StorageResult r) {
-        for (Done& d : *synced) d(r);
-      });
-    }
+    // Applied; durable once the storage thread synced the log. Syncs queued
+    // together share one.
+    if (!synced.empty()) SubmitShared(WriteOp{WriteBatch{}, true}, std::move(synced));
   }
   finish_scheduled_ = false;
+}
+
+void StorageWorker::SubmitShared(WriteOp op, std::vector<InlineWriter> writers) {
+  auto waiting = std::make_shared<std::vector<InlineWriter>>(std::move(writers));
+  Submit(std::move(op), [waiting](StorageResult r) {
+    for (InlineWriter& w : *waiting) w.done(r);
+  });
 }
 
 void StorageWorker::Stop() {

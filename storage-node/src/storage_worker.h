@@ -37,9 +37,6 @@ struct StorageWorkerStats {
   uint64_t writes = 0;         // write operations
   uint64_t syncs = 0;          // engine syncs
   uint64_t max_group = 0;      // most operations in one group
-  uint64_t inline_reads = 0;   // reads answered on the loop thread
-  uint64_t inline_writes = 0;  // writes applied on the loop thread
-  uint64_t inline_batches = 0; // engine batches those writes made
 };
 
 class StorageWorker {
@@ -76,6 +73,12 @@ class StorageWorker {
     Done done;
     StorageResult result;
   };
+  struct InlineWriter {
+    Done done;
+    bool sync;
+  };
+  // Queues `op` for the storage thread; its result goes to every writer.
+  void SubmitShared(WriteOp op, std::vector<InlineWriter> writers);
 
   Engine* engine_;
   net::EventLoop* loop_;
@@ -86,10 +89,6 @@ class StorageWorker {
   StorageWorkerStats stats_;
   // Loop thread only.
   std::vector<Ready> ready_;
-  struct InlineWriter {
-    Done done;
-    bool sync;
-  };
   WriteBatch inline_batch_;
   std::vector<InlineWriter> inline_writers_;
   bool finish_scheduled_ = false;

@@ -135,7 +135,6 @@ TEST_F(StorageWorkerTest, CachedReadsAreAnsweredOnTheLoop) {
   EXPECT_FALSE(r[1].value.has_value());
   EXPECT_EQ(engine_.cached_gets, 2);
   EXPECT_EQ(engine_.gets, 0);
-  EXPECT_EQ(worker_->stats().inline_reads, 2u);
 }
 
 TEST_F(StorageWorkerTest, UncachedReadsGoToTheStorageThread) {
@@ -165,8 +164,6 @@ TEST_F(StorageWorkerTest, WritesOfOneIterationAreOneBatch) {
   EXPECT_EQ(engine_.writes, 0);
   EXPECT_EQ(engine_.syncs, 0);
   EXPECT_EQ(engine_.size(Space::kData), 2u);
-  EXPECT_EQ(worker_->stats().inline_writes, 3u);
-  EXPECT_EQ(worker_->stats().inline_batches, 1u);
 }
 
 TEST_F(StorageWorkerTest, SyncedWritesAreAppliedOnTheLoopAndSyncedOnTheStorageThread) {
