@@ -109,6 +109,11 @@ for line in open(sys.argv[1]):
     (closed if mode == "closed" else opened)[(name, workload)] = json.loads(js)
 order = lambda w: "WCAB".index(w) if w in "WCAB" else 9
 names = ("dynamo", "redis", "etcd")
+def rows(table):  # (store, workload, report) in table order
+    for w in sorted({w for _, w in table}, key=order):
+        for name in names:
+            if (name, w) in table:
+                yield name, w, table[(name, w)]
 def fig(r, op):
     o = r[op]
     if o["count"] == 0:
@@ -116,22 +121,16 @@ def fig(r, op):
     return f"{o['count'] / r['seconds']:>9.0f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['errors']:>5}"
 print("closed loop (fixed concurrency): peak throughput")
 print(f"{'store':<8} {'wl':<3} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5} | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}")
-for w in sorted({w for _, w in closed}, key=order):
-    for name in names:
-        r = closed.get((name, w))
-        if r:
-            print(f"{name:<8} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')}")
+for name, w, r in rows(closed):
+    print(f"{name:<8} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')}")
 if opened:
     print()
     print("open loop at half of the store's closed-loop peak (latency from intended start)")
     print(f"{'store':<8} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}")
-    for w in sorted({w for _, w in opened}, key=order):
-        for name in names:
-            r = opened.get((name, w))
-            if r:
-                o = r["write" if w == "W" else "read"]
-                print(f"{name:<8} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
-                      f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}")
+    for name, w, r in rows(opened):
+        o = r["write" if w == "W" else "read"]
+        print(f"{name:<8} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
+              f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}")
 print()
 print("ratios of throughput (same run)")
 for w in sorted({w for _, w in closed}, key=order):
