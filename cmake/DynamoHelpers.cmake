@@ -33,3 +33,11 @@ function(dynamo_add_test name)
     DISCOVERY_TIMEOUT 60
     PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
 endfunction()
+
+# Links a server or load-generator executable with jemalloc where the build
+# uses it (DYNAMO_JEMALLOC, not with sanitizers).
+function(dynamo_use_jemalloc target)
+  if(TARGET PkgConfig::JEMALLOC)
+    target_link_libraries(${target} PRIVATE PkgConfig::JEMALLOC)
+  endif()
+endfunction()

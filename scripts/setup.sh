@@ -11,6 +11,7 @@ PACKAGES=(
   # libraries
   libuv1-dev libmsgpack-cxx-dev libboost-dev librocksdb-dev libssl-dev
   libspdlog-dev libcli11-dev libtomlplusplus-dev
+  libjemalloc-dev                   # dynamo-node's and dynamo-bench's allocator
   # Python bindings and their tests
   pybind11-dev python3-dev python3-pytest python3-mypy
   # tests and benchmarks
