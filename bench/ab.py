@@ -9,8 +9,10 @@ bench process used during the measured phase, divided by the operations
 done. Builds alternate within a round, so noise from the machine hits them
 alike; compare the builds within one run, never figures of different runs.
 
-usage: bench/ab.py [--rounds N] [--duration S] [--port P] DIR [DIR ...] [-- BENCH FLAGS]
+usage: bench/ab.py [--rounds N] [--duration S] [--port P] DIR[@CONFIG] ... [-- BENCH FLAGS]
 e.g.   bench/ab.py --rounds 3 /tmp/before build/release/bin -- --workload W
+       bench/ab.py build/release/bin build/release/bin@nosync.toml   (one build, two node configs)
+A DIR@CONFIG entry starts its nodes with `--config CONFIG` (dynamo-node's TOML).
 """
 import argparse
 import os
@@ -35,7 +37,15 @@ def cpu_seconds(pids):
     return total / TICK
 
 
-def run_workload(bindir, cluster, port, workload, duration, load, extra):
+def entry_label(entry):
+    """A short name for DIR[@CONFIG]: the last two parts of DIR when it ends in bin/."""
+    bindir, _, config = entry.partition("@")
+    parts = os.path.normpath(bindir).split(os.sep)
+    name = "/".join(parts[-2:]) if parts[-1] == "bin" else parts[-1]
+    return name + (f"@{os.path.basename(config)}" if config else "")
+
+
+def run_workload(label, bindir, cluster, port, workload, duration, load, extra):
     nodes = [open(f"{cluster}/n{i}/node.pid").read().strip() for i in (1, 2, 3)]
     args = [f"{bindir}/dynamo-bench", "--backend", "dynamo", "--seed", f"127.0.0.1:{port}",
             "--workload", workload, "--duration", str(duration), "--warmup", "1", "--quiet"]
@@ -52,7 +62,7 @@ def run_workload(bindir, cluster, port, workload, duration, load, extra):
     window = [s for s in samples if end - duration - 0.5 <= s[0] <= end - 1.0]
     m = re.search(r"measured ([\d.]+) s: (\d+) ops/s", out)
     ops = float(m.group(2)) if m else 0.0
-    line = f"{os.path.basename(os.path.normpath(bindir)):<14} {workload} {ops:>8.0f} ops/s"
+    line = f"{label:<24} {workload} {ops:>8.0f} ops/s"
     if len(window) >= 2 and ops > 0:
         dt = window[-1][0] - window[0][0]
         node = (window[-1][1] - window[0][1]) / dt
@@ -82,16 +92,18 @@ def main():
     work = tempfile.mkdtemp(prefix="dynamo-ab.")
     try:
         for _ in range(a.rounds):
-            for bindir in a.dirs:
+            for entry in a.dirs:
+                bindir, _, config = entry.partition("@")
                 ctl = f"{bindir}/dynamoctl"
                 cluster = f"{work}/cluster"
                 shutil.rmtree(cluster, ignore_errors=True)
                 subprocess.run([ctl, "cluster", "start", "--nodes", "3", "--base-port", str(a.port),
-                                "--dir", cluster], check=True, capture_output=True)
+                                "--dir", cluster] + (["--config", config] if config else []),
+                               check=True, capture_output=True)
                 try:
                     loaded = False
                     for w in a.workloads.split():
-                        run_workload(bindir, cluster, a.port, w, a.duration, not loaded or w != "C", extra)
+                        run_workload(entry_label(entry), bindir, cluster, a.port, w, a.duration, not loaded or w != "C", extra)
                         loaded = True
                 finally:
                     subprocess.run([ctl, "cluster", "stop", "--dir", cluster], capture_output=True)
