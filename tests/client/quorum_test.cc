@@ -151,6 +151,30 @@ TEST(WriteOpTest, FailedReplicaIsReplacedByAHintedFallback) {
   EXPECT_EQ(op.receipt().acks.back().hint, failed);
 }
 
+TEST(WriteOpTest, ReplicaFailingAfterWIsMetStillGetsAHintedStandIn) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  req.w = 2;
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send coord = op.Start()[0];
+  std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("v")));
+  ASSERT_EQ(replicas.size(), 2u);
+  op.OnReply(replicas[0].target, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok());
+  const NodeId failed = op.target(replicas[1].target).node;
+  std::vector<Send> stand_in = op.OnReply(replicas[1].target, Refused());
+  ASSERT_EQ(stand_in.size(), 1u);
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint, failed);
+  EXPECT_FALSE(op.settled());
+  op.OnReply(stand_in[0].target, Ok(proto::Ack{1, 1}));
+  EXPECT_TRUE(op.settled());
+  EXPECT_TRUE(op.status().ok());
+  EXPECT_EQ(op.receipt().hints, 1u);
+}
+
 TEST(WriteOpTest, CoordinatorFailureTriesAnother) {
   Fixture f;
   WriteRequest req;

@@ -251,7 +251,9 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
       return {};
     }
     if (req_.lww) coordinator_maybe_applied_ |= reply.maybe_delivered;
-    if (!done() && !Definitive(last_error_)) out = Substitute(target);
+    // Also once W is met: the stand-in keeps the N-th copy as a hint, which
+    // otherwise would wait for anti-entropy.
+    if (!Definitive(last_error_)) out = Substitute(target);
   }
   CheckDone();
   return out;
