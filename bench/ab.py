@@ -103,7 +103,8 @@ def main():
                 try:
                     loaded = False
                     for w in a.workloads.split():
-                        run_workload(entry_label(entry), bindir, cluster, a.port, w, a.duration, not loaded or w != "C", extra)
+                        run_workload(entry_label(entry), bindir, cluster, a.port, w, a.duration,
+                                     not loaded or w != "C", extra)
                         loaded = True
                 finally:
                     subprocess.run([ctl, "cluster", "stop", "--dir", cluster], capture_output=True)
