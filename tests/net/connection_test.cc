@@ -155,6 +155,22 @@ TEST(EndpointTest, Parse) {
   }
 }
 
+// Work posted but never run can own handles (an operation's timer). The
+// loop's teardown releases it while those handles are open, so the timer
+// closes its own handle; before, the teardown's sweep of leaked handles
+// closed it first and the timer's destructor closed it again (an abort in
+// libuv).
+TEST(EventLoopTest, TeardownReleasesUnrunWorkBeforeSweepingLeakedHandles) {
+  auto loop = std::make_unique<EventLoop>();
+  auto timer = std::make_shared<Timer>(*loop);
+  timer->Start(60000, 0, [] {});
+  std::weak_ptr<Timer> watch = timer;
+  loop->Post([timer = std::move(timer)] {});
+  loop->Defer([] {});
+  loop.reset();
+  EXPECT_TRUE(watch.expired());
+}
+
 TEST(EventLoopTest, DeferredWorkRunsBeforeTheLoopWaitsAgain) {
   LoopThread lt;
   auto seen = std::make_shared<std::vector<std::string>>();
@@ -553,6 +569,43 @@ TEST(ConnectionPoolTest, CloseAllIsFinalEvenForCallsMadeFromFailureCallbacks) {
   CallOutcome o = opening.get_future().get();
   EXPECT_EQ(o.message.status().code(), StatusCode::kAborted) << o.message.status().ToString();
   lt.Run([&] { pool.reset(); });
+}
+
+// A connect the peer never answers (its accept queue is full, so the kernel
+// drops the SYN) is cancelled by CloseAll: the call fails at once instead of
+// after the connect timeout, and the loop then shuts down cleanly. Before,
+// the attempt outlived the pool and the loop's teardown closed its handles
+// twice.
+TEST(ConnectionPoolTest, CloseAllCancelsAConnectThePeerNeverAnswers) {
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(listener, 0), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int queued = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_EQ(connect(queued, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  const std::string address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  {
+    LoopThread lt;
+    auto pool = lt.Run([&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 30000); });
+    std::promise<CallOutcome> hung;
+    lt.Run([&] { pool->Call(address, GetRequest{"k"}, 30000, [&](CallOutcome o) { hung.set_value(std::move(o)); }); });
+    std::future<CallOutcome> outcome = hung.get_future();
+    ASSERT_EQ(outcome.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
+        << "the connect was expected to hang";
+    lt.Run([&] { pool->CloseAll(Status::Aborted("pool closed by the test")); });
+    ASSERT_EQ(outcome.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    CallOutcome o = outcome.get();
+    EXPECT_EQ(o.message.status().code(), StatusCode::kAborted) << o.message.status().ToString();
+    EXPECT_FALSE(o.maybe_delivered);
+    lt.Run([&] { pool.reset(); });
+  }
+  close(queued);
+  close(listener);
 }
 
 }  // namespace

@@ -382,10 +382,12 @@ struct ConnectAttempt {
   }
 };
 
-void Connect(EventLoop& loop, const Endpoint& peer, const ConnectionOptions& options,
-             uint64_t timeout_ms, std::function<void(Result<std::shared_ptr<Connection>>)> done) {
+std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer, const ConnectionOptions& options,
+                                  uint64_t timeout_ms,
+                                  std::function<void(Result<std::shared_ptr<Connection>>)> done) {
   auto* a = new ConnectAttempt;
   a->conn = std::shared_ptr<Connection>(new Connection(loop, options));
+  std::weak_ptr<Connection> opening = a->conn;
   a->conn->self_ = a->conn;
   a->conn->peer_ = peer.ToString();
   a->done = std::move(done);
@@ -398,7 +400,7 @@ void Connect(EventLoop& loop, const Endpoint& peer, const ConnectionOptions& opt
   sockaddr_storage addr{};
   if (LiteralAddress(peer, &addr)) {
     a->Begin(reinterpret_cast<sockaddr*>(&addr));
-    return;
+    return opening;
   }
   a->resolve.data = a;
   addrinfo hints{};
@@ -418,6 +420,7 @@ void Connect(EventLoop& loop, const Endpoint& peer, const ConnectionOptions& opt
       },
       peer.host.c_str(), nullptr, &hints);
   if (rc != 0) a->Finish(rc);
+  return opening;
 }
 
 Listener::Listener(EventLoop& loop, ListenerOptions options, Connection::RequestHandler on_request)

@@ -10,6 +10,7 @@ namespace dynamo::net {
 struct ConnectionPool::Peer {
   std::shared_ptr<Connection> conn;
   bool connecting = false;
+  std::weak_ptr<Connection> opening;  // while connecting
   std::optional<Status> closed;  // the pool closed while this peer connected
   std::vector<std::tuple<proto::Body, uint64_t, std::function<void(CallOutcome)>>> waiting;
 };
@@ -26,6 +27,8 @@ void ConnectionPool::CloseAll(const Status& reason) {
   for (auto& [address, peer] : peers) {
     peer->closed = reason;
     if (peer->conn) peer->conn->Close(reason);
+    // A connect still under way would outlive the pool, and the loop.
+    if (std::shared_ptr<Connection> opening = peer->opening.lock()) opening->Close(reason);
   }
 }
 
@@ -61,13 +64,14 @@ void ConnectionPool::Call(const std::string& address, proto::Body body, uint64_t
     return;
   }
   peer->connecting = true;
-  Connect(loop_, *ep, options_, std::min(connect_timeout_ms_, timeout_ms),
+  peer->opening = Connect(loop_, *ep, options_, std::min(connect_timeout_ms_, timeout_ms),
           [peer](Result<std::shared_ptr<Connection>> conn) {
             peer->connecting = false;
+            peer->opening.reset();
             auto waiting = std::move(peer->waiting);
             peer->waiting.clear();
-            if (conn.ok() && peer->closed) {
-              (*conn)->Close(*peer->closed);
+            if (peer->closed) {
+              if (conn.ok()) (*conn)->Close(*peer->closed);
               conn = *peer->closed;
             }
             if (!conn.ok()) {

@@ -69,16 +69,38 @@ EventLoop::~EventLoop() {
   uv_close(reinterpret_cast<uv_handle_t*>(async_.get()), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(prepare_.get()), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(check_.get()), nullptr);
-  // Let pending closes finish first: their callbacks release the objects that
-  // own other handles (a connection's timer), which close those handles.
-  for (int i = 0; i < 1000; ++i) {
-    int closing = 0;
-    uv_walk(
-        loop_.get(), [](uv_handle_t* h, void* n) { *static_cast<int*>(n) += uv_is_closing(h) ? 1 : 0; },
-        &closing);
-    if (closing == 0) break;
-    uv_run(loop_.get(), UV_RUN_NOWAIT);
-  }
+  // Lets pending closes finish: their callbacks release the objects that own
+  // other handles (a connection's timer), which close those handles.
+  auto finish_closes = [this] {
+    for (int i = 0; i < 1000; ++i) {
+      int closing = 0;
+      uv_walk(
+          loop_.get(), [](uv_handle_t* h, void* n) { *static_cast<int*>(n) += uv_is_closing(h) ? 1 : 0; },
+          &closing);
+      if (closing == 0) break;
+      uv_run(loop_.get(), UV_RUN_NOWAIT);
+    }
+  };
+  // Functions posted or deferred but never run may own handles (an
+  // operation's timer): release them while those handles are open, so their
+  // owners close them, and before the sweep below closes what is left.
+  auto drop_pending = [this] {
+    for (int i = 0; i < 1000; ++i) {
+      std::vector<std::function<void()>> dropped;
+      {
+        std::lock_guard lock(mu_);
+        dropped.swap(posted_);
+      }
+      if (dropped.empty() && deferred_.empty()) break;
+      std::vector<std::function<void()>> deferred;
+      deferred.swap(deferred_);
+      dropped.clear();
+      deferred.clear();
+    }
+  };
+  finish_closes();
+  drop_pending();
+  finish_closes();
   // Whatever is still open was leaked by its owner; close it so the loop can end.
   uv_walk(
       loop_.get(),
@@ -88,14 +110,7 @@ EventLoop::~EventLoop() {
       nullptr);
   while (uv_run(loop_.get(), UV_RUN_DEFAULT) != 0) {
   }
-  // Functions posted or deferred but never run may own resources; release them here.
-  std::vector<std::function<void()>> dropped;
-  {
-    std::lock_guard lock(mu_);
-    dropped.swap(posted_);
-  }
-  dropped.clear();
-  deferred_.clear();
+  drop_pending();
   int rc = uv_loop_close(loop_.get());
   DYNAMO_CHECK(rc == 0);
 }
