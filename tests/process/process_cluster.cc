@@ -7,9 +7,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -18,6 +21,43 @@ namespace dynamo::test {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The daemons of every live ProcessCluster, for the abort handler below: a
+// test that aborts (a failed check, a sanitizer report) skips destructors,
+// and its nodes would outlive it and load the machine for the tests after it.
+constexpr size_t kTrackedMax = 256;
+std::array<std::atomic<pid_t>, kTrackedMax> tracked{};
+
+void KillTrackedAndAbort(int sig) {
+  for (std::atomic<pid_t>& slot : tracked) {
+    const pid_t pid = slot.load();
+    if (pid > 0) ::kill(pid, SIGKILL);
+  }
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
+void Track(pid_t pid) {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_handler = KillTrackedAndAbort;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGABRT, &sa, nullptr);
+  });
+  for (std::atomic<pid_t>& slot : tracked) {
+    pid_t empty = 0;
+    if (slot.compare_exchange_strong(empty, pid)) return;
+  }
+}
+
+// Call once `pid` is reaped, before its number can be reused.
+void Untrack(pid_t pid) {
+  for (std::atomic<pid_t>& slot : tracked) {
+    pid_t expected = pid;
+    if (slot.compare_exchange_strong(expected, 0)) return;
+  }
+}
 
 bool PortFree(uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -81,6 +121,7 @@ ProcessCluster::~ProcessCluster() {
     if (pid > 0) {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
+      Untrack(pid);
     }
   }
   std::error_code ec;
@@ -139,6 +180,7 @@ Status ProcessCluster::Spawn(const std::string& id) {
   Result<pid_t> pid = cli::SpawnNode(binary_, options_, NodeFor(id), seeds);
   if (!pid.ok()) return pid.status();
   pids_[id] = *pid;
+  Track(*pid);
   return Status::OK();
 }
 
@@ -161,6 +203,7 @@ void ProcessCluster::Kill9(const std::string& id) {
   if (pid <= 0) return;
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
+  Untrack(pid);
   pids_[id] = 0;
 }
 
@@ -172,6 +215,7 @@ int ProcessCluster::WaitExit(const std::string& id, uint64_t timeout_ms) {
     int status = 0;
     pid_t r = ::waitpid(pid, &status, WNOHANG);
     if (r == pid) {
+      Untrack(pid);
       pids_[id] = 0;
       return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     }
@@ -190,7 +234,11 @@ int ProcessCluster::Terminate(const std::string& id) {
 bool ProcessCluster::Running(const std::string& id) {
   pid_t pid = pids_[id];
   if (pid <= 0) return false;
-  return ::waitpid(pid, nullptr, WNOHANG) == 0;
+  if (::waitpid(pid, nullptr, WNOHANG) == 0) return true;
+  // Exited and reaped (or not ours): forget the number, which can be reused.
+  Untrack(pid);
+  pids_[id] = 0;
+  return false;
 }
 
 std::vector<net::Endpoint> ProcessCluster::RunningAddresses() {
