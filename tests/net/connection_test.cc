@@ -591,9 +591,13 @@ TEST(ConnectionPoolTest, CloseAllCancelsAConnectThePeerNeverAnswers) {
   const std::string address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
   {
     LoopThread lt;
-    auto pool = lt.Run([&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 30000); });
+    auto pool = lt.Run(
+        [&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 30000); });
     std::promise<CallOutcome> hung;
-    lt.Run([&] { pool->Call(address, GetRequest{"k"}, 30000, [&](CallOutcome o) { hung.set_value(std::move(o)); }); });
+    lt.Run([&] {
+      pool->Call(address, GetRequest{"k"}, 30000,
+                 [&](CallOutcome o) { hung.set_value(std::move(o)); });
+    });
     std::future<CallOutcome> outcome = hung.get_future();
     ASSERT_EQ(outcome.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
         << "the connect was expected to hang";

@@ -382,8 +382,8 @@ struct ConnectAttempt {
   }
 };
 
-std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer, const ConnectionOptions& options,
-                                  uint64_t timeout_ms,
+std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer,
+                                  const ConnectionOptions& options, uint64_t timeout_ms,
                                   std::function<void(Result<std::shared_ptr<Connection>>)> done) {
   auto* a = new ConnectAttempt;
   a->conn = std::shared_ptr<Connection>(new Connection(loop, options));

@@ -11,7 +11,7 @@ struct ConnectionPool::Peer {
   std::shared_ptr<Connection> conn;
   bool connecting = false;
   std::weak_ptr<Connection> opening;  // while connecting
-  std::optional<Status> closed;  // the pool closed while this peer connected
+  std::optional<Status> closed;       // the pool closed while this peer connected
   std::vector<std::tuple<proto::Body, uint64_t, std::function<void(CallOutcome)>>> waiting;
 };
 
@@ -64,27 +64,28 @@ void ConnectionPool::Call(const std::string& address, proto::Body body, uint64_t
     return;
   }
   peer->connecting = true;
-  peer->opening = Connect(loop_, *ep, options_, std::min(connect_timeout_ms_, timeout_ms),
-          [peer](Result<std::shared_ptr<Connection>> conn) {
-            peer->connecting = false;
-            peer->opening.reset();
-            auto waiting = std::move(peer->waiting);
-            peer->waiting.clear();
-            if (peer->closed) {
-              if (conn.ok()) (*conn)->Close(*peer->closed);
-              conn = *peer->closed;
-            }
-            if (!conn.ok()) {
-              for (auto& [b, t, d] : waiting) d(CallOutcome{conn.status(), false});
-              return;
-            }
-            peer->conn = *conn;
-            for (auto& [b, t, d] : waiting) {
-              peer->conn->Call(std::move(b), t, [cb = std::move(d)](Result<proto::Message> r) {
-                cb(CallOutcome{std::move(r), true});
-              });
-            }
-          });
+  auto on_open = [peer](Result<std::shared_ptr<Connection>> conn) {
+    peer->connecting = false;
+    peer->opening.reset();
+    auto waiting = std::move(peer->waiting);
+    peer->waiting.clear();
+    if (peer->closed) {
+      if (conn.ok()) (*conn)->Close(*peer->closed);
+      conn = *peer->closed;
+    }
+    if (!conn.ok()) {
+      for (auto& [b, t, d] : waiting) d(CallOutcome{conn.status(), false});
+      return;
+    }
+    peer->conn = *conn;
+    for (auto& [b, t, d] : waiting) {
+      peer->conn->Call(std::move(b), t, [cb = std::move(d)](Result<proto::Message> r) {
+        cb(CallOutcome{std::move(r), true});
+      });
+    }
+  };
+  peer->opening =
+      Connect(loop_, *ep, options_, std::min(connect_timeout_ms_, timeout_ms), std::move(on_open));
 }
 
 }  // namespace dynamo::net

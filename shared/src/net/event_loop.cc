@@ -75,7 +75,8 @@ EventLoop::~EventLoop() {
     for (int i = 0; i < 1000; ++i) {
       int closing = 0;
       uv_walk(
-          loop_.get(), [](uv_handle_t* h, void* n) { *static_cast<int*>(n) += uv_is_closing(h) ? 1 : 0; },
+          loop_.get(),
+          [](uv_handle_t* h, void* n) { *static_cast<int*>(n) += uv_is_closing(h) ? 1 : 0; },
           &closing);
       if (closing == 0) break;
       uv_run(loop_.get(), UV_RUN_NOWAIT);

@@ -86,8 +86,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   friend class Listener;
   friend struct ConnectAttempt;
-  friend std::weak_ptr<Connection> Connect(EventLoop&, const Endpoint&, const ConnectionOptions&, uint64_t,
-                                           std::function<void(Result<std::shared_ptr<Connection>>)>);
+  friend std::weak_ptr<Connection> Connect(
+      EventLoop&, const Endpoint&, const ConnectionOptions&, uint64_t,
+      std::function<void(Result<std::shared_ptr<Connection>>)>);
   struct Pending {
     uint64_t deadline_ms;
     ReplyCallback done;
@@ -139,8 +140,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 // Returns the connection being opened: closing it cancels the attempt, and
 // `done` then gets Unavailable on a later loop iteration. Cancel attempts
 // still open before the loop is destroyed.
-std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer, const ConnectionOptions& options,
-                                  uint64_t timeout_ms,
+std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer,
+                                  const ConnectionOptions& options, uint64_t timeout_ms,
                                   std::function<void(Result<std::shared_ptr<Connection>>)> done);
 
 struct ListenerOptions {
