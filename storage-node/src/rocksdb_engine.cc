@@ -6,7 +6,9 @@
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <array>
+#include <random>
 
 namespace dynamo::node {
 namespace {
@@ -150,6 +152,12 @@ class RocksDbEngine : public Engine {
 
 }  // namespace
 
+size_t StaggeredWriteBufferBytes(size_t bytes, double draw) {
+  const double scale =
+      1.0 - kWriteBufferSpread + 2 * kWriteBufferSpread * std::clamp(draw, 0.0, 1.0);
+  return static_cast<size_t>(static_cast<double>(bytes) * scale);
+}
+
 Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksDbOptions& options) {
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
@@ -170,7 +178,9 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   rocksdb::ColumnFamilyOptions cf;
-  cf.write_buffer_size = options.write_buffer_bytes;
+  std::random_device seed;
+  cf.write_buffer_size = StaggeredWriteBufferBytes(
+      options.write_buffer_bytes, std::uniform_real_distribution<double>(0.0, 1.0)(seed));
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (const char* name : kFamilyNames) families.emplace_back(name, cf);

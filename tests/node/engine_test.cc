@@ -216,6 +216,17 @@ TEST_P(EngineTest, NonBlockingCallsAgreeWithTheBlockingOnes) {
 INSTANTIATE_TEST_SUITE_P(Engines, EngineTest, ::testing::Values("memory", "rocksdb", "rocksdb_cached"),
                          [](const auto& info) { return info.param; });
 
+// Memtable sizes spread over ±25% of the configured size, so replicas that
+// receive the same writes flush at different moments.
+TEST(RocksDbEngineTest, MemtableSizesAreStaggeredAroundTheConfiguredSize) {
+  const size_t base = 32u << 20;
+  EXPECT_EQ(StaggeredWriteBufferBytes(base, 0.0), base / 4 * 3);
+  EXPECT_EQ(StaggeredWriteBufferBytes(base, 0.5), base);
+  EXPECT_LT(StaggeredWriteBufferBytes(base, 0.999), base / 4 * 5);
+  EXPECT_EQ(StaggeredWriteBufferBytes(base, 7.0), base / 4 * 5);  // clamped
+  EXPECT_LT(StaggeredWriteBufferBytes(base, 0.2), StaggeredWriteBufferBytes(base, 0.3));
+}
+
 TEST(MemoryEngineTest, PowerLossDropsUnsyncedWrites) {
   MemoryEngine e;
   WriteBatch synced, unsynced;

@@ -11,9 +11,19 @@ namespace dynamo::node {
 struct RocksDbOptions {
   // Block cache for reads. Default: 64 MiB.
   size_t block_cache_bytes = 64u << 20;
-  // Memtable size per column family. Default: 32 MiB.
+  // Memtable size per column family. Default: 32 MiB. Each open uses a size
+  // drawn within kWriteBufferSpread of it (see StaggeredWriteBufferBytes).
   size_t write_buffer_bytes = 32u << 20;
 };
+
+// Replicas receive the same writes, so with equal memtables they would all
+// flush at the same moment, and a machine hosting several of them would stall
+// foreground work for the length of a flush. Each open therefore sizes its
+// memtables at write_buffer_bytes scaled by a factor in
+// [1 - kWriteBufferSpread, 1 + kWriteBufferSpread).
+inline constexpr double kWriteBufferSpread = 0.25;
+// The memtable size for `bytes` and a uniform `draw` in [0, 1).
+size_t StaggeredWriteBufferBytes(size_t bytes, double draw);
 
 // Opens (creating if needed) the database in `dir`. IOError if it cannot,
 // e.g. because another process holds it.
