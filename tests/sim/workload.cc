@@ -175,10 +175,18 @@ class Run {
     const std::string key = set_keys_[rng_() % set_keys_.size()];
     const std::string element = "c" + std::to_string(c) + "e" + std::to_string(next_element_++);
     SimClient& client = *clients_[c];
-    client.Get(key, [this, c, key, element, then](SimClient::ReadResult r) {
+    const VersionVector acked_before = acked_clock_[key];
+    client.Get(key, [this, c, key, element, then, acked_before](SimClient::ReadResult r) {
       if (!r.status.ok()) {
         then();
         return;
+      }
+      // A read that missed an acknowledged write (it answered from replicas
+      // that lost their unsynced copy, or from fallbacks) makes the write
+      // that follows concurrent with it: one more possible sibling.
+      if (!ContextOf(r.siblings).Descends(acked_before)) {
+        ++stale_reads_[key];
+        ++report_.stale_reads;
       }
       std::set<std::string> items = Elements(r.siblings);
       items.insert(element);
@@ -187,6 +195,7 @@ class Run {
                        [this, key, element, then](SimClient::WriteResult w) {
                          if (w.status.ok()) {
                            acked_[key].insert(element);
+                           acked_clock_[key].Merge(w.clock);
                          } else if (w.status.in_doubt()) {
                            ++in_doubt_[key];
                            ++report_.in_doubt;
@@ -407,7 +416,8 @@ class Run {
         if (!attempted_.count(e)) Fail("element " + e + " of " + key + " was never written");
       }
       report_.max_siblings = std::max(report_.max_siblings, sets[0].size());
-      const size_t bound = static_cast<size_t>(config_.clients) + in_doubt_[key];
+      const size_t bound =
+          static_cast<size_t>(config_.clients) + in_doubt_[key] + stale_reads_[key];
       if (!config_.lww && sets[0].size() > bound) {
         Fail(key + " holds " + std::to_string(sets[0].size()) + " siblings, more than " +
              std::to_string(bound) + " possible writers");
@@ -452,6 +462,8 @@ class Run {
   std::vector<DeleteKey> deletes_;
   std::map<std::string, std::set<std::string>> acked_;
   std::map<std::string, size_t> in_doubt_;
+  std::map<std::string, VersionVector> acked_clock_;  // clocks of acknowledged writes, merged
+  std::map<std::string, size_t> stale_reads_;         // reads that missed an acknowledged write
   std::set<std::string> attempted_;
   uint64_t next_element_ = 0;
   std::set<std::string> crashed_;
@@ -482,10 +494,11 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
 
 std::string WorkloadReport::Summary() const {
   std::ostringstream os;
-  os << "SEED=" << seed << " " << (ok ? "ok" : "FAILED") << ": " << acknowledged << " acknowledged adds, "
-     << lost << " lost, " << in_doubt << " in doubt, " << deletes_checked << " deletes checked, "
-     << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults << " faults, "
-     << messages << " messages, quiet " << heal_ms << " ms after healing, trace " << std::hex << trace_hash;
+  os << "SEED=" << seed << " " << (ok ? "ok" : "FAILED") << ": " << acknowledged
+     << " acknowledged adds, " << lost << " lost, " << in_doubt << " in doubt, " << stale_reads
+     << " stale reads, " << deletes_checked << " deletes checked, " << resurrected
+     << " resurrected, max " << max_siblings << " siblings, " << faults << " faults, " << messages
+     << " messages, quiet " << heal_ms << " ms after healing, trace " << std::hex << trace_hash;
   for (const std::string& f : failures) os << "\n  " << f;
   return os.str();
 }

@@ -17,7 +17,10 @@
 //  - no acknowledged element is missing from its key (nothing acknowledged is
 //    lost), and no element appears that no client tried to add;
 //  - no key holds more siblings than there were writers that could be
-//    concurrent (clients, plus writes whose outcome was in doubt);
+//    concurrent (clients, plus writes whose outcome was in doubt, plus writes
+//    made after a read that missed an acknowledged write: with sloppy quorum
+//    and replicas that lose unsynced copies, a client need not read its own
+//    last write, and its next write then stands beside it);
 //  - every partition's Merkle roots agree on all its replicas and every key
 //    is on its N replicas;
 //  - no key whose delete was acknowledged after reading the write holds a live
@@ -64,6 +67,7 @@ struct WorkloadReport {
   uint64_t acknowledged = 0;     // elements whose add was acknowledged
   uint64_t lost = 0;             // of those, missing at the end
   uint64_t in_doubt = 0;         // adds that failed but may have applied
+  uint64_t stale_reads = 0;      // reads before an add that missed an acknowledged add
   uint64_t deletes_checked = 0;
   uint64_t resurrected = 0;
   size_t max_siblings = 0;
