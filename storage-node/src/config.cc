@@ -135,7 +135,7 @@ const std::vector<Key>& Keys() {
               kMaxMerkleDepth, [](NodeConfig& c) -> uint32_t& { return c.node.merkle_depth; }),
       UintKey("anti_entropy", "tombstone_grace_ms",
               "age before a tombstone every replica holds is purged; a node away longer catches up "
-              "before serving reads",
+              "before serving reads, and hints older than this are dropped",
               1000, 365ull * 86400 * 1000, [](NodeConfig& c) -> uint64_t& { return c.node.tombstone_grace_ms; }),
       UintKey("anti_entropy", "purge_interval_ms", "how often a partition's owner looks for purgeable tombstones",
               100, 86400000, [](NodeConfig& c) -> uint64_t& { return c.node.purge_interval_ms; }),

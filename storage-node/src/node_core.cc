@@ -681,6 +681,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"handoff_keys", stats_.handoff_keys},
       {"hint_owners", state_.hint_owners.size()},
       {"hints_delivered", stats_.hints_delivered},
+      {"hints_expired", stats_.hints_expired},
       {"hints_stored", stats_.hints_stored},
       {"partitions_with_data", state_.partitions_with_data.size()},
       {"replica_puts", stats_.replica_puts},
@@ -1070,8 +1071,16 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
     auto page = std::make_shared<ScanResult>(std::move(r.scan));
     std::vector<proto::KeyedSiblings> entries;
     std::vector<PartitionId> partitions;
-    for (auto& [k, v] : page->entries) {
+    uint64_t expired = 0;
+    // Entries whose every version expired: deleted, but not counted as handed off.
+    std::vector<bool> dropped(page->entries.size());
+    for (size_t i = 0; i < page->entries.size(); ++i) {
+      const auto& [k, v] = page->entries[i];
       Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+      if (set.ok() && h->space == Space::kHints) {
+        expired += DropExpiredHintVersions(*set);
+        dropped[i] = set->empty();
+      }
       std::string_view user_key;
       PartitionId p = 0;
       if (h->space == Space::kData) {
@@ -1087,17 +1096,23 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
           p = parts->partition;
         }
       }
-      if (!set.ok() || user_key.empty()) continue;
+      if (!set.ok() || set->empty() || user_key.empty()) continue;
       entries.push_back(proto::KeyedSiblings{std::string(user_key), std::move(*set)});
       partitions.push_back(p);
     }
-    auto delivered = [this, h, page](Status s) {
+    if (expired > 0) {
+      stats_.hints_expired += expired;
+      Log(LogLevel::kWarn, h->what + ": dropped " + std::to_string(expired) +
+                               " versions older than the tombstone grace period (a delete that "
+                               "superseded them may be purged)");
+    }
+    auto delivered = [this, h, page, dropped = std::move(dropped)](Status s) mutable {
       Now later{now_ms_, 0};
       if (!s.ok()) {
         FinishHandoff(later, h, s, false);
         return;
       }
-      DeleteAcknowledged(later, h, std::move(*page));
+      DeleteAcknowledged(later, h, std::move(*page), std::move(dropped));
     };
     if (h->addresses.empty()) {
       // Hints for a removed node become this node's data; the data handoff
@@ -1107,6 +1122,10 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
         MergeInto(DataKey(partitions[i], entries[i].key), std::move(entries[i].siblings), "", false,
                   [join](Now, Status s) { join->One(s); });
       }
+      return;
+    }
+    if (entries.empty()) {  // every hint of the page expired
+      delivered(Status::OK());
       return;
     }
     auto join = std::make_shared<Countdown>(h->addresses.size(), delivered);
@@ -1123,7 +1142,16 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
   });
 }
 
-void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page) {
+size_t NodeCore::DropExpiredHintVersions(SiblingSet& set) const {
+  const size_t before = set.size();
+  std::erase_if(set, [this](const Version& v) {
+    return v.timestamp_ms + options_.tombstone_grace_ms <= wall_ms_;
+  });
+  return before - set.size();
+}
+
+void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page,
+                                  std::vector<bool> dropped) {
   (void)now;
   h->after = page.entries.back().first;
   const bool last = page.done;
@@ -1142,9 +1170,11 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
   });
   for (size_t i = 0; i < shared_page->entries.size(); ++i) {
     const std::string& key = shared_page->entries[i].first;
-    WithKeyLock(LockKey(h->space, key), [this, h, shared_page, i, join](Unlock unlock) {
+    const bool pushed = !dropped[i];
+    WithKeyLock(LockKey(h->space, key), [this, h, shared_page, i, pushed, join](Unlock unlock) {
       const auto& [k, v] = shared_page->entries[i];
-      Storage(ReadOp{h->space, k}, [this, h, shared_page, i, join, unlock](Now, StorageResult r) {
+      Storage(ReadOp{h->space, k}, [this, h, shared_page, i, pushed, join, unlock](
+                                       Now, StorageResult r) {
         const auto& [k2, v2] = shared_page->entries[i];
         if (!r.status.ok() || !r.value || *r.value != v2) {
           unlock();
@@ -1153,7 +1183,7 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
         }
         WriteOp del;
         del.batch.Delete(h->space, k2);
-        ++h->keys;
+        if (pushed) ++h->keys;
         const bool data = h->space == Space::kData;
         Storage(std::move(del), [this, join, unlock, data, k3 = k2](Now, StorageResult w) {
           if (w.status.ok() && data) NoteStored(k3, nullptr);

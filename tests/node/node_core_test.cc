@@ -183,7 +183,8 @@ void HintSurvivesTheHolderAndIsDelivered(bool synced_hints) {
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
   sim.Crash("n4", false);
   ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n1").membership().IsAlive("n4", sim.now()); }, 10000));
-  SiblingSet set = CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "for-n4", false, 5})->siblings;
+  SiblingSet set =
+      CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "for-n4", false, sim.WallMs("n1")})->siblings;
   ASSERT_TRUE(std::holds_alternative<proto::Ack>(sim.Request("n1", proto::ReplicaPutRequest{"hk", set, "n4"})->body));
   sim.RunFor(1000);
   EXPECT_EQ(sim.engine("n1").size(Space::kHints), 1u);  // owner down: kept
@@ -492,6 +493,57 @@ TEST(AntiEntropyTest, TombstonesArePurgedOnlyOnceEveryReplicaHoldsThem) {
     EXPECT_TRUE(Read(sim, n, "partly").empty()) << n;
     EXPECT_TRUE(Read(sim, n, "everywhere").empty()) << n;
   }
+}
+
+// A hint its holder could not hand off for longer than the tombstone grace
+// period may hold a version whose tombstone the replicas have purged since:
+// delivered, it would bring the deleted value back. It is dropped instead.
+TEST(AntiEntropyTest, HintOlderThanTheGracePeriodIsDroppedInsteadOfUndoingADelete) {
+  SimCluster sim(35);
+  auto options = [](NodeOptions& o) {
+    o.tombstone_grace_ms = 3000;
+    o.purge_interval_ms = 1000;
+  };
+  sim.AddNode("n1", {}, options);
+  for (int i = 2; i <= 4; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, options);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  const std::string key = "deleted";
+  const Ring& ring = sim.core("n1").map()->ring();
+  const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+  const std::string owner = pref[2];
+  std::string holder;
+  for (const std::string& id : sim.ids()) {
+    if (std::find(pref.begin(), pref.end(), id) == pref.end()) holder = id;
+  }
+  // The write reaches two replicas and the holder, standing in for the owner.
+  sim.Crash(owner, false);
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core(holder).membership().IsAlive(owner, sim.now()); },
+                           10000));
+  WriteMissing(sim, key, "old", owner);
+  SiblingSet written = *sim.Stored(pref[0], key);
+  ASSERT_TRUE(std::holds_alternative<proto::Ack>(
+      sim.Request(holder, proto::ReplicaPutRequest{key, written, owner})->body));
+  // The holder goes down before it hands the hint off; the owner returns and
+  // gets the value by anti-entropy; the key is deleted and, past the grace
+  // period, purged from every replica.
+  sim.Crash(holder, false);
+  sim.Restart(owner);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.Stored(owner, key).has_value(); }, 30000));
+  Delete(sim, key);
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        for (const NodeId& n : pref) {
+          if (sim.Stored(n, key)) return false;
+        }
+        return true;
+      },
+      60000));
+  sim.Restart(holder);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.engine(holder).size(Space::kHints) == 0; }, 30000));
+  sim.RunFor(10000);
+  for (const NodeId& n : pref) EXPECT_TRUE(Read(sim, n, key).empty()) << key << " is back on " << n;
+  EXPECT_EQ(sim.core(holder).stats().hints_expired, 1u);
+  EXPECT_EQ(sim.core(holder).stats().hints_delivered, 0u);
 }
 
 TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {

@@ -72,6 +72,8 @@ class SimCluster {
   void Pause(const std::string& id, uint64_t ms);
   // Offsets the node's wall clock (its version timestamps) by `ms`.
   void SkewClock(const std::string& id, int64_t ms);
+  // The node's wall clock now, in ms (skew included).
+  uint64_t WallMs(const std::string& id) const { return NowFor(id).wall_ms; }
   void SetFaults(NetworkFaults faults) { faults_ = faults; }
   // Runs `fn` at virtual time `at` (for simulated clients).
   void At(uint64_t at, std::function<void()> fn) { Schedule(at, std::move(fn)); }

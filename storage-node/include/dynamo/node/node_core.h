@@ -100,7 +100,8 @@ struct NodeOptions {
   // Levels of each partition's Merkle tree kept in memory. Default: 6.
   uint32_t merkle_depth = 6;
   // A tombstone is purged once every replica holds it and it is older than
-  // this; a node away longer catches up before serving reads. Default: 24 h.
+  // this; a node away longer catches up before serving reads, and hinted
+  // versions older than this are dropped, not delivered. Default: 24 h.
   uint64_t tombstone_grace_ms = 24ull * 3600 * 1000;
   // How often the owner of a partition looks for purgeable tombstones in
   // it. Default: 60 s.
@@ -180,6 +181,7 @@ struct NodeStats {
   uint64_t replica_puts = 0;
   uint64_t hints_stored = 0;
   uint64_t hints_delivered = 0;  // hinted keys acknowledged by their owner
+  uint64_t hints_expired = 0;    // hinted versions dropped past the tombstone grace period
   uint64_t gets = 0;
   uint64_t transfers_done = 0;
   uint64_t handoff_keys = 0;
@@ -309,7 +311,14 @@ class NodeCore {
   void FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status status);
   void StartHandoff(Now now);
   void HandoffPage(Now now, std::shared_ptr<Handoff> h);
-  void DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page);
+  // Deletes the page's entries still stored as pushed; `dropped` marks the
+  // ones that were not pushed (expired hints), which count as deleted only.
+  void DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page,
+                          std::vector<bool> dropped);
+  // Removes the versions of a hinted set older than the tombstone grace
+  // period (a tombstone that superseded them may be purged by now, so
+  // delivering them could undo a delete); returns how many.
+  size_t DropExpiredHintVersions(SiblingSet& set) const;
   void FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained);
   void ReleasePage(const std::shared_ptr<Handoff>& h);
   void FinalGossipAndExit(Now now, int code, std::string reason);
