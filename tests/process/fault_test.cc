@@ -350,6 +350,76 @@ TEST(FaultTest, TwoPrimariesDownForThirtySecondsGetEveryHint) {
             << "; every key on its 3 primaries " << converge_s << " s after they returned\n";
 }
 
+TEST(FaultTest, PausedNodeLosesNoAcknowledgedWriteAndComesBack) {
+  constexpr size_t kNodes = 5;
+  constexpr uint64_t kPauseMs = 6000;
+  const std::string prefix = "paused:";
+  ProcessCluster c(kNodes, "[gossip]\ninterval_ms = 200\n[anti_entropy]\ncycle_pause_ms = 1000\n");
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, kNodes);
+  ASSERT_TRUE(client);
+  const std::string paused = "n3";
+  std::atomic<bool> writing{true};
+  LoadResult load;
+  std::thread writer([&] {
+    load = WriteUniqueKeys(*client, prefix, 0, 200000, 60, 8, 32, [&] { return writing.load(); });
+  });
+  SleepMs(2000);
+  c.Pause(paused);
+  SleepMs(kPauseMs);
+  c.Resume(paused);
+  const Clock::time_point resumed = Clock::now();
+  SleepMs(3000);
+  writing = false;
+  writer.join();
+  ASSERT_GT(load.acked.size(), 100u);
+  size_t on_paused = 0;
+  for (const std::string& key : load.acked) {
+    const std::vector<NodeId> primaries = Primaries(*client, key);
+    on_paused += std::find(primaries.begin(), primaries.end(), paused) != primaries.end();
+  }
+  // While it was stopped, writes went around it: only those already sent to
+  // it as their coordinator failed.
+  EXPECT_LE(load.failed, load.attempts / 20);
+  EXPECT_GT(load.hints, 0u);
+
+  auto stored = [&](const std::string& key, const std::vector<ReplicaVersions>& rs) {
+    return HoldsOnly(rs, 3, ValueOf(prefix, key));
+  };
+  std::vector<std::string> missing = Converge(*client, load.acked, stored, 120000,
+                                              [&] { return NodesHoldingHints(c, kNodes) == 0; });
+  const double converge_s = SecondsSince(resumed);
+  for (size_t i = 0; i < std::min<size_t>(missing.size(), 5); ++i)
+    ADD_FAILURE() << Describe(*client, missing[i]);
+  EXPECT_TRUE(missing.empty()) << missing.size() << " acknowledged keys short of 3 copies";
+  EXPECT_TRUE(c.Running(paused));
+  // Every node, the paused one included, sees all five alive again.
+  for (const std::string& id : NodeIds(kNodes)) {
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          Result<cli::NodeStatsView> s = c.Stats(id);
+          return s.ok() && s->Get("catching_up") == 0;
+        },
+        30000))
+        << id;
+  }
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        std::vector<MemberInfo> members = client->Members();
+        return members.size() == kNodes &&
+               std::all_of(members.begin(), members.end(),
+                           [](const MemberInfo& m) { return m.state == "up"; });
+      },
+      30000));
+  std::cout << "[ fault ] " << paused << " stopped (SIGSTOP) for " << kPauseMs / 1000.0
+            << " s under load: " << load.acked.size() << " of " << load.attempts
+            << " writes acknowledged (" << load.failed << " failed), " << on_paused
+            << " of them with " << paused << " as a primary, " << load.hints
+            << " hinted copies; acknowledged lost " << missing.size()
+            << "; every key on its 3 primaries and no hint left " << converge_s
+            << " s after it resumed\n";
+}
+
 TEST(FaultTest, WipedNodeIsRestoredByAntiEntropy) {
   constexpr size_t kNodes = 5, kKeys = 3000, kValueBytes = 200;
   ProcessCluster c(kNodes, kFastConfig);

@@ -207,6 +207,14 @@ void ProcessCluster::Kill9(const std::string& id) {
   pids_[id] = 0;
 }
 
+void ProcessCluster::Pause(const std::string& id) {
+  if (pids_[id] > 0) ::kill(pids_[id], SIGSTOP);
+}
+
+void ProcessCluster::Resume(const std::string& id) {
+  if (pids_[id] > 0) ::kill(pids_[id], SIGCONT);
+}
+
 int ProcessCluster::WaitExit(const std::string& id, uint64_t timeout_ms) {
   pid_t pid = pids_[id];
   if (pid <= 0) return -1;

@@ -37,6 +37,10 @@ class ProcessCluster {
   // starts; the config must set node.allow_remote.
   void Place(const std::string& id, const std::string& netns, const std::string& host);
   void Kill9(const std::string& id);
+  // SIGSTOP / SIGCONT: the process keeps its sockets but runs nothing, like a
+  // long GC pause or a frozen VM.
+  void Pause(const std::string& id);
+  void Resume(const std::string& id);
   // Deletes a stopped node's data directory: it restarts as a new replica.
   void Wipe(const std::string& id);
   // SIGTERM and wait; returns the exit status (or -1).
