@@ -420,6 +420,150 @@ TEST(FaultTest, PausedNodeLosesNoAcknowledgedWriteAndComesBack) {
             << " s after it resumed\n";
 }
 
+// A membership change with 6,000 keys of 1 KiB loaded and writes going on
+// throughout; transfers are paced small (8 keys a page, one at a time) so
+// that a kill lands in the middle of one.
+class RingChangeUnderLoad {
+ public:
+  static constexpr size_t kValueBytes = 1024;
+  static constexpr size_t kLoaded = 6000;
+
+  explicit RingChangeUnderLoad(size_t nodes)
+      : nodes_(nodes), c_(nodes, std::string(kFastConfig) + "page_entries = 8\nin_flight = 1\n") {}
+
+  ProcessCluster& cluster() { return c_; }
+  Client& client() { return *client_; }
+
+  // Starts the cluster, loads the keys and starts the background writer.
+  ::testing::AssertionResult Start() {
+    if (!c_.Start().ok()) return ::testing::AssertionFailure() << "cluster did not start";
+    client_ = Open(c_, nodes_, [](ClientOptions& o) { o.refresh_interval_ms = 300; });
+    if (!client_) return ::testing::AssertionFailure() << "client did not open";
+    loaded_ = WriteUniqueKeys(*client_, kLoadPrefix, kLoaded, kLoaded + 1000, 120, 16, kValueBytes);
+    if (loaded_.acked.size() != kLoaded) return ::testing::AssertionFailure() << "load fell short";
+    writer_ = std::thread([this] {
+      during_ = WriteUniqueKeys(*client_, kWritePrefix, 0, 200000, 120, 4, kValueBytes,
+                                [this] { return writing_.load(); });
+    });
+    return ::testing::AssertionSuccess();
+  }
+
+  // Whether n1 sees a membership change still under way.
+  bool Pending() {
+    Result<ClusterMap> map = c_.Map("n1");
+    return map.ok() && map->next().has_value();
+  }
+
+  // Stops the writer; returns the acknowledged keys (loaded and written)
+  // that are not exactly on 3 replicas within 120 s.
+  std::vector<std::string> StopAndCheck() {
+    writing_ = false;
+    writer_.join();
+    std::vector<std::string> acked = loaded_.acked;
+    acked.insert(acked.end(), during_.acked.begin(), during_.acked.end());
+    acked_ = acked.size();
+    auto stored = [](const std::string& key, const std::vector<ReplicaVersions>& rs) {
+      const bool during = key.rfind(kWritePrefix, 0) == 0;
+      return HoldsOnly(rs, 3, ValueOf(during ? kWritePrefix : kLoadPrefix, key, kValueBytes));
+    };
+    std::vector<std::string> missing = Converge(*client_, acked, stored, 120000);
+    for (size_t i = 0; i < std::min<size_t>(missing.size(), 5); ++i)
+      ADD_FAILURE() << Describe(*client_, missing[i]);
+    return missing;
+  }
+
+  std::string Summary(size_t lost) const {
+    return std::to_string(acked_) + " acknowledged writes (" +
+           std::to_string(during_.acked.size()) + " during the change, " +
+           std::to_string(during_.failed) + " failed), acknowledged lost " + std::to_string(lost);
+  }
+
+  ~RingChangeUnderLoad() {
+    writing_ = false;
+    if (writer_.joinable()) writer_.join();
+  }
+
+ private:
+  static constexpr const char* kLoadPrefix = "ring:";
+  static constexpr const char* kWritePrefix = "ring-during:";
+
+  size_t nodes_;
+  ProcessCluster c_;
+  std::unique_ptr<Client> client_;
+  LoadResult loaded_, during_;
+  std::atomic<bool> writing_{true};
+  std::thread writer_;
+  size_t acked_ = 0;
+};
+
+TEST(FaultTest, JoinerKilledMidTransferFinishesTheJoinAndLosesNothing) {
+  RingChangeUnderLoad t(3);
+  ASSERT_TRUE(t.Start());
+  ProcessCluster& c = t.cluster();
+  const uint64_t formed = c.SumStat("transfers_done");  // the cluster's formation made some
+  ASSERT_TRUE(c.SpawnExtra(4).ok());
+  const bool started =
+      WaitFor([&] { return c.SumStat("transfers_done") >= formed + 2; }, 60000, 10);
+  const uint64_t done_at_kill = c.SumStat("transfers_done") - formed;
+  const bool mid_transfer = t.Pending();
+  c.Kill9("n4");
+  ASSERT_TRUE(started);
+  EXPECT_TRUE(mid_transfer) << "the join had finished before the kill";
+  SleepMs(1000);
+  ASSERT_TRUE(c.Spawn("n4").ok());
+  const Clock::time_point back = Clock::now();
+  std::string why;
+  ASSERT_TRUE(
+      cli::WaitForConvergence({c.Address("n1"), c.Address("n2"), c.Address("n3"), c.Address("n4")},
+                              4, 120000, &why)
+          .ok())
+      << why;
+  ASSERT_TRUE(WaitFor([&] { return !t.Pending(); }, 120000));
+  const double join_s = SecondsSince(back);
+  std::vector<std::string> missing = t.StopAndCheck();
+  EXPECT_TRUE(missing.empty()) << missing.size() << " acknowledged keys short of 3 copies";
+  Client::RingInfo ring = t.client().Ring();
+  const auto owned = std::count(ring.owners.begin(), ring.owners.end(), "n4");
+  EXPECT_GT(owned, 0);
+  std::cout << "[ fault ] joiner n4 killed -9 after " << done_at_kill << " partition transfers"
+            << (mid_transfer ? " (join still pending)" : "")
+            << ", restarted 1 s later: join finished " << join_s
+            << " s after the restart, n4 first owner of " << owned << " of " << ring.partitions
+            << " partitions; " << t.Summary(missing.size()) << "\n";
+}
+
+TEST(FaultTest, LeaverKilledMidTransferFinishesTheLeaveAndLosesNothing) {
+  RingChangeUnderLoad t(4);
+  ASSERT_TRUE(t.Start());
+  ProcessCluster& c = t.cluster();
+  const uint64_t formed = c.SumStat("transfers_done");  // the cluster's formation made some
+  Result<proto::Message> left =
+      cli::CallNode(c.Address("n1"), proto::AdminRequest{proto::AdminOp::kLeave, "n4"}, 5000);
+  ASSERT_TRUE(left.ok() && std::holds_alternative<proto::AdminReply>(left->body));
+  const bool started =
+      WaitFor([&] { return c.SumStat("transfers_done") >= formed + 2; }, 60000, 10);
+  const uint64_t done_at_kill = c.SumStat("transfers_done") - formed;
+  const bool mid_transfer = t.Pending();
+  c.Kill9("n4");
+  ASSERT_TRUE(started);
+  EXPECT_TRUE(mid_transfer) << "the leave had finished before the kill";
+  SleepMs(1000);
+  ASSERT_TRUE(c.Spawn("n4").ok());
+  const Clock::time_point back = Clock::now();
+  // It goes on leaving: once its partitions moved it hands off and exits.
+  EXPECT_EQ(c.WaitExit("n4", 120000), 0);
+  ASSERT_TRUE(WaitFor([&] { return !t.Pending(); }, 120000));
+  const double leave_s = SecondsSince(back);
+  std::vector<std::string> missing = t.StopAndCheck();
+  EXPECT_TRUE(missing.empty()) << missing.size() << " acknowledged keys short of 3 copies";
+  Client::RingInfo ring = t.client().Ring();
+  EXPECT_EQ(std::count(ring.owners.begin(), ring.owners.end(), "n4"), 0);
+  std::cout << "[ fault ] leaver n4 killed -9 after " << done_at_kill << " partition transfers"
+            << (mid_transfer ? " (leave still pending)" : "")
+            << ", restarted 1 s later: it left and exited " << leave_s << " s after the restart; "
+            << t.Summary(missing.size()) << "\n";
+}
+
 TEST(FaultTest, WipedNodeIsRestoredByAntiEntropy) {
   constexpr size_t kNodes = 5, kKeys = 3000, kValueBytes = 200;
   ProcessCluster c(kNodes, kFastConfig);
