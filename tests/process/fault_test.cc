@@ -350,9 +350,10 @@ TEST(FaultTest, TwoPrimariesDownForThirtySecondsGetEveryHint) {
             << "; every key on its 3 primaries " << converge_s << " s after they returned\n";
 }
 
-TEST(FaultTest, PausedNodeLosesNoAcknowledgedWriteAndComesBack) {
+TEST(FaultTest, PausedNodeLosesNoAcknowledgedWriteAndServesNoStaleRead) {
   constexpr size_t kNodes = 5;
-  constexpr uint64_t kPauseMs = 6000;
+  constexpr uint64_t kPauseMs = 10000;
+  constexpr size_t kReadsMax = 4000;
   const std::string prefix = "paused:";
   ProcessCluster c(kNodes, "[gossip]\ninterval_ms = 200\n[anti_entropy]\ncycle_pause_ms = 1000\n");
   ASSERT_TRUE(c.Start().ok());
@@ -367,17 +368,40 @@ TEST(FaultTest, PausedNodeLosesNoAcknowledgedWriteAndComesBack) {
   SleepMs(2000);
   c.Pause(paused);
   SleepMs(kPauseMs);
-  c.Resume(paused);
-  const Clock::time_point resumed = Clock::now();
-  SleepMs(3000);
   writing = false;
   writer.join();
+  c.Resume(paused);
+  const Clock::time_point resumed = Clock::now();
   ASSERT_GT(load.acked.size(), 100u);
-  size_t on_paused = 0;
+  std::vector<std::string> on_paused;
   for (const std::string& key : load.acked) {
     const std::vector<NodeId> primaries = Primaries(*client, key);
-    on_paused += std::find(primaries.begin(), primaries.end(), paused) != primaries.end();
+    if (std::find(primaries.begin(), primaries.end(), paused) != primaries.end())
+      on_paused.push_back(key);
   }
+  ASSERT_FALSE(on_paused.empty());
+  // Once it runs again, the paused node answers for keys it missed: a read
+  // (R=2) must still return the acknowledged value and nothing older.
+  SleepMs(1000);
+  std::vector<std::string> sample;
+  for (size_t i = 0; i < on_paused.size(); i += (on_paused.size() + kReadsMax - 1) / kReadsMax) {
+    sample.push_back(on_paused[i]);
+  }
+  std::atomic<size_t> stale{0};
+  {
+    std::vector<std::thread> readers;
+    for (size_t t = 0; t < 4; ++t) {
+      readers.emplace_back([&, t] {
+        for (size_t i = t; i < sample.size(); i += 4) {
+          Result<GetResult> r = client->Get(sample[i]);
+          if (!r.ok() || r->values.size() != 1 || r->values[0] != ValueOf(prefix, sample[i]))
+            ++stale;
+        }
+      });
+    }
+    for (std::thread& th : readers) th.join();
+  }
+  EXPECT_EQ(stale.load(), 0u);
   // While it was stopped, writes went around it: only those already sent to
   // it as their coordinator failed.
   EXPECT_LE(load.failed, load.attempts / 20);
@@ -413,9 +437,10 @@ TEST(FaultTest, PausedNodeLosesNoAcknowledgedWriteAndComesBack) {
       30000));
   std::cout << "[ fault ] " << paused << " stopped (SIGSTOP) for " << kPauseMs / 1000.0
             << " s under load: " << load.acked.size() << " of " << load.attempts
-            << " writes acknowledged (" << load.failed << " failed), " << on_paused
-            << " of them with " << paused << " as a primary, " << load.hints
-            << " hinted copies; acknowledged lost " << missing.size()
+            << " writes acknowledged (" << load.failed << " failed), " << on_paused.size()
+            << " of them with " << paused << " as a primary, " << load.hints << " hinted copies; "
+            << sample.size() << " of those read 1 s after it continued: " << stale
+            << " stale or failed; acknowledged lost " << missing.size()
             << "; every key on its 3 primaries and no hint left " << converge_s
             << " s after it resumed\n";
 }
