@@ -226,12 +226,21 @@ class Client::Impl {
     return *cached;
   }
 
+  // Whether `r` says its node cannot serve now: no answer in time, or an
+  // answer that its storage failed (after a failed sync a node takes no
+  // more writes until it restarts).
+  static bool NodeFailed(const Reply& r) {
+    if (!r.message.ok()) {
+      const StatusCode code = r.message.status().code();
+      return code == StatusCode::kUnavailable || code == StatusCode::kTimeout;
+    }
+    const auto* e = std::get_if<proto::ErrorReply>(&r.message->body);
+    return e != nullptr && proto::ToStatus(*e).code() == StatusCode::kIOError;
+  }
+
   void Observe(const std::string& node, const Reply& r) {
     if (node.empty()) return;
-    const bool transport_failure =
-        !r.message.ok() && (r.message.status().code() == StatusCode::kUnavailable ||
-                            r.message.status().code() == StatusCode::kTimeout);
-    if (!transport_failure) {
+    if (!NodeFailed(r)) {
       health_.erase(node);
       return;
     }

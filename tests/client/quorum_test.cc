@@ -62,6 +62,27 @@ TEST(RouteTest, HealthyPrimariesAndFallbacksWithHints) {
   Route dark = PlanRoute(f.map, f.key, AllHealthyExcept({pref[0], ext[3], ext[4]}));
   EXPECT_EQ(dark.replicas[0].node, pref[0]);
   EXPECT_EQ(dark.replicas[0].role, Role::kPrimary);
+  EXPECT_TRUE(dark.replicas[0].suspect);
+  EXPECT_FALSE(dark.replicas[1].suspect);
+}
+
+// A primary kept only because nothing could stand in for it (a 3-node
+// cluster with one node failing) is written to, but coordinates last.
+TEST(WriteOpTest, SuspectPrimaryIsTheLastCoordinatorChoice) {
+  ClusterMap map(*Ring::Create(Names(3), 64, 3));
+  const std::string key = "k";
+  const std::vector<NodeId> pref = map.ring().PreferenceList(map.ring().KeyPartition(key));
+  WriteRequest req;
+  req.key = key;
+  req.value = "v";
+  req.w = 2;
+  req.preferred_coordinator = pref[0];
+  WriteOp op(PlanRoute(map, key, AllHealthyExcept({pref[0]})), req);
+  std::vector<Send> first = op.Start();
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(op.target(first[0].target).node, pref[1]);
+  std::vector<Send> rest = op.OnReply(first[0].target, Ok(CoordReply("v")));
+  ASSERT_EQ(rest.size(), 2u);  // the suspect primary still gets the write
 }
 
 TEST(RouteTest, PendingReplicasGetWritesUncounted) {

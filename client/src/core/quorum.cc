@@ -90,7 +90,7 @@ Route PlanRoute(const ClusterMap& map, PartitionId partition, const Health& heal
       used.insert(*stand_in);
       route.replicas.push_back(Target{*stand_in, health.address(*stand_in), Role::kFallback, node});
     } else {
-      route.replicas.push_back(Target{node, health.address(node), Role::kPrimary, ""});
+      route.replicas.push_back(Target{node, health.address(node), Role::kPrimary, "", true});
     }
   }
   for (const NodeId& node : map.PendingReplicas(route.partition)) {
@@ -123,14 +123,17 @@ WriteOp::WriteOp(Route route, WriteRequest request)
     }
   };
   const size_t n = route_.replicas.size();
+  auto primary = [&](size_t i) {
+    return targets_[i].target.role == Role::kPrimary && !targets_[i].target.suspect;
+  };
   for (size_t i = 0; i < n; ++i) {
-    if (targets_[i].target.node == req_.preferred_coordinator &&
-        targets_[i].target.role == Role::kPrimary) {
-      add(i);
-    }
+    if (targets_[i].target.node == req_.preferred_coordinator && primary(i)) add(i);
   }
   for (size_t i = 0; i < n; ++i) {
-    if (targets_[i].target.role == Role::kPrimary) add(i);
+    if (primary(i)) add(i);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    if (!targets_[i].target.suspect) add(i);
   }
   for (size_t i = 0; i < n; ++i) add(i);
 }

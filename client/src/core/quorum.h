@@ -25,6 +25,9 @@ struct Target {
   std::string address;
   Role role = Role::kPrimary;
   std::string hint;  // for a fallback: the primary it stands in for
+  // An unhealthy primary kept because no healthy node could stand in for it:
+  // still written to, but chosen as coordinator only after the others.
+  bool suspect = false;
 };
 
 // The nodes an operation on one key talks to.
