@@ -4,17 +4,18 @@
 // Each test prints a "[ fault ]" line with the figures docs/reliability.md
 // reports. DYNAMO_FAULT_SEED picks the churn schedule (default 1).
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
-#include <gtest/gtest.h>
-
 #include <atomic>
-#include <functional>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <random>
@@ -587,6 +588,64 @@ TEST(FaultTest, LeaverKilledMidTransferFinishesTheLeaveAndLosesNothing) {
             << (mid_transfer ? " (leave still pending)" : "")
             << ", restarted 1 s later: it left and exited " << leave_s << " s after the restart; "
             << t.Summary(missing.size()) << "\n";
+}
+
+// D5: once a node's fsync has failed, the data it wrote since its last good
+// sync may be gone from the page cache, so it must acknowledge nothing more.
+// The other two replicas go on taking writes. Anti-entropy is off, so what
+// n1 and n3 hold came from the writes themselves.
+TEST(FaultTest, NodeWhoseFsyncFailedAcknowledgesNoWriteAfterIt) {
+  const std::string prefix = "fsync:";
+  ProcessCluster c(3, "[gossip]\ninterval_ms = 200\n[anti_entropy]\ncycle_pause_ms = 3600000\n");
+  const std::string bad = "n2";
+  const std::string trigger = c.options().dir + "/fail-fsync";
+  const std::string bin = std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
+  c.SetEnv(bad, "LD_PRELOAD=" + bin + "/libdynamo_fail_fsync.so");
+  c.SetEnv(bad, "DYNAMO_FAIL_FSYNC_TRIGGER=" + trigger);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3);
+  ASSERT_TRUE(client);
+  LoadResult before = WriteUniqueKeys(*client, prefix, 500, 600, 60, 8);
+  ASSERT_EQ(before.acked.size(), 500u);
+
+  std::ofstream(trigger) << "fail\n";
+  LoadResult after = WriteUniqueKeys(*client, prefix + "after:", 2000, 4000, 60, 8);
+  EXPECT_EQ(after.acked.size(), 2000u);
+  // The client backs off the failed node as coordinator after its first
+  // storage error (each such write is in doubt: its log record may survive).
+  EXPECT_LE(after.failed, after.attempts / 20);
+  // Asked directly, it answers writes of both kinds with the storage error.
+  Result<proto::Message> coord =
+      cli::CallNode(c.Address(bad), proto::CoordPutRequest{"direct", {}, "v", false}, 5000);
+  EXPECT_EQ(coord.status().code(), StatusCode::kIOError) << coord.status().ToString();
+  SiblingSet set = CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "direct", false, 1})->siblings;
+  Result<proto::Message> replica =
+      cli::CallNode(c.Address(bad), proto::ReplicaPutRequest{"direct", set, ""}, 5000);
+  EXPECT_EQ(replica.status().code(), StatusCode::kIOError) << replica.status().ToString();
+  // Every write acknowledged after the failure is on both other replicas.
+  size_t short_of_two = 0;
+  for (const std::string& key : after.acked) {
+    for (const char* id : {"n1", "n3"}) {
+      Result<SiblingSet> s = c.StoredOn(id, key);
+      const bool held =
+          s.ok() && s->size() == 1 && (*s)[0].value == ValueOf(prefix + "after:", key);
+      if (!held && short_of_two++ < 5) ADD_FAILURE() << key << " acknowledged but not on " << id;
+    }
+  }
+  EXPECT_EQ(short_of_two, 0u);
+  // Reads still answer from the other two.
+  size_t read_ok = 0;
+  for (size_t i = 0; i < before.acked.size(); i += 5) {
+    Result<GetResult> r = client->Get(before.acked[i]);
+    read_ok += r.ok() && r->values.size() == 1 && r->values[0] == ValueOf(prefix, before.acked[i]);
+  }
+  EXPECT_EQ(read_ok, before.acked.size() / 5);
+  EXPECT_TRUE(c.Running(bad));
+  std::cout << "[ fault ] " << bad << "'s fsync fails (EIO) from a point on: " << after.acked.size()
+            << " of " << after.attempts << " writes acknowledged after it (" << after.failed
+            << " failed), " << short_of_two << " of them short of a copy on both other replicas; "
+            << bad << " refused a direct CoordPut and ReplicaPut; " << read_ok << " of "
+            << before.acked.size() / 5 << " reads of earlier keys correct\n";
 }
 
 TEST(FaultTest, WipedNodeIsRestoredByAntiEntropy) {

@@ -133,12 +133,25 @@ cli::LocalNode ProcessCluster::NodeFor(const std::string& id) const {
   cli::LocalClusterOptions o = options_;
   o.nodes = index;
   cli::LocalNode node = cli::LocalLayout(o).back();
+  auto env = env_.find(id);
+  if (env != env_.end()) {
+    for (const auto& [name, entry] : env->second) node.env.push_back(entry);
+  }
   auto placed = placement_.find(id);
   if (placed != placement_.end()) {
     node.netns = placed->second.first;
     node.address.host = placed->second.second;
   }
   return node;
+}
+
+void ProcessCluster::SetEnv(const std::string& id, const std::string& entry) {
+  const size_t eq = entry.find('=');
+  if (eq == std::string::npos) {
+    env_[id].erase(entry);
+  } else {
+    env_[id][entry.substr(0, eq)] = entry;
+  }
 }
 
 void ProcessCluster::Place(const std::string& id, const std::string& netns, const std::string& host) {

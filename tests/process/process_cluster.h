@@ -36,6 +36,9 @@ class ProcessCluster {
   // /run/netns), listening on `host` instead of 127.0.0.1. Call before it
   // starts; the config must set node.allow_remote.
   void Place(const std::string& id, const std::string& netns, const std::string& host);
+  // Adds NAME=value to node `id`'s environment from its next start on;
+  // `entry` without a value ("NAME") removes what was set.
+  void SetEnv(const std::string& id, const std::string& entry);
   void Kill9(const std::string& id);
   // SIGSTOP / SIGCONT: the process keeps its sockets but runs nothing, like a
   // long GC pause or a frozen VM.
@@ -73,6 +76,7 @@ class ProcessCluster {
   std::string binary_;
   std::map<std::string, pid_t> pids_;
   std::map<std::string, std::pair<std::string, std::string>> placement_;  // id -> (netns, host)
+  std::map<std::string, std::map<std::string, std::string>> env_;  // id -> name -> NAME=value
 };
 
 }  // namespace dynamo::test

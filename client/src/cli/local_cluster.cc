@@ -148,6 +148,21 @@ Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& op
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // The environment, with node.env's entries replacing any of the same name.
+  std::vector<std::string> extra_env = node.env;
+  auto overridden = [&](std::string_view entry) {
+    for (const std::string& e : extra_env) {
+      const size_t eq = e.find('=');
+      if (entry.substr(0, eq + 1) == std::string_view(e).substr(0, eq + 1)) return true;
+    }
+    return false;
+  };
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!overridden(*e)) envp.push_back(*e);
+  }
+  for (std::string& e : extra_env) envp.push_back(e.data());
+  envp.push_back(nullptr);
 
   int netns = -1;
   if (!node.netns.empty()) {
@@ -173,7 +188,7 @@ Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& op
     ::dup2(null, 0);
     ::dup2(log, 1);
     ::dup2(log, 2);
-    ::execv(argv[0], argv.data());
+    ::execve(argv[0], argv.data(), envp.data());
     ::_exit(127);
   }
   ::close(log);

@@ -37,6 +37,8 @@ struct LocalNode {
   // Network namespace (a name under /run/netns) to run the node in; empty:
   // this process's own.
   std::string netns;
+  // NAME=value entries added to the process's environment.
+  std::vector<std::string> env;
 };
 
 std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options);
