@@ -163,7 +163,7 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.paranoid_checks = true;
-  db_options.max_open_files = 512;
+  db_options.max_open_files = kRocksDbOpenFilesMax;
   // Foreground first (the paper's admission control, for RocksDB's own
   // background work): flushes and compactions write their files out a
   // megabyte at a time instead of in one burst at the end, which would queue

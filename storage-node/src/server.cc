@@ -1,9 +1,12 @@
 #include "server.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include <chrono>
+
+#include "dynamo/node/rocksdb_engine.h"
 
 namespace dynamo::node {
 namespace {
@@ -52,7 +55,34 @@ Now NodeServer::Clock() const {
              static_cast<uint64_t>(duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count())};
 }
 
+namespace {
+
+// Descriptors beyond the client and peer connections: RocksDB's table files,
+// its logs, the node's outgoing connections and the loop's own.
+constexpr size_t kDescriptorsBesideConnections = kRocksDbOpenFilesMax + 256;
+
+// Raises the soft open-file limit to the hard one (a default soft limit of
+// 1,024 would run out before node.max_connections does) and warns when even
+// the hard limit is short of what the configuration may use.
+void RaiseFileLimit(size_t needed) {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) (void)::getrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < needed) {
+    spdlog::warn(
+        "open-file limit {} is below the {} that node.max_connections and RocksDB may use; "
+        "raise it (ulimit -n) or lower node.max_connections",
+        static_cast<uint64_t>(rl.rlim_cur), needed);
+  }
+}
+
+}  // namespace
+
 Result<int> NodeServer::Run() {
+  RaiseFileLimit(config_.max_connections + kDescriptorsBesideConnections);
   net::ListenerOptions lopts;
   lopts.connections_max = config_.max_connections;
   lopts.connection.limits = config_.node.limits;

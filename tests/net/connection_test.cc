@@ -449,6 +449,7 @@ TEST(ListenerTest, ConnectionsMaxIsEnforced) {
   LoopThread lt;
   ListenerOptions opts;
   opts.connections_max = 2;
+  opts.evict_idle_ms = 0;
   EchoServer server(lt, opts);
   auto a = ConnectTo(lt, server.port());
   auto b = ConnectTo(lt, server.port());
@@ -461,6 +462,32 @@ TEST(ListenerTest, ConnectionsMaxIsEnforced) {
   EXPECT_EQ(lt.Run([&] { return server.listener().refused(); }), 1u);
   CloseOnLoop(lt, a);
   CloseOnLoop(lt, b);
+}
+
+// Connections that never send cannot lock others out: at the limit, a new
+// connection replaces the one idle longest.
+TEST(ListenerTest, AtTheLimitANewConnectionReplacesTheIdlest) {
+  LoopThread lt;
+  ListenerOptions opts;
+  opts.connections_max = 2;
+  opts.evict_idle_ms = 1;
+  EchoServer server(lt, opts);
+  RawSocket first(server.port());
+  RawSocket second(server.port());
+  for (int i = 0; i < 300 && lt.Run([&] { return server.listener().connections(); }) < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(lt.Run([&] { return server.listener().connections(); }), 2u);
+  std::this_thread::sleep_for(
+      std::chrono::milliseconds(20));  // both idle longer than evict_idle_ms
+  auto legit = ConnectTo(lt, server.port());
+  EXPECT_EQ(ValueOf(CallAll(lt, legit, {GetRequest{"served"}}, 2000)[0]), "served");
+  bool closed = false;
+  first.ReadUntilClosed(3000, &closed);
+  EXPECT_TRUE(closed);  // the first to arrive was idle longest
+  EXPECT_EQ(lt.Run([&] { return server.listener().evicted(); }), 1u);
+  EXPECT_EQ(lt.Run([&] { return server.listener().refused(); }), 0u);
+  CloseOnLoop(lt, legit);
 }
 
 TEST(ConnectionTest, IdleConnectionsAreClosed) {

@@ -499,7 +499,7 @@ void Listener::OnConnection(int status) {
     auto c = w.lock();
     return !c || c->closed();
   });
-  if (accepted_.size() >= options_.connections_max) {
+  if (accepted_.size() >= options_.connections_max && !EvictIdlest()) {
     ++refused_;
     conn->Close(Status::Busy("connections_max reached"));
     return;
@@ -507,6 +507,25 @@ void Listener::OnConnection(int status) {
   conn->on_request_ = on_request_;
   conn->Start();
   accepted_.push_back(conn);
+}
+
+bool Listener::EvictIdlest() {
+  if (options_.evict_idle_ms == 0) return false;
+  auto idlest = accepted_.end();
+  uint64_t oldest = UINT64_MAX;
+  for (auto it = accepted_.begin(); it != accepted_.end(); ++it) {
+    auto c = it->lock();
+    if (c && c->last_activity_ms_ < oldest) {
+      oldest = c->last_activity_ms_;
+      idlest = it;
+    }
+  }
+  if (idlest == accepted_.end() || loop_.NowMs() < oldest + options_.evict_idle_ms) return false;
+  auto c = idlest->lock();
+  accepted_.erase(idlest);
+  ++evicted_;
+  c->Close(Status::Busy("connections_max reached: closed as the connection idle longest"));
+  return true;
 }
 
 }  // namespace dynamo::net

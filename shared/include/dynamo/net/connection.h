@@ -146,9 +146,13 @@ std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer,
 
 struct ListenerOptions {
   ConnectionOptions connection;
-  // Connections served at once; more are accepted and closed at once.
-  // Default: 1024.
+  // Connections served at once. At the limit, a new connection replaces the
+  // one idle longest if that one has been idle at least evict_idle_ms (so
+  // connections that never send cannot lock everyone out); otherwise the new
+  // one is accepted and closed at once. Default: 1024.
   size_t connections_max = 1024;
+  // 0: never replace an idle connection. Default: 1000 ms.
+  uint64_t evict_idle_ms = 1000;
   // Default: 511.
   int backlog = 511;
 };
@@ -172,10 +176,14 @@ class Listener {
   size_t connections() const;
   // Connections refused because connections_max was reached.
   uint64_t refused() const { return refused_; }
+  // Idle connections closed to make room for a new one.
+  uint64_t evicted() const { return evicted_; }
 
  private:
   Listener(EventLoop& loop, ListenerOptions options, Connection::RequestHandler on_request);
   void OnConnection(int status);
+  // Closes the connection idle longest if it has been idle evict_idle_ms.
+  bool EvictIdlest();
 
   EventLoop& loop_;
   ListenerOptions options_;
@@ -183,6 +191,7 @@ class Listener {
   uv_tcp_s* server_ = nullptr;
   uint16_t port_ = 0;
   uint64_t refused_ = 0;
+  uint64_t evicted_ = 0;
   std::vector<std::weak_ptr<Connection>> accepted_;
 };
 

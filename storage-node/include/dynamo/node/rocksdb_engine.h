@@ -8,6 +8,9 @@
 
 namespace dynamo::node {
 
+// Table files RocksDB keeps open at once (each holds a file descriptor).
+inline constexpr int kRocksDbOpenFilesMax = 512;
+
 struct RocksDbOptions {
   // Block cache for reads. Default: 64 MiB.
   size_t block_cache_bytes = 64u << 20;
