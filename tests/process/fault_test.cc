@@ -1,12 +1,14 @@
-// Fault tests with real daemons: kill -9 churn, long outages of two
-// primaries, a wiped data directory, the lost-clock case, deletes during an
-// outage and concurrent set adds under a repeating network partition.
-// Each test prints a "[ fault ]" line with the figures docs/reliability.md
-// reports. DYNAMO_FAULT_SEED picks the churn schedule (default 1).
+// Fault tests with real daemons, one per row of the fault table in
+// docs/reliability.md. Each test prints a "[ fault ]" line with the figures
+// the table reports. DYNAMO_FAULT_SEED picks the churn schedule (default 1).
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -723,6 +725,60 @@ TEST(FaultTest, SkewedNodeClocksDoNotReorderCausalWrites) {
             << " writes coordinated by each node in turn each superseded the last (stamps within "
             << worst_stamp_error_ms << " ms of each node's skewed clock); " << kRounds
             << " SDK read-modify-writes kept every append\n";
+}
+
+// W4: thousands of connections that open and never send. At
+// node.max_connections (1,024) a new connection replaces the one idle
+// longest, so the node stays reachable for new clients and peers.
+TEST(FaultTest, ThousandsOfSilentConnectionsDoNotLockANodeOut) {
+  constexpr size_t kSilent = 1500;
+  rlimit rl{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &rl), 0);
+  rl.rlim_cur = rl.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &rl);
+  ::getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < kSilent + 512)
+    GTEST_SKIP() << "needs " << kSilent + 512 << " open files, ulimit allows " << rl.rlim_cur;
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  const net::Endpoint target = c.Address("n1");
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(target.port);
+  ASSERT_EQ(::inet_pton(AF_INET, target.host.c_str(), &addr.sin_addr), 1);
+  std::vector<int> silent;
+  for (size_t i = 0; i < kSilent; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0) << i;
+    silent.push_back(fd);
+  }
+  SleepMs(1500);  // every silent connection now idle longer than the node's 1 s threshold
+  // New connections are served: an admin call, and a client that connects now.
+  Result<cli::NodeStatsView> stats = c.Stats("n1");
+  EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+  auto client = Open(c, 1);
+  ASSERT_TRUE(client);
+  size_t served = 0;
+  for (int i = 0; i < 20; ++i) {
+    const std::string key = "reachable:" + std::to_string(i);
+    Result<std::string> put = client->Put(key, "v");
+    Result<GetResult> got = client->Get(key);
+    served += put.ok() && got.ok() && got->values == std::vector<std::string>{"v"};
+  }
+  EXPECT_EQ(served, 20u);
+  size_t closed_by_node = 0;
+  for (int fd : silent) {
+    char byte;
+    closed_by_node += ::recv(fd, &byte, 1, MSG_DONTWAIT) == 0;
+    ::close(fd);
+  }
+  EXPECT_GT(closed_by_node, kSilent - 1024);
+  std::cout << "[ fault ] " << kSilent
+            << " silent connections to n1 (node.max_connections 1024): " << closed_by_node
+            << " closed by the node; afterwards a new admin call "
+            << (stats.ok() ? "served" : "refused") << ", a new client served " << served
+            << " of 20 writes and reads\n";
 }
 
 TEST(FaultTest, WipedNodeIsRestoredByAntiEntropy) {
