@@ -178,7 +178,13 @@ void NodeServer::StartShutdown(int code, const std::string& why) {
   if (shutting_down_) return;
   shutting_down_ = true;
   exit_code_ = code;
-  spdlog::info("stopping ({}): no new connections, finishing requests in flight", why);
+  if (code == 0) {
+    spdlog::info("stopping ({}): no new connections, finishing requests in flight", why);
+  } else {
+    spdlog::error(
+        "stopping with exit status {} ({}): no new connections, finishing requests in flight", code,
+        why);
+  }
   shutdown_deadline_ms_ = Clock().mono_ms + config_.shutdown_grace_ms;
   core_->BeginShutdown(Clock());
   Pump();
