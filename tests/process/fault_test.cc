@@ -470,12 +470,33 @@ class RingChangeUnderLoad {
     if (!client_) return ::testing::AssertionFailure() << "client did not open";
     loaded_ = WriteUniqueKeys(*client_, kLoadPrefix, kLoaded, kLoaded + 1000, 120, 16, kValueBytes);
     if (loaded_.acked.size() != kLoaded) return ::testing::AssertionFailure() << "load fell short";
+    formed_ = c_.SumStat("transfers_done");  // the cluster's formation made some
     writer_ = std::thread([this] {
       during_ = WriteUniqueKeys(*client_, kWritePrefix, 0, 200000, 120, 4, kValueBytes,
                                 [this] { return writing_.load(); });
     });
     return ::testing::AssertionSuccess();
   }
+
+  // Once the change under way has made two partition transfers, kills
+  // `id` with -9 and restarts it a second later. Failure when no transfer
+  // was seen or the restart failed.
+  ::testing::AssertionResult KillMidTransferAndRestart(const std::string& id) {
+    const bool started =
+        WaitFor([&] { return c_.SumStat("transfers_done") >= formed_ + 2; }, 60000, 10);
+    transfers_at_kill_ = c_.SumStat("transfers_done") - formed_;
+    pending_at_kill_ = Pending();
+    c_.Kill9(id);
+    if (!started) return ::testing::AssertionFailure() << "no partition transfer within 60 s";
+    SleepMs(1000);
+    if (!c_.Spawn(id).ok())
+      return ::testing::AssertionFailure() << "restart of " << id << " failed";
+    restarted_ = Clock::now();
+    return ::testing::AssertionSuccess();
+  }
+  // Whether the change was still under way when the node was killed.
+  bool PendingAtKill() const { return pending_at_kill_; }
+  double SecondsSinceRestart() const { return SecondsSince(restarted_); }
 
   // Whether n1 sees a membership change still under way.
   bool Pending() {
@@ -502,7 +523,9 @@ class RingChangeUnderLoad {
   }
 
   std::string Summary(size_t lost) const {
-    return std::to_string(acked_) + " acknowledged writes (" +
+    return "killed -9 after " + std::to_string(transfers_at_kill_) + " partition transfers" +
+           (pending_at_kill_ ? " (change still pending)" : "") + ", restarted 1 s later; " +
+           std::to_string(acked_) + " acknowledged writes (" +
            std::to_string(during_.acked.size()) + " during the change, " +
            std::to_string(during_.failed) + " failed), acknowledged lost " + std::to_string(lost);
   }
@@ -523,24 +546,18 @@ class RingChangeUnderLoad {
   std::atomic<bool> writing_{true};
   std::thread writer_;
   size_t acked_ = 0;
+  uint64_t formed_ = 0, transfers_at_kill_ = 0;
+  bool pending_at_kill_ = false;
+  Clock::time_point restarted_;
 };
 
 TEST(FaultTest, JoinerKilledMidTransferFinishesTheJoinAndLosesNothing) {
   RingChangeUnderLoad t(3);
   ASSERT_TRUE(t.Start());
   ProcessCluster& c = t.cluster();
-  const uint64_t formed = c.SumStat("transfers_done");  // the cluster's formation made some
   ASSERT_TRUE(c.SpawnExtra(4).ok());
-  const bool started =
-      WaitFor([&] { return c.SumStat("transfers_done") >= formed + 2; }, 60000, 10);
-  const uint64_t done_at_kill = c.SumStat("transfers_done") - formed;
-  const bool mid_transfer = t.Pending();
-  c.Kill9("n4");
-  ASSERT_TRUE(started);
-  EXPECT_TRUE(mid_transfer) << "the join had finished before the kill";
-  SleepMs(1000);
-  ASSERT_TRUE(c.Spawn("n4").ok());
-  const Clock::time_point back = Clock::now();
+  ASSERT_TRUE(t.KillMidTransferAndRestart("n4"));
+  EXPECT_TRUE(t.PendingAtKill()) << "the join had finished before the kill";
   std::string why;
   ASSERT_TRUE(
       cli::WaitForConvergence({c.Address("n1"), c.Address("n2"), c.Address("n3"), c.Address("n4")},
@@ -548,15 +565,13 @@ TEST(FaultTest, JoinerKilledMidTransferFinishesTheJoinAndLosesNothing) {
           .ok())
       << why;
   ASSERT_TRUE(WaitFor([&] { return !t.Pending(); }, 120000));
-  const double join_s = SecondsSince(back);
+  const double join_s = t.SecondsSinceRestart();
   std::vector<std::string> missing = t.StopAndCheck();
   EXPECT_TRUE(missing.empty()) << missing.size() << " acknowledged keys short of 3 copies";
   Client::RingInfo ring = t.client().Ring();
   const auto owned = std::count(ring.owners.begin(), ring.owners.end(), "n4");
   EXPECT_GT(owned, 0);
-  std::cout << "[ fault ] joiner n4 killed -9 after " << done_at_kill << " partition transfers"
-            << (mid_transfer ? " (join still pending)" : "")
-            << ", restarted 1 s later: join finished " << join_s
+  std::cout << "[ fault ] joiner n4: join finished " << join_s
             << " s after the restart, n4 first owner of " << owned << " of " << ring.partitions
             << " partitions; " << t.Summary(missing.size()) << "\n";
 }
@@ -565,31 +580,20 @@ TEST(FaultTest, LeaverKilledMidTransferFinishesTheLeaveAndLosesNothing) {
   RingChangeUnderLoad t(4);
   ASSERT_TRUE(t.Start());
   ProcessCluster& c = t.cluster();
-  const uint64_t formed = c.SumStat("transfers_done");  // the cluster's formation made some
   Result<proto::Message> left =
       cli::CallNode(c.Address("n1"), proto::AdminRequest{proto::AdminOp::kLeave, "n4"}, 5000);
   ASSERT_TRUE(left.ok() && std::holds_alternative<proto::AdminReply>(left->body));
-  const bool started =
-      WaitFor([&] { return c.SumStat("transfers_done") >= formed + 2; }, 60000, 10);
-  const uint64_t done_at_kill = c.SumStat("transfers_done") - formed;
-  const bool mid_transfer = t.Pending();
-  c.Kill9("n4");
-  ASSERT_TRUE(started);
-  EXPECT_TRUE(mid_transfer) << "the leave had finished before the kill";
-  SleepMs(1000);
-  ASSERT_TRUE(c.Spawn("n4").ok());
-  const Clock::time_point back = Clock::now();
+  ASSERT_TRUE(t.KillMidTransferAndRestart("n4"));
+  EXPECT_TRUE(t.PendingAtKill()) << "the leave had finished before the kill";
   // It goes on leaving: once its partitions moved it hands off and exits.
   EXPECT_EQ(c.WaitExit("n4", 120000), 0);
   ASSERT_TRUE(WaitFor([&] { return !t.Pending(); }, 120000));
-  const double leave_s = SecondsSince(back);
+  const double leave_s = t.SecondsSinceRestart();
   std::vector<std::string> missing = t.StopAndCheck();
   EXPECT_TRUE(missing.empty()) << missing.size() << " acknowledged keys short of 3 copies";
   Client::RingInfo ring = t.client().Ring();
   EXPECT_EQ(std::count(ring.owners.begin(), ring.owners.end(), "n4"), 0);
-  std::cout << "[ fault ] leaver n4 killed -9 after " << done_at_kill << " partition transfers"
-            << (mid_transfer ? " (leave still pending)" : "")
-            << ", restarted 1 s later: it left and exited " << leave_s << " s after the restart; "
+  std::cout << "[ fault ] leaver n4: it left and exited " << leave_s << " s after the restart; "
             << t.Summary(missing.size()) << "\n";
 }
 
