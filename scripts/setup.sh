@@ -16,8 +16,8 @@ PACKAGES=(
   pybind11-dev python3-dev python3-pytest python3-mypy
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
-  # process tests: ip netns for partitions
-  iproute2 procps
+  # process tests: ip netns for partitions, nft for one-way ones
+  iproute2 procps nftables
   # dynamo-bench: the Redis and etcd peers it is compared with, its plots
   libhiredis-dev redis-server etcd-server gnuplot-nox
 )

@@ -14,7 +14,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -1072,6 +1074,46 @@ class NetnsPair {
     Run("ip -n " + b_ + " link set vb " + state);
   }
 
+  static bool HasNft() { return Run("nft --version") == 0; }
+
+  // Drops every packet one side sends to the other (`from_a`: A's to B)
+  // while the other direction still delivers, as a one-way partition does.
+  // The sender's namespace counts both: what it dropped, what still arrived.
+  bool CutOneWay(bool from_a) {
+    const std::string other = from_a ? kHostB : kHostA;
+    const std::string nft = "ip netns exec " + Side(from_a) + " nft ";
+    const std::string t = std::string(" inet ") + kTable + " ";
+    for (const std::string& cmd :
+         {nft + "add table" + t,
+          nft + "'add chain" + t + "out { type filter hook output priority 0; }'",
+          nft + "'add chain" + t + "in { type filter hook input priority 0; }'",
+          nft + "add rule" + t + "out ip daddr " + other + " counter drop",
+          nft + "add rule" + t + "in ip saddr " + other + " counter"}) {
+      if (Run(cmd) != 0) return false;
+    }
+    return true;
+  }
+  void HealOneWay(bool from_a) {
+    Run("ip netns exec " + Side(from_a) + " nft delete table inet " + kTable);
+  }
+  // Packets the cut dropped and packets that still arrived from the other
+  // side, so far.
+  std::pair<uint64_t, uint64_t> OneWayCounts(bool from_a) {
+    uint64_t dropped = 0, arrived = 0;
+    const std::string cmd = "ip netns exec " + Side(from_a) + " nft list table inet " + kTable;
+    FILE* p = ::popen(cmd.c_str(), "r");
+    if (p == nullptr) return {0, 0};
+    char line[512];
+    while (std::fgets(line, sizeof(line), p) != nullptr) {
+      const char* at = std::strstr(line, "packets ");
+      if (at == nullptr) continue;
+      const uint64_t n = std::strtoull(at + 8, nullptr, 10);
+      (std::strstr(line, "daddr") != nullptr ? dropped : arrived) += n;
+    }
+    ::pclose(p);
+    return {dropped, arrived};
+  }
+
   // Runs `fn` on a new thread inside namespace `ns`; threads it starts (a
   // client's I/O thread) stay there.
   static std::thread In(const std::string& ns, std::function<void()> fn) {
@@ -1088,7 +1130,11 @@ class NetnsPair {
   }
 
  private:
-  static int Run(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); }
+  static constexpr const char* kTable = "dynfault";
+  static int Run(const std::string& cmd) {
+    return std::system(("(" + cmd + ") >/dev/null 2>&1").c_str());
+  }
+  const std::string& Side(bool a) const { return a ? a_ : b_; }
   std::string a_, b_;
 };
 
@@ -1222,6 +1268,105 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
             << " adds acknowledged, " << failed_adds << " attempts failed; at most " << max_siblings
             << " siblings; acknowledged adds lost " << (HasFailure() ? "see failures" : "0")
             << "; replicas agree " << converge_s << " s after the last heal\n";
+}
+
+// One-way partitions: each side in turn loses every packet it sends to the
+// other, while what the other sends still arrives (a node then applies
+// requests whose answers never get back). Every client call ends within its
+// deadline, and no acknowledged write is lost.
+TEST(FaultTest, OneWayPartitionsEndEveryCallInItsTimeoutAndLoseNothing) {
+  NetnsPair net;
+  std::string why = net.Create();
+  if (why.empty() && !NetnsPair::HasNft()) why = "no nft command (nftables)";
+  if (!why.empty()) {
+    GTEST_SKIP() << "one-way partition test needs root, `ip netns` and `nft` (" << why
+                 << "); skipped";
+  }
+  constexpr size_t kNodes = 5, kClients = 4, kCuts = 4, kWritesMax = 20000;
+  constexpr uint64_t kTimeoutMs = 1000, kCallSlackMs = 1000, kCutMs = 3000, kHealMs = 1500;
+  const std::string prefix = "oneway:";
+  ProcessCluster c(kNodes, std::string("[node]\nallow_remote = true\n") + kFastConfig);
+  for (const std::string& id : NodeIds(kNodes)) {
+    const bool side_a = id <= "n3";
+    c.Place(id, side_a ? net.a() : net.b(), side_a ? NetnsPair::kHostA : NetnsPair::kHostB);
+  }
+  std::mutex mu;
+  std::vector<std::string> acked;
+  size_t calls = 0, failed = 0, late = 0;
+  uint64_t slowest_ms = 0;
+  std::vector<std::pair<uint64_t, uint64_t>> counts;  // per cut: dropped, arrived
+  std::vector<std::string> missing;
+  double converge_s = 0;
+  NetnsPair::In(net.a(), [&] {
+    ASSERT_TRUE(c.Start().ok());
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> clients;
+    for (size_t i = 0; i < kClients; ++i) {
+      clients.push_back(NetnsPair::In(i % 2 == 0 ? net.a() : net.b(), [&, i] {
+        auto client = Open(c, kNodes, [](ClientOptions& o) { o.timeout_ms = kTimeoutMs; });
+        ASSERT_TRUE(client);
+        std::string last;
+        auto timed = [&](auto&& call) {
+          const Clock::time_point start = Clock::now();
+          const bool ok = call();
+          const auto ms = static_cast<uint64_t>(
+              std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
+          std::lock_guard<std::mutex> g(mu);
+          ++calls;
+          failed += !ok;
+          late += ms > kTimeoutMs + kCallSlackMs;
+          slowest_ms = std::max(slowest_ms, ms);
+          return ok;
+        };
+        for (size_t j = 0; j < kWritesMax && !stop; ++j) {
+          const std::string key = prefix + std::to_string(i) + "-" + std::to_string(j);
+          if (timed([&] { return client->Put(key, ValueOf(prefix, key)).ok(); })) {
+            std::lock_guard<std::mutex> g(mu);
+            acked.push_back(key);
+            last = key;
+          }
+          if (!last.empty()) timed([&] { return client->Get(last).ok(); });
+          SleepMs(5);
+        }
+      }));
+    }
+    SleepMs(kHealMs);
+    for (size_t cut = 0; cut < kCuts; ++cut) {
+      const bool from_a = cut % 2 == 0;
+      EXPECT_TRUE(net.CutOneWay(from_a));
+      SleepMs(kCutMs);
+      counts.push_back(net.OneWayCounts(from_a));
+      net.HealOneWay(from_a);
+      SleepMs(kHealMs);
+    }
+    stop = true;
+    for (std::thread& t : clients) t.join();
+    const Clock::time_point healed = Clock::now();
+    auto reader = Open(c, kNodes);
+    ASSERT_TRUE(reader);
+    auto stored = [&](const std::string& key, const std::vector<ReplicaVersions>& rs) {
+      return HoldsOnly(rs, 3, ValueOf(prefix, key));
+    };
+    missing =
+        Converge(*reader, acked, stored, 120000, [&] { return NodesHoldingHints(c, kNodes) == 0; });
+    converge_s = SecondsSince(healed);
+    for (size_t i = 0; i < std::min<size_t>(missing.size(), 5); ++i)
+      ADD_FAILURE() << Describe(*reader, missing[i]);
+  }).join();
+  ASSERT_EQ(counts.size(), kCuts);
+  for (size_t cut = 0; cut < kCuts; ++cut) {
+    // The cut dropped traffic, and the other direction kept delivering.
+    EXPECT_GT(counts[cut].first, 0u) << "cut " << cut;
+    EXPECT_GT(counts[cut].second, 0u) << "cut " << cut;
+  }
+  EXPECT_EQ(late, 0u) << "slowest call " << slowest_ms << " ms";
+  EXPECT_GT(acked.size(), 100u);
+  EXPECT_EQ(missing.size(), 0u);
+  std::cout << "[ fault ] " << kCuts << " one-way partitions of " << kCutMs
+            << " ms, alternating sides: " << calls << " client calls, " << failed
+            << " failed, slowest " << slowest_ms << " ms (timeout " << kTimeoutMs << " ms); "
+            << acked.size() << " writes acknowledged, " << missing.size()
+            << " lost; replicas and hints settled " << converge_s << " s after the last heal\n";
 }
 
 }  // namespace
