@@ -28,6 +28,11 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string Name() const = 0;
   virtual Status Open(net::EventLoop& loop, size_t slots) = 0;
+  // After Open: a loop of the backend's own whose thread already runs its
+  // completions; the driver then runs there too, with no hand-off between
+  // threads, and Read, Write and `done` run on it. Null: the loop given to
+  // Open.
+  virtual net::EventLoop* OwnLoop() { return nullptr; }
   virtual void Read(size_t slot, const std::string& key, OpDone done) = 0;
   virtual void Write(size_t slot, const std::string& key, std::string_view value, OpDone done) = 0;
   virtual void Close() = 0;

@@ -1,5 +1,5 @@
-// dynamo-bench's dynamo backend: the SDK's asynchronous calls, answered on
-// the SDK's I/O thread and handed back to the driver's loop.
+// dynamo-bench's dynamo backend: the SDK's asynchronous calls. The driver
+// runs on the SDK's I/O loop, where they are started and answered.
 #include <unordered_map>
 
 #include "dynamo/client.h"
@@ -13,8 +13,7 @@ class DynamoBackend : public Backend {
   explicit DynamoBackend(DynamoBackendOptions o) : o_(std::move(o)) {}
   std::string Name() const override { return o_.lww ? "dynamo (lww)" : "dynamo"; }
 
-  Status Open(net::EventLoop& loop, size_t) override {
-    loop_ = &loop;
+  Status Open(net::EventLoop&, size_t) override {
     ClientOptions co;
     co.seeds = o_.seeds;
     co.r = o_.r;
@@ -27,20 +26,20 @@ class DynamoBackend : public Backend {
     return Status::OK();
   }
 
+  net::EventLoop* OwnLoop() override { return &client_->io_loop(); }
+
   void Read(size_t, const std::string& key, OpDone done) override {
     client_->GetAsync(key, {}, [this, key, done = std::move(done)](Result<GetResult> r) mutable {
-      loop_->Post([this, key, r = std::move(r), done = std::move(done)]() mutable {
-        OpOutcome out;
-        if (r.ok()) {
-          out.values = r->values.size();
-          // A write that finished while this read was out left a newer
-          // context than the read's: keep it.
-          if (r->found) contexts_.try_emplace(key, std::move(r->context));
-        } else {
-          out.status = r.status();
-        }
-        done(std::move(out));
-      });
+      OpOutcome out;
+      if (r.ok()) {
+        out.values = r->values.size();
+        // A write that finished while this read was out left a newer
+        // context than the read's: keep it.
+        if (r->found) contexts_.try_emplace(key, std::move(r->context));
+      } else {
+        out.status = r.status();
+      }
+      done(std::move(out));
     });
   }
 
@@ -63,15 +62,13 @@ class DynamoBackend : public Backend {
     wo.context = it->second;
     client_->PutAsync(key, std::string(value), std::move(wo),
                       [this, key, done = std::move(done)](Result<std::string> r) mutable {
-                        loop_->Post([this, key, r = std::move(r), done = std::move(done)]() mutable {
-                          OpOutcome out;
-                          if (r.ok()) {
-                            contexts_[key] = std::move(*r);
-                          } else {
-                            out.status = r.status();
-                          }
-                          done(std::move(out));
-                        });
+                        OpOutcome out;
+                        if (r.ok()) {
+                          contexts_[key] = std::move(*r);
+                        } else {
+                          out.status = r.status();
+                        }
+                        done(std::move(out));
                       });
   }
 
@@ -79,9 +76,8 @@ class DynamoBackend : public Backend {
 
  private:
   DynamoBackendOptions o_;
-  net::EventLoop* loop_ = nullptr;
   std::unique_ptr<Client> client_;
-  std::unordered_map<std::string, std::string> contexts_;  // loop thread only
+  std::unordered_map<std::string, std::string> contexts_;  // the SDK's I/O thread only
 };
 
 }  // namespace

@@ -110,7 +110,8 @@ int main(int argc, char** argv) {
     stop();
     return Fail("cannot open " + backend_name + ": " + st.ToString());
   }
-  Result<RunReport> report = RunLoad(loop, *backend, o);
+  net::EventLoop* own = backend->OwnLoop();
+  Result<RunReport> report = RunLoad(own != nullptr ? *own : loop, *backend, o);
   if (o.progress) std::fprintf(stderr, "\n");
   backend->Close();
   stop();

@@ -98,12 +98,21 @@ class Client::Impl {
   }
 
   Status Refresh() {
+    DYNAMO_RETURN_IF_ERROR(CheckMayBlock());
     std::promise<Status> p;
     loop_.Post([this, &p] { RefreshNow([&p](Status s) { p.set_value(std::move(s)); }); });
     return p.get_future().get();
   }
 
   const ClientOptions& options() const { return options_; }
+  net::EventLoop& loop() { return loop_; }
+
+  // Blocking calls wait for the I/O thread: made on it, they would wait forever.
+  Status CheckMayBlock() const {
+    if (!loop_.InLoopThread()) return Status::OK();
+    return Status::InvalidArgument(
+        "blocking client call on the client's I/O thread; use the async form");
+  }
 
   // ---------------------------------------------------------------- view
 
@@ -469,6 +478,17 @@ class Client::Impl {
 
   // ---------------------------------------------------------------- public surface
 
+  // Runs `fn` on the I/O thread: posted from other threads; from the I/O
+  // thread itself, deferred to the end of the loop's pass (no wake-up, and
+  // the caller's callback finishes first).
+  void RunOnLoop(std::function<void()> fn) {
+    if (loop_.InLoopThread()) {
+      loop_.Defer(std::move(fn));
+    } else {
+      loop_.Post(std::move(fn));
+    }
+  }
+
   void GetAsync(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
     ++stats_.gets;
     Status k = CheckKey(key);
@@ -477,7 +497,7 @@ class Client::Impl {
       done(k);
       return;
     }
-    loop_.Post([this, key = std::move(key), opts, done = std::move(done)]() mutable {
+    RunOnLoop([this, key = std::move(key), opts, done = std::move(done)]() mutable {
       StartRead(std::move(key), opts, std::move(done));
     });
   }
@@ -496,8 +516,8 @@ class Client::Impl {
       done(k);
       return;
     }
-    loop_.Post([this, key = std::move(key), value = std::move(value), tombstone, opts,
-                done = std::move(done)]() mutable {
+    RunOnLoop([this, key = std::move(key), value = std::move(value), tombstone, opts,
+               done = std::move(done)]() mutable {
       StartWrite(std::move(key), std::move(value), tombstone, std::move(opts), std::move(done));
     });
   }
@@ -527,6 +547,10 @@ class Client::Impl {
 
   std::vector<ReplicaVersions> Inspect(std::string_view key) {
     std::vector<ReplicaVersions> out;
+    if (Status s = CheckMayBlock(); !s.ok()) {
+      out.push_back(ReplicaVersions{"", s.ToString(), {}});
+      return out;
+    }
     std::shared_ptr<const View> v = view();
     if (!v) return out;
     const PartitionId p = v->map.ring().KeyPartition(key);
@@ -660,7 +684,10 @@ void Client::DeleteAsync(std::string key, WriteOptions options, std::function<vo
   impl_->WriteAsync(std::move(key), "", true, std::move(options), std::move(done));
 }
 
+net::EventLoop& Client::io_loop() { return impl_->loop(); }
+
 Result<GetResult> Client::Get(std::string_view key, const ReadOptions& options) {
+  DYNAMO_RETURN_IF_ERROR(impl_->CheckMayBlock());
   std::promise<Result<GetResult>> p;
   impl_->GetAsync(std::string(key), options, [&p](Result<GetResult> r) { p.set_value(std::move(r)); });
   Result<GetResult> r = p.get_future().get();
@@ -672,6 +699,7 @@ Result<GetResult> Client::Get(std::string_view key, const ReadOptions& options) 
 }
 
 Result<std::string> Client::Put(std::string_view key, std::string_view value, const WriteOptions& options) {
+  DYNAMO_RETURN_IF_ERROR(impl_->CheckMayBlock());
   std::promise<Result<std::string>> p;
   impl_->WriteAsync(std::string(key), std::string(value), false, options,
                     [&p](Result<std::string> r) { p.set_value(std::move(r)); });
@@ -679,6 +707,7 @@ Result<std::string> Client::Put(std::string_view key, std::string_view value, co
 }
 
 Result<std::string> Client::Delete(std::string_view key, const WriteOptions& options) {
+  DYNAMO_RETURN_IF_ERROR(impl_->CheckMayBlock());
   std::promise<Result<std::string>> p;
   impl_->WriteAsync(std::string(key), "", true, options, [&p](Result<std::string> r) { p.set_value(std::move(r)); });
   return p.get_future().get();

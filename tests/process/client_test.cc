@@ -1,12 +1,15 @@
 // The SDK against real daemons on loopback.
+#include "dynamo/client.h"
+
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <future>
 #include <set>
 #include <sstream>
 #include <thread>
 
-#include "dynamo/client.h"
+#include "dynamo/net/event_loop.h"
 #include "process/process_cluster.h"
 
 namespace dynamo::test {
@@ -224,6 +227,57 @@ TEST(ClientProcessTest, LimitsAndBadInputAreRefusedBeforeSending) {
   nobody.seeds = {"127.0.0.1:1"};
   nobody.timeout_ms = 300;
   EXPECT_EQ(Client::Open(nobody).status().code(), StatusCode::kUnavailable);
+}
+
+// Work run on the client's I/O loop chains async calls with no thread hop;
+// a blocking call made there fails instead of waiting on itself.
+TEST(ClientProcessTest, CallsChainOnTheIoLoopAndBlockingCallsThereFail) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3);
+  ASSERT_TRUE(client);
+  constexpr int kChain = 20;
+  std::promise<void> finished;
+  std::vector<std::string> contexts;
+  Status blocking_get, blocking_put, refresh, failure;
+  std::string inspect_error;
+  bool on_loop = true;
+  std::function<void(int)> step = [&](int i) {
+    on_loop = on_loop && client->io_loop().InLoopThread();
+    if (i == kChain) {
+      blocking_get = client->Get("chain").status();
+      blocking_put = client->Put("chain", "x").status();
+      refresh = client->Refresh();
+      std::vector<ReplicaVersions> inspected = client->Inspect("chain");
+      inspect_error = inspected.size() == 1 ? inspected[0].error : "";
+      finished.set_value();
+      return;
+    }
+    WriteOptions wo;
+    wo.context = contexts.empty() ? "" : contexts.back();
+    client->PutAsync("chain", "v" + std::to_string(i), wo, [&, i](Result<std::string> r) {
+      if (!r.ok()) {
+        failure = r.status();
+        finished.set_value();
+        return;
+      }
+      contexts.push_back(std::move(*r));
+      step(i + 1);
+    });
+  };
+  client->io_loop().Post([&] { step(0); });
+  finished.get_future().wait();
+  ASSERT_TRUE(failure.ok()) << failure.ToString();
+  EXPECT_TRUE(on_loop);
+  EXPECT_EQ(contexts.size(), static_cast<size_t>(kChain));
+  EXPECT_EQ(blocking_get.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(blocking_put.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(refresh.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(inspect_error.find("I/O thread"), std::string::npos) << inspect_error;
+  // Each write superseded the one before: one version is left.
+  Result<GetResult> r = client->Get("chain");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->values, std::vector<std::string>{"v" + std::to_string(kChain - 1)});
 }
 
 TEST(ClientProcessTest, ViewFollowsMembershipChanges) {

@@ -35,6 +35,10 @@
 
 namespace dynamo {
 
+namespace net {
+class EventLoop;
+}
+
 // Merges the values of concurrent versions into one (e.g. a set union).
 using Resolver = std::function<std::string(const std::vector<std::string>& values)>;
 
@@ -87,8 +91,14 @@ class Client {
   // Deletes `key` (writes a tombstone), with the same quorum rules as Put.
   Result<std::string> Delete(std::string_view key, const WriteOptions& options = {});
 
+  // Blocking calls made on the client's I/O thread (from an async callback,
+  // or from work posted to io_loop()) would wait on themselves; they fail
+  // with InvalidArgument instead.
+
   // Asynchronous forms; `done` runs on the I/O thread. Async reads return
-  // every sibling: the resolver is applied by the blocking Get only.
+  // every sibling: the resolver is applied by the blocking Get only. Called
+  // on the I/O thread, they start at the end of the loop's current pass, with
+  // no wake-up or thread hop.
   void GetAsync(std::string key, ReadOptions options, std::function<void(Result<GetResult>)> done);
   void PutAsync(std::string key, std::string value, WriteOptions options,
                 std::function<void(Result<std::string>)> done);
@@ -122,6 +132,13 @@ class Client {
   };
   Stats stats() const;
   const ClientOptions& options() const;
+
+  // The I/O thread's event loop (dynamo/net/event_loop.h), for callers that
+  // drive operations from the thread their callbacks run on, with no hop
+  // between threads: Post work to it; timers and async calls made there run
+  // beside the client's own work. Nothing run there may block. It lives as
+  // long as the Client.
+  net::EventLoop& io_loop();
 
   class Impl;
 
