@@ -188,9 +188,20 @@ void NodeCore::Start(Now now) {
     if (state_.last_alive_wall_ms != 0 &&
         now.wall_ms > state_.last_alive_wall_ms + options_.tombstone_grace_ms) {
       catching_up_ = true;
-      Log(LogLevel::kWarn, "away for " + std::to_string((now.wall_ms - state_.last_alive_wall_ms) / 1000) +
-                               " s, longer than the tombstone grace period: reads wait for a full "
-                               "anti-entropy round");
+      Log(LogLevel::kWarn,
+          "away for " + std::to_string((now.wall_ms - state_.last_alive_wall_ms) / 1000) +
+              " s, longer than the tombstone grace period: reads wait for a full "
+              "anti-entropy round, and data held through the absence is not handed "
+              "off to partitions' new replicas");
+      // Durable before the first record of this run's life, which follows it
+      // in the log: a restart must not forget the absence.
+      state_.stale_before_wall_ms = now.wall_ms;
+      WriteOp stale;
+      stale.sync = true;
+      stale.batch.Put(Space::kMeta, std::string(kMetaStaleBefore), EncodeU64(now.wall_ms));
+      Storage(std::move(stale), [this](Now, StorageResult r) {
+        if (!r.status.ok()) Log(LogLevel::kError, "recording the absence: " + r.status.ToString());
+      });
     }
     AfterClusterChange(now, false, true);
     Persist(true);
@@ -682,6 +693,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"hint_owners", state_.hint_owners.size()},
       {"hints_delivered", stats_.hints_delivered},
       {"hints_expired", stats_.hints_expired},
+      {"handoff_stale_dropped", stats_.handoff_stale_dropped},
       {"hints_stored", stats_.hints_stored},
       {"partitions_with_data", state_.partitions_with_data.size()},
       {"replica_puts", stats_.replica_puts},
@@ -1077,8 +1089,8 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
     for (size_t i = 0; i < page->entries.size(); ++i) {
       const auto& [k, v] = page->entries[i];
       Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
-      if (set.ok() && h->space == Space::kHints) {
-        expired += DropExpiredHintVersions(*set);
+      if (set.ok()) {
+        expired += DropStaleVersions(*h, *set);
         dropped[i] = set->empty();
       }
       std::string_view user_key;
@@ -1101,10 +1113,13 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       partitions.push_back(p);
     }
     if (expired > 0) {
-      stats_.hints_expired += expired;
-      Log(LogLevel::kWarn, h->what + ": dropped " + std::to_string(expired) +
-                               " versions older than the tombstone grace period (a delete that "
-                               "superseded them may be purged)");
+      (h->space == Space::kHints ? stats_.hints_expired : stats_.handoff_stale_dropped) += expired;
+      Log(LogLevel::kWarn,
+          h->what + ": dropped " + std::to_string(expired) +
+              (h->space == Space::kHints
+                   ? " versions older than the tombstone grace period"
+                   : " versions held through an absence longer than the tombstone grace period") +
+              " (a delete that superseded them may be purged)");
     }
     auto delivered = [this, h, page, dropped = std::move(dropped)](Status s) mutable {
       Now later{now_ms_, 0};
@@ -1124,7 +1139,7 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       }
       return;
     }
-    if (entries.empty()) {  // every hint of the page expired
+    if (entries.empty()) {  // every version of the page was dropped
       delivered(Status::OK());
       return;
     }
@@ -1142,11 +1157,19 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
   });
 }
 
-size_t NodeCore::DropExpiredHintVersions(SiblingSet& set) const {
+// Hints older than the grace period, and data this node held through an
+// absence longer than it, may have been superseded by a delete whose
+// tombstones are purged since: pushing them would bring the key back.
+size_t NodeCore::DropStaleVersions(const Handoff& h, SiblingSet& set) const {
   const size_t before = set.size();
-  std::erase_if(set, [this](const Version& v) {
-    return v.timestamp_ms + options_.tombstone_grace_ms <= wall_ms_;
-  });
+  if (h.space == Space::kHints) {
+    std::erase_if(set, [this](const Version& v) {
+      return v.timestamp_ms + options_.tombstone_grace_ms <= wall_ms_;
+    });
+  } else if (state_.stale_before_wall_ms != 0) {
+    std::erase_if(
+        set, [this](const Version& v) { return v.timestamp_ms < state_.stale_before_wall_ms; });
+  }
   return before - set.size();
 }
 

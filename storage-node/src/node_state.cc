@@ -53,6 +53,9 @@ Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options,
   Result<std::optional<uint64_t>> alive = ReadU64(engine, kMetaLastAlive);
   if (!alive.ok()) return alive.status();
   state.last_alive_wall_ms = alive->value_or(0);
+  Result<std::optional<uint64_t>> stale = ReadU64(engine, kMetaStaleBefore);
+  if (!stale.ok()) return stale.status();
+  state.stale_before_wall_ms = stale->value_or(0);
 
   Result<std::optional<std::string>> map = engine.Get(Space::kMeta, kMetaClusterMap);
   if (!map.ok()) return map.status();

@@ -546,6 +546,70 @@ TEST(AntiEntropyTest, HintOlderThanTheGracePeriodIsDroppedInsteadOfUndoingADelet
   EXPECT_EQ(sim.core(holder).stats().hints_delivered, 0u);
 }
 
+// A node away longer than the grace period, whose partitions moved to a
+// joiner meanwhile, holds old copies of keys deleted and purged since. Handing
+// them to the partitions' new replicas would bring the keys back.
+TEST(AntiEntropyTest, NodeAwayLongerThanGraceDoesNotHandBackWhatWasDeletedMeanwhile) {
+  SimCluster sim(36);
+  auto options = [](NodeOptions& o) {
+    o.tombstone_grace_ms = 3000;
+    o.purge_interval_ms = 1000;
+  };
+  sim.AddNode("n1", {}, options);
+  for (int i = 2; i <= 4; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, options);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  const std::string away = "n4";
+  std::vector<std::string> keys;
+  {
+    const Ring& ring = sim.core("n1").map()->ring();
+    for (int i = 0; keys.size() < 60; ++i) {
+      const std::string key = "k" + std::to_string(i);
+      const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+      if (std::find(pref.begin(), pref.end(), away) != pref.end()) keys.push_back(key);
+    }
+  }
+  for (const std::string& key : keys) Write(sim, "n1", key, "old");
+  sim.RunFor(11000);  // the node records itself alive
+  sim.Crash(away, false);
+  sim.AddNode("n5", {"n1"}, options);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 5); }, 120000));
+  // Keys whose partition moved away from the absent node: deleted, then
+  // purged from every current replica.
+  std::vector<std::string> moved;
+  const Ring& ring = sim.core("n1").map()->ring();
+  for (const std::string& key : keys) {
+    const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+    if (std::find(pref.begin(), pref.end(), away) == pref.end()) moved.push_back(key);
+  }
+  ASSERT_FALSE(moved.empty());
+  for (const std::string& key : moved) Delete(sim, key, away);
+  auto purged = [&] {
+    for (const std::string& key : moved) {
+      for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
+        if (sim.Stored(n, key)) return false;
+      }
+    }
+    return true;
+  };
+  ASSERT_TRUE(sim.RunUntil(purged, 60000));
+  sim.Restart(away);
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return !sim.core(away).catching_up() && Converged(sim, 5); }, 60000));
+  sim.RunFor(30000);
+  size_t back = 0;
+  for (const std::string& key : moved) {
+    for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
+      if (!Read(sim, n, key).empty()) {
+        ++back;
+        ADD_FAILURE() << key << " is back on " << n;
+      }
+    }
+    EXPECT_FALSE(sim.Stored(away, key).has_value()) << key << " is still on " << away;
+  }
+  EXPECT_EQ(back, 0u);
+  EXPECT_GT(sim.core(away).stats().handoff_stale_dropped, 0u);
+}
+
 TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {
   SimCluster sim(34);
   auto grace = [](NodeOptions& o) { o.tombstone_grace_ms = 20000; };

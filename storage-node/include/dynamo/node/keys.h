@@ -21,6 +21,7 @@ inline constexpr std::string_view kMetaIncarnation = "incarnation";
 inline constexpr std::string_view kMetaClusterMap = "cluster_map";
 inline constexpr std::string_view kMetaMembers = "members";
 inline constexpr std::string_view kMetaLastAlive = "last_alive_ms";
+inline constexpr std::string_view kMetaStaleBefore = "stale_before_ms";
 
 std::string DataKey(PartitionId partition, std::string_view key);
 std::string PartitionPrefix(PartitionId partition);

@@ -122,6 +122,10 @@ struct NodeState {
   std::set<NodeId> hint_owners;  // nodes this one holds hints for
   // When the previous run last recorded itself alive (wall ms; 0: unknown).
   uint64_t last_alive_wall_ms = 0;
+  // When this node last came back from an absence longer than the tombstone
+  // grace period (wall ms; 0: never). Versions stamped before it may have
+  // been deleted, and the tombstones purged, while it was away.
+  uint64_t stale_before_wall_ms = 0;
 };
 
 struct Now {
@@ -182,6 +186,7 @@ struct NodeStats {
   uint64_t hints_stored = 0;
   uint64_t hints_delivered = 0;  // hinted keys acknowledged by their owner
   uint64_t hints_expired = 0;    // hinted versions dropped past the tombstone grace period
+  uint64_t handoff_stale_dropped = 0;  // held through a long absence: dropped, not handed off
   uint64_t gets = 0;
   uint64_t transfers_done = 0;
   uint64_t handoff_keys = 0;
@@ -318,7 +323,8 @@ class NodeCore {
   // Removes the versions of a hinted set older than the tombstone grace
   // period (a tombstone that superseded them may be purged by now, so
   // delivering them could undo a delete); returns how many.
-  size_t DropExpiredHintVersions(SiblingSet& set) const;
+  // Drops the versions of `set` that handoff `h` must not push; returns how many.
+  size_t DropStaleVersions(const Handoff& h, SiblingSet& set) const;
   void FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained);
   void ReleasePage(const std::shared_ptr<Handoff>& h);
   void FinalGossipAndExit(Now now, int code, std::string reason);
