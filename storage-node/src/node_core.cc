@@ -280,7 +280,20 @@ void NodeCore::OnStorageDone(Now now, uint64_t token, StorageResult result) {
   if (it == storage_waiting_.end()) return;
   StorageDone done = std::move(it->second);
   storage_waiting_.erase(it);
+  if (result.status.code() == StatusCode::kCorruption) StopOnCorruption(result.status);
   done(now, std::move(result));
+}
+
+void NodeCore::StopOnCorruption(const Status& status) {
+  if (exited_) return;
+  // Data that fails its checksum must be neither served nor spread (by
+  // anti-entropy, handoff or a transfer): stop, and let the operator refill
+  // the node from its replicas.
+  actions_.push_back(
+      ExitAction{1, "stored data is corrupt (" + status.ToString() +
+                        "); wipe this node's data directory and restart it to refill it "
+                        "from its replicas"});
+  exited_ = true;
 }
 
 void NodeCore::OnTick(Now now) {

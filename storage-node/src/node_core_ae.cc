@@ -106,15 +106,7 @@ void NodeCore::BuildTreesStep() {
   scan.options.max_entries = kBuildPageEntries;
   Storage(std::move(scan), [this, p](Now, StorageResult r) {
     build_in_flight_ = false;
-    if (r.status.code() == StatusCode::kCorruption) {
-      // Data that fails its checksum must be neither served nor spread by
-      // anti-entropy: stop, and let the operator refill the node.
-      actions_.push_back(ExitAction{1, "stored data is corrupt (" + r.status.ToString() +
-                                           "); wipe this node's data directory and restart it to "
-                                           "refill it from its replicas"});
-      exited_ = true;
-      return;
-    }
+    if (exited_) return;  // corrupt data stops the node (OnStorageDone)
     if (!r.status.ok()) {
       Log(LogLevel::kError, "building Merkle trees: " + r.status.ToString() + "; will retry");
       return;

@@ -610,6 +610,29 @@ TEST(AntiEntropyTest, NodeAwayLongerThanGraceDoesNotHandBackWhatWasDeletedMeanwh
   EXPECT_GT(sim.core(away).stats().handoff_stale_dropped, 0u);
 }
 
+// A block that fails its checksum while the node runs (fault matrix D4):
+// the first read that meets it stops the node, so what it holds is neither
+// served nor spread; the other replicas go on answering.
+TEST(AntiEntropyTest, CorruptDataMetWhileRunningStopsTheNode) {
+  SimCluster sim(37);
+  FormCluster(sim, 3);
+  Write(sim, "n1", "bad", "v");
+  Write(sim, "n1", "good", "w");
+  sim.RunFor(2000);
+  ASSERT_FALSE(sim.Exited("n2"));
+  EXPECT_EQ(Read(sim, "n2", "good").size(), 1u);
+  sim.CorruptDataKey("n2", "bad");
+  Result<proto::Message> r = sim.Request("n2", proto::GetRequest{"bad"});
+  EXPECT_TRUE(!r.ok() || std::holds_alternative<proto::ErrorReply>(r->body));
+  sim.RunFor(100);
+  EXPECT_TRUE(sim.Exited("n2"));
+  for (const std::string& n : {"n1", "n3"}) {
+    const SiblingSet set = Read(sim, n, "bad");
+    ASSERT_EQ(set.size(), 1u) << n;
+    EXPECT_EQ(set[0].value, "v") << n;
+  }
+}
+
 TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {
   SimCluster sim(34);
   auto grace = [](NodeOptions& o) { o.tombstone_grace_ms = 20000; };

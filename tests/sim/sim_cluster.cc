@@ -18,9 +18,12 @@ struct SimCluster::Node {
   uint64_t gen = 0;
   bool up = false;
   bool exited = false;
+  std::set<std::string> corrupt;  // stored data keys whose reads fail their checksum
 };
 
 namespace {
+
+Status SimulatedCorruption() { return Status::Corruption("block checksum mismatch (simulated)"); }
 
 // Sends a message through the codec, as the wire would.
 Result<proto::Message> OverTheWire(proto::Message msg) {
@@ -283,9 +286,15 @@ void SimCluster::Pump(const std::string& id) {
           if (auto* read = std::get_if<node::ReadOp>(op.get())) {
             Result<std::optional<std::string>> v = nd.engine->Get(read->space, read->key);
             if (v.ok()) result.value = std::move(*v); else result.status = v.status();
+            if (read->space == node::Space::kData && nd.corrupt.count(read->key))
+              result.status = SimulatedCorruption();
           } else if (auto* scan = std::get_if<node::ScanOp>(op.get())) {
             Result<node::ScanResult> r = nd.engine->Scan(scan->space, scan->options);
             if (r.ok()) result.scan = std::move(*r); else result.status = r.status();
+            for (const auto& [k, v] : result.scan.entries) {
+              if (scan->space == node::Space::kData && nd.corrupt.count(k))
+                result.status = SimulatedCorruption();
+            }
           } else {
             auto& write = std::get<node::WriteOp>(*op);
             result.status = write.batch.empty() ? (write.sync ? nd.engine->Sync() : Status::OK())
@@ -346,6 +355,13 @@ Result<proto::Message> SimCluster::Request(const std::string& id, proto::Body bo
   RunUntil([&] { return result.has_value(); }, timeout_ms + 10);
   DYNAMO_CHECK(result.has_value());
   return std::move(*result);
+}
+
+void SimCluster::CorruptDataKey(const std::string& id, const std::string& key) {
+  Node& n = *nodes_.at(id);
+  uint32_t q = n.options.partitions;
+  if (n.core && n.core->map()) q = n.core->map()->ring().partition_count();
+  n.corrupt.insert(node::DataKey(KeyPartition(key, q), key));
 }
 
 std::optional<SiblingSet> SimCluster::Stored(const std::string& id, const std::string& key) {

@@ -70,6 +70,10 @@ class SimCluster {
   void HealAll() { cuts_.clear(); }
   // The node processes nothing until now + ms (a stopped process, a GC pause).
   void Pause(const std::string& id, uint64_t ms);
+  // From now on, the node's engine answers every read or scan that touches
+  // data key `key` with Corruption, as RocksDB does for a block that fails
+  // its checksum.
+  void CorruptDataKey(const std::string& id, const std::string& key);
   // Offsets the node's wall clock (its version timestamps) by `ms`.
   void SkewClock(const std::string& id, int64_t ms);
   // The node's wall clock now, in ms (skew included).

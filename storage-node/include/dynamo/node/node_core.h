@@ -325,6 +325,7 @@ class NodeCore {
   // delivering them could undo a delete); returns how many.
   // Drops the versions of `set` that handoff `h` must not push; returns how many.
   size_t DropStaleVersions(const Handoff& h, SiblingSet& set) const;
+  void StopOnCorruption(const Status& status);
   void FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained);
   void ReleasePage(const std::shared_ptr<Handoff>& h);
   void FinalGossipAndExit(Now now, int code, std::string reason);
