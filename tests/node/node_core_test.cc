@@ -495,18 +495,24 @@ TEST(AntiEntropyTest, TombstonesArePurgedOnlyOnceEveryReplicaHoldsThem) {
   }
 }
 
+// Tombstones purged 3 s after their delete, checked every second.
+void ShortGrace(NodeOptions& o) {
+  o.tombstone_grace_ms = 3000;
+  o.purge_interval_ms = 1000;
+}
+
+void FormShortGraceCluster(SimCluster& sim) {
+  sim.AddNode("n1", {}, ShortGrace);
+  for (int i = 2; i <= 4; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, ShortGrace);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+}
+
 // A hint its holder could not hand off for longer than the tombstone grace
 // period may hold a version whose tombstone the replicas have purged since:
 // delivered, it would bring the deleted value back. It is dropped instead.
 TEST(AntiEntropyTest, HintOlderThanTheGracePeriodIsDroppedInsteadOfUndoingADelete) {
   SimCluster sim(35);
-  auto options = [](NodeOptions& o) {
-    o.tombstone_grace_ms = 3000;
-    o.purge_interval_ms = 1000;
-  };
-  sim.AddNode("n1", {}, options);
-  for (int i = 2; i <= 4; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, options);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  FormShortGraceCluster(sim);
   const std::string key = "deleted";
   const Ring& ring = sim.core("n1").map()->ring();
   const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
@@ -551,13 +557,7 @@ TEST(AntiEntropyTest, HintOlderThanTheGracePeriodIsDroppedInsteadOfUndoingADelet
 // them to the partitions' new replicas would bring the keys back.
 TEST(AntiEntropyTest, NodeAwayLongerThanGraceDoesNotHandBackWhatWasDeletedMeanwhile) {
   SimCluster sim(36);
-  auto options = [](NodeOptions& o) {
-    o.tombstone_grace_ms = 3000;
-    o.purge_interval_ms = 1000;
-  };
-  sim.AddNode("n1", {}, options);
-  for (int i = 2; i <= 4; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, options);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  FormShortGraceCluster(sim);
   const std::string away = "n4";
   std::vector<std::string> keys;
   {
@@ -571,7 +571,7 @@ TEST(AntiEntropyTest, NodeAwayLongerThanGraceDoesNotHandBackWhatWasDeletedMeanwh
   for (const std::string& key : keys) Write(sim, "n1", key, "old");
   sim.RunFor(11000);  // the node records itself alive
   sim.Crash(away, false);
-  sim.AddNode("n5", {"n1"}, options);
+  sim.AddNode("n5", {"n1"}, ShortGrace);
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 5); }, 120000));
   // Keys whose partition moved away from the absent node: deleted, then
   // purged from every current replica.

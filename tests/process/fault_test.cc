@@ -1114,6 +1114,23 @@ class NetnsPair {
     return {dropped, arrived};
   }
 
+  // n1-n3 on side A, the others on side B.
+  void PlaceSplit(ProcessCluster& c, size_t nodes) const {
+    for (const std::string& id : NodeIds(nodes)) {
+      const bool side_a = id <= "n3";
+      c.Place(id, side_a ? a_ : b_, side_a ? kHostA : kHostB);
+    }
+  }
+
+  // Runs body(i) for clients 0..n-1, each on its own thread in side A's
+  // namespace when on_a(i) holds, else in side B's.
+  std::vector<std::thread> Clients(size_t n, const std::function<bool(size_t)>& on_a,
+                                   const std::function<void(size_t)>& body) const {
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < n; ++i) threads.push_back(In(on_a(i) ? a_ : b_, [body, i] { body(i); }));
+    return threads;
+  }
+
   // Runs `fn` on a new thread inside namespace `ns`; threads it starts (a
   // client's I/O thread) stay there.
   static std::thread In(const std::string& ns, std::function<void()> fn) {
@@ -1167,11 +1184,7 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
   // Adds spread over the whole schedule of cuts and heals.
   constexpr uint64_t kAddPauseMs = 2 * kHalfCycleMs * kCycles / kAddsPerClient;
   ProcessCluster c(kNodes, std::string("[node]\nallow_remote = true\n") + kFastConfig);
-  // n1-n3 on one side, n4 and n5 on the other.
-  for (const std::string& id : NodeIds(kNodes)) {
-    const bool side_a = id <= "n3";
-    c.Place(id, side_a ? net.a() : net.b(), side_a ? NetnsPair::kHostA : NetnsPair::kHostB);
-  }
+  net.PlaceSplit(c, kNodes);
   const std::string key = "set";
   std::mutex mu;
   std::set<std::string> acked;
@@ -1180,39 +1193,38 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
   NetnsPair::In(net.a(), [&] {
     ASSERT_TRUE(c.Start().ok());
     std::atomic<bool> stop{false};
-    std::vector<std::thread> clients;
-    for (size_t i = 0; i < kClients; ++i) {
-      // Three clients beside n1-n3, two beside n4 and n5.
-      clients.push_back(NetnsPair::In(i < 3 ? net.a() : net.b(), [&, i] {
-        auto client = Open(c, kNodes, [](ClientOptions& o) {
-          o.timeout_ms = 1000;
-          o.resolver = [](const std::vector<std::string>& v) { return Join(Items(v)); };
-        });
-        ASSERT_TRUE(client);
-        for (size_t j = 0; j < kAddsPerClient && !stop; ++j) {
-          const std::string item = "c" + std::to_string(i) + "-" + std::to_string(j);
-          for (int attempt = 0; attempt < 20 && !stop; ++attempt) {
-            Result<GetResult> r = client->Get(key);
-            if (!r.ok()) {
-              SleepMs(100);
-              continue;
-            }
-            std::set<std::string> items = Items(r->values);
-            items.insert(item);
-            WriteOptions wo;
-            wo.context = r->context;
-            if (client->Put(key, Join(items), wo).ok()) {
+    // Three clients beside n1-n3, two beside n4 and n5.
+    std::vector<std::thread> clients = net.Clients(
+        kClients, [](size_t i) { return i < 3; },
+        [&](size_t i) {
+          auto client = Open(c, kNodes, [](ClientOptions& o) {
+            o.timeout_ms = 1000;
+            o.resolver = [](const std::vector<std::string>& v) { return Join(Items(v)); };
+          });
+          ASSERT_TRUE(client);
+          for (size_t j = 0; j < kAddsPerClient && !stop; ++j) {
+            const std::string item = "c" + std::to_string(i) + "-" + std::to_string(j);
+            for (int attempt = 0; attempt < 20 && !stop; ++attempt) {
+              Result<GetResult> r = client->Get(key);
+              if (!r.ok()) {
+                SleepMs(100);
+                continue;
+              }
+              std::set<std::string> items = Items(r->values);
+              items.insert(item);
+              WriteOptions wo;
+              wo.context = r->context;
+              if (client->Put(key, Join(items), wo).ok()) {
+                std::lock_guard<std::mutex> g(mu);
+                acked.insert(item);
+                break;
+              }
               std::lock_guard<std::mutex> g(mu);
-              acked.insert(item);
-              break;
+              ++failed_adds;
             }
-            std::lock_guard<std::mutex> g(mu);
-            ++failed_adds;
+            SleepMs(kAddPauseMs);
           }
-          SleepMs(kAddPauseMs);
-        }
-      }));
-    }
+        });
     auto inspector = Open(c, kNodes);
     ASSERT_TRUE(inspector);
     auto sample_siblings = [&] {
@@ -1286,10 +1298,7 @@ TEST(FaultTest, OneWayPartitionsEndEveryCallInItsTimeoutAndLoseNothing) {
   constexpr uint64_t kTimeoutMs = 1000, kCallSlackMs = 1000, kCutMs = 3000, kHealMs = 1500;
   const std::string prefix = "oneway:";
   ProcessCluster c(kNodes, std::string("[node]\nallow_remote = true\n") + kFastConfig);
-  for (const std::string& id : NodeIds(kNodes)) {
-    const bool side_a = id <= "n3";
-    c.Place(id, side_a ? net.a() : net.b(), side_a ? NetnsPair::kHostA : NetnsPair::kHostB);
-  }
+  net.PlaceSplit(c, kNodes);
   std::mutex mu;
   std::vector<std::string> acked;
   size_t calls = 0, failed = 0, late = 0;
@@ -1300,36 +1309,36 @@ TEST(FaultTest, OneWayPartitionsEndEveryCallInItsTimeoutAndLoseNothing) {
   NetnsPair::In(net.a(), [&] {
     ASSERT_TRUE(c.Start().ok());
     std::atomic<bool> stop{false};
-    std::vector<std::thread> clients;
-    for (size_t i = 0; i < kClients; ++i) {
-      clients.push_back(NetnsPair::In(i % 2 == 0 ? net.a() : net.b(), [&, i] {
-        auto client = Open(c, kNodes, [](ClientOptions& o) { o.timeout_ms = kTimeoutMs; });
-        ASSERT_TRUE(client);
-        std::string last;
-        auto timed = [&](auto&& call) {
-          const Clock::time_point start = Clock::now();
-          const bool ok = call();
-          const auto ms = static_cast<uint64_t>(
-              std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
-          std::lock_guard<std::mutex> g(mu);
-          ++calls;
-          failed += !ok;
-          late += ms > kTimeoutMs + kCallSlackMs;
-          slowest_ms = std::max(slowest_ms, ms);
-          return ok;
-        };
-        for (size_t j = 0; j < kWritesMax && !stop; ++j) {
-          const std::string key = prefix + std::to_string(i) + "-" + std::to_string(j);
-          if (timed([&] { return client->Put(key, ValueOf(prefix, key)).ok(); })) {
+    std::vector<std::thread> clients = net.Clients(
+        kClients, [](size_t i) { return i % 2 == 0; },
+        [&](size_t i) {
+          auto client = Open(c, kNodes, [](ClientOptions& o) { o.timeout_ms = kTimeoutMs; });
+          ASSERT_TRUE(client);
+          std::string last;
+          auto timed = [&](auto&& call) {
+            const Clock::time_point start = Clock::now();
+            const bool ok = call();
+            const auto ms = static_cast<uint64_t>(
+                std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start)
+                    .count());
             std::lock_guard<std::mutex> g(mu);
-            acked.push_back(key);
-            last = key;
+            ++calls;
+            failed += !ok;
+            late += ms > kTimeoutMs + kCallSlackMs;
+            slowest_ms = std::max(slowest_ms, ms);
+            return ok;
+          };
+          for (size_t j = 0; j < kWritesMax && !stop; ++j) {
+            const std::string key = prefix + std::to_string(i) + "-" + std::to_string(j);
+            if (timed([&] { return client->Put(key, ValueOf(prefix, key)).ok(); })) {
+              std::lock_guard<std::mutex> g(mu);
+              acked.push_back(key);
+              last = key;
+            }
+            if (!last.empty()) timed([&] { return client->Get(last).ok(); });
+            SleepMs(5);
           }
-          if (!last.empty()) timed([&] { return client->Get(last).ok(); });
-          SleepMs(5);
-        }
-      }));
-    }
+        });
     SleepMs(kHealMs);
     for (size_t cut = 0; cut < kCuts; ++cut) {
       const bool from_a = cut % 2 == 0;

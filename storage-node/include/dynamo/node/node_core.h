@@ -320,9 +320,6 @@ class NodeCore {
   // ones that were not pushed (expired hints), which count as deleted only.
   void DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page,
                           std::vector<bool> dropped);
-  // Removes the versions of a hinted set older than the tombstone grace
-  // period (a tombstone that superseded them may be purged by now, so
-  // delivering them could undo a delete); returns how many.
   // Drops the versions of `set` that handoff `h` must not push; returns how many.
   size_t DropStaleVersions(const Handoff& h, SiblingSet& set) const;
   void StopOnCorruption(const Status& status);
