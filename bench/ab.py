@@ -23,18 +23,7 @@ import sys
 import tempfile
 import time
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids):
-    total = 0
-    for pid in pids:
-        try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime, all threads
-        except OSError:
-            pass
-    return total / TICK
+from procstat import cpu_seconds
 
 
 def entry_label(entry):

@@ -5,6 +5,9 @@
 # dynamo/Redis and dynamo/etcd. Each workload runs against each store in
 # turn (closed loop, fixed concurrency); then W and C run again in open loop
 # at half of each store's own peak, for the latency at a sustainable rate.
+# Before each run it waits, at most 30 s, until all the stores are idle
+# (under 5% of a core together), so one run's background work does not
+# land in the next.
 # Stops everything it started (by PID).
 #
 # Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"]
@@ -71,9 +74,15 @@ ARGS[etcd]="--backend etcd --address 127.0.0.1:$((ETCD_PORT + 1)) --address 127.
 BACKENDS="dynamo redis"
 [ $HAVE_ETCD = 1 ] && BACKENDS+=" etcd"
 
+settle() {  # waits (at most 30 s) until every store is idle, so one run's flushes, compactions or snapshots do not land in the next
+  local pids=("${PIDS[@]}") f
+  for f in "$WORK"/dynamo/n*/node.pid; do pids+=("$(cat "$f")"); done
+  echo "compare: $(/usr/bin/python3 bench/procstat.py settle --max-s 30 "${pids[@]}")" >&2
+}
 run() {  # backend workload mode [extra flags...]; appends "backend workload mode json" to results
   local backend=$1 workload=$2 mode=$3; shift 3
   local load=--no-load out
+  settle
   # Every key is written once before the first run. dynamo reloads before each
   # workload that writes: a new bench process knows no contexts, and its
   # first write of a key would otherwise read the key first.

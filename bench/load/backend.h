@@ -17,6 +17,12 @@
 
 namespace dynamo::bench {
 
+// An operation's key: its number in [0, keys) and its name.
+struct Key {
+  uint64_t index = 0;
+  std::string name;
+};
+
 struct OpOutcome {
   Status status;      // OK, or why the operation failed
   size_t values = 0;  // reads: values returned (0: not found; > 1: siblings)
@@ -33,8 +39,8 @@ class Backend {
   // threads, and Read, Write and `done` run on it. Null: the loop given to
   // Open.
   virtual net::EventLoop* OwnLoop() { return nullptr; }
-  virtual void Read(size_t slot, const std::string& key, OpDone done) = 0;
-  virtual void Write(size_t slot, const std::string& key, std::string_view value, OpDone done) = 0;
+  virtual void Read(size_t slot, const Key& key, OpDone done) = 0;
+  virtual void Write(size_t slot, const Key& key, std::string_view value, OpDone done) = 0;
   virtual void Close() = 0;
 };
 

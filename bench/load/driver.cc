@@ -148,7 +148,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
     OpDone done = [self, slot, op, start_ns, phase](OpOutcome out) {
       self->Complete(slot, op, start_ns, phase, std::move(out));
     };
-    const std::string key = KeyName(op.key);
+    const Key key{op.key, KeyName(op.key)};
     if (op.read) {
       backend_.Read(slot, key, std::move(done));
     } else {

@@ -1,6 +1,7 @@
 // dynamo-bench's dynamo backend: the SDK's asynchronous calls. The driver
 // runs on the SDK's I/O loop, where they are started and answered.
-#include <unordered_map>
+#include <optional>
+#include <vector>
 
 #include "dynamo/client.h"
 #include "load/backend.h"
@@ -28,24 +29,27 @@ class DynamoBackend : public Backend {
 
   net::EventLoop* OwnLoop() override { return &client_->io_loop(); }
 
-  void Read(size_t, const std::string& key, OpDone done) override {
-    client_->GetAsync(key, {}, [this, key, done = std::move(done)](Result<GetResult> r) mutable {
-      OpOutcome out;
-      if (r.ok()) {
-        out.values = r->values.size();
-        // A write that finished while this read was out left a newer
-        // context than the read's: keep it.
-        if (r->found) contexts_.try_emplace(key, std::move(r->context));
-      } else {
-        out.status = r.status();
-      }
-      done(std::move(out));
-    });
+  void Read(size_t, const Key& key, OpDone done) override {
+    client_->GetAsync(
+        key.name, {},
+        [this, index = key.index, done = std::move(done)](Result<GetResult> r) mutable {
+          OpOutcome out;
+          if (r.ok()) {
+            out.values = r->values.size();
+            // A write that finished while this read was out left a newer
+            // context than the read's: keep it.
+            std::optional<std::string>& context = ContextOf(index);
+            if (r->found && !context) context = std::move(r->context);
+          } else {
+            out.status = r.status();
+          }
+          done(std::move(out));
+        });
   }
 
-  void Write(size_t slot, const std::string& key, std::string_view value, OpDone done) override {
-    auto it = contexts_.find(key);
-    if (it == contexts_.end()) {
+  void Write(size_t slot, const Key& key, std::string_view value, OpDone done) override {
+    const std::optional<std::string>& context = ContextOf(key.index);
+    if (!context) {
       // The first write of a key this process has not seen reads its context
       // first: a blind write would stand beside what an earlier run stored.
       Read(slot, key, [this, slot, key, value = std::string(value), done = std::move(done)](OpOutcome r) mutable {
@@ -53,23 +57,25 @@ class DynamoBackend : public Backend {
           done(std::move(r));
           return;
         }
-        contexts_.try_emplace(key);  // not found: an empty context is right
+        std::optional<std::string>& context = ContextOf(key.index);
+        if (!context) context.emplace();  // not found: an empty context is right
         Write(slot, key, value, std::move(done));
       });
       return;
     }
     WriteOptions wo;
-    wo.context = it->second;
-    client_->PutAsync(key, std::string(value), std::move(wo),
-                      [this, key, done = std::move(done)](Result<std::string> r) mutable {
-                        OpOutcome out;
-                        if (r.ok()) {
-                          contexts_[key] = std::move(*r);
-                        } else {
-                          out.status = r.status();
-                        }
-                        done(std::move(out));
-                      });
+    wo.context = *context;
+    client_->PutAsync(
+        key.name, std::string(value), std::move(wo),
+        [this, index = key.index, done = std::move(done)](Result<std::string> r) mutable {
+          OpOutcome out;
+          if (r.ok()) {
+            ContextOf(index) = std::move(*r);
+          } else {
+            out.status = r.status();
+          }
+          done(std::move(out));
+        });
   }
 
   void Close() override { client_.reset(); }
@@ -77,7 +83,13 @@ class DynamoBackend : public Backend {
  private:
   DynamoBackendOptions o_;
   std::unique_ptr<Client> client_;
-  std::unordered_map<std::string, std::string> contexts_;  // the SDK's I/O thread only
+  // The context of the last read or write of key i (none before the first),
+  // grown to the highest key used; the SDK's I/O thread only.
+  std::optional<std::string>& ContextOf(uint64_t i) {
+    if (i >= contexts_.size()) contexts_.resize(i + 1);
+    return contexts_[i];
+  }
+  std::vector<std::optional<std::string>> contexts_;
 };
 
 }  // namespace

@@ -16,18 +16,21 @@ class EtcdBackend : public SlotBackend {
   EtcdBackend(std::vector<std::string> addresses, uint64_t timeout_ms)
       : SlotBackend("etcd", std::move(addresses), timeout_ms) {}
 
-  void Read(size_t slot, const std::string& key, OpDone done) override {
-    Send(slot, true, "/v3/kv/range", "{\"key\":\"" + Base64(key) + "\"}", std::move(done));
+  void Read(size_t slot, const Key& key, OpDone done) override {
+    Send(slot, true, "/v3/kv/range", "{\"key\":\"" + Base64(key.name) + "\"}", std::move(done));
   }
 
-  void Write(size_t slot, const std::string& key, std::string_view value, OpDone done) override {
-    Send(slot, false, "/v3/kv/put", "{\"key\":\"" + Base64(key) + "\",\"value\":\"" + Base64(value) + "\"}",
+  void Write(size_t slot, const Key& key, std::string_view value, OpDone done) override {
+    Send(slot, false, "/v3/kv/put",
+         "{\"key\":\"" + Base64(key.name) + "\",\"value\":\"" + Base64(value) + "\"}",
          std::move(done));
   }
 
  protected:
   // A range of a key nobody writes.
-  void Probe(size_t slot, OpDone done) override { Read(slot, "dynamo-bench-probe", std::move(done)); }
+  void Probe(size_t slot, OpDone done) override {
+    Read(slot, Key{0, "dynamo-bench-probe"}, std::move(done));
+  }
   void Reserve(size_t slots) override { conns_.assign(slots, nullptr); }
   size_t slots() const override { return conns_.size(); }
 

@@ -15,12 +15,13 @@ class RedisBackend : public SlotBackend {
   RedisBackend(std::vector<std::string> addresses, uint64_t timeout_ms)
       : SlotBackend("redis", std::move(addresses), timeout_ms) {}
 
-  void Read(size_t slot, const std::string& key, OpDone done) override {
-    Command(slot, std::move(done), "GET %b", key.data(), key.size());
+  void Read(size_t slot, const Key& key, OpDone done) override {
+    Command(slot, std::move(done), "GET %b", key.name.data(), key.name.size());
   }
 
-  void Write(size_t slot, const std::string& key, std::string_view value, OpDone done) override {
-    Command(slot, std::move(done), "SET %b %b", key.data(), key.size(), value.data(), value.size());
+  void Write(size_t slot, const Key& key, std::string_view value, OpDone done) override {
+    Command(slot, std::move(done), "SET %b %b", key.name.data(), key.name.size(), value.data(),
+            value.size());
   }
 
  protected:
