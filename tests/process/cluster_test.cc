@@ -284,6 +284,10 @@ TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
 TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
   ProcessCluster ports(3);  // only for a free port block and a directory
   const std::string dir = ports.options().dir + "/ccm";
+  struct StopAtEnd {  // nodes a failed step left running
+    std::string dir;
+    ~StopAtEnd() { RunTool("dynamoctl cluster stop --dir " + dir); }
+  } stop_at_end{dir};
   auto [out, code] = RunTool("dynamoctl cluster start --nodes 3 --partitions 64 --base-port " +
                              std::to_string(ports.options().base_port) + " --dir " + dir + " --json");
   ASSERT_EQ(code, 0) << out;
@@ -305,6 +309,19 @@ TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
   EXPECT_EQ(code_stop, 0) << stopped;
   EXPECT_NE(stopped.find("stopped n1"), std::string::npos) << stopped;
   EXPECT_FALSE(std::filesystem::exists(dir + "/n1/node.pid"));
+
+  // The same directory again: the stopped cluster comes back with its ring.
+  auto [restarted, code_restart] =
+      RunTool("dynamoctl cluster start --nodes 3 --base-port " +
+              std::to_string(ports.options().base_port) + " --dir " + dir);
+  ASSERT_EQ(code_restart, 0) << restarted;
+  auto [ring_again, code_ring_again] =
+      RunTool("dynamoctl --seed 127.0.0.1:" + std::to_string(ports.options().base_port) + " ring");
+  EXPECT_EQ(code_ring_again, 0);
+  EXPECT_NE(ring_again.find("64 partitions, 3 replicas"), std::string::npos) << ring_again;
+  auto [stopped_again, code_stop_again] = RunTool("dynamoctl cluster stop --dir " + dir);
+  EXPECT_EQ(code_stop_again, 0) << stopped_again;
+  EXPECT_NE(stopped_again.find("stopped n3"), std::string::npos) << stopped_again;
 }
 
 }  // namespace
