@@ -1076,29 +1076,32 @@ class NetnsPair {
 
   static bool HasNft() { return Run("nft --version") == 0; }
 
-  // Drops every packet one side sends to the other (`from_a`: A's to B)
-  // while the other direction still delivers, as a one-way partition does.
-  // The sender's namespace counts both: what it dropped, what still arrived.
-  bool CutOneWay(bool from_a) {
+  // Drops `percent` of the packets one side sends to the other (`from_a`:
+  // A's to B), each drawn at random; 100 is a one-way partition, the other
+  // direction still delivering. The sender's namespace counts both: what it
+  // dropped, what arrived from the other side.
+  bool Drop(bool from_a, int percent) {
     const std::string other = from_a ? kHostB : kHostA;
     const std::string nft = "ip netns exec " + Side(from_a) + " nft ";
     const std::string t = std::string(" inet ") + kTable + " ";
+    const std::string chance =
+        percent >= 100 ? "" : " numgen random mod 100 '<' " + std::to_string(percent);
     for (const std::string& cmd :
          {nft + "add table" + t,
           nft + "'add chain" + t + "out { type filter hook output priority 0; }'",
           nft + "'add chain" + t + "in { type filter hook input priority 0; }'",
-          nft + "add rule" + t + "out ip daddr " + other + " counter drop",
+          nft + "add rule" + t + "out ip daddr " + other + chance + " counter drop",
           nft + "add rule" + t + "in ip saddr " + other + " counter"}) {
       if (Run(cmd) != 0) return false;
     }
     return true;
   }
-  void HealOneWay(bool from_a) {
+  void Heal(bool from_a) {
     Run("ip netns exec " + Side(from_a) + " nft delete table inet " + kTable);
   }
-  // Packets the cut dropped and packets that still arrived from the other
-  // side, so far.
-  std::pair<uint64_t, uint64_t> OneWayCounts(bool from_a) {
+  // Packets dropped from `from_a`'s side and packets that arrived there from
+  // the other side, so far.
+  std::pair<uint64_t, uint64_t> DropCounts(bool from_a) {
     uint64_t dropped = 0, arrived = 0;
     const std::string cmd = "ip netns exec " + Side(from_a) + " nft list table inet " + kTable;
     FILE* p = ::popen(cmd.c_str(), "r");
@@ -1282,37 +1285,36 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
             << "; replicas agree " << converge_s << " s after the last heal\n";
 }
 
-// One-way partitions: each side in turn loses every packet it sends to the
-// other, while what the other sends still arrives (a node then applies
-// requests whose answers never get back). Every client call ends within its
-// deadline, and no acknowledged write is lost.
-TEST(FaultTest, OneWayPartitionsEndEveryCallInItsTimeoutAndLoseNothing) {
-  NetnsPair net;
-  std::string why = net.Create();
-  if (why.empty() && !NetnsPair::HasNft()) why = "no nft command (nftables)";
-  if (!why.empty()) {
-    GTEST_SKIP() << "one-way partition test needs root, `ip netns` and `nft` (" << why
-                 << "); skipped";
-  }
-  constexpr size_t kNodes = 5, kClients = 4, kCuts = 4, kWritesMax = 20000;
-  constexpr uint64_t kTimeoutMs = 1000, kCallSlackMs = 1000, kCutMs = 3000, kHealMs = 1500;
-  const std::string prefix = "oneway:";
+// What four clients, two in each namespace of `net`, saw while `faults`
+// ran on the test's thread: each writes unique keys to a 5-node cluster split
+// over the two namespaces (and reads its last acknowledged key back), every
+// call with a 1 s deadline. Afterwards a reader waits until every
+// acknowledged key is on its 3 replicas and no hints are left.
+struct FaultedRun {
+  size_t calls = 0, failed = 0;
+  size_t late = 0;  // calls that ended more than kCallSlackMs after their deadline
+  uint64_t slowest_ms = 0;
+  std::vector<std::string> acked, missing;
+  double converge_s = 0;
+  static constexpr uint64_t kTimeoutMs = 1000, kCallSlackMs = 1000;
+};
+
+FaultedRun WriteThroughNetworkFaults(NetnsPair& net, const std::string& prefix,
+                                     const std::function<void()>& faults) {
+  constexpr size_t kNodes = 5, kClients = 4, kWritesMax = 20000;
+  constexpr uint64_t kSettleMs = 1500;
   ProcessCluster c(kNodes, std::string("[node]\nallow_remote = true\n") + kFastConfig);
   net.PlaceSplit(c, kNodes);
   std::mutex mu;
-  std::vector<std::string> acked;
-  size_t calls = 0, failed = 0, late = 0;
-  uint64_t slowest_ms = 0;
-  std::vector<std::pair<uint64_t, uint64_t>> counts;  // per cut: dropped, arrived
-  std::vector<std::string> missing;
-  double converge_s = 0;
+  FaultedRun run;
   NetnsPair::In(net.a(), [&] {
     ASSERT_TRUE(c.Start().ok());
     std::atomic<bool> stop{false};
     std::vector<std::thread> clients = net.Clients(
         kClients, [](size_t i) { return i % 2 == 0; },
         [&](size_t i) {
-          auto client = Open(c, kNodes, [](ClientOptions& o) { o.timeout_ms = kTimeoutMs; });
+          auto client =
+              Open(c, kNodes, [](ClientOptions& o) { o.timeout_ms = FaultedRun::kTimeoutMs; });
           ASSERT_TRUE(client);
           std::string last;
           auto timed = [&](auto&& call) {
@@ -1322,32 +1324,25 @@ TEST(FaultTest, OneWayPartitionsEndEveryCallInItsTimeoutAndLoseNothing) {
                 std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start)
                     .count());
             std::lock_guard<std::mutex> g(mu);
-            ++calls;
-            failed += !ok;
-            late += ms > kTimeoutMs + kCallSlackMs;
-            slowest_ms = std::max(slowest_ms, ms);
+            ++run.calls;
+            run.failed += !ok;
+            run.late += ms > FaultedRun::kTimeoutMs + FaultedRun::kCallSlackMs;
+            run.slowest_ms = std::max(run.slowest_ms, ms);
             return ok;
           };
           for (size_t j = 0; j < kWritesMax && !stop; ++j) {
             const std::string key = prefix + std::to_string(i) + "-" + std::to_string(j);
             if (timed([&] { return client->Put(key, ValueOf(prefix, key)).ok(); })) {
               std::lock_guard<std::mutex> g(mu);
-              acked.push_back(key);
+              run.acked.push_back(key);
               last = key;
             }
             if (!last.empty()) timed([&] { return client->Get(last).ok(); });
             SleepMs(5);
           }
         });
-    SleepMs(kHealMs);
-    for (size_t cut = 0; cut < kCuts; ++cut) {
-      const bool from_a = cut % 2 == 0;
-      EXPECT_TRUE(net.CutOneWay(from_a));
-      SleepMs(kCutMs);
-      counts.push_back(net.OneWayCounts(from_a));
-      net.HealOneWay(from_a);
-      SleepMs(kHealMs);
-    }
+    SleepMs(kSettleMs);
+    faults();
     stop = true;
     for (std::thread& t : clients) t.join();
     const Clock::time_point healed = Clock::now();
@@ -1356,26 +1351,101 @@ TEST(FaultTest, OneWayPartitionsEndEveryCallInItsTimeoutAndLoseNothing) {
     auto stored = [&](const std::string& key, const std::vector<ReplicaVersions>& rs) {
       return HoldsOnly(rs, 3, ValueOf(prefix, key));
     };
-    missing =
-        Converge(*reader, acked, stored, 120000, [&] { return NodesHoldingHints(c, kNodes) == 0; });
-    converge_s = SecondsSince(healed);
-    for (size_t i = 0; i < std::min<size_t>(missing.size(), 5); ++i)
-      ADD_FAILURE() << Describe(*reader, missing[i]);
+    run.missing = Converge(*reader, run.acked, stored, 120000,
+                           [&] { return NodesHoldingHints(c, kNodes) == 0; });
+    run.converge_s = SecondsSince(healed);
+    for (size_t i = 0; i < std::min<size_t>(run.missing.size(), 5); ++i)
+      ADD_FAILURE() << Describe(*reader, run.missing[i]);
   }).join();
+  return run;
+}
+
+// Empty when `net` is made and nft is there, else why not.
+std::string PrepareFilteredPair(NetnsPair& net) {
+  std::string why = net.Create();
+  if (why.empty() && !NetnsPair::HasNft()) why = "no nft command (nftables)";
+  return why;
+}
+
+// One-way partitions: each side in turn loses every packet it sends to the
+// other, while what the other sends still arrives (a node then applies
+// requests whose answers never get back). Every client call ends within its
+// deadline, and no acknowledged write is lost.
+TEST(FaultTest, OneWayPartitionsEndEveryCallInItsTimeoutAndLoseNothing) {
+  NetnsPair net;
+  if (std::string why = PrepareFilteredPair(net); !why.empty()) {
+    GTEST_SKIP() << "one-way partition test needs root, `ip netns` and `nft` (" << why
+                 << "); skipped";
+  }
+  constexpr size_t kCuts = 4;
+  constexpr uint64_t kCutMs = 3000, kHealMs = 1500;
+  std::vector<std::pair<uint64_t, uint64_t>> counts;  // per cut: dropped, arrived
+  const FaultedRun run = WriteThroughNetworkFaults(net, "oneway:", [&] {
+    for (size_t cut = 0; cut < kCuts; ++cut) {
+      const bool from_a = cut % 2 == 0;
+      EXPECT_TRUE(net.Drop(from_a, 100));
+      SleepMs(kCutMs);
+      counts.push_back(net.DropCounts(from_a));
+      net.Heal(from_a);
+      SleepMs(kHealMs);
+    }
+  });
   ASSERT_EQ(counts.size(), kCuts);
   for (size_t cut = 0; cut < kCuts; ++cut) {
     // The cut dropped traffic, and the other direction kept delivering.
     EXPECT_GT(counts[cut].first, 0u) << "cut " << cut;
     EXPECT_GT(counts[cut].second, 0u) << "cut " << cut;
   }
-  EXPECT_EQ(late, 0u) << "slowest call " << slowest_ms << " ms";
-  EXPECT_GT(acked.size(), 100u);
-  EXPECT_EQ(missing.size(), 0u);
+  EXPECT_EQ(run.late, 0u) << "slowest call " << run.slowest_ms << " ms";
+  EXPECT_GT(run.acked.size(), 100u);
+  EXPECT_EQ(run.missing.size(), 0u);
   std::cout << "[ fault ] " << kCuts << " one-way partitions of " << kCutMs
-            << " ms, alternating sides: " << calls << " client calls, " << failed
-            << " failed, slowest " << slowest_ms << " ms (timeout " << kTimeoutMs << " ms); "
-            << acked.size() << " writes acknowledged, " << missing.size()
-            << " lost; replicas and hints settled " << converge_s << " s after the last heal\n";
+            << " ms, alternating sides: " << run.calls << " client calls, " << run.failed
+            << " failed, slowest " << run.slowest_ms << " ms (timeout " << FaultedRun::kTimeoutMs
+            << " ms); " << run.acked.size() << " writes acknowledged, " << run.missing.size()
+            << " lost; replicas and hints settled " << run.converge_s << " s after the last heal\n";
+}
+
+// Random packet loss on the real network stack, both ways between the
+// namespaces (nft drops each packet with the given chance): TCP retransmits,
+// calls slow down or time out, and still every call ends within its deadline
+// and no acknowledged write is lost.
+TEST(FaultTest, RandomPacketLossEndsEveryCallInItsTimeoutAndLosesNothing) {
+  NetnsPair net;
+  if (std::string why = PrepareFilteredPair(net); !why.empty()) {
+    GTEST_SKIP() << "packet loss test needs root, `ip netns` and `nft` (" << why << "); skipped";
+  }
+  constexpr int kLossPercent[] = {5, 20};
+  constexpr uint64_t kLossMs = 4000, kHealMs = 1500;
+  std::vector<std::pair<uint64_t, uint64_t>> counts;  // per period and side: dropped, arrived
+  const FaultedRun run = WriteThroughNetworkFaults(net, "loss:", [&] {
+    for (int percent : kLossPercent) {
+      EXPECT_TRUE(net.Drop(true, percent));
+      EXPECT_TRUE(net.Drop(false, percent));
+      SleepMs(kLossMs);
+      for (bool from_a : {true, false}) {
+        counts.push_back(net.DropCounts(from_a));
+        net.Heal(from_a);
+      }
+      SleepMs(kHealMs);
+    }
+  });
+  ASSERT_EQ(counts.size(), 2 * std::size(kLossPercent));
+  for (size_t i = 0; i < counts.size(); ++i) {
+    // Some packets were dropped, and most still arrived.
+    EXPECT_GT(counts[i].first, 0u) << "period " << i / 2 << " side " << i % 2;
+    EXPECT_GT(counts[i].second, counts[i].first) << "period " << i / 2 << " side " << i % 2;
+  }
+  EXPECT_EQ(run.late, 0u) << "slowest call " << run.slowest_ms << " ms";
+  EXPECT_GT(run.acked.size(), 100u);
+  EXPECT_EQ(run.missing.size(), 0u);
+  std::cout << "[ fault ] random packet loss both ways (" << kLossPercent[0] << "% then "
+            << kLossPercent[1] << "%, " << kLossMs << " ms each): " << run.calls
+            << " client calls, " << run.failed << " failed, slowest " << run.slowest_ms
+            << " ms (timeout " << FaultedRun::kTimeoutMs << " ms); " << run.acked.size()
+            << " writes acknowledged, " << run.missing.size()
+            << " lost; replicas and hints settled " << run.converge_s
+            << " s after the loss ended\n";
 }
 
 }  // namespace
