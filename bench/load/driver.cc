@@ -162,22 +162,25 @@ class Runner : public std::enable_shared_from_this<Runner> {
     --in_flight_;
     free_slots_.push_back(slot);
     if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
+    // The progress line covers every phase; the report only the measured one.
+    OpStats& window = op.read ? window_read_ : window_write_;
+    if (out.status.ok()) {
+      window.latency.Record(now - start_ns);
+    } else {
+      window.RecordError(std::string(StatusCodeName(out.status.code())));
+    }
     if (phase == Phase::kLoad) {
       ++report_.loaded;
       if (!out.status.ok()) ++report_.load_errors;
     } else if (phase == Phase::kMeasure) {
       OpStats& s = op.read ? report_.read : report_.write;
-      OpStats& window = op.read ? window_read_ : window_write_;
       last_done_ns_ = std::max(last_done_ns_, now);
       if (out.status.ok()) {
         s.latency.Record(now - start_ns);
-        window.latency.Record(now - start_ns);
         if (op.read && out.values == 0) ++s.not_found;
         if (op.read && out.values > 1) ++s.siblings;
       } else {
-        const std::string kind(StatusCodeName(out.status.code()));
-        s.RecordError(kind);
-        window.RecordError(kind);
+        s.RecordError(std::string(StatusCodeName(out.status.code())));
       }
     }
     if (!backlog_.empty()) {

@@ -1,11 +1,16 @@
 // dynamo-bench's logic: histogram accuracy, key distributions, operation
-// mixes, the report formats and the HTTP response parser.
+// mixes, the report formats, the HTTP response parser and the driver's
+// progress line.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <future>
 #include <map>
+#include <mutex>
 #include <random>
+#include <thread>
 
+#include "load/driver.h"
 #include "load/histogram.h"
 #include "load/http.h"
 #include "load/report.h"
@@ -171,6 +176,80 @@ TEST(HttpTest, PostAndBase64) {
   EXPECT_EQ(Base64("foo"), "Zm9v");
   EXPECT_EQ(Base64("foobar"), "Zm9vYmFy");
   EXPECT_EQ(Base64(std::string("\xff\x00\x10", 3)), "/wAQ");
+}
+
+// A store whose every operation succeeds at the loop's next 1 ms timer tick.
+class TickBackend : public Backend {
+ public:
+  std::string Name() const override { return "tick"; }
+  Status Open(net::EventLoop& loop, size_t) override {
+    loop_ = &loop;
+    return Status::OK();
+  }
+  void Read(size_t, const Key&, OpDone done) override { Later(std::move(done)); }
+  void Write(size_t, const Key&, std::string_view, OpDone done) override { Later(std::move(done)); }
+  void Close() override {
+    std::promise<void> closed;
+    loop_->Post([&] {
+      timer_.reset();
+      closed.set_value();
+    });
+    closed.get_future().wait();
+  }
+
+ private:
+  void Later(OpDone done) {
+    if (!timer_) {
+      timer_ = std::make_unique<net::Timer>(*loop_);
+      timer_->Start(1, 1, [this] {
+        std::vector<OpDone> ready = std::move(pending_);
+        pending_.clear();
+        for (OpDone& d : ready) d(OpOutcome{Status::OK(), 1});
+      });
+    }
+    pending_.push_back(std::move(done));
+  }
+
+  net::EventLoop* loop_ = nullptr;
+  std::unique_ptr<net::Timer> timer_;
+  std::vector<OpDone> pending_;
+};
+
+// The live line counts every phase's operations, so a long load or warm-up
+// shows its rate instead of zero; the report counts only the measured phase.
+TEST(DriverTest, ProgressLineCountsTheLoadPhase) {
+  net::EventLoop loop;
+  std::thread loop_thread([&] { loop.Run(); });
+  TickBackend backend;
+  DriverOptions o;
+  o.workload = Workload::kW;
+  o.keys = 3000;  // one at a time, at least half a millisecond each: over a second of load
+  o.concurrency = 1;
+  o.ops = 10;
+  std::mutex mu;
+  std::vector<std::string> lines;
+  o.progress = [&](const std::string& line) {
+    std::lock_guard<std::mutex> g(mu);
+    lines.push_back(line);
+  };
+  ASSERT_TRUE(backend.Open(loop, o.concurrency).ok());
+  Result<RunReport> report = RunLoad(loop, backend, o);
+  backend.Close();
+  loop.Stop();
+  loop_thread.join();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->loaded, o.keys);
+  EXPECT_EQ(report->write.latency.count(), o.ops);
+  std::lock_guard<std::mutex> g(mu);
+  size_t load_lines = 0;
+  for (const std::string& line : lines) {
+    if (line.rfind("load", 0) != 0) continue;
+    ++load_lines;
+    double secs = 0, rate = 0;
+    ASSERT_EQ(std::sscanf(line.c_str(), "load %lf s %lf ops/s", &secs, &rate), 2) << line;
+    EXPECT_GT(rate, 0) << line;
+  }
+  EXPECT_GT(load_lines, 0u);
 }
 
 }  // namespace
