@@ -8,6 +8,9 @@
 # Before each run it waits, at most 30 s, until all the stores are idle
 # (under 5% of a core together), so one run's background work does not
 # land in the next.
+# During each open-loop run, bench/diskprobe.py samples the disk's fdatasync
+# latency (one sync every 10 ms), so a tail the disk itself caused shows as
+# such in the table.
 # Stops everything it started (by PID).
 #
 # Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"]
@@ -36,7 +39,7 @@ WORK=$(mktemp -d /tmp/dynamo-compare.XXXXXX)
 PIDS=()
 cleanup() {
   "$BIN/dynamoctl" cluster stop --dir "$WORK/dynamo" >/dev/null 2>&1 || true
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" ${PROBE:-}; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
@@ -88,9 +91,21 @@ run() {  # backend workload mode [extra flags...]; appends "backend workload mod
   # first write of a key would otherwise read the key first.
   if [ -z "${LOADED[$backend]:-}" ] || { [ $backend = dynamo ] && [ "$workload" != C ]; }; then load=""; fi
   LOADED[$backend]=1
+  local disk="$WORK/disk.$backend.$workload.$mode"
+  echo '{}' >"$disk"
+  if [ "$mode" = open ]; then
+    /usr/bin/python3 bench/diskprobe.py --dir "$WORK" --seconds $((DURATION + 300)) --json >"$disk" &
+    PROBE=$!
+  fi
   # shellcheck disable=SC2086
   out=$("$BIN/dynamo-bench" ${ARGS[$backend]} --workload "$workload" $load "${COMMON[@]}" "$@" | tail -1)
+  if [ -n "${PROBE:-}" ]; then
+    kill -TERM "$PROBE"
+    wait "$PROBE" || true
+    PROBE=""
+  fi
   echo "$backend $workload $mode $out" >>"$WORK/results"
+  echo "$backend $workload $mode $(cat "$disk")" >>"$WORK/disk"
   echo "compare: $backend $workload $mode done" >&2
 }
 throughput() {  # backend workload: closed-loop ops/s of this run
@@ -110,12 +125,16 @@ for w in W C; do
   done
 done
 
-/usr/bin/python3 - "$WORK/results" <<'PY'
+/usr/bin/python3 - "$WORK/results" "$WORK/disk" <<'PY'
 import json, sys
-closed, opened = {}, {}
+closed, opened, disk = {}, {}, {}
 for line in open(sys.argv[1]):
     name, workload, mode, js = line.split(" ", 3)
     (closed if mode == "closed" else opened)[(name, workload)] = json.loads(js)
+for line in open(sys.argv[2]):
+    name, workload, mode, js = line.split(" ", 3)
+    if mode == "open":
+        disk[(name, workload)] = json.loads(js or "{}")
 order = lambda w: "WCAB".index(w) if w in "WCAB" else 9
 names = ("dynamo", "redis", "etcd")
 def rows(table):  # (store, workload, report) in table order
@@ -134,12 +153,17 @@ for name, w, r in rows(closed):
     print(f"{name:<8} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')}")
 if opened:
     print()
-    print("open loop at half of the store's closed-loop peak (latency from intended start)")
-    print(f"{'store':<8} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}")
+    print("open loop at half of the store's closed-loop peak (latency from intended start);")
+    print("disk: the probe's slowest fdatasync during the run and its stalls over 20 ms")
+    print(f"{'store':<8} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}"
+          f" | {'disk max':>8} {'stalls':>6}")
     for name, w, r in rows(opened):
         o = r["write" if w == "W" else "read"]
+        d = disk.get((name, w), {})
+        probe = f"{d['max_ms']:>8.2f} {len(d['stalls']):>6}" if "max_ms" in d else f"{'-':>8} {'-':>6}"
         print(f"{name:<8} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
-              f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}")
+              f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}"
+              f" | {probe}")
 print()
 print("ratios of throughput (same run)")
 for w in sorted({w for _, w in closed}, key=order):
