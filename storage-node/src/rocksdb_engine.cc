@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <mutex>
 #include <random>
 
 namespace dynamo::node {
@@ -38,8 +39,14 @@ std::string PrefixEnd(std::string_view prefix) {
 
 class RocksDbEngine : public Engine {
  public:
-  RocksDbEngine(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles)
-      : db_(std::move(db)), handles_(std::move(handles)) {}
+  RocksDbEngine(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
+                size_t write_buffer_bytes, std::mt19937_64 rng)
+      : db_(std::move(db)),
+        handles_(std::move(handles)),
+        write_buffer_bytes_(write_buffer_bytes),
+        check_bytes_(std::min<uint64_t>(kFlushCheckBytes, write_buffer_bytes / 16)),
+        rng_(rng),
+        flush_at_(Draw()) {}
 
   ~RocksDbEngine() override {
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
@@ -140,7 +147,45 @@ class RocksDbEngine : public Engine {
     }
     rocksdb::Status s = db_->Write(wo, &wb);
     if (s.IsIncomplete()) return Status::Busy("writes are being throttled");
+    if (s.ok()) NoteWritten(batch);
     return FromRocks(s, "write");
+  }
+
+  size_t Draw() {
+    return StaggeredWriteBufferBytes(write_buffer_bytes_,
+                                     std::uniform_real_distribution<double>(0.0, 1.0)(rng_));
+  }
+
+  // Every check_bytes_ written to the data space, looks at its memtable and
+  // switches it once it reaches this memtable's drawn size, unless one is
+  // still waiting for its flush (a second would stall writes; RocksDB's own
+  // limit, above every draw, stays the backstop).
+  void NoteWritten(const WriteBatch& batch) {
+    uint64_t bytes = 0;
+    for (const WriteBatch::Op& op : batch.ops()) {
+      if (op.space == Space::kData) bytes += op.key.size() + (op.value ? op.value->size() : 0);
+    }
+    std::lock_guard<std::mutex> g(flush_mu_);
+    unchecked_bytes_ += bytes;
+    if (unchecked_bytes_ < check_bytes_) return;
+    unchecked_bytes_ = 0;
+    rocksdb::ColumnFamilyHandle* data = Family(Space::kData);
+    uint64_t size = 0, waiting = 0;
+    if (!db_->GetIntProperty(data, rocksdb::DB::Properties::kCurSizeActiveMemTable, &size)) return;
+    if (size < last_size_) flush_at_ = Draw();  // RocksDB switched it by itself
+    last_size_ = size;
+    if (size < flush_at_) return;
+    if (!db_->GetIntProperty(data, rocksdb::DB::Properties::kNumImmutableMemTable, &waiting) ||
+        waiting > 0) {
+      return;
+    }
+    rocksdb::FlushOptions fo;
+    fo.wait = false;
+    fo.allow_write_stall = true;
+    if (db_->Flush(fo, data).ok()) {
+      flush_at_ = Draw();
+      last_size_ = 0;
+    }
   }
 
   rocksdb::ColumnFamilyHandle* Family(Space space) { return handles_[static_cast<size_t>(space)]; }
@@ -148,6 +193,12 @@ class RocksDbEngine : public Engine {
 
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  const size_t write_buffer_bytes_;
+  const uint64_t check_bytes_;
+  std::mutex flush_mu_;
+  std::mt19937_64 rng_;
+  size_t flush_at_;  // this memtable's drawn size
+  uint64_t unchecked_bytes_ = 0, last_size_ = 0;
 };
 
 }  // namespace
@@ -178,17 +229,25 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   rocksdb::ColumnFamilyOptions cf;
-  std::random_device seed;
+  std::mt19937_64 rng(options.stagger_seed ? options.stagger_seed : std::random_device()());
   cf.write_buffer_size = StaggeredWriteBufferBytes(
-      options.write_buffer_bytes, std::uniform_real_distribution<double>(0.0, 1.0)(seed));
+      options.write_buffer_bytes, std::uniform_real_distribution<double>(0.0, 1.0)(rng));
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // The data space's memtables are switched by the engine at their drawn
+  // sizes; RocksDB's limit sits above the largest draw.
+  rocksdb::ColumnFamilyOptions data_cf = cf;
+  data_cf.write_buffer_size =
+      StaggeredWriteBufferBytes(options.write_buffer_bytes, 1.0) + options.write_buffer_bytes / 8;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
-  for (const char* name : kFamilyNames) families.emplace_back(name, cf);
+  for (size_t i = 0; i < kSpaceCount; ++i) {
+    families.emplace_back(kFamilyNames[i], i == static_cast<size_t>(Space::kData) ? data_cf : cf);
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
-  return std::unique_ptr<Engine>(new RocksDbEngine(std::unique_ptr<rocksdb::DB>(raw), std::move(handles)));
+  return std::unique_ptr<Engine>(new RocksDbEngine(
+      std::unique_ptr<rocksdb::DB>(raw), std::move(handles), options.write_buffer_bytes, rng));
 }
 
 }  // namespace dynamo::node

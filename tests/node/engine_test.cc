@@ -4,9 +4,12 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <random>
+#include <regex>
+#include <set>
 
 #include "dynamo/node/cached_engine.h"
 #include "dynamo/node/keys.h"
@@ -225,6 +228,51 @@ TEST(RocksDbEngineTest, MemtableSizesAreStaggeredAroundTheConfiguredSize) {
   EXPECT_LT(StaggeredWriteBufferBytes(base, 0.999), base / 4 * 5);
   EXPECT_EQ(StaggeredWriteBufferBytes(base, 7.0), base / 4 * 5);  // clamped
   EXPECT_LT(StaggeredWriteBufferBytes(base, 0.2), StaggeredWriteBufferBytes(base, 0.3));
+}
+
+// The memory each flushed memtable of the data space held, from RocksDB's
+// event log in `dir`.
+std::vector<uint64_t> FlushedMemtableBytes(const std::string& dir) {
+  std::vector<uint64_t> out;
+  std::ifstream log(dir + "/LOG");
+  const std::regex event("\"event\": \"flush_started\".*\"memory_usage\": ([0-9]+)");
+  std::smatch m;
+  for (std::string line; std::getline(log, line);) {
+    if (std::regex_search(line, m, event)) out.push_back(std::stoull(m[1]));
+  }
+  return out;
+}
+
+// Each memtable of the data space gets its own drawn size, so the flushes
+// of two replicas that drew close sizes once do not stay in step.
+TEST(RocksDbEngineTest, EachDataMemtableFlushesAtItsOwnDrawnSize) {
+  const std::string dir = TempDir("flush-draws");
+  RocksDbOptions options;
+  options.write_buffer_bytes = 4u << 20;
+  options.stagger_seed = 7;
+  {
+    auto engine = OpenRocksDb(dir, options);
+    ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+    const std::string value(1000, 'v');
+    for (int i = 0; i < 50'000; ++i) {
+      WriteBatch b;
+      b.Put(Space::kData, DataKey(static_cast<uint32_t>(i % 64), "k" + std::to_string(i)), value);
+      ASSERT_TRUE((*engine)->Write(b, false).ok());
+    }
+  }
+  const std::vector<uint64_t> flushed = FlushedMemtableBytes(dir);
+  std::filesystem::remove_all(dir);
+  ASSERT_GE(flushed.size(), 8u);
+  // With one size per open, every flush lands within a few bytes of the
+  // same size (RocksDB counts memory in arena blocks).
+  std::set<uint64_t> steps;
+  for (uint64_t bytes : flushed) steps.insert(bytes / (256u << 10));
+  EXPECT_GE(steps.size(), 3u) << "the memtables flushed at " << steps.size() << " sizes";
+  for (uint64_t bytes : flushed) {
+    // Within the spread, give or take the arena block RocksDB counts in.
+    EXPECT_GE(bytes, StaggeredWriteBufferBytes(options.write_buffer_bytes, 0.0) - (1u << 20));
+    EXPECT_LE(bytes, StaggeredWriteBufferBytes(options.write_buffer_bytes, 1.0) + (1u << 20));
+  }
 }
 
 TEST(MemoryEngineTest, PowerLossDropsUnsyncedWrites) {

@@ -14,17 +14,25 @@ inline constexpr int kRocksDbOpenFilesMax = 512;
 struct RocksDbOptions {
   // Block cache for reads. Default: 64 MiB.
   size_t block_cache_bytes = 64u << 20;
-  // Memtable size per column family. Default: 32 MiB. Each open uses a size
-  // drawn within kWriteBufferSpread of it (see StaggeredWriteBufferBytes).
+  // Memtable size per column family. Default: 32 MiB. Each memtable of the
+  // data space is flushed at a size drawn anew within kWriteBufferSpread of
+  // it (see StaggeredWriteBufferBytes); the other spaces draw once per open.
   size_t write_buffer_bytes = 32u << 20;
+  // Seed of those draws; 0: a random one.
+  uint64_t stagger_seed = 0;
 };
 
 // Replicas receive the same writes, so with equal memtables they would all
 // flush at the same moment, and a machine hosting several of them would stall
-// foreground work for the length of a flush. Each open therefore sizes its
-// memtables at write_buffer_bytes scaled by a factor in
-// [1 - kWriteBufferSpread, 1 + kWriteBufferSpread).
+// foreground work for the length of a flush. Memtables are therefore flushed
+// at write_buffer_bytes scaled by a factor in
+// [1 - kWriteBufferSpread, 1 + kWriteBufferSpread), drawn for each memtable
+// of the data space: RocksDB flushes at whole arena-block steps, so two
+// nodes whose sizes fell in one step would otherwise flush together for as
+// long as they run.
 inline constexpr double kWriteBufferSpread = 0.25;
+// Bytes written to the data space between two looks at its memtable's size.
+inline constexpr uint64_t kFlushCheckBytes = 256u << 10;
 // The memtable size for `bytes` and a uniform `draw` in [0, 1).
 size_t StaggeredWriteBufferBytes(size_t bytes, double draw);
 
