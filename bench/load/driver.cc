@@ -162,26 +162,26 @@ class Runner : public std::enable_shared_from_this<Runner> {
     --in_flight_;
     free_slots_.push_back(slot);
     if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
+    const bool ok = out.status.ok();
+    const std::string kind = ok ? std::string() : std::string(StatusCodeName(out.status.code()));
+    auto record = [&](OpStats& s) {
+      if (ok) {
+        s.latency.Record(now - start_ns);
+      } else {
+        s.RecordError(kind);
+      }
+    };
     // The progress line covers every phase; the report only the measured one.
-    OpStats& window = op.read ? window_read_ : window_write_;
-    if (out.status.ok()) {
-      window.latency.Record(now - start_ns);
-    } else {
-      window.RecordError(std::string(StatusCodeName(out.status.code())));
-    }
+    record(op.read ? window_read_ : window_write_);
     if (phase == Phase::kLoad) {
       ++report_.loaded;
-      if (!out.status.ok()) ++report_.load_errors;
+      if (!ok) ++report_.load_errors;
     } else if (phase == Phase::kMeasure) {
       OpStats& s = op.read ? report_.read : report_.write;
       last_done_ns_ = std::max(last_done_ns_, now);
-      if (out.status.ok()) {
-        s.latency.Record(now - start_ns);
-        if (op.read && out.values == 0) ++s.not_found;
-        if (op.read && out.values > 1) ++s.siblings;
-      } else {
-        s.RecordError(std::string(StatusCodeName(out.status.code())));
-      }
+      record(s);
+      if (ok && op.read && out.values == 0) ++s.not_found;
+      if (ok && op.read && out.values > 1) ++s.siblings;
     }
     if (!backlog_.empty()) {
       Pending p = backlog_.front();

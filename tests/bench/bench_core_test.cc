@@ -223,7 +223,7 @@ TEST(DriverTest, ProgressLineCountsTheLoadPhase) {
   TickBackend backend;
   DriverOptions o;
   o.workload = Workload::kW;
-  o.keys = 3000;  // one at a time, at least half a millisecond each: over a second of load
+  o.keys = 3000;  // one at a time, a timer tick (whole milliseconds) each: about 3 s of load
   o.concurrency = 1;
   o.ops = 10;
   std::mutex mu;
