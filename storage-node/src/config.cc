@@ -95,7 +95,8 @@ const std::vector<Key>& Keys() {
               "recently used values kept in memory in front of RocksDB (0: off)", 0, 1ull << 40,
               [](NodeConfig& c) -> size_t& { return c.value_cache_bytes; }),
       UintKey("storage", "write_buffer_bytes",
-              "RocksDB memtable size per column family (each data memtable flushes at a size drawn within 25% of it)",
+              "RocksDB memtable size per column family (each data memtable flushes at a size "
+              "drawn within 25% of it)",
               1u << 20, 1ull << 34,
               [](NodeConfig& c) -> size_t& { return c.rocksdb.write_buffer_bytes; }),
       UintKey("limits", "key_bytes_max", "largest key accepted", 1, 64u << 10,

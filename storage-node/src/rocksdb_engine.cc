@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <mutex>
 #include <random>
 
@@ -67,7 +68,9 @@ class RocksDbEngine : public Engine {
   Status Write(const WriteBatch& batch, bool sync) override {
     rocksdb::WriteOptions wo;
     wo.sync = sync;
-    return Apply(wo, batch);
+    Status s = Apply(wo, batch);
+    if (s.ok()) MaybeSwitchMemtable();
+    return s;
   }
 
   Status WriteNoStall(const WriteBatch& batch) override {
@@ -147,7 +150,7 @@ class RocksDbEngine : public Engine {
     }
     rocksdb::Status s = db_->Write(wo, &wb);
     if (s.IsIncomplete()) return Status::Busy("writes are being throttled");
-    if (s.ok()) NoteWritten(batch);
+    if (s.ok()) CountWritten(batch);
     return FromRocks(s, "write");
   }
 
@@ -156,19 +159,25 @@ class RocksDbEngine : public Engine {
                                      std::uniform_real_distribution<double>(0.0, 1.0)(rng_));
   }
 
-  // Every check_bytes_ written to the data space, looks at its memtable and
-  // switches it once it reaches this memtable's drawn size, unless one is
-  // still waiting for its flush (a second would stall writes; RocksDB's own
-  // limit, above every draw, stays the backstop).
-  void NoteWritten(const WriteBatch& batch) {
+  void CountWritten(const WriteBatch& batch) {
     uint64_t bytes = 0;
     for (const WriteBatch::Op& op : batch.ops()) {
       if (op.space == Space::kData) bytes += op.key.size() + (op.value ? op.value->size() : 0);
     }
+    if (bytes) unchecked_bytes_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+
+  // Blocking writes only (switching a memtable creates a log file): every
+  // check_bytes_ written to the data space, looks at its memtable and
+  // switches it once it reaches this memtable's drawn size, unless one is
+  // still waiting for its flush (a second would stall writes; RocksDB's own
+  // limit, above every draw, stays the backstop).
+  void MaybeSwitchMemtable() {
+    if (unchecked_bytes_.load(std::memory_order_relaxed) < check_bytes_) return;
     std::lock_guard<std::mutex> g(flush_mu_);
-    unchecked_bytes_ += bytes;
-    if (unchecked_bytes_ < check_bytes_) return;
-    unchecked_bytes_ = 0;
+    const uint64_t seen = unchecked_bytes_.load(std::memory_order_relaxed);
+    if (seen < check_bytes_) return;  // another thread looked meanwhile
+    unchecked_bytes_.fetch_sub(seen, std::memory_order_relaxed);
     rocksdb::ColumnFamilyHandle* data = Family(Space::kData);
     uint64_t size = 0, waiting = 0;
     if (!db_->GetIntProperty(data, rocksdb::DB::Properties::kCurSizeActiveMemTable, &size)) return;
@@ -195,10 +204,11 @@ class RocksDbEngine : public Engine {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   const size_t write_buffer_bytes_;
   const uint64_t check_bytes_;
-  std::mutex flush_mu_;
+  std::atomic<uint64_t> unchecked_bytes_{0};
+  std::mutex flush_mu_;  // guards what follows
   std::mt19937_64 rng_;
   size_t flush_at_;  // this memtable's drawn size
-  uint64_t unchecked_bytes_ = 0, last_size_ = 0;
+  uint64_t last_size_ = 0;
 };
 
 }  // namespace
