@@ -1297,6 +1297,18 @@ struct FaultedRun {
   std::vector<std::string> acked, missing;
   double converge_s = 0;
   static constexpr uint64_t kTimeoutMs = 1000, kCallSlackMs = 1000;
+
+  // The bounds every such run keeps, and its [ fault ] line after `what`.
+  void ExpectBoundsAndReport(const std::string& what) const {
+    EXPECT_EQ(late, 0u) << "slowest call " << slowest_ms << " ms";
+    EXPECT_GT(acked.size(), 100u);
+    EXPECT_EQ(missing.size(), 0u);
+    std::cout << "[ fault ] " << what << ": " << calls << " client calls, " << failed
+              << " failed, slowest " << slowest_ms << " ms (timeout " << kTimeoutMs << " ms); "
+              << acked.size() << " writes acknowledged, " << missing.size()
+              << " lost; replicas and hints settled " << converge_s
+              << " s after the faults ended\n";
+  }
 };
 
 FaultedRun WriteThroughNetworkFaults(NetnsPair& net, const std::string& prefix,
@@ -1396,14 +1408,8 @@ TEST(FaultTest, OneWayPartitionsEndEveryCallInItsTimeoutAndLoseNothing) {
     EXPECT_GT(counts[cut].first, 0u) << "cut " << cut;
     EXPECT_GT(counts[cut].second, 0u) << "cut " << cut;
   }
-  EXPECT_EQ(run.late, 0u) << "slowest call " << run.slowest_ms << " ms";
-  EXPECT_GT(run.acked.size(), 100u);
-  EXPECT_EQ(run.missing.size(), 0u);
-  std::cout << "[ fault ] " << kCuts << " one-way partitions of " << kCutMs
-            << " ms, alternating sides: " << run.calls << " client calls, " << run.failed
-            << " failed, slowest " << run.slowest_ms << " ms (timeout " << FaultedRun::kTimeoutMs
-            << " ms); " << run.acked.size() << " writes acknowledged, " << run.missing.size()
-            << " lost; replicas and hints settled " << run.converge_s << " s after the last heal\n";
+  run.ExpectBoundsAndReport(std::to_string(kCuts) + " one-way partitions of " +
+                            std::to_string(kCutMs) + " ms, alternating sides");
 }
 
 // Random packet loss on the real network stack, both ways between the
@@ -1436,16 +1442,9 @@ TEST(FaultTest, RandomPacketLossEndsEveryCallInItsTimeoutAndLosesNothing) {
     EXPECT_GT(counts[i].first, 0u) << "period " << i / 2 << " side " << i % 2;
     EXPECT_GT(counts[i].second, counts[i].first) << "period " << i / 2 << " side " << i % 2;
   }
-  EXPECT_EQ(run.late, 0u) << "slowest call " << run.slowest_ms << " ms";
-  EXPECT_GT(run.acked.size(), 100u);
-  EXPECT_EQ(run.missing.size(), 0u);
-  std::cout << "[ fault ] random packet loss both ways (" << kLossPercent[0] << "% then "
-            << kLossPercent[1] << "%, " << kLossMs << " ms each): " << run.calls
-            << " client calls, " << run.failed << " failed, slowest " << run.slowest_ms
-            << " ms (timeout " << FaultedRun::kTimeoutMs << " ms); " << run.acked.size()
-            << " writes acknowledged, " << run.missing.size()
-            << " lost; replicas and hints settled " << run.converge_s
-            << " s after the loss ended\n";
+  run.ExpectBoundsAndReport("random packet loss both ways (" + std::to_string(kLossPercent[0]) +
+                            "% then " + std::to_string(kLossPercent[1]) + "%, " +
+                            std::to_string(kLossMs) + " ms each)");
 }
 
 }  // namespace
