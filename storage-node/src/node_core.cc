@@ -13,16 +13,6 @@ constexpr uint32_t kTransferEntriesMax = 4096;
 constexpr uint64_t kTransferBytesMax = 8u << 20;
 // Peers told of our departure before exiting.
 constexpr size_t kFarewellPeers = 3;
-// Coordinated writes remembered for answering repeats.
-constexpr size_t kRecentPutsMax = 16384;
-
-std::string OpKey(const std::string& data_key, uint64_t op_id) {
-  std::string k = data_key;
-  k.push_back('\0');
-  for (int shift = 56; shift >= 0; shift -= 8) k.push_back(static_cast<char>(op_id >> shift));
-  return k;
-}
-
 std::string LockKey(Space space, std::string_view key) {
   return QualifiedKey(static_cast<uint8_t>(space), key);
 }
@@ -405,10 +395,9 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
         local = std::move(*decoded);
       }
       if (request->op_id != 0) {
-        auto seen = recent_puts_.find(OpKey(key, request->op_id));
-        if (seen != recent_puts_.end()) {
+        if (std::optional<Dot> seen = recent_puts_.Find(key, request->op_id)) {
           // A repeat of a write already applied: answer it, do not write again.
-          Reply(conn, id, proto::CoordPutReply{epoch(), seen->second, std::move(local)});
+          Reply(conn, id, proto::CoordPutReply{epoch(), *seen, std::move(local)});
           unlock();
           return;
         }
@@ -448,14 +437,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
           ReplyError(conn, id, w.status.WithInDoubt(true));
         } else {
           NoteStored(key, &result->siblings);
-          if (op_id != 0) {
-            std::string k = OpKey(key, op_id);
-            if (recent_puts_.emplace(k, result->written.dot).second) recent_order_.push_back(std::move(k));
-            if (recent_order_.size() > kRecentPutsMax) {
-              recent_puts_.erase(recent_order_.front());
-              recent_order_.pop_front();
-            }
-          }
+          if (op_id != 0) recent_puts_.Remember(key, op_id, result->written.dot);
           Reply(conn, id, proto::CoordPutReply{epoch(), result->written.dot, std::move(result->siblings)});
         }
         unlock();

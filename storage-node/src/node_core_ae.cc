@@ -4,8 +4,10 @@
 #include <string>
 #include <unordered_map>
 
+#include "dynamo/check.h"
 #include "dynamo/node/keys.h"
 #include "dynamo/node/node_core.h"
+#include "dynamo/placement.h"
 #include "node_core_util.h"
 
 namespace dynamo::node {
@@ -60,19 +62,20 @@ void NodeCore::RunBackground() {
 // ------------------------------------------------------------------ Merkle trees
 
 MerkleTree& NodeCore::TreeFor(PartitionId p) {
+  DYNAMO_CHECK(p < kMaxPartitions);
+  if (p >= trees_.size()) trees_.resize(p + 1);
   std::unique_ptr<MerkleTree>& t = trees_[p];
   if (!t) t = std::make_unique<MerkleTree>(options_.merkle_depth);
   return *t;
 }
 
 MerkleSummary NodeCore::MerkleRoot(PartitionId p) const {
-  auto it = trees_.find(p);
-  return it == trees_.end() ? MerkleSummary{} : it->second->Root();
+  return p < trees_.size() && trees_[p] ? trees_[p]->Root() : MerkleSummary{};
 }
 
 void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
   Result<DataKeyParts> parts = ParseDataKey(data_key);
-  if (!parts.ok()) return;
+  if (!parts.ok() || parts->partition >= kMaxPartitions) return;
   if (set != nullptr) {
     // Most writes land in a partition already known to hold data: a bitmap
     // answers that without walking the set.
@@ -85,8 +88,9 @@ void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
     removed_during_build_.erase(data_key);
     return;
   }
-  auto it = trees_.find(parts->partition);
-  if (it != trees_.end()) it->second->Remove(parts->key);
+  if (parts->partition < trees_.size() && trees_[parts->partition]) {
+    trees_[parts->partition]->Remove(parts->key);
+  }
   if (!trees_ready_) removed_during_build_.insert(data_key);
 }
 
@@ -127,10 +131,12 @@ void NodeCore::BuildTreesStep() {
     if (build_queue_.empty()) {
       trees_ready_ = true;
       removed_during_build_.clear();
-      size_t keys = 0;
-      for (const auto& [part, t] : trees_) keys += t->size();
+      size_t keys = 0, partitions = 0;
+      for (const std::unique_ptr<MerkleTree>& t : trees_) {
+        if (t) keys += t->size(), ++partitions;
+      }
       Log(LogLevel::kInfo, "Merkle trees built: " + std::to_string(keys) + " keys in " +
-                               std::to_string(trees_.size()) + " partitions");
+                               std::to_string(partitions) + " partitions");
       return;
     }
     BuildTreesStep();

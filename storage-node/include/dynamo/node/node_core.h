@@ -40,6 +40,7 @@
 #include "dynamo/node/engine.h"
 #include "dynamo/node/governor.h"
 #include "dynamo/node/membership.h"
+#include "dynamo/node/recent_puts.h"
 #include "dynamo/proto/codec.h"
 #include "dynamo/proto/message.h"
 #include "dynamo/version.h"
@@ -365,17 +366,16 @@ class NodeCore {
   std::map<PartitionId, std::shared_ptr<Transfer>> transfers_;
   std::shared_ptr<Handoff> handoff_;
 
-  // Dots of recent coordinated writes by (data key, op id), so a repeated
-  // CoordPut is answered, not written twice. FIFO, bounded.
-  std::unordered_map<std::string, Dot> recent_puts_;
-  std::deque<std::string> recent_order_;
+  // Coordinated writes remembered for answering repeats.
+  static constexpr size_t kRecentPutsMax = 16384;
+  RecentPuts recent_puts_{kRecentPutsMax};
 
   BackgroundGovernor governor_;
   std::deque<Step> background_;
   bool running_background_ = false;
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> foreground_started_;  // (conn, id) -> ms
 
-  std::unordered_map<PartitionId, std::unique_ptr<MerkleTree>> trees_;
+  std::vector<std::unique_ptr<MerkleTree>> trees_;  // by partition, null until used
   // Partitions NoteStored already put in state_.partitions_with_data.
   std::vector<bool> known_with_data_;
   std::deque<PartitionId> build_queue_;
