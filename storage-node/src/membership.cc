@@ -139,13 +139,11 @@ std::vector<NodeId> Membership::RingMembers() const {
   return out;
 }
 
-std::vector<ActorId> Membership::LiveActors() const {
-  std::vector<ActorId> out;
+bool Membership::IsLiveActor(ActorId actor) const {
   for (const auto& [id, m] : records_) {
-    if (m.status != MemberStatus::kRemoved) out.push_back(m.actor);
+    if (m.actor == actor && m.status != MemberStatus::kRemoved) return true;
   }
-  std::sort(out.begin(), out.end());
-  return out;
+  return false;
 }
 
 std::optional<NodeId> Membership::NextGossipTarget(std::mt19937_64& rng) {

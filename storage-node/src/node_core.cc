@@ -410,8 +410,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
       CoordinatorOptions copts;
       copts.clock_entries_max = options_.clock_entries_max;
       copts.siblings_max = options_.siblings_max;
-      std::vector<ActorId> live = membership_.LiveActors();
-      copts.retired = [live](ActorId a) { return !std::binary_search(live.begin(), live.end(), a); };
+      copts.retired = [this](ActorId a) { return !membership_.IsLiveActor(a); };
       Result<CoordinatorResult> update =
           CoordinatorUpdate(local, state_.actor, state_.counter_next, intent, copts);
       if (!update.ok()) {

@@ -703,3 +703,32 @@ TEST(NodeCoreTest, RepeatedCoordPutIsWrittenOnce) {
 
 }  // namespace
 }  // namespace dynamo::node
+
+namespace dynamo::node {
+namespace {
+
+// A context over the clock bound loses the entries of actors that are not
+// members first, however recent they are.
+TEST(NodeCoreTest, CoordPutTruncatesTheContextDroppingNonMembersFirst) {
+  SimCluster sim(41);
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.clock_entries_max = 1; });
+  sim.RunFor(100);
+  const ActorId own = sim.core("n1").actor();
+  const ActorId stranger = own ^ 0x5555;
+  std::vector<ClockEntry> entries{{own, 1, 1000}, {stranger, 5, 9000}};
+  std::sort(entries.begin(), entries.end(),
+            [](const ClockEntry& a, const ClockEntry& b) { return a.actor < b.actor; });
+  Result<VersionVector> context = VersionVector::FromEntries(entries);
+  ASSERT_TRUE(context.ok());
+  Result<proto::Message> r = sim.Request("n1", proto::CoordPutRequest{"k", *context, "v", false});
+  auto* reply = std::get_if<proto::CoordPutReply>(&r->body);
+  ASSERT_TRUE(reply);
+  ASSERT_EQ(reply->siblings.size(), 1u);
+  const VersionVector& written = reply->siblings[0].context;
+  EXPECT_EQ(written.size(), 1u);
+  EXPECT_EQ(written.Get(own), 1u);
+  EXPECT_EQ(written.Get(stranger), 0u);
+}
+
+}  // namespace
+}  // namespace dynamo::node

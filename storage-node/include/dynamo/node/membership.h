@@ -64,8 +64,9 @@ class Membership {
   std::vector<Member> View(uint64_t now_ms) const;
   // Ids of members that should own partitions (joining or normal), sorted.
   std::vector<NodeId> RingMembers() const;
-  // Actor ids of every member not removed (their clock entries are live).
-  std::vector<ActorId> LiveActors() const;
+  // Whether `actor` is the actor id of a member not removed (its clock
+  // entries are live). O(members).
+  bool IsLiveActor(ActorId actor) const;
   // The next member to gossip with, or nullopt when alone.
   std::optional<NodeId> NextGossipTarget(std::mt19937_64& rng);
 
