@@ -2,10 +2,10 @@
 // so that a CoordPut the client sent twice is answered, not written twice.
 //
 // First in, first out: once `capacity` writes are remembered, each new one
-// forgets the oldest. Keys are held as two 64-bit hashes (the key's and the op
-// id), not copied: two different writes are taken for one only if both their
-// key hashes and their op ids are equal. Fixed memory, no allocation after
-// construction.
+// forgets the oldest. A write is held as its op id and a 64-bit hash of its
+// key, not a copy of the key, so two writes with one op id are taken for one
+// only if their keys' hashes are equal too. Fixed memory, no allocation
+// after construction.
 //
 // Plain value. Thread-safety: none.
 #pragma once
