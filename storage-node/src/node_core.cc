@@ -397,6 +397,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
       if (request->op_id != 0) {
         if (std::optional<Dot> seen = recent_puts_.Find(key, request->op_id)) {
           // A repeat of a write already applied: answer it, do not write again.
+          ++stats_.coord_put_repeats;
           Reply(conn, id, proto::CoordPutReply{epoch(), *seen, std::move(local)});
           unlock();
           return;
@@ -678,6 +679,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"ae_sessions", stats_.ae_sessions},
       {"background_deferred", governor_.deferred()},
       {"catching_up", catching_up_ ? 1u : 0u},
+      {"coord_put_repeats", stats_.coord_put_repeats},
       {"coord_puts", stats_.coord_puts},
       {"epoch", epoch()},
       {"errors", stats_.errors},

@@ -696,9 +696,11 @@ TEST(NodeCoreTest, RepeatedCoordPutIsWrittenOnce) {
   ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(again->body));
   EXPECT_EQ(std::get<proto::CoordPutReply>(first->body).dot, std::get<proto::CoordPutReply>(again->body).dot);
   EXPECT_EQ(sim.Stored("n1", "k")->size(), 1u);
+  EXPECT_EQ(sim.core("n1").stats().coord_put_repeats, 1u);
   put.op_id = 0xdef;  // another write with the same content is another version
   ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(sim.Request("n1", put)->body));
   EXPECT_EQ(sim.Stored("n1", "k")->size(), 2u);
+  EXPECT_EQ(sim.core("n1").stats().coord_put_repeats, 1u);
 }
 
 }  // namespace

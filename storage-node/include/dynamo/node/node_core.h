@@ -183,6 +183,7 @@ using LogSink = std::function<void(LogLevel, const std::string&)>;
 struct NodeStats {
   uint64_t requests = 0;
   uint64_t coord_puts = 0;
+  uint64_t coord_put_repeats = 0;  // CoordPuts answered as repeats, not written again
   uint64_t replica_puts = 0;
   uint64_t hints_stored = 0;
   uint64_t hints_delivered = 0;  // hinted keys acknowledged by their owner
