@@ -49,6 +49,11 @@ def probe(directory, seconds, pause_s, size, stall_s, out, lock, stop):
         out[1].extend(stalls)
 
 
+def clock(t):
+    """Local time of day to the millisecond, to line stalls up with other logs."""
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
 def summary(lat, stalls, stall_ms):
     lat = sorted(lat)
     n = len(lat)
@@ -63,8 +68,7 @@ def summary(lat, stalls, stall_ms):
     return {
         "syncs": n, "p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999),
         "max_ms": round(lat[-1] * 1000, 3) if n else 0.0, "stall_ms": stall_ms,
-        "stalls": [{"at": time.strftime("%H:%M:%S", time.localtime(s)), "ms": round(d * 1000, 1)}
-                   for s, d in merged],
+        "stalls": [{"at": clock(s), "ms": round(d * 1000, 1)} for s, d in merged],
     }
 
 

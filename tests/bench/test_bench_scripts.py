@@ -20,6 +20,8 @@ def test_streams_that_see_one_stall_count_it_once():
     assert s["p999_ms"] == 200.0
     assert s["max_ms"] == 200.0
     assert [x["ms"] for x in s["stalls"]] == [70.0, 200.0]
+    assert s["stalls"][0]["at"] == diskprobe.clock(100.0)
+    assert diskprobe.clock(100.25).endswith(".250")
 
 
 def test_empty_summary():
