@@ -8,6 +8,8 @@ workloads that write, see compare.sh), with the CPU time the nodes and the
 bench process used during the measured phase, divided by the operations
 done. Builds alternate within a round, so noise from the machine hits them
 alike; compare the builds within one run, never figures of different runs.
+At the end it prints each build's medians and, for every build after the
+first, the range of its round-by-round ratios to the first build.
 
 usage: bench/ab.py [--rounds N] [--duration S] [--port P] DIR[@CONFIG] ... [-- BENCH FLAGS]
 e.g.   bench/ab.py --rounds 3 /tmp/before build/release/bin -- --workload W
@@ -18,6 +20,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,17 +55,62 @@ def run_workload(label, bindir, cluster, port, workload, duration, load, extra):
     m = re.search(r"measured ([\d.]+) s: (\d+) ops/s", out)
     ops = float(m.group(2)) if m else 0.0
     line = f"{label:<24} {workload} {ops:>8.0f} ops/s"
+    node_us = None
     if len(window) >= 2 and ops > 0:
         dt = window[-1][0] - window[0][0]
         node = (window[-1][1] - window[0][1]) / dt
         client = (window[-1][2] - window[0][2]) / dt
-        line += f"  nodes {node * 1e6 / ops:6.1f} us/op  bench {client * 1e6 / ops:5.1f} us/op"
+        node_us = node * 1e6 / ops
+        line += f"  nodes {node_us:6.1f} us/op  bench {client * 1e6 / ops:5.1f} us/op"
         line += f"  (cores {node:.2f} + {client:.2f})"
     for row in out.splitlines():
         f = row.split()
         if f and f[0] in ("read", "write") and len(f) > 8 and f[1] != "0":
             line += f"  {f[0]} p50 {f[3]} p99 {f[5]} p99.9 {f[6]} ms errors {f[8]}"
     print(line, flush=True)
+    return ops, node_us
+
+
+def ratio_range(values, base):
+    """min-max of value/base over the rounds both have, as "0.93-1.10x"."""
+    r = [v / b for v, b in zip(values, base) if v is not None and b]
+    return f"{min(r):.2f}-{max(r):.2f}x" if r else "n/a"
+
+
+def summarize(results, labels):
+    """Lines comparing each build with the first, round by round.
+
+    results[(label, workload)] is a list of (ops, node_us) per round, in round
+    order; labels are the builds in command-line order.
+    """
+    lines = []
+    workloads = list(dict.fromkeys(w for _, w in results))
+    for w in workloads:
+        base = results.get((labels[0], w), [])
+        for label in labels:
+            rows = results.get((label, w), [])
+            if not rows:
+                continue
+            ops = [r[0] for r in rows]
+            line = f"{label:<24} {w} median {statistics.median(ops):>8.0f} ops/s"
+            node = [r[1] for r in rows if r[1] is not None]
+            if node:
+                line += f"  nodes {statistics.median(node):6.1f} us/op"
+            if label != labels[0] and base:
+                line += (f"  vs {labels[0]} by round: ops {ratio_range(ops, [b[0] for b in base])}"
+                         f", nodes' CPU per op {ratio_range([r[1] for r in rows], [b[1] for b in base])}")
+            lines.append(line)
+    return lines
+
+
+def unique_labels(entries):
+    """entry_label of each entry, with #2, #3... where two would read the same."""
+    out, seen = [], {}
+    for e in entries:
+        label = entry_label(e)
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}#{seen[label]}")
+    return out
 
 
 def main():
@@ -78,10 +126,12 @@ def main():
     p.add_argument("--workloads", default="W C")
     p.add_argument("dirs", nargs="+")
     a = p.parse_args(argv)
+    labels = unique_labels(a.dirs)
+    results = {}
     work = tempfile.mkdtemp(prefix="dynamo-ab.")
     try:
         for _ in range(a.rounds):
-            for entry in a.dirs:
+            for entry, label in zip(a.dirs, labels):
                 bindir, _, config = entry.partition("@")
                 ctl = f"{bindir}/dynamoctl"
                 cluster = f"{work}/cluster"
@@ -92,13 +142,17 @@ def main():
                 try:
                     loaded = False
                     for w in a.workloads.split():
-                        run_workload(entry_label(entry), bindir, cluster, a.port, w, a.duration,
-                                     not loaded or w != "C", extra)
+                        results.setdefault((label, w), []).append(
+                            run_workload(label, bindir, cluster, a.port, w, a.duration,
+                                         not loaded or w != "C", extra))
                         loaded = True
                 finally:
                     subprocess.run([ctl, "cluster", "stop", "--dir", cluster], capture_output=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    print("summary (median of the rounds; ratios pair the builds' runs of each round)")
+    for line in summarize(results, labels):
+        print(line)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""bench/diskprobe.py: stall merging, percentiles, limits and a short run."""
+"""bench/diskprobe.py (stall merging, percentiles, limits, a short run) and bench/ab.py's summary."""
 import json
 import os
 import subprocess
@@ -6,6 +6,7 @@ import sys
 
 BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench")
 sys.path.insert(0, BENCH)
+import ab  # noqa: E402
 import diskprobe  # noqa: E402
 
 
@@ -48,3 +49,24 @@ def test_bad_flags_are_refused():
         r = run(*args)
         assert r.returncode == 2, args
         assert "error:" in r.stderr
+
+
+def test_ab_labels_of_two_builds_in_like_named_dirs_differ():
+    assert ab.unique_labels(["/a/release/bin", "/b/release/bin", "/tmp/x"]) == [
+        "release/bin", "release/bin#2", "x"]
+
+
+def test_ab_summary_pairs_rounds_against_the_first_build():
+    results = {
+        ("old", "W"): [(100.0, 70.0), (200.0, 60.0)],
+        ("new", "W"): [(110.0, 63.0), (180.0, 66.0)],
+        ("old", "C"): [(1000.0, None)],
+        ("new", "C"): [(1200.0, None)],
+    }
+    lines = ab.summarize(results, ["old", "new"])
+    assert len(lines) == 4
+    assert lines[0].startswith("old") and "median      150 ops/s" in lines[0] and "nodes   65.0" in lines[0]
+    assert "vs" not in lines[0]
+    # Round by round: 110/100 and 180/200 -> 0.90-1.10x; 63/70 and 66/60 -> 0.90-1.10x.
+    assert "ops 0.90-1.10x" in lines[1] and "nodes' CPU per op 0.90-1.10x" in lines[1]
+    assert "ops 1.20-1.20x" in lines[3] and "nodes' CPU per op n/a" in lines[3]
