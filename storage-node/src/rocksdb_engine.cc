@@ -128,6 +128,11 @@ class RocksDbEngine : public Engine {
 
   Status Sync() override { return FromRocks(db_->SyncWAL(), "sync"); }
 
+  bool MaintenanceDue() const override {
+    return unchecked_bytes_.load(std::memory_order_relaxed) >= check_bytes_;
+  }
+  void Maintain() override { MaybeSwitchMemtable(); }
+
   std::string_view name() const override { return "rocksdb"; }
 
  private:
@@ -167,7 +172,8 @@ class RocksDbEngine : public Engine {
     if (bytes) unchecked_bytes_.fetch_add(bytes, std::memory_order_relaxed);
   }
 
-  // Blocking writes only (switching a memtable creates a log file): every
+  // Blocking calls only (switching a memtable creates a log file): Write,
+  // and Maintain for what WriteNoStall wrote. Every
   // check_bytes_ written to the data space, looks at its memtable and
   // switches it once it reaches this memtable's drawn size, unless one is
   // still waiting for its flush (a second would stall writes; RocksDB's own

@@ -1,6 +1,7 @@
 #include "storage_worker.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace dynamo::node {
 
@@ -76,6 +77,13 @@ void StorageWorker::FinishInline() {
       SubmitShared(WriteOp{std::move(batch), sync}, std::move(writers));
       continue;
     }
+    if (s.ok() && engine_->MaintenanceDue()) {
+      {
+        std::lock_guard lock(mu_);
+        maintenance_wanted_ = true;
+      }
+      cv_.notify_one();
+    }
     std::vector<InlineWriter> synced;
     for (InlineWriter& w : writers) {
       if (s.ok() && w.sync) {
@@ -118,13 +126,20 @@ StorageWorkerStats StorageWorker::stats() const {
 void StorageWorker::Run() {
   while (true) {
     std::deque<Item> group;
+    bool maintain = false;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      cv_.wait(lock, [this] { return stop_ || !queue_.empty() || maintenance_wanted_; });
       if (queue_.empty() && stop_) return;
       group.swap(queue_);
+      maintain = std::exchange(maintenance_wanted_, false);
     }
-    RunGroup(std::move(group));
+    if (!group.empty()) RunGroup(std::move(group));
+    if (maintain) {
+      engine_->Maintain();
+      std::lock_guard lock(mu_);
+      ++stats_.maintenance;
+    }
   }
 }
 

@@ -16,7 +16,8 @@
 // of one iteration as one engine batch; a write that asked for sync then
 // waits for the storage thread to sync the log, and the syncs queued while
 // one runs share the next. Meta writes, scans, and anything the engine
-// would block on go to the storage thread.
+// would block on go to the storage thread, and so does the engine's
+// housekeeping that inline writes made due (Engine::Maintain).
 #pragma once
 
 #include <condition_variable>
@@ -37,6 +38,7 @@ struct StorageWorkerStats {
   uint64_t writes = 0;         // write operations
   uint64_t syncs = 0;          // engine syncs
   uint64_t max_group = 0;      // most operations in one group
+  uint64_t maintenance = 0;    // Engine::Maintain calls
 };
 
 class StorageWorker {
@@ -86,6 +88,7 @@ class StorageWorker {
   std::condition_variable cv_;
   std::deque<Item> queue_;
   bool stop_ = false;
+  bool maintenance_wanted_ = false;
   StorageWorkerStats stats_;
   // Loop thread only.
   std::vector<Ready> ready_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <future>
 #include <thread>
 
@@ -51,6 +52,15 @@ class RecordingEngine : public MemoryEngine {
     NoteBlocking();
     return MemoryEngine::Sync();
   }
+  bool MaintenanceDue() const override { return due; }
+  void Maintain() override {
+    NoteBlocking();
+    due = false;
+    if (++maintained == 1) first_maintain.set_value();
+  }
+  std::atomic<bool> due{false};
+  std::atomic<int> maintained{0};
+  std::promise<void> first_maintain;
 
  private:
   void NoteBlocking() {
@@ -223,6 +233,22 @@ TEST_F(StorageWorkerTest, WorkStartedByACompletionJoinsTheSamePass) {
   EXPECT_TRUE(r[0].status.ok());
   EXPECT_EQ(r[1].value, std::optional<std::string>("1"));
   EXPECT_EQ(engine_.gets, 0);
+}
+
+// Housekeeping an inline write made due (a RocksDB memtable switch) runs on
+// the storage thread, never on the loop.
+TEST_F(StorageWorkerTest, MaintenanceAnInlineWriteMadeDueRunsOnTheStorageThread) {
+  std::vector<StorageResult> r = ExecuteAll({Put(Space::kData, "a", "1", false)});
+  ASSERT_TRUE(r[0].status.ok());
+  EXPECT_EQ(engine_.maintained, 0);
+  engine_.due = true;
+  r = ExecuteAll({Put(Space::kData, "b", "2", false)});
+  ASSERT_TRUE(r[0].status.ok());
+  ASSERT_EQ(engine_.first_maintain.get_future().wait_for(std::chrono::seconds(30)),
+            std::future_status::ready);
+  EXPECT_FALSE(engine_.blocking_call_on_loop);
+  EXPECT_EQ(engine_.no_stall_writes, 2);
+  EXPECT_EQ(engine_.writes, 0);
 }
 
 }  // namespace

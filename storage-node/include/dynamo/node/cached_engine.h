@@ -47,6 +47,8 @@ class CachedEngine : public Engine {
   }
   Status DeletePrefix(Space space, std::string_view prefix, bool sync) override;
   Status Sync() override { return inner_->Sync(); }
+  bool MaintenanceDue() const override { return inner_->MaintenanceDue(); }
+  void Maintain() override { inner_->Maintain(); }
   std::string_view name() const override { return inner_->name(); }
 
   CachedEngineStats stats() const;

@@ -89,6 +89,13 @@ class Engine {
   virtual Status DeletePrefix(Space space, std::string_view prefix, bool sync) = 0;
   // Makes every write so far durable.
   virtual Status Sync() = 0;
+  // Whether the engine has blocking housekeeping for Maintain, such as
+  // switching a memtable (which creates a log file) that WriteNoStall made
+  // due. Cheap; any thread. Default: never.
+  virtual bool MaintenanceDue() const { return false; }
+  // Does that housekeeping. Blocks: never call it on the event loop.
+  // Default: nothing.
+  virtual void Maintain() {}
   // "rocksdb" or "memory".
   virtual std::string_view name() const = 0;
 };
