@@ -8,9 +8,9 @@
 # Before each run it waits, at most 30 s, until all the stores are idle
 # (under 5% of a core together), so one run's background work does not
 # land in the next.
-# During each open-loop run, bench/diskprobe.py samples the disk's fdatasync
-# latency (one sync every 10 ms), so a tail the disk itself caused shows as
-# such in the table.
+# During every run, bench/diskprobe.py samples the disk's fdatasync latency
+# (one sync every 10 ms), so a tail or a burst of timeouts the disk itself
+# caused shows as such in the table.
 # Stops everything it started (by PID).
 #
 # Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"]
@@ -93,10 +93,8 @@ run() {  # backend workload mode [extra flags...]; appends "backend workload mod
   LOADED[$backend]=1
   local disk="$WORK/disk.$backend.$workload.$mode"
   echo '{}' >"$disk"
-  if [ "$mode" = open ]; then
-    /usr/bin/python3 bench/diskprobe.py --dir "$WORK" --seconds $((DURATION + 300)) --json >"$disk" &
-    PROBE=$!
-  fi
+  /usr/bin/python3 bench/diskprobe.py --dir "$WORK" --seconds $((DURATION + 300)) --json >"$disk" &
+  PROBE=$!
   # shellcheck disable=SC2086
   out=$("$BIN/dynamo-bench" ${ARGS[$backend]} --workload "$workload" $load "${COMMON[@]}" "$@" | tail -1)
   if [ -n "${PROBE:-}" ]; then
@@ -133,8 +131,7 @@ for line in open(sys.argv[1]):
     (closed if mode == "closed" else opened)[(name, workload)] = json.loads(js)
 for line in open(sys.argv[2]):
     name, workload, mode, js = line.split(" ", 3)
-    if mode == "open":
-        disk[(name, workload)] = json.loads(js or "{}")
+    disk[(name, workload, mode)] = json.loads(js or "{}")
 order = lambda w: "WCAB".index(w) if w in "WCAB" else 9
 names = ("dynamo", "redis", "etcd")
 def rows(table):  # (store, workload, report) in table order
@@ -147,23 +144,25 @@ def fig(r, op):
     if o["count"] == 0:
         return f"{'':>9} {'':>7} {'':>7} {'':>5}"
     return f"{o['count'] / r['seconds']:>9.0f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['errors']:>5}"
-print("closed loop (fixed concurrency): peak throughput")
-print(f"{'store':<8} {'wl':<3} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5} | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}")
+def probe(name, w, mode):
+    d = disk.get((name, w, mode), {})
+    return f"{d['max_ms']:>8.2f} {len(d['stalls']):>6}" if "max_ms" in d else f"{'-':>8} {'-':>6}"
+print("closed loop (fixed concurrency): peak throughput;")
+print("disk: the probe's slowest fdatasync during the run and its stalls over 20 ms")
+print(f"{'store':<8} {'wl':<3} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5} | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}"
+      f" | {'disk max':>8} {'stalls':>6}")
 for name, w, r in rows(closed):
-    print(f"{name:<8} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')}")
+    print(f"{name:<8} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')} | {probe(name, w, 'closed')}")
 if opened:
     print()
-    print("open loop at half of the store's closed-loop peak (latency from intended start);")
-    print("disk: the probe's slowest fdatasync during the run and its stalls over 20 ms")
+    print("open loop at half of the store's closed-loop peak (latency from intended start)")
     print(f"{'store':<8} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}"
           f" | {'disk max':>8} {'stalls':>6}")
     for name, w, r in rows(opened):
         o = r["write" if w == "W" else "read"]
-        d = disk.get((name, w), {})
-        probe = f"{d['max_ms']:>8.2f} {len(d['stalls']):>6}" if "max_ms" in d else f"{'-':>8} {'-':>6}"
         print(f"{name:<8} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
               f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}"
-              f" | {probe}")
+              f" | {probe(name, w, 'open')}")
 print()
 print("ratios of throughput (same run)")
 for w in sorted({w for _, w in closed}, key=order):
