@@ -135,11 +135,7 @@ void StorageWorker::Run() {
       maintain = std::exchange(maintenance_wanted_, false);
     }
     if (!group.empty()) RunGroup(std::move(group));
-    if (maintain) {
-      engine_->Maintain();
-      std::lock_guard lock(mu_);
-      ++stats_.maintenance;
-    }
+    if (maintain) engine_->Maintain();
   }
 }
 

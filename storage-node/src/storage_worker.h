@@ -38,7 +38,6 @@ struct StorageWorkerStats {
   uint64_t writes = 0;         // write operations
   uint64_t syncs = 0;          // engine syncs
   uint64_t max_group = 0;      // most operations in one group
-  uint64_t maintenance = 0;    // Engine::Maintain calls
 };
 
 class StorageWorker {
