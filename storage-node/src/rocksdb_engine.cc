@@ -12,6 +12,8 @@
 #include <mutex>
 #include <random>
 
+#include "skiplist_rep.h"
+
 namespace dynamo::node {
 namespace {
 
@@ -244,7 +246,11 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   (void)env->LowerThreadPoolCPUPriority(rocksdb::Env::LOW, rocksdb::CpuPriority::kLow);
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  // The node's own memtable skip list (skiplist_rep.h) inserts from one
+  // thread at a time.
+  db_options.allow_concurrent_memtable_write = false;
   rocksdb::ColumnFamilyOptions cf;
+  cf.memtable_factory = NewBytewiseSkipListFactory();
   std::mt19937_64 rng(options.stagger_seed ? options.stagger_seed : std::random_device()());
   cf.write_buffer_size = StaggeredWriteBufferBytes(
       options.write_buffer_bytes, std::uniform_real_distribution<double>(0.0, 1.0)(rng));

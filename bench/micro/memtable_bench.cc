@@ -1,0 +1,98 @@
+// Micro-benchmark of RocksDB memtable inserts and lookups: RocksDB's own skip
+// list (Debian's build, assertions on) against the node's
+// (storage-node/src/skiplist_rep.h), on the node's data key layout
+// ([partition u32 BE][key]) with 150-byte values and no log. Each benchmark
+// first fills a memtable with kPrefill keys, so the searches run at the
+// depth a node's memtable has under load. See bench/README.md.
+#include <benchmark/benchmark.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "skiplist_rep.h"
+
+namespace dynamo::node {
+namespace {
+
+constexpr size_t kPrefill = 200'000;
+constexpr size_t kKeySpace = 1'000'000;
+constexpr size_t kBatch = 64;
+
+std::string DataKey(uint64_t n) {
+  uint32_t partition = static_cast<uint32_t>((n * 2654435761u) >> 22) & 1023;
+  std::string key(4, '\0');
+  for (int i = 0; i < 4; ++i) key[i] = static_cast<char>(partition >> (24 - 8 * i));
+  return key + "user" + std::to_string(n);
+}
+
+class Db {
+ public:
+  explicit Db(bool ours) {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("dynamo-memtable-bench-" + std::to_string(getpid()));
+    std::filesystem::remove_all(dir_);
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    options.write_buffer_size = 1ull << 30;  // never flushed during a run
+    if (ours) {
+      options.memtable_factory = NewBytewiseSkipListFactory();
+      options.allow_concurrent_memtable_write = false;
+    }
+    rocksdb::DB* raw = nullptr;
+    if (!rocksdb::DB::Open(options, dir_.string(), &raw).ok()) std::abort();
+    db_.reset(raw);
+    std::mt19937_64 rng(1);
+    for (size_t i = 0; i < kPrefill; i += kBatch) Write(rng);
+  }
+  ~Db() {
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void Write(std::mt19937_64& rng) {
+    rocksdb::WriteBatch batch;
+    for (size_t i = 0; i < kBatch; ++i) batch.Put(DataKey(rng() % kKeySpace), value_);
+    rocksdb::WriteOptions wo;
+    wo.disableWAL = true;
+    if (!db_->Write(wo, &batch).ok()) std::abort();
+  }
+
+  bool Read(uint64_t n, std::string* out) {
+    return db_->Get(rocksdb::ReadOptions(), DataKey(n), out).ok();
+  }
+
+ private:
+  std::filesystem::path dir_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::string value_ = std::string(150, 'v');
+};
+
+void BM_MemtableInsert(benchmark::State& state) {
+  Db db(state.range(0) == 1);
+  std::mt19937_64 rng(2);
+  for (auto _ : state) db.Write(rng);
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
+  state.SetLabel(state.range(0) == 1 ? "dynamo skip list" : "rocksdb skip list");
+}
+BENCHMARK(BM_MemtableInsert)->Arg(0)->Arg(1);
+
+void BM_MemtableGet(benchmark::State& state) {
+  Db db(state.range(0) == 1);
+  std::mt19937_64 rng(3);
+  std::string value;
+  for (auto _ : state) benchmark::DoNotOptimize(db.Read(rng() % kKeySpace, &value));
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  state.SetLabel(state.range(0) == 1 ? "dynamo skip list" : "rocksdb skip list");
+}
+BENCHMARK(BM_MemtableGet)->Arg(0)->Arg(1);
+
+}  // namespace
+}  // namespace dynamo::node
+
+BENCHMARK_MAIN();

@@ -1,0 +1,28 @@
+// A RocksDB memtable representation: a skip list with one writer at a time
+// and lock-free readers, ordered by RocksDB's internal key over the bytewise
+// user comparator, compiled with the rest of the node.
+//
+// Why not RocksDB's own: Debian's librocksdb is built with assertions on, and
+// its skip list checks the order of the nodes it passes on every step of
+// every search (two extra key comparisons per step, each through two virtual
+// calls), which made the skip list search the largest single item in a
+// node's write profile (docs/performance.md).
+#pragma once
+
+#include <rocksdb/memtablerep.h>
+
+#include <memory>
+
+namespace dynamo::node {
+
+// The factory for DBOptions/ColumnFamilyOptions::memtable_factory.
+// Contract:
+// - Needs DBOptions::allow_concurrent_memtable_write = false (RocksDB then
+//   inserts from one thread at a time; DB::Open refuses the combination
+//   otherwise).
+// - A column family whose comparator does not order keys as the bytewise
+//   comparator does (checked on sample keys when each memtable is created)
+//   gets RocksDB's own skip list instead.
+std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory();
+
+}  // namespace dynamo::node

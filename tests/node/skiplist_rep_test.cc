@@ -1,0 +1,251 @@
+// The node's memtable representation, driven through RocksDB itself and
+// checked against an ordered model.
+#include "skiplist_rep.h"
+
+#include <gtest/gtest.h>
+#include <rocksdb/comparator.h>
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/write_batch.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace dynamo::node {
+namespace {
+
+using Model = std::map<std::string, std::string>;
+
+class SkipListRepTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (std::filesystem::temp_directory_path() /
+            ("dynamo-skiplist-" +
+             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
+             std::to_string(::getpid())))
+               .string();
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override {
+    Close();
+    std::filesystem::remove_all(dir_);
+  }
+
+  rocksdb::Options Options(size_t write_buffer_bytes) {
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    options.allow_concurrent_memtable_write = false;
+    options.memtable_factory = NewBytewiseSkipListFactory();
+    options.write_buffer_size = write_buffer_bytes;
+    return options;
+  }
+  void Open(size_t write_buffer_bytes = 64 << 20) {
+    rocksdb::DB* raw = nullptr;
+    rocksdb::Status s = rocksdb::DB::Open(Options(write_buffer_bytes), dir_, &raw);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    db_.reset(raw);
+  }
+  void Close() {
+    for (const rocksdb::Snapshot* s : snapshots_) db_->ReleaseSnapshot(s);
+    snapshots_.clear();
+    db_.reset();
+  }
+
+  std::optional<std::string> Get(const std::string& key, const rocksdb::Snapshot* at = nullptr) {
+    rocksdb::ReadOptions ro;
+    ro.snapshot = at;
+    std::string value;
+    rocksdb::Status s = db_->Get(ro, key, &value);
+    EXPECT_TRUE(s.ok() || s.IsNotFound()) << s.ToString();
+    if (!s.ok()) return std::nullopt;
+    return value;
+  }
+
+  // Every read path RocksDB has over a memtable, against the model.
+  void ExpectMatches(const Model& model, const std::vector<std::string>& probes,
+                     const rocksdb::Snapshot* at = nullptr) {
+    for (const std::string& key : probes) {
+      auto it = model.find(key);
+      std::optional<std::string> want;
+      if (it != model.end()) want = it->second;
+      ASSERT_EQ(Get(key, at), want) << "key " << testing::PrintToString(key);
+    }
+    rocksdb::ReadOptions ro;
+    ro.snapshot = at;
+    std::unique_ptr<rocksdb::Iterator> iter(db_->NewIterator(ro));
+    Model forward;
+    for (iter->SeekToFirst(); iter->Valid(); iter->Next()) {
+      forward.emplace_hint(forward.end(), iter->key().ToString(), iter->value().ToString());
+    }
+    ASSERT_TRUE(iter->status().ok());
+    ASSERT_EQ(forward, model);
+    Model backward;
+    for (iter->SeekToLast(); iter->Valid(); iter->Prev()) {
+      backward.emplace(iter->key().ToString(), iter->value().ToString());
+    }
+    ASSERT_EQ(backward, model);
+    for (const std::string& probe : probes) {
+      iter->Seek(probe);
+      auto lower = model.lower_bound(probe);
+      ASSERT_EQ(iter->Valid(), lower != model.end()) << testing::PrintToString(probe);
+      if (iter->Valid()) ASSERT_EQ(iter->key().ToString(), lower->first);
+      iter->SeekForPrev(probe);
+      auto upper = model.upper_bound(probe);
+      ASSERT_EQ(iter->Valid(), upper != model.begin()) << testing::PrintToString(probe);
+      if (iter->Valid()) ASSERT_EQ(iter->key().ToString(), std::prev(upper)->first);
+    }
+  }
+
+  // Whether a memtable was given RocksDB's skip list instead (the factory
+  // says so in RocksDB's LOG).
+  bool FellBack() {
+    std::ifstream log(dir_ + "/LOG");
+    std::string line;
+    while (std::getline(log, line)) {
+      if (line.find("comparator is not bytewise") != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  std::string dir_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::vector<const rocksdb::Snapshot*> snapshots_;
+};
+
+// Short keys with bytes where signed and unsigned order differ, prefixes of
+// each other, and NULs, so the order check covers what a bytewise comparator
+// must get right.
+std::string RandomKey(std::mt19937_64& rng) {
+  static const char kBytes[] = {'\0', '\x01', 'a', 'b', '\x7f', '\x80', '\xfe', '\xff'};
+  std::string key(rng() % 4, '\0');
+  for (char& c : key) c = kBytes[rng() % sizeof kBytes];
+  return key;
+}
+
+TEST_F(SkipListRepTest, ReadsMatchAnOrderedModelThroughWritesSnapshotsAndReopen) {
+  Open();
+  std::mt19937_64 rng(7);
+  Model model;
+  std::vector<std::pair<const rocksdb::Snapshot*, Model>> taken;
+  for (int round = 0; round < 40; ++round) {
+    rocksdb::WriteBatch batch;
+    for (int i = 0; i < 50; ++i) {
+      std::string key = RandomKey(rng);
+      if (rng() % 4 == 0) {
+        batch.Delete(key);
+        model.erase(key);
+      } else {
+        std::string value = std::to_string(round) + "/" + std::to_string(i);
+        batch.Put(key, value);
+        model[key] = value;
+      }
+    }
+    ASSERT_TRUE(db_->Write(rocksdb::WriteOptions(), &batch).ok());
+    if (round % 10 == 0) {
+      taken.emplace_back(db_->GetSnapshot(), model);
+      snapshots_.push_back(taken.back().first);
+    }
+  }
+  std::vector<std::string> probes;
+  for (int i = 0; i < 300; ++i) probes.push_back(RandomKey(rng));
+  ASSERT_FALSE(FellBack());
+  ExpectMatches(model, probes);
+  for (const auto& [snapshot, then] : taken) ExpectMatches(then, probes, snapshot);
+
+  // The log is replayed into a fresh memtable of the same kind.
+  Close();
+  Open();
+  ExpectMatches(model, probes);
+  // And read back from the table a flush wrote from it.
+  ASSERT_TRUE(db_->Flush(rocksdb::FlushOptions()).ok());
+  ExpectMatches(model, probes);
+}
+
+TEST_F(SkipListRepTest, FlushesWhileWritingKeepEveryKey) {
+  Open(256 << 10);  // many memtables, flushed while the next one fills
+  Model model;
+  std::mt19937_64 rng(11);
+  std::vector<std::string> probes;
+  for (int i = 0; i < 20000; ++i) {
+    std::string key = "k" + std::to_string(rng() % 5000);
+    std::string value(100, static_cast<char>('a' + i % 26));
+    ASSERT_TRUE(db_->Put(rocksdb::WriteOptions(), key, value).ok());
+    model[key] = value;
+    if (i % 50 == 0) probes.push_back(key);
+  }
+  probes.push_back("k");
+  probes.push_back("l");
+  ExpectMatches(model, probes);
+}
+
+TEST_F(SkipListRepTest, ReadersRunningBesideTheWriterSeeOnlyWrittenValues) {
+  Open();
+  constexpr int kKeys = 2000;
+  auto key = [](int i) { return "key" + std::to_string(i); };
+  for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(db_->Put(rocksdb::WriteOptions(), key(i), "0").ok());
+  std::atomic<bool> done{false};
+  std::atomic<int> bad{0};
+  std::atomic<long> reads{0};
+  // Each key's value only grows, so a reader must never see it go back.
+  auto reader = [&](uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::vector<long> seen(kKeys, 0);
+    while (!done.load()) {
+      int i = static_cast<int>(rng() % kKeys);
+      std::string value;
+      if (!db_->Get(rocksdb::ReadOptions(), key(i), &value).ok()) {
+        ++bad;
+        continue;
+      }
+      long v = std::stol(value);
+      if (v < seen[i]) ++bad;
+      seen[i] = v;
+      ++reads;
+      if (rng() % 64 == 0) {
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+        int count = 0;
+        for (it->SeekToFirst(); it->Valid(); it->Next()) ++count;
+        if (count != kKeys) ++bad;
+      }
+    }
+  };
+  std::thread r1(reader, 1), r2(reader, 2);
+  std::mt19937_64 rng(3);
+  std::vector<long> next(kKeys, 1);
+  for (int n = 0; n < 60000; ++n) {
+    int i = static_cast<int>(rng() % kKeys);
+    ASSERT_TRUE(db_->Put(rocksdb::WriteOptions(), key(i), std::to_string(next[i]++)).ok());
+  }
+  done = true;
+  r1.join();
+  r2.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GT(reads.load(), 0);
+  for (int i = 0; i < kKeys; ++i) EXPECT_EQ(Get(key(i)), std::to_string(next[i] - 1));
+}
+
+TEST_F(SkipListRepTest, AComparatorThatIsNotBytewiseGetsRocksDbsOwnSkipList) {
+  rocksdb::Options options = Options(64 << 20);
+  options.comparator = rocksdb::ReverseBytewiseComparator();
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(options, dir_, &raw).ok());
+  db_.reset(raw);
+  for (const char* k : {"b", "a", "c"}) ASSERT_TRUE(db_->Put(rocksdb::WriteOptions(), k, k).ok());
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+  std::string order;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) order += it->key().ToString();
+  EXPECT_EQ(order, "cba");
+  EXPECT_TRUE(FellBack());
+  EXPECT_EQ(Get("a"), "a");
+}
+
+}  // namespace
+}  // namespace dynamo::node
