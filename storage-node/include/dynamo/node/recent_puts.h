@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "dynamo/node/hash_index.h"
 #include "dynamo/version.h"
 
 namespace dynamo::node {
@@ -40,18 +41,14 @@ class RecentPuts {
     uint64_t op_id = 0;
     Dot dot;
   };
-  static constexpr uint32_t kEmpty = UINT32_MAX;
-  static constexpr size_t kNone = SIZE_MAX;
 
-  size_t Home(uint64_t key_hash, uint64_t op_id) const;
-  // The index_ slot of the write (key_hash, op_id); kNone if not remembered.
+  static uint64_t IndexHash(uint64_t key_hash, uint64_t op_id);
+  // The index_ slot of the write (key_hash, op_id); HashIndex::kNone if not
+  // remembered.
   size_t SlotOf(uint64_t key_hash, uint64_t op_id) const;
-  // Frees an index_ slot, moving later entries of its probe run back.
-  void EraseSlot(size_t slot);
 
   std::vector<Write> ring_;
-  std::vector<uint32_t> index_;  // open addressing over ring positions; kEmpty = free
-  size_t mask_ = 0;
+  HashIndex index_;    // over ring positions
   size_t oldest_ = 0;  // ring position of the oldest write
   size_t size_ = 0;
 };
