@@ -383,7 +383,7 @@ TEST(CachedEngineTest, AReadRacingAWriteDoesNotCacheTheOldValue) {
   EXPECT_EQ(**e.Get(Space::kData, "k"), "new");
 }
 
-TEST(CachedEngineTest, EvictsLeastRecentlyUsedWithinItsBudget) {
+TEST(CachedEngineTest, EvictsWhatWasNotUsedAgainWithinItsBudget) {
   auto probe = std::make_unique<ProbeEngine>();
   ProbeEngine* inner = probe.get();
   const size_t entry = 1 + 10 + CachedEngine::kEntryOverheadBytes;
@@ -410,6 +410,45 @@ TEST(CachedEngineTest, EvictsLeastRecentlyUsedWithinItsBudget) {
   ASSERT_TRUE(e.WriteNoStall(big).ok());
   EXPECT_EQ(**e.GetCached(Space::kData, "big"), std::string(3 * entry, 'x'));
   EXPECT_EQ(inner->cached_gets, 2);
+}
+
+// Random writes, deletes and reads through a small cache, with the engine
+// behind it as the truth: every read answers what the engine holds, and the
+// cache keeps within its budget while its index grows and entries cycle.
+TEST(CachedEngineTest, StaysTrueToTheEngineThroughManyWritesAndEvictions) {
+  auto probe = std::make_unique<ProbeEngine>();
+  ProbeEngine* inner = probe.get();
+  const size_t budget = 64 * (8 + 40 + CachedEngine::kEntryOverheadBytes);
+  CachedEngine e(std::move(probe), budget);
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 20000; ++i) {
+    std::string key = "k" + std::to_string(rng() % 300);
+    WriteBatch b;
+    switch (rng() % 4) {
+      case 0:
+        b.Delete(Space::kData, key);
+        ASSERT_TRUE(e.WriteNoStall(b).ok());
+        break;
+      case 1:
+        b.Put(Space::kData, key, std::string(rng() % 80, static_cast<char>('a' + i % 26)));
+        ASSERT_TRUE(e.WriteNoStall(b).ok());
+        break;
+      case 2:
+        b.Put(Space::kData, key, std::to_string(i));
+        ASSERT_TRUE(e.Write(b, false).ok());
+        break;
+      default:
+        break;
+    }
+    std::string probe_key = "k" + std::to_string(rng() % 300);
+    auto cached = e.GetCached(Space::kData, probe_key);
+    ASSERT_TRUE(cached.ok());
+    ASSERT_EQ(*cached, *inner->MemoryEngine::Get(Space::kData, probe_key)) << probe_key;
+    ASSERT_LE(e.stats().bytes, budget);
+  }
+  EXPECT_GT(e.stats().hits, 0u);
+  EXPECT_GT(e.stats().misses, 0u);
+  EXPECT_GT(e.stats().entries, 16u);  // the index grew past its first size
 }
 
 TEST(KeysTest, Layouts) {

@@ -1,5 +1,6 @@
 // An Engine in front of another that keeps recently read and written values
-// of the data space in memory (least recently used out first), so that the
+// of the data space in memory (evicted by the clock algorithm, an
+// approximation of least recently used), so that the
 // read half of a read-modify-write (CoordPut, ReplicaPut) and most Gets skip
 // the engine's lookup.
 //
@@ -13,13 +14,13 @@
 #pragma once
 
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
+#include <vector>
 
 #include "dynamo/node/engine.h"
+#include "dynamo/node/hash_index.h"
 
 namespace dynamo::node {
 
@@ -32,7 +33,8 @@ struct CachedEngineStats {
 
 class CachedEngine : public Engine {
  public:
-  // Bytes an entry costs beyond its key and value (list and hash nodes).
+  // Bytes an entry costs beyond its key and value (the entry and its index
+  // slots).
   static constexpr size_t kEntryOverheadBytes = 96;
 
   // Caches up to `capacity_bytes` of keys and values in front of `inner`.
@@ -58,20 +60,31 @@ class CachedEngine : public Engine {
   struct Entry {
     std::string key;
     std::string value;
+    uint64_t hash = 0;
+    bool live = false;
+    bool referenced = false;  // read or written since the clock hand passed
   };
-  using Lru = std::list<Entry>;
 
   // Under mu_.
   const std::string* Lookup(std::string_view key);
   void Insert(std::string_view key, std::string_view value);
   void Erase(std::string_view key);
   void Invalidate(const WriteBatch& batch);
+  size_t SlotOf(std::string_view key, uint64_t hash) const;
+  void EraseSlot(size_t slot);
+  void Evict();
+  void Clear();
 
   std::unique_ptr<Engine> inner_;
   const size_t capacity_bytes_;
   mutable std::mutex mu_;
-  Lru lru_;                                                    // most recently used first
-  std::unordered_map<std::string_view, Lru::iterator> index_;  // views of lru_ keys
+  // Entries are evicted by the clock algorithm (second chance): the hand
+  // sweeps entries_, clearing `referenced`, and evicts the first entry it
+  // finds unreferenced.
+  std::vector<Entry> entries_;
+  std::vector<uint32_t> free_;  // positions in entries_ not live
+  HashIndex index_;             // live entries by key
+  size_t hand_ = 0;
   size_t bytes_ = 0;
   // Bumped by every Write and DeletePrefix; a read that saw it change while
   // it asked the engine does not fill the cache.
