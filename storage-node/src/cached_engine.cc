@@ -1,7 +1,5 @@
 #include "dynamo/node/cached_engine.h"
 
-#include <algorithm>
-
 #include "dynamo/placement.h"
 
 namespace dynamo::node {
@@ -76,17 +74,17 @@ Status CachedEngine::DeletePrefix(Space space, std::string_view prefix, bool syn
 
 CachedEngineStats CachedEngine::stats() const {
   std::lock_guard lock(mu_);
-  return CachedEngineStats{hits_, misses_, index_.size(), bytes_};
+  return CachedEngineStats{hits_, misses_, entries_.size(), bytes_};
 }
 
-size_t CachedEngine::SlotOf(std::string_view key, uint64_t hash) const {
-  return index_.Find(hash, [&](uint32_t pos) { return entries_[pos].key == key; });
+uint32_t CachedEngine::PositionOf(std::string_view key, uint64_t hash) const {
+  return entries_.Find(hash, [&](const Entry& e) { return e.key == key; });
 }
 
 const std::string* CachedEngine::Lookup(std::string_view key) {
-  size_t slot = SlotOf(key, Hash64(key));
-  if (slot == HashIndex::kNone) return nullptr;
-  Entry& e = entries_[index_.position(slot)];
+  uint32_t pos = PositionOf(key, Hash64(key));
+  if (pos == HashedTable<Entry>::kNone) return nullptr;
+  Entry& e = entries_.at(pos);
   e.referenced = true;
   return &e.value;
 }
@@ -94,81 +92,53 @@ const std::string* CachedEngine::Lookup(std::string_view key) {
 void CachedEngine::Insert(std::string_view key, std::string_view value) {
   const size_t cost = key.size() + value.size() + kEntryOverheadBytes;
   const uint64_t hash = Hash64(key);
-  size_t slot = SlotOf(key, hash);
-  if (slot != HashIndex::kNone) {
-    Entry& e = entries_[index_.position(slot)];
+  uint32_t pos = PositionOf(key, hash);
+  if (pos != HashedTable<Entry>::kNone) {
     if (cost > capacity_bytes_ / 8) {
-      EraseSlot(slot);
+      EraseAt(pos);
       return;
     }
+    Entry& e = entries_.at(pos);
     bytes_ = bytes_ - e.value.size() + value.size();
     e.value.assign(value);
     e.referenced = true;
   } else {
     // One value may not take over the cache.
     if (cost > capacity_bytes_ / 8) return;
-    if (index_.size() == index_.capacity()) {
-      HashIndex bigger(std::max<size_t>(16, index_.capacity() * 2));
-      for (size_t i = 0; i < entries_.size(); ++i) {
-        if (entries_[i].live) bigger.Insert(entries_[i].hash, static_cast<uint32_t>(i));
-      }
-      index_ = std::move(bigger);
-    }
-    uint32_t pos;
-    if (!free_.empty()) {
-      pos = free_.back();
-      free_.pop_back();
-    } else {
-      pos = static_cast<uint32_t>(entries_.size());
-      entries_.emplace_back();
-    }
-    Entry& e = entries_[pos];
-    e.key.assign(key);
-    e.value.assign(value);
-    e.hash = hash;
-    e.live = true;
-    e.referenced = false;  // a second chance only once used again
-    index_.Insert(hash, pos);
+    // A second chance only once used again.
+    entries_.Add(hash, Entry{std::string(key), std::string(value), false});
     bytes_ += cost;
   }
   Evict();
 }
 
 void CachedEngine::Evict() {
-  while (bytes_ > capacity_bytes_ && index_.size() > 0) {
-    if (hand_ >= entries_.size()) hand_ = 0;
-    Entry& e = entries_[hand_];
-    if (e.live && e.referenced) {
+  while (bytes_ > capacity_bytes_ && entries_.size() > 0) {
+    if (hand_ >= entries_.end()) hand_ = 0;
+    const auto pos = static_cast<uint32_t>(hand_++);
+    if (!entries_.live(pos)) continue;
+    Entry& e = entries_.at(pos);
+    if (e.referenced) {
       e.referenced = false;
-    } else if (e.live) {
-      const uint32_t victim = static_cast<uint32_t>(hand_);
-      EraseSlot(index_.Find(e.hash, [&](uint32_t pos) { return pos == victim; }));
+    } else {
+      EraseAt(pos);
     }
-    ++hand_;
   }
 }
 
 void CachedEngine::Erase(std::string_view key) {
-  size_t slot = SlotOf(key, Hash64(key));
-  if (slot != HashIndex::kNone) EraseSlot(slot);
+  uint32_t pos = PositionOf(key, Hash64(key));
+  if (pos != HashedTable<Entry>::kNone) EraseAt(pos);
 }
 
-void CachedEngine::EraseSlot(size_t slot) {
-  const uint32_t pos = index_.position(slot);
-  index_.Erase(slot);
-  Entry& e = entries_[pos];
+void CachedEngine::EraseAt(uint32_t pos) {
+  const Entry& e = entries_.at(pos);
   bytes_ -= e.key.size() + e.value.size() + kEntryOverheadBytes;
-  e.live = false;
-  e.referenced = false;
-  e.key.clear();
-  std::string().swap(e.value);
-  free_.push_back(pos);
+  entries_.Erase(pos);
 }
 
 void CachedEngine::Clear() {
-  entries_.clear();
-  free_.clear();
-  index_ = HashIndex();
+  entries_.Clear();
   hand_ = 0;
   bytes_ = 0;
 }

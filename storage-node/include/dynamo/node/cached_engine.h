@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
+#include "dynamo/hash_index.h"
 #include "dynamo/node/engine.h"
-#include "dynamo/node/hash_index.h"
 
 namespace dynamo::node {
 
@@ -60,8 +60,6 @@ class CachedEngine : public Engine {
   struct Entry {
     std::string key;
     std::string value;
-    uint64_t hash = 0;
-    bool live = false;
     bool referenced = false;  // read or written since the clock hand passed
   };
 
@@ -70,8 +68,8 @@ class CachedEngine : public Engine {
   void Insert(std::string_view key, std::string_view value);
   void Erase(std::string_view key);
   void Invalidate(const WriteBatch& batch);
-  size_t SlotOf(std::string_view key, uint64_t hash) const;
-  void EraseSlot(size_t slot);
+  uint32_t PositionOf(std::string_view key, uint64_t hash) const;
+  void EraseAt(uint32_t pos);
   void Evict();
   void Clear();
 
@@ -79,11 +77,9 @@ class CachedEngine : public Engine {
   const size_t capacity_bytes_;
   mutable std::mutex mu_;
   // Entries are evicted by the clock algorithm (second chance): the hand
-  // sweeps entries_, clearing `referenced`, and evicts the first entry it
-  // finds unreferenced.
-  std::vector<Entry> entries_;
-  std::vector<uint32_t> free_;  // positions in entries_ not live
-  HashIndex index_;             // live entries by key
+  // sweeps the table's positions, clearing `referenced`, and evicts the
+  // first entry it finds unreferenced.
+  HashedTable<Entry> entries_;
   size_t hand_ = 0;
   size_t bytes_ = 0;
   // Bumped by every Write and DeletePrefix; a read that saw it change while

@@ -16,7 +16,7 @@
 #include <string_view>
 #include <vector>
 
-#include "dynamo/node/hash_index.h"
+#include "dynamo/hash_index.h"
 #include "dynamo/version.h"
 
 namespace dynamo::node {
