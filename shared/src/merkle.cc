@@ -32,12 +32,11 @@ MerkleTree::MerkleTree(uint32_t depth) : depth_(depth) {
 
 uint64_t MerkleTree::KeyHash(std::string_view key) { return Hash64(key, kKeyHashSeed); }
 
-size_t MerkleTree::KeyHasher::operator()(std::string_view key) const { return Hash64(key); }
-
 void MerkleTree::Clear() {
   levels_.assign(depth_ + 1, {});
   for (uint32_t l = 0; l <= depth_; ++l) levels_[l].assign(size_t{1} << l, MerkleSummary{});
-  leaves_.assign(size_t{1} << depth_, Leaf{});
+  entries_.Clear();
+  leaf_heads_.assign(size_t{1} << depth_, kNoEntry);
 }
 
 void MerkleTree::Apply(uint64_t leaf, uint64_t hash_delta, int64_t count_delta) {
@@ -48,52 +47,69 @@ void MerkleTree::Apply(uint64_t leaf, uint64_t hash_delta, int64_t count_delta) 
   }
 }
 
+uint32_t MerkleTree::PositionOf(std::string_view key, uint64_t key_hash) const {
+  return entries_.Find(key_hash, [&](const Entry& e) { return e.key == key; });
+}
+
 void MerkleTree::Put(std::string_view key, uint64_t digest) {
   uint64_t kh = KeyHash(key);
   uint64_t leaf = Prefix(kh, depth_);
-  Leaf& map = leaves_[leaf];
-  auto it = map.find(key);
-  if (it == map.end()) {
-    map.emplace(std::string(key), Entry{kh, digest});
+  uint32_t pos = PositionOf(key, kh);
+  if (pos == kNoEntry) {
+    uint32_t head = leaf_heads_[leaf];
+    pos = entries_.Add(kh, Entry{std::string(key), digest, kNoEntry, head});
+    if (head != kNoEntry) entries_.at(head).prev = pos;
+    leaf_heads_[leaf] = pos;
     Apply(leaf, Contribution(kh, digest), +1);
-  } else if (it->second.digest != digest) {
-    Apply(leaf, Contribution(kh, it->second.digest) ^ Contribution(kh, digest), 0);
-    it->second.digest = digest;
+    return;
+  }
+  Entry& e = entries_.at(pos);
+  if (e.digest != digest) {
+    Apply(leaf, Contribution(kh, e.digest) ^ Contribution(kh, digest), 0);
+    e.digest = digest;
   }
 }
 
 bool MerkleTree::Remove(std::string_view key) {
   uint64_t kh = KeyHash(key);
   uint64_t leaf = Prefix(kh, depth_);
-  Leaf& map = leaves_[leaf];
-  auto it = map.find(key);
-  if (it == map.end()) return false;
-  Apply(leaf, Contribution(kh, it->second.digest), -1);
-  map.erase(it);
+  uint32_t pos = PositionOf(key, kh);
+  if (pos == kNoEntry) return false;
+  const Entry& e = entries_.at(pos);
+  Apply(leaf, Contribution(kh, e.digest), -1);
+  if (e.prev != kNoEntry) {
+    entries_.at(e.prev).next = e.next;
+  } else {
+    leaf_heads_[leaf] = e.next;
+  }
+  if (e.next != kNoEntry) entries_.at(e.next).prev = e.prev;
+  entries_.Erase(pos);
   return true;
 }
 
 std::optional<uint64_t> MerkleTree::Get(std::string_view key) const {
-  const Leaf& map = leaves_[Prefix(KeyHash(key), depth_)];
-  auto it = map.find(key);
-  if (it == map.end()) return std::nullopt;
-  return it->second.digest;
+  uint32_t pos = PositionOf(key, KeyHash(key));
+  if (pos == kNoEntry) return std::nullopt;
+  return entries_.at(pos).digest;
 }
 
 template <typename Fn>
 void MerkleTree::ForEachUnder(const MerkleNodeId& node, Fn&& fn) const {
+  auto each_in_leaf = [&](uint64_t leaf, auto&& filter) {
+    for (uint32_t pos = leaf_heads_[leaf]; pos != kNoEntry; pos = entries_.at(pos).next) {
+      const uint64_t kh = entries_.hash(pos);
+      if (filter(kh)) fn(entries_.at(pos).key, kh, entries_.at(pos).digest);
+    }
+  };
   if (node.level <= depth_) {
     uint64_t first = node.index << (depth_ - node.level);
     uint64_t last = (node.index + 1) << (depth_ - node.level);
-    for (uint64_t leaf = first; leaf < last; ++leaf) {
-      for (const auto& [key, entry] : leaves_[leaf]) fn(key, entry);
-    }
+    for (uint64_t leaf = first; leaf < last; ++leaf)
+      each_in_leaf(leaf, [](uint64_t) { return true; });
   } else {
     uint32_t shift = node.level - depth_;
     uint64_t leaf = shift >= kMerkleHashBits ? 0 : node.index >> shift;
-    for (const auto& [key, entry] : leaves_[leaf]) {
-      if (Prefix(entry.key_hash, node.level) == node.index) fn(key, entry);
-    }
+    each_in_leaf(leaf, [&](uint64_t kh) { return Prefix(kh, node.level) == node.index; });
   }
 }
 
@@ -101,8 +117,8 @@ Result<MerkleSummary> MerkleTree::Summary(const MerkleNodeId& node) const {
   if (!ValidNode(node)) return Status::InvalidArgument("invalid Merkle node");
   if (node.level <= depth_) return levels_[node.level][node.index];
   MerkleSummary s;
-  ForEachUnder(node, [&](const std::string&, const Entry& e) {
-    s.hash ^= Contribution(e.key_hash, e.digest);
+  ForEachUnder(node, [&](const std::string&, uint64_t kh, uint64_t digest) {
+    s.hash ^= Contribution(kh, digest);
     ++s.count;
   });
   return s;
@@ -122,9 +138,9 @@ Result<std::vector<MerkleSummary>> MerkleTree::Expand(const MerkleNodeId& node,
                 out.begin());
     return out;
   }
-  ForEachUnder(node, [&](const std::string&, const Entry& e) {
-    MerkleSummary& s = out[Prefix(e.key_hash, child_level) - base];
-    s.hash ^= Contribution(e.key_hash, e.digest);
+  ForEachUnder(node, [&](const std::string&, uint64_t kh, uint64_t digest) {
+    MerkleSummary& s = out[Prefix(kh, child_level) - base];
+    s.hash ^= Contribution(kh, digest);
     ++s.count;
   });
   return out;
@@ -133,8 +149,8 @@ Result<std::vector<MerkleSummary>> MerkleTree::Expand(const MerkleNodeId& node,
 Result<std::vector<MerkleKey>> MerkleTree::KeysUnder(const MerkleNodeId& node) const {
   if (!ValidNode(node)) return Status::InvalidArgument("invalid Merkle node");
   std::vector<MerkleKey> out;
-  ForEachUnder(node, [&](const std::string& key, const Entry& e) {
-    out.push_back(MerkleKey{key, e.digest});
+  ForEachUnder(node, [&](const std::string& key, uint64_t, uint64_t digest) {
+    out.push_back(MerkleKey{key, digest});
   });
   std::sort(out.begin(), out.end(),
             [](const MerkleKey& a, const MerkleKey& b) { return a.key < b.key; });

@@ -125,6 +125,37 @@ TEST(MerkleTreeTest, ChildrenSumToParentAcrossKeptDepth) {
   }
 }
 
+// Random puts and removes on a shallow tree (many keys per leaf): the keys
+// under every node, their digests and the counts match a model.
+TEST(MerkleTreeTest, MatchesAModelThroughPutsAndRemoves) {
+  MerkleTree tree(2);
+  std::map<std::string, uint64_t> model;
+  std::mt19937_64 rng(9);
+  for (int i = 0; i < 5000; ++i) {
+    std::string key = "k" + std::to_string(rng() % 400);
+    if (rng() % 3 == 0) {
+      EXPECT_EQ(tree.Remove(key), model.erase(key) == 1);
+    } else {
+      uint64_t digest = rng() % 4;
+      tree.Put(key, digest);
+      model[key] = digest;
+    }
+    if (i % 500 != 0) continue;
+    std::vector<MerkleKey> want;
+    for (const auto& [k, d] : model) want.push_back(MerkleKey{k, d});
+    ASSERT_EQ(*tree.KeysUnder(MerkleNodeId{0, 0}), want);
+    size_t under_children = 0;
+    for (uint64_t leaf = 0; leaf < 4; ++leaf) {
+      auto keys = tree.KeysUnder(MerkleNodeId{2, leaf});
+      under_children += keys->size();
+      EXPECT_EQ(tree.Summary(MerkleNodeId{2, leaf})->count, keys->size());
+      for (const MerkleKey& k : *keys) EXPECT_EQ(tree.Get(k.key), k.digest);
+    }
+    EXPECT_EQ(under_children, model.size());
+    EXPECT_EQ(tree.size(), model.size());
+  }
+}
+
 TEST(MerkleTreeTest, RejectsInvalidNodes) {
   MerkleTree t;
   EXPECT_FALSE(t.Summary({3, 8}).ok());

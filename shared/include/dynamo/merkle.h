@@ -29,12 +29,12 @@
 
 #include <cstdint>
 #include <deque>
-#include <unordered_map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "dynamo/hash_index.h"
 #include "dynamo/status.h"
 
 namespace dynamo {
@@ -109,24 +109,25 @@ class MerkleTree {
   static uint64_t KeyHash(std::string_view key);
 
  private:
+  static constexpr uint32_t kNoEntry = UINT32_MAX;  // HashedTable<Entry>::kNone too
+  // A key's entry; its table position also links it into its leaf's list.
   struct Entry {
-    uint64_t key_hash;
-    uint64_t digest;
+    std::string key;
+    uint64_t digest = 0;
+    uint32_t prev = kNoEntry;
+    uint32_t next = kNoEntry;
   };
-  struct KeyHasher {
-    using is_transparent = void;
-    size_t operator()(std::string_view key) const;
-  };
-  using Leaf = std::unordered_map<std::string, Entry, KeyHasher, std::equal_to<>>;
 
+  uint32_t PositionOf(std::string_view key, uint64_t key_hash) const;
   void Apply(uint64_t leaf, uint64_t hash_delta, int64_t count_delta);
-  // Calls fn(key, entry) for every key under `node`.
+  // Calls fn(key, key_hash, digest) for every key under `node`.
   template <typename Fn>
   void ForEachUnder(const MerkleNodeId& node, Fn&& fn) const;
 
   uint32_t depth_;
   std::vector<std::vector<MerkleSummary>> levels_;  // levels_[L] has 2^L nodes
-  std::vector<Leaf> leaves_;
+  HashedTable<Entry> entries_;                      // by KeyHash
+  std::vector<uint32_t> leaf_heads_;                // first entry of each leaf
 };
 
 struct MerkleComparisonOptions {
