@@ -43,11 +43,12 @@ std::string PrefixEnd(std::string_view prefix) {
 class RocksDbEngine : public Engine {
  public:
   RocksDbEngine(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
-                size_t write_buffer_bytes, std::mt19937_64 rng)
+                const RocksDbOptions& options, std::mt19937_64 rng)
       : db_(std::move(db)),
         handles_(std::move(handles)),
-        write_buffer_bytes_(write_buffer_bytes),
-        check_bytes_(std::min<uint64_t>(kFlushCheckBytes, write_buffer_bytes / 16)),
+        write_buffer_bytes_(options.write_buffer_bytes),
+        wait_for_flushes_(options.wait_for_flushes),
+        check_bytes_(std::min<uint64_t>(kFlushCheckBytes, options.write_buffer_bytes / 16)),
         rng_(rng),
         flush_at_(Draw()) {}
 
@@ -197,7 +198,7 @@ class RocksDbEngine : public Engine {
       return;
     }
     rocksdb::FlushOptions fo;
-    fo.wait = false;
+    fo.wait = wait_for_flushes_;
     fo.allow_write_stall = true;
     if (db_->Flush(fo, data).ok()) {
       flush_at_ = Draw();
@@ -211,6 +212,7 @@ class RocksDbEngine : public Engine {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   const size_t write_buffer_bytes_;
+  const bool wait_for_flushes_;
   const uint64_t check_bytes_;
   std::atomic<uint64_t> unchecked_bytes_{0};
   std::mutex flush_mu_;  // guards what follows
@@ -268,8 +270,8 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
-  return std::unique_ptr<Engine>(new RocksDbEngine(
-      std::unique_ptr<rocksdb::DB>(raw), std::move(handles), options.write_buffer_bytes, rng));
+  return std::unique_ptr<Engine>(
+      new RocksDbEngine(std::unique_ptr<rocksdb::DB>(raw), std::move(handles), options, rng));
 }
 
 }  // namespace dynamo::node

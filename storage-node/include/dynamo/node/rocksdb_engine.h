@@ -20,6 +20,10 @@ struct RocksDbOptions {
   size_t write_buffer_bytes = 32u << 20;
   // Seed of those draws; 0: a random one.
   uint64_t stagger_seed = 0;
+  // For tests: a memtable switch the engine makes returns once the flush it
+  // starts is done, so no switch is skipped for a flush still running (and
+  // left to RocksDB's own limit) however slow the disk is. Default: off.
+  bool wait_for_flushes = false;
 };
 
 // Replicas receive the same writes, so with equal memtables they would all
