@@ -33,6 +33,7 @@ MerkleTree::MerkleTree(uint32_t depth) : depth_(depth) {
 uint64_t MerkleTree::KeyHash(std::string_view key) { return Hash64(key, kKeyHashSeed); }
 
 void MerkleTree::Clear() {
+  static_assert(kNoEntry == HashedTable<Entry>::kNone, "positions and links share the sentinel");
   levels_.assign(depth_ + 1, {});
   for (uint32_t l = 0; l <= depth_; ++l) levels_[l].assign(size_t{1} << l, MerkleSummary{});
   entries_.Clear();

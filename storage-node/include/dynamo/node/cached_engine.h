@@ -17,7 +17,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <vector>
 
 #include "dynamo/hash_index.h"
 #include "dynamo/node/engine.h"
