@@ -11,21 +11,26 @@
 # During every run, bench/diskprobe.py samples the disk's fdatasync latency
 # (one sync every 10 ms), so a tail or a burst of timeouts the disk itself
 # caused shows as such in the table.
+# With --lww, the workloads that write also run against the same dynamo
+# cluster in last-write-wins mode (store "dynamo-lww", its own keys), so the
+# table shows both write paths: causal (two round trips, the default) and
+# LWW (one round trip to every replica).
 # Stops everything it started (by PID).
 #
-# Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"]
+# Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"] [--lww]
 # Builds build/release first (scripts/run.sh's tree). Needs python3 for the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10 KEYS=100000 CONCURRENCY=50 WORKLOADS="W C A"
+DURATION=10 KEYS=100000 CONCURRENCY=50 WORKLOADS="W C A" LWW=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
     --keys) KEYS=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --workloads) WORKLOADS=$2; shift 2 ;;
-    *) echo "usage: $0 [--duration S] [--keys N] [--concurrency C] [--workloads \"W C A\"]" >&2; exit 2 ;;
+    --lww) LWW=1; shift ;;
+    *) echo "usage: $0 [--duration S] [--keys N] [--concurrency C] [--workloads \"W C A\"] [--lww]" >&2; exit 2 ;;
   esac
 done
 
@@ -72,10 +77,18 @@ sleep 2
 COMMON=(--keys "$KEYS" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 2 --json --quiet)
 declare -A ARGS LOADED
 ARGS[dynamo]="--backend dynamo --seed 127.0.0.1:$DYN_PORT"
+ARGS[dynamo-lww]="--backend dynamo --seed 127.0.0.1:$DYN_PORT --mode lww --key-prefix lww:"
 ARGS[redis]="--backend redis --address 127.0.0.1:$REDIS_PORT"
 ARGS[etcd]="--backend etcd --address 127.0.0.1:$((ETCD_PORT + 1)) --address 127.0.0.1:$((ETCD_PORT + 2)) --address 127.0.0.1:$((ETCD_PORT + 3))"
 BACKENDS="dynamo redis"
 [ $HAVE_ETCD = 1 ] && BACKENDS+=" etcd"
+[ $LWW = 1 ] && BACKENDS="dynamo dynamo-lww ${BACKENDS#dynamo }"
+stores_for() {  # workload: the stores it runs against (LWW only where it writes)
+  local b
+  for b in $BACKENDS; do
+    if [ "$b" != dynamo-lww ] || [ "$1" != C ]; then echo "$b"; fi
+  done
+}
 
 settle() {  # waits (at most 30 s) until every store is idle, so one run's flushes, compactions or snapshots do not land in the next
   local pids=("${PIDS[@]}") f
@@ -88,7 +101,8 @@ run() {  # backend workload mode [extra flags...]; appends "backend workload mod
   settle
   # Every key is written once before the first run. dynamo reloads before each
   # workload that writes: a new bench process knows no contexts, and its
-  # first write of a key would otherwise read the key first.
+  # first write of a key would otherwise read the key first (LWW writes read
+  # nothing, so dynamo-lww loads once).
   if [ -z "${LOADED[$backend]:-}" ] || { [ $backend = dynamo ] && [ "$workload" != C ]; }; then load=""; fi
   LOADED[$backend]=1
   local disk="$WORK/disk.$backend.$workload.$mode"
@@ -111,13 +125,13 @@ throughput() {  # backend workload: closed-loop ops/s of this run
     /usr/bin/python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["throughput"])'
 }
 for w in $WORKLOADS; do
-  for backend in $BACKENDS; do run $backend "$w" closed; done
+  for backend in $(stores_for "$w"); do run $backend "$w" closed; done
 done
 # Open loop at half of each store's own closed-loop peak: latency from each
 # operation's intended start, so queueing is measured.
 for w in W C; do
   case " $WORKLOADS " in *" $w "*) ;; *) continue ;; esac
-  for backend in $BACKENDS; do
+  for backend in $(stores_for "$w"); do
     rate=$(/usr/bin/python3 -c "print(round($(throughput $backend $w) / 2))")
     run $backend "$w" open --rate "$rate"
   done
@@ -133,7 +147,7 @@ for line in open(sys.argv[2]):
     name, workload, mode, js = line.split(" ", 3)
     disk[(name, workload, mode)] = json.loads(js or "{}")
 order = lambda w: "WCAB".index(w) if w in "WCAB" else 9
-names = ("dynamo", "redis", "etcd")
+names = ("dynamo", "dynamo-lww", "redis", "etcd")
 def rows(table):  # (store, workload, report) in table order
     for w in sorted({w for _, w in table}, key=order):
         for name in names:
@@ -149,31 +163,32 @@ def probe(name, w, mode):
     return f"{d['max_ms']:>8.2f} {len(d['stalls']):>6}" if "max_ms" in d else f"{'-':>8} {'-':>6}"
 print("closed loop (fixed concurrency): peak throughput;")
 print("disk: the probe's slowest fdatasync during the run and its stalls over 20 ms")
-print(f"{'store':<8} {'wl':<3} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5} | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}"
+print(f"{'store':<10} {'wl':<3} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5} | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}"
       f" | {'disk max':>8} {'stalls':>6}")
 for name, w, r in rows(closed):
-    print(f"{name:<8} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')} | {probe(name, w, 'closed')}")
+    print(f"{name:<10} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')} | {probe(name, w, 'closed')}")
 if opened:
     print()
     print("open loop at half of the store's closed-loop peak (latency from intended start)")
-    print(f"{'store':<8} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}"
+    print(f"{'store':<10} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}"
           f" | {'disk max':>8} {'stalls':>6}")
     for name, w, r in rows(opened):
         o = r["write" if w == "W" else "read"]
-        print(f"{name:<8} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
+        print(f"{name:<10} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
               f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}"
               f" | {probe(name, w, 'open')}")
 print()
 print("ratios of throughput (same run)")
 for w in sorted({w for _, w in closed}, key=order):
-    d = closed.get(("dynamo", w))
     parts = []
-    for peer in ("redis", "etcd"):
-        p = closed.get((peer, w))
-        if d and p and p["throughput"] > 0:
-            parts.append(f"dynamo/{peer} {d['throughput'] / p['throughput']:.2f}x")
+    for ours in ("dynamo", "dynamo-lww"):
+        d = closed.get((ours, w))
+        for peer in ("redis", "etcd"):
+            p = closed.get((peer, w))
+            if d and p and p["throughput"] > 0:
+                parts.append(f"{ours}/{peer} {d['throughput'] / p['throughput']:.2f}x")
     print(f"  workload {w}: " + ", ".join(parts))
-runs = [r for (n, _), r in list(closed.items()) + list(opened.items()) if n == "dynamo"]
+runs = [r for (n, _), r in list(closed.items()) + list(opened.items()) if n.startswith("dynamo")]
 sib = sum(r["read"]["siblings"] for r in runs)
 err = sum(r["read"]["errors"] + r["write"]["errors"] for r in runs)
 print(f"dynamo: {err} errors, {sib} reads with siblings")

@@ -17,6 +17,10 @@ Status ValidateDriverOptions(const DriverOptions& o) {
   if (o.keys < 1 || o.keys > kKeysMax) {
     return Status::InvalidArgument("keys must be in [1, " + std::to_string(kKeysMax) + "]");
   }
+  if (o.key_prefix.size() > kKeyPrefixBytesMax) {
+    return Status::InvalidArgument("key prefix must be at most " +
+                                   std::to_string(kKeyPrefixBytesMax) + " bytes");
+  }
   if (o.value_size > kValueBytesMax) {
     return Status::InvalidArgument("value size must be at most " + std::to_string(kValueBytesMax) + " bytes");
   }
@@ -148,7 +152,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
     OpDone done = [self, slot, op, start_ns, phase](OpOutcome out) {
       self->Complete(slot, op, start_ns, phase, std::move(out));
     };
-    const Key key{op.key, KeyName(op.key)};
+    const Key key{op.key, KeyName(op.key, o_.key_prefix)};
     if (op.read) {
       backend_.Read(slot, key, std::move(done));
     } else {

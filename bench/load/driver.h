@@ -27,6 +27,7 @@ struct DriverOptions {
   Workload workload = Workload::kA;
   KeyDistribution distribution = KeyDistribution::kUniform;
   uint64_t keys = 100'000;
+  std::string key_prefix = kDefaultKeyPrefix;  // see KeyName
   uint32_t value_size = 100;
   size_t concurrency = 50;
   double duration_s = 10;  // measured phase, unless ops is set

@@ -56,6 +56,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--distribution", distribution, "key popularity: uniform or zipfian")->capture_default_str();
   app.add_option("--keys", o.keys, "key space")->capture_default_str();
+  app.add_option("--key-prefix", o.key_prefix,
+                 "keys are this prefix and a 10-digit number (runs with different prefixes use "
+                 "different keys)")
+      ->capture_default_str();
   app.add_option("--value-size", o.value_size, "bytes per written value")->capture_default_str();
   app.add_option("--concurrency", o.concurrency, "operations in flight (closed loop) or most in flight (open)")
       ->capture_default_str();

@@ -73,10 +73,13 @@ uint64_t Zipfian::Next(std::mt19937_64& rng) const {
   return rank < n_ ? rank : n_ - 1;
 }
 
-std::string KeyName(uint64_t i) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "key%010llu", static_cast<unsigned long long>(i));
-  return buf;
+std::string KeyName(uint64_t i, std::string_view prefix) {
+  char digits[24];
+  const int n = std::snprintf(digits, sizeof digits, "%010llu", static_cast<unsigned long long>(i));
+  std::string name;
+  name.reserve(prefix.size() + static_cast<size_t>(n));
+  name.append(prefix).append(digits, static_cast<size_t>(n));
+  return name;
 }
 
 OpGenerator::OpGenerator(Workload workload, KeyDistribution dist, uint64_t keys, uint64_t seed)

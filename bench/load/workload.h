@@ -26,6 +26,9 @@ Result<KeyDistribution> ParseKeyDistribution(std::string_view name);
 inline constexpr uint64_t kKeysMax = 100'000'000;
 // Largest value one operation writes.
 inline constexpr uint32_t kValueBytesMax = 1u << 20;
+// Longest key prefix: keys stay far below a node's default 2 KiB key limit.
+inline constexpr size_t kKeyPrefixBytesMax = 256;
+inline constexpr char kDefaultKeyPrefix[] = "key";
 
 // YCSB's zipfian generator (Gray et al., "Quickly generating billion-record
 // synthetic databases"): ranks in [0, n), rank 0 the most popular, with
@@ -40,8 +43,9 @@ class Zipfian {
   double theta_, alpha_, zetan_, eta_, half_pow_theta_;
 };
 
-// The name of key i: fixed width, so every key has the same size.
-std::string KeyName(uint64_t i);
+// The name of key i: the prefix, then i in 10 digits, so every key of a run
+// has the same size.
+std::string KeyName(uint64_t i, std::string_view prefix = kDefaultKeyPrefix);
 
 struct Op {
   bool read = false;

@@ -8,6 +8,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "load/driver.h"
@@ -108,6 +109,8 @@ TEST(WorkloadTest, SameSeedSameSequenceAndFixedWidthKeys) {
   }
   EXPECT_EQ(KeyName(7), "key0000000007");
   EXPECT_EQ(KeyName(7).size(), KeyName(9'999'999'999).size());
+  EXPECT_EQ(KeyName(7, "lww:"), "lww:0000000007");
+  EXPECT_EQ(KeyName(7, ""), "0000000007");
 }
 
 TEST(ReportTest, JsonCarriesTheFieldsScriptsUse) {
@@ -186,8 +189,14 @@ class TickBackend : public Backend {
     loop_ = &loop;
     return Status::OK();
   }
-  void Read(size_t, const Key&, OpDone done) override { Later(std::move(done)); }
-  void Write(size_t, const Key&, std::string_view, OpDone done) override { Later(std::move(done)); }
+  void Read(size_t, const Key& key, OpDone done) override {
+    names.insert(key.name);
+    Later(std::move(done));
+  }
+  void Write(size_t, const Key& key, std::string_view, OpDone done) override {
+    names.insert(key.name);
+    Later(std::move(done));
+  }
   void Close() override {
     std::promise<void> closed;
     loop_->Post([&] {
@@ -210,6 +219,10 @@ class TickBackend : public Backend {
     pending_.push_back(std::move(done));
   }
 
+ public:
+  std::set<std::string> names;  // of the keys read or written; loop thread
+
+ private:
   net::EventLoop* loop_ = nullptr;
   std::unique_ptr<net::Timer> timer_;
   std::vector<OpDone> pending_;
@@ -250,6 +263,32 @@ TEST(DriverTest, ProgressLineCountsTheLoadPhase) {
     EXPECT_GT(rate, 0) << line;
   }
   EXPECT_GT(load_lines, 0u);
+}
+
+// Every key a run touches is the prefix and a number below --keys; a prefix
+// past the limit is refused before the run starts.
+TEST(DriverTest, KeysCarryThePrefix) {
+  net::EventLoop loop;
+  std::thread loop_thread([&] { loop.Run(); });
+  TickBackend backend;
+  DriverOptions o;
+  o.workload = Workload::kA;
+  o.keys = 20;
+  o.key_prefix = "lww:";
+  o.ops = 40;
+  ASSERT_TRUE(backend.Open(loop, o.concurrency).ok());
+  Result<RunReport> report = RunLoad(loop, backend, o);
+  o.key_prefix.assign(kKeyPrefixBytesMax + 1, 'k');
+  Result<RunReport> refused = RunLoad(loop, backend, o);
+  backend.Close();
+  loop.Stop();
+  loop_thread.join();
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  std::set<std::string> expected;
+  for (uint64_t i = 0; i < 20; ++i) expected.insert(KeyName(i, "lww:"));
+  EXPECT_EQ(backend.names, expected);  // the load phase writes every key once
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

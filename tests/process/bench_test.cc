@@ -113,6 +113,9 @@ TEST(BenchProcessTest, DynamoRunsHaveNoErrorsAndNoSiblingsAcrossRuns) {
   ExpectClean(RunBench(seed + common + " --workload A"), 1500);
   // A second process knows no contexts: its first write of each key reads it.
   ExpectClean(RunBench(seed + common + " --workload W --no-load --random-seed 9"), 1500);
+  // LWW on keys of its own: the causal keys above stay causal (a key written
+  // in LWW mode refuses causal writes).
+  ExpectClean(RunBench(seed + common + " --workload A --mode lww --key-prefix lww:"), 1500);
   ExpectClean(RunBench(seed + common + " --workload B --no-load --rate 2000"), 1500);
 }
 
