@@ -27,6 +27,10 @@ namespace {
 
 constexpr int kMaxHeight = 12;
 constexpr uint32_t kBranching = 4;  // a node reaches level i+1 with chance 1/4
+// A scan prefetches a node's first lines: its lowest link, then its entry
+// (the key and, for small values, the value).
+constexpr size_t kCacheLine = 64;
+constexpr size_t kScanPrefetchLines = 3;
 
 // Entries are what RocksDB's MemTable::Add writes: varint32 length of the
 // internal key, the internal key (user key, then an 8-byte little-endian tag
@@ -150,13 +154,13 @@ class SkipListRep final : public rocksdb::MemTableRep {
     explicit Iter(const SkipListRep* list) : list_(list) {}
     bool Valid() const override { return node_ != nullptr; }
     const char* key() const override { return node_->Entry(); }
-    void Next() override { node_ = node_->Next(0); }
+    void Next() override { Land(node_->Next(0)); }
     void Prev() override {
       node_ = list_->FindLessThan(Decode(node_->Entry()));
       if (node_ == list_->head_) node_ = nullptr;
     }
     void Seek(const rocksdb::Slice& internal_key, const char* memtable_key) override {
-      node_ = list_->FindGreaterOrEqual(Target(internal_key, memtable_key), nullptr);
+      Land(list_->FindGreaterOrEqual(Target(internal_key, memtable_key), nullptr));
     }
     void SeekForPrev(const rocksdb::Slice& internal_key, const char* memtable_key) override {
       Decoded target = Target(internal_key, memtable_key);
@@ -166,13 +170,27 @@ class SkipListRep final : public rocksdb::MemTableRep {
       }
       while (node_ != nullptr && Compare(Decode(node_->Entry()), target) > 0) Prev();
     }
-    void SeekToFirst() override { node_ = list_->head_->Next(0); }
+    void SeekToFirst() override { Land(list_->head_->Next(0)); }
     void SeekToLast() override {
       node_ = list_->FindLast();
       if (node_ == list_->head_) node_ = nullptr;
     }
 
    private:
+    // Moves to x and starts loading the node two steps on, for a scan (a
+    // flush): nodes lie in insertion order, not key order, so each step
+    // would otherwise wait for a cache miss. The next node was started one
+    // step ago; two ahead measured faster than one.
+    void Land(Node* x) {
+      node_ = x;
+      if (x == nullptr) return;
+      Node* ahead = x->Next(0);
+      if (ahead != nullptr) ahead = ahead->Next(0);
+      if (ahead == nullptr) return;
+      const char* p = reinterpret_cast<const char*>(ahead);
+      for (size_t i = 0; i < kScanPrefetchLines; ++i) __builtin_prefetch(p + i * kCacheLine);
+    }
+
     Decoded Target(const rocksdb::Slice& internal_key, const char* memtable_key) {
       if (memtable_key != nullptr) return Decode(memtable_key);
       return Decoded{internal_key.data(), internal_key.size() - 8,
