@@ -228,12 +228,28 @@ class TickBackend : public Backend {
   std::vector<OpDone> pending_;
 };
 
+// A loop thread with a TickBackend open on it, for driver runs; both are
+// closed when it goes.
+class TickRig {
+ public:
+  explicit TickRig(size_t concurrency) { EXPECT_TRUE(backend.Open(loop_, concurrency).ok()); }
+  ~TickRig() {
+    backend.Close();
+    loop_.Stop();
+    thread_.join();
+  }
+  Result<RunReport> Run(const DriverOptions& o) { return RunLoad(loop_, backend, o); }
+
+  TickBackend backend;
+
+ private:
+  net::EventLoop loop_;
+  std::thread thread_{[this] { loop_.Run(); }};
+};
+
 // The live line counts every phase's operations, so a long load or warm-up
 // shows its rate instead of zero; the report counts only the measured phase.
 TEST(DriverTest, ProgressLineCountsTheLoadPhase) {
-  net::EventLoop loop;
-  std::thread loop_thread([&] { loop.Run(); });
-  TickBackend backend;
   DriverOptions o;
   o.workload = Workload::kW;
   o.keys = 3000;  // one at a time, a timer tick (whole milliseconds) each: about 3 s of load
@@ -245,11 +261,7 @@ TEST(DriverTest, ProgressLineCountsTheLoadPhase) {
     std::lock_guard<std::mutex> g(mu);
     lines.push_back(line);
   };
-  ASSERT_TRUE(backend.Open(loop, o.concurrency).ok());
-  Result<RunReport> report = RunLoad(loop, backend, o);
-  backend.Close();
-  loop.Stop();
-  loop_thread.join();
+  Result<RunReport> report = TickRig(o.concurrency).Run(o);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   EXPECT_EQ(report->loaded, o.keys);
   EXPECT_EQ(report->write.latency.count(), o.ops);
@@ -268,25 +280,19 @@ TEST(DriverTest, ProgressLineCountsTheLoadPhase) {
 // Every key a run touches is the prefix and a number below --keys; a prefix
 // past the limit is refused before the run starts.
 TEST(DriverTest, KeysCarryThePrefix) {
-  net::EventLoop loop;
-  std::thread loop_thread([&] { loop.Run(); });
-  TickBackend backend;
   DriverOptions o;
   o.workload = Workload::kA;
   o.keys = 20;
   o.key_prefix = "lww:";
   o.ops = 40;
-  ASSERT_TRUE(backend.Open(loop, o.concurrency).ok());
-  Result<RunReport> report = RunLoad(loop, backend, o);
-  o.key_prefix.assign(kKeyPrefixBytesMax + 1, 'k');
-  Result<RunReport> refused = RunLoad(loop, backend, o);
-  backend.Close();
-  loop.Stop();
-  loop_thread.join();
+  TickRig rig(o.concurrency);
+  Result<RunReport> report = rig.Run(o);
   ASSERT_TRUE(report.ok()) << report.status().ToString();
   std::set<std::string> expected;
   for (uint64_t i = 0; i < 20; ++i) expected.insert(KeyName(i, "lww:"));
-  EXPECT_EQ(backend.names, expected);  // the load phase writes every key once
+  EXPECT_EQ(rig.backend.names, expected);  // the load phase writes every key once
+  o.key_prefix.assign(kKeyPrefixBytesMax + 1, 'k');
+  Result<RunReport> refused = rig.Run(o);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
 }
