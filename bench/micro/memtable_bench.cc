@@ -23,9 +23,10 @@ namespace {
 constexpr size_t kPrefill = 200'000;
 constexpr size_t kKeySpace = 1'000'000;
 constexpr size_t kBatch = 64;
+constexpr uint32_t kPartitions = 1024;
 
 std::string DataKey(uint64_t n) {
-  uint32_t partition = static_cast<uint32_t>((n * 2654435761u) >> 22) & 1023;
+  uint32_t partition = static_cast<uint32_t>((n * 2654435761u) >> 22) & (kPartitions - 1);
   std::string key(4, '\0');
   for (int i = 0; i < 4; ++i) key[i] = static_cast<char>(partition >> (24 - 8 * i));
   return key + "user" + std::to_string(n);
@@ -33,15 +34,16 @@ std::string DataKey(uint64_t n) {
 
 class Db {
  public:
-  explicit Db(bool ours) {
+  // kind: 0 RocksDB's skip list, 1 ours, 2 ours with a list per partition.
+  explicit Db(int64_t kind) {
     dir_ = std::filesystem::temp_directory_path() /
            ("dynamo-memtable-bench-" + std::to_string(getpid()));
     std::filesystem::remove_all(dir_);
     rocksdb::Options options;
     options.create_if_missing = true;
     options.write_buffer_size = 1ull << 30;  // never flushed during a run
-    if (ours) {
-      options.memtable_factory = NewBytewiseSkipListFactory();
+    if (kind != 0) {
+      options.memtable_factory = NewBytewiseSkipListFactory(kind == 2 ? kPartitions : 1);
       options.allow_concurrent_memtable_write = false;
     }
     rocksdb::DB* raw = nullptr;
@@ -85,33 +87,39 @@ class Db {
   std::string value_ = std::string(150, 'v');
 };
 
+const char* Label(int64_t kind) {
+  return kind == 0   ? "rocksdb skip list"
+         : kind == 1 ? "dynamo skip list"
+                     : "dynamo, list per partition";
+}
+
 void BM_MemtableInsert(benchmark::State& state) {
-  Db db(state.range(0) == 1);
+  Db db(state.range(0));
   std::mt19937_64 rng(2);
   for (auto _ : state) db.Write(rng);
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
-  state.SetLabel(state.range(0) == 1 ? "dynamo skip list" : "rocksdb skip list");
+  state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableInsert)->Arg(0)->Arg(1);
+BENCHMARK(BM_MemtableInsert)->Arg(0)->Arg(1)->Arg(2);
 
 void BM_MemtableGet(benchmark::State& state) {
-  Db db(state.range(0) == 1);
+  Db db(state.range(0));
   std::mt19937_64 rng(3);
   std::string value;
   for (auto _ : state) benchmark::DoNotOptimize(db.Read(rng() % kKeySpace, &value));
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
-  state.SetLabel(state.range(0) == 1 ? "dynamo skip list" : "rocksdb skip list");
+  state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableGet)->Arg(0)->Arg(1);
+BENCHMARK(BM_MemtableGet)->Arg(0)->Arg(1)->Arg(2);
 
 void BM_MemtableScan(benchmark::State& state) {
-  Db db(state.range(0) == 1);
+  Db db(state.range(0));
   size_t entries = 0;
   for (auto _ : state) entries += db.Scan();
   state.SetItemsProcessed(static_cast<int64_t>(entries));
-  state.SetLabel(state.range(0) == 1 ? "dynamo skip list" : "rocksdb skip list");
+  state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableScan)->Arg(0)->Arg(1);
+BENCHMARK(BM_MemtableScan)->Arg(0)->Arg(1)->Arg(2);
 
 }  // namespace
 }  // namespace dynamo::node

@@ -12,12 +12,16 @@
 #include <mutex>
 #include <random>
 
+#include "dynamo/placement.h"
 #include "skiplist_rep.h"
 
 namespace dynamo::node {
 namespace {
 
 constexpr uint64_t kBackgroundBytesPerSync = 1u << 20;
+// Data keys start with their partition (keys.h), so the data space's
+// memtables keep one skip list per partition.
+constexpr uint32_t kDataMemtableBuckets = kMaxPartitions;
 
 const char* const kFamilyNames[kSpaceCount] = {rocksdb::kDefaultColumnFamilyName.c_str(), "hints",
                                                "meta"};
@@ -260,6 +264,7 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   // The data space's memtables are switched by the engine at their drawn
   // sizes; RocksDB's limit sits above the largest draw.
   rocksdb::ColumnFamilyOptions data_cf = cf;
+  data_cf.memtable_factory = NewBytewiseSkipListFactory(kDataMemtableBuckets);
   data_cf.write_buffer_size =
       StaggeredWriteBufferBytes(options.write_buffer_bytes, 1.0) + options.write_buffer_bytes / 8;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;

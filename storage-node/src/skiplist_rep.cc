@@ -6,8 +6,11 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
+
+#include "dynamo/check.h"
 
 namespace rocksdb {
 // RocksDB's memory/allocator.h, which Debian does not install: the base of
@@ -99,10 +102,29 @@ struct Node {
   const char* Entry() const { return reinterpret_cast<const char*>(&next_[1]); }
 };
 
+// A skip list: its head (a node of kMaxHeight links and no entry) and the
+// height of its tallest node.
+struct List {
+  Node* head;
+  std::atomic<int> max_height{1};
+};
+
+// The entries, spread over `buckets` skip lists by the first four bytes of
+// the user key (big-endian, zero-padded, capped at buckets - 1). That bucket
+// never decreases as keys increase, so walking the lists in bucket order
+// walks the entries in order; a search only descends the list of its own
+// bucket, which is what makes it shorter (the node's data keys start with
+// their partition, so each list holds one partition). One bucket is a plain
+// skip list.
 class SkipListRep final : public rocksdb::MemTableRep {
  public:
-  SkipListRep(rocksdb::Allocator* allocator, uint64_t seed)
-      : MemTableRep(allocator), rng_(seed), head_(NewNode(kMaxHeight, 0, nullptr)) {}
+  SkipListRep(rocksdb::Allocator* allocator, uint64_t seed, uint32_t buckets)
+      : MemTableRep(allocator),
+        rng_(seed),
+        buckets_(buckets),
+        lists_(new std::atomic<List*>[buckets]) {
+    for (uint32_t b = 0; b < buckets_; ++b) lists_[b].store(nullptr, std::memory_order_relaxed);
+  }
 
   rocksdb::KeyHandle Allocate(const size_t len, char** buf) override {
     int height = RandomHeight();
@@ -117,15 +139,16 @@ class SkipListRep final : public rocksdb::MemTableRep {
     Node* x = static_cast<Node*>(handle);
     int height = static_cast<int>(reinterpret_cast<intptr_t>(x->RelaxedNext(0)));
     Decoded key = Decode(x->Entry());
+    List& list = WritableList(BucketOf(key));
     Node* prev[kMaxHeight];
-    Node* next = FindGreaterOrEqual(key, prev);
+    Node* next = FindGreaterOrEqual(list, key, prev);
     if (next != nullptr && Compare(key, Decode(next->Entry())) == 0) return false;
-    int max_height = max_height_.load(std::memory_order_relaxed);
+    int max_height = list.max_height.load(std::memory_order_relaxed);
     if (height > max_height) {
-      for (int i = max_height; i < height; ++i) prev[i] = head_;
+      for (int i = max_height; i < height; ++i) prev[i] = list.head;
       // Readers that see the new height before the links find nullptr at
-      // those levels from head_, and drop a level.
-      max_height_.store(height, std::memory_order_relaxed);
+      // those levels from the head, and drop a level.
+      list.max_height.store(height, std::memory_order_relaxed);
     }
     for (int i = 0; i < height; ++i) {
       x->RelaxedSetNext(i, prev[i]->RelaxedNext(i));
@@ -136,45 +159,42 @@ class SkipListRep final : public rocksdb::MemTableRep {
 
   bool Contains(const char* entry) const override {
     Decoded key = Decode(entry);
-    Node* x = FindGreaterOrEqual(key, nullptr);
+    const List* list = ListAt(BucketOf(key));
+    if (list == nullptr) return false;
+    Node* x = FindGreaterOrEqual(*list, key, nullptr);
     return x != nullptr && Compare(key, Decode(x->Entry())) == 0;
   }
 
   void Get(const rocksdb::LookupKey& k, void* callback_args,
            bool (*callback_func)(void* arg, const char* entry)) override {
-    for (Node* x = FindGreaterOrEqual(Decode(MemtableKeyOf(k)), nullptr);
-         x != nullptr && callback_func(callback_args, x->Entry()); x = x->Next(0)) {
+    uint32_t bucket = 0;
+    for (Node* x = LowerBound(Decode(MemtableKeyOf(k)), &bucket);
+         x != nullptr && callback_func(callback_args, x->Entry()); x = After(x, &bucket)) {
     }
   }
 
-  size_t ApproximateMemoryUsage() override { return 0; }  // all of it is in the arena
+  // The arena holds the nodes; the bucket table is the rep's own.
+  size_t ApproximateMemoryUsage() override { return sizeof(std::atomic<List*>) * buckets_; }
 
   class Iter final : public rocksdb::MemTableRep::Iterator {
    public:
-    explicit Iter(const SkipListRep* list) : list_(list) {}
+    explicit Iter(const SkipListRep* rep) : rep_(rep) {}
     bool Valid() const override { return node_ != nullptr; }
     const char* key() const override { return node_->Entry(); }
-    void Next() override { Land(node_->Next(0)); }
-    void Prev() override {
-      node_ = list_->FindLessThan(Decode(node_->Entry()));
-      if (node_ == list_->head_) node_ = nullptr;
-    }
+    void Next() override { Land(rep_->After(node_, &bucket_)); }
+    void Prev() override { node_ = rep_->Before(Decode(node_->Entry()), &bucket_); }
     void Seek(const rocksdb::Slice& internal_key, const char* memtable_key) override {
-      Land(list_->FindGreaterOrEqual(Target(internal_key, memtable_key), nullptr));
+      Land(rep_->LowerBound(Target(internal_key, memtable_key), &bucket_));
     }
     void SeekForPrev(const rocksdb::Slice& internal_key, const char* memtable_key) override {
       Decoded target = Target(internal_key, memtable_key);
-      node_ = list_->FindGreaterOrEqual(target, nullptr);
-      if (node_ == nullptr) {
-        SeekToLast();
+      node_ = rep_->LowerBound(target, &bucket_);
+      if (node_ == nullptr || Compare(Decode(node_->Entry()), target) != 0) {
+        node_ = rep_->Before(target, &bucket_);
       }
-      while (node_ != nullptr && Compare(Decode(node_->Entry()), target) > 0) Prev();
     }
-    void SeekToFirst() override { Land(list_->head_->Next(0)); }
-    void SeekToLast() override {
-      node_ = list_->FindLast();
-      if (node_ == list_->head_) node_ = nullptr;
-    }
+    void SeekToFirst() override { Land(rep_->FirstFrom(0, &bucket_)); }
+    void SeekToLast() override { node_ = rep_->LastUpTo(rep_->buckets_ - 1, &bucket_); }
 
    private:
     // Moves to x and starts loading the node two steps on, for a scan (a
@@ -197,8 +217,9 @@ class SkipListRep final : public rocksdb::MemTableRep {
                      DecodeFixed64(internal_key.data() + internal_key.size() - 8)};
     }
 
-    const SkipListRep* list_;
+    const SkipListRep* rep_;
     Node* node_ = nullptr;
+    uint32_t bucket_ = 0;  // node_'s
   };
 
   // With an arena, the caller only runs the iterator's destructor and frees
@@ -241,11 +262,37 @@ class SkipListRep final : public rocksdb::MemTableRep {
     return height;
   }
 
+  uint32_t BucketOf(const Decoded& key) const {
+    if (buckets_ == 1) return 0;
+    uint32_t prefix = 0;
+    for (size_t i = 0; i < 4; ++i) {
+      prefix = (prefix << 8) | (i < key.user_len ? static_cast<unsigned char>(key.user[i]) : 0u);
+    }
+    return prefix < buckets_ ? prefix : buckets_ - 1;
+  }
+
+  const List* ListAt(uint32_t bucket) const {
+    return lists_[bucket].load(std::memory_order_acquire);
+  }
+
+  // The writer's: the bucket's list, made on first use.
+  List& WritableList(uint32_t bucket) {
+    List* list = lists_[bucket].load(std::memory_order_relaxed);
+    if (list != nullptr) return *list;
+    char* mem = allocator_->AllocateAligned(sizeof(List));
+    list = new (mem) List{NewNode(kMaxHeight, 0, nullptr)};
+    lists_[bucket].store(list, std::memory_order_release);
+    if (bucket > top_bucket_.load(std::memory_order_relaxed)) {
+      top_bucket_.store(bucket, std::memory_order_release);
+    }
+    return *list;
+  }
+
   // The first node whose entry is >= key, or nullptr; prev, when given,
   // gets the last node before it at every level.
-  Node* FindGreaterOrEqual(const Decoded& key, Node** prev) const {
-    Node* x = head_;
-    int level = max_height_.load(std::memory_order_relaxed) - 1;
+  static Node* FindGreaterOrEqual(const List& list, const Decoded& key, Node** prev) {
+    Node* x = list.head;
+    int level = list.max_height.load(std::memory_order_relaxed) - 1;
     Node* last_bigger = nullptr;
     while (true) {
       Node* next = x->Next(level);
@@ -261,10 +308,10 @@ class SkipListRep final : public rocksdb::MemTableRep {
     }
   }
 
-  // The last node whose entry is < key, or head_.
-  Node* FindLessThan(const Decoded& key) const {
-    Node* x = head_;
-    int level = max_height_.load(std::memory_order_relaxed) - 1;
+  // The last node whose entry is < key, or the head.
+  static Node* FindLessThan(const List& list, const Decoded& key) {
+    Node* x = list.head;
+    int level = list.max_height.load(std::memory_order_relaxed) - 1;
     while (true) {
       Node* next = x->Next(level);
       if (next != nullptr && Compare(Decode(next->Entry()), key) < 0) {
@@ -277,9 +324,10 @@ class SkipListRep final : public rocksdb::MemTableRep {
     }
   }
 
-  Node* FindLast() const {
-    Node* x = head_;
-    int level = max_height_.load(std::memory_order_relaxed) - 1;
+  // The list's last node, or the head.
+  static Node* FindLast(const List& list) {
+    Node* x = list.head;
+    int level = list.max_height.load(std::memory_order_relaxed) - 1;
     while (true) {
       Node* next = x->Next(level);
       if (next != nullptr) {
@@ -292,9 +340,66 @@ class SkipListRep final : public rocksdb::MemTableRep {
     }
   }
 
+  // Across buckets; each sets *bucket to the bucket of the node it returns.
+  // The first node of the buckets from `from` on, or nullptr.
+  Node* FirstFrom(uint32_t from, uint32_t* bucket) const {
+    const uint32_t top = top_bucket_.load(std::memory_order_acquire);
+    for (uint32_t b = from; b <= top && b < buckets_; ++b) {
+      const List* list = ListAt(b);
+      Node* x = list != nullptr ? list->head->Next(0) : nullptr;
+      if (x != nullptr) {
+        *bucket = b;
+        return x;
+      }
+    }
+    return nullptr;
+  }
+  // The last node of the buckets up to `upto`, or nullptr.
+  Node* LastUpTo(uint32_t upto, uint32_t* bucket) const {
+    const uint32_t top = top_bucket_.load(std::memory_order_acquire);
+    for (uint32_t b = upto < top ? upto : top;; --b) {
+      const List* list = ListAt(b);
+      Node* x = list != nullptr ? FindLast(*list) : nullptr;
+      if (x != nullptr && x != list->head) {
+        *bucket = b;
+        return x;
+      }
+      if (b == 0) return nullptr;
+    }
+  }
+  // The first node whose entry is >= key, or nullptr.
+  Node* LowerBound(const Decoded& key, uint32_t* bucket) const {
+    const uint32_t b = BucketOf(key);
+    if (const List* list = ListAt(b)) {
+      if (Node* x = FindGreaterOrEqual(*list, key, nullptr)) {
+        *bucket = b;
+        return x;
+      }
+    }
+    return FirstFrom(b + 1, bucket);
+  }
+  // The node after x (in *bucket), or nullptr.
+  Node* After(Node* x, uint32_t* bucket) const {
+    Node* next = x->Next(0);
+    return next != nullptr ? next : FirstFrom(*bucket + 1, bucket);
+  }
+  // The last node whose entry is < key, or nullptr.
+  Node* Before(const Decoded& key, uint32_t* bucket) const {
+    const uint32_t b = BucketOf(key);
+    if (const List* list = ListAt(b)) {
+      Node* x = FindLessThan(*list, key);
+      if (x != list->head) {
+        *bucket = b;
+        return x;
+      }
+    }
+    return b == 0 ? nullptr : LastUpTo(b - 1, bucket);
+  }
+
   std::minstd_rand rng_;  // the writer's only
-  Node* const head_;
-  std::atomic<int> max_height_{1};
+  const uint32_t buckets_;
+  std::unique_ptr<std::atomic<List*>[]> lists_;
+  std::atomic<uint32_t> top_bucket_{0};  // no list above it
 };
 
 // Encodes a memtable entry with no value, for the order check.
@@ -334,6 +439,7 @@ constexpr char kNotBytewiseLogLine[] =
 
 class Factory final : public rocksdb::MemTableRepFactory {
  public:
+  explicit Factory(uint32_t buckets) : buckets_(buckets) {}
   const char* Name() const override { return "DynamoBytewiseSkipList"; }
 
   using MemTableRepFactory::CreateMemTableRep;
@@ -345,14 +451,18 @@ class Factory final : public rocksdb::MemTableRepFactory {
       rocksdb::Log(rocksdb::InfoLogLevel::WARN_LEVEL, logger, "%s", kNotBytewiseLogLine);
       return rocksdb::SkipListFactory().CreateMemTableRep(cmp, allocator, transform, logger);
     }
-    return new SkipListRep(allocator, std::random_device()());
+    return new SkipListRep(allocator, std::random_device()(), buckets_);
   }
+
+ private:
+  const uint32_t buckets_;
 };
 
 }  // namespace
 
-std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory() {
-  return std::make_shared<Factory>();
+std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(uint32_t prefix_buckets) {
+  DYNAMO_CHECK(prefix_buckets >= 1);
+  return std::make_shared<Factory>(prefix_buckets);
 }
 
 }  // namespace dynamo::node

@@ -23,6 +23,13 @@ namespace dynamo::node {
 // - A column family whose comparator does not order keys as the bytewise
 //   comparator does (checked on sample keys when each memtable is created)
 //   gets RocksDB's own skip list instead.
-std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory();
+// - With prefix_buckets > 1, each memtable keeps one skip list per value of
+//   the user key's first four bytes (big-endian; shorter keys zero-padded;
+//   values from prefix_buckets - 1 up share the last list), so a search
+//   descends only its own prefix's list. For keys that start with a small
+//   u32 (the node's data keys start with their partition). Costs
+//   8 * prefix_buckets bytes per memtable.
+std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(
+    uint32_t prefix_buckets = 1);
 
 }  // namespace dynamo::node

@@ -8,6 +8,7 @@
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -24,13 +25,16 @@ namespace {
 
 using Model = std::map<std::string, std::string>;
 
-class SkipListRepTest : public ::testing::Test {
+// The parameter is the factory's prefix_buckets: 1 (one skip list) or a few,
+// so that the keys below (some with a 4-byte prefix under 24, some short)
+// spread over several lists, leave some empty and share the last.
+class SkipListRepTest : public ::testing::TestWithParam<uint32_t> {
  protected:
   void SetUp() override {
+    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(name.begin(), name.end(), '/', '-');
     dir_ = (std::filesystem::temp_directory_path() /
-            ("dynamo-skiplist-" +
-             std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) + "-" +
-             std::to_string(::getpid())))
+            ("dynamo-skiplist-" + name + "-" + std::to_string(::getpid())))
                .string();
     std::filesystem::remove_all(dir_);
   }
@@ -43,7 +47,7 @@ class SkipListRepTest : public ::testing::Test {
     rocksdb::Options options;
     options.create_if_missing = true;
     options.allow_concurrent_memtable_write = false;
-    options.memtable_factory = NewBytewiseSkipListFactory();
+    options.memtable_factory = NewBytewiseSkipListFactory(GetParam());
     options.write_buffer_size = write_buffer_bytes;
     return options;
   }
@@ -123,14 +127,22 @@ class SkipListRepTest : public ::testing::Test {
 // Short keys with bytes where signed and unsigned order differ, prefixes of
 // each other, and NULs, so the order check covers what a bytewise comparator
 // must get right.
+// Half of them start with a big-endian u32 below 24, as the node's data keys
+// start with their partition.
+std::string Prefixed(uint32_t prefix, const std::string& rest) {
+  std::string key(4, '\0');
+  for (int i = 0; i < 4; ++i) key[i] = static_cast<char>(prefix >> (24 - 8 * i));
+  return key + rest;
+}
+
 std::string RandomKey(std::mt19937_64& rng) {
   static const char kBytes[] = {'\0', '\x01', 'a', 'b', '\x7f', '\x80', '\xfe', '\xff'};
   std::string key(rng() % 4, '\0');
   for (char& c : key) c = kBytes[rng() % sizeof kBytes];
-  return key;
+  return rng() % 2 == 0 ? key : Prefixed(static_cast<uint32_t>(rng() % 24), key);
 }
 
-TEST_F(SkipListRepTest, ReadsMatchAnOrderedModelThroughWritesSnapshotsAndReopen) {
+TEST_P(SkipListRepTest, ReadsMatchAnOrderedModelThroughWritesSnapshotsAndReopen) {
   Open();
   std::mt19937_64 rng(7);
   Model model;
@@ -169,13 +181,14 @@ TEST_F(SkipListRepTest, ReadsMatchAnOrderedModelThroughWritesSnapshotsAndReopen)
   ExpectMatches(model, probes);
 }
 
-TEST_F(SkipListRepTest, FlushesWhileWritingKeepEveryKey) {
+TEST_P(SkipListRepTest, FlushesWhileWritingKeepEveryKey) {
   Open(256 << 10);  // many memtables, flushed while the next one fills
   Model model;
   std::mt19937_64 rng(11);
   std::vector<std::string> probes;
   for (int i = 0; i < 20000; ++i) {
-    std::string key = "k" + std::to_string(rng() % 5000);
+    const uint64_t n = rng() % 5000;
+    std::string key = Prefixed(static_cast<uint32_t>(n % 20), "k" + std::to_string(n));
     std::string value(100, static_cast<char>('a' + i % 26));
     ASSERT_TRUE(db_->Put(rocksdb::WriteOptions(), key, value).ok());
     model[key] = value;
@@ -183,13 +196,17 @@ TEST_F(SkipListRepTest, FlushesWhileWritingKeepEveryKey) {
   }
   probes.push_back("k");
   probes.push_back("l");
+  probes.push_back(Prefixed(7, ""));      // before a list's first key
+  probes.push_back(Prefixed(7, "\xff"));  // after its last: the next list's first
   ExpectMatches(model, probes);
 }
 
-TEST_F(SkipListRepTest, ReadersRunningBesideTheWriterSeeOnlyWrittenValues) {
+TEST_P(SkipListRepTest, ReadersRunningBesideTheWriterSeeOnlyWrittenValues) {
   Open();
   constexpr int kKeys = 2000;
-  auto key = [](int i) { return "key" + std::to_string(i); };
+  auto key = [](int i) {
+    return Prefixed(static_cast<uint32_t>(i % 20), "key" + std::to_string(i));
+  };
   for (int i = 0; i < kKeys; ++i) ASSERT_TRUE(db_->Put(rocksdb::WriteOptions(), key(i), "0").ok());
   std::atomic<bool> done{false};
   std::atomic<int> bad{0};
@@ -233,7 +250,7 @@ TEST_F(SkipListRepTest, ReadersRunningBesideTheWriterSeeOnlyWrittenValues) {
   for (int i = 0; i < kKeys; ++i) EXPECT_EQ(Get(key(i)), std::to_string(next[i] - 1));
 }
 
-TEST_F(SkipListRepTest, AComparatorThatIsNotBytewiseGetsRocksDbsOwnSkipList) {
+TEST_P(SkipListRepTest, AComparatorThatIsNotBytewiseGetsRocksDbsOwnSkipList) {
   rocksdb::Options options = Options(64 << 20);
   options.comparator = rocksdb::ReverseBytewiseComparator();
   rocksdb::DB* raw = nullptr;
@@ -247,6 +264,11 @@ TEST_F(SkipListRepTest, AComparatorThatIsNotBytewiseGetsRocksDbsOwnSkipList) {
   EXPECT_TRUE(FellBack());
   EXPECT_EQ(Get("a"), "a");
 }
+
+INSTANTIATE_TEST_SUITE_P(Buckets, SkipListRepTest, ::testing::Values(1u, 16u),
+                         [](const ::testing::TestParamInfo<uint32_t>& info) {
+                           return "x" + std::to_string(info.param);
+                         });
 
 }  // namespace
 }  // namespace dynamo::node
