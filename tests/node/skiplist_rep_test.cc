@@ -124,17 +124,17 @@ class SkipListRepTest : public ::testing::TestWithParam<uint32_t> {
   std::vector<const rocksdb::Snapshot*> snapshots_;
 };
 
-// Short keys with bytes where signed and unsigned order differ, prefixes of
-// each other, and NULs, so the order check covers what a bytewise comparator
-// must get right.
-// Half of them start with a big-endian u32 below 24, as the node's data keys
-// start with their partition.
+// `rest` after `prefix` as a big-endian u32, as the node's data keys start
+// with their partition.
 std::string Prefixed(uint32_t prefix, const std::string& rest) {
   std::string key(4, '\0');
   for (int i = 0; i < 4; ++i) key[i] = static_cast<char>(prefix >> (24 - 8 * i));
   return key + rest;
 }
 
+// Short keys with bytes where signed and unsigned order differ, prefixes of
+// each other, and NULs, so the order check covers what a bytewise comparator
+// must get right; half of them after a prefix below 24.
 std::string RandomKey(std::mt19937_64& rng) {
   static const char kBytes[] = {'\0', '\x01', 'a', 'b', '\x7f', '\x80', '\xfe', '\xff'};
   std::string key(rng() % 4, '\0');
