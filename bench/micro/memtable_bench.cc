@@ -22,6 +22,12 @@ namespace {
 
 constexpr size_t kPrefill = 200'000;
 constexpr size_t kKeySpace = 1'000'000;
+// The fill benchmark's keys: the performance issue's 100,000 over a fresh
+// memtable filled to kPrefill entries, about what a node's 32 MiB memtable
+// holds under that load: about half the inserts add a version of a key the
+// memtable already holds.
+constexpr size_t kFillKeySpace = 100'000;
+constexpr size_t kIndexedKeys = (size_t{1} << 18) - 1;
 constexpr size_t kBatch = 64;
 constexpr uint32_t kPartitions = 1024;
 
@@ -34,8 +40,11 @@ std::string DataKey(uint64_t n) {
 
 class Db {
  public:
-  // kind: 0 RocksDB's skip list, 1 ours, 2 ours with a list per partition.
-  explicit Db(int64_t kind) {
+  // kind: 0 RocksDB's skip list, 1 ours, 2 ours with a list per partition,
+  // 3 that and the key index. Keys are drawn from [0, key_space); `prefill`
+  // entries are written first.
+  explicit Db(int64_t kind, size_t key_space = kKeySpace, size_t prefill = kPrefill)
+      : key_space_(key_space) {
     dir_ = std::filesystem::temp_directory_path() /
            ("dynamo-memtable-bench-" + std::to_string(getpid()));
     std::filesystem::remove_all(dir_);
@@ -43,14 +52,15 @@ class Db {
     options.create_if_missing = true;
     options.write_buffer_size = 1ull << 30;  // never flushed during a run
     if (kind != 0) {
-      options.memtable_factory = NewBytewiseSkipListFactory(kind == 2 ? kPartitions : 1);
+      options.memtable_factory =
+          NewBytewiseSkipListFactory(kind >= 2 ? kPartitions : 1, kind == 3 ? kIndexedKeys : 0);
       options.allow_concurrent_memtable_write = false;
     }
     rocksdb::DB* raw = nullptr;
     if (!rocksdb::DB::Open(options, dir_.string(), &raw).ok()) std::abort();
     db_.reset(raw);
     std::mt19937_64 rng(1);
-    for (size_t i = 0; i < kPrefill; i += kBatch) Write(rng);
+    for (size_t i = 0; i < prefill; i += kBatch) Write(rng);
   }
   ~Db() {
     db_.reset();
@@ -59,7 +69,7 @@ class Db {
 
   void Write(std::mt19937_64& rng) {
     rocksdb::WriteBatch batch;
-    for (size_t i = 0; i < kBatch; ++i) batch.Put(DataKey(rng() % kKeySpace), value_);
+    for (size_t i = 0; i < kBatch; ++i) batch.Put(DataKey(rng() % key_space_), value_);
     rocksdb::WriteOptions wo;
     wo.disableWAL = true;
     if (!db_->Write(wo, &batch).ok()) std::abort();
@@ -82,6 +92,7 @@ class Db {
   }
 
  private:
+  size_t key_space_;
   std::filesystem::path dir_;
   std::unique_ptr<rocksdb::DB> db_;
   std::string value_ = std::string(150, 'v');
@@ -90,7 +101,8 @@ class Db {
 const char* Label(int64_t kind) {
   return kind == 0   ? "rocksdb skip list"
          : kind == 1 ? "dynamo skip list"
-                     : "dynamo, list per partition";
+         : kind == 2 ? "dynamo, list per partition"
+                     : "dynamo, list per partition, key index";
 }
 
 void BM_MemtableInsert(benchmark::State& state) {
@@ -100,7 +112,35 @@ void BM_MemtableInsert(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
   state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableInsert)->Arg(0)->Arg(1)->Arg(2);
+BENCHMARK(BM_MemtableInsert)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
+
+// Inserts into a memtable that holds kPrefill entries of the fill
+// benchmark's keys: nearly every insert adds a version of a key it holds.
+void BM_MemtableOverwrite(benchmark::State& state) {
+  Db db(state.range(0), kFillKeySpace);
+  std::mt19937_64 rng(2);
+  for (auto _ : state) db.Write(rng);
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
+  state.SetLabel(Label(state.range(0)));
+}
+BENCHMARK(BM_MemtableOverwrite)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
+
+// A fresh memtable filled as a node's is between two flushes.
+void BM_MemtableFill(benchmark::State& state) {
+  std::mt19937_64 rng(2);
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto db = std::make_unique<Db>(state.range(0), kFillKeySpace, 0);
+    state.ResumeTiming();
+    for (size_t i = 0; i < kPrefill; i += kBatch) db->Write(rng);
+    state.PauseTiming();
+    db.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kPrefill));
+  state.SetLabel(Label(state.range(0)));
+}
+BENCHMARK(BM_MemtableFill)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMillisecond);
 
 void BM_MemtableGet(benchmark::State& state) {
   Db db(state.range(0));
@@ -110,7 +150,7 @@ void BM_MemtableGet(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
   state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableGet)->Arg(0)->Arg(1)->Arg(2);
+BENCHMARK(BM_MemtableGet)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
 
 void BM_MemtableScan(benchmark::State& state) {
   Db db(state.range(0));
@@ -119,7 +159,7 @@ void BM_MemtableScan(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(entries));
   state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableScan)->Arg(0)->Arg(1)->Arg(2);
+BENCHMARK(BM_MemtableScan)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
 
 }  // namespace
 }  // namespace dynamo::node

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <mutex>
 #include <random>
 
@@ -22,6 +23,15 @@ constexpr uint64_t kBackgroundBytesPerSync = 1u << 20;
 // Data keys start with their partition (keys.h), so the data space's
 // memtables keep one skip list per partition.
 constexpr uint32_t kDataMemtableBuckets = kMaxPartitions;
+// The data memtable's key index holds as many keys as the memtable holds
+// entries of this size (a 32 MiB memtable: 131,071 keys, 4 MiB of index).
+constexpr uint64_t kDataMemtableBytesPerIndexedKey = 256;
+
+size_t DataMemtableIndexedKeys(uint64_t write_buffer_bytes) {
+  const uint64_t keys =
+      std::min<uint64_t>(write_buffer_bytes / kDataMemtableBytesPerIndexedKey, kMaxIndexedKeys);
+  return keys < 2 ? 0 : static_cast<size_t>(std::bit_floor(keys) - 1);
+}
 
 const char* const kFamilyNames[kSpaceCount] = {rocksdb::kDefaultColumnFamilyName.c_str(), "hints",
                                                "meta"};
@@ -264,7 +274,8 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   // The data space's memtables are switched by the engine at their drawn
   // sizes; RocksDB's limit sits above the largest draw.
   rocksdb::ColumnFamilyOptions data_cf = cf;
-  data_cf.memtable_factory = NewBytewiseSkipListFactory(kDataMemtableBuckets);
+  data_cf.memtable_factory = NewBytewiseSkipListFactory(
+      kDataMemtableBuckets, DataMemtableIndexedKeys(options.write_buffer_bytes));
   data_cf.write_buffer_size =
       StaggeredWriteBufferBytes(options.write_buffer_bytes, 1.0) + options.write_buffer_bytes / 8;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;

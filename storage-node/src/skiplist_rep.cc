@@ -7,10 +7,15 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "dynamo/check.h"
+#include "dynamo/hash_index.h"
+#include "dynamo/placement.h"
 
 namespace rocksdb {
 // RocksDB's memory/allocator.h, which Debian does not install: the base of
@@ -88,6 +93,12 @@ int Compare(const Decoded& a, const Decoded& b) {
   return 0;
 }
 
+bool UserKeyLess(const Decoded& a, const Decoded& b) {
+  size_t n = a.user_len < b.user_len ? a.user_len : b.user_len;
+  int r = n == 0 ? 0 : std::memcmp(a.user, b.user, n);
+  return r < 0 || (r == 0 && a.user_len < b.user_len);
+}
+
 // next_[0] is the node's lowest link; links of higher levels sit below it in
 // memory, and the entry follows it. Until the node is linked, next_[0] holds
 // its height.
@@ -109,6 +120,13 @@ struct List {
   std::atomic<int> max_height{1};
 };
 
+// A key index entry: a user key's 64-bit hash and the node before the key's
+// newest entry (nullptr: the list's head).
+struct Pred {
+  uint64_t hash;
+  Node* node;
+};
+
 // The entries, spread over `buckets` skip lists by the first four bytes of
 // the user key (big-endian, zero-padded, capped at buckets - 1). That bucket
 // never decreases as keys increase, so walking the lists in bucket order
@@ -118,12 +136,15 @@ struct List {
 // skip list.
 class SkipListRep final : public rocksdb::MemTableRep {
  public:
-  SkipListRep(rocksdb::Allocator* allocator, uint64_t seed, uint32_t buckets)
+  SkipListRep(rocksdb::Allocator* allocator, uint64_t seed, uint32_t buckets, size_t indexed_keys)
       : MemTableRep(allocator),
         rng_(seed),
         buckets_(buckets),
-        lists_(new std::atomic<List*>[buckets]) {
+        lists_(new std::atomic<List*>[buckets]),
+        index_(indexed_keys) {
     for (uint32_t b = 0; b < buckets_; ++b) lists_[b].store(nullptr, std::memory_order_relaxed);
+    preds_.reserve(indexed_keys);
+    index_bytes_.store(IndexBytes(), std::memory_order_relaxed);
   }
 
   rocksdb::KeyHandle Allocate(const size_t len, char** buf) override {
@@ -140,6 +161,12 @@ class SkipListRep final : public rocksdb::MemTableRep {
     int height = static_cast<int>(reinterpret_cast<intptr_t>(x->RelaxedNext(0)));
     Decoded key = Decode(x->Entry());
     List& list = WritableList(BucketOf(key));
+    const bool indexed = index_.capacity() > 0;
+    const uint64_t hash = indexed ? HashOf(key) : 0;
+    Pred* pred = indexed ? FindPred(hash) : nullptr;
+    if (pred != nullptr) {
+      if (std::optional<bool> done = InsertAfter(list, pred->node, x, key)) return *done;
+    }
     Node* prev[kMaxHeight];
     Node* next = FindGreaterOrEqual(list, key, prev);
     if (next != nullptr && Compare(key, Decode(next->Entry())) == 0) return false;
@@ -154,6 +181,7 @@ class SkipListRep final : public rocksdb::MemTableRep {
       x->RelaxedSetNext(i, prev[i]->RelaxedNext(i));
       prev[i]->SetNext(i, x);
     }
+    if (indexed) NoteLinked(list, x, key, hash, pred, prev[0], next);
     return true;
   }
 
@@ -173,8 +201,18 @@ class SkipListRep final : public rocksdb::MemTableRep {
     }
   }
 
-  // The arena holds the nodes; the bucket table is the rep's own.
-  size_t ApproximateMemoryUsage() override { return sizeof(std::atomic<List*>) * buckets_; }
+  // No inserts follow: the key index goes.
+  void MarkReadOnly() override {
+    index_ = HashIndex();
+    preds_ = std::vector<Pred>();
+    index_bytes_.store(0, std::memory_order_relaxed);
+  }
+
+  // The arena holds the nodes; the bucket table and the key index are the
+  // rep's own.
+  size_t ApproximateMemoryUsage() override {
+    return sizeof(std::atomic<List*>) * buckets_ + index_bytes_.load(std::memory_order_relaxed);
+  }
 
   class Iter final : public rocksdb::MemTableRep::Iterator {
    public:
@@ -255,6 +293,64 @@ class SkipListRep final : public rocksdb::MemTableRep {
     if (buf != nullptr) *buf = const_cast<char*>(x->Entry());
     return x;
   }
+
+  // The writer's shortcut for a user key the list already holds: x goes
+  // right after `pred` (the list's head when nullptr), at level 0 only,
+  // when it sorts between pred and pred's successor. Returns whether x was
+  // inserted (false: an equal entry exists), or nullopt when it does not
+  // sort there and must be placed by a search. Linked at level 0 alone, x
+  // leaves the upper levels to the entries placed by a search (about one per
+  // key in the memtable), which is what a search descends; the links
+  // allocated above stay unused.
+  static std::optional<bool> InsertAfter(const List& list, Node* pred, Node* x,
+                                         const Decoded& key) {
+    Node* before = pred != nullptr ? pred : list.head;
+    Node* next = before->RelaxedNext(0);
+    if (next == nullptr) return std::nullopt;
+    if (pred != nullptr && Compare(Decode(pred->Entry()), key) >= 0) return std::nullopt;
+    const int order = Compare(key, Decode(next->Entry()));
+    if (order == 0) return false;
+    if (order > 0) return std::nullopt;
+    x->RelaxedSetNext(0, next);
+    before->SetNext(0, x);
+    return true;
+  }
+
+  static uint64_t HashOf(const Decoded& key) {
+    return Hash64(std::string_view(key.user, key.user_len));
+  }
+
+  Pred* FindPred(uint64_t hash) {
+    size_t slot = index_.Find(hash, [&](uint32_t p) { return preds_[p].hash == hash; });
+    return slot == HashIndex::kNone ? nullptr : &preds_[index_.position(slot)];
+  }
+
+  // After a search linked x (user key `key`, index entry `pred` if any)
+  // between `before` and `after`: when x is now its key's newest entry,
+  // `before` is its key's predecessor; and when `after` is another key's
+  // newest entry, x is now that key's. The list's head is kept as nullptr,
+  // so that a Pred never names another list's head (whose entry is empty).
+  void NoteLinked(const List& list, Node* x, const Decoded& key, uint64_t hash, Pred* pred,
+                  Node* before, Node* after) {
+    if (before == list.head) {
+      before = nullptr;
+    } else if (!UserKeyLess(Decode(before->Entry()), key)) {
+      return;
+    }
+    if (pred != nullptr) {
+      pred->node = before;
+    } else if (index_.size() < index_.capacity()) {
+      index_.Insert(hash, static_cast<uint32_t>(preds_.size()));
+      preds_.push_back(Pred{hash, before});
+      index_bytes_.store(IndexBytes(), std::memory_order_relaxed);
+    }
+    if (after == nullptr) return;
+    const Decoded next_key = Decode(after->Entry());
+    if (!UserKeyLess(key, next_key)) return;
+    if (Pred* next_pred = FindPred(HashOf(next_key))) next_pred->node = x;
+  }
+
+  size_t IndexBytes() const { return index_.bytes() + preds_.size() * sizeof(Pred); }
 
   int RandomHeight() {
     int height = 1;
@@ -400,6 +496,13 @@ class SkipListRep final : public rocksdb::MemTableRep {
   const uint32_t buckets_;
   std::unique_ptr<std::atomic<List*>[]> lists_;
   std::atomic<uint32_t> top_bucket_{0};  // no list above it
+  // The writer's index of user keys (by their 64-bit hash) to the node just
+  // before each key's newest entry, for InsertAfter. A stale entry, or two
+  // keys of one hash, only cost a search: InsertAfter checks the order
+  // itself. Keys past its capacity are not indexed.
+  HashIndex index_;
+  std::vector<Pred> preds_;
+  std::atomic<size_t> index_bytes_{0};
 };
 
 // Encodes a memtable entry with no value, for the order check.
@@ -439,7 +542,7 @@ constexpr char kNotBytewiseLogLine[] =
 
 class Factory final : public rocksdb::MemTableRepFactory {
  public:
-  explicit Factory(uint32_t buckets) : buckets_(buckets) {}
+  Factory(uint32_t buckets, size_t indexed_keys) : buckets_(buckets), indexed_keys_(indexed_keys) {}
   const char* Name() const override { return "DynamoBytewiseSkipList"; }
 
   using MemTableRepFactory::CreateMemTableRep;
@@ -451,18 +554,21 @@ class Factory final : public rocksdb::MemTableRepFactory {
       rocksdb::Log(rocksdb::InfoLogLevel::WARN_LEVEL, logger, "%s", kNotBytewiseLogLine);
       return rocksdb::SkipListFactory().CreateMemTableRep(cmp, allocator, transform, logger);
     }
-    return new SkipListRep(allocator, std::random_device()(), buckets_);
+    return new SkipListRep(allocator, std::random_device()(), buckets_, indexed_keys_);
   }
 
  private:
   const uint32_t buckets_;
+  const size_t indexed_keys_;
 };
 
 }  // namespace
 
-std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(uint32_t prefix_buckets) {
+std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(uint32_t prefix_buckets,
+                                                                        size_t indexed_keys) {
   DYNAMO_CHECK(prefix_buckets >= 1);
-  return std::make_shared<Factory>(prefix_buckets);
+  DYNAMO_CHECK(indexed_keys <= kMaxIndexedKeys);
+  return std::make_shared<Factory>(prefix_buckets, indexed_keys);
 }
 
 }  // namespace dynamo::node

@@ -11,6 +11,7 @@
 
 #include <rocksdb/memtablerep.h>
 
+#include <cstddef>
 #include <memory>
 
 namespace dynamo::node {
@@ -29,7 +30,14 @@ namespace dynamo::node {
 //   descends only its own prefix's list. For keys that start with a small
 //   u32 (the node's data keys start with their partition). Costs
 //   8 * prefix_buckets bytes per memtable.
-std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(
-    uint32_t prefix_buckets = 1);
+// - With indexed_keys > 0, the memtable being written keeps an index of up
+//   to that many user keys (up to 48 bytes per key, allocated when the
+//   memtable is made, freed when it becomes read-only, and counted in its
+//   memory usage). A new version of an indexed key is then linked next to
+//   the key's newest entry without a search. Keys past the capacity are
+//   placed by a search, as without the index.
+inline constexpr size_t kMaxIndexedKeys = size_t{1} << 24;
+std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(uint32_t prefix_buckets = 1,
+                                                                        size_t indexed_keys = 0);
 
 }  // namespace dynamo::node

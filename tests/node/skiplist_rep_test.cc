@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <ostream>
 #include <random>
 #include <string>
 #include <thread>
@@ -25,10 +26,21 @@ namespace {
 
 using Model = std::map<std::string, std::string>;
 
-// The parameter is the factory's prefix_buckets: 1 (one skip list) or a few,
-// so that the keys below (some with a 4-byte prefix under 24, some short)
+// The factory's arguments. prefix_buckets: 1 (one skip list) or a few, so
+// that the keys below (some with a 4-byte prefix under 24, some short)
 // spread over several lists, leave some empty and share the last.
-class SkipListRepTest : public ::testing::TestWithParam<uint32_t> {
+// indexed_keys: none, a few (most keys of a test go past the index's
+// capacity), or more than any test writes.
+struct RepParams {
+  uint32_t prefix_buckets;
+  size_t indexed_keys;
+};
+
+void PrintTo(const RepParams& p, std::ostream* os) {
+  *os << p.prefix_buckets << " lists, " << p.indexed_keys << " indexed keys";
+}
+
+class SkipListRepTest : public ::testing::TestWithParam<RepParams> {
  protected:
   void SetUp() override {
     std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
@@ -47,7 +59,8 @@ class SkipListRepTest : public ::testing::TestWithParam<uint32_t> {
     rocksdb::Options options;
     options.create_if_missing = true;
     options.allow_concurrent_memtable_write = false;
-    options.memtable_factory = NewBytewiseSkipListFactory(GetParam());
+    options.memtable_factory =
+        NewBytewiseSkipListFactory(GetParam().prefix_buckets, GetParam().indexed_keys);
     options.write_buffer_size = write_buffer_bytes;
     return options;
   }
@@ -181,6 +194,47 @@ TEST_P(SkipListRepTest, ReadsMatchAnOrderedModelThroughWritesSnapshotsAndReopen)
   ExpectMatches(model, probes);
 }
 
+// New versions of keys already held, while other keys land next to them:
+// before the first, between two, after the last, at the head of a list.
+// Every snapshot must still read what it read when taken.
+TEST_P(SkipListRepTest, EverySnapshotKeepsItsVersionsAsKeysLandAroundThem) {
+  Open();
+  const std::vector<std::string> writes = {Prefixed(3, "m"),
+                                           Prefixed(3, "m"),
+                                           Prefixed(3, "c"),
+                                           Prefixed(3, "m"),
+                                           Prefixed(3, "g"),
+                                           Prefixed(3, "m"),
+                                           Prefixed(3, "c"),
+                                           Prefixed(3, "a"),
+                                           Prefixed(3, "c"),
+                                           Prefixed(3, "z"),
+                                           Prefixed(3, "m"),
+                                           Prefixed(3, "z"),
+                                           Prefixed(2, "m"),
+                                           Prefixed(3, "a"),
+                                           Prefixed(4, "a"),
+                                           Prefixed(3, "z"),
+                                           "m",
+                                           "m",
+                                           "",
+                                           "m"};
+  Model model;
+  std::vector<std::pair<const rocksdb::Snapshot*, Model>> taken;
+  for (size_t i = 0; i < writes.size(); ++i) {
+    const std::string value = "v" + std::to_string(i);
+    ASSERT_TRUE(db_->Put(rocksdb::WriteOptions(), writes[i], value).ok());
+    model[writes[i]] = value;
+    taken.emplace_back(db_->GetSnapshot(), model);
+    snapshots_.push_back(taken.back().first);
+  }
+  std::vector<std::string> probes = writes;
+  probes.push_back(Prefixed(3, ""));
+  probes.push_back(Prefixed(3, "n"));
+  ExpectMatches(model, probes);
+  for (const auto& [snapshot, then] : taken) ExpectMatches(then, probes, snapshot);
+}
+
 TEST_P(SkipListRepTest, FlushesWhileWritingKeepEveryKey) {
   Open(256 << 10);  // many memtables, flushed while the next one fills
   Model model;
@@ -265,9 +319,12 @@ TEST_P(SkipListRepTest, AComparatorThatIsNotBytewiseGetsRocksDbsOwnSkipList) {
   EXPECT_EQ(Get("a"), "a");
 }
 
-INSTANTIATE_TEST_SUITE_P(Buckets, SkipListRepTest, ::testing::Values(1u, 16u),
-                         [](const ::testing::TestParamInfo<uint32_t>& info) {
-                           return "x" + std::to_string(info.param);
+INSTANTIATE_TEST_SUITE_P(Lists, SkipListRepTest,
+                         ::testing::Values(RepParams{1, 0}, RepParams{16, 0}, RepParams{16, 15},
+                                           RepParams{1, 8191}, RepParams{16, 8191}),
+                         [](const ::testing::TestParamInfo<RepParams>& info) {
+                           return "x" + std::to_string(info.param.prefix_buckets) + "_index" +
+                                  std::to_string(info.param.indexed_keys);
                          });
 
 }  // namespace

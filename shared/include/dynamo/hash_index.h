@@ -84,6 +84,8 @@ class HashIndex {
 
   size_t size() const { return size_; }
   size_t capacity() const { return capacity_; }
+  // Memory held by the slots.
+  size_t bytes() const { return slots_.capacity() * sizeof(Slot); }
 
  private:
   static constexpr uint32_t kEmpty = UINT32_MAX;
