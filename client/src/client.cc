@@ -223,16 +223,19 @@ class Client::Impl {
 
   // The key's route. While no node is backing off, routes depend only on
   // the view, so each partition's is planned once per view.
-  Route RouteFor(const std::shared_ptr<const View>& v, std::string_view key) {
+  std::shared_ptr<const Route> RouteFor(const std::shared_ptr<const View>& v,
+                                        std::string_view key) {
     const PartitionId p = v->map.ring().KeyPartition(key);
-    if (AnyUnhealthy()) return client::PlanRoute(v->map, p, HealthView(v));
+    if (AnyUnhealthy()) {
+      return std::make_shared<const Route>(client::PlanRoute(v->map, p, HealthView(v)));
+    }
     if (routes_view_ != v) {
       routes_view_ = v;
-      routes_.assign(v->map.ring().partition_count(), std::nullopt);
+      routes_.assign(v->map.ring().partition_count(), nullptr);
     }
-    std::optional<Route>& cached = routes_[p];
-    if (!cached) cached = client::PlanRoute(v->map, p, HealthView(v));
-    return *cached;
+    std::shared_ptr<const Route>& cached = routes_[p];
+    if (!cached) cached = std::make_shared<const Route>(client::PlanRoute(v->map, p, HealthView(v)));
+    return cached;
   }
 
   // Whether `r` says its node cannot serve now: no answer in time, or an
@@ -371,7 +374,7 @@ class Client::Impl {
       last_lww_us_ = std::max(WallMicros(), last_lww_us_ + 1);
       req.lww_dot = Dot{client_id_, last_lww_us_};
     }
-    Route route = RouteFor(v, req.key);
+    std::shared_ptr<const Route> route = RouteFor(v, req.key);
     auto state = Launch<WriteState>(std::make_shared<WriteOp>(std::move(route), std::move(req)),
                                     opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                     opts.receipt, std::move(done), &Impl::FinishWrite);
@@ -385,11 +388,11 @@ class Client::Impl {
   void Dispatch(const std::shared_ptr<State>& state, std::vector<Send> sends,
                 void (Impl::*finish)(const std::shared_ptr<State>&)) {
     for (Send& s : sends) {
-      const client::Target& t = state->op->target(s.target);
+      // The op keeps its targets, and the callback keeps the op.
+      const client::Target* t = &state->op->target(s.target);
       const size_t idx = s.target;
-      const std::string node = t.node;
-      Call(t.address, std::move(s.body), Remaining(state->deadline), [this, state, idx, node, finish](Reply r) {
-        Observe(node, r);
+      Call(t->address, std::move(s.body), Remaining(state->deadline), [this, state, idx, t, finish](Reply r) {
+        Observe(t->node, r);
         Dispatch(state, state->op->OnReply(idx, std::move(r)), finish);
         (this->*finish)(state);
       });
@@ -426,7 +429,7 @@ class Client::Impl {
       done(valid);
       return;
     }
-    Route route = RouteFor(v, req.key);
+    std::shared_ptr<const Route> route = RouteFor(v, req.key);
     auto state = Launch<ReadState>(std::make_shared<ReadOp>(std::move(route), std::move(req)),
                                    opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                    opts.receipt, std::move(done), &Impl::FinishRead);
@@ -640,7 +643,7 @@ class Client::Impl {
   std::map<NodeId, NodeHealth> health_;
   // Routes planned with every node healthy, per partition, for routes_view_.
   std::shared_ptr<const View> routes_view_;
-  std::vector<std::optional<Route>> routes_;
+  std::vector<std::shared_ptr<const Route>> routes_;
   std::unique_ptr<net::Timer> refresh_timer_;
   bool refreshing_ = false;
   std::vector<std::function<void(Status)>> refresh_waiters_;

@@ -343,6 +343,29 @@ TEST(ReadOpTest, MergesConcurrentSiblingsAndHintedFallbackReads) {
   ASSERT_TRUE(op.answered());
   EXPECT_EQ(op.siblings().size(), 2u);
   EXPECT_EQ(op.fastest(), op.target(gets[1].target).node);  // the fallback is never the hint
+  Receipt r = op.receipt();
+  ASSERT_EQ(r.acks.size(), 2u);
+  EXPECT_EQ(r.acks[0].node, op.target(gets[0].target).node);
+  EXPECT_EQ(r.acks[0].role, "fallback");
+  EXPECT_EQ(r.acks[0].hint, pref[0]);
+  EXPECT_EQ(r.acks[1].role, "primary");
+}
+
+TEST(ReadOpTest, ASpareThatAnswersIsReportedWithTheHintItCarried) {
+  Fixture f;
+  ReadOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});
+  std::vector<Send> gets = op.Start();
+  std::vector<Send> spare = op.OnReply(gets[0].target, Refused());
+  ASSERT_EQ(spare.size(), 1u);
+  op.OnReply(gets[1].target, Ok(proto::GetReply{1, {}}));
+  op.OnReply(spare[0].target, Ok(proto::GetReply{1, {}}));
+  ASSERT_TRUE(op.answered());
+  EXPECT_TRUE(op.status().ok());
+  Receipt r = op.receipt();
+  ASSERT_EQ(r.acks.size(), 2u);
+  EXPECT_EQ(r.acks[1].node, op.target(spare[0].target).node);
+  EXPECT_EQ(r.acks[1].role, "fallback");
+  EXPECT_EQ(r.acks[1].hint, op.target(gets[0].target).node);
 }
 
 TEST(ReadOpTest, FailuresBringInSparesThenGiveUp) {

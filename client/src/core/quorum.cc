@@ -40,13 +40,16 @@ bool Definitive(const Status& s) {
          s.code() == StatusCode::kProtocolError;
 }
 
-std::string NodeList(const Receipt& r) {
-  std::string out;
-  for (const Receipt::Ack& a : r.acks) {
-    if (!out.empty()) out += ", ";
-    out += a.node;
-  }
-  return out.empty() ? "none" : out;
+Receipt::Ack AckOf(const Target& t, bool coordinator) {
+  if (coordinator) return Receipt::Ack{t.node, "coordinator", ""};
+  return Receipt::Ack{t.node, std::string(RoleName(t.role)), t.hint};
+}
+
+// A spare standing in for `failed`, with the hint of the primary it replaces.
+Target StandIn(const Target& spare, const Target& failed) {
+  Target t = spare;
+  t.hint = failed.role == Role::kFallback ? failed.hint : failed.node;
+  return t;
 }
 
 }  // namespace
@@ -111,35 +114,39 @@ Route PlanRoute(const ClusterMap& map, PartitionId partition, const Health& heal
 // ------------------------------------------------------------------ writes
 
 WriteOp::WriteOp(Route route, WriteRequest request)
+    : WriteOp(std::make_shared<const Route>(std::move(route)), std::move(request)) {}
+
+WriteOp::WriteOp(std::shared_ptr<const Route> route, WriteRequest request)
     : route_(std::move(route)), req_(std::move(request)) {
-  for (const Target& t : route_.replicas) targets_.push_back(OpTarget{t, true});
-  for (const Target& t : route_.pending) targets_.push_back(OpTarget{t, false});
+  targets_.reserve(route_->replicas.size() + route_->pending.size());
+  for (const Target& t : route_->replicas) targets_.push_back(OpTarget{&t, true});
+  for (const Target& t : route_->pending) targets_.push_back(OpTarget{&t, false});
   state_.assign(targets_.size(), 0);
-  receipt_.epoch = route_.epoch;
+  receipt_.epoch = route_->epoch;
   if (req_.lww) return;
   auto add = [&](size_t i) {
     if (std::find(coordinators_.begin(), coordinators_.end(), i) == coordinators_.end()) {
       coordinators_.push_back(i);
     }
   };
-  const size_t n = route_.replicas.size();
+  const size_t n = route_->replicas.size();
   auto primary = [&](size_t i) {
-    return targets_[i].target.role == Role::kPrimary && !targets_[i].target.suspect;
+    return targets_[i].target->role == Role::kPrimary && !targets_[i].target->suspect;
   };
   for (size_t i = 0; i < n; ++i) {
-    if (targets_[i].target.node == req_.preferred_coordinator && primary(i)) add(i);
+    if (targets_[i].target->node == req_.preferred_coordinator && primary(i)) add(i);
   }
   for (size_t i = 0; i < n; ++i) {
     if (primary(i)) add(i);
   }
   for (size_t i = 0; i < n; ++i) {
-    if (!targets_[i].target.suspect) add(i);
+    if (!targets_[i].target->suspect) add(i);
   }
   for (size_t i = 0; i < n; ++i) add(i);
 }
 
 std::vector<Send> WriteOp::Start() {
-  if (route_.replicas.empty()) {
+  if (route_->replicas.empty()) {
     Finish(Status::Unavailable("no replica known for the key"));
     return {};
   }
@@ -178,18 +185,17 @@ std::vector<Send> WriteOp::Replicate() {
     if (state_[i] != 0) continue;
     state_[i] = 1;
     ++outstanding_;
-    out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, replicate_, targets_[i].target.hint, req_.lww}});
+    out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, replicate_, targets_[i].target->hint, req_.lww}});
   }
   return out;
 }
 
 std::vector<Send> WriteOp::Substitute(size_t i) {
-  if (!targets_[i].counted || next_spare_ >= route_.spares.size()) return {};
-  Target spare = route_.spares[next_spare_++];
-  const Target& failed = targets_[i].target;
-  spare.hint = failed.role == Role::kFallback ? failed.hint : failed.node;
+  if (!targets_[i].counted || next_spare_ >= route_->spares.size()) return {};
+  const Target& spare =
+      stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], *targets_[i].target));
   state_[i] = 4;
-  targets_.push_back(OpTarget{spare, true});
+  targets_.push_back(OpTarget{&spare, true});
   state_.push_back(0);
   if (!replicating_) return {};
   const size_t j = targets_.size() - 1;
@@ -203,7 +209,7 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
   --outstanding_;
   if (reply.message.ok()) highest_epoch_ = std::max(highest_epoch_, EpochOf(*reply.message));
   const Status status = StatusOf(reply);
-  const Target t = targets_[target].target;
+  const Target& t = *targets_[target].target;
   const bool counted = targets_[target].counted;
 
   if (!req_.lww && coordinator_ && target == *coordinator_ && !coordinator_acked_) {
@@ -211,8 +217,7 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
     if (put != nullptr) {
       coordinator_acked_ = true;
       state_[target] = 2;
-      ++acks_;
-      receipt_.acks.push_back(Receipt::Ack{t.node, "coordinator", ""});
+      NoteAck(target, true);
       clock_ = ContextOf(put->siblings);
       replicate_ = put->siblings;
       CheckDone();
@@ -242,8 +247,7 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
   if (status.ok() && std::holds_alternative<proto::Ack>(reply.message->body)) {
     state_[target] = 2;
     if (counted) {
-      ++acks_;
-      receipt_.acks.push_back(Receipt::Ack{t.node, std::string(RoleName(t.role)), t.hint});
+      NoteAck(target, false);
       if (t.role == Role::kFallback) ++receipt_.hints;
     }
   } else {
@@ -277,7 +281,7 @@ void WriteOp::CheckDone() {
   if (possible < w) {
     const bool applied = coordinator_acked_ || acks_ > 0 || coordinator_maybe_applied_;
     Finish(Status::Unavailable("write acknowledged by " + std::to_string(acks_) + " of W=" +
-                               std::to_string(w) + " required replicas (" + NodeList(receipt_) +
+                               std::to_string(w) + " required replicas (" + AckedNodes() +
                                "); last error: " + last_error_.ToString() +
                                (applied ? "; it may have been applied anyway" : ""))
                .WithInDoubt(applied));
@@ -297,7 +301,7 @@ void WriteOp::OnDeadline() {
   for (uint8_t s : state_) sent_any |= s != 0;
   const bool applied = coordinator_acked_ || acks_ > 0 || (req_.lww && sent_any);
   Finish(Status::Unavailable("write acknowledged by " + std::to_string(acks_) + " of W=" +
-                             std::to_string(w) + " required replicas (" + NodeList(receipt_) +
+                             std::to_string(w) + " required replicas (" + AckedNodes() +
                              ") before the deadline" +
                              (applied ? "; it may have been applied anyway" : ""))
              .WithInDoubt(applied));
@@ -308,8 +312,25 @@ void WriteOp::Finish(Status status) {
   outcome_ = std::move(status);
 }
 
+void WriteOp::NoteAck(size_t target, bool coordinator) {
+  ++acks_;
+  acked_.emplace_back(target, coordinator);
+}
+
+std::string WriteOp::AckedNodes() const {
+  std::string out;
+  for (const auto& [target, coordinator] : acked_) {
+    if (!out.empty()) out += ", ";
+    out += targets_[target].target->node;
+  }
+  return out.empty() ? "none" : out;
+}
+
 Receipt WriteOp::receipt() const {
   Receipt r = receipt_;
+  for (const auto& [target, coordinator] : acked_) {
+    r.acks.push_back(AckOf(*targets_[target].target, coordinator));
+  }
   r.version_vector = ClockString(clock_);
   return r;
 }
@@ -317,15 +338,20 @@ Receipt WriteOp::receipt() const {
 // ------------------------------------------------------------------ reads
 
 ReadOp::ReadOp(Route route, ReadRequest request)
-    : route_(std::move(route)), req_(std::move(request)), targets_(route_.replicas) {
+    : ReadOp(std::make_shared<const Route>(std::move(route)), std::move(request)) {}
+
+ReadOp::ReadOp(std::shared_ptr<const Route> route, ReadRequest request)
+    : route_(std::move(route)), req_(std::move(request)) {
+  targets_.reserve(route_->replicas.size());
+  for (const Target& t : route_->replicas) targets_.push_back(&t);
   replies_.resize(targets_.size());
-  receipt_.epoch = route_.epoch;
+  receipt_.epoch = route_->epoch;
 }
 
 std::vector<Send> ReadOp::Start() {
   std::vector<Send> out;
   for (size_t i = 0; i < targets_.size(); ++i) {
-    out.push_back(Send{i, proto::GetRequest{req_.key, targets_[i].hint}});
+    out.push_back(Send{i, proto::GetRequest{req_.key, targets_[i]->hint}});
     ++outstanding_;
   }
   if (out.empty()) outcome_ = Status::Unavailable("no replica known for the key");
@@ -339,19 +365,18 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
   if (reply.message.ok()) highest_epoch_ = std::max(highest_epoch_, EpochOf(*reply.message));
   const Status status = StatusOf(reply);
   const auto* get = status.ok() ? std::get_if<proto::GetReply>(&reply.message->body) : nullptr;
-  const Target t = targets_[target];
+  const Target& t = *targets_[target];
   if (get != nullptr) {
     replies_[target] = Canonicalize(get->siblings);
     ++ok_;
     if (fastest_.empty() && t.role == Role::kPrimary) fastest_ = t.node;
-    receipt_.acks.push_back(Receipt::Ack{t.node, std::string(RoleName(t.role)), t.hint});
+    acked_.push_back(target);
   } else {
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
     all_timeouts_ &= last_error_.IsTimeout();
-    if (!answered() && !Definitive(last_error_) && next_spare_ < route_.spares.size()) {
-      Target spare = route_.spares[next_spare_++];
-      spare.hint = t.role == Role::kFallback ? t.hint : t.node;
-      targets_.push_back(spare);
+    if (!answered() && !Definitive(last_error_) && next_spare_ < route_->spares.size()) {
+      const Target& spare = stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], t));
+      targets_.push_back(&spare);
       replies_.emplace_back();
       ++outstanding_;
       out.push_back(Send{targets_.size() - 1, proto::GetRequest{req_.key, spare.hint}});
@@ -392,6 +417,7 @@ void ReadOp::OnDeadline() {
 
 Receipt ReadOp::receipt() const {
   Receipt r = receipt_;
+  for (size_t target : acked_) r.acks.push_back(AckOf(*targets_[target], false));
   if (answered() && status().ok()) r.version_vector = ClockString(ContextOf(answer_));
   return r;
 }
@@ -407,7 +433,7 @@ std::vector<Send> ReadOp::Repair() {
   if (all.empty()) return out;
   for (size_t i = 0; i < replies_.size(); ++i) {
     if (replies_[i] && *replies_[i] != all) {
-      out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, all, targets_[i].hint}});
+      out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, all, targets_[i]->hint}});
     }
   }
   repairs_sent_ = out.size();

@@ -5,9 +5,12 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dynamo/client_types.h"
@@ -61,8 +64,8 @@ Route PlanRoute(const ClusterMap& map, PartitionId partition, const Health& heal
 // A node an operation talks to. Indices stay valid for the op's life:
 // replicas first, then pending replicas, then spares as they are used.
 struct OpTarget {
-  Target target;
-  bool counted = true;  // counts toward R or W
+  const Target* target;  // in the op's route, or a stand-in the op made
+  bool counted = true;   // counts toward R or W
 };
 
 // What the runtime must send: to op target `target`, `body`.
@@ -101,6 +104,9 @@ struct WriteRequest {
 // reached, or at the deadline.
 class WriteOp {
  public:
+  // The route may be shared with other ops (the runtime plans one per
+  // partition); it must not change while they run.
+  WriteOp(std::shared_ptr<const Route> route, WriteRequest request);
   WriteOp(Route route, WriteRequest request);
 
   std::vector<Send> Start();
@@ -111,7 +117,7 @@ class WriteOp {
   bool done() const { return outcome_.has_value(); }
   // Every request answered or given up; later replies change nothing.
   bool settled() const { return done() && outstanding_ == 0; }
-  const Target& target(size_t i) const { return targets_[i].target; }
+  const Target& target(size_t i) const { return *targets_[i].target; }
   // OK, or Unavailable/Timeout with in_doubt telling whether the write may
   // have been applied. Precondition: done().
   const Status& status() const { return *outcome_; }
@@ -132,9 +138,13 @@ class WriteOp {
   std::vector<Send> Substitute(size_t i);
   void CheckDone();
   void Finish(Status status);
+  void NoteAck(size_t target, bool coordinator);
+  // The nodes that acknowledged so far, for error messages.
+  std::string AckedNodes() const;
 
-  Route route_;
+  std::shared_ptr<const Route> route_;
   std::vector<OpTarget> targets_;
+  std::deque<Target> stand_ins_;  // spares with the hint of what they replace
   size_t next_spare_ = 0;
   SiblingSet replicate_;  // what the other replicas get, once known
   bool replicating_ = false;
@@ -149,7 +159,8 @@ class WriteOp {
   size_t outstanding_ = 0;
   std::optional<Status> outcome_;
   VersionVector clock_;
-  Receipt receipt_;
+  Receipt receipt_;  // acks are kept in acked_ until receipt() is asked for
+  std::vector<std::pair<size_t, bool>> acked_;  // (target, as coordinator)
   uint64_t highest_epoch_ = 0;
   Status last_error_;
 };
@@ -165,6 +176,7 @@ struct ReadRequest {
 // for replicas that answered stale or missing.
 class ReadOp {
  public:
+  ReadOp(std::shared_ptr<const Route> route, ReadRequest request);
   ReadOp(Route route, ReadRequest request);
 
   std::vector<Send> Start();
@@ -188,12 +200,13 @@ class ReadOp {
   Receipt receipt() const;
   uint64_t highest_epoch() const { return highest_epoch_; }
   size_t repairs_sent() const { return repairs_sent_; }
-  const Target& target(size_t i) const { return targets_[i]; }
+  const Target& target(size_t i) const { return *targets_[i]; }
 
  private:
-  Route route_;
+  std::shared_ptr<const Route> route_;
   ReadRequest req_;
-  std::vector<Target> targets_;
+  std::vector<const Target*> targets_;  // in route_ or stand_ins_
+  std::deque<Target> stand_ins_;
   size_t next_spare_ = 0;
   std::vector<std::optional<SiblingSet>> replies_;
   size_t ok_ = 0;
@@ -201,7 +214,8 @@ class ReadOp {
   std::optional<Status> outcome_;
   SiblingSet answer_;
   std::string fastest_;
-  Receipt receipt_;
+  Receipt receipt_;  // acks are kept in acked_ until receipt() is asked for
+  std::vector<size_t> acked_;
   uint64_t highest_epoch_ = 0;
   size_t repairs_sent_ = 0;
   bool repaired_ = false;
