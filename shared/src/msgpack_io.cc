@@ -29,17 +29,8 @@ Status MsgpackReader::Fail(std::string_view what) const {
   return Status::ProtocolError(msg);
 }
 
-Status MsgpackReader::Need(size_t n, std::string_view what) const {
-  if (remaining() < n) return Fail(std::string("truncated ") + std::string(what));
-  return Status::OK();
-}
-
-Status MsgpackReader::EnterValue() {
-  while (depth_ > 0 && open_[depth_ - 1] == 0) --depth_;
-  if (depth_ > 0) {
-    --open_[depth_ - 1];
-  }
-  return Need(1, "value");
+Status MsgpackReader::Truncated(std::string_view what) const {
+  return Fail(std::string("truncated ") + std::string(what));
 }
 
 Status MsgpackReader::PushContainer(uint64_t items) {

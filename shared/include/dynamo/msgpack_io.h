@@ -92,9 +92,20 @@ class MsgpackReader {
 
  private:
   Status Fail(std::string_view what) const;
-  Status Need(size_t n, std::string_view what) const;
+  Status Truncated(std::string_view what) const;
+  // Inline: every value read passes through these.
+  Status Need(size_t n, std::string_view what) const {
+    if (remaining() >= n) [[likely]]
+      return Status::OK();
+    return Truncated(what);
+  }
   Status ReadLength(uint8_t tag, uint8_t fix_mask_base, bool is_bin, uint32_t* len);
-  Status EnterValue();
+  // Counts the value about to be read against its container.
+  Status EnterValue() {
+    while (depth_ > 0 && open_[depth_ - 1] == 0) --depth_;
+    if (depth_ > 0) --open_[depth_ - 1];
+    return Need(1, "value");
+  }
   Status PushContainer(uint64_t items);
   Status ReadBytes(bool bin, std::string_view* value, uint32_t max);
 
