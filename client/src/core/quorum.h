@@ -108,6 +108,9 @@ class WriteOp {
   // partition); it must not change while they run.
   WriteOp(std::shared_ptr<const Route> route, WriteRequest request);
   WriteOp(Route route, WriteRequest request);
+  // Targets point into the op's own stand-ins: not copyable.
+  WriteOp(const WriteOp&) = delete;
+  WriteOp& operator=(const WriteOp&) = delete;
 
   std::vector<Send> Start();
   std::vector<Send> OnReply(size_t target, Reply reply);
@@ -178,6 +181,8 @@ class ReadOp {
  public:
   ReadOp(std::shared_ptr<const Route> route, ReadRequest request);
   ReadOp(Route route, ReadRequest request);
+  ReadOp(const ReadOp&) = delete;
+  ReadOp& operator=(const ReadOp&) = delete;
 
   std::vector<Send> Start();
   // May return a Get to a spare standing in for a replica that failed.
