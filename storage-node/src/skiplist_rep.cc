@@ -82,21 +82,23 @@ Decoded Decode(const char* entry) {
   return Decoded{p, len - 8, DecodeFixed64(p + len - 8)};
 }
 
-// RocksDB's internal key order over bytewise user keys: user key ascending,
-// then tag (sequence number) descending.
-int Compare(const Decoded& a, const Decoded& b) {
+// Bytewise order of the user keys alone.
+int CompareUserKeys(const Decoded& a, const Decoded& b) {
   size_t n = a.user_len < b.user_len ? a.user_len : b.user_len;
   int r = n == 0 ? 0 : std::memcmp(a.user, b.user, n);
   if (r != 0) return r;
   if (a.user_len != b.user_len) return a.user_len < b.user_len ? -1 : 1;
-  if (a.tag != b.tag) return a.tag > b.tag ? -1 : 1;
   return 0;
 }
 
-bool UserKeyLess(const Decoded& a, const Decoded& b) {
-  size_t n = a.user_len < b.user_len ? a.user_len : b.user_len;
-  int r = n == 0 ? 0 : std::memcmp(a.user, b.user, n);
-  return r < 0 || (r == 0 && a.user_len < b.user_len);
+bool UserKeyLess(const Decoded& a, const Decoded& b) { return CompareUserKeys(a, b) < 0; }
+
+// RocksDB's internal key order over bytewise user keys: user key ascending,
+// then tag (sequence number) descending.
+int Compare(const Decoded& a, const Decoded& b) {
+  if (int r = CompareUserKeys(a, b); r != 0) return r;
+  if (a.tag != b.tag) return a.tag > b.tag ? -1 : 1;
+  return 0;
 }
 
 // next_[0] is the node's lowest link; links of higher levels sit below it in
