@@ -105,25 +105,22 @@ const char* Label(int64_t kind) {
                      : "dynamo, list per partition, key index";
 }
 
-void BM_MemtableInsert(benchmark::State& state) {
-  Db db(state.range(0));
+// Batches of inserts into a memtable prefilled with kPrefill entries of
+// keys drawn from [0, key_space).
+void InsertBatches(benchmark::State& state, size_t key_space) {
+  Db db(state.range(0), key_space);
   std::mt19937_64 rng(2);
   for (auto _ : state) db.Write(rng);
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
   state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableInsert)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
 
-// Inserts into a memtable that holds kPrefill entries of the fill
-// benchmark's keys: nearly every insert adds a version of a key it holds.
-void BM_MemtableOverwrite(benchmark::State& state) {
-  Db db(state.range(0), kFillKeySpace);
-  std::mt19937_64 rng(2);
-  for (auto _ : state) db.Write(rng);
-  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kBatch));
-  state.SetLabel(Label(state.range(0)));
-}
-BENCHMARK(BM_MemtableOverwrite)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
+void BM_MemtableInsert(benchmark::State& state) { InsertBatches(state, kKeySpace); }
+BENCHMARK(BM_MemtableInsert)->DenseRange(0, 3);
+
+// Nearly every insert adds a version of a key the memtable holds.
+void BM_MemtableOverwrite(benchmark::State& state) { InsertBatches(state, kFillKeySpace); }
+BENCHMARK(BM_MemtableOverwrite)->DenseRange(0, 3);
 
 // A fresh memtable filled as a node's is between two flushes.
 void BM_MemtableFill(benchmark::State& state) {
@@ -140,7 +137,7 @@ void BM_MemtableFill(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kPrefill));
   state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableFill)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MemtableFill)->DenseRange(0, 3)->Unit(benchmark::kMillisecond);
 
 void BM_MemtableGet(benchmark::State& state) {
   Db db(state.range(0));
@@ -150,7 +147,7 @@ void BM_MemtableGet(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
   state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableGet)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
+BENCHMARK(BM_MemtableGet)->DenseRange(0, 3);
 
 void BM_MemtableScan(benchmark::State& state) {
   Db db(state.range(0));
@@ -159,7 +156,7 @@ void BM_MemtableScan(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(entries));
   state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableScan)->Arg(0)->Arg(1)->Arg(2)->Arg(3);
+BENCHMARK(BM_MemtableScan)->DenseRange(0, 3);
 
 }  // namespace
 }  // namespace dynamo::node
