@@ -1,7 +1,9 @@
 #include "dynamo/placement.h"
 
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -23,6 +25,28 @@ TEST(PlacementTest, Md5KnownVectors) {
   EXPECT_EQ(Hex(Md5("abc")), "900150983cd24fb0d6963f7d28e17f72");
   EXPECT_EQ(Hex(Md5("The quick brown fox jumps over the lazy dog")),
             "9e107d9d372bb6826bd81d3542a419d6");
+  // RFC 1321's test suite, including its two-block message.
+  EXPECT_EQ(Hex(Md5("message digest")), "f96b697d7cb7938d525a2f31aaf161d0");
+  EXPECT_EQ(Hex(Md5("abcdefghijklmnopqrstuvwxyz")), "c3fcd3d76192e4007dfb496cca67e13b");
+  EXPECT_EQ(
+      Hex(Md5("12345678901234567890123456789012345678901234567890123456789012345678901234567890")),
+      "57edf4a22be3c955ac49da2e2107b67a");
+}
+
+TEST(PlacementTest, Md5MatchesLibcryptoAtEveryLengthAroundTheBlocks) {
+  std::mt19937_64 rng(7);
+  for (size_t len = 0; len <= 300; ++len) {
+    for (int round = 0; round < 4; ++round) {
+      std::string data(len, '\0');
+      for (char& c : data) c = static_cast<char>(rng());
+      Md5Digest want;
+      unsigned int want_len = 0;
+      ASSERT_EQ(EVP_Digest(data.data(), data.size(), want.data(), &want_len, EVP_md5(), nullptr),
+                1);
+      ASSERT_EQ(want_len, want.size());
+      ASSERT_EQ(Hex(Md5(data)), Hex(want)) << "length " << len;
+    }
+  }
 }
 
 TEST(PlacementTest, PositionIsBigEndianMd5) {

@@ -26,7 +26,7 @@ inline constexpr uint32_t kMaxPartitions = 1u << 16;
 
 using Md5Digest = std::array<uint8_t, 16>;
 
-// MD5 of `data` (OpenSSL libcrypto).
+// MD5 of `data` (RFC 1321).
 Md5Digest Md5(std::string_view data);
 
 // The ring position of `key`: MD5(key) as a big-endian 128-bit integer.
