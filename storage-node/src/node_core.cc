@@ -373,15 +373,24 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
     return;
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
-  const std::string key = DataKey(p, req.key);
-  auto request = std::make_shared<proto::CoordPutRequest>(std::move(req));
-  const uint64_t wall_ms = now.wall_ms;
-  WithKeyLock(LockKey(Space::kData, key), [this, conn, id, key, request, wall_ms](Unlock unlock) {
-    Storage(ReadOp{Space::kData, key}, [this, conn, id, key, request, wall_ms,
-                                         unlock](Now, StorageResult r) {
+  // One state for the request's three steps, shared by their callbacks rather
+  // than copied into each.
+  struct CoordPut {
+    uint64_t conn, id, wall_ms;
+    std::string key;
+    proto::CoordPutRequest request;
+    Unlock unlock;
+    CoordinatorResult result;
+  };
+  auto op = std::make_shared<CoordPut>(
+      CoordPut{conn, id, now.wall_ms, DataKey(p, req.key), std::move(req), {}, {}});
+  WithKeyLock(LockKey(Space::kData, op->key), [this, op](Unlock unlock) {
+    op->unlock = std::move(unlock);
+    Storage(ReadOp{Space::kData, op->key}, [this, op](Now, StorageResult r) {
+      const uint64_t conn = op->conn, id = op->id;
       if (!r.status.ok()) {
         ReplyError(conn, id, r.status);
-        unlock();
+        op->unlock();
         return;
       }
       SiblingSet local;
@@ -389,25 +398,26 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
         Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
         if (!decoded.ok()) {
           ReplyError(conn, id, Status::Corruption("stored value is corrupt"));
-          unlock();
+          op->unlock();
           return;
         }
         local = std::move(*decoded);
       }
-      if (request->op_id != 0) {
-        if (std::optional<Dot> seen = recent_puts_.Find(key, request->op_id)) {
+      proto::CoordPutRequest& request = op->request;
+      if (request.op_id != 0) {
+        if (std::optional<Dot> seen = recent_puts_.Find(op->key, request.op_id)) {
           // A repeat of a write already applied: answer it, do not write again.
           ++stats_.coord_put_repeats;
           Reply(conn, id, proto::CoordPutReply{epoch(), *seen, std::move(local)});
-          unlock();
+          op->unlock();
           return;
         }
       }
       WriteIntent intent;
-      intent.context = std::move(request->context);
-      intent.value = std::move(request->value);
-      intent.tombstone = request->tombstone;
-      intent.timestamp_ms = wall_ms;
+      intent.context = std::move(request.context);
+      intent.value = std::move(request.value);
+      intent.tombstone = request.tombstone;
+      intent.timestamp_ms = op->wall_ms;
       CoordinatorOptions copts;
       copts.clock_entries_max = options_.clock_entries_max;
       copts.siblings_max = options_.siblings_max;
@@ -416,13 +426,13 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
           CoordinatorUpdate(local, state_.actor, state_.counter_next, intent, copts);
       if (!update.ok()) {
         ReplyError(conn, id, update.status());
-        unlock();
+        op->unlock();
         return;
       }
       state_.counter_next = update->written.dot.counter + 1;
       WriteOp write;
       write.sync = options_.coord_put_sync;
-      write.batch.Put(Space::kData, key, proto::EncodeSiblingSet(update->siblings));
+      write.batch.Put(Space::kData, op->key, proto::EncodeSiblingSet(update->siblings));
       if (state_.counter_next >= state_.counter_lease_end) {
         // The lease must be durable before any counter past it leaves this node.
         state_.counter_lease_end = state_.counter_next + options_.counter_lease;
@@ -430,17 +440,20 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
                         EncodeU64(state_.counter_lease_end));
         write.sync = true;
       }
-      auto result = std::make_shared<CoordinatorResult>(std::move(*update));
-      const uint64_t op_id = request->op_id;
-      Storage(std::move(write), [this, conn, id, key, result, unlock, op_id](Now, StorageResult w) {
+      op->result = std::move(*update);
+      Storage(std::move(write), [this, op](Now, StorageResult w) {
         if (!w.status.ok()) {
-          ReplyError(conn, id, w.status.WithInDoubt(true));
+          ReplyError(op->conn, op->id, w.status.WithInDoubt(true));
         } else {
-          NoteStored(key, &result->siblings);
-          if (op_id != 0) recent_puts_.Remember(key, op_id, result->written.dot);
-          Reply(conn, id, proto::CoordPutReply{epoch(), result->written.dot, std::move(result->siblings)});
+          NoteStored(op->key, &op->result.siblings);
+          if (op->request.op_id != 0) {
+            recent_puts_.Remember(op->key, op->request.op_id, op->result.written.dot);
+          }
+          Reply(op->conn, op->id,
+                proto::CoordPutReply{epoch(), op->result.written.dot,
+                                     std::move(op->result.siblings)});
         }
-        unlock();
+        op->unlock();
       });
     });
   });
@@ -448,14 +461,27 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
 
 void NodeCore::MergeInto(const std::string& key, SiblingSet incoming, const std::string& hint_for,
                          bool sync, std::function<void(Now, Status)> done) {
+  // One state for the merge's steps, shared by their callbacks rather than
+  // copied into each.
+  struct Merge {
+    std::string key;
+    Space space;
+    SiblingSet incoming;
+    std::string hint_for;
+    bool sync;
+    std::function<void(Now, Status)> done;
+    Unlock unlock;
+    SiblingSet stored;
+  };
   const Space space = hint_for.empty() ? Space::kData : Space::kHints;
-  auto set = std::make_shared<SiblingSet>(std::move(incoming));
-  WithKeyLock(LockKey(space, key), [this, key, space, set, hint_for, sync, done](Unlock unlock) {
-    Storage(ReadOp{space, key}, [this, key, space, set, hint_for, sync, done,
-                                 unlock](Now now, StorageResult r) {
+  auto m = std::make_shared<Merge>(
+      Merge{key, space, std::move(incoming), hint_for, sync, std::move(done), {}, {}});
+  WithKeyLock(LockKey(space, key), [this, m](Unlock unlock) {
+    m->unlock = std::move(unlock);
+    Storage(ReadOp{m->space, m->key}, [this, m](Now now, StorageResult r) {
       if (!r.status.ok()) {
-        unlock();
-        done(now, r.status);
+        m->unlock();
+        m->done(now, r.status);
         return;
       }
       SiblingSet local;
@@ -468,26 +494,26 @@ void NodeCore::MergeInto(const std::string& key, SiblingSet incoming, const std:
           Log(LogLevel::kError, "replacing a corrupt stored value: " + decoded.status().ToString());
         }
       }
-      SiblingSet merged = MergeSiblings(local, *set);
+      SiblingSet merged = MergeSiblings(local, m->incoming);
       if (r.value && merged == local) {
-        unlock();
-        done(now, Status::OK());
+        m->unlock();
+        m->done(now, Status::OK());
         return;
       }
       WriteOp write;
-      write.sync = sync;
-      write.batch.Put(space, key, proto::EncodeSiblingSet(merged));
-      auto stored = std::make_shared<SiblingSet>(std::move(merged));
-      Storage(std::move(write), [this, key, space, hint_for, done, unlock, stored](Now now2, StorageResult w) {
+      write.sync = m->sync;
+      write.batch.Put(m->space, m->key, proto::EncodeSiblingSet(merged));
+      m->stored = std::move(merged);
+      Storage(std::move(write), [this, m](Now now2, StorageResult w) {
         if (w.status.ok()) {
-          if (space == Space::kData) {
-            NoteStored(key, stored.get());
+          if (m->space == Space::kData) {
+            NoteStored(m->key, &m->stored);
           } else {
-            state_.hint_owners.insert(hint_for);
+            state_.hint_owners.insert(m->hint_for);
           }
         }
-        unlock();
-        done(now2, w.status);
+        m->unlock();
+        m->done(now2, w.status);
       });
     });
   });
