@@ -34,15 +34,14 @@ uint64_t MerkleTree::KeyHash(std::string_view key) { return Hash64(key, kKeyHash
 
 void MerkleTree::Clear() {
   static_assert(kNoEntry == HashedTable<Entry>::kNone, "positions and links share the sentinel");
-  levels_.assign(depth_ + 1, {});
-  for (uint32_t l = 0; l <= depth_; ++l) levels_[l].assign(size_t{1} << l, MerkleSummary{});
+  levels_.assign((size_t{2} << depth_) - 1, MerkleSummary{});
   entries_.Clear();
   leaf_heads_.assign(size_t{1} << depth_, kNoEntry);
 }
 
 void MerkleTree::Apply(uint64_t leaf, uint64_t hash_delta, int64_t count_delta) {
   for (uint32_t l = depth_ + 1; l-- > 0;) {
-    MerkleSummary& s = levels_[l][leaf >> (depth_ - l)];
+    MerkleSummary& s = levels_[LevelStart(l) + (leaf >> (depth_ - l))];
     s.hash ^= hash_delta;
     s.count = static_cast<uint64_t>(static_cast<int64_t>(s.count) + count_delta);
   }
@@ -50,6 +49,15 @@ void MerkleTree::Apply(uint64_t leaf, uint64_t hash_delta, int64_t count_delta) 
 
 uint32_t MerkleTree::PositionOf(std::string_view key, uint64_t key_hash) const {
   return entries_.Find(key_hash, [&](const Entry& e) { return e.key == key; });
+}
+
+void MerkleTree::Prefetch(std::string_view key) const {
+  const uint64_t kh = KeyHash(key);
+  entries_.PrefetchSlot(kh);
+  const uint64_t leaf = Prefix(kh, depth_);
+  for (uint32_t l = 0; l <= depth_; ++l) {
+    __builtin_prefetch(&levels_[LevelStart(l) + (leaf >> (depth_ - l))]);
+  }
 }
 
 void MerkleTree::Put(std::string_view key, uint64_t digest) {
@@ -116,7 +124,7 @@ void MerkleTree::ForEachUnder(const MerkleNodeId& node, Fn&& fn) const {
 
 Result<MerkleSummary> MerkleTree::Summary(const MerkleNodeId& node) const {
   if (!ValidNode(node)) return Status::InvalidArgument("invalid Merkle node");
-  if (node.level <= depth_) return levels_[node.level][node.index];
+  if (node.level <= depth_) return levels_[LevelStart(node.level) + node.index];
   MerkleSummary s;
   ForEachUnder(node, [&](const std::string&, uint64_t kh, uint64_t digest) {
     s.hash ^= Contribution(kh, digest);
@@ -135,8 +143,8 @@ Result<std::vector<MerkleSummary>> MerkleTree::Expand(const MerkleNodeId& node,
   const uint64_t base = node.index << levels;
   std::vector<MerkleSummary> out(size_t{1} << levels);
   if (child_level <= depth_) {
-    std::copy_n(levels_[child_level].begin() + static_cast<std::ptrdiff_t>(base), out.size(),
-                out.begin());
+    std::copy_n(levels_.begin() + static_cast<std::ptrdiff_t>(LevelStart(child_level) + base),
+                out.size(), out.begin());
     return out;
   }
   ForEachUnder(node, [&](const std::string&, uint64_t kh, uint64_t digest) {

@@ -49,6 +49,19 @@ class HashIndex {
 
   uint32_t position(size_t slot) const { return slots_[slot].position; }
 
+  // Starts loading the slot a lookup of `hash` reads first. A hint only.
+  void Prefetch(uint64_t hash) const {
+    __builtin_prefetch(&slots_[static_cast<uint32_t>(hash) & mask_]);
+  }
+  // The position in the first slot a lookup of `hash` reads when that slot
+  // holds the same hash bits (most likely the entry a lookup finds), else
+  // kNone. Touches no entry.
+  size_t LikelyPosition(uint64_t hash) const {
+    const auto h = static_cast<uint32_t>(hash);
+    const Slot& slot = slots_[h & mask_];
+    return slot.position != kEmpty && slot.hash == h ? slot.position : kNone;
+  }
+
   // Precondition: size() < capacity() and position < UINT32_MAX.
   void Insert(uint64_t hash, uint32_t position) {
     DYNAMO_CHECK(size_ < capacity_ && position != kEmpty);
@@ -111,6 +124,17 @@ class HashedTable {
   uint32_t Find(uint64_t hash, Match&& match) const {
     size_t slot = index_.Find(hash, [&](uint32_t pos) { return match(items_[pos].value); });
     return slot == HashIndex::kNone ? kNone : index_.position(slot);
+  }
+
+  // Prefetching for a batch of lookups, in two passes: PrefetchSlot for every
+  // hash, then PrefetchEntry for every hash, which reads the (by then loaded)
+  // slot and returns the entry it starts loading, or nullptr. Hints only.
+  void PrefetchSlot(uint64_t hash) const { index_.Prefetch(hash); }
+  const T* PrefetchEntry(uint64_t hash) const {
+    const size_t pos = index_.LikelyPosition(hash);
+    if (pos == HashIndex::kNone) return nullptr;
+    __builtin_prefetch(&items_[pos]);
+    return &items_[pos].value;
   }
 
   // Adds an entry and returns its position. Precondition: fewer than

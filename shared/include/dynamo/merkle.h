@@ -89,8 +89,12 @@ class MerkleTree {
   std::optional<uint64_t> Get(std::string_view key) const;
   void Clear();
 
-  MerkleSummary Root() const { return levels_[0][0]; }
-  size_t size() const { return levels_[0][0].count; }
+  // A hint that `key` is about to be put or removed: starts loading what
+  // that touches first (its index slot, its path of summaries).
+  void Prefetch(std::string_view key) const;
+
+  MerkleSummary Root() const { return levels_[0]; }
+  size_t size() const { return levels_[0].count; }
   uint32_t depth() const { return depth_; }
 
   // The summary of any node, computed from a leaf below the kept depth.
@@ -125,7 +129,9 @@ class MerkleTree {
   void ForEachUnder(const MerkleNodeId& node, Fn&& fn) const;
 
   uint32_t depth_;
-  std::vector<std::vector<MerkleSummary>> levels_;  // levels_[L] has 2^L nodes
+  // Level L's 2^L nodes start at LevelStart(L): the root, then each level.
+  static size_t LevelStart(uint32_t level) { return (size_t{1} << level) - 1; }
+  std::vector<MerkleSummary> levels_;
   HashedTable<Entry> entries_;                      // by KeyHash
   std::vector<uint32_t> leaf_heads_;                // first entry of each leaf
 };
