@@ -1,5 +1,7 @@
 #include "dynamo/node/cached_engine.h"
 
+#include <algorithm>
+
 #include "dynamo/placement.h"
 
 namespace dynamo::node {
@@ -33,6 +35,28 @@ Result<std::optional<std::string>> CachedEngine::GetCached(Space space, std::str
     if (generation == generation_) Insert(key, **r);
   }
   return r;
+}
+
+void CachedEngine::PrefetchData(std::span<const std::string_view> keys) {
+  // Three passes over up to kChunk keys: the index slots, then the entries
+  // the slots name, then the key and value bytes the entries point to.
+  constexpr size_t kChunk = 16;
+  uint64_t hashes[kChunk];
+  const Entry* entries[kChunk];
+  std::lock_guard lock(mu_);
+  for (size_t at = 0; at < keys.size(); at += kChunk) {
+    const size_t n = std::min(kChunk, keys.size() - at);
+    for (size_t i = 0; i < n; ++i) {
+      hashes[i] = Hash64(keys[at + i]);
+      entries_.PrefetchSlot(hashes[i]);
+    }
+    for (size_t i = 0; i < n; ++i) entries[i] = entries_.PrefetchEntry(hashes[i]);
+    for (size_t i = 0; i < n; ++i) {
+      if (entries[i] == nullptr) continue;
+      __builtin_prefetch(entries[i]->key.data());
+      __builtin_prefetch(entries[i]->value.data());
+    }
+  }
 }
 
 Status CachedEngine::WriteNoStall(const WriteBatch& batch) {

@@ -73,6 +73,13 @@ MerkleSummary NodeCore::MerkleRoot(PartitionId p) const {
   return p < trees_.size() && trees_[p] ? trees_[p]->Root() : MerkleSummary{};
 }
 
+void NodeCore::PrefetchStored(const std::string& data_key) const {
+  Result<DataKeyParts> parts = ParseDataKey(data_key);
+  if (parts.ok() && parts->partition < trees_.size() && trees_[parts->partition]) {
+    trees_[parts->partition]->Prefetch(parts->key);
+  }
+}
+
 void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
   Result<DataKeyParts> parts = ParseDataKey(data_key);
   if (!parts.ok() || parts->partition >= kMaxPartitions) return;

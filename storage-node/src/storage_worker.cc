@@ -31,18 +31,7 @@ bool InlineWrite(const WriteOp& write) {
 
 void StorageWorker::Execute(StorageOp op, Done done) {
   if (auto* read = std::get_if<ReadOp>(&op)) {
-    Result<std::optional<std::string>> v = engine_->GetCached(read->space, read->key);
-    if (!v.ok() && v.status().code() == StatusCode::kBusy) {
-      Submit(std::move(op), std::move(done));
-      return;
-    }
-    StorageResult result;
-    if (v.ok()) {
-      result.value = std::move(*v);
-    } else {
-      result.status = v.status();
-    }
-    ready_.push_back(Ready{std::move(done), std::move(result)});
+    inline_reads_.push_back(InlineRead{std::move(*read), std::move(done)});
   } else if (auto* write = std::get_if<WriteOp>(&op); write != nullptr && InlineWrite(*write)) {
     inline_batch_.Append(std::move(write->batch));
     inline_writers_.push_back(InlineWriter{std::move(done), write->sync});
@@ -56,10 +45,38 @@ void StorageWorker::Execute(StorageOp op, Done done) {
   }
 }
 
+void StorageWorker::RunInlineReads() {
+  std::vector<InlineRead> reads;
+  reads.swap(inline_reads_);
+  std::vector<std::string_view> data_keys;
+  data_keys.reserve(reads.size());
+  for (const InlineRead& r : reads) {
+    if (r.op.space == Space::kData) data_keys.push_back(r.op.key);
+  }
+  if (data_keys.size() > 1) engine_->PrefetchData(data_keys);
+  for (InlineRead& r : reads) {
+    Result<std::optional<std::string>> v = engine_->GetCached(r.op.space, r.op.key);
+    if (!v.ok() && v.status().code() == StatusCode::kBusy) {
+      Submit(std::move(r.op), std::move(r.done));
+      continue;
+    }
+    StorageResult result;
+    if (v.ok()) {
+      result.value = std::move(*v);
+    } else {
+      result.status = v.status();
+    }
+    ready_.push_back(Ready{std::move(r.done), std::move(result)});
+  }
+}
+
 void StorageWorker::FinishInline() {
   // Execute calls made by the completions below join this pass.
   while (true) {
-    while (!ready_.empty()) {
+    while (!ready_.empty() || !inline_reads_.empty()) {
+      // The reads asked for so far are answered together, so that their
+      // cache misses overlap (Engine::PrefetchData).
+      if (!inline_reads_.empty()) RunInlineReads();
       std::vector<Ready> ready;
       ready.swap(ready_);
       for (Ready& r : ready) r.done(std::move(r.result));

@@ -12,7 +12,8 @@
 // answer without blocking: a read the engine answers from memory, and a
 // write of data or hints (each such key is written under the core's per-key
 // lock, so no two writes of one key are ever outstanding and their order
-// does not matter). Those run at the end of the loop iteration, the writes
+// does not matter). Those run at the end of the loop iteration, the reads
+// of one iteration together (their keys prefetched first), the writes
 // of one iteration as one engine batch; a write that asked for sync then
 // waits for the storage thread to sync the log, and the syncs queued while
 // one runs share the next. Meta writes, scans, and anything the engine
@@ -69,10 +70,17 @@ class StorageWorker {
   // Loop thread, at the end of an iteration: completes the reads answered
   // inline and applies the unsynced writes gathered, until none is left.
   void FinishInline();
+  // Loop thread: answers the reads Execute gathered, or hands them to the
+  // storage thread when the engine cannot without blocking.
+  void RunInlineReads();
 
   struct Ready {
     Done done;
     StorageResult result;
+  };
+  struct InlineRead {
+    ReadOp op;
+    Done done;
   };
   struct InlineWriter {
     Done done;
@@ -90,6 +98,7 @@ class StorageWorker {
   bool maintenance_wanted_ = false;
   StorageWorkerStats stats_;
   // Loop thread only.
+  std::vector<InlineRead> inline_reads_;
   std::vector<Ready> ready_;
   WriteBatch inline_batch_;
   std::vector<InlineWriter> inline_writers_;

@@ -5,7 +5,10 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <span>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "dynamo/node/memory_engine.h"
 
@@ -35,6 +38,16 @@ class RecordingEngine : public MemoryEngine {
     if (refuse_cached) return Status::Busy("not cached");
     return MemoryEngine::Get(space, key);
   }
+  void PrefetchData(std::span<const std::string_view> keys) override {
+    if (std::this_thread::get_id() != loop_thread) prefetch_off_loop = true;
+    prefetched.emplace_back(keys.begin(), keys.end());
+    prefetch_before_get.push_back(cached_gets.load());
+  }
+  // Loop thread only: each PrefetchData call's keys, and how many GetCached
+  // calls came before it.
+  std::vector<std::vector<std::string>> prefetched;
+  std::vector<int> prefetch_before_get;
+  std::atomic<bool> prefetch_off_loop{false};
   Status Write(const WriteBatch& batch, bool sync) override {
     ++writes;
     if (sync) ++synced_writes;
@@ -145,6 +158,33 @@ TEST_F(StorageWorkerTest, CachedReadsAreAnsweredOnTheLoop) {
   EXPECT_FALSE(r[1].value.has_value());
   EXPECT_EQ(engine_.cached_gets, 2);
   EXPECT_EQ(engine_.gets, 0);
+}
+
+TEST_F(StorageWorkerTest, ReadsOfOneIterationArePrefetchedTogetherBeforeAnyIsAnswered) {
+  ASSERT_TRUE(engine_
+                  .Write(
+                      [] {
+                        WriteBatch b;
+                        b.Put(Space::kData, "a", "1");
+                        b.Put(Space::kData, "c", "3");
+                        b.Put(Space::kHints, "h", "4");
+                        return b;
+                      }(),
+                      false)
+                  .ok());
+  std::vector<StorageResult> r = ExecuteAll({ReadOp{Space::kData, "a"}, ReadOp{Space::kHints, "h"},
+                                             ReadOp{Space::kData, "b"}, ReadOp{Space::kData, "c"}});
+  EXPECT_EQ(r[0].value, std::optional<std::string>("1"));
+  EXPECT_EQ(r[1].value, std::optional<std::string>("4"));
+  EXPECT_FALSE(r[2].value.has_value());
+  EXPECT_EQ(r[3].value, std::optional<std::string>("3"));
+  // One hint, for the data keys only, on the loop, before the first answer.
+  OnLoop([this] {
+    ASSERT_EQ(engine_.prefetched.size(), 1u);
+    EXPECT_EQ(engine_.prefetched[0], (std::vector<std::string>{"a", "b", "c"}));
+    EXPECT_EQ(engine_.prefetch_before_get[0], 0);
+  });
+  EXPECT_FALSE(engine_.prefetch_off_loop);
 }
 
 TEST_F(StorageWorkerTest, UncachedReadsGoToTheStorageThread) {

@@ -41,6 +41,7 @@ class CachedEngine : public Engine {
 
   Result<std::optional<std::string>> Get(Space space, std::string_view key) override;
   Result<std::optional<std::string>> GetCached(Space space, std::string_view key) override;
+  void PrefetchData(std::span<const std::string_view> keys) override;
   Status Write(const WriteBatch& batch, bool sync) override;
   Status WriteNoStall(const WriteBatch& batch) override;
   Result<ScanResult> Scan(Space space, const ScanOptions& options) override {

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -76,6 +77,10 @@ class Engine {
   // Like Get, but answered from memory only: Busy when the answer would need
   // a disk read. Default: always Busy.
   virtual Result<std::optional<std::string>> GetCached(Space space, std::string_view key);
+  // A hint that the data-space `keys` are about to be read: an engine may
+  // start loading what those reads will touch, so that the cache misses of
+  // several reads overlap. Default: nothing.
+  virtual void PrefetchData(std::span<const std::string_view> keys) { (void)keys; }
   // Like Write(batch, false), but Busy instead of waiting when the engine is
   // throttling writes (the batch is then not applied). Default: always Busy.
   virtual Status WriteNoStall(const WriteBatch& batch);

@@ -288,6 +288,9 @@ class NodeCore {
   MerkleTree& TreeFor(PartitionId p);
   // Records a data-space write (set) or delete (null) of `data_key`.
   void NoteStored(const std::string& data_key, const SiblingSet* set);
+  // A hint that NoteStored(data_key, ...) follows once a write is applied:
+  // starts loading the partition's tree where that will touch it.
+  void PrefetchStored(const std::string& data_key) const;
   void BuildTreesStep();
 
   // Anti-entropy and tombstone collection.
