@@ -12,8 +12,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 
 #include "skiplist_rep.h"
 
@@ -41,10 +43,11 @@ std::string DataKey(uint64_t n) {
 class Db {
  public:
   // kind: 0 RocksDB's skip list, 1 ours, 2 ours with a list per partition,
-  // 3 that and the key index. Keys are drawn from [0, key_space); `prefill`
-  // entries are written first.
+  // 3 that and the key index, 4 that and each batch's keys hinted
+  // (ScopedInsertHint), as the node's engine writes. Keys are drawn from
+  // [0, key_space); `prefill` entries are written first.
   explicit Db(int64_t kind, size_t key_space = kKeySpace, size_t prefill = kPrefill)
-      : key_space_(key_space) {
+      : key_space_(key_space), hint_(kind == 4) {
     dir_ = std::filesystem::temp_directory_path() /
            ("dynamo-memtable-bench-" + std::to_string(getpid()));
     std::filesystem::remove_all(dir_);
@@ -53,7 +56,7 @@ class Db {
     options.write_buffer_size = 1ull << 30;  // never flushed during a run
     if (kind != 0) {
       options.memtable_factory =
-          NewBytewiseSkipListFactory(kind >= 2 ? kPartitions : 1, kind == 3 ? kIndexedKeys : 0);
+          NewBytewiseSkipListFactory(kind >= 2 ? kPartitions : 1, kind >= 3 ? kIndexedKeys : 0);
       options.allow_concurrent_memtable_write = false;
     }
     rocksdb::DB* raw = nullptr;
@@ -69,9 +72,17 @@ class Db {
 
   void Write(std::mt19937_64& rng) {
     rocksdb::WriteBatch batch;
-    for (size_t i = 0; i < kBatch; ++i) batch.Put(DataKey(rng() % key_space_), value_);
+    std::string keys[kBatch];
+    std::string_view views[kBatch];
+    for (size_t i = 0; i < kBatch; ++i) {
+      keys[i] = DataKey(rng() % key_space_);
+      views[i] = keys[i];
+      batch.Put(keys[i], value_);
+    }
     rocksdb::WriteOptions wo;
     wo.disableWAL = true;
+    std::optional<ScopedInsertHint> hint;
+    if (hint_) hint.emplace(views);
     if (!db_->Write(wo, &batch).ok()) std::abort();
   }
 
@@ -93,6 +104,7 @@ class Db {
 
  private:
   size_t key_space_;
+  bool hint_;
   std::filesystem::path dir_;
   std::unique_ptr<rocksdb::DB> db_;
   std::string value_ = std::string(150, 'v');
@@ -102,7 +114,8 @@ const char* Label(int64_t kind) {
   return kind == 0   ? "rocksdb skip list"
          : kind == 1 ? "dynamo skip list"
          : kind == 2 ? "dynamo, list per partition"
-                     : "dynamo, list per partition, key index";
+         : kind == 3 ? "dynamo, list per partition, key index"
+                     : "dynamo, list per partition, key index, insert hints";
 }
 
 // Batches of inserts into a memtable prefilled with kPrefill entries of
@@ -116,11 +129,11 @@ void InsertBatches(benchmark::State& state, size_t key_space) {
 }
 
 void BM_MemtableInsert(benchmark::State& state) { InsertBatches(state, kKeySpace); }
-BENCHMARK(BM_MemtableInsert)->DenseRange(0, 3);
+BENCHMARK(BM_MemtableInsert)->DenseRange(0, 4);
 
 // Nearly every insert adds a version of a key the memtable holds.
 void BM_MemtableOverwrite(benchmark::State& state) { InsertBatches(state, kFillKeySpace); }
-BENCHMARK(BM_MemtableOverwrite)->DenseRange(0, 3);
+BENCHMARK(BM_MemtableOverwrite)->DenseRange(0, 4);
 
 // A fresh memtable filled as a node's is between two flushes.
 void BM_MemtableFill(benchmark::State& state) {
@@ -137,7 +150,7 @@ void BM_MemtableFill(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * kPrefill));
   state.SetLabel(Label(state.range(0)));
 }
-BENCHMARK(BM_MemtableFill)->DenseRange(0, 3)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_MemtableFill)->DenseRange(0, 4)->Unit(benchmark::kMillisecond);
 
 void BM_MemtableGet(benchmark::State& state) {
   Db db(state.range(0));

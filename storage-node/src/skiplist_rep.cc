@@ -3,14 +3,17 @@
 #include <rocksdb/env.h>
 #include <rocksdb/slice.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "dynamo/check.h"
@@ -32,6 +35,9 @@ class Allocator {
 
 namespace dynamo::node {
 namespace {
+
+// The keys of this thread's ScopedInsertHint, until an insert used them.
+thread_local std::span<const std::string_view> tls_insert_hint;
 
 constexpr int kMaxHeight = 12;
 constexpr uint32_t kBranching = 4;  // a node reaches level i+1 with chance 1/4
@@ -164,6 +170,7 @@ class SkipListRep final : public rocksdb::MemTableRep {
     Decoded key = Decode(x->Entry());
     List& list = WritableList(BucketOf(key));
     const bool indexed = index_.capacity() > 0;
+    if (indexed && !tls_insert_hint.empty()) PrefetchInserts(std::exchange(tls_insert_hint, {}));
     const uint64_t hash = indexed ? HashOf(key) : 0;
     Pred* pred = indexed ? FindPred(hash) : nullptr;
     if (pred != nullptr) {
@@ -316,6 +323,38 @@ class SkipListRep final : public rocksdb::MemTableRep {
     x->RelaxedSetNext(0, next);
     before->SetNext(0, x);
     return true;
+  }
+
+  // ScopedInsertHint's passes, over up to kChunk keys at a time: index
+  // slots, then the entries they name, then those entries' nodes, then the
+  // nodes after them (what InsertAfter compares against).
+  void PrefetchInserts(std::span<const std::string_view> keys) {
+    constexpr size_t kChunk = 16;
+    uint64_t hashes[kChunk];
+    const Pred* preds[kChunk];
+    for (size_t at = 0; at < keys.size(); at += kChunk) {
+      const size_t n = std::min(kChunk, keys.size() - at);
+      for (size_t i = 0; i < n; ++i) {
+        hashes[i] = Hash64(keys[at + i]);
+        index_.Prefetch(hashes[i]);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        const size_t pos = index_.LikelyPosition(hashes[i]);
+        preds[i] = pos == HashIndex::kNone ? nullptr : &preds_[pos];
+        if (preds[i] != nullptr) __builtin_prefetch(preds[i]);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        if (preds[i] == nullptr || preds[i]->hash != hashes[i] || preds[i]->node == nullptr) {
+          preds[i] = nullptr;
+          continue;
+        }
+        __builtin_prefetch(preds[i]->node);
+      }
+      for (size_t i = 0; i < n; ++i) {
+        if (preds[i] == nullptr) continue;
+        if (Node* next = preds[i]->node->RelaxedNext(0)) __builtin_prefetch(next);
+      }
+    }
   }
 
   static uint64_t HashOf(const Decoded& key) {
@@ -565,6 +604,12 @@ class Factory final : public rocksdb::MemTableRepFactory {
 };
 
 }  // namespace
+
+ScopedInsertHint::ScopedInsertHint(std::span<const std::string_view> user_keys) {
+  tls_insert_hint = user_keys;
+}
+
+ScopedInsertHint::~ScopedInsertHint() { tls_insert_hint = {}; }
 
 std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(uint32_t prefix_buckets,
                                                                         size_t indexed_keys) {

@@ -13,6 +13,8 @@
 
 #include <cstddef>
 #include <memory>
+#include <span>
+#include <string_view>
 
 namespace dynamo::node {
 
@@ -39,5 +41,20 @@ namespace dynamo::node {
 inline constexpr size_t kMaxIndexedKeys = size_t{1} << 24;
 std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(uint32_t prefix_buckets = 1,
                                                                         size_t indexed_keys = 0);
+
+// While one lives on a thread, the first insert that thread makes into a
+// memtable with a key index (see above) first starts loading what inserting
+// `user_keys` will touch: their index entries, the nodes those name and the
+// nodes after them, a pass over all keys per step, so that the inserts' cache
+// misses overlap. A hint only: keys need not be inserted, and inserts made on
+// another thread (RocksDB's write group leader) ignore it. `user_keys` must
+// outlive the hint. Not nestable.
+class ScopedInsertHint {
+ public:
+  explicit ScopedInsertHint(std::span<const std::string_view> user_keys);
+  ~ScopedInsertHint();
+  ScopedInsertHint(const ScopedInsertHint&) = delete;
+  ScopedInsertHint& operator=(const ScopedInsertHint&) = delete;
+};
 
 }  // namespace dynamo::node

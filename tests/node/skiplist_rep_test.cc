@@ -18,6 +18,7 @@
 #include <ostream>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -162,8 +163,13 @@ TEST_P(SkipListRepTest, ReadsMatchAnOrderedModelThroughWritesSnapshotsAndReopen)
   std::vector<std::pair<const rocksdb::Snapshot*, Model>> taken;
   for (int round = 0; round < 40; ++round) {
     rocksdb::WriteBatch batch;
+    // Every other batch hints its keys, and some it does not write, as the
+    // engine does (ScopedInsertHint); the hint must change nothing.
+    std::vector<std::string> hinted;
     for (int i = 0; i < 50; ++i) {
       std::string key = RandomKey(rng);
+      hinted.push_back(key);
+      if (i % 10 == 0) hinted.push_back(RandomKey(rng));
       if (rng() % 4 == 0) {
         batch.Delete(key);
         model.erase(key);
@@ -173,6 +179,9 @@ TEST_P(SkipListRepTest, ReadsMatchAnOrderedModelThroughWritesSnapshotsAndReopen)
         model[key] = value;
       }
     }
+    std::vector<std::string_view> views(hinted.begin(), hinted.end());
+    std::optional<ScopedInsertHint> hint;
+    if (round % 2 == 0) hint.emplace(views);
     ASSERT_TRUE(db_->Write(rocksdb::WriteOptions(), &batch).ok());
     if (round % 10 == 0) {
       taken.emplace_back(db_->GetSnapshot(), model);
