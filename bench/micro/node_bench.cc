@@ -17,7 +17,6 @@
 #include <benchmark/benchmark.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
@@ -30,6 +29,7 @@
 #include "dynamo/node/node_state.h"
 #include "dynamo/node/rocksdb_engine.h"
 #include "dynamo/proto/codec.h"
+#include "load/workload.h"
 
 namespace dynamo::node {
 namespace {
@@ -40,12 +40,6 @@ constexpr uint64_t kMeasuredPuts = 300000;
 constexpr size_t kValueCacheBytes = 64u << 20;
 constexpr ActorId kClientActor = 0xc11e47;
 
-std::string KeyOf(uint64_t i) {
-  char name[32];
-  std::snprintf(name, sizeof name, "user%010llu", static_cast<unsigned long long>(i));
-  return name;
-}
-
 // The body of the frame of an LWW ReplicaPut of key `i` stamped `stamp`.
 std::string ReplicaPutFrame(uint64_t request_id, uint64_t i, uint64_t stamp) {
   Version v;
@@ -53,8 +47,8 @@ std::string ReplicaPutFrame(uint64_t request_id, uint64_t i, uint64_t stamp) {
   v.lww = true;
   v.timestamp_ms = stamp / 1000;
   v.value = std::string(kValueBytes, static_cast<char>('a' + stamp % 26));
-  std::string frame = proto::EncodeFrame(
-      proto::Message{request_id, proto::ReplicaPutRequest{KeyOf(i), SiblingSet{v}, "", true}});
+  std::string frame = proto::EncodeFrame(proto::Message{
+      request_id, proto::ReplicaPutRequest{bench::KeyName(i), SiblingSet{v}, "", true}});
   return frame.substr(proto::kFrameHeaderBytes);
 }
 
