@@ -67,8 +67,9 @@ class RawNode {
   bool Call(dynamo::proto::Body body) {
     std::promise<bool> p;
     loop_.Post([&] {
-      conn_->Call(std::move(body), 2000, [&](dynamo::Result<dynamo::proto::Message> r) {
-        p.set_value(r.ok() && !std::holds_alternative<dynamo::proto::ErrorReply>(r->body));
+      conn_->Call(body, 2000, [&](dynamo::net::CallOutcome r) {
+        p.set_value(r.message.ok() &&
+                    !std::holds_alternative<dynamo::proto::ErrorReply>(r.message->body));
       });
     });
     return p.get_future().get();

@@ -263,11 +263,9 @@ class Client::Impl {
 
   // ---------------------------------------------------------------- transport
 
-  void Call(const std::string& address, proto::Body body, uint64_t timeout_ms,
+  void Call(const std::string& address, const proto::Body& body, uint64_t timeout_ms,
             std::function<void(Reply)> done) {
-    pool_.Call(address, std::move(body), timeout_ms, [done = std::move(done)](net::CallOutcome r) {
-      done(Reply{std::move(r.message), r.maybe_delivered});
-    });
+    pool_.Call(address, body, timeout_ms, std::move(done));
   }
 
   static Status ReplyError(const Reply& r, const std::string& address) {
@@ -391,7 +389,7 @@ class Client::Impl {
       // The op keeps its targets, and the callback keeps the op.
       const client::Target* t = &state->op->target(s.target);
       const size_t idx = s.target;
-      Call(t->address, std::move(s.body), Remaining(state->deadline), [this, state, idx, t, finish](Reply r) {
+      Call(t->address, s.body, Remaining(state->deadline), [this, state, idx, t, finish](Reply r) {
         Observe(t->node, r);
         Dispatch(state, state->op->OnReply(idx, std::move(r)), finish);
         (this->*finish)(state);
@@ -475,7 +473,7 @@ class Client::Impl {
     for (Send& s : repairs) {
       const client::Target& t = state->op->target(s.target);
       const std::string node = t.node;
-      Call(t.address, std::move(s.body), options_.timeout_ms, [this, node](Reply r) { Observe(node, r); });
+      Call(t.address, s.body, options_.timeout_ms, [this, node](Reply r) { Observe(node, r); });
     }
   }
 

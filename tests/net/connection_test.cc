@@ -123,8 +123,8 @@ std::vector<Result<Message>> CallAll(LoopThread& lt, const std::shared_ptr<Conne
   std::promise<void> done;
   lt.loop().Post([&] {
     for (size_t i = 0; i < requests.size(); ++i) {
-      c->Call(requests[i], timeout_ms, [&, i, results, left](Result<Message> r) {
-        (*results)[i] = std::move(r);
+      c->Call(requests[i], timeout_ms, [&, i, results, left](CallOutcome r) {
+        (*results)[i] = std::move(r.message);
         if (--*left == 0) done.set_value();
       });
     }
@@ -238,13 +238,53 @@ TEST(ConnectionTest, PerRequestTimeouts) {
   CloseOnLoop(lt, c);
 }
 
+TEST(ConnectionTest, DeadlinesExpireInTheirOrderWhateverTheOrderOfIssue) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto c = ConnectTo(lt, server.port());
+  // Unanswered calls whose deadlines are out of issue order, between answered ones.
+  const std::vector<std::pair<std::string, uint64_t>> calls = {
+      {"never", 900}, {"a", 5000}, {"never", 300}, {"b", 5000}, {"never", 600}, {"c", 5000}};
+  std::vector<std::string> timeouts;
+  std::vector<std::string> answers;
+  size_t left = calls.size();
+  std::promise<void> done;
+  lt.loop().Post([&] {
+    for (const auto& [key, timeout_ms] : calls) {
+      c->Call(GetRequest{key}, timeout_ms, [&, timeout = timeout_ms](CallOutcome o) {
+        EXPECT_TRUE(o.maybe_delivered);
+        if (o.message.ok()) {
+          answers.push_back(ValueOf(o.message));
+        } else {
+          EXPECT_TRUE(o.message.status().IsTimeout()) << o.message.status().ToString();
+          timeouts.push_back(std::to_string(timeout));
+        }
+        if (--left == 0) done.set_value();
+      });
+    }
+  });
+  done.get_future().get();
+  EXPECT_EQ(timeouts, (std::vector<std::string>{"300", "600", "900"}));
+  EXPECT_EQ(answers.size(), 3u);
+  EXPECT_EQ(lt.Run([&] { return c->calls_outstanding(); }), 0u);
+  // A call refused before it was queued certainly never reached the peer.
+  std::promise<CallOutcome> refused;
+  lt.Run([&] {
+    c->Close(Status::Aborted("test"));
+    c->Call(GetRequest{"x"}, 1000, [&](CallOutcome o) { refused.set_value(std::move(o)); });
+  });
+  CallOutcome r = refused.get_future().get();
+  EXPECT_EQ(r.message.status().code(), StatusCode::kUnavailable);
+  EXPECT_FALSE(r.maybe_delivered);
+}
+
 TEST(ConnectionTest, CloseFailsOutstandingCalls) {
   LoopThread lt;
   EchoServer server(lt);
   auto c = ConnectTo(lt, server.port());
   std::promise<Status> p;
   lt.Run([&] {
-    c->Call(GetRequest{"never"}, 10000, [&](Result<Message> r) { p.set_value(r.status()); });
+    c->Call(GetRequest{"never"}, 10000, [&](CallOutcome r) { p.set_value(r.message.status()); });
     c->Close(Status::Aborted("shutting down"));
   });
   Status s = p.get_future().get();
@@ -509,7 +549,8 @@ TEST(ConnectionTest, RequestOnClientSideConnectionIsRefused) {
   auto listener = lt.Run([&] {
     return std::move(*Listener::Listen(
         lt.loop(), {"127.0.0.1", 0}, {}, [&](const std::shared_ptr<Connection>& c, Message m) {
-          c->Call(GetRequest{"reverse"}, 1000, [&](Result<Message> r) { p.set_value(std::move(r)); });
+          c->Call(GetRequest{"reverse"}, 1000,
+                  [&](CallOutcome r) { p.set_value(std::move(r.message)); });
           c->Reply(m.request_id, proto::Ack{1, 1});
         }));
   });

@@ -20,8 +20,8 @@ Result<proto::Message> CallNode(const net::Endpoint& node, proto::Body request, 
       return;
     }
     conn = *c;
-    conn->Call(std::move(request), timeout_ms, [&](Result<proto::Message> reply) {
-      result = std::move(reply);
+    conn->Call(request, timeout_ms, [&](net::CallOutcome reply) {
+      result = std::move(reply.message);
       loop.Stop();
     });
   });

@@ -15,6 +15,7 @@
 
 #include "dynamo/client_types.h"
 #include "dynamo/cluster_map.h"
+#include "dynamo/net/call_outcome.h"
 #include "dynamo/proto/message.h"
 #include "dynamo/version.h"
 
@@ -74,12 +75,9 @@ struct Send {
   proto::Body body;
 };
 
-// The outcome of a reply or failure from one target. `maybe_delivered` is
-// false when the request certainly never reached the node (no connection).
-struct Reply {
-  Result<proto::Message> message;
-  bool maybe_delivered = true;
-};
+// The outcome of a request to one target: the reply, or why there is none,
+// and whether the request may have reached the node (net/call_outcome.h).
+using Reply = net::CallOutcome;
 
 struct WriteRequest {
   std::string key;

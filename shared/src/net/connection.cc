@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <functional>
 
 namespace dynamo::net {
 namespace {
@@ -76,53 +77,51 @@ void Connection::Start() {
   ArmTimer();
 }
 
-void Connection::Call(proto::Body request, uint64_t timeout_ms, ReplyCallback done) {
-  auto fail_later = [this, &done](Status s) {
-    loop_.Post([done = std::move(done), s = std::move(s)]() { done(s); });
+void Connection::Call(const proto::Body& request, uint64_t timeout_ms, ReplyCallback done) {
+  auto refuse = [this, &done](Status s) {
+    loop_.Post([done = std::move(done), s = std::move(s)]() { done(CallOutcome{s, false}); });
   };
   if (closed_ || closing_after_flush_) {
-    fail_later(Status::Unavailable("connection to " + peer_ + " is closed"));
+    refuse(Status::Unavailable("connection to " + peer_ + " is closed"));
     return;
   }
   if (queued_bytes() >= options_.write_queue_bytes_max) {
-    fail_later(Status::Busy("write queue to " + peer_ + " holds " +
-                            std::to_string(queued_bytes()) +
-                            " bytes, at write_queue_bytes_max (" +
-                            std::to_string(options_.write_queue_bytes_max) + ")"));
+    refuse(Status::Busy("write queue to " + peer_ + " holds " + std::to_string(queued_bytes()) +
+                        " bytes, at write_queue_bytes_max (" +
+                        std::to_string(options_.write_queue_bytes_max) + ")"));
     return;
   }
   const uint64_t id = next_request_id_++;
   const size_t before = batch_.size();
-  proto::AppendFrame(proto::Message{id, std::move(request)}, &batch_);
+  proto::AppendFrame(id, request, &batch_);
   const size_t frame = batch_.size() - before - proto::kFrameHeaderBytes;
   if (frame > options_.limits.frame_bytes_max) {
     batch_.resize(before);
-    fail_later(Status::InvalidArgument("request of " + std::to_string(frame) +
-                                       " bytes exceeds frame_bytes_max (" +
-                                       std::to_string(options_.limits.frame_bytes_max) + ")"));
+    refuse(Status::InvalidArgument("request of " + std::to_string(frame) +
+                                   " bytes exceeds frame_bytes_max (" +
+                                   std::to_string(options_.limits.frame_bytes_max) + ")"));
     return;
   }
   const uint64_t deadline = loop_.NowMs() + timeout_ms;
   pending_.emplace(id, Pending{deadline, std::move(done)});
-  bool earliest = deadlines_.empty() || deadline < deadlines_.begin()->first;
-  deadlines_.emplace(deadline, id);
-  if (earliest) ArmTimer();
+  deadlines_.emplace_back(deadline, id);
+  std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+  if (deadlines_.front().second == id) ArmTimer();
   ScheduleFlush();
 }
 
-void Connection::Reply(uint64_t request_id, proto::Body reply) {
+void Connection::Reply(uint64_t request_id, const proto::Body& reply) {
   if (closed_) return;
   const size_t before = batch_.size();
-  proto::AppendFrame(proto::Message{request_id, std::move(reply)}, &batch_);
+  proto::AppendFrame(request_id, reply, &batch_);
   const size_t frame = batch_.size() - before - proto::kFrameHeaderBytes;
   if (frame > options_.limits.frame_bytes_max) {
     batch_.resize(before);
     proto::AppendFrame(
-        proto::Message{request_id,
-                       proto::MakeError(Status::InvalidArgument(
-                                            "reply of " + std::to_string(frame) +
-                                            " bytes exceeds frame_bytes_max"),
-                                        0)},
+        request_id,
+        proto::MakeError(Status::InvalidArgument("reply of " + std::to_string(frame) +
+                                                 " bytes exceeds frame_bytes_max"),
+                         0),
         &batch_);
   }
   ScheduleFlush();
@@ -249,9 +248,9 @@ void Connection::Dispatch(std::string_view body) {
     auto it = pending_.find(msg->request_id);
     if (it == pending_.end()) return;  // a reply after its deadline
     ReplyCallback done = std::move(it->second.done);
-    deadlines_.erase({it->second.deadline_ms, it->first});
     pending_.erase(it);
-    done(std::move(*msg));
+    PopFinishedDeadlines();
+    done(CallOutcome{std::move(*msg), true});
     return;
   }
   if (!on_request_) {
@@ -266,15 +265,22 @@ void Connection::FailCall(uint64_t id, Status status) {
   auto it = pending_.find(id);
   if (it == pending_.end()) return;
   ReplyCallback done = std::move(it->second.done);
-  deadlines_.erase({it->second.deadline_ms, id});
   pending_.erase(it);
-  done(std::move(status));
+  PopFinishedDeadlines();
+  done(CallOutcome{std::move(status), true});
+}
+
+void Connection::PopFinishedDeadlines() {
+  while (!deadlines_.empty() && !pending_.contains(deadlines_.front().second)) {
+    std::pop_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+    deadlines_.pop_back();
+  }
 }
 
 void Connection::ArmTimer() {
   if (closed_) return;
   uint64_t next = UINT64_MAX;
-  if (!deadlines_.empty()) next = deadlines_.begin()->first;
+  if (!deadlines_.empty()) next = deadlines_.front().first;
   if (options_.idle_timeout_ms > 0) next = std::min(next, last_activity_ms_ + options_.idle_timeout_ms);
   if (next == UINT64_MAX) {
     timer_.Stop();
@@ -286,9 +292,10 @@ void Connection::ArmTimer() {
 
 void Connection::OnTimer() {
   const uint64_t now = loop_.NowMs();
-  while (!closed_ && !deadlines_.empty() && deadlines_.begin()->first <= now) {
-    uint64_t id = deadlines_.begin()->second;
-    FailCall(id, Status::Timeout("no reply from " + peer_ + " before the deadline"));
+  PopFinishedDeadlines();
+  while (!closed_ && !deadlines_.empty() && deadlines_.front().first <= now) {
+    FailCall(deadlines_.front().second,
+             Status::Timeout("no reply from " + peer_ + " before the deadline"));
   }
   if (closed_) return;
   if (options_.idle_timeout_ms > 0 && pending_.empty() &&
@@ -325,7 +332,7 @@ void Connection::Close(const Status& reason) {
   pending.swap(pending_);
   deadlines_.clear();
   Status failed = Status::Unavailable("connection to " + peer_ + " closed: " + reason.ToString());
-  for (auto& [id, p] : pending) p.done(failed);
+  for (auto& [id, p] : pending) p.done(CallOutcome{failed, true});
   if (on_close_) {
     CloseHandler handler = std::move(on_close_);
     handler(reason);

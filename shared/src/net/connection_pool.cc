@@ -32,7 +32,7 @@ void ConnectionPool::CloseAll(const Status& reason) {
   }
 }
 
-void ConnectionPool::Call(const std::string& address, proto::Body body, uint64_t timeout_ms,
+void ConnectionPool::Call(const std::string& address, const proto::Body& body, uint64_t timeout_ms,
                           std::function<void(CallOutcome)> done) {
   auto fail_later = [this](std::function<void(CallOutcome)> cb, Status s) {
     loop_.Post([cb = std::move(cb), s = std::move(s)] { cb(CallOutcome{s, false}); });
@@ -47,14 +47,13 @@ void ConnectionPool::Call(const std::string& address, proto::Body body, uint64_t
   }
   std::shared_ptr<Peer>& slot = peers_[address];
   if (!slot) slot = std::make_shared<Peer>();
-  std::shared_ptr<Peer> peer = slot;
-  if (peer->conn && !peer->conn->closed()) {
-    peer->conn->Call(std::move(body), timeout_ms,
-                     [done = std::move(done)](Result<proto::Message> r) { done(CallOutcome{std::move(r), true}); });
+  if (slot->conn && !slot->conn->closed()) {
+    slot->conn->Call(body, timeout_ms, std::move(done));
     return;
   }
+  std::shared_ptr<Peer> peer = slot;
   peer->conn.reset();
-  peer->waiting.emplace_back(std::move(body), timeout_ms, std::move(done));
+  peer->waiting.emplace_back(body, timeout_ms, std::move(done));
   if (peer->connecting) return;
   Result<Endpoint> ep = ParseEndpoint(address);
   if (!ep.ok()) {
@@ -78,11 +77,7 @@ void ConnectionPool::Call(const std::string& address, proto::Body body, uint64_t
       return;
     }
     peer->conn = *conn;
-    for (auto& [b, t, d] : waiting) {
-      peer->conn->Call(std::move(b), t, [cb = std::move(d)](Result<proto::Message> r) {
-        cb(CallOutcome{std::move(r), true});
-      });
-    }
+    for (auto& [b, t, d] : waiting) peer->conn->Call(b, t, std::move(d));
   };
   peer->opening =
       Connect(loop_, *ep, options_, std::min(connect_timeout_ms_, timeout_ms), std::move(on_open));

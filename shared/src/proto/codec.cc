@@ -710,14 +710,18 @@ MsgpackLimits ReaderLimits(const Limits& limits) {
 }
 
 void AppendFrame(const Message& message, std::string* out) {
+  AppendFrame(message.request_id, message.body, out);
+}
+
+void AppendFrame(uint64_t request_id, const Body& body, std::string* out) {
   const size_t at = out->size();
   out->append(kFrameHeaderBytes, '\0');
   MsgpackWriter w(out);
   w.Array(4);
   w.Uint(kProtocolVersion);
-  w.Uint(static_cast<uint64_t>(TypeOf(message.body)));
-  w.Uint(message.request_id);
-  std::visit(PayloadEncoder{w}, message.body);
+  w.Uint(static_cast<uint64_t>(TypeOf(body)));
+  w.Uint(request_id);
+  std::visit(PayloadEncoder{w}, body);
   const size_t len = out->size() - at - kFrameHeaderBytes;
   DYNAMO_CHECK(len <= UINT32_MAX);
   (*out)[at] = static_cast<char>(len >> 24);

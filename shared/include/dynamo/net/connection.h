@@ -22,13 +22,13 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
-#include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
+#include "dynamo/net/call_outcome.h"
 #include "dynamo/net/event_loop.h"
 #include "dynamo/proto/codec.h"
 #include "dynamo/proto/message.h"
@@ -50,11 +50,8 @@ struct ConnectionOptions {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  // Gets the reply to a call: the peer's reply message (an ErrorReply is a
-  // message too), or Timeout when the deadline passed, Unavailable when the
-  // connection closed first, Busy when the write queue was full,
-  // InvalidArgument when the request is too large or the reply broke a limit.
-  using ReplyCallback = std::function<void(Result<proto::Message>)>;
+  // Gets the outcome of a call (call_outcome.h).
+  using ReplyCallback = std::function<void(CallOutcome)>;
   // Gets a request from the peer; answer it with Reply(request_id, ...), now
   // or later.
   using RequestHandler = std::function<void(const std::shared_ptr<Connection>&, proto::Message)>;
@@ -64,10 +61,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Sends a request. `done` runs exactly once, never inside this call.
-  void Call(proto::Body request, uint64_t timeout_ms, ReplyCallback done);
+  // Sends a request (encoded at once: `request` is not kept). `done` runs
+  // exactly once, never inside this call.
+  void Call(const proto::Body& request, uint64_t timeout_ms, ReplyCallback done);
   // Sends the reply to the peer's request `request_id`. Dropped if closed.
-  void Reply(uint64_t request_id, proto::Body reply);
+  void Reply(uint64_t request_id, const proto::Body& reply);
   // Closes now: outstanding calls fail with Unavailable carrying `reason`.
   // Idempotent.
   void Close(const Status& reason);
@@ -104,6 +102,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnRead(long nread);
   void Dispatch(std::string_view body);
   void FailCall(uint64_t id, Status status);
+  // Drops deadlines of calls already finished from the top of deadlines_.
+  void PopFinishedDeadlines();
   void ArmTimer();
   void OnTimer();
   void CloseAfterFlush();
@@ -129,7 +129,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t next_request_id_ = 1;
   uint64_t last_activity_ms_ = 0;
   std::unordered_map<uint64_t, Pending> pending_;
-  std::set<std::pair<uint64_t, uint64_t>> deadlines_;  // (deadline, request id)
+  // Min-heap of (deadline, request id) of the pending calls. A finished
+  // call's entry stays until it reaches the top (ids are never reused), so
+  // the common case costs no search and no allocation.
+  std::vector<std::pair<uint64_t, uint64_t>> deadlines_;
   std::string peer_;
   RequestHandler on_request_;
   CloseHandler on_close_;

@@ -16,13 +16,6 @@
 
 namespace dynamo::net {
 
-struct CallOutcome {
-  Result<proto::Message> message;
-  // False when the request certainly never left (no connection); a failure
-  // with this true may still have been applied by the peer.
-  bool maybe_delivered = true;
-};
-
 class ConnectionPool {
  public:
   // `connect_timeout_ms` bounds opening a connection (and never exceeds a
@@ -33,8 +26,9 @@ class ConnectionPool {
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
-  // Sends `body` to `address`. `done` runs exactly once, never inside this call.
-  void Call(const std::string& address, proto::Body body, uint64_t timeout_ms,
+  // Sends `body` to `address` (copied only while the connection is being
+  // opened). `done` runs exactly once, never inside this call.
+  void Call(const std::string& address, const proto::Body& body, uint64_t timeout_ms,
             std::function<void(CallOutcome)> done);
   // Closes every connection for good: outstanding calls fail with `reason`,
   // connections still being opened are closed when they open, and later

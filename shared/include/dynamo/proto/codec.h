@@ -45,6 +45,8 @@ struct Limits {
 
 // Appends the frame of `message` (length prefix included) to *out.
 void AppendFrame(const Message& message, std::string* out);
+// The same for a message made of `request_id` and `body`, without building it.
+void AppendFrame(uint64_t request_id, const Body& body, std::string* out);
 // The frame of `message`, length prefix included.
 std::string EncodeFrame(const Message& message);
 
