@@ -122,6 +122,7 @@ WriteOp::WriteOp(std::shared_ptr<const Route> route, WriteRequest request)
   for (const Target& t : route_->replicas) targets_.push_back(OpTarget{&t, true});
   for (const Target& t : route_->pending) targets_.push_back(OpTarget{&t, false});
   state_.assign(targets_.size(), 0);
+  acked_.reserve(targets_.size());
   receipt_.epoch = route_->epoch;
   if (req_.lww) return;
   auto add = [&](size_t i) {
@@ -156,8 +157,9 @@ std::vector<Send> WriteOp::Start() {
   v.lww = true;
   v.tombstone = req_.tombstone;
   v.timestamp_ms = req_.wall_ms;
-  if (!req_.tombstone) v.value = req_.value;
-  replicate_ = SiblingSet{v};
+  // LWW writes never send the request's value again: replicate_ has it.
+  if (!req_.tombstone) v.value = std::move(req_.value);
+  replicate_.push_back(std::move(v));
   return Replicate();
 }
 
@@ -181,6 +183,7 @@ std::vector<Send> WriteOp::TryCoordinator() {
 std::vector<Send> WriteOp::Replicate() {
   replicating_ = true;
   std::vector<Send> out;
+  out.reserve(targets_.size());
   for (size_t i = 0; i < targets_.size(); ++i) {
     if (state_[i] != 0) continue;
     state_[i] = 1;
@@ -345,11 +348,13 @@ ReadOp::ReadOp(std::shared_ptr<const Route> route, ReadRequest request)
   targets_.reserve(route_->replicas.size());
   for (const Target& t : route_->replicas) targets_.push_back(&t);
   replies_.resize(targets_.size());
+  acked_.reserve(targets_.size());
   receipt_.epoch = route_->epoch;
 }
 
 std::vector<Send> ReadOp::Start() {
   std::vector<Send> out;
+  out.reserve(targets_.size());
   for (size_t i = 0; i < targets_.size(); ++i) {
     out.push_back(Send{i, proto::GetRequest{req_.key, targets_[i]->hint}});
     ++outstanding_;

@@ -5,8 +5,8 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -145,7 +145,9 @@ class WriteOp {
 
   std::shared_ptr<const Route> route_;
   std::vector<OpTarget> targets_;
-  std::deque<Target> stand_ins_;  // spares with the hint of what they replace
+  // Spares with the hint of what they replace (a list: addresses stay put,
+  // and an empty one allocates nothing).
+  std::list<Target> stand_ins_;
   size_t next_spare_ = 0;
   SiblingSet replicate_;  // what the other replicas get, once known
   bool replicating_ = false;
@@ -209,7 +211,7 @@ class ReadOp {
   std::shared_ptr<const Route> route_;
   ReadRequest req_;
   std::vector<const Target*> targets_;  // in route_ or stand_ins_
-  std::deque<Target> stand_ins_;
+  std::list<Target> stand_ins_;
   size_t next_spare_ = 0;
   std::vector<std::optional<SiblingSet>> replies_;
   size_t ok_ = 0;
