@@ -1,6 +1,7 @@
 #include "dynamo/msgpack_io.h"
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 namespace dynamo {
@@ -9,12 +10,56 @@ namespace {
 constexpr uint32_t kDepthCeiling = 64;
 
 uint64_t LoadBig(const char* p, size_t n) {
-  uint64_t v = 0;
-  for (size_t i = 0; i < n; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
+  switch (n) {
+    case 8: {
+      uint64_t v;
+      std::memcpy(&v, p, sizeof v);
+      return __builtin_bswap64(v);
+    }
+    case 4: {
+      uint32_t v;
+      std::memcpy(&v, p, sizeof v);
+      return __builtin_bswap32(v);
+    }
+    case 2: {
+      uint16_t v;
+      std::memcpy(&v, p, sizeof v);
+      return __builtin_bswap16(v);
+    }
+    default: {
+      uint64_t v = 0;
+      for (size_t i = 0; i < n; ++i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+      return v;
+    }
+  }
 }
 
 }  // namespace
+
+void MsgpackWriter::Sized(uint8_t tag16, uint32_t n) {
+  char buf[5];
+  size_t len;
+  if (n <= UINT16_MAX) {
+    buf[0] = static_cast<char>(tag16);
+    buf[1] = static_cast<char>(n >> 8);
+    buf[2] = static_cast<char>(n);
+    len = 3;
+  } else {
+    buf[0] = static_cast<char>(tag16 + 1);
+    for (int i = 0; i < 4; ++i) buf[1 + i] = static_cast<char>(n >> (24 - 8 * i));
+    len = 5;
+  }
+  out_->append(buf, len);
+}
+
+void MsgpackWriter::BigUint(uint64_t v) {
+  const int width = v <= UINT8_MAX ? 1 : v <= UINT16_MAX ? 2 : v <= UINT32_MAX ? 4 : 8;
+  char buf[1 + 8];
+  buf[0] = static_cast<char>(width == 1 ? 0xcc : width == 2 ? 0xcd : width == 4 ? 0xce : 0xcf);
+  const uint64_t big = __builtin_bswap64(v << (64 - 8 * width));
+  std::memcpy(buf + 1, &big, sizeof big);
+  out_->append(buf, 1 + static_cast<size_t>(width));
+}
 
 MsgpackReader::MsgpackReader(std::string_view data, const MsgpackLimits& limits)
     : data_(data), limits_(limits) {
@@ -71,7 +116,7 @@ Status MsgpackReader::ReadArray(uint32_t* count, uint32_t max) {
   return Status::OK();
 }
 
-Status MsgpackReader::ReadUint(uint64_t* value) {
+Status MsgpackReader::ReadUintSlow(uint64_t* value) {
   DYNAMO_RETURN_IF_ERROR(EnterValue());
   uint8_t tag = static_cast<uint8_t>(data_[pos_]);
   if (tag <= 0x7f) {

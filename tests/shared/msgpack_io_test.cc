@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <msgpack/pack.hpp>
 #include <string>
+#include <vector>
 
 namespace dynamo {
 namespace {
@@ -11,6 +13,51 @@ std::string Bytes(std::initializer_list<int> b) {
   std::string s;
   for (int x : b) s.push_back(static_cast<char>(x));
   return s;
+}
+
+// msgpack-c's packer, writing to a string: the reference for our writer.
+struct StringSink {
+  std::string* out;
+  void write(const char* p, size_t n) { out->append(p, n); }
+};
+
+TEST(MsgpackTest, WriterMatchesMsgpackCAtEveryBoundary) {
+  std::vector<uint64_t> ints;
+  for (int bits = 0; bits <= 64; ++bits) {
+    const uint64_t p = bits == 64 ? 0 : uint64_t{1} << bits;
+    for (uint64_t v : {p - 1, p, p + 1}) ints.push_back(v);
+  }
+  ints.push_back(UINT64_MAX);
+  const std::vector<uint32_t> lengths = {0,  1,   15,  16,  17,    31,    32,
+                                         33, 255, 256, 257, 65535, 65536, 70000};
+  std::string ours;
+  std::string theirs;
+  MsgpackWriter w(&ours);
+  StringSink sink{&theirs};
+  msgpack::packer<StringSink> ref(sink);
+  for (uint64_t v : ints) {
+    w.Uint(v);
+    ref.pack_uint64(v);
+  }
+  for (uint32_t n : lengths) {
+    const std::string s(n, 'x');
+    w.Str(s);
+    ref.pack_str(n);
+    ref.pack_str_body(s.data(), n);
+    w.Bin(s);
+    ref.pack_bin(n);
+    ref.pack_bin_body(s.data(), n);
+    w.Array(n);
+    ref.pack_array(n);
+  }
+  w.Bool(true);
+  ref.pack_true();
+  w.Bool(false);
+  ref.pack_false();
+  w.Nil();
+  ref.pack_nil();
+  ASSERT_EQ(ours.size(), theirs.size());
+  EXPECT_TRUE(ours == theirs);
 }
 
 TEST(MsgpackTest, RoundTripsEveryWidth) {

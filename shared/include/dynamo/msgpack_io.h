@@ -1,7 +1,8 @@
 // MessagePack writing and bounded reading, the byte format of the wire
 // protocol and of stored records.
 //
-// MsgpackWriter appends to a std::string through msgpack-c's packer.
+// MsgpackWriter appends to a std::string, each value in its shortest form
+// (as msgpack-c's packer writes it; the tests compare the two).
 //
 // MsgpackReader is a pull parser over a byte span that trusts nothing: every
 // length and count is checked against the bytes that remain and against the
@@ -15,10 +16,9 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
-
-#include <msgpack/pack.hpp>
 
 #include "dynamo/status.h"
 
@@ -26,30 +26,62 @@ namespace dynamo {
 
 class MsgpackWriter {
  public:
-  // Appends to *out, which must outlive the writer.
-  explicit MsgpackWriter(std::string* out) : sink_{out}, packer_(sink_) {}
+  // Appends to *out, which must outlive the writer. Every call leaves *out
+  // complete: nothing is held back in the writer.
+  explicit MsgpackWriter(std::string* out) : out_(out) {}
 
-  void Array(uint32_t n) { packer_.pack_array(n); }
-  void Uint(uint64_t v) { packer_.pack_uint64(v); }
-  void Bool(bool v) { v ? packer_.pack_true() : packer_.pack_false(); }
-  void Nil() { packer_.pack_nil(); }
+  void Array(uint32_t n) {
+    if (n < 16) {
+      Byte(0x90 | n);
+    } else {
+      Sized(0xdc, n);
+    }
+  }
+  void Uint(uint64_t v) {
+    if (v < 128) {
+      Byte(static_cast<uint8_t>(v));
+    } else {
+      BigUint(v);
+    }
+  }
+  void Bool(bool v) { Byte(v ? 0xc3 : 0xc2); }
+  void Nil() { Byte(0xc0); }
   void Str(std::string_view s) {
-    packer_.pack_str(static_cast<uint32_t>(s.size()));
-    packer_.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+    const auto n = static_cast<uint32_t>(s.size());
+    if (n < 32) {
+      Byte(0xa0 | n);
+    } else if (n < 256) {
+      Byte(0xd9);
+      Byte(static_cast<uint8_t>(n));
+    } else {
+      Sized(0xda, n);
+    }
+    Body(s);
   }
   void Bin(std::string_view s) {
-    packer_.pack_bin(static_cast<uint32_t>(s.size()));
-    packer_.pack_bin_body(s.data(), static_cast<uint32_t>(s.size()));
+    const auto n = static_cast<uint32_t>(s.size());
+    if (n < 256) {
+      Byte(0xc4);
+      Byte(static_cast<uint8_t>(n));
+    } else {
+      Sized(0xc5, n);
+    }
+    Body(s);
   }
-  std::string& out() { return *sink_.out; }
+  std::string& out() { return *out_; }
 
  private:
-  struct Sink {
-    std::string* out;
-    void write(const char* p, size_t n) { out->append(p, n); }
-  };
-  Sink sink_;
-  msgpack::packer<Sink> packer_;
+  void Byte(uint32_t b) { out_->push_back(static_cast<char>(b)); }
+  void Body(std::string_view s) {
+    if (!s.empty()) out_->append(s.data(), s.size());
+  }
+  // `tag16` followed by n in 16 bits, or the next tag with n in 32 bits
+  // (array, str and bin headers alike).
+  void Sized(uint8_t tag16, uint32_t n);
+  // A uint of 128 or more, in the fewest bytes.
+  void BigUint(uint64_t v);
+
+  std::string* out_;
 };
 
 struct MsgpackLimits {
@@ -69,7 +101,28 @@ class MsgpackReader {
   // or the bytes left (each element takes at least one byte).
   Status ReadArray(uint32_t* count, uint32_t max = UINT32_MAX);
   // Reads a non-negative integer of any msgpack width.
-  Status ReadUint(uint64_t* value);
+  Status ReadUint(uint64_t* value) {
+    // Inline: small integers and full 64-bit ones (dots, clocks) inside an
+    // array are most of what messages and records hold.
+    if (depth_ > 0 && open_[depth_ - 1] > 0 && pos_ < data_.size()) [[likely]] {
+      const auto tag = static_cast<uint8_t>(data_[pos_]);
+      if (tag <= 0x7f) {
+        --open_[depth_ - 1];
+        ++pos_;
+        *value = tag;
+        return Status::OK();
+      }
+      if (tag == 0xcf && remaining() >= 9) {
+        uint64_t big;
+        std::memcpy(&big, data_.data() + pos_ + 1, sizeof big);
+        --open_[depth_ - 1];
+        pos_ += 9;
+        *value = __builtin_bswap64(big);
+        return Status::OK();
+      }
+    }
+    return ReadUintSlow(value);
+  }
   // ReadUint, failing when the value exceeds `max`.
   Status ReadUintMax(uint64_t* value, uint64_t max);
   Status ReadBool(bool* value);
@@ -99,7 +152,7 @@ class MsgpackReader {
       return Status::OK();
     return Truncated(what);
   }
-  Status ReadLength(uint8_t tag, uint8_t fix_mask_base, bool is_bin, uint32_t* len);
+  Status ReadUintSlow(uint64_t* value);
   // Counts the value about to be read against its container.
   Status EnterValue() {
     while (depth_ > 0 && open_[depth_ - 1] == 0) --depth_;

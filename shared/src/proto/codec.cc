@@ -324,6 +324,10 @@ class Decoder {
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, lim_.clock_entries_max * 3));
     if (n % 3 != 0) return Status::ProtocolError("version vector of " + std::to_string(n) + " items");
+    if (n == 0) {
+      *vv = VersionVector();
+      return Status::OK();
+    }
     std::vector<ClockEntry> entries(n / 3);
     for (ClockEntry& e : entries) {
       DYNAMO_RETURN_IF_ERROR(r_.ReadUint(&e.actor));
