@@ -74,11 +74,17 @@ uint64_t Zipfian::Next(std::mt19937_64& rng) const {
 }
 
 std::string KeyName(uint64_t i, std::string_view prefix) {
-  char digits[24];
-  const int n = std::snprintf(digits, sizeof digits, "%010llu", static_cast<unsigned long long>(i));
+  // Decimal, zero-padded to 10 digits ("%010llu" without the formatter's cost).
+  char digits[20];
+  size_t n = 0;
+  do {
+    digits[sizeof digits - 1 - n++] = static_cast<char>('0' + i % 10);
+    i /= 10;
+  } while (i != 0);
+  for (; n < 10; ++n) digits[sizeof digits - 1 - n] = '0';
   std::string name;
-  name.reserve(prefix.size() + static_cast<size_t>(n));
-  name.append(prefix).append(digits, static_cast<size_t>(n));
+  name.reserve(prefix.size() + n);
+  name.append(prefix).append(digits + sizeof digits - n, n);
   return name;
 }
 

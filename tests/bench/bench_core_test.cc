@@ -111,6 +111,9 @@ TEST(WorkloadTest, SameSeedSameSequenceAndFixedWidthKeys) {
   EXPECT_EQ(KeyName(7).size(), KeyName(9'999'999'999).size());
   EXPECT_EQ(KeyName(7, "lww:"), "lww:0000000007");
   EXPECT_EQ(KeyName(7, ""), "0000000007");
+  EXPECT_EQ(KeyName(0), "key0000000000");
+  EXPECT_EQ(KeyName(1234567890), "key1234567890");
+  EXPECT_EQ(KeyName(UINT64_MAX), "key18446744073709551615");
 }
 
 TEST(ReportTest, JsonCarriesTheFieldsScriptsUse) {
