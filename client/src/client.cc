@@ -305,32 +305,34 @@ class Client::Impl {
   // One operation in flight: the state machine, its deadline and its caller.
   template <typename Op, typename Value>
   struct OpState {
-    std::shared_ptr<Op> op;
+    template <typename Request>
+    OpState(net::EventLoop& loop, std::shared_ptr<const Route> route, Request&& request)
+        : op(std::move(route), std::forward<Request>(request)), timer(loop) {}
+    Op op;
     uint64_t deadline = 0;
     Receipt* receipt_out = nullptr;
     std::function<void(Result<Value>)> done;
-    std::unique_ptr<net::Timer> timer;
+    net::Timer timer;
     bool reported = false;
     bool repair_due = false;  // reads: answered, repair still to send
   };
   using WriteState = OpState<WriteOp, std::string>;
   using ReadState = OpState<ReadOp, GetResult>;
 
-  // A state for `op` whose deadline timer calls OnDeadline and then `finish`.
-  template <typename State>
-  std::shared_ptr<State> Launch(decltype(State::op) op, uint64_t timeout_ms, Receipt* receipt,
-                                decltype(State::done) done,
+  // A state for an op on `route`, whose deadline timer calls OnDeadline and
+  // then `finish`.
+  template <typename State, typename Request>
+  std::shared_ptr<State> Launch(std::shared_ptr<const Route> route, Request&& request,
+                                uint64_t timeout_ms, Receipt* receipt, decltype(State::done) done,
                                 void (Impl::*finish)(const std::shared_ptr<State>&)) {
-    auto state = std::make_shared<State>();
-    state->op = std::move(op);
+    auto state = std::make_shared<State>(loop_, std::move(route), std::forward<Request>(request));
     state->deadline = loop_.NowMs() + timeout_ms;
     state->receipt_out = receipt;
     state->done = std::move(done);
-    state->timer = std::make_unique<net::Timer>(loop_);
     // Timers hold the state weakly: it owns them, and outstanding calls keep it alive.
-    state->timer->Start(timeout_ms, 0, [this, finish, weak = std::weak_ptr<State>(state)] {
+    state->timer.Start(timeout_ms, 0, [this, finish, weak = std::weak_ptr<State>(state)] {
       if (auto s = weak.lock()) {
-        s->op->OnDeadline();
+        s->op.OnDeadline();
         (this->*finish)(s);
       }
     });
@@ -373,10 +375,10 @@ class Client::Impl {
       req.lww_dot = Dot{client_id_, last_lww_us_};
     }
     std::shared_ptr<const Route> route = RouteFor(v, req.key);
-    auto state = Launch<WriteState>(std::make_shared<WriteOp>(std::move(route), std::move(req)),
+    auto state = Launch<WriteState>(std::move(route), std::move(req),
                                     opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                     opts.receipt, std::move(done), &Impl::FinishWrite);
-    Dispatch(state, state->op->Start(), &Impl::FinishWrite);
+    Dispatch(state, state->op.Start(), &Impl::FinishWrite);
     FinishWrite(state);
   }
 
@@ -387,21 +389,21 @@ class Client::Impl {
                 void (Impl::*finish)(const std::shared_ptr<State>&)) {
     for (Send& s : sends) {
       // The op keeps its targets, and the callback keeps the op.
-      const client::Target* t = &state->op->target(s.target);
+      const client::Target* t = &state->op.target(s.target);
       const size_t idx = s.target;
       Call(t->address, s.body, Remaining(state->deadline), [this, state, idx, t, finish](Reply r) {
         Observe(t->node, r);
-        Dispatch(state, state->op->OnReply(idx, std::move(r)), finish);
+        Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);
         (this->*finish)(state);
       });
     }
   }
 
   void FinishWrite(const std::shared_ptr<WriteState>& state) {
-    WriteOp& op = *state->op;
+    WriteOp& op = state->op;
     if (!op.done() || state->reported) return;
     state->reported = true;
-    state->timer->Stop();
+    state->timer.Stop();
     NoteEpoch(op.highest_epoch());
     stats_.hints += op.hints();
     if (state->receipt_out) *state->receipt_out = op.receipt();
@@ -428,15 +430,15 @@ class Client::Impl {
       return;
     }
     std::shared_ptr<const Route> route = RouteFor(v, req.key);
-    auto state = Launch<ReadState>(std::make_shared<ReadOp>(std::move(route), std::move(req)),
+    auto state = Launch<ReadState>(std::move(route), std::move(req),
                                    opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                    opts.receipt, std::move(done), &Impl::FinishRead);
-    Dispatch(state, state->op->Start(), &Impl::FinishRead);
+    Dispatch(state, state->op.Start(), &Impl::FinishRead);
     FinishRead(state);
   }
 
   void FinishRead(const std::shared_ptr<ReadState>& state) {
-    ReadOp& op = *state->op;
+    ReadOp& op = state->op;
     if (op.answered() && !state->reported) {
       state->reported = true;
       NoteEpoch(op.highest_epoch());
@@ -444,7 +446,7 @@ class Client::Impl {
       auto done = std::move(state->done);
       if (!op.status().ok()) {
         ++stats_.errors;
-        state->timer->Stop();
+        state->timer.Stop();
         done(op.status());
       } else {
         GetResult result;
@@ -456,9 +458,10 @@ class Client::Impl {
         done(std::move(result));
         // Wait a little for the rest, then repair whoever answered stale.
         state->repair_due = true;
-        state->timer->Start(options_.read_repair_window_ms, 0, [this, weak = std::weak_ptr<ReadState>(state)] {
-          if (auto s = weak.lock()) RepairRead(s);
-        });
+        state->timer.Start(options_.read_repair_window_ms, 0,
+                           [this, weak = std::weak_ptr<ReadState>(state)] {
+                             if (auto s = weak.lock()) RepairRead(s);
+                           });
       }
     }
     if (state->repair_due && op.all_in()) RepairRead(state);
@@ -467,11 +470,11 @@ class Client::Impl {
   void RepairRead(const std::shared_ptr<ReadState>& state) {
     if (!state->repair_due) return;
     state->repair_due = false;
-    state->timer->Stop();
-    std::vector<Send> repairs = state->op->Repair();
+    state->timer.Stop();
+    std::vector<Send> repairs = state->op.Repair();
     stats_.read_repairs += repairs.size();
     for (Send& s : repairs) {
-      const client::Target& t = state->op->target(s.target);
+      const client::Target& t = state->op.target(s.target);
       const std::string node = t.node;
       Call(t.address, s.body, options_.timeout_ms, [this, node](Reply r) { Observe(node, r); });
     }
