@@ -103,7 +103,7 @@ void Connection::Call(const proto::Body& request, uint64_t timeout_ms, ReplyCall
     return;
   }
   const uint64_t deadline = loop_.NowMs() + timeout_ms;
-  pending_.emplace(id, Pending{deadline, std::move(done)});
+  pending_.emplace(id, std::move(done));
   deadlines_.emplace_back(deadline, id);
   std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
   if (deadlines_.front().second == id) ArmTimer();
@@ -247,7 +247,7 @@ void Connection::Dispatch(std::string_view body) {
   if (proto::IsReply(type)) {
     auto it = pending_.find(msg->request_id);
     if (it == pending_.end()) return;  // a reply after its deadline
-    ReplyCallback done = std::move(it->second.done);
+    ReplyCallback done = std::move(it->second);
     pending_.erase(it);
     PopFinishedDeadlines();
     done(CallOutcome{std::move(*msg), true});
@@ -264,7 +264,7 @@ void Connection::Dispatch(std::string_view body) {
 void Connection::FailCall(uint64_t id, Status status) {
   auto it = pending_.find(id);
   if (it == pending_.end()) return;
-  ReplyCallback done = std::move(it->second.done);
+  ReplyCallback done = std::move(it->second);
   pending_.erase(it);
   PopFinishedDeadlines();
   done(CallOutcome{std::move(status), true});
@@ -328,11 +328,11 @@ void Connection::Close(const Status& reason) {
   reading_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(tcp_.get()),
            [](uv_handle_t* h) { static_cast<Connection*>(h->data)->FinishClose(); });
-  std::unordered_map<uint64_t, Pending> pending;
+  std::unordered_map<uint64_t, ReplyCallback> pending;
   pending.swap(pending_);
   deadlines_.clear();
   Status failed = Status::Unavailable("connection to " + peer_ + " closed: " + reason.ToString());
-  for (auto& [id, p] : pending) p.done(CallOutcome{failed, true});
+  for (auto& [id, done] : pending) done(CallOutcome{failed, true});
   if (on_close_) {
     CloseHandler handler = std::move(on_close_);
     handler(reason);

@@ -87,10 +87,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   friend std::weak_ptr<Connection> Connect(
       EventLoop&, const Endpoint&, const ConnectionOptions&, uint64_t,
       std::function<void(Result<std::shared_ptr<Connection>>)>);
-  struct Pending {
-    uint64_t deadline_ms;
-    ReplyCallback done;
-  };
 
   Connection(EventLoop& loop, ConnectionOptions options);
   // Starts reading once the socket is connected or accepted.
@@ -128,7 +124,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool closed_ = false;
   uint64_t next_request_id_ = 1;
   uint64_t last_activity_ms_ = 0;
-  std::unordered_map<uint64_t, Pending> pending_;
+  std::unordered_map<uint64_t, ReplyCallback> pending_;  // by request id
   // Min-heap of (deadline, request id) of the pending calls. A finished
   // call's entry stays until it reaches the top (ids are never reused), so
   // the common case costs no search and no allocation.
