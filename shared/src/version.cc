@@ -132,21 +132,22 @@ bool Supersedes(const Version& w, const Version& v) {
 }
 
 SiblingSet MergeSiblings(const SiblingSet& a, const SiblingSet& b) {
-  std::vector<const Version*> all;
-  all.reserve(a.size() + b.size());
-  bool any_lww = false;
+  const Version* best_lww = nullptr;
   for (const SiblingSet* set : {&a, &b}) {
     for (const Version& v : *set) {
-      all.push_back(&v);
-      any_lww |= v.lww;
+      if (v.lww && (best_lww == nullptr || LwwLess(*best_lww, v))) best_lww = &v;
     }
   }
-  if (any_lww) {
-    const Version* best = nullptr;
-    for (const Version* v : all) {
-      if (v->lww && (best == nullptr || LwwLess(*best, *v))) best = v;
-    }
-    return SiblingSet{*best};
+  if (best_lww != nullptr) {
+    SiblingSet out;
+    out.reserve(1);
+    out.push_back(*best_lww);
+    return out;
+  }
+  std::vector<const Version*> all;
+  all.reserve(a.size() + b.size());
+  for (const SiblingSet* set : {&a, &b}) {
+    for (const Version& v : *set) all.push_back(&v);
   }
   std::sort(all.begin(), all.end(),
             [](const Version* x, const Version* y) { return DotThenContentLess(*x, *y); });
