@@ -150,7 +150,7 @@ class Client::Impl {
       return;
     }
     const std::string address = (*candidates)[i];
-    Call(address, proto::RingRequest{}, options_.timeout_ms, [=, this](Reply ring) {
+    pool_.Call(address, proto::RingRequest{}, options_.timeout_ms, [=, this](Reply ring) {
       if (!ring.message.ok() || !std::holds_alternative<proto::RingReply>(ring.message->body)) {
         TryRefresh(candidates, i + 1, ReplyError(ring, address));
         return;
@@ -161,7 +161,7 @@ class Client::Impl {
         return;
       }
       auto parsed = std::make_shared<ClusterMap>(std::move(*map));
-      Call(address, proto::MembersRequest{}, options_.timeout_ms, [=, this](Reply members) {
+      pool_.Call(address, proto::MembersRequest{}, options_.timeout_ms, [=, this](Reply members) {
         if (!members.message.ok() || !std::holds_alternative<proto::MembersReply>(members.message->body)) {
           TryRefresh(candidates, i + 1, ReplyError(members, address));
           return;
@@ -262,11 +262,6 @@ class Client::Impl {
   }
 
   // ---------------------------------------------------------------- transport
-
-  void Call(const std::string& address, const proto::Body& body, uint64_t timeout_ms,
-            std::function<void(Reply)> done) {
-    pool_.Call(address, body, timeout_ms, std::move(done));
-  }
 
   static Status ReplyError(const Reply& r, const std::string& address) {
     if (!r.message.ok()) return r.message.status();
@@ -391,11 +386,12 @@ class Client::Impl {
       // The op keeps its targets, and the callback keeps the op.
       const client::Target* t = &state->op.target(s.target);
       const size_t idx = s.target;
-      Call(t->address, s.body, Remaining(state->deadline), [this, state, idx, t, finish](Reply r) {
-        Observe(t->node, r);
-        Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);
-        (this->*finish)(state);
-      });
+      pool_.Call(t->address, s.body, Remaining(state->deadline),
+                 [this, state, idx, t, finish](Reply r) {
+                   Observe(t->node, r);
+                   Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);
+                   (this->*finish)(state);
+                 });
     }
   }
 
@@ -476,7 +472,8 @@ class Client::Impl {
     for (Send& s : repairs) {
       const client::Target& t = state->op.target(s.target);
       const std::string node = t.node;
-      Call(t.address, s.body, options_.timeout_ms, [this, node](Reply r) { Observe(node, r); });
+      pool_.Call(t.address, s.body, options_.timeout_ms,
+                 [this, node](Reply r) { Observe(node, r); });
     }
   }
 
@@ -568,18 +565,20 @@ class Client::Impl {
         out[i].node = nodes[i];
         auto m = v->members.find(nodes[i]);
         std::string address = m == v->members.end() ? "" : m->second.address;
-        Call(address, proto::GetRequest{key, ""}, options_.timeout_ms, [&, i, left, address](Reply r) {
-          if (r.message.ok() && std::holds_alternative<proto::GetReply>(r.message->body)) {
-            for (const Version& ver : std::get<proto::GetReply>(r.message->body).siblings) {
-              out[i].versions.push_back(ReplicaVersions::Version{
-                  DotString(ver.dot), ver.value, ver.tombstone, ver.lww, ver.timestamp_ms,
-                  client::ClockString(ver.context)});
-            }
-          } else {
-            out[i].error = ReplyError(r, address).ToString();
-          }
-          if (--*left == 0) all.set_value();
-        });
+        pool_.Call(
+            address, proto::GetRequest{key, ""}, options_.timeout_ms,
+            [&, i, left, address](Reply r) {
+              if (r.message.ok() && std::holds_alternative<proto::GetReply>(r.message->body)) {
+                for (const Version& ver : std::get<proto::GetReply>(r.message->body).siblings) {
+                  out[i].versions.push_back(ReplicaVersions::Version{
+                      DotString(ver.dot), ver.value, ver.tombstone, ver.lww, ver.timestamp_ms,
+                      client::ClockString(ver.context)});
+                }
+              } else {
+                out[i].error = ReplyError(r, address).ToString();
+              }
+              if (--*left == 0) all.set_value();
+            });
       }
     });
     if (!nodes.empty()) all.get_future().get();
