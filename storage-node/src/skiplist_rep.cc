@@ -45,6 +45,8 @@ constexpr uint32_t kBranching = 4;  // a node reaches level i+1 with chance 1/4
 // (the key and, for small values, the value).
 constexpr size_t kCacheLine = 64;
 constexpr size_t kScanPrefetchLines = 3;
+// An insert hint's keys are prefetched this many at a time.
+constexpr size_t kChunk = 16;
 
 // Entries are what RocksDB's MemTable::Add writes: varint32 length of the
 // internal key, the internal key (user key, then an 8-byte little-endian tag
@@ -327,11 +329,12 @@ class SkipListRep final : public rocksdb::MemTableRep {
 
   // ScopedInsertHint's passes, over up to kChunk keys at a time: index
   // slots, then the entries they name, then those entries' nodes, then the
-  // nodes after them (what InsertAfter compares against).
+  // nodes after them (what InsertAfter compares against). Keys the index
+  // does not name are searched for together (PrefetchSearches).
   void PrefetchInserts(std::span<const std::string_view> keys) {
-    constexpr size_t kChunk = 16;
     uint64_t hashes[kChunk];
     const Pred* preds[kChunk];
+    std::string_view unnamed[kChunk];
     for (size_t at = 0; at < keys.size(); at += kChunk) {
       const size_t n = std::min(kChunk, keys.size() - at);
       for (size_t i = 0; i < n; ++i) {
@@ -343,17 +346,86 @@ class SkipListRep final : public rocksdb::MemTableRep {
         preds[i] = pos == HashIndex::kNone ? nullptr : &preds_[pos];
         if (preds[i] != nullptr) __builtin_prefetch(preds[i]);
       }
+      size_t searched = 0;
       for (size_t i = 0; i < n; ++i) {
-        if (preds[i] == nullptr || preds[i]->hash != hashes[i] || preds[i]->node == nullptr) {
+        if (preds[i] == nullptr || preds[i]->hash != hashes[i]) preds[i] = FindPred(hashes[i]);
+        if (preds[i] == nullptr) {
+          unnamed[searched++] = keys[at + i];
+        } else if (preds[i]->node == nullptr) {
           preds[i] = nullptr;
-          continue;
+        } else {
+          __builtin_prefetch(preds[i]->node);
         }
-        __builtin_prefetch(preds[i]->node);
       }
       for (size_t i = 0; i < n; ++i) {
         if (preds[i] == nullptr) continue;
         if (Node* next = preds[i]->node->RelaxedNext(0)) __builtin_prefetch(next);
       }
+      // One search alone has no misses to overlap.
+      if (searched > 1) PrefetchSearches(std::span(unnamed, searched));
+    }
+  }
+
+  // The searches of up to kChunk user keys, each advanced by one node per
+  // pass over all of them: a pass loads the nodes the one before it
+  // prefetched and prefetches the next, so the searches' cache misses
+  // overlap instead of following one another. It compares user keys only
+  // and changes nothing; the inserts' own searches then find the nodes
+  // loaded. Writer thread only (the lists do not change under it).
+  void PrefetchSearches(std::span<const std::string_view> keys) {
+    struct Walk {
+      Decoded key;
+      Node* x;            // the last node known to sort before key
+      Node* candidate;    // the node after x at `level`, prefetched
+      Node* last_bigger;  // a node known not to sort before key
+      int level;
+    };
+    Walk walks[kChunk];
+    size_t n = 0;
+    for (std::string_view key : keys) {
+      const Decoded decoded{key.data(), key.size(), 0};
+      const List* list = ListAt(BucketOf(decoded));
+      if (list == nullptr) continue;
+      Node* head = list->head;
+      const int level = list->max_height.load(std::memory_order_relaxed) - 1;
+      __builtin_prefetch(head->Link(level));
+      walks[n++] = Walk{decoded, head, nullptr, nullptr, level};
+    }
+    while (n > 0) {
+      for (size_t i = 0; i < n;) {
+        if (Step(walks[i])) {
+          ++i;
+        } else {
+          walks[i] = walks[--n];
+        }
+      }
+    }
+  }
+
+  // One step of a PrefetchSearches walk: decides on the candidate loaded
+  // since the last step, then finds and prefetches the next. Returns false
+  // when the walk has reached level 0's place for its key.
+  template <typename Walk>
+  static bool Step(Walk& w) {
+    if (w.candidate != nullptr) {
+      if (UserKeyLess(Decode(w.candidate->Entry()), w.key)) {
+        w.x = w.candidate;
+      } else {
+        if (w.level == 0) return false;
+        w.last_bigger = w.candidate;
+        --w.level;
+      }
+    }
+    while (true) {
+      Node* next = w.x->RelaxedNext(w.level);
+      if (next != nullptr && next != w.last_bigger) {
+        w.candidate = next;
+        __builtin_prefetch(next->Entry());
+        __builtin_prefetch(next->Link(w.level));
+        return true;
+      }
+      if (w.level == 0) return false;
+      --w.level;
     }
   }
 

@@ -45,7 +45,8 @@ std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(uint32_t
 // While one lives on a thread, the first insert that thread makes into a
 // memtable with a key index (see above) first starts loading what inserting
 // `user_keys` will touch: their index entries, the nodes those name and the
-// nodes after them, a pass over all keys per step, so that the inserts' cache
+// nodes after them, and for keys the index does not name the nodes their
+// searches pass; a pass over all keys per step, so that the inserts' cache
 // misses overlap. A hint only: keys need not be inserted, and inserts made on
 // another thread (RocksDB's write group leader) ignore it. `user_keys` must
 // outlive the hint. Not nestable.
