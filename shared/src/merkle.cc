@@ -60,6 +60,13 @@ void MerkleTree::Prefetch(std::string_view key) const {
   }
 }
 
+void MerkleTree::PrefetchEntry(std::string_view key) const {
+  // An entry may straddle two cache lines.
+  if (const Entry* e = entries_.PrefetchEntry(KeyHash(key)); e != nullptr) {
+    __builtin_prefetch(reinterpret_cast<const char*>(e + 1) - 1);
+  }
+}
+
 void MerkleTree::Put(std::string_view key, uint64_t digest) {
   uint64_t kh = KeyHash(key);
   uint64_t leaf = Prefix(kh, depth_);

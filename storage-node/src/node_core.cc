@@ -441,7 +441,6 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
         write.sync = true;
       }
       op->result = std::move(*update);
-      PrefetchStored(op->key);
       Storage(std::move(write), [this, op](Now, StorageResult w) {
         if (!w.status.ok()) {
           ReplyError(op->conn, op->id, w.status.WithInDoubt(true));
@@ -505,7 +504,6 @@ void NodeCore::MergeInto(const std::string& key, SiblingSet incoming, const std:
       write.sync = m->sync;
       write.batch.Put(m->space, m->key, proto::EncodeSiblingSet(merged));
       m->stored = std::move(merged);
-      if (m->space == Space::kData) PrefetchStored(m->key);
       Storage(std::move(write), [this, m](Now now2, StorageResult w) {
         if (w.status.ok()) {
           if (m->space == Space::kData) {

@@ -69,15 +69,9 @@ MerkleTree& NodeCore::TreeFor(PartitionId p) {
   return *t;
 }
 
-MerkleSummary NodeCore::MerkleRoot(PartitionId p) const {
+MerkleSummary NodeCore::MerkleRoot(PartitionId p) {
+  ApplyTreeUpdates();
   return p < trees_.size() && trees_[p] ? trees_[p]->Root() : MerkleSummary{};
-}
-
-void NodeCore::PrefetchStored(const std::string& data_key) const {
-  Result<DataKeyParts> parts = ParseDataKey(data_key);
-  if (parts.ok() && parts->partition < trees_.size() && trees_[parts->partition]) {
-    trees_[parts->partition]->Prefetch(parts->key);
-  }
 }
 
 void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
@@ -91,14 +85,50 @@ void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
       known_with_data_[parts->partition] = true;
       state_.partitions_with_data.insert(parts->partition);
     }
-    TreeFor(parts->partition).Put(parts->key, SiblingDigest(*set));
+    tree_updates_.push_back(
+        TreeUpdate{parts->partition, std::string(parts->key), SiblingDigest(*set)});
     removed_during_build_.erase(data_key);
-    return;
+  } else {
+    tree_updates_.push_back(TreeUpdate{parts->partition, std::string(parts->key), std::nullopt});
+    if (!trees_ready_) removed_during_build_.insert(data_key);
   }
-  if (parts->partition < trees_.size() && trees_[parts->partition]) {
-    trees_[parts->partition]->Remove(parts->key);
+  if (tree_updates_.size() >= kTreeUpdatesMax) ApplyTreeUpdates();
+}
+
+void NodeCore::ApplyTreeUpdates() {
+  // The passes: the trees, then their index slots and summary paths, then
+  // the entries those slots name, then the changes.
+  constexpr size_t kChunk = 16;
+  MerkleTree* trees[kChunk];
+  for (size_t at = 0; at < tree_updates_.size(); at += kChunk) {
+    const size_t n = std::min(kChunk, tree_updates_.size() - at);
+    const TreeUpdate* u = &tree_updates_[at];
+    for (size_t i = 0; i < n; ++i) {
+      // A delete from a partition without a tree has nothing to remove.
+      trees[i] = u[i].digest                      ? &TreeFor(u[i].partition)
+                 : u[i].partition < trees_.size() ? trees_[u[i].partition].get()
+                                                  : nullptr;
+      if (trees[i] == nullptr) continue;
+      const char* t = reinterpret_cast<const char*>(trees[i]);
+      for (size_t line = 0; line < sizeof(MerkleTree); line += 64) __builtin_prefetch(t + line);
+      __builtin_prefetch(t + sizeof(MerkleTree) - 1);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (trees[i] != nullptr) trees[i]->Prefetch(u[i].key);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (trees[i] != nullptr) trees[i]->PrefetchEntry(u[i].key);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (trees[i] == nullptr) continue;
+      if (u[i].digest) {
+        trees[i]->Put(u[i].key, *u[i].digest);
+      } else {
+        trees[i]->Remove(u[i].key);
+      }
+    }
   }
-  if (!trees_ready_) removed_during_build_.insert(data_key);
+  tree_updates_.clear();
 }
 
 void NodeCore::BuildTreesStep() {
@@ -122,6 +152,7 @@ void NodeCore::BuildTreesStep() {
       Log(LogLevel::kError, "building Merkle trees: " + r.status.ToString() + "; will retry");
       return;
     }
+    ApplyTreeUpdates();
     MerkleTree& tree = TreeFor(p);
     for (auto& [k, v] : r.scan.entries) {
       Result<DataKeyParts> parts = ParseDataKey(k);
@@ -165,6 +196,7 @@ void NodeCore::HandleAeCompare(uint64_t conn, uint64_t id, const proto::AeCompar
     ReplyError(conn, id, Status::InvalidArgument("no partition " + std::to_string(req.partition)));
     return;
   }
+  ApplyTreeUpdates();
   const MerkleTree& tree = TreeFor(req.partition);
   for (const MerkleNodeId& node : req.request.fetch) {
     Result<MerkleSummary> s = tree.Summary(node);
@@ -283,6 +315,7 @@ void NodeCore::AntiEntropyTick(Now now) {
         return;
       }
       MerkleComparisonOptions opts;
+      ApplyTreeUpdates();
       s->comparison = std::make_unique<MerkleComparison>(&TreeFor(s->partition), opts);
       ++stats_.ae_sessions;
       AeRound(s);
@@ -292,6 +325,7 @@ void NodeCore::AntiEntropyTick(Now now) {
 }
 
 void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
+  ApplyTreeUpdates();  // the comparison reads the partition's tree
   std::optional<MerkleRequest> request = s->comparison->NextRequest();
   if (!request) {
     s->keys = s->comparison->DifferingKeys();
@@ -308,6 +342,7 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
          if (st.ok()) {
            const auto& compare = std::get<proto::AeCompareReply>(reply->body);
            s->peer_catching_up |= compare.catching_up;
+           ApplyTreeUpdates();
            st = s->comparison->HandleReply(compare.reply);
          }
          if (!st.ok()) {

@@ -420,6 +420,33 @@ TEST(AntiEntropyTest, RepairsReplicasThatMissedWrites) {
   EXPECT_GT(sim.core("n3").stats().ae_sessions + sim.core("n1").stats().ae_sessions, 0u);
 }
 
+// A node applies its trees' changes in batches, before anything reads them:
+// a peer's comparison and the root both see every acknowledged write.
+TEST(AntiEntropyTest, TreesAnswerWithEveryAcknowledgedWrite) {
+  SimCluster sim(33);
+  FormCluster(sim, 3);
+  const std::string key = "just-written";
+  Write(sim, "n1", key, "v1");
+  const Ring& ring = sim.core("n1").map()->ring();
+  const PartitionId p = ring.KeyPartition(key);
+  const NodeId replica = ring.PreferenceList(p)[1];
+  MerkleRequest fetch_all;
+  fetch_all.fetch.push_back(MerkleNodeId{0, 0});
+  Result<proto::Message> r = sim.Request(replica, proto::AeCompareRequest{p, fetch_all});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto* compare = std::get_if<proto::AeCompareReply>(&r->body);
+  ASSERT_NE(compare, nullptr);
+  ASSERT_EQ(compare->reply.keys.size(), 1u);
+  ASSERT_EQ(compare->reply.keys[0].size(), 1u);
+  EXPECT_EQ(compare->reply.keys[0][0].key, key);
+
+  Write(sim, "n1", key + "-2", "v2");
+  const PartitionId p2 = ring.KeyPartition(key + "-2");
+  for (const NodeId& n : ring.PreferenceList(p2)) {
+    EXPECT_EQ(sim.core(n).MerkleRoot(p2).count, p2 == p ? 2u : 1u) << n;
+  }
+}
+
 TEST(AntiEntropyTest, WipedNodeCatchesUpBeforeServingReads) {
   SimCluster sim(32);
   FormCluster(sim, 4);

@@ -89,9 +89,12 @@ class MerkleTree {
   std::optional<uint64_t> Get(std::string_view key) const;
   void Clear();
 
-  // A hint that `key` is about to be put or removed: starts loading what
-  // that touches first (its index slot, its path of summaries).
+  // Hints that `key` is about to be put or removed, in two steps for a
+  // caller that interleaves many keys: Prefetch starts loading its index
+  // slot and its path of summaries; PrefetchEntry, once the slot is in, the
+  // entry that slot names.
   void Prefetch(std::string_view key) const;
+  void PrefetchEntry(std::string_view key) const;
 
   MerkleSummary Root() const { return levels_[0]; }
   size_t size() const { return levels_[0].count; }

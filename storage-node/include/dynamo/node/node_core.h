@@ -233,7 +233,7 @@ class NodeCore {
   // Whether every partition's Merkle tree has been built from storage.
   bool trees_ready() const { return trees_ready_; }
   // The root of the partition's Merkle tree (empty summary if none).
-  MerkleSummary MerkleRoot(PartitionId partition) const;
+  MerkleSummary MerkleRoot(PartitionId partition);
   // Completed anti-entropy cycles over every replicated partition.
   uint64_t ae_cycles() const { return ae_cycles_done_; }
   double foreground_p99_ms() { return governor_.ForegroundP99(now_ms_); }
@@ -286,11 +286,13 @@ class NodeCore {
 
   // Merkle trees.
   MerkleTree& TreeFor(PartitionId p);
-  // Records a data-space write (set) or delete (null) of `data_key`.
+  // Records a data-space write (set) or delete (null) of `data_key`. The
+  // tree change waits in tree_updates_ until ApplyTreeUpdates.
   void NoteStored(const std::string& data_key, const SiblingSet* set);
-  // A hint that NoteStored(data_key, ...) follows once a write is applied:
-  // starts loading the partition's tree where that will touch it.
-  void PrefetchStored(const std::string& data_key) const;
+  // Applies the recorded tree changes in order, a pass per step over up to
+  // a chunk of them so that their cache misses overlap. Called before
+  // anything reads a tree, and when kTreeUpdatesMax wait.
+  void ApplyTreeUpdates();
   void BuildTreesStep();
 
   // Anti-entropy and tombstone collection.
@@ -372,6 +374,8 @@ class NodeCore {
 
   // Coordinated writes remembered for answering repeats.
   static constexpr size_t kRecentPutsMax = 16384;
+  // Tree changes recorded before ApplyTreeUpdates runs on its own.
+  static constexpr size_t kTreeUpdatesMax = 64;
   RecentPuts recent_puts_{kRecentPutsMax};
 
   BackgroundGovernor governor_;
@@ -380,6 +384,14 @@ class NodeCore {
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> foreground_started_;  // (conn, id) -> ms
 
   std::vector<std::unique_ptr<MerkleTree>> trees_;  // by partition, null until used
+  // A write's tree change not yet applied: the key's new digest, or nullopt
+  // for a delete.
+  struct TreeUpdate {
+    PartitionId partition;
+    std::string key;
+    std::optional<uint64_t> digest;
+  };
+  std::vector<TreeUpdate> tree_updates_;
   // Partitions NoteStored already put in state_.partitions_with_data.
   std::vector<bool> known_with_data_;
   std::deque<PartitionId> build_queue_;
