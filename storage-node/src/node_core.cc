@@ -104,8 +104,8 @@ void NodeCore::Log(LogLevel level, const std::string& message) {
   if (log_) log_(level, message);
 }
 
-void NodeCore::WithKeyLock(const std::string& key, std::function<void(Unlock)> fn) {
-  auto [it, fresh] = key_locks_.try_emplace(key);
+void NodeCore::WithKeyLock(std::string key, std::function<void(Unlock)> fn) {
+  auto [it, fresh] = key_locks_.try_emplace(std::move(key));
   if (!fresh) {
     it->second.waiters.push_back(std::move(fn));
     return;
@@ -459,8 +459,8 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
   });
 }
 
-void NodeCore::MergeInto(const std::string& key, SiblingSet incoming, const std::string& hint_for,
-                         bool sync, std::function<void(Now, Status)> done) {
+void NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_for, bool sync,
+                         std::function<void(Now, Status)> done) {
   // One state for the merge's steps, shared by their callbacks rather than
   // copied into each.
   struct Merge {
@@ -474,9 +474,15 @@ void NodeCore::MergeInto(const std::string& key, SiblingSet incoming, const std:
     SiblingSet stored;
   };
   const Space space = hint_for.empty() ? Space::kData : Space::kHints;
-  auto m = std::make_shared<Merge>(
-      Merge{key, space, std::move(incoming), hint_for, sync, std::move(done), {}, {}});
-  WithKeyLock(LockKey(space, key), [this, m](Unlock unlock) {
+  auto m = std::make_shared<Merge>(Merge{std::move(key),
+                                         space,
+                                         std::move(incoming),
+                                         std::move(hint_for),
+                                         sync,
+                                         std::move(done),
+                                         {},
+                                         {}});
+  WithKeyLock(LockKey(space, m->key), [this, m](Unlock unlock) {
     m->unlock = std::move(unlock);
     Storage(ReadOp{m->space, m->key}, [this, m](Now now, StorageResult r) {
       if (!r.status.ok()) {
@@ -534,7 +540,7 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
     ++stats_.replica_puts;
   }
   const bool sync = req.sync || (hinted ? options_.hint_sync : options_.replica_put_sync);
-  MergeInto(key, std::move(req.siblings), hinted ? req.hint : "", sync,
+  MergeInto(std::move(key), std::move(req.siblings), hinted ? req.hint : "", sync,
             [this, conn, id](Now, Status s) {
               if (!s.ok()) {
                 ReplyError(conn, id, s.WithInDoubt(true));

@@ -257,7 +257,7 @@ class NodeCore {
   void ReplyError(uint64_t conn, uint64_t request_id, const Status& status);
   void Log(LogLevel level, const std::string& message);
   // Runs `fn` once no other holder has `key`; fn must call the Unlock it gets.
-  void WithKeyLock(const std::string& key, std::function<void(Unlock)> fn);
+  void WithKeyLock(std::string key, std::function<void(Unlock)> fn);
   Unlock MakeUnlock(const std::string* key);
 
   // Requests.
@@ -304,8 +304,8 @@ class NodeCore {
 
   // Merges `incoming` into the stored set of `key` (data space, or the hint
   // space when `hint_for` is set) and calls `done` once written.
-  void MergeInto(const std::string& key, SiblingSet incoming, const std::string& hint_for,
-                 bool sync, std::function<void(Now, Status)> done);
+  void MergeInto(std::string key, SiblingSet incoming, std::string hint_for, bool sync,
+                 std::function<void(Now, Status)> done);
 
   // Cluster state.
   void CreateCluster(Now now);
