@@ -99,6 +99,11 @@ const std::vector<Key>& Keys() {
               "drawn within 25% of it)",
               1u << 20, 1ull << 34,
               [](NodeConfig& c) -> size_t& { return c.rocksdb.write_buffer_bytes; }),
+      UintKey("storage", "prefilled_log_bytes_max",
+              "largest spare log file written with zeros ahead of use, so that a log sync "
+              "need not write the log's inode (0: logs grow as written)",
+              0, 1ull << 34,
+              [](NodeConfig& c) -> uint64_t& { return c.rocksdb.prefilled_log_bytes_max; }),
       UintKey("limits", "key_bytes_max", "largest key accepted", 1, 64u << 10,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.key_bytes_max; }),
       UintKey("limits", "value_bytes_max", "largest value accepted", 1, 256u << 20,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "dynamo/placement.h"
+#include "prefilled_log.h"
 #include "skiplist_rep.h"
 
 namespace dynamo::node {
@@ -59,9 +60,11 @@ std::string PrefixEnd(std::string_view prefix) {
 
 class RocksDbEngine : public Engine {
  public:
-  RocksDbEngine(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
-                const RocksDbOptions& options, std::mt19937_64 rng)
-      : db_(std::move(db)),
+  RocksDbEngine(std::unique_ptr<rocksdb::Env> env, std::unique_ptr<rocksdb::DB> db,
+                std::vector<rocksdb::ColumnFamilyHandle*> handles, const RocksDbOptions& options,
+                std::mt19937_64 rng)
+      : env_(std::move(env)),
+        db_(std::move(db)),
         handles_(std::move(handles)),
         write_buffer_bytes_(options.write_buffer_bytes),
         wait_for_flushes_(options.wait_for_flushes),
@@ -234,6 +237,8 @@ class RocksDbEngine : public Engine {
   rocksdb::ColumnFamilyHandle* Family(Space space) { return handles_[static_cast<size_t>(space)]; }
   static rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
 
+  // Outlives the database: its file system owns the logs' spare.
+  std::unique_ptr<rocksdb::Env> env_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   const size_t write_buffer_bytes_;
@@ -271,6 +276,12 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   env->LowerThreadPoolIOPriority(rocksdb::Env::LOW);
   env->LowerThreadPoolIOPriority(rocksdb::Env::HIGH);
   (void)env->LowerThreadPoolCPUPriority(rocksdb::Env::LOW, rocksdb::CpuPriority::kLow);
+  std::unique_ptr<rocksdb::Env> own_env;
+  if (options.prefilled_log_bytes_max > 0) {
+    own_env = rocksdb::NewCompositeEnv(
+        PrefilledLogFileSystem::Make(env->GetFileSystem(), dir, options.prefilled_log_bytes_max));
+    db_options.env = own_env.get();
+  }
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   // The node's own memtable skip list (skiplist_rep.h) inserts from one
@@ -297,8 +308,8 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
-  return std::unique_ptr<Engine>(
-      new RocksDbEngine(std::unique_ptr<rocksdb::DB>(raw), std::move(handles), options, rng));
+  return std::unique_ptr<Engine>(new RocksDbEngine(
+      std::move(own_env), std::unique_ptr<rocksdb::DB>(raw), std::move(handles), options, rng));
 }
 
 }  // namespace dynamo::node

@@ -24,6 +24,11 @@ struct RocksDbOptions {
   // starts is done, so no switch is skipped for a flush still running (and
   // left to RocksDB's own limit) however slow the disk is. Default: off.
   bool wait_for_flushes = false;
+  // Largest spare log file kept written with zeros, so that a log sync need
+  // not write the log's inode (storage-node/src/prefilled_log.h); 0: logs
+  // grow as they are written. A spare is a quarter larger than the log before
+  // it, so the default covers the logs of the default memtables.
+  uint64_t prefilled_log_bytes_max = 64u << 20;
 };
 
 // Replicas receive the same writes, so with equal memtables they would all

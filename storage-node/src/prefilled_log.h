@@ -1,0 +1,76 @@
+// Write-ahead logs laid out on disk before their first record.
+//
+// Appending to a file changes its size, and an fdatasync must then write the
+// inode too: on ext4 a separate synchronous I/O between the data and the
+// device flush, each I/O a host round trip in a VM. A log written over blocks
+// the file already has syncs with the data and the flush alone (the same
+// reason PostgreSQL fills its WAL segments with zeros before using them).
+//
+// The file system below keeps one spare file of zeros, written and synced by a
+// background thread, and makes each new RocksDB log (NNNNNN.log) by renaming
+// the spare, then writing over it from the start. RocksDB's log reader skips
+// the zeros past the last record (record type 0 is reserved for preallocated
+// files), so a log cut off by a crash reads back as a growing one does. When
+// no spare is ready, or a log outgrows it, the log grows as usual.
+//
+// A spare is sized from the log it follows: a quarter more than the log
+// current when the last one was made, up to a limit. A database that never
+// fills a log of kPrefillMinLogBytes (an idle node, most tests) never writes a
+// spare. Its zeros are written at twice the pace that log was, in small steps:
+// the disk's next cache flush, which a log sync waits for, carries whatever
+// was written before it, so a burst of zeros would lengthen the syncs behind
+// it.
+#pragma once
+
+#include <rocksdb/file_system.h>
+
+#include <cstdint>
+#include <memory>
+
+namespace dynamo::node {
+
+// Bytes of a spare log file's writes between two sync_file_range calls, so
+// the zeros reach the disk in steps rather than in one burst of writeback.
+inline constexpr uint64_t kPrefillStepBytes = 128u << 10;
+// The smallest log whose successor gets a spare.
+inline constexpr uint64_t kPrefillMinLogBytes = 1u << 20;
+// A spare is written this many times faster than the log before it was, and
+// never slower than kPrefillMinPace bytes a second.
+inline constexpr double kPrefillPaceFactor = 2.0;
+inline constexpr double kPrefillMinPace = 4u << 20;
+
+// Statistics of a prefilled-log file system, for tests and the node's logs.
+struct PrefilledLogStats {
+  uint64_t prefilled_logs = 0;  // logs made from a spare
+  uint64_t grown_logs = 0;      // logs made with no spare ready
+  uint64_t spares_made = 0;
+  uint64_t spare_failures = 0;  // spares that could not be written
+  std::string last_error;       // why the last of them could not
+};
+
+class PrefilledLogFileSystem : public rocksdb::FileSystemWrapper {
+ public:
+  // Logs made in `dir` (the database directory) get spares of at most
+  // `spare_bytes_max`. A spare left there by an earlier run is used, and a
+  // half-made one is removed when the first log is made (by then RocksDB
+  // holds the directory).
+  static std::shared_ptr<PrefilledLogFileSystem> Make(std::shared_ptr<rocksdb::FileSystem> base,
+                                                      std::string dir, uint64_t spare_bytes_max);
+  ~PrefilledLogFileSystem() override;
+
+  const char* Name() const override { return "PrefilledLogFileSystem"; }
+  rocksdb::IOStatus NewWritableFile(const std::string& fname, const rocksdb::FileOptions& options,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                    rocksdb::IODebugContext* dbg) override;
+
+  // Blocks until no spare is being made (tests).
+  void WaitForSpare();
+  PrefilledLogStats stats() const;
+
+ private:
+  struct State;
+  PrefilledLogFileSystem(std::shared_ptr<rocksdb::FileSystem> base, std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace dynamo::node

@@ -1,0 +1,266 @@
+// The prefilled log file system (storage-node/src/prefilled_log.h): its
+// spares, and a database whose logs it makes recovering every synced write
+// from a crash image that still holds the zeros.
+#include "prefilled_log.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "dynamo/node/keys.h"
+#include "dynamo/node/rocksdb_engine.h"
+
+namespace dynamo::node {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string TempDir(const std::string& name) {
+  auto dir =
+      fs::temp_directory_path() / ("dynamo-prefilled-" + name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+bool AllZero(std::string_view bytes) {
+  return bytes.find_first_not_of('\0') == std::string_view::npos;
+}
+
+// The log with the highest number in `dir`.
+fs::path NewestLog(const std::string& dir) {
+  fs::path newest;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".log" && (newest.empty() || e.path() > newest)) newest = e.path();
+  }
+  return newest;
+}
+
+// Whether the file's last 4 KiB are zeros (a log from a spare, still open).
+bool EndsInZeros(const fs::path& path) {
+  constexpr size_t kTail = 4096;
+  if (path.empty() || fs::file_size(path) < 2 * kTail) return false;
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(-static_cast<std::streamoff>(kTail), std::ios::end);
+  std::string tail(kTail, 'x');
+  in.read(tail.data(), kTail);
+  return AllZero(tail);
+}
+
+class PrefilledLogTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kMax = 8u << 20;
+
+  void SetUp() override {
+    dir_ = TempDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    Make();
+  }
+  void TearDown() override {
+    fs_.reset();
+    fs::remove_all(dir_);
+  }
+  void Make() { fs_ = PrefilledLogFileSystem::Make(rocksdb::FileSystem::Default(), dir_, kMax); }
+
+  std::string Name(int number) { return dir_ + "/" + std::to_string(100000 + number) + ".log"; }
+
+  std::unique_ptr<rocksdb::FSWritableFile> Create(const std::string& path) {
+    std::unique_ptr<rocksdb::FSWritableFile> f;
+    EXPECT_TRUE(fs_->NewWritableFile(path, rocksdb::FileOptions(), &f, nullptr).ok());
+    return f;
+  }
+  void Append(rocksdb::FSWritableFile* f, const std::string& data) {
+    ASSERT_TRUE(f->Append(data, io_, nullptr).ok());
+  }
+  std::string Spare() const { return dir_ + "/PREFILLED-LOG"; }
+
+  std::string dir_;
+  std::shared_ptr<PrefilledLogFileSystem> fs_;
+  rocksdb::IOOptions io_;
+};
+
+TEST_F(PrefilledLogTest, TheLogAfterAFullOneIsWrittenOverASpareOfZeros) {
+  auto first = Create(Name(1));
+  Append(first.get(), std::string(2u << 20, 'a'));
+  ASSERT_TRUE(first->Close(io_, nullptr).ok());
+  // The second log grows: its spare is made only now, a quarter larger than
+  // the first log.
+  auto second = Create(Name(2));
+  fs_->WaitForSpare();
+  ASSERT_TRUE(fs::exists(Spare()));
+  EXPECT_EQ(fs::file_size(Spare()), (2u << 20) + (512u << 10));
+  EXPECT_TRUE(AllZero(ReadFile(Spare())));
+  Append(second.get(), std::string(100, 'b'));
+  ASSERT_TRUE(second->Close(io_, nullptr).ok());
+
+  auto third = Create(Name(3));
+  EXPECT_FALSE(fs::exists(Spare()));
+  PrefilledLogStats stats = fs_->stats();
+  EXPECT_EQ(stats.grown_logs, 2u);
+  EXPECT_EQ(stats.prefilled_logs, 1u);
+  Append(third.get(), "record one");
+  Append(third.get(), " and two");
+  ASSERT_TRUE(third->Sync(io_, nullptr).ok());
+  EXPECT_EQ(third->GetFileSize(io_, nullptr), 18u);
+  // On disk the log keeps the spare's size, its records over the first zeros.
+  std::string on_disk = ReadFile(Name(3));
+  ASSERT_EQ(on_disk.size(), (2u << 20) + (512u << 10));
+  EXPECT_EQ(on_disk.substr(0, 18), "record one and two");
+  EXPECT_TRUE(AllZero(std::string_view(on_disk).substr(18)));
+  // Closed, it has its true size.
+  ASSERT_TRUE(third->Close(io_, nullptr).ok());
+  EXPECT_EQ(ReadFile(Name(3)), "record one and two");
+  // The small second log did not size the next spare.
+  EXPECT_EQ(ReadFile(Name(2)).size(), 100u);
+}
+
+TEST_F(PrefilledLogTest, LogsUnderAMebibyteMakeNoSpareAndSparesStopAtTheLimit) {
+  auto log = Create(Name(1));
+  Append(log.get(), std::string(kPrefillMinLogBytes - 1, 'a'));
+  log = Create(Name(2));
+  fs_->WaitForSpare();
+  EXPECT_FALSE(fs::exists(Spare()));
+  Append(log.get(), std::string(kMax, 'b'));
+  log = Create(Name(3));
+  fs_->WaitForSpare();
+  EXPECT_EQ(fs::file_size(Spare()), kMax);
+  EXPECT_EQ(fs_->stats().spares_made, 1u);
+}
+
+TEST_F(PrefilledLogTest, ALogThatOutgrowsItsSpareGrows) {
+  auto log = Create(Name(1));
+  Append(log.get(), std::string(kPrefillMinLogBytes, 'a'));
+  log = Create(Name(2));
+  fs_->WaitForSpare();
+  log = Create(Name(3));
+  ASSERT_EQ(fs_->stats().prefilled_logs, 1u);
+  const uint64_t spare = fs::file_size(Name(3));
+  const std::string data(spare + 1000, 'c');
+  Append(log.get(), data.substr(0, 1000));
+  Append(log.get(), data.substr(1000));
+  ASSERT_TRUE(log->Sync(io_, nullptr).ok());
+  EXPECT_EQ(ReadFile(Name(3)), data);
+}
+
+TEST_F(PrefilledLogTest, OtherFilesPassThrough) {
+  for (const std::string& name : {"MANIFEST-000001", "000005.sst", "LOG", "1.log.old", "x1.log"}) {
+    auto f = Create(dir_ + "/" + name);
+    Append(f.get(), "plain");
+    ASSERT_TRUE(f->Close(io_, nullptr).ok());
+    EXPECT_EQ(ReadFile(dir_ + "/" + name), "plain") << name;
+  }
+  // A log of another directory too.
+  fs::create_directories(dir_ + "/sub");
+  auto f = Create(dir_ + "/sub/000001.log");
+  EXPECT_EQ(fs_->stats().grown_logs, 0u);
+}
+
+TEST_F(PrefilledLogTest, AStartUsesTheSpareItFindsAndDropsAnUnfinishedOne) {
+  auto log = Create(Name(1));
+  Append(log.get(), std::string(kPrefillMinLogBytes, 'a'));
+  log = Create(Name(2));
+  fs_->WaitForSpare();
+  log.reset();
+  fs_.reset();
+  std::ofstream(dir_ + "/PREFILLED-LOG.tmp") << "half made";
+  Make();
+  log = Create(Name(3));
+  EXPECT_EQ(fs_->stats().prefilled_logs, 1u);
+  EXPECT_FALSE(fs::exists(dir_ + "/PREFILLED-LOG.tmp"));
+}
+
+// A database writing synced batches through its logs, the later ones made
+// from spares, then copied while open: the copy is what a crash would leave
+// (every write was synced, and the current log still holds its zeros).
+TEST(PrefilledLogEngineTest, EverySyncedWriteSurvivesACrashImageWithZerosInTheLog) {
+  const std::string dir = TempDir("engine");
+  const std::string db = dir + "/db";
+  RocksDbOptions options;
+  options.write_buffer_bytes = 2u << 20;
+  options.wait_for_flushes = true;
+  options.stagger_seed = 7;
+  const std::string value(4000, 'v');
+  auto key = [](int i) {
+    return DataKey(static_cast<PartitionId>(i % 16), "k" + std::to_string(i));
+  };
+  int written = 0;
+  fs::path prefilled;
+  {
+    Result<std::unique_ptr<Engine>> engine = OpenRocksDb(db, options);
+    ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+    // A hint nothing flushes keeps every log alive, so the image holds them all.
+    WriteBatch hint;
+    hint.Put(Space::kHints, "hint", "kept");
+    ASSERT_TRUE((*engine)->Write(hint, true).ok());
+    // Until 20 writes went into a log made from a spare, which still holds
+    // its zeros: it is the newest log and ends in them.
+    int after = 0;
+    while (after < 20) {
+      ASSERT_LT(written, 20000) << "no log was made from a spare";
+      WriteBatch batch;
+      batch.Put(Space::kData, key(written), value + std::to_string(written));
+      ASSERT_TRUE((*engine)->Write(batch, true).ok());
+      ++written;
+      const fs::path log = NewestLog(db);
+      if (EndsInZeros(log)) {
+        after = log == prefilled ? after + 1 : 1;
+        prefilled = log;
+      } else {
+        after = 0;
+      }
+    }
+    fs::copy(db, dir + "/image", fs::copy_options::recursive);
+  }
+  const fs::path newest = NewestLog(dir + "/image");
+  ASSERT_EQ(newest.filename(), prefilled.filename());
+  std::string log = ReadFile(newest.string());
+  const size_t end = log.find_last_not_of('\0') + 1;
+  ASSERT_LT(end + 4096, log.size()) << "the newest log holds no zeros";
+
+  // And a torn record after the last synced one, as a crash mid-write leaves.
+  const std::string torn = dir + "/torn";
+  fs::copy(dir + "/image", torn, fs::copy_options::recursive);
+  {
+    std::fstream f(torn + "/" + newest.filename().string(),
+                   std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(end));
+    f << std::string(100, '\xab');
+  }
+  // And the older logs ending in zeros too, as logs not yet closed by a crash
+  // do: recovery must read past them into the newest.
+  const std::string padded = dir + "/padded";
+  fs::copy(dir + "/image", padded, fs::copy_options::recursive);
+  int older = 0;
+  for (const auto& e : fs::directory_iterator(padded)) {
+    if (e.path().extension() != ".log" || e.path().filename() == newest.filename()) continue;
+    std::ofstream(e.path(), std::ios::app | std::ios::binary) << std::string(64u << 10, '\0');
+    ++older;
+  }
+  ASSERT_GE(older, 2);
+  for (const std::string& image : {dir + "/image", torn, padded}) {
+    for (uint64_t prefill : {uint64_t{0}, options.prefilled_log_bytes_max}) {
+      RocksDbOptions reopen = options;
+      reopen.prefilled_log_bytes_max = prefill;
+      Result<std::unique_ptr<Engine>> engine = OpenRocksDb(image, reopen);
+      ASSERT_TRUE(engine.ok()) << image << ": " << engine.status().ToString();
+      for (int i = 0; i < written; ++i) {
+        Result<std::optional<std::string>> got = (*engine)->Get(Space::kData, key(i));
+        ASSERT_TRUE(got.ok() && got->has_value())
+            << image << " lost key " << i << " of " << written;
+        ASSERT_EQ(**got, value + std::to_string(i));
+      }
+    }
+  }
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace dynamo::node
