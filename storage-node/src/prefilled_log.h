@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace dynamo::node {
 
@@ -39,7 +40,7 @@ inline constexpr uint64_t kPrefillMinLogBytes = 1u << 20;
 inline constexpr double kPrefillPaceFactor = 2.0;
 inline constexpr double kPrefillMinPace = 4u << 20;
 
-// Statistics of a prefilled-log file system, for tests and the node's logs.
+// What a prefilled-log file system has done (tests, benchmarks).
 struct PrefilledLogStats {
   uint64_t prefilled_logs = 0;  // logs made from a spare
   uint64_t grown_logs = 0;      // logs made with no spare ready
