@@ -540,8 +540,8 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
     ++stats_.replica_puts;
   }
   const bool sync = req.sync || (hinted ? options_.hint_sync : options_.replica_put_sync);
-  MergeInto(std::move(key), std::move(req.siblings), hinted ? req.hint : "", sync,
-            [this, conn, id](Now, Status s) {
+  MergeInto(std::move(key), std::move(req.siblings), hinted ? std::move(req.hint) : std::string(),
+            sync, [this, conn, id](Now, Status s) {
               if (!s.ok()) {
                 ReplyError(conn, id, s.WithInDoubt(true));
               } else {
