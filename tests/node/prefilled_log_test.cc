@@ -81,6 +81,14 @@ class PrefilledLogTest : public ::testing::Test {
     ASSERT_TRUE(f->Append(data, io_, nullptr).ok());
   }
   std::string Spare() const { return dir_ + "/PREFILLED-LOG"; }
+  // Fills log 1 enough for a spare, switches to log 2 and waits for the spare.
+  std::unique_ptr<rocksdb::FSWritableFile> SwitchAfterAFullLog() {
+    auto log = Create(Name(1));
+    Append(log.get(), std::string(kPrefillMinLogBytes, 'a'));
+    log = Create(Name(2));
+    fs_->WaitForSpare();
+    return log;
+  }
 
   std::string dir_;
   std::shared_ptr<PrefilledLogFileSystem> fs_;
@@ -138,10 +146,7 @@ TEST_F(PrefilledLogTest, LogsUnderAMebibyteMakeNoSpareAndSparesStopAtTheLimit) {
 }
 
 TEST_F(PrefilledLogTest, ALogThatOutgrowsItsSpareGrows) {
-  auto log = Create(Name(1));
-  Append(log.get(), std::string(kPrefillMinLogBytes, 'a'));
-  log = Create(Name(2));
-  fs_->WaitForSpare();
+  auto log = SwitchAfterAFullLog();
   log = Create(Name(3));
   ASSERT_EQ(fs_->stats().prefilled_logs, 1u);
   const uint64_t spare = fs::file_size(Name(3));
@@ -166,10 +171,7 @@ TEST_F(PrefilledLogTest, OtherFilesPassThrough) {
 }
 
 TEST_F(PrefilledLogTest, AStartUsesTheSpareItFindsAndDropsAnUnfinishedOne) {
-  auto log = Create(Name(1));
-  Append(log.get(), std::string(kPrefillMinLogBytes, 'a'));
-  log = Create(Name(2));
-  fs_->WaitForSpare();
+  auto log = SwitchAfterAFullLog();
   log.reset();
   fs_.reset();
   std::ofstream(dir_ + "/PREFILLED-LOG.tmp") << "half made";
