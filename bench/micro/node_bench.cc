@@ -226,8 +226,11 @@ void BM_SyncedLogWrite(benchmark::State& state) {
       std::filesystem::temp_directory_path() / ("dynamo-sync-bench-" + std::to_string(getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
+  PrefilledLogOptions options;
+  options.spare_bytes_max = state.range(0) != 0 ? kSyncBenchLogBytes : 0;
+  options.first_spare_bytes = kSyncBenchLogBytes;
   std::shared_ptr<PrefilledLogFileSystem> fs =
-      PrefilledLogFileSystem::Make(rocksdb::FileSystem::Default(), dir, kSyncBenchLogBytes);
+      PrefilledLogFileSystem::Make(rocksdb::FileSystem::Default(), dir, std::move(options));
   const rocksdb::IOOptions io;
   auto make_log = [&](int number) {
     std::unique_ptr<rocksdb::FSWritableFile> log;
@@ -237,12 +240,14 @@ void BM_SyncedLogWrite(benchmark::State& state) {
   };
   std::unique_ptr<rocksdb::FSWritableFile> log = make_log(1);
   if (state.range(0) != 0) {
-    // A full first log makes the next log's successor a prefilled one.
+    // A full first log makes the next two logs prefilled ones, the third
+    // with no spare being written behind it.
     DYNAMO_CHECK(log->Append(std::string(kSyncBenchLogBytes / 2, 'f'), io, nullptr).ok());
+    fs->WaitForSpare();
     log = make_log(2);
     fs->WaitForSpare();
     log = make_log(3);
-    DYNAMO_CHECK(fs->stats().prefilled_logs == 1);
+    DYNAMO_CHECK(fs->stats().prefilled_logs == 2);
   }
   const std::string record(kSyncBenchRecordBytes, 'r');
   for (auto _ : state) {

@@ -101,6 +101,15 @@ CachedEngineStats CachedEngine::stats() const {
   return CachedEngineStats{hits_, misses_, entries_.size(), bytes_};
 }
 
+void CachedEngine::AppendCounters(EngineCounters& out) const {
+  inner_->AppendCounters(out);
+  const CachedEngineStats s = stats();
+  out.insert(out.end(), {{"value_cache_bytes", s.bytes},
+                         {"value_cache_entries", s.entries},
+                         {"value_cache_hits", s.hits},
+                         {"value_cache_misses", s.misses}});
+}
+
 uint32_t CachedEngine::PositionOf(std::string_view key, uint64_t hash) const {
   return entries_.Find(hash, [&](const Entry& e) { return e.key == key; });
 }

@@ -122,7 +122,9 @@ int Main(int argc, char** argv) {
     store = std::make_unique<MemoryEngine>();
     spdlog::warn("memory engine: nothing survives a restart");
   } else {
-    Result<std::unique_ptr<Engine>> opened = OpenRocksDb(config.data_dir + "/rocksdb", config.rocksdb);
+    RocksDbOptions rocksdb = config.rocksdb;
+    rocksdb.warn = [](const std::string& message) { spdlog::warn("storage: {}", message); };
+    Result<std::unique_ptr<Engine>> opened = OpenRocksDb(config.data_dir + "/rocksdb", rocksdb);
     if (!opened.ok()) {
       spdlog::error("{}", opened.status().ToString());
       return 1;

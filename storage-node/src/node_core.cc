@@ -730,6 +730,8 @@ proto::StatsReply NodeCore::StatsNow() {
       {"transfers_done", stats_.transfers_done},
       {"trees_ready", trees_ready_ ? 1u : 0u},
   };
+  if (counter_source_) counter_source_(r.counters);
+  std::sort(r.counters.begin(), r.counters.end());
   return r;
 }
 

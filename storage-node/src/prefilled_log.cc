@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -57,12 +58,61 @@ Status SyncDir(const std::string& dir) {
   return Status::OK();
 }
 
+using Clock = std::chrono::steady_clock;
+
+double SecondsBetween(Clock::time_point from, Clock::time_point to) {
+  return std::max(1e-3, std::chrono::duration<double>(to - from).count());
+}
+
+// How far a log has been written, and when it passed each of its last few
+// mebibytes: shared by the log and the file system, which paces the next
+// spare by how fast the log was written lately (a log's whole life may hold
+// an idle night).
+class LogProgress {
+ public:
+  explicit LogProgress(Clock::time_point made) : made_(made) {}
+
+  uint64_t bytes() const { return bytes_.load(std::memory_order_acquire); }
+
+  // The log is now `bytes` long. One writer at a time.
+  void Wrote(uint64_t bytes) {
+    const uint64_t before = bytes_.load(std::memory_order_relaxed);
+    bytes_.store(bytes, std::memory_order_release);
+    const uint64_t first = before / kMarkBytes + 1;
+    const uint64_t last = bytes / kMarkBytes;
+    if (last < first) return;
+    const int64_t now = Clock::now().time_since_epoch().count();
+    for (uint64_t m = std::max(first, last >= kMarks ? last - kMarks + 1 : 1); m <= last; ++m) {
+      marks_[m % kMarks].store(now, std::memory_order_release);
+    }
+  }
+
+  // Bytes a second over the last kMarks MiB written, or over the log's life
+  // while it is shorter than two.
+  double Rate(Clock::time_point now) const {
+    const uint64_t b = bytes();
+    const uint64_t last = b / kMarkBytes;
+    if (last < 2) return static_cast<double>(b) / SecondsBetween(made_, now);
+    const uint64_t first = last >= kMarks ? last - kMarks + 1 : 1;
+    const Clock::time_point at(
+        Clock::duration(marks_[first % kMarks].load(std::memory_order_acquire)));
+    return static_cast<double>(b - first * kMarkBytes) / SecondsBetween(at, now);
+  }
+
+ private:
+  static constexpr uint64_t kMarkBytes = 1u << 20;
+  static constexpr uint64_t kMarks = 8;
+  const Clock::time_point made_;
+  std::atomic<uint64_t> bytes_{0};
+  std::array<std::atomic<int64_t>, kMarks> marks_{};
+};
+
 // A log made from a spare: written over from offset 0, its size on disk
 // unchanged until it outgrows the spare or is closed.
 class PrefilledLog : public rocksdb::FSWritableFile {
  public:
-  PrefilledLog(std::string path, int fd, std::shared_ptr<std::atomic<uint64_t>> size)
-      : path_(std::move(path)), fd_(fd), size_(std::move(size)) {}
+  PrefilledLog(std::string path, int fd, std::shared_ptr<LogProgress> progress)
+      : path_(std::move(path)), fd_(fd), progress_(std::move(progress)) {}
   ~PrefilledLog() override {
     if (fd_ >= 0) (void)Close(rocksdb::IOOptions(), nullptr);
   }
@@ -72,7 +122,7 @@ class PrefilledLog : public rocksdb::FSWritableFile {
                            rocksdb::IODebugContext*) override {
     const char* p = data.data();
     size_t left = data.size();
-    uint64_t offset = size_->load(std::memory_order_relaxed);
+    uint64_t offset = progress_->bytes();
     while (left > 0) {
       ssize_t n = ::pwrite(fd_, p, left, static_cast<off_t>(offset));
       if (n < 0) {
@@ -83,7 +133,7 @@ class PrefilledLog : public rocksdb::FSWritableFile {
       left -= static_cast<size_t>(n);
       offset += static_cast<uint64_t>(n);
     }
-    size_->store(offset, std::memory_order_release);
+    progress_->Wrote(offset);
     return rocksdb::IOStatus::OK();
   }
 
@@ -92,7 +142,7 @@ class PrefilledLog : public rocksdb::FSWritableFile {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
       return ErrnoStatus("truncate", path_, errno);
     }
-    size_->store(size, std::memory_order_release);
+    progress_->Wrote(size);
     return rocksdb::IOStatus::OK();
   }
 
@@ -100,7 +150,7 @@ class PrefilledLog : public rocksdb::FSWritableFile {
   rocksdb::IOStatus Close(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override {
     if (fd_ < 0) return rocksdb::IOStatus::OK();
     rocksdb::IOStatus s;
-    if (::ftruncate(fd_, static_cast<off_t>(size_->load(std::memory_order_acquire))) != 0) {
+    if (::ftruncate(fd_, static_cast<off_t>(progress_->bytes())) != 0) {
       s = ErrnoStatus("truncate", path_, errno);
     }
     if (::close(fd_) != 0 && s.ok()) s = ErrnoStatus("close", path_, errno);
@@ -125,14 +175,14 @@ class PrefilledLog : public rocksdb::FSWritableFile {
   bool IsSyncThreadSafe() const override { return true; }
 
   uint64_t GetFileSize(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override {
-    return size_->load(std::memory_order_acquire);
+    return progress_->bytes();
   }
 
  private:
   const std::string path_;
   int fd_;
-  // Shared with the file system, which sizes the next spare from it.
-  const std::shared_ptr<std::atomic<uint64_t>> size_;
+  // Shared with the file system, which sizes and paces the next spare by it.
+  const std::shared_ptr<LogProgress> progress_;
 };
 
 }  // namespace
@@ -141,7 +191,7 @@ struct PrefilledLogFileSystem::State {
   std::string dir;
   std::string spare;
   std::string spare_tmp;
-  uint64_t spare_bytes_max = 0;
+  PrefilledLogOptions options;
 
   mutable std::mutex mu;
   std::condition_variable cv;
@@ -151,25 +201,30 @@ struct PrefilledLogFileSystem::State {
   bool making = false;
   bool stop = false;
   PrefilledLogStats stats;
-  // The log made last, and its size so far when made from a spare (else the
-  // file's size is its own).
+  // The log made last, and how far it has been written.
   std::string current_log;
-  std::shared_ptr<std::atomic<uint64_t>> current_size;
-  std::chrono::steady_clock::time_point current_since;
+  std::shared_ptr<LogProgress> current;
   std::thread worker;
 
-  // The size of the log made last, as written so far.
-  uint64_t CurrentLogBytes() const {
-    if (current_size) return current_size->load(std::memory_order_acquire);
-    struct stat st;
-    if (current_log.empty() || ::stat(current_log.c_str(), &st) != 0) return 0;
-    return static_cast<uint64_t>(st.st_size);
+  // Asks for a spare at `bytes`, written at twice the pace the current log
+  // was lately. Holding mu.
+  void Want(uint64_t bytes, Clock::time_point now) {
+    want_bytes = std::min(options.spare_bytes_max, bytes);
+    want_pace = std::max<double>(kPrefillMinPace, kPrefillPaceFactor * current->Rate(now));
+    cv.notify_all();
+  }
+
+  // A growing log passed kPrefillMinLogBytes.
+  void GrownLogFilled(const std::string& fname) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (fname != current_log || spare_ready || making || want_bytes > 0 || stop) return;
+    Want(options.first_spare_bytes, Clock::now());
   }
 
   // Writes a spare's zeros, syncs them, then names the file as the spare, so
   // a spare under its name is always whole.
   Status MakeSpare(uint64_t bytes, double pace) {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = Clock::now();
     int fd = ::open(spare_tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
     if (fd < 0) return Status::IOError("create " + spare_tmp + ": " + std::strerror(errno));
     const std::vector<char> zeros(kPrefillStepBytes, 0);
@@ -217,26 +272,69 @@ struct PrefilledLogFileSystem::State {
       lock.unlock();
       Status s = MakeSpare(bytes, pace);
       lock.lock();
-      making = false;
       if (s.ok()) {
         spare_ready = true;
         ++stats.spares_made;
-      } else {
+      } else if (!stop) {
         ++stats.spare_failures;
         stats.last_error = s.ToString();
+        if (options.warn) {
+          // Still making: WaitForSpare returns once the warning is out.
+          lock.unlock();
+          options.warn("no spare log file of zeros, logs grow: " + s.ToString());
+          lock.lock();
+        }
       }
+      making = false;
       cv.notify_all();
     }
   }
 };
 
+// A log made with no spare, growing as it is written. Past
+// kPrefillMinLogBytes it asks for a spare, so the next log need not grow too.
+class PrefilledLogFileSystem::GrownLog : public rocksdb::FSWritableFileOwnerWrapper {
+ public:
+  GrownLog(std::unique_ptr<rocksdb::FSWritableFile> log, std::string path,
+           std::shared_ptr<LogProgress> progress, std::shared_ptr<State> state)
+      : FSWritableFileOwnerWrapper(std::move(log)),
+        path_(std::move(path)),
+        progress_(std::move(progress)),
+        state_(std::move(state)) {}
+
+  rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
+                           rocksdb::IODebugContext* dbg) override {
+    Count(data.size());
+    return target()->Append(data, options, dbg);
+  }
+  rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
+                           const rocksdb::DataVerificationInfo& info,
+                           rocksdb::IODebugContext* dbg) override {
+    Count(data.size());
+    return target()->Append(data, options, info, dbg);
+  }
+
+ private:
+  void Count(size_t bytes) {
+    const uint64_t before = progress_->bytes();
+    progress_->Wrote(before + bytes);
+    if (before < kPrefillMinLogBytes && before + bytes >= kPrefillMinLogBytes) {
+      state_->GrownLogFilled(path_);
+    }
+  }
+
+  const std::string path_;
+  const std::shared_ptr<LogProgress> progress_;
+  const std::shared_ptr<State> state_;
+};
+
 std::shared_ptr<PrefilledLogFileSystem> PrefilledLogFileSystem::Make(
-    std::shared_ptr<rocksdb::FileSystem> base, std::string dir, uint64_t spare_bytes_max) {
-  auto state = std::make_unique<State>();
+    std::shared_ptr<rocksdb::FileSystem> base, std::string dir, PrefilledLogOptions options) {
+  auto state = std::make_shared<State>();
   state->spare = dir + "/" + kSpareName;
   state->spare_tmp = dir + "/" + kSpareTmpName;
   state->dir = std::move(dir);
-  state->spare_bytes_max = spare_bytes_max;
+  state->options = std::move(options);
   struct stat st;
   state->spare_ready = ::stat(state->spare.c_str(), &st) == 0 && S_ISREG(st.st_mode);
   State* raw = state.get();
@@ -246,7 +344,7 @@ std::shared_ptr<PrefilledLogFileSystem> PrefilledLogFileSystem::Make(
 }
 
 PrefilledLogFileSystem::PrefilledLogFileSystem(std::shared_ptr<rocksdb::FileSystem> base,
-                                               std::unique_ptr<State> state)
+                                               std::shared_ptr<State> state)
     : rocksdb::FileSystemWrapper(std::move(base)), state_(std::move(state)) {}
 
 PrefilledLogFileSystem::~PrefilledLogFileSystem() {
@@ -271,27 +369,23 @@ rocksdb::IOStatus PrefilledLogFileSystem::NewWritableFile(
     // left half made by an earlier process can go.
     ::unlink(st.spare_tmp.c_str());
   }
-  const uint64_t filled = st.CurrentLogBytes();
-  const auto now = std::chrono::steady_clock::now();
-  if (!st.making && filled >= kPrefillMinLogBytes) {
-    st.want_bytes = std::min(st.spare_bytes_max, filled + filled / 4);
-    const double seconds = std::chrono::duration<double>(now - st.current_since).count();
-    st.want_pace = std::max<double>(kPrefillMinPace, kPrefillPaceFactor * filled / seconds);
-    st.cv.notify_all();
-  }
+  const auto now = Clock::now();
+  const uint64_t filled = st.current ? st.current->bytes() : 0;
+  if (!st.making && filled >= kPrefillMinLogBytes) st.Want(filled + filled / 4, now);
+  auto progress = std::make_shared<LogProgress>(now);
   st.current_log = fname;
-  st.current_size.reset();
-  st.current_since = now;
+  st.current = progress;
   const bool taken = st.spare_ready && ::rename(st.spare.c_str(), fname.c_str()) == 0;
   st.spare_ready = false;
   if (!taken) {
     ++st.stats.grown_logs;
     lock.unlock();
-    return target()->NewWritableFile(fname, options, result, dbg);
+    std::unique_ptr<rocksdb::FSWritableFile> log;
+    rocksdb::IOStatus s = target()->NewWritableFile(fname, options, &log, dbg);
+    if (s.ok()) result->reset(new GrownLog(std::move(log), fname, std::move(progress), state_));
+    return s;
   }
   ++st.stats.prefilled_logs;
-  auto size = std::make_shared<std::atomic<uint64_t>>(0);
-  st.current_size = size;
   lock.unlock();
   int fd = ::open(fname.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", fname, errno);
@@ -301,7 +395,7 @@ rocksdb::IOStatus PrefilledLogFileSystem::NewWritableFile(
     ::close(fd);
     return rocksdb::IOStatus::IOError(synced.ToString());
   }
-  result->reset(new PrefilledLog(fname, fd, std::move(size)));
+  result->reset(new PrefilledLog(fname, fd, std::move(progress)));
   return rocksdb::IOStatus::OK();
 }
 

@@ -14,17 +14,21 @@
 // no spare is ready, or a log outgrows it, the log grows as usual.
 //
 // A spare is sized from the log it follows: a quarter more than the log
-// current when the last one was made, up to a limit. A database that never
-// fills a log of kPrefillMinLogBytes (an idle node, most tests) never writes a
-// spare. Its zeros are written at twice the pace that log was, in small steps:
-// the disk's next cache flush, which a log sync waits for, carries whatever
-// was written before it, so a burst of zeros would lengthen the syncs behind
-// it.
+// current when the last one was made, up to a limit. A log that grows (the
+// first after a start, or one made while no spare was ready) asks for a spare
+// as soon as it passes kPrefillMinLogBytes, of the size the database expects
+// its logs to reach, so a node writes over zeros from its second log on. A
+// database that never fills a log of kPrefillMinLogBytes (an idle node, most
+// tests) never writes a spare. Its zeros are written at twice the pace the
+// log before it was over its last few mebibytes, in small steps: the disk's
+// next cache flush, which a log sync waits for, carries whatever was written
+// before it, so a burst of zeros would lengthen the syncs behind it.
 #pragma once
 
 #include <rocksdb/file_system.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -35,12 +39,23 @@ namespace dynamo::node {
 inline constexpr uint64_t kPrefillStepBytes = 128u << 10;
 // The smallest log whose successor gets a spare.
 inline constexpr uint64_t kPrefillMinLogBytes = 1u << 20;
-// A spare is written this many times faster than the log before it was, and
-// never slower than kPrefillMinPace bytes a second.
+// A spare is written this many times faster than the log before it was lately,
+// and never slower than kPrefillMinPace bytes a second.
 inline constexpr double kPrefillPaceFactor = 2.0;
 inline constexpr double kPrefillMinPace = 4u << 20;
 
-// What a prefilled-log file system has done (tests, benchmarks).
+struct PrefilledLogOptions {
+  // The largest spare.
+  uint64_t spare_bytes_max = 64u << 20;
+  // The spare a growing log asks for, before any log was seen to fill: about
+  // the size the database's logs reach. Capped by spare_bytes_max.
+  uint64_t first_spare_bytes = 64u << 20;
+  // Told why a spare could not be made (the logs then grow), from the spare's
+  // thread. May be empty.
+  std::function<void(const std::string&)> warn;
+};
+
+// What a prefilled-log file system has done (node stats, tests, benchmarks).
 struct PrefilledLogStats {
   uint64_t prefilled_logs = 0;  // logs made from a spare
   uint64_t grown_logs = 0;      // logs made with no spare ready
@@ -51,12 +66,11 @@ struct PrefilledLogStats {
 
 class PrefilledLogFileSystem : public rocksdb::FileSystemWrapper {
  public:
-  // Logs made in `dir` (the database directory) get spares of at most
-  // `spare_bytes_max`. A spare left there by an earlier run is used, and a
-  // half-made one is removed when the first log is made (by then RocksDB
-  // holds the directory).
+  // Logs made in `dir` (the database directory) get spares as `options`
+  // say. A spare left there by an earlier run is used, and a half-made one is
+  // removed when the first log is made (by then RocksDB holds the directory).
   static std::shared_ptr<PrefilledLogFileSystem> Make(std::shared_ptr<rocksdb::FileSystem> base,
-                                                      std::string dir, uint64_t spare_bytes_max);
+                                                      std::string dir, PrefilledLogOptions options);
   ~PrefilledLogFileSystem() override;
 
   const char* Name() const override { return "PrefilledLogFileSystem"; }
@@ -70,8 +84,10 @@ class PrefilledLogFileSystem : public rocksdb::FileSystemWrapper {
 
  private:
   struct State;
-  PrefilledLogFileSystem(std::shared_ptr<rocksdb::FileSystem> base, std::unique_ptr<State> state);
-  std::unique_ptr<State> state_;
+  class GrownLog;
+  PrefilledLogFileSystem(std::shared_ptr<rocksdb::FileSystem> base, std::shared_ptr<State> state);
+  // Shared with the growing logs, which ask it for a spare.
+  std::shared_ptr<State> state_;
 };
 
 }  // namespace dynamo::node

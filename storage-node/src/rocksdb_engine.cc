@@ -60,10 +60,11 @@ std::string PrefixEnd(std::string_view prefix) {
 
 class RocksDbEngine : public Engine {
  public:
-  RocksDbEngine(std::unique_ptr<rocksdb::Env> env, std::unique_ptr<rocksdb::DB> db,
-                std::vector<rocksdb::ColumnFamilyHandle*> handles, const RocksDbOptions& options,
-                std::mt19937_64 rng)
-      : env_(std::move(env)),
+  RocksDbEngine(std::shared_ptr<PrefilledLogFileSystem> logs, std::unique_ptr<rocksdb::Env> env,
+                std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
+                const RocksDbOptions& options, std::mt19937_64 rng)
+      : logs_(std::move(logs)),
+        env_(std::move(env)),
         db_(std::move(db)),
         handles_(std::move(handles)),
         write_buffer_bytes_(options.write_buffer_bytes),
@@ -158,6 +159,15 @@ class RocksDbEngine : public Engine {
 
   std::string_view name() const override { return "rocksdb"; }
 
+  void AppendCounters(EngineCounters& out) const override {
+    if (!logs_) return;
+    const PrefilledLogStats s = logs_->stats();
+    out.insert(out.end(), {{"logs_grown", s.grown_logs},
+                           {"logs_prefilled", s.prefilled_logs},
+                           {"log_spare_failures", s.spare_failures},
+                           {"log_spares_made", s.spares_made}});
+  }
+
  private:
   Result<std::optional<std::string>> Read(const rocksdb::ReadOptions& ro, Space space,
                                           std::string_view key) {
@@ -237,7 +247,8 @@ class RocksDbEngine : public Engine {
   rocksdb::ColumnFamilyHandle* Family(Space space) { return handles_[static_cast<size_t>(space)]; }
   static rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
 
-  // Outlives the database: its file system owns the logs' spare.
+  // Outlive the database: the file system owns the logs' spare.
+  std::shared_ptr<PrefilledLogFileSystem> logs_;  // null: logs grow
   std::unique_ptr<rocksdb::Env> env_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
@@ -276,10 +287,17 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   env->LowerThreadPoolIOPriority(rocksdb::Env::LOW);
   env->LowerThreadPoolIOPriority(rocksdb::Env::HIGH);
   (void)env->LowerThreadPoolCPUPriority(rocksdb::Env::LOW, rocksdb::CpuPriority::kLow);
+  std::shared_ptr<PrefilledLogFileSystem> logs;
   std::unique_ptr<rocksdb::Env> own_env;
   if (options.prefilled_log_bytes_max > 0) {
-    own_env = rocksdb::NewCompositeEnv(
-        PrefilledLogFileSystem::Make(env->GetFileSystem(), dir, options.prefilled_log_bytes_max));
+    PrefilledLogOptions lo;
+    lo.spare_bytes_max = options.prefilled_log_bytes_max;
+    // A log lasts about one data memtable, and a spare is a quarter larger.
+    const uint64_t largest_memtable = StaggeredWriteBufferBytes(options.write_buffer_bytes, 1.0);
+    lo.first_spare_bytes = largest_memtable + largest_memtable / 4;
+    lo.warn = options.warn;
+    logs = PrefilledLogFileSystem::Make(env->GetFileSystem(), dir, std::move(lo));
+    own_env = rocksdb::NewCompositeEnv(logs);
     db_options.env = own_env.get();
   }
   rocksdb::BlockBasedTableOptions table;
@@ -308,8 +326,9 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
-  return std::unique_ptr<Engine>(new RocksDbEngine(
-      std::move(own_env), std::unique_ptr<rocksdb::DB>(raw), std::move(handles), options, rng));
+  return std::unique_ptr<Engine>(new RocksDbEngine(std::move(logs), std::move(own_env),
+                                                   std::unique_ptr<rocksdb::DB>(raw),
+                                                   std::move(handles), options, rng));
 }
 
 }  // namespace dynamo::node

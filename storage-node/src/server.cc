@@ -29,6 +29,8 @@ NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeSt
                                          case LogLevel::kError: spdlog::error(msg); break;
                                        }
                                      });
+  core_->SetCounterSource(
+      [engine = engine_.get()](EngineCounters& out) { engine->AppendCounters(out); });
   worker_ = std::make_unique<StorageWorker>(engine_.get(), &loop_);
   net::ConnectionOptions copts;
   copts.limits = config_.node.limits;

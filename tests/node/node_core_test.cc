@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <iostream>
 
 #include "dynamo/node/keys.h"
@@ -119,6 +120,23 @@ TEST(NodeCoreTest, CoordPutAssignsDotsAndKeepsConcurrentWrites) {
   SiblingSet after = std::get<proto::CoordPutReply>(d->body).siblings;
   ASSERT_EQ(after.size(), 1u);
   EXPECT_TRUE(after[0].tombstone);
+}
+
+TEST(NodeCoreTest, StatsAddTheCounterSourcesInNameOrder) {
+  SimCluster sim(1);
+  sim.AddNode("n1");
+  sim.RunFor(100);
+  sim.core("n1").SetCounterSource([](EngineCounters& out) {
+    out.emplace_back("zz_engine", 7);
+    out.emplace_back("aa_engine", 3);
+  });
+  Result<proto::Message> r = sim.Request("n1", proto::StatsRequest{});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  const auto& counters = std::get<proto::StatsReply>(r->body).counters;
+  ASSERT_FALSE(counters.empty());
+  EXPECT_EQ(counters.front(), (std::pair<std::string, uint64_t>{"aa_engine", 3}));
+  EXPECT_EQ(counters.back(), (std::pair<std::string, uint64_t>{"zz_engine", 7}));
+  EXPECT_TRUE(std::is_sorted(counters.begin(), counters.end()));
 }
 
 TEST(NodeCoreTest, ConcurrentWritesToOneKeyAreSerialized) {

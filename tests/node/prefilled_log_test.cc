@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "dynamo/node/keys.h"
 #include "dynamo/node/rocksdb_engine.h"
@@ -59,6 +61,7 @@ bool EndsInZeros(const fs::path& path) {
 class PrefilledLogTest : public ::testing::Test {
  protected:
   static constexpr uint64_t kMax = 8u << 20;
+  static constexpr uint64_t kFirst = 3u << 20;
 
   void SetUp() override {
     dir_ = TempDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
@@ -68,7 +71,16 @@ class PrefilledLogTest : public ::testing::Test {
     fs_.reset();
     fs::remove_all(dir_);
   }
-  void Make() { fs_ = PrefilledLogFileSystem::Make(rocksdb::FileSystem::Default(), dir_, kMax); }
+  void Make() {
+    PrefilledLogOptions options;
+    options.spare_bytes_max = kMax;
+    options.first_spare_bytes = kFirst;
+    options.warn = [this](const std::string& message) {
+      std::lock_guard<std::mutex> lock(mu_);
+      warnings_.push_back(message);
+    };
+    fs_ = PrefilledLogFileSystem::Make(rocksdb::FileSystem::Default(), dir_, std::move(options));
+  }
 
   std::string Name(int number) { return dir_ + "/" + std::to_string(100000 + number) + ".log"; }
 
@@ -81,55 +93,88 @@ class PrefilledLogTest : public ::testing::Test {
     ASSERT_TRUE(f->Append(data, io_, nullptr).ok());
   }
   std::string Spare() const { return dir_ + "/PREFILLED-LOG"; }
-  // Fills log 1 enough for a spare, switches to log 2 and waits for the spare.
+  // Fills log 1 enough for a spare, waits for it and switches to log 2, made
+  // from it, then waits for the spare the switch asks for.
   std::unique_ptr<rocksdb::FSWritableFile> SwitchAfterAFullLog() {
     auto log = Create(Name(1));
     Append(log.get(), std::string(kPrefillMinLogBytes, 'a'));
+    fs_->WaitForSpare();
     log = Create(Name(2));
     fs_->WaitForSpare();
+    EXPECT_EQ(fs_->stats().prefilled_logs, 1u);
     return log;
+  }
+  std::vector<std::string> Warnings() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return warnings_;
   }
 
   std::string dir_;
   std::shared_ptr<PrefilledLogFileSystem> fs_;
   rocksdb::IOOptions io_;
+  std::mutex mu_;
+  std::vector<std::string> warnings_;
 };
+
+TEST_F(PrefilledLogTest, AGrowingLogPastAMebibyteGetsTheFirstSpare) {
+  auto first = Create(Name(1));
+  Append(first.get(), std::string(kPrefillMinLogBytes - 1, 'a'));
+  fs_->WaitForSpare();
+  EXPECT_FALSE(fs::exists(Spare()));
+  Append(first.get(), "a");
+  fs_->WaitForSpare();
+  ASSERT_TRUE(fs::exists(Spare()));
+  EXPECT_EQ(fs::file_size(Spare()), kFirst);
+  EXPECT_TRUE(AllZero(ReadFile(Spare())));
+  // Asked once: more records ask for no other spare.
+  Append(first.get(), std::string(kPrefillMinLogBytes, 'a'));
+  fs_->WaitForSpare();
+  PrefilledLogStats stats = fs_->stats();
+  EXPECT_EQ(stats.spares_made, 1u);
+  EXPECT_EQ(stats.grown_logs, 1u);
+  ASSERT_TRUE(first->Close(io_, nullptr).ok());
+  EXPECT_EQ(fs::file_size(Name(1)), 2 * kPrefillMinLogBytes);
+}
 
 TEST_F(PrefilledLogTest, TheLogAfterAFullOneIsWrittenOverASpareOfZeros) {
   auto first = Create(Name(1));
   Append(first.get(), std::string(2u << 20, 'a'));
+  fs_->WaitForSpare();
   ASSERT_TRUE(first->Close(io_, nullptr).ok());
-  // The second log grows: its spare is made only now, a quarter larger than
-  // the first log.
+  // The second log is the first spare; the switch asks for the next one, a
+  // quarter larger than the first log.
   auto second = Create(Name(2));
   fs_->WaitForSpare();
   ASSERT_TRUE(fs::exists(Spare()));
   EXPECT_EQ(fs::file_size(Spare()), (2u << 20) + (512u << 10));
   EXPECT_TRUE(AllZero(ReadFile(Spare())));
-  Append(second.get(), std::string(100, 'b'));
-  ASSERT_TRUE(second->Close(io_, nullptr).ok());
-
-  auto third = Create(Name(3));
-  EXPECT_FALSE(fs::exists(Spare()));
   PrefilledLogStats stats = fs_->stats();
-  EXPECT_EQ(stats.grown_logs, 2u);
+  EXPECT_EQ(stats.grown_logs, 1u);
   EXPECT_EQ(stats.prefilled_logs, 1u);
-  Append(third.get(), "record one");
-  Append(third.get(), " and two");
-  ASSERT_TRUE(third->Sync(io_, nullptr).ok());
-  EXPECT_EQ(third->GetFileSize(io_, nullptr), 18u);
+  EXPECT_EQ(stats.spares_made, 2u);
+  Append(second.get(), "record one");
+  Append(second.get(), " and two");
+  ASSERT_TRUE(second->Sync(io_, nullptr).ok());
+  EXPECT_EQ(second->GetFileSize(io_, nullptr), 18u);
   // On disk the log keeps the spare's size, its records over the first zeros.
-  std::string on_disk = ReadFile(Name(3));
-  ASSERT_EQ(on_disk.size(), (2u << 20) + (512u << 10));
+  std::string on_disk = ReadFile(Name(2));
+  ASSERT_EQ(on_disk.size(), kFirst);
   EXPECT_EQ(on_disk.substr(0, 18), "record one and two");
   EXPECT_TRUE(AllZero(std::string_view(on_disk).substr(18)));
   // Closed, it has its true size.
-  ASSERT_TRUE(third->Close(io_, nullptr).ok());
-  EXPECT_EQ(ReadFile(Name(3)), "record one and two");
-  // The second log, under 1 MiB, got no spare after it.
+  ASSERT_TRUE(second->Close(io_, nullptr).ok());
+  EXPECT_EQ(ReadFile(Name(2)), "record one and two");
+
+  auto third = Create(Name(3));
+  EXPECT_FALSE(fs::exists(Spare()));
+  EXPECT_EQ(fs::file_size(Name(3)), (2u << 20) + (512u << 10));
+  // The second log, under 1 MiB, got no spare after it, and the third, made
+  // from one, asks for none however full.
+  Append(third.get(), std::string(2u << 20, 'c'));
   fs_->WaitForSpare();
   EXPECT_FALSE(fs::exists(Spare()));
-  EXPECT_EQ(fs_->stats().spares_made, 1u);
+  EXPECT_EQ(fs_->stats().spares_made, 2u);
+  EXPECT_TRUE(Warnings().empty());
 }
 
 TEST_F(PrefilledLogTest, LogsUnderAMebibyteMakeNoSpareAndSparesStopAtTheLimit) {
@@ -139,16 +184,42 @@ TEST_F(PrefilledLogTest, LogsUnderAMebibyteMakeNoSpareAndSparesStopAtTheLimit) {
   fs_->WaitForSpare();
   EXPECT_FALSE(fs::exists(Spare()));
   Append(log.get(), std::string(kMax, 'b'));
+  fs_->WaitForSpare();
   log = Create(Name(3));
+  EXPECT_EQ(fs_->stats().prefilled_logs, 1u);
   fs_->WaitForSpare();
   EXPECT_EQ(fs::file_size(Spare()), kMax);
-  EXPECT_EQ(fs_->stats().spares_made, 1u);
+  EXPECT_EQ(fs_->stats().spares_made, 2u);
+}
+
+TEST_F(PrefilledLogTest, ASpareThatCannotBeWrittenIsReportedAndLogsGrow) {
+  // A directory where the spare is written makes every attempt fail.
+  fs::create_directories(dir_ + "/PREFILLED-LOG.tmp");
+  auto log = Create(Name(1));
+  Append(log.get(), std::string(kPrefillMinLogBytes, 'a'));
+  fs_->WaitForSpare();
+  log = Create(Name(2));
+  fs_->WaitForSpare();
+  Append(log.get(), "after");
+  ASSERT_TRUE(log->Sync(io_, nullptr).ok());
+  ASSERT_TRUE(log->Close(io_, nullptr).ok());
+  EXPECT_EQ(ReadFile(Name(2)), "after");
+  PrefilledLogStats stats = fs_->stats();
+  EXPECT_EQ(stats.grown_logs, 2u);
+  EXPECT_EQ(stats.prefilled_logs, 0u);
+  EXPECT_EQ(stats.spares_made, 0u);
+  EXPECT_EQ(stats.spare_failures, 2u);
+  EXPECT_NE(stats.last_error.find("PREFILLED-LOG.tmp"), std::string::npos) << stats.last_error;
+  std::vector<std::string> warnings = Warnings();
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_NE(warnings[0].find("logs grow"), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find(stats.last_error), std::string::npos) << warnings[0];
 }
 
 TEST_F(PrefilledLogTest, ALogThatOutgrowsItsSpareGrows) {
   auto log = SwitchAfterAFullLog();
   log = Create(Name(3));
-  ASSERT_EQ(fs_->stats().prefilled_logs, 1u);
+  ASSERT_EQ(fs_->stats().prefilled_logs, 2u);
   const uint64_t spare = fs::file_size(Name(3));
   const std::string data(spare + 1000, 'c');
   Append(log.get(), data.substr(0, 1000));

@@ -102,6 +102,12 @@ TEST(ProcessTest, ThreeAndFiveNodesFormOneRing) {
                 std::string::npos)
           << out;
     }
+    // The engine's counters come with the node's: the first log grew.
+    Result<cli::NodeStatsView> stats = c.Stats("n1");
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    EXPECT_GE(stats->Get("logs_grown", 0), 1u);
+    EXPECT_EQ(stats->Get("log_spare_failures", 99), 0u);
+    EXPECT_NE(stats->Get("value_cache_misses", UINT64_MAX), UINT64_MAX);
   }
 }
 

@@ -51,6 +51,8 @@ class CachedEngine : public Engine {
   Status Sync() override { return inner_->Sync(); }
   bool MaintenanceDue() const override { return inner_->MaintenanceDue(); }
   void Maintain() override { inner_->Maintain(); }
+  // The inner engine's counters and the cache's (value_cache_*).
+  void AppendCounters(EngineCounters& out) const override;
   std::string_view name() const override { return inner_->name(); }
 
   CachedEngineStats stats() const;

@@ -62,6 +62,9 @@ struct ScanOptions {
   size_t max_bytes = 4u << 20;  // keys plus values; the entry crossing it is included
 };
 
+// Named counters, for the node's stats reply.
+using EngineCounters = std::vector<std::pair<std::string, uint64_t>>;
+
 struct ScanResult {
   std::vector<std::pair<std::string, std::string>> entries;  // full keys, ascending
   bool done = false;                                         // nothing after the last entry
@@ -101,6 +104,8 @@ class Engine {
   // Does that housekeeping. Blocks: never call it on the event loop.
   // Default: nothing.
   virtual void Maintain() {}
+  // Appends the engine's own counters to `out`. Any thread. Default: none.
+  virtual void AppendCounters(EngineCounters& out) const { (void)out; }
   // "rocksdb" or "memory".
   virtual std::string_view name() const = 0;
 };

@@ -241,6 +241,10 @@ class NodeCore {
   const Membership& membership() const { return membership_; }
   const NodeStats& stats() const { return stats_; }
   ActorId actor() const { return state_.actor; }
+  // Counters the stats reply adds to the node's own, such as the engine's.
+  void SetCounterSource(std::function<void(EngineCounters&)> source) {
+    counter_source_ = std::move(source);
+  }
 
  private:
   struct Transfer;
@@ -340,6 +344,7 @@ class NodeCore {
   NodeState state_;
   std::mt19937_64 rng_;
   LogSink log_;
+  std::function<void(EngineCounters&)> counter_source_;
   Membership membership_;
   std::optional<ClusterMap> map_;
   NodeStats stats_;

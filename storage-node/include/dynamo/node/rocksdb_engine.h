@@ -1,6 +1,7 @@
 // The durable Engine: RocksDB with one column family per space.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -29,6 +30,10 @@ struct RocksDbOptions {
   // grow as they are written. A spare is a quarter larger than the log before
   // it, so the default covers the logs of the default memtables.
   uint64_t prefilled_log_bytes_max = 64u << 20;
+  // Told of trouble the engine works around, such as a spare log file it
+  // could not write (its logs then grow); called from the engine's threads.
+  // May be empty.
+  std::function<void(const std::string&)> warn;
 };
 
 // Replicas receive the same writes, so with equal memtables they would all
