@@ -48,16 +48,6 @@ bool IsLogIn(const std::string& dir, const std::string& fname) {
   return std::all_of(base.begin(), base.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-Status SyncDir(const std::string& dir) {
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return Status::IOError("open " + dir + ": " + std::strerror(errno));
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return Status::IOError("fsync " + dir + ": " + std::strerror(err));
-  return Status::OK();
-}
-
 using Clock = std::chrono::steady_clock;
 
 double SecondsBetween(Clock::time_point from, Clock::time_point to) {
@@ -335,8 +325,6 @@ std::shared_ptr<PrefilledLogFileSystem> PrefilledLogFileSystem::Make(
   state->spare_tmp = dir + "/" + kSpareTmpName;
   state->dir = std::move(dir);
   state->options = std::move(options);
-  struct stat st;
-  state->spare_ready = ::stat(state->spare.c_str(), &st) == 0 && S_ISREG(st.st_mode);
   State* raw = state.get();
   state->worker = std::thread([raw] { raw->Run(); });
   return std::shared_ptr<PrefilledLogFileSystem>(
@@ -365,9 +353,11 @@ rocksdb::IOStatus PrefilledLogFileSystem::NewWritableFile(
   }
   std::unique_lock<std::mutex> lock(st.mu);
   if (st.current_log.empty() && !st.making) {
-    // The first log: RocksDB holds the directory's lock by now, so a spare
-    // left half made by an earlier process can go.
+    // The first log: RocksDB holds the directory's lock by now, so what an
+    // earlier process left can go: a half-made spare, and a spare, which may
+    // be a log whose rename a crash undid after records went into it.
     ::unlink(st.spare_tmp.c_str());
+    ::unlink(st.spare.c_str());
   }
   const auto now = Clock::now();
   const uint64_t filled = st.current ? st.current->bytes() : 0;
@@ -387,14 +377,11 @@ rocksdb::IOStatus PrefilledLogFileSystem::NewWritableFile(
   }
   ++st.stats.prefilled_logs;
   lock.unlock();
+  // No directory sync here, on the write path: RocksDB syncs the directory
+  // before the first sync of any new log returns, so the log's name is
+  // durable before a record synced into it counts.
   int fd = ::open(fname.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", fname, errno);
-  // The log's name must be durable before a record synced into it counts.
-  Status synced = SyncDir(st.dir);
-  if (!synced.ok()) {
-    ::close(fd);
-    return rocksdb::IOStatus::IOError(synced.ToString());
-  }
   result->reset(new PrefilledLog(fname, fd, std::move(progress)));
   return rocksdb::IOStatus::OK();
 }

@@ -67,8 +67,10 @@ struct PrefilledLogStats {
 class PrefilledLogFileSystem : public rocksdb::FileSystemWrapper {
  public:
   // Logs made in `dir` (the database directory) get spares as `options`
-  // say. A spare left there by an earlier run is used, and a half-made one is
-  // removed when the first log is made (by then RocksDB holds the directory).
+  // say. What an earlier run left there, a spare or a half-made one, is
+  // removed when the first log is made (by then RocksDB holds the directory):
+  // a crash may have undone the rename that made a spare a log after records
+  // went into it, so a spare found at a start may not be all zeros.
   static std::shared_ptr<PrefilledLogFileSystem> Make(std::shared_ptr<rocksdb::FileSystem> base,
                                                       std::string dir, PrefilledLogOptions options);
   ~PrefilledLogFileSystem() override;

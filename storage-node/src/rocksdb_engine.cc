@@ -238,7 +238,9 @@ class RocksDbEngine : public Engine {
     rocksdb::FlushOptions fo;
     fo.wait = wait_for_flushes_;
     fo.allow_write_stall = true;
-    if (db_->Flush(fo, data).ok()) {
+    // With the small spaces: a log goes once every space written into it
+    // has flushed (kLiveLogWriteBuffers).
+    if (db_->Flush(fo, handles_).ok()) {
       flush_at_ = Draw();
       last_size_ = 0;
     }
@@ -283,6 +285,7 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   // their threads run at the lowest I/O priority and compactions at a low
   // CPU priority, so the event loop preempts them.
   db_options.bytes_per_sync = kBackgroundBytesPerSync;
+  db_options.max_total_wal_size = kLiveLogWriteBuffers * options.write_buffer_bytes;
   rocksdb::Env* env = rocksdb::Env::Default();
   env->LowerThreadPoolIOPriority(rocksdb::Env::LOW);
   env->LowerThreadPoolIOPriority(rocksdb::Env::HIGH);

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -293,6 +294,43 @@ TEST(RocksDbEngineTest, EachDataMemtableFlushesAtItsOwnDrawnSize) {
 
 TEST(RocksDbEngineTest, EachDataMemtableFlushesAtItsOwnDrawnSizeThroughInlineWrites) {
   ExpectFlushesAtDrawnSizes(true);
+}
+
+// The metadata space takes a write now and then, so every log holds some of
+// it; the logs still go once the data space flushed, rather than piling up
+// until RocksDB's own bound, each to be read again at the next open.
+TEST(RocksDbEngineTest, LiveLogsStayWithinAFewWriteBuffers) {
+  const std::string dir = TempDir("live-logs");
+  RocksDbOptions options;
+  options.write_buffer_bytes = 2u << 20;
+  options.stagger_seed = 7;
+  options.wait_for_flushes = true;
+  options.prefilled_log_bytes_max = 0;  // log files at their true sizes
+  auto live_log_bytes = [&] {
+    uint64_t total = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      if (e.path().extension() == ".log") total += e.file_size();
+    }
+    return total;
+  };
+  auto engine = OpenRocksDb(dir, options);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  const std::string value(1000, 'v');
+  uint64_t most = 0;
+  for (int i = 0; i < 40'000; ++i) {
+    WriteBatch b;
+    b.Put(Space::kData, DataKey(static_cast<uint32_t>(i % 64), "k" + std::to_string(i)), value);
+    if (i % 100 == 0) b.Put(Space::kMeta, "lease", std::to_string(i));
+    ASSERT_TRUE((*engine)->Write(b, false).ok());
+    if (i % 1000 == 0) most = std::max(most, live_log_bytes());
+  }
+  const uint64_t bound = (kLiveLogWriteBuffers + 1) * options.write_buffer_bytes;
+  EXPECT_LE(most, bound) << "40 MB written, " << most << " bytes of logs live at once";
+  Result<std::optional<std::string>> lease = (*engine)->Get(Space::kMeta, "lease");
+  ASSERT_TRUE(lease.ok() && lease->has_value());
+  EXPECT_EQ(**lease, "39900");
+  engine->reset();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(MemoryEngineTest, PowerLossDropsUnsyncedWrites) {

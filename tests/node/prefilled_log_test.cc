@@ -4,6 +4,8 @@
 #include "prefilled_log.h"
 
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -241,15 +243,23 @@ TEST_F(PrefilledLogTest, OtherFilesPassThrough) {
   EXPECT_EQ(fs_->stats().grown_logs, 0u);
 }
 
-TEST_F(PrefilledLogTest, AStartUsesTheSpareItFindsAndDropsAnUnfinishedOne) {
+TEST_F(PrefilledLogTest, AStartDropsTheSparesItFinds) {
   auto log = SwitchAfterAFullLog();
   log.reset();
   fs_.reset();
+  // A spare holding records (a log whose rename a crash undid), and a half
+  // made one.
+  std::ofstream(Spare(), std::ios::app) << "records of a log";
   std::ofstream(dir_ + "/PREFILLED-LOG.tmp") << "half made";
   Make();
   log = Create(Name(3));
-  EXPECT_EQ(fs_->stats().prefilled_logs, 1u);
+  EXPECT_EQ(fs_->stats().prefilled_logs, 0u);
+  EXPECT_EQ(fs_->stats().grown_logs, 1u);
+  EXPECT_FALSE(fs::exists(Spare()));
   EXPECT_FALSE(fs::exists(dir_ + "/PREFILLED-LOG.tmp"));
+  Append(log.get(), "new");
+  ASSERT_TRUE(log->Close(io_, nullptr).ok());
+  EXPECT_EQ(ReadFile(Name(3)), "new");
 }
 
 // A database writing synced batches through its logs, the later ones made
@@ -269,20 +279,37 @@ TEST(PrefilledLogEngineTest, EverySyncedWriteSurvivesACrashImageWithZerosInTheLo
   int written = 0;
   fs::path prefilled;
   {
-    Result<std::unique_ptr<Engine>> engine = OpenRocksDb(db, options);
-    ASSERT_TRUE(engine.ok()) << engine.status().ToString();
-    // A hint nothing flushes keeps every log alive, so the image holds them all.
-    WriteBatch hint;
-    hint.Put(Space::kHints, "hint", "kept");
-    ASSERT_TRUE((*engine)->Write(hint, true).ok());
+    // RocksDB itself, with the engine's column families: the engine flushes
+    // every space at each switch, and this database must keep its older logs.
+    PrefilledLogOptions spares;
+    spares.first_spare_bytes = 4u << 20;
+    std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(
+        PrefilledLogFileSystem::Make(rocksdb::FileSystem::Default(), db, spares));
+    rocksdb::Options o;
+    o.create_if_missing = true;
+    o.create_missing_column_families = true;
+    o.env = env.get();
+    o.write_buffer_size = options.write_buffer_bytes;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const char* name : {rocksdb::kDefaultColumnFamilyName.c_str(), "hints", "meta"}) {
+      families.emplace_back(name, rocksdb::ColumnFamilyOptions(o));
+    }
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    rocksdb::Status opened = rocksdb::DB::Open(o, db, families, &handles, &raw);
+    ASSERT_TRUE(opened.ok()) << opened.ToString();
+    std::unique_ptr<rocksdb::DB> rdb(raw);
+    rocksdb::WriteOptions synced;
+    synced.sync = true;
+    // A hint nothing flushes keeps every log alive, so the image holds them
+    // all, as one taken while a flush runs holds the logs it will free.
+    ASSERT_TRUE(rdb->Put(synced, handles[1], "hint", "kept").ok());
     // Until 20 writes went into a log made from a spare, which still holds
     // its zeros: it is the newest log and ends in them.
     int after = 0;
     while (after < 20) {
       ASSERT_LT(written, 20000) << "no log was made from a spare";
-      WriteBatch batch;
-      batch.Put(Space::kData, key(written), value + std::to_string(written));
-      ASSERT_TRUE((*engine)->Write(batch, true).ok());
+      ASSERT_TRUE(rdb->Put(synced, handles[0], key(written), value + std::to_string(written)).ok());
       ++written;
       const fs::path log = NewestLog(db);
       if (EndsInZeros(log)) {
@@ -293,6 +320,8 @@ TEST(PrefilledLogEngineTest, EverySyncedWriteSurvivesACrashImageWithZerosInTheLo
       }
     }
     fs::copy(db, dir + "/image", fs::copy_options::recursive);
+    for (auto* h : handles) ASSERT_TRUE(rdb->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(rdb->Close().ok());
   }
   const fs::path newest = NewestLog(dir + "/image");
   ASSERT_EQ(newest.filename(), prefilled.filename());
