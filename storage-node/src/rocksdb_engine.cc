@@ -286,6 +286,10 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   // CPU priority, so the event loop preempts them.
   db_options.bytes_per_sync = kBackgroundBytesPerSync;
   db_options.max_total_wal_size = kLiveLogWriteBuffers * options.write_buffer_bytes;
+  // Every flush takes every space with writes in one memtable switch, so
+  // flushing the small spaces with the data space makes one new log, not
+  // one per space.
+  db_options.atomic_flush = true;
   rocksdb::Env* env = rocksdb::Env::Default();
   env->LowerThreadPoolIOPriority(rocksdb::Env::LOW);
   env->LowerThreadPoolIOPriority(rocksdb::Env::HIGH);

@@ -46,10 +46,11 @@ struct RocksDbOptions {
 // long as they run.
 inline constexpr double kWriteBufferSpread = 0.25;
 // The small spaces (metadata, hints) take a few writes into every log, and
-// RocksDB keeps a log until every space written into it has flushed. So the
-// engine flushes them whenever it switches the data memtable, and past this
-// total of live logs, in multiples of write_buffer_bytes, RocksDB flushes
-// whichever spaces hold the oldest log. Left to RocksDB's own bound (4x all
+// RocksDB keeps a log until every space written into it has flushed. So
+// every flush takes every space with writes (RocksDB's atomic flush: one
+// memtable switch, one new log), and past this total of live logs, in
+// multiples of write_buffer_bytes, RocksDB flushes the spaces holding the
+// oldest log. Left to RocksDB's own bound (4x all
 // memtables), a node would keep about 27 write buffers of logs, 860 MiB by
 // default, all of it read again at a restart.
 inline constexpr uint64_t kLiveLogWriteBuffers = 4;
