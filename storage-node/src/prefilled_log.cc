@@ -47,54 +47,7 @@ bool IsLogIn(const std::string& dir, const std::string& fname) {
   return std::all_of(base.begin(), base.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-using Clock = std::chrono::steady_clock;
-
-double SecondsBetween(Clock::time_point from, Clock::time_point to) {
-  return std::max(1e-3, std::chrono::duration<double>(to - from).count());
-}
-
-// How far a log has been written, and when it passed each of its last few
-// mebibytes: shared by the log and the file system, which paces the next
-// spare by how fast the log was written lately (a log's whole life may hold
-// an idle night).
-class LogProgress {
- public:
-  explicit LogProgress(Clock::time_point made) : made_(made) {}
-
-  uint64_t bytes() const { return bytes_.load(std::memory_order_acquire); }
-
-  // The log is now `bytes` long. One writer at a time.
-  void Wrote(uint64_t bytes) {
-    const uint64_t before = bytes_.load(std::memory_order_relaxed);
-    bytes_.store(bytes, std::memory_order_release);
-    const uint64_t first = before / kMarkBytes + 1;
-    const uint64_t last = bytes / kMarkBytes;
-    if (last < first) return;
-    const int64_t now = Clock::now().time_since_epoch().count();
-    for (uint64_t m = std::max(first, last >= kMarks ? last - kMarks + 1 : 1); m <= last; ++m) {
-      marks_[m % kMarks].store(now, std::memory_order_release);
-    }
-  }
-
-  // Bytes a second over the last kMarks MiB written, or over the log's life
-  // while it is shorter than two.
-  double Rate(Clock::time_point now) const {
-    const uint64_t b = bytes();
-    const uint64_t last = b / kMarkBytes;
-    if (last < 2) return static_cast<double>(b) / SecondsBetween(made_, now);
-    const uint64_t first = last >= kMarks ? last - kMarks + 1 : 1;
-    const Clock::time_point at(
-        Clock::duration(marks_[first % kMarks].load(std::memory_order_acquire)));
-    return static_cast<double>(b - first * kMarkBytes) / SecondsBetween(at, now);
-  }
-
- private:
-  static constexpr uint64_t kMarkBytes = 1u << 20;
-  static constexpr uint64_t kMarks = 8;
-  const Clock::time_point made_;
-  std::atomic<uint64_t> bytes_{0};
-  std::array<std::atomic<int64_t>, kMarks> marks_{};
-};
+using Clock = LogProgress::Clock;
 
 // A log made from a spare: written over from offset 0, its size on disk
 // unchanged until it outgrows the spare or is closed.
@@ -122,7 +75,7 @@ class PrefilledLog : public rocksdb::FSWritableFile {
       left -= static_cast<size_t>(n);
       offset += static_cast<uint64_t>(n);
     }
-    progress_->Wrote(offset);
+    progress_->Wrote(offset, Clock::now());
     return rocksdb::IOStatus::OK();
   }
 
@@ -131,7 +84,7 @@ class PrefilledLog : public rocksdb::FSWritableFile {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
       return ErrnoStatus("truncate", path_, errno);
     }
-    progress_->Wrote(size);
+    progress_->Wrote(size, Clock::now());
     return rocksdb::IOStatus::OK();
   }
 
@@ -175,6 +128,30 @@ class PrefilledLog : public rocksdb::FSWritableFile {
 };
 
 }  // namespace
+
+void LogProgress::Wrote(uint64_t bytes, Clock::time_point now) {
+  const uint64_t before = bytes_.load(std::memory_order_relaxed);
+  bytes_.store(bytes, std::memory_order_release);
+  const uint64_t first = before / kMarkBytes + 1;
+  const uint64_t last = bytes / kMarkBytes;
+  if (last < first) return;
+  for (uint64_t m = std::max(first, last >= kMarks ? last - kMarks + 1 : 1); m <= last; ++m) {
+    marks_[m % kMarks].store(now.time_since_epoch().count(), std::memory_order_release);
+  }
+}
+
+double LogProgress::Rate(Clock::time_point now) const {
+  auto seconds_since = [now](Clock::time_point from) {
+    return std::max(1e-3, std::chrono::duration<double>(now - from).count());
+  };
+  const uint64_t b = bytes();
+  const uint64_t last = b / kMarkBytes;
+  if (last < 2) return static_cast<double>(b) / seconds_since(made_);
+  const uint64_t first = last >= kMarks ? last - kMarks + 1 : 1;
+  const Clock::time_point at(
+      Clock::duration(marks_[first % kMarks].load(std::memory_order_acquire)));
+  return static_cast<double>(b - first * kMarkBytes) / seconds_since(at);
+}
 
 struct PrefilledLogFileSystem::State {
   std::string dir;
@@ -306,7 +283,7 @@ class PrefilledLogFileSystem::GrownLog : public rocksdb::FSWritableFileOwnerWrap
  private:
   void Count(size_t bytes) {
     const uint64_t before = progress_->bytes();
-    progress_->Wrote(before + bytes);
+    progress_->Wrote(before + bytes, Clock::now());
     if (before < kPrefillMinLogBytes && before + bytes >= kPrefillMinLogBytes) {
       state_->GrownLogFilled(path_);
     }

@@ -27,6 +27,9 @@
 
 #include <rocksdb/file_system.h>
 
+#include <array>
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -43,6 +46,31 @@ inline constexpr uint64_t kPrefillMinLogBytes = 1u << 20;
 // and never slower than kPrefillMinPace bytes a second.
 inline constexpr double kPrefillPaceFactor = 2.0;
 inline constexpr double kPrefillMinPace = 4u << 20;
+
+// How far a log has been written, and when it passed each of its last
+// kMarks mebibytes: shared by the log and the file system, which paces the
+// next spare by how fast the log was written lately (a log's whole life may
+// hold an idle night). One writer at a time; any reader.
+class LogProgress {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr uint64_t kMarkBytes = 1u << 20;
+  static constexpr uint64_t kMarks = 8;
+
+  explicit LogProgress(Clock::time_point made) : made_(made) {}
+
+  uint64_t bytes() const { return bytes_.load(std::memory_order_acquire); }
+  // The log is `bytes` long at `now`.
+  void Wrote(uint64_t bytes, Clock::time_point now);
+  // Bytes a second over the last kMarks MiB written, up to `now`; over the
+  // log's life while it is shorter than 2 MiB.
+  double Rate(Clock::time_point now) const;
+
+ private:
+  const Clock::time_point made_;
+  std::atomic<uint64_t> bytes_{0};
+  std::array<std::atomic<int64_t>, kMarks> marks_{};
+};
 
 struct PrefilledLogOptions {
   // The largest spare.
