@@ -290,6 +290,7 @@ void NodeCore::OnTick(Now now) {
   now_ms_ = now.mono_ms;
   if (now.wall_ms != 0) wall_ms_ = now.wall_ms;
   if (!started_ || exited_) return;
+  if (persist_due_) Persist(false);
   if (!map_) {
     if (now.mono_ms >= next_join_ms_) TryJoin(now);
     return;
@@ -320,6 +321,7 @@ void NodeCore::BeginShutdown(Now now) {
   now_ms_ = now.mono_ms;
   if (!shutting_down_) Log(LogLevel::kInfo, "shutting down");
   shutting_down_ = true;
+  if (persist_due_) Persist(false);
 }
 
 // ------------------------------------------------------------------ data requests
@@ -856,14 +858,24 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
                                      : std::to_string(map_->ring().nodes().size()) + " nodes";
     Log(LogLevel::kInfo, "cluster map at epoch " + std::to_string(epoch()) + ": " + state);
   }
-  if (map_changed || members_changed) Persist(map_changed);
+  // A new ring or pending change is durable before this node acts on it.
+  // Anything else (marks of finished transfers, members' states) is written
+  // unsynced at the next tick, once for all the changes until then: a
+  // forgotten mark repeats an idempotent transfer, and gossip brings it back.
+  if (map_changed && map_->ContentHash() != synced_map_hash_) {
+    Persist(true);
+  } else if (map_changed || members_changed) {
+    persist_due_ = true;
+  }
   CheckSelfStatus(now);
 }
 
 void NodeCore::Persist(bool sync) {
   if (!map_) return;
+  persist_due_ = false;
   WriteOp write;
   write.sync = sync;
+  if (sync) synced_map_hash_ = map_->ContentHash();
   write.batch.Put(Space::kMeta, std::string(kMetaClusterMap), map_->Serialize());
   write.batch.Put(Space::kMeta, std::string(kMetaMembers),
                   proto::EncodeMembers(membership_.View(now_ms_)));
@@ -1041,6 +1053,7 @@ void NodeCore::FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status statu
          [](Now, Result<proto::Message>) {});
   }
   AfterClusterChange(now, changed, false);
+  StartTransfers(now);
 }
 
 // ------------------------------------------------------------------ handoff (push)
