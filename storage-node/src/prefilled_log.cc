@@ -163,7 +163,6 @@ struct PrefilledLogFileSystem::State {
   std::condition_variable cv;
   bool spare_ready = false;
   uint64_t want_bytes = 0;  // a spare of this size is wanted; 0: none
-  double want_pace = 0;     // and written at this many bytes a second
   bool making = false;
   bool stop = false;
   PrefilledLogStats stats;
@@ -172,33 +171,41 @@ struct PrefilledLogFileSystem::State {
   std::shared_ptr<LogProgress> current;
   std::thread worker;
 
-  // Asks for a spare at `bytes`, written at twice the pace the current log
-  // was lately. Holding mu.
-  void Want(uint64_t bytes, Clock::time_point now) {
+  // Asks for a spare at `bytes`. Holding mu.
+  void Want(uint64_t bytes) {
     want_bytes = std::min(options.spare_bytes_max, bytes);
-    want_pace = std::max<double>(kPrefillMinPace, kPrefillPaceFactor * current->Rate(now));
     cv.notify_all();
+  }
+
+  // Bytes a second for a spare's zeros: twice the rate the log being written
+  // went lately, so a spare asked for while the log was slow (the first
+  // mebibyte after a start, idle time included) speeds up with it. Holding mu.
+  double Pace(Clock::time_point now) const {
+    return std::max<double>(kPrefillMinPace,
+                            kPrefillPaceFactor * (current ? current->Rate(now) : 0.0));
   }
 
   // A growing log passed kPrefillMinLogBytes.
   void GrownLogFilled(const std::string& fname) {
     std::lock_guard<std::mutex> lock(mu);
     if (fname != current_log || spare_ready || making || want_bytes > 0 || stop) return;
-    Want(options.first_spare_bytes, Clock::now());
+    Want(options.first_spare_bytes);
   }
 
   // Writes a spare's zeros, syncs them, then names the file as the spare, so
   // a spare under its name is always whole.
-  Status MakeSpare(uint64_t bytes, double pace) {
-    const auto start = Clock::now();
+  Status MakeSpare(uint64_t bytes) {
     int fd = ::open(spare_tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
     if (fd < 0) return Status::IOError("create " + spare_tmp + ": " + std::strerror(errno));
     const std::vector<char> zeros(kPrefillStepBytes, 0);
     Status s;
     for (uint64_t offset = 0; offset < bytes && s.ok();) {
+      const auto step = Clock::now();
+      double pace = 0;
       {
         std::lock_guard<std::mutex> lock(mu);
         if (stop) s = Status::Unavailable("stopping");
+        pace = Pace(step);
       }
       if (!s.ok()) break;
       const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), bytes - offset));
@@ -210,7 +217,7 @@ struct PrefilledLogFileSystem::State {
       }
       (void)::sync_file_range(fd, static_cast<off_t>(offset), w, SYNC_FILE_RANGE_WRITE);
       offset += static_cast<uint64_t>(w);
-      std::this_thread::sleep_until(start + std::chrono::duration<double>(offset / pace));
+      std::this_thread::sleep_until(step + std::chrono::duration<double>(w / pace));
     }
     if (s.ok() && ::fdatasync(fd) != 0) {
       s = Status::IOError("fdatasync " + spare_tmp + ": " + std::strerror(errno));
@@ -232,11 +239,10 @@ struct PrefilledLogFileSystem::State {
       cv.wait(lock, [this] { return stop || want_bytes > 0; });
       if (stop) return;
       const uint64_t bytes = want_bytes;
-      const double pace = want_pace;
       want_bytes = 0;
       making = true;
       lock.unlock();
-      Status s = MakeSpare(bytes, pace);
+      Status s = MakeSpare(bytes);
       lock.lock();
       if (s.ok()) {
         spare_ready = true;
@@ -337,7 +343,7 @@ rocksdb::IOStatus PrefilledLogFileSystem::NewWritableFile(
   }
   const auto now = Clock::now();
   const uint64_t filled = st.current ? st.current->bytes() : 0;
-  if (!st.making && filled >= kPrefillMinLogBytes) st.Want(filled + filled / 4, now);
+  if (!st.making && filled >= kPrefillMinLogBytes) st.Want(filled + filled / 4);
   auto progress = std::make_shared<LogProgress>(now);
   st.current_log = fname;
   st.current = progress;

@@ -19,10 +19,12 @@
 // as soon as it passes kPrefillMinLogBytes, of the size the database expects
 // its logs to reach, so a node writes over zeros from its second log on. A
 // database that never fills a log of kPrefillMinLogBytes (an idle node, most
-// tests) never writes a spare. Its zeros are written at twice the pace the
-// log before it was over its last few mebibytes, in small steps: the disk's
-// next cache flush, which a log sync waits for, carries whatever was written
-// before it, so a burst of zeros would lengthen the syncs behind it.
+// tests) never writes a spare. Its zeros are written in small steps, each at
+// twice the pace the log being written went over its last few mebibytes, so
+// they keep ahead of a load that starts or speeds up. The steps are small
+// because the disk's next cache flush, which a log sync waits for, carries
+// whatever was written before it: a burst of zeros would lengthen the syncs
+// behind it.
 #pragma once
 
 #include <rocksdb/file_system.h>
@@ -42,8 +44,8 @@ namespace dynamo::node {
 inline constexpr uint64_t kPrefillStepBytes = 128u << 10;
 // The smallest log whose successor gets a spare.
 inline constexpr uint64_t kPrefillMinLogBytes = 1u << 20;
-// A spare is written this many times faster than the log before it was lately,
-// and never slower than kPrefillMinPace bytes a second.
+// A spare is written this many times faster than the current log lately, and
+// never slower than kPrefillMinPace bytes a second.
 inline constexpr double kPrefillPaceFactor = 2.0;
 inline constexpr double kPrefillMinPace = 4u << 20;
 
