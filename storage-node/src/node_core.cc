@@ -858,13 +858,16 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
                                      : std::to_string(map_->ring().nodes().size()) + " nodes";
     Log(LogLevel::kInfo, "cluster map at epoch " + std::to_string(epoch()) + ": " + state);
   }
-  // A new ring or pending change is durable before this node acts on it.
-  // Anything else (marks of finished transfers, members' states) is written
-  // unsynced at the next tick, once for all the changes until then: a
-  // forgotten mark repeats an idempotent transfer, and gossip brings it back.
+  // A new ring or pending change is durable before this node acts on it, and
+  // members' states are written (unsynced) at once, as before a reply. A map
+  // that only gained marks of finished transfers is written unsynced at the
+  // next tick, once for all the marks until then: a forgotten mark repeats
+  // an idempotent transfer, and gossip brings it back.
   if (map_changed && map_->ContentHash() != synced_map_hash_) {
     Persist(true);
-  } else if (map_changed || members_changed) {
+  } else if (members_changed) {
+    Persist(false);
+  } else if (map_changed) {
     persist_due_ = true;
   }
   CheckSelfStatus(now);

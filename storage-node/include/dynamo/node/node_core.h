@@ -371,7 +371,7 @@ class NodeCore {
   uint64_t map_changed_ms_ = 0;
   uint64_t logged_epoch_ = 0;
   uint64_t synced_map_hash_ = 0;  // ContentHash of the map last persisted with a sync
-  bool persist_due_ = false;      // the map or members changed since the last Persist
+  bool persist_due_ = false;      // the map gained transfer marks since the last Persist
   uint64_t gossip_rounds_ = 0;
   bool join_in_flight_ = false;
   bool leave_complete_ = false;
