@@ -75,7 +75,7 @@ class PrefilledLog : public rocksdb::FSWritableFile {
       left -= static_cast<size_t>(n);
       offset += static_cast<uint64_t>(n);
     }
-    progress_->Wrote(offset, Clock::now());
+    progress_->Wrote(offset);
     return rocksdb::IOStatus::OK();
   }
 
@@ -84,7 +84,7 @@ class PrefilledLog : public rocksdb::FSWritableFile {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) {
       return ErrnoStatus("truncate", path_, errno);
     }
-    progress_->Wrote(size, Clock::now());
+    progress_->Wrote(size);
     return rocksdb::IOStatus::OK();
   }
 
@@ -129,18 +129,20 @@ class PrefilledLog : public rocksdb::FSWritableFile {
 
 }  // namespace
 
-void LogProgress::Wrote(uint64_t bytes, Clock::time_point now) {
+void LogProgress::Wrote(uint64_t bytes) {
   const uint64_t before = bytes_.load(std::memory_order_relaxed);
   bytes_.store(bytes, std::memory_order_release);
   const uint64_t first = before / kMarkBytes + 1;
   const uint64_t last = bytes / kMarkBytes;
   if (last < first) return;
+  const Clock::time_point now = now_();
   for (uint64_t m = std::max(first, last >= kMarks ? last - kMarks + 1 : 1); m <= last; ++m) {
     marks_[m % kMarks].store(now.time_since_epoch().count(), std::memory_order_release);
   }
 }
 
-double LogProgress::Rate(Clock::time_point now) const {
+double LogProgress::Rate() const {
+  const Clock::time_point now = now_();
   auto seconds_since = [now](Clock::time_point from) {
     return std::max(1e-3, std::chrono::duration<double>(now - from).count());
   };
@@ -180,9 +182,9 @@ struct PrefilledLogFileSystem::State {
   // Bytes a second for a spare's zeros: twice the rate the log being written
   // went lately, so a spare asked for while the log was slow (the first
   // mebibyte after a start, idle time included) speeds up with it. Holding mu.
-  double Pace(Clock::time_point now) const {
+  double Pace() const {
     return std::max<double>(kPrefillMinPace,
-                            kPrefillPaceFactor * (current ? current->Rate(now) : 0.0));
+                            kPrefillPaceFactor * (current ? current->Rate() : 0.0));
   }
 
   // A growing log passed kPrefillMinLogBytes.
@@ -205,7 +207,7 @@ struct PrefilledLogFileSystem::State {
       {
         std::lock_guard<std::mutex> lock(mu);
         if (stop) s = Status::Unavailable("stopping");
-        pace = Pace(step);
+        pace = Pace();
       }
       if (!s.ok()) break;
       const size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), bytes - offset));
@@ -289,7 +291,7 @@ class PrefilledLogFileSystem::GrownLog : public rocksdb::FSWritableFileOwnerWrap
  private:
   void Count(size_t bytes) {
     const uint64_t before = progress_->bytes();
-    progress_->Wrote(before + bytes, Clock::now());
+    progress_->Wrote(before + bytes);
     if (before < kPrefillMinLogBytes && before + bytes >= kPrefillMinLogBytes) {
       state_->GrownLogFilled(path_);
     }
@@ -341,10 +343,9 @@ rocksdb::IOStatus PrefilledLogFileSystem::NewWritableFile(
     ::unlink(st.spare_tmp.c_str());
     ::unlink(st.spare.c_str());
   }
-  const auto now = Clock::now();
   const uint64_t filled = st.current ? st.current->bytes() : 0;
   if (!st.making && filled >= kPrefillMinLogBytes) st.Want(filled + filled / 4);
-  auto progress = std::make_shared<LogProgress>(now);
+  auto progress = std::make_shared<LogProgress>();
   st.current_log = fname;
   st.current = progress;
   const bool taken = st.spare_ready && ::rename(st.spare.c_str(), fname.c_str()) == 0;

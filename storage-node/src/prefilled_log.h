@@ -56,19 +56,23 @@ inline constexpr double kPrefillMinPace = 4u << 20;
 class LogProgress {
  public:
   using Clock = std::chrono::steady_clock;
+  using NowFn = Clock::time_point (*)();
   static constexpr uint64_t kMarkBytes = 1u << 20;
   static constexpr uint64_t kMarks = 8;
 
-  explicit LogProgress(Clock::time_point made) : made_(made) {}
+  // A log made now; `now` tells the time (tests give their own).
+  explicit LogProgress(NowFn now = &Clock::now) : now_(now), made_(now()) {}
 
   uint64_t bytes() const { return bytes_.load(std::memory_order_acquire); }
-  // The log is `bytes` long at `now`.
-  void Wrote(uint64_t bytes, Clock::time_point now);
-  // Bytes a second over the last kMarks MiB written, up to `now`; over the
+  // The log is `bytes` long. Reads the clock only when a mark is passed, so
+  // an append costs no clock read.
+  void Wrote(uint64_t bytes);
+  // Bytes a second over the last kMarks MiB written, up to now; over the
   // log's life while it is shorter than 2 MiB.
-  double Rate(Clock::time_point now) const;
+  double Rate() const;
 
  private:
+  const NowFn now_;
   const Clock::time_point made_;
   std::atomic<uint64_t> bytes_{0};
   std::array<std::atomic<int64_t>, kMarks> marks_{};
