@@ -75,7 +75,14 @@ NodeCore::~NodeCore() = default;
 
 void NodeCore::Storage(StorageOp op, StorageDone done) {
   uint64_t token = next_token_++;
-  storage_waiting_.emplace(token, std::move(done));
+  bool unsynced_write = false;
+  if (const auto* write = std::get_if<WriteOp>(&op)) {
+    // A sync covers every write applied before it is issued, which is every
+    // write whose completion has been seen.
+    if (write->sync) unsynced_since_ms_.reset();
+    unsynced_write = !write->sync;
+  }
+  storage_waiting_.emplace(token, StorageWaiting{std::move(done), unsynced_write});
   actions_.push_back(StorageAction{token, std::move(op)});
 }
 
@@ -268,7 +275,10 @@ void NodeCore::OnStorageDone(Now now, uint64_t token, StorageResult result) {
   if (now.wall_ms != 0) wall_ms_ = now.wall_ms;
   auto it = storage_waiting_.find(token);
   if (it == storage_waiting_.end()) return;
-  StorageDone done = std::move(it->second);
+  StorageDone done = std::move(it->second.done);
+  if (it->second.unsynced_write && result.status.ok() && !unsynced_since_ms_) {
+    unsynced_since_ms_ = now.mono_ms;
+  }
   storage_waiting_.erase(it);
   if (result.status.code() == StatusCode::kCorruption) StopOnCorruption(result.status);
   done(now, std::move(result));
@@ -291,6 +301,11 @@ void NodeCore::OnTick(Now now) {
   if (now.wall_ms != 0) wall_ms_ = now.wall_ms;
   if (!started_ || exited_) return;
   if (persist_due_) Persist(false);
+  if (options_.sync_interval_ms != 0 && unsynced_since_ms_ &&
+      now.mono_ms - *unsynced_since_ms_ >= options_.sync_interval_ms) {
+    ++stats_.interval_syncs;
+    Storage(WriteOp{WriteBatch{}, true}, [](Now, StorageResult) {});
+  }
   if (!map_) {
     if (now.mono_ms >= next_join_ms_) TryJoin(now);
     return;
@@ -433,7 +448,8 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
       }
       state_.counter_next = update->written.dot.counter + 1;
       WriteOp write;
-      write.sync = options_.coord_put_sync;
+      write.sync = options_.coord_put_sync && !request.no_sync;
+      if (request.no_sync) ++stats_.coord_puts_unsynced;
       write.batch.Put(Space::kData, op->key, proto::EncodeSiblingSet(update->siblings));
       if (state_.counter_next >= state_.counter_lease_end) {
         // The lease must be durable before any counter past it leaves this node.
@@ -715,6 +731,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"catching_up", catching_up_ ? 1u : 0u},
       {"coord_put_repeats", stats_.coord_put_repeats},
       {"coord_puts", stats_.coord_puts},
+      {"coord_puts_unsynced", stats_.coord_puts_unsynced},
       {"epoch", epoch()},
       {"errors", stats_.errors},
       {"foreground_p99_us", static_cast<uint64_t>(governor_.ForegroundP99(now_ms_) * 1000)},
@@ -725,6 +742,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"hints_expired", stats_.hints_expired},
       {"handoff_stale_dropped", stats_.handoff_stale_dropped},
       {"hints_stored", stats_.hints_stored},
+      {"interval_syncs", stats_.interval_syncs},
       {"partitions_with_data", state_.partitions_with_data.size()},
       {"replica_puts", stats_.replica_puts},
       {"requests", stats_.requests},

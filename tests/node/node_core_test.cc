@@ -173,6 +173,46 @@ TEST(NodeCoreTest, CountersNeverRepeatAfterACrash) {
   EXPECT_GT(std::get<proto::CoordPutReply>(r->body).dot.counter, last);
 }
 
+uint64_t Counter(SimCluster& sim, const std::string& node, const std::string& name) {
+  Result<proto::Message> r = sim.Request(node, proto::StatsRequest{});
+  EXPECT_TRUE(r.ok());
+  for (const auto& [n, v] : std::get<proto::StatsReply>(r->body).counters) {
+    if (n == name) return v;
+  }
+  ADD_FAILURE() << "no counter " << name;
+  return 0;
+}
+
+// A CoordPut that asks for no sync is answered before any sync; a crash that
+// loses unsynced writes then loses it, unless the node's interval sync ran.
+TEST(NodeCoreTest, ACoordPutAskingForNoSyncIsSyncedOnlyByTheIntervalSync) {
+  for (uint64_t interval : {0, 100}) {
+    SCOPED_TRACE("sync_interval_ms " + std::to_string(interval));
+    SimCluster sim(5);
+    sim.AddNode("n1", {}, [&](NodeOptions& o) { o.sync_interval_ms = interval; });
+    sim.RunFor(100);
+    // The first write also takes a counter lease, which is synced.
+    ASSERT_TRUE(sim.Request("n1", proto::CoordPutRequest{"first", {}, "v", false}).ok());
+    Result<proto::Message> r =
+        sim.Request("n1", proto::CoordPutRequest{"unsynced", {}, "v", false, 0, /*no_sync=*/true});
+    ASSERT_TRUE(r.ok() && std::holds_alternative<proto::CoordPutReply>(r->body));
+    EXPECT_EQ(Counter(sim, "n1", "coord_puts_unsynced"), 1u);
+    ASSERT_TRUE(sim.Request("n1", proto::CoordPutRequest{"synced", {}, "v", false, 0}).ok());
+    ASSERT_TRUE(
+        sim.Request("n1", proto::CoordPutRequest{"later", {}, "v", false, 0, /*no_sync=*/true})
+            .ok());
+    sim.RunFor(interval + 50);
+    sim.Crash("n1", /*lose_unsynced=*/true);
+    sim.Restart("n1");
+    sim.RunFor(100);
+    EXPECT_TRUE(sim.Stored("n1", "first").has_value());
+    // An asked-for sync covers the unsynced writes applied before it.
+    EXPECT_TRUE(sim.Stored("n1", "unsynced").has_value());
+    EXPECT_TRUE(sim.Stored("n1", "synced").has_value());
+    EXPECT_EQ(sim.Stored("n1", "later").has_value(), interval != 0);
+  }
+}
+
 TEST(NodeCoreTest, HintsAreStoredApartUnderTheirOwner) {
   SimCluster sim(4);
   FormCluster(sim, 3);

@@ -174,6 +174,20 @@ TEST(ProtoTest, GetHintIsOptional) {
   EXPECT_EQ(std::get<GetRequest>(hinted->body).hint, "n3");
 }
 
+TEST(ProtoTest, CoordPutNoSyncIsOptionalAndNeedsNoOpId) {
+  auto decode = [](CoordPutRequest req) {
+    Result<Message> m = DecodeMessage(Body_(EncodeFrame({1, std::move(req)})), Limits{});
+    EXPECT_TRUE(m.ok()) << m.status().ToString();
+    return std::get<CoordPutRequest>(m->body);
+  };
+  CoordPutRequest plain = decode(CoordPutRequest{"k", {}, "v", false, 7});
+  EXPECT_FALSE(plain.no_sync);
+  EXPECT_EQ(plain.op_id, 7u);
+  CoordPutRequest unsynced = decode(CoordPutRequest{"k", {}, "v", false, 0, true});
+  EXPECT_TRUE(unsynced.no_sync);
+  EXPECT_EQ(unsynced.op_id, 0u);
+}
+
 TEST(ProtoTest, NewerPeersMayAppendFields) {
   std::string body = Envelope4(1, 10, 5, [](MsgpackWriter& w) {
     w.Array(4);

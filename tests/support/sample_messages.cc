@@ -44,6 +44,7 @@ std::vector<Body> AllMessages() {
       GetRequest{"user:1", "n7"},
       GetReply{7, SampleSiblings()},
       CoordPutRequest{"user:1", SampleVersion(9).context, "new value", false, 0xfeedULL},
+      CoordPutRequest{"user:2", {}, "unsynced", false, 0, true},
       CoordPutReply{8, Dot{1, 2}, SampleSiblings()},
       ReplicaPutRequest{"user:1", SampleSiblings(), "n3", true},
       RingRequest{},

@@ -100,12 +100,13 @@ struct PayloadEncoder {
     Enc(w, m.siblings);
   }
   void operator()(const CoordPutRequest& m) {
-    w.Array(m.op_id != 0 ? 5 : 4);
+    w.Array(m.no_sync ? 6 : m.op_id != 0 ? 5 : 4);
     w.Bin(m.key);
     Enc(w, m.context);
     w.Bin(m.value);
     w.Bool(m.tombstone);
-    if (m.op_id != 0) w.Uint(m.op_id);
+    if (m.op_id != 0 || m.no_sync) w.Uint(m.op_id);
+    if (m.no_sync) w.Bool(true);
   }
   void operator()(const CoordPutReply& m) {
     w.Array(4);
@@ -454,7 +455,8 @@ class Decoder {
     DYNAMO_RETURN_IF_ERROR(Value(&m->value));
     DYNAMO_RETURN_IF_ERROR(Bool(&m->tombstone));
     if (n >= 5) DYNAMO_RETURN_IF_ERROR(Uint(&m->op_id));
-    return r_.SkipN(n - std::min<uint32_t>(n, 5));
+    if (n >= 6) DYNAMO_RETURN_IF_ERROR(Bool(&m->no_sync));
+    return r_.SkipN(n - std::min<uint32_t>(n, 6));
   }
   Status Payload(CoordPutReply* m) {
     DYNAMO_RETURN_IF_ERROR(Open(4));

@@ -106,6 +106,10 @@ struct CoordPutRequest {
   // op id) again answers with the first outcome instead of writing twice.
   // 0: none. Optional.
   uint64_t op_id = 0;
+  // The client acknowledges this write without a synced copy (its
+  // durable_writes option is off): answer once the write is applied, without
+  // syncing it, whatever storage.coord_put_sync says. Optional.
+  bool no_sync = false;
 };
 struct CoordPutReply {
   uint64_t epoch = 0;

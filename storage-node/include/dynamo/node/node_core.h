@@ -58,13 +58,19 @@ struct NodeOptions {
   uint32_t replicas = kDefaultReplicas;
   proto::Limits limits;
 
-  // Sync the coordinator's write before replying to CoordPut. Default: true.
+  // Sync the coordinator's write before replying to CoordPut, unless the
+  // request asks for no sync (a client whose durable_writes is off).
+  // Default: true.
   bool coord_put_sync = true;
   // Sync a replica's merge before acknowledging ReplicaPut. Default: false
   // (the paper's "one durable write": the coordinator's).
   bool replica_put_sync = false;
   // Sync hinted versions before acknowledging. Default: false.
   bool hint_sync = false;
+  // Longest time a write stays unsynced: a tick this long after the first
+  // write not yet covered by a sync syncs the log (0: only when a write asks).
+  // Default: 100 ms.
+  uint64_t sync_interval_ms = 100;
   // Versions a coordinated write may leave on a key. Default: 100.
   size_t siblings_max = kDefaultSiblingsMax;
   // Clock entries kept per version. Default: 10.
@@ -184,6 +190,8 @@ struct NodeStats {
   uint64_t requests = 0;
   uint64_t coord_puts = 0;
   uint64_t coord_put_repeats = 0;  // CoordPuts answered as repeats, not written again
+  uint64_t coord_puts_unsynced = 0;  // CoordPuts answered without a sync, as asked
+  uint64_t interval_syncs = 0;       // syncs made because a write stayed unsynced too long
   uint64_t replica_puts = 0;
   uint64_t hints_stored = 0;
   uint64_t hints_delivered = 0;  // hinted keys acknowledged by their owner
@@ -351,7 +359,14 @@ class NodeCore {
 
   std::vector<Action> actions_;
   uint64_t next_token_ = 1;
-  std::unordered_map<uint64_t, StorageDone> storage_waiting_;
+  struct StorageWaiting {
+    StorageDone done;
+    bool unsynced_write = false;
+  };
+  std::unordered_map<uint64_t, StorageWaiting> storage_waiting_;
+  // When the oldest write applied without a sync and not yet covered by one
+  // completed; nullopt when every applied write is covered (or syncing).
+  std::optional<uint64_t> unsynced_since_ms_;
   std::unordered_map<uint64_t, CallDone> calls_waiting_;
   struct KeyLock {
     std::vector<std::function<void(Unlock)>> waiters;  // in arrival order
