@@ -49,6 +49,7 @@ struct DynamoBackendOptions {
   int r = 2, w = 2;
   bool lww = false;
   uint64_t timeout_ms = 1000;
+  bool durable_writes = true;  // ClientOptions::durable_writes
 };
 // Writes carry the context of the last read or write of the key by this
 // process (the first write of a key reads it first), so a single writer per

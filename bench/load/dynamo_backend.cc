@@ -12,7 +12,10 @@ namespace {
 class DynamoBackend : public Backend {
  public:
   explicit DynamoBackend(DynamoBackendOptions o) : o_(std::move(o)) {}
-  std::string Name() const override { return o_.lww ? "dynamo (lww)" : "dynamo"; }
+  std::string Name() const override {
+    if (o_.durable_writes) return o_.lww ? "dynamo (lww)" : "dynamo";
+    return o_.lww ? "dynamo (lww, unsynced)" : "dynamo (unsynced)";
+  }
 
   Status Open(net::EventLoop&, size_t) override {
     ClientOptions co;
@@ -21,6 +24,7 @@ class DynamoBackend : public Backend {
     co.w = o_.w;
     co.timeout_ms = o_.timeout_ms;
     co.mode = o_.lww ? Mode::kLww : Mode::kCausal;
+    co.durable_writes = o_.durable_writes;
     Result<std::unique_ptr<Client>> c = Client::Open(std::move(co));
     if (!c.ok()) return c.status();
     client_ = std::move(*c);

@@ -46,7 +46,7 @@ int main(int argc, char** argv) {
   DriverOptions o;
   int r = 2, w = 2;
   uint64_t timeout_ms = 1000;
-  bool json = false, no_load = false, quiet = false;
+  bool json = false, no_load = false, quiet = false, unsynced = false;
   app.add_option("--backend", backend_name, "dynamo, redis or etcd")
       ->check(CLI::IsMember({"dynamo", "redis", "etcd"}))
       ->capture_default_str();
@@ -72,6 +72,8 @@ int main(int argc, char** argv) {
   app.add_option("--r", r, "dynamo: replies a read waits for")->capture_default_str();
   app.add_option("--w", w, "dynamo: acknowledgements a write waits for")->capture_default_str();
   app.add_option("--mode", mode, "dynamo: causal or lww")->check(CLI::IsMember({"causal", "lww"}))->capture_default_str();
+  app.add_flag("--unsynced", unsynced,
+               "dynamo: acknowledge writes without a synced copy (durable_writes off)");
   app.add_option("--timeout-ms", timeout_ms, "deadline of each operation")->capture_default_str();
   app.add_flag("--json", json, "print the report as one JSON object on the last line");
   app.add_option("--plot", plot, "write a latency-percentile plot to this PNG (needs gnuplot)");
@@ -94,7 +96,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<Backend> backend;
   if (backend_name == "dynamo") {
     if (seeds.empty()) return Fail("--backend dynamo needs --seed HOST:PORT");
-    backend = MakeDynamoBackend({seeds, r, w, mode == "lww", timeout_ms});
+    backend = MakeDynamoBackend({seeds, r, w, mode == "lww", timeout_ms, !unsynced});
   } else if (backend_name == "redis") {
     if (addresses.empty()) return Fail("--backend redis needs --address HOST:PORT");
     backend = MakeRedisBackend(addresses, timeout_ms);

@@ -307,6 +307,33 @@ TEST(WriteOpTest, LwwWritesEveryReplicaInOneRound) {
   EXPECT_TRUE(op.done() && op.status().ok());
 }
 
+TEST(WriteOpTest, AWriteThatNeedNotBeDurableAsksNoNodeToSync) {
+  Fixture f;
+  for (bool lww : {false, true}) {
+    SCOPED_TRACE(lww ? "lww" : "causal");
+    WriteRequest req;
+    req.key = f.key;
+    req.value = "v";
+    req.lww = lww;
+    req.lww_dot = Dot{0xc11e, 1};
+    req.durable = false;
+    WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+    std::vector<Send> sends = op.Start();
+    if (!lww) {
+      ASSERT_EQ(sends.size(), 1u);
+      EXPECT_TRUE(std::get<proto::CoordPutRequest>(sends[0].body).no_sync);
+      sends = op.OnReply(sends[0].target, Ok(CoordReply("v")));
+    }
+    ASSERT_EQ(sends.size(), lww ? 3u : 2u);
+    for (const Send& s : sends) EXPECT_FALSE(std::get<proto::ReplicaPutRequest>(s.body).sync);
+    // The default asks the coordinator for its sync.
+    req.durable = true;
+    WriteOp durable(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+    std::vector<Send> first = durable.Start();
+    if (!lww) EXPECT_FALSE(std::get<proto::CoordPutRequest>(first[0].body).no_sync);
+  }
+}
+
 void ExpectAck(const Receipt::Ack& ack, const std::string& node, const std::string& role,
                const std::string& hint) {
   EXPECT_EQ(ack.node, node);

@@ -159,6 +159,7 @@ void SimClient::Put(const std::string& key, std::string value, bool tombstone, V
   req.w = options_.w;
   req.wall_ms = 1700000000000ULL + sim_.now();
   req.op_id = sim_.rng()() | 1;
+  req.durable = options_.durable_writes;
   if (options_.lww) {
     req.lww = true;
     last_lww_us_ = std::max<uint64_t>((1700000000000ULL + sim_.now()) * 1000, last_lww_us_ + 1);

@@ -21,6 +21,7 @@ struct SimClientOptions {
   int w = 2;
   uint64_t timeout_ms = 500;
   bool lww = false;
+  bool durable_writes = true;          // ClientOptions::durable_writes
   uint64_t refresh_ms = 1000;          // cluster map pull period
   uint64_t read_repair_window_ms = 50;
 };

@@ -33,6 +33,18 @@ TEST(SimTest, Seeds51To100) { RunSeeds(51, 50); }
 TEST(SimTest, Seeds101To150) { RunSeeds(101, 50); }
 TEST(SimTest, Seeds151To200) { RunSeeds(151, 50); }
 
+// The seeds without crashes run half of the time with durable_writes off,
+// so the unsynced write path is checked under the other faults.
+TEST(SimTest, SomeSeedsWriteUnsynced) {
+  int unsynced = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed) {
+    const WorkloadConfig c = ConfigForSeed(seed);
+    EXPECT_TRUE(c.durable_writes || !c.crashes) << seed;
+    unsynced += c.durable_writes ? 0 : 1;
+  }
+  EXPECT_GT(unsynced, 10);
+}
+
 // Seed 1090: a client's read misses its own acknowledged add (sloppy quorum,
 // replicas that lost unsynced copies), so its next add stands beside it and
 // one key ends with 3 siblings from 2 clients. Allowed, and counted.

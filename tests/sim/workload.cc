@@ -141,6 +141,7 @@ class Run {
     for (int k = 0; k < config_.delete_keys; ++k) deletes_.push_back(DeleteKey{"del" + std::to_string(k)});
     SimClientOptions opts;
     opts.lww = config_.lww;
+    opts.durable_writes = config_.durable_writes;
     for (int c = 0; c < config_.clients; ++c) {
       clients_.push_back(std::make_unique<SimClient>(sim_, seeds, opts, 1000 + c));
       clients_.back()->Start();
@@ -489,6 +490,7 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   const int64_t skews[] = {0, 1000, 60000};
   c.clock_skew_ms = skews[rng() % 3];
   c.membership_change = c.nodes >= 4 && rng() % 3 == 0;
+  c.durable_writes = c.crashes || rng() % 2 == 0;
   return c;
 }
 

@@ -54,6 +54,9 @@ struct WorkloadConfig {
   int64_t clock_skew_ms = 0;
   bool membership_change = false;
   bool lww = false;  // the negative control: LWW loses concurrent adds
+  // Off only without crashes: a crash loses a node's unsynced writes, and an
+  // unsynced acknowledged write is then lost once every holder crashed.
+  bool durable_writes = true;
 };
 
 // The configuration a seed stands for.

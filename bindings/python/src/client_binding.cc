@@ -30,7 +30,8 @@ struct PyGetResult {
 
 class PyClient {
  public:
-  PyClient(const py::object& seeds, int r, int w, double timeout, const std::string& mode) {
+  PyClient(const py::object& seeds, int r, int w, double timeout, const std::string& mode,
+           bool durable_writes) {
     ClientOptions o;
     if (py::isinstance<py::str>(seeds)) {
       o.seeds.push_back(seeds.cast<std::string>());
@@ -48,6 +49,7 @@ class PyClient {
     } else {
       Check(Status::InvalidArgument("mode must be \"causal\" or \"lww\""));
     }
+    o.durable_writes = durable_writes;
     Result<std::unique_ptr<Client>> opened = Status::Internal("unset");
     {
       py::gil_scoped_release release;
@@ -228,14 +230,15 @@ void BindClient(py::module_& m) {
 
   py::class_<PyClient>(m, "Client",
                        "A connection to a dynamo cluster; it coordinates every read and write.")
-      .def(py::init<const py::object&, int, int, double, const std::string&>(), py::arg("seeds"),
-           py::arg("r") = 2, py::arg("w") = 2, py::arg("timeout") = 1.0, py::arg("mode") = "causal")
-      .def("get", &PyClient::Get, py::arg("key"), "Read a key; GetResult.found is False when absent.")
+      .def(py::init<const py::object&, int, int, double, const std::string&, bool>(),
+           py::arg("seeds"), py::arg("r") = 2, py::arg("w") = 2, py::arg("timeout") = 1.0,
+           py::arg("mode") = "causal", py::arg("durable_writes") = true)
+      .def("get", &PyClient::Get, py::arg("key"),
+           "Read a key; GetResult.found is False when absent.")
       .def(
           "put",
-          [](PyClient& c, const py::object& key, const py::object& value, const py::object& context) {
-            return c.Write(key, value, context);
-          },
+          [](PyClient& c, const py::object& key, const py::object& value,
+             const py::object& context) { return c.Write(key, value, context); },
           py::arg("key"), py::arg("value"), py::arg("context") = py::none(),
           "Write a value; returns the new context.")
       .def(
@@ -253,7 +256,9 @@ void BindClient(py::module_& m) {
       .def("stats", &PyClient::Stats)
       .def("refresh", &PyClient::Refresh, "Pull the cluster map and members now.")
       .def("close", &PyClient::Close)
-      .def("__enter__", [](PyClient& c) -> PyClient& { return c; }, py::return_value_policy::reference)
+      .def(
+          "__enter__", [](PyClient& c) -> PyClient& { return c; },
+          py::return_value_policy::reference)
       .def("__exit__", [](PyClient& c, const py::args&) { c.Close(); });
 }
 

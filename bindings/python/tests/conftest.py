@@ -79,6 +79,18 @@ class LocalCluster:
     def signal(self, node_id, sig):
         os.kill(self.pid(node_id), sig)
 
+    def node_counter(self, name):
+        """A counter of `dynamoctl stats`, summed over the nodes."""
+        total = 0
+        for seed in self.seeds:
+            out = subprocess.run([_bin("dynamoctl"), "--seed", seed, "stats"], check=True,
+                                 env=_child_env(), capture_output=True, text=True, timeout=30)
+            for line in out.stdout.splitlines():
+                fields = line.split()
+                if len(fields) == 3 and fields[1] == name:
+                    total += int(fields[2])
+        return total
+
     def stop(self):
         subprocess.run([_bin("dynamoctl"), "cluster", "stop", "--dir", self.dir],
                        env=_child_env(), stdout=subprocess.DEVNULL, timeout=120)

@@ -137,6 +137,18 @@ def test_lww_mode(cluster):
     assert a.get("lww-key").values == [b"second"]
 
 
+def test_unsynced_writes_are_acknowledged_without_a_coordinator_sync(cluster):
+    before = cluster.node_counter("coord_puts_unsynced")
+    c = dynamo.Client(cluster.seeds, durable_writes=False)
+    ctx = c.put("unsynced-key", b"v1")
+    c.put("unsynced-key", b"v2", ctx)
+    assert c.get("unsynced-key").values == [b"v2"]
+    assert cluster.node_counter("coord_puts_unsynced") - before == 2
+    durable = dynamo.Client(cluster.seeds)
+    durable.put("synced-key", b"v")
+    assert cluster.node_counter("coord_puts_unsynced") - before == 2
+
+
 def test_paused_cluster_times_out_and_the_gil_is_free_meanwhile(fresh_cluster):
     c = dynamo.Client(fresh_cluster.seeds, timeout=0.5)
     c.put("k", b"v")

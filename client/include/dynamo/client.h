@@ -57,6 +57,14 @@ struct ClientOptions {
   // Deadline of each operation. Default: 1000 ms.
   uint64_t timeout_ms = 1000;
   Mode mode = Mode::kCausal;
+  // Whether a write is acknowledged only once a replica has synced it to
+  // disk: in causal mode the coordinator syncs before answering, in LWW mode
+  // every replica syncs before acknowledging. False: acknowledged once W
+  // replicas applied it. Each has then written it to its log through the
+  // operating system, so a crash of the node processes keeps it, but a power
+  // loss or kernel crash of all of them before their next sync (within the
+  // nodes' storage.sync_interval_ms, 100 ms by default) loses it. Default: true.
+  bool durable_writes = true;
   // Applied to the values when a read finds concurrent versions; without
   // one, reads return every sibling. Runs on the thread that called Get.
   Resolver resolver;

@@ -177,7 +177,7 @@ std::vector<Send> WriteOp::TryCoordinator() {
   state_[i] = 1;
   ++outstanding_;
   return {Send{i, proto::CoordPutRequest{req_.key, req_.context, req_.tombstone ? "" : req_.value,
-                                         req_.tombstone, req_.op_id}}};
+                                         req_.tombstone, req_.op_id, !req_.durable}}};
 }
 
 std::vector<Send> WriteOp::Replicate() {
@@ -188,7 +188,8 @@ std::vector<Send> WriteOp::Replicate() {
     if (state_[i] != 0) continue;
     state_[i] = 1;
     ++outstanding_;
-    out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, replicate_, targets_[i].target->hint, req_.lww}});
+    out.push_back(Send{i, proto::ReplicaPutRequest{req_.key, replicate_, targets_[i].target->hint,
+                                                   req_.lww && req_.durable}});
   }
   return out;
 }
@@ -204,7 +205,8 @@ std::vector<Send> WriteOp::Substitute(size_t i) {
   const size_t j = targets_.size() - 1;
   state_[j] = 1;
   ++outstanding_;
-  return {Send{j, proto::ReplicaPutRequest{req_.key, replicate_, spare.hint, req_.lww}}};
+  return {Send{
+      j, proto::ReplicaPutRequest{req_.key, replicate_, spare.hint, req_.lww && req_.durable}}};
 }
 
 std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {

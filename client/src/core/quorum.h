@@ -92,6 +92,9 @@ struct WriteRequest {
   bool lww = false;
   Dot lww_dot;  // LWW: (client id, timestamp in microseconds)
   uint64_t wall_ms = 0;
+  // Acknowledged only with a synced copy: the coordinator's (causal) or
+  // every replica's (LWW). False: no node syncs for this write.
+  bool durable = true;
 };
 
 // A write. Causal: CoordPut to one replica, then the coordinator's sibling
