@@ -15,14 +15,19 @@
 # cluster in last-write-wins mode (store "dynamo-lww", its own keys), so the
 # table shows both write paths: causal (two round trips, the default) and
 # LWW (one round trip to every replica).
+# With --unsynced, each dynamo store also runs the workloads that write with
+# the client's durable_writes off (store "...-uns", its own keys): writes
+# acknowledged once applied, with no node syncing for them, which is what
+# Redis without persistence offers. The default (synced) rows are the ones
+# the targets are judged by.
 # Stops everything it started (by PID).
 #
-# Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"] [--lww]
+# Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"] [--lww] [--unsynced]
 # Builds build/release first (scripts/run.sh's tree). Needs python3 for the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10 KEYS=100000 CONCURRENCY=50 WORKLOADS="W C A" LWW=0
+DURATION=10 KEYS=100000 CONCURRENCY=50 WORKLOADS="W C A" LWW=0 UNSYNCED=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -30,7 +35,8 @@ while [ $# -gt 0 ]; do
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --workloads) WORKLOADS=$2; shift 2 ;;
     --lww) LWW=1; shift ;;
-    *) echo "usage: $0 [--duration S] [--keys N] [--concurrency C] [--workloads \"W C A\"] [--lww]" >&2; exit 2 ;;
+    --unsynced) UNSYNCED=1; shift ;;
+    *) echo "usage: $0 [--duration S] [--keys N] [--concurrency C] [--workloads \"W C A\"] [--lww] [--unsynced]" >&2; exit 2 ;;
   esac
 done
 
@@ -78,15 +84,21 @@ COMMON=(--keys "$KEYS" --concurrency "$CONCURRENCY" --duration "$DURATION" --war
 declare -A ARGS LOADED
 ARGS[dynamo]="--backend dynamo --seed 127.0.0.1:$DYN_PORT"
 ARGS[dynamo-lww]="--backend dynamo --seed 127.0.0.1:$DYN_PORT --mode lww --key-prefix lww:"
+ARGS[dynamo-uns]="--backend dynamo --seed 127.0.0.1:$DYN_PORT --unsynced --key-prefix uns:"
+ARGS[dynamo-lww-uns]="--backend dynamo --seed 127.0.0.1:$DYN_PORT --mode lww --unsynced --key-prefix lwwuns:"
 ARGS[redis]="--backend redis --address 127.0.0.1:$REDIS_PORT"
 ARGS[etcd]="--backend etcd --address 127.0.0.1:$((ETCD_PORT + 1)) --address 127.0.0.1:$((ETCD_PORT + 2)) --address 127.0.0.1:$((ETCD_PORT + 3))"
 BACKENDS="dynamo redis"
 [ $HAVE_ETCD = 1 ] && BACKENDS+=" etcd"
-[ $LWW = 1 ] && BACKENDS="dynamo dynamo-lww ${BACKENDS#dynamo }"
-stores_for() {  # workload: the stores it runs against (LWW only where it writes)
+DYNAMOS=dynamo
+[ $LWW = 1 ] && DYNAMOS+=" dynamo-lww"
+[ $UNSYNCED = 1 ] && DYNAMOS+=" dynamo-uns"
+[ $LWW = 1 ] && [ $UNSYNCED = 1 ] && DYNAMOS+=" dynamo-lww-uns"
+BACKENDS="$DYNAMOS ${BACKENDS#dynamo }"
+stores_for() {  # workload: the stores it runs against (the variants only where it writes)
   local b
   for b in $BACKENDS; do
-    if [ "$b" != dynamo-lww ] || [ "$1" != C ]; then echo "$b"; fi
+    if [ "$b" = dynamo ] || [[ $b != dynamo-* ]] || [ "$1" != C ]; then echo "$b"; fi
   done
 }
 
@@ -102,8 +114,8 @@ run() {  # backend workload mode [extra flags...]; appends "backend workload mod
   # Every key is written once before the first run. dynamo reloads before each
   # workload that writes: a new bench process knows no contexts, and its
   # first write of a key would otherwise read the key first (LWW writes read
-  # nothing, so dynamo-lww loads once).
-  if [ -z "${LOADED[$backend]:-}" ] || { [ $backend = dynamo ] && [ "$workload" != C ]; }; then load=""; fi
+  # nothing, so the LWW stores load once).
+  if [ -z "${LOADED[$backend]:-}" ] || { [[ $backend != *lww* ]] && [[ $backend == dynamo* ]] && [ "$workload" != C ]; }; then load=""; fi
   LOADED[$backend]=1
   local disk="$WORK/disk.$backend.$workload.$mode"
   echo '{}' >"$disk"
@@ -147,7 +159,7 @@ for line in open(sys.argv[2]):
     name, workload, mode, js = line.split(" ", 3)
     disk[(name, workload, mode)] = json.loads(js or "{}")
 order = lambda w: "WCAB".index(w) if w in "WCAB" else 9
-names = ("dynamo", "dynamo-lww", "redis", "etcd")
+names = ("dynamo", "dynamo-lww", "dynamo-uns", "dynamo-lww-uns", "redis", "etcd")
 def rows(table):  # (store, workload, report) in table order
     for w in sorted({w for _, w in table}, key=order):
         for name in names:
@@ -165,25 +177,25 @@ def probe(name, w, mode):
     return f"{d['p999_ms']:>10.2f} {d['max_ms']:>8.2f} {len(d['stalls']):>6}"
 print("closed loop (fixed concurrency): peak throughput;")
 print("disk: the probe's fdatasyncs during the run (one every 10 ms): p99.9, slowest, stalls over 20 ms")
-print(f"{'store':<10} {'wl':<3} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5} | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}"
+print(f"{'store':<14} {'wl':<3} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5} | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}"
       f" | {'disk p99.9':>10} {'max':>8} {'stalls':>6}")
 for name, w, r in rows(closed):
-    print(f"{name:<10} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')} | {probe(name, w, 'closed')}")
+    print(f"{name:<14} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')} | {probe(name, w, 'closed')}")
 if opened:
     print()
     print("open loop at half of the store's closed-loop peak (latency from intended start)")
-    print(f"{'store':<10} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}"
+    print(f"{'store':<14} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}"
           f" | {'disk p99.9':>10} {'max':>8} {'stalls':>6}")
     for name, w, r in rows(opened):
         o = r["write" if w == "W" else "read"]
-        print(f"{name:<10} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
+        print(f"{name:<14} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
               f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}"
               f" | {probe(name, w, 'open')}")
 print()
 print("ratios of throughput (same run)")
 for w in sorted({w for _, w in closed}, key=order):
     parts = []
-    for ours in ("dynamo", "dynamo-lww"):
+    for ours in names[:4]:
         d = closed.get((ours, w))
         for peer in ("redis", "etcd"):
             p = closed.get((peer, w))
