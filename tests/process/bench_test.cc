@@ -117,6 +117,12 @@ TEST(BenchProcessTest, DynamoRunsHaveNoErrorsAndNoSiblingsAcrossRuns) {
   // in LWW mode refuses causal writes).
   ExpectClean(RunBench(seed + common + " --workload A --mode lww --key-prefix lww:"), 1500);
   ExpectClean(RunBench(seed + common + " --workload B --no-load --rate 2000"), 1500);
+  // Writes acknowledged without a synced copy, in both modes.
+  BenchRun unsynced = RunBench(seed + common + " --workload A --unsynced --key-prefix uns:");
+  ExpectClean(unsynced, 1500);
+  EXPECT_NE(unsynced.json.find("\"dynamo (unsynced)\""), std::string::npos) << unsynced.json;
+  ExpectClean(RunBench(seed + common + " --workload W --mode lww --unsynced --key-prefix lwwuns:"),
+              1500);
 }
 
 TEST(BenchProcessTest, BadFlagsAreRefusedClearly) {
