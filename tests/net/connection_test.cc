@@ -1,5 +1,4 @@
 #include "dynamo/net/connection.h"
-#include "dynamo/net/connection_pool.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -8,8 +7,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <future>
 #include <thread>
+
+#include "dynamo/net/connection_pool.h"
 
 namespace dynamo::net {
 namespace {
@@ -169,6 +171,29 @@ TEST(EventLoopTest, TeardownReleasesUnrunWorkBeforeSweepingLeakedHandles) {
   loop->Defer([] {});
   loop.reset();
   EXPECT_TRUE(watch.expired());
+}
+
+// Work posted before Stop() runs even when Stop() comes while the loop is
+// running earlier posted work. The client's destructor posts its
+// connections' close, then stops; that close could be skipped, and the
+// connections were then closed by the pool's destructor, whose callbacks
+// touched client members already destroyed (a leak under ASan).
+TEST(EventLoopTest, WorkPostedBeforeStopRunsWhenStopComesDuringADrain) {
+  EventLoop loop;
+  std::thread thread([&] { loop.Run(); });
+  std::promise<void> started, release;
+  std::shared_future<void> released = release.get_future().share();
+  loop.Post([&started, released] {
+    started.set_value();
+    released.wait();
+  });
+  started.get_future().wait();
+  std::atomic<bool> ran{false};
+  loop.Post([&ran] { ran = true; });
+  loop.Stop();
+  release.set_value();
+  thread.join();
+  EXPECT_TRUE(ran.load());
 }
 
 TEST(EventLoopTest, DeferredWorkRunsBeforeTheLoopWaitsAgain) {

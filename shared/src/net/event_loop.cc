@@ -122,6 +122,9 @@ void EventLoop::Run() {
   uv_ref(reinterpret_cast<uv_handle_t*>(async_.get()));
   Drain();
   while (!stop_) uv_run(loop_.get(), UV_RUN_DEFAULT);
+  // Work posted before Stop() that no drain took yet (Stop() came while the
+  // loop ran earlier work) still runs here, on the loop thread.
+  Drain();
   uv_unref(reinterpret_cast<uv_handle_t*>(async_.get()));
   stop_ = false;
   loop_thread_ = std::thread::id{};
