@@ -1,5 +1,6 @@
 // dynamo-bench's dynamo backend: the SDK's asynchronous calls. The driver
 // runs on the SDK's I/O loop, where they are started and answered.
+#include <future>
 #include <optional>
 #include <vector>
 
@@ -52,10 +53,15 @@ class DynamoBackend : public Backend {
   }
 
   void Write(size_t slot, const Key& key, std::string_view value, OpDone done) override {
+    if (closing_) {
+      done(OpOutcome{Status::Aborted("backend closed")});
+      return;
+    }
     const std::optional<std::string>& context = ContextOf(key.index);
-    if (!context) {
-      // The first write of a key this process has not seen reads its context
-      // first: a blind write would stand beside what an earlier run stored.
+    if (!context && !o_.lww) {
+      // The first causal write of a key this process has not seen reads its
+      // context first: a blind write would stand beside what an earlier run
+      // stored. LWW writes carry no context.
       Read(slot, key, [this, slot, key, value = std::string(value), done = std::move(done)](OpOutcome r) mutable {
         if (!r.status.ok()) {
           done(std::move(r));
@@ -68,7 +74,7 @@ class DynamoBackend : public Backend {
       return;
     }
     WriteOptions wo;
-    wo.context = *context;
+    if (context) wo.context = *context;
     client_->PutAsync(
         key.name, std::string(value), std::move(wo),
         [this, index = key.index, done = std::move(done)](Result<std::string> r) mutable {
@@ -82,11 +88,23 @@ class DynamoBackend : public Backend {
         });
   }
 
-  void Close() override { client_.reset(); }
+  void Close() override {
+    if (!client_) return;
+    // A read-first write may finish its read while the client closes: from
+    // here on, on the client's loop, it must not start the write.
+    std::promise<void> marked;
+    client_->io_loop().Post([this, &marked] {
+      closing_ = true;
+      marked.set_value();
+    });
+    marked.get_future().wait();
+    client_.reset();
+  }
 
  private:
   DynamoBackendOptions o_;
   std::unique_ptr<Client> client_;
+  bool closing_ = false;  // set and read on the client's loop
   // The context of the last read or write of key i (none before the first),
   // grown to the highest key used; the SDK's I/O thread only.
   std::optional<std::string>& ContextOf(uint64_t i) {
