@@ -50,9 +50,12 @@ constexpr uint64_t kArrivalSpacingNs = 200'000;
 
 enum class Phase { kLoad, kWarmup, kMeasure, kDone };
 
+// An open-loop arrival waiting for a free slot; it counts in the phase it
+// arrived in, not the one it starts in.
 struct Pending {
   Op op;
   uint64_t intended_ns;
+  Phase phase;
 };
 
 class Runner : public std::enable_shared_from_this<Runner> {
@@ -138,16 +141,16 @@ class Runner : public std::enable_shared_from_this<Runner> {
     while (!free_slots_.empty() && Issuing(now)) {
       Op op = Draw();
       ++issued_;
-      Issue(op, now);
+      Issue(op, now, phase_);
     }
     MaybeAdvance(now);
   }
 
-  void Issue(Op op, uint64_t start_ns) {
+  void Issue(Op op, uint64_t start_ns, Phase phase) {
     const size_t slot = free_slots_.back();
     free_slots_.pop_back();
     ++in_flight_;
-    const Phase phase = phase_;
+    if (phase == Phase::kMeasure) ++(op.read ? measured_reads_out_ : measured_writes_out_);
     auto self = shared_from_this();
     OpDone done = [self, slot, op, start_ns, phase](OpOutcome out) {
       self->Complete(slot, op, start_ns, phase, std::move(out));
@@ -164,6 +167,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
     if (phase_ == Phase::kDone) return;  // abandoned at the drain deadline
     const uint64_t now = NowNs();
     --in_flight_;
+    if (phase == Phase::kMeasure) --(op.read ? measured_reads_out_ : measured_writes_out_);
     free_slots_.push_back(slot);
     if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
     const bool ok = out.status.ok();
@@ -190,7 +194,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
     if (!backlog_.empty()) {
       Pending p = backlog_.front();
       backlog_.pop_front();
-      Issue(p.op, p.intended_ns);
+      Issue(p.op, p.intended_ns, p.phase);
       return;
     }
     Fill();
@@ -205,9 +209,9 @@ class Runner : public std::enable_shared_from_this<Runner> {
       Op op = Draw();
       ++issued_;
       if (!free_slots_.empty()) {
-        Issue(op, next_arrival_ns_);
+        Issue(op, next_arrival_ns_, phase_);
       } else if (backlog_.size() < kBacklogMax) {
-        backlog_.push_back({op, next_arrival_ns_});
+        backlog_.push_back({op, next_arrival_ns_, phase_});
       } else {
         if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
         if (phase_ == Phase::kMeasure) (op.read ? report_.read : report_.write).RecordError("backlog full");
@@ -243,7 +247,13 @@ class Runner : public std::enable_shared_from_this<Runner> {
     if (in_flight_ == 0 && backlog_.empty()) {
       Begin(Phase::kDone);
     } else if (now >= drain_start_ns_ + o_.drain_ms * 1'000'000) {
-      for (size_t i = 0; i < in_flight_ + backlog_.size(); ++i) report_.write.RecordError("unfinished at the end");
+      // Only the measured phase's operations count, each as what it is.
+      size_t reads = measured_reads_out_, writes = measured_writes_out_;
+      for (const Pending& p : backlog_) {
+        if (p.phase == Phase::kMeasure) ++(p.op.read ? reads : writes);
+      }
+      for (size_t i = 0; i < reads; ++i) report_.read.RecordError("unfinished at the end");
+      for (size_t i = 0; i < writes; ++i) report_.write.RecordError("unfinished at the end");
       Begin(Phase::kDone);
     }
   }
@@ -286,6 +296,8 @@ class Runner : public std::enable_shared_from_this<Runner> {
   uint64_t drain_start_ns_ = 0, next_progress_ns_ = 0, window_start_ns_ = 0;
   uint64_t issued_ = 0;
   size_t in_flight_ = 0;
+  size_t measured_reads_out_ = 0,
+         measured_writes_out_ = 0;  // issued in the measured phase, not done
   OpStats window_read_, window_write_;
   RunReport report_;
   std::promise<Result<RunReport>> done_;
