@@ -71,16 +71,33 @@ class Client::Impl {
     return l;
   }
 
-  ~Impl() {
+  ~Impl() { Close(); }
+
+  // Operations still running fail (their calls fail with the connections)
+  // and report before the I/O thread stops; calls made from then on fail at
+  // once. So every `done` runs exactly once before this returns.
+  void Close() {
     if (io_.joinable()) {
+      closing_ = true;
       loop_.Post([this] {
         refresh_timer_.reset();
-        pool_.CloseAll(Status::Aborted("client closed"));
+        pool_.CloseAll(ClosedStatus());
+        // Failed calls end their operations within a pass or two; this only
+        // bounds the wait should one never report.
+        close_timer_ = std::make_unique<net::Timer>(loop_);
+        close_timer_->Start(options_.timeout_ms, 0, [this] { loop_.Stop(); });
+        StopIfClosed();
       });
-      loop_.Stop();
       io_.join();
     }
   }
+
+  // I/O thread.
+  void StopIfClosed() {
+    if (closing_ && running_ops_ == 0) loop_.Stop();
+  }
+
+  static Status ClosedStatus() { return Status::Aborted("client closed"); }
 
   Status Start() {
     for (const std::string& s : options_.seeds) {
@@ -321,6 +338,7 @@ class Client::Impl {
                                 uint64_t timeout_ms, Receipt* receipt, decltype(State::done) done,
                                 void (Impl::*finish)(const std::shared_ptr<State>&)) {
     auto state = std::make_shared<State>(loop_, std::move(route), std::forward<Request>(request));
+    ++running_ops_;
     state->deadline = loop_.NowMs() + timeout_ms;
     state->receipt_out = receipt;
     state->done = std::move(done);
@@ -337,6 +355,10 @@ class Client::Impl {
   // Runs on the I/O thread.
   void StartWrite(std::string key, std::string value, bool tombstone, WriteOptions opts,
                   std::function<void(Result<std::string>)> done) {
+    if (closing_) {
+      done(ClosedStatus());
+      return;
+    }
     std::shared_ptr<const View> v = view();
     if (!v) {
       done(Status::Unavailable("no cluster map yet"));
@@ -411,9 +433,15 @@ class Client::Impl {
     } else {
       done(op.status());
     }
+    --running_ops_;
+    StopIfClosed();
   }
 
   void StartRead(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
+    if (closing_) {
+      done(ClosedStatus());
+      return;
+    }
     std::shared_ptr<const View> v = view();
     if (!v) {
       done(Status::Unavailable("no cluster map yet"));
@@ -460,6 +488,8 @@ class Client::Impl {
                              if (auto s = weak.lock()) RepairRead(s);
                            });
       }
+      --running_ops_;
+      StopIfClosed();
     }
     if (state->repair_due && op.all_in()) RepairRead(state);
   }
@@ -493,7 +523,7 @@ class Client::Impl {
 
   void GetAsync(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
     ++stats_.gets;
-    Status k = CheckKey(key);
+    Status k = closing_ ? ClosedStatus() : CheckKey(key);
     if (!k.ok()) {
       ++stats_.errors;
       done(k);
@@ -507,7 +537,7 @@ class Client::Impl {
   void WriteAsync(std::string key, std::string value, bool tombstone, WriteOptions opts,
                   std::function<void(Result<std::string>)> done) {
     ++(tombstone ? stats_.deletes : stats_.puts);
-    Status k = CheckKey(key);
+    Status k = closing_ ? ClosedStatus() : CheckKey(key);
     if (k.ok() && value.size() > options_.value_bytes_max) {
       k = Status::InvalidArgument("value of " + std::to_string(value.size()) +
                                   " bytes exceeds value_bytes_max (" +
@@ -639,6 +669,7 @@ class Client::Impl {
   net::EventLoop loop_;
   net::ConnectionPool pool_{loop_, PoolOptions(), kConnectTimeoutMs};
   std::thread io_;
+  std::atomic<bool> closing_{false};  // set once the destructor begins
   std::atomic<std::shared_ptr<const View>> view_;
   // I/O thread only.
   std::map<NodeId, NodeHealth> health_;
@@ -646,10 +677,12 @@ class Client::Impl {
   std::shared_ptr<const View> routes_view_;
   std::vector<std::shared_ptr<const Route>> routes_;
   std::unique_ptr<net::Timer> refresh_timer_;
+  std::unique_ptr<net::Timer> close_timer_;
   bool refreshing_ = false;
   std::vector<std::function<void(Status)>> refresh_waiters_;
   uint64_t last_refresh_ms_ = 0;
   uint64_t last_lww_us_ = 0;
+  size_t running_ops_ = 0;  // launched and not yet reported
   AtomicStats stats_;
 };
 
@@ -665,7 +698,9 @@ Result<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
 }
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Client::~Client() = default;
+// Closes before the members go, so calls made from callbacks meanwhile
+// reach a whole client.
+Client::~Client() { impl_->Close(); }
 
 const ClientOptions& Client::options() const { return impl_->options(); }
 Status Client::Refresh() { return impl_->Refresh(); }

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <set>
@@ -278,6 +279,59 @@ TEST(ClientProcessTest, CallsChainOnTheIoLoopAndBlockingCallsThereFail) {
   Result<GetResult> r = client->Get("chain");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->values, std::vector<std::string>{"v" + std::to_string(kChain - 1)});
+}
+
+// Destroying the client while operations run ends each of them exactly once
+// before the destructor returns, and a call made from a callback from then
+// on fails at once with Aborted.
+TEST(ClientProcessTest, DestroyingTheClientEndsEveryOperationOnce) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3);
+  ASSERT_TRUE(client);
+  Client* raw = client.get();  // reset() empties `client` before the destructor runs
+  constexpr int kChains = 64;
+  std::atomic<int> started{0}, finished{0}, probes{0}, probes_aborted{0}, other_failures{0};
+  // Each chain writes and reads its key in turn while calls succeed; its
+  // first failure makes one more call, the probe.
+  std::function<void(int, int)> next = [&](int chain, int step) {
+    ++started;
+    const std::string key = "close-" + std::to_string(chain);
+    auto after = [&, chain, step, key](const Status& s) {
+      ++finished;
+      if (s.ok()) {
+        next(chain, step + 1);
+        return;
+      }
+      if (s.code() != StatusCode::kUnavailable && s.code() != StatusCode::kAborted)
+        ++other_failures;
+      ++started;
+      raw->PutAsync(key, "probe", {}, [&](Result<std::string> r) {
+        ++finished;
+        ++probes;
+        if (r.status().code() == StatusCode::kAborted) ++probes_aborted;
+      });
+    };
+    if (step % 2 == 0) {
+      raw->PutAsync(key, "v" + std::to_string(step), {},
+                    [after](Result<std::string> r) { after(r.status()); });
+    } else {
+      raw->GetAsync(key, {}, [after](Result<GetResult> r) { after(r.status()); });
+    }
+  };
+  raw->io_loop().Post([&] {
+    for (int i = 0; i < kChains; ++i) next(i, 0);
+  });
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (finished < 4 * kChains && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_GE(finished.load(), 4 * kChains);
+  client.reset();
+  EXPECT_EQ(finished.load(), started.load());
+  EXPECT_EQ(probes.load(), kChains);
+  EXPECT_EQ(probes_aborted.load(), kChains);
+  EXPECT_EQ(other_failures.load(), 0);
 }
 
 TEST(ClientProcessTest, ViewFollowsMembershipChanges) {
