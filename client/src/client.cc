@@ -371,7 +371,7 @@ class Client::Impl {
     req.w = opts.w > 0 ? opts.w : options_.w;
     req.wall_ms = WallMicros() / 1000;
     req.op_id = rng_() | 1;
-    req.durable = options_.durable_writes;
+    req.durable = opts.durable.value_or(options_.durable_writes);
     Status valid = CheckQuorum("w", req.w, *v);
     if (valid.ok() && !opts.context.empty()) {
       Result<client::DecodedContext> ctx = client::DecodeContext(opts.context);

@@ -80,10 +80,12 @@ class PyClient {
     return out;
   }
 
-  py::bytes Write(const py::object& key, const std::optional<py::object>& value, const py::object& context) {
+  py::bytes Write(const py::object& key, const std::optional<py::object>& value,
+                  const py::object& context, std::optional<bool> durable) {
     std::string k = Bytes(key, "key");
     WriteOptions wo;
     if (!context.is_none()) wo.context = Bytes(context, "context");
+    wo.durable = durable;
     Receipt receipt;
     wo.receipt = &receipt;
     std::string v = value ? Bytes(*value, "value") : std::string();
@@ -237,16 +239,19 @@ void BindClient(py::module_& m) {
            "Read a key; GetResult.found is False when absent.")
       .def(
           "put",
-          [](PyClient& c, const py::object& key, const py::object& value,
-             const py::object& context) { return c.Write(key, value, context); },
+          [](PyClient& c, const py::object& key, const py::object& value, const py::object& context,
+             std::optional<bool> durable) { return c.Write(key, value, context, durable); },
           py::arg("key"), py::arg("value"), py::arg("context") = py::none(),
-          "Write a value; returns the new context.")
+          py::arg("durable") = py::none(),
+          "Write a value; returns the new context. durable: wait for a synced copy (None: the "
+          "client's "
+          "durable_writes).")
       .def(
           "delete",
-          [](PyClient& c, const py::object& key, const py::object& context) {
-            return c.Write(key, std::nullopt, context);
-          },
-          py::arg("key"), py::arg("context") = py::none(), "Delete a key (a tombstone write).")
+          [](PyClient& c, const py::object& key, const py::object& context,
+             std::optional<bool> durable) { return c.Write(key, std::nullopt, context, durable); },
+          py::arg("key"), py::arg("context") = py::none(), py::arg("durable") = py::none(),
+          "Delete a key (a tombstone write); durable as for put.")
       .def("set_resolver", &PyClient::SetResolver, py::arg("fn"),
            "fn(list[bytes]) -> bytes merges concurrent values on reads; None removes it.")
       .def("where", &PyClient::Where, py::arg("key"))

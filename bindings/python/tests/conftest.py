@@ -79,6 +79,12 @@ class LocalCluster:
     def signal(self, node_id, sig):
         os.kill(self.pid(node_id), sig)
 
+    def dynamoctl(self, *args):
+        """Runs `dynamoctl --seed S ARGS` against the first node; returns its stdout."""
+        out = subprocess.run([_bin("dynamoctl"), "--seed", self.seeds[0], *args], check=True,
+                             env=_child_env(), capture_output=True, text=True, timeout=30)
+        return out.stdout
+
     def node_counter(self, name):
         """A counter of `dynamoctl stats`, summed over the nodes."""
         total = 0

@@ -149,6 +149,28 @@ def test_unsynced_writes_are_acknowledged_without_a_coordinator_sync(cluster):
     assert cluster.node_counter("coord_puts_unsynced") - before == 2
 
 
+def test_one_write_may_choose_otherwise_than_its_client(cluster):
+    def unsynced():
+        return cluster.node_counter("coord_puts_unsynced")
+
+    before = unsynced()
+    durable = dynamo.Client(cluster.seeds)
+    ctx = durable.put("override-key", b"v1", durable=False)
+    ctx = durable.put("override-key", b"v2", ctx, durable=None)
+    assert unsynced() - before == 1
+    fast = dynamo.Client(cluster.seeds, durable_writes=False)
+    ctx = fast.put("override-key", b"v3", ctx, durable=True)
+    fast.delete("override-key", ctx, durable=True)
+    assert unsynced() - before == 1
+    cluster.dynamoctl("put", "override-ctl", "v", "--unsynced")
+    assert unsynced() - before == 2
+    got = cluster.dynamoctl("get", "override-ctl")
+    ctl_ctx = next(line.split()[1] for line in got.splitlines() if line.startswith("context: "))
+    cluster.dynamoctl("delete", "override-ctl", "--context", ctl_ctx, "--unsynced")
+    assert unsynced() - before == 3
+    assert durable.get("override-ctl").found is False
+
+
 def test_paused_cluster_times_out_and_the_gil_is_free_meanwhile(fresh_cluster):
     c = dynamo.Client(fresh_cluster.seeds, timeout=0.5)
     c.put("k", b"v")

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,9 @@ struct WriteOptions {
   int w = 0;                   // 0: the client's default
   uint64_t timeout_ms = 0;     // 0: the client's default
   Receipt* receipt = nullptr;  // filled when given, also on failure
+  // Whether this write waits for a synced copy (ClientOptions::durable_writes
+  // explains both ways); unset: the client's durable_writes.
+  std::optional<bool> durable;
 };
 
 struct GetResult {

@@ -144,6 +144,7 @@ int RunDataCommand(const std::vector<std::string>& seeds, uint64_t timeout_ms, c
     WriteOptions wo;
     Receipt receipt;
     wo.receipt = &receipt;
+    if (cmd.unsynced) wo.durable = false;
     if (!cmd.context_b64.empty()) {
       Result<std::string> ctx = Base64Decode(cmd.context_b64);
       if (!ctx.ok()) return Fail(ctx.status(), cmd.json);

@@ -16,6 +16,7 @@ struct DataCommand {
   std::string context_b64;           // put, delete
   int r = 0;
   int w = 0;
+  bool unsynced = false;  // put, delete: acknowledged without a synced copy
   bool json = false;
 };
 

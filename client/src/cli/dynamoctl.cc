@@ -48,9 +48,15 @@ int Main(int argc, char** argv) {
   std::string value;
   auto* value_opt = put->add_option("VALUE", value, "the value");
   put->add_option("--context", data.context_b64, "context from the get this write follows");
+  const char* unsynced_help =
+      "acknowledge once W replicas applied it, without waiting for a synced copy (lost only if "
+      "every "
+      "holder loses power or its kernel within the nodes' sync interval)";
+  put->add_flag("--unsynced", data.unsynced, unsynced_help);
   auto* del = app.add_subcommand("delete", "delete a key (a tombstone write)");
   del->add_option("KEY", data.key, "the key")->required();
   del->add_option("--context", data.context_b64, "context from the get this delete follows");
+  del->add_flag("--unsynced", data.unsynced, unsynced_help);
   auto* where = app.add_subcommand("where", "a key's preference list and fallbacks, with node states");
   where->add_option("KEY", data.key, "the key")->required();
   auto* inspect = app.add_subcommand("inspect", "every replica's stored versions of a key");
