@@ -20,11 +20,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "dynamo/check.h"
 #include "dynamo/node/cached_engine.h"
+#include "dynamo/node/keys.h"
 #include "dynamo/node/node_core.h"
 #include "dynamo/node/node_state.h"
 #include "dynamo/node/rocksdb_engine.h"
@@ -214,6 +216,64 @@ BENCHMARK(BM_NodeReplicaPut)
     ->Args({8, 0})
     ->Args({8, 1})
     ->Iterations(kMeasuredPuts)
+    ->Unit(benchmark::kNanosecond);
+
+// Point reads through RocksDB alone (no value cache), as the storage thread
+// makes them when the value cache misses: kEngineGetKeys keys written twice
+// each in batches, with small memtables so that they sit in several table
+// files across levels, then reads of random keys. Arguments: bloom filter
+// bits per key (0: none); 1 to read keys that exist, 0 keys that do not
+// (what a key's first write reads).
+constexpr uint64_t kEngineGetKeys = 400000;
+constexpr size_t kEngineGetMemtableBytes = 8u << 20;
+void BM_EngineGet(benchmark::State& state) {
+  char tmpl[] = "/tmp/dynamo-get-bench.XXXXXX";
+  DYNAMO_CHECK(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  RocksDbOptions options;
+  options.bloom_bits_per_key = static_cast<double>(state.range(0));
+  options.write_buffer_bytes = kEngineGetMemtableBytes;
+  options.stagger_seed = 7;
+  Result<std::unique_ptr<Engine>> opened = OpenRocksDb(dir + "/rocksdb", options);
+  DYNAMO_CHECK(opened.ok());
+  std::unique_ptr<Engine> engine = std::move(*opened);
+  auto key = [](uint64_t i, bool present) {
+    return DataKey(static_cast<PartitionId>(i % 1024), bench::KeyName(i, present ? "key" : "new"));
+  };
+  const std::string value(kValueBytes + 40, 'v');
+  for (int round = 0; round < 2; ++round) {
+    WriteBatch batch;
+    for (uint64_t i = 0; i < kEngineGetKeys; ++i) {
+      batch.Put(Space::kData, key(i, true), value);
+      if (batch.ops().size() == 64) {
+        DYNAMO_CHECK(engine->Write(batch, false).ok());
+        batch = WriteBatch();
+      }
+    }
+    if (!batch.empty()) DYNAMO_CHECK(engine->Write(batch, false).ok());
+  }
+  std::mt19937_64 rng(11);
+  const bool present = state.range(1) != 0;
+  for (uint64_t i = 0; i < kEngineGetKeys / 4;
+       ++i) {  // warms the block cache as a running node's is
+    (void)engine->Get(Space::kData, key(rng() % kEngineGetKeys, present));
+  }
+  for (auto _ : state) {
+    Result<std::optional<std::string>> got =
+        engine->Get(Space::kData, key(rng() % kEngineGetKeys, present));
+    DYNAMO_CHECK(got.ok() && got->has_value() == present);
+  }
+  engine.reset();
+  std::filesystem::remove_all(dir);
+  state.SetLabel(std::string(state.range(0) > 0 ? "bloom, " : "no filter, ") +
+                 (present ? "present" : "absent"));
+}
+BENCHMARK(BM_EngineGet)
+    ->Args({0, 1})
+    ->Args({10, 1})
+    ->Args({0, 0})
+    ->Args({10, 0})
+    ->Iterations(200000)
     ->Unit(benchmark::kNanosecond);
 
 // Appends of one ReplicaPut-sized record to a RocksDB log file, each synced
