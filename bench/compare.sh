@@ -11,15 +11,16 @@
 # During every run, bench/diskprobe.py samples the disk's fdatasync latency
 # (one sync every 10 ms), so a tail or a burst of timeouts the disk itself
 # caused shows as such in the table.
-# With --lww, the workloads that write also run against the same dynamo
-# cluster in last-write-wins mode (store "dynamo-lww", its own keys), so the
-# table shows both write paths: causal (two round trips, the default) and
-# LWW (one round trip to every replica).
+# With --lww, the workloads that write also run in last-write-wins mode
+# (store "dynamo-lww"), so the table shows both write paths: causal (two
+# round trips, the default) and LWW (one round trip to every replica).
 # With --unsynced, each dynamo store also runs the workloads that write with
-# the client's durable_writes off (store "...-uns", its own keys): writes
-# acknowledged once applied, with no node syncing for them, which is what
-# Redis without persistence offers. The default (synced) rows are the ones
-# the targets are judged by.
+# the client's durable_writes off (store "...-uns"): writes acknowledged once
+# applied, with no node syncing for them, which is what Redis without
+# persistence offers. The default (synced) rows are the ones the targets are
+# judged by. Each of these stores has a 3-node cluster of its own, so that
+# each holds the issue's key count and no store's keys crowd another's out of
+# the nodes' value caches.
 # Stops everything it started (by PID).
 #
 # Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"] [--lww] [--unsynced]
@@ -46,10 +47,15 @@ cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDYNAMO_BUILD_TESTS=OFF -DDYN
 cmake --build "$BUILD" -j2 --target dynamo-node dynamoctl dynamo_bench >/dev/null
 BIN=$BUILD/bin
 
+DYNAMOS=dynamo
+[ $LWW = 1 ] && DYNAMOS+=" dynamo-lww"
+[ $UNSYNCED = 1 ] && DYNAMOS+=" dynamo-uns"
+[ $LWW = 1 ] && [ $UNSYNCED = 1 ] && DYNAMOS+=" dynamo-lww-uns"
+
 WORK=$(mktemp -d /tmp/dynamo-compare.XXXXXX)
 PIDS=()
 cleanup() {
-  "$BIN/dynamoctl" cluster stop --dir "$WORK/dynamo" >/dev/null 2>&1 || true
+  for d in $DYNAMOS; do "$BIN/dynamoctl" cluster stop --dir "$WORK/$d" >/dev/null 2>&1 || true; done
   for pid in "${PIDS[@]}" ${PROBE:-}; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
@@ -57,7 +63,13 @@ cleanup() {
 trap cleanup EXIT
 
 DYN_PORT=17500 REDIS_PORT=17600 ETCD_PORT=17700
-"$BIN/dynamoctl" cluster start --nodes 3 --base-port $DYN_PORT --dir "$WORK/dynamo" >/dev/null
+declare -A SEED
+i=0
+for d in $DYNAMOS; do  # ports 17500, 17510, ...
+  "$BIN/dynamoctl" cluster start --nodes 3 --base-port $((DYN_PORT + 10 * i)) --dir "$WORK/$d" >/dev/null
+  SEED[$d]=127.0.0.1:$((DYN_PORT + 10 * i))
+  i=$((i + 1))
+done
 redis-server --port $REDIS_PORT --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
 PIDS+=($!)
 HAVE_ETCD=0
@@ -82,18 +94,14 @@ sleep 2
 
 COMMON=(--keys "$KEYS" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 2 --json --quiet)
 declare -A ARGS LOADED
-ARGS[dynamo]="--backend dynamo --seed 127.0.0.1:$DYN_PORT"
-ARGS[dynamo-lww]="--backend dynamo --seed 127.0.0.1:$DYN_PORT --mode lww --key-prefix lww:"
-ARGS[dynamo-uns]="--backend dynamo --seed 127.0.0.1:$DYN_PORT --unsynced --key-prefix uns:"
-ARGS[dynamo-lww-uns]="--backend dynamo --seed 127.0.0.1:$DYN_PORT --mode lww --unsynced --key-prefix lwwuns:"
+ARGS[dynamo]="--backend dynamo --seed ${SEED[dynamo]}"
+ARGS[dynamo-lww]="--backend dynamo --seed ${SEED[dynamo-lww]:-} --mode lww"
+ARGS[dynamo-uns]="--backend dynamo --seed ${SEED[dynamo-uns]:-} --unsynced"
+ARGS[dynamo-lww-uns]="--backend dynamo --seed ${SEED[dynamo-lww-uns]:-} --mode lww --unsynced"
 ARGS[redis]="--backend redis --address 127.0.0.1:$REDIS_PORT"
 ARGS[etcd]="--backend etcd --address 127.0.0.1:$((ETCD_PORT + 1)) --address 127.0.0.1:$((ETCD_PORT + 2)) --address 127.0.0.1:$((ETCD_PORT + 3))"
 BACKENDS="dynamo redis"
 [ $HAVE_ETCD = 1 ] && BACKENDS+=" etcd"
-DYNAMOS=dynamo
-[ $LWW = 1 ] && DYNAMOS+=" dynamo-lww"
-[ $UNSYNCED = 1 ] && DYNAMOS+=" dynamo-uns"
-[ $LWW = 1 ] && [ $UNSYNCED = 1 ] && DYNAMOS+=" dynamo-lww-uns"
 BACKENDS="$DYNAMOS ${BACKENDS#dynamo }"
 stores_for() {  # workload: the stores it runs against (the variants only where it writes)
   local b
@@ -104,7 +112,7 @@ stores_for() {  # workload: the stores it runs against (the variants only where 
 
 settle() {  # waits (at most 30 s) until every store is idle, so one run's flushes, compactions or snapshots do not land in the next
   local pids=("${PIDS[@]}") f
-  for f in "$WORK"/dynamo/n*/node.pid; do pids+=("$(cat "$f")"); done
+  for f in "$WORK"/dynamo*/n*/node.pid; do pids+=("$(cat "$f")"); done
   echo "compare: $(/usr/bin/python3 bench/procstat.py settle --max-s 30 "${pids[@]}")" >&2
 }
 run() {  # backend workload mode [extra flags...]; appends "backend workload mode json" to results
