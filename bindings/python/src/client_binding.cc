@@ -243,9 +243,8 @@ void BindClient(py::module_& m) {
              std::optional<bool> durable) { return c.Write(key, value, context, durable); },
           py::arg("key"), py::arg("value"), py::arg("context") = py::none(),
           py::arg("durable") = py::none(),
-          "Write a value; returns the new context. durable: wait for a synced copy (None: the "
-          "client's "
-          "durable_writes).")
+          "Write a value; returns the new context. durable: wait for a synced copy "
+          "(None: the client's durable_writes).")
       .def(
           "delete",
           [](PyClient& c, const py::object& key, const py::object& context,
