@@ -50,6 +50,9 @@ struct DynamoBackendOptions {
   bool lww = false;
   uint64_t timeout_ms = 1000;
   bool durable_writes = true;  // ClientOptions::durable_writes
+  // Key numbers below this get their context slot at Open, so the run does
+  // not grow the table (and fault in its pages) while it measures.
+  uint64_t keys = 0;
 };
 // Writes carry the context of the last read or write of the key by this
 // process (the first write of a key reads it first), so a single writer per

@@ -29,6 +29,7 @@ class DynamoBackend : public Backend {
     Result<std::unique_ptr<Client>> c = Client::Open(std::move(co));
     if (!c.ok()) return c.status();
     client_ = std::move(*c);
+    contexts_.resize(o_.keys);  // before the client's thread uses it
     return Status::OK();
   }
 

@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<Backend> backend;
   if (backend_name == "dynamo") {
     if (seeds.empty()) return Fail("--backend dynamo needs --seed HOST:PORT");
-    backend = MakeDynamoBackend({seeds, r, w, mode == "lww", timeout_ms, !unsynced});
+    backend = MakeDynamoBackend({seeds, r, w, mode == "lww", timeout_ms, !unsynced, o.keys});
   } else if (backend_name == "redis") {
     if (addresses.empty()) return Fail("--backend redis needs --address HOST:PORT");
     backend = MakeRedisBackend(addresses, timeout_ms);
