@@ -1,6 +1,5 @@
 // dynamo-bench's dynamo backend: the SDK's asynchronous calls. The driver
 // runs on the SDK's I/O loop, where they are started and answered.
-#include <future>
 #include <optional>
 #include <vector>
 
@@ -54,10 +53,6 @@ class DynamoBackend : public Backend {
   }
 
   void Write(size_t slot, const Key& key, std::string_view value, OpDone done) override {
-    if (closing_) {
-      done(OpOutcome{Status::Aborted("backend closed")});
-      return;
-    }
     const std::optional<std::string>& context = ContextOf(key.index);
     if (!context && !o_.lww) {
       // The first causal write of a key this process has not seen reads its
@@ -91,21 +86,15 @@ class DynamoBackend : public Backend {
 
   void Close() override {
     if (!client_) return;
-    // A read-first write may finish its read while the client closes: from
-    // here on, on the client's loop, it must not start the write.
-    std::promise<void> marked;
-    client_->io_loop().Post([this, &marked] {
-      closing_ = true;
-      marked.set_value();
-    });
-    marked.get_future().wait();
+    // Closed while still reachable: a read-first write whose read finishes
+    // meanwhile finds the client and fails, rather than a null pointer.
+    client_->Close();
     client_.reset();
   }
 
  private:
   DynamoBackendOptions o_;
   std::unique_ptr<Client> client_;
-  bool closing_ = false;  // set and read on the client's loop
   // The context of the last read or write of key i (none before the first),
   // grown to the highest key used; the SDK's I/O thread only.
   std::optional<std::string>& ContextOf(uint64_t i) {

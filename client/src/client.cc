@@ -124,8 +124,10 @@ class Client::Impl {
   const ClientOptions& options() const { return options_; }
   net::EventLoop& loop() { return loop_; }
 
-  // Blocking calls wait for the I/O thread: made on it, they would wait forever.
+  // Blocking calls wait for the I/O thread: made on it, or once it has
+  // stopped, they would wait forever.
   Status CheckMayBlock() const {
+    if (closing_) return ClosedStatus();
     if (!loop_.InLoopThread()) return Status::OK();
     return Status::InvalidArgument(
         "blocking client call on the client's I/O thread; use the async form");
@@ -701,6 +703,7 @@ Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 // Closes before the members go, so calls made from callbacks meanwhile
 // reach a whole client.
 Client::~Client() { impl_->Close(); }
+void Client::Close() { impl_->Close(); }
 
 const ClientOptions& Client::options() const { return impl_->options(); }
 Status Client::Refresh() { return impl_->Refresh(); }

@@ -334,6 +334,31 @@ TEST(ClientProcessTest, DestroyingTheClientEndsEveryOperationOnce) {
   EXPECT_EQ(other_failures.load(), 0);
 }
 
+// After Close() every call fails at once with Aborted, blocking ones
+// included (they would otherwise wait for an I/O thread that has stopped),
+// and a second Close() does nothing.
+TEST(ClientProcessTest, AClosedClientRefusesEveryCall) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3);
+  ASSERT_TRUE(client);
+  ASSERT_TRUE(client->Put("closed", "v").ok());
+  client->Close();
+  client->Close();
+  EXPECT_EQ(client->Get("closed").status().code(), StatusCode::kAborted);
+  EXPECT_EQ(client->Put("closed", "w").status().code(), StatusCode::kAborted);
+  EXPECT_EQ(client->Delete("closed").status().code(), StatusCode::kAborted);
+  EXPECT_EQ(client->Refresh().code(), StatusCode::kAborted);
+  std::vector<ReplicaVersions> inspected = client->Inspect("closed");
+  ASSERT_EQ(inspected.size(), 1u);
+  EXPECT_NE(inspected[0].error.find("client closed"), std::string::npos) << inspected[0].error;
+  Status async_get = Status::Internal("not called"), async_put = Status::Internal("not called");
+  client->GetAsync("closed", {}, [&](Result<GetResult> r) { async_get = r.status(); });
+  client->PutAsync("closed", "x", {}, [&](Result<std::string> r) { async_put = r.status(); });
+  EXPECT_EQ(async_get.code(), StatusCode::kAborted);
+  EXPECT_EQ(async_put.code(), StatusCode::kAborted);
+}
+
 TEST(ClientProcessTest, ViewFollowsMembershipChanges) {
   ProcessCluster c(3, kFastConfig);
   ASSERT_TRUE(c.Start().ok());

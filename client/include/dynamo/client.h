@@ -83,10 +83,14 @@ class Client {
   // Connects to the seeds and loads the cluster map. InvalidArgument for bad
   // options; Unavailable when no seed answers within options.timeout_ms.
   static Result<std::unique_ptr<Client>> Open(ClientOptions options);
-  // Closes the connections. Operations still running fail (Unavailable, or
-  // Aborted "client closed" if not yet sent) and their callbacks run before
-  // it returns; async calls made from then on, callbacks included, fail at
-  // once with Aborted. Not to be called on the I/O thread.
+  // Closes the connections and stops the I/O thread. Operations still
+  // running fail (Unavailable, or Aborted "client closed" if not yet sent)
+  // and their callbacks run before it returns; every call made from then on,
+  // from those callbacks too, fails at once with Aborted. Idempotent. Not to
+  // be called on the I/O thread; a call that starts while it runs may fail
+  // either way.
+  void Close();
+  // Close(), then frees the client.
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
