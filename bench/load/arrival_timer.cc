@@ -27,6 +27,7 @@ Result<std::unique_ptr<ArrivalTimer>> ArrivalTimer::Create(net::EventLoop& loop,
     if (self == nullptr || status < 0) return;
     uint64_t expirations = 0;
     if (::read(self->fd_, &expirations, sizeof expirations) != sizeof expirations) return;
+    self->armed_ns_ = 0;
     self->fire_();
   });
   return t;
@@ -42,10 +43,12 @@ ArrivalTimer::~ArrivalTimer() {
   ::close(fd_);
 }
 
-void ArrivalTimer::Arm(uint64_t deadline_ns) {
-  itimerspec spec{};
+void ArrivalTimer::ArmBy(uint64_t deadline_ns) {
   // A zero it_value disarms: one nanosecond fires at once.
   const uint64_t at = deadline_ns > 0 ? deadline_ns : 1;
+  if (armed_ns_ != 0 && armed_ns_ <= at) return;
+  armed_ns_ = at;
+  itimerspec spec{};
   spec.it_value.tv_sec = static_cast<time_t>(at / 1'000'000'000);
   spec.it_value.tv_nsec = static_cast<long>(at % 1'000'000'000);
   ::timerfd_settime(fd_, TFD_TIMER_ABSTIME, &spec, nullptr);

@@ -26,15 +26,18 @@ class ArrivalTimer {
   ArrivalTimer(const ArrivalTimer&) = delete;
   ArrivalTimer& operator=(const ArrivalTimer&) = delete;
 
-  // Fires once at `deadline_ns` on std::chrono::steady_clock (at once if it
-  // passed); replaces any earlier deadline.
-  void Arm(uint64_t deadline_ns);
+  // Makes the timer fire once by `deadline_ns` on std::chrono::steady_clock
+  // (at once if it passed): at the earliest deadline asked for since it last
+  // fired. Asking for a later one than is already set makes no system call,
+  // so a caller may ask after every event.
+  void ArmBy(uint64_t deadline_ns);
 
  private:
   ArrivalTimer(int fd, std::function<void()> fire) : fd_(fd), fire_(std::move(fire)) {}
   int fd_;
   uv_poll_s* poll_ = nullptr;
   std::function<void()> fire_;
+  uint64_t armed_ns_ = 0;  // the deadline set; 0: none
 };
 
 }  // namespace dynamo::bench

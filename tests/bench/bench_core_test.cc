@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <future>
 #include <map>
 #include <mutex>
@@ -11,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "load/arrival_timer.h"
 #include "load/driver.h"
 #include "load/histogram.h"
 #include "load/http.h"
@@ -182,6 +184,47 @@ TEST(HttpTest, PostAndBase64) {
   EXPECT_EQ(Base64("foo"), "Zm9v");
   EXPECT_EQ(Base64("foobar"), "Zm9vYmFy");
   EXPECT_EQ(Base64(std::string("\xff\x00\x10", 3)), "/wAQ");
+}
+
+uint64_t SteadyNs() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                   std::chrono::steady_clock::now().time_since_epoch())
+                                   .count());
+}
+
+// The driver asks for the next arrival after every completion; a later
+// deadline than the one set must not postpone it, or arrivals would wait for
+// the last completion's guess. After firing, the next ask sets a new one.
+TEST(ArrivalTimerTest, TheEarliestDeadlineAskedForWins) {
+  net::EventLoop loop;
+  std::thread thread([&] { loop.Run(); });
+  std::promise<void> first, second;
+  int fired = 0;
+  std::unique_ptr<ArrivalTimer> timer;
+  loop.Post([&] {
+    Result<std::unique_ptr<ArrivalTimer>> t = ArrivalTimer::Create(loop, [&] {
+      if (++fired == 1) {
+        first.set_value();
+        timer->ArmBy(SteadyNs() + 1'000'000);
+      } else if (fired == 2) {
+        second.set_value();
+      }
+    });
+    ASSERT_TRUE(t.ok()) << t.status().ToString();
+    timer = std::move(*t);
+    timer->ArmBy(SteadyNs() + 1'000'000);
+    timer->ArmBy(SteadyNs() + 3'600'000'000'000);  // an hour: must not replace the first
+  });
+  EXPECT_EQ(first.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_EQ(second.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  std::promise<void> closed;
+  loop.Post([&] {
+    timer.reset();
+    closed.set_value();
+  });
+  closed.get_future().wait();
+  loop.Stop();
+  thread.join();
 }
 
 // A store whose every operation succeeds at the loop's next 1 ms timer tick.
