@@ -157,6 +157,16 @@ for w in W C; do
   done
 done
 
+machine_notes() {  # what else takes this machine's cores at intervals, for reading the tails
+  local k us
+  for k in /sys/kernel/mm/damon/admin/kdamonds/[0-9]*; do
+    [ "$(cat "$k/state" 2>/dev/null)" = on ] || continue
+    us=$(cat "$k/contexts/0/monitoring_attrs/intervals/sample_us" 2>/dev/null) || continue
+    echo "machine: the kernel's DAMON monitor ${k##*/} samples memory every $((us / 1000)) ms;" \
+      "each sample takes a core for 1-5 ms and open-loop operations queue behind it (docs/performance.md item 24)"
+  done
+}
+
 /usr/bin/python3 - "$WORK/results" "$WORK/disk" <<'PY'
 import json, sys
 closed, opened, disk = {}, {}, {}
@@ -215,3 +225,4 @@ sib = sum(r["read"]["siblings"] for r in runs)
 err = sum(r["read"]["errors"] + r["write"]["errors"] for r in runs)
 print(f"dynamo: {err} errors, {sib} reads with siblings")
 PY
+machine_notes
