@@ -50,6 +50,7 @@ struct DynamoBackendOptions {
   bool lww = false;
   uint64_t timeout_ms = 1000;
   bool durable_writes = true;  // ClientOptions::durable_writes
+  bool fastest_coordinator = false;  // ClientOptions::coordinator = kFastestReplica
   // Key numbers below this get their context slot at Open, so the run does
   // not grow the table (and fault in its pages) while it measures.
   uint64_t keys = 0;

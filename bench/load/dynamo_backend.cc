@@ -25,6 +25,8 @@ class DynamoBackend : public Backend {
     co.timeout_ms = o_.timeout_ms;
     co.mode = o_.lww ? Mode::kLww : Mode::kCausal;
     co.durable_writes = o_.durable_writes;
+    co.coordinator =
+        o_.fastest_coordinator ? Coordinator::kFastestReplica : Coordinator::kClientRanked;
     Result<std::unique_ptr<Client>> c = Client::Open(std::move(co));
     if (!c.ok()) return c.status();
     client_ = std::move(*c);

@@ -41,7 +41,8 @@ Status WritePlot(const RunReport& report, const std::string& png) {
 
 int main(int argc, char** argv) {
   CLI::App app{"dynamo-bench: YCSB-style load against dynamo, Redis or etcd"};
-  std::string backend_name = "dynamo", workload = "A", distribution = "uniform", mode = "causal", plot;
+  std::string backend_name = "dynamo", workload = "A", distribution = "uniform", mode = "causal",
+              coordinator = "ranked", plot;
   std::vector<std::string> seeds, addresses;
   DriverOptions o;
   int r = 2, w = 2;
@@ -74,6 +75,12 @@ int main(int argc, char** argv) {
   app.add_option("--mode", mode, "dynamo: causal or lww")->check(CLI::IsMember({"causal", "lww"}))->capture_default_str();
   app.add_flag("--unsynced", unsynced,
                "dynamo: acknowledge writes without a synced copy (durable_writes off)");
+  app.add_option(
+         "--coordinator", coordinator,
+         "dynamo, causal: ranked (the client's first-ranked replica coordinates, so its "
+         "writes share log syncs) or fastest (the replica that answered the last read fastest)")
+      ->check(CLI::IsMember({"ranked", "fastest"}))
+      ->capture_default_str();
   app.add_option("--timeout-ms", timeout_ms, "deadline of each operation")->capture_default_str();
   app.add_flag("--json", json, "print the report as one JSON object on the last line");
   app.add_option("--plot", plot, "write a latency-percentile plot to this PNG (needs gnuplot)");
@@ -96,7 +103,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<Backend> backend;
   if (backend_name == "dynamo") {
     if (seeds.empty()) return Fail("--backend dynamo needs --seed HOST:PORT");
-    backend = MakeDynamoBackend({seeds, r, w, mode == "lww", timeout_ms, !unsynced, o.keys});
+    backend = MakeDynamoBackend(
+        {seeds, r, w, mode == "lww", timeout_ms, !unsynced, coordinator == "fastest", o.keys});
   } else if (backend_name == "redis") {
     if (addresses.empty()) return Fail("--backend redis needs --address HOST:PORT");
     backend = MakeRedisBackend(addresses, timeout_ms);

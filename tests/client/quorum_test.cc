@@ -3,6 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
+#include "dynamo/placement.h"
+
 namespace dynamo::client {
 namespace {
 
@@ -83,6 +87,68 @@ TEST(WriteOpTest, SuspectPrimaryIsTheLastCoordinatorChoice) {
   EXPECT_EQ(op.target(first[0].target).node, pref[1]);
   std::vector<Send> rest = op.OnReply(first[0].target, Ok(CoordReply("v")));
   ASSERT_EQ(rest.size(), 2u);  // the suspect primary still gets the write
+}
+
+// The node a write with `salt` sends its CoordPut to.
+NodeId CoordinatorOf(const ClusterMap& map, const std::string& key, uint64_t salt,
+                     const std::set<NodeId>& down = {}, const std::string& preferred = "") {
+  WriteRequest req;
+  req.key = key;
+  req.value = "v";
+  req.coordinator_rank_salt = salt;
+  req.preferred_coordinator = preferred;
+  WriteOp op(PlanRoute(map, key, AllHealthyExcept(down)), req);
+  std::vector<Send> first = op.Start();
+  EXPECT_EQ(first.size(), 1u);
+  return first.empty() ? "" : op.target(first[0].target).node;
+}
+
+// A client that ranks nodes coordinates through the key's primary it ranks
+// first, whatever the context's fastest replica: in a 3-node cluster that
+// is one node for every key, so its writes share that node's syncs; other
+// clients rank the nodes otherwise.
+TEST(WriteOpTest, ARankedClientCoordinatesThroughItsFirstRankedPrimary) {
+  ClusterMap three(*Ring::Create(Names(3), 64, 3));
+  std::set<NodeId> tops;
+  for (uint64_t salt = 1; salt < 64; salt += 2) {
+    const NodeId top = CoordinatorOf(three, "k0", salt);
+    tops.insert(top);
+    for (int k = 1; k < 40; ++k) {
+      const std::string key = "k" + std::to_string(k);
+      const std::vector<NodeId> pref = three.ring().PreferenceList(three.ring().KeyPartition(key));
+      const NodeId other = pref[0] == top ? pref[1] : pref[0];
+      EXPECT_EQ(CoordinatorOf(three, key, salt, {}, other), top) << key << " salt " << salt;
+    }
+  }
+  EXPECT_EQ(tops.size(), 3u);  // clients spread over the nodes
+
+  // In a larger ring, the first-ranked node among the key's own primaries.
+  Fixture f;
+  for (uint64_t salt = 1; salt < 20; salt += 2) {
+    const std::vector<NodeId> pref = f.pref();
+    NodeId best = pref[0];
+    for (const NodeId& n : pref) {
+      if (Hash64(n, salt) > Hash64(best, salt)) best = n;
+    }
+    EXPECT_EQ(CoordinatorOf(f.map, f.key, salt), best);
+  }
+}
+
+// The first-ranked node, when failing, gives way to the next one; without a
+// salt the context's fastest replica coordinates, as before.
+TEST(WriteOpTest, ARankedCoordinatorThatFailsGivesWayToTheNextRanked) {
+  ClusterMap three(*Ring::Create(Names(3), 64, 3));
+  const uint64_t salt = 7;
+  const NodeId top = CoordinatorOf(three, "k", salt);
+  const NodeId second = CoordinatorOf(three, "k", salt, {top});
+  EXPECT_NE(second, top);
+  NodeId third;
+  for (const NodeId& n : Names(3)) {
+    if (n != top && n != second) third = n;
+  }
+  EXPECT_EQ(CoordinatorOf(three, "k", salt, {top, second}), third);  // the one healthy node
+  const std::vector<NodeId> pref = three.ring().PreferenceList(three.ring().KeyPartition("k"));
+  EXPECT_EQ(CoordinatorOf(three, "k", 0, {}, pref[2]), pref[2]);
 }
 
 TEST(RouteTest, PendingReplicasGetWritesUncounted) {

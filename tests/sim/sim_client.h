@@ -22,6 +22,7 @@ struct SimClientOptions {
   uint64_t timeout_ms = 500;
   bool lww = false;
   bool durable_writes = true;          // ClientOptions::durable_writes
+  bool ranked_coordinator = false;     // ClientOptions::coordinator is kClientRanked
   uint64_t refresh_ms = 1000;          // cluster map pull period
   uint64_t read_repair_window_ms = 50;
 };

@@ -45,6 +45,16 @@ TEST(SimTest, SomeSeedsWriteUnsynced) {
   EXPECT_GT(unsynced, 10);
 }
 
+// Half of the seeds coordinate each client's writes through the replica it
+// ranks first, the SDK's default, and half through the fastest replica.
+TEST(SimTest, SomeSeedsCoordinateThroughTheRankedReplica) {
+  int ranked = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed)
+    ranked += ConfigForSeed(seed).ranked_coordinator ? 1 : 0;
+  EXPECT_GT(ranked, 50);
+  EXPECT_LT(ranked, 150);
+}
+
 // Seed 1090: a client's read misses its own acknowledged add (sloppy quorum,
 // replicas that lost unsynced copies), so its next add stands beside it and
 // one key ends with 3 siblings from 2 clients. Allowed, and counted.

@@ -142,6 +142,7 @@ class Run {
     SimClientOptions opts;
     opts.lww = config_.lww;
     opts.durable_writes = config_.durable_writes;
+    opts.ranked_coordinator = config_.ranked_coordinator;
     for (int c = 0; c < config_.clients; ++c) {
       clients_.push_back(std::make_unique<SimClient>(sim_, seeds, opts, 1000 + c));
       clients_.back()->Start();
@@ -491,6 +492,7 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   c.clock_skew_ms = skews[rng() % 3];
   c.membership_change = c.nodes >= 4 && rng() % 3 == 0;
   c.durable_writes = c.crashes || rng() % 2 == 0;
+  c.ranked_coordinator = rng() % 2 == 0;
   return c;
 }
 

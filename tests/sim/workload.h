@@ -57,6 +57,9 @@ struct WorkloadConfig {
   // Off only without crashes: a crash loses a node's unsynced writes, and an
   // unsynced acknowledged write is then lost once every holder crashed.
   bool durable_writes = true;
+  // Each client coordinates its writes through the replica it ranks first
+  // (ClientOptions::coordinator kClientRanked); false: the fastest replica.
+  bool ranked_coordinator = false;
 };
 
 // The configuration a seed stands for.

@@ -33,6 +33,7 @@ class Client:
         timeout: float = ...,
         mode: str = ...,
         durable_writes: bool = ...,
+        coordinator: str = ...,
     ) -> None: ...
     def get(self, key: _Bytes) -> GetResult: ...
     def put(

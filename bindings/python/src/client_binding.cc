@@ -31,7 +31,7 @@ struct PyGetResult {
 class PyClient {
  public:
   PyClient(const py::object& seeds, int r, int w, double timeout, const std::string& mode,
-           bool durable_writes) {
+           bool durable_writes, const std::string& coordinator) {
     ClientOptions o;
     if (py::isinstance<py::str>(seeds)) {
       o.seeds.push_back(seeds.cast<std::string>());
@@ -50,6 +50,13 @@ class PyClient {
       Check(Status::InvalidArgument("mode must be \"causal\" or \"lww\""));
     }
     o.durable_writes = durable_writes;
+    if (coordinator == "ranked") {
+      o.coordinator = Coordinator::kClientRanked;
+    } else if (coordinator == "fastest") {
+      o.coordinator = Coordinator::kFastestReplica;
+    } else {
+      Check(Status::InvalidArgument("coordinator must be \"ranked\" or \"fastest\""));
+    }
     Result<std::unique_ptr<Client>> opened = Status::Internal("unset");
     {
       py::gil_scoped_release release;
@@ -232,9 +239,11 @@ void BindClient(py::module_& m) {
 
   py::class_<PyClient>(m, "Client",
                        "A connection to a dynamo cluster; it coordinates every read and write.")
-      .def(py::init<const py::object&, int, int, double, const std::string&, bool>(),
+      .def(py::init<const py::object&, int, int, double, const std::string&, bool,
+                    const std::string&>(),
            py::arg("seeds"), py::arg("r") = 2, py::arg("w") = 2, py::arg("timeout") = 1.0,
-           py::arg("mode") = "causal", py::arg("durable_writes") = true)
+           py::arg("mode") = "causal", py::arg("durable_writes") = true,
+           py::arg("coordinator") = "ranked")
       .def("get", &PyClient::Get, py::arg("key"),
            "Read a key; GetResult.found is False when absent.")
       .def(

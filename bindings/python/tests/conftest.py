@@ -85,17 +85,21 @@ class LocalCluster:
                              env=_child_env(), capture_output=True, text=True, timeout=30)
         return out.stdout
 
-    def node_counter(self, name):
-        """A counter of `dynamoctl stats`, summed over the nodes."""
-        total = 0
+    def node_counters(self, name):
+        """A counter of `dynamoctl stats` on each node, by the node's address."""
+        counts = {}
         for seed in self.seeds:
             out = subprocess.run([_bin("dynamoctl"), "--seed", seed, "stats"], check=True,
                                  env=_child_env(), capture_output=True, text=True, timeout=30)
             for line in out.stdout.splitlines():
                 fields = line.split()
                 if len(fields) == 3 and fields[1] == name:
-                    total += int(fields[2])
-        return total
+                    counts[seed] = counts.get(seed, 0) + int(fields[2])
+        return counts
+
+    def node_counter(self, name):
+        """A counter of `dynamoctl stats`, summed over the nodes."""
+        return sum(self.node_counters(name).values())
 
     def stop(self):
         subprocess.run([_bin("dynamoctl"), "cluster", "stop", "--dir", self.dir],

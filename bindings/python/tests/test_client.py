@@ -115,6 +115,8 @@ def test_bad_input_raises_invalid_argument(cluster):
     with pytest.raises(dynamo.InvalidArgument):
         dynamo.Client(cluster.seeds, mode="eventual")
     with pytest.raises(dynamo.InvalidArgument):
+        dynamo.Client(cluster.seeds, coordinator="nearest")
+    with pytest.raises(dynamo.InvalidArgument):
         dynamo.Client(cluster.seeds, r=4).get("k")
     c.close()
     with pytest.raises(dynamo.Error):
@@ -171,6 +173,25 @@ def test_one_write_may_choose_otherwise_than_its_client(cluster):
     assert durable.get("override-ctl").found is False
 
 
+def test_a_client_coordinates_its_writes_through_the_node_it_ranks_first(cluster):
+    def grown(before):
+        after = cluster.node_counters("coord_puts")
+        return sorted(after[n] - before[n] for n in after)
+
+    before = cluster.node_counters("coord_puts")
+    ranked = dynamo.Client(cluster.seeds)
+    for i in range(30):
+        ranked.put(f"ranked-{i}", b"v")
+    assert grown(before) == [0, 0, 30]  # every key's replicas are all 3 nodes
+
+    before = cluster.node_counters("coord_puts")
+    spread = dynamo.Client(cluster.seeds, coordinator="fastest")
+    for i in range(30):
+        spread.put(f"spread-{i}", b"v")
+    counts = grown(before)
+    assert sum(counts) == 30 and counts[-1] < 30  # each key's first primary
+
+
 def test_paused_cluster_times_out_and_the_gil_is_free_meanwhile(fresh_cluster):
     c = dynamo.Client(fresh_cluster.seeds, timeout=0.5)
     c.put("k", b"v")
@@ -202,7 +223,8 @@ def test_paused_cluster_times_out_and_the_gil_is_free_meanwhile(fresh_cluster):
 
 
 def test_too_few_nodes_raise_quorum_error_with_acks(fresh_cluster):
-    c = dynamo.Client(fresh_cluster.seeds, timeout=1.0)
+    # The key's first primary coordinates and stays up; the others are gone.
+    c = dynamo.Client(fresh_cluster.seeds, timeout=1.0, coordinator="fastest")
     primary = c.where("k")[0]["id"]
     for node in ("n1", "n2", "n3"):
         if node != primary:

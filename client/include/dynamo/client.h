@@ -47,6 +47,21 @@ enum class Mode {
   kLww,     // last write wins by client timestamp; concurrent writes are lost
 };
 
+// Which replica coordinates a causal write.
+enum class Coordinator {
+  // The key's healthy primary that this client ranks first, in an order of
+  // nodes drawn at random for each client (rendezvous hashing): one client's
+  // concurrent writes meet on few nodes and share their log syncs, and
+  // different clients rank the nodes differently, so many clients spread
+  // the work. A single busy client makes one node of a small cluster
+  // coordinate nearly all its writes. The default.
+  kClientRanked,
+  // The replica that answered the previous read of the key fastest (carried
+  // in the context; the Dynamo paper's choice), else the first healthy
+  // primary of the key's preference list: writes spread over the nodes.
+  kFastestReplica,
+};
+
 struct ClientOptions {
   // HOST:PORT of nodes to learn the cluster from. Required.
   std::vector<std::string> seeds;
@@ -65,6 +80,9 @@ struct ClientOptions {
   // loss or kernel crash of all of them before their next sync (within the
   // nodes' storage.sync_interval_ms, 100 ms by default) loses it. Default: true.
   bool durable_writes = true;
+  // Causal mode: which replica coordinates each write (see Coordinator).
+  // Default: kClientRanked.
+  Coordinator coordinator = Coordinator::kClientRanked;
   // Applied to the values when a read finds concurrent versions; without
   // one, reads return every sibling. Runs on the thread that called Get.
   Resolver resolver;

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "dynamo/msgpack_io.h"
+#include "dynamo/placement.h"
 
 namespace dynamo::client {
 namespace {
@@ -134,8 +135,18 @@ WriteOp::WriteOp(std::shared_ptr<const Route> route, WriteRequest request)
   auto primary = [&](size_t i) {
     return targets_[i].target->role == Role::kPrimary && !targets_[i].target->suspect;
   };
-  for (size_t i = 0; i < n; ++i) {
-    if (targets_[i].target->node == req_.preferred_coordinator && primary(i)) add(i);
+  if (req_.coordinator_rank_salt != 0) {
+    std::vector<std::pair<uint64_t, size_t>> ranked;  // (rank, target), highest first
+    for (size_t i = 0; i < n; ++i) {
+      if (!primary(i)) continue;
+      ranked.emplace_back(Hash64(targets_[i].target->node, req_.coordinator_rank_salt), i);
+    }
+    std::sort(ranked.begin(), ranked.end(), std::greater<>());
+    for (const auto& [rank, i] : ranked) add(i);
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      if (targets_[i].target->node == req_.preferred_coordinator && primary(i)) add(i);
+    }
   }
   for (size_t i = 0; i < n; ++i) {
     if (primary(i)) add(i);

@@ -86,6 +86,11 @@ struct WriteRequest {
   VersionVector context;
   // The node that answered the previous read of this key fastest.
   std::string preferred_coordinator;
+  // Nonzero: coordinate through the key's healthy primary that ranks first
+  // in this salt's order of node ids (rendezvous hashing), whatever
+  // preferred_coordinator says, so one client's writes share a node's log
+  // syncs (ClientOptions::coordinator).
+  uint64_t coordinator_rank_salt = 0;
   // Random per write: a coordinator that sees it twice writes once.
   uint64_t op_id = 0;
   int w = 2;
