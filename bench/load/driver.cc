@@ -219,9 +219,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
       next_arrival_ns_ += gap > 0 ? gap : 1;
     }
     if (arrivals_ && Issuing(next_arrival_ns_)) {
-      arrivals_->ArmBy(std::max(next_arrival_ns_,
-                                now + (getenv("SPACING") ? uint64_t{std::stoull(getenv("SPACING"))}
-                                                         : kArrivalSpacingNs)));
+      arrivals_->ArmBy(std::max(next_arrival_ns_, now + kArrivalSpacingNs));
     }
   }
 
