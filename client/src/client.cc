@@ -383,6 +383,7 @@ class Client::Impl {
       if (ctx.ok()) {
         req.context = std::move(ctx->clock);
         req.preferred_coordinator = std::move(ctx->fastest);
+        req.reached = std::move(ctx->reached);
       } else {
         valid = ctx.status();
       }
@@ -434,7 +435,7 @@ class Client::Impl {
     if (!op.status().ok()) ++stats_.errors;
     auto done = std::move(state->done);
     if (op.status().ok()) {
-      done(client::EncodeContext(op.clock(), ""));
+      done(client::EncodeContext(op.clock(), "", op.reached()));
     } else {
       done(op.status());
     }
@@ -484,7 +485,8 @@ class Client::Impl {
           if (!v.tombstone) result.values.push_back(v.value);
         }
         result.found = !result.values.empty();
-        result.context = client::EncodeContext(ContextOf(op.siblings()), op.fastest());
+        result.context =
+            client::EncodeContext(ContextOf(op.siblings()), op.fastest(), op.reached());
         done(std::move(result));
         // Wait a little for the rest, then repair whoever answered stale.
         state->repair_due = true;

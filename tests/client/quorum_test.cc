@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "dynamo/msgpack_io.h"
 #include "dynamo/placement.h"
 
 namespace dynamo::client {
@@ -91,12 +92,14 @@ TEST(WriteOpTest, SuspectPrimaryIsTheLastCoordinatorChoice) {
 
 // The node a write with `salt` sends its CoordPut to.
 NodeId CoordinatorOf(const ClusterMap& map, const std::string& key, uint64_t salt,
-                     const std::set<NodeId>& down = {}, const std::string& preferred = "") {
+                     const std::set<NodeId>& down = {}, const std::string& preferred = "",
+                     const std::vector<std::string>& reached = {}) {
   WriteRequest req;
   req.key = key;
   req.value = "v";
   req.coordinator_rank_salt = salt;
   req.preferred_coordinator = preferred;
+  req.reached = reached;
   WriteOp op(PlanRoute(map, key, AllHealthyExcept(down)), req);
   std::vector<Send> first = op.Start();
   EXPECT_EQ(first.size(), 1u);
@@ -149,6 +152,26 @@ TEST(WriteOpTest, ARankedCoordinatorThatFailsGivesWayToTheNextRanked) {
   EXPECT_EQ(CoordinatorOf(three, "k", salt, {top, second}), third);  // the one healthy node
   const std::vector<NodeId> pref = three.ring().PreferenceList(three.ring().KeyPartition("k"));
   EXPECT_EQ(CoordinatorOf(three, "k", 0, {}, pref[2]), pref[2]);
+}
+
+// A write after a read or write prefers the primaries that answered it: a
+// first-ranked node the last call did not reach (cut off, say) is passed
+// over before a write is sent to it and left in doubt.
+TEST(WriteOpTest, ARankedClientPrefersThePrimariesItsContextReached) {
+  ClusterMap three(*Ring::Create(Names(3), 64, 3));
+  for (uint64_t salt = 1; salt < 16; salt += 2) {
+    const NodeId top = CoordinatorOf(three, "k", salt);
+    const NodeId second = CoordinatorOf(three, "k", salt, {top});
+    std::vector<std::string> others;
+    for (const NodeId& n : Names(3)) {
+      if (n != top) others.push_back(n);
+    }
+    EXPECT_EQ(CoordinatorOf(three, "k", salt, {}, "", others), second) << salt;
+    EXPECT_EQ(CoordinatorOf(three, "k", salt, {}, "", {others[0]}), others[0]) << salt;
+    EXPECT_EQ(CoordinatorOf(three, "k", salt, {}, "", {others[1], top}), top) << salt;
+    // Nodes that are no primary of the key (fallbacks, departed nodes) do not count.
+    EXPECT_EQ(CoordinatorOf(three, "k", salt, {}, "", {"n9"}), top) << salt;
+  }
 }
 
 TEST(RouteTest, PendingReplicasGetWritesUncounted) {
@@ -206,6 +229,8 @@ TEST(WriteOpTest, CoordinatorThenReplicasUntilW) {
   EXPECT_TRUE(op.status().ok());
   EXPECT_EQ(op.receipt().acks.size(), 2u);
   EXPECT_EQ(op.receipt().acks[0].role, "coordinator");
+  EXPECT_EQ(op.reached(),
+            (std::vector<std::string>{f.pref()[2], op.target(replicas[0].target).node}));
   EXPECT_EQ(op.highest_epoch(), 9u);
   EXPECT_EQ(op.clock().Get(42), 7u);
   EXPECT_FALSE(op.settled());  // one reply still out
@@ -236,6 +261,9 @@ TEST(WriteOpTest, FailedReplicaIsReplacedByAHintedFallback) {
   EXPECT_TRUE(op.status().ok());
   EXPECT_EQ(op.receipt().hints, 1u);
   EXPECT_EQ(op.receipt().acks.back().hint, failed);
+  // The fallback's copy is a hint: the next write is not sent to it first.
+  EXPECT_EQ(op.reached(), (std::vector<std::string>{op.target(coord.target).node,
+                                                    op.target(replicas[1].target).node}));
 }
 
 TEST(WriteOpTest, ReplicaFailingAfterWIsMetStillGetsAHintedStandIn) {
@@ -420,6 +448,8 @@ TEST(ReadOpTest, AnswersAtRThenRepairsStaleReplicas) {
   EXPECT_TRUE(op.status().ok());
   EXPECT_EQ(op.siblings(), newer);
   EXPECT_EQ(op.fastest(), op.target(gets[1].target).node);
+  EXPECT_EQ(op.reached(), (std::vector<std::string>{op.target(gets[1].target).node,
+                                                    op.target(gets[0].target).node}));
   EXPECT_EQ(op.receipt().read_repairs, 1u);
   op.OnReply(gets[2].target, Ok(proto::GetReply{4, newer}));
   EXPECT_TRUE(op.all_in());
@@ -443,6 +473,7 @@ TEST(ReadOpTest, MergesConcurrentSiblingsAndHintedFallbackReads) {
   ASSERT_TRUE(op.answered());
   EXPECT_EQ(op.siblings().size(), 2u);
   EXPECT_EQ(op.fastest(), op.target(gets[1].target).node);  // the fallback is never the hint
+  EXPECT_EQ(op.reached(), std::vector<std::string>{op.target(gets[1].target).node});
   Receipt r = op.receipt();
   ASSERT_EQ(r.acks.size(), 2u);
   ExpectAck(r.acks[0], op.target(gets[0].target).node, "fallback", pref[0]);
@@ -495,10 +526,40 @@ TEST(ContextTest, RoundTripsAndRejectsGarbage) {
   VersionVector vv;
   vv.Add(Dot{0xabc, 12}, 99);
   vv.Add(Dot{0xdef, 3}, 100);
-  Result<DecodedContext> back = DecodeContext(EncodeContext(vv, "n3"));
+  Result<DecodedContext> back = DecodeContext(EncodeContext(vv, "n3", {"n3", "n1"}));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->clock, vv);
   EXPECT_EQ(back->fastest, "n3");
+  EXPECT_EQ(back->reached, (std::vector<std::string>{"n3", "n1"}));
+  // At most kMaxReplicas nodes are kept.
+  std::vector<std::string> many(kMaxReplicas + 3, "n1");
+  back = DecodeContext(EncodeContext(vv, "", many));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->reached.size(), kMaxReplicas);
+  // A context from before the reached nodes were kept (three fields) still reads.
+  std::string old_format;
+  MsgpackWriter w(&old_format);
+  w.Array(3);
+  w.Uint(1);
+  w.Array(0);
+  w.Str("n2");
+  back = DecodeContext(old_format);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->fastest, "n2");
+  EXPECT_TRUE(back->reached.empty());
+  // One with more fields than this client knows reads too.
+  std::string newer;
+  MsgpackWriter nw(&newer);
+  nw.Array(5);
+  nw.Uint(1);
+  nw.Array(0);
+  nw.Str("n2");
+  nw.Array(1);
+  nw.Str("n2");
+  nw.Str("later");
+  back = DecodeContext(newer);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->reached, std::vector<std::string>{"n2"});
   EXPECT_EQ(DecodeContext("not a context").status().code(), StatusCode::kInvalidArgument);
   EXPECT_FALSE(DecodeContext("").ok());
   EXPECT_EQ(ClockString(vv), "{0000000000000abc:12, 0000000000000def:3}");

@@ -59,23 +59,35 @@ std::vector<NodeId> Primaries(Client& client, const std::string& key) {
 TEST(ClientProcessTest, SameContextSameCoordinatorGivesSiblingsThatTheResolverMerges) {
   ProcessCluster c(3, kFastConfig);
   ASSERT_TRUE(c.Start().ok());
-  auto a = Open(c, 3);
-  auto b = Open(c, 3);
-  ASSERT_TRUE(a && b);
-  ASSERT_TRUE(a->Put("cart:alice", "apples").ok());
-  Result<GetResult> read = a->Get("cart:alice");
-  ASSERT_TRUE(read.ok() && read->found);
-  // Both clients write with the same context, so with the same coordinator
-  // (the replica that answered that read fastest).
-  WriteOptions wo;
-  wo.context = read->context;
-  Receipt ra, rb;
-  wo.receipt = &ra;
-  ASSERT_TRUE(a->Put("cart:alice", "apples,pears", wo).ok());
-  wo.receipt = &rb;
-  ASSERT_TRUE(b->Put("cart:alice", "apples,plums", wo).ok());
-  EXPECT_EQ(ra.acks[0].role, "coordinator");
-  EXPECT_EQ(ra.acks[0].node, rb.acks[0].node);
+  auto fastest = [](ClientOptions& o) { o.coordinator = Coordinator::kFastestReplica; };
+  auto a = Open(c, 3, fastest);
+  auto b = Open(c, 3, fastest);
+  auto ranked = Open(c, 3);
+  ASSERT_TRUE(a && b && ranked);
+  // Two writes with one context through one coordinator: with the
+  // fastest-replica coordinator two clients meet on the replica that answered
+  // the read fastest (the context names it); with the client-ranked one (the
+  // default), one client's writes meet on its first-ranked replica.
+  auto two_writes = [](Client& first, Client& second, const std::string& key) {
+    ASSERT_TRUE(first.Put(key, "apples").ok());
+    Result<GetResult> read = first.Get(key);
+    ASSERT_TRUE(read.ok() && read->found);
+    WriteOptions wo;
+    wo.context = read->context;
+    Receipt r1, r2;
+    wo.receipt = &r1;
+    ASSERT_TRUE(first.Put(key, "apples,pears", wo).ok());
+    wo.receipt = &r2;
+    ASSERT_TRUE(second.Put(key, "apples,plums", wo).ok());
+    EXPECT_EQ(r1.acks[0].role, "coordinator");
+    EXPECT_EQ(r1.acks[0].node, r2.acks[0].node);
+  };
+  two_writes(*a, *b, "cart:alice");
+  two_writes(*ranked, *ranked, "cart:bob");
+  Result<GetResult> bob = a->Get("cart:bob");
+  ASSERT_TRUE(bob.ok());
+  EXPECT_EQ(std::multiset<std::string>(bob->values.begin(), bob->values.end()),
+            (std::multiset<std::string>{"apples,pears", "apples,plums"}));
 
   Result<GetResult> siblings = a->Get("cart:alice");
   ASSERT_TRUE(siblings.ok());

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -1191,7 +1192,11 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
   const std::string key = "set";
   std::mutex mu;
   std::set<std::string> acked;
-  size_t failed_adds = 0, max_siblings = 0, cuts = 0;
+  // Siblings stay at most one per client plus one per write that may have
+  // been applied unacknowledged (failed in doubt) and one per read that
+  // missed the reader's own acknowledged add: the write after it stands
+  // beside that add rather than superseding it.
+  size_t failed_adds = 0, in_doubt_adds = 0, stale_reads = 0, max_siblings = 0, cuts = 0;
   double converge_s = 0;
   NetnsPair::In(net.a(), [&] {
     ASSERT_TRUE(c.Start().ok());
@@ -1205,6 +1210,7 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
             o.resolver = [](const std::vector<std::string>& v) { return Join(Items(v)); };
           });
           ASSERT_TRUE(client);
+          std::set<std::string> mine;  // this client's acknowledged adds
           for (size_t j = 0; j < kAddsPerClient && !stop; ++j) {
             const std::string item = "c" + std::to_string(i) + "-" + std::to_string(j);
             for (int attempt = 0; attempt < 20 && !stop; ++attempt) {
@@ -1214,16 +1220,21 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
                 continue;
               }
               std::set<std::string> items = Items(r->values);
+              const bool stale =
+                  !std::includes(items.begin(), items.end(), mine.begin(), mine.end());
               items.insert(item);
               WriteOptions wo;
               wo.context = r->context;
-              if (client->Put(key, Join(items), wo).ok()) {
-                std::lock_guard<std::mutex> g(mu);
+              Result<std::string> put = client->Put(key, Join(items), wo);
+              std::lock_guard<std::mutex> g(mu);
+              stale_reads += stale;
+              if (put.ok()) {
                 acked.insert(item);
+                mine.insert(item);
                 break;
               }
-              std::lock_guard<std::mutex> g(mu);
               ++failed_adds;
+              in_doubt_adds += put.status().in_doubt();
             }
             SleepMs(kAddPauseMs);
           }
@@ -1277,10 +1288,12 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
     EXPECT_EQ(lost, 0u);
   }).join();
   EXPECT_EQ(cuts, kCycles);
-  EXPECT_LE(max_siblings, kClients);
+  EXPECT_LE(max_siblings, kClients + in_doubt_adds + stale_reads);
   EXPECT_GE(acked.size(), kClients * kAddsPerClient / 4);
-  std::cout << "[ fault ] five clients adding to one set under " << cuts << " partitions: " << acked.size()
-            << " adds acknowledged, " << failed_adds << " attempts failed; at most " << max_siblings
+  std::cout << "[ fault ] five clients adding to one set under " << cuts
+            << " partitions: " << acked.size() << " adds acknowledged, " << failed_adds
+            << " attempts failed (" << in_doubt_adds << " in doubt), " << stale_reads
+            << " reads missed the reader's own adds; at most " << max_siblings
             << " siblings; acknowledged adds lost " << (HasFailure() ? "see failures" : "0")
             << "; replicas agree " << converge_s << " s after the last heal\n";
 }

@@ -119,7 +119,7 @@ void SimClient::Drive(std::shared_ptr<Op> op, uint64_t deadline, std::function<v
 
 void SimClient::Get(const std::string& key, std::function<void(ReadResult)> done) {
   if (!map_) {
-    done(ReadResult{Status::Unavailable("no cluster map yet"), {}, ""});
+    done(ReadResult{Status::Unavailable("no cluster map yet"), {}, "", {}});
     return;
   }
   auto op = std::make_shared<client::ReadOp>(client::PlanRoute(*map_, key, HealthNow()),
@@ -138,7 +138,8 @@ void SimClient::Get(const std::string& key, std::function<void(ReadResult)> done
   auto finish = [this, op, done, reported, repair] {
     if (op->answered() && !*reported) {
       *reported = true;
-      done(ReadResult{op->status(), op->status().ok() ? op->siblings() : SiblingSet{}, op->fastest()});
+      done(ReadResult{op->status(), op->status().ok() ? op->siblings() : SiblingSet{},
+                      op->fastest(), op->reached()});
       if (op->status().ok()) sim_.At(sim_.now() + options_.read_repair_window_ms, repair);
     }
     if (*reported && op->status().ok() && op->all_in()) repair();
@@ -146,8 +147,9 @@ void SimClient::Get(const std::string& key, std::function<void(ReadResult)> done
   Drive(op, deadline, finish);
 }
 
-void SimClient::Put(const std::string& key, std::string value, bool tombstone, VersionVector context,
-                    std::string preferred, std::function<void(WriteResult)> done) {
+void SimClient::Put(const std::string& key, std::string value, bool tombstone,
+                    VersionVector context, std::string preferred, std::vector<std::string> reached,
+                    std::function<void(WriteResult)> done) {
   if (!map_) {
     done(WriteResult{Status::Unavailable("no cluster map yet"), {}});
     return;
@@ -158,6 +160,7 @@ void SimClient::Put(const std::string& key, std::string value, bool tombstone, V
   req.tombstone = tombstone;
   req.context = std::move(context);
   req.preferred_coordinator = std::move(preferred);
+  req.reached = std::move(reached);
   req.w = options_.w;
   req.wall_ms = 1700000000000ULL + sim_.now();
   req.op_id = sim_.rng()() | 1;

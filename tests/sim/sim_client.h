@@ -41,6 +41,7 @@ class SimClient {
     Status status;
     SiblingSet siblings;  // merged
     std::string fastest;  // next coordinator
+    std::vector<std::string> reached;  // the primaries that answered
   };
   void Get(const std::string& key, std::function<void(ReadResult)> done);
 
@@ -48,9 +49,10 @@ class SimClient {
     Status status;
     VersionVector clock;  // the written set's clock
   };
-  // `context` and `preferred` come from a read (may be empty).
+  // `context`, `preferred` and `reached` come from a read (may be empty).
   void Put(const std::string& key, std::string value, bool tombstone, VersionVector context,
-           std::string preferred, std::function<void(WriteResult)> done);
+           std::string preferred, std::vector<std::string> reached,
+           std::function<void(WriteResult)> done);
 
   bool has_map() const { return map_.has_value(); }
   uint64_t read_repairs() const { return read_repairs_; }

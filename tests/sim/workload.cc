@@ -193,7 +193,7 @@ class Run {
       std::set<std::string> items = Elements(r.siblings);
       items.insert(element);
       attempted_.insert(element);
-      clients_[c]->Put(key, Join(items), false, ContextOf(r.siblings), r.fastest,
+      clients_[c]->Put(key, Join(items), false, ContextOf(r.siblings), r.fastest, r.reached,
                        [this, key, element, then](SimClient::WriteResult w) {
                          if (w.status.ok()) {
                            acked_[key].insert(element);
@@ -210,7 +210,7 @@ class Run {
   void DeleteFlow(int c, DeleteKey* d, std::function<void()> then) {
     d->state = 1;
     SimClient& client = *clients_[c];
-    client.Put(d->key, "doomed", false, {}, "", [this, c, d, then](SimClient::WriteResult w) {
+    client.Put(d->key, "doomed", false, {}, "", {}, [this, c, d, then](SimClient::WriteResult w) {
       if (!w.status.ok()) {
         d->state = 2;
         then();
@@ -226,12 +226,13 @@ class Run {
         }
         VersionVector ctx = ContextOf(r.siblings);
         const bool covers = config_.lww ? true : ctx.Descends(d->write_clock);
-        clients_[c]->Put(d->key, "", true, ctx, r.fastest, [d, covers, then](SimClient::WriteResult del) {
-          d->state = 2;
-          d->delete_acked = del.status.ok();
-          d->delete_covers_write = covers;
-          then();
-        });
+        clients_[c]->Put(d->key, "", true, ctx, r.fastest, r.reached,
+                         [d, covers, then](SimClient::WriteResult del) {
+                           d->state = 2;
+                           d->delete_acked = del.status.ok();
+                           d->delete_covers_write = covers;
+                           then();
+                         });
       });
     });
   }

@@ -54,7 +54,9 @@ enum class Coordinator {
   // concurrent writes meet on few nodes and share their log syncs, and
   // different clients rank the nodes differently, so many clients spread
   // the work. A single busy client makes one node of a small cluster
-  // coordinate nearly all its writes. The default.
+  // coordinate nearly all its writes. Primaries that answered the read (or
+  // acknowledged the write) the context came from rank before the others,
+  // so a node the client can no longer reach is passed over. The default.
   kClientRanked,
   // The replica that answered the previous read of the key fastest (carried
   // in the context; the Dynamo paper's choice), else the first healthy

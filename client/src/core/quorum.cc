@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <set>
+#include <tuple>
 
 #include "dynamo/msgpack_io.h"
 #include "dynamo/placement.h"
@@ -136,13 +137,17 @@ WriteOp::WriteOp(std::shared_ptr<const Route> route, WriteRequest request)
     return targets_[i].target->role == Role::kPrimary && !targets_[i].target->suspect;
   };
   if (req_.coordinator_rank_salt != 0) {
-    std::vector<std::pair<uint64_t, size_t>> ranked;  // (rank, target), highest first
+    // (reached, rank, target), highest first
+    std::vector<std::tuple<bool, uint64_t, size_t>> ranked;
     for (size_t i = 0; i < n; ++i) {
       if (!primary(i)) continue;
-      ranked.emplace_back(Hash64(targets_[i].target->node, req_.coordinator_rank_salt), i);
+      const NodeId& node = targets_[i].target->node;
+      const bool reached =
+          std::find(req_.reached.begin(), req_.reached.end(), node) != req_.reached.end();
+      ranked.emplace_back(reached, Hash64(node, req_.coordinator_rank_salt), i);
     }
     std::sort(ranked.begin(), ranked.end(), std::greater<>());
-    for (const auto& [rank, i] : ranked) add(i);
+    for (const auto& [reached, rank, i] : ranked) add(i);
   } else {
     for (size_t i = 0; i < n; ++i) {
       if (targets_[i].target->node == req_.preferred_coordinator && primary(i)) add(i);
@@ -342,6 +347,15 @@ std::string WriteOp::AckedNodes() const {
   return out.empty() ? "none" : out;
 }
 
+std::vector<std::string> WriteOp::reached() const {
+  std::vector<std::string> out;
+  for (const auto& [target, coordinator] : acked_) {
+    const Target& t = *targets_[target].target;
+    if (t.role == Role::kPrimary) out.push_back(t.node);
+  }
+  return out;
+}
+
 Receipt WriteOp::receipt() const {
   Receipt r = receipt_;
   for (const auto& [target, coordinator] : acked_) {
@@ -433,6 +447,14 @@ void ReadOp::OnDeadline() {
   }
 }
 
+std::vector<std::string> ReadOp::reached() const {
+  std::vector<std::string> out;
+  for (size_t target : acked_) {
+    if (targets_[target]->role == Role::kPrimary) out.push_back(targets_[target]->node);
+  }
+  return out;
+}
+
 Receipt ReadOp::receipt() const {
   Receipt r = receipt_;
   for (size_t target : acked_) r.acks.push_back(AckOf(*targets_[target], false));
@@ -460,10 +482,11 @@ std::vector<Send> ReadOp::Repair() {
 
 // ------------------------------------------------------------------ contexts
 
-std::string EncodeContext(const VersionVector& clock, const std::string& fastest) {
+std::string EncodeContext(const VersionVector& clock, const std::string& fastest,
+                          const std::vector<std::string>& reached) {
   std::string out;
   MsgpackWriter w(&out);
-  w.Array(3);
+  w.Array(4);
   w.Uint(kContextFormat);
   w.Array(static_cast<uint32_t>(clock.size() * 3));
   for (const ClockEntry& e : clock.entries()) {
@@ -472,6 +495,9 @@ std::string EncodeContext(const VersionVector& clock, const std::string& fastest
     w.Uint(e.timestamp_ms);
   }
   w.Str(fastest);
+  const size_t kept = std::min<size_t>(reached.size(), kMaxReplicas);
+  w.Array(static_cast<uint32_t>(kept));
+  for (size_t i = 0; i < kept; ++i) w.Str(reached[i]);
   return out;
 }
 
@@ -499,12 +525,20 @@ Result<DecodedContext> DecodeContext(std::string_view bytes) {
     entries.push_back(e);
   }
   if (s.ok()) s = r.ReadStr(&fastest, kMaxNodeIdBytes);
-  if (s.ok()) s = r.SkipN(fields - 3);
+  std::vector<std::string> reached;
+  uint32_t reached_n = 0;
+  if (s.ok() && fields > 3) s = r.ReadArray(&reached_n, kMaxReplicas);
+  for (uint32_t i = 0; s.ok() && i < reached_n; ++i) {
+    std::string_view node;
+    s = r.ReadStr(&node, kMaxNodeIdBytes);
+    if (s.ok()) reached.emplace_back(node);
+  }
+  if (s.ok()) s = r.SkipN(fields - std::min<uint32_t>(fields, 4));
   if (s.ok()) s = r.ExpectEnd();
   if (!s.ok()) return Status::InvalidArgument("not a context from a dynamo read: " + s.ToString());
   Result<VersionVector> clock = VersionVector::FromEntries(std::move(entries));
   if (!clock.ok()) return Status::InvalidArgument("not a context from a dynamo read: " + clock.status().ToString());
-  return DecodedContext{std::move(*clock), std::string(fastest)};
+  return DecodedContext{std::move(*clock), std::string(fastest), std::move(reached)};
 }
 
 std::string ClockString(const VersionVector& clock) {

@@ -89,8 +89,13 @@ struct WriteRequest {
   // Nonzero: coordinate through the key's healthy primary that ranks first
   // in this salt's order of node ids (rendezvous hashing), whatever
   // preferred_coordinator says, so one client's writes share a node's log
-  // syncs (ClientOptions::coordinator).
+  // syncs (ClientOptions::coordinator). Primaries in `reached` rank before
+  // the others.
   uint64_t coordinator_rank_salt = 0;
+  // The primaries that answered the read, or acknowledged the write, that
+  // the context came from: they were reachable then and hold what the
+  // context covers.
+  std::vector<std::string> reached;
   // Random per write: a coordinator that sees it twice writes once.
   uint64_t op_id = 0;
   int w = 2;
@@ -134,6 +139,8 @@ class WriteOp {
   const VersionVector& clock() const { return clock_; }
   // What the write did so far (built on demand: most callers never ask).
   Receipt receipt() const;
+  // The primaries that acknowledged so far, the coordinator first.
+  std::vector<std::string> reached() const;
   // Copies stored as hints so far.
   size_t hints() const { return receipt_.hints; }
   // Replies carried newer epochs than the route's; the view should refresh.
@@ -209,6 +216,8 @@ class ReadOp {
   const SiblingSet& siblings() const { return answer_; }
   // The replica that answered first (the next write's coordinator).
   const std::string& fastest() const { return fastest_; }
+  // The primaries that answered so far, fastest first.
+  std::vector<std::string> reached() const;
   // What the read did so far (built on demand).
   Receipt receipt() const;
   uint64_t highest_epoch() const { return highest_epoch_; }
@@ -237,11 +246,14 @@ class ReadOp {
 };
 
 // The opaque context handed to applications: the version vector a write
-// must supersede plus the node that answered the read fastest.
-std::string EncodeContext(const VersionVector& clock, const std::string& fastest);
+// must supersede, the node that answered the read fastest (empty after a
+// write) and the primaries the read or write reached (at most kMaxReplicas).
+std::string EncodeContext(const VersionVector& clock, const std::string& fastest,
+                          const std::vector<std::string>& reached);
 struct DecodedContext {
   VersionVector clock;
   std::string fastest;
+  std::vector<std::string> reached;  // empty in contexts from before it was kept
 };
 // InvalidArgument when `bytes` is not a context this client produced.
 Result<DecodedContext> DecodeContext(std::string_view bytes);
