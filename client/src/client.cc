@@ -15,7 +15,6 @@
 #include "dynamo/net/connection.h"
 #include "dynamo/net/connection_pool.h"
 #include "dynamo/net/event_loop.h"
-#include "dynamo/placement.h"
 
 namespace dynamo {
 namespace {
@@ -376,7 +375,7 @@ class Client::Impl {
     req.op_id = rng_() | 1;
     req.durable = opts.durable.value_or(options_.durable_writes);
     if (options_.coordinator == Coordinator::kClientRanked)
-      req.coordinator_rank_salt = Mix64(client_id_) | 1;
+      req.coordinator_rank_salt = client::CoordinatorRankSalt(client_id_);
     Status valid = CheckQuorum("w", req.w, *v);
     if (valid.ok() && !opts.context.empty()) {
       Result<client::DecodedContext> ctx = client::DecodeContext(opts.context);

@@ -318,10 +318,37 @@ TEST(WriteOpTest, NotInDoubtWhenNothingWasDelivered) {
   WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
   Send first = op.Start()[0];
   Send second = op.OnReply(first.target, Refused())[0];
-  op.OnReply(second.target, Refused());
+  Send third = op.OnReply(second.target, Refused())[0];
+  EXPECT_FALSE(op.done());
+  // Every replica of the key is tried, and only those.
+  EXPECT_EQ((std::set<size_t>{first.target, second.target, third.target}).size(), 3u);
+  EXPECT_TRUE(op.OnReply(third.target, Refused()).empty());
   ASSERT_TRUE(op.done());
   EXPECT_EQ(op.status().code(), StatusCode::kUnavailable);
   EXPECT_FALSE(op.status().in_doubt());
+  EXPECT_EQ(op.receipt().coordinator_retries, 3u);
+}
+
+// Nodes that died a moment ago refuse at once, while the client's map still
+// shows them up: a ranked client whose first two are gone writes through the
+// third, as one that coordinates through the fastest replica would.
+TEST(WriteOpTest, ACoordinatorThatRefusesGivesWayUntilOneAccepts) {
+  ClusterMap three(*Ring::Create(Names(3), 64, 3));
+  WriteRequest req;
+  req.key = "k";
+  req.value = "v";
+  req.w = 1;
+  req.coordinator_rank_salt = 5;
+  WriteOp op(PlanRoute(three, "k", AllHealthyExcept({})), req);
+  Send first = op.Start()[0];
+  Send second = op.OnReply(first.target, Refused())[0];
+  std::vector<Send> third = op.OnReply(second.target, Refused());
+  ASSERT_EQ(third.size(), 1u);
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutRequest>(third[0].body));
+  op.OnReply(third[0].target, Ok(CoordReply("v")));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok()) << op.status().ToString();
+  EXPECT_EQ(op.receipt().coordinator_retries, 2u);
 }
 
 TEST(WriteOpTest, CoordinatorTimeoutIsInDoubtAndNotRetried) {

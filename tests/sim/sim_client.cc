@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include "dynamo/placement.h"
-
 namespace dynamo::sim {
 namespace {
 constexpr uint64_t kBackoffBaseMs = 100;
@@ -165,7 +163,8 @@ void SimClient::Put(const std::string& key, std::string value, bool tombstone,
   req.wall_ms = 1700000000000ULL + sim_.now();
   req.op_id = sim_.rng()() | 1;
   req.durable = options_.durable_writes;
-  if (options_.ranked_coordinator) req.coordinator_rank_salt = Mix64(client_id_) | 1;
+  if (options_.ranked_coordinator)
+    req.coordinator_rank_salt = client::CoordinatorRankSalt(client_id_);
   if (options_.lww) {
     req.lww = true;
     last_lww_us_ = std::max<uint64_t>((1700000000000ULL + sim_.now()) * 1000, last_lww_us_ + 1);

@@ -12,8 +12,6 @@ namespace dynamo::client {
 namespace {
 
 constexpr uint64_t kContextFormat = 1;
-// Coordinators tried per write: the first, and one more if it fails.
-constexpr size_t kCoordinatorAttempts = 2;
 
 uint64_t EpochOf(const proto::Message& m) {
   return std::visit(
@@ -115,6 +113,8 @@ Route PlanRoute(const ClusterMap& map, PartitionId partition, const Health& heal
 
 // ------------------------------------------------------------------ writes
 
+uint64_t CoordinatorRankSalt(uint64_t client_id) { return Mix64(client_id) | 1; }
+
 WriteOp::WriteOp(Route route, WriteRequest request)
     : WriteOp(std::make_shared<const Route>(std::move(route)), std::move(request)) {}
 
@@ -183,7 +183,7 @@ std::vector<Send> WriteOp::TryCoordinator() {
   while (next_coordinator_ < coordinators_.size() && state_[coordinators_[next_coordinator_]] != 0) {
     ++next_coordinator_;
   }
-  if (next_coordinator_ >= coordinators_.size() || receipt_.coordinator_retries >= kCoordinatorAttempts) {
+  if (next_coordinator_ >= coordinators_.size()) {
     Status s = Status::Unavailable("no coordinator accepted the write: " + last_error_.ToString());
     Finish(s.WithInDoubt(coordinator_maybe_applied_));
     return {};

@@ -107,10 +107,15 @@ struct WriteRequest {
   bool durable = true;
 };
 
+// The coordinator_rank_salt of the client with id `client_id`: nonzero, and
+// different for each client, so clients rank the nodes differently.
+uint64_t CoordinatorRankSalt(uint64_t client_id);
+
 // A write. Causal: CoordPut to one replica, then the coordinator's sibling
-// set to the other replicas; another coordinator is tried only when the first
-// certainly never got the request (a write sent twice would make two
-// versions), otherwise the write fails in doubt. LWW: the client's version to every replica at once. Done at W
+// set to the other replicas; the next replica is tried as coordinator only
+// when the last certainly never got the request (a write sent twice would
+// make two versions), up to every replica of the key, otherwise the write
+// fails in doubt. LWW: the client's version to every replica at once. Done at W
 // acknowledgements (the coordinator's included), or when W can no longer be
 // reached, or at the deadline.
 class WriteOp {
