@@ -317,12 +317,14 @@ TEST(WriteOpTest, NotInDoubtWhenNothingWasDelivered) {
   req.key = f.key;
   WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
   Send first = op.Start()[0];
-  Send second = op.OnReply(first.target, Refused())[0];
-  Send third = op.OnReply(second.target, Refused())[0];
+  std::vector<Send> second = op.OnReply(first.target, Refused());
+  ASSERT_EQ(second.size(), 1u);
+  std::vector<Send> third = op.OnReply(second[0].target, Refused());
+  ASSERT_EQ(third.size(), 1u);
   EXPECT_FALSE(op.done());
   // Every replica of the key is tried, and only those.
-  EXPECT_EQ((std::set<size_t>{first.target, second.target, third.target}).size(), 3u);
-  EXPECT_TRUE(op.OnReply(third.target, Refused()).empty());
+  EXPECT_EQ((std::set<size_t>{first.target, second[0].target, third[0].target}).size(), 3u);
+  EXPECT_TRUE(op.OnReply(third[0].target, Refused()).empty());
   ASSERT_TRUE(op.done());
   EXPECT_EQ(op.status().code(), StatusCode::kUnavailable);
   EXPECT_FALSE(op.status().in_doubt());
@@ -341,8 +343,9 @@ TEST(WriteOpTest, ACoordinatorThatRefusesGivesWayUntilOneAccepts) {
   req.coordinator_rank_salt = 5;
   WriteOp op(PlanRoute(three, "k", AllHealthyExcept({})), req);
   Send first = op.Start()[0];
-  Send second = op.OnReply(first.target, Refused())[0];
-  std::vector<Send> third = op.OnReply(second.target, Refused());
+  std::vector<Send> second = op.OnReply(first.target, Refused());
+  ASSERT_EQ(second.size(), 1u);
+  std::vector<Send> third = op.OnReply(second[0].target, Refused());
   ASSERT_EQ(third.size(), 1u);
   ASSERT_TRUE(std::holds_alternative<proto::CoordPutRequest>(third[0].body));
   op.OnReply(third[0].target, Ok(CoordReply("v")));
