@@ -401,7 +401,6 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
   if (get != nullptr) {
     replies_[target] = Canonicalize(get->siblings);
     ++ok_;
-    if (fastest_.empty() && t.role == Role::kPrimary) fastest_ = t.node;
     acked_.push_back(target);
   } else {
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
@@ -445,6 +444,13 @@ void ReadOp::OnDeadline() {
     outcome_ = Status::Unavailable("read answered by " + std::to_string(ok_) + " of R=" +
                                    std::to_string(r) + " required replicas before the deadline");
   }
+}
+
+std::string ReadOp::fastest() const {
+  for (size_t target : acked_) {
+    if (targets_[target]->role == Role::kPrimary) return targets_[target]->node;
+  }
+  return "";
 }
 
 std::vector<std::string> ReadOp::reached() const {

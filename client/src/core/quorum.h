@@ -219,8 +219,9 @@ class ReadOp {
   const Status& status() const { return *outcome_; }
   // The merged sibling set at the time of the answer (precondition: answered OK).
   const SiblingSet& siblings() const { return answer_; }
-  // The replica that answered first (the next write's coordinator).
-  const std::string& fastest() const { return fastest_; }
+  // The primary that answered first (the next write's coordinator with
+  // Coordinator::kFastestReplica); empty if none has.
+  std::string fastest() const;
   // The primaries that answered so far, fastest first.
   std::vector<std::string> reached() const;
   // What the read did so far (built on demand).
@@ -240,7 +241,6 @@ class ReadOp {
   size_t outstanding_ = 0;
   std::optional<Status> outcome_;
   SiblingSet answer_;
-  std::string fastest_;
   Receipt receipt_;  // acks are kept in acked_ until receipt() is asked for
   std::vector<size_t> acked_;
   uint64_t highest_epoch_ = 0;
