@@ -189,6 +189,12 @@ bool HasLiveValue(const SiblingSet& set) {
   return std::any_of(set.begin(), set.end(), [](const Version& v) { return !v.tombstone; });
 }
 
+bool MentionsActor(const SiblingSet& set, ActorId actor) {
+  return std::any_of(set.begin(), set.end(), [actor](const Version& v) {
+    return v.dot.actor == actor || v.context.Get(actor) != 0;
+  });
+}
+
 uint64_t SiblingDigest(const SiblingSet& set) {
   uint64_t h = Mix64(set.size() + 0x5bd1e995);
   for (const Version& v : set) {

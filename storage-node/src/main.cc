@@ -142,9 +142,9 @@ int Main(int argc, char** argv) {
     spdlog::error("{}", state.status().ToString());
     return 1;
   }
-  if (state->actor == fresh_actor) {
-    spdlog::info("new data directory: actor id {:016x}", state->actor);
-  }
+  spdlog::info("{}actor id {:016x}, incarnation {}",
+               state->incarnation == 1 ? "new data directory: " : "", state->actor,
+               state->incarnation);
   NodeServer server(config, std::move(store), std::move(*state));
   Result<int> code = server.Run();
   if (!code.ok()) {

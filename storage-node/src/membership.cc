@@ -25,6 +25,8 @@ void Membership::SetSelfStatus(MemberStatus status) {
   ++me.incarnation;
 }
 
+void Membership::SetSelfActor(ActorId actor) { records_.at(self_id_).actor = actor; }
+
 Status Membership::SetStatusOf(const NodeId& id, MemberStatus status, uint64_t now_ms) {
   (void)now_ms;
   if (id == self_id_) {

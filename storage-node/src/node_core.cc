@@ -1,6 +1,7 @@
 #include "dynamo/node/node_core.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "dynamo/node/keys.h"
 #include "node_core_util.h"
@@ -48,6 +49,7 @@ struct NodeCore::Handoff {
   NodeId owner;               // hint handoffs
   std::string what;
   std::function<void()> page_done;  // releases the page's background slot
+  ActorId scanned_actor = 0;        // this node's actor when the page was scanned
 };
 
 NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogSink log)
@@ -1148,14 +1150,15 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
     std::vector<proto::KeyedSiblings> entries;
     std::vector<PartitionId> partitions;
     uint64_t expired = 0;
-    // Entries whose every version expired: deleted, but not counted as handed off.
-    std::vector<bool> dropped(page->entries.size());
+    h->scanned_actor = state_.actor;
+    std::vector<PageEntry> fates(page->entries.size());
     for (size_t i = 0; i < page->entries.size(); ++i) {
       const auto& [k, v] = page->entries[i];
       Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
       if (set.ok()) {
+        fates[i].own_dots = MentionsActor(*set, h->scanned_actor);
         expired += DropStaleVersions(*h, *set);
-        dropped[i] = set->empty();
+        fates[i].pushed = !set->empty();
       }
       std::string_view user_key;
       PartitionId p = 0;
@@ -1185,13 +1188,13 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
                    : " versions held through an absence longer than the tombstone grace period") +
               " (a delete that superseded them may be purged)");
     }
-    auto delivered = [this, h, page, dropped = std::move(dropped)](Status s) mutable {
+    auto delivered = [this, h, page, fates = std::move(fates)](Status s) mutable {
       Now later{now_ms_, 0};
       if (!s.ok()) {
         FinishHandoff(later, h, s, false);
         return;
       }
-      DeleteAcknowledged(later, h, std::move(*page), std::move(dropped));
+      DeleteAcknowledged(later, h, std::move(*page), std::move(fates));
     };
     if (h->addresses.empty()) {
       // Hints for a removed node become this node's data; the data handoff
@@ -1238,7 +1241,7 @@ size_t NodeCore::DropStaleVersions(const Handoff& h, SiblingSet& set) const {
 }
 
 void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page,
-                                  std::vector<bool> dropped) {
+                                  std::vector<PageEntry> fates) {
   (void)now;
   h->after = page.entries.back().first;
   const bool last = page.done;
@@ -1257,21 +1260,27 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
   });
   for (size_t i = 0; i < shared_page->entries.size(); ++i) {
     const std::string& key = shared_page->entries[i].first;
-    const bool pushed = !dropped[i];
-    WithKeyLock(LockKey(h->space, key), [this, h, shared_page, i, pushed, join](Unlock unlock) {
+    const PageEntry fate = fates[i];
+    WithKeyLock(LockKey(h->space, key), [this, h, shared_page, i, fate, join](Unlock unlock) {
       const auto& [k, v] = shared_page->entries[i];
-      Storage(ReadOp{h->space, k}, [this, h, shared_page, i, pushed, join, unlock](
-                                       Now, StorageResult r) {
+      Storage(ReadOp{h->space, k}, [this, h, shared_page, i, fate, join, unlock](Now,
+                                                                                 StorageResult r) {
         const auto& [k2, v2] = shared_page->entries[i];
         if (!r.status.ok() || !r.value || *r.value != v2) {
           unlock();
           join->One(r.status);  // changed since it was pushed: kept for the next round
           return;
         }
-        WriteOp del;
-        del.batch.Delete(h->space, k2);
-        if (pushed) ++h->keys;
         const bool data = h->space == Space::kData;
+        WriteOp del;
+        // Hints are not what this node coordinates from; its data is. The
+        // entry is unchanged since the scan, so it records no event of an
+        // actor taken after it.
+        if (data && fate.own_dots && state_.actor == h->scanned_actor) {
+          RotateActor("deleting keys of " + h->what + " after handing them off");
+        }
+        del.batch.Delete(h->space, k2);
+        if (fate.pushed) ++h->keys;
         Storage(std::move(del), [this, join, unlock, data, k3 = k2](Now, StorageResult w) {
           if (w.status.ok() && data) NoteStored(k3, nullptr);
           unlock();
@@ -1281,6 +1290,18 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
       (void)v;
     });
   }
+}
+
+void NodeCore::RotateActor(const std::string& why) {
+  ActorId next = 0;
+  while (next == 0 || next == state_.actor) next = rng_();
+  char ids[64];
+  std::snprintf(ids, sizeof ids, "%016llx to %016llx",
+                static_cast<unsigned long long>(state_.actor),
+                static_cast<unsigned long long>(next));
+  Log(LogLevel::kInfo, std::string("actor id changed from ") + ids + ": " + why);
+  state_.actor = next;
+  membership_.SetSelfActor(next);
 }
 
 void NodeCore::ReleasePage(const std::shared_ptr<Handoff>& h) {

@@ -29,14 +29,7 @@ Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options,
   }
   batch.Put(Space::kMeta, std::string(kMetaNodeId), options.id);
 
-  Result<std::optional<uint64_t>> actor = ReadU64(engine, kMetaActorId);
-  if (!actor.ok()) return actor.status();
-  if (*actor) {
-    state.actor = **actor;
-  } else {
-    state.actor = new_actor;
-    batch.Put(Space::kMeta, std::string(kMetaActorId), EncodeU64(state.actor));
-  }
+  state.actor = new_actor;
 
   Result<std::optional<uint64_t>> inc = ReadU64(engine, kMetaIncarnation);
   if (!inc.ok()) return inc.status();

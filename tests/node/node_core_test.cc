@@ -279,6 +279,30 @@ TEST(NodeCoreTest, ClustersForm) {
   }
 }
 
+// A context built from a node's new version claims every earlier dot of the
+// node's actor on that key. A node that coordinated writes, answered for them
+// unsynced and lost them in a crash must not make that claim after restarting.
+TEST(NodeCoreTest, ARestartedNodeDoesNotClaimTheUnsyncedWritesItLost) {
+  SimCluster sim(42);
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.sync_interval_ms = 0; });
+  sim.RunFor(100);
+  ASSERT_TRUE(sim.Request("n1", proto::CoordPutRequest{"first", {}, "v", false}).ok());
+  auto lost =
+      sim.Request("n1", proto::CoordPutRequest{"k", {}, "lost", false, 0, /*no_sync=*/true});
+  ASSERT_TRUE(lost.ok() && std::holds_alternative<proto::CoordPutReply>(lost->body));
+  const Dot lost_dot = std::get<proto::CoordPutReply>(lost->body).dot;
+  sim.Crash("n1", /*lose_unsynced=*/true);
+  sim.Restart("n1");
+  sim.RunFor(100);
+  ASSERT_FALSE(sim.Stored("n1", "k").has_value());
+  // Other replicas hold `lost`; a client that never read it writes blindly.
+  auto after = sim.Request("n1", proto::CoordPutRequest{"k", {}, "after", false});
+  ASSERT_TRUE(after.ok() && std::holds_alternative<proto::CoordPutReply>(after->body));
+  const auto& reply = std::get<proto::CoordPutReply>(after->body);
+  EXPECT_NE(reply.dot.actor, lost_dot.actor);
+  EXPECT_FALSE(ContextOf(reply.siblings).Covers(lost_dot));
+}
+
 TEST(NodeCoreTest, JoinMovesPartitionsAndTheirData) {
   SimCluster sim(6);
   FormCluster(sim, 3);
@@ -289,6 +313,63 @@ TEST(NodeCoreTest, JoinMovesPartitionsAndTheirData) {
   sim.RunFor(5000);
   ExpectPlacement(sim, keys, "v:");
   EXPECT_GT(sim.core("n4").stats().transfers_done, 0u);
+}
+
+// The simulator's seed 155659 lost acknowledged writes this way: a node
+// coordinated a key, handed its partition to a joiner and deleted its copy;
+// a client with an older map then had it coordinate the key again. The new
+// version's context claimed the node's earlier dot, which that client never
+// read, and the client's next write superseded it everywhere.
+TEST(NodeCoreTest, ANodeThatHandedAKeyOffDoesNotClaimItsEarlierVersionsOfIt) {
+  SimCluster sim(43);
+  FormCluster(sim, 3);
+  struct Written {
+    std::string key;
+    NodeId coordinator;
+    Dot dot;
+  };
+  std::vector<Written> written;
+  for (int i = 0; i < 300; ++i) {
+    const std::string key = "key-" + std::to_string(i);
+    const Ring& ring = sim.core("n1").map()->ring();
+    VersionVector context = Write(sim, "n1", key, "old");
+    ASSERT_EQ(context.size(), 1u);
+    written.push_back({key, ring.PreferenceList(ring.KeyPartition(key))[0],
+                       Dot{context.entries()[0].actor, context.entries()[0].counter}});
+  }
+  sim.AddNode("n4", {"n2"});
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  sim.RunFor(5000);
+  const Ring& ring = sim.core("n1").map()->ring();
+  std::optional<Written> moved;
+  for (const Written& w : written) {
+    std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(w.key));
+    if (std::find(pref.begin(), pref.end(), w.coordinator) == pref.end()) {
+      moved = w;
+      break;
+    }
+  }
+  ASSERT_TRUE(moved.has_value());
+  ASSERT_FALSE(sim.Stored(moved->coordinator, moved->key).has_value());
+  EXPECT_NE(sim.core(moved->coordinator).actor(), moved->dot.actor);
+
+  // A client with the old map asks the former owner, blindly.
+  auto r = sim.Request(moved->coordinator, proto::CoordPutRequest{moved->key, {}, "blind", false});
+  ASSERT_TRUE(r.ok() && std::holds_alternative<proto::CoordPutReply>(r->body));
+  const SiblingSet blind = std::get<proto::CoordPutReply>(r->body).siblings;
+  EXPECT_FALSE(ContextOf(blind).Covers(moved->dot));
+  std::vector<NodeId> owners = ring.PreferenceList(ring.KeyPartition(moved->key));
+  for (const NodeId& n : owners) {
+    ASSERT_TRUE(std::holds_alternative<proto::Ack>(
+        sim.Request(n, proto::ReplicaPutRequest{moved->key, blind, ""})->body));
+  }
+  // The client writes again with the context of its own write only.
+  Write(sim, "n1", moved->key, "next", ContextOf(blind));
+  for (const NodeId& n : owners) {
+    std::multiset<std::string> values;
+    for (const Version& v : Read(sim, n, moved->key)) values.insert(v.value);
+    EXPECT_EQ(values, (std::multiset<std::string>{"next", "old"})) << n;
+  }
 }
 
 // A finished transfer starts the next owed one at once, so a join does not

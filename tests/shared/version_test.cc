@@ -162,6 +162,14 @@ TEST(CausalityTest, TombstonesAreVersions) {
   EXPECT_TRUE(HasLiveValue(merged));
 }
 
+TEST(CausalityTest, ASetMentionsTheActorsOfItsDotsAndContexts) {
+  SiblingSet stored = CoordinatorUpdate({}, kA, 1, Write(VV({{kB, 3}}), "v"))->siblings;
+  EXPECT_TRUE(MentionsActor(stored, kA));  // a dot
+  EXPECT_TRUE(MentionsActor(stored, kB));  // a context entry
+  EXPECT_FALSE(MentionsActor(stored, kC));
+  EXPECT_FALSE(MentionsActor({}, kA));
+}
+
 TEST(CausalityTest, SiblingLimitRefusesWrite) {
   CoordinatorOptions opts;
   opts.siblings_max = 3;

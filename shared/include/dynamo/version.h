@@ -7,10 +7,14 @@
 // context covers v's dot. Tombstones are versions whose value is deleted.
 //
 // Dots are assigned by the coordinating storage node, atomically with its
-// local write (CoordinatorUpdate). Each node's actor id is drawn at random for
-// each new data directory and its counters come from a node-wide floor that
-// only grows, so a dot is never issued twice: a node that lost its data
-// cannot reissue a counter that other replicas already hold (riak_kv#679).
+// local write (CoordinatorUpdate). A node's counters come from a node-wide
+// floor that only grows, so a dot is never issued twice: a node that lost its
+// data cannot reissue a counter that other replicas already hold (riak_kv#679).
+// A node issues dot (a, c) on a key only while its local state records every
+// earlier dot of `a` on that key (as a version, or covered by one), because a
+// context built from the new version claims all of them. A node that may have
+// lost such a record (a restart after unsynced writes, keys deleted after a
+// handoff) therefore continues under a fresh actor id.
 //
 // Replicas receive the coordinator's whole resulting sibling set, not only the
 // new version, and merge it into theirs (MergeSiblings). This keeps the rule
@@ -138,6 +142,10 @@ VersionVector ContextOf(const SiblingSet& set);
 
 // True when `set` holds at least one version that is not a tombstone.
 bool HasLiveValue(const SiblingSet& set);
+
+// True when a version of `set` has a dot of `actor` or a context entry for it:
+// the set records events of `actor` on its key.
+bool MentionsActor(const SiblingSet& set, ActorId actor);
 
 // A stable 64-bit digest of a sibling set's contents (dots, contexts, flags,
 // values), equal on every replica holding the same set. For Merkle trees.

@@ -15,7 +15,6 @@
 namespace dynamo::node {
 
 inline constexpr std::string_view kMetaNodeId = "node_id";
-inline constexpr std::string_view kMetaActorId = "actor_id";
 inline constexpr std::string_view kMetaCounterLease = "counter_lease";
 inline constexpr std::string_view kMetaIncarnation = "incarnation";
 inline constexpr std::string_view kMetaClusterMap = "cluster_map";

@@ -44,6 +44,8 @@ class Membership {
   void Beat();
   // Changes the own status, raising the incarnation.
   void SetSelfStatus(MemberStatus status);
+  // Changes the own actor id; the next heartbeat carries it to the others.
+  void SetSelfActor(ActorId actor);
   // Sets another member's status on an admin's behalf, raising its
   // incarnation. NotFound for unknown members.
   Status SetStatusOf(const NodeId& id, MemberStatus status, uint64_t now_ms);

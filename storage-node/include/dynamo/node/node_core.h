@@ -335,10 +335,21 @@ class NodeCore {
   void FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status status);
   void StartHandoff(Now now);
   void HandoffPage(Now now, std::shared_ptr<Handoff> h);
-  // Deletes the page's entries still stored as pushed; `dropped` marks the
-  // ones that were not pushed (expired hints), which count as deleted only.
+  // What a handoff page's scan found out about one of its entries.
+  struct PageEntry {
+    bool pushed = true;    // false: every version expired, so it was not pushed
+    bool own_dots = true;  // records events of the actor current at the scan
+  };
+  // Deletes the page's entries still stored as they were pushed; those not
+  // pushed count as deleted only. Deleting data that records events of this
+  // node's actor first moves the node to a fresh actor (RotateActor).
   void DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page,
-                          std::vector<bool> dropped);
+                          std::vector<PageEntry> entries);
+  // Moves this node to a fresh actor id (until its next start, which takes
+  // another): the node is about to stop holding every event of its current
+  // actor on some key, and a dot of that actor would then claim events the
+  // node has not seen.
+  void RotateActor(const std::string& why);
   // Drops the versions of `set` that handoff `h` must not push; returns how many.
   size_t DropStaleVersions(const Handoff& h, SiblingSet& set) const;
   void StopOnCorruption(const Status& status);

@@ -9,10 +9,12 @@
 namespace dynamo::node {
 
 // Reads identity and cluster state from `engine`, creating what a new data
-// directory lacks: actor id `new_actor` (random, non-zero, from the caller),
-// incarnation 1. Raises the incarnation
-// and the counter lease (so no counter of an earlier run is issued again) and
-// syncs both before returning. Also finds the partitions holding data and the
+// directory lacks (incarnation 1). Raises the incarnation and the counter
+// lease (so no counter of an earlier run is issued again), and takes
+// `new_actor` (random, non-zero, from the caller) as this run's actor id,
+// because the last run may have answered for coordinated writes that it had
+// not synced and so lost (see dynamo/version.h). Syncs the incarnation and
+// the lease before returning. Also finds the partitions holding data and the
 // nodes hints are held for. InvalidArgument when the engine belongs to
 // another node id; `where` names the data directory in that message.
 Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options, const std::string& where,
