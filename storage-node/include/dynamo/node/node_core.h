@@ -344,7 +344,7 @@ class NodeCore {
   // pushed count as deleted only. Deleting data that records events of this
   // node's actor first moves the node to a fresh actor (RotateActor).
   void DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page,
-                          std::vector<PageEntry> entries);
+                          std::vector<PageEntry> fates);
   // Moves this node to a fresh actor id (until its next start, which takes
   // another): the node is about to stop holding every event of its current
   // actor on some key, and a dot of that actor would then claim events the
