@@ -52,6 +52,13 @@ Result<HintKeyParts> ParseHintKey(std::string_view stored) {
   return HintKeyParts{stored.substr(1, len), LoadU32(stored.substr(1 + len)), stored.substr(5 + len)};
 }
 
+std::string PrefixEnd(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty() && static_cast<uint8_t>(end.back()) == 0xff) end.pop_back();
+  if (!end.empty()) end.back() = static_cast<char>(static_cast<uint8_t>(end.back()) + 1);
+  return end;
+}
+
 std::string QualifiedKey(uint8_t space, std::string_view key) {
   std::string s(1, static_cast<char>(space));
   s.append(key);

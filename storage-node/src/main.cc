@@ -10,11 +10,12 @@
 #include <random>
 
 #include "config.h"
+#include "dynamo/node/cached_engine.h"
 #include "dynamo/node/keys.h"
 #include "dynamo/node/memory_engine.h"
 #include "dynamo/node/node_state.h"
-#include "dynamo/node/cached_engine.h"
 #include "dynamo/node/rocksdb_engine.h"
+#include "dynamo/node/scrub.h"
 #include "server.h"
 
 namespace dynamo::node {
@@ -47,6 +48,7 @@ int Main(int argc, char** argv) {
   std::string listen = "127.0.0.1:7000", config_file, engine = "rocksdb", log_level = "info";
   std::vector<std::string> seeds;
   uint32_t partitions = 0, replicas = 0;
+  bool scrub = false;
   app.add_option("--id", config.node.id, "node name, unique in the cluster ([A-Za-z0-9._-], 1-64)")
       ->required();
   app.add_option("--listen", listen, "HOST:PORT to serve on (default 127.0.0.1:7000; loopback "
@@ -60,6 +62,11 @@ int Main(int argc, char** argv) {
   app.add_option("--partitions", partitions, "Q, partitions of a new cluster (power of two, "
                                              "default 1024; fixed at creation)");
   app.add_option("--replicas", replicas, "N, copies of each key in a new cluster (default 3)");
+  app.add_flag("--scrub", scrub,
+               "before serving, read back every stored entry; if any fails its checksum, keep "
+               "what reads back intact in a new database (the old one is kept beside it as "
+               "rocksdb.corrupt-TIME) and leave each partition with a bad entry to anti-entropy, "
+               "which refills it from the replicas (rocksdb engine only)");
   app.add_option("--config", config_file, "TOML file with the keys listed below");
   app.add_option("--log-level", log_level, "trace, debug, info (default), warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -117,6 +124,10 @@ int Main(int argc, char** argv) {
     return 1;
   }
 
+  if (scrub && config.engine != "rocksdb") {
+    spdlog::error("--scrub needs the rocksdb engine (the memory engine keeps nothing to scrub)");
+    return 1;
+  }
   std::unique_ptr<Engine> store;
   if (config.engine == "memory") {
     store = std::make_unique<MemoryEngine>();
@@ -124,7 +135,23 @@ int Main(int argc, char** argv) {
   } else {
     RocksDbOptions rocksdb = config.rocksdb;
     rocksdb.warn = [](const std::string& message) { spdlog::warn("storage: {}", message); };
-    Result<std::unique_ptr<Engine>> opened = OpenRocksDb(config.data_dir + "/rocksdb", rocksdb);
+    const std::string dir = config.data_dir + "/rocksdb";
+    if (scrub) {
+      spdlog::info("scrub: reading back every entry of {}", dir);
+      Result<ScrubOutcome> scrubbed = ScrubRocksDb(dir, rocksdb);
+      if (!scrubbed.ok()) {
+        spdlog::error("scrub: {}", scrubbed.status().ToString());
+        return 1;
+      }
+      spdlog::info("scrub: {}", scrubbed->report.Summary());
+      if (!scrubbed->kept_aside.empty()) {
+        spdlog::warn(
+            "scrub: serving the intact copy; anti-entropy refills what was left out from "
+            "the replicas; the damaged database is kept as {} (delete it when done)",
+            scrubbed->kept_aside);
+      }
+    }
+    Result<std::unique_ptr<Engine>> opened = OpenRocksDb(dir, rocksdb);
     if (!opened.ok()) {
       spdlog::error("{}", opened.status().ToString());
       return 1;

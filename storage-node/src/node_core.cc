@@ -289,12 +289,12 @@ void NodeCore::OnStorageDone(Now now, uint64_t token, StorageResult result) {
 void NodeCore::StopOnCorruption(const Status& status) {
   if (exited_) return;
   // Data that fails its checksum must be neither served nor spread (by
-  // anti-entropy, handoff or a transfer): stop, and let the operator refill
-  // the node from its replicas.
+  // anti-entropy, handoff or a transfer): stop, and let the operator scrub
+  // the node (scrub.h), which then refills what it lost from its replicas.
   actions_.push_back(
       ExitAction{1, "stored data is corrupt (" + status.ToString() +
-                        "); wipe this node's data directory and restart it to refill it "
-                        "from its replicas"});
+                        "); restart this node with --scrub to keep what reads back intact "
+                        "and refill the rest from its replicas"});
   exited_ = true;
 }
 

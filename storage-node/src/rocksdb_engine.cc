@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "dynamo/node/keys.h"
+#include "dynamo/node/scrub.h"
 #include "dynamo/placement.h"
 #include "prefilled_log.h"
 #include "skiplist_rep.h"
@@ -48,15 +50,6 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.IsNotFound()) return Status::NotFound(msg);
   if (s.IsBusy() || s.IsTryAgain()) return Status::Busy(msg);
   return Status::IOError(msg);
-}
-
-// The smallest string greater than every string starting with `prefix`;
-// empty when there is none.
-std::string PrefixEnd(std::string_view prefix) {
-  std::string end(prefix);
-  while (!end.empty() && static_cast<uint8_t>(end.back()) == 0xff) end.pop_back();
-  if (!end.empty()) end.back() = static_cast<char>(static_cast<uint8_t>(end.back()) + 1);
-  return end;
 }
 
 class RocksDbEngine : public Engine {
@@ -274,6 +267,8 @@ size_t StaggeredWriteBufferBytes(size_t bytes, double draw) {
 }
 
 Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksDbOptions& options) {
+  Result<bool> finished = FinishInterruptedScrub(dir);
+  if (!finished.ok()) return finished.status();
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;

@@ -16,6 +16,8 @@
 #include "dynamo/node/keys.h"
 #include "dynamo/node/memory_engine.h"
 #include "dynamo/node/rocksdb_engine.h"
+#include "dynamo/node/scrub.h"
+#include "support/corrupting_engine.h"
 
 namespace dynamo::node {
 namespace {
@@ -491,6 +493,217 @@ TEST(CachedEngineTest, StaysTrueToTheEngineThroughManyWritesAndEvictions) {
   EXPECT_GT(e.stats().hits, 0u);
   EXPECT_GT(e.stats().misses, 0u);
   EXPECT_GT(e.stats().entries, 16u);  // the index grew past its first size
+}
+
+// A memory engine whose listed keys fail their checksum when a read reaches
+// them, as a bad block of RocksDB does.
+struct FailingEngine {
+  MemoryEngine stored;
+  std::set<std::pair<Space, std::string>> bad;
+  test::CorruptingEngine view{stored, [this](Space space, std::string_view key) {
+                                return bad.count({space, std::string(key)}) > 0;
+                              }};
+};
+
+std::map<std::string, std::string> AllOf(Engine& e, Space space) {
+  ScanOptions all;
+  all.max_entries = SIZE_MAX;
+  all.max_bytes = SIZE_MAX;
+  Result<ScanResult> r = e.Scan(space, all);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  std::map<std::string, std::string> out;
+  if (r.ok()) out.insert(r->entries.begin(), r->entries.end());
+  return out;
+}
+
+TEST(ScrubTest, KeepsWholePartitionsAndOwnersAndLeavesOutThoseWithABadEntry) {
+  FailingEngine failing;
+  Engine& from = failing.view;
+  auto& bad = failing.bad;
+  WriteBatch b;
+  b.Put(Space::kMeta, std::string(kMetaNodeId), "n1");
+  b.Put(Space::kMeta, std::string(kMetaIncarnation), EncodeU64(4));
+  b.Put(Space::kHints, HintKey("n2", 3, "h1"), "x");
+  b.Put(Space::kHints, HintKey("n2", 9, "h2"), "x");
+  b.Put(Space::kHints, HintKey("n3", 3, "h3"), "x");
+  b.Put(Space::kHints, HintKey("n3", 4, "h5"), "x");
+  b.Put(Space::kHints, HintKey("n4", 1, "h4"), "x");
+  for (PartitionId p : {0u, 5u, 7u, kMaxPartitions - 1}) {
+    for (const char* k : {"a", "b", "c"}) b.Put(Space::kData, DataKey(p, k), "v");
+  }
+  ASSERT_TRUE(from.Write(b, true).ok());
+  bad.insert({Space::kData, DataKey(5, "b")});  // mid-partition
+  bad.insert({Space::kData, DataKey(0, "a")});  // the first data key of all
+  bad.insert({Space::kHints, HintKey("n3", 4, "h5")});
+
+  Result<ScrubReport> checked = Scrub(from, nullptr);
+  ASSERT_TRUE(checked.ok()) << checked.status().ToString();
+  EXPECT_FALSE(checked->clean());
+  EXPECT_EQ(checked->lost_partitions, (std::vector<PartitionId>{0, 5}));
+  EXPECT_EQ(checked->lost_hint_owners, std::vector<std::string>{"n3"});
+  EXPECT_FALSE(checked->hints_cut);
+  EXPECT_EQ(checked->partitions, 2u);
+  EXPECT_EQ(checked->entries, 2u + 3u + 6u);
+  EXPECT_NE(checked->first_error.find("checksum"), std::string::npos);
+  EXPECT_NE(checked->Summary().find("left out: 2 partitions (0, 5)"), std::string::npos)
+      << checked->Summary();
+
+  MemoryEngine to;
+  Result<ScrubReport> copied = Scrub(from, &to);
+  ASSERT_TRUE(copied.ok()) << copied.status().ToString();
+  EXPECT_EQ(copied->lost_partitions, checked->lost_partitions);
+  EXPECT_EQ(AllOf(to, Space::kMeta), AllOf(from, Space::kMeta));
+  EXPECT_EQ(AllOf(to, Space::kHints),
+            (std::map<std::string, std::string>{{HintKey("n2", 3, "h1"), "x"},
+                                                {HintKey("n2", 9, "h2"), "x"},
+                                                {HintKey("n4", 1, "h4"), "x"}}));
+  std::map<std::string, std::string> data = AllOf(to, Space::kData);
+  EXPECT_EQ(data.size(), 6u);
+  for (PartitionId p : {7u, kMaxPartitions - 1}) {
+    for (const char* k : {"a", "b", "c"}) EXPECT_EQ(data.count(DataKey(p, k)), 1u) << p << k;
+  }
+
+  // When the first hint held for a node is unreadable, whose it was cannot
+  // be told: the hints from there on are left out.
+  bad.insert({Space::kHints, HintKey("n4", 1, "h4")});
+  Result<ScrubReport> cut = Scrub(from, nullptr);
+  ASSERT_TRUE(cut.ok());
+  EXPECT_TRUE(cut->hints_cut);
+  EXPECT_EQ(cut->lost_hint_owners, std::vector<std::string>{"n3"});
+  EXPECT_EQ(cut->entries, 2u + 2u + 6u);
+}
+
+TEST(ScrubTest, ACleanEngineIsReportedCleanAndUnreadableMetadataIsAnError) {
+  FailingEngine failing;
+  Engine& from = failing.view;
+  auto& bad = failing.bad;
+  WriteBatch b;
+  b.Put(Space::kMeta, std::string(kMetaNodeId), "n1");
+  b.Put(Space::kData, DataKey(2, "k"), "v");
+  ASSERT_TRUE(from.Write(b, true).ok());
+  Result<ScrubReport> clean = Scrub(from, nullptr);
+  ASSERT_TRUE(clean.ok());
+  EXPECT_TRUE(clean->clean());
+  EXPECT_EQ(clean->entries, 2u);
+  EXPECT_NE(clean->Summary().find("nothing unreadable"), std::string::npos);
+
+  bad.insert({Space::kMeta, std::string(kMetaNodeId)});
+  MemoryEngine to;
+  Result<ScrubReport> lost = Scrub(from, &to);
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().code(), StatusCode::kCorruption);
+  EXPECT_NE(lost.status().ToString().find("wipe the data directory"), std::string::npos);
+}
+
+TEST(ScrubTest, AFlippedByteInARocksDbTableCostsOnlyThePartitionsOfItsBlock) {
+  const std::string dir = TempDir("scrub") + "/rocksdb";
+  constexpr uint32_t kPartitions = 1024;
+  constexpr int kKeys = 20'000;
+  const std::string value(100, 'v');
+  auto key_of = [](int i) {
+    return DataKey(static_cast<PartitionId>(i % kPartitions), "key" + std::to_string(i));
+  };
+  {
+    auto e = OpenRocksDb(dir, {});
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    WriteBatch b;
+    b.Put(Space::kMeta, std::string(kMetaNodeId), "n1");
+    for (int i = 0; i < kKeys; ++i) b.Put(Space::kData, key_of(i), value);
+    ASSERT_TRUE((*e)->Write(b, true).ok());
+  }
+  // Reopening replays the log into a table file.
+  ASSERT_TRUE(OpenRocksDb(dir, {}).ok());
+  std::filesystem::path table;
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    if (f.path().extension() == ".sst" &&
+        (table.empty() || f.file_size() > std::filesystem::file_size(table))) {
+      table = f.path();
+    }
+  }
+  ASSERT_FALSE(table.empty());
+  {
+    std::fstream f(table, std::ios::in | std::ios::out | std::ios::binary);
+    const auto middle = static_cast<std::streamoff>(std::filesystem::file_size(table) / 2);
+    f.seekg(middle);
+    char byte = 0;
+    f.get(byte);
+    f.seekp(middle);
+    f.put(static_cast<char>(byte ^ 0x5a));
+  }
+
+  Result<ScrubOutcome> scrubbed = ScrubRocksDb(dir, {});
+  ASSERT_TRUE(scrubbed.ok()) << scrubbed.status().ToString();
+  const ScrubReport& report = scrubbed->report;
+  ASSERT_FALSE(report.clean());
+  EXPECT_GE(report.lost_partitions.size(), 1u);
+  EXPECT_LE(report.lost_partitions.size(), 8u) << report.Summary();  // one 4 KiB block's worth
+  EXPECT_EQ(report.partitions, kPartitions - report.lost_partitions.size());
+  ASSERT_FALSE(scrubbed->kept_aside.empty());
+  EXPECT_TRUE(
+      std::filesystem::exists(std::filesystem::path(scrubbed->kept_aside) / table.filename()));
+  EXPECT_FALSE(std::filesystem::exists(dir + ".scrub"));
+
+  const std::set<PartitionId> lost(report.lost_partitions.begin(), report.lost_partitions.end());
+  {
+    auto e = OpenRocksDb(dir, {});
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    Result<std::optional<std::string>> id = (*e)->Get(Space::kMeta, kMetaNodeId);
+    ASSERT_TRUE(id.ok() && id->has_value());
+    EXPECT_EQ(**id, "n1");
+    size_t kept = 0;
+    for (int i = 0; i < kKeys; ++i) {
+      Result<std::optional<std::string>> got = (*e)->Get(Space::kData, key_of(i));
+      ASSERT_TRUE(got.ok()) << got.status().ToString();
+      if (lost.count(static_cast<PartitionId>(i % kPartitions))) {
+        EXPECT_FALSE(got->has_value()) << i;
+      } else {
+        ASSERT_TRUE(got->has_value()) << i;
+        EXPECT_EQ(**got, value);
+        ++kept;
+      }
+    }
+    EXPECT_EQ(kept, report.entries - 1);  // all but the node id
+  }
+  Result<ScrubOutcome> again = ScrubRocksDb(dir, {});
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE(again->report.clean()) << again->report.Summary();
+  EXPECT_TRUE(again->kept_aside.empty());
+  std::filesystem::remove_all(std::filesystem::path(dir).parent_path());
+}
+
+TEST(ScrubTest, AnInterruptedScrubIsFinishedOrDiscardedAtTheNextOpen) {
+  const std::string root = TempDir("scrub-interrupted");
+  const std::string dir = root + "/rocksdb";
+  auto write_one = [](const std::string& where, const std::string& key) {
+    auto e = OpenRocksDb(where, {});
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    WriteBatch b;
+    b.Put(Space::kMeta, key, "1");
+    ASSERT_TRUE((*e)->Write(b, true).ok());
+  };
+  auto has = [](const std::string& where, const std::string& key) {
+    auto e = OpenRocksDb(where, {});
+    EXPECT_TRUE(e.ok()) << e.status().ToString();
+    if (!e.ok()) return false;
+    Result<std::optional<std::string>> v = (*e)->Get(Space::kMeta, key);
+    return v.ok() && v->has_value();
+  };
+  // Crashed while copying: the old database stays, the copy goes.
+  write_one(dir, "old");
+  write_one(dir + ".scrub", "copy");
+  EXPECT_TRUE(has(dir, "old"));
+  EXPECT_FALSE(std::filesystem::exists(dir + ".scrub"));
+  // Crashed between the two renames: the finished copy takes the old one's place.
+  std::filesystem::rename(dir, root + "/aside");
+  write_one(root + "/aside.scrub", "copy");
+  std::filesystem::rename(root + "/aside.scrub", dir + ".scrub");
+  EXPECT_TRUE(has(dir, "copy"));
+  EXPECT_FALSE(has(dir, "old"));
+  EXPECT_FALSE(std::filesystem::exists(dir + ".scrub"));
+  Result<bool> nothing = FinishInterruptedScrub(dir);
+  ASSERT_TRUE(nothing.ok());
+  EXPECT_FALSE(*nothing);
+  std::filesystem::remove_all(root);
 }
 
 TEST(KeysTest, Layouts) {

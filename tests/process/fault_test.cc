@@ -25,6 +25,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <regex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -791,8 +792,9 @@ TEST(FaultTest, ThousandsOfSilentConnectionsDoNotLockANodeOut) {
 // D4: one flipped byte in a node's table file. The node stops rather than
 // serve or spread what it cannot verify: building its Merkle trees at start
 // meets the bad block's checksum, and it exits naming the file. Reads meanwhile come from
-// the other replicas; wiped and restarted, it is refilled from them.
-TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndTheNodeIsRefilled) {
+// the other replicas. Restarted with --scrub, it keeps every partition that
+// reads back whole and anti-entropy refills the rest from the replicas.
+TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
   const std::string prefix = "flip:";
   constexpr size_t kKeys = 3000, kValueBytes = 200;
   ProcessCluster c(3, kFastConfig);
@@ -839,9 +841,23 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndTheNodeIsRefilled) {
   }
   EXPECT_EQ(correct, kKeys);
 
-  c.Wipe(bad);
-  ASSERT_TRUE(c.Spawn(bad).ok());
+  ASSERT_TRUE(c.Spawn(bad, {"--scrub"}).ok());
   const Clock::time_point back = Clock::now();
+  ASSERT_TRUE(WaitFor([&] { return c.Stats(bad).ok(); }, 60000)) << c.LogOf(bad);
+  const std::string scrub_log = c.LogOf(bad);
+  const std::regex summary(R"(scrub: (\d+) entries \(\d+ bytes\) read back intact, (\d+) )"
+                           R"(partitions with data whole; left out: (\d+) partitions)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(scrub_log, m, summary)) << scrub_log;
+  const uint64_t kept_entries = std::stoull(m[1]), kept_partitions = std::stoull(m[2]),
+                 lost_partitions = std::stoull(m[3]);
+  EXPECT_GE(lost_partitions, 1u);
+  EXPECT_GT(kept_partitions, 10 * lost_partitions);
+  size_t kept_aside = 0;
+  for (const auto& f : std::filesystem::directory_iterator(c.options().dir + "/" + bad + "/data")) {
+    kept_aside += f.path().filename().string().starts_with("rocksdb.corrupt-");
+  }
+  EXPECT_EQ(kept_aside, 1u);
   auto everywhere = [&](const std::string& key, const std::vector<ReplicaVersions>& rs) {
     return HoldsOnly(rs, 3, ValueOf(prefix, key, kValueBytes));
   };
@@ -852,8 +868,9 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndTheNodeIsRefilled) {
   std::cout << "[ fault ] one byte flipped in " << bad << "'s " << largest.filename().string()
             << " (" << size << " bytes): it stopped while building its Merkle trees (exit status "
             << exit_code << ", the file named in its log); " << correct << " of " << kKeys
-            << " reads correct meanwhile; wiped and restarted, every key on its 3 replicas "
-            << SecondsSince(back) << " s later\n";
+            << " reads correct meanwhile; restarted with --scrub, it kept " << kept_entries
+            << " entries in " << kept_partitions << " partitions and left out " << lost_partitions
+            << "; every key on its 3 replicas " << SecondsSince(back) << " s later\n";
 }
 
 TEST(FaultTest, WipedNodeIsRestoredByAntiEntropy) {

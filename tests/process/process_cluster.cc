@@ -186,11 +186,13 @@ std::string ProcessCluster::LogOf(const std::string& id) const {
   return ss.str();
 }
 
-Status ProcessCluster::Spawn(const std::string& id) {
+Status ProcessCluster::Spawn(const std::string& id, const std::vector<std::string>& extra_args) {
   if (binary_.empty()) return Status::NotFound("dynamo-node binary not found");
   std::vector<net::Endpoint> seeds;
   if (id != "n1") seeds.push_back(Address("n1"));
-  Result<pid_t> pid = cli::SpawnNode(binary_, options_, NodeFor(id), seeds);
+  cli::LocalNode node = NodeFor(id);
+  node.extra_args = extra_args;
+  Result<pid_t> pid = cli::SpawnNode(binary_, options_, node, seeds);
   if (!pid.ok()) return pid.status();
   pids_[id] = *pid;
   Track(*pid);

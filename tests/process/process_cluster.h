@@ -28,8 +28,9 @@ class ProcessCluster {
 
   // Starts n1, then the others through it, and waits for one ring.
   Status Start(uint64_t wait_ms = 60000);
-  // Starts node `id` (n<i>), joining through n1 unless it is n1.
-  Status Spawn(const std::string& id);
+  // Starts node `id` (n<i>), joining through n1 unless it is n1, with
+  // `extra_args` appended to its command line.
+  Status Spawn(const std::string& id, const std::vector<std::string>& extra_args = {});
   // A node outside the initial set, e.g. "n6" for a join.
   Status SpawnExtra(size_t index);
   // Runs node `id` inside network namespace `netns` (a name under

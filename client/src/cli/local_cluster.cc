@@ -145,6 +145,7 @@ Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& op
   if (options.partitions) args.insert(args.end(), {"--partitions", std::to_string(options.partitions)});
   if (options.replicas) args.insert(args.end(), {"--replicas", std::to_string(options.replicas)});
   if (!options.config_file.empty()) args.insert(args.end(), {"--config", options.config_file});
+  args.insert(args.end(), node.extra_args.begin(), node.extra_args.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -334,12 +335,13 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
   return Status::OK();
 }
 
-Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostream& out) {
+Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostream& out,
+                        const std::vector<std::string>& extra_args) {
   Result<LocalClusterOptions> options = ReadClusterConf(dir);
   if (!options.ok()) return options.status();
   std::vector<LocalNode> layout = LocalLayout(*options);
-  const LocalNode* node = nullptr;
-  for (const LocalNode& n : layout) {
+  LocalNode* node = nullptr;
+  for (LocalNode& n : layout) {
     if (n.id == id) node = &n;
   }
   if (node == nullptr) return Status::InvalidArgument("no node " + id + " in the cluster under " + dir);
@@ -352,6 +354,7 @@ Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostr
     std::optional<pid_t> other = ReadPid(n.pid_file);
     if (n.id != id && other && IsNodeProcess(*other)) seeds.push_back(n.address);
   }
+  node->extra_args = extra_args;
   Result<pid_t> started = SpawnNode(options->node_binary, *options, *node, seeds);
   if (!started.ok()) return started.status();
   out << "started " << id << " on " << node->address.ToString() << " (pid " << *started << ")\n";

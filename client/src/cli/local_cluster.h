@@ -39,6 +39,8 @@ struct LocalNode {
   std::string netns;
   // NAME=value entries added to the process's environment.
   std::vector<std::string> env;
+  // Arguments appended to the node's command line, e.g. {"--scrub"}.
+  std::vector<std::string> extra_args;
 };
 
 std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options);
@@ -62,8 +64,10 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out);
 // for each to exit.
 Status StopLocalCluster(const std::string& dir, uint64_t timeout_ms, std::ostream& out);
 // Starts node `id` of the cluster under `dir` again (as recorded in
-// dir/cluster.conf), joining through a running node. Waits until it answers.
-Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostream& out);
+// dir/cluster.conf), joining through a running node, with `extra_args` on its
+// command line (e.g. {"--scrub"}). Waits until it answers.
+Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostream& out,
+                        const std::vector<std::string>& extra_args = {});
 // Sends `signal` to node `id` of the cluster under `dir`, by its recorded pid.
 Status SignalLocalNode(const std::string& dir, const std::string& id, int signal, std::ostream& out);
 

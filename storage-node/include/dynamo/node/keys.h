@@ -40,6 +40,10 @@ struct HintKeyParts {
 };
 Result<HintKeyParts> ParseHintKey(std::string_view stored);
 
+// The smallest string greater than every string starting with `prefix`;
+// empty when there is none (an empty or all-0xff prefix).
+std::string PrefixEnd(std::string_view prefix);
+
 // A key made unique across spaces (a space byte, then the key), e.g. to lock it.
 std::string QualifiedKey(uint8_t space, std::string_view key);
 

@@ -65,8 +65,9 @@ inline constexpr uint64_t kFlushCheckBytes = 256u << 10;
 // The memtable size for `bytes` and a uniform `draw` in [0, 1).
 size_t StaggeredWriteBufferBytes(size_t bytes, double draw);
 
-// Opens (creating if needed) the database in `dir`. IOError if it cannot,
-// e.g. because another process holds it.
+// Opens (creating if needed) the database in `dir`, after finishing or
+// discarding a scrub of it that a crash interrupted (scrub.h). IOError if it
+// cannot, e.g. because another process holds it.
 Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksDbOptions& options);
 
 }  // namespace dynamo::node

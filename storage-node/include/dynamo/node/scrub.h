@@ -1,0 +1,69 @@
+// Scrubbing a node's stored data (`dynamo-node --scrub`): every entry is
+// read back, checksums and all, and when some fail the node keeps what
+// read back intact and leaves the rest to anti-entropy, which refills it
+// from the other replicas.
+//
+// The unit kept or left out is a whole partition (and, for hints, everything
+// held for one node), never part of one: a partition with one unreadable
+// entry could otherwise come back with an older version of a key whose newer
+// version (or tombstone) sat in the bad block. A partition left out is held
+// by nothing on this node, as after a wipe, and anti-entropy restores it.
+// The node takes a fresh actor id at its next start anyway (node_state.h),
+// so it never claims the writes it lost.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dynamo/node/engine.h"
+#include "dynamo/node/rocksdb_engine.h"
+#include "dynamo/placement.h"
+#include "dynamo/status.h"
+
+namespace dynamo::node {
+
+struct ScrubReport {
+  uint64_t entries = 0;                       // read back intact (and copied, when copying)
+  uint64_t bytes = 0;                         // their keys and values
+  uint64_t partitions = 0;                    // partitions with data that read back whole
+  std::vector<PartitionId> lost_partitions;   // a read failed its checksum: left out
+  std::vector<std::string> lost_hint_owners;  // the hints held for them: left out
+  // Hints after an unreadable one whose owner could not be told: left out.
+  bool hints_cut = false;
+  std::string first_error;  // the first checksum failure met, if any
+
+  bool clean() const { return lost_partitions.empty() && lost_hint_owners.empty() && !hints_cut; }
+  // One line for the node's log.
+  std::string Summary() const;
+};
+
+// Reads every entry of `from`: metadata, hints one owner at a time, data one
+// partition at a time. When `to` is given, writes each unit that read back
+// whole into it (unsynced; the caller syncs) and leaves out the others. A
+// Corruption met in a unit is reported, not returned. Errors: Corruption when
+// the metadata (the node's identity) cannot be read, which no scrub can
+// save; any other error of either engine.
+Result<ScrubReport> Scrub(Engine& from, Engine* to);
+
+// The RocksDB database in `dir`, scrubbed in place. Reads it all; if every
+// entry reads back, changes nothing. Otherwise copies what did into
+// `dir`.scrub, syncs it, renames `dir` to `dir`.corrupt-TIME (kept for the
+// operator to inspect or delete; `kept_aside` names it) and the copy to
+// `dir`. Needs free space for the copy. A crash part-way leaves either the
+// old database in place (the unfinished copy is removed at the next open) or
+// the finished copy waiting to be renamed (done at the next open; see
+// FinishInterruptedScrub).
+struct ScrubOutcome {
+  ScrubReport report;
+  std::string kept_aside;  // empty when the database was clean
+};
+Result<ScrubOutcome> ScrubRocksDb(const std::string& dir, const RocksDbOptions& options);
+
+// Completes or discards a scrub of `dir` that a crash interrupted: with
+// `dir` gone and `dir`.scrub present, the copy was finished and becomes
+// `dir`; with both present, the copy was not, and is removed. Returns whether
+// it found either. OpenRocksDb calls it first.
+Result<bool> FinishInterruptedScrub(const std::string& dir);
+
+}  // namespace dynamo::node

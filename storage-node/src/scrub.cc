@@ -1,0 +1,258 @@
+#include "dynamo/node/scrub.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <system_error>
+
+#include "dynamo/node/keys.h"
+
+namespace dynamo::node {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Reports only the first few lost units by name in the summary line.
+constexpr size_t kSummaryNamesMax = 8;
+
+bool IsCorruption(const Status& s) { return s.code() == StatusCode::kCorruption; }
+
+struct Copied {
+  uint64_t entries = 0;
+  uint64_t bytes = 0;
+};
+
+// Reads every entry of `space` under `prefix` (all of it for an empty prefix)
+// and writes each page into `to`, when given. On an error part-way, what was
+// written of the prefix is deleted from `to` again.
+Result<Copied> CopyPrefix(Engine& from, Engine* to, Space space, const std::string& prefix) {
+  Copied copied;
+  ScanOptions scan;
+  scan.prefix = prefix;
+  while (true) {
+    Result<ScanResult> page = from.Scan(space, scan);
+    if (!page.ok()) {
+      if (to != nullptr && copied.entries > 0) {
+        Status undo = to->DeletePrefix(space, prefix, false);
+        if (!undo.ok()) return undo;
+      }
+      return page.status();
+    }
+    WriteBatch batch;
+    for (auto& [key, value] : page->entries) {
+      ++copied.entries;
+      copied.bytes += key.size() + value.size();
+      if (to != nullptr) batch.Put(space, key, std::move(value));
+    }
+    if (to != nullptr && !batch.empty()) {
+      Status s = to->Write(batch, false);
+      if (!s.ok()) return s;
+    }
+    if (page->done || page->entries.empty()) return copied;
+    scan.after = page->entries.back().first;
+  }
+}
+
+void NoteLost(ScrubReport& report, const Status& s) {
+  if (report.first_error.empty()) report.first_error = s.ToString();
+}
+
+void AddCopied(ScrubReport& report, const Copied& c) {
+  report.entries += c.entries;
+  report.bytes += c.bytes;
+}
+
+// The first key of `space` after `after`: nullopt when none, Corruption when
+// the block holding it fails its checksum.
+Result<std::optional<std::string>> NextKey(Engine& from, Space space, const std::string& after) {
+  ScanOptions probe;
+  probe.after = after;
+  probe.max_entries = 1;
+  Result<ScanResult> r = from.Scan(space, probe);
+  if (!r.ok()) return r.status();
+  if (r->entries.empty()) return std::optional<std::string>();
+  return std::optional<std::string>(std::move(r->entries.front().first));
+}
+
+Status ScrubData(Engine& from, Engine* to, ScrubReport& report) {
+  // Partition p's keys are all greater than its bare prefix (keys are never
+  // empty), so a probe after it finds p's first key or a later partition's.
+  for (uint64_t p = 0; p < kMaxPartitions; ++p) {
+    Result<std::optional<std::string>> next =
+        NextKey(from, Space::kData, PartitionPrefix(static_cast<PartitionId>(p)));
+    if (next.ok()) {
+      if (!*next) break;
+      Result<DataKeyParts> parts = ParseDataKey(**next);
+      if (!parts.ok()) return parts.status().Annotate("scrub");
+      p = parts->partition;
+    } else if (!IsCorruption(next.status())) {
+      return next.status();
+    }
+    // After a failed probe the bad block holds p's first key or a later
+    // partition's: scanning p alone tells which.
+    const auto partition = static_cast<PartitionId>(p);
+    Result<Copied> copied = CopyPrefix(from, to, Space::kData, PartitionPrefix(partition));
+    if (copied.ok()) {
+      AddCopied(report, *copied);
+      report.partitions += copied->entries > 0;
+    } else if (IsCorruption(copied.status())) {
+      report.lost_partitions.push_back(partition);
+      NoteLost(report, copied.status());
+    } else {
+      return copied.status();
+    }
+  }
+  return Status::OK();
+}
+
+Status ScrubHints(Engine& from, Engine* to, ScrubReport& report) {
+  std::string after;
+  while (true) {
+    Result<std::optional<std::string>> next = NextKey(from, Space::kHints, after);
+    if (!next.ok()) {
+      if (!IsCorruption(next.status())) return next.status();
+      report.hints_cut = true;
+      NoteLost(report, next.status());
+      return Status::OK();
+    }
+    if (!*next) return Status::OK();
+    Result<HintKeyParts> parts = ParseHintKey(**next);
+    if (!parts.ok()) return parts.status().Annotate("scrub");
+    const std::string owner(parts->owner);
+    const std::string prefix = HintOwnerPrefix(owner);
+    Result<Copied> copied = CopyPrefix(from, to, Space::kHints, prefix);
+    if (copied.ok()) {
+      AddCopied(report, *copied);
+    } else if (IsCorruption(copied.status())) {
+      report.lost_hint_owners.push_back(owner);
+      NoteLost(report, copied.status());
+    } else {
+      return copied.status();
+    }
+    // Owner ids never end in 0xff, so PrefixEnd is the next owner's prefix
+    // or less, and no hint key equals it.
+    after = PrefixEnd(prefix);
+  }
+}
+
+Status ErrnoStatus(std::string_view what, const std::string& path) {
+  return Status::IOError(std::string(what) + " " + path + ": " + std::strerror(errno));
+}
+
+Status SyncDirectory(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ErrnoStatus("open", path);
+  Status s = ::fsync(fd) == 0 ? Status::OK() : ErrnoStatus("fsync", path);
+  ::close(fd);
+  return s;
+}
+
+Status Rename(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  if (ec) return Status::IOError("rename " + from + " to " + to + ": " + ec.message());
+  return Status::OK();
+}
+
+std::string ParentOf(const std::string& dir) {
+  fs::path parent = fs::path(dir).lexically_normal().parent_path();
+  if (parent.empty()) parent = ".";
+  return parent.string();
+}
+
+std::string CorruptName(const std::string& dir) {
+  std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  ::gmtime_r(&now, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
+  std::string name = dir + ".corrupt-" + stamp;
+  for (int n = 2; fs::exists(name); ++n) name = dir + ".corrupt-" + stamp + "-" + std::to_string(n);
+  return name;
+}
+
+std::string ScrubDir(const std::string& dir) { return dir + ".scrub"; }
+
+}  // namespace
+
+std::string ScrubReport::Summary() const {
+  std::string out = std::to_string(entries) + " entries (" + std::to_string(bytes) +
+                    " bytes) read back intact, " + std::to_string(partitions) +
+                    " partitions with data whole";
+  if (clean()) return out + "; nothing unreadable";
+  out += "; left out: " + std::to_string(lost_partitions.size()) + " partitions";
+  for (size_t i = 0; i < lost_partitions.size() && i < kSummaryNamesMax; ++i) {
+    out += (i == 0 ? " (" : ", ") + std::to_string(lost_partitions[i]);
+  }
+  if (lost_partitions.size() > kSummaryNamesMax) out += ", ...";
+  if (!lost_partitions.empty()) out += ")";
+  out += ", the hints held for " + std::to_string(lost_hint_owners.size()) + " nodes";
+  if (hints_cut) out += " and the hints after an unreadable one";
+  return out + "; first error: " + first_error;
+}
+
+Result<ScrubReport> Scrub(Engine& from, Engine* to) {
+  ScrubReport report;
+  Result<Copied> meta = CopyPrefix(from, to, Space::kMeta, "");
+  if (!meta.ok()) {
+    if (!IsCorruption(meta.status())) return meta.status();
+    return Status::Corruption("the node's metadata cannot be read (" + meta.status().ToString() +
+                              "): a scrub cannot keep its identity; wipe the data directory");
+  }
+  AddCopied(report, *meta);
+  Status s = ScrubHints(from, to, report);
+  if (s.ok()) s = ScrubData(from, to, report);
+  if (!s.ok()) return s;
+  return report;
+}
+
+Result<bool> FinishInterruptedScrub(const std::string& dir) {
+  const std::string copy = ScrubDir(dir);
+  std::error_code ec;
+  if (!fs::exists(copy, ec)) return false;
+  if (fs::exists(dir, ec)) {
+    fs::remove_all(copy, ec);
+    if (ec) return Status::IOError("remove " + copy + ": " + ec.message());
+  } else {
+    Status s = Rename(copy, dir);
+    if (!s.ok()) return s;
+  }
+  Status s = SyncDirectory(ParentOf(dir));
+  if (!s.ok()) return s;
+  return true;
+}
+
+Result<ScrubOutcome> ScrubRocksDb(const std::string& dir, const RocksDbOptions& options) {
+  ScrubOutcome out;
+  {
+    Result<std::unique_ptr<Engine>> from = OpenRocksDb(dir, options);
+    if (!from.ok()) return from.status();
+    Result<ScrubReport> checked = Scrub(**from, nullptr);
+    if (!checked.ok()) return checked.status();
+    out.report = std::move(*checked);
+    if (out.report.clean()) return out;
+
+    Result<std::unique_ptr<Engine>> to = OpenRocksDb(ScrubDir(dir), options);
+    if (!to.ok()) return to.status();
+    Result<ScrubReport> copied = Scrub(**from, to->get());
+    if (!copied.ok()) return copied.status();
+    out.report = std::move(*copied);
+    Status synced = (*to)->Sync();
+    if (!synced.ok()) return synced;
+  }
+  // The copy is whole and durable: from here on a crash leaves it to
+  // FinishInterruptedScrub.
+  out.kept_aside = CorruptName(dir);
+  Status s = Rename(dir, out.kept_aside);
+  if (s.ok()) s = Rename(ScrubDir(dir), dir);
+  if (s.ok()) s = SyncDirectory(ParentOf(dir));
+  if (!s.ok()) return s;
+  return out;
+}
+
+}  // namespace dynamo::node
