@@ -325,6 +325,31 @@ TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
       RunTool("dynamoctl --seed 127.0.0.1:" + std::to_string(ports.options().base_port) + " ring");
   EXPECT_EQ(code_ring_again, 0);
   EXPECT_NE(ring_again.find("64 partitions, 3 replicas"), std::string::npos) << ring_again;
+
+  // One node stopped and started again with a scrub of its data.
+  auto [term, code_term] = RunTool("dynamoctl cluster kill --dir " + dir + " --node n2 --signal TERM");
+  ASSERT_EQ(code_term, 0) << term;
+  pid_t n2 = 0;
+  std::ifstream(dir + "/n2/node.pid") >> n2;
+  ASSERT_GT(n2, 0);
+  for (int i = 0; i < 200 && cli::IsNodeProcess(n2); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_FALSE(cli::IsNodeProcess(n2));
+  auto [whole, code_whole] = RunTool("dynamoctl cluster start --dir " + dir + " --scrub");
+  EXPECT_NE(code_whole, 0);
+  EXPECT_NE(whole.find("give --node"), std::string::npos) << whole;
+  auto [scrubbed, code_scrubbed] =
+      RunTool("dynamoctl cluster start --dir " + dir + " --node n2 --scrub");
+  ASSERT_EQ(code_scrubbed, 0) << scrubbed;
+  std::string n2_log;
+  {
+    std::ifstream in(dir + "/n2/node.log");
+    n2_log.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  EXPECT_NE(n2_log.find("scrub: reading back every entry"), std::string::npos) << n2_log;
+  EXPECT_NE(n2_log.find("nothing unreadable"), std::string::npos) << n2_log;
+
   auto [stopped_again, code_stop_again] = RunTool("dynamoctl cluster stop --dir " + dir);
   EXPECT_EQ(code_stop_again, 0) << stopped_again;
   EXPECT_NE(stopped_again.find("stopped n3"), std::string::npos) << stopped_again;

@@ -70,6 +70,10 @@ int Main(int argc, char** argv) {
       "start", "start K nodes in the background and wait for one ring; with --node, restart one node");
   std::string single_node;
   start->add_option("--node", single_node, "restart this node of the cluster under --dir");
+  bool scrub = false;
+  start->add_flag("--scrub", scrub,
+                  "with --node: scrub its data before it serves (dynamo-node --scrub), after it "
+                  "stopped on a checksum failure");
   start->add_option("--nodes", local.nodes, "number of nodes (default 3)");
   start->add_option("--base-port", local.base_port, "port of n1; node i uses base+i-1 (default 7000)");
   start->add_option("--dir", local.dir, "directory for every node's data, log and pid")->required();
@@ -152,7 +156,9 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (start->parsed() && !single_node.empty()) {
-    Status s = RestartLocalNode(local.dir, single_node, json ? std::cerr : std::cout);
+    Status s = RestartLocalNode(local.dir, single_node, json ? std::cerr : std::cout,
+                                scrub ? std::vector<std::string>{"--scrub"}
+                                      : std::vector<std::string>{});
     if (!s.ok()) return Fail(s);
     return 0;
   }
@@ -164,6 +170,7 @@ int Main(int argc, char** argv) {
     return 0;
   }
   if (start->parsed()) {
+    if (scrub) return Fail(Status::InvalidArgument("--scrub restarts one node: give --node"));
     local.wait_ms = wait_s * 1000;
     std::ostream& progress = json ? std::cerr : std::cout;
     Status s = StartLocalCluster(local, progress);
