@@ -839,6 +839,52 @@ TEST(AntiEntropyTest, CorruptDataMetWhileRunningStopsTheNode) {
   }
 }
 
+// D4's repair: the stopped node is scrubbed and restarted. It keeps every
+// partition that reads back whole, serves it at once, and anti-entropy
+// refills the partition it left out.
+TEST(AntiEntropyTest, AScrubbedNodeKeepsItsWholePartitionsAndIsRefilled) {
+  SimCluster sim(38);
+  FormCluster(sim, 3);
+  for (int i = 0; i < 40; ++i) Write(sim, "n1", "k" + std::to_string(i), "v" + std::to_string(i));
+  sim.RunFor(2000);
+  const Ring& ring = sim.core("n1").map()->ring();
+  const PartitionId bad = ring.KeyPartition("k0");
+  sim.CorruptDataKey("n2", "k0");
+  Result<proto::Message> r = sim.Request("n2", proto::GetRequest{"k0"});
+  EXPECT_TRUE(!r.ok() || std::holds_alternative<proto::ErrorReply>(r->body));
+  sim.RunFor(100);
+  ASSERT_TRUE(sim.Exited("n2"));
+
+  const ScrubReport report = sim.Scrub("n2");
+  EXPECT_EQ(report.lost_partitions, std::vector<PartitionId>{bad});
+  size_t kept = 0, left_out = 0;
+  for (int i = 0; i < 40; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    const bool stored = sim.Stored("n2", key).has_value();
+    if (ring.KeyPartition(key) == bad) {
+      EXPECT_FALSE(stored) << key;
+      ++left_out;
+    } else {
+      EXPECT_TRUE(stored) << key;
+      ++kept;
+    }
+  }
+  EXPECT_GT(kept, 0u);
+  EXPECT_GT(left_out, 0u);
+
+  sim.Restart("n2");
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        for (int i = 0; i < 40; ++i) {
+          std::optional<SiblingSet> set = sim.Stored("n2", "k" + std::to_string(i));
+          if (!set || set->size() != 1 || (*set)[0].value != "v" + std::to_string(i)) return false;
+        }
+        return true;
+      },
+      120000));
+  EXPECT_FALSE(sim.Exited("n2"));
+}
+
 TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {
   SimCluster sim(34);
   auto grace = [](NodeOptions& o) { o.tombstone_grace_ms = 20000; };

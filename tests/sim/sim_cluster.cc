@@ -4,9 +4,10 @@
 #include <iostream>
 
 #include "dynamo/node/keys.h"
-#include "dynamo/placement.h"
 #include "dynamo/node/node_state.h"
+#include "dynamo/placement.h"
 #include "dynamo/proto/codec.h"
+#include "support/corrupting_engine.h"
 
 namespace dynamo::sim {
 
@@ -110,6 +111,21 @@ void SimCluster::Wipe(const std::string& id) {
   Node& n = *nodes_.at(id);
   DYNAMO_CHECK(!n.up);
   n.engine = std::make_shared<node::MemoryEngine>();
+}
+
+node::ScrubReport SimCluster::Scrub(const std::string& id) {
+  Node& n = *nodes_.at(id);
+  DYNAMO_CHECK(!n.up);
+  test::CorruptingEngine view(*n.engine, [&n](node::Space space, std::string_view key) {
+    return space == node::Space::kData && n.corrupt.count(std::string(key)) > 0;
+  });
+  auto scrubbed = std::make_shared<node::MemoryEngine>();
+  Result<node::ScrubReport> report = node::Scrub(view, scrubbed.get());
+  DYNAMO_CHECK(report.ok());
+  DYNAMO_CHECK(scrubbed->Sync().ok());
+  n.engine = std::move(scrubbed);
+  n.corrupt.clear();
+  return std::move(*report);
 }
 
 void SimCluster::CutOneWay(const std::string& from, const std::string& to, bool cut) {

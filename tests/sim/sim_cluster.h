@@ -22,6 +22,7 @@
 
 #include "dynamo/node/memory_engine.h"
 #include "dynamo/node/node_core.h"
+#include "dynamo/node/scrub.h"
 
 namespace dynamo::sim {
 
@@ -62,6 +63,10 @@ class SimCluster {
   void Restart(const std::string& id);
   // Replaces a crashed node's engine with an empty one (lost disk).
   void Wipe(const std::string& id);
+  // Scrubs a stopped node's engine as `dynamo-node --scrub` does (scrub.h):
+  // its entries that CorruptDataKey made unreadable, and the rest of their
+  // partitions, are left out of the engine it restarts with.
+  node::ScrubReport Scrub(const std::string& id);
   // Cuts (or restores) both directions between two nodes.
   void Cut(const std::string& a, const std::string& b, bool cut = true);
   // Cuts (or restores) messages from `from` to `to` only.

@@ -55,6 +55,27 @@ TEST(SimTest, SomeSeedsCoordinateThroughTheRankedReplica) {
   EXPECT_LT(ranked, 150);
 }
 
+// Half of the seeds with crashes turn some of them into a stop on a corrupt
+// block and a scrub before the restart.
+TEST(SimTest, SomeSeedsScrubANodeThatMetACorruptBlock) {
+  int scrubs = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed) {
+    const WorkloadConfig c = ConfigForSeed(seed);
+    EXPECT_TRUE(c.crashes || !c.scrubs) << seed;
+    scrubs += c.scrubs ? 1 : 0;
+  }
+  EXPECT_GT(scrubs, 50);
+  EXPECT_LT(scrubs, 100);
+  uint64_t scrubbed = 0;
+  for (uint64_t seed = 1; seed <= 200 && scrubbed == 0; ++seed) {
+    if (!ConfigForSeed(seed).scrubs) continue;
+    WorkloadReport r = RunWorkload(seed, ConfigForSeed(seed));
+    ASSERT_TRUE(r.ok) << r.Summary();
+    scrubbed += r.partitions_scrubbed;
+  }
+  EXPECT_GT(scrubbed, 0u);
+}
+
 // Seed 1090: a client's read misses its own acknowledged add (sloppy quorum,
 // replicas that lost unsynced copies), so its next add stands beside it and
 // one key ends with 3 siblings from 2 clients. Allowed, and counted.

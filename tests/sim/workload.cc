@@ -280,7 +280,14 @@ class Run {
       case 0:
         if (config_.crashes && crashed_.empty() && live.size() > 2) {
           ++report_.faults;
-          sim_.Crash(a, /*lose_unsynced=*/true);
+          // A block of a set key fails its checksum: the node stops (syncing
+          // on its way out) and is scrubbed before it starts again.
+          const bool corrupt = config_.scrubs && rng_() % 3 == 0;
+          sim_.Crash(a, /*lose_unsynced=*/!corrupt);
+          if (corrupt) {
+            sim_.CorruptDataKey(a, set_keys_[rng_() % set_keys_.size()]);
+            scrub_.insert(a);
+          }
           crashed_.insert(a);
           sim_.At(sim_.now() + 200 + rng_() % 1800, [this, a] { Restart(a); });
         }
@@ -314,6 +321,7 @@ class Run {
   void Restart(const std::string& id) {
     if (!crashed_.count(id)) return;
     crashed_.erase(id);
+    if (scrub_.erase(id)) report_.partitions_scrubbed += sim_.Scrub(id).lost_partitions.size();
     if (!sim_.IsUp(id) && !sim_.Exited(id)) sim_.Restart(id);
   }
 
@@ -470,6 +478,7 @@ class Run {
   std::set<std::string> attempted_;
   uint64_t next_element_ = 0;
   std::set<std::string> crashed_;
+  std::set<std::string> scrub_;  // crashed with a corrupt key: scrubbed before the restart
   uint64_t fault_end_ = 0;
   int next_node_ = 0;
 };
@@ -494,6 +503,7 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   c.membership_change = c.nodes >= 4 && rng() % 3 == 0;
   c.durable_writes = c.crashes || rng() % 2 == 0;
   c.ranked_coordinator = rng() % 2 == 0;
+  c.scrubs = c.crashes && rng() % 2 == 0;
   return c;
 }
 
@@ -503,7 +513,8 @@ std::string WorkloadReport::Summary() const {
      << " acknowledged adds, " << lost << " lost, " << in_doubt << " in doubt, " << stale_reads
      << " stale reads, " << deletes_checked << " deletes checked, " << resurrected
      << " resurrected, max " << max_siblings << " siblings, " << faults << " faults, " << messages
-     << " messages, quiet " << heal_ms << " ms after healing, trace " << std::hex << trace_hash;
+     << " messages, " << partitions_scrubbed << " partitions scrubbed away, quiet " << heal_ms
+     << " ms after healing, trace " << std::hex << trace_hash;
   for (const std::string& f : failures) os << "\n  " << f;
   return os.str();
 }
