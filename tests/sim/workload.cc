@@ -280,11 +280,17 @@ class Run {
       case 0:
         if (config_.crashes && crashed_.empty() && live.size() > 2) {
           ++report_.faults;
-          // A block of a set key fails its checksum: the node stops (syncing
-          // on its way out) and is scrubbed before it starts again.
-          const bool corrupt = config_.scrubs && rng_() % 3 == 0;
-          sim_.Crash(a, /*lose_unsynced=*/!corrupt);
+          // With scrubs, a crash is a stop that syncs on its way out, and
+          // the first may be a stop on a block of a set key that fails its
+          // checksum, after which the node is scrubbed before it starts again.
+          // One lost copy at most: a second corrupt replica of the same
+          // partition, or a crash that lost a replica's unsynced copy of a
+          // write, could take every copy of an acknowledged write, which no
+          // quorum of W=2 survives.
+          const bool corrupt = config_.scrubs && !corrupted_ && rng_() % 3 == 0;
+          sim_.Crash(a, /*lose_unsynced=*/!config_.scrubs);
           if (corrupt) {
+            corrupted_ = true;
             sim_.CorruptDataKey(a, set_keys_[rng_() % set_keys_.size()]);
             scrub_.insert(a);
           }
@@ -479,6 +485,7 @@ class Run {
   uint64_t next_element_ = 0;
   std::set<std::string> crashed_;
   std::set<std::string> scrub_;  // crashed with a corrupt key: scrubbed before the restart
+  bool corrupted_ = false;       // a corrupt stop happened in this run
   uint64_t fault_end_ = 0;
   int next_node_ = 0;
 };

@@ -9,8 +9,9 @@
 //    write then delete other keys, each once.
 //  - Faults: message drops, duplicates and jitter (reordering); cuts between
 //    nodes, sometimes one-way; crashes that lose every write a node had not
-//    synced, followed by restarts (some instead a stop on a corrupt block,
-//    then a scrub that drops its partition, then the restart); pauses (a stopped process); clock
+//    synced, followed by restarts (in some seeds, stops that lose nothing
+//    instead, one of which may be on a corrupt block: a scrub drops its
+//    partition before the restart); pauses (a stopped process); clock
 //    skew of about 1 s or 60 s; and at most one membership change (a join or a leave).
 //  - Then every fault heals and the cluster runs until it is quiet.
 //
@@ -61,10 +62,12 @@ struct WorkloadConfig {
   // Each client coordinates its writes through the replica it ranks first
   // (ClientOptions::coordinator kClientRanked); false: the fastest replica.
   bool ranked_coordinator = false;
-  // Some crashes (one in three) are instead a stop on a block that fails its
-  // checksum: one set key of the node is made unreadable and the node is
-  // scrubbed (dynamo-node --scrub) before it restarts, losing that key's
-  // partition until anti-entropy refills it.
+  // Crashes are stops that lose nothing, and one of them (the first drawn,
+  // one in three) may be a stop on a block that fails its checksum: one set
+  // key of the node is made unreadable and the node is scrubbed
+  // (dynamo-node --scrub) before it restarts, losing that key's partition
+  // until anti-entropy refills it. One lost copy per run, since W=2 leaves
+  // two copies of an acknowledged write.
   bool scrubs = false;
 };
 
