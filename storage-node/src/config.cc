@@ -89,6 +89,10 @@ const std::vector<Key>& Keys() {
               [](NodeConfig& c) -> bool& { return c.node.replica_put_sync; }),
       BoolKey("storage", "hint_sync", "sync hinted writes before acknowledging",
               [](NodeConfig& c) -> bool& { return c.node.hint_sync; }),
+      BoolKey("storage", "scrub_after_corruption",
+              "after the node stopped on stored data that failed its checksum, scrub at the "
+              "next start as --scrub does (not while an earlier scrub's damaged copy is kept)",
+              [](NodeConfig& c) -> bool& { return c.scrub_after_corruption; }),
       UintKey("storage", "sync_interval_ms",
               "longest time a write stays unsynced before the node syncs its log (0: only when "
               "a write asks for a sync)",

@@ -27,6 +27,10 @@ struct NodeConfig {
   uint64_t idle_timeout_ms = 300000;
   // Longest wait for in-flight requests on SIGTERM/SIGINT.
   uint64_t shutdown_grace_ms = 10000;
+  // After the node stopped on stored data that failed its checksum, its next
+  // start scrubs (as --scrub does), unless an earlier scrub's damaged copy is
+  // still kept: a second corruption is the operator's to look at.
+  bool scrub_after_corruption = true;
 };
 
 // Applies the TOML file at `path` onto *config. InvalidArgument naming the

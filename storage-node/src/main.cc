@@ -66,7 +66,9 @@ int Main(int argc, char** argv) {
                "before serving, read back every stored entry; if any fails its checksum, keep "
                "what reads back intact in a new database (the old one is kept beside it as "
                "rocksdb.corrupt-TIME) and leave each partition with a bad entry to anti-entropy, "
-               "which refills it from the replicas (rocksdb engine only)");
+               "which refills it from the replicas (rocksdb engine only; a node that stopped on a "
+               "checksum failure does this at its next start anyway, see "
+               "storage.scrub_after_corruption)");
   app.add_option("--config", config_file, "TOML file with the keys listed below");
   app.add_option("--log-level", log_level, "trace, debug, info (default), warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -136,6 +138,22 @@ int Main(int argc, char** argv) {
     RocksDbOptions rocksdb = config.rocksdb;
     rocksdb.warn = [](const std::string& message) { spdlog::warn("storage: {}", message); };
     const std::string dir = config.data_dir + "/rocksdb";
+    if (!scrub && ScrubNeeded(dir)) {
+      const std::vector<std::string> aside = KeptAside(dir);
+      if (!config.scrub_after_corruption || !aside.empty()) {
+        spdlog::error(
+            "this node stopped on stored data that failed its checksum{}; check the disk, then "
+            "start it with --scrub (docs/cluster.md)",
+            aside.empty() ? std::string()
+                          : ", and an earlier scrub's damaged copy is still kept (" + aside.back() +
+                                "; delete it once looked at)");
+        return kExitCorruptData;
+      }
+      spdlog::warn(
+          "this node stopped on stored data that failed its checksum: scrubbing "
+          "(storage.scrub_after_corruption)");
+      scrub = true;
+    }
     if (scrub) {
       spdlog::info("scrub: reading back every entry of {}", dir);
       Result<ScrubOutcome> scrubbed = ScrubRocksDb(dir, rocksdb);
@@ -177,6 +195,10 @@ int Main(int argc, char** argv) {
   if (!code.ok()) {
     spdlog::error("{}", code.status().ToString());
     return 1;
+  }
+  if (*code == kExitCorruptData && config.engine == "rocksdb") {
+    Status marked = MarkScrubNeeded(config.data_dir + "/rocksdb");
+    if (!marked.ok()) spdlog::error("cannot leave the scrub mark: {}", marked.ToString());
   }
   return *code;
 }

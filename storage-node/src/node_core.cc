@@ -291,10 +291,10 @@ void NodeCore::StopOnCorruption(const Status& status) {
   // Data that fails its checksum must be neither served nor spread (by
   // anti-entropy, handoff or a transfer): stop, and let the operator scrub
   // the node (scrub.h), which then refills what it lost from its replicas.
-  actions_.push_back(
-      ExitAction{1, "stored data is corrupt (" + status.ToString() +
-                        "); restart this node with --scrub to keep what reads back intact "
-                        "and refill the rest from its replicas"});
+  actions_.push_back(ExitAction{
+      kExitCorruptData, "stored data is corrupt (" + status.ToString() +
+                            "); its next start scrubs it, keeping what reads back intact for "
+                            "anti-entropy to refill the rest from its replicas (docs/cluster.md)"});
   exited_ = true;
 }
 

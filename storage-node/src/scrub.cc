@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -19,6 +20,8 @@ namespace fs = std::filesystem;
 
 // Reports only the first few lost units by name in the summary line.
 constexpr size_t kSummaryNamesMax = 8;
+// The damaged database is kept as `dir` + this + a UTC time.
+constexpr std::string_view kCorruptInfix = ".corrupt-";
 
 bool IsCorruption(const Status& s) { return s.code() == StatusCode::kCorruption; }
 
@@ -171,12 +174,21 @@ std::string CorruptName(const std::string& dir) {
   ::gmtime_r(&now, &utc);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
-  std::string name = dir + ".corrupt-" + stamp;
-  for (int n = 2; fs::exists(name); ++n) name = dir + ".corrupt-" + stamp + "-" + std::to_string(n);
+  const std::string base = dir + std::string(kCorruptInfix) + stamp;
+  std::string name = base;
+  for (int n = 2; fs::exists(name); ++n) name = base + "-" + std::to_string(n);
   return name;
 }
 
 std::string ScrubDir(const std::string& dir) { return dir + ".scrub"; }
+std::string NeededMark(const std::string& dir) { return dir + ".scrub-needed"; }
+
+Status ClearNeededMark(const std::string& dir) {
+  std::error_code ec;
+  const bool removed = fs::remove(NeededMark(dir), ec);
+  if (ec) return Status::IOError("remove " + NeededMark(dir) + ": " + ec.message());
+  return removed ? SyncDirectory(ParentOf(dir)) : Status::OK();
+}
 
 }  // namespace
 
@@ -211,6 +223,33 @@ Result<ScrubReport> Scrub(Engine& from, Engine* to) {
   return report;
 }
 
+Status MarkScrubNeeded(const std::string& dir) {
+  const std::string mark = NeededMark(dir);
+  int fd = ::open(mark.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ErrnoStatus("create", mark);
+  Status s = ::fsync(fd) == 0 ? Status::OK() : ErrnoStatus("fsync", mark);
+  ::close(fd);
+  if (!s.ok()) return s;
+  return SyncDirectory(ParentOf(dir));
+}
+
+bool ScrubNeeded(const std::string& dir) {
+  std::error_code ec;
+  return fs::exists(NeededMark(dir), ec);
+}
+
+std::vector<std::string> KeptAside(const std::string& dir) {
+  std::vector<std::string> out;
+  const fs::path path = fs::path(dir).lexically_normal();
+  const std::string prefix = path.filename().string() + std::string(kCorruptInfix);
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(ParentOf(dir), ec)) {
+    if (entry.path().filename().string().starts_with(prefix)) out.push_back(entry.path().string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 Result<bool> FinishInterruptedScrub(const std::string& dir) {
   const std::string copy = ScrubDir(dir);
   std::error_code ec;
@@ -235,7 +274,11 @@ Result<ScrubOutcome> ScrubRocksDb(const std::string& dir, const RocksDbOptions& 
     Result<ScrubReport> checked = Scrub(**from, nullptr);
     if (!checked.ok()) return checked.status();
     out.report = std::move(*checked);
-    if (out.report.clean()) return out;
+    if (out.report.clean()) {
+      Status cleared = ClearNeededMark(dir);
+      if (!cleared.ok()) return cleared;
+      return out;
+    }
 
     Result<std::unique_ptr<Engine>> to = OpenRocksDb(ScrubDir(dir), options);
     if (!to.ok()) return to.status();
@@ -251,6 +294,7 @@ Result<ScrubOutcome> ScrubRocksDb(const std::string& dir, const RocksDbOptions& 
   Status s = Rename(dir, out.kept_aside);
   if (s.ok()) s = Rename(ScrubDir(dir), dir);
   if (s.ok()) s = SyncDirectory(ParentOf(dir));
+  if (s.ok()) s = ClearNeededMark(dir);
   if (!s.ok()) return s;
   return out;
 }

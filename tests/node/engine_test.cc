@@ -631,8 +631,13 @@ TEST(ScrubTest, AFlippedByteInARocksDbTableCostsOnlyThePartitionsOfItsBlock) {
     f.put(static_cast<char>(byte ^ 0x5a));
   }
 
+  ASSERT_TRUE(MarkScrubNeeded(dir).ok());
+  EXPECT_TRUE(ScrubNeeded(dir));
+  EXPECT_TRUE(KeptAside(dir).empty());
   Result<ScrubOutcome> scrubbed = ScrubRocksDb(dir, {});
   ASSERT_TRUE(scrubbed.ok()) << scrubbed.status().ToString();
+  EXPECT_FALSE(ScrubNeeded(dir));
+  EXPECT_EQ(KeptAside(dir), std::vector<std::string>{scrubbed->kept_aside});
   const ScrubReport& report = scrubbed->report;
   ASSERT_FALSE(report.clean());
   EXPECT_GE(report.lost_partitions.size(), 1u);
@@ -668,6 +673,7 @@ TEST(ScrubTest, AFlippedByteInARocksDbTableCostsOnlyThePartitionsOfItsBlock) {
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_TRUE(again->report.clean()) << again->report.Summary();
   EXPECT_TRUE(again->kept_aside.empty());
+  EXPECT_EQ(KeptAside(dir).size(), 1u);
   std::filesystem::remove_all(std::filesystem::path(dir).parent_path());
 }
 

@@ -791,10 +791,13 @@ TEST(FaultTest, ThousandsOfSilentConnectionsDoNotLockANodeOut) {
 
 // D4: one flipped byte in a node's table file. The node stops rather than
 // serve or spread what it cannot verify: building its Merkle trees at start
-// meets the bad block's checksum, and it exits naming the file. Reads meanwhile come from
-// the other replicas. Restarted with --scrub, it keeps every partition that
-// reads back whole and anti-entropy refills the rest from the replicas.
+// meets the bad block's checksum, and it exits naming the file. Reads
+// meanwhile come from the other replicas. Its next start scrubs: it keeps
+// every partition that reads back whole and anti-entropy refills the rest.
+// A second corruption while the first one's damaged copy is still kept waits
+// for the operator's --scrub.
 TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
+  constexpr int kExitCorruptData = 4;  // storage-node's kExitCorruptData
   const std::string prefix = "flip:";
   constexpr size_t kKeys = 3000, kValueBytes = 200;
   ProcessCluster c(3, kFastConfig);
@@ -804,33 +807,45 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
   LoadResult load = WriteUniqueKeys(*client, prefix, kKeys, kKeys + 500, 60, 16, kValueBytes);
   ASSERT_EQ(load.acked.size(), kKeys);
   const std::string bad = "n2";
-  // A restart replays the log into a table file (RocksDB flushes on recovery).
-  ASSERT_EQ(c.Terminate(bad), 0);
-  ASSERT_TRUE(c.Spawn(bad).ok());
-  ASSERT_TRUE(WaitFor([&] { return c.Stats(bad).ok(); }, 30000));
-  ASSERT_EQ(c.Terminate(bad), 0);
-  std::filesystem::path largest;
-  for (const auto& f :
-       std::filesystem::directory_iterator(c.options().dir + "/" + bad + "/data/rocksdb")) {
-    if (f.path().extension() == ".sst" &&
-        (largest.empty() || f.file_size() > std::filesystem::file_size(largest))) {
-      largest = f.path();
+  const std::string data = c.options().dir + "/" + bad + "/data";
+  // Stops the node, restarts it once so that its log is replayed into a table
+  // file (RocksDB flushes on recovery), stops it again and flips a byte in
+  // the middle of its largest table file.
+  auto flip = [&](std::filesystem::path* table, uintmax_t* size) {
+    ASSERT_EQ(c.Terminate(bad), 0);
+    ASSERT_TRUE(c.Spawn(bad).ok());
+    ASSERT_TRUE(WaitFor([&] { return c.Stats(bad).ok(); }, 30000));
+    ASSERT_EQ(c.Terminate(bad), 0);
+    table->clear();
+    for (const auto& f : std::filesystem::directory_iterator(data + "/rocksdb")) {
+      if (f.path().extension() == ".sst" &&
+          (table->empty() || f.file_size() > std::filesystem::file_size(*table))) {
+        *table = f.path();
+      }
     }
-  }
-  ASSERT_FALSE(largest.empty());
-  const uintmax_t size = std::filesystem::file_size(largest);
-  {
-    std::fstream f(largest, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(static_cast<std::streamoff>(size / 2));
+    ASSERT_FALSE(table->empty());
+    *size = std::filesystem::file_size(*table);
+    std::fstream f(*table, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(*size / 2));
     char byte = 0;
     f.get(byte);
-    f.seekp(static_cast<std::streamoff>(size / 2));
+    f.seekp(static_cast<std::streamoff>(*size / 2));
     f.put(static_cast<char>(byte ^ 0x5a));
-  }
+  };
+  auto kept_aside = [&] {
+    size_t n = 0;
+    for (const auto& f : std::filesystem::directory_iterator(data)) {
+      n += f.path().filename().string().starts_with("rocksdb.corrupt-");
+    }
+    return n;
+  };
+  std::filesystem::path largest;
+  uintmax_t size = 0;
+  ASSERT_NO_FATAL_FAILURE(flip(&largest, &size));
   ASSERT_TRUE(c.Spawn(bad).ok());
   const int exit_code = c.WaitExit(bad, 30000);
   const std::string log = c.LogOf(bad);
-  ASSERT_GT(exit_code, 0) << log.substr(log.size() > 3000 ? log.size() - 3000 : 0);
+  ASSERT_EQ(exit_code, kExitCorruptData) << log.substr(log.size() > 3000 ? log.size() - 3000 : 0);
   EXPECT_NE(log.find("Corruption"), std::string::npos);
   EXPECT_NE(log.find(largest.filename().string()), std::string::npos);
 
@@ -841,10 +856,12 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
   }
   EXPECT_EQ(correct, kKeys);
 
-  ASSERT_TRUE(c.Spawn(bad, {"--scrub"}).ok());
+  // The next start scrubs by itself (storage.scrub_after_corruption).
+  ASSERT_TRUE(c.Spawn(bad).ok());
   const Clock::time_point back = Clock::now();
   ASSERT_TRUE(WaitFor([&] { return c.Stats(bad).ok(); }, 60000)) << c.LogOf(bad);
   const std::string scrub_log = c.LogOf(bad);
+  EXPECT_NE(scrub_log.find("scrubbing (storage.scrub_after_corruption)"), std::string::npos);
   const std::regex summary(R"(scrub: (\d+) entries \(\d+ bytes\) read back intact, (\d+) )"
                            R"(partitions with data whole; left out: (\d+) partitions)");
   std::smatch m;
@@ -853,11 +870,7 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
                  lost_partitions = std::stoull(m[3]);
   EXPECT_GE(lost_partitions, 1u);
   EXPECT_GT(kept_partitions, 10 * lost_partitions);
-  size_t kept_aside = 0;
-  for (const auto& f : std::filesystem::directory_iterator(c.options().dir + "/" + bad + "/data")) {
-    kept_aside += f.path().filename().string().starts_with("rocksdb.corrupt-");
-  }
-  EXPECT_EQ(kept_aside, 1u);
+  EXPECT_EQ(kept_aside(), 1u);
   auto everywhere = [&](const std::string& key, const std::vector<ReplicaVersions>& rs) {
     return HoldsOnly(rs, 3, ValueOf(prefix, key, kValueBytes));
   };
@@ -865,12 +878,29 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
   for (size_t i = 0; i < std::min<size_t>(missing.size(), 5); ++i)
     ADD_FAILURE() << Describe(*client, missing[i]);
   EXPECT_TRUE(missing.empty()) << missing.size() << " keys short of 3 copies";
+  const double refilled_s = SecondsSince(back);
+
+  // A second corruption, with the first one's damaged copy still kept: the
+  // node stops, refuses to scrub by itself, and scrubs when told to.
+  ASSERT_NO_FATAL_FAILURE(flip(&largest, &size));
+  ASSERT_TRUE(c.Spawn(bad).ok());
+  ASSERT_EQ(c.WaitExit(bad, 30000), kExitCorruptData);
+  ASSERT_TRUE(c.Spawn(bad).ok());
+  ASSERT_EQ(c.WaitExit(bad, 30000), kExitCorruptData);
+  EXPECT_NE(c.LogOf(bad).find("an earlier scrub's damaged copy is still kept"), std::string::npos)
+      << c.LogOf(bad);
+  ASSERT_TRUE(c.Spawn(bad, {"--scrub"}).ok());
+  ASSERT_TRUE(WaitFor([&] { return c.Stats(bad).ok(); }, 60000)) << c.LogOf(bad);
+  EXPECT_EQ(kept_aside(), 2u);
+  missing = Converge(*client, load.acked, everywhere, 120000);
+  EXPECT_TRUE(missing.empty()) << missing.size() << " keys short of 3 copies";
   std::cout << "[ fault ] one byte flipped in " << bad << "'s " << largest.filename().string()
             << " (" << size << " bytes): it stopped while building its Merkle trees (exit status "
             << exit_code << ", the file named in its log); " << correct << " of " << kKeys
-            << " reads correct meanwhile; restarted with --scrub, it kept " << kept_entries
+            << " reads correct meanwhile; its next start scrubbed: it kept " << kept_entries
             << " entries in " << kept_partitions << " partitions and left out " << lost_partitions
-            << "; every key on its 3 replicas " << SecondsSince(back) << " s later\n";
+            << "; every key on its 3 replicas " << refilled_s
+            << " s later; a second flipped byte waited for --scrub, then the same\n";
 }
 
 TEST(FaultTest, WipedNodeIsRestoredByAntiEntropy) {

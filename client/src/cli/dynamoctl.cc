@@ -72,8 +72,7 @@ int Main(int argc, char** argv) {
   start->add_option("--node", single_node, "restart this node of the cluster under --dir");
   bool scrub = false;
   start->add_flag("--scrub", scrub,
-                  "with --node: scrub its data before it serves (dynamo-node --scrub), after it "
-                  "stopped on a checksum failure");
+                  "with --node: scrub its data before it serves (dynamo-node --scrub)");
   start->add_option("--nodes", local.nodes, "number of nodes (default 3)");
   start->add_option("--base-port", local.base_port, "port of n1; node i uses base+i-1 (default 7000)");
   start->add_option("--dir", local.dir, "directory for every node's data, log and pid")->required();

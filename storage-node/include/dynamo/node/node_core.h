@@ -181,6 +181,9 @@ struct ExitAction {
   int code;
   std::string reason;
 };
+// The exit status of a node that stopped on stored data failing its
+// checksum: scrub it (scrub.h) to bring it back.
+inline constexpr int kExitCorruptData = 4;
 using Action = std::variant<ReplyAction, CallAction, StorageAction, ExitAction>;
 
 enum class LogLevel { kDebug, kInfo, kWarn, kError };

@@ -60,6 +60,14 @@ struct ScrubOutcome {
 };
 Result<ScrubOutcome> ScrubRocksDb(const std::string& dir, const RocksDbOptions& options);
 
+// A node that stopped on a checksum failure leaves a mark beside `dir`
+// (`dir`.scrub-needed), so that its next start scrubs without having to meet
+// the bad block again. ScrubRocksDb removes it once done.
+Status MarkScrubNeeded(const std::string& dir);
+bool ScrubNeeded(const std::string& dir);
+// The damaged databases earlier scrubs of `dir` kept aside, oldest first.
+std::vector<std::string> KeptAside(const std::string& dir);
+
 // Completes or discards a scrub of `dir` that a crash interrupted: with
 // `dir` gone and `dir`.scrub present, the copy was finished and becomes
 // `dir`; with both present, the copy was not, and is removed. Returns whether
