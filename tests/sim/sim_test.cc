@@ -13,17 +13,19 @@ namespace {
 
 void RunSeeds(uint64_t first, uint64_t count) {
   const auto start = std::chrono::steady_clock::now();
-  uint64_t acked = 0, faults = 0;
+  uint64_t acked = 0, faults = 0, scrubbed = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     WorkloadReport r = RunWorkload(seed, ConfigForSeed(seed));
     acked += r.acknowledged;
     faults += r.faults;
+    scrubbed += r.partitions_scrubbed;
     ASSERT_TRUE(r.ok) << r.Summary();
     EXPECT_EQ(r.lost, 0u);
   }
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
   std::cout << "[ sim ] seeds " << first << "-" << first + count - 1 << ": all passed, " << acked
-            << " acknowledged adds, " << faults << " faults, " << static_cast<uint64_t>(count / minutes)
+            << " acknowledged adds, " << faults << " faults, " << scrubbed
+            << " partitions scrubbed away, " << static_cast<uint64_t>(count / minutes)
             << " seeds per minute\n";
 }
 
