@@ -159,7 +159,7 @@ int Main(int argc, char** argv) {
       Result<ScrubOutcome> scrubbed = ScrubRocksDb(dir, rocksdb);
       if (!scrubbed.ok()) {
         spdlog::error("scrub: {}", scrubbed.status().ToString());
-        return 1;
+        return scrubbed.status().code() == StatusCode::kCorruption ? kExitCorruptData : 1;
       }
       spdlog::info("scrub: {}", scrubbed->report.Summary());
       if (!scrubbed->kept_aside.empty()) {

@@ -28,7 +28,7 @@ struct ScrubReport {
   uint64_t bytes = 0;                         // their keys and values
   uint64_t partitions = 0;                    // partitions with data that read back whole
   std::vector<PartitionId> lost_partitions;   // a read failed its checksum: left out
-  std::vector<std::string> lost_hint_owners;  // the hints held for them: left out
+  std::vector<std::string> lost_hint_owners;  // nodes whose hints failed a read: left out
   // Hints after an unreadable one whose owner could not be told: left out.
   bool hints_cut = false;
   std::string first_error;  // the first checksum failure met, if any
