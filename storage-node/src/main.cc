@@ -42,6 +42,20 @@ Result<int> LockDataDir(const std::string& dir) {
   return fd;
 }
 
+// Logs why the database could not be opened or scrubbed; the exit status.
+int StorageFailed(const std::string& what, const Status& s) {
+  if (s.code() != StatusCode::kCorruption) {
+    spdlog::error("{}{}", what, s.ToString());
+    return 1;
+  }
+  spdlog::error(
+      "{}{}; a scrub cannot save this database: move the data directory aside (or delete it) "
+      "and start the node again, and it rejoins empty and anti-entropy refills it from its "
+      "replicas (docs/cluster.md)",
+      what, s.ToString());
+  return kExitCorruptData;
+}
+
 int Main(int argc, char** argv) {
   NodeConfig config;
   CLI::App app{"dynamo-node: a storage node of a dynamo cluster (passive: clients coordinate)"};
@@ -157,10 +171,7 @@ int Main(int argc, char** argv) {
     if (scrub) {
       spdlog::info("scrub: reading back every entry of {}", dir);
       Result<ScrubOutcome> scrubbed = ScrubRocksDb(dir, rocksdb);
-      if (!scrubbed.ok()) {
-        spdlog::error("scrub: {}", scrubbed.status().ToString());
-        return scrubbed.status().code() == StatusCode::kCorruption ? kExitCorruptData : 1;
-      }
+      if (!scrubbed.ok()) return StorageFailed("scrub: ", scrubbed.status());
       spdlog::info("scrub: {}", scrubbed->report.Summary());
       if (!scrubbed->kept_aside.empty()) {
         spdlog::warn(
@@ -170,10 +181,7 @@ int Main(int argc, char** argv) {
       }
     }
     Result<std::unique_ptr<Engine>> opened = OpenRocksDb(dir, rocksdb);
-    if (!opened.ok()) {
-      spdlog::error("{}", opened.status().ToString());
-      return 1;
-    }
+    if (!opened.ok()) return StorageFailed("", opened.status());
     store = std::move(*opened);
     if (config.value_cache_bytes > 0) {
       store = std::make_unique<CachedEngine>(std::move(store), config.value_cache_bytes);

@@ -213,8 +213,8 @@ Result<ScrubReport> Scrub(Engine& from, Engine* to) {
   Result<Copied> meta = CopyPrefix(from, to, Space::kMeta, "");
   if (!meta.ok()) {
     if (!IsCorruption(meta.status())) return meta.status();
-    return Status::Corruption("the node's metadata cannot be read (" + meta.status().ToString() +
-                              "): a scrub cannot keep its identity; wipe the data directory");
+    return Status::Corruption("the node's metadata (its identity) cannot be read: " +
+                              meta.status().ToString());
   }
   AddCopied(report, *meta);
   Status s = ScrubHints(from, to, report);
