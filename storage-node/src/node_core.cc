@@ -289,8 +289,8 @@ void NodeCore::OnStorageDone(Now now, uint64_t token, StorageResult result) {
 void NodeCore::StopOnCorruption(const Status& status) {
   if (exited_) return;
   // Data that fails its checksum must be neither served nor spread (by
-  // anti-entropy, handoff or a transfer): stop, and let the operator scrub
-  // the node (scrub.h), which then refills what it lost from its replicas.
+  // anti-entropy, handoff or a transfer): stop. The next start scrubs
+  // (scrub.h), and anti-entropy refills what it left out from the replicas.
   actions_.push_back(ExitAction{
       kExitCorruptData, "stored data is corrupt (" + status.ToString() +
                             "); its next start scrubs it, keeping what reads back intact for "

@@ -24,7 +24,13 @@ struct SimCluster::Node {
 
 namespace {
 
-Status SimulatedCorruption() { return Status::Corruption("block checksum mismatch (simulated)"); }
+// The node's engine as its reads see it: the data keys CorruptDataKey named
+// fail their checksum.
+test::CorruptingEngine CorruptView(node::Engine& engine, const std::set<std::string>& corrupt) {
+  return test::CorruptingEngine(engine, [&corrupt](node::Space space, std::string_view key) {
+    return space == node::Space::kData && corrupt.count(std::string(key)) > 0;
+  });
+}
 
 // Sends a message through the codec, as the wire would.
 Result<proto::Message> OverTheWire(proto::Message msg) {
@@ -116,9 +122,7 @@ void SimCluster::Wipe(const std::string& id) {
 node::ScrubReport SimCluster::Scrub(const std::string& id) {
   Node& n = *nodes_.at(id);
   DYNAMO_CHECK(!n.up);
-  test::CorruptingEngine view(*n.engine, [&n](node::Space space, std::string_view key) {
-    return space == node::Space::kData && n.corrupt.count(std::string(key)) > 0;
-  });
+  test::CorruptingEngine view = CorruptView(*n.engine, n.corrupt);
   auto scrubbed = std::make_shared<node::MemoryEngine>();
   Result<node::ScrubReport> report = node::Scrub(view, scrubbed.get());
   DYNAMO_CHECK(report.ok());
@@ -299,18 +303,19 @@ void SimCluster::Pump(const std::string& id) {
           if (!nd.up || nd.gen != gen) return;
           Trace(4, Hash64(id) ^ token);
           node::StorageResult result;
+          test::CorruptingEngine reads = CorruptView(*nd.engine, nd.corrupt);
           if (auto* read = std::get_if<node::ReadOp>(op.get())) {
-            Result<std::optional<std::string>> v = nd.engine->Get(read->space, read->key);
-            if (v.ok()) result.value = std::move(*v); else result.status = v.status();
-            if (read->space == node::Space::kData && nd.corrupt.count(read->key))
-              result.status = SimulatedCorruption();
+            Result<std::optional<std::string>> v = reads.Get(read->space, read->key);
+            if (v.ok())
+              result.value = std::move(*v);
+            else
+              result.status = v.status();
           } else if (auto* scan = std::get_if<node::ScanOp>(op.get())) {
-            Result<node::ScanResult> r = nd.engine->Scan(scan->space, scan->options);
-            if (r.ok()) result.scan = std::move(*r); else result.status = r.status();
-            for (const auto& [k, v] : result.scan.entries) {
-              if (scan->space == node::Space::kData && nd.corrupt.count(k))
-                result.status = SimulatedCorruption();
-            }
+            Result<node::ScanResult> r = reads.Scan(scan->space, scan->options);
+            if (r.ok())
+              result.scan = std::move(*r);
+            else
+              result.status = r.status();
           } else {
             auto& write = std::get<node::WriteOp>(*op);
             result.status = write.batch.empty() ? (write.sync ? nd.engine->Sync() : Status::OK())
