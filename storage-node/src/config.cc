@@ -157,6 +157,11 @@ const std::vector<Key>& Keys() {
       UintKey("anti_entropy", "purge_interval_ms",
               "how often a partition's owner looks for purgeable tombstones", 100, 86400000,
               [](NodeConfig& c) -> uint64_t& { return c.node.purge_interval_ms; }),
+      UintKey("anti_entropy", "tree_check_interval_ms",
+              "period in which every partition is read back from storage and its Merkle tree "
+              "checked against it (0: never)",
+              0, 365ull * 86400 * 1000,
+              [](NodeConfig& c) -> uint64_t& { return c.node.tree_check_interval_ms; }),
       DoubleKey("admission", "p99_threshold_ms",
                 "foreground p99 above which background work slows to a trickle", 0.1, 60000,
                 [](NodeConfig& c) -> double& { return c.node.governor.p99_threshold_ms; }),

@@ -14,10 +14,6 @@ constexpr uint32_t kTransferEntriesMax = 4096;
 constexpr uint64_t kTransferBytesMax = 8u << 20;
 // Peers told of our departure before exiting.
 constexpr size_t kFarewellPeers = 3;
-std::string LockKey(Space space, std::string_view key) {
-  return QualifiedKey(static_cast<uint8_t>(space), key);
-}
-
 template <class... Ts>
 struct Overloaded : Ts... {
   using Ts::operator()...;
@@ -324,6 +320,7 @@ void NodeCore::OnTick(Now now) {
     Storage(std::move(alive), [](Now, StorageResult) {});
   }
   BuildTreesStep();
+  TreeCheckTick(now);
   StartTransfers(now);
   if (now.mono_ms >= next_handoff_ms_) {
     next_handoff_ms_ = now.mono_ms + options_.handoff_interval_ms;
@@ -750,6 +747,8 @@ proto::StatsReply NodeCore::StatsNow() {
       {"requests", stats_.requests},
       {"tombstones_purged", stats_.tombstones_purged},
       {"transfers_done", stats_.transfers_done},
+      {"tree_keys_corrected", stats_.tree_keys_corrected},
+      {"trees_checked", stats_.trees_checked},
       {"trees_ready", trees_ready_ ? 1u : 0u},
   };
   if (counter_source_) counter_source_(r.counters);

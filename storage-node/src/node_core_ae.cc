@@ -1,8 +1,10 @@
 // NodeCore, part two: background admission, Merkle trees, anti-entropy and
 // tombstone collection.
 #include <algorithm>
+#include <set>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "dynamo/check.h"
 #include "dynamo/node/keys.h"
@@ -92,6 +94,7 @@ void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
     tree_updates_.push_back(TreeUpdate{parts->partition, std::string(parts->key), std::nullopt});
     if (!trees_ready_) removed_during_build_.insert(data_key);
   }
+  if (check_ && check_->partition == parts->partition) check_->Touch(parts->key);
   if (tree_updates_.size() >= kTreeUpdatesMax) ApplyTreeUpdates();
 }
 
@@ -181,6 +184,119 @@ void NodeCore::BuildTreesStep() {
   });
 }
 
+// ------------------------------------------------------------------ tree checks
+
+void NodeCore::TreeCheckTick(Now now) {
+  const uint64_t interval = options_.tree_check_interval_ms;
+  if (interval == 0 || !trees_ready_ || check_ || shutting_down_ || exited_) return;
+  if (check_pos_ >= check_cycle_.size()) {
+    std::set<PartitionId> held(state_.partitions_with_data.begin(),
+                               state_.partitions_with_data.end());
+    for (PartitionId p = 0; p < trees_.size(); ++p) {
+      if (trees_[p]) held.insert(p);
+    }
+    check_cycle_.assign(held.begin(), held.end());
+    check_pos_ = 0;
+  }
+  const uint64_t slice = std::max<uint64_t>(1, interval / std::max<size_t>(1, check_cycle_.size()));
+  if (next_check_ms_ == 0) next_check_ms_ = now.mono_ms + slice;  // the trees were just built
+  if (now.mono_ms < next_check_ms_) return;
+  next_check_ms_ = now.mono_ms + slice;
+  if (check_cycle_.empty()) return;
+  check_ = std::make_unique<TreeCheck>(check_cycle_[check_pos_++], options_.merkle_depth);
+  TreeCheckPage();
+}
+
+void NodeCore::TreeCheckPage() {
+  Background([this](std::function<void()> done) {
+    if (!check_ || exited_) {
+      done();
+      return;
+    }
+    ScanOp scan;
+    scan.space = Space::kData;
+    scan.options.prefix = PartitionPrefix(check_->partition);
+    scan.options.after = check_->after;
+    scan.options.max_entries = kBuildPageEntries;
+    scan.options.fill_cache = false;
+    Storage(std::move(scan), [this, done](Now, StorageResult r) {
+      done();
+      if (exited_ || !check_) return;  // corrupt data stops the node (OnStorageDone)
+      if (!r.status.ok()) {
+        Log(LogLevel::kWarn, "checking the Merkle tree of partition " +
+                                 std::to_string(check_->partition) + ": " + r.status.ToString() +
+                                 "; checked again in the next pass");
+        check_.reset();
+        return;
+      }
+      for (auto& [k, v] : r.scan.entries) {
+        Result<DataKeyParts> parts = ParseDataKey(k);
+        if (!parts.ok()) continue;
+        Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+        if (set.ok()) check_->read.Put(parts->key, SiblingDigest(*set));
+      }
+      if (r.scan.done || r.scan.entries.empty()) {
+        FinishTreeCheck();
+      } else {
+        check_->after = r.scan.entries.back().first;
+        TreeCheckPage();
+      }
+    });
+  });
+}
+
+void NodeCore::FinishTreeCheck() {
+  std::unique_ptr<TreeCheck> c = std::move(check_);
+  const PartitionId p = c->partition;
+  if (c->overflowed) {
+    Log(LogLevel::kDebug, "partition " + std::to_string(p) +
+                              " was written too much while its Merkle tree was checked; checked "
+                              "again in the next pass");
+    return;
+  }
+  ++stats_.trees_checked;
+  ApplyTreeUpdates();
+  if (c->read.size() == 0 && (p >= trees_.size() || !trees_[p])) return;
+  MerkleTree& tree = TreeFor(p);
+  // A key written during the check may have been read before or after its
+  // write: its tree entry, which the write set, stands.
+  for (const std::string& key : c->touched) {
+    if (std::optional<uint64_t> digest = tree.Get(key)) {
+      c->read.Put(key, *digest);
+    } else {
+      c->read.Remove(key);
+    }
+  }
+  if (c->read.Root() == tree.Root()) return;
+  MerkleComparison comparison(&tree, MerkleComparisonOptions{});
+  while (std::optional<MerkleRequest> request = comparison.NextRequest()) {
+    Result<MerkleReply> answer = c->read.Answer(*request);
+    Status handled = answer.ok() ? comparison.HandleReply(*answer) : answer.status();
+    if (!handled.ok()) {
+      Log(LogLevel::kError, "comparing the Merkle tree of partition " + std::to_string(p) +
+                                " with storage: " + handled.ToString());
+      return;
+    }
+  }
+  uint64_t corrected = 0;
+  for (const std::string& key : comparison.DifferingKeys()) {
+    // A write of the key in flight sets its entry when it completes.
+    if (key_locks_.count(LockKey(Space::kData, DataKey(p, key)))) continue;
+    if (std::optional<uint64_t> digest = c->read.Get(key)) {
+      tree.Put(key, *digest);
+    } else {
+      tree.Remove(key);
+    }
+    ++corrected;
+  }
+  if (corrected == 0) return;
+  stats_.tree_keys_corrected += corrected;
+  Log(LogLevel::kWarn,
+      "the Merkle tree of partition " + std::to_string(p) + " disagreed with storage on " +
+          std::to_string(corrected) +
+          " keys; corrected, so anti-entropy repairs them from the other replicas");
+}
+
 // ------------------------------------------------------------------ serving peers
 
 void NodeCore::HandleAeCompare(uint64_t conn, uint64_t id, const proto::AeCompareRequest& req) {
@@ -243,7 +359,7 @@ void NodeCore::PurgeLocal(std::vector<proto::PurgeRequest::Entry> entries,
   for (const proto::PurgeRequest::Entry& e : entries) {
     const std::string key = DataKey(map_->ring().KeyPartition(e.key), e.key);
     const uint64_t digest = e.digest;
-    WithKeyLock(QualifiedKey(static_cast<uint8_t>(Space::kData), key), [this, key, digest, deleted, all](Unlock unlock) {
+    WithKeyLock(LockKey(Space::kData, key), [this, key, digest, deleted, all](Unlock unlock) {
       Storage(ReadOp{Space::kData, key}, [this, key, digest, deleted, all, unlock](Now, StorageResult r) {
         Result<SiblingSet> set = r.status.ok() && r.value ? proto::DecodeSiblingSet(*r.value, options_.limits)
                                                           : Result<SiblingSet>(Status::NotFound("absent"));

@@ -99,6 +99,7 @@ class RocksDbEngine : public Engine {
 
   Result<ScanResult> Scan(Space space, const ScanOptions& options) override {
     rocksdb::ReadOptions ro;
+    ro.fill_cache = options.fill_cache;
     std::string upper = PrefixEnd(options.prefix);
     rocksdb::Slice upper_slice(upper);
     if (!upper.empty()) ro.iterate_upper_bound = &upper_slice;

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <iostream>
+#include <map>
+#include <set>
 
 #include "dynamo/node/keys.h"
 #include "sim/sim_cluster.h"
@@ -883,6 +885,112 @@ TEST(AntiEntropyTest, AScrubbedNodeKeepsItsWholePartitionsAndIsRefilled) {
       },
       120000));
   EXPECT_FALSE(sim.Exited("n2"));
+}
+
+void FormCheckedCluster(SimCluster& sim, uint64_t tree_check_interval_ms) {
+  auto tweak = [tree_check_interval_ms](NodeOptions& o) {
+    o.tree_check_interval_ms = tree_check_interval_ms;
+  };
+  sim.AddNode("n1", {}, tweak);
+  sim.AddNode("n2", {"n1"}, tweak);
+  sim.AddNode("n3", {"n1"}, tweak);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+}
+
+// A key the storage lost without an error leaves the node's Merkle tree
+// unchanged, so anti-entropy, comparing trees, never sees the loss. The tree
+// check reads the partition back, corrects the tree, and anti-entropy then
+// refills the key. Without checks the loss stays.
+TEST(TreeCheckTest, AKeyStorageLostWithoutAnErrorIsFoundAndRefilled) {
+  for (const bool checked : {false, true}) {
+    SCOPED_TRACE(checked ? "checked" : "not checked");
+    SimCluster sim(41);
+    FormCheckedCluster(sim, checked ? 4000 : 0);
+    for (int i = 0; i < 40; ++i) Write(sim, "n1", "k" + std::to_string(i), "v" + std::to_string(i));
+    sim.RunFor(2000);
+    const Ring& ring = sim.core("n1").map()->ring();
+    WriteBatch drop;
+    drop.Delete(Space::kData, DataKey(ring.KeyPartition("k7"), "k7"));
+    ASSERT_TRUE(sim.engine("n2").Write(drop, true).ok());
+    sim.RunFor(20000);
+    EXPECT_EQ(sim.Stored("n2", "k7").has_value(), checked);
+    EXPECT_EQ(sim.core("n2").stats().tree_keys_corrected, checked ? 1u : 0u);
+    for (const char* other : {"n1", "n3"})
+      EXPECT_EQ(sim.core(other).stats().tree_keys_corrected, 0u);
+    if (checked) {
+      // Every partition holding data was checked in each period.
+      std::set<PartitionId> with_data;
+      for (int i = 0; i < 40; ++i) with_data.insert(ring.KeyPartition("k" + std::to_string(i)));
+      EXPECT_GE(sim.core("n2").stats().trees_checked, 4 * with_data.size());
+    }
+  }
+}
+
+// Writes, overwrites and deletes while the trees are checked are never taken
+// for a disagreement, and the trees keep holding what storage holds. Four
+// partitions of 600 keys each, one checked every 50 ms, so most checks read
+// their partition in two pages while writes land in it.
+TEST(TreeCheckTest, WritesDuringChecksAreNotTakenForDisagreements) {
+  sim::SimOptions options;
+  options.storage_latency_ms = 3;
+  SimCluster sim(42, options);
+  auto tweak = [](NodeOptions& o) {
+    o.partitions = 4;
+    o.tree_check_interval_ms = 200;
+  };
+  sim.AddNode("n1", {}, tweak);
+  sim.AddNode("n2", {"n1"}, tweak);
+  sim.AddNode("n3", {"n1"}, tweak);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  const uint64_t start = sim.now();
+  size_t answered = 0;
+  for (int i = 0; i < 7200; ++i) {
+    const std::string key = "k" + std::to_string(i % 2400);
+    const bool tombstone = i >= 4800 && i % 3 == 0;
+    sim.At(start + static_cast<uint64_t>(i), [&sim, &answered, key, tombstone] {
+      sim.Send("n1", proto::CoordPutRequest{key, {}, tombstone ? "" : "v", tombstone},
+               [&answered](Result<proto::Message> r) {
+                 EXPECT_TRUE(r.ok() && std::holds_alternative<proto::CoordPutReply>(r->body));
+                 ++answered;
+               });
+    });
+  }
+  ASSERT_TRUE(sim.RunUntil([&] { return answered == 7200; }, 60000));
+  sim.RunFor(500);
+  const Ring& ring = sim.core("n1").map()->ring();
+  EXPECT_GT(sim.core("n1").stats().trees_checked, 100u);
+  for (const char* id : {"n1", "n2", "n3"}) {
+    EXPECT_EQ(sim.core(id).stats().tree_keys_corrected, 0u) << id;
+    std::map<PartitionId, MerkleTree> stored;
+    for (const auto& [key, set] : sim.AllStored(id))
+      stored[ring.KeyPartition(key)].Put(key, SiblingDigest(set));
+    for (const auto& [p, tree] : stored)
+      EXPECT_EQ(sim.core(id).MerkleRoot(p), tree.Root()) << id << " " << p;
+  }
+}
+
+// A block that fails its checksum stops the node when a check reads it,
+// though no request does, so the automatic scrub follows at the next start.
+TEST(TreeCheckTest, ACorruptBlockNoRequestReadsStopsTheNodeAtItsCheck) {
+  for (const bool checked : {false, true}) {
+    SCOPED_TRACE(checked ? "checked" : "not checked");
+    SimCluster sim(43);
+    FormCheckedCluster(sim, checked ? 4000 : 0);
+    for (int i = 0; i < 40; ++i) Write(sim, "n1", "k" + std::to_string(i), "v" + std::to_string(i));
+    sim.RunFor(2000);
+    // A key of a partition n2 does not own, so its tombstone collection
+    // never reads it either.
+    const Ring& ring = sim.core("n1").map()->ring();
+    std::string key;
+    for (int i = 0; i < 40 && key.empty(); ++i) {
+      const std::string k = "k" + std::to_string(i);
+      if (ring.Owner(ring.KeyPartition(k)) != "n2") key = k;
+    }
+    ASSERT_FALSE(key.empty());
+    sim.CorruptDataKey("n2", key);
+    sim.RunFor(10000);
+    EXPECT_EQ(sim.Exited("n2"), checked);
+  }
 }
 
 TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {

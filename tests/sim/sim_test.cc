@@ -13,19 +13,22 @@ namespace {
 
 void RunSeeds(uint64_t first, uint64_t count) {
   const auto start = std::chrono::steady_clock::now();
-  uint64_t acked = 0, faults = 0, scrubbed = 0;
+  uint64_t acked = 0, faults = 0, scrubbed = 0, trees = 0, silent = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     WorkloadReport r = RunWorkload(seed, ConfigForSeed(seed));
     acked += r.acknowledged;
     faults += r.faults;
     scrubbed += r.partitions_scrubbed;
+    trees += r.trees_checked;
+    silent += r.keys_silently_lost;
     ASSERT_TRUE(r.ok) << r.Summary();
     EXPECT_EQ(r.lost, 0u);
   }
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
   std::cout << "[ sim ] seeds " << first << "-" << first + count - 1 << ": all passed, " << acked
             << " acknowledged adds, " << faults << " faults, " << scrubbed
-            << " partitions scrubbed away, " << static_cast<uint64_t>(count / minutes)
+            << " partitions scrubbed away, " << silent << " keys silently lost, " << trees
+            << " trees checked against storage, " << static_cast<uint64_t>(count / minutes)
             << " seeds per minute\n";
 }
 
@@ -47,25 +50,58 @@ TEST(SimTest, SomeSeedsWriteUnsynced) {
   EXPECT_GT(unsynced, 10);
 }
 
+// How many of the CI seeds (1-200) draw a configuration with `flag` set.
+int SeedsWith(bool WorkloadConfig::*flag) {
+  int n = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed) n += ConfigForSeed(seed).*flag ? 1 : 0;
+  return n;
+}
+
 // Half of the seeds coordinate each client's writes through the replica it
 // ranks first, the SDK's default, and half through the fastest replica.
 TEST(SimTest, SomeSeedsCoordinateThroughTheRankedReplica) {
-  int ranked = 0;
-  for (uint64_t seed = 1; seed <= 200; ++seed)
-    ranked += ConfigForSeed(seed).ranked_coordinator ? 1 : 0;
+  const int ranked = SeedsWith(&WorkloadConfig::ranked_coordinator);
   EXPECT_GT(ranked, 50);
   EXPECT_LT(ranked, 150);
+}
+
+// Half of the seeds check every Merkle tree against storage while they run
+// (every seed checks the trees against storage at the end), and no check may
+// find a disagreement.
+TEST(SimTest, SomeSeedsCheckTreesAgainstStorageWhileTheyRun) {
+  const int checking = SeedsWith(&WorkloadConfig::tree_checks);
+  EXPECT_GT(checking, 50);
+  EXPECT_LT(checking, 150);
+  uint64_t seed = 1;
+  WorkloadReport r;
+  for (; seed <= 200; ++seed) {
+    if (!ConfigForSeed(seed).tree_checks) continue;
+    r = RunWorkload(seed, ConfigForSeed(seed));
+    ASSERT_TRUE(r.ok) << r.Summary();
+    EXPECT_GT(r.trees_checked, 0u);
+    if (r.keys_silently_lost > 0) break;
+  }
+  ASSERT_LE(seed, 200u) << "no seed loses a key silently";
+  // The negative control: without the checks the same loss is never repaired.
+  WorkloadConfig control = ConfigForSeed(seed);
+  control.tree_checks_control = true;
+  WorkloadReport without = RunWorkload(seed, control);
+  EXPECT_EQ(without.keys_silently_lost, r.keys_silently_lost);
+  EXPECT_FALSE(without.ok) << without.Summary();
+  std::cout << "[ sim ] seed " << seed
+            << ": a key lost without an error, found by a tree check and "
+            << "refilled; without checks: " << (without.failures.empty() ? "" : without.failures[0])
+            << "\n";
 }
 
 // Half of the seeds with crashes turn some of them into a stop on a corrupt
 // block and a scrub before the restart.
 TEST(SimTest, SomeSeedsScrubANodeThatMetACorruptBlock) {
-  int scrubs = 0;
   for (uint64_t seed = 1; seed <= 200; ++seed) {
     const WorkloadConfig c = ConfigForSeed(seed);
     EXPECT_TRUE(c.crashes || !c.scrubs) << seed;
-    scrubs += c.scrubs ? 1 : 0;
   }
+  const int scrubs = SeedsWith(&WorkloadConfig::scrubs);
   EXPECT_GT(scrubs, 50);
   EXPECT_LT(scrubs, 100);
   uint64_t scrubbed = 0;

@@ -94,8 +94,14 @@ class Run {
  private:
   std::string Node(int i) const { return "n" + std::to_string(i); }
 
+  void Tweak(node::NodeOptions& o) const {
+    o.partitions = config_.partitions;
+    o.tree_check_interval_ms =
+        config_.tree_checks && !config_.tree_checks_control ? kTreeCheckIntervalMs : 0;
+  }
+
   bool Form() {
-    auto tweak = [this](node::NodeOptions& o) { o.partitions = config_.partitions; };
+    auto tweak = [this](node::NodeOptions& o) { Tweak(o); };
     sim_.AddNode(Node(1), {}, tweak);
     for (int i = 2; i <= config_.nodes; ++i) sim_.AddNode(Node(i), {Node(1)}, tweak);
     next_node_ = config_.nodes + 1;
@@ -288,6 +294,19 @@ class Run {
           // write, could take every copy of an acknowledged write, which no
           // quorum of W=2 survives.
           const bool corrupt = config_.scrubs && !corrupted_ && rng_() % 3 == 0;
+          if (corrupt && config_.tree_checks && rng_() % 2 == 0) {
+            // Instead, the running node's storage loses a set key without an
+            // error; its tree check must find the loss.
+            corrupted_ = true;
+            const std::string key = set_keys_[rng_() % set_keys_.size()];
+            node::WriteBatch drop;
+            drop.Delete(node::Space::kData,
+                        node::DataKey(sim_.core(a).map()->ring().KeyPartition(key), key));
+            if (sim_.engine(a).Write(drop, true).ok()) ++silently_lost_;
+            break;
+          }
+          tree_keys_corrected_ += sim_.core(a).stats().tree_keys_corrected;
+          report_.trees_checked += sim_.core(a).stats().trees_checked;
           sim_.Crash(a, /*lose_unsynced=*/!config_.scrubs);
           if (corrupt) {
             corrupted_ = true;
@@ -335,7 +354,7 @@ class Run {
     ++report_.faults;
     if (rng_() % 2 == 0 || config_.nodes < 4) {
       const std::string id = Node(next_node_++);
-      sim_.AddNode(id, {Node(1)}, [this](node::NodeOptions& o) { o.partitions = config_.partitions; });
+      sim_.AddNode(id, {Node(1)}, [this](node::NodeOptions& o) { Tweak(o); });
       return;
     }
     std::vector<std::string> live = LiveNodes();
@@ -376,6 +395,25 @@ class Run {
         return false;
       }
     }
+    // Every node's Merkle trees hold what its storage holds: anti-entropy
+    // can only repair what the trees show, so a key storage lost without an
+    // error is repaired once the node's tree check found the loss.
+    for (const std::string& id : sim_.ids()) {
+      if (!sim_.IsUp(id)) continue;
+      std::map<PartitionId, MerkleTree> stored;
+      for (const auto& [key, set] : sim_.AllStored(id)) {
+        stored[ring.KeyPartition(key)].Put(key, SiblingDigest(set));
+      }
+      for (PartitionId p = 0; p < ring.partition_count(); ++p) {
+        auto it = stored.find(p);
+        const MerkleSummary want = it == stored.end() ? MerkleSummary{} : it->second.Root();
+        if (!(sim_.core(id).MerkleRoot(p) == want)) {
+          *why =
+              id + "'s Merkle tree of partition " + std::to_string(p) + " differs from its storage";
+          return false;
+        }
+      }
+    }
     for (PartitionId p = 0; p < ring.partition_count(); ++p) {
       std::vector<NodeId> pref = ring.PreferenceList(p);
       std::optional<MerkleSummary> root;
@@ -408,6 +446,17 @@ class Run {
       if (sim_.IsUp(id)) any = id;
     }
     const Ring& ring = sim_.core(any).map()->ring();
+    for (const std::string& id : sim_.ids()) {
+      if (sim_.IsUp(id) || sim_.Exited(id)) {
+        tree_keys_corrected_ += sim_.core(id).stats().tree_keys_corrected;
+        report_.trees_checked += sim_.core(id).stats().trees_checked;
+      }
+    }
+    if (tree_keys_corrected_ > silently_lost_) {
+      Fail("tree checks found " + std::to_string(tree_keys_corrected_) +
+           " keys whose Merkle tree entry storage contradicted, and storage lost " +
+           std::to_string(silently_lost_) + " without an error");
+    }
     auto replicas_of = [&](const std::string& key) {
       std::vector<SiblingSet> sets;
       for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
@@ -463,6 +512,7 @@ class Run {
 
   WorkloadReport Finish() {
     report_.trace_hash = sim_.trace_hash();
+    report_.keys_silently_lost = silently_lost_;
     report_.messages = sim_.messages();
     if (!report_.ok) report_.failures.push_back("node log tail:\n" + sim_.LogTail());
     return report_;
@@ -486,6 +536,8 @@ class Run {
   std::set<std::string> crashed_;
   std::set<std::string> scrub_;  // crashed with a corrupt key: scrubbed before the restart
   bool corrupted_ = false;       // a corrupt stop happened in this run
+  uint64_t tree_keys_corrected_ = 0;  // by the nodes' tree checks, crashed cores included
+  uint64_t silently_lost_ = 0;        // set keys a running node's storage lost without an error
   uint64_t fault_end_ = 0;
   int next_node_ = 0;
 };
@@ -511,6 +563,7 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   c.durable_writes = c.crashes || rng() % 2 == 0;
   c.ranked_coordinator = rng() % 2 == 0;
   c.scrubs = c.crashes && rng() % 2 == 0;
+  c.tree_checks = rng() % 2 == 0;
   return c;
 }
 
@@ -520,7 +573,8 @@ std::string WorkloadReport::Summary() const {
      << " acknowledged adds, " << lost << " lost, " << in_doubt << " in doubt, " << stale_reads
      << " stale reads, " << deletes_checked << " deletes checked, " << resurrected
      << " resurrected, max " << max_siblings << " siblings, " << faults << " faults, " << messages
-     << " messages, " << partitions_scrubbed << " partitions scrubbed away, quiet " << heal_ms
+     << " messages, " << partitions_scrubbed << " partitions scrubbed away, " << keys_silently_lost
+     << " keys silently lost, " << trees_checked << " trees checked, quiet " << heal_ms
      << " ms after healing, trace " << std::hex << trace_hash;
   for (const std::string& f : failures) os << "\n  " << f;
   return os.str();

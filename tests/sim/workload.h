@@ -11,8 +11,10 @@
 //    nodes, sometimes one-way; crashes that lose every write a node had not
 //    synced, followed by restarts (in some seeds, stops that lose nothing
 //    instead, one of which may be on a corrupt block: a scrub drops its
-//    partition before the restart); pauses (a stopped process); clock
-//    skew of about 1 s or 60 s; and at most one membership change (a join or a leave).
+//    partition before the restart, or, where nodes check their trees, a
+//    set key that a running node's storage loses without an error); pauses
+//    (a stopped process); clock skew of about 1 s or 60 s; and at most one
+//    membership change (a join or a leave).
 //  - Then every fault heals and the cluster runs until it is quiet.
 //
 // Checks, after healing:
@@ -24,7 +26,9 @@
 //    and replicas that lose unsynced copies, a client need not read its own
 //    last write, and its next write then stands beside it);
 //  - every partition's Merkle roots agree on all its replicas and every key
-//    is on its N replicas;
+//    is on its N replicas, and every node's trees hold what its storage holds
+//    (and, in seeds where nodes check their trees against storage while they
+//    run, no check found a disagreement but the silent loss);
 //  - no key whose delete was acknowledged after reading the write holds a live
 //    value again.
 //
@@ -69,7 +73,20 @@ struct WorkloadConfig {
   // until anti-entropy refills it. One lost copy per run, since W=2 leaves
   // two copies of an acknowledged write.
   bool scrubs = false;
+  // Every node checks each Merkle tree against its storage once every
+  // kTreeCheckIntervalMs (NodeOptions::tree_check_interval_ms). In seeds
+  // with scrubs too, the one lost copy may instead be a set key that a
+  // running node's storage loses without an error, which its tree check must
+  // find so that anti-entropy refills it; no check may find any other
+  // disagreement.
+  bool tree_checks = false;
+  // The negative control of tree checks: the silent loss happens, but no
+  // node checks its trees, so nothing finds the loss.
+  bool tree_checks_control = false;
 };
+
+// The tree check period in seeds with tree_checks.
+inline constexpr uint64_t kTreeCheckIntervalMs = 3000;
 
 // The configuration a seed stands for.
 WorkloadConfig ConfigForSeed(uint64_t seed);
@@ -88,6 +105,8 @@ struct WorkloadReport {
   size_t max_siblings = 0;
   uint64_t faults = 0;
   uint64_t partitions_scrubbed = 0;  // left out by scrubs, to be refilled
+  uint64_t trees_checked = 0;        // partitions whose tree a node checked against storage
+  uint64_t keys_silently_lost = 0;   // set keys a running node's storage lost without an error
   uint64_t messages = 0;
   uint64_t heal_ms = 0;          // virtual time from healing to quiet
   std::string Summary() const;

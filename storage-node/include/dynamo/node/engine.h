@@ -60,6 +60,7 @@ struct ScanOptions {
   std::string after;            // only keys greater than it (full key); empty: from the start
   size_t max_entries = 1000;    // at least one entry is returned if any remains
   size_t max_bytes = 4u << 20;  // keys plus values; the entry crossing it is included
+  bool fill_cache = true;       // false: a pass over cold data that should not evict hot blocks
 };
 
 // Named counters, for the node's stats reply.

@@ -113,6 +113,13 @@ struct NodeOptions {
   // How often the owner of a partition looks for purgeable tombstones in
   // it. Default: 60 s.
   uint64_t purge_interval_ms = 60000;
+  // Every partition's Merkle tree is checked against storage once in this
+  // period, one partition at a time spread over it: the node reads the
+  // partition back (a block that fails its checksum stops the node, as a
+  // request's read would, though no request reads it) and corrects the tree
+  // where storage disagrees, so anti-entropy repairs a key the storage lost
+  // without an error. 0: never. Default: 24 h.
+  uint64_t tree_check_interval_ms = 24ull * 3600 * 1000;
   // Background work admission (paper 6.5).
   GovernorOptions governor;
 };
@@ -210,6 +217,8 @@ struct NodeStats {
   uint64_t ae_bytes_pushed = 0;    // encoded sibling sets sent to peers
   uint64_t tombstones_purged = 0;
   uint64_t background_deferred = 0;
+  uint64_t trees_checked = 0;        // partitions whose tree was checked against storage
+  uint64_t tree_keys_corrected = 0;  // keys whose tree entry storage contradicted
 };
 
 class NodeCore {
@@ -261,6 +270,7 @@ class NodeCore {
   struct Transfer;
   struct Handoff;
   struct AeSession;
+  struct TreeCheck;
   using StorageDone = std::function<void(Now, StorageResult)>;
   using CallDone = std::function<void(Now, Result<proto::Message>)>;
   using Unlock = std::function<void()>;
@@ -309,6 +319,13 @@ class NodeCore {
   // anything reads a tree, and when kTreeUpdatesMax wait.
   void ApplyTreeUpdates();
   void BuildTreesStep();
+  // Tree checks (NodeOptions::tree_check_interval_ms): starts the next
+  // partition's when due, reads it a page at a time, then corrects the
+  // partition's tree where it disagrees with what was read. A key written
+  // while the check runs keeps what its write recorded.
+  void TreeCheckTick(Now now);
+  void TreeCheckPage();
+  void FinishTreeCheck();
 
   // Anti-entropy and tombstone collection.
   void AntiEntropyTick(Now now);
@@ -435,6 +452,10 @@ class NodeCore {
   bool build_in_flight_ = false;
   bool trees_ready_ = false;
   std::set<std::string> removed_during_build_;
+  std::unique_ptr<TreeCheck> check_;  // the partition being checked, if any
+  std::vector<PartitionId> check_cycle_;
+  size_t check_pos_ = 0;
+  uint64_t next_check_ms_ = 0;  // 0: not scheduled yet
 
   std::shared_ptr<AeSession> ae_;
   std::vector<PartitionId> ae_cycle_;
