@@ -429,6 +429,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
           return;
         }
       }
+      CheckStoredAsRecorded(op->key, r.value ? &local : nullptr);
       WriteIntent intent;
       intent.context = std::move(request.context);
       intent.value = std::move(request.value);
@@ -508,15 +509,18 @@ void NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_
         return;
       }
       SiblingSet local;
+      bool readable = false;
       if (r.value) {
         Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
         if (decoded.ok()) {
           local = std::move(*decoded);
+          readable = true;
         } else {
           // A corrupt local copy is replaced by the incoming one, never spread.
           Log(LogLevel::kError, "replacing a corrupt stored value: " + decoded.status().ToString());
         }
       }
+      if (m->space == Space::kData) CheckStoredAsRecorded(m->key, readable ? &local : nullptr);
       SiblingSet merged = MergeSiblings(local, m->incoming);
       if (r.value && merged == local) {
         m->unlock();
@@ -745,6 +749,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"partitions_with_data", state_.partitions_with_data.size()},
       {"replica_puts", stats_.replica_puts},
       {"requests", stats_.requests},
+      {"storage_losses_found", stats_.storage_losses_found},
       {"tombstones_purged", stats_.tombstones_purged},
       {"transfers_done", stats_.transfers_done},
       {"tree_keys_corrected", stats_.tree_keys_corrected},

@@ -98,6 +98,33 @@ void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
   if (tree_updates_.size() >= kTreeUpdatesMax) ApplyTreeUpdates();
 }
 
+void NodeCore::CheckStoredAsRecorded(const std::string& data_key, const SiblingSet* stored) {
+  if (!trees_ready_) return;  // the trees are still being read from storage
+  Result<DataKeyParts> parts = ParseDataKey(data_key);
+  if (!parts.ok()) return;
+  std::optional<uint64_t> recorded;
+  auto pending = std::find_if(
+      tree_updates_.rbegin(), tree_updates_.rend(),
+      [&](const TreeUpdate& u) { return u.partition == parts->partition && u.key == parts->key; });
+  if (pending != tree_updates_.rend()) {
+    recorded = pending->digest;
+  } else if (parts->partition < trees_.size() && trees_[parts->partition]) {
+    recorded = trees_[parts->partition]->Get(parts->key);
+  }
+  const std::optional<uint64_t> found =
+      stored ? std::optional<uint64_t>(SiblingDigest(*stored)) : std::nullopt;
+  if (found == recorded) return;
+  ++stats_.storage_losses_found;
+  Log(LogLevel::kWarn,
+      "a write found storage no longer holding what this node stored for a key of "
+      "partition " +
+          std::to_string(parts->partition) +
+          " (lost without an error); its Merkle tree entry is corrected, so "
+          "anti-entropy repairs it from the other replicas");
+  NoteStored(data_key, stored);
+  RotateActor("storage lost versions this node had stored");
+}
+
 void NodeCore::ApplyTreeUpdates() {
   // The passes: the trees, then their index slots and summary paths, then
   // the entries those slots name, then the changes.
@@ -148,6 +175,7 @@ void NodeCore::BuildTreesStep() {
   scan.options.prefix = PartitionPrefix(p);
   scan.options.after = build_after_;
   scan.options.max_entries = kBuildPageEntries;
+  scan.options.fill_cache = false;  // a tree check must find a block that went bad later
   Storage(std::move(scan), [this, p](Now, StorageResult r) {
     build_in_flight_ = false;
     if (exited_) return;  // corrupt data stops the node (OnStorageDone)
@@ -295,6 +323,7 @@ void NodeCore::FinishTreeCheck() {
       "the Merkle tree of partition " + std::to_string(p) + " disagreed with storage on " +
           std::to_string(corrected) +
           " keys; corrected, so anti-entropy repairs them from the other replicas");
+  RotateActor("storage lost versions this node had stored");
 }
 
 // ------------------------------------------------------------------ serving peers

@@ -1010,30 +1010,39 @@ TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(sim.Stored("n3", "late" + std::to_string(i)).has_value()) << i;
 }
 
-// riak_kv#679: a replica loses a key, then coordinates a new write of it.
-// The new write must survive and never be taken as already seen.
+// riak_kv#679 on a running node: a replica's storage loses a key without an
+// error, then the replica coordinates a new write of it. The new write must
+// survive and never be taken as already seen, and a later write whose
+// context came from the new version alone must not supersede the lost
+// version it never read: the replica takes a fresh actor before it writes,
+// so the new version's dot claims nothing of the old one's.
 TEST(AntiEntropyTest, LostKeyThenNewWriteAtThatReplicaSurvives) {
   SimCluster sim(35);
   FormCluster(sim, 3);
   Write(sim, "n1", "cart", "old");
   const Ring& ring = sim.core("n1").map()->ring();
   const std::string coordinator = ring.PreferenceList(ring.KeyPartition("cart"))[0];
-  // The coordinator loses its copy (as if its disk dropped it).
+  const ActorId actor = sim.core(coordinator).actor();
   WriteBatch drop;
   drop.Delete(Space::kData, DataKey(ring.KeyPartition("cart"), "cart"));
   ASSERT_TRUE(sim.engine(coordinator).Write(drop, true).ok());
   auto r = sim.Request(coordinator, proto::CoordPutRequest{"cart", {}, "new", false});
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(r->body));
   SiblingSet written = std::get<proto::CoordPutReply>(r->body).siblings;
+  EXPECT_NE(std::get<proto::CoordPutReply>(r->body).dot.actor, actor);
+  EXPECT_EQ(sim.core(coordinator).stats().storage_losses_found, 1u);
   for (const NodeId& n : ring.PreferenceList(ring.KeyPartition("cart"))) {
     if (n != coordinator) {
       ASSERT_TRUE(std::holds_alternative<proto::Ack>(sim.Request(n, proto::ReplicaPutRequest{"cart", written, ""})->body));
     }
   }
+  // A client that read the new version alone writes again with its context.
+  Write(sim, "n1", "cart", "newer", ContextOf(written));
   sim.RunFor(5000);
   for (const NodeId& n : ring.PreferenceList(ring.KeyPartition("cart"))) {
     std::multiset<std::string> values;
     for (const Version& v : Read(sim, n, "cart")) values.insert(v.value);
-    EXPECT_EQ(values, (std::multiset<std::string>{"new", "old"})) << n;
+    EXPECT_EQ(values, (std::multiset<std::string>{"newer", "old"})) << n;
   }
 }
 

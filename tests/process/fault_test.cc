@@ -800,7 +800,11 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
   constexpr int kExitCorruptData = 4;  // storage-node's kExitCorruptData
   const std::string prefix = "flip:";
   constexpr size_t kKeys = 3000, kValueBytes = 200;
-  ProcessCluster c(3, kFastConfig);
+  // Every tree checked against storage every 2 s, while the keys are written too.
+  ProcessCluster c(3,
+                   "[gossip]\ninterval_ms = 200\n"
+                   "[anti_entropy]\ncycle_pause_ms = 1000\ntree_check_interval_ms = 2000\n"
+                   "[transfer]\nhandoff_delay_ms = 1000\n");
   ASSERT_TRUE(c.Start().ok());
   auto client = Open(c, 3);
   ASSERT_TRUE(client);
@@ -809,13 +813,18 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
   const std::string bad = "n2";
   const std::string data = c.options().dir + "/" + bad + "/data";
   // Stops the node, restarts it once so that its log is replayed into a table
-  // file (RocksDB flushes on recovery), stops it again and flips a byte in
-  // the middle of its largest table file.
-  auto flip = [&](std::filesystem::path* table, uintmax_t* size) {
+  // file (RocksDB flushes on recovery), then, stopped again or once its trees
+  // are built, flips a byte in the middle of its largest table file.
+  auto flip = [&](bool running, std::filesystem::path* table, uintmax_t* size) {
     ASSERT_EQ(c.Terminate(bad), 0);
     ASSERT_TRUE(c.Spawn(bad).ok());
-    ASSERT_TRUE(WaitFor([&] { return c.Stats(bad).ok(); }, 30000));
-    ASSERT_EQ(c.Terminate(bad), 0);
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          Result<cli::NodeStatsView> s = c.Stats(bad);
+          return s.ok() && s->Get("trees_ready") == 1;
+        },
+        30000));
+    if (!running) ASSERT_EQ(c.Terminate(bad), 0);
     table->clear();
     for (const auto& f : std::filesystem::directory_iterator(data + "/rocksdb")) {
       if (f.path().extension() == ".sst" &&
@@ -841,7 +850,7 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
   };
   std::filesystem::path largest;
   uintmax_t size = 0;
-  ASSERT_NO_FATAL_FAILURE(flip(&largest, &size));
+  ASSERT_NO_FATAL_FAILURE(flip(false, &largest, &size));
   ASSERT_TRUE(c.Spawn(bad).ok());
   const int exit_code = c.WaitExit(bad, 30000);
   const std::string log = c.LogOf(bad);
@@ -880,11 +889,24 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
   EXPECT_TRUE(missing.empty()) << missing.size() << " keys short of 3 copies";
   const double refilled_s = SecondsSince(back);
 
-  // A second corruption, with the first one's damaged copy still kept: the
-  // node stops, refuses to scrub by itself, and scrubs when told to.
-  ASSERT_NO_FATAL_FAILURE(flip(&largest, &size));
-  ASSERT_TRUE(c.Spawn(bad).ok());
-  ASSERT_EQ(c.WaitExit(bad, 30000), kExitCorruptData);
+  // The nodes that ran through the load checked their trees meanwhile, and
+  // no write was taken for a disagreement.
+  for (const char* id : {"n1", "n3"}) {
+    Result<cli::NodeStatsView> s = c.Stats(id);
+    ASSERT_TRUE(s.ok()) << id;
+    EXPECT_GT(s->Get("trees_checked"), 0u) << id;
+    EXPECT_EQ(s->Get("tree_keys_corrected", 1), 0u) << id;
+  }
+
+  // A second corruption, while the node runs and no request reads the bad
+  // block: its tree check does, and stops it. The first one's damaged copy
+  // is still kept, so the node refuses to scrub by itself, and scrubs when
+  // told to.
+  ASSERT_NO_FATAL_FAILURE(flip(true, &largest, &size));
+  const Clock::time_point flipped = Clock::now();
+  ASSERT_EQ(c.WaitExit(bad, 30000), kExitCorruptData) << c.LogOf(bad);
+  const double found_s = SecondsSince(flipped);
+  EXPECT_NE(c.LogOf(bad).find(largest.filename().string()), std::string::npos);
   ASSERT_TRUE(c.Spawn(bad).ok());
   ASSERT_EQ(c.WaitExit(bad, 30000), kExitCorruptData);
   EXPECT_NE(c.LogOf(bad).find("an earlier scrub's damaged copy is still kept"), std::string::npos)
@@ -900,7 +922,8 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
             << " reads correct meanwhile; its next start scrubbed: it kept " << kept_entries
             << " entries in " << kept_partitions << " partitions and left out " << lost_partitions
             << "; every key on its 3 replicas " << refilled_s
-            << " s later; a second flipped byte waited for --scrub, then the same\n";
+            << " s later; a second byte flipped while it ran was found by its tree check "
+            << found_s << " s later, and it waited for --scrub, then the same\n";
 }
 
 TEST(FaultTest, WipedNodeIsRestoredByAntiEntropy) {
