@@ -429,7 +429,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
           return;
         }
       }
-      CheckStoredAsRecorded(op->key, r.value ? &local : nullptr);
+      if (!r.value) CheckNothingWasStored(op->key);
       WriteIntent intent;
       intent.context = std::move(request.context);
       intent.value = std::move(request.value);
@@ -520,7 +520,7 @@ void NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_
           Log(LogLevel::kError, "replacing a corrupt stored value: " + decoded.status().ToString());
         }
       }
-      if (m->space == Space::kData) CheckStoredAsRecorded(m->key, readable ? &local : nullptr);
+      if (m->space == Space::kData && !readable) CheckNothingWasStored(m->key);
       SiblingSet merged = MergeSiblings(local, m->incoming);
       if (r.value && merged == local) {
         m->unlock();

@@ -98,31 +98,27 @@ void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
   if (tree_updates_.size() >= kTreeUpdatesMax) ApplyTreeUpdates();
 }
 
-void NodeCore::CheckStoredAsRecorded(const std::string& data_key, const SiblingSet* stored) {
+void NodeCore::CheckNothingWasStored(const std::string& data_key) {
   if (!trees_ready_) return;  // the trees are still being read from storage
   Result<DataKeyParts> parts = ParseDataKey(data_key);
   if (!parts.ok()) return;
-  std::optional<uint64_t> recorded;
+  bool recorded = false;
   auto pending = std::find_if(
       tree_updates_.rbegin(), tree_updates_.rend(),
       [&](const TreeUpdate& u) { return u.partition == parts->partition && u.key == parts->key; });
   if (pending != tree_updates_.rend()) {
-    recorded = pending->digest;
+    recorded = pending->digest.has_value();
   } else if (parts->partition < trees_.size() && trees_[parts->partition]) {
-    recorded = trees_[parts->partition]->Get(parts->key);
+    recorded = trees_[parts->partition]->Get(parts->key).has_value();
   }
-  const std::optional<uint64_t> found =
-      stored ? std::optional<uint64_t>(SiblingDigest(*stored)) : std::nullopt;
-  if (found == recorded) return;
+  if (!recorded) return;
   ++stats_.storage_losses_found;
   Log(LogLevel::kWarn,
-      "a write found storage no longer holding what this node stored for a key of "
-      "partition " +
-          std::to_string(parts->partition) +
-          " (lost without an error); its Merkle tree entry is corrected, so "
-          "anti-entropy repairs it from the other replicas");
-  NoteStored(data_key, stored);
-  RotateActor("storage lost versions this node had stored");
+      "a write found nothing stored for a key of partition " + std::to_string(parts->partition) +
+          " where this node had stored it (lost without an error); its Merkle "
+          "tree entry is removed, so anti-entropy repairs it from the other replicas");
+  NoteStored(data_key, nullptr);
+  RotateActor("storage lost a key this node had stored");
 }
 
 void NodeCore::ApplyTreeUpdates() {

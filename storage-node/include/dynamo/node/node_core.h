@@ -219,7 +219,7 @@ struct NodeStats {
   uint64_t background_deferred = 0;
   uint64_t trees_checked = 0;        // partitions whose tree was checked against storage
   uint64_t tree_keys_corrected = 0;  // keys whose tree entry storage contradicted
-  uint64_t storage_losses_found = 0;  // writes that found storage lost versions of their key
+  uint64_t storage_losses_found = 0;  // writes that found storage lost their key
 };
 
 class NodeCore {
@@ -315,13 +315,15 @@ class NodeCore {
   // Records a data-space write (set) or delete (null) of `data_key`. The
   // tree change waits in tree_updates_ until ApplyTreeUpdates.
   void NoteStored(const std::string& data_key, const SiblingSet* set);
-  // Called under the key's lock with what a write just read of `data_key`
-  // (null: nothing). Storage must hold what this node last stored there.
-  // When it does not, storage lost versions without an error: the node
-  // corrects the key's tree entry, so anti-entropy repairs it, and takes a
-  // fresh actor, since the dots of its actor elsewhere claim events it no
-  // longer holds (riak_kv#679, for a node that keeps running).
-  void CheckStoredAsRecorded(const std::string& data_key, const SiblingSet* stored);
+  // Called under the key's lock when a write read nothing (or nothing
+  // readable) at `data_key`. If the key's Merkle tree entry says this node
+  // stored a set there, storage lost it without an error: the node removes
+  // the entry, so anti-entropy repairs the key, and takes a fresh actor,
+  // since the dots of its actor elsewhere claim events it no longer holds
+  // (riak_kv#679, for a node that keeps running). An older copy that comes
+  // back is left to the tree checks: comparing every read with the tree
+  // would cost a tree lookup per write.
+  void CheckNothingWasStored(const std::string& data_key);
   // Applies the recorded tree changes in order, a pass per step over up to
   // a chunk of them so that their cache misses overlap. Called before
   // anything reads a tree, and when kTreeUpdatesMax wait.
