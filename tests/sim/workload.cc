@@ -296,12 +296,13 @@ class Run {
           const bool corrupt = config_.scrubs && !corrupted_ && rng_() % 3 == 0;
           if (corrupt && config_.tree_checks && rng_() % 2 == 0) {
             // Instead, the running node's storage loses a set key without an
-            // error; its tree check must find the loss.
+            // error; a write of the key or a tree check must find the loss.
             corrupted_ = true;
             const std::string key = set_keys_[rng_() % set_keys_.size()];
+            if (!sim_.Stored(a, key)) break;
             node::WriteBatch drop;
             drop.Delete(node::Space::kData,
-                        node::DataKey(sim_.core(a).map()->ring().KeyPartition(key), key));
+                        node::DataKey(KeyPartition(key, config_.partitions), key));
             if (sim_.engine(a).Write(drop, true).ok()) ++silently_lost_;
             break;
           }
