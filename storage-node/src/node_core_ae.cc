@@ -225,7 +225,9 @@ void NodeCore::TreeCheckTick(Now now) {
   const uint64_t slice = std::max<uint64_t>(1, interval / std::max<size_t>(1, check_cycle_.size()));
   if (next_check_ms_ == 0) next_check_ms_ = now.mono_ms + slice;  // the trees were just built
   if (now.mono_ms < next_check_ms_) return;
-  next_check_ms_ = now.mono_ms + slice;
+  // Behind the schedule (slices shorter than a tick, or a slow check),
+  // checks run back to back, catching up on at most one period.
+  next_check_ms_ = std::max(next_check_ms_, now.mono_ms - std::min(now.mono_ms, interval)) + slice;
   if (check_cycle_.empty()) return;
   check_ = std::make_unique<TreeCheck>(check_cycle_[check_pos_++], options_.merkle_depth);
   TreeCheckPage();
@@ -261,6 +263,7 @@ void NodeCore::TreeCheckPage() {
       }
       if (r.scan.done || r.scan.entries.empty()) {
         FinishTreeCheck();
+        TreeCheckTick(Now{now_ms_, wall_ms_});
       } else {
         check_->after = r.scan.entries.back().first;
         TreeCheckPage();

@@ -969,6 +969,21 @@ TEST(TreeCheckTest, WritesDuringChecksAreNotTakenForDisagreements) {
   }
 }
 
+// A period shorter than a tick per partition is still kept: checks that
+// fall behind run back to back.
+TEST(TreeCheckTest, ChecksKeepTheirPeriodWhenItsSlicesAreShorterThanATick) {
+  SimCluster sim(44);
+  FormCheckedCluster(sim, 100);
+  for (int i = 0; i < 40; ++i) Write(sim, "n1", "k" + std::to_string(i), "v");
+  const Ring& ring = sim.core("n1").map()->ring();
+  std::set<PartitionId> with_data;
+  for (int i = 0; i < 40; ++i) with_data.insert(ring.KeyPartition("k" + std::to_string(i)));
+  const uint64_t before = sim.core("n2").stats().trees_checked;
+  sim.RunFor(5000);  // 50 periods; a tick every 10 ms
+  EXPECT_GE(sim.core("n2").stats().trees_checked - before, 45 * with_data.size());
+  EXPECT_EQ(sim.core("n2").stats().tree_keys_corrected, 0u);
+}
+
 // A block that fails its checksum stops the node when a check reads it,
 // though no request does, so the automatic scrub follows at the next start.
 TEST(TreeCheckTest, ACorruptBlockNoRequestReadsStopsTheNodeAtItsCheck) {
