@@ -89,9 +89,8 @@ TEST(SimTest, SomeSeedsCheckTreesAgainstStorageWhileTheyRun) {
   EXPECT_EQ(without.keys_silently_lost, r.keys_silently_lost);
   EXPECT_FALSE(without.ok) << without.Summary();
   std::cout << "[ sim ] seed " << seed
-            << ": a key lost without an error, found by a tree check and "
-            << "refilled; without checks: " << (without.failures.empty() ? "" : without.failures[0])
-            << "\n";
+            << ": a key lost without an error was found and refilled; without tree checks: "
+            << (without.failures.empty() ? "" : without.failures[0]) << "\n";
 }
 
 // Half of the seeds with crashes turn some of them into a stop on a corrupt

@@ -398,7 +398,8 @@ class Run {
     }
     // Every node's Merkle trees hold what its storage holds: anti-entropy
     // can only repair what the trees show, so a key storage lost without an
-    // error is repaired once the node's tree check found the loss.
+    // error is repaired once the node found the loss (at a write of the key
+    // or a tree check).
     for (const std::string& id : sim_.ids()) {
       if (!sim_.IsUp(id)) continue;
       std::map<PartitionId, MerkleTree> stored;

@@ -76,9 +76,9 @@ struct WorkloadConfig {
   // Every node checks each Merkle tree against its storage once every
   // kTreeCheckIntervalMs (NodeOptions::tree_check_interval_ms). In seeds
   // with scrubs too, the one lost copy may instead be a set key that a
-  // running node's storage loses without an error, which its tree check must
-  // find so that anti-entropy refills it; no check may find any other
-  // disagreement.
+  // running node's storage loses without an error, which the node must find
+  // (at a write of the key or a tree check) so that anti-entropy refills it;
+  // no check may find any other disagreement.
   bool tree_checks = false;
   // The negative control of tree checks: the silent loss happens, but no
   // node checks its trees, so nothing finds the loss.
