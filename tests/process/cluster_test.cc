@@ -1,5 +1,6 @@
 // Process tests: real dynamo-node daemons on loopback.
 #include <arpa/inet.h>
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -83,6 +84,20 @@ std::vector<std::string> PutKeys(ProcessCluster& c, int n) {
     EXPECT_TRUE(s.ok()) << s.ToString();
   }
   return keys;
+}
+
+// The negative control of the check every process test makes when its
+// cluster goes away: a node log line saying a tree check found storage
+// disagreeing with its trees fails the test.
+TEST(ProcessTest, ATreeDisagreementInANodeLogFailsTheTest) {
+  EXPECT_NONFATAL_FAILURE(
+      {
+        ProcessCluster c(1);
+        EXPECT_TRUE(c.Start().ok());
+        std::ofstream(c.options().dir + "/n1/node.log", std::ios::app)
+            << "warning [n1] the Merkle tree of partition 3 disagreed with storage on 1 keys\n";
+      },
+      "disagreed with storage");
 }
 
 TEST(ProcessTest, ThreeAndFiveNodesFormOneRing) {

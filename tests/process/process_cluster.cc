@@ -1,6 +1,7 @@
 #include "process/process_cluster.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -19,6 +20,18 @@
 
 namespace dynamo::test {
 namespace {
+
+// `config` with anti_entropy.tree_check_interval_ms set, unless it sets it.
+std::string WithTreeChecks(std::string config) {
+  if (config.find("tree_check_interval_ms") != std::string::npos) return config;
+  const std::string line =
+      "tree_check_interval_ms = " + std::to_string(ProcessCluster::kTreeCheckIntervalMs) + "\n";
+  const std::string section = "[anti_entropy]\n";
+  const size_t at = config.find(section);
+  if (at != std::string::npos) return config.insert(at + section.size(), line);
+  if (!config.empty() && config.back() != '\n') config += '\n';
+  return config + section + line;
+}
 
 namespace fs = std::filesystem;
 
@@ -108,10 +121,8 @@ ProcessCluster::ProcessCluster(size_t nodes, const std::string& config, const st
                      .string();
   fs::remove_all(options_.dir);
   fs::create_directories(options_.dir);
-  if (!config.empty()) {
-    options_.config_file = options_.dir + "/node.toml";
-    std::ofstream(options_.config_file) << config;
-  }
+  options_.config_file = options_.dir + "/node.toml";
+  std::ofstream(options_.config_file) << WithTreeChecks(config);
   Result<std::string> binary = cli::FindNodeBinary("");
   binary_ = binary.ok() ? *binary : "";
 }
@@ -122,6 +133,15 @@ ProcessCluster::~ProcessCluster() {
       ::kill(pid, SIGKILL);
       ::waitpid(pid, nullptr, 0);
       Untrack(pid);
+    }
+  }
+  for (auto& [id, pid] : pids_) {
+    std::istringstream log(LogOf(id));
+    for (std::string line; std::getline(log, line);) {
+      if (line.find("disagreed with storage") != std::string::npos ||
+          line.find("a write found nothing stored") != std::string::npos) {
+        ADD_FAILURE() << id << ": " << line;
+      }
     }
   }
   std::error_code ec;

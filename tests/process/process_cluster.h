@@ -22,9 +22,16 @@ uint16_t FreePortBlock(size_t count);
 class ProcessCluster {
  public:
   // `config` (TOML text) is written to a file every node reads; may be empty.
+  // Unless it sets anti_entropy.tree_check_interval_ms, every node checks its
+  // Merkle trees against its storage every kTreeCheckIntervalMs.
   ProcessCluster(size_t nodes, const std::string& config = "", const std::string& engine = "rocksdb");
-  // SIGKILLs and reaps every node still running, removes the directory.
+  // SIGKILLs and reaps every node still running, removes the directory. A
+  // test fails here if any node's log says a tree check or a write found
+  // its storage disagreeing with its Merkle trees: no process test loses
+  // data under a running node, so every such finding is a bug.
   ~ProcessCluster();
+
+  static constexpr uint64_t kTreeCheckIntervalMs = 2000;
 
   // Starts n1, then the others through it, and waits for one ring.
   Status Start(uint64_t wait_ms = 60000);
