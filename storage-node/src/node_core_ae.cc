@@ -212,7 +212,11 @@ void NodeCore::BuildTreesStep() {
 
 void NodeCore::TreeCheckTick(Now now) {
   const uint64_t interval = options_.tree_check_interval_ms;
-  if (interval == 0 || !trees_ready_ || check_ || shutting_down_ || exited_) return;
+  if (interval == 0 || !trees_ready_ || shutting_down_ || exited_) return;
+  if (check_) {
+    if (check_->waiting) TreeCheckPage();
+    return;
+  }
   if (check_pos_ >= check_cycle_.size()) {
     std::set<PartitionId> held(state_.partitions_with_data.begin(),
                                state_.partitions_with_data.end());
@@ -234,6 +238,11 @@ void NodeCore::TreeCheckTick(Now now) {
 }
 
 void NodeCore::TreeCheckPage() {
+  // The last of background work: while other steps wait for the governor
+  // (transfers, anti-entropy, handoffs), or foreground requests are slow,
+  // the check waits for a later tick.
+  check_->waiting = !background_.empty() || governor_.BackingOff(now_ms_);
+  if (check_->waiting) return;
   Background([this](std::function<void()> done) {
     if (!check_ || exited_) {
       done();

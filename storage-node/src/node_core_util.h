@@ -64,6 +64,7 @@ struct NodeCore::TreeCheck {
   std::string after;
   std::unordered_set<std::string> touched;  // keys written since the check began
   bool overflowed = false;
+  bool waiting = false;  // its next page waits for other background work
 };
 
 }  // namespace dynamo::node

@@ -31,7 +31,7 @@ class ProcessCluster {
   // data under a running node, so every such finding is a bug.
   ~ProcessCluster();
 
-  static constexpr uint64_t kTreeCheckIntervalMs = 2000;
+  static constexpr uint64_t kTreeCheckIntervalMs = 5000;
 
   // Starts n1, then the others through it, and waits for one ring.
   Status Start(uint64_t wait_ms = 60000);

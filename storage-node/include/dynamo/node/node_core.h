@@ -114,7 +114,8 @@ struct NodeOptions {
   // it. Default: 60 s.
   uint64_t purge_interval_ms = 60000;
   // Every partition's Merkle tree is checked against storage once in this
-  // period, one partition at a time spread over it: the node reads the
+  // period (longer while other background work or slow foreground requests
+  // hold it back), one partition at a time spread over it: the node reads the
   // partition back (a block that fails its checksum stops the node, as a
   // request's read would, though no request reads it) and corrects the tree
   // where storage disagrees, so anti-entropy repairs a key the storage lost
@@ -332,7 +333,9 @@ class NodeCore {
   // Tree checks (NodeOptions::tree_check_interval_ms): starts the next
   // partition's when due, reads it a page at a time, then corrects the
   // partition's tree where it disagrees with what was read. A key written
-  // while the check runs keeps what its write recorded.
+  // while the check runs keeps what its write recorded. A page waits while
+  // other background steps wait or foreground requests are slow, so checks
+  // neither slow transfers, handoffs and anti-entropy nor add to a backlog.
   void TreeCheckTick(Now now);
   void TreeCheckPage();
   void FinishTreeCheck();
