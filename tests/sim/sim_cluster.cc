@@ -411,4 +411,20 @@ std::map<std::string, SiblingSet> SimCluster::AllStored(const std::string& id) {
   return out;
 }
 
+std::optional<PartitionId> SimCluster::TreeDifferingFromStorage(const std::string& id) {
+  Node& n = *nodes_.at(id);
+  DYNAMO_CHECK(n.up);
+  uint32_t q = n.options.partitions;
+  if (n.core->map()) q = n.core->map()->ring().partition_count();
+  std::map<PartitionId, MerkleTree> stored;
+  for (const auto& [key, set] : AllStored(id))
+    stored[KeyPartition(key, q)].Put(key, SiblingDigest(set));
+  for (PartitionId p = 0; p < q; ++p) {
+    auto it = stored.find(p);
+    const MerkleSummary want = it == stored.end() ? MerkleSummary{} : it->second.Root();
+    if (!(n.core->MerkleRoot(p) == want)) return p;
+  }
+  return std::nullopt;
+}
+
 }  // namespace dynamo::sim

@@ -113,6 +113,9 @@ class SimCluster {
   std::optional<SiblingSet> Stored(const std::string& id, const std::string& key);
   // Every (key, set) in node `id`'s data space.
   std::map<std::string, SiblingSet> AllStored(const std::string& id);
+  // The first partition whose Merkle tree in up node `id`'s core differs from
+  // what its engine stores; nullopt when every tree holds what storage holds.
+  std::optional<PartitionId> TreeDifferingFromStorage(const std::string& id);
 
   uint64_t messages() const { return messages_; }
   std::mt19937_64& rng() { return rng_; }

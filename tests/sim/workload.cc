@@ -402,18 +402,10 @@ class Run {
     // or a tree check).
     for (const std::string& id : sim_.ids()) {
       if (!sim_.IsUp(id)) continue;
-      std::map<PartitionId, MerkleTree> stored;
-      for (const auto& [key, set] : sim_.AllStored(id)) {
-        stored[ring.KeyPartition(key)].Put(key, SiblingDigest(set));
-      }
-      for (PartitionId p = 0; p < ring.partition_count(); ++p) {
-        auto it = stored.find(p);
-        const MerkleSummary want = it == stored.end() ? MerkleSummary{} : it->second.Root();
-        if (!(sim_.core(id).MerkleRoot(p) == want)) {
-          *why =
-              id + "'s Merkle tree of partition " + std::to_string(p) + " differs from its storage";
-          return false;
-        }
+      if (std::optional<PartitionId> p = sim_.TreeDifferingFromStorage(id)) {
+        *why =
+            id + "'s Merkle tree of partition " + std::to_string(*p) + " differs from its storage";
+        return false;
       }
     }
     for (PartitionId p = 0; p < ring.partition_count(); ++p) {
