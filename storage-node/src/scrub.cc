@@ -8,10 +8,13 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <system_error>
 
+#include "dynamo/cluster_map.h"
 #include "dynamo/node/keys.h"
+#include "dynamo/proto/codec.h"
 
 namespace dynamo::node {
 namespace {
@@ -113,27 +116,76 @@ Status ScrubData(Engine& from, Engine* to, ScrubReport& report) {
   return Status::OK();
 }
 
-Status ScrubHints(Engine& from, Engine* to, ScrubReport& report) {
+// Hint-owner prefix to node id, of every node the stored cluster map and
+// member list name. Unparsable entries name none: the scrub then only loses
+// the means to read past an unreadable first hint.
+using NamedOwners = std::map<std::string, NodeId>;
+
+NamedOwners NamedHintOwners(Engine& from) {
+  NamedOwners named;
+  auto add = [&](const NodeId& id) {
+    if (!id.empty() && id.size() <= kMaxNodeIdBytes) named.emplace(HintOwnerPrefix(id), id);
+  };
+  Result<std::optional<std::string>> map = from.Get(Space::kMeta, kMetaClusterMap);
+  if (map.ok() && *map) {
+    Result<ClusterMap> parsed = ClusterMap::Deserialize(**map);
+    if (parsed.ok()) {
+      for (const NodeId& id : parsed->ring().nodes()) add(id);
+      if (parsed->next()) {
+        for (const NodeId& id : parsed->next()->nodes()) add(id);
+      }
+    }
+  }
+  Result<std::optional<std::string>> members = from.Get(Space::kMeta, kMetaMembers);
+  if (members.ok() && *members) {
+    Result<std::vector<proto::Member>> parsed = proto::DecodeMembers(**members, proto::Limits{});
+    if (parsed.ok()) {
+      for (const proto::Member& m : *parsed) add(m.id);
+    }
+  }
+  return named;
+}
+
+// Hints are copied one owner at a time. A probe for the next owner that meets
+// an unreadable block cannot read whose hint is there, so the scrub goes on
+// with the next owner `named` holds: that owner's hints are kept if they read
+// back whole, and a later probe that succeeds shows that the unreadable hint
+// was held for a node named nowhere.
+Status ScrubHints(Engine& from, Engine* to, const NamedOwners& named, ScrubReport& report) {
   std::string after;
+  bool unread_before = false;  // the last probe failed, and no owner's copy did
   while (true) {
     Result<std::optional<std::string>> next = NextKey(from, Space::kHints, after);
-    if (!next.ok()) {
-      if (!IsCorruption(next.status())) return next.status();
-      report.hints_cut = true;
+    std::string prefix;
+    NodeId owner;
+    if (next.ok()) {
+      if (unread_before) report.unnamed_hints_lost = true;
+      unread_before = false;
+      if (!*next) return Status::OK();
+      Result<HintKeyParts> parts = ParseHintKey(**next);
+      if (!parts.ok()) return parts.status().Annotate("scrub");
+      owner = NodeId(parts->owner);
+      prefix = HintOwnerPrefix(owner);
+    } else if (IsCorruption(next.status())) {
       NoteLost(report, next.status());
-      return Status::OK();
+      auto it = named.lower_bound(after);
+      if (it == named.end()) {
+        report.unnamed_hints_lost = true;
+        return Status::OK();
+      }
+      prefix = it->first;
+      owner = it->second;
+      unread_before = true;
+    } else {
+      return next.status();
     }
-    if (!*next) return Status::OK();
-    Result<HintKeyParts> parts = ParseHintKey(**next);
-    if (!parts.ok()) return parts.status().Annotate("scrub");
-    const std::string owner(parts->owner);
-    const std::string prefix = HintOwnerPrefix(owner);
     Result<Copied> copied = CopyPrefix(from, to, Space::kHints, prefix);
     if (copied.ok()) {
       AddCopied(report, *copied);
     } else if (IsCorruption(copied.status())) {
       report.lost_hint_owners.push_back(owner);
       NoteLost(report, copied.status());
+      unread_before = false;
     } else {
       return copied.status();
     }
@@ -204,7 +256,7 @@ std::string ScrubReport::Summary() const {
   if (lost_partitions.size() > kSummaryNamesMax) out += ", ...";
   if (!lost_partitions.empty()) out += ")";
   out += ", the hints held for " + std::to_string(lost_hint_owners.size()) + " nodes";
-  if (hints_cut) out += " and the hints after an unreadable one";
+  if (unnamed_hints_lost) out += " and hints of a node no stored map or member list names";
   return out + "; first error: " + first_error;
 }
 
@@ -217,7 +269,7 @@ Result<ScrubReport> Scrub(Engine& from, Engine* to) {
                               meta.status().ToString());
   }
   AddCopied(report, *meta);
-  Status s = ScrubHints(from, to, report);
+  Status s = ScrubHints(from, to, NamedHintOwners(from), report);
   if (s.ok()) s = ScrubData(from, to, report);
   if (!s.ok()) return s;
   return report;

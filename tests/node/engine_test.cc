@@ -12,11 +12,13 @@
 #include <regex>
 #include <set>
 
+#include "dynamo/cluster_map.h"
 #include "dynamo/node/cached_engine.h"
 #include "dynamo/node/keys.h"
 #include "dynamo/node/memory_engine.h"
 #include "dynamo/node/rocksdb_engine.h"
 #include "dynamo/node/scrub.h"
+#include "dynamo/proto/codec.h"
 #include "support/corrupting_engine.h"
 
 namespace dynamo::node {
@@ -541,7 +543,7 @@ TEST(ScrubTest, KeepsWholePartitionsAndOwnersAndLeavesOutThoseWithABadEntry) {
   EXPECT_FALSE(checked->clean());
   EXPECT_EQ(checked->lost_partitions, (std::vector<PartitionId>{0, 5}));
   EXPECT_EQ(checked->lost_hint_owners, std::vector<std::string>{"n3"});
-  EXPECT_FALSE(checked->hints_cut);
+  EXPECT_FALSE(checked->unnamed_hints_lost);
   EXPECT_EQ(checked->partitions, 2u);
   EXPECT_EQ(checked->entries, 2u + 3u + 6u);
   EXPECT_NE(checked->first_error.find("checksum"), std::string::npos);
@@ -563,14 +565,64 @@ TEST(ScrubTest, KeepsWholePartitionsAndOwnersAndLeavesOutThoseWithABadEntry) {
     for (const char* k : {"a", "b", "c"}) EXPECT_EQ(data.count(DataKey(p, k)), 1u) << p << k;
   }
 
-  // When the first hint held for a node is unreadable, whose it was cannot
-  // be told: the hints from there on are left out.
+  // When the first hint held for a node is unreadable and the stored state
+  // names no node, whose it was cannot be told: the hints from there on are
+  // left out.
   bad.insert({Space::kHints, HintKey("n4", 1, "h4")});
   Result<ScrubReport> cut = Scrub(from, nullptr);
   ASSERT_TRUE(cut.ok());
-  EXPECT_TRUE(cut->hints_cut);
+  EXPECT_TRUE(cut->unnamed_hints_lost);
   EXPECT_EQ(cut->lost_hint_owners, std::vector<std::string>{"n3"});
   EXPECT_EQ(cut->entries, 2u + 2u + 6u);
+  EXPECT_NE(cut->Summary().find("hints of a node no stored map or member list names"),
+            std::string::npos)
+      << cut->Summary();
+}
+
+TEST(ScrubTest, HintsPastAnUnreadableFirstHintAreKeptForTheNodesTheStoredStateNames) {
+  FailingEngine failing;
+  Engine& from = failing.view;
+  auto& bad = failing.bad;
+  WriteBatch b;
+  b.Put(Space::kMeta, std::string(kMetaNodeId), "n1");
+  Result<Ring> ring = Ring::Create({"n1", "n2", "n3"}, 8);
+  ASSERT_TRUE(ring.ok());
+  b.Put(Space::kMeta, std::string(kMetaClusterMap), ClusterMap(*ring).Serialize());
+  std::vector<proto::Member> members(2);
+  members[0].id = "n4";
+  members[1].id = "n6";
+  b.Put(Space::kMeta, std::string(kMetaMembers), proto::EncodeMembers(members));
+  // m7 and n5 are named nowhere (a node removed long ago, say).
+  for (const char* owner : {"m7", "n2", "n3", "n4", "n5", "n6"}) {
+    b.Put(Space::kHints, HintKey(owner, 1, "a"), "x");
+    b.Put(Space::kHints, HintKey(owner, 2, "b"), "x");
+  }
+  ASSERT_TRUE(from.Write(b, true).ok());
+  const uint64_t meta_entries = 3;
+
+  // The unreadable first hints of named nodes cost those nodes' hints only.
+  bad.insert({Space::kHints, HintKey("n3", 1, "a")});
+  bad.insert({Space::kHints, HintKey("n6", 1, "a")});
+  MemoryEngine to;
+  Result<ScrubReport> named = Scrub(from, &to);
+  ASSERT_TRUE(named.ok()) << named.status().ToString();
+  EXPECT_EQ(named->lost_hint_owners, (std::vector<std::string>{"n3", "n6"}));
+  EXPECT_FALSE(named->unnamed_hints_lost) << named->Summary();
+  EXPECT_EQ(named->entries, meta_entries + 4u * 2u);
+  std::set<std::string> kept;
+  for (const auto& [key, value] : AllOf(to, Space::kHints)) {
+    kept.insert(std::string(ParseHintKey(key)->owner));
+  }
+  EXPECT_EQ(kept, (std::set<std::string>{"m7", "n2", "n4", "n5"}));
+
+  // An unreadable first hint of a node named nowhere loses that node's
+  // hints, reported as such, and no others.
+  bad = {{Space::kHints, HintKey("m7", 1, "a")}, {Space::kHints, HintKey("n5", 1, "a")}};
+  Result<ScrubReport> unnamed = Scrub(from, nullptr);
+  ASSERT_TRUE(unnamed.ok()) << unnamed.status().ToString();
+  EXPECT_TRUE(unnamed->lost_hint_owners.empty());
+  EXPECT_TRUE(unnamed->unnamed_hints_lost);
+  EXPECT_EQ(unnamed->entries, meta_entries + 4u * 2u);
 }
 
 TEST(ScrubTest, ACleanEngineIsReportedCleanAndUnreadableMetadataIsAnError) {

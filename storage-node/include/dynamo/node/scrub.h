@@ -29,11 +29,15 @@ struct ScrubReport {
   uint64_t partitions = 0;                    // partitions with data that read back whole
   std::vector<PartitionId> lost_partitions;   // a read failed its checksum: left out
   std::vector<std::string> lost_hint_owners;  // nodes whose hints failed a read: left out
-  // Hints after an unreadable one whose owner could not be told: left out.
-  bool hints_cut = false;
+  // An unreadable hint was the first held for a node that neither the stored
+  // cluster map nor the member list names, so whose hints were lost cannot
+  // be told. Hints of the nodes they name are kept past such a block.
+  bool unnamed_hints_lost = false;
   std::string first_error;  // the first checksum failure met, if any
 
-  bool clean() const { return lost_partitions.empty() && lost_hint_owners.empty() && !hints_cut; }
+  bool clean() const {
+    return lost_partitions.empty() && lost_hint_owners.empty() && !unnamed_hints_lost;
+  }
   // One line for the node's log.
   std::string Summary() const;
 };
