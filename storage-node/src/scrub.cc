@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <set>
 #include <system_error>
 
 #include "dynamo/cluster_map.h"
@@ -116,32 +117,14 @@ Status ScrubData(Engine& from, Engine* to, ScrubReport& report) {
   return Status::OK();
 }
 
-// Hint-owner prefix to node id, of every node the stored cluster map and
-// member list name. Unparsable entries name none: the scrub then only loses
-// the means to read past an unreadable first hint.
+// Hint-owner prefix to node id, of every node HintOwnersNamedIn names.
 using NamedOwners = std::map<std::string, NodeId>;
 
 NamedOwners NamedHintOwners(Engine& from) {
   NamedOwners named;
-  auto add = [&](const NodeId& id) {
-    if (!id.empty() && id.size() <= kMaxNodeIdBytes) named.emplace(HintOwnerPrefix(id), id);
-  };
-  Result<std::optional<std::string>> map = from.Get(Space::kMeta, kMetaClusterMap);
-  if (map.ok() && *map) {
-    Result<ClusterMap> parsed = ClusterMap::Deserialize(**map);
-    if (parsed.ok()) {
-      for (const NodeId& id : parsed->ring().nodes()) add(id);
-      if (parsed->next()) {
-        for (const NodeId& id : parsed->next()->nodes()) add(id);
-      }
-    }
-  }
-  Result<std::optional<std::string>> members = from.Get(Space::kMeta, kMetaMembers);
-  if (members.ok() && *members) {
-    Result<std::vector<proto::Member>> parsed = proto::DecodeMembers(**members, proto::Limits{});
-    if (parsed.ok()) {
-      for (const proto::Member& m : *parsed) add(m.id);
-    }
+  for (NodeId& id : HintOwnersNamedIn(from)) {
+    std::string prefix = HintOwnerPrefix(id);
+    named.emplace(std::move(prefix), std::move(id));
   }
   return named;
 }
@@ -258,6 +241,31 @@ std::string ScrubReport::Summary() const {
   out += ", the hints held for " + std::to_string(lost_hint_owners.size()) + " nodes";
   if (unnamed_hints_lost) out += " and hints of a node no stored map or member list names";
   return out + "; first error: " + first_error;
+}
+
+std::vector<NodeId> HintOwnersNamedIn(Engine& engine) {
+  std::set<NodeId> named;
+  auto add = [&](const NodeId& id) {
+    if (!id.empty() && id.size() <= kMaxNodeIdBytes) named.insert(id);
+  };
+  Result<std::optional<std::string>> map = engine.Get(Space::kMeta, kMetaClusterMap);
+  if (map.ok() && *map) {
+    Result<ClusterMap> parsed = ClusterMap::Deserialize(**map);
+    if (parsed.ok()) {
+      for (const NodeId& id : parsed->ring().nodes()) add(id);
+      if (parsed->next()) {
+        for (const NodeId& id : parsed->next()->nodes()) add(id);
+      }
+    }
+  }
+  Result<std::optional<std::string>> members = engine.Get(Space::kMeta, kMetaMembers);
+  if (members.ok() && *members) {
+    Result<std::vector<proto::Member>> parsed = proto::DecodeMembers(**members, proto::Limits{});
+    if (parsed.ok()) {
+      for (const proto::Member& m : *parsed) add(m.id);
+    }
+  }
+  return {named.begin(), named.end()};
 }
 
 Result<ScrubReport> Scrub(Engine& from, Engine* to) {

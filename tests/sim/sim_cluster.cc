@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <iterator>
 
 #include "dynamo/node/keys.h"
 #include "dynamo/node/node_state.h"
@@ -19,17 +20,21 @@ struct SimCluster::Node {
   uint64_t gen = 0;
   bool up = false;
   bool exited = false;
-  std::set<std::string> corrupt;  // stored data keys whose reads fail their checksum
+  std::set<std::string> corrupt;        // stored data keys whose reads fail their checksum
+  std::set<std::string> corrupt_hints;  // stored hint keys whose reads fail their checksum
 };
 
 namespace {
 
-// The node's engine as its reads see it: the data keys CorruptDataKey named
-// fail their checksum.
-test::CorruptingEngine CorruptView(node::Engine& engine, const std::set<std::string>& corrupt) {
-  return test::CorruptingEngine(engine, [&corrupt](node::Space space, std::string_view key) {
-    return space == node::Space::kData && corrupt.count(std::string(key)) > 0;
-  });
+// The node's engine as its reads see it: the data keys CorruptDataKey named,
+// and the hint CorruptFirstHint named, fail their checksum.
+test::CorruptingEngine CorruptView(node::Engine& engine, const std::set<std::string>& corrupt,
+                                   const std::set<std::string>& corrupt_hints) {
+  return test::CorruptingEngine(
+      engine, [&corrupt, &corrupt_hints](node::Space space, std::string_view key) {
+        const std::set<std::string>& bad = space == node::Space::kData ? corrupt : corrupt_hints;
+        return space != node::Space::kMeta && bad.count(std::string(key)) > 0;
+      });
 }
 
 // Sends a message through the codec, as the wire would.
@@ -122,13 +127,14 @@ void SimCluster::Wipe(const std::string& id) {
 node::ScrubReport SimCluster::Scrub(const std::string& id) {
   Node& n = *nodes_.at(id);
   DYNAMO_CHECK(!n.up);
-  test::CorruptingEngine view = CorruptView(*n.engine, n.corrupt);
+  test::CorruptingEngine view = CorruptView(*n.engine, n.corrupt, n.corrupt_hints);
   auto scrubbed = std::make_shared<node::MemoryEngine>();
   Result<node::ScrubReport> report = node::Scrub(view, scrubbed.get());
   DYNAMO_CHECK(report.ok());
   DYNAMO_CHECK(scrubbed->Sync().ok());
   n.engine = std::move(scrubbed);
   n.corrupt.clear();
+  n.corrupt_hints.clear();
   return std::move(*report);
 }
 
@@ -303,7 +309,7 @@ void SimCluster::Pump(const std::string& id) {
           if (!nd.up || nd.gen != gen) return;
           Trace(4, Hash64(id) ^ token);
           node::StorageResult result;
-          test::CorruptingEngine reads = CorruptView(*nd.engine, nd.corrupt);
+          test::CorruptingEngine reads = CorruptView(*nd.engine, nd.corrupt, nd.corrupt_hints);
           if (auto* read = std::get_if<node::ReadOp>(op.get())) {
             Result<std::optional<std::string>> v = reads.Get(read->space, read->key);
             if (v.ok())
@@ -394,6 +400,31 @@ std::optional<SiblingSet> SimCluster::Stored(const std::string& id, const std::s
   Result<SiblingSet> set = proto::DecodeSiblingSet(**v, proto::Limits{});
   if (!set.ok()) return std::nullopt;
   return *set;
+}
+
+std::optional<NodeId> SimCluster::CorruptFirstHint(const std::string& id, uint64_t pick) {
+  Node& n = *nodes_.at(id);
+  std::map<NodeId, std::string> first;  // owner -> its first hint key
+  for (const std::string& key : HintKeys(id)) {
+    Result<node::HintKeyParts> parts = node::ParseHintKey(key);
+    if (parts.ok()) first.emplace(NodeId(parts->owner), key);
+  }
+  if (first.empty()) return std::nullopt;
+  auto it = std::next(first.begin(), static_cast<std::ptrdiff_t>(pick % first.size()));
+  n.corrupt_hints.insert(it->second);
+  return it->first;
+}
+
+std::set<std::string> SimCluster::HintKeys(const std::string& id) {
+  node::ScanOptions all;
+  all.max_entries = SIZE_MAX;
+  all.max_bytes = SIZE_MAX;
+  Result<node::ScanResult> r = nodes_.at(id)->engine->Scan(node::Space::kHints, all);
+  std::set<std::string> out;
+  if (r.ok()) {
+    for (auto& [k, v] : r->entries) out.insert(std::move(k));
+  }
+  return out;
 }
 
 std::map<std::string, SiblingSet> SimCluster::AllStored(const std::string& id) {

@@ -64,8 +64,9 @@ class SimCluster {
   // Replaces a crashed node's engine with an empty one (lost disk).
   void Wipe(const std::string& id);
   // Scrubs a stopped node's engine as `dynamo-node --scrub` does (scrub.h):
-  // its entries that CorruptDataKey made unreadable, and the rest of their
-  // partitions, are left out of the engine it restarts with.
+  // its entries that CorruptDataKey or CorruptFirstHint made unreadable, and
+  // the rest of their partitions or of the hints held for their node, are
+  // left out of the engine it restarts with.
   node::ScrubReport Scrub(const std::string& id);
   // Cuts (or restores) both directions between two nodes.
   void Cut(const std::string& a, const std::string& b, bool cut = true);
@@ -79,6 +80,12 @@ class SimCluster {
   // data key `key` with Corruption, as RocksDB does for a block that fails
   // its checksum.
   void CorruptDataKey(const std::string& id, const std::string& key);
+  // The same for the first hint the node holds for one of the nodes it holds
+  // hints for (the `pick`-th, modulo their number, in id order). Returns that
+  // node, or nullopt when the node holds no hint.
+  std::optional<NodeId> CorruptFirstHint(const std::string& id, uint64_t pick);
+  // The keys of every hint the node's engine holds.
+  std::set<std::string> HintKeys(const std::string& id);
   // Offsets the node's wall clock (its version timestamps) by `ms`.
   void SkewClock(const std::string& id, int64_t ms);
   // The node's wall clock now, in ms (skew included).

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "dynamo/node/keys.h"
+#include "dynamo/node/scrub.h"
 #include "sim/sim_client.h"
 
 namespace dynamo::sim {
@@ -311,7 +312,18 @@ class Run {
           sim_.Crash(a, /*lose_unsynced=*/!config_.scrubs);
           if (corrupt) {
             corrupted_ = true;
-            sim_.CorruptDataKey(a, set_keys_[rng_() % set_keys_.size()]);
+            // Where the node holds hints, the bad block may be the first
+            // hint held for a node instead: a scrub must keep every other
+            // node's hints the stored state names.
+            std::optional<NodeId> owner;
+            if (!sim_.HintKeys(a).empty() && rng_() % 2 == 0) {
+              owner = sim_.CorruptFirstHint(a, rng_());
+            }
+            if (owner) {
+              hint_scrub_[a] = *owner;
+            } else {
+              sim_.CorruptDataKey(a, set_keys_[rng_() % set_keys_.size()]);
+            }
             scrub_.insert(a);
           }
           crashed_.insert(a);
@@ -347,7 +359,28 @@ class Run {
   void Restart(const std::string& id) {
     if (!crashed_.count(id)) return;
     crashed_.erase(id);
-    if (scrub_.erase(id)) report_.partitions_scrubbed += sim_.Scrub(id).lost_partitions.size();
+    if (scrub_.erase(id)) {
+      const std::set<std::string> hints = sim_.HintKeys(id);
+      const std::vector<NodeId> named = node::HintOwnersNamedIn(sim_.engine(id));
+      const node::ScrubReport scrubbed = sim_.Scrub(id);
+      report_.partitions_scrubbed += scrubbed.lost_partitions.size();
+      report_.hint_owners_scrubbed += scrubbed.lost_hint_owners.size();
+      auto bad = hint_scrub_.find(id);
+      const NodeId owner = bad == hint_scrub_.end() ? NodeId() : bad->second;
+      if (bad != hint_scrub_.end()) hint_scrub_.erase(bad);
+      const std::set<std::string> kept = sim_.HintKeys(id);
+      for (const std::string& key : hints) {
+        Result<node::HintKeyParts> parts = node::ParseHintKey(key);
+        if (!parts.ok()) continue;
+        const NodeId held_for(parts->owner);
+        if (held_for == owner || kept.count(key)) continue;
+        if (std::binary_search(named.begin(), named.end(), held_for)) {
+          Fail(id + "'s scrub dropped a readable hint held for " + held_for +
+               ", which its stored state names (" + scrubbed.Summary() + ")");
+          break;
+        }
+      }
+    }
     if (!sim_.IsUp(id) && !sim_.Exited(id)) sim_.Restart(id);
   }
 
@@ -529,6 +562,8 @@ class Run {
   uint64_t next_element_ = 0;
   std::set<std::string> crashed_;
   std::set<std::string> scrub_;  // crashed with a corrupt key: scrubbed before the restart
+  std::map<std::string, NodeId>
+      hint_scrub_;               // of those, the ones whose bad key is a hint: its node
   bool corrupted_ = false;       // a corrupt stop happened in this run
   uint64_t tree_keys_corrected_ = 0;  // by the nodes' tree checks, crashed cores included
   uint64_t silently_lost_ = 0;        // set keys a running node's storage lost without an error
@@ -567,9 +602,10 @@ std::string WorkloadReport::Summary() const {
      << " acknowledged adds, " << lost << " lost, " << in_doubt << " in doubt, " << stale_reads
      << " stale reads, " << deletes_checked << " deletes checked, " << resurrected
      << " resurrected, max " << max_siblings << " siblings, " << faults << " faults, " << messages
-     << " messages, " << partitions_scrubbed << " partitions scrubbed away, " << keys_silently_lost
-     << " keys silently lost, " << trees_checked << " trees checked, quiet " << heal_ms
-     << " ms after healing, trace " << std::hex << trace_hash;
+     << " messages, " << partitions_scrubbed << " partitions and " << hint_owners_scrubbed
+     << " nodes' hints scrubbed away, " << keys_silently_lost << " keys silently lost, "
+     << trees_checked << " trees checked, quiet " << heal_ms << " ms after healing, trace "
+     << std::hex << trace_hash;
   for (const std::string& f : failures) os << "\n  " << f;
   return os.str();
 }

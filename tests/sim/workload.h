@@ -11,7 +11,9 @@
 //    nodes, sometimes one-way; crashes that lose every write a node had not
 //    synced, followed by restarts (in some seeds, stops that lose nothing
 //    instead, one of which may be on a corrupt block: a scrub drops its
-//    partition before the restart, or, where nodes check their trees, a
+//    partition, or the hints held for one node, before the restart, and
+//    must keep the hints of every other node its stored state names; or,
+//    where nodes check their trees, a
 //    set key that a running node's storage loses without an error); pauses
 //    (a stopped process); clock skew of about 1 s or 60 s; and at most one
 //    membership change (a join or a leave).
@@ -105,6 +107,7 @@ struct WorkloadReport {
   size_t max_siblings = 0;
   uint64_t faults = 0;
   uint64_t partitions_scrubbed = 0;  // left out by scrubs, to be refilled
+  uint64_t hint_owners_scrubbed = 0;  // nodes whose hints scrubs left out
   uint64_t trees_checked = 0;        // partitions whose tree a node checked against storage
   uint64_t keys_silently_lost = 0;   // set keys a running node's storage lost without an error
   uint64_t messages = 0;

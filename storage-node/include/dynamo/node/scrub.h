@@ -19,6 +19,7 @@
 #include "dynamo/node/engine.h"
 #include "dynamo/node/rocksdb_engine.h"
 #include "dynamo/placement.h"
+#include "dynamo/ring.h"
 #include "dynamo/status.h"
 
 namespace dynamo::node {
@@ -49,6 +50,11 @@ struct ScrubReport {
 // the metadata (the node's identity) cannot be read, which no scrub can
 // save; any other error of either engine.
 Result<ScrubReport> Scrub(Engine& from, Engine* to);
+
+// The nodes whose hints a scrub of `engine` keeps past an unreadable first
+// hint of another node: those its stored cluster map (ring and next) and
+// member list name, sorted. Entries that cannot be read or parsed name none.
+std::vector<NodeId> HintOwnersNamedIn(Engine& engine);
 
 // The RocksDB database in `dir`, scrubbed in place. Reads it all; if every
 // entry reads back, changes nothing. Otherwise copies what did into
