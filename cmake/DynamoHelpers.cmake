@@ -20,18 +20,24 @@ function(dynamo_library name)
 endfunction()
 
 # One GoogleTest executable per component, registered with ctest test by test.
-# dynamo_add_test(NAME SOURCES ... LIBS ... [TIMEOUT seconds] [LABELS ...])
+# dynamo_add_test(NAME SOURCES ... LIBS ... [TIMEOUT seconds] [LABELS ...]
+#                 [RESOURCE_LOCK name])
+# Tests that share a RESOURCE_LOCK never run at the same time under ctest -j.
 function(dynamo_add_test name)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "TIMEOUT;RESOURCE_LOCK" "SOURCES;LIBS;LABELS" ${ARGN})
   if(NOT ARG_TIMEOUT)
     set(ARG_TIMEOUT 120)
+  endif()
+  set(lock)
+  if(ARG_RESOURCE_LOCK)
+    set(lock RESOURCE_LOCK ${ARG_RESOURCE_LOCK})
   endif()
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main)
   dynamo_target_defaults(${name})
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 60
-    PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}")
+    PROPERTIES TIMEOUT ${ARG_TIMEOUT} LABELS "${ARG_LABELS}" ${lock})
 endfunction()
 
 # Links a server or load-generator executable with jemalloc where the build
