@@ -414,12 +414,14 @@ class Client::Impl {
       // The op keeps its targets, and the callback keeps the op.
       const client::Target* t = &state->op.target(s.target);
       const size_t idx = s.target;
-      pool_.Call(t->address, s.body, Remaining(state->deadline),
-                 [this, state, idx, t, finish](Reply r) {
-                   Observe(t->node, r);
-                   Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);
-                   (this->*finish)(state);
-                 });
+      // Requests sent after the outcome was reported (a coordinator that
+      // answered past the deadline) get a timeout of their own.
+      const uint64_t timeout = state->reported ? options_.timeout_ms : Remaining(state->deadline);
+      pool_.Call(t->address, s.body, timeout, [this, state, idx, t, finish](Reply r) {
+        Observe(t->node, r);
+        Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);
+        (this->*finish)(state);
+      });
     }
   }
 

@@ -238,6 +238,56 @@ TEST(WriteOpTest, CoordinatorThenReplicasUntilW) {
   EXPECT_TRUE(op.settled());
 }
 
+// W=1 is done at the coordinator's answer; the other replicas still get
+// their copies (the paper's N), not only anti-entropy's later repair.
+TEST(WriteOpTest, AtWOneTheOtherReplicasStillGetTheWrite) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "pears";
+  req.w = 1;
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send coord = op.Start()[0];
+  std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("pears")));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok());
+  ASSERT_EQ(replicas.size(), 2u);
+  std::set<NodeId> nodes{op.target(coord.target).node};
+  for (const Send& s : replicas) {
+    EXPECT_EQ(std::get<proto::ReplicaPutRequest>(s.body).siblings, OneVersion("pears"));
+    nodes.insert(op.target(s.target).node);
+  }
+  const std::vector<NodeId> pref = f.pref();
+  EXPECT_EQ(nodes, std::set<NodeId>(pref.begin(), pref.end()));
+  EXPECT_FALSE(op.settled());
+  op.OnReply(replicas[0].target, Ok(proto::Ack{1, 1}));
+  // A failing replica gets a hinted stand-in after W=1 too.
+  std::vector<Send> stand_in = op.OnReply(replicas[1].target, Refused());
+  ASSERT_EQ(stand_in.size(), 1u);
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint,
+            op.target(replicas[1].target).node);
+  op.OnReply(stand_in[0].target, Ok(proto::Ack{1, 1}));
+  EXPECT_TRUE(op.settled());
+}
+
+// A coordinator that answers after the deadline has applied the write: the
+// op stays failed in doubt, and the other replicas get the write too.
+TEST(WriteOpTest, ACoordinatorAnsweringPastTheDeadlineStillHasItsWriteReplicated) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "late";
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send coord = op.Start()[0];
+  op.OnDeadline();
+  ASSERT_TRUE(op.done());
+  EXPECT_EQ(op.status().code(), StatusCode::kTimeout);
+  std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("late")));
+  ASSERT_EQ(replicas.size(), 2u);
+  EXPECT_EQ(op.status().code(), StatusCode::kTimeout);
+  EXPECT_TRUE(op.status().in_doubt());
+}
+
 TEST(WriteOpTest, FailedReplicaIsReplacedByAHintedFallback) {
   Fixture f;
   WriteRequest req;

@@ -181,6 +181,31 @@ TEST(ClientProcessTest, ReadRepairFixesAStaleReplica) {
   EXPECT_GE(client->stats().read_repairs, 1u);
 }
 
+// W=1 answers at the coordinator's copy; the other two replicas get the
+// write from the client too, not only from anti-entropy later.
+TEST(ClientProcessTest, AWriteAtWOneReachesEveryReplica) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3, [](ClientOptions& o) { o.w = 1; });
+  ASSERT_TRUE(client);
+  const uint64_t before = c.SumStat("replica_puts");
+  constexpr int kKeys = 10;
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_TRUE(client->Put("w1:" + std::to_string(i), "v").ok());
+  }
+  // The copies trail the answers; anti-entropy's repairs do not count here.
+  for (int attempt = 0; attempt < 100 && c.SumStat("replica_puts") < before + 2 * kKeys;
+       ++attempt) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(c.SumStat("replica_puts"), before + 2 * kKeys);
+  for (int i = 0; i < kKeys; ++i) {
+    std::vector<ReplicaVersions> held = client->Inspect("w1:" + std::to_string(i));
+    ASSERT_EQ(held.size(), 3u);
+    for (const ReplicaVersions& rv : held) EXPECT_EQ(rv.versions.size(), 1u) << rv.node;
+  }
+}
+
 TEST(ClientProcessTest, DeletesHideTheKeyAndLeaveTombstones) {
   ProcessCluster c(3, kFastConfig);
   ASSERT_TRUE(c.Start().ok());

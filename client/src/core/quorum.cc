@@ -242,7 +242,10 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
       clock_ = ContextOf(put->siblings);
       replicate_ = put->siblings;
       CheckDone();
-      return done() ? std::vector<Send>{} : Replicate();
+      // Every replica gets its copy, also once W is met (W=1) or the op has
+      // ended at its deadline: W sets how many the client waits for, not
+      // how many nodes keep the write.
+      return Replicate();
     }
     state_[target] = 3;
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to CoordPut") : status;
