@@ -1,15 +1,15 @@
 #include "load/driver.h"
 
-#include "load/arrival_timer.h"
-
 #include <algorithm>
 #include <chrono>
 #include <deque>
 #include <future>
 #include <memory>
 #include <optional>
-#include <unordered_set>
+#include <unordered_map>
 #include <vector>
+
+#include "load/arrival_timer.h"
 
 namespace dynamo::bench {
 
@@ -47,6 +47,10 @@ constexpr uint64_t kTickMs = 1;
 // between start together, up to this late (counted in their latency). A
 // wake-up per arrival would cost the machine more than the store under test.
 constexpr uint64_t kArrivalSpacingNs = 200'000;
+// Open loop: arrivals started per pass of the loop. A run that fell far
+// behind its schedule catches up in passes, with replies handled between
+// them, instead of one pass that holds the loop until it has caught up.
+constexpr size_t kArrivalsPerPassMax = 1024;
 
 enum class Phase { kLoad, kWarmup, kMeasure, kDone };
 
@@ -127,9 +131,18 @@ class Runner : public std::enable_shared_from_this<Runner> {
   // in the backlog) until the write completes.
   Op Draw() {
     Op op = phase_ == Phase::kLoad ? Op{false, issued_} : gen_.Next();
-    for (int i = 0; i < kRedrawsMax && !op.read && busy_writes_.count(op.key); ++i) op = gen_.Next();
-    if (!op.read) busy_writes_.insert(op.key);
+    // With every key busy (an open loop far behind) no redraw can help.
+    const bool redraw = busy_writes_.size() < o_.keys;
+    for (int i = 0; redraw && i < kRedrawsMax && !op.read && busy_writes_.contains(op.key); ++i) {
+      op = gen_.Next();
+    }
+    if (!op.read) ++busy_writes_[op.key];
     return op;
+  }
+
+  void Unbusy(uint64_t key) {
+    auto it = busy_writes_.find(key);
+    if (--it->second == 0) busy_writes_.erase(it);
   }
 
   void Fill() {
@@ -169,7 +182,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
     --in_flight_;
     if (phase == Phase::kMeasure) --(op.read ? measured_reads_out_ : measured_writes_out_);
     free_slots_.push_back(slot);
-    if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
+    if (!op.read) Unbusy(op.key);
     const bool ok = out.status.ok();
     const std::string kind = ok ? std::string() : std::string(StatusCodeName(out.status.code()));
     auto record = [&](OpStats& s) {
@@ -200,12 +213,14 @@ class Runner : public std::enable_shared_from_this<Runner> {
     Fill();
   }
 
-  // Open loop: starts every operation whose arrival time has come, then
-  // sets the arrival timer for the next one.
+  // Open loop: starts the operations whose arrival time has come (at most
+  // kArrivalsPerPassMax), then sets the arrival timer for the next one.
   void Arrive(uint64_t now) {
     if (!OpenLoop()) return;
     const uint64_t gap = static_cast<uint64_t>(static_cast<double>(kNsPerS) / o_.rate);
-    while (next_arrival_ns_ <= now && Issuing(next_arrival_ns_)) {
+    size_t started = 0;
+    while (next_arrival_ns_ <= now && Issuing(next_arrival_ns_) &&
+           started++ < kArrivalsPerPassMax) {
       Op op = Draw();
       ++issued_;
       if (!free_slots_.empty()) {
@@ -213,13 +228,14 @@ class Runner : public std::enable_shared_from_this<Runner> {
       } else if (backlog_.size() < kBacklogMax) {
         backlog_.push_back({op, next_arrival_ns_, phase_});
       } else {
-        if (!op.read) busy_writes_.erase(busy_writes_.find(op.key));
+        if (!op.read) Unbusy(op.key);
         if (phase_ == Phase::kMeasure) (op.read ? report_.read : report_.write).RecordError("backlog full");
       }
       next_arrival_ns_ += gap > 0 ? gap : 1;
     }
     if (arrivals_ && Issuing(next_arrival_ns_)) {
-      arrivals_->ArmBy(std::max(next_arrival_ns_, now + kArrivalSpacingNs));
+      const bool behind = next_arrival_ns_ <= now;
+      arrivals_->ArmBy(behind ? now : std::max(next_arrival_ns_, now + kArrivalSpacingNs));
     }
   }
 
@@ -289,7 +305,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
   std::unique_ptr<ArrivalTimer> arrivals_;  // open loop only
   std::string value_;
   std::vector<size_t> free_slots_;
-  std::unordered_multiset<uint64_t> busy_writes_;
+  std::unordered_map<uint64_t, uint32_t> busy_writes_;  // key -> writes drawn, not done
   std::deque<Pending> backlog_;
   Phase phase_ = Phase::kLoad;
   uint64_t phase_start_ns_ = 0, measure_start_ns_ = 0, next_arrival_ns_ = 0, last_done_ns_ = 0;
