@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <iostream>
+#include <map>
 
 #include "sim/workload.h"
 
@@ -64,6 +65,23 @@ TEST(SimTest, SomeSeedsCoordinateThroughTheRankedReplica) {
   const int ranked = SeedsWith(&WorkloadConfig::ranked_coordinator);
   EXPECT_GT(ranked, 50);
   EXPECT_LT(ranked, 150);
+}
+
+// Some CI seeds run each of the other quorums: W=1 (answered at the
+// coordinator's copy, the other replicas written after), W=3, R=1 and R=3.
+// W=1 never meets a scrub, which may take away the one copy it promises.
+TEST(SimTest, SomeSeedsRunOtherQuorums) {
+  std::map<std::pair<int, int>, int> seen;  // (r, w) -> seeds
+  for (uint64_t seed = 1; seed <= 200; ++seed) {
+    const WorkloadConfig c = ConfigForSeed(seed);
+    ++seen[{c.r, c.w}];
+    EXPECT_FALSE(c.w == 1 && c.scrubs) << seed;
+  }
+  for (std::pair<int, int> q : {std::pair{2, 1}, {2, 3}, {1, 2}, {3, 2}}) {
+    EXPECT_GT(seen[q], 5) << "R=" << q.first << " W=" << q.second;
+  }
+  const int default_quorum = seen[std::pair{2, 2}];
+  EXPECT_GT(default_quorum, 100);
 }
 
 // Half of the seeds check every Merkle tree against storage while they run

@@ -61,6 +61,8 @@ class Run {
   Run(uint64_t seed, const WorkloadConfig& config)
       : config_(config), sim_(seed * 0x9e3779b97f4a7c15ULL + 1), rng_(seed) {
     report_.seed = seed;
+    report_.r = config.r;
+    report_.w = config.w;
   }
 
   WorkloadReport Go() {
@@ -150,6 +152,8 @@ class Run {
     opts.lww = config_.lww;
     opts.durable_writes = config_.durable_writes;
     opts.ranked_coordinator = config_.ranked_coordinator;
+    opts.r = config_.r;
+    opts.w = config_.w;
     for (int c = 0; c < config_.clients; ++c) {
       clients_.push_back(std::make_unique<SimClient>(sim_, seeds, opts, 1000 + c));
       clients_.back()->Start();
@@ -593,19 +597,35 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   c.ranked_coordinator = rng() % 2 == 0;
   c.scrubs = c.crashes && rng() % 2 == 0;
   c.tree_checks = rng() % 2 == 0;
+  switch (rng() % 8) {
+    case 0:
+      c.w = c.scrubs ? 2 : 1;
+      break;
+    case 1:
+      c.w = 3;
+      break;
+    case 2:
+      c.r = 1;
+      break;
+    case 3:
+      c.r = 3;
+      break;
+    default:
+      break;
+  }
   return c;
 }
 
 std::string WorkloadReport::Summary() const {
   std::ostringstream os;
-  os << "SEED=" << seed << " " << (ok ? "ok" : "FAILED") << ": " << acknowledged
-     << " acknowledged adds, " << lost << " lost, " << in_doubt << " in doubt, " << stale_reads
-     << " stale reads, " << deletes_checked << " deletes checked, " << resurrected
-     << " resurrected, max " << max_siblings << " siblings, " << faults << " faults, " << messages
-     << " messages, " << partitions_scrubbed << " partitions and " << hint_owners_scrubbed
-     << " nodes' hints scrubbed away, " << keys_silently_lost << " keys silently lost, "
-     << trees_checked << " trees checked, quiet " << heal_ms << " ms after healing, trace "
-     << std::hex << trace_hash;
+  os << "SEED=" << seed << " " << (ok ? "ok" : "FAILED") << " (R=" << r << " W=" << w
+     << "): " << acknowledged << " acknowledged adds, " << lost << " lost, " << in_doubt
+     << " in doubt, " << stale_reads << " stale reads, " << deletes_checked << " deletes checked, "
+     << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults
+     << " faults, " << messages << " messages, " << partitions_scrubbed << " partitions and "
+     << hint_owners_scrubbed << " nodes' hints scrubbed away, " << keys_silently_lost
+     << " keys silently lost, " << trees_checked << " trees checked, quiet " << heal_ms
+     << " ms after healing, trace " << std::hex << trace_hash;
   for (const std::string& f : failures) os << "\n  " << f;
   return os.str();
 }

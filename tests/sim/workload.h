@@ -6,7 +6,8 @@
 //
 //  - Clients add unique elements to a few shared set keys by read-modify-
 //    write (reads merge siblings by union, like the shopping cart), and
-//    write then delete other keys, each once.
+//    write then delete other keys, each once; mostly at R=2 W=2, in some
+//    seeds at W=1, W=3, R=1 or R=3.
 //  - Faults: message drops, duplicates and jitter (reordering); cuts between
 //    nodes, sometimes one-way; crashes that lose every write a node had not
 //    synced, followed by restarts (in some seeds, stops that lose nothing
@@ -85,6 +86,10 @@ struct WorkloadConfig {
   // The negative control of tree checks: the silent loss happens, but no
   // node checks its trees, so nothing finds the loss.
   bool tree_checks_control = false;
+  // The clients' quorum (N is 3). W=1 promises one copy, so it is drawn only
+  // where no fault takes an acknowledged copy away (no scrubs).
+  int r = 2;
+  int w = 2;
 };
 
 // The tree check period in seeds with tree_checks.
@@ -95,6 +100,7 @@ WorkloadConfig ConfigForSeed(uint64_t seed);
 
 struct WorkloadReport {
   uint64_t seed = 0;
+  int r = 2, w = 2;  // the clients' quorum
   bool ok = true;
   std::vector<std::string> failures;
   uint64_t trace_hash = 0;
