@@ -481,6 +481,41 @@ TEST(WriteOpTest, LwwWritesEveryReplicaInOneRound) {
   EXPECT_TRUE(op.done() && op.status().ok());
 }
 
+// An LWW write goes to every replica at once, so one replica's refusal
+// (here the client's own write queue to it was full) ends the write in doubt
+// while another may have applied it, and not in doubt once none can have.
+TEST(WriteOpTest, AnLwwRefusalIsInDoubtWhileAnotherReplicaMayHaveTheWrite) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  req.lww = true;
+  req.lww_dot = Dot{0xc11e, 1};
+  const Reply busy{Status::Busy("write queue full"), false};
+  WriteOp pending(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> all = pending.Start();
+  ASSERT_EQ(all.size(), 3u);
+  pending.OnReply(all[0].target, busy);
+  ASSERT_TRUE(pending.done());
+  EXPECT_EQ(pending.status().code(), StatusCode::kBusy);
+  EXPECT_TRUE(pending.status().in_doubt());
+
+  // Three nodes (no spares), W=1: two replicas refuse the connection, so
+  // neither got the write, and the third is refused by the client's queue.
+  ClusterMap three(*Ring::Create(Names(3), 64, 3));
+  req.w = 1;
+  WriteOp none(PlanRoute(three, f.key, AllHealthyExcept({})), req);
+  all = none.Start();
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_TRUE(none.OnReply(all[0].target, Refused()).empty());
+  EXPECT_TRUE(none.OnReply(all[1].target, Refused()).empty());
+  ASSERT_FALSE(none.done());
+  none.OnReply(all[2].target, busy);
+  ASSERT_TRUE(none.done());
+  EXPECT_EQ(none.status().code(), StatusCode::kBusy);
+  EXPECT_FALSE(none.status().in_doubt());
+}
+
 TEST(WriteOpTest, AWriteThatNeedNotBeDurableAsksNoNodeToSync) {
   Fixture f;
   for (bool lww : {false, true}) {

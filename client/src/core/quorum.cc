@@ -278,7 +278,10 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
     state_[target] = 3;
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to ReplicaPut") : status;
     if (req_.lww && Definitive(last_error_)) {
-      Finish(last_error_.Annotate("write refused by " + t.node));
+      // Sent to every replica at once: the others may have applied it.
+      const bool elsewhere = acks_ > 0 || outstanding_ > 0 || coordinator_maybe_applied_;
+      Finish(last_error_.Annotate("write refused by " + t.node)
+                 .WithInDoubt(elsewhere || last_error_.in_doubt()));
       return {};
     }
     if (req_.lww) coordinator_maybe_applied_ |= reply.maybe_delivered;
