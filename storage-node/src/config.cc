@@ -122,6 +122,13 @@ const std::vector<Key>& Keys() {
               [](NodeConfig& c) -> size_t& { return c.node.siblings_max; }),
       UintKey("limits", "clock_entries_max", "clock entries kept per version (paper: 10)", 1, 256,
               [](NodeConfig& c) -> size_t& { return c.node.clock_entries_max; }),
+      UintKey("limits", "requests_in_flight_max",
+              "requests in progress beyond which new reads and writes are refused with Busy", 16,
+              1u << 24, [](NodeConfig& c) -> size_t& { return c.node.requests_in_flight_max; }),
+      UintKey("limits", "key_writes_queued_max",
+              "writes of one key waiting behind the one being applied beyond which new ones are "
+              "refused with Busy",
+              1, 1u << 20, [](NodeConfig& c) -> size_t& { return c.node.key_writes_queued_max; }),
       UintKey("gossip", "interval_ms", "gossip round period", 10, 600000,
               [](NodeConfig& c) -> uint64_t& { return c.node.gossip_interval_ms; }),
       UintKey("gossip", "seed_every", "also gossip with a seed every this many rounds", 1, 1000,

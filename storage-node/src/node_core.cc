@@ -110,12 +110,25 @@ void NodeCore::Log(LogLevel level, const std::string& message) {
 }
 
 void NodeCore::WithKeyLock(std::string key, std::function<void(Unlock)> fn) {
+  WithKeyLock(std::move(key), SIZE_MAX, std::move(fn));
+}
+
+bool NodeCore::WithKeyLock(std::string key, size_t queued_max, std::function<void(Unlock)> fn) {
   auto [it, fresh] = key_locks_.try_emplace(std::move(key));
   if (!fresh) {
-    it->second.waiters.push_back(std::move(fn));
-    return;
+    KeyLock& lock = it->second;
+    if (lock.waiters.size() - lock.next >= queued_max) return false;
+    lock.waiters.push_back(std::move(fn));
+    return true;
   }
   fn(MakeUnlock(&it->first));
+  return true;
+}
+
+Status NodeCore::KeyQueueFull(std::string_view key) const {
+  return Status::Busy("node " + options_.id + " already has " +
+                      std::to_string(options_.key_writes_queued_max) + " writes of key '" +
+                      std::string(key) + "' waiting (limits.key_writes_queued_max)");
 }
 
 NodeCore::Unlock NodeCore::MakeUnlock(const std::string* key) {
@@ -221,6 +234,14 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
   if (std::holds_alternative<proto::GetRequest>(message.body) ||
       std::holds_alternative<proto::CoordPutRequest>(message.body) ||
       std::holds_alternative<proto::ReplicaPutRequest>(message.body)) {
+    if (requests_in_flight_ > options_.requests_in_flight_max) {
+      ++stats_.requests_refused_busy;
+      ReplyError(conn, id,
+                 Status::Busy("node " + options_.id +
+                              " is overloaded: " + std::to_string(requests_in_flight_ - 1) +
+                              " requests in progress (limits.requests_in_flight_max)"));
+      return;
+    }
     foreground_started_[{conn, id}] = now.mono_ms;
   }
   std::visit(
@@ -400,7 +421,9 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
   };
   auto op = std::make_shared<CoordPut>(
       CoordPut{conn, id, now.wall_ms, DataKey(p, req.key), std::move(req), {}, {}});
-  WithKeyLock(LockKey(Space::kData, op->key), [this, op](Unlock unlock) {
+  std::string lock = LockKey(Space::kData, op->key);
+  const size_t max = options_.key_writes_queued_max;
+  const bool queued = WithKeyLock(std::move(lock), max, [this, op](Unlock unlock) {
     op->unlock = std::move(unlock);
     Storage(ReadOp{Space::kData, op->key}, [this, op](Now, StorageResult r) {
       const uint64_t conn = op->conn, id = op->id;
@@ -475,10 +498,14 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
       });
     });
   });
+  if (!queued) {
+    ++stats_.requests_refused_busy;
+    ReplyError(conn, id, KeyQueueFull(op->request.key));
+  }
 }
 
-void NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_for, bool sync,
-                         std::function<void(Now, Status)> done) {
+bool NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_for, bool sync,
+                         size_t queued_max, std::function<void(Now, Status)> done) {
   // One state for the merge's steps, shared by their callbacks rather than
   // copied into each.
   struct Merge {
@@ -500,7 +527,7 @@ void NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_
                                          std::move(done),
                                          {},
                                          {}});
-  WithKeyLock(LockKey(space, m->key), [this, m](Unlock unlock) {
+  return WithKeyLock(LockKey(space, m->key), queued_max, [this, m](Unlock unlock) {
     m->unlock = std::move(unlock);
     Storage(ReadOp{m->space, m->key}, [this, m](Now now, StorageResult r) {
       if (!r.status.ok()) {
@@ -555,20 +582,22 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
   const PartitionId p = map_->ring().KeyPartition(req.key);
   const bool hinted = !req.hint.empty() && req.hint != options_.id;
   std::string key = hinted ? HintKey(req.hint, p, req.key) : DataKey(p, req.key);
-  if (hinted) {
-    ++stats_.hints_stored;
-  } else {
-    ++stats_.replica_puts;
-  }
   const bool sync = req.sync || (hinted ? options_.hint_sync : options_.replica_put_sync);
-  MergeInto(std::move(key), std::move(req.siblings), hinted ? std::move(req.hint) : std::string(),
-            sync, [this, conn, id](Now, Status s) {
-              if (!s.ok()) {
-                ReplyError(conn, id, s.WithInDoubt(true));
-              } else {
-                Reply(conn, id, proto::Ack{epoch(), 1});
-              }
-            });
+  const bool queued = MergeInto(std::move(key), std::move(req.siblings),
+                                hinted ? std::move(req.hint) : std::string(), sync,
+                                options_.key_writes_queued_max, [this, conn, id](Now, Status s) {
+                                  if (!s.ok()) {
+                                    ReplyError(conn, id, s.WithInDoubt(true));
+                                  } else {
+                                    Reply(conn, id, proto::Ack{epoch(), 1});
+                                  }
+                                });
+  if (!queued) {
+    ++stats_.requests_refused_busy;
+    ReplyError(conn, id, KeyQueueFull(req.key));
+    return;
+  }
+  ++(hinted ? stats_.hints_stored : stats_.replica_puts);
 }
 
 void NodeCore::HandleFetch(Now now, uint64_t conn, uint64_t id, proto::FetchRequest req) {
@@ -629,7 +658,7 @@ void NodeCore::HandlePush(Now now, uint64_t conn, uint64_t id, proto::PushReques
   });
   for (proto::KeyedSiblings& e : req.entries) {
     const PartitionId p = map_->ring().KeyPartition(e.key);
-    MergeInto(DataKey(p, e.key), std::move(e.siblings), "", false,
+    MergeInto(DataKey(p, e.key), std::move(e.siblings), "", false, SIZE_MAX,
               [join](Now, Status s) { join->One(s); });
   }
 }
@@ -749,6 +778,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"partitions_with_data", state_.partitions_with_data.size()},
       {"replica_puts", stats_.replica_puts},
       {"requests", stats_.requests},
+      {"requests_refused_busy", stats_.requests_refused_busy},
       {"storage_losses_found", stats_.storage_losses_found},
       {"tombstones_purged", stats_.tombstones_purged},
       {"transfers_done", stats_.transfers_done},
@@ -1053,7 +1083,7 @@ void NodeCore::PullPage(Now now, std::shared_ptr<Transfer> t) {
           join->One(Status::OK());
           continue;
         }
-        MergeInto(DataKey(t->partition, e.key), std::move(e.siblings), "", false,
+        MergeInto(DataKey(t->partition, e.key), std::move(e.siblings), "", false, SIZE_MAX,
                   [join](Now, Status m) { join->One(m); });
       }
     });
@@ -1206,7 +1236,7 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       auto join = std::make_shared<Countdown>(entries.size(), delivered);
       for (size_t i = 0; i < entries.size(); ++i) {
         MergeInto(DataKey(partitions[i], entries[i].key), std::move(entries[i].siblings), "", false,
-                  [join](Now, Status s) { join->One(s); });
+                  SIZE_MAX, [join](Now, Status s) { join->One(s); });
       }
       return;
     }

@@ -591,7 +591,7 @@ void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
         continue;
       }
       stats_.ae_bytes_fetched += proto::EncodeSiblingSet(e.siblings).size();
-      MergeInto(DataKey(s->partition, e.key), std::move(e.siblings), "", false,
+      MergeInto(DataKey(s->partition, e.key), std::move(e.siblings), "", false, SIZE_MAX,
                 [merges](Now, Status m) { merges->One(m); });
     }
   });

@@ -154,6 +154,79 @@ TEST(NodeCoreTest, ConcurrentWritesToOneKeyAreSerialized) {
   EXPECT_EQ(Read(sim, "n1", "hot").size(), 20u);
 }
 
+// Writes of one key wait for each other; past key_writes_queued_max waiting
+// a new one is refused with Busy at once, named and not applied, and the
+// node goes on serving the key and every other.
+TEST(NodeCoreTest, WritesOfAKeyBeyondItsQueueLimitAreRefusedWithBusy) {
+  SimCluster sim(2, sim::SimOptions{1, 1, 50, 10});  // every storage step takes 50 ms
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.key_writes_queued_max = 4; });
+  sim.RunFor(500);
+  int acked = 0, busy = 0;
+  auto count = [&](Result<proto::Message> r) {
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    if (std::holds_alternative<proto::CoordPutReply>(r->body) ||
+        std::holds_alternative<proto::Ack>(r->body)) {
+      ++acked;
+      return;
+    }
+    const Status s = proto::ToStatus(std::get<proto::ErrorReply>(r->body));
+    EXPECT_EQ(s.code(), StatusCode::kBusy);
+    EXPECT_FALSE(s.in_doubt());
+    EXPECT_NE(s.message().find("key_writes_queued_max"), std::string_view::npos) << s.ToString();
+    ++busy;
+  };
+  for (int i = 0; i < 12; ++i) {
+    sim.Send("n1", proto::CoordPutRequest{"hot", {}, "v" + std::to_string(i), false}, count);
+  }
+  const SiblingSet one = CoordinatorUpdate({}, 42, 7, WriteIntent{{}, "r", false, 1})->siblings;
+  for (int i = 0; i < 4; ++i) sim.Send("n1", proto::ReplicaPutRequest{"hot", one, ""}, count);
+  sim.RunUntil([&] { return acked + busy == 16; }, 10000);
+  EXPECT_EQ(acked, 5);  // the one applied first and the four that waited
+  EXPECT_EQ(busy, 11);
+  EXPECT_EQ(Read(sim, "n1", "hot").size(), 5u);  // only the acknowledged ones were applied
+  EXPECT_EQ(sim.core("n1").stats().requests_refused_busy, 11u);
+  acked = busy = 0;
+  sim.Send("n1", proto::CoordPutRequest{"hot", {}, "later", false}, count);
+  sim.Send("n1", proto::CoordPutRequest{"cold", {}, "v", false}, count);
+  sim.RunUntil([&] { return acked + busy == 2; }, 10000);
+  EXPECT_EQ(acked, 2);
+}
+
+// Past requests_in_flight_max requests in progress, reads and writes are
+// refused with Busy; the node's own work (here, stats) is still answered.
+TEST(NodeCoreTest, RequestsBeyondTheInFlightLimitAreRefusedWithBusy) {
+  SimCluster sim(2, sim::SimOptions{1, 1, 50, 10});
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.requests_in_flight_max = 3; });
+  sim.RunFor(500);
+  int answered = 0, busy = 0;
+  for (int i = 0; i < 10; ++i) {
+    proto::Body req =
+        i % 2 ? proto::Body{proto::GetRequest{"k" + std::to_string(i)}}
+              : proto::Body{proto::CoordPutRequest{"k" + std::to_string(i), {}, "v", false}};
+    sim.Send("n1", req, [&](Result<proto::Message> r) {
+      ASSERT_TRUE(r.ok());
+      if (auto* e = std::get_if<proto::ErrorReply>(&r->body)) {
+        const Status s = proto::ToStatus(*e);
+        EXPECT_EQ(s.code(), StatusCode::kBusy);
+        EXPECT_NE(s.message().find("requests_in_flight_max"), std::string_view::npos);
+        ++busy;
+      } else {
+        ++answered;
+      }
+    });
+  }
+  bool stats = false;
+  sim.Send("n1", proto::StatsRequest{}, [&](Result<proto::Message> r) {
+    stats = r.ok() && std::holds_alternative<proto::StatsReply>(r->body);
+  });
+  sim.RunUntil([&] { return answered + busy == 10 && stats; }, 10000);
+  EXPECT_EQ(answered, 3);
+  EXPECT_EQ(busy, 7);
+  EXPECT_TRUE(stats);
+  // Once those are answered, new requests are served again.
+  Write(sim, "n1", "after", "v");
+}
+
 TEST(NodeCoreTest, CountersNeverRepeatAfterACrash) {
   SimCluster sim(3);
   sim.AddNode("n1", {}, [](NodeOptions& o) {

@@ -47,6 +47,9 @@
 
 namespace dynamo::node {
 
+inline constexpr size_t kDefaultRequestsInFlightMax = 16384;
+inline constexpr size_t kDefaultKeyWritesQueuedMax = 256;
+
 struct NodeOptions {
   NodeId id;
   // HOST:PORT other nodes and clients reach this node at.
@@ -75,6 +78,16 @@ struct NodeOptions {
   size_t siblings_max = kDefaultSiblingsMax;
   // Clock entries kept per version. Default: 10.
   size_t clock_entries_max = kDefaultClockEntriesMax;
+  // Requests in progress (answered or not) beyond which a new Get, CoordPut
+  // or ReplicaPut is refused with Busy at once, so a flood of them costs the
+  // node bounded memory and its other work (gossip, anti-entropy,
+  // transfers, admin) goes on. Default: 16,384.
+  size_t requests_in_flight_max = kDefaultRequestsInFlightMax;
+  // Writes of one key from clients (CoordPut, ReplicaPut) waiting behind the
+  // one being applied beyond which a new one is refused with Busy: writes of
+  // one key are applied one after another, each after the sync of the last,
+  // so one hot key would otherwise take every slot above. Default: 256.
+  size_t key_writes_queued_max = kDefaultKeyWritesQueuedMax;
   // Counters reserved per durable lease write. Default: 2^20.
   uint64_t counter_lease = 1u << 20;
 
@@ -221,6 +234,7 @@ struct NodeStats {
   uint64_t trees_checked = 0;        // partitions whose tree was checked against storage
   uint64_t tree_keys_corrected = 0;  // keys whose tree entry storage contradicted
   uint64_t storage_losses_found = 0;  // writes that found storage lost their key
+  uint64_t requests_refused_busy = 0;  // over requests_in_flight_max or key_writes_queued_max
 };
 
 class NodeCore {
@@ -285,6 +299,9 @@ class NodeCore {
   void Log(LogLevel level, const std::string& message);
   // Runs `fn` once no other holder has `key`; fn must call the Unlock it gets.
   void WithKeyLock(std::string key, std::function<void(Unlock)> fn);
+  // The same, or false without running fn when `queued_max` others already
+  // wait for `key`.
+  bool WithKeyLock(std::string key, size_t queued_max, std::function<void(Unlock)> fn);
   Unlock MakeUnlock(const std::string* key);
 
   // Requests.
@@ -348,9 +365,12 @@ class NodeCore {
   void PurgeTombstones(std::shared_ptr<AeSession> s);
 
   // Merges `incoming` into the stored set of `key` (data space, or the hint
-  // space when `hint_for` is set) and calls `done` once written.
-  void MergeInto(std::string key, SiblingSet incoming, std::string hint_for, bool sync,
-                 std::function<void(Now, Status)> done);
+  // space when `hint_for` is set) and calls `done` once written. False,
+  // without calling `done`, when `queued_max` writes of the key already wait.
+  bool MergeInto(std::string key, SiblingSet incoming, std::string hint_for, bool sync,
+                 size_t queued_max, std::function<void(Now, Status)> done);
+  // The Busy answer to a client write of `key` refused at key_writes_queued_max.
+  Status KeyQueueFull(std::string_view key) const;
 
   // Cluster state.
   void CreateCluster(Now now);
