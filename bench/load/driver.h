@@ -4,8 +4,10 @@
 // start at `rate` per second; each one's latency counts from its intended
 // start, so queueing behind a slow store is measured, not hidden).
 //
-// Two writes of one key are never in flight together: a write drawn for a
-// busy key is redrawn, so a single writer per key never makes siblings.
+// Two writes of one key are not in flight together: a write drawn for a
+// busy key is redrawn, so a single writer per key makes no siblings. (Up to
+// 100 redraws, and none when every key is busy: an open loop far behind its
+// schedule with fewer keys than writes waiting.)
 #pragma once
 
 #include <cstdint>
