@@ -38,5 +38,12 @@ class TimeoutError(Error, builtins.TimeoutError):
     """The deadline passed before any replica answered."""
 
 
+class BusyError(Error):
+    """Refused to shed load, at a limit the message names: a node's requests in
+    progress or writes waiting for one key, the key's sibling limit, or the
+    client's own queue to a node. Retry after a back-off; unless `in_doubt`,
+    the write was not applied."""
+
+
 class InvalidArgument(Error, ValueError):
     """Bad input: an empty or over-size key or value, a foreign context, r or w out of range."""

@@ -11,6 +11,8 @@ const char* ClassFor(StatusCode code) {
     case StatusCode::kUnavailable: return "QuorumError";
     case StatusCode::kTimeout: return "TimeoutError";
     case StatusCode::kInvalidArgument: return "InvalidArgument";
+    case StatusCode::kBusy:
+      return "BusyError";
     default: return "Error";
   }
 }

@@ -55,14 +55,14 @@ def _free_block(count):
 
 
 class LocalCluster:
-    def __init__(self, nodes):
+    def __init__(self, nodes, extra_config=""):
         self.nodes = nodes
         self.base = _free_block(nodes + 2)
         self.tmp = tempfile.TemporaryDirectory(prefix="dynamo-pytest-")
         self.dir = self.tmp.name
         config = os.path.join(self.dir, "node.toml")
         with open(config, "w") as f:
-            f.write("[gossip]\ninterval_ms = 200\n")
+            f.write("[gossip]\ninterval_ms = 200\n" + extra_config)
         subprocess.run(
             [_bin("dynamoctl"), "cluster", "start", "--nodes", str(nodes), "--base-port",
              str(self.base), "--dir", self.dir, "--partitions", "64", "--config", config],
@@ -122,5 +122,13 @@ def cluster():
 @pytest.fixture()
 def fresh_cluster():
     c = LocalCluster(3)
+    yield c
+    c.stop()
+
+
+@pytest.fixture()
+def one_version_cluster():
+    """A cluster whose keys may hold one version only (limits.siblings_max = 1)."""
+    c = LocalCluster(3, "[limits]\nsiblings_max = 1\n")
     yield c
     c.stop()

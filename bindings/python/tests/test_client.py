@@ -17,9 +17,11 @@ def union(values):
 
 
 def test_module_surface():
-    for name in ("Client", "GetResult", "Error", "QuorumError", "TimeoutError", "InvalidArgument"):
+    for name in ("Client", "GetResult", "Error", "QuorumError", "TimeoutError", "BusyError",
+                 "InvalidArgument"):
         assert hasattr(dynamo, name)
     assert issubclass(dynamo.QuorumError, dynamo.Error)
+    assert issubclass(dynamo.BusyError, dynamo.Error)
     assert issubclass(dynamo.TimeoutError, TimeoutError)
     assert issubclass(dynamo.InvalidArgument, ValueError)
 
@@ -63,6 +65,19 @@ def test_concurrent_writes_become_siblings_and_the_resolver_merges(cluster):
     assert a.get("cart:py").values == [b"apples,pears,plums"]
     a.close()
     b.close()
+
+
+def test_a_write_a_node_refuses_to_shed_raises_busy_error(one_version_cluster):
+    with dynamo.Client(one_version_cluster.seeds) as c:
+        c.put("cart:carol", b"apples")
+        # Without the first write's context the second would stand beside it:
+        # a second version, over the key's limit of one.
+        with pytest.raises(dynamo.BusyError) as err:
+            c.put("cart:carol", b"pears")
+        assert err.value.code == "Busy"
+        assert not err.value.in_doubt
+        assert "siblings, over the limit of 1" in str(err.value)
+        assert c.get("cart:carol").values == [b"apples"]
 
 
 def test_delete(cluster):
