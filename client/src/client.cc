@@ -529,9 +529,26 @@ class Client::Impl {
     }
   }
 
+  // Counts an operation in progress until its `done` runs (wrapping it);
+  // Busy, uncounted, at options_.operations_max.
+  template <class T>
+  Status Admit(std::function<void(Result<T>)>& done) {
+    if (in_progress_.fetch_add(1, std::memory_order_relaxed) >= options_.operations_max) {
+      in_progress_.fetch_sub(1, std::memory_order_relaxed);
+      return Status::Busy("the client has " + std::to_string(options_.operations_max) +
+                          " operations in progress (ClientOptions::operations_max)");
+    }
+    done = [this, inner = std::move(done)](Result<T> r) {
+      in_progress_.fetch_sub(1, std::memory_order_relaxed);
+      inner(std::move(r));
+    };
+    return Status::OK();
+  }
+
   void GetAsync(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
     ++stats_.gets;
     Status k = closing_ ? ClosedStatus() : CheckKey(key);
+    if (k.ok()) k = Admit(done);
     if (!k.ok()) {
       ++stats_.errors;
       done(k);
@@ -551,6 +568,7 @@ class Client::Impl {
                                   " bytes exceeds value_bytes_max (" +
                                   std::to_string(options_.value_bytes_max) + ")");
     }
+    if (k.ok()) k = Admit(done);
     if (!k.ok()) {
       ++stats_.errors;
       done(k);
@@ -691,6 +709,7 @@ class Client::Impl {
   uint64_t last_refresh_ms_ = 0;
   uint64_t last_lww_us_ = 0;
   size_t running_ops_ = 0;  // launched and not yet reported
+  std::atomic<size_t> in_progress_{0};  // admitted and not yet reported (any thread)
   AtomicStats stats_;
 };
 
@@ -699,6 +718,8 @@ Result<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   if (options.r < 1 || options.w < 1) return Status::InvalidArgument("r and w must be at least 1");
   if (options.timeout_ms == 0) return Status::InvalidArgument("timeout must be positive");
   if (options.refresh_interval_ms == 0) return Status::InvalidArgument("refresh interval must be positive");
+  if (options.operations_max == 0)
+    return Status::InvalidArgument("operations_max must be positive");
   auto impl = std::make_unique<Impl>(std::move(options));
   Status s = impl->Start();
   if (!s.ok()) return s;

@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <future>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -204,6 +206,54 @@ TEST(ClientProcessTest, AWriteAtWOneReachesEveryReplica) {
     ASSERT_EQ(held.size(), 3u);
     for (const ReplicaVersions& rv : held) EXPECT_EQ(rv.versions.size(), 1u) << rv.node;
   }
+}
+
+// Past operations_max operations in progress a new one fails at once with
+// Busy; the ones admitted finish, and then there is room again. (Started on
+// the I/O thread, so none can finish before the last is started.)
+TEST(ClientProcessTest, OperationsPastTheClientsLimitFailWithBusy) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3, [](ClientOptions& o) { o.operations_max = 4; });
+  ASSERT_TRUE(client);
+  constexpr int kStarted = 10;
+  std::mutex mu;
+  std::condition_variable cv;
+  int ok = 0, busy = 0, other = 0;
+  auto count = [&](const Status& s) {
+    std::lock_guard<std::mutex> g(mu);
+    if (s.ok()) {
+      ++ok;
+    } else if (s.code() == StatusCode::kBusy &&
+               s.message().find("operations_max") != std::string_view::npos) {
+      ++busy;
+    } else {
+      ++other;
+    }
+    cv.notify_all();
+  };
+  client->io_loop().Post([&] {
+    for (int i = 0; i < kStarted; ++i) {
+      if (i % 2) {
+        client->GetAsync("limit", {}, [&](Result<GetResult> r) { count(r.status()); });
+      } else {
+        client->PutAsync("limit" + std::to_string(i), "v", {},
+                         [&](Result<std::string> r) { count(r.status()); });
+      }
+    }
+  });
+  std::unique_lock<std::mutex> lock(mu);
+  ASSERT_TRUE(
+      cv.wait_for(lock, std::chrono::seconds(30), [&] { return ok + busy + other == kStarted; }));
+  EXPECT_EQ(ok, 4);
+  EXPECT_EQ(busy, kStarted - 4);
+  EXPECT_EQ(other, 0);
+  lock.unlock();
+  EXPECT_TRUE(client->Put("limit", "after").ok());
+  ClientOptions none;
+  none.seeds = Seeds(c, 1);
+  none.operations_max = 0;
+  EXPECT_EQ(Client::Open(none).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(ClientProcessTest, DeletesHideTheKeyAndLeaveTombstones) {

@@ -96,6 +96,11 @@ struct ClientOptions {
   // Largest key and value sent. Default: 2 KiB, 1 MiB (the nodes' defaults).
   uint32_t key_bytes_max = 2u << 10;
   uint32_t value_bytes_max = 1u << 20;
+  // Operations started and not yet reported (blocking and asynchronous
+  // alike) beyond which a new one fails at once with Busy, so an
+  // application that starts them faster than the cluster answers gets an
+  // error instead of a queue that grows without bound. Default: 65,536.
+  size_t operations_max = 65536;
 };
 
 class Client {
