@@ -196,10 +196,7 @@ TEST(ClientProcessTest, AWriteAtWOneReachesEveryReplica) {
     ASSERT_TRUE(client->Put("w1:" + std::to_string(i), "v").ok());
   }
   // The copies trail the answers; anti-entropy's repairs do not count here.
-  for (int attempt = 0; attempt < 100 && c.SumStat("replica_puts") < before + 2 * kKeys;
-       ++attempt) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  WaitFor([&] { return c.SumStat("replica_puts") >= before + 2 * kKeys; }, 5000, 50);
   EXPECT_EQ(c.SumStat("replica_puts"), before + 2 * kKeys);
   for (int i = 0; i < kKeys; ++i) {
     std::vector<ReplicaVersions> held = client->Inspect("w1:" + std::to_string(i));

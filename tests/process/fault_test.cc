@@ -86,15 +86,6 @@ std::vector<NodeId> Primaries(Client& client, const std::string& key) {
   return out;
 }
 
-bool WaitFor(const std::function<bool()>& done, uint64_t timeout_ms, uint64_t poll_ms = 100) {
-  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (!done()) {
-    if (Clock::now() >= deadline) return false;
-    SleepMs(poll_ms);
-  }
-  return true;
-}
-
 // Whether a key's replicas, as Inspect reports them, are as they should be.
 using ReplicaCheck = std::function<bool(const std::string& key, const std::vector<ReplicaVersions>&)>;
 

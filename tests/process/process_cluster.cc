@@ -92,6 +92,15 @@ uint64_t NowMs() {
 
 }  // namespace
 
+bool WaitFor(const std::function<bool()>& done, uint64_t timeout_ms, uint64_t poll_ms) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(poll_ms));
+  }
+  return true;
+}
+
 // Ports below the kernel's ephemeral range, so no outgoing connection can
 // take one between our check and the node's bind.
 uint16_t FreePortBlock(size_t count) {

@@ -5,6 +5,8 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,6 +16,10 @@
 #include "local_cluster.h"
 
 namespace dynamo::test {
+
+// Polls `done` every `poll_ms` until it holds (true) or `timeout_ms` passed
+// (false).
+bool WaitFor(const std::function<bool()>& done, uint64_t timeout_ms, uint64_t poll_ms = 100);
 
 // The first of `count` consecutive free loopback ports, below the kernel's
 // ephemeral range; 0 when none was found.
