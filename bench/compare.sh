@@ -162,7 +162,7 @@ machine_notes() {  # what else takes this machine's cores at intervals, for read
   for k in /sys/kernel/mm/damon/admin/kdamonds/[0-9]*; do
     [ "$(cat "$k/state" 2>/dev/null)" = on ] || continue
     us=$(cat "$k/contexts/0/monitoring_attrs/intervals/sample_us" 2>/dev/null) || continue
-    echo "machine: the kernel's DAMON monitor ${k##*/} samples memory every $((us / 1000)) ms;" \
+    echo "machine: the kernel's DAMON monitor (kdamond.${k##*/}) samples memory every $((us / 1000)) ms;" \
       "each sample takes a core for 1-5 ms and open-loop operations queue behind it (docs/performance.md item 24)"
   done
 }

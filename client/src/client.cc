@@ -271,6 +271,12 @@ class Client::Impl {
 
   void Observe(const std::string& node, const Reply& r) {
     if (node.empty()) return;
+    // Refused by this client before it left (e.g. Busy from a full write
+    // queue): that says nothing about the node.
+    if (!r.message.ok() && !r.maybe_delivered &&
+        r.message.status().code() != StatusCode::kUnavailable) {
+      return;
+    }
     if (!NodeFailed(r)) {
       health_.erase(node);
       return;

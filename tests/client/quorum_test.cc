@@ -482,8 +482,8 @@ TEST(WriteOpTest, LwwWritesEveryReplicaInOneRound) {
 }
 
 // An LWW write goes to every replica at once, so one replica's refusal
-// (here the client's own write queue to it was full) ends the write in doubt
-// while another may have applied it, and not in doubt once none can have.
+// (here a node shedding load) ends the write in doubt while another may
+// have applied it, and not in doubt once none can have.
 TEST(WriteOpTest, AnLwwRefusalIsInDoubtWhileAnotherReplicaMayHaveTheWrite) {
   Fixture f;
   WriteRequest req;
@@ -491,7 +491,7 @@ TEST(WriteOpTest, AnLwwRefusalIsInDoubtWhileAnotherReplicaMayHaveTheWrite) {
   req.value = "v";
   req.lww = true;
   req.lww_dot = Dot{0xc11e, 1};
-  const Reply busy{Status::Busy("write queue full"), false};
+  const Reply busy = Ok(proto::MakeError(Status::Busy("node is overloaded"), 3));
   WriteOp pending(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
   std::vector<Send> all = pending.Start();
   ASSERT_EQ(all.size(), 3u);
@@ -514,6 +514,96 @@ TEST(WriteOpTest, AnLwwRefusalIsInDoubtWhileAnotherReplicaMayHaveTheWrite) {
   ASSERT_TRUE(none.done());
   EXPECT_EQ(none.status().code(), StatusCode::kBusy);
   EXPECT_FALSE(none.status().in_doubt());
+}
+
+// Busy from the client's own full write queue to a node means the request
+// never left: the write goes on without that node as if it were down. A
+// coordinator is replaced by the next replica, a replica by a hinted
+// stand-in, and the node's health is not judged by it.
+TEST(WriteOpTest, ARequestTheClientsOwnQueueRefusedGoesElsewhere) {
+  Fixture f;
+  const Reply queue_full{Status::Busy("write queue to n1 holds 1 bytes"), false};
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  req.w = 3;
+  WriteOp causal(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send first = causal.Start()[0];
+  const NodeId refused = causal.target(first.target).node;
+  std::vector<Send> next = causal.OnReply(first.target, queue_full);
+  ASSERT_EQ(next.size(), 1u);
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutRequest>(next[0].body));
+  EXPECT_NE(causal.target(next[0].target).node, refused);
+  EXPECT_FALSE(causal.done());
+  std::vector<Send> replicas = causal.OnReply(next[0].target, Ok(CoordReply("v")));
+  // The other primary, and a stand-in holding the refused node's hint.
+  ASSERT_EQ(replicas.size(), 2u);
+  if (std::get<proto::ReplicaPutRequest>(replicas[0].body).hint.empty()) {
+    std::swap(replicas[0], replicas[1]);
+  }
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(replicas[0].body).hint, refused);
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(replicas[1].body).hint, "");
+  causal.OnReply(replicas[0].target, Ok(proto::Ack{1, 1}));
+  // A primary replica refused the same way also gets a stand-in.
+  std::vector<Send> stand_in = causal.OnReply(replicas[1].target, queue_full);
+  ASSERT_EQ(stand_in.size(), 1u);
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint,
+            causal.target(replicas[1].target).node);
+  causal.OnReply(stand_in[0].target, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(causal.done());
+  EXPECT_TRUE(causal.status().ok()) << causal.status().ToString();
+  EXPECT_EQ(causal.receipt().coordinator_retries, 1u);
+
+  // LWW: the refused replica's copy goes to a stand-in.
+  req.lww = true;
+  req.lww_dot = Dot{0xc11e, 1};
+  req.w = 2;
+  WriteOp lww(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> all = lww.Start();
+  ASSERT_EQ(all.size(), 3u);
+  stand_in = lww.OnReply(all[0].target, queue_full);
+  ASSERT_EQ(stand_in.size(), 1u);
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint,
+            lww.target(all[0].target).node);
+  lww.OnReply(all[1].target, Ok(proto::Ack{1, 1}));
+  lww.OnReply(stand_in[0].target, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(lww.done());
+  EXPECT_TRUE(lww.status().ok()) << lww.status().ToString();
+
+  // Every coordinator refused so (three nodes, no spares): Busy, and not in
+  // doubt, since no request left the client.
+  ClusterMap three(*Ring::Create(Names(3), 64, 3));
+  req.lww = false;
+  WriteOp none(PlanRoute(three, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> sent = none.Start();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(sent.size(), 1u) << i;
+    sent = none.OnReply(sent[0].target, queue_full);
+  }
+  EXPECT_TRUE(sent.empty());
+  ASSERT_TRUE(none.done());
+  EXPECT_EQ(none.status().code(), StatusCode::kBusy);
+  EXPECT_FALSE(none.status().in_doubt());
+  EXPECT_NE(none.status().message().find("no coordinator accepted the write"),
+            std::string_view::npos)
+      << none.status().ToString();
+}
+
+// A read whose replica the client's own queue refused asks a stand-in.
+TEST(ReadOpTest, AReplicaTheClientsOwnQueueRefusedIsReplacedByASpare) {
+  Fixture f;
+  ReadRequest req;
+  req.key = f.key;
+  req.r = 3;
+  ReadOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> all = op.Start();
+  ASSERT_EQ(all.size(), 3u);
+  std::vector<Send> spare = op.OnReply(all[0].target, Reply{Status::Busy("queue full"), false});
+  ASSERT_EQ(spare.size(), 1u);
+  EXPECT_EQ(std::get<proto::GetRequest>(spare[0].body).hint, op.target(all[0].target).node);
+  // A node's own Busy is its answer: no spare.
+  EXPECT_TRUE(
+      op.OnReply(all[1].target, Ok(proto::MakeError(Status::Busy("overloaded"), 3))).empty());
 }
 
 TEST(WriteOpTest, AWriteThatNeedNotBeDurableAsksNoNodeToSync) {

@@ -128,7 +128,8 @@ class Client {
   // replicas acknowledged; Status::in_doubt() then tells whether the write
   // may have been applied anyway. Busy when refused to shed load: the
   // client's operations_max, a node's limits (requests in progress, writes
-  // waiting for the key), or the key's sibling limit; retry after a back-off.
+  // waiting for the key), the key's sibling limit, or the client's full
+  // write queue to every coordinator tried; retry after a back-off.
   Result<std::string> Put(std::string_view key, std::string_view value,
                           const WriteOptions& options = {});
   // Deletes `key` (writes a tombstone), with the same quorum rules as Put.

@@ -35,9 +35,11 @@ Status StatusOf(const Reply& reply) {
 }
 
 // Errors after which retrying elsewhere cannot help and nothing was applied.
-bool Definitive(const Status& s) {
-  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kBusy ||
-         s.code() == StatusCode::kProtocolError;
+// Busy from this client's own full write queue to one node is not one of
+// them: the request never left, and another node may well take it.
+bool Definitive(const Status& s, const Reply& reply) {
+  if (s.code() == StatusCode::kBusy) return reply.message.ok() || reply.maybe_delivered;
+  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kProtocolError;
 }
 
 Receipt::Ack AckOf(const Target& t, bool coordinator) {
@@ -184,7 +186,9 @@ std::vector<Send> WriteOp::TryCoordinator() {
     ++next_coordinator_;
   }
   if (next_coordinator_ >= coordinators_.size()) {
-    Status s = Status::Unavailable("no coordinator accepted the write: " + last_error_.ToString());
+    const std::string why = "no coordinator accepted the write: " + last_error_.ToString();
+    const Status s =
+        last_error_.code() == StatusCode::kBusy ? Status::Busy(why) : Status::Unavailable(why);
     Finish(s.WithInDoubt(coordinator_maybe_applied_));
     return {};
   }
@@ -249,7 +253,7 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
     }
     state_[target] = 3;
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to CoordPut") : status;
-    if (Definitive(last_error_)) {
+    if (Definitive(last_error_, reply)) {
       Finish(last_error_.Annotate("write refused by " + t.node));
       return {};
     }
@@ -277,7 +281,7 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
   } else {
     state_[target] = 3;
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to ReplicaPut") : status;
-    if (req_.lww && Definitive(last_error_)) {
+    if (req_.lww && Definitive(last_error_, reply)) {
       // Sent to every replica at once: the others may have applied it.
       const bool elsewhere = acks_ > 0 || outstanding_ > 0 || coordinator_maybe_applied_;
       Finish(last_error_.Annotate("write refused by " + t.node)
@@ -287,7 +291,7 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
     if (req_.lww) coordinator_maybe_applied_ |= reply.maybe_delivered;
     // Also once W is met: the stand-in keeps the N-th copy as a hint, which
     // otherwise would wait for anti-entropy.
-    if (!Definitive(last_error_)) out = Substitute(target);
+    if (!Definitive(last_error_, reply)) out = Substitute(target);
   }
   CheckDone();
   return out;
@@ -411,7 +415,7 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
   } else {
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
     all_timeouts_ &= last_error_.IsTimeout();
-    if (!answered() && !Definitive(last_error_) && next_spare_ < route_->spares.size()) {
+    if (!answered() && !Definitive(last_error_, reply) && next_spare_ < route_->spares.size()) {
       const Target& spare = stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], t));
       targets_.push_back(&spare);
       replies_.emplace_back();

@@ -113,8 +113,9 @@ uint64_t CoordinatorRankSalt(uint64_t client_id);
 
 // A write. Causal: CoordPut to one replica, then the coordinator's sibling
 // set to the other replicas; the next replica is tried as coordinator only
-// when the last certainly never got the request (a write sent twice would
-// make two versions), up to every replica of the key, otherwise the write
+// when the last certainly never got the request (a refused connection, or
+// this client's own full write queue to it; a write sent twice would make
+// two versions), up to every replica of the key, otherwise the write
 // fails in doubt. LWW: the client's version to every replica at once. Done at W
 // acknowledgements (the coordinator's included), or when W can no longer be
 // reached, or at the deadline.
