@@ -257,27 +257,11 @@ class Client::Impl {
     return cached;
   }
 
-  // Whether `r` says its node cannot serve now: no answer in time, or an
-  // answer that its storage failed (after a failed sync a node takes no
-  // more writes until it restarts).
-  static bool NodeFailed(const Reply& r) {
-    if (!r.message.ok()) {
-      const StatusCode code = r.message.status().code();
-      return code == StatusCode::kUnavailable || code == StatusCode::kTimeout;
-    }
-    const auto* e = std::get_if<proto::ErrorReply>(&r.message->body);
-    return e != nullptr && proto::ToStatus(*e).code() == StatusCode::kIOError;
-  }
-
   void Observe(const std::string& node, const Reply& r) {
     if (node.empty()) return;
-    // Refused by this client before it left (e.g. Busy from a full write
-    // queue): that says nothing about the node.
-    if (!r.message.ok() && !r.maybe_delivered &&
-        r.message.status().code() != StatusCode::kUnavailable) {
-      return;
-    }
-    if (!NodeFailed(r)) {
+    const client::NodeSignal signal = client::SignalOf(r);
+    if (signal == client::NodeSignal::kNone) return;
+    if (signal == client::NodeSignal::kServing) {
       health_.erase(node);
       return;
     }

@@ -70,8 +70,9 @@ client::Health SimClient::HealthNow() {
 }
 
 void SimClient::Observe(const std::string& node, const client::Reply& r) {
-  const bool failed = !r.message.ok();
-  if (!failed) {
+  const client::NodeSignal signal = client::SignalOf(r);
+  if (signal == client::NodeSignal::kNone) return;
+  if (signal == client::NodeSignal::kServing) {
     down_until_.erase(node);
     failures_.erase(node);
     return;
@@ -85,6 +86,23 @@ void SimClient::SendTo(const client::Target& t, proto::Body body, uint64_t deadl
                        std::function<void(client::Reply)> done) {
   const uint64_t remaining = deadline > sim_.now() ? deadline - sim_.now() : 1;
   const std::string node = t.node;
+  std::optional<Status> refused;
+  if (options_.refused_when_down && !sim_.IsUp(node)) {
+    refused = Status::Unavailable("connection to " + node + " refused");
+  } else if (options_.queue_full_per_mille > 0 &&
+             sim_.rng()() % 1000 < options_.queue_full_per_mille) {
+    refused = Status::Busy("write queue to " + node + " is full");
+  }
+  if (refused) {
+    // Reported from the loop later, as the SDK's connections do.
+    ++refused_unsent_;
+    sim_.At(sim_.now(), [this, node, done, s = *refused] {
+      client::Reply reply{s, false};
+      Observe(node, reply);
+      done(std::move(reply));
+    });
+    return;
+  }
   sim_.Send(node, std::move(body), [this, node, done](Result<proto::Message> r) {
     client::Reply reply{std::move(r), true};
     Observe(node, reply);
@@ -173,9 +191,10 @@ void SimClient::Put(const std::string& key, std::string value, bool tombstone,
   auto op = std::make_shared<client::WriteOp>(client::PlanRoute(*map_, key, HealthNow()), std::move(req));
   const uint64_t deadline = sim_.now() + options_.timeout_ms;
   auto reported = std::make_shared<bool>(false);
-  auto finish = [op, done, reported] {
+  auto finish = [this, op, done, reported] {
     if (!op->done() || *reported) return;
     *reported = true;
+    coordinator_retries_ += op->receipt().coordinator_retries;
     done(WriteResult{op->status(), op->clock()});
   };
   Drive(op, deadline, finish);

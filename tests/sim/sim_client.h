@@ -25,6 +25,12 @@ struct SimClientOptions {
   bool ranked_coordinator = false;     // ClientOptions::coordinator is kClientRanked
   uint64_t refresh_ms = 1000;          // cluster map pull period
   uint64_t read_repair_window_ms = 50;
+  // A request to a crashed node fails at once as never sent, as a refused
+  // connection does; false: it times out, as a host that is gone.
+  bool refused_when_down = false;
+  // Per mille of requests refused by the client's own full write queue
+  // (Busy, never sent).
+  uint32_t queue_full_per_mille = 0;
 };
 
 class SimClient {
@@ -56,6 +62,10 @@ class SimClient {
 
   bool has_map() const { return map_.has_value(); }
   uint64_t read_repairs() const { return read_repairs_; }
+  // Requests that failed without leaving the client (refused_when_down,
+  // queue_full_per_mille), and writes that then went to another coordinator.
+  uint64_t refused_unsent() const { return refused_unsent_; }
+  uint64_t coordinator_retries() const { return coordinator_retries_; }
 
  private:
   client::Health HealthNow();
@@ -78,6 +88,8 @@ class SimClient {
   std::map<NodeId, uint32_t> failures_;
   bool stopped_ = false;
   uint64_t read_repairs_ = 0;
+  uint64_t refused_unsent_ = 0;
+  uint64_t coordinator_retries_ = 0;
 };
 
 }  // namespace dynamo::sim

@@ -15,6 +15,7 @@ namespace {
 void RunSeeds(uint64_t first, uint64_t count) {
   const auto start = std::chrono::steady_clock::now();
   uint64_t acked = 0, faults = 0, scrubbed = 0, hint_owners = 0, trees = 0, silent = 0;
+  uint64_t unsent = 0, retries = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     WorkloadReport r = RunWorkload(seed, ConfigForSeed(seed));
     acked += r.acknowledged;
@@ -23,6 +24,8 @@ void RunSeeds(uint64_t first, uint64_t count) {
     hint_owners += r.hint_owners_scrubbed;
     trees += r.trees_checked;
     silent += r.keys_silently_lost;
+    unsent += r.refused_unsent;
+    retries += r.coordinator_retries;
     ASSERT_TRUE(r.ok) << r.Summary();
     EXPECT_EQ(r.lost, 0u);
   }
@@ -30,8 +33,10 @@ void RunSeeds(uint64_t first, uint64_t count) {
   std::cout << "[ sim ] seeds " << first << "-" << first + count - 1 << ": all passed, " << acked
             << " acknowledged adds, " << faults << " faults, " << scrubbed << " partitions and "
             << hint_owners << " nodes' hints scrubbed away, " << silent << " keys silently lost, "
-            << trees << " trees checked against storage, " << static_cast<uint64_t>(count / minutes)
-            << " seeds per minute\n";
+            << trees << " trees checked against storage, " << unsent
+            << " client requests refused before they left, " << retries
+            << " writes then sent to another coordinator, "
+            << static_cast<uint64_t>(count / minutes) << " seeds per minute\n";
 }
 
 // 200 seeds in four batches, so ctest can run them in parallel.
@@ -65,6 +70,33 @@ TEST(SimTest, SomeSeedsCoordinateThroughTheRankedReplica) {
   const int ranked = SeedsWith(&WorkloadConfig::ranked_coordinator);
   EXPECT_GT(ranked, 50);
   EXPECT_LT(ranked, 150);
+}
+
+// Some seeds have the clients' requests refused before they leave: by a
+// crashed node (a refused connection) or by the client's own full write
+// queue. Such a write goes to the next coordinator or a stand-in, a read to
+// a spare, and nothing acknowledged is lost.
+TEST(SimTest, RequestsRefusedBeforeTheyLeaveGoElsewhere) {
+  EXPECT_GT(SeedsWith(&WorkloadConfig::refused_when_down), 50);
+  EXPECT_LT(SeedsWith(&WorkloadConfig::refused_when_down), 150);
+  int queue_full = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed)
+    queue_full += ConfigForSeed(seed).queue_full_per_mille > 0;
+  EXPECT_GT(queue_full, 20);
+  // Many more refusals than the CI seeds draw.
+  uint64_t unsent = 0, retries = 0;
+  for (uint64_t seed = 1; seed <= 12; ++seed) {
+    WorkloadConfig c = ConfigForSeed(seed);
+    c.refused_when_down = true;
+    c.queue_full_per_mille = 100;
+    const WorkloadReport r = RunWorkload(seed, c);
+    ASSERT_TRUE(r.ok) << r.Summary();
+    EXPECT_EQ(r.lost, 0u);
+    unsent += r.refused_unsent;
+    retries += r.coordinator_retries;
+  }
+  EXPECT_GT(unsent, 100u);
+  EXPECT_GT(retries, 10u);
 }
 
 // Some CI seeds run each of the other quorums: W=1 (answered at the
@@ -150,7 +182,10 @@ TEST(SimTest, AScrubKeepsTheHintsPastAnUnreadableFirstHint) {
 // replicas that lost unsynced copies), so its next add stands beside it and
 // one key ends with 3 siblings from 2 clients. Allowed, and counted.
 TEST(SimTest, AWriteAfterAStaleReadMayAddASibling) {
-  WorkloadReport r = RunWorkload(1090, ConfigForSeed(1090));
+  WorkloadConfig c = ConfigForSeed(1090);
+  c.refused_when_down = false;  // as the seed was drawn when this was found
+  c.queue_full_per_mille = 0;
+  WorkloadReport r = RunWorkload(1090, c);
   ASSERT_TRUE(r.ok) << r.Summary();
   EXPECT_EQ(r.lost, 0u);
   EXPECT_GT(r.stale_reads, 0u);

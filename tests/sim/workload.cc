@@ -154,6 +154,8 @@ class Run {
     opts.ranked_coordinator = config_.ranked_coordinator;
     opts.r = config_.r;
     opts.w = config_.w;
+    opts.refused_when_down = config_.refused_when_down;
+    opts.queue_full_per_mille = config_.queue_full_per_mille;
     for (int c = 0; c < config_.clients; ++c) {
       clients_.push_back(std::make_unique<SimClient>(sim_, seeds, opts, 1000 + c));
       clients_.back()->Start();
@@ -545,6 +547,10 @@ class Run {
     report_.trace_hash = sim_.trace_hash();
     report_.keys_silently_lost = silently_lost_;
     report_.messages = sim_.messages();
+    for (const auto& c : clients_) {
+      report_.refused_unsent += c->refused_unsent();
+      report_.coordinator_retries += c->coordinator_retries();
+    }
     if (!report_.ok) report_.failures.push_back("node log tail:\n" + sim_.LogTail());
     return report_;
   }
@@ -613,6 +619,8 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
     default:
       break;
   }
+  c.refused_when_down = rng() % 2 == 0;
+  c.queue_full_per_mille = rng() % 4 == 0 ? 20 : 0;
   return c;
 }
 
@@ -622,7 +630,8 @@ std::string WorkloadReport::Summary() const {
      << "): " << acknowledged << " acknowledged adds, " << lost << " lost, " << in_doubt
      << " in doubt, " << stale_reads << " stale reads, " << deletes_checked << " deletes checked, "
      << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults
-     << " faults, " << messages << " messages, " << partitions_scrubbed << " partitions and "
+     << " faults, " << messages << " messages, " << refused_unsent << " requests refused unsent, "
+     << coordinator_retries << " coordinator retries, " << partitions_scrubbed << " partitions and "
      << hint_owners_scrubbed << " nodes' hints scrubbed away, " << keys_silently_lost
      << " keys silently lost, " << trees_checked << " trees checked, quiet " << heal_ms
      << " ms after healing, trace " << std::hex << trace_hash;

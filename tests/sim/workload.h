@@ -90,6 +90,13 @@ struct WorkloadConfig {
   // where no fault takes an acknowledged copy away (no scrubs).
   int r = 2;
   int w = 2;
+  // A client's request to a crashed node fails at once as never sent (a
+  // refused connection), so the write goes to the next coordinator or a
+  // stand-in; false: it times out.
+  bool refused_when_down = false;
+  // Per mille of the clients' requests refused by their own full write
+  // queue (Busy, never sent).
+  uint32_t queue_full_per_mille = 0;
 };
 
 // The tree check period in seeds with tree_checks.
@@ -117,6 +124,8 @@ struct WorkloadReport {
   uint64_t trees_checked = 0;        // partitions whose tree a node checked against storage
   uint64_t keys_silently_lost = 0;   // set keys a running node's storage lost without an error
   uint64_t messages = 0;
+  uint64_t refused_unsent = 0;       // client requests that never left (refused, queue full)
+  uint64_t coordinator_retries = 0;  // writes that then went to another coordinator
   uint64_t heal_ms = 0;          // virtual time from healing to quiet
   std::string Summary() const;
 };

@@ -56,6 +56,18 @@ Target StandIn(const Target& spare, const Target& failed) {
 
 }  // namespace
 
+NodeSignal SignalOf(const Reply& reply) {
+  if (!reply.message.ok()) {
+    const StatusCode code = reply.message.status().code();
+    if (code == StatusCode::kUnavailable || code == StatusCode::kTimeout)
+      return NodeSignal::kFailed;
+    return reply.maybe_delivered ? NodeSignal::kServing : NodeSignal::kNone;
+  }
+  const auto* e = std::get_if<proto::ErrorReply>(&reply.message->body);
+  const bool failed = e != nullptr && proto::ToStatus(*e).code() == StatusCode::kIOError;
+  return failed ? NodeSignal::kFailed : NodeSignal::kServing;
+}
+
 std::string_view RoleName(Role role) {
   switch (role) {
     case Role::kPrimary: return "primary";

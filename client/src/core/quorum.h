@@ -79,6 +79,14 @@ struct Send {
 // and whether the request may have reached the node (net/call_outcome.h).
 using Reply = net::CallOutcome;
 
+// What a reply tells about its node's health: nothing (refused by this
+// client before it left, e.g. Busy from a full write queue), that the node
+// serves (it answered, an ErrorReply too), or that it cannot serve now (no
+// answer in time, no connection, or an answer that its storage failed:
+// after a failed sync a node takes no more writes until it restarts).
+enum class NodeSignal { kNone, kServing, kFailed };
+NodeSignal SignalOf(const Reply& reply);
+
 struct WriteRequest {
   std::string key;
   std::string value;
