@@ -13,6 +13,9 @@
 namespace dynamo::sim {
 namespace {
 
+// Longer than any run (the heal phase ends by 120 s of virtual time).
+constexpr uint64_t kNoAntiEntropyPauseMs = 24ull * 3600 * 1000;
+
 std::set<std::string> Elements(const SiblingSet& set) {
   std::set<std::string> out;
   for (const Version& v : set) {
@@ -101,6 +104,7 @@ class Run {
     o.partitions = config_.partitions;
     o.tree_check_interval_ms =
         config_.tree_checks && !config_.tree_checks_control ? kTreeCheckIntervalMs : 0;
+    if (!config_.anti_entropy) o.ae_cycle_pause_ms = kNoAntiEntropyPauseMs;
   }
 
   bool Form() {

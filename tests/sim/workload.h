@@ -90,6 +90,11 @@ struct WorkloadConfig {
   // where no fault takes an acknowledged copy away (no scrubs).
   int r = 2;
   int w = 2;
+  // False: anti-entropy runs one cycle as the cluster forms and then not
+  // again within the run, so every copy must come from the clients'
+  // writes and read repair (for fault-free runs only: the end checks wait
+  // for the replicas to agree).
+  bool anti_entropy = true;
   // A client's request to a crashed node fails at once as never sent (a
   // refused connection), so the write goes to the next coordinator or a
   // stand-in; false: it times out.
