@@ -481,9 +481,10 @@ TEST(WriteOpTest, LwwWritesEveryReplicaInOneRound) {
   EXPECT_TRUE(op.done() && op.status().ok());
 }
 
-// An LWW write goes to every replica at once, so one replica's refusal
-// (here a node shedding load) ends the write in doubt while another may
-// have applied it, and not in doubt once none can have.
+// An LWW write goes to every replica at once, so one replica's refusal of
+// the request itself (here a node with a smaller value limit) ends the
+// write in doubt while another may have applied it, and not in doubt once
+// none can have.
 TEST(WriteOpTest, AnLwwRefusalIsInDoubtWhileAnotherReplicaMayHaveTheWrite) {
   Fixture f;
   WriteRequest req;
@@ -491,17 +492,17 @@ TEST(WriteOpTest, AnLwwRefusalIsInDoubtWhileAnotherReplicaMayHaveTheWrite) {
   req.value = "v";
   req.lww = true;
   req.lww_dot = Dot{0xc11e, 1};
-  const Reply busy = Ok(proto::MakeError(Status::Busy("node is overloaded"), 3));
+  const Reply invalid = Ok(proto::MakeError(Status::InvalidArgument("value too large"), 3));
   WriteOp pending(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
   std::vector<Send> all = pending.Start();
   ASSERT_EQ(all.size(), 3u);
-  pending.OnReply(all[0].target, busy);
+  pending.OnReply(all[0].target, invalid);
   ASSERT_TRUE(pending.done());
-  EXPECT_EQ(pending.status().code(), StatusCode::kBusy);
+  EXPECT_EQ(pending.status().code(), StatusCode::kInvalidArgument);
   EXPECT_TRUE(pending.status().in_doubt());
 
   // Three nodes (no spares), W=1: two replicas refuse the connection, so
-  // neither got the write, and the third is refused by the client's queue.
+  // neither got the write, and the third refuses the request.
   ClusterMap three(*Ring::Create(Names(3), 64, 3));
   req.w = 1;
   WriteOp none(PlanRoute(three, f.key, AllHealthyExcept({})), req);
@@ -510,10 +511,108 @@ TEST(WriteOpTest, AnLwwRefusalIsInDoubtWhileAnotherReplicaMayHaveTheWrite) {
   EXPECT_TRUE(none.OnReply(all[0].target, Refused()).empty());
   EXPECT_TRUE(none.OnReply(all[1].target, Refused()).empty());
   ASSERT_FALSE(none.done());
+  none.OnReply(all[2].target, invalid);
+  ASSERT_TRUE(none.done());
+  EXPECT_EQ(none.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_FALSE(none.status().in_doubt());
+}
+
+// A replica shedding load (Busy) has not taken the write: a hinted stand-in
+// keeps its copy and W counts the others, for LWW and causal writes alike.
+// With no spare left, W=3 cannot be met, and the write fails in doubt only
+// if another replica acknowledged it.
+TEST(WriteOpTest, AReplicaSheddingLoadIsReplacedByAHintedStandIn) {
+  Fixture f;
+  const Reply busy = Ok(proto::MakeError(Status::Busy("node is overloaded"), 3));
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  req.lww = true;
+  req.lww_dot = Dot{0xc11e, 1};
+  WriteOp lww(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> all = lww.Start();
+  ASSERT_EQ(all.size(), 3u);
+  std::vector<Send> stand_in = lww.OnReply(all[0].target, busy);
+  ASSERT_EQ(stand_in.size(), 1u);
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint,
+            lww.target(all[0].target).node);
+  EXPECT_FALSE(lww.done());
+  lww.OnReply(all[1].target, Ok(proto::Ack{1, 1}));
+  lww.OnReply(all[2].target, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(lww.done());
+  EXPECT_TRUE(lww.status().ok()) << lww.status().ToString();
+
+  req.lww = false;
+  req.w = 3;
+  WriteOp causal(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send coord = causal.Start()[0];
+  std::vector<Send> replicas = causal.OnReply(coord.target, Ok(CoordReply("v")));
+  ASSERT_EQ(replicas.size(), 2u);
+  stand_in = causal.OnReply(replicas[0].target, busy);
+  ASSERT_EQ(stand_in.size(), 1u);
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint,
+            causal.target(replicas[0].target).node);
+  causal.OnReply(replicas[1].target, Ok(proto::Ack{1, 1}));
+  causal.OnReply(stand_in[0].target, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(causal.done());
+  EXPECT_TRUE(causal.status().ok()) << causal.status().ToString();
+  EXPECT_EQ(causal.receipt().hints, 1u);
+
+  // Three nodes, no spare: LWW at W=3 with one replica shedding load
+  // cannot succeed, and fails at once, in doubt, since the other two
+  // replicas may yet apply the write; not in doubt when they could not.
+  ClusterMap three(*Ring::Create(Names(3), 64, 3));
+  req.lww = true;
+  WriteOp short_of_w(PlanRoute(three, f.key, AllHealthyExcept({})), req);
+  all = short_of_w.Start();
+  EXPECT_TRUE(short_of_w.OnReply(all[0].target, busy).empty());
+  ASSERT_TRUE(short_of_w.done());
+  EXPECT_EQ(short_of_w.status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(short_of_w.status().in_doubt());
+
+  req.w = 1;
+  WriteOp none(PlanRoute(three, f.key, AllHealthyExcept({})), req);
+  all = none.Start();
+  none.OnReply(all[0].target, Refused());
+  none.OnReply(all[1].target, Refused());
+  EXPECT_FALSE(none.done());
   none.OnReply(all[2].target, busy);
   ASSERT_TRUE(none.done());
-  EXPECT_EQ(none.status().code(), StatusCode::kBusy);
-  EXPECT_FALSE(none.status().in_doubt());
+  EXPECT_FALSE(none.status().in_doubt()) << none.status().ToString();
+}
+
+// A coordinator that answers that it failed before applying the write (here
+// a node shutting down) certainly did not apply it: the next replica
+// coordinates. One that flags its error in doubt (its storage write failed)
+// may have: the write fails in doubt.
+TEST(WriteOpTest, ACoordinatorThatFailedBeforeApplyingIsReplaced) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  Send first = op.Start()[0];
+  std::vector<Send> next = op.OnReply(
+      first.target, Ok(proto::MakeError(Status::Unavailable("node n1 is shutting down"), 3)));
+  ASSERT_EQ(next.size(), 1u);
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutRequest>(next[0].body));
+  EXPECT_NE(op.target(next[0].target).node, op.target(first.target).node);
+  std::vector<Send> replicas = op.OnReply(next[0].target, Ok(CoordReply("v")));
+  ASSERT_EQ(replicas.size(), 2u);
+  op.OnReply(replicas[0].target, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok()) << op.status().ToString();
+  EXPECT_EQ(op.receipt().coordinator_retries, 1u);
+
+  WriteOp failed_sync(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  first = failed_sync.Start()[0];
+  EXPECT_TRUE(failed_sync
+                  .OnReply(first.target, Ok(proto::MakeError(
+                                             Status::IOError("sync failed").WithInDoubt(true), 3)))
+                  .empty());
+  ASSERT_TRUE(failed_sync.done());
+  EXPECT_EQ(failed_sync.status().code(), StatusCode::kUnavailable);
+  EXPECT_TRUE(failed_sync.status().in_doubt());
 }
 
 // Busy from the client's own full write queue to a node means the request

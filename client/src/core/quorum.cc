@@ -34,12 +34,31 @@ Status StatusOf(const Reply& reply) {
   return Status::OK();
 }
 
-// Errors after which retrying elsewhere cannot help and nothing was applied.
-// Busy from this client's own full write queue to one node is not one of
-// them: the request never left, and another node may well take it.
+// A request no node would take as it is.
+bool Invalid(const Status& s) {
+  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kProtocolError;
+}
+
+// Errors after which the operation ends, with nothing applied: an invalid
+// request, or a node refusing to shed load (Busy: the client backs off
+// rather than moving the load, and a coordinator's Busy may be the key's
+// sibling limit, which another coordinator must not get around). Busy from
+// this client's own full write queue to one node is not one of them: the
+// request never left, and another node may well take it.
 bool Definitive(const Status& s, const Reply& reply) {
   if (s.code() == StatusCode::kBusy) return reply.message.ok() || reply.maybe_delivered;
-  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kProtocolError;
+  return Invalid(s);
+}
+
+// Whether the node that failed a request may have applied it: it may have
+// got it, and did not answer that it failed before applying (a node flags
+// an error after its storage write began as in doubt).
+bool MaybeApplied(const Reply& reply, const Status& s) {
+  if (!reply.maybe_delivered) return false;
+  if (reply.message.ok() && std::holds_alternative<proto::ErrorReply>(reply.message->body)) {
+    return s.in_doubt();
+  }
+  return true;
 }
 
 Receipt::Ack AckOf(const Target& t, bool coordinator) {
@@ -269,7 +288,7 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
       Finish(last_error_.Annotate("write refused by " + t.node));
       return {};
     }
-    if (reply.maybe_delivered || last_error_.in_doubt()) {
+    if (MaybeApplied(reply, last_error_)) {
       // It may have been written: another coordinator would make a second version.
       coordinator_maybe_applied_ = true;
       Finish(Status::Unavailable("the coordinator " + t.node + " failed after the write was sent: " +
@@ -293,17 +312,18 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
   } else {
     state_[target] = 3;
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to ReplicaPut") : status;
-    if (req_.lww && Definitive(last_error_, reply)) {
+    if (req_.lww && Invalid(last_error_)) {
       // Sent to every replica at once: the others may have applied it.
       const bool elsewhere = acks_ > 0 || outstanding_ > 0 || coordinator_maybe_applied_;
       Finish(last_error_.Annotate("write refused by " + t.node)
                  .WithInDoubt(elsewhere || last_error_.in_doubt()));
       return {};
     }
-    if (req_.lww) coordinator_maybe_applied_ |= reply.maybe_delivered;
-    // Also once W is met: the stand-in keeps the N-th copy as a hint, which
-    // otherwise would wait for anti-entropy.
-    if (!Definitive(last_error_, reply)) out = Substitute(target);
+    if (req_.lww) coordinator_maybe_applied_ |= MaybeApplied(reply, last_error_);
+    // Also once W is met, and for a replica shedding load: the stand-in
+    // keeps the N-th copy as a hint, which otherwise would wait for
+    // anti-entropy.
+    if (!Invalid(last_error_)) out = Substitute(target);
   }
   CheckDone();
   return out;
@@ -322,7 +342,9 @@ void WriteOp::CheckDone() {
     if (targets_[i].counted && (state_[i] == 0 || state_[i] == 1)) ++possible;
   }
   if (possible < w) {
-    const bool applied = coordinator_acked_ || acks_ > 0 || coordinator_maybe_applied_;
+    // An LWW write still out to a replica may yet be applied there.
+    const bool applied = coordinator_acked_ || acks_ > 0 || coordinator_maybe_applied_ ||
+                         (req_.lww && outstanding_ > 0);
     Finish(Status::Unavailable("write acknowledged by " + std::to_string(acks_) + " of W=" +
                                std::to_string(w) + " required replicas (" + AckedNodes() +
                                "); last error: " + last_error_.ToString() +
