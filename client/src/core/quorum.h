@@ -121,10 +121,12 @@ uint64_t CoordinatorRankSalt(uint64_t client_id);
 
 // A write. Causal: CoordPut to one replica, then the coordinator's sibling
 // set to the other replicas; the next replica is tried as coordinator only
-// when the last certainly never got the request (a refused connection, or
-// this client's own full write queue to it; a write sent twice would make
-// two versions), up to every replica of the key, otherwise the write
-// fails in doubt. LWW: the client's version to every replica at once. Done at W
+// when the last certainly did not apply the request (a refused connection,
+// this client's own full write queue to it, or an error the node did not
+// flag in doubt; a write applied twice would make two versions), up to
+// every replica of the key, otherwise the write fails in doubt; a node's
+// Busy or an invalid request ends it, not in doubt. A replica that fails
+// or sheds load (Busy) is replaced by a hinted stand-in. LWW: the client's version to every replica at once. Done at W
 // acknowledgements (the coordinator's included), or when W can no longer be
 // reached, or at the deadline.
 class WriteOp {
