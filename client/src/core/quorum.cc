@@ -78,8 +78,9 @@ Target StandIn(const Target& spare, const Target& failed) {
 NodeSignal SignalOf(const Reply& reply) {
   if (!reply.message.ok()) {
     const StatusCode code = reply.message.status().code();
-    if (code == StatusCode::kUnavailable || code == StatusCode::kTimeout)
+    if (code == StatusCode::kUnavailable || code == StatusCode::kTimeout) {
       return NodeSignal::kFailed;
+    }
     return reply.maybe_delivered ? NodeSignal::kServing : NodeSignal::kNone;
   }
   const auto* e = std::get_if<proto::ErrorReply>(&reply.message->body);

@@ -126,9 +126,10 @@ uint64_t CoordinatorRankSalt(uint64_t client_id);
 // flag in doubt; a write applied twice would make two versions), up to
 // every replica of the key, otherwise the write fails in doubt; a node's
 // Busy or an invalid request ends it, not in doubt. A replica that fails
-// or sheds load (Busy) is replaced by a hinted stand-in. LWW: the client's version to every replica at once. Done at W
-// acknowledgements (the coordinator's included), or when W can no longer be
-// reached, or at the deadline.
+// or sheds load (Busy) is replaced by a hinted stand-in. LWW: the client's
+// version to every replica at once. Done at W acknowledgements (the
+// coordinator's included), or when W can no longer be reached, or at the
+// deadline.
 class WriteOp {
  public:
   // The route may be shared with other ops (the runtime plans one per
