@@ -517,13 +517,10 @@ TEST(WriteOpTest, AnLwwRefusalIsInDoubtWhileAnotherReplicaMayHaveTheWrite) {
   EXPECT_FALSE(none.status().in_doubt());
 }
 
-// A replica shedding load (Busy) has not taken the write: a hinted stand-in
-// keeps its copy and W counts the others, for LWW and causal writes alike.
-// With no spare left, W=3 cannot be met, and the write fails in doubt only
-// if another replica acknowledged it.
-TEST(WriteOpTest, AReplicaSheddingLoadIsReplacedByAHintedStandIn) {
-  Fixture f;
-  const Reply busy = Ok(proto::MakeError(Status::Busy("node is overloaded"), 3));
+// An LWW write at W=2, and a causal one at W=3, whose first replica (after
+// the coordinator) fails with `refusal`: a hinted stand-in takes that
+// replica's copy, and the write succeeds with it.
+void ExpectAStandInReplaces(const Fixture& f, const Reply& refusal) {
   WriteRequest req;
   req.key = f.key;
   req.value = "v";
@@ -532,13 +529,13 @@ TEST(WriteOpTest, AReplicaSheddingLoadIsReplacedByAHintedStandIn) {
   WriteOp lww(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
   std::vector<Send> all = lww.Start();
   ASSERT_EQ(all.size(), 3u);
-  std::vector<Send> stand_in = lww.OnReply(all[0].target, busy);
+  std::vector<Send> stand_in = lww.OnReply(all[0].target, refusal);
   ASSERT_EQ(stand_in.size(), 1u);
   EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint,
             lww.target(all[0].target).node);
   EXPECT_FALSE(lww.done());
   lww.OnReply(all[1].target, Ok(proto::Ack{1, 1}));
-  lww.OnReply(all[2].target, Ok(proto::Ack{1, 1}));
+  lww.OnReply(stand_in[0].target, Ok(proto::Ack{1, 1}));
   ASSERT_TRUE(lww.done());
   EXPECT_TRUE(lww.status().ok()) << lww.status().ToString();
 
@@ -548,7 +545,7 @@ TEST(WriteOpTest, AReplicaSheddingLoadIsReplacedByAHintedStandIn) {
   Send coord = causal.Start()[0];
   std::vector<Send> replicas = causal.OnReply(coord.target, Ok(CoordReply("v")));
   ASSERT_EQ(replicas.size(), 2u);
-  stand_in = causal.OnReply(replicas[0].target, busy);
+  stand_in = causal.OnReply(replicas[0].target, refusal);
   ASSERT_EQ(stand_in.size(), 1u);
   EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint,
             causal.target(replicas[0].target).node);
@@ -557,14 +554,29 @@ TEST(WriteOpTest, AReplicaSheddingLoadIsReplacedByAHintedStandIn) {
   ASSERT_TRUE(causal.done());
   EXPECT_TRUE(causal.status().ok()) << causal.status().ToString();
   EXPECT_EQ(causal.receipt().hints, 1u);
+}
+
+// A replica shedding load (Busy) has not taken the write: a hinted stand-in
+// keeps its copy and W counts the others, for LWW and causal writes alike.
+// With no spare left W=3 cannot be met: the write fails at once, in doubt
+// while requests to other replicas are still out.
+TEST(WriteOpTest, AReplicaSheddingLoadIsReplacedByAHintedStandIn) {
+  Fixture f;
+  const Reply busy = Ok(proto::MakeError(Status::Busy("node is overloaded"), 3));
+  ExpectAStandInReplaces(f, busy);
 
   // Three nodes, no spare: LWW at W=3 with one replica shedding load
   // cannot succeed, and fails at once, in doubt, since the other two
   // replicas may yet apply the write; not in doubt when they could not.
-  ClusterMap three(*Ring::Create(Names(3), 64, 3));
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
   req.lww = true;
+  req.lww_dot = Dot{0xc11e, 1};
+  req.w = 3;
+  ClusterMap three(*Ring::Create(Names(3), 64, 3));
   WriteOp short_of_w(PlanRoute(three, f.key, AllHealthyExcept({})), req);
-  all = short_of_w.Start();
+  std::vector<Send> all = short_of_w.Start();
   EXPECT_TRUE(short_of_w.OnReply(all[0].target, busy).empty());
   ASSERT_TRUE(short_of_w.done());
   EXPECT_EQ(short_of_w.status().code(), StatusCode::kUnavailable);
@@ -643,36 +655,17 @@ TEST(WriteOpTest, ARequestTheClientsOwnQueueRefusedGoesElsewhere) {
   EXPECT_EQ(std::get<proto::ReplicaPutRequest>(replicas[0].body).hint, refused);
   EXPECT_EQ(std::get<proto::ReplicaPutRequest>(replicas[1].body).hint, "");
   causal.OnReply(replicas[0].target, Ok(proto::Ack{1, 1}));
-  // A primary replica refused the same way also gets a stand-in.
-  std::vector<Send> stand_in = causal.OnReply(replicas[1].target, queue_full);
-  ASSERT_EQ(stand_in.size(), 1u);
-  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint,
-            causal.target(replicas[1].target).node);
-  causal.OnReply(stand_in[0].target, Ok(proto::Ack{1, 1}));
+  causal.OnReply(replicas[1].target, Ok(proto::Ack{1, 1}));
   ASSERT_TRUE(causal.done());
   EXPECT_TRUE(causal.status().ok()) << causal.status().ToString();
   EXPECT_EQ(causal.receipt().coordinator_retries, 1u);
 
-  // LWW: the refused replica's copy goes to a stand-in.
-  req.lww = true;
-  req.lww_dot = Dot{0xc11e, 1};
-  req.w = 2;
-  WriteOp lww(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
-  std::vector<Send> all = lww.Start();
-  ASSERT_EQ(all.size(), 3u);
-  stand_in = lww.OnReply(all[0].target, queue_full);
-  ASSERT_EQ(stand_in.size(), 1u);
-  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint,
-            lww.target(all[0].target).node);
-  lww.OnReply(all[1].target, Ok(proto::Ack{1, 1}));
-  lww.OnReply(stand_in[0].target, Ok(proto::Ack{1, 1}));
-  ASSERT_TRUE(lww.done());
-  EXPECT_TRUE(lww.status().ok()) << lww.status().ToString();
+  // A replica refused so, of an LWW or a causal write, gets a stand-in.
+  ExpectAStandInReplaces(f, queue_full);
 
   // Every coordinator refused so (three nodes, no spares): Busy, and not in
   // doubt, since no request left the client.
   ClusterMap three(*Ring::Create(Names(3), 64, 3));
-  req.lww = false;
   WriteOp none(PlanRoute(three, f.key, AllHealthyExcept({})), req);
   std::vector<Send> sent = none.Start();
   for (int i = 0; i < 3; ++i) {
