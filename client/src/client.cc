@@ -314,6 +314,7 @@ class Client::Impl {
         : op(std::move(route), std::forward<Request>(request)), timer(loop) {}
     Op op;
     uint64_t deadline = 0;
+    uint64_t timeout_ms = 0;
     Receipt* receipt_out = nullptr;
     std::function<void(Result<Value>)> done;
     net::Timer timer;
@@ -332,12 +333,15 @@ class Client::Impl {
     auto state = std::make_shared<State>(loop_, std::move(route), std::forward<Request>(request));
     ++running_ops_;
     state->deadline = loop_.NowMs() + timeout_ms;
+    state->timeout_ms = timeout_ms;
     state->receipt_out = receipt;
     state->done = std::move(done);
     // Timers hold the state weakly: it owns them, and outstanding calls keep it alive.
     state->timer.Start(timeout_ms, 0, [this, finish, weak = std::weak_ptr<State>(state)] {
       if (auto s = weak.lock()) {
         s->op.OnDeadline();
+        if (std::optional<size_t> late = s->op.awaited_past_deadline())
+          Observe(s->op.target(*late).node, client::DeadlineReply());
         (this->*finish)(s);
       }
     });
@@ -404,10 +408,9 @@ class Client::Impl {
       // The op keeps its targets, and the callback keeps the op.
       const client::Target* t = &state->op.target(s.target);
       const size_t idx = s.target;
-      // Requests sent after the outcome was reported (a coordinator that
-      // answered past the deadline) get a timeout of their own.
-      const uint64_t timeout = state->reported ? options_.timeout_ms : Remaining(state->deadline);
-      pool_.Call(t->address, s.body, timeout, [this, state, idx, t, finish](Reply r) {
+      const uint64_t wait = client::AnswerWaitMs(
+          s, state->reported ? 0 : Remaining(state->deadline), state->timeout_ms);
+      pool_.Call(t->address, s.body, wait, [this, state, idx, t, finish](Reply r) {
         Observe(t->node, r);
         Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);
         (this->*finish)(state);

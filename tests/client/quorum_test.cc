@@ -271,7 +271,9 @@ TEST(WriteOpTest, AtWOneTheOtherReplicasStillGetTheWrite) {
 }
 
 // A coordinator that answers after the deadline has applied the write: the
-// op stays failed in doubt, and the other replicas get the write too.
+// op stays failed in doubt, and the other replicas get the write too. The
+// runtime keeps waiting for that answer past the deadline (and counts the
+// node as timed out at the deadline); for nothing else.
 TEST(WriteOpTest, ACoordinatorAnsweringPastTheDeadlineStillHasItsWriteReplicated) {
   Fixture f;
   WriteRequest req;
@@ -279,13 +281,23 @@ TEST(WriteOpTest, ACoordinatorAnsweringPastTheDeadlineStillHasItsWriteReplicated
   req.value = "late";
   WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
   Send coord = op.Start()[0];
+  EXPECT_TRUE(coord.answer_outlives_deadline);
+  EXPECT_EQ(AnswerWaitMs(coord, 300, 1000), 300 + kLateAnswerWaitMs);
+  EXPECT_EQ(AnswerWaitMs(coord, 0, 1000), 1000u);
   op.OnDeadline();
   ASSERT_TRUE(op.done());
   EXPECT_EQ(op.status().code(), StatusCode::kTimeout);
+  EXPECT_EQ(op.awaited_past_deadline(), std::optional<size_t>(coord.target));
   std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("late")));
+  EXPECT_EQ(op.awaited_past_deadline(), std::nullopt);
   ASSERT_EQ(replicas.size(), 2u);
+  for (const Send& s : replicas) {
+    EXPECT_FALSE(s.answer_outlives_deadline);
+    EXPECT_EQ(AnswerWaitMs(s, 0, 1000), 1000u);
+  }
   EXPECT_EQ(op.status().code(), StatusCode::kTimeout);
   EXPECT_TRUE(op.status().in_doubt());
+  EXPECT_EQ(SignalOf(DeadlineReply()), NodeSignal::kFailed);
 }
 
 TEST(WriteOpTest, FailedReplicaIsReplacedByAHintedFallback) {

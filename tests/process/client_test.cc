@@ -205,6 +205,37 @@ TEST(ClientProcessTest, AWriteAtWOneReachesEveryReplica) {
   }
 }
 
+// A coordinator paused past a write's deadline applies it when it continues;
+// the client, still listening for its answer, then sends the version to the
+// other two replicas (anti-entropy's repairs do not count in replica_puts).
+TEST(ClientProcessTest, AWriteItsCoordinatorAppliedPastTheDeadlineReachesEveryReplica) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3, [](ClientOptions& o) { o.timeout_ms = 500; });
+  ASSERT_TRUE(client);
+  // This client ranks the same primary first for every key.
+  Receipt receipt;
+  WriteOptions wo;
+  wo.receipt = &receipt;
+  const uint64_t start = c.SumStat("replica_puts");
+  ASSERT_TRUE(client->Put("late:0", "v", wo).ok());
+  ASSERT_FALSE(receipt.acks.empty());
+  ASSERT_EQ(receipt.acks[0].role, "coordinator");
+  const std::string coordinator = receipt.acks[0].node;
+  ASSERT_TRUE(WaitFor([&] { return c.SumStat("replica_puts") >= start + 2; }, 5000, 50));
+  const uint64_t before = start + 2;
+  c.Pause(coordinator);
+  Result<std::string> late = client->Put("late:1", "v");
+  c.Resume(coordinator);
+  ASSERT_FALSE(late.ok());
+  EXPECT_TRUE(late.status().in_doubt()) << late.status().ToString();
+  WaitFor([&] { return c.SumStat("replica_puts") >= before + 2; }, 5000, 50);
+  EXPECT_EQ(c.SumStat("replica_puts"), before + 2);
+  std::vector<ReplicaVersions> held = client->Inspect("late:1");
+  ASSERT_EQ(held.size(), 3u);
+  for (const ReplicaVersions& rv : held) EXPECT_EQ(rv.versions.size(), 1u) << rv.node;
+}
+
 // Past operations_max operations in progress a new one fails at once with
 // Busy; the ones admitted finish, and then there is room again. (Started on
 // the I/O thread, so none can finish before the last is started.)

@@ -82,9 +82,8 @@ void SimClient::Observe(const std::string& node, const client::Reply& r) {
   down_until_[node] = sim_.now() + std::min(kBackoffMaxMs, kBackoffBaseMs << (f - 1));
 }
 
-void SimClient::SendTo(const client::Target& t, proto::Body body, uint64_t deadline,
+void SimClient::SendTo(const client::Target& t, proto::Body body, uint64_t timeout_ms,
                        std::function<void(client::Reply)> done) {
-  const uint64_t remaining = deadline > sim_.now() ? deadline - sim_.now() : 1;
   const std::string node = t.node;
   std::optional<Status> refused;
   if (options_.refused_when_down && !sim_.IsUp(node)) {
@@ -103,30 +102,40 @@ void SimClient::SendTo(const client::Target& t, proto::Body body, uint64_t deadl
     });
     return;
   }
-  sim_.Send(node, std::move(body), [this, node, done](Result<proto::Message> r) {
-    client::Reply reply{std::move(r), true};
-    Observe(node, reply);
-    done(std::move(reply));
-  }, remaining);
+  sim_.Send(
+      node, std::move(body),
+      [this, node, done](Result<proto::Message> r) {
+        client::Reply reply{std::move(r), true};
+        Observe(node, reply);
+        done(std::move(reply));
+      },
+      timeout_ms);
 }
 
 template <typename Op>
 void SimClient::Drive(std::shared_ptr<Op> op, uint64_t deadline, std::function<void()> finish) {
+  // Each reply's callback holds the dispatcher; the dispatcher holds itself
+  // weakly.
   auto dispatch = std::make_shared<std::function<void(std::vector<client::Send>)>>();
   std::weak_ptr<std::function<void(std::vector<client::Send>)>> weak = dispatch;
   *dispatch = [this, op, deadline, finish, weak](std::vector<client::Send> sends) {
+    const uint64_t remaining = deadline > sim_.now() ? deadline - sim_.now() : 0;
     for (client::Send& s : sends) {
       const size_t idx = s.target;
-      SendTo(op->target(idx), std::move(s.body), deadline, [op, idx, finish, weak](client::Reply r) {
-        std::vector<client::Send> more = op->OnReply(idx, std::move(r));
-        if (auto d = weak.lock()) (*d)(std::move(more));
-        finish();
-      });
+      const uint64_t wait = client::AnswerWaitMs(s, remaining, options_.timeout_ms);
+      const bool outlives = s.answer_outlives_deadline;
+      SendTo(op->target(idx), std::move(s.body), wait,
+             [this, op, idx, finish, deadline, outlives, d = weak.lock()](client::Reply r) {
+               if (outlives && sim_.now() > deadline && r.message.ok()) ++late_coordinator_answers_;
+               (*d)(op->OnReply(idx, std::move(r)));
+               finish();
+             });
     }
   };
-  // The dispatcher lives until the deadline; every reply arrives by then.
-  sim_.At(deadline + 1, [op, finish, dispatch] {
+  sim_.At(deadline + 1, [this, op, finish] {
     op->OnDeadline();
+    if (std::optional<size_t> late = op->awaited_past_deadline())
+      Observe(op->target(*late).node, client::DeadlineReply());
     finish();
   });
   (*dispatch)(op->Start());
@@ -148,7 +157,7 @@ void SimClient::Get(const std::string& key, std::function<void(ReadResult)> done
     *repaired = true;
     for (client::Send& s : op->Repair()) {
       ++read_repairs_;
-      SendTo(op->target(s.target), std::move(s.body), sim_.now() + options_.timeout_ms, [](client::Reply) {});
+      SendTo(op->target(s.target), std::move(s.body), options_.timeout_ms, [](client::Reply) {});
     }
   };
   auto finish = [this, op, done, reported, repair] {

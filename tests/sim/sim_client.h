@@ -66,14 +66,18 @@ class SimClient {
   // queue_full_per_mille), and writes that then went to another coordinator.
   uint64_t refused_unsent() const { return refused_unsent_; }
   uint64_t coordinator_retries() const { return coordinator_retries_; }
+  // Coordinators that answered a write past its deadline (the write then
+  // went on to the other replicas).
+  uint64_t late_coordinator_answers() const { return late_coordinator_answers_; }
 
  private:
   client::Health HealthNow();
   void Observe(const std::string& node, const client::Reply& r);
-  void SendTo(const client::Target& t, proto::Body body, uint64_t deadline,
+  void SendTo(const client::Target& t, proto::Body body, uint64_t timeout_ms,
               std::function<void(client::Reply)> done);
-  // Sends `op`'s requests and follow-ups until `deadline`, calling `finish`
-  // after each reply and once at the deadline.
+  // Sends `op`'s requests and follow-ups, waiting for each answer as the SDK
+  // does (client::AnswerWaitMs), calling `finish` after each reply and once
+  // at `deadline`.
   template <typename Op>
   void Drive(std::shared_ptr<Op> op, uint64_t deadline, std::function<void()> finish);
 
@@ -90,6 +94,7 @@ class SimClient {
   uint64_t read_repairs_ = 0;
   uint64_t refused_unsent_ = 0;
   uint64_t coordinator_retries_ = 0;
+  uint64_t late_coordinator_answers_ = 0;
 };
 
 }  // namespace dynamo::sim

@@ -383,8 +383,13 @@ class Run {
         Result<node::HintKeyParts> parts = node::ParseHintKey(key);
         if (!parts.ok()) continue;
         const NodeId held_for(parts->owner);
-        if (held_for == owner || kept.count(key)) continue;
-        if (std::binary_search(named.begin(), named.end(), held_for)) {
+        if (held_for == owner) continue;
+        const bool named_here = std::binary_search(named.begin(), named.end(), held_for);
+        if (kept.count(key)) {
+          if (named_here && !owner.empty()) ++report_.hints_kept_past_a_bad_hint;
+          continue;
+        }
+        if (named_here) {
           Fail(id + "'s scrub dropped a readable hint held for " + held_for +
                ", which its stored state names (" + scrubbed.Summary() + ")");
           break;
@@ -519,8 +524,9 @@ class Run {
         if (!attempted_.count(e)) Fail("element " + e + " of " + key + " was never written");
       }
       report_.max_siblings = std::max(report_.max_siblings, sets[0].size());
-      const size_t bound =
-          static_cast<size_t>(config_.clients) + in_doubt_[key] + stale_reads_[key];
+      const size_t writers = static_cast<size_t>(config_.clients) + in_doubt_[key];
+      if (sets[0].size() > writers) ++report_.keys_past_writers;
+      const size_t bound = writers + stale_reads_[key];
       if (!config_.lww && sets[0].size() > bound) {
         Fail(key + " holds " + std::to_string(sets[0].size()) + " siblings, more than " +
              std::to_string(bound) + " possible writers");
@@ -554,6 +560,7 @@ class Run {
     for (const auto& c : clients_) {
       report_.refused_unsent += c->refused_unsent();
       report_.coordinator_retries += c->coordinator_retries();
+      report_.late_coordinator_answers += c->late_coordinator_answers();
     }
     if (!report_.ok) report_.failures.push_back("node log tail:\n" + sim_.LogTail());
     return report_;
@@ -635,7 +642,8 @@ std::string WorkloadReport::Summary() const {
      << " in doubt, " << stale_reads << " stale reads, " << deletes_checked << " deletes checked, "
      << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults
      << " faults, " << messages << " messages, " << refused_unsent << " requests refused unsent, "
-     << coordinator_retries << " coordinator retries, " << partitions_scrubbed << " partitions and "
+     << coordinator_retries << " coordinator retries, " << late_coordinator_answers
+     << " coordinators answered past the deadline, " << partitions_scrubbed << " partitions and "
      << hint_owners_scrubbed << " nodes' hints scrubbed away, " << keys_silently_lost
      << " keys silently lost, " << trees_checked << " trees checked, quiet " << heal_ms
      << " ms after healing, trace " << std::hex << trace_hash;

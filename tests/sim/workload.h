@@ -120,17 +120,24 @@ struct WorkloadReport {
   uint64_t lost = 0;             // of those, missing at the end
   uint64_t in_doubt = 0;         // adds that failed but may have applied
   uint64_t stale_reads = 0;      // reads before an add that missed an acknowledged add
+  // Keys with more siblings than clients and in-doubt writes: only writes
+  // after stale reads explain them.
+  uint64_t keys_past_writers = 0;
   uint64_t deletes_checked = 0;
   uint64_t resurrected = 0;
   size_t max_siblings = 0;
   uint64_t faults = 0;
   uint64_t partitions_scrubbed = 0;  // left out by scrubs, to be refilled
   uint64_t hint_owners_scrubbed = 0;  // nodes whose hints scrubs left out
+  // Hints held for other nodes, named in the stored state, that a scrub kept
+  // past an unreadable hint.
+  uint64_t hints_kept_past_a_bad_hint = 0;
   uint64_t trees_checked = 0;        // partitions whose tree a node checked against storage
   uint64_t keys_silently_lost = 0;   // set keys a running node's storage lost without an error
   uint64_t messages = 0;
   uint64_t refused_unsent = 0;       // client requests that never left (refused, queue full)
   uint64_t coordinator_retries = 0;  // writes that then went to another coordinator
+  uint64_t late_coordinator_answers = 0;  // coordinators that answered past the deadline
   uint64_t heal_ms = 0;          // virtual time from healing to quiet
   std::string Summary() const;
 };

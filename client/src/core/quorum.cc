@@ -88,6 +88,10 @@ NodeSignal SignalOf(const Reply& reply) {
   return failed ? NodeSignal::kFailed : NodeSignal::kServing;
 }
 
+Reply DeadlineReply() {
+  return Reply{Status::Timeout("no answer by the operation's deadline"), true};
+}
+
 std::string_view RoleName(Role role) {
   switch (role) {
     case Role::kPrimary: return "primary";
@@ -148,6 +152,11 @@ Route PlanRoute(const ClusterMap& map, PartitionId partition, const Health& heal
 // ------------------------------------------------------------------ writes
 
 uint64_t CoordinatorRankSalt(uint64_t client_id) { return Mix64(client_id) | 1; }
+
+uint64_t AnswerWaitMs(const Send& send, uint64_t remaining_ms, uint64_t timeout_ms) {
+  if (remaining_ms == 0) return timeout_ms;
+  return send.answer_outlives_deadline ? remaining_ms + kLateAnswerWaitMs : remaining_ms;
+}
 
 WriteOp::WriteOp(Route route, WriteRequest request)
     : WriteOp(std::make_shared<const Route>(std::move(route)), std::move(request)) {}
@@ -228,8 +237,10 @@ std::vector<Send> WriteOp::TryCoordinator() {
   coordinator_ = i;
   state_[i] = 1;
   ++outstanding_;
-  return {Send{i, proto::CoordPutRequest{req_.key, req_.context, req_.tombstone ? "" : req_.value,
-                                         req_.tombstone, req_.op_id, !req_.durable}}};
+  return {Send{i,
+               proto::CoordPutRequest{req_.key, req_.context, req_.tombstone ? "" : req_.value,
+                                      req_.tombstone, req_.op_id, !req_.durable},
+               true}};
 }
 
 std::vector<Send> WriteOp::Replicate() {
@@ -371,6 +382,12 @@ void WriteOp::OnDeadline() {
                              ") before the deadline" +
                              (applied ? "; it may have been applied anyway" : ""))
              .WithInDoubt(applied));
+}
+
+std::optional<size_t> WriteOp::awaited_past_deadline() const {
+  if (req_.lww || !coordinator_ || coordinator_acked_ || state_[*coordinator_] != 1)
+    return std::nullopt;
+  return coordinator_;
 }
 
 void WriteOp::Finish(Status status) {

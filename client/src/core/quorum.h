@@ -73,7 +73,26 @@ struct OpTarget {
 struct Send {
   size_t target;
   proto::Body body;
+  // The op acts on the answer even past its deadline: a coordinator that
+  // applies a write late still has its version sent to the other replicas,
+  // rather than leaving it on one node until anti-entropy.
+  bool answer_outlives_deadline = false;
 };
+
+// How long past its op's deadline an answer that outlives it is awaited:
+// longer than a live node's usual stalls (a process pause, a slow disk),
+// short enough that calls to a hung node do not pile up (its first timeout
+// backs it off, so later writes go elsewhere).
+inline constexpr uint64_t kLateAnswerWaitMs = 10000;
+
+// How long a runtime waits for the answer to `send`, made `remaining_ms`
+// before its op's deadline (0: past it, or the outcome already reported) by
+// an op whose timeout is `timeout_ms`: until the deadline, and
+// kLateAnswerWaitMs more for an answer that outlives it; a request sent past
+// the deadline gets `timeout_ms` of its own. At the deadline the runtime
+// counts a still awaited answer as a timeout for its node's health
+// (awaited_past_deadline()).
+uint64_t AnswerWaitMs(const Send& send, uint64_t remaining_ms, uint64_t timeout_ms);
 
 // The outcome of a request to one target: the reply, or why there is none,
 // and whether the request may have reached the node (net/call_outcome.h).
@@ -86,6 +105,9 @@ using Reply = net::CallOutcome;
 // after a failed sync a node takes no more writes until it restarts).
 enum class NodeSignal { kNone, kServing, kFailed };
 NodeSignal SignalOf(const Reply& reply);
+// What a runtime observes at an op's deadline for the node whose answer is
+// still awaited past it (a timeout).
+Reply DeadlineReply();
 
 struct WriteRequest {
   std::string key;
@@ -144,6 +166,8 @@ class WriteOp {
   std::vector<Send> OnReply(size_t target, Reply reply);
   // The deadline passed: decides the outcome if it was still open.
   void OnDeadline();
+  // The coordinator whose answer is still awaited (Send::answer_outlives_deadline).
+  std::optional<size_t> awaited_past_deadline() const;
 
   bool done() const { return outcome_.has_value(); }
   // Every request answered or given up; later replies change nothing.
@@ -221,6 +245,8 @@ class ReadOp {
   std::vector<Send> OnReply(size_t target, Reply reply);
   // The deadline passed before R replies.
   void OnDeadline();
+  // No read's answer outlives its deadline (see WriteOp's).
+  std::optional<size_t> awaited_past_deadline() const { return std::nullopt; }
   // Ends the repair phase; returns ReplicaPuts of the merged set to every
   // replica that answered with less.
   std::vector<Send> Repair();
