@@ -705,9 +705,12 @@ TEST(ReadOpTest, AReplicaTheClientsOwnQueueRefusedIsReplacedByASpare) {
   std::vector<Send> spare = op.OnReply(all[0].target, Reply{Status::Busy("queue full"), false});
   ASSERT_EQ(spare.size(), 1u);
   EXPECT_EQ(std::get<proto::GetRequest>(spare[0].body).hint, op.target(all[0].target).node);
-  // A node's own Busy is its answer: no spare.
+  // A node's own Busy is its answer: no spare, and R=3 can no longer be
+  // met. The read fails with Busy (retry after a back-off), not Unavailable.
   EXPECT_TRUE(
       op.OnReply(all[1].target, Ok(proto::MakeError(Status::Busy("overloaded"), 3))).empty());
+  ASSERT_TRUE(op.answered());
+  EXPECT_EQ(op.status().code(), StatusCode::kBusy) << op.status().ToString();
 }
 
 TEST(WriteOpTest, AWriteThatNeedNotBeDurableAsksNoNodeToSync) {

@@ -467,6 +467,7 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
   } else {
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
     all_timeouts_ &= last_error_.IsTimeout();
+    busy_ |= last_error_.code() == StatusCode::kBusy;
     if (!answered() && !Definitive(last_error_, reply) && next_spare_ < route_->spares.size()) {
       const Target& spare = stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], t));
       targets_.push_back(&spare);
@@ -489,9 +490,11 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     if (ok_ == 0 && all_timeouts_) {
       outcome_ = Status::Timeout("no replica answered the read before the deadline");
     } else {
-      outcome_ = Status::Unavailable("read answered by " + std::to_string(ok_) + " of R=" +
-                                     std::to_string(r) + " required replicas; last error: " +
-                                     last_error_.ToString());
+      // Shed load is worth a retry after a back-off, as for writes.
+      const std::string why = "read answered by " + std::to_string(ok_) +
+                              " of R=" + std::to_string(r) +
+                              " required replicas; last error: " + last_error_.ToString();
+      outcome_ = busy_ ? Status::Busy(why) : Status::Unavailable(why);
     }
   }
   return out;

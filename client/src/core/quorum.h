@@ -285,6 +285,7 @@ class ReadOp {
   size_t repairs_sent_ = 0;
   bool repaired_ = false;
   bool all_timeouts_ = true;  // every failure so far was a timeout
+  bool busy_ = false;         // some node, or this client's queue, shed the read
   Status last_error_;
 };
 
