@@ -15,7 +15,7 @@ namespace {
 void RunSeeds(uint64_t first, uint64_t count) {
   const auto start = std::chrono::steady_clock::now();
   uint64_t acked = 0, faults = 0, scrubbed = 0, hint_owners = 0, trees = 0, silent = 0;
-  uint64_t unsent = 0, retries = 0;
+  uint64_t unsent = 0, retries = 0, late = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     WorkloadReport r = RunWorkload(seed, ConfigForSeed(seed));
     acked += r.acknowledged;
@@ -26,6 +26,7 @@ void RunSeeds(uint64_t first, uint64_t count) {
     silent += r.keys_silently_lost;
     unsent += r.refused_unsent;
     retries += r.coordinator_retries;
+    late += r.late_coordinator_answers;
     ASSERT_TRUE(r.ok) << r.Summary();
     EXPECT_EQ(r.lost, 0u);
   }
@@ -35,7 +36,8 @@ void RunSeeds(uint64_t first, uint64_t count) {
             << hint_owners << " nodes' hints scrubbed away, " << silent << " keys silently lost, "
             << trees << " trees checked against storage, " << unsent
             << " client requests refused before they left, " << retries
-            << " writes then sent to another coordinator, "
+            << " writes then sent to another coordinator, " << late
+            << " coordinators answered past the deadline, "
             << static_cast<uint64_t>(count / minutes) << " seeds per minute\n";
 }
 
