@@ -303,6 +303,29 @@ TEST(ConnectionTest, DeadlinesExpireInTheirOrderWhateverTheOrderOfIssue) {
   EXPECT_FALSE(r.maybe_delivered);
 }
 
+// Answered calls whose deadlines lie past a still outstanding call's do not
+// pile up behind it (the client awaits a late coordinator 10 s past the
+// deadlines of the reads and copies on the same connection).
+TEST(ConnectionTest, AnsweredCallsLeaveNoDeadlinesBehindAnEarlierOne) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto c = ConnectTo(lt, server.port());
+  std::promise<CallOutcome> never;
+  lt.Run([&] {
+    c->Call(GetRequest{"never"}, 30000, [&](CallOutcome o) { never.set_value(std::move(o)); });
+  });
+  std::vector<Body> reqs;
+  for (int i = 0; i < 2000; ++i) reqs.push_back(GetRequest{"key-" + std::to_string(i)});
+  for (int round = 0; round < 5; ++round) {
+    auto results = CallAll(lt, c, reqs, 60000);
+    for (int i = 0; i < 2000; ++i) ASSERT_EQ(ValueOf(results[i]), "key-" + std::to_string(i));
+  }
+  EXPECT_EQ(lt.Run([&] { return c->calls_outstanding(); }), 1u);
+  EXPECT_LE(lt.Run([&] { return c->deadline_entries(); }), 2000u + 2u + 64u);
+  CloseOnLoop(lt, c);
+  EXPECT_EQ(never.get_future().get().message.status().code(), StatusCode::kUnavailable);
+}
+
 TEST(ConnectionTest, CloseFailsOutstandingCalls) {
   LoopThread lt;
   EchoServer server(lt);

@@ -11,6 +11,9 @@ namespace dynamo::net {
 namespace {
 
 constexpr size_t kReadChunkBytes = 64u << 10;
+// Finished calls' deadline entries kept beyond one per pending call before
+// the heap is rebuilt without them (amortized: one rebuild per as many calls).
+constexpr size_t kDeadlineEntriesSlack = 64;
 std::atomic<uint64_t> next_connection_id{1};
 
 std::string UvError(int code) { return uv_strerror(code); }
@@ -104,6 +107,10 @@ void Connection::Call(const proto::Body& request, uint64_t timeout_ms, ReplyCall
   }
   const uint64_t deadline = loop_.NowMs() + timeout_ms;
   pending_.emplace(id, std::move(done));
+  if (deadlines_.size() >= 2 * pending_.size() + kDeadlineEntriesSlack) {
+    std::erase_if(deadlines_, [this](const auto& d) { return !pending_.contains(d.second); });
+    std::make_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+  }
   deadlines_.emplace_back(deadline, id);
   std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
   if (deadlines_.front().second == id) ArmTimer();

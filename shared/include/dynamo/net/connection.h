@@ -78,6 +78,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint64_t id() const { return id_; }
   const std::string& peer() const { return peer_; }
   size_t calls_outstanding() const { return pending_.size(); }
+  // Deadline entries held: the outstanding calls' and, whatever the mix of
+  // timeouts, at most as many again plus a few dozen of finished calls.
+  size_t deadline_entries() const { return deadlines_.size(); }
   size_t queued_bytes() const { return batch_.size() + inflight_.size(); }
   const ConnectionOptions& options() const { return options_; }
 
@@ -127,7 +130,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::unordered_map<uint64_t, ReplyCallback> pending_;  // by request id
   // Min-heap of (deadline, request id) of the pending calls. A finished
   // call's entry stays until it reaches the top (ids are never reused), so
-  // the common case costs no search and no allocation.
+  // the common case costs no search and no allocation; when finished entries
+  // outnumber the pending calls (a long deadline answered while a shorter
+  // one is still out), the heap is rebuilt without them.
   std::vector<std::pair<uint64_t, uint64_t>> deadlines_;
   std::string peer_;
   RequestHandler on_request_;
