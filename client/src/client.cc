@@ -73,19 +73,24 @@ class Client::Impl {
 
   ~Impl() { Close(); }
 
-  // Operations still running fail (their calls fail with the connections)
-  // and report before the I/O thread stops; calls made from then on fail at
-  // once. So every `done` runs exactly once before this returns.
+  // Calls made from then on fail at once. Operations still running, and
+  // the copies, repairs and late coordinator answers already on their way,
+  // get up to timeout_ms to finish; then the connections close, failing
+  // whatever is left, and every operation reports before the I/O thread
+  // stops. So every `done` runs exactly once before this returns.
   void Close() {
     if (io_.joinable()) {
       closing_ = true;
       loop_.Post([this] {
         refresh_timer_.reset();
-        pool_.CloseAll(ClosedStatus());
-        // Failed calls end their operations within a pass or two; this only
-        // bounds the wait should one never report.
         close_timer_ = std::make_unique<net::Timer>(loop_);
-        close_timer_->Start(options_.timeout_ms, 0, [this] { loop_.Stop(); });
+        close_timer_->Start(options_.timeout_ms, 0, [this] {
+          pool_.CloseAll(ClosedStatus());
+          // Failed calls end their operations within a pass or two; this
+          // only bounds the wait should one never report.
+          close_timer_->Start(options_.timeout_ms, 0, [this] { loop_.Stop(); });
+          StopIfClosed();
+        });
         StopIfClosed();
       });
       io_.join();
@@ -94,7 +99,20 @@ class Client::Impl {
 
   // I/O thread.
   void StopIfClosed() {
-    if (closing_ && running_ops_ == 0) loop_.Stop();
+    if (!closing_ || running_ops_ != 0 || calls_in_flight_ != 0) return;
+    pool_.CloseAll(ClosedStatus());
+    loop_.Stop();
+  }
+
+  // Sends an operation's request; `done` gets the reply. Close() waits for it.
+  void CallForOp(const std::string& address, const proto::Body& body, uint64_t timeout_ms,
+                 std::function<void(Reply)> done) {
+    ++calls_in_flight_;
+    pool_.Call(address, body, timeout_ms, [this, done = std::move(done)](Reply r) {
+      --calls_in_flight_;
+      done(std::move(r));
+      StopIfClosed();
+    });
   }
 
   static Status ClosedStatus() { return Status::Aborted("client closed"); }
@@ -410,7 +428,7 @@ class Client::Impl {
       const size_t idx = s.target;
       const uint64_t wait = client::AnswerWaitMs(
           s, state->reported ? 0 : Remaining(state->deadline), state->timeout_ms);
-      pool_.Call(t->address, s.body, wait, [this, state, idx, t, finish](Reply r) {
+      CallForOp(t->address, s.body, wait, [this, state, idx, t, finish](Reply r) {
         Observe(t->node, r);
         Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);
         (this->*finish)(state);
@@ -504,8 +522,8 @@ class Client::Impl {
     for (Send& s : repairs) {
       const client::Target& t = state->op.target(s.target);
       const std::string node = t.node;
-      pool_.Call(t.address, s.body, options_.timeout_ms,
-                 [this, node](Reply r) { Observe(node, r); });
+      CallForOp(t.address, s.body, options_.timeout_ms,
+                [this, node](Reply r) { Observe(node, r); });
     }
   }
 
@@ -702,6 +720,7 @@ class Client::Impl {
   uint64_t last_refresh_ms_ = 0;
   uint64_t last_lww_us_ = 0;
   size_t running_ops_ = 0;  // launched and not yet reported
+  size_t calls_in_flight_ = 0;          // operations' requests not yet answered
   std::atomic<size_t> in_progress_{0};  // admitted and not yet reported (any thread)
   AtomicStats stats_;
 };

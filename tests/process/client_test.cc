@@ -211,7 +211,7 @@ TEST(ClientProcessTest, AWriteAtWOneReachesEveryReplica) {
 TEST(ClientProcessTest, AWriteItsCoordinatorAppliedPastTheDeadlineReachesEveryReplica) {
   ProcessCluster c(3, kFastConfig);
   ASSERT_TRUE(c.Start().ok());
-  auto client = Open(c, 3, [](ClientOptions& o) { o.timeout_ms = 500; });
+  auto client = Open(c, 3, [](ClientOptions& o) { o.timeout_ms = 1000; });
   ASSERT_TRUE(client);
   // This client ranks the same primary first for every key.
   Receipt receipt;
@@ -232,6 +232,21 @@ TEST(ClientProcessTest, AWriteItsCoordinatorAppliedPastTheDeadlineReachesEveryRe
   WaitFor([&] { return c.SumStat("replica_puts") >= before + 2; }, 5000, 50);
   EXPECT_EQ(c.SumStat("replica_puts"), before + 2);
   std::vector<ReplicaVersions> held = client->Inspect("late:1");
+  ASSERT_EQ(held.size(), 3u);
+  for (const ReplicaVersions& rv : held) EXPECT_EQ(rv.versions.size(), 1u) << rv.node;
+
+  // The same, with the client closed as soon as the write failed: closing
+  // waits for the late answer and the copies it sends.
+  c.Pause(coordinator);
+  late = client->Put("late:2", "v");
+  c.Resume(coordinator);
+  ASSERT_FALSE(late.ok());
+  EXPECT_TRUE(late.status().in_doubt()) << late.status().ToString();
+  client.reset();
+  EXPECT_EQ(c.SumStat("replica_puts"), before + 4);
+  auto other = Open(c, 3);
+  ASSERT_TRUE(other);
+  held = other->Inspect("late:2");
   ASSERT_EQ(held.size(), 3u);
   for (const ReplicaVersions& rv : held) EXPECT_EQ(rv.versions.size(), 1u) << rv.node;
 }

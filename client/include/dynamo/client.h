@@ -108,12 +108,12 @@ class Client {
   // Connects to the seeds and loads the cluster map. InvalidArgument for bad
   // options; Unavailable when no seed answers within options.timeout_ms.
   static Result<std::unique_ptr<Client>> Open(ClientOptions options);
-  // Closes the connections and stops the I/O thread. Operations still
-  // running fail (Unavailable, or Aborted "client closed" if not yet sent)
-  // and their callbacks run before it returns; every call made from then on,
-  // from those callbacks too, fails at once with Aborted. Idempotent. Not to
-  // be called on the I/O thread; a call that starts while it runs may fail
-  // either way.
+  // Stops taking calls: every call made from then on, from callbacks too,
+  // fails at once with Aborted. Operations still running, and the replica
+  // copies and repairs already sent, get up to options.timeout_ms to finish;
+  // then the connections close, what is left fails (Unavailable), every
+  // callback has run, and the I/O thread stops. Idempotent. Not to be called
+  // on the I/O thread; a call that starts while it runs may fail either way.
   void Close();
   // Close(), then frees the client.
   ~Client();
