@@ -10,7 +10,14 @@
 # land in the next.
 # During every run, bench/diskprobe.py samples the disk's fdatasync latency
 # (one sync every 10 ms), so a tail or a burst of timeouts the disk itself
-# caused shows as such in the table.
+# caused shows as such in the table, and `bench/procstat.py speed` times a
+# fixed piece of CPU work every 500 ms: its "cpu" column is how much slower
+# the cores ran during that run than during the command's fastest run (this
+# machine's cores run up to half again slower at times, docs/performance.md
+# item 30), so a ratio between runs that met different speeds shows as such.
+# With --rounds N, the closed-loop runs repeat N times, the stores in turn
+# within each round, and the ratios are given round by round with their
+# median; the open loop runs once, at half of each store's median peak.
 # With --lww, the workloads that write also run in last-write-wins mode
 # (store "dynamo-lww"), so the table shows both write paths: causal (two
 # round trips, the default) and LWW (one round trip to every replica).
@@ -23,23 +30,29 @@
 # the nodes' value caches.
 # Stops everything it started (by PID).
 #
-# Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"] [--lww] [--unsynced]
+# Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"] [--rounds N] [--lww] [--unsynced]
 # Builds build/release first (scripts/run.sh's tree). Needs python3 for the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10 KEYS=100000 CONCURRENCY=50 WORKLOADS="W C A" LWW=0 UNSYNCED=0
+DURATION=10 KEYS=100000 CONCURRENCY=50 WORKLOADS="W C A" ROUNDS=1 LWW=0 UNSYNCED=0
+ROUNDS_MAX=20
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
     --keys) KEYS=$2; shift 2 ;;
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --workloads) WORKLOADS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
     --lww) LWW=1; shift ;;
     --unsynced) UNSYNCED=1; shift ;;
-    *) echo "usage: $0 [--duration S] [--keys N] [--concurrency C] [--workloads \"W C A\"] [--lww] [--unsynced]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--duration S] [--keys N] [--concurrency C] [--workloads \"W C A\"] [--rounds N] [--lww] [--unsynced]" >&2; exit 2 ;;
   esac
 done
+if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || [ "$ROUNDS" -lt 1 ] || [ "$ROUNDS" -gt $ROUNDS_MAX ]; then
+  echo "compare: --rounds must be a whole number from 1 to $ROUNDS_MAX" >&2
+  exit 2
+fi
 
 BUILD=${DYNAMO_RELEASE_BUILD:-build/release}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDYNAMO_BUILD_TESTS=OFF -DDYNAMO_BUILD_BENCH=ON \
@@ -56,7 +69,7 @@ WORK=$(mktemp -d /tmp/dynamo-compare.XXXXXX)
 PIDS=()
 cleanup() {
   for d in $DYNAMOS; do "$BIN/dynamoctl" cluster stop --dir "$WORK/$d" >/dev/null 2>&1 || true; done
-  for pid in "${PIDS[@]}" ${PROBE:-}; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" ${PROBE:-} ${SPEED:-}; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
@@ -115,8 +128,8 @@ settle() {  # waits (at most 30 s) until every store is idle, so one run's flush
   for f in "$WORK"/dynamo*/n*/node.pid; do pids+=("$(cat "$f")"); done
   echo "compare: $(/usr/bin/python3 bench/procstat.py settle --max-s 30 "${pids[@]}")" >&2
 }
-run() {  # backend workload mode [extra flags...]; appends "backend workload mode json" to results
-  local backend=$1 workload=$2 mode=$3; shift 3
+run() {  # backend workload mode round [extra flags...]; appends "backend workload mode round json" to results
+  local backend=$1 workload=$2 mode=$3 round=$4; shift 4
   local load=--no-load out
   settle
   # Every key is written once before the first run. dynamo reloads before each
@@ -125,10 +138,13 @@ run() {  # backend workload mode [extra flags...]; appends "backend workload mod
   # nothing, so the LWW stores load once).
   if [ -z "${LOADED[$backend]:-}" ] || { [[ $backend != *lww* ]] && [[ $backend == dynamo* ]] && [ "$workload" != C ]; }; then load=""; fi
   LOADED[$backend]=1
-  local disk="$WORK/disk.$backend.$workload.$mode"
+  local disk="$WORK/disk.$backend.$workload.$mode.$round" speed="$WORK/speed.$backend.$workload.$mode.$round"
   echo '{}' >"$disk"
+  echo '{}' >"$speed"
   /usr/bin/python3 bench/diskprobe.py --dir "$WORK" --seconds $((DURATION + 300)) --json >"$disk" &
   PROBE=$!
+  /usr/bin/python3 bench/procstat.py speed --seconds $((DURATION + 300)) --json >"$speed" &
+  SPEED=$!
   # shellcheck disable=SC2086
   out=$("$BIN/dynamo-bench" ${ARGS[$backend]} --workload "$workload" $load "${COMMON[@]}" "$@" | tail -1)
   if [ -n "${PROBE:-}" ]; then
@@ -136,16 +152,24 @@ run() {  # backend workload mode [extra flags...]; appends "backend workload mod
     wait "$PROBE" || true
     PROBE=""
   fi
-  echo "$backend $workload $mode $out" >>"$WORK/results"
-  echo "$backend $workload $mode $(cat "$disk")" >>"$WORK/disk"
-  echo "compare: $backend $workload $mode done" >&2
+  if [ -n "${SPEED:-}" ]; then
+    kill -TERM "$SPEED"
+    wait "$SPEED" || true
+    SPEED=""
+  fi
+  echo "$backend $workload $mode $round $out" >>"$WORK/results"
+  echo "$backend $workload $mode $round $(cat "$disk")" >>"$WORK/disk"
+  echo "$backend $workload $mode $round $(cat "$speed")" >>"$WORK/speed"
+  echo "compare: $backend $workload $mode$([ "$mode" = closed ] && [ "$ROUNDS" -gt 1 ] && echo " round $round") done" >&2
 }
-throughput() {  # backend workload: closed-loop ops/s of this run
-  awk -v b="$1" -v w="$2" '$1 == b && $2 == w && $3 == "closed" { $1 = $2 = $3 = ""; print }' "$WORK/results" |
-    /usr/bin/python3 -c 'import json, sys; print(json.loads(sys.stdin.read())["throughput"])'
+throughput() {  # backend workload: median closed-loop ops/s over the rounds
+  awk -v b="$1" -v w="$2" '$1 == b && $2 == w && $3 == "closed" { $1 = $2 = $3 = $4 = ""; print }' "$WORK/results" |
+    /usr/bin/python3 -c 'import json, statistics, sys; print(statistics.median(json.loads(l)["throughput"] for l in sys.stdin))'
 }
-for w in $WORKLOADS; do
-  for backend in $(stores_for "$w"); do run $backend "$w" closed; done
+for round in $(seq 1 "$ROUNDS"); do
+  for w in $WORKLOADS; do
+    for backend in $(stores_for "$w"); do run $backend "$w" closed "$round"; done
+  done
 done
 # Open loop at half of each store's own closed-loop peak: latency from each
 # operation's intended start, so queueing is measured.
@@ -153,7 +177,7 @@ for w in W C; do
   case " $WORKLOADS " in *" $w "*) ;; *) continue ;; esac
   for backend in $(stores_for "$w"); do
     rate=$(/usr/bin/python3 -c "print(round($(throughput $backend $w) / 2))")
-    run $backend "$w" open --rate "$rate"
+    run $backend "$w" open 1 --rate "$rate"
   done
 done
 
@@ -167,62 +191,5 @@ machine_notes() {  # what else takes this machine's cores at intervals, for read
   done
 }
 
-/usr/bin/python3 - "$WORK/results" "$WORK/disk" <<'PY'
-import json, sys
-closed, opened, disk = {}, {}, {}
-for line in open(sys.argv[1]):
-    name, workload, mode, js = line.split(" ", 3)
-    (closed if mode == "closed" else opened)[(name, workload)] = json.loads(js)
-for line in open(sys.argv[2]):
-    name, workload, mode, js = line.split(" ", 3)
-    disk[(name, workload, mode)] = json.loads(js or "{}")
-order = lambda w: "WCAB".index(w) if w in "WCAB" else 9
-names = ("dynamo", "dynamo-lww", "dynamo-uns", "dynamo-lww-uns", "redis", "etcd")
-def rows(table):  # (store, workload, report) in table order
-    for w in sorted({w for _, w in table}, key=order):
-        for name in names:
-            if (name, w) in table:
-                yield name, w, table[(name, w)]
-def fig(r, op):
-    o = r[op]
-    if o["count"] == 0:
-        return f"{'':>9} {'':>7} {'':>7} {'':>5}"
-    return f"{o['count'] / r['seconds']:>9.0f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['errors']:>5}"
-def probe(name, w, mode):
-    d = disk.get((name, w, mode), {})
-    if "max_ms" not in d:
-        return f"{'-':>10} {'-':>8} {'-':>6}"
-    return f"{d['p999_ms']:>10.2f} {d['max_ms']:>8.2f} {len(d['stalls']):>6}"
-print("closed loop (fixed concurrency): peak throughput;")
-print("disk: the probe's fdatasyncs during the run (one every 10 ms): p99.9, slowest, stalls over 20 ms")
-print(f"{'store':<14} {'wl':<3} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5} | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}"
-      f" | {'disk p99.9':>10} {'max':>8} {'stalls':>6}")
-for name, w, r in rows(closed):
-    print(f"{name:<14} {w:<3} {r['throughput']:>9.0f} | {fig(r, 'read')} | {fig(r, 'write')} | {probe(name, w, 'closed')}")
-if opened:
-    print()
-    print("open loop at half of the store's closed-loop peak (latency from intended start)")
-    print(f"{'store':<14} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}"
-          f" | {'disk p99.9':>10} {'max':>8} {'stalls':>6}")
-    for name, w, r in rows(opened):
-        o = r["write" if w == "W" else "read"]
-        print(f"{name:<14} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
-              f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}"
-              f" | {probe(name, w, 'open')}")
-print()
-print("ratios of throughput (same run)")
-for w in sorted({w for _, w in closed}, key=order):
-    parts = []
-    for ours in names[:4]:
-        d = closed.get((ours, w))
-        for peer in ("redis", "etcd"):
-            p = closed.get((peer, w))
-            if d and p and p["throughput"] > 0:
-                parts.append(f"{ours}/{peer} {d['throughput'] / p['throughput']:.2f}x")
-    print(f"  workload {w}: " + ", ".join(parts))
-runs = [r for (n, _), r in list(closed.items()) + list(opened.items()) if n.startswith("dynamo")]
-sib = sum(r["read"]["siblings"] for r in runs)
-err = sum(r["read"]["errors"] + r["write"]["errors"] for r in runs)
-print(f"dynamo: {err} errors, {sib} reads with siblings")
-PY
+/usr/bin/python3 bench/compare_report.py "$WORK/results" "$WORK/disk" "$WORK/speed"
 machine_notes

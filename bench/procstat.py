@@ -1,15 +1,26 @@
 #!/usr/bin/python3
-"""CPU time of processes, from /proc, for bench/ab.py and bench/compare.sh.
+"""CPU time of processes, from /proc, and the machine's speed, for
+bench/ab.py and bench/compare.sh.
 
 usage: bench/procstat.py settle [--below CORES] [--window S] [--max-s S] PID...
   Waits until the processes together use less than CORES of a core over one
   window (default: 0.05 over 1 s), at most --max-s seconds (default 30), and
   prints how long it waited and their last usage. Exits 0 either way: a
   store that never quiets down is measured anyway, and the line says so.
+usage: bench/procstat.py speed [--seconds S] [--interval-ms MS] [--json]
+  Every MS ms (default 500) times one fixed piece of work (random reads of
+  a 4 MiB table, about 12 ms of one core) in the CPU time of its own
+  thread, for S seconds (default 60) or until SIGTERM or SIGINT; then
+  prints the count, p50 and max of those times. Waiting for a core does
+  not count, so a p50 that grows says the cores themselves ran slower
+  (other guests on the host, a shared cache), not that they were busy.
 """
 import argparse
+import json
 import os
+import signal
 import sys
+import threading
 import time
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -40,6 +51,38 @@ def settle(pids, below, window, max_s):
             return waited, used
 
 
+SPEED_SECONDS_MAX = 3600
+SPEED_TABLE = bytearray(range(256)) * (1 << 14)  # 4 MiB
+
+
+def speed_unit(iterations=40000):
+    """The fixed work `speed` times: seeded random reads of SPEED_TABLE."""
+    x, acc, mask, table = 12345, 0, len(SPEED_TABLE) - 1, SPEED_TABLE
+    for _ in range(iterations):
+        x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+        acc += table[x & mask]
+    return acc
+
+
+def speed_summary(times):
+    """count, p50 and max (ms) of the work's CPU times (seconds)."""
+    times = sorted(times)
+    n = len(times)
+    return {"samples": n, "p50_ms": round(times[n // 2] * 1000, 3) if n else 0.0,
+            "max_ms": round(times[-1] * 1000, 3) if n else 0.0}
+
+
+def speed(seconds, interval_s, stop):
+    """CPU seconds of each speed_unit run, one per interval, until `stop` or `seconds`."""
+    times, end = [], time.monotonic() + seconds
+    while time.monotonic() < end and not stop.is_set():
+        start = time.thread_time()
+        speed_unit()
+        times.append(time.thread_time() - start)
+        stop.wait(interval_s)
+    return times
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -48,7 +91,21 @@ def main():
     s.add_argument("--window", type=float, default=1.0)
     s.add_argument("--max-s", type=float, default=30.0)
     s.add_argument("pids", nargs="+", type=int)
+    v = sub.add_parser("speed")
+    v.add_argument("--seconds", type=float, default=60)
+    v.add_argument("--interval-ms", type=float, default=500)
+    v.add_argument("--json", action="store_true")
     a = p.parse_args()
+    if a.command == "speed":
+        if not 0 < a.seconds <= SPEED_SECONDS_MAX or a.interval_ms < 0:
+            p.error(f"--seconds must be in (0, {SPEED_SECONDS_MAX}] and --interval-ms not negative")
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        r = speed_summary(speed(a.seconds, a.interval_ms / 1000, stop))
+        print(json.dumps(r) if a.json else
+              f"fixed work: {r['samples']} samples, p50 {r['p50_ms']} ms, max {r['max_ms']} ms of CPU")
+        return 0
     if a.below <= 0 or a.window <= 0 or a.max_s < 0:
         p.error("--below and --window must be positive and --max-s not negative")
     waited, used = settle(a.pids, a.below, a.window, a.max_s)

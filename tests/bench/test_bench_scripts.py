@@ -1,13 +1,18 @@
-"""bench/diskprobe.py (stall merging, percentiles, limits, a short run) and bench/ab.py's summary."""
+"""bench/diskprobe.py (stall merging, percentiles, limits, a short run), bench/ab.py's summary,
+bench/compare_report.py's tables and bench/procstat.py's speed probe."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench")
 sys.path.insert(0, BENCH)
 import ab  # noqa: E402
+import compare_report  # noqa: E402
 import diskprobe  # noqa: E402
+import procstat  # noqa: E402
 
 
 def test_streams_that_see_one_stall_count_it_once():
@@ -70,3 +75,82 @@ def test_ab_summary_pairs_rounds_against_the_first_build():
     # Round by round: 110/100 and 180/200 -> 0.90-1.10x; 63/70 and 66/60 -> 0.90-1.10x.
     assert "ops 0.90-1.10x" in lines[1] and "nodes' CPU per op 0.90-1.10x" in lines[1]
     assert "ops 1.20-1.20x" in lines[3] and "nodes' CPU per op n/a" in lines[3]
+
+
+def bench_report(throughput, reads=0, writes=0, errors=0, siblings=0):
+    """A dynamo-bench --json report with only what compare_report reads."""
+    op = lambda n, e, s: {"count": n, "p50_ms": 1.0, "p99_ms": 2.0, "p999_ms": 3.0, "max_ms": 4.0,
+                          "errors": e, "siblings": s}
+    return {"throughput": throughput, "seconds": 10, "read": op(reads, 0, siblings),
+            "write": op(writes, errors, 0)}
+
+
+def write_runs(path, runs):
+    path.write_text("".join(f"{' '.join(map(str, k))} {json.dumps(v)}\n" for k, v in runs.items()))
+    return str(path)
+
+
+def test_compare_ratios_pair_the_runs_of_one_round_and_give_their_median(tmp_path):
+    results = {
+        ("dynamo", "W", "closed", 1): bench_report(20000, writes=200000),
+        ("redis", "W", "closed", 1): bench_report(40000, writes=400000),
+        ("etcd", "W", "closed", 1): bench_report(2000, writes=20000),
+        ("dynamo", "W", "closed", 2): bench_report(12000, writes=120000, errors=1),
+        ("redis", "W", "closed", 2): bench_report(30000, writes=300000),
+        ("etcd", "W", "closed", 2): bench_report(2000, writes=20000),
+        ("dynamo", "W", "closed", 3): bench_report(27000, writes=270000, siblings=2),
+        ("redis", "W", "closed", 3): bench_report(45000, writes=450000),
+        ("dynamo", "W", "open", 1): bench_report(10000, writes=100000),
+    }
+    speed = {("dynamo", "W", "closed", 1): {"samples": 5, "p50_ms": 10.0, "max_ms": 11.0},
+             ("redis", "W", "closed", 1): {"samples": 5, "p50_ms": 15.0, "max_ms": 16.0},
+             ("etcd", "W", "closed", 1): {}}
+    lines = compare_report.report(results, {}, speed)
+    ratio = next(l for l in lines if "workload W" in l)
+    # Rounds 1, 2, 3: 20000/40000, 12000/30000, 27000/45000; etcd only in rounds 1 and 2.
+    assert "dynamo/redis 0.50x median (0.50x, 0.40x, 0.60x)" in ratio
+    assert "dynamo/etcd 8.00x median (10.00x, 6.00x)" in ratio
+    assert lines[-1] == "dynamo: 1 errors, 2 reads with siblings"
+    rows = [l for l in lines if l.startswith("dynamo         W")]
+    assert len(rows) == 4 and rows[0].split()[2] == "1" and rows[2].split()[2] == "3"
+    # The cpu column: 1.00 for the fastest run, 1.50 for one half again slower, "-" unmeasured.
+    assert rows[0].endswith(" 1.00") and next(l for l in lines if l.startswith("redis")).endswith(" 1.50")
+    assert next(l for l in lines if l.startswith("etcd")).endswith(" -")
+    # The files compare.sh writes read back the same.
+    assert compare_report.read_runs(write_runs(tmp_path / "results", results)) == results
+
+
+def test_compare_with_one_round_prints_plain_ratios(tmp_path):
+    results = {("dynamo", "C", "closed", 1): bench_report(60000, reads=600000),
+               ("redis", "C", "closed", 1): bench_report(40000, reads=400000)}
+    lines = compare_report.report(results, {}, {})
+    assert "  workload C: dynamo/redis 1.50x" in lines
+    assert not any("rnd" in l or "median" in l for l in lines)
+    empty = str(tmp_path / "empty")
+    open(empty, "w").close()
+    r = subprocess.run([sys.executable, os.path.join(BENCH, "compare_report.py"),
+                        write_runs(tmp_path / "r", results), empty, empty], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "workload C: dynamo/redis 1.50x" in r.stdout
+
+
+def test_speed_probe_times_its_work_and_stops_on_sigterm():
+    s = procstat.speed_summary([0.010, 0.030, 0.020])
+    assert s == {"samples": 3, "p50_ms": 20.0, "max_ms": 30.0}
+    assert procstat.speed_summary([]) == {"samples": 0, "p50_ms": 0.0, "max_ms": 0.0}
+    script = os.path.join(BENCH, "procstat.py")
+    p = subprocess.Popen([sys.executable, script, "speed", "--interval-ms", "50", "--json"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        p.send_signal(signal.SIGTERM)
+        out, _ = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["samples"] > 0 and 0 < s["p50_ms"] <= s["max_ms"]
+    for args in (["--seconds", "0"], ["--seconds", "4000"], ["--interval-ms", "-1"]):
+        r = subprocess.run([sys.executable, script, "speed", *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "error:" in r.stderr, args
