@@ -26,6 +26,18 @@ class RedisBackend : public SlotBackend {
 
  protected:
   void Probe(size_t slot, OpDone done) override { Command(slot, std::move(done), "PING"); }
+  // hiredis 0.14's libuv adapter ignores a failed connect (the command then
+  // waits for its deadline), so each address is connected to once here,
+  // blocking, for the reason.
+  Status Reach(const net::Endpoint& ep) override {
+    timeval tv{static_cast<time_t>(timeout_ms() / 1000),
+               static_cast<suseconds_t>(timeout_ms() % 1000 * 1000)};
+    redisContext* c = redisConnectWithTimeout(ep.host.c_str(), ep.port, tv);
+    if (c == nullptr) return Status::Internal("out of memory");
+    Status st = c->err ? Status::Unavailable(std::string("connect: ") + c->errstr) : Status::OK();
+    redisFree(c);
+    return st;
+  }
   void Reserve(size_t slots) override { conns_.assign(slots, nullptr); }
   size_t slots() const override { return conns_.size(); }
 

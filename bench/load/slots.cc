@@ -50,6 +50,11 @@ Status SlotBackend::Open(net::EventLoop& loop, size_t slots) {
     endpoints_.push_back(*ep);
   }
   if (endpoints_.empty()) return Status::InvalidArgument(name_ + " needs --address HOST:PORT");
+  for (const net::Endpoint& ep : endpoints_) {
+    Status st = Reach(ep);
+    if (!st.ok())
+      return Status::Unavailable(name_ + " " + ep.ToString() + ": " + std::string(st.message()));
+  }
   std::vector<std::future<OpOutcome>> probes;
   for (size_t i = 0; i < slots; ++i) {
     auto p = std::make_shared<std::promise<OpOutcome>>();

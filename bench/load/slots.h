@@ -57,6 +57,9 @@ class SlotBackend : public Backend {
  protected:
   // Loop thread. An operation that succeeds only if the slot's connection works.
   virtual void Probe(size_t slot, OpDone done) = 0;
+  // Caller's thread, at Open, before any probe: an error that names why
+  // `endpoint` cannot be reached, where the probe would not say it.
+  virtual Status Reach(const net::Endpoint&) { return Status::OK(); }
   // Loop thread. Makes room for `slots` connections, before any operation.
   virtual void Reserve(size_t slots) = 0;
   // Loop thread. Forgets the slot's connection; its operation fails.
@@ -65,6 +68,7 @@ class SlotBackend : public Backend {
 
   const net::Endpoint& EndpointFor(size_t slot) const { return endpoints_[slot % endpoints_.size()]; }
   net::EventLoop& loop() { return *loop_; }
+  uint64_t timeout_ms() const { return timeout_ms_; }
   SlotOps* ops() { return ops_.get(); }
 
  private:

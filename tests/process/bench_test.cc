@@ -136,6 +136,17 @@ TEST(BenchProcessTest, BadFlagsAreRefusedClearly) {
   EXPECT_NE(r.output.find("keys must be in"), std::string::npos) << r.output;
 }
 
+TEST(BenchProcessTest, AnAddressNothingListensOnIsNamedWithTheReason) {
+  // Port 1 on loopback: nothing listens there, so the connect is refused at once.
+  for (const char* backend : {"redis --address", "etcd --address", "dynamo --seed"}) {
+    BenchRun r = RunBench(std::string("--backend ") + backend + " 127.0.0.1:1 --ops 10");
+    EXPECT_EQ(r.exit_code, 2) << backend << ": " << r.output;
+    EXPECT_NE(r.output.find("cannot open"), std::string::npos) << r.output;
+    // The reason, not the operation timeout a failed connect used to end in.
+    EXPECT_NE(r.output.find("refused"), std::string::npos) << r.output;
+  }
+}
+
 TEST(BenchProcessTest, RedisBackend) {
   std::optional<std::string> redis = Which("redis-server");
   if (!redis) GTEST_SKIP() << "redis-server is not installed (scripts/setup.sh installs it); skipped";
