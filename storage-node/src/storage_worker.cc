@@ -1,5 +1,7 @@
 #include "storage_worker.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -141,6 +143,7 @@ StorageWorkerStats StorageWorker::stats() const {
 }
 
 void StorageWorker::Run() {
+  (void)::pthread_setname_np(::pthread_self(), "storage");
   while (true) {
     std::deque<Item> group;
     bool maintain = false;
