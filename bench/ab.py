@@ -6,8 +6,11 @@ For each round and build, in turn: a fresh 3-node cluster (RocksDB, N=3),
 then each workload (the first one loads every key; dynamo-bench reloads for
 workloads that write, see compare.sh), with the CPU time the nodes and the
 bench process used during the measured phase, divided by the operations
-done. Builds alternate within a round, so noise from the machine hits them
-alike; compare the builds within one run, never figures of different runs.
+done, and the CPU time of a fixed piece of work timed every 500 ms beside
+it (`procstat.py speed`: larger when the cores ran slower). Builds alternate
+within a round, so noise from the machine hits them alike; compare the
+builds within one run, never figures of different runs, and distrust a
+round where the fixed work took much longer for one build than the other.
 At the end it prints each build's medians and, for every build after the
 first, the range of its round-by-round ratios to the first build.
 
@@ -24,9 +27,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-from procstat import cpu_seconds
+from procstat import cpu_seconds, speed, speed_summary
 
 
 def entry_label(entry):
@@ -43,12 +47,20 @@ def run_workload(label, bindir, cluster, port, workload, duration, load, extra):
             "--workload", workload, "--duration", str(duration), "--warmup", "1", "--quiet"]
     args += ([] if load else ["--no-load"]) + extra
     bench = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stop, work = threading.Event(), []
+    prober = threading.Thread(target=lambda: work.extend(speed(duration + 600, 0.5, stop)))
+    prober.start()
     samples = []
-    while bench.poll() is None:
-        samples.append((time.time(), cpu_seconds(nodes), cpu_seconds([bench.pid])))
-        time.sleep(0.25)
+    try:
+        while bench.poll() is None:
+            samples.append((time.time(), cpu_seconds(nodes), cpu_seconds([bench.pid])))
+            time.sleep(0.25)
+    finally:
+        stop.set()
+        prober.join()
     out = bench.stdout.read()
     end = time.time()
+    work_ms = speed_summary(work)["p50_ms"] or None
     # The measured phase is the last `duration` seconds before the bench
     # drained and exited; keep the samples well inside it.
     window = [s for s in samples if end - duration - 0.5 <= s[0] <= end - 1.0]
@@ -67,8 +79,10 @@ def run_workload(label, bindir, cluster, port, workload, duration, load, extra):
         f = row.split()
         if f and f[0] in ("read", "write") and len(f) > 8 and f[1] != "0":
             line += f"  {f[0]} p50 {f[3]} p99 {f[5]} p99.9 {f[6]} ms errors {f[8]}"
+    if work_ms:
+        line += f"  cpu work {work_ms:.1f} ms"
     print(line, flush=True)
-    return ops, node_us
+    return ops, node_us, work_ms
 
 
 def ratio_range(values, base):
@@ -80,8 +94,8 @@ def ratio_range(values, base):
 def summarize(results, labels):
     """Lines comparing each build with the first, round by round.
 
-    results[(label, workload)] is a list of (ops, node_us) per round, in round
-    order; labels are the builds in command-line order.
+    results[(label, workload)] is a list of (ops, node_us[, work_ms]) per
+    round, in round order; labels are the builds in command-line order.
     """
     lines = []
     workloads = list(dict.fromkeys(w for _, w in results))
@@ -96,9 +110,15 @@ def summarize(results, labels):
             node = [r[1] for r in rows if r[1] is not None]
             if node:
                 line += f"  nodes {statistics.median(node):6.1f} us/op"
+            work = [r[2] if len(r) > 2 else None for r in rows]
+            if any(work):
+                line += f"  cpu work {statistics.median(x for x in work if x):.1f} ms"
             if label != labels[0] and base:
                 line += (f"  vs {labels[0]} by round: ops {ratio_range(ops, [b[0] for b in base])}"
                          f", nodes' CPU per op {ratio_range([r[1] for r in rows], [b[1] for b in base])}")
+                if any(work):
+                    base_work = [b[2] if len(b) > 2 else None for b in base]
+                    line += f", cpu work {ratio_range(work, base_work)}"
             lines.append(line)
     return lines
 

@@ -154,3 +154,14 @@ def test_speed_probe_times_its_work_and_stops_on_sigterm():
     for args in (["--seconds", "0"], ["--seconds", "4000"], ["--interval-ms", "-1"]):
         r = subprocess.run([sys.executable, script, "speed", *args], capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and "error:" in r.stderr, args
+
+
+def test_ab_summary_gives_the_fixed_work_time_and_its_ratio_by_round():
+    results = {
+        ("old", "W"): [(100.0, 70.0, 10.0), (200.0, 60.0, 12.0)],
+        ("new", "W"): [(110.0, 63.0, 11.0), (180.0, 66.0, 18.0)],
+    }
+    lines = ab.summarize(results, ["old", "new"])
+    assert "cpu work 11.0 ms" in lines[0]
+    # 11/10 and 18/12: the second round's new build met cores half again slower.
+    assert "cpu work 14.5 ms" in lines[1] and "cpu work 1.10-1.50x" in lines[1]
