@@ -3,7 +3,8 @@
 // Open and Close run on the caller's thread and block. Read and Write run on
 // the driver's loop thread, at most `slots` at once, each with its own slot
 // index in [0, slots) (a backend may keep one connection per slot), and call
-// `done` exactly once, on the loop thread.
+// `done` exactly once, on the loop thread, and never from within Read or
+// Write (the driver starts its next operation from `done`).
 #pragma once
 
 #include <functional>

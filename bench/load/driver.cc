@@ -189,7 +189,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
       if (ok) {
         s.latency.Record(now - start_ns);
       } else {
-        s.RecordError(kind);
+        s.RecordError(kind, out.status.message());
       }
     };
     // The progress line covers every phase; the report only the measured one.

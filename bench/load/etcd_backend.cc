@@ -62,7 +62,7 @@ class EtcdBackend : public SlotBackend {
     if (c == nullptr) {
       Status st = Connect(slot);
       if (!st.ok()) {
-        done(OpOutcome{st});
+        FailSoon(std::move(done), std::move(st));
         return;
       }
       c = conns_[slot];

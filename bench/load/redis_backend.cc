@@ -1,14 +1,62 @@
 // dynamo-bench's Redis backend: hiredis's asynchronous API on the driver's
 // libuv loop, one connection per slot.
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <uv.h>
 
 #include "load/backend.h"
 #include "load/slots.h"
 
 namespace dynamo::bench {
 namespace {
+
+// hiredis's event hooks on a libuv poll handle. hiredis 0.14's own libuv
+// adapter drops a poll that ends in an error, so a connect the server
+// refused left its commands waiting for their deadline; here an error wakes
+// hiredis for the events it asked for, and hiredis reads the socket's error.
+struct UvEvents {
+  redisAsyncContext* context;  // null once hiredis cleaned up
+  uv_poll_t handle;
+  int events = 0;
+};
+
+void OnPoll(uv_poll_t* handle, int status, int events) {
+  auto* e = static_cast<UvEvents*>(handle->data);
+  const int ready = status < 0 ? e->events : events;
+  if (e->context != nullptr && (ready & UV_READABLE)) redisAsyncHandleRead(e->context);
+  if (e->context != nullptr && (ready & UV_WRITABLE)) redisAsyncHandleWrite(e->context);
+}
+
+void SetEvents(void* privdata, int add, int remove) {
+  auto* e = static_cast<UvEvents*>(privdata);
+  e->events = (e->events | add) & ~remove;
+  if (e->events != 0) {
+    uv_poll_start(&e->handle, e->events, OnPoll);
+  } else {
+    uv_poll_stop(&e->handle);
+  }
+}
+
+Status AttachToLoop(redisAsyncContext* c, uv_loop_t* loop) {
+  auto* e = new UvEvents{c, {}, 0};
+  if (int rc = uv_poll_init_socket(loop, &e->handle, c->c.fd); rc != 0) {
+    delete e;
+    return Status::IOError(std::string("redis: poll: ") + uv_strerror(rc));
+  }
+  e->handle.data = e;
+  c->ev.data = e;
+  c->ev.addRead = [](void* p) { SetEvents(p, UV_READABLE, 0); };
+  c->ev.delRead = [](void* p) { SetEvents(p, 0, UV_READABLE); };
+  c->ev.addWrite = [](void* p) { SetEvents(p, UV_WRITABLE, 0); };
+  c->ev.delWrite = [](void* p) { SetEvents(p, 0, UV_WRITABLE); };
+  c->ev.cleanup = [](void* p) {
+    auto* events = static_cast<UvEvents*>(p);
+    events->context = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&events->handle),
+             [](uv_handle_t* h) { delete static_cast<UvEvents*>(h->data); });
+  };
+  return Status::OK();
+}
 
 class RedisBackend : public SlotBackend {
  public:
@@ -26,9 +74,8 @@ class RedisBackend : public SlotBackend {
 
  protected:
   void Probe(size_t slot, OpDone done) override { Command(slot, std::move(done), "PING"); }
-  // hiredis 0.14's libuv adapter ignores a failed connect (the command then
-  // waits for its deadline), so each address is connected to once here,
-  // blocking, for the reason.
+  // Each address is connected to once here, blocking, so that Open names
+  // the reason an address cannot be reached rather than a failed probe.
   Status Reach(const net::Endpoint& ep) override {
     timeval tv{static_cast<time_t>(timeout_ms() / 1000),
                static_cast<suseconds_t>(timeout_ms() % 1000 * 1000)};
@@ -66,11 +113,21 @@ class RedisBackend : public SlotBackend {
       redisAsyncFree(c);
       return st;
     }
+    if (Status st = AttachToLoop(c, loop().uv()); !st.ok()) {
+      redisAsyncFree(c);
+      return st;
+    }
     c->data = this;
-    redisLibuvAttach(c, loop().uv());
-    redisAsyncSetDisconnectCallback(c, &RedisBackend::OnDisconnect);
     conns_[slot] = c;
+    // A connect that fails frees the context after calling OnConnect (and
+    // not OnDisconnect); its commands then complete with no reply.
+    redisAsyncSetConnectCallback(c, &RedisBackend::OnConnect);
+    redisAsyncSetDisconnectCallback(c, &RedisBackend::OnDisconnect);
     return Status::OK();
+  }
+
+  static void OnConnect(const redisAsyncContext* c, int status) {
+    if (status != REDIS_OK) OnDisconnect(c, status);
   }
 
   static void OnDisconnect(const redisAsyncContext* c, int) {
@@ -86,25 +143,32 @@ class RedisBackend : public SlotBackend {
     if (conns_[slot] == nullptr) {
       Status st = Connect(slot);
       if (!st.ok()) {
-        done(OpOutcome{st});
+        FailSoon(std::move(done), std::move(st));
         return;
       }
     }
-    auto* tag = new Tag{this, slot, ops()->Begin(slot, std::move(done))};
+    // hiredis only queues the command here: its reply comes from the loop.
+    auto* tag = new Tag{this, slot, 0};
     if (redisAsyncCommand(conns_[slot], &RedisBackend::OnReply, tag, format, args...) != REDIS_OK) {
-      ops()->Complete(slot, tag->id, OpOutcome{Status::IOError("redis: command not sent")});
       delete tag;
       Drop(slot);
+      FailSoon(std::move(done), Status::IOError("redis: command not sent"));
+      return;
     }
+    tag->id = ops()->Begin(slot, std::move(done));
   }
 
-  static void OnReply(redisAsyncContext*, void* reply_ptr, void* privdata) {
+  static void OnReply(redisAsyncContext* c, void* reply_ptr, void* privdata) {
     std::unique_ptr<Tag> tag(static_cast<Tag*>(privdata));
     if (!tag->self->ops()) return;
     auto* reply = static_cast<redisReply*>(reply_ptr);
     OpOutcome out;
     if (reply == nullptr) {
-      out.status = Status::IOError("redis: connection lost");
+      // A refused (re)connect is the server's absence, not a lost reply.
+      const bool refused = c->err == REDIS_ERR_IO && (c->c.flags & REDIS_CONNECTED) == 0;
+      const std::string why = std::string("redis ") + tag->self->EndpointFor(tag->slot).ToString() +
+                              ": " + (c->err ? c->errstr : "connection lost");
+      out.status = refused ? Status::Unavailable(why) : Status::IOError(why);
     } else if (reply->type == REDIS_REPLY_ERROR) {
       out.status = Status::Internal(std::string("redis: ") + std::string(reply->str, reply->len));
     } else if (reply->type == REDIS_REPLY_STRING) {

@@ -6,15 +6,17 @@
 
 namespace dynamo::bench {
 
-void OpStats::RecordError(const std::string& kind) {
+void OpStats::RecordError(const std::string& kind, std::string_view message) {
   ++errors;
   ++errors_by_kind[kind];
+  if (!message.empty()) first_error.try_emplace(kind, message);
 }
 
 void OpStats::Merge(const OpStats& other) {
   latency.Merge(other.latency);
   errors += other.errors;
   for (const auto& [kind, n] : other.errors_by_kind) errors_by_kind[kind] += n;
+  for (const auto& [kind, message] : other.first_error) first_error.try_emplace(kind, message);
   not_found += other.not_found;
   siblings += other.siblings;
 }
@@ -63,6 +65,12 @@ std::string OpJson(const OpStats& s) {
     os << (first ? "" : ",") << JsonString(kind) << ":" << n;
     first = false;
   }
+  os << "},\"first_error\":{";
+  first = true;
+  for (const auto& [kind, message] : s.first_error) {
+    os << (first ? "" : ",") << JsonString(kind) << ":" << JsonString(message);
+    first = false;
+  }
   os << "},\"not_found\":" << s.not_found << ",\"siblings\":" << s.siblings
      << ",\"p50_ms\":" << Fixed(Ms(h.Percentile(0.5)), 3) << ",\"p90_ms\":" << Fixed(Ms(h.Percentile(0.9)), 3)
      << ",\"p99_ms\":" << Fixed(Ms(h.Percentile(0.99)), 3) << ",\"p999_ms\":" << Fixed(Ms(h.Percentile(0.999)), 3)
@@ -100,7 +108,10 @@ std::string ReportText(const RunReport& r) {
   OpLine(os, "write", r.write, r.seconds);
   for (const auto* op : {&r.read, &r.write}) {
     for (const auto& [kind, n] : op->errors_by_kind) {
-      os << (op == &r.read ? "read" : "write") << " errors: " << n << " " << kind << "\n";
+      os << (op == &r.read ? "read" : "write") << " errors: " << n << " " << kind;
+      if (auto it = op->first_error.find(kind); it != op->first_error.end())
+        os << " (first: " << it->second << ")";
+      os << "\n";
     }
   }
   os << "reads not found: " << r.read.not_found << "; reads with siblings: " << r.read.siblings << "\n";

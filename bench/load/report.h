@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "load/histogram.h"
@@ -16,10 +17,12 @@ struct OpStats {
   Histogram latency;  // successful operations only
   uint64_t errors = 0;
   std::map<std::string, uint64_t> errors_by_kind;
+  std::map<std::string, std::string> first_error;  // by kind: the first such error's message
   uint64_t not_found = 0;  // reads that found no value
   uint64_t siblings = 0;   // reads that returned more than one value
 
-  void RecordError(const std::string& kind);
+  // Counts an error of `kind`; the first of each kind keeps its message.
+  void RecordError(const std::string& kind, std::string_view message = {});
   void Merge(const OpStats& other);
 };
 
@@ -42,7 +45,7 @@ struct RunReport {
 
 std::string ReportText(const RunReport& r);
 // One line, no trailing newline: backend, workload, throughput (ops/s), and
-// "read"/"write" objects with count, errors, errors_by_kind, not_found,
+// "read"/"write" objects with count, errors, errors_by_kind, first_error, not_found,
 // siblings, p50_ms, p90_ms, p99_ms, p999_ms, max_ms, mean_ms.
 std::string ReportJson(const RunReport& r);
 // A gnuplot script that draws latency by percentile (log scale) for reads and

@@ -42,6 +42,12 @@ namespace dynamo::bench {
 SlotBackend::SlotBackend(std::string name, std::vector<std::string> addresses, uint64_t timeout_ms)
     : name_(std::move(name)), addresses_(std::move(addresses)), timeout_ms_(timeout_ms) {}
 
+void SlotBackend::FailSoon(OpDone done, Status status) {
+  loop_->Post([done = std::move(done), status = std::move(status)]() mutable {
+    done(OpOutcome{std::move(status)});
+  });
+}
+
 Status SlotBackend::Open(net::EventLoop& loop, size_t slots) {
   loop_ = &loop;
   for (const std::string& a : addresses_) {

@@ -66,6 +66,11 @@ class SlotBackend : public Backend {
   virtual void Drop(size_t slot) = 0;
   virtual size_t slots() const = 0;
 
+  // Loop thread. Fails an operation that could not start, from the loop
+  // rather than inside Read or Write, so that a slot whose connect is
+  // refused at once does not recurse through the driver's next operation.
+  void FailSoon(OpDone done, Status status);
+
   const net::Endpoint& EndpointFor(size_t slot) const { return endpoints_[slot % endpoints_.size()]; }
   net::EventLoop& loop() { return *loop_; }
   uint64_t timeout_ms() const { return timeout_ms_; }

@@ -126,16 +126,24 @@ TEST(ReportTest, JsonCarriesTheFieldsScriptsUse) {
   r.read.latency.Record(1'000'000);
   r.write.latency.Record(3'000'000);
   r.write.RecordError("Timeout");
+  r.read.RecordError("Unavailable", "redis 127.0.0.1:1: \"refused\"");
+  r.read.RecordError("Unavailable", "a later one");
   r.read.siblings = 1;
   const std::string j = ReportJson(r);
   EXPECT_EQ(j.find('\n'), std::string::npos);
-  for (const char* field : {"\"throughput\":1.0", "\"read\":{", "\"write\":{", "\"p50_ms\":", "\"p99_ms\":",
-                            "\"p999_ms\":", "\"max_ms\":3.000", "\"count\":1", "\"errors\":1",
-                            "\"errors_by_kind\":{\"Timeout\":1}", "\"siblings\":1"}) {
+  for (const char* field :
+       {"\"throughput\":1.0", "\"read\":{", "\"write\":{",
+        "\"p50_ms\":", "\"p99_ms\":", "\"p999_ms\":", "\"max_ms\":3.000", "\"count\":1",
+        "\"errors\":1", "\"errors_by_kind\":{\"Timeout\":1}", "\"siblings\":1",
+        "\"first_error\":{\"Unavailable\":\"redis 127.0.0.1:1: \\\"refused\\\"\"}",
+        "\"first_error\":{}"}) {
     EXPECT_NE(j.find(field), std::string::npos) << field << " in " << j;
   }
   const std::string text = ReportText(r);
-  EXPECT_NE(text.find("write errors: 1 Timeout"), std::string::npos) << text;
+  EXPECT_NE(text.find("write errors: 1 Timeout\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("read errors: 2 Unavailable (first: redis 127.0.0.1:1: \"refused\")\n"),
+            std::string::npos)
+      << text;
   EXPECT_NE(PlotScript(r, "/tmp/x.png").find("$read"), std::string::npos);
   EXPECT_EQ(PlotScript(RunReport(), "/tmp/x.png"), "");
 }

@@ -1,6 +1,6 @@
 // dynamo-bench run as a program against real stores: a dynamo cluster, and
 // Redis and etcd when they are installed (skipped with a message otherwise).
-// Bounded by operation count, not time.
+// Bounded by operation count, except where a server is to die mid-run.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <regex>
 #include <thread>
 
@@ -155,6 +156,57 @@ TEST(BenchProcessTest, RedisBackend) {
   Server server({*redis, "--port", std::to_string(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"});
   const std::string addr = " --backend redis --address 127.0.0.1:" + std::to_string(port);
   ExpectClean(RunWhenUp(addr + " --keys 300 --ops 2000 --concurrency 8 --workload A"), 2000);
+}
+
+// The commands one Redis server has processed, from `redis-cli INFO stats`; -1 when it cannot say.
+long RedisCommandsProcessed(const std::string& cli, uint16_t port) {
+  const std::string cmd = cli + " -p " + std::to_string(port) + " info stats 2>/dev/null";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  std::string out;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  ::pclose(p);
+  std::smatch m;
+  if (!std::regex_search(out, m, std::regex("total_commands_processed:([0-9]+)"))) return -1;
+  return std::stol(m[1]);
+}
+
+TEST(BenchProcessTest, ARedisThatDiesMidRunIsCountedAsRefusedWithTheReason) {
+  std::optional<std::string> redis = Which("redis-server");
+  std::optional<std::string> cli = Which("redis-cli");
+  if (!redis || !cli)
+    GTEST_SKIP() << "redis-server is not installed (scripts/setup.sh installs it); skipped";
+  const uint16_t port = FreePortBlock(1);
+  ASSERT_NE(port, 0);
+  auto server = std::make_unique<Server>(
+      std::vector<std::string>{*redis, "--port", std::to_string(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no"});
+  const std::string addr = " --backend redis --address 127.0.0.1:" + std::to_string(port);
+  ASSERT_EQ(RunWhenUp(addr + " --keys 100 --ops 10 --concurrency 1").exit_code, 0);
+  const long before = RedisCommandsProcessed(*cli, port);
+  ASSERT_GE(before, 0);
+  // A deadline far past the run's end: an operation that waited for it would
+  // end the run unfinished, never as a refusal.
+  BenchRun run;
+  std::thread bench([&] {
+    run = RunBench(
+        addr +
+        " --keys 100 --no-load --workload W --concurrency 4 --duration 8 --timeout-ms 60000");
+  });
+  // The server dies once the bench is writing to it.
+  for (int i = 0; i < 3000 && RedisCommandsProcessed(*cli, port) < before + 1000; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  server.reset();
+  bench.join();
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_GT(Field(run.json, "write", "count"), 0) << run.json;
+  // Reconnects after the death are refused at once, with the reason.
+  EXPECT_NE(run.json.find("\"Unavailable\":"), std::string::npos) << run.json;
+  EXPECT_NE(run.output.find("Connection refused"), std::string::npos) << run.output;
+  EXPECT_EQ(run.json.find("Timeout"), std::string::npos) << run.json;
+  EXPECT_EQ(run.json.find("unfinished"), std::string::npos) << run.json;
 }
 
 TEST(BenchProcessTest, EtcdBackend) {
