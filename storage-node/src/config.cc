@@ -97,6 +97,10 @@ const std::vector<Key>& Keys() {
               "longest time a write stays unsynced before the node syncs its log (0: only when "
               "a write asks for a sync)",
               0, UINT32_MAX, [](NodeConfig& c) -> uint64_t& { return c.node.sync_interval_ms; }),
+      UintKey("storage", "sync_spacing_us",
+              "least time between the starts of two log syncs; the syncs asked for meanwhile "
+              "share the next (0: a sync starts as soon as the last one ends)",
+              0, kSyncSpacingMaxUs, [](NodeConfig& c) -> uint64_t& { return c.sync_spacing_us; }),
       UintKey("storage", "block_cache_bytes", "RocksDB block cache", 1u << 20, 1ull << 40,
               [](NodeConfig& c) -> size_t& { return c.rocksdb.block_cache_bytes; }),
       UintKey("storage", "value_cache_bytes",

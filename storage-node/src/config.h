@@ -10,6 +10,9 @@
 
 namespace dynamo::node {
 
+// Largest storage.sync_spacing_us: a second.
+inline constexpr uint64_t kSyncSpacingMaxUs = 1'000'000;
+
 struct NodeConfig {
   NodeOptions node;
   net::Endpoint listen{"127.0.0.1", 7000};
@@ -23,6 +26,8 @@ struct NodeConfig {
   // Bytes of recently used values kept in front of RocksDB (CachedEngine);
   // 0 disables. Default: 64 MiB.
   size_t value_cache_bytes = 64u << 20;
+  // Least time between the starts of two log syncs (StorageWorker); 0: none.
+  uint64_t sync_spacing_us = 0;
   size_t max_connections = 1024;
   uint64_t idle_timeout_ms = 300000;
   // Longest wait for in-flight requests on SIGTERM/SIGINT.

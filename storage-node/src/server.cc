@@ -31,7 +31,8 @@ NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeSt
                                      });
   core_->SetCounterSource(
       [engine = engine_.get()](EngineCounters& out) { engine->AppendCounters(out); });
-  worker_ = std::make_unique<StorageWorker>(engine_.get(), &loop_);
+  worker_ = std::make_unique<StorageWorker>(engine_.get(), &loop_,
+                                            std::chrono::microseconds(config_.sync_spacing_us));
   net::ConnectionOptions copts;
   copts.limits = config_.node.limits;
   peers_ = std::make_unique<net::ConnectionPool>(loop_, copts, kConnectTimeoutMs);

@@ -7,17 +7,22 @@
 
 namespace dynamo::node {
 
-StorageWorker::StorageWorker(Engine* engine, net::EventLoop* loop)
-    : engine_(engine), loop_(loop), thread_([this] { Run(); }) {}
+StorageWorker::StorageWorker(Engine* engine, net::EventLoop* loop,
+                             std::chrono::microseconds sync_spacing)
+    : engine_(engine), loop_(loop), sync_spacing_(sync_spacing), thread_([this] { Run(); }) {}
 
 StorageWorker::~StorageWorker() { Stop(); }
 
 void StorageWorker::Submit(StorageOp op, Done done) {
+  bool wake;
   {
     std::lock_guard lock(mu_);
+    if (const auto* write = std::get_if<WriteOp>(&op); write != nullptr && write->sync)
+      ++queued_syncs_;
     queue_.push_back(Item{std::move(op), std::move(done)});
+    wake = !spacing_;
   }
-  cv_.notify_one();
+  if (wake) cv_.notify_one();
 }
 
 namespace {
@@ -151,7 +156,15 @@ void StorageWorker::Run() {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [this] { return stop_ || !queue_.empty() || maintenance_wanted_; });
       if (queue_.empty() && stop_) return;
+      const auto due = last_sync_start_ + sync_spacing_;
+      if (queued_syncs_ > 0 && !stop_ && std::chrono::steady_clock::now() < due) {
+        ++stats_.spaced;
+        spacing_ = true;
+        cv_.wait_until(lock, due, [this] { return stop_; });
+        spacing_ = false;
+      }
       group.swap(queue_);
+      queued_syncs_ = 0;
       maintain = std::exchange(maintenance_wanted_, false);
     }
     if (!group.empty()) RunGroup(std::move(group));
@@ -191,6 +204,7 @@ void StorageWorker::RunGroup(std::deque<Item> group) {
     }
   }
   if (!writers.empty()) {
+    if (sync) last_sync_start_ = std::chrono::steady_clock::now();
     Status s;
     if (!combined.empty()) {
       s = engine_->Write(combined, sync);

@@ -19,8 +19,15 @@
 // one runs share the next. Meta writes, scans, and anything the engine
 // would block on go to the storage thread, and so does the engine's
 // housekeeping that inline writes made due (Engine::Maintain).
+//
+// Sync spacing: with a spacing set, a group that needs a sync starts no
+// sooner than that long after the last sync started; the syncs asked for
+// meanwhile join it (and so do the reads queued for this thread). Fewer,
+// larger syncs under load, at the price of up to the spacing in latency; a
+// sync asked for after a quiet spell waits for nothing.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -39,14 +46,17 @@ struct StorageWorkerStats {
   uint64_t writes = 0;         // write operations
   uint64_t syncs = 0;          // engine syncs
   uint64_t max_group = 0;      // most operations in one group
+  uint64_t spaced = 0;         // groups that waited for the sync spacing
 };
 
 class StorageWorker {
  public:
   using Done = std::function<void(StorageResult)>;
 
-  // `engine` and `loop` must outlive the worker.
-  StorageWorker(Engine* engine, net::EventLoop* loop);
+  // `engine` and `loop` must outlive the worker. `sync_spacing`: see above
+  // (zero: none).
+  StorageWorker(Engine* engine, net::EventLoop* loop,
+                std::chrono::microseconds sync_spacing = std::chrono::microseconds(0));
   ~StorageWorker();
 
   // Any thread. `done` runs on the loop thread.
@@ -91,12 +101,17 @@ class StorageWorker {
 
   Engine* engine_;
   net::EventLoop* loop_;
+  const std::chrono::microseconds sync_spacing_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> queue_;
+  size_t queued_syncs_ = 0;  // queue_'s writes that ask for a sync
+  bool spacing_ = false;     // the thread waits out the sync spacing
   bool stop_ = false;
   bool maintenance_wanted_ = false;
   StorageWorkerStats stats_;
+  // Storage thread only.
+  std::chrono::steady_clock::time_point last_sync_start_;
   // Loop thread only.
   std::vector<InlineRead> inline_reads_;
   std::vector<Ready> ready_;

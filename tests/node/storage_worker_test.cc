@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <mutex>
 #include <span>
 #include <string>
 #include <thread>
@@ -50,7 +51,10 @@ class RecordingEngine : public MemoryEngine {
   std::atomic<bool> prefetch_off_loop{false};
   Status Write(const WriteBatch& batch, bool sync) override {
     ++writes;
-    if (sync) ++synced_writes;
+    if (sync) {
+      ++synced_writes;
+      NoteSync();
+    }
     NoteBlocking();
     return MemoryEngine::Write(batch, sync);
   }
@@ -62,6 +66,7 @@ class RecordingEngine : public MemoryEngine {
   }
   Status Sync() override {
     ++syncs;
+    NoteSync();
     NoteBlocking();
     return MemoryEngine::Sync();
   }
@@ -75,7 +80,19 @@ class RecordingEngine : public MemoryEngine {
   std::atomic<int> maintained{0};
   std::promise<void> first_maintain;
 
+  // When each sync (a synced Write or a Sync) started.
+  std::vector<std::chrono::steady_clock::time_point> SyncTimes() {
+    std::lock_guard lock(times_mu_);
+    return sync_times_;
+  }
+
  private:
+  void NoteSync() {
+    std::lock_guard lock(times_mu_);
+    sync_times_.push_back(std::chrono::steady_clock::now());
+  }
+  std::mutex times_mu_;
+  std::vector<std::chrono::steady_clock::time_point> sync_times_;
   void NoteBlocking() {
     if (std::this_thread::get_id() == loop_thread) blocking_call_on_loop = true;
   }
@@ -93,6 +110,19 @@ class StorageWorkerTest : public ::testing::Test {
     OnLoop([this] { worker_.reset(); });
     loop_.Stop();
     loop_thread_.join();
+  }
+
+  void RestartWorker(std::chrono::microseconds sync_spacing) {
+    worker_->Stop();
+    OnLoop([&] { worker_ = std::make_unique<StorageWorker>(&engine_, &loop_, sync_spacing); });
+  }
+
+  // Submits `op` from this thread; the future holds its status.
+  std::future<Status> SubmitFromHere(StorageOp op) {
+    auto p = std::make_shared<std::promise<Status>>();
+    std::future<Status> f = p->get_future();
+    worker_->Submit(std::move(op), [p](StorageResult r) { p->set_value(r.status); });
+    return f;
   }
 
   void OnLoop(std::function<void()> fn) {
@@ -289,6 +319,46 @@ TEST_F(StorageWorkerTest, MaintenanceAnInlineWriteMadeDueRunsOnTheStorageThread)
   EXPECT_FALSE(engine_.blocking_call_on_loop);
   EXPECT_EQ(engine_.no_stall_writes, 2);
   EXPECT_EQ(engine_.writes, 0);
+}
+
+}  // namespace
+}  // namespace dynamo::node
+
+namespace dynamo::node {
+namespace {
+
+TEST_F(StorageWorkerTest, SyncsAskedForWithinTheSpacingWaitForItAndShareOneSync) {
+  RestartWorker(std::chrono::seconds(30));
+  ASSERT_TRUE(SubmitFromHere(Put(Space::kData, "a", "1", true)).get().ok());
+  std::future<Status> b = SubmitFromHere(Put(Space::kData, "b", "2", true));
+  // The thread waits out the spacing with b queued...
+  for (int i = 0; i < 10000 && worker_->stats().spaced == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_EQ(worker_->stats().spaced, 1u);
+  EXPECT_EQ(b.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  std::future<Status> c = SubmitFromHere(Put(Space::kData, "c", "3", true));
+  // ...and Stop ends the wait: b and c share the one sync that follows.
+  worker_->Stop();
+  EXPECT_TRUE(b.get().ok());
+  EXPECT_TRUE(c.get().ok());
+  EXPECT_EQ(engine_.SyncTimes().size(), 2u);
+  EXPECT_EQ(worker_->stats().syncs, 2u);
+}
+
+TEST_F(StorageWorkerTest, TwoSyncsStartAtLeastTheSpacingApart) {
+  const auto spacing = std::chrono::milliseconds(30);
+  RestartWorker(spacing);
+  const auto before_first = std::chrono::steady_clock::now();
+  ASSERT_TRUE(SubmitFromHere(Put(Space::kData, "a", "1", true)).get().ok());
+  // Unsynced work does not wait for the spacing, nor start it.
+  ASSERT_TRUE(SubmitFromHere(Put(Space::kData, "u", "0", false)).get().ok());
+  EXPECT_EQ(worker_->stats().spaced, 0u);
+  ASSERT_TRUE(SubmitFromHere(WriteOp{WriteBatch{}, true}).get().ok());
+  const auto times = engine_.SyncTimes();
+  ASSERT_EQ(times.size(), 2u);
+  // The first sync started after before_first, the second the spacing after it.
+  EXPECT_GE(times[1] - before_first, spacing);
 }
 
 }  // namespace

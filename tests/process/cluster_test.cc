@@ -307,6 +307,11 @@ TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
   auto [range, code3] = RunTool("dynamo-node --id x --data-dir /tmp/dynamo-never --config " + cfg);
   EXPECT_EQ(code3, 1);
   EXPECT_NE(range.find("limits.key_bytes_max"), std::string::npos) << range;
+  { std::ofstream(cfg) << "[storage]\nsync_spacing_us = 1000001\n"; }
+  auto [spacing, code5] =
+      RunTool("dynamo-node --id x --data-dir /tmp/dynamo-never --config " + cfg);
+  EXPECT_EQ(code5, 1);
+  EXPECT_NE(spacing.find("storage.sync_spacing_us"), std::string::npos) << spacing;
   std::filesystem::remove(cfg);
   auto [help, code4] = RunTool("dynamo-node --help");
   EXPECT_EQ(code4, 0);
