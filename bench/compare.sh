@@ -189,6 +189,11 @@ machine_notes() {  # what else takes this machine's cores at intervals, for read
     echo "machine: the kernel's DAMON monitor (kdamond.${k##*/}) samples memory every $((us / 1000)) ms;" \
       "each sample takes a core for 1-5 ms and open-loop operations queue behind it (docs/performance.md item 24)"
   done
+  local poll=/sys/module/haltpoll/parameters/guest_halt_poll_ns ns
+  if ns=$(cat "$poll" 2>/dev/null); then
+    echo "machine: idle virtual CPUs poll for $((ns / 1000)) us before they halt ($poll);" \
+      "with 0 each wake-up goes through the host, and both stores run slower (docs/performance.md item 30)"
+  fi
 }
 
 /usr/bin/python3 bench/compare_report.py "$WORK/results" "$WORK/disk" "$WORK/speed"
