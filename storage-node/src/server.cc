@@ -29,8 +29,13 @@ NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeSt
                                          case LogLevel::kError: spdlog::error(msg); break;
                                        }
                                      });
-  core_->SetCounterSource(
-      [engine = engine_.get()](EngineCounters& out) { engine->AppendCounters(out); });
+  core_->SetCounterSource([this](EngineCounters& out) {
+    engine_->AppendCounters(out);
+    if (!worker_) return;
+    const StorageWorkerStats w = worker_->stats();
+    out.emplace_back("log_syncs", w.syncs);
+    out.emplace_back("log_syncs_spaced", w.spaced);
+  });
   worker_ = std::make_unique<StorageWorker>(engine_.get(), &loop_,
                                             std::chrono::microseconds(config_.sync_spacing_us));
   net::ConnectionOptions copts;

@@ -124,6 +124,9 @@ TEST(ProcessTest, ThreeAndFiveNodesFormOneRing) {
     EXPECT_GE(stats->Get("logs_grown", 0), 1u);
     EXPECT_EQ(stats->Get("log_spare_failures", 99), 0u);
     EXPECT_NE(stats->Get("value_cache_misses", UINT64_MAX), UINT64_MAX);
+    // The storage thread's: the ring was synced before the node acted on it.
+    EXPECT_GE(stats->Get("log_syncs", 0), 1u);
+    EXPECT_EQ(stats->Get("log_syncs_spaced", 99), 0u);
   }
 }
 
