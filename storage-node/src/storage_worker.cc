@@ -157,7 +157,7 @@ void StorageWorker::Run() {
       cv_.wait(lock, [this] { return stop_ || !queue_.empty() || maintenance_wanted_; });
       if (queue_.empty() && stop_) return;
       const auto due = last_sync_start_ + sync_spacing_;
-      if (queued_syncs_ > 0 && !stop_ && std::chrono::steady_clock::now() < due) {
+      if (Spaced() && queued_syncs_ > 0 && !stop_ && std::chrono::steady_clock::now() < due) {
         ++stats_.spaced;
         spacing_ = true;
         cv_.wait_until(lock, due, [this] { return stop_; });
@@ -204,7 +204,7 @@ void StorageWorker::RunGroup(std::deque<Item> group) {
     }
   }
   if (!writers.empty()) {
-    if (sync) last_sync_start_ = std::chrono::steady_clock::now();
+    if (sync && Spaced()) last_sync_start_ = std::chrono::steady_clock::now();
     Status s;
     if (!combined.empty()) {
       s = engine_->Write(combined, sync);

@@ -75,6 +75,8 @@ class StorageWorker {
     StorageOp op;
     Done done;
   };
+  // A sync spacing is set (with none, the sync path reads no clock).
+  bool Spaced() const { return sync_spacing_.count() > 0; }
   void Run();
   void RunGroup(std::deque<Item> group);
   // Loop thread, at the end of an iteration: completes the reads answered
