@@ -5,6 +5,8 @@
 #include <functional>
 #include <sstream>
 
+#include "sync_pacer.h"
+
 namespace dynamo::node {
 namespace {
 
@@ -99,8 +101,14 @@ const std::vector<Key>& Keys() {
               0, UINT32_MAX, [](NodeConfig& c) -> uint64_t& { return c.node.sync_interval_ms; }),
       UintKey("storage", "sync_spacing_us",
               "least time between the starts of two log syncs; the syncs asked for meanwhile "
-              "share the next (0: a sync starts as soon as the last one ends)",
+              "share the next (0: no fixed spacing)",
               0, kSyncSpacingMaxUs, [](NodeConfig& c) -> uint64_t& { return c.sync_spacing_us; }),
+      UintKey("storage", "sync_spacing_percent",
+              "least time between the starts of two log syncs as a percentage of the disk's "
+              "typical sync time (the median of the last 16), at most 2 ms; the larger of "
+              "this and sync_spacing_us applies (0: a sync starts as soon as the last one ends)",
+              0, kSyncPacerPercentMax,
+              [](NodeConfig& c) -> uint64_t& { return c.sync_spacing_percent; }),
       UintKey("storage", "block_cache_bytes", "RocksDB block cache", 1u << 20, 1ull << 40,
               [](NodeConfig& c) -> size_t& { return c.rocksdb.block_cache_bytes; }),
       UintKey("storage", "value_cache_bytes",

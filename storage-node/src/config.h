@@ -26,8 +26,11 @@ struct NodeConfig {
   // Bytes of recently used values kept in front of RocksDB (CachedEngine);
   // 0 disables. Default: 64 MiB.
   size_t value_cache_bytes = 64u << 20;
-  // Least time between the starts of two log syncs (StorageWorker); 0: none.
+  // Least time between the starts of two log syncs (StorageWorker's
+  // SyncPacer): at least sync_spacing_us, and at least sync_spacing_percent
+  // of the disk's typical sync time (capped at kSyncPacerShareMax); 0: none.
   uint64_t sync_spacing_us = 0;
+  uint64_t sync_spacing_percent = 200;
   size_t max_connections = 1024;
   uint64_t idle_timeout_ms = 300000;
   // Longest wait for in-flight requests on SIGTERM/SIGINT.

@@ -35,9 +35,12 @@ NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeSt
     const StorageWorkerStats w = worker_->stats();
     out.emplace_back("log_syncs", w.syncs);
     out.emplace_back("log_syncs_spaced", w.spaced);
+    out.emplace_back("log_sync_spacing_us", w.spacing_us);
   });
-  worker_ = std::make_unique<StorageWorker>(engine_.get(), &loop_,
-                                            std::chrono::microseconds(config_.sync_spacing_us));
+  SyncPacerOptions pacing;
+  pacing.floor = std::chrono::microseconds(config_.sync_spacing_us);
+  pacing.percent = static_cast<uint32_t>(config_.sync_spacing_percent);
+  worker_ = std::make_unique<StorageWorker>(engine_.get(), &loop_, pacing);
   net::ConnectionOptions copts;
   copts.limits = config_.node.limits;
   peers_ = std::make_unique<net::ConnectionPool>(loop_, copts, kConnectTimeoutMs);

@@ -7,9 +7,11 @@
 
 namespace dynamo::node {
 
-StorageWorker::StorageWorker(Engine* engine, net::EventLoop* loop,
-                             std::chrono::microseconds sync_spacing)
-    : engine_(engine), loop_(loop), sync_spacing_(sync_spacing), thread_([this] { Run(); }) {}
+StorageWorker::StorageWorker(Engine* engine, net::EventLoop* loop, SyncPacerOptions pacing)
+    : engine_(engine), loop_(loop), pacer_(pacing), thread_([this] { Run(); }) {
+  std::lock_guard lock(mu_);
+  stats_.spacing_us = static_cast<uint64_t>(pacing.floor.count());
+}
 
 StorageWorker::~StorageWorker() { Stop(); }
 
@@ -156,7 +158,7 @@ void StorageWorker::Run() {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [this] { return stop_ || !queue_.empty() || maintenance_wanted_; });
       if (queue_.empty() && stop_) return;
-      const auto due = last_sync_start_ + sync_spacing_;
+      const auto due = last_sync_start_ + pacer_.spacing();
       if (Spaced() && queued_syncs_ > 0 && !stop_ && std::chrono::steady_clock::now() < due) {
         ++stats_.spaced;
         spacing_ = true;
@@ -204,13 +206,15 @@ void StorageWorker::RunGroup(std::deque<Item> group) {
     }
   }
   if (!writers.empty()) {
-    if (sync && Spaced()) last_sync_start_ = std::chrono::steady_clock::now();
+    const bool timed = sync && Spaced();
+    if (timed) last_sync_start_ = std::chrono::steady_clock::now();
     Status s;
     if (!combined.empty()) {
       s = engine_->Write(combined, sync);
     } else if (sync) {
       s = engine_->Sync();
     }
+    if (timed && s.ok()) pacer_.OnSync(std::chrono::steady_clock::now() - last_sync_start_);
     for (Done& done : writers) {
       StorageResult r;
       r.status = s;
@@ -223,6 +227,7 @@ void StorageWorker::RunGroup(std::deque<Item> group) {
     stats_.writes += writers.size();
     stats_.syncs += (sync && !writers.empty()) ? 1 : 0;
     stats_.max_group = std::max<uint64_t>(stats_.max_group, group.size());
+    stats_.spacing_us = static_cast<uint64_t>(pacer_.spacing().count());
   }
   auto batch = std::make_shared<std::vector<std::pair<Done, StorageResult>>>(std::move(completions));
   loop_->Post([batch] {

@@ -20,11 +20,11 @@
 // would block on go to the storage thread, and so does the engine's
 // housekeeping that inline writes made due (Engine::Maintain).
 //
-// Sync spacing: with a spacing set, a group that needs a sync starts no
-// sooner than that long after the last sync started; the syncs asked for
-// meanwhile join it (and so do the reads queued for this thread). Fewer,
-// larger syncs under load, at the price of up to the spacing in latency; a
-// sync asked for after a quiet spell waits for nothing.
+// Sync spacing (SyncPacer): with a spacing set, a group that needs a sync
+// starts no sooner than that long after the last sync started; the syncs
+// asked for meanwhile join it (and so do the reads queued for this thread).
+// Fewer, larger syncs under load, at the price of up to the spacing in
+// latency; a sync asked for after a quiet spell waits for nothing.
 #pragma once
 
 #include <chrono>
@@ -38,6 +38,7 @@
 #include "dynamo/net/event_loop.h"
 #include "dynamo/node/engine.h"
 #include "dynamo/node/node_core.h"
+#include "sync_pacer.h"
 
 namespace dynamo::node {
 
@@ -47,16 +48,16 @@ struct StorageWorkerStats {
   uint64_t syncs = 0;          // engine syncs
   uint64_t max_group = 0;      // most operations in one group
   uint64_t spaced = 0;         // groups that waited for the sync spacing
+  uint64_t spacing_us = 0;     // the sync spacing now
 };
 
 class StorageWorker {
  public:
   using Done = std::function<void(StorageResult)>;
 
-  // `engine` and `loop` must outlive the worker. `sync_spacing`: see above
-  // (zero: none).
-  StorageWorker(Engine* engine, net::EventLoop* loop,
-                std::chrono::microseconds sync_spacing = std::chrono::microseconds(0));
+  // `engine` and `loop` must outlive the worker. `pacing`: see above (the
+  // default spaces no syncs).
+  StorageWorker(Engine* engine, net::EventLoop* loop, SyncPacerOptions pacing = {});
   ~StorageWorker();
 
   // Any thread. `done` runs on the loop thread.
@@ -75,8 +76,8 @@ class StorageWorker {
     StorageOp op;
     Done done;
   };
-  // A sync spacing is set (with none, the sync path reads no clock).
-  bool Spaced() const { return sync_spacing_.count() > 0; }
+  // Syncs are spaced (if not, the sync path reads no clock).
+  bool Spaced() const { return pacer_.enabled(); }
   void Run();
   void RunGroup(std::deque<Item> group);
   // Loop thread, at the end of an iteration: completes the reads answered
@@ -103,7 +104,6 @@ class StorageWorker {
 
   Engine* engine_;
   net::EventLoop* loop_;
-  const std::chrono::microseconds sync_spacing_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> queue_;
@@ -113,6 +113,7 @@ class StorageWorker {
   bool maintenance_wanted_ = false;
   StorageWorkerStats stats_;
   // Storage thread only.
+  SyncPacer pacer_;
   std::chrono::steady_clock::time_point last_sync_start_;
   // Loop thread only.
   std::vector<InlineRead> inline_reads_;

@@ -80,6 +80,8 @@ class RecordingEngine : public MemoryEngine {
   std::atomic<int> maintained{0};
   std::promise<void> first_maintain;
 
+  // How long each sync takes (set before the worker starts).
+  std::chrono::microseconds sync_sleep{0};
   // When each sync (a synced Write or a Sync) started.
   std::vector<std::chrono::steady_clock::time_point> SyncTimes() {
     std::lock_guard lock(times_mu_);
@@ -88,8 +90,11 @@ class RecordingEngine : public MemoryEngine {
 
  private:
   void NoteSync() {
-    std::lock_guard lock(times_mu_);
-    sync_times_.push_back(std::chrono::steady_clock::now());
+    {
+      std::lock_guard lock(times_mu_);
+      sync_times_.push_back(std::chrono::steady_clock::now());
+    }
+    if (sync_sleep.count() > 0) std::this_thread::sleep_for(sync_sleep);
   }
   std::mutex times_mu_;
   std::vector<std::chrono::steady_clock::time_point> sync_times_;
@@ -112,9 +117,12 @@ class StorageWorkerTest : public ::testing::Test {
     loop_thread_.join();
   }
 
-  void RestartWorker(std::chrono::microseconds sync_spacing) {
+  void RestartWorker(std::chrono::microseconds floor, uint32_t percent = 0) {
     worker_->Stop();
-    OnLoop([&] { worker_ = std::make_unique<StorageWorker>(&engine_, &loop_, sync_spacing); });
+    SyncPacerOptions pacing;
+    pacing.floor = floor;
+    pacing.percent = percent;
+    OnLoop([&] { worker_ = std::make_unique<StorageWorker>(&engine_, &loop_, pacing); });
   }
 
   // Submits `op` from this thread; the future holds its status.
@@ -359,6 +367,25 @@ TEST_F(StorageWorkerTest, TwoSyncsStartAtLeastTheSpacingApart) {
   ASSERT_EQ(times.size(), 2u);
   // The first sync started after before_first, the second the spacing after it.
   EXPECT_GE(times[1] - before_first, spacing);
+}
+
+// With a percentage set, the spacing follows what the engine's syncs take.
+TEST_F(StorageWorkerTest, APercentageSpacingFollowsTheSyncTime) {
+  const auto took = std::chrono::microseconds(400);
+  engine_.sync_sleep = took;
+  RestartWorker(std::chrono::microseconds(0), 200);
+  EXPECT_EQ(worker_->stats().spacing_us, 0u);
+  const auto before_first = std::chrono::steady_clock::now();
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(SubmitFromHere(Put(Space::kData, "a", std::to_string(i), true)).get().ok());
+  }
+  const uint64_t spacing_us = worker_->stats().spacing_us;
+  EXPECT_GE(spacing_us, 2 * static_cast<uint64_t>(took.count()));
+  EXPECT_LE(spacing_us, static_cast<uint64_t>(kSyncPacerShareMax.count()));
+  const auto times = engine_.SyncTimes();
+  ASSERT_EQ(times.size(), 3u);
+  // The first sync took at least `took`, so the second waited for twice that.
+  EXPECT_GE(times[1] - before_first, 2 * took);
 }
 
 }  // namespace
