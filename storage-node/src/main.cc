@@ -146,7 +146,11 @@ int Main(int argc, char** argv) {
   }
   std::unique_ptr<Engine> store;
   if (config.engine == "memory") {
-    store = std::make_unique<MemoryEngine>();
+    // Nothing outlives the process, so no synced copy to keep (a copy of
+    // each write at every sync otherwise).
+    MemoryEngineOptions memory;
+    memory.keep_synced_copy = false;
+    store = std::make_unique<MemoryEngine>(memory);
     spdlog::warn("memory engine: nothing survives a restart");
   } else {
     RocksDbOptions rocksdb = config.rocksdb;

@@ -30,7 +30,7 @@ Status MemoryEngine::Write(const WriteBatch& batch, bool sync) {
   std::lock_guard lock(mu_);
   for (const WriteBatch::Op& op : batch.ops()) {
     Apply(live_, op);
-    unsynced_.push_back(op);
+    if (options_.keep_synced_copy) unsynced_.push_back(op);
   }
   return sync ? SyncLocked() : Status::OK();
 }
@@ -61,7 +61,9 @@ Status MemoryEngine::DeletePrefix(Space space, std::string_view prefix, bool syn
   std::lock_guard lock(mu_);
   Map& m = live_[static_cast<size_t>(space)];
   for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix);) {
-    unsynced_.push_back(WriteBatch::Op{space, it->first, std::nullopt});
+    if (options_.keep_synced_copy) {
+      unsynced_.push_back(WriteBatch::Op{space, it->first, std::nullopt});
+    }
     it = m.erase(it);
   }
   return sync ? SyncLocked() : Status::OK();
@@ -74,6 +76,7 @@ Status MemoryEngine::Sync() {
 
 void MemoryEngine::DropUnsynced() {
   std::lock_guard lock(mu_);
+  if (!options_.keep_synced_copy) return;
   live_ = durable_;
   unsynced_.clear();
 }

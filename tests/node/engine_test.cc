@@ -37,12 +37,17 @@ class EngineTest : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     if (GetParam() == "memory") {
       engine_ = std::make_unique<MemoryEngine>();
+    } else if (GetParam() == "memory_no_synced_copy") {
+      MemoryEngineOptions o;
+      o.keep_synced_copy = false;
+      engine_ = std::make_unique<MemoryEngine>(o);
     } else {
       dir_ = TempDir(::testing::UnitTest::GetInstance()->current_test_info()->name());
       Reopen();
     }
   }
   bool cached() const { return GetParam() == "rocksdb_cached"; }
+  bool memory() const { return GetParam().starts_with("memory"); }
   void TearDown() override {
     engine_.reset();
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
@@ -171,7 +176,7 @@ TEST_P(EngineTest, RandomOperationsMatchAModel) {
 }
 
 TEST_P(EngineTest, SyncedWritesSurviveReopen) {
-  if (GetParam() == "memory") GTEST_SKIP() << "memory engine has no reopen";
+  if (memory()) GTEST_SKIP() << "memory engine has no reopen";
   WriteBatch b;
   b.Put(Space::kData, DataKey(3, "durable"), "yes");
   b.Put(Space::kMeta, "actor_id", EncodeU64(42));
@@ -182,7 +187,7 @@ TEST_P(EngineTest, SyncedWritesSurviveReopen) {
 }
 
 TEST_P(EngineTest, SecondOpenOfTheSameDirectoryFails) {
-  if (GetParam() == "memory") GTEST_SKIP();
+  if (memory()) GTEST_SKIP();
   auto second = OpenRocksDb(dir_, {});
   EXPECT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), StatusCode::kIOError);
@@ -221,7 +226,9 @@ TEST_P(EngineTest, NonBlockingCallsAgreeWithTheBlockingOnes) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Engines, EngineTest, ::testing::Values("memory", "rocksdb", "rocksdb_cached"),
+INSTANTIATE_TEST_SUITE_P(Engines, EngineTest,
+                         ::testing::Values("memory", "memory_no_synced_copy", "rocksdb",
+                                           "rocksdb_cached"),
                          [](const auto& info) { return info.param; });
 
 // Memtable sizes spread over ±25% of the configured size, so replicas that
@@ -359,6 +366,27 @@ TEST(MemoryEngineTest, FailedSyncLeavesWritesUndurable) {
   EXPECT_EQ(e.Write(b, true).code(), StatusCode::kIOError);
   e.DropUnsynced();
   EXPECT_FALSE(e.Get(Space::kData, "a")->has_value());
+}
+
+// dynamo-node's memory engine keeps no synced copy: reads, writes and
+// failing syncs behave the same, and there is no earlier state to drop to.
+TEST(MemoryEngineTest, WithoutASyncedCopyWritesStayAndSyncsStillFail) {
+  MemoryEngineOptions o;
+  o.keep_synced_copy = false;
+  MemoryEngine e(o);
+  WriteBatch b;
+  b.Put(Space::kData, "a", "1");
+  b.Put(Space::kData, "b", "2");
+  ASSERT_TRUE(e.Write(b, false).ok());
+  ASSERT_TRUE(e.DeletePrefix(Space::kData, "b", false).ok());
+  ASSERT_TRUE(e.Sync().ok());
+  e.DropUnsynced();
+  EXPECT_EQ(**e.Get(Space::kData, "a"), "1");
+  EXPECT_FALSE(e.Get(Space::kData, "b")->has_value());
+  e.FailSyncs(true);
+  EXPECT_EQ(e.Sync().code(), StatusCode::kIOError);
+  e.FailSyncs(false);
+  EXPECT_TRUE(e.Sync().ok());
 }
 
 // Counts what reaches the engine behind the cache; `during_cached_get` runs

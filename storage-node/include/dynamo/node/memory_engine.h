@@ -1,6 +1,7 @@
-// An Engine in memory, for tests and the simulator. It keeps what a disk
-// would hold after the last sync apart from what reads see, so a test can
-// model a power loss (DropUnsynced) or a failing fsync (FailSyncs).
+// An Engine in memory, for tests, the simulator and `dynamo-node --engine
+// memory`. By default it keeps what a disk would hold after the last sync
+// apart from what reads see, so a test can model a power loss
+// (DropUnsynced) or a failing fsync (FailSyncs).
 //
 // Thread-safety: all methods are thread-safe.
 #pragma once
@@ -13,8 +14,18 @@
 
 namespace dynamo::node {
 
+struct MemoryEngineOptions {
+  // Keep the synced copy that DropUnsynced returns to. Each sync copies the
+  // writes since the last one into it, under the lock reads take. A process
+  // whose whole store ends with it (dynamo-node's memory engine) has no use
+  // for the copy.
+  bool keep_synced_copy = true;
+};
+
 class MemoryEngine : public Engine {
  public:
+  explicit MemoryEngine(MemoryEngineOptions options = {}) : options_(options) {}
+
   Result<std::optional<std::string>> Get(Space space, std::string_view key) override;
   Result<std::optional<std::string>> GetCached(Space space, std::string_view key) override {
     return Get(space, key);
@@ -27,6 +38,7 @@ class MemoryEngine : public Engine {
   std::string_view name() const override { return "memory"; }
 
   // Forgets every write since the last successful sync, as a power loss would.
+  // Without keep_synced_copy there is nothing to return to: it keeps them.
   void DropUnsynced();
   // While set, every sync fails with IOError and leaves its writes unsynced.
   void FailSyncs(bool fail);
@@ -38,6 +50,7 @@ class MemoryEngine : public Engine {
   void Apply(std::array<Map, kSpaceCount>& target, const WriteBatch::Op& op);
   Status SyncLocked();
 
+  const MemoryEngineOptions options_;
   mutable std::mutex mu_;
   std::array<Map, kSpaceCount> live_;
   std::array<Map, kSpaceCount> durable_;
