@@ -105,7 +105,7 @@ const std::vector<Key>& Keys() {
               0, kSyncSpacingMaxUs, [](NodeConfig& c) -> uint64_t& { return c.sync_spacing_us; }),
       UintKey("storage", "sync_spacing_percent",
               "least time between the starts of two log syncs as a percentage of the disk's "
-              "typical sync time (the median of the last 16), at most 2 ms; the larger of "
+              "typical sync time (the lower quartile of the last 16), at most 2 ms; the larger of "
               "this and sync_spacing_us applies (0: a sync starts as soon as the last one ends)",
               0, kSyncPacerPercentMax,
               [](NodeConfig& c) -> uint64_t& { return c.sync_spacing_percent; }),

@@ -14,9 +14,9 @@ void SyncPacer::OnSync(std::chrono::nanoseconds took) {
   next_ = (next_ + 1) % recent_ns_.size();
   recorded_ = std::min(recorded_ + 1, recent_ns_.size());
   std::array<int64_t, kSyncPacerWindow> sorted = recent_ns_;
-  auto mid = sorted.begin() + recorded_ / 2;
-  std::nth_element(sorted.begin(), mid, sorted.begin() + recorded_);
-  const int64_t share_ns = *mid * options_.percent / 100;
+  auto quartile = sorted.begin() + recorded_ / 4;
+  std::nth_element(sorted.begin(), quartile, sorted.begin() + recorded_);
+  const int64_t share_ns = *quartile * options_.percent / 100;
   const auto share = std::min<std::chrono::microseconds>(
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::nanoseconds(share_ns)),
       kSyncPacerShareMax);

@@ -2,11 +2,13 @@
 //
 // A sync starts no sooner than spacing() after the last one started; the
 // synced writes that arrive meanwhile share it. The spacing is the larger of
-// a fixed floor and a share of the disk's typical sync time, the median of
-// the last kSyncPacerWindow syncs (so a few stalls do not move it), with
-// that share capped at kSyncPacerShareMax. Syncs spaced at twice their own
-// time keep the disk flushing at most half the time under load, while on a
-// disk that syncs in microseconds the spacing stays microseconds.
+// a fixed floor and a share of the disk's typical sync time, the lower
+// quartile of the last kSyncPacerWindow syncs (what the disk takes, less
+// the waits for a core around it under load; a few stalls do not move it),
+// with that share capped at kSyncPacerShareMax. Syncs spaced at twice
+// their own time keep the disk flushing at most about half the time under
+// load, while on a disk that syncs in microseconds the spacing stays
+// microseconds.
 //
 // Plain logic, no clock of its own: the caller times each sync.
 #pragma once
