@@ -18,6 +18,10 @@
 # With --rounds N, the closed-loop runs repeat N times, the stores in turn
 # within each round, and the ratios are given round by round with their
 # median; the open loop runs once, at half of each store's median peak.
+# With --open-rounds N the open-loop runs repeat N times too (the stores in
+# turn within each round, each at that one rate), and the report gives each
+# store's median p99 and p99.9 over them: one open-loop run's tail is a
+# single draw from a wide spread on these machines.
 # With --lww, the workloads that write also run in last-write-wins mode
 # (store "dynamo-lww"), so the table shows both write paths: causal (two
 # round trips, the default) and LWW (one round trip to every replica).
@@ -30,12 +34,12 @@
 # the nodes' value caches.
 # Stops everything it started (by PID).
 #
-# Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"] [--rounds N] [--lww] [--unsynced]
+# Usage: bench/compare.sh [--duration S] [--keys N] [--concurrency C] [--workloads "W C A"] [--rounds N] [--open-rounds N] [--lww] [--unsynced]
 # Builds build/release first (scripts/run.sh's tree). Needs python3 for the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10 KEYS=100000 CONCURRENCY=50 WORKLOADS="W C A" ROUNDS=1 LWW=0 UNSYNCED=0
+DURATION=10 KEYS=100000 CONCURRENCY=50 WORKLOADS="W C A" ROUNDS=1 OPEN_ROUNDS=1 LWW=0 UNSYNCED=0
 ROUNDS_MAX=20
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -44,15 +48,19 @@ while [ $# -gt 0 ]; do
     --concurrency) CONCURRENCY=$2; shift 2 ;;
     --workloads) WORKLOADS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
+    --open-rounds) OPEN_ROUNDS=$2; shift 2 ;;
     --lww) LWW=1; shift ;;
     --unsynced) UNSYNCED=1; shift ;;
-    *) echo "usage: $0 [--duration S] [--keys N] [--concurrency C] [--workloads \"W C A\"] [--rounds N] [--lww] [--unsynced]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--duration S] [--keys N] [--concurrency C] [--workloads \"W C A\"] [--rounds N] [--open-rounds N] [--lww] [--unsynced]" >&2; exit 2 ;;
   esac
 done
-if ! [[ $ROUNDS =~ ^[0-9]+$ ]] || [ "$ROUNDS" -lt 1 ] || [ "$ROUNDS" -gt $ROUNDS_MAX ]; then
-  echo "compare: --rounds must be a whole number from 1 to $ROUNDS_MAX" >&2
-  exit 2
-fi
+for flag in "--rounds $ROUNDS" "--open-rounds $OPEN_ROUNDS"; do
+  n=${flag#* }
+  if ! [[ $n =~ ^[0-9]+$ ]] || [ "$n" -lt 1 ] || [ "$n" -gt $ROUNDS_MAX ]; then
+    echo "compare: ${flag% *} must be a whole number from 1 to $ROUNDS_MAX" >&2
+    exit 2
+  fi
+done
 
 BUILD=${DYNAMO_RELEASE_BUILD:-build/release}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDYNAMO_BUILD_TESTS=OFF -DDYNAMO_BUILD_BENCH=ON \
@@ -160,7 +168,7 @@ run() {  # backend workload mode round [extra flags...]; appends "backend worklo
   echo "$backend $workload $mode $round $out" >>"$WORK/results"
   echo "$backend $workload $mode $round $(cat "$disk")" >>"$WORK/disk"
   echo "$backend $workload $mode $round $(cat "$speed")" >>"$WORK/speed"
-  echo "compare: $backend $workload $mode$([ "$mode" = closed ] && [ "$ROUNDS" -gt 1 ] && echo " round $round") done" >&2
+  echo "compare: $backend $workload $mode round $round done" >&2
 }
 throughput() {  # backend workload: median closed-loop ops/s over the rounds
   awk -v b="$1" -v w="$2" '$1 == b && $2 == w && $3 == "closed" { $1 = $2 = $3 = $4 = ""; print }' "$WORK/results" |
@@ -173,11 +181,15 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 # Open loop at half of each store's own closed-loop peak: latency from each
 # operation's intended start, so queueing is measured.
-for w in W C; do
-  case " $WORKLOADS " in *" $w "*) ;; *) continue ;; esac
-  for backend in $(stores_for "$w"); do
-    rate=$(/usr/bin/python3 -c "print(round($(throughput $backend $w) / 2))")
-    run $backend "$w" open 1 --rate "$rate"
+declare -A RATE
+for round in $(seq 1 "$OPEN_ROUNDS"); do
+  for w in W C; do
+    case " $WORKLOADS " in *" $w "*) ;; *) continue ;; esac
+    for backend in $(stores_for "$w"); do
+      [ -n "${RATE[$backend.$w]:-}" ] ||
+        RATE[$backend.$w]=$(/usr/bin/python3 -c "print(round($(throughput $backend $w) / 2))")
+      run $backend "$w" open "$round" --rate "${RATE[$backend.$w]}"
+    done
   done
 done
 

@@ -6,7 +6,8 @@ usage: bench/compare_report.py RESULTS DISK SPEED
   closed or open. RESULTS holds dynamo-bench's --json report, DISK
   bench/diskprobe.py's, SPEED `bench/procstat.py speed`'s. Prints the
   closed-loop table (one row per store, workload and round), the open-loop
-  table, the throughput ratios (round by round, with their median, when
+  table (with each store's median p99 and p99.9 when it ran several
+  rounds), the throughput ratios (round by round, with their median, when
   there are several rounds) and dynamo's errors and siblings.
 """
 import json
@@ -98,16 +99,28 @@ def report(results, disk, speed):
                      f"{machine((name, w, 'closed', rnd))}")
     opened = keys(results, "open")
     if opened:
+        open_several = len({k[2] for k in opened}) > 1
+        open_rnd_head = f" {'rnd':>3}" if open_several else ""
         lines.append("")
         lines.append("open loop at half of the store's closed-loop peak (latency from intended start)")
-        lines.append(f"{'store':<14} {'wl':<3} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7} {'max':>7} {'err':>5}"
-                     + machine_head)
+        lines.append(f"{'store':<14} {'wl':<3}{open_rnd_head} {'rate':>9} {'done/s':>9} | {'p50':>7} {'p99':>7} {'p99.9':>7}"
+                     f" {'max':>7} {'err':>5}" + machine_head)
+        tails = {}
         for name, w, rnd in opened:
             r = results[(name, w, "open", rnd)]
             o = r["write" if w == "W" else "read"]
-            lines.append(f"{name:<14} {w:<3} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
+            tails.setdefault((name, w), []).append(o)
+            rnd_col = f" {rnd:>3}" if open_several else ""
+            lines.append(f"{name:<14} {w:<3}{rnd_col} {r.get('target_rate', 0):>9.0f} {r['throughput']:>9.0f} | "
                          f"{o['p50_ms']:>7.2f} {o['p99_ms']:>7.2f} {o['p999_ms']:>7.2f} {o['max_ms']:>7.2f} {o['errors']:>5}"
                          f" | {machine((name, w, 'open', rnd))}")
+        if open_several:
+            lines.append("open-loop tails, median of the rounds (ms):")
+            for w in sorted({w for _, w in tails}, key=order):
+                parts = [f"{name} p99 {statistics.median(o['p99_ms'] for o in ops):.2f}"
+                         f" p99.9 {statistics.median(o['p999_ms'] for o in ops):.2f}"
+                         for (name, ww), ops in tails.items() if ww == w]
+                lines.append(f"  workload {w}: " + ", ".join(parts))
     lines.append("")
     lines.append("ratios of throughput (same run" + (", round by round)" if several else ")"))
     by_ratio = ratios(results)

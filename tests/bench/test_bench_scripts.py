@@ -134,6 +134,33 @@ def test_compare_with_one_round_prints_plain_ratios(tmp_path):
     assert "workload C: dynamo/redis 1.50x" in r.stdout
 
 
+def test_compare_open_loop_rounds_give_each_stores_median_tail():
+    def tail(p99, p999):
+        r = bench_report(5000, writes=50000)
+        r["write"].update(p99_ms=p99, p999_ms=p999)
+        return r
+    results = {("dynamo", "W", "closed", 1): bench_report(10000, writes=100000),
+               ("redis", "W", "closed", 1): bench_report(20000, writes=200000),
+               ("dynamo", "W", "open", 1): tail(10.0, 20.0),
+               ("redis", "W", "open", 1): tail(1.0, 4.0),
+               ("dynamo", "W", "open", 2): tail(30.0, 70.0),
+               ("redis", "W", "open", 2): tail(2.0, 5.0),
+               ("dynamo", "W", "open", 3): tail(12.0, 19.0),
+               ("redis", "W", "open", 3): tail(3.0, 18.0)}
+    lines = compare_report.report(results, {}, {})
+    head = next(l for l in lines if l.startswith("store") and "rate" in l)
+    assert " rnd " in head
+    rows = [l for l in lines if l.startswith("dynamo         W") and len(l.split()) > 3 and l.split()[2] in "123"]
+    assert [r.split()[2] for r in rows[-3:]] == ["1", "2", "3"]
+    tails = lines[lines.index("open-loop tails, median of the rounds (ms):") + 1]
+    assert tails == "  workload W: dynamo p99 12.00 p99.9 20.00, redis p99 2.00 p99.9 5.00"
+    # One open-loop round: no round column and no medians.
+    one = {k: v for k, v in results.items() if k[3] == 1}
+    lines = compare_report.report(one, {}, {})
+    assert not any("median of the rounds" in l for l in lines)
+    assert " rnd " not in next(l for l in lines if l.startswith("store") and "rate" in l)
+
+
 def test_speed_probe_times_its_work_and_stops_on_sigterm():
     s = procstat.speed_summary([0.010, 0.030, 0.020])
     assert s == {"samples": 3, "p50_ms": 20.0, "max_ms": 30.0}
