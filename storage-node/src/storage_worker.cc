@@ -20,7 +20,7 @@ void StorageWorker::Submit(StorageOp op, Done done) {
   {
     std::lock_guard lock(mu_);
     if (const auto* write = std::get_if<WriteOp>(&op); write != nullptr && write->sync)
-      ++queued_syncs_;
+      sync_queued_ = true;
     queue_.push_back(Item{std::move(op), std::move(done)});
     wake = !spacing_;
   }
@@ -159,14 +159,14 @@ void StorageWorker::Run() {
       cv_.wait(lock, [this] { return stop_ || !queue_.empty() || maintenance_wanted_; });
       if (queue_.empty() && stop_) return;
       const auto due = last_sync_start_ + pacer_.spacing();
-      if (Spaced() && queued_syncs_ > 0 && !stop_ && std::chrono::steady_clock::now() < due) {
+      if (Spaced() && sync_queued_ && !stop_ && std::chrono::steady_clock::now() < due) {
         ++stats_.spaced;
         spacing_ = true;
         cv_.wait_until(lock, due, [this] { return stop_; });
         spacing_ = false;
       }
       group.swap(queue_);
-      queued_syncs_ = 0;
+      sync_queued_ = false;
       maintain = std::exchange(maintenance_wanted_, false);
     }
     if (!group.empty()) RunGroup(std::move(group));

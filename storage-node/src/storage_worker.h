@@ -107,8 +107,8 @@ class StorageWorker {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> queue_;
-  size_t queued_syncs_ = 0;  // queue_'s writes that ask for a sync
-  bool spacing_ = false;     // the thread waits out the sync spacing
+  bool sync_queued_ = false;  // a write in queue_ asks for a sync
+  bool spacing_ = false;      // the thread waits out the sync spacing
   bool stop_ = false;
   bool maintenance_wanted_ = false;
   StorageWorkerStats stats_;
