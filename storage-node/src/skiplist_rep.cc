@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <span>
@@ -19,6 +20,7 @@
 #include "dynamo/check.h"
 #include "dynamo/hash_index.h"
 #include "dynamo/placement.h"
+#include "dynamo/zeroed_array.h"
 
 namespace rocksdb {
 // RocksDB's memory/allocator.h, which Debian does not install: the base of
@@ -137,6 +139,77 @@ struct Pred {
   Node* node;
 };
 
+// The tables a memtable keeps beside its arena: the bucket table (until the
+// memtable goes) and the writer's key index (until it becomes read-only),
+// megabytes for a data memtable. A memtable's are handed on to a later one of
+// the same factory, cleared, so their pages stay mapped: a page the kernel
+// maps on first touch costs several microseconds here (14 on the VM of
+// docs/performance.md item 33), and a data memtable's tables are about 1,100
+// pages, which made each memtable switch hold the switching thread (the
+// node's storage thread, which the log syncs wait for) for 6-9 ms, or the
+// writes after it if they came from calloc. Thread-safe.
+class TablePool {
+ public:
+  struct Index {
+    HashIndex index;
+    std::vector<Pred> preds;
+  };
+
+  TablePool(uint32_t buckets, size_t indexed_keys)
+      : buckets_(buckets), indexed_keys_(indexed_keys) {}
+
+  // Cleared tables: handed-back ones while there are any, else new ones.
+  ZeroedArray<List*> TakeLists() {
+    return Take(lists_, [this] { return ZeroedArray<List*>(buckets_); });
+  }
+  Index TakeIndex() {
+    return Take(indexes_, [this] {
+      Index made{HashIndex(indexed_keys_), {}};
+      made.preds.reserve(indexed_keys_);
+      return made;
+    });
+  }
+  // Clears them and keeps them for the next taker (up to kKeptMax of each).
+  void Give(ZeroedArray<List*> lists) {
+    lists.Clear();
+    Keep(lists_, std::move(lists));
+  }
+  void Give(Index index) {
+    index.index.Clear();
+    index.preds.clear();
+    Keep(indexes_, std::move(index));
+  }
+
+ private:
+  // Two memtables of a column family live at once when one is flushing; the
+  // next is made before the current one is marked read-only.
+  static constexpr size_t kKeptMax = 2;
+
+  template <typename T, typename Make>
+  T Take(std::vector<T>& kept, Make make) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (!kept.empty()) {
+        T t = std::move(kept.back());
+        kept.pop_back();
+        return t;
+      }
+    }
+    return make();
+  }
+  template <typename T>
+  void Keep(std::vector<T>& kept, T t) {
+    std::lock_guard<std::mutex> g(mu_);
+    if (kept.size() < kKeptMax) kept.push_back(std::move(t));
+  }
+
+  const uint32_t buckets_;
+  const size_t indexed_keys_;
+  std::mutex mu_;  // guards what follows
+  std::vector<ZeroedArray<List*>> lists_;
+  std::vector<Index> indexes_;
+};
+
 // The entries, spread over `buckets` skip lists by the first four bytes of
 // the user key (big-endian, zero-padded, capped at buckets - 1). That bucket
 // never decreases as keys increase, so walking the lists in bucket order
@@ -146,15 +219,22 @@ struct Pred {
 // skip list.
 class SkipListRep final : public rocksdb::MemTableRep {
  public:
-  SkipListRep(rocksdb::Allocator* allocator, uint64_t seed, uint32_t buckets, size_t indexed_keys)
+  // The tables come from `pool` and go back to it.
+  SkipListRep(rocksdb::Allocator* allocator, uint64_t seed, uint32_t buckets,
+              std::shared_ptr<TablePool> pool)
       : MemTableRep(allocator),
         rng_(seed),
         buckets_(buckets),
-        lists_(new std::atomic<List*>[buckets]),
-        index_(indexed_keys) {
-    for (uint32_t b = 0; b < buckets_; ++b) lists_[b].store(nullptr, std::memory_order_relaxed);
-    preds_.reserve(indexed_keys);
+        pool_(std::move(pool)),
+        lists_(pool_->TakeLists()) {
+    TablePool::Index taken = pool_->TakeIndex();
+    index_ = std::move(taken.index);
+    preds_ = std::move(taken.preds);
     index_bytes_.store(IndexBytes(), std::memory_order_relaxed);
+  }
+  ~SkipListRep() override {
+    pool_->Give(std::move(lists_));
+    GiveIndex();
   }
 
   rocksdb::KeyHandle Allocate(const size_t len, char** buf) override {
@@ -214,15 +294,14 @@ class SkipListRep final : public rocksdb::MemTableRep {
 
   // No inserts follow: the key index goes.
   void MarkReadOnly() override {
-    index_ = HashIndex();
-    preds_ = std::vector<Pred>();
+    GiveIndex();
     index_bytes_.store(0, std::memory_order_relaxed);
   }
 
   // The arena holds the nodes; the bucket table and the key index are the
   // rep's own.
   size_t ApproximateMemoryUsage() override {
-    return sizeof(std::atomic<List*>) * buckets_ + index_bytes_.load(std::memory_order_relaxed);
+    return sizeof(List*) * buckets_ + index_bytes_.load(std::memory_order_relaxed);
   }
 
   class Iter final : public rocksdb::MemTableRep::Iterator {
@@ -465,6 +544,12 @@ class SkipListRep final : public rocksdb::MemTableRep {
 
   size_t IndexBytes() const { return index_.bytes() + preds_.size() * sizeof(Pred); }
 
+  // Hands the key index back to the pool, once; the memtable keeps none.
+  void GiveIndex() {
+    if (index_.capacity() == 0) return;
+    pool_->Give(TablePool::Index{std::exchange(index_, HashIndex()), std::exchange(preds_, {})});
+  }
+
   int RandomHeight() {
     int height = 1;
     while (height < kMaxHeight && rng_() % kBranching == 0) ++height;
@@ -480,17 +565,22 @@ class SkipListRep final : public rocksdb::MemTableRep {
     return prefix < buckets_ ? prefix : buckets_ - 1;
   }
 
+  // The bucket table's entries are read and written atomically.
+  std::atomic_ref<List*> ListSlot(uint32_t bucket) const {
+    return std::atomic_ref<List*>(lists_[bucket]);
+  }
+
   const List* ListAt(uint32_t bucket) const {
-    return lists_[bucket].load(std::memory_order_acquire);
+    return ListSlot(bucket).load(std::memory_order_acquire);
   }
 
   // The writer's: the bucket's list, made on first use.
   List& WritableList(uint32_t bucket) {
-    List* list = lists_[bucket].load(std::memory_order_relaxed);
+    List* list = ListSlot(bucket).load(std::memory_order_relaxed);
     if (list != nullptr) return *list;
     char* mem = allocator_->AllocateAligned(sizeof(List));
     list = new (mem) List{NewNode(kMaxHeight, 0, nullptr)};
-    lists_[bucket].store(list, std::memory_order_release);
+    ListSlot(bucket).store(list, std::memory_order_release);
     if (bucket > top_bucket_.load(std::memory_order_relaxed)) {
       top_bucket_.store(bucket, std::memory_order_release);
     }
@@ -607,7 +697,10 @@ class SkipListRep final : public rocksdb::MemTableRep {
 
   std::minstd_rand rng_;  // the writer's only
   const uint32_t buckets_;
-  std::unique_ptr<std::atomic<List*>[]> lists_;
+  const std::shared_ptr<TablePool> pool_;
+  // Null lists (zero bits) until first used; read and written through
+  // ListSlot.
+  mutable ZeroedArray<List*> lists_;
   std::atomic<uint32_t> top_bucket_{0};  // no list above it
   // The writer's index of user keys (by their 64-bit hash) to the node just
   // before each key's newest entry, for InsertAfter. A stale entry, or two
@@ -655,7 +748,8 @@ constexpr char kNotBytewiseLogLine[] =
 
 class Factory final : public rocksdb::MemTableRepFactory {
  public:
-  Factory(uint32_t buckets, size_t indexed_keys) : buckets_(buckets), indexed_keys_(indexed_keys) {}
+  Factory(uint32_t buckets, size_t indexed_keys)
+      : buckets_(buckets), pool_(std::make_shared<TablePool>(buckets, indexed_keys)) {}
   const char* Name() const override { return "DynamoBytewiseSkipList"; }
 
   using MemTableRepFactory::CreateMemTableRep;
@@ -667,12 +761,13 @@ class Factory final : public rocksdb::MemTableRepFactory {
       rocksdb::Log(rocksdb::InfoLogLevel::WARN_LEVEL, logger, "%s", kNotBytewiseLogLine);
       return rocksdb::SkipListFactory().CreateMemTableRep(cmp, allocator, transform, logger);
     }
-    return new SkipListRep(allocator, std::random_device()(), buckets_, indexed_keys_);
+    return new SkipListRep(allocator, std::random_device()(), buckets_, pool_);
   }
 
  private:
   const uint32_t buckets_;
-  const size_t indexed_keys_;
+  // Shared by the memtables of every column family the factory serves.
+  const std::shared_ptr<TablePool> pool_;
 };
 
 }  // namespace

@@ -33,11 +33,14 @@ namespace dynamo::node {
 //   u32 (the node's data keys start with their partition). Costs
 //   8 * prefix_buckets bytes per memtable.
 // - With indexed_keys > 0, the memtable being written keeps an index of up
-//   to that many user keys (up to 48 bytes per key, allocated when the
-//   memtable is made, freed when it becomes read-only, and counted in its
-//   memory usage). A new version of an indexed key is then linked next to
-//   the key's newest entry without a search. Keys past the capacity are
-//   placed by a search, as without the index.
+//   to that many user keys (up to 48 bytes per key, counted in its memory
+//   usage, until it becomes read-only). A new version of an indexed key is
+//   then linked next to the key's newest entry without a search. Keys past
+//   the capacity are placed by a search, as without the index.
+// - A memtable's bucket table and key index are handed on, cleared, to a
+//   later memtable of the same factory (the factory keeps up to two of
+//   each), so making a memtable maps no new pages once the factory has made
+//   a few.
 inline constexpr size_t kMaxIndexedKeys = size_t{1} << 24;
 std::shared_ptr<rocksdb::MemTableRepFactory> NewBytewiseSkipListFactory(uint32_t prefix_buckets = 1,
                                                                         size_t indexed_keys = 0);

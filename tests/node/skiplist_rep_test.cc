@@ -264,6 +264,42 @@ TEST_P(SkipListRepTest, FlushesWhileWritingKeepEveryKey) {
   ExpectMatches(model, probes);
 }
 
+// Each memtable after the first few is made from the tables of one that went
+// before (handed on cleared, so their pages stay mapped): it must hold only
+// its own keys, and its key index must name only its own nodes (a stale one
+// would link new entries next to another memtable's freed ones).
+TEST_P(SkipListRepTest, MemtablesMadeFromEarlierOnesTablesHoldOnlyTheirOwnKeys) {
+  Open();
+  rocksdb::FlushOptions wait;
+  wait.wait = true;
+  for (int round = 0; round < 8; ++round) {
+    Model model;
+    std::vector<std::string> probes;
+    for (int i = 0; i < 400; ++i) {
+      // Half the keys recur in every round, half are the round's own.
+      const int n = i % 2 == 0 ? i : 1000 * (round + 1) + i;
+      std::string key = Prefixed(static_cast<uint32_t>(n % 20), "k" + std::to_string(n));
+      std::string value = std::to_string(round) + ":" + std::to_string(i);
+      ASSERT_TRUE(db_->Put(rocksdb::WriteOptions(), key, value).ok());
+      ASSERT_TRUE(db_->Put(rocksdb::WriteOptions(), key, value + "'").ok());  // a second version
+      model[key] = value + "'";
+      if (i % 10 == 0) probes.push_back(key);
+    }
+    rocksdb::ReadOptions memtable_only;
+    memtable_only.read_tier = rocksdb::kMemtableTier;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(memtable_only));
+    Model in_memtable;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      in_memtable.emplace(it->key().ToString(), it->value().ToString());
+    }
+    ASSERT_TRUE(it->status().ok()) << it->status().ToString();
+    it.reset();
+    ASSERT_EQ(in_memtable, model) << "round " << round;
+    for (const std::string& key : probes) ASSERT_EQ(Get(key), model[key]);
+    ASSERT_TRUE(db_->Flush(wait).ok());
+  }
+}
+
 TEST_P(SkipListRepTest, ReadersRunningBesideTheWriterSeeOnlyWrittenValues) {
   Open();
   constexpr int kKeys = 2000;

@@ -7,6 +7,9 @@
 // grows with it; a position stays the entry's until it is erased, and erased
 // positions are reused.
 //
+// The slots are a ZeroedArray: a large index's pages are touched as it
+// fills, not when it is made.
+//
 // Plain values. Thread-safety: none.
 #pragma once
 
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "dynamo/check.h"
+#include "dynamo/zeroed_array.h"
 
 namespace dynamo {
 
@@ -31,7 +35,7 @@ class HashIndex {
   explicit HashIndex(size_t capacity = 0) {
     DYNAMO_CHECK(capacity <= kMaxCapacity);
     capacity_ = capacity;
-    slots_.assign(std::bit_ceil(capacity * 2 + 1), Slot{});
+    slots_ = ZeroedArray<Slot>(std::bit_ceil(capacity * 2 + 1));
     mask_ = slots_.size() - 1;
   }
 
@@ -42,12 +46,12 @@ class HashIndex {
     const auto h = static_cast<uint32_t>(hash);
     for (size_t s = h & mask_;; s = (s + 1) & mask_) {
       const Slot& slot = slots_[s];
-      if (slot.position == kEmpty) return kNone;
-      if (slot.hash == h && match(slot.position)) return s;
+      if (slot.empty()) return kNone;
+      if (slot.hash == h && match(slot.position())) return s;
     }
   }
 
-  uint32_t position(size_t slot) const { return slots_[slot].position; }
+  uint32_t position(size_t slot) const { return slots_[slot].position(); }
 
   // Starts loading the slot a lookup of `hash` reads first. A hint only.
   void Prefetch(uint64_t hash) const {
@@ -59,25 +63,25 @@ class HashIndex {
   size_t LikelyPosition(uint64_t hash) const {
     const auto h = static_cast<uint32_t>(hash);
     const Slot& slot = slots_[h & mask_];
-    return slot.position != kEmpty && slot.hash == h ? slot.position : kNone;
+    return !slot.empty() && slot.hash == h ? slot.position() : kNone;
   }
 
   // Precondition: size() < capacity() and position < UINT32_MAX.
   void Insert(uint64_t hash, uint32_t position) {
-    DYNAMO_CHECK(size_ < capacity_ && position != kEmpty);
+    DYNAMO_CHECK(size_ < capacity_ && position != UINT32_MAX);
     const auto h = static_cast<uint32_t>(hash);
     size_t s = h & mask_;
-    while (slots_[s].position != kEmpty) s = (s + 1) & mask_;
-    slots_[s] = Slot{h, position};
+    while (!slots_[s].empty()) s = (s + 1) & mask_;
+    slots_[s] = Slot{h, position + 1};
     ++size_;
   }
 
   // Frees a slot that Find returned.
   void Erase(size_t slot) {
-    DYNAMO_CHECK(slot < slots_.size() && slots_[slot].position != kEmpty);
+    DYNAMO_CHECK(slot < slots_.size() && !slots_[slot].empty());
     size_t hole = slot;
     slots_[hole] = Slot{};
-    for (size_t j = (hole + 1) & mask_; slots_[j].position != kEmpty; j = (j + 1) & mask_) {
+    for (size_t j = (hole + 1) & mask_; !slots_[j].empty(); j = (j + 1) & mask_) {
       const size_t home = slots_[j].hash & mask_;
       // The entry at j may fill the hole unless its home lies cyclically in
       // (hole, j]: probing from there never passes the hole.
@@ -91,23 +95,25 @@ class HashIndex {
   }
 
   void Clear() {
-    slots_.assign(slots_.size(), Slot{});
+    slots_.Clear();
     size_ = 0;
   }
 
   size_t size() const { return size_; }
   size_t capacity() const { return capacity_; }
   // Memory held by the slots.
-  size_t bytes() const { return slots_.capacity() * sizeof(Slot); }
+  size_t bytes() const { return slots_.size() * sizeof(Slot); }
 
  private:
-  static constexpr uint32_t kEmpty = UINT32_MAX;
+  // All zero bits is an empty slot.
   struct Slot {
     uint32_t hash = 0;
-    uint32_t position = kEmpty;
+    uint32_t position_plus_one = 0;
+    bool empty() const { return position_plus_one == 0; }
+    uint32_t position() const { return position_plus_one - 1; }
   };
 
-  std::vector<Slot> slots_;
+  ZeroedArray<Slot> slots_;
   size_t mask_ = 0;
   size_t capacity_ = 0;
   size_t size_ = 0;
