@@ -124,6 +124,12 @@ const std::vector<Key>& Keys() {
               "need not write the log's inode (0: logs grow as written)",
               0, 1ull << 34,
               [](NodeConfig& c) -> uint64_t& { return c.rocksdb.prefilled_log_bytes_max; }),
+      UintKey("storage", "delete_bytes_per_sec",
+              "pace of deleting obsolete log and table files, which are first renamed to "
+              "*.trash and then shrunk a mebibyte at a time, since freeing blocks can hold the "
+              "disk that log syncs wait for (0: each file is deleted at once)",
+              0, 1ull << 40,
+              [](NodeConfig& c) -> uint64_t& { return c.rocksdb.delete_bytes_per_sec; }),
       UintKey("limits", "key_bytes_max", "largest key accepted", 1, 64u << 10,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.key_bytes_max; }),
       UintKey("limits", "value_bytes_max", "largest value accepted", 1, 256u << 20,

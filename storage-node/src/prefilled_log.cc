@@ -50,11 +50,12 @@ bool IsLogIn(const std::string& dir, const std::string& fname) {
 using Clock = LogProgress::Clock;
 
 // A log made from a spare: written over from offset 0, its size on disk
-// unchanged until it outgrows the spare or is closed.
+// unchanged until it outgrows the spare or is closed (or, keeping its zeros,
+// deleted).
 class PrefilledLog : public rocksdb::FSWritableFile {
  public:
-  PrefilledLog(std::string path, int fd, std::shared_ptr<LogProgress> progress)
-      : path_(std::move(path)), fd_(fd), progress_(std::move(progress)) {}
+  PrefilledLog(std::string path, int fd, std::shared_ptr<LogProgress> progress, bool keep_zeros)
+      : path_(std::move(path)), fd_(fd), progress_(std::move(progress)), keep_zeros_(keep_zeros) {}
   ~PrefilledLog() override {
     if (fd_ >= 0) (void)Close(rocksdb::IOOptions(), nullptr);
   }
@@ -88,11 +89,12 @@ class PrefilledLog : public rocksdb::FSWritableFile {
     return rocksdb::IOStatus::OK();
   }
 
-  // Cuts the zeros past the last record, so a closed log has its true size.
+  // Cuts the zeros past the last record, so a closed log has its true size,
+  // unless it keeps them (see PrefilledLogOptions::keep_zeros_at_close).
   rocksdb::IOStatus Close(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override {
     if (fd_ < 0) return rocksdb::IOStatus::OK();
     rocksdb::IOStatus s;
-    if (::ftruncate(fd_, static_cast<off_t>(progress_->bytes())) != 0) {
+    if (!keep_zeros_ && ::ftruncate(fd_, static_cast<off_t>(progress_->bytes())) != 0) {
       s = ErrnoStatus("truncate", path_, errno);
     }
     if (::close(fd_) != 0 && s.ok()) s = ErrnoStatus("close", path_, errno);
@@ -125,6 +127,7 @@ class PrefilledLog : public rocksdb::FSWritableFile {
   int fd_;
   // Shared with the file system, which sizes and paces the next spare by it.
   const std::shared_ptr<LogProgress> progress_;
+  const bool keep_zeros_;
 };
 
 }  // namespace
@@ -365,7 +368,7 @@ rocksdb::IOStatus PrefilledLogFileSystem::NewWritableFile(
   // durable before a record synced into it counts.
   int fd = ::open(fname.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("open", fname, errno);
-  result->reset(new PrefilledLog(fname, fd, std::move(progress)));
+  result->reset(new PrefilledLog(fname, fd, std::move(progress), st.options.keep_zeros_at_close));
   return rocksdb::IOStatus::OK();
 }
 

@@ -84,6 +84,13 @@ struct PrefilledLogOptions {
   // The spare a growing log asks for, before any log was seen to fill: about
   // the size the database's logs reach. Capped by spare_bytes_max.
   uint64_t first_spare_bytes = 64u << 20;
+  // A log made from a spare keeps its zeros when closed, and frees their
+  // blocks only when it is deleted. Freeing blocks can hold the disk (a file
+  // system mounted with `discard` trims them on the spot), so a database
+  // whose file deletions are paced (RocksDbOptions::delete_bytes_per_sec)
+  // frees them at that pace, not when a log closes while others sync.
+  // Recovery reads a closed log's zeros as it reads a crashed log's.
+  bool keep_zeros_at_close = false;
   // Told why a spare could not be made (the logs then grow), from the spare's
   // thread. May be empty.
   std::function<void(const std::string&)> warn;

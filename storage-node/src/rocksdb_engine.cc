@@ -4,6 +4,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/sst_file_manager.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
@@ -299,11 +300,20 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
     // A log lasts about one data memtable, and a spare is a quarter larger.
     const uint64_t largest_memtable = StaggeredWriteBufferBytes(options.write_buffer_bytes, 1.0);
     lo.first_spare_bytes = largest_memtable + largest_memtable / 4;
+    lo.keep_zeros_at_close = options.delete_bytes_per_sec > 0;
     lo.warn = options.warn;
     logs = PrefilledLogFileSystem::Make(env->GetFileSystem(), dir, std::move(lo));
     own_env = rocksdb::NewCompositeEnv(logs);
     db_options.env = own_env.get();
   }
+  // Also without pacing (rate 0: each file deleted at once), so that what a
+  // paced run left in the trash is deleted after this open.
+  rocksdb::Status deletions;
+  db_options.sst_file_manager.reset(rocksdb::NewSstFileManager(
+      db_options.env, db_options.env->GetFileSystem(), nullptr, "",
+      static_cast<int64_t>(std::min<uint64_t>(options.delete_bytes_per_sec, INT64_MAX)),
+      /*delete_existing_trash=*/true, &deletions, kDeleteTrashRatioMax, kDeleteChunkBytes));
+  if (!deletions.ok()) return FromRocks(deletions, "file deletions");
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   if (options.bloom_bits_per_key > 0) {

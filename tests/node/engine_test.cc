@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -11,6 +12,7 @@
 #include <random>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "dynamo/cluster_map.h"
 #include "dynamo/node/cached_engine.h"
@@ -340,6 +342,53 @@ TEST(RocksDbEngineTest, LiveLogsStayWithinAFewWriteBuffers) {
   Result<std::optional<std::string>> lease = (*engine)->Get(Space::kMeta, "lease");
   ASSERT_TRUE(lease.ok() && lease->has_value());
   EXPECT_EQ(**lease, "39900");
+  engine->reset();
+  std::filesystem::remove_all(dir);
+}
+
+// With deletions paced, obsolete logs and tables go to the trash first and
+// shrink there; without, they are deleted at once, and what a paced run left
+// in the trash is deleted after the next open.
+TEST(RocksDbEngineTest, PacedDeletionsGoThroughTheTrashAndTheNextOpenEmptiesIt) {
+  const std::string dir = TempDir("paced-deletions");
+  auto trash_files = [&] {
+    size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+      n += e.path().extension() == ".trash";
+    return n;
+  };
+  // Writes until a flush has freed a log (a paced deletion shows as trash) or
+  // 40 MB went in (20 flushes); returns the most trash files seen at once.
+  auto write_until_trash = [&](Engine& engine) {
+    const std::string value(1000, 'v');
+    size_t most = 0;
+    for (int i = 0; i < 40'000 && most == 0; ++i) {
+      WriteBatch b;
+      b.Put(Space::kData, DataKey(static_cast<uint32_t>(i % 64), "k" + std::to_string(i)), value);
+      EXPECT_TRUE(engine.Write(b, false).ok());
+      if (i % 500 == 0) most = std::max(most, trash_files());
+    }
+    return most;
+  };
+  RocksDbOptions options;
+  options.write_buffer_bytes = 2u << 20;
+  options.stagger_seed = 7;
+  options.wait_for_flushes = true;
+  options.delete_bytes_per_sec = 64u << 10;  // a spare log of 2.5 MiB takes 40 s
+  {
+    auto engine = OpenRocksDb(dir, options);
+    ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+    EXPECT_GE(write_until_trash(**engine), 1u);
+  }
+  ASSERT_GE(trash_files(), 1u) << "the paced deletion had time to finish";
+  options.delete_bytes_per_sec = 0;
+  auto engine = OpenRocksDb(dir, options);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  for (int i = 0; i < 1000 && trash_files() > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(trash_files(), 0u) << "the trash outlived an open";
+  EXPECT_EQ(write_until_trash(**engine), 0u) << "an unpaced deletion went through the trash";
   engine->reset();
   std::filesystem::remove_all(dir);
 }

@@ -73,8 +73,9 @@ class PrefilledLogTest : public ::testing::Test {
     fs_.reset();
     fs::remove_all(dir_);
   }
-  void Make() {
+  void Make(bool keep_zeros_at_close = false) {
     PrefilledLogOptions options;
+    options.keep_zeros_at_close = keep_zeros_at_close;
     options.spare_bytes_max = kMax;
     options.first_spare_bytes = kFirst;
     options.warn = [this](const std::string& message) {
@@ -117,6 +118,21 @@ class PrefilledLogTest : public ::testing::Test {
   std::mutex mu_;
   std::vector<std::string> warnings_;
 };
+
+// For a database whose deletions are paced: the zeros' blocks are freed when
+// the log is deleted, at that pace, not when it closes.
+TEST_F(PrefilledLogTest, ALogKeepingItsZerosClosesAtTheSparesSize) {
+  fs_.reset();
+  Make(/*keep_zeros_at_close=*/true);
+  auto log = SwitchAfterAFullLog();
+  Append(log.get(), "record");
+  ASSERT_TRUE(log->Sync(io_, nullptr).ok());
+  ASSERT_TRUE(log->Close(io_, nullptr).ok());
+  std::string on_disk = ReadFile(Name(2));
+  ASSERT_EQ(on_disk.size(), kFirst);
+  EXPECT_EQ(on_disk.substr(0, 6), "record");
+  EXPECT_TRUE(AllZero(std::string_view(on_disk).substr(6)));
+}
 
 TEST_F(PrefilledLogTest, AGrowingLogPastAMebibyteGetsTheFirstSpare) {
   auto first = Create(Name(1));

@@ -36,6 +36,16 @@ struct RocksDbOptions {
   // grow as they are written. A spare is a quarter larger than the log before
   // it, so the default covers the logs of the default memtables.
   uint64_t prefilled_log_bytes_max = 64u << 20;
+  // Pace of file deletions (obsolete logs and table files), in bytes a
+  // second; 0: each file is deleted at once. Freeing a file's blocks can hold
+  // the disk for milliseconds per megabyte (a file system mounted with
+  // `discard` trims them on the spot), and log syncs wait behind it, so a
+  // paced deletion renames the file out of RocksDB's way (NNNNNN.log.trash)
+  // and shrinks it kDeleteChunkBytes at a time in the background; a log
+  // made from a spare then keeps its zeros until deleted. Files left in
+  // the trash by a stop are deleted after the next open, paced or not.
+  // Default: 64 MiB/s.
+  uint64_t delete_bytes_per_sec = 64u << 20;
   // Told of trouble the engine works around, such as a spare log file it
   // could not write (its logs then grow); called from the engine's threads.
   // May be empty.
@@ -60,6 +70,13 @@ inline constexpr double kWriteBufferSpread = 0.25;
 // memtables), a node would keep about 27 write buffers of logs, 860 MiB by
 // default, all of it read again at a restart.
 inline constexpr uint64_t kLiveLogWriteBuffers = 4;
+// A paced deletion (delete_bytes_per_sec) frees this much of a file at a
+// time.
+inline constexpr uint64_t kDeleteChunkBytes = 1u << 20;
+// Files waiting in a paced deletion's trash beyond this multiple of the
+// table files' total size are deleted at once instead (a bound on the disk
+// the trash takes while deletions fall behind).
+inline constexpr double kDeleteTrashRatioMax = 4.0;
 // Bytes written to the data space between two looks at its memtable's size.
 inline constexpr uint64_t kFlushCheckBytes = 256u << 10;
 // The memtable size for `bytes` and a uniform `draw` in [0, 1).
