@@ -76,7 +76,7 @@ inline constexpr uint64_t kDeleteChunkBytes = 1u << 20;
 // Files waiting in a paced deletion's trash beyond this multiple of the
 // table files' total size are deleted at once instead (a bound on the disk
 // the trash takes while deletions fall behind).
-inline constexpr double kDeleteTrashRatioMax = 4.0;
+inline constexpr double kDeleteTrashRatioMax = 1.0;
 // Bytes written to the data space between two looks at its memtable's size.
 inline constexpr uint64_t kFlushCheckBytes = 256u << 10;
 // The memtable size for `bytes` and a uniform `draw` in [0, 1).
