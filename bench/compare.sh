@@ -199,7 +199,8 @@ machine_notes() {  # what else takes this machine's cores at intervals, for read
     [ "$(cat "$k/state" 2>/dev/null)" = on ] || continue
     us=$(cat "$k/contexts/0/monitoring_attrs/intervals/sample_us" 2>/dev/null) || continue
     echo "machine: the kernel's DAMON monitor (kdamond.${k##*/}) samples memory every $((us / 1000)) ms;" \
-      "each sample takes a core for 1-5 ms and open-loop operations queue behind it (docs/performance.md item 24)"
+      "each sample holds a core for 1-5 ms without yielding, threads woken on it wait, and most of dynamo's open-loop" \
+      "reads over 2 ms fall in those samples (docs/performance.md items 24 and 34)"
   done
   local poll=/sys/module/haltpoll/parameters/guest_halt_poll_ns ns
   if ns=$(cat "$poll" 2>/dev/null); then
