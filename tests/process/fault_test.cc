@@ -211,9 +211,29 @@ std::string ValueOf(const std::string& prefix, const std::string& key, size_t va
   return value;
 }
 
+// Flushes that RocksDB's logs under every node's data directory record,
+// across restarts (each open keeps the earlier log as LOG.old.*).
+size_t FlushesLogged(const ProcessCluster& c, size_t nodes) {
+  size_t flushes = 0;
+  for (const std::string& id : NodeIds(nodes)) {
+    const std::filesystem::path dir = c.options().dir + "/" + id + "/data/rocksdb";
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (entry.path().filename().string().rfind("LOG", 0) != 0) continue;
+      std::ifstream in(entry.path());
+      for (std::string line; std::getline(in, line);) {
+        flushes += line.find("\"event\": \"flush_finished\"") != std::string::npos;
+      }
+    }
+  }
+  return flushes;
+}
+
 TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
-  constexpr size_t kNodes = 5, kWrites = 20000, kMinKills = 5;
-  ProcessCluster c(kNodes, kFastConfig);
+  constexpr size_t kNodes = 5, kWrites = 20000, kMinKills = 5, kValueBytes = 1000;
+  // With 2 MiB memtables and 1,000-byte values each node switches memtables,
+  // flushes, writes logs over spares and deletes old ones while it is killed.
+  ProcessCluster c(kNodes, std::string(kFastConfig) + "[storage]\nwrite_buffer_bytes = 2097152\n");
   ASSERT_TRUE(c.Start().ok());
   auto client = Open(c, kNodes);
   ASSERT_TRUE(client);
@@ -254,7 +274,7 @@ TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
 
   const Clock::time_point start = Clock::now();
   // Writes go on until enough nodes were killed, however fast they are.
-  LoadResult load = WriteUniqueKeys(*client, "churn:", kWrites, kWrites * 10, 600, 16, 32,
+  LoadResult load = WriteUniqueKeys(*client, "churn:", kWrites, kWrites * 10, 600, 16, kValueBytes,
                                     [&] { return kills < kMinKills; });
   const double write_s = SecondsSince(start);
   stop = true;
@@ -265,7 +285,7 @@ TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
   ASSERT_TRUE(cli::WaitForConvergence(c.RunningAddresses(), kNodes, 60000, &why).ok()) << why;
   const Clock::time_point quiet = Clock::now();
   auto on_all_primaries = [](const std::string& key, const std::vector<ReplicaVersions>& rs) {
-    return HoldsOnly(rs, 3, ValueOf("churn:", key));
+    return HoldsOnly(rs, 3, ValueOf("churn:", key, kValueBytes));
   };
   std::vector<std::string> missing =
       Converge(*client, load.acked, on_all_primaries, 300000, [&] { return NodesHoldingHints(c, kNodes) == 0; });
@@ -274,7 +294,7 @@ TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
   for (const std::string& key : missing) {
     bool anywhere = false;
     for (const ReplicaVersions& rv : client->Inspect(key)) {
-      for (const auto& v : rv.versions) anywhere |= v.value == ValueOf("churn:", key);
+      for (const auto& v : rv.versions) anywhere |= v.value == ValueOf("churn:", key, kValueBytes);
     }
     lost += !anywhere;
   }
@@ -283,10 +303,12 @@ TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
   EXPECT_TRUE(missing.empty()) << missing.size() << " keys short of 3 copies on their primaries";
   EXPECT_EQ(NodesHoldingHints(c, kNodes), 0u);
   EXPECT_GE(kills, kMinKills) << "the load loop hit its bound";
-  std::cout << "[ fault ] churn: " << load.attempts << " writes (" << load.acked.size() << " acknowledged, "
-            << load.failed << " failed) in " << write_s << " s with " << kills
-            << " kill -9; acknowledged lost " << lost << "; every key on its 3 primaries " << converge_s
-            << " s after the last restart\n";
+  const size_t flushes = FlushesLogged(c, kNodes);
+  EXPECT_GE(flushes, kNodes) << "too few flushes for the kills to meet any";
+  std::cout << "[ fault ] churn: " << load.attempts << " writes (" << load.acked.size()
+            << " acknowledged, " << load.failed << " failed) in " << write_s << " s with " << kills
+            << " kill -9; acknowledged lost " << lost << "; every key on its 3 primaries "
+            << converge_s << " s after the last restart; " << flushes << " memtable flushes\n";
 }
 
 TEST(FaultTest, TwoPrimariesDownForThirtySecondsGetEveryHint) {
