@@ -468,14 +468,18 @@ TEST(FaultTest, PausedNodeLosesNoAcknowledgedWriteAndServesNoStaleRead) {
 
 // A membership change with 6,000 keys of 1 KiB loaded and writes going on
 // throughout; transfers are paced small (8 keys a page, one at a time) so
-// that a kill lands in the middle of one.
+// that a kill lands in the middle of one, and memtables of 2 MiB make the
+// nodes flush and switch logs throughout.
 class RingChangeUnderLoad {
  public:
   static constexpr size_t kValueBytes = 1024;
   static constexpr size_t kLoaded = 6000;
 
   explicit RingChangeUnderLoad(size_t nodes)
-      : nodes_(nodes), c_(nodes, std::string(kFastConfig) + "page_entries = 8\nin_flight = 1\n") {}
+      : nodes_(nodes),
+        c_(nodes,
+           std::string(kFastConfig) +
+               "page_entries = 8\nin_flight = 1\n[storage]\nwrite_buffer_bytes = 2097152\n") {}
 
   ProcessCluster& cluster() { return c_; }
   Client& client() { return *client_; }
@@ -536,6 +540,8 @@ class RingChangeUnderLoad {
     std::vector<std::string> missing = Converge(*client_, acked, stored, 120000);
     for (size_t i = 0; i < std::min<size_t>(missing.size(), 5); ++i)
       ADD_FAILURE() << Describe(*client_, missing[i]);
+    flushes_ = FlushesLogged(c_, nodes_ + 1);  // a joiner's too
+    EXPECT_GE(flushes_, nodes_) << "too few flushes for the change to meet any";
     return missing;
   }
 
@@ -544,7 +550,8 @@ class RingChangeUnderLoad {
            (pending_at_kill_ ? " (change still pending)" : "") + ", restarted 1 s later; " +
            std::to_string(acked_) + " acknowledged writes (" +
            std::to_string(during_.acked.size()) + " during the change, " +
-           std::to_string(during_.failed) + " failed), acknowledged lost " + std::to_string(lost);
+           std::to_string(during_.failed) + " failed), acknowledged lost " + std::to_string(lost) +
+           "; " + std::to_string(flushes_) + " memtable flushes";
   }
 
   ~RingChangeUnderLoad() {
@@ -562,7 +569,7 @@ class RingChangeUnderLoad {
   LoadResult loaded_, during_;
   std::atomic<bool> writing_{true};
   std::thread writer_;
-  size_t acked_ = 0;
+  size_t acked_ = 0, flushes_ = 0;
   uint64_t formed_ = 0, transfers_at_kill_ = 0;
   bool pending_at_kill_ = false;
   Clock::time_point restarted_;
