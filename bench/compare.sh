@@ -14,7 +14,10 @@
 # fixed piece of CPU work every 500 ms: its "cpu" column is how much slower
 # the cores ran during that run than during the command's fastest run (this
 # machine's cores run up to half again slower at times, docs/performance.md
-# item 30), so a ratio between runs that met different speeds shows as such.
+# item 30), so a ratio between runs that met different speeds shows as such;
+# and `bench/procstat.py wake` sleeps 1 ms again and again: its "wake" column
+# is the p99.9 of how late it woke, the machine's own floor under any store's
+# tail in that run (docs/performance.md item 34).
 # With --rounds N, the closed-loop runs repeat N times, the stores in turn
 # within each round, and the ratios are given round by round with their
 # median; the open loop runs once, at half of each store's median peak.
@@ -74,10 +77,12 @@ DYNAMOS=dynamo
 [ $LWW = 1 ] && [ $UNSYNCED = 1 ] && DYNAMOS+=" dynamo-lww-uns"
 
 WORK=$(mktemp -d /tmp/dynamo-compare.XXXXXX)
-PIDS=()
+PIDS=() PROBES=()
+# Beside every run: the disk's syncs, the cores' speed, a sleeping thread's wake-ups.
+MACHINE_PROBES="disk speed wake"
 cleanup() {
   for d in $DYNAMOS; do "$BIN/dynamoctl" cluster stop --dir "$WORK/$d" >/dev/null 2>&1 || true; done
-  for pid in "${PIDS[@]}" ${PROBE:-} ${SPEED:-}; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" "${PROBES[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
@@ -146,28 +151,26 @@ run() {  # backend workload mode round [extra flags...]; appends "backend worklo
   # nothing, so the LWW stores load once).
   if [ -z "${LOADED[$backend]:-}" ] || { [[ $backend != *lww* ]] && [[ $backend == dynamo* ]] && [ "$workload" != C ]; }; then load=""; fi
   LOADED[$backend]=1
-  local disk="$WORK/disk.$backend.$workload.$mode.$round" speed="$WORK/speed.$backend.$workload.$mode.$round"
-  echo '{}' >"$disk"
-  echo '{}' >"$speed"
-  /usr/bin/python3 bench/diskprobe.py --dir "$WORK" --seconds $((DURATION + 300)) --json >"$disk" &
-  PROBE=$!
-  /usr/bin/python3 bench/procstat.py speed --seconds $((DURATION + 300)) --json >"$speed" &
-  SPEED=$!
+  local probe at="$backend.$workload.$mode.$round"
+  for probe in $MACHINE_PROBES; do
+    echo '{}' >"$WORK/$probe.$at"
+    if [ "$probe" = disk ]; then
+      /usr/bin/python3 bench/diskprobe.py --dir "$WORK" --seconds $((DURATION + 300)) --json >"$WORK/$probe.$at" &
+    else
+      /usr/bin/python3 bench/procstat.py "$probe" --seconds $((DURATION + 300)) --json >"$WORK/$probe.$at" &
+    fi
+    PROBES+=($!)
+  done
   # shellcheck disable=SC2086
   out=$("$BIN/dynamo-bench" ${ARGS[$backend]} --workload "$workload" $load "${COMMON[@]}" "$@" | tail -1)
-  if [ -n "${PROBE:-}" ]; then
-    kill -TERM "$PROBE"
-    wait "$PROBE" || true
-    PROBE=""
-  fi
-  if [ -n "${SPEED:-}" ]; then
-    kill -TERM "$SPEED"
-    wait "$SPEED" || true
-    SPEED=""
-  fi
+  local pid
+  for pid in "${PROBES[@]}"; do
+    kill -TERM "$pid"
+    wait "$pid" || true
+  done
+  PROBES=()
   echo "$backend $workload $mode $round $out" >>"$WORK/results"
-  echo "$backend $workload $mode $round $(cat "$disk")" >>"$WORK/disk"
-  echo "$backend $workload $mode $round $(cat "$speed")" >>"$WORK/speed"
+  for probe in $MACHINE_PROBES; do echo "$backend $workload $mode $round $(cat "$WORK/$probe.$at")" >>"$WORK/$probe"; done
   echo "compare: $backend $workload $mode round $round done" >&2
 }
 throughput() {  # backend workload: median closed-loop ops/s over the rounds
@@ -209,5 +212,5 @@ machine_notes() {  # what else takes this machine's cores at intervals, for read
   fi
 }
 
-/usr/bin/python3 bench/compare_report.py "$WORK/results" "$WORK/disk" "$WORK/speed"
+/usr/bin/python3 bench/compare_report.py "$WORK/results" "$WORK/disk" "$WORK/speed" "$WORK/wake"
 machine_notes

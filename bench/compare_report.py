@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """The tables bench/compare.sh prints, from the files its runs wrote.
 
-usage: bench/compare_report.py RESULTS DISK SPEED
+usage: bench/compare_report.py RESULTS DISK SPEED [WAKE]
   Each file has one line per run: "STORE WORKLOAD MODE ROUND JSON", MODE
   closed or open. RESULTS holds dynamo-bench's --json report, DISK
-  bench/diskprobe.py's, SPEED `bench/procstat.py speed`'s. Prints the
+  bench/diskprobe.py's, SPEED `bench/procstat.py speed`'s, WAKE
+  `bench/procstat.py wake`'s (runs without it show "-"). Prints the
   closed-loop table (one row per store, workload and round), the open-loop
   table (with each store's median p99 and p99.9 when it ran several
   rounds), the throughput ratios (round by round, with their median, when
@@ -67,8 +68,9 @@ def ratio_text(values):
     return f"{statistics.median(values):.2f}x median ({', '.join(f'{v:.2f}x' for v in values)})"
 
 
-def report(results, disk, speed):
+def report(results, disk, speed, wake=None):
     """The lines compare.sh prints."""
+    wake = wake or {}
     slow = slowdowns(speed)
     several = len({k[3] for k in results if k[2] == "closed"}) > 1
     lines = []
@@ -83,13 +85,16 @@ def report(results, disk, speed):
         d = disk.get(key, {})
         dtext = (f"{d['p999_ms']:>10.2f} {d['max_ms']:>8.2f} {len(d['stalls']):>6}" if "max_ms" in d
                  else f"{'-':>10} {'-':>8} {'-':>6}")
-        return dtext + (f" {slow[key]:>5.2f}" if key in slow else f" {'-':>5}")
+        w = wake.get(key, {})
+        return (dtext + (f" {slow[key]:>5.2f}" if key in slow else f" {'-':>5}") +
+                (f" {w['p999_ms']:>6.2f}" if w.get("samples") else f" {'-':>6}"))
 
     lines.append("closed loop (fixed concurrency): peak throughput;")
     lines.append("disk: the probe's fdatasyncs during the run (one every 10 ms): p99.9, slowest, stalls over 20 ms;")
-    lines.append("cpu: a fixed piece of work's CPU time during the run over the fastest run's (1.00 the fastest)")
+    lines.append("cpu: a fixed piece of work's CPU time during the run over the fastest run's (1.00 the fastest);")
+    lines.append("wake: how late a thread sleeping 1 ms at a time woke during the run, p99.9 ms (the machine's floor)")
     rnd_head = f" {'rnd':>3}" if several else ""
-    machine_head = f" | {'disk p99.9':>10} {'max':>8} {'stalls':>6} {'cpu':>5}"
+    machine_head = f" | {'disk p99.9':>10} {'max':>8} {'stalls':>6} {'cpu':>5} {'wake':>6}"
     lines.append(f"{'store':<14} {'wl':<3}{rnd_head} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}"
                  f" | {'write/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}" + machine_head)
     for name, w, rnd in keys(results, "closed"):
@@ -136,11 +141,10 @@ def report(results, disk, speed):
 
 
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) not in (4, 5):
         print(__doc__.split("\n\n")[1].strip(), file=sys.stderr)
         return 2
-    results, disk, speed = (read_runs(p) for p in sys.argv[1:])
-    print("\n".join(report(results, disk, speed)))
+    print("\n".join(report(*(read_runs(p) for p in sys.argv[1:]))))
     return 0
 
 

@@ -14,6 +14,13 @@ usage: bench/procstat.py speed [--seconds S] [--interval-ms MS] [--json]
   prints the count, p50 and max of those times. Waiting for a core does
   not count, so a p50 that grows says the cores themselves ran slower
   (other guests on the host, a shared cache), not that they were busy.
+usage: bench/procstat.py wake [--seconds S] [--interval-ms MS] [--json]
+  Sleeps MS ms (default 1) again and again, for S seconds (default 60) or
+  until SIGTERM or SIGINT, and prints how late its wake-ups came: the
+  count, p50, p99, p99.9 and max. A thread that only sleeps waits for
+  nothing but a core, so its lateness is the machine's own floor under any
+  store's tail: a kernel thread holding the core it wakes on, a VM paused
+  by its host, other threads queued ahead of it.
 """
 import argparse
 import json
@@ -83,6 +90,37 @@ def speed(seconds, interval_s, stop):
     return times
 
 
+WAKE_SECONDS_MAX = 3600
+WAKE_INTERVAL_MS_MAX = 1000
+
+
+def wake_summary(lates):
+    """count, p50, p99, p99.9 and max (ms) of the wake-ups' lateness (seconds)."""
+    lates = sorted(lates)
+    n = len(lates)
+    at = lambda q: round(lates[min(n - 1, int(n * q))] * 1000, 3) if n else 0.0
+    return {"samples": n, "p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999),
+            "max_ms": round(lates[-1] * 1000, 3) if n else 0.0}
+
+
+def wake(seconds, interval_s, stop):
+    """How late each sleep of `interval_s` ended, until `stop` or `seconds`."""
+    lates, end = [], time.monotonic() + seconds
+    while time.monotonic() < end and not stop.is_set():
+        start = time.monotonic()
+        time.sleep(interval_s)
+        lates.append(max(0.0, time.monotonic() - start - interval_s))
+    return lates
+
+
+def stop_on_signals():
+    """An event that SIGTERM or SIGINT sets."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,14 +133,23 @@ def main():
     v.add_argument("--seconds", type=float, default=60)
     v.add_argument("--interval-ms", type=float, default=500)
     v.add_argument("--json", action="store_true")
+    w = sub.add_parser("wake")
+    w.add_argument("--seconds", type=float, default=60)
+    w.add_argument("--interval-ms", type=float, default=1)
+    w.add_argument("--json", action="store_true")
     a = p.parse_args()
+    if a.command == "wake":
+        if not 0 < a.seconds <= WAKE_SECONDS_MAX or not 0 < a.interval_ms <= WAKE_INTERVAL_MS_MAX:
+            p.error(f"--seconds must be in (0, {WAKE_SECONDS_MAX}] and --interval-ms in (0, {WAKE_INTERVAL_MS_MAX}]")
+        r = wake_summary(wake(a.seconds, a.interval_ms / 1000, stop_on_signals()))
+        print(json.dumps(r) if a.json else
+              f"wake-ups: {r['samples']}, late by p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+              f"p99.9 {r['p999_ms']} ms, max {r['max_ms']} ms")
+        return 0
     if a.command == "speed":
         if not 0 < a.seconds <= SPEED_SECONDS_MAX or a.interval_ms < 0:
             p.error(f"--seconds must be in (0, {SPEED_SECONDS_MAX}] and --interval-ms not negative")
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-        r = speed_summary(speed(a.seconds, a.interval_ms / 1000, stop))
+        r = speed_summary(speed(a.seconds, a.interval_ms / 1000, stop_on_signals()))
         print(json.dumps(r) if a.json else
               f"fixed work: {r['samples']} samples, p50 {r['p50_ms']} ms, max {r['max_ms']} ms of CPU")
         return 0

@@ -1,10 +1,11 @@
 """bench/diskprobe.py (stall merging, percentiles, limits, a short run), bench/ab.py's summary,
-bench/compare_report.py's tables and bench/procstat.py's speed probe."""
+bench/compare_report.py's tables and bench/procstat.py's speed and wake probes."""
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 BENCH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench")
@@ -105,7 +106,10 @@ def test_compare_ratios_pair_the_runs_of_one_round_and_give_their_median(tmp_pat
     speed = {("dynamo", "W", "closed", 1): {"samples": 5, "p50_ms": 10.0, "max_ms": 11.0},
              ("redis", "W", "closed", 1): {"samples": 5, "p50_ms": 15.0, "max_ms": 16.0},
              ("etcd", "W", "closed", 1): {}}
-    lines = compare_report.report(results, {}, speed)
+    wake = {("dynamo", "W", "closed", 1): {"samples": 9000, "p50_ms": 0.1, "p99_ms": 0.5, "p999_ms": 3.25,
+                                           "max_ms": 4.0},
+            ("redis", "W", "closed", 1): {"samples": 0}}
+    lines = compare_report.report(results, {}, speed, wake)
     ratio = next(l for l in lines if "workload W" in l)
     # Rounds 1, 2, 3: 20000/40000, 12000/30000, 27000/45000; etcd only in rounds 1 and 2.
     assert "dynamo/redis 0.50x median (0.50x, 0.40x, 0.60x)" in ratio
@@ -113,9 +117,11 @@ def test_compare_ratios_pair_the_runs_of_one_round_and_give_their_median(tmp_pat
     assert lines[-1] == "dynamo: 1 errors, 2 reads with siblings"
     rows = [l for l in lines if l.startswith("dynamo         W")]
     assert len(rows) == 4 and rows[0].split()[2] == "1" and rows[2].split()[2] == "3"
-    # The cpu column: 1.00 for the fastest run, 1.50 for one half again slower, "-" unmeasured.
-    assert rows[0].endswith(" 1.00") and next(l for l in lines if l.startswith("redis")).endswith(" 1.50")
-    assert next(l for l in lines if l.startswith("etcd")).endswith(" -")
+    # The cpu column: 1.00 for the fastest run, 1.50 for one half again slower, "-" unmeasured;
+    # then the wake probe's p99.9, "-" where it has no samples.
+    assert rows[0].split()[-2:] == ["1.00", "3.25"]
+    assert next(l for l in lines if l.startswith("redis")).split()[-2:] == ["1.50", "-"]
+    assert next(l for l in lines if l.startswith("etcd")).split()[-2:] == ["-", "-"]
     # The files compare.sh writes read back the same.
     assert compare_report.read_runs(write_runs(tmp_path / "results", results)) == results
 
@@ -128,10 +134,12 @@ def test_compare_with_one_round_prints_plain_ratios(tmp_path):
     assert not any("rnd" in l or "median" in l for l in lines)
     empty = str(tmp_path / "empty")
     open(empty, "w").close()
-    r = subprocess.run([sys.executable, os.path.join(BENCH, "compare_report.py"),
-                        write_runs(tmp_path / "r", results), empty, empty], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert "workload C: dynamo/redis 1.50x" in r.stdout
+    for machine in ([empty, empty], [empty, empty, empty]):  # without and with the wake probe's file
+        r = subprocess.run([sys.executable, os.path.join(BENCH, "compare_report.py"),
+                            write_runs(tmp_path / "r", results), *machine],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "workload C: dynamo/redis 1.50x" in r.stdout
 
 
 def test_compare_open_loop_rounds_give_each_stores_median_tail():
@@ -161,12 +169,9 @@ def test_compare_open_loop_rounds_give_each_stores_median_tail():
     assert " rnd " not in next(l for l in lines if l.startswith("store") and "rate" in l)
 
 
-def test_speed_probe_times_its_work_and_stops_on_sigterm():
-    s = procstat.speed_summary([0.010, 0.030, 0.020])
-    assert s == {"samples": 3, "p50_ms": 20.0, "max_ms": 30.0}
-    assert procstat.speed_summary([]) == {"samples": 0, "p50_ms": 0.0, "max_ms": 0.0}
-    script = os.path.join(BENCH, "procstat.py")
-    p = subprocess.Popen([sys.executable, script, "speed", "--interval-ms", "50", "--json"],
+def procstat_until_sigterm(*args):
+    """The JSON summary `bench/procstat.py ARGS --json` prints when sent SIGTERM after 1 s."""
+    p = subprocess.Popen([sys.executable, os.path.join(BENCH, "procstat.py"), *args, "--json"],
                          stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(1.0)
@@ -176,11 +181,35 @@ def test_speed_probe_times_its_work_and_stops_on_sigterm():
         if p.poll() is None:
             p.kill()
     assert p.returncode == 0
-    s = json.loads(out.strip().splitlines()[-1])
-    assert s["samples"] > 0 and 0 < s["p50_ms"] <= s["max_ms"]
-    for args in (["--seconds", "0"], ["--seconds", "4000"], ["--interval-ms", "-1"]):
-        r = subprocess.run([sys.executable, script, "speed", *args], capture_output=True, text=True, timeout=60)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def assert_procstat_refuses(command, *arg_lists):
+    for args in arg_lists:
+        r = subprocess.run([sys.executable, os.path.join(BENCH, "procstat.py"), command, *args],
+                           capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and "error:" in r.stderr, args
+
+
+def test_speed_probe_times_its_work_and_stops_on_sigterm():
+    s = procstat.speed_summary([0.010, 0.030, 0.020])
+    assert s == {"samples": 3, "p50_ms": 20.0, "max_ms": 30.0}
+    assert procstat.speed_summary([]) == {"samples": 0, "p50_ms": 0.0, "max_ms": 0.0}
+    s = procstat_until_sigterm("speed", "--interval-ms", "50")
+    assert s["samples"] > 0 and 0 < s["p50_ms"] <= s["max_ms"]
+    assert_procstat_refuses("speed", ["--seconds", "0"], ["--seconds", "4000"], ["--interval-ms", "-1"])
+
+
+def test_wake_probe_reports_how_late_its_sleeps_ended_and_stops_on_sigterm():
+    s = procstat.wake_summary([0.004, 0.0001, 0.0002, 0.0003])
+    assert s == {"samples": 4, "p50_ms": 0.3, "p99_ms": 4.0, "p999_ms": 4.0, "max_ms": 4.0}
+    assert procstat.wake_summary([])["samples"] == 0
+    late = procstat.wake(0.2, 0.001, threading.Event())
+    assert 1 <= len(late) <= 200 and min(late) >= 0  # no sleep ends early
+    s = procstat_until_sigterm("wake")
+    assert s["samples"] > 0 and 0 <= s["p50_ms"] <= s["p999_ms"] <= s["max_ms"]
+    assert_procstat_refuses("wake", ["--seconds", "0"], ["--seconds", "4000"], ["--interval-ms", "0"],
+                            ["--interval-ms", "2000"])
 
 
 def test_ab_summary_gives_the_fixed_work_time_and_its_ratio_by_round():
