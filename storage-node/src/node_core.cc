@@ -377,7 +377,15 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
   const PartitionId p = map_->ring().KeyPartition(req.key);
   std::vector<std::pair<Space, std::string>> keys = {{Space::kData, DataKey(p, req.key)}};
   if (!req.hint.empty() && req.hint != options_.id) {
-    keys.emplace_back(Space::kHints, HintKey(req.hint, p, req.key));
+    // A stand-in answers with every hinted copy of the key it holds, not only
+    // the named primary's: two stand-ins may have swapped primaries between a
+    // write and a later read (each client op assigns them as replicas fail).
+    std::vector<NodeId> owners = map_->ring().PreferenceList(p);
+    if (std::find(owners.begin(), owners.end(), req.hint) == owners.end())
+      owners.push_back(req.hint);
+    for (const NodeId& owner : owners) {
+      if (owner != options_.id) keys.emplace_back(Space::kHints, HintKey(owner, p, req.key));
+    }
   }
   auto merged = std::make_shared<SiblingSet>();
   auto join = std::make_shared<Countdown>(keys.size(), [this, conn, id, merged](Status s) {

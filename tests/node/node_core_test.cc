@@ -305,6 +305,31 @@ TEST(NodeCoreTest, HintsAreStoredApartUnderTheirOwner) {
   ASSERT_TRUE(stored.ok() && stored->has_value());
 }
 
+// Two stand-ins can swap the primaries they stand in for between a write and
+// a read (the client assigns them as replicas fail): a stand-in's answer
+// holds every hinted copy of the key it keeps.
+TEST(NodeCoreTest, AStandInsReadSeesTheKeysHintsForEveryPrimary) {
+  SimCluster sim(4);
+  FormCluster(sim, 4);
+  const Ring& ring = sim.core("n1").map()->ring();
+  const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition("sk"));
+  ASSERT_EQ(pref.size(), 3u);
+  NodeId holder;
+  for (const char* id : {"n1", "n2", "n3", "n4"}) {
+    if (std::find(pref.begin(), pref.end(), id) == pref.end()) holder = id;
+  }
+  SiblingSet set = CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "hinted", false, 5})->siblings;
+  ASSERT_TRUE(std::holds_alternative<proto::Ack>(
+      sim.Request(holder, proto::ReplicaPutRequest{"sk", set, pref[1]})->body));
+  auto read = sim.Request(holder, proto::GetRequest{"sk", pref[2]});
+  ASSERT_TRUE(std::holds_alternative<proto::GetReply>(read->body));
+  EXPECT_EQ(std::get<proto::GetReply>(read->body).siblings, set);
+  // A read that names no primary is the node's own data only.
+  auto own = sim.Request(holder, proto::GetRequest{"sk"});
+  ASSERT_TRUE(std::holds_alternative<proto::GetReply>(own->body));
+  EXPECT_TRUE(std::get<proto::GetReply>(own->body).siblings.empty());
+}
+
 // The holder `n1` crashes while it keeps the hint (losing unsynced writes
 // when `synced_hints`, which then must not matter), restarts, and still
 // delivers it once the owner is back.
