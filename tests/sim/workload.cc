@@ -644,7 +644,8 @@ std::string WorkloadReport::Summary() const {
      << " faults, " << messages << " messages, " << refused_unsent << " requests refused unsent, "
      << coordinator_retries << " coordinator retries, " << late_coordinator_answers
      << " coordinators answered past the deadline, " << partitions_scrubbed << " partitions and "
-     << hint_owners_scrubbed << " nodes' hints scrubbed away, " << keys_silently_lost
+     << hint_owners_scrubbed << " nodes' hints scrubbed away (" << hints_kept_past_a_bad_hint
+     << " hints kept past an unreadable one), " << keys_silently_lost
      << " keys silently lost, " << trees_checked << " trees checked, quiet " << heal_ms
      << " ms after healing, trace " << std::hex << trace_hash;
   for (const std::string& f : failures) os << "\n  " << f;
