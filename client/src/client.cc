@@ -9,6 +9,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "core/quorum.h"
 #include "dynamo/cluster_map.h"
@@ -31,6 +32,9 @@ constexpr uint64_t kEpochRefreshGapMs = 100;
 // Backoff after a node failed to answer: base, doubled per failure, capped.
 constexpr uint64_t kBackoffBaseMs = 250;
 constexpr uint64_t kBackoffMaxMs = 5000;
+// A primary that answered this client at most this long ago ranks as if the
+// write's context had reached it (ClientOptions::coordinator, kClientRanked).
+constexpr uint64_t kHeardRecentlyMs = 100;
 
 uint64_t WallMicros() {
   using namespace std::chrono;
@@ -281,11 +285,31 @@ class Client::Impl {
     if (signal == client::NodeSignal::kNone) return;
     if (signal == client::NodeSignal::kServing) {
       health_.erase(node);
+      heard_ms_[node] = loop_.NowMs();
       return;
     }
     NodeHealth& h = health_[node];
     h.failures = std::min<uint32_t>(h.failures + 1, 16);
     h.down_until_ms = loop_.NowMs() + std::min(kBackoffMaxMs, kBackoffBaseMs << (h.failures - 1));
+  }
+
+  // Adds to `reached` the route's primaries that answered this client within
+  // kHeardRecentlyMs. A read's context names only the R replicas that
+  // answered first, and the client's first-ranked node is often the third;
+  // without this, 40-47% of one client's writes after reads went to a second
+  // coordinator (ClientProcessTest.ARankedClientsWritesAfterReadsMeet...),
+  // with syncs of its own. A node cut off by a partition is passed over
+  // again once it has not answered for kHeardRecentlyMs.
+  void AddHeardPrimaries(const Route& route, std::vector<std::string>* reached) {
+    const uint64_t now = loop_.NowMs();
+    for (const client::Target& t : route.replicas) {
+      if (t.role != client::Role::kPrimary) continue;
+      auto heard = heard_ms_.find(t.node);
+      if (heard == heard_ms_.end() || now > heard->second + kHeardRecentlyMs) continue;
+      if (std::find(reached->begin(), reached->end(), t.node) == reached->end()) {
+        reached->push_back(t.node);
+      }
+    }
   }
 
   // ---------------------------------------------------------------- transport
@@ -410,6 +434,7 @@ class Client::Impl {
       req.lww_dot = Dot{client_id_, last_lww_us_};
     }
     std::shared_ptr<const Route> route = RouteFor(v, req.key);
+    if (req.coordinator_rank_salt != 0) AddHeardPrimaries(*route, &req.reached);
     auto state = Launch<WriteState>(std::move(route), std::move(req),
                                     opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                     opts.receipt, std::move(done), &Impl::FinishWrite);
@@ -710,6 +735,7 @@ class Client::Impl {
   std::atomic<std::shared_ptr<const View>> view_;
   // I/O thread only.
   std::map<NodeId, NodeHealth> health_;
+  std::unordered_map<NodeId, uint64_t> heard_ms_;  // when each node last answered
   // Routes planned with every node healthy, per partition, for routes_view_.
   std::shared_ptr<const View> routes_view_;
   std::vector<std::shared_ptr<const Route>> routes_;

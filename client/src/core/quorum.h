@@ -123,8 +123,8 @@ struct WriteRequest {
   // the others.
   uint64_t coordinator_rank_salt = 0;
   // The primaries that answered the read, or acknowledged the write, that
-  // the context came from: they were reachable then and hold what the
-  // context covers.
+  // the context came from (they were reachable then and hold what the
+  // context covers), and those the client heard from just now.
   std::vector<std::string> reached;
   // Random per write: a coordinator that sees it twice writes once.
   uint64_t op_id = 0;
