@@ -15,7 +15,7 @@ At the end it prints each build's medians and, for every build after the
 first, the range of its round-by-round ratios to the first build.
 
 usage: bench/ab.py [--rounds N] [--duration S] [--port P] DIR[@CONFIG] ... [-- BENCH FLAGS]
-e.g.   bench/ab.py --rounds 3 /tmp/before build/release/bin -- --workload W
+e.g.   bench/ab.py --rounds 3 --workloads W /tmp/before build/release/bin -- --concurrency 100
        bench/ab.py build/release/bin build/release/bin@nosync.toml   (one build, two node configs)
 A DIR@CONFIG entry starts its nodes with `--config CONFIG` (dynamo-node's TOML).
 """
@@ -41,6 +41,16 @@ def entry_label(entry):
     return name + (f"@{os.path.basename(config)}" if config else "")
 
 
+# dynamo-bench flags that run_workload sets; given again after --, the bench
+# would refuse them.
+BENCH_FLAGS_SET_HERE = {"--backend", "--seed", "--workload", "--duration", "--warmup", "--quiet",
+                        "--no-load"}
+
+
+class BenchFailed(Exception):
+    """dynamo-bench exited with an error (a bad flag, no cluster): no figure to report."""
+
+
 def run_workload(label, bindir, cluster, port, workload, duration, load, extra):
     nodes = [open(f"{cluster}/n{i}/node.pid").read().strip() for i in (1, 2, 3)]
     args = [f"{bindir}/dynamo-bench", "--backend", "dynamo", "--seed", f"127.0.0.1:{port}",
@@ -60,6 +70,9 @@ def run_workload(label, bindir, cluster, port, workload, duration, load, extra):
         prober.join()
     out = bench.stdout.read()
     end = time.time()
+    if bench.returncode != 0:
+        raise BenchFailed(f"{label} {workload}: dynamo-bench exited {bench.returncode}: "
+                          + (out.strip().splitlines() or ["no output"])[0])
     work_ms = speed_summary(work)["p50_ms"] or None
     # The measured phase is the last `duration` seconds before the bench
     # drained and exited; keep the samples well inside it.
@@ -146,6 +159,9 @@ def main():
     p.add_argument("--workloads", default="W C")
     p.add_argument("dirs", nargs="+")
     a = p.parse_args(argv)
+    own = [f for f in extra if f.split("=")[0] in BENCH_FLAGS_SET_HERE]
+    if own:
+        p.error(f"{own[0]} after -- is set by ab.py itself (use --workloads, --duration)")
     labels = unique_labels(a.dirs)
     results = {}
     work = tempfile.mkdtemp(prefix="dynamo-ab.")
@@ -176,4 +192,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BenchFailed as e:
+        sys.exit(f"ab: {e}")

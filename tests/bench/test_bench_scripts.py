@@ -221,3 +221,27 @@ def test_ab_summary_gives_the_fixed_work_time_and_its_ratio_by_round():
     assert "cpu work 11.0 ms" in lines[0]
     # 11/10 and 18/12: the second round's new build met cores half again slower.
     assert "cpu work 14.5 ms" in lines[1] and "cpu work 1.10-1.50x" in lines[1]
+
+
+def test_ab_refuses_bench_flags_it_sets_itself_before_starting_anything(tmp_path):
+    run = subprocess.run([sys.executable, os.path.join(BENCH, "ab.py"), "--workloads", "A",
+                          str(tmp_path), "--", "--workload", "A"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2
+    assert "--workload after -- is set by ab.py itself" in run.stderr
+
+
+def test_ab_stops_with_the_benchs_own_message_when_the_bench_fails(tmp_path):
+    cluster = tmp_path / "cluster"
+    for i in (1, 2, 3):
+        (cluster / f"n{i}").mkdir(parents=True)
+        (cluster / f"n{i}" / "node.pid").write_text(str(os.getpid()))
+    bench = tmp_path / "dynamo-bench"
+    bench.write_text("#!/bin/sh\necho '--workload: At Most 1 required but received 2'\nexit 114\n")
+    bench.chmod(0o755)
+    try:
+        ab.run_workload("old", str(tmp_path), str(cluster), 1, "A", 0.1, True, [])
+    except ab.BenchFailed as e:
+        assert str(e) == "old A: dynamo-bench exited 114: --workload: At Most 1 required but received 2"
+    else:
+        raise AssertionError("a failed bench must not give a figure")
