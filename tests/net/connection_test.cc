@@ -106,15 +106,29 @@ class EchoServer {
   int requests_ = 0;
 };
 
-std::shared_ptr<Connection> ConnectTo(LoopThread& lt, uint16_t port, ConnectionOptions opts = {}) {
+// A handle to `c` for the test thread: its last copy drops the connection on
+// the loop thread, where a connection's handles may be closed.
+std::shared_ptr<Connection> ReleasedOnLoop(LoopThread& lt, std::shared_ptr<Connection> c) {
+  Connection* raw = c.get();
+  return std::shared_ptr<Connection>(raw, [&lt, keep = std::move(c)](Connection*) mutable {
+    if (lt.loop().InLoopThread()) {
+      keep.reset();
+    } else {
+      lt.Run([&] { keep.reset(); });
+    }
+  });
+}
+
+std::shared_ptr<Connection> ConnectTo(LoopThread& lt, uint16_t port, ConnectionOptions opts = {},
+                                      const std::string& host = "127.0.0.1") {
   std::promise<Result<std::shared_ptr<Connection>>> p;
   lt.loop().Post([&] {
-    Connect(lt.loop(), {"127.0.0.1", port}, opts, 2000,
+    Connect(lt.loop(), {host, port}, opts, 2000,
             [&](Result<std::shared_ptr<Connection>> r) { p.set_value(std::move(r)); });
   });
   Result<std::shared_ptr<Connection>> r = p.get_future().get();
   EXPECT_TRUE(r.ok()) << r.status().ToString();
-  return r.ok() ? *r : nullptr;
+  return r.ok() ? ReleasedOnLoop(lt, std::move(*r)) : nullptr;
 }
 
 // Issues calls on the loop thread and collects their results in order of issue.
@@ -372,15 +386,10 @@ TEST(ConnectionTest, ConnectRefusedIsUnavailable) {
 TEST(ConnectionTest, ResolvesNames) {
   LoopThread lt;
   EchoServer server(lt);
-  std::promise<Result<std::shared_ptr<Connection>>> p;
-  lt.loop().Post([&] {
-    Connect(lt.loop(), {"localhost", server.port()}, {}, 2000,
-            [&](Result<std::shared_ptr<Connection>> r) { p.set_value(std::move(r)); });
-  });
-  auto r = p.get_future().get();
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(ValueOf(CallAll(lt, *r, {GetRequest{"named"}}, 2000)[0]), "named");
-  CloseOnLoop(lt, *r);
+  auto c = ConnectTo(lt, server.port(), {}, "localhost");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(ValueOf(CallAll(lt, c, {GetRequest{"named"}}, 2000)[0]), "named");
+  CloseOnLoop(lt, c);
 }
 
 TEST(ListenerTest, RejectsBadAddresses) {

@@ -157,6 +157,11 @@ uint64_t EventLoop::NowMs() const { return uv_now(loop_.get()); }
 
 bool EventLoop::InLoopThread() const { return loop_thread_.load() == std::this_thread::get_id(); }
 
+bool EventLoop::MayTouchHandles() const {
+  const std::thread::id runner = loop_thread_.load();
+  return runner == std::thread::id{} || runner == std::this_thread::get_id();
+}
+
 void EventLoop::OnAsync(uv_async_t* handle) {
   auto* self = static_cast<EventLoop*>(handle->data);
   self->Drain();
@@ -172,12 +177,15 @@ void EventLoop::Drain() {
   for (auto& fn : batch) fn();
 }
 
-Timer::Timer(EventLoop& loop) : handle_(new uv_timer_t) {
+Timer::Timer(EventLoop& loop) : loop_(loop), handle_(new uv_timer_t) {
   DYNAMO_CHECK(uv_timer_init(loop.uv(), handle_) == 0);
   handle_->data = this;
 }
 
 Timer::~Timer() {
+  // libuv's handle lists are unlocked: a close from another thread while the
+  // loop runs can drop the handle from them, and the loop never ends.
+  DYNAMO_CHECK(loop_.MayTouchHandles());
   uv_timer_stop(handle_);
   handle_->data = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(handle_),

@@ -66,6 +66,9 @@ class EventLoop {
   uint64_t NowMs() const;
   // True on the thread running Run().
   bool InLoopThread() const;
+  // True on the thread running Run(), or on any thread while no thread runs
+  // it: where handles on this loop may be opened and closed.
+  bool MayTouchHandles() const;
 
   uv_loop_s* uv() { return loop_.get(); }
 
@@ -105,6 +108,7 @@ class Timer {
 
  private:
   static void OnTimer(uv_timer_s* handle);
+  EventLoop& loop_;
   uv_timer_s* handle_;
   std::function<void()> fn_;
 };
