@@ -14,11 +14,12 @@ usage: bench/diskprobe.py [--dir D] [--seconds S] [--streams N] [--pause-ms P]
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 import threading
 import time
+
+from procstat import percentiles_ms, stop_on_signals
 
 SECONDS_MAX = 3600
 STREAMS_MAX = 64
@@ -55,9 +56,6 @@ def clock(t):
 
 
 def summary(lat, stalls, stall_ms):
-    lat = sorted(lat)
-    n = len(lat)
-    at = lambda q: round(lat[min(n - 1, int(n * q))] * 1000, 3) if n else 0.0
     # Streams see one device stall together: count it once.
     merged = []
     for start, d in sorted(stalls):
@@ -66,8 +64,7 @@ def summary(lat, stalls, stall_ms):
         else:
             merged.append([start, d])
     return {
-        "syncs": n, "p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999),
-        "max_ms": round(lat[-1] * 1000, 3) if n else 0.0, "stall_ms": stall_ms,
+        "syncs": len(lat), **percentiles_ms(lat), "stall_ms": stall_ms,
         "stalls": [{"at": clock(s), "ms": round(d * 1000, 1)} for s, d in merged],
     }
 
@@ -92,9 +89,7 @@ def main():
         ap.error("--pause-ms must not be negative and --stall-ms must be positive")
     if not os.path.isdir(a.dir):
         ap.error(f"--dir {a.dir}: not a directory")
-    out, lock, stop = ([], []), threading.Lock(), threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    out, lock, stop = ([], []), threading.Lock(), stop_on_signals()
     threads = [threading.Thread(target=probe, args=(a.dir, a.seconds, a.pause_ms / 1000, a.bytes,
                                                     a.stall_ms / 1000, out, lock, stop))
                for _ in range(a.streams)]

@@ -94,13 +94,17 @@ WAKE_SECONDS_MAX = 3600
 WAKE_INTERVAL_MS_MAX = 1000
 
 
+def percentiles_ms(durations):
+    """p50, p99, p99.9 and max (ms) of durations in seconds; zeros if none."""
+    d = sorted(durations)
+    n = len(d)
+    at = lambda q: round(d[min(n - 1, int(n * q))] * 1000, 3) if n else 0.0
+    return {"p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999), "max_ms": at(1.0)}
+
+
 def wake_summary(lates):
     """count, p50, p99, p99.9 and max (ms) of the wake-ups' lateness (seconds)."""
-    lates = sorted(lates)
-    n = len(lates)
-    at = lambda q: round(lates[min(n - 1, int(n * q))] * 1000, 3) if n else 0.0
-    return {"samples": n, "p50_ms": at(0.5), "p99_ms": at(0.99), "p999_ms": at(0.999),
-            "max_ms": round(lates[-1] * 1000, 3) if n else 0.0}
+    return {"samples": len(lates), **percentiles_ms(lates)}
 
 
 def wake(seconds, interval_s, stop):
