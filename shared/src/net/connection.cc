@@ -329,6 +329,7 @@ void Connection::CloseAfterFlush() {
 
 void Connection::Close(const Status& reason) {
   if (closed_) return;
+  DYNAMO_CHECK(loop_.OnLoopThreadOrStopped());
   closed_ = true;
   timer_.Stop();
   if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
@@ -478,6 +479,7 @@ Listener::~Listener() {
 
 void Listener::StopAccepting() {
   if (server_ == nullptr) return;
+  DYNAMO_CHECK(loop_.OnLoopThreadOrStopped());
   server_->data = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(server_),
            [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });

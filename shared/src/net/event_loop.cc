@@ -143,7 +143,10 @@ void EventLoop::Post(std::function<void()> fn) {
   uv_async_send(async_.get());
 }
 
-void EventLoop::Defer(std::function<void()> fn) { deferred_.push_back(std::move(fn)); }
+void EventLoop::Defer(std::function<void()> fn) {
+  DYNAMO_CHECK(OnLoopThreadOrStopped());
+  deferred_.push_back(std::move(fn));
+}
 
 void EventLoop::RunDeferred() {
   while (!deferred_.empty()) {
@@ -157,7 +160,7 @@ uint64_t EventLoop::NowMs() const { return uv_now(loop_.get()); }
 
 bool EventLoop::InLoopThread() const { return loop_thread_.load() == std::this_thread::get_id(); }
 
-bool EventLoop::MayTouchHandles() const {
+bool EventLoop::OnLoopThreadOrStopped() const {
   const std::thread::id runner = loop_thread_.load();
   return runner == std::thread::id{} || runner == std::this_thread::get_id();
 }
@@ -185,7 +188,7 @@ Timer::Timer(EventLoop& loop) : loop_(loop), handle_(new uv_timer_t) {
 Timer::~Timer() {
   // libuv's handle lists are unlocked: a close from another thread while the
   // loop runs can drop the handle from them, and the loop never ends.
-  DYNAMO_CHECK(loop_.MayTouchHandles());
+  DYNAMO_CHECK(loop_.OnLoopThreadOrStopped());
   uv_timer_stop(handle_);
   handle_->data = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(handle_),

@@ -67,8 +67,9 @@ class EventLoop {
   // True on the thread running Run().
   bool InLoopThread() const;
   // True on the thread running Run(), or on any thread while no thread runs
-  // it: where handles on this loop may be opened and closed.
-  bool MayTouchHandles() const;
+  // it: where the loop's handles and deferred work may be touched (libuv's
+  // lists are unlocked). Timers, connections and Defer check it.
+  bool OnLoopThreadOrStopped() const;
 
   uv_loop_s* uv() { return loop_.get(); }
 
