@@ -11,6 +11,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "core/node_tracker.h"
 #include "core/quorum.h"
 #include "dynamo/cluster_map.h"
 #include "dynamo/net/connection.h"
@@ -29,12 +30,6 @@ using client::WriteOp;
 constexpr uint64_t kConnectTimeoutMs = 500;
 // Refreshes caused by newer epochs in replies are at least this far apart.
 constexpr uint64_t kEpochRefreshGapMs = 100;
-// Backoff after a node failed to answer: base, doubled per failure, capped.
-constexpr uint64_t kBackoffBaseMs = 250;
-constexpr uint64_t kBackoffMaxMs = 5000;
-// A primary that answered this client at most this long ago ranks as if the
-// write's context had reached it (ClientOptions::coordinator, kClientRanked).
-constexpr uint64_t kHeardRecentlyMs = 100;
 
 uint64_t WallMicros() {
   using namespace std::chrono;
@@ -235,10 +230,7 @@ class Client::Impl {
 
   // ---------------------------------------------------------------- health
 
-  bool Healthy(const NodeId& id) {
-    auto it = health_.find(id);
-    return it == health_.end() || loop_.NowMs() >= it->second.down_until_ms;
-  }
+  bool Healthy(const NodeId& id) { return nodes_.Healthy(id, loop_.NowMs()); }
 
   client::Health HealthView(const std::shared_ptr<const View>& v) {
     return client::Health{
@@ -256,11 +248,7 @@ class Client::Impl {
         }};
   }
 
-  bool AnyUnhealthy() {
-    const uint64_t now = loop_.NowMs();
-    return std::any_of(health_.begin(), health_.end(),
-                       [now](const auto& h) { return now < h.second.down_until_ms; });
-  }
+  bool AnyUnhealthy() { return nodes_.AnyBackingOff(loop_.NowMs()); }
 
   // The key's route. While no node is backing off, routes depend only on
   // the view, so each partition's is planned once per view.
@@ -280,36 +268,7 @@ class Client::Impl {
   }
 
   void Observe(const std::string& node, const Reply& r) {
-    if (node.empty()) return;
-    const client::NodeSignal signal = client::SignalOf(r);
-    if (signal == client::NodeSignal::kNone) return;
-    if (signal == client::NodeSignal::kServing) {
-      health_.erase(node);
-      heard_ms_[node] = loop_.NowMs();
-      return;
-    }
-    NodeHealth& h = health_[node];
-    h.failures = std::min<uint32_t>(h.failures + 1, 16);
-    h.down_until_ms = loop_.NowMs() + std::min(kBackoffMaxMs, kBackoffBaseMs << (h.failures - 1));
-  }
-
-  // Adds to `reached` the route's primaries that answered this client within
-  // kHeardRecentlyMs. A read's context names only the R replicas that
-  // answered first, and the client's first-ranked node is often the third;
-  // without this, 40-47% of one client's writes after reads went to a second
-  // coordinator (ClientProcessTest.ARankedClientsWritesAfterReadsMeet...),
-  // with syncs of its own. A node cut off by a partition is passed over
-  // again once it has not answered for kHeardRecentlyMs.
-  void AddHeardPrimaries(const Route& route, std::vector<std::string>* reached) {
-    const uint64_t now = loop_.NowMs();
-    for (const client::Target& t : route.replicas) {
-      if (t.role != client::Role::kPrimary) continue;
-      auto heard = heard_ms_.find(t.node);
-      if (heard == heard_ms_.end() || now > heard->second + kHeardRecentlyMs) continue;
-      if (std::find(reached->begin(), reached->end(), t.node) == reached->end()) {
-        reached->push_back(t.node);
-      }
-    }
+    if (!node.empty()) nodes_.Observe(node, client::SignalOf(r), loop_.NowMs());
   }
 
   // ---------------------------------------------------------------- transport
@@ -434,7 +393,8 @@ class Client::Impl {
       req.lww_dot = Dot{client_id_, last_lww_us_};
     }
     std::shared_ptr<const Route> route = RouteFor(v, req.key);
-    if (req.coordinator_rank_salt != 0) AddHeardPrimaries(*route, &req.reached);
+    if (req.coordinator_rank_salt != 0)
+      nodes_.AddHeardPrimaries(*route, loop_.NowMs(), &req.reached);
     auto state = Launch<WriteState>(std::move(route), std::move(req),
                                     opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms,
                                     opts.receipt, std::move(done), &Impl::FinishWrite);
@@ -708,10 +668,6 @@ class Client::Impl {
   }
 
  private:
-  struct NodeHealth {
-    uint64_t down_until_ms = 0;
-    uint32_t failures = 0;
-  };
   struct AtomicStats {
     std::atomic<uint64_t> gets{0}, puts{0}, deletes{0}, read_repairs{0}, hints{0}, refreshes{0},
         errors{0};
@@ -734,8 +690,7 @@ class Client::Impl {
   std::atomic<bool> closing_{false};  // set once the destructor begins
   std::atomic<std::shared_ptr<const View>> view_;
   // I/O thread only.
-  std::map<NodeId, NodeHealth> health_;
-  std::unordered_map<NodeId, uint64_t> heard_ms_;  // when each node last answered
+  client::NodeTracker nodes_;
   // Routes planned with every node healthy, per partition, for routes_view_.
   std::shared_ptr<const View> routes_view_;
   std::vector<std::shared_ptr<const Route>> routes_;

@@ -3,10 +3,6 @@
 #include <algorithm>
 
 namespace dynamo::sim {
-namespace {
-constexpr uint64_t kBackoffBaseMs = 100;
-constexpr uint64_t kBackoffMaxMs = 2000;
-}  // namespace
 
 SimClient::SimClient(SimCluster& sim, std::vector<std::string> seeds, SimClientOptions options,
                      uint64_t client_id)
@@ -63,23 +59,13 @@ client::Health SimClient::HealthNow() {
         if (m != members_.end() && (!m->second.alive || m->second.status == proto::MemberStatus::kRemoved)) {
           return false;
         }
-        auto d = down_until_.find(id);
-        return d == down_until_.end() || sim_.now() >= d->second;
+        return nodes_.Healthy(id, sim_.now());
       },
       [](const NodeId& id) { return SimCluster::AddressOf(id); }};
 }
 
 void SimClient::Observe(const std::string& node, const client::Reply& r) {
-  const client::NodeSignal signal = client::SignalOf(r);
-  if (signal == client::NodeSignal::kNone) return;
-  if (signal == client::NodeSignal::kServing) {
-    down_until_.erase(node);
-    failures_.erase(node);
-    return;
-  }
-  uint32_t& f = failures_[node];
-  f = std::min<uint32_t>(f + 1, 16);
-  down_until_[node] = sim_.now() + std::min(kBackoffMaxMs, kBackoffBaseMs << (f - 1));
+  nodes_.Observe(node, client::SignalOf(r), sim_.now());
 }
 
 void SimClient::SendTo(const client::Target& t, proto::Body body, uint64_t timeout_ms,
@@ -197,7 +183,9 @@ void SimClient::Put(const std::string& key, std::string value, bool tombstone,
     last_lww_us_ = std::max<uint64_t>((1700000000000ULL + sim_.now()) * 1000, last_lww_us_ + 1);
     req.lww_dot = Dot{client_id_, last_lww_us_};
   }
-  auto op = std::make_shared<client::WriteOp>(client::PlanRoute(*map_, key, HealthNow()), std::move(req));
+  client::Route route = client::PlanRoute(*map_, key, HealthNow());
+  if (req.coordinator_rank_salt != 0) nodes_.AddHeardPrimaries(route, sim_.now(), &req.reached);
+  auto op = std::make_shared<client::WriteOp>(std::move(route), std::move(req));
   const uint64_t deadline = sim_.now() + options_.timeout_ms;
   auto reported = std::make_shared<bool>(false);
   auto finish = [this, op, done, reported] {
