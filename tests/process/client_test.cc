@@ -140,9 +140,11 @@ TEST(ClientProcessTest, ARankedClientsWritesAfterReadsMeetOnOneCoordinator) {
   }
   int most = 0;
   for (const auto& [node, n] : coordinators) most = std::max(most, n);
-  // A few may go elsewhere if the client heard nothing from the node for
-  // 100 ms (a slow test machine).
-  EXPECT_GE(most, writes - 5) << coordinators.size() << " coordinators";
+  // Without the rule 59-71 went elsewhere. A write may also go elsewhere
+  // when the client heard nothing from the node for 100 ms (a stall of a
+  // loaded test machine), so the bound leaves room for up to 30 such stalls
+  // and still fails without the rule.
+  EXPECT_GE(most, writes - writes / 5) << coordinators.size() << " coordinators";
 }
 
 TEST(ClientProcessTest, SloppyQuorumWritesThroughFallbacksAndFailsClearlyWhenTooFewAreUp) {
