@@ -1,9 +1,12 @@
 // Writes the fuzzers' seed corpus: one file per catalogue message (a frame
-// for frame_fuzz, a body for decode_fuzz), plus a ring and a sibling set.
+// for frame_fuzz, a body for decode_fuzz), plus a ring, a sibling set, a
+// member list, a cluster map with a change under way and a client context.
 #include <cstdio>
 #include <fstream>
 #include <string>
 
+#include "core/quorum.h"
+#include "dynamo/cluster_map.h"
 #include "dynamo/proto/codec.h"
 #include "support/sample_messages.h"
 
@@ -25,5 +28,19 @@ int main(int argc, char** argv) {
   write(std::string(argv[2]) + "/ring", dynamo::Ring::Create({"a", "b", "c"}, 64)->Serialize());
   write(std::string(argv[2]) + "/siblings",
         dynamo::proto::EncodeSiblingSet(dynamo::proto::test::SampleSiblings()));
+  dynamo::proto::Member member;
+  member.id = "a";
+  member.address = "127.0.0.1:7000";
+  member.incarnation = 3;
+  member.heartbeat = 42;
+  member.actor = 7;
+  write(std::string(argv[2]) + "/members", dynamo::proto::EncodeMembers({member, member}));
+  dynamo::ClusterMap map(*dynamo::Ring::Create({"a", "b", "c"}, 64));
+  map.Reconcile({"a", "b", "c", "d"});
+  if (!map.Transfers().empty()) map.MarkDone(map.Transfers().front());
+  write(std::string(argv[2]) + "/cluster_map", map.Serialize());
+  const dynamo::SiblingSet siblings = dynamo::proto::test::SampleSiblings();
+  write(std::string(argv[2]) + "/context",
+        dynamo::client::EncodeContext(dynamo::ContextOf(siblings), "a", {"a", "b"}));
   return 0;
 }
