@@ -34,7 +34,11 @@ int main(int argc, char** argv) {
   member.incarnation = 3;
   member.heartbeat = 42;
   member.actor = 7;
-  write(std::string(argv[2]) + "/members", dynamo::proto::EncodeMembers({member, member}));
+  dynamo::proto::Member other = member;
+  other.id = "b";
+  other.address = "127.0.0.1:7001";
+  other.alive = false;
+  write(std::string(argv[2]) + "/members", dynamo::proto::EncodeMembers({member, other}));
   dynamo::ClusterMap map(*dynamo::Ring::Create({"a", "b", "c"}, 64));
   map.Reconcile({"a", "b", "c", "d"});
   if (!map.Transfers().empty()) map.MarkDone(map.Transfers().front());
