@@ -47,14 +47,13 @@ extern "C" int clock_gettime(clockid_t clock, struct timespec* ts) {
   return r;
 }
 
+// As glibc's: `tv` is declared nonnull there, and a timezone comes back zeroed.
 extern "C" int gettimeofday(struct timeval* tv, void* tz) {
+  if (tz != nullptr) *static_cast<struct timezone*>(tz) = {};
   struct timespec ts;
   if (clock_gettime(CLOCK_REALTIME, &ts) != 0) return -1;
-  if (tv != nullptr) {
-    tv->tv_sec = ts.tv_sec;
-    tv->tv_usec = ts.tv_nsec / 1000;
-  }
-  if (tz != nullptr) static_cast<struct timezone*>(tz)->tz_minuteswest = 0;
+  tv->tv_sec = ts.tv_sec;
+  tv->tv_usec = ts.tv_nsec / 1000;
   return 0;
 }
 
