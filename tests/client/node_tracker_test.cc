@@ -26,9 +26,9 @@ TEST(NodeTrackerTest, AFailedNodeBacksOffLongerPerFailureUntilItServes) {
   EXPECT_FALSE(t.Healthy("a", 2199));
   EXPECT_TRUE(t.Healthy("a", 2200));
   t.Observe("a", NodeSignal::kFailed, 3000);  // 400 ms, capped at 250
+  t.Observe("a", NodeSignal::kNone, 3100);    // says nothing about the node
   EXPECT_FALSE(t.Healthy("a", 3249));
   EXPECT_TRUE(t.Healthy("a", 3250));
-  t.Observe("a", NodeSignal::kNone, 3100);  // says nothing about the node
   t.Observe("a", NodeSignal::kFailed, 4000);
   t.Observe("a", NodeSignal::kServing, 4001);
   EXPECT_TRUE(t.Healthy("a", 4001));
