@@ -76,24 +76,40 @@ class Client::Impl {
   // the copies, repairs and late coordinator answers already on their way,
   // get up to timeout_ms to finish; then the connections close, failing
   // whatever is left, and every operation reports before the I/O thread
-  // stops. So every `done` runs exactly once before this returns.
+  // stops. So every `done` runs exactly once before this returns. On the
+  // I/O thread it only starts that, and the rest follows once the current
+  // callback returns.
   void Close() {
-    if (io_.joinable()) {
-      closing_ = true;
-      loop_.Post([this] {
-        refresh_timer_.reset();
-        close_timer_ = std::make_unique<net::Timer>(loop_);
-        close_timer_->Start(options_.timeout_ms, 0, [this] {
-          pool_.CloseAll(ClosedStatus());
-          // Failed calls end their operations within a pass or two; this
-          // only bounds the wait should one never report.
-          close_timer_->Start(options_.timeout_ms, 0, [this] { loop_.Stop(); });
-          StopIfClosed();
-        });
+    if (!io_.joinable()) return;
+    BeginClose();
+    if (!loop_.InLoopThread()) io_.join();
+  }
+
+  // ~Client on the I/O thread (a callback dropped the last owner): the
+  // thread cannot wait for itself, so it closes the client as Close() does
+  // and frees it once its loop has stopped.
+  static void CloseAndFreeOnIoThread(std::unique_ptr<Impl> self) {
+    self->BeginClose();
+    self->io_.detach();
+    self->free_when_stopped_ = true;
+    self.release();
+  }
+
+  // Once; any thread while the I/O thread runs.
+  void BeginClose() {
+    if (closing_.exchange(true)) return;
+    loop_.Post([this] {
+      refresh_timer_.reset();
+      close_timer_ = std::make_unique<net::Timer>(loop_);
+      close_timer_->Start(options_.timeout_ms, 0, [this] {
+        pool_.CloseAll(ClosedStatus());
+        // Failed calls end their operations within a pass or two; this
+        // only bounds the wait should one never report.
+        close_timer_->Start(options_.timeout_ms, 0, [this] { loop_.Stop(); });
         StopIfClosed();
       });
-      io_.join();
-    }
+      StopIfClosed();
+    });
   }
 
   // I/O thread.
@@ -122,7 +138,10 @@ class Client::Impl {
       if (!ep.ok()) return ep.status().Annotate("seed");
       seeds_.push_back(ep->ToString());
     }
-    io_ = std::thread([this] { loop_.Run(); });
+    io_ = std::thread([this] {
+      loop_.Run();
+      if (free_when_stopped_) delete this;
+    });
     loop_.Post([this] {
       refresh_timer_ = std::make_unique<net::Timer>(loop_);
       refresh_timer_->Start(options_.refresh_interval_ms, options_.refresh_interval_ms,
@@ -687,7 +706,8 @@ class Client::Impl {
   net::EventLoop loop_;
   net::ConnectionPool pool_{loop_, PoolOptions(), kConnectTimeoutMs};
   std::thread io_;
-  std::atomic<bool> closing_{false};  // set once the destructor begins
+  std::atomic<bool> closing_{false};  // set once Close() begins
+  bool free_when_stopped_ = false;    // I/O thread
   std::atomic<std::shared_ptr<const View>> view_;
   // I/O thread only.
   client::NodeTracker nodes_;
@@ -722,7 +742,13 @@ Result<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 // Closes before the members go, so calls made from callbacks meanwhile
 // reach a whole client.
-Client::~Client() { impl_->Close(); }
+Client::~Client() {
+  if (impl_->loop().InLoopThread()) {
+    Impl::CloseAndFreeOnIoThread(std::move(impl_));
+  } else {
+    impl_->Close();
+  }
+}
 void Client::Close() { impl_->Close(); }
 
 const ClientOptions& Client::options() const { return impl_->options(); }

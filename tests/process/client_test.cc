@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <mutex>
@@ -501,6 +502,74 @@ TEST(ClientProcessTest, DestroyingTheClientEndsEveryOperationOnce) {
   EXPECT_EQ(probes.load(), kChains);
   EXPECT_EQ(probes_aborted.load(), kChains);
   EXPECT_EQ(other_failures.load(), 0);
+}
+
+size_t ThreadsInThisProcess() {
+  return static_cast<size_t>(std::distance(std::filesystem::directory_iterator("/proc/self/task"),
+                                           std::filesystem::directory_iterator{}));
+}
+
+// A callback may close the client, or drop its last owner: the I/O thread
+// cannot wait for itself, so the close runs on after that callback returns.
+// Every operation still reports once, calls made after the close fail with
+// Aborted, and a dropped client's thread ends and frees it (LeakSanitizer
+// would report the client otherwise).
+TEST(ClientProcessTest, ACallbackMayCloseOrDropItsOwnClient) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  for (bool drop : {false, true}) {
+    SCOPED_TRACE(drop ? "dropped" : "closed");
+    const size_t threads_before = ThreadsInThisProcess();
+    auto client = Open(c, 3);
+    ASSERT_TRUE(client);
+    constexpr int kWrites = 32;
+    std::mutex mu;
+    std::condition_variable cv;
+    int reported = 0, failed_other = 0;
+    Status after_close = Status::Internal("not called");
+    std::function<void(Result<std::string>)> count = [&](Result<std::string> r) {
+      std::lock_guard lock(mu);
+      const StatusCode code = r.status().code();
+      if (!r.ok() && code != StatusCode::kAborted && code != StatusCode::kUnavailable)
+        ++failed_other;
+      ++reported;
+      cv.notify_all();
+    };
+    client->io_loop().Post([&] {
+      client->PutAsync("own-0", "v", {}, [&](Result<std::string> r) {
+        Client* raw = client.get();
+        if (drop) {
+          client.reset();
+        } else {
+          raw->Close();
+          raw->PutAsync("own-late", "v", {},
+                        [&](Result<std::string> late) { after_close = late.status(); });
+        }
+        count(std::move(r));
+      });
+      for (int i = 1; i < kWrites; ++i)
+        client->PutAsync("own-" + std::to_string(i), "v", {}, count);
+    });
+    {
+      std::unique_lock lock(mu);
+      ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return reported == kWrites; }));
+      EXPECT_EQ(failed_other, 0);
+    }
+    if (drop) {
+      EXPECT_FALSE(client);
+      const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+      while (ThreadsInThisProcess() > threads_before &&
+             std::chrono::steady_clock::now() < give_up) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      EXPECT_EQ(ThreadsInThisProcess(), threads_before);
+    } else {
+      client->Close();
+      EXPECT_EQ(after_close.code(), StatusCode::kAborted);
+      EXPECT_EQ(ThreadsInThisProcess(), threads_before);
+      EXPECT_EQ(client->Put("own-0", "w").status().code(), StatusCode::kAborted);
+    }
+  }
 }
 
 // After Close() every call fails at once with Aborted, blocking ones

@@ -112,10 +112,15 @@ class Client {
   // fails at once with Aborted. Operations still running, and the replica
   // copies and repairs already sent, get up to options.timeout_ms to finish;
   // then the connections close, what is left fails (Unavailable), every
-  // callback has run, and the I/O thread stops. Idempotent. Not to be called
-  // on the I/O thread; a call that starts while it runs may fail either way.
+  // callback has run, and the I/O thread stops. Idempotent; a call that
+  // starts while it runs may fail either way. Called on the I/O thread (from
+  // a callback) it cannot wait for itself: it starts the close and returns,
+  // and the rest follows once that callback returns.
   void Close();
-  // Close(), then frees the client.
+  // Close(), then frees the client. On the I/O thread (a callback dropping
+  // the last owner) it returns at once; the client closes as above and is
+  // freed when its I/O thread stops, so the callbacks of operations still
+  // running come after this returns.
   ~Client();
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
