@@ -116,9 +116,8 @@ void NodeCore::WithKeyLock(std::string key, std::function<void(Unlock)> fn) {
 bool NodeCore::WithKeyLock(std::string key, size_t queued_max, std::function<void(Unlock)> fn) {
   auto [it, fresh] = key_locks_.try_emplace(std::move(key));
   if (!fresh) {
-    KeyLock& lock = it->second;
-    if (lock.waiters.size() - lock.next >= queued_max) return false;
-    lock.waiters.push_back(std::move(fn));
+    if (it->second.size() >= queued_max) return false;
+    it->second.Push(std::move(fn));
     return true;
   }
   fn(MakeUnlock(&it->first));
@@ -136,13 +135,12 @@ NodeCore::Unlock NodeCore::MakeUnlock(const std::string* key) {
   return [this, key] {
     auto held = key_locks_.find(*key);
     DYNAMO_CHECK(held != key_locks_.end());
-    KeyLock& lock = held->second;
-    if (lock.next == lock.waiters.size()) {
+    if (held->second.empty()) {
       key_locks_.erase(held);
       return;
     }
     // The lock passes straight to the next waiter.
-    std::function<void(Unlock)> next = std::move(lock.waiters[lock.next++]);
+    std::function<void(Unlock)> next = held->second.Pop();
     next(MakeUnlock(key));
   };
 }

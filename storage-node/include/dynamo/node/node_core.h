@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "dynamo/cluster_map.h"
+#include "dynamo/fifo_vector.h"
 #include "dynamo/merkle.h"
 #include "dynamo/node/engine.h"
 #include "dynamo/node/governor.h"
@@ -432,11 +433,8 @@ class NodeCore {
   // completed; nullopt when every applied write is covered (or syncing).
   std::optional<uint64_t> unsynced_since_ms_;
   std::unordered_map<uint64_t, CallDone> calls_waiting_;
-  struct KeyLock {
-    std::vector<std::function<void(Unlock)>> waiters;  // in arrival order
-    size_t next = 0;                                   // first waiter not yet run
-  };
-  std::unordered_map<std::string, KeyLock> key_locks_;
+  // Per held key, the writes waiting for it in arrival order.
+  std::unordered_map<std::string, FifoVector<std::function<void(Unlock)>>> key_locks_;
   size_t requests_in_flight_ = 0;
 
   bool started_ = false;
