@@ -557,7 +557,15 @@ bool NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_
       SiblingSet merged = MergeSiblings(local, m->incoming);
       if (r.value && merged == local) {
         m->unlock();
-        m->done(now, Status::OK());
+        if (!m->sync) {
+          m->done(now, Status::OK());
+          return;
+        }
+        // What is stored may have come unsynced (a repair, another
+        // client's copy) or still wait for its sync: an asked-for sync is
+        // made before the answer either way.
+        Storage(WriteOp{WriteBatch{}, true},
+                [m](Now now2, StorageResult w) { m->done(now2, w.status); });
         return;
       }
       WriteOp write;

@@ -287,6 +287,29 @@ TEST(NodeCoreTest, ACoordPutAskingForNoSyncIsSyncedOnlyByTheIntervalSync) {
   }
 }
 
+// A copy asked to be synced (an LWW write's, or any with replica_put_sync)
+// is acknowledged only once synced, also when the node already stored the
+// same version unsynced (from a read repair or anti-entropy) and so has
+// nothing to write.
+TEST(NodeCoreTest, ASyncedCopyOfAVersionStoredUnsyncedIsSyncedBeforeItsAck) {
+  for (bool hinted : {false, true}) {
+    SCOPED_TRACE(hinted ? "hinted" : "own data");
+    SimCluster sim(6);
+    sim.AddNode("n1", {}, [](NodeOptions& o) { o.sync_interval_ms = 0; });
+    sim.RunFor(100);
+    SiblingSet set = CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v", false, 5})->siblings;
+    const std::string hint = hinted ? "n9" : "";
+    ASSERT_TRUE(std::holds_alternative<proto::Ack>(
+        sim.Request("n1", proto::ReplicaPutRequest{"k", set, hint, /*sync=*/false})->body));
+    ASSERT_TRUE(std::holds_alternative<proto::Ack>(
+        sim.Request("n1", proto::ReplicaPutRequest{"k", set, hint, /*sync=*/true})->body));
+    sim.Crash("n1", /*lose_unsynced=*/true);
+    sim.Restart("n1");
+    sim.RunFor(100);
+    EXPECT_EQ(sim.engine("n1").size(hinted ? Space::kHints : Space::kData), 1u);
+  }
+}
+
 TEST(NodeCoreTest, HintsAreStoredApartUnderTheirOwner) {
   SimCluster sim(4);
   FormCluster(sim, 3);
