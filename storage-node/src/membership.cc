@@ -5,6 +5,18 @@
 
 namespace dynamo::node {
 
+namespace {
+
+// `rec` has its node a member (normal, or joining in the same life as
+// `known`: a node that joins afresh, with a new data directory, comes with a
+// new actor).
+bool ClaimsMembership(const Member& rec, const Member& known) {
+  return rec.status == MemberStatus::kNormal ||
+         (rec.status == MemberStatus::kJoining && rec.actor == known.actor);
+}
+
+}  // namespace
+
 Membership::Membership(Member self, FailureDetectorOptions options)
     : self_id_(self.id), options_(options) {
   records_.emplace(self.id, std::move(self));
@@ -82,11 +94,22 @@ bool Membership::Merge(const std::vector<Member>& theirs, uint64_t now_ms) {
       continue;
     }
     Member& cur = it->second;
-    if (std::tie(m.incarnation, m.heartbeat) <= std::tie(cur.incarnation, cur.heartbeat)) continue;
-    const bool meaningful = m.incarnation != cur.incarnation || m.status != cur.status ||
-                            m.address != cur.address || m.actor != cur.actor;
-    cur = m;
-    LivenessOf(m.id).detector.Heartbeat(now_ms);
+    // An admin's leave is set on a record that may lag the node's own: it
+    // wins at the same incarnation, as the node itself takes it (above), and
+    // the node's claims to be a member that come later (joining, in the same
+    // life, or normal) raise the leave's incarnation instead of undoing it,
+    // until the node has taken the leave on.
+    const bool leave_over_claim = m.status == MemberStatus::kLeaving && ClaimsMembership(cur, m) &&
+                                  m.incarnation >= cur.incarnation;
+    const bool newer = std::tie(m.incarnation, m.heartbeat) > std::tie(cur.incarnation, cur.heartbeat);
+    if (!newer && !leave_over_claim) continue;
+    Member next = m;
+    if (!newer) next.heartbeat = cur.heartbeat;  // a leave over a claim at its incarnation
+    if (cur.status == MemberStatus::kLeaving && ClaimsMembership(m, cur)) next.status = MemberStatus::kLeaving;
+    const bool meaningful = next.incarnation != cur.incarnation || next.status != cur.status ||
+                            next.address != cur.address || next.actor != cur.actor;
+    cur = std::move(next);
+    if (newer) LivenessOf(m.id).detector.Heartbeat(now_ms);
     changed |= meaningful;
   }
   return changed;

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "dynamo/node/keys.h"
+#include "dynamo/node/membership.h"
 #include "sim/sim_cluster.h"
 
 namespace dynamo::node {
@@ -563,6 +564,45 @@ TEST(NodeCoreTest, LeaveHandsEverythingOffThenExits) {
   sim.RunFor(3000);
   ExpectPlacement(sim, keys, "v:");
   EXPECT_EQ(sim.core("n1").membership().Find("n2")->status, proto::MemberStatus::kRemoved);
+}
+
+proto::Member Record(const std::string& id, proto::MemberStatus status, uint64_t incarnation,
+                     uint64_t heartbeat, ActorId actor = 9) {
+  return proto::Member{id, id + ":7000", status, incarnation, heartbeat, actor, true};
+}
+
+// The node an admin asks to make n2 leave may know an older record of n2
+// than n2's own (here: still joining, incarnation 1, while n2 is normal at
+// 2). The leave must outlast n2's own records until n2 takes it on.
+TEST(MembershipTest, AnAdminsLeaveOutlastsTheNodesOwnRecordsUntilItTakesItOn) {
+  using proto::MemberStatus;
+  Membership admin(Record("n1", MemberStatus::kNormal, 1, 1), {});
+  admin.Merge({Record("n2", MemberStatus::kJoining, 1, 5)}, 0);
+  ASSERT_TRUE(admin.SetStatusOf("n2", MemberStatus::kLeaving, 0).ok());
+  EXPECT_EQ(admin.Find("n2")->incarnation, 2u);
+  // n2's own newer records, normal at the leave's incarnation and above:
+  // the leave stays, at their incarnation and heartbeat.
+  admin.Merge({Record("n2", MemberStatus::kNormal, 2, 9)}, 0);
+  EXPECT_EQ(admin.Find("n2")->status, MemberStatus::kLeaving);
+  admin.Merge({Record("n2", MemberStatus::kNormal, 3, 10)}, 0);
+  EXPECT_EQ(admin.Find("n2")->status, MemberStatus::kLeaving);
+  EXPECT_EQ(admin.Find("n2")->incarnation, 3u);
+  EXPECT_EQ(admin.Find("n2")->heartbeat, 10u);
+  // A node that already took n2's newer record takes the leave at the same
+  // incarnation, whatever the heartbeats.
+  Membership other(Record("n3", MemberStatus::kNormal, 1, 1), {});
+  other.Merge({Record("n2", MemberStatus::kNormal, 3, 20)}, 0);
+  other.Merge(admin.View(0), 0);
+  EXPECT_EQ(other.Find("n2")->status, MemberStatus::kLeaving);
+  EXPECT_EQ(other.Find("n2")->heartbeat, 20u);
+  // And so does n2.
+  Membership n2(Record("n2", MemberStatus::kNormal, 3, 20), {});
+  n2.Merge(other.View(0), 0);
+  EXPECT_EQ(n2.self().status, MemberStatus::kLeaving);
+  // A node joining afresh under the id (a new data directory: a new actor)
+  // is not held to the old leave.
+  admin.Merge({Record("n2", MemberStatus::kJoining, 4, 1, /*actor=*/77)}, 0);
+  EXPECT_EQ(admin.Find("n2")->status, MemberStatus::kJoining);
 }
 
 TEST(NodeCoreTest, RemoveRefillsFromSurvivingReplicas) {
