@@ -46,6 +46,10 @@ struct NodeCore::Handoff {
   std::string what;
   std::function<void()> page_done;  // releases the page's background slot
   ActorId scanned_actor = 0;        // this node's actor when the page was scanned
+  // A write into the range completed while it ran: its scans may have missed
+  // it (a scan's answer comes after writes applied meanwhile complete), so
+  // an empty scan does not show the range drained.
+  bool written_meanwhile = false;
 };
 
 NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogSink log)
@@ -578,6 +582,7 @@ bool NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_
             NoteStored(m->key, &m->stored);
           } else {
             state_.hint_owners.insert(m->hint_for);
+            NoteHandoffRangeWritten(Space::kHints, 0, m->hint_for);
           }
         }
         m->unlock();
@@ -973,7 +978,7 @@ void NodeCore::CheckSelfStatus(Now now) {
   if (me.status == proto::MemberStatus::kLeaving && !map_->ring().Contains(options_.id) &&
       !(map_->next() && map_->next()->Contains(options_.id)) &&
       state_.partitions_with_data.empty() && state_.hint_owners.empty() && !handoff_ &&
-      transfers_.empty()) {
+      transfers_.empty() && key_locks_.empty()) {
     leave_complete_ = true;
     membership_.SetSelfStatus(proto::MemberStatus::kRemoved);
     Persist(true);
@@ -1191,7 +1196,7 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       return;
     }
     if (r.scan.entries.empty()) {
-      FinishHandoff(now2, h, Status::OK(), h->after.empty());
+      FinishHandoff(now2, h, Status::OK(), h->after.empty() && !h->written_meanwhile);
       return;
     }
     auto page = std::make_shared<ScanResult>(std::move(r.scan));
@@ -1357,6 +1362,13 @@ void NodeCore::ReleasePage(const std::shared_ptr<Handoff>& h) {
     auto done = std::move(h->page_done);
     h->page_done = nullptr;
     done();
+  }
+}
+
+void NodeCore::NoteHandoffRangeWritten(Space space, PartitionId partition, const NodeId& owner) {
+  if (!handoff_ || handoff_->space != space) return;
+  if (space == Space::kData ? handoff_->partition == partition : handoff_->owner == owner) {
+    handoff_->written_meanwhile = true;
   }
 }
 

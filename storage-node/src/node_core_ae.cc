@@ -87,6 +87,7 @@ void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
       known_with_data_[parts->partition] = true;
       state_.partitions_with_data.insert(parts->partition);
     }
+    NoteHandoffRangeWritten(Space::kData, parts->partition, {});
     tree_updates_.push_back(
         TreeUpdate{parts->partition, std::string(parts->key), SiblingDigest(*set)});
     removed_during_build_.erase(data_key);

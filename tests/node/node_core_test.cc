@@ -566,6 +566,110 @@ TEST(NodeCoreTest, LeaveHandsEverythingOffThenExits) {
   EXPECT_EQ(sim.core("n1").membership().Find("n2")->status, proto::MemberStatus::kRemoved);
 }
 
+// Copies come in pairs into a range n1 hands off: the hints it keeps for
+// n4, or one partition it does not replicate. The first starts a handoff;
+// the second comes a little later each time, at times while a scan of
+// the emptied range is on its way back (the storage thread answers a scan
+// after the writes and sync of its group; writes applied on the loop thread
+// complete meanwhile). Each pair still reaches its replicas, and n1 keeps
+// nothing of it, before the next pair comes.
+void CopiesArrivingDuringAHandoffAreHandedOffToo(bool hints) {
+  sim::SimOptions options;
+  options.scan_answer_delay_ms = 20;
+  SimCluster sim(31, options);
+  FormCluster(sim, 4);
+  const Ring& ring = sim.core("n1").map()->ring();
+  // The second copy of pair i comes i * kStepMs after the first: the pairs
+  // sweep the handoff's steps (its start on a tick, the scans and pushes).
+  constexpr int kPairs = 50;
+  constexpr uint64_t kStepMs = 4;
+  std::vector<std::string> keys;
+  std::optional<PartitionId> partition;
+  for (int i = 0; keys.size() < 2 * kPairs; ++i) {
+    std::string key = "during-" + std::to_string(i);
+    const PartitionId p = ring.KeyPartition(key);
+    const std::vector<NodeId> pref = ring.PreferenceList(p);
+    // A hint's key is n4's to keep (else n4 would hand it on in turn).
+    const bool held_by = std::find(pref.begin(), pref.end(), hints ? "n4" : "n1") != pref.end();
+    if (held_by != hints) continue;
+    if (!hints && !partition) partition = p;
+    if (!hints && p != *partition) continue;
+    keys.push_back(key);
+  }
+  size_t acked = 0;
+  auto send = [&](const std::string& key) {
+    SiblingSet set =
+        CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v:" + key, false, sim.WallMs("n1")})->siblings;
+    sim.Send("n1", proto::ReplicaPutRequest{key, set, hints ? "n4" : ""}, [&](Result<proto::Message> r) {
+      if (r.ok() && std::holds_alternative<proto::Ack>(r->body)) ++acked;
+    });
+  };
+  for (int pair = 0; pair < kPairs; ++pair) {
+    SCOPED_TRACE("pair " + std::to_string(pair));
+    const std::string& first = keys[2 * pair];
+    const std::string& second = keys[2 * pair + 1];
+    send(first);
+    sim.At(sim.now() + pair * kStepMs, [&] { send(second); });
+    sim.RunFor(1500);
+    ASSERT_EQ(acked, 2u * (pair + 1));
+    EXPECT_TRUE(sim.HintKeys("n1").empty());
+    for (const std::string& key : {first, second}) {
+      const std::vector<NodeId> targets =
+          hints ? std::vector<NodeId>{"n4"} : ring.PreferenceList(ring.KeyPartition(key));
+      for (const NodeId& id : targets) {
+        std::optional<SiblingSet> s = sim.Stored(id, key);
+        ASSERT_TRUE(s.has_value()) << key << " never reached " << id;
+        EXPECT_EQ((*s)[0].value, "v:" + key);
+      }
+      // (n1 may be one of a hint's replicas, and anti-entropy give it a copy.)
+      if (!hints) ASSERT_FALSE(sim.Stored("n1", key).has_value()) << key << " left on n1";
+    }
+  }
+}
+
+TEST(NodeCoreTest, HintsArrivingDuringTheirHandoffAreHandedOffToo) {
+  CopiesArrivingDuringAHandoffAreHandedOffToo(true);
+}
+
+TEST(NodeCoreTest, CopiesOfAPartitionArrivingDuringItsHandoffAreHandedOffToo) {
+  CopiesArrivingDuringAHandoffAreHandedOffToo(false);
+}
+
+// Clients with an old map keep sending copies to a leaving node, now and
+// then, until it exits. Whatever it acknowledged it hands off first: it
+// does not exit while a copy it took is still being written.
+TEST(NodeCoreTest, ALeavingNodeHandsOffEveryCopyItAcknowledgedBeforeItExits) {
+  for (uint64_t seed = 40; seed < 48; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    sim::SimOptions options;
+    options.storage_latency_ms = 4;
+    options.scan_answer_delay_ms = 20;
+    SimCluster sim(seed, options);
+    FormCluster(sim, 4);
+    auto reply = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kLeave, "n2"});
+    ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(reply->body));
+    std::vector<std::string> acked;
+    for (int i = 0; !sim.Exited("n2") && i < 2000; ++i) {
+      const std::string key = "late-" + std::to_string(i);
+      SiblingSet set =
+          CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v:" + key, false, sim.WallMs("n1")})->siblings;
+      sim.Send("n2", proto::ReplicaPutRequest{key, set, ""}, [&acked, key](Result<proto::Message> r) {
+        if (r.ok() && std::holds_alternative<proto::Ack>(r->body)) acked.push_back(key);
+      });
+      sim.RunFor(1 + sim.rng()() % 40);
+    }
+    ASSERT_TRUE(sim.RunUntil([&] { return sim.Exited("n2"); }, 60000));
+    ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+    sim.RunFor(3000);
+    const Ring& ring = sim.core("n1").map()->ring();
+    for (const std::string& key : acked) {
+      for (const NodeId& id : ring.PreferenceList(ring.KeyPartition(key))) {
+        ASSERT_TRUE(sim.Stored(id, key).has_value()) << key << ", acknowledged by n2, is not on " << id;
+      }
+    }
+  }
+}
+
 proto::Member Record(const std::string& id, proto::MemberStatus status, uint64_t incarnation,
                      uint64_t heartbeat, ActorId actor = 9) {
   return proto::Member{id, id + ":7000", status, incarnation, heartbeat, actor, true};

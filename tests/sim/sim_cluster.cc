@@ -327,6 +327,16 @@ void SimCluster::Pump(const std::string& id) {
             result.status = write.batch.empty() ? (write.sync ? nd.engine->Sync() : Status::OK())
                                                 : nd.engine->Write(write.batch, write.sync);
           }
+          if (std::holds_alternative<node::ScanOp>(*op) && options_.scan_answer_delay_ms != 0) {
+            auto answer = std::make_shared<node::StorageResult>(std::move(result));
+            ScheduleOn(id, now_ + options_.scan_answer_delay_ms, [this, id, gen, token, answer] {
+              Node& later = *nodes_.at(id);
+              if (!later.up || later.gen != gen) return;
+              later.core->OnStorageDone(NowFor(id), token, std::move(*answer));
+              Pump(id);
+            });
+            return;
+          }
           nd.core->OnStorageDone(NowFor(id), token, std::move(result));
           Pump(id);
         });

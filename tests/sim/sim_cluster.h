@@ -34,6 +34,12 @@ struct SimOptions {
   uint64_t storage_latency_ms = 0;
   // Period of each node's OnTick. Default: 10 ms.
   uint64_t tick_ms = 10;
+  // Time from a scan reading the engine to its result reaching the core,
+  // during which other storage operations run and complete. The node's
+  // storage thread answers a scan only after the writes and sync of its
+  // group, while writes the loop thread applies meanwhile complete at once.
+  // Default: 0 ms.
+  uint64_t scan_answer_delay_ms = 0;
 };
 
 // Message faults, changeable while the simulation runs. They apply to every

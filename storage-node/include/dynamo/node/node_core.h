@@ -408,6 +408,10 @@ class NodeCore {
   size_t DropStaleVersions(const Handoff& h, SiblingSet& set) const;
   void StopOnCorruption(const Status& status);
   void FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained);
+  // A write into a handoff's range (a data partition, or the hints for
+  // `owner`) completed: the running handoff of that range is not drained by
+  // an empty scan.
+  void NoteHandoffRangeWritten(Space space, PartitionId partition, const NodeId& owner);
   void ReleasePage(const std::shared_ptr<Handoff>& h);
   void FinalGossipAndExit(Now now, int code, std::string reason);
   bool Replicates(PartitionId p) const;
