@@ -101,11 +101,13 @@ bool Membership::Merge(const std::vector<Member>& theirs, uint64_t now_ms) {
     // until the node has taken the leave on.
     const bool leave_over_claim = m.status == MemberStatus::kLeaving && ClaimsMembership(cur, m) &&
                                   m.incarnation >= cur.incarnation;
-    const bool newer = std::tie(m.incarnation, m.heartbeat) > std::tie(cur.incarnation, cur.heartbeat);
+    const bool newer =
+        std::tie(m.incarnation, m.heartbeat) > std::tie(cur.incarnation, cur.heartbeat);
     if (!newer && !leave_over_claim) continue;
     Member next = m;
     if (!newer) next.heartbeat = cur.heartbeat;  // a leave over a claim at its incarnation
-    if (cur.status == MemberStatus::kLeaving && ClaimsMembership(m, cur)) next.status = MemberStatus::kLeaving;
+    if (cur.status == MemberStatus::kLeaving && ClaimsMembership(m, cur))
+      next.status = MemberStatus::kLeaving;
     const bool meaningful = next.incarnation != cur.incarnation || next.status != cur.status ||
                             next.address != cur.address || next.actor != cur.actor;
     cur = std::move(next);

@@ -599,10 +599,12 @@ void CopiesArrivingDuringAHandoffAreHandedOffToo(bool hints) {
   size_t acked = 0;
   auto send = [&](const std::string& key) {
     SiblingSet set =
-        CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v:" + key, false, sim.WallMs("n1")})->siblings;
-    sim.Send("n1", proto::ReplicaPutRequest{key, set, hints ? "n4" : ""}, [&](Result<proto::Message> r) {
-      if (r.ok() && std::holds_alternative<proto::Ack>(r->body)) ++acked;
-    });
+        CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v:" + key, false, sim.WallMs("n1")})
+            ->siblings;
+    sim.Send("n1", proto::ReplicaPutRequest{key, set, hints ? "n4" : ""},
+             [&](Result<proto::Message> r) {
+               if (r.ok() && std::holds_alternative<proto::Ack>(r->body)) ++acked;
+             });
   };
   for (int pair = 0; pair < kPairs; ++pair) {
     SCOPED_TRACE("pair " + std::to_string(pair));
@@ -652,10 +654,12 @@ TEST(NodeCoreTest, ALeavingNodeHandsOffEveryCopyItAcknowledgedBeforeItExits) {
     for (int i = 0; !sim.Exited("n2") && i < 2000; ++i) {
       const std::string key = "late-" + std::to_string(i);
       SiblingSet set =
-          CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v:" + key, false, sim.WallMs("n1")})->siblings;
-      sim.Send("n2", proto::ReplicaPutRequest{key, set, ""}, [&acked, key](Result<proto::Message> r) {
-        if (r.ok() && std::holds_alternative<proto::Ack>(r->body)) acked.push_back(key);
-      });
+          CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v:" + key, false, sim.WallMs("n1")})
+              ->siblings;
+      sim.Send("n2", proto::ReplicaPutRequest{key, set, ""},
+               [&acked, key](Result<proto::Message> r) {
+                 if (r.ok() && std::holds_alternative<proto::Ack>(r->body)) acked.push_back(key);
+               });
       sim.RunFor(1 + sim.rng()() % 40);
     }
     ASSERT_TRUE(sim.RunUntil([&] { return sim.Exited("n2"); }, 60000));
@@ -664,7 +668,8 @@ TEST(NodeCoreTest, ALeavingNodeHandsOffEveryCopyItAcknowledgedBeforeItExits) {
     const Ring& ring = sim.core("n1").map()->ring();
     for (const std::string& key : acked) {
       for (const NodeId& id : ring.PreferenceList(ring.KeyPartition(key))) {
-        ASSERT_TRUE(sim.Stored(id, key).has_value()) << key << ", acknowledged by n2, is not on " << id;
+        ASSERT_TRUE(sim.Stored(id, key).has_value())
+            << key << ", acknowledged by n2, is not on " << id;
       }
     }
   }
