@@ -59,10 +59,16 @@ struct DeleteKey {
   bool delete_covers_write = false;
 };
 
+SimOptions SimOptionsFor(const WorkloadConfig& config) {
+  SimOptions o;
+  o.scan_answer_delay_ms = config.scan_answer_delay_ms;
+  return o;
+}
+
 class Run {
  public:
   Run(uint64_t seed, const WorkloadConfig& config)
-      : config_(config), sim_(seed * 0x9e3779b97f4a7c15ULL + 1), rng_(seed) {
+      : config_(config), sim_(seed * 0x9e3779b97f4a7c15ULL + 1, SimOptionsFor(config)), rng_(seed) {
     report_.seed = seed;
     report_.r = config.r;
     report_.w = config.w;
@@ -632,6 +638,7 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   }
   c.refused_when_down = rng() % 2 == 0;
   c.queue_full_per_mille = rng() % 4 == 0 ? 20 : 0;
+  c.scan_answer_delay_ms = rng() % 3 == 0 ? 1 + rng() % 20 : 0;
   return c;
 }
 

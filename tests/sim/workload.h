@@ -102,6 +102,9 @@ struct WorkloadConfig {
   // Per mille of the clients' requests refused by their own full write
   // queue (Busy, never sent).
   uint32_t queue_full_per_mille = 0;
+  // SimOptions::scan_answer_delay_ms: scans answered after the writes that
+  // came meanwhile, as the storage thread does.
+  uint64_t scan_answer_delay_ms = 0;
 };
 
 // The tree check period in seeds with tree_checks.
