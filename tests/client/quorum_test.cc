@@ -437,6 +437,25 @@ TEST(WriteOpTest, CoordinatorTimeoutIsInDoubtAndNotRetried) {
   EXPECT_TRUE(silent.status().in_doubt());
 }
 
+// A CoordPut answer the client could not read (a value past its own
+// limits), or an error the node sent instead of an answer too large for a
+// frame, may follow an applied write: in doubt, and no second coordinator.
+TEST(WriteOpTest, AnAnswerThatCouldNotBeReadOrSentIsInDoubtAndNotRetried) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  const Reply unreadable{Status::InvalidArgument("value of 2097152 bytes exceeds value_bytes_max"), true};
+  const Reply too_large = Ok(proto::MakeError(
+      Status::InvalidArgument("reply of 70000000 bytes exceeds frame_bytes_max").WithInDoubt(true), 3));
+  for (const Reply& reply : {unreadable, too_large}) {
+    WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+    Send first = op.Start()[0];
+    EXPECT_TRUE(op.OnReply(first.target, reply).empty());
+    ASSERT_TRUE(op.done());
+    EXPECT_TRUE(op.status().in_doubt()) << op.status().ToString();
+  }
+}
+
 TEST(WriteOpTest, RefusedWriteIsNotRetried) {
   Fixture f;
   WriteRequest req;

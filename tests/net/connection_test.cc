@@ -522,6 +522,40 @@ TEST(ConnectionTest, OversizeRequestFailsLocally) {
   CloseOnLoop(lt, c);
 }
 
+// An answer too large for a frame goes out as an error instead, flagged in
+// doubt: the request it answers may have been applied.
+TEST(ConnectionTest, AReplyPastTheFrameLimitBecomesAnErrorInDoubt) {
+  constexpr uint32_t kFrameMax = 1000;
+  // A key whose request fits in a frame while its echo does not.
+  size_t size = 0;
+  for (size_t n = 900; n < kFrameMax && size == 0; ++n) {
+    std::string request, reply;
+    proto::AppendFrame(1, GetRequest{std::string(n, 'k')}, &request);
+    Version v;
+    v.dot = Dot{1, 1};
+    v.value = std::string(n, 'k');
+    proto::AppendFrame(1, GetReply{1, {v}}, &reply);
+    if (request.size() - proto::kFrameHeaderBytes <= kFrameMax &&
+        reply.size() - proto::kFrameHeaderBytes > kFrameMax) {
+      size = n;
+    }
+  }
+  ASSERT_NE(size, 0u);
+  LoopThread lt;
+  ListenerOptions server_opts;
+  server_opts.connection.limits.frame_bytes_max = kFrameMax;
+  EchoServer server(lt, server_opts);
+  auto c = ConnectTo(lt, server.port());
+  auto r = CallAll(lt, c, {GetRequest{std::string(size, 'k')}, GetRequest{"small"}}, 2000);
+  ASSERT_TRUE(r[0].ok()) << r[0].status().ToString();
+  const auto* err = std::get_if<proto::ErrorReply>(&r[0]->body);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(err->code, StatusCode::kInvalidArgument);
+  EXPECT_TRUE(err->in_doubt);
+  EXPECT_EQ(ValueOf(r[1]), "small");
+  CloseOnLoop(lt, c);
+}
+
 TEST(ConnectionTest, WriteQueueIsBounded) {
   LoopThread lt;
   EchoServer server(lt);

@@ -47,7 +47,9 @@ bool Invalid(const Status& s) {
 // request never left, and another node may well take it.
 bool Definitive(const Status& s, const Reply& reply) {
   if (s.code() == StatusCode::kBusy) return reply.message.ok() || reply.maybe_delivered;
-  return Invalid(s);
+  // As the node answered it: a reply this client could not read, or one the
+  // node could not send (flagged in doubt), may follow an applied request.
+  return Invalid(s) && reply.message.ok() && !s.in_doubt();
 }
 
 // Whether the node that failed a request may have applied it: it may have

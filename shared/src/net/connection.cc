@@ -127,7 +127,8 @@ void Connection::Reply(uint64_t request_id, const proto::Body& reply) {
     proto::AppendFrame(
         request_id,
         proto::MakeError(Status::InvalidArgument("reply of " + std::to_string(frame) +
-                                                 " bytes exceeds frame_bytes_max"),
+                                                 " bytes exceeds frame_bytes_max")
+                             .WithInDoubt(true),  // the request it answers may have been applied
                          0),
         &batch_);
   }
