@@ -114,7 +114,8 @@ class Client::Impl {
 
   // I/O thread.
   void StopIfClosed() {
-    if (!closing_ || running_ops_ != 0 || calls_in_flight_ != 0) return;
+    if (!closing_ || running_ops_ != 0 || calls_in_flight_ != 0 || posted_from_outside_ != 0)
+      return;
     pool_.CloseAll(ClosedStatus());
     loop_.Stop();
   }
@@ -131,6 +132,33 @@ class Client::Impl {
   }
 
   static Status ClosedStatus() { return Status::Aborted("client closed"); }
+
+  // Work a call from another thread hands to the I/O thread is counted from
+  // before the call checks closing_ until it has run, so a close never
+  // stops the loop with it still posted (it would never run, and a blocking
+  // caller would wait forever). Enter, then check closing_; then PostEntered
+  // the work, or Leave. On the I/O thread itself nothing is counted, and the
+  // work is deferred to the end of the loop's pass (no wake-up, and the
+  // caller's callback finishes first).
+  bool Enter() {
+    if (loop_.InLoopThread()) return false;
+    ++posted_from_outside_;
+    return true;
+  }
+  void Leave(bool entered) {
+    if (entered) --posted_from_outside_;
+  }
+  void PostEntered(bool entered, std::function<void()> fn) {
+    if (!entered) {
+      loop_.Defer(std::move(fn));
+      return;
+    }
+    loop_.Post([this, fn = std::move(fn)] {
+      fn();
+      --posted_from_outside_;
+      StopIfClosed();
+    });
+  }
 
   Status Start() {
     for (const std::string& s : options_.seeds) {
@@ -151,9 +179,13 @@ class Client::Impl {
   }
 
   Status Refresh() {
-    DYNAMO_RETURN_IF_ERROR(CheckMayBlock());
+    const bool entered = Enter();
+    if (Status s = CheckMayBlock(); !s.ok()) {
+      Leave(entered);
+      return s;
+    }
     std::promise<Status> p;
-    loop_.Post([this, &p] { RefreshNow([&p](Status s) { p.set_value(std::move(s)); }); });
+    PostEntered(entered, [this, &p] { RefreshNow([&p](Status s) { p.set_value(std::move(s)); }); });
     return p.get_future().get();
   }
 
@@ -200,12 +232,16 @@ class Client::Impl {
   }
 
   void TryRefresh(std::shared_ptr<std::vector<std::string>> candidates, size_t i, Status last) {
+    if (closing_) {
+      FinishRefresh(ClosedStatus());
+      return;
+    }
     if (i >= candidates->size()) {
       FinishRefresh(last.Annotate("cannot load the cluster map"));
       return;
     }
     const std::string address = (*candidates)[i];
-    pool_.Call(address, proto::RingRequest{}, options_.timeout_ms, [=, this](Reply ring) {
+    CallForOp(address, proto::RingRequest{}, options_.timeout_ms, [=, this](Reply ring) {
       if (!ring.message.ok() || !std::holds_alternative<proto::RingReply>(ring.message->body)) {
         TryRefresh(candidates, i + 1, ReplyError(ring, address));
         return;
@@ -216,7 +252,7 @@ class Client::Impl {
         return;
       }
       auto parsed = std::make_shared<ClusterMap>(std::move(*map));
-      pool_.Call(address, proto::MembersRequest{}, options_.timeout_ms, [=, this](Reply members) {
+      CallForOp(address, proto::MembersRequest{}, options_.timeout_ms, [=, this](Reply members) {
         if (!members.message.ok() || !std::holds_alternative<proto::MembersReply>(members.message->body)) {
           TryRefresh(candidates, i + 1, ReplyError(members, address));
           return;
@@ -533,17 +569,6 @@ class Client::Impl {
 
   // ---------------------------------------------------------------- public surface
 
-  // Runs `fn` on the I/O thread: posted from other threads; from the I/O
-  // thread itself, deferred to the end of the loop's pass (no wake-up, and
-  // the caller's callback finishes first).
-  void RunOnLoop(std::function<void()> fn) {
-    if (loop_.InLoopThread()) {
-      loop_.Defer(std::move(fn));
-    } else {
-      loop_.Post(std::move(fn));
-    }
-  }
-
   // Counts an operation in progress until its `done` runs (wrapping it);
   // Busy, uncounted, at options_.operations_max.
   template <class T>
@@ -562,14 +587,16 @@ class Client::Impl {
 
   void GetAsync(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
     ++stats_.gets;
+    const bool entered = Enter();
     Status k = closing_ ? ClosedStatus() : CheckKey(key);
     if (k.ok()) k = Admit(done);
     if (!k.ok()) {
+      Leave(entered);
       ++stats_.errors;
       done(k);
       return;
     }
-    RunOnLoop([this, key = std::move(key), opts, done = std::move(done)]() mutable {
+    PostEntered(entered, [this, key = std::move(key), opts, done = std::move(done)]() mutable {
       StartRead(std::move(key), opts, std::move(done));
     });
   }
@@ -577,6 +604,7 @@ class Client::Impl {
   void WriteAsync(std::string key, std::string value, bool tombstone, WriteOptions opts,
                   std::function<void(Result<std::string>)> done) {
     ++(tombstone ? stats_.deletes : stats_.puts);
+    const bool entered = Enter();
     Status k = closing_ ? ClosedStatus() : CheckKey(key);
     if (k.ok() && value.size() > options_.value_bytes_max) {
       k = Status::InvalidArgument("value of " + std::to_string(value.size()) +
@@ -585,12 +613,13 @@ class Client::Impl {
     }
     if (k.ok()) k = Admit(done);
     if (!k.ok()) {
+      Leave(entered);
       ++stats_.errors;
       done(k);
       return;
     }
-    RunOnLoop([this, key = std::move(key), value = std::move(value), tombstone, opts,
-               done = std::move(done)]() mutable {
+    PostEntered(entered, [this, key = std::move(key), value = std::move(value), tombstone, opts,
+                          done = std::move(done)]() mutable {
       StartWrite(std::move(key), std::move(value), tombstone, std::move(opts), std::move(done));
     });
   }
@@ -620,24 +649,29 @@ class Client::Impl {
 
   std::vector<ReplicaVersions> Inspect(std::string_view key) {
     std::vector<ReplicaVersions> out;
+    const bool entered = Enter();
     if (Status s = CheckMayBlock(); !s.ok()) {
+      Leave(entered);
       out.push_back(ReplicaVersions{"", s.ToString(), {}});
       return out;
     }
     std::shared_ptr<const View> v = view();
-    if (!v) return out;
+    if (!v) {
+      Leave(entered);
+      return out;
+    }
     const PartitionId p = v->map.ring().KeyPartition(key);
     std::vector<NodeId> nodes = v->map.ring().PreferenceList(p);
     for (NodeId& n : v->map.PendingReplicas(p)) nodes.push_back(std::move(n));
     out.resize(nodes.size());
     std::promise<void> all;
     auto left = std::make_shared<std::atomic<size_t>>(nodes.size());
-    loop_.Post([&, key = std::string(key)] {
+    PostEntered(entered, [&, key = std::string(key)] {
       for (size_t i = 0; i < nodes.size(); ++i) {
         out[i].node = nodes[i];
         auto m = v->members.find(nodes[i]);
         std::string address = m == v->members.end() ? "" : m->second.address;
-        pool_.Call(
+        CallForOp(
             address, proto::GetRequest{key, ""}, options_.timeout_ms,
             [&, i, left, address](Reply r) {
               if (r.message.ok() && std::holds_alternative<proto::GetReply>(r.message->body)) {
@@ -722,6 +756,7 @@ class Client::Impl {
   uint64_t last_lww_us_ = 0;
   size_t running_ops_ = 0;  // launched and not yet reported
   size_t calls_in_flight_ = 0;          // operations' requests not yet answered
+  std::atomic<size_t> posted_from_outside_{0};  // see Enter()
   std::atomic<size_t> in_progress_{0};  // admitted and not yet reported (any thread)
   AtomicStats stats_;
 };

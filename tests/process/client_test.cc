@@ -572,6 +572,30 @@ TEST(ClientProcessTest, ACallbackMayCloseOrDropItsOwnClient) {
   }
 }
 
+// A blocking call that waits on the I/O thread when the client closes
+// returns: here a Refresh whose nodes are all frozen. The close waits for
+// the refresh's requests as for an operation's, then fails them, and the
+// refresh does not go on to the next node.
+TEST(ClientProcessTest, ClosingEndsABlockingRefreshThatWaitsOnFrozenNodes) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3, [](ClientOptions& o) { o.timeout_ms = 500; });
+  ASSERT_TRUE(client);
+  for (const char* id : {"n1", "n2", "n3"}) c.Pause(id);
+  std::promise<Status> refreshed;
+  std::future<Status> result = refreshed.get_future();
+  std::thread refresher([&] { refreshed.set_value(client->Refresh()); });
+  // Usually the refresh's first request is out by then; a close that comes
+  // first fails the refresh at once, which passes as well.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  client->Close();
+  const bool returned = result.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  for (const char* id : {"n1", "n2", "n3"}) c.Resume(id);
+  ASSERT_TRUE(returned) << "Refresh() still waits after Close()";
+  refresher.join();
+  EXPECT_EQ(result.get().code(), StatusCode::kAborted);
+}
+
 // After Close() every call fails at once with Aborted, blocking ones
 // included (they would otherwise wait for an I/O thread that has stopped),
 // and a second Close() does nothing.
