@@ -444,9 +444,11 @@ TEST(WriteOpTest, AnAnswerThatCouldNotBeReadOrSentIsInDoubtAndNotRetried) {
   Fixture f;
   WriteRequest req;
   req.key = f.key;
-  const Reply unreadable{Status::InvalidArgument("value of 2097152 bytes exceeds value_bytes_max"), true};
+  const Reply unreadable{Status::InvalidArgument("value of 2097152 bytes exceeds value_bytes_max"),
+                         true};
   const Reply too_large = Ok(proto::MakeError(
-      Status::InvalidArgument("reply of 70000000 bytes exceeds frame_bytes_max").WithInDoubt(true), 3));
+      Status::InvalidArgument("reply of 70000000 bytes exceeds frame_bytes_max").WithInDoubt(true),
+      3));
   for (const Reply& reply : {unreadable, too_large}) {
     WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
     Send first = op.Start()[0];
