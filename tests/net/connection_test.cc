@@ -392,6 +392,29 @@ TEST(ConnectionTest, ResolvesNames) {
   CloseOnLoop(lt, c);
 }
 
+// A connect closed by its owner while its name is still being resolved
+// (which may stall for seconds) reports at once, once; the resolver's late
+// answer only frees the attempt, also after the loop's owner has gone.
+TEST(ConnectionTest, AConnectClosedWhileItsNameResolvesReportsAtOnce) {
+  LoopThread lt;
+  int reports = 0;
+  Status reported;
+  lt.Run([&] {
+    std::weak_ptr<Connection> opening = Connect(lt.loop(), {"dynamo-test.invalid", 7000}, {}, 2000,
+                                                [&](Result<std::shared_ptr<Connection>> r) {
+                                                  ++reports;
+                                                  reported = r.status();
+                                                });
+    ASSERT_FALSE(opening.expired());
+    opening.lock()->Close(Status::Aborted("closed by its owner"));
+    EXPECT_EQ(reports, 1);
+  });
+  EXPECT_EQ(reports, 1);
+  EXPECT_EQ(reported.code(), StatusCode::kUnavailable);
+  EXPECT_NE(reported.ToString().find("closed by its owner"), std::string::npos)
+      << reported.ToString();
+}
+
 TEST(ListenerTest, RejectsBadAddresses) {
   LoopThread lt;
   lt.Run([&] {

@@ -361,6 +361,27 @@ struct ConnectAttempt {
   uv_connect_t req{};
   uv_getaddrinfo_t resolve{};
   bool timed_out = false;
+  bool resolving = false;
+  bool reported = false;  // while resolving: failed at once, the resolver still to finish
+
+  // The connection closed (its deadline, or its owner closing it) while the
+  // name is being resolved, which a timer or a close cannot interrupt:
+  // reports at once, and the resolver's callback then only frees the
+  // attempt, so a resolver that stalls neither holds the caller past its
+  // deadline nor reaches back into an owner that has gone.
+  void AbandonResolve(const Status& why) {
+    if (!resolving || reported) return;
+    reported = true;
+    timer.reset();
+    uv_cancel(reinterpret_cast<uv_req_t*>(&resolve));
+    auto report = std::move(done);
+    // The connection keeps itself until its close completes; the attempt,
+    // which may outlive the loop, holds no handle.
+    conn.reset();
+    report(timed_out
+               ? Status::Timeout("connect to " + peer.ToString() + " timed out resolving its name")
+               : why);
+  }
 
   void Begin(const sockaddr* addr) {
     sockaddr_storage target{};
@@ -419,6 +440,11 @@ std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer,
     return opening;
   }
   a->resolve.data = a;
+  a->resolving = true;
+  a->conn->SetCloseHandler([a](const Status& why) {
+    a->AbandonResolve(
+        Status::Unavailable("connect to " + a->peer.ToString() + ": " + why.ToString()));
+  });
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -426,6 +452,13 @@ std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer,
       loop.uv(), &a->resolve,
       [](uv_getaddrinfo_t* req, int status, addrinfo* res) {
         auto* at = static_cast<ConnectAttempt*>(req->data);
+        if (at->reported) {
+          if (res) uv_freeaddrinfo(res);
+          delete at;
+          return;
+        }
+        at->resolving = false;
+        at->conn->SetCloseHandler(nullptr);
         if (status != 0 || res == nullptr || at->conn->closed()) {
           if (res) uv_freeaddrinfo(res);
           at->Finish(status != 0 ? status : UV_ECANCELED);
@@ -435,7 +468,11 @@ std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer,
         uv_freeaddrinfo(res);
       },
       peer.host.c_str(), nullptr, &hints);
-  if (rc != 0) a->Finish(rc);
+  if (rc != 0) {
+    a->resolving = false;
+    a->conn->SetCloseHandler(nullptr);
+    a->Finish(rc);
+  }
   return opening;
 }
 
