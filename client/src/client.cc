@@ -656,13 +656,16 @@ class Client::Impl {
       return out;
     }
     std::shared_ptr<const View> v = view();
-    if (!v) {
+    std::vector<NodeId> nodes;
+    if (v) {
+      const PartitionId p = v->map.ring().KeyPartition(key);
+      nodes = v->map.ring().PreferenceList(p);
+      for (NodeId& n : v->map.PendingReplicas(p)) nodes.push_back(std::move(n));
+    }
+    if (nodes.empty()) {
       Leave(entered);
       return out;
     }
-    const PartitionId p = v->map.ring().KeyPartition(key);
-    std::vector<NodeId> nodes = v->map.ring().PreferenceList(p);
-    for (NodeId& n : v->map.PendingReplicas(p)) nodes.push_back(std::move(n));
     out.resize(nodes.size());
     std::promise<void> all;
     auto left = std::make_shared<std::atomic<size_t>>(nodes.size());
@@ -687,7 +690,7 @@ class Client::Impl {
             });
       }
     });
-    if (!nodes.empty()) all.get_future().get();
+    all.get_future().get();
     return out;
   }
 
