@@ -327,18 +327,18 @@ void SimCluster::Pump(const std::string& id) {
             result.status = write.batch.empty() ? (write.sync ? nd.engine->Sync() : Status::OK())
                                                 : nd.engine->Write(write.batch, write.sync);
           }
+          auto answer = std::make_shared<node::StorageResult>(std::move(result));
+          auto deliver = [this, id, gen, token, answer] {
+            Node& to = *nodes_.at(id);
+            if (!to.up || to.gen != gen) return;
+            to.core->OnStorageDone(NowFor(id), token, std::move(*answer));
+            Pump(id);
+          };
           if (std::holds_alternative<node::ScanOp>(*op) && options_.scan_answer_delay_ms != 0) {
-            auto answer = std::make_shared<node::StorageResult>(std::move(result));
-            ScheduleOn(id, now_ + options_.scan_answer_delay_ms, [this, id, gen, token, answer] {
-              Node& later = *nodes_.at(id);
-              if (!later.up || later.gen != gen) return;
-              later.core->OnStorageDone(NowFor(id), token, std::move(*answer));
-              Pump(id);
-            });
-            return;
+            ScheduleOn(id, now_ + options_.scan_answer_delay_ms, std::move(deliver));
+          } else {
+            deliver();
           }
-          nd.core->OnStorageDone(NowFor(id), token, std::move(result));
-          Pump(id);
         });
       } else if (std::get_if<node::ExitAction>(&action)) {
         n.up = false;
