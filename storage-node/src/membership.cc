@@ -15,6 +15,12 @@ bool ClaimsMembership(const Member& rec, const Member& known) {
          (rec.status == MemberStatus::kJoining && rec.actor == known.actor);
 }
 
+// `rec` is of the same life of its node as `known` and has the node not
+// removed.
+bool SameLifeNotRemoved(const Member& rec, const Member& known) {
+  return rec.actor == known.actor && rec.status != MemberStatus::kRemoved;
+}
+
 }  // namespace
 
 Membership::Membership(Member self, FailureDetectorOptions options)
@@ -94,20 +100,26 @@ bool Membership::Merge(const std::vector<Member>& theirs, uint64_t now_ms) {
       continue;
     }
     Member& cur = it->second;
-    // An admin's leave is set on a record that may lag the node's own: it
-    // wins at the same incarnation, as the node itself takes it (above), and
-    // the node's claims to be a member that come later (joining, in the same
-    // life, or normal) raise the leave's incarnation instead of undoing it,
-    // until the node has taken the leave on.
-    const bool leave_over_claim = m.status == MemberStatus::kLeaving && ClaimsMembership(cur, m) &&
-                                  m.incarnation >= cur.incarnation;
+    // An admin's leave or remove is set on a record that may lag the node's
+    // own: it wins at the same incarnation, as the node itself takes it
+    // (above), and the records that come later and say otherwise raise its
+    // incarnation instead of undoing it, until the node has taken it on. A
+    // leave yields only to a removal and to a node joining afresh; a removal
+    // only to a node joining afresh.
+    const bool admin_over_claim =
+        m.incarnation >= cur.incarnation &&
+        ((m.status == MemberStatus::kLeaving && ClaimsMembership(cur, m)) ||
+         (m.status == MemberStatus::kRemoved && SameLifeNotRemoved(cur, m)));
     const bool newer =
         std::tie(m.incarnation, m.heartbeat) > std::tie(cur.incarnation, cur.heartbeat);
-    if (!newer && !leave_over_claim) continue;
+    if (!newer && !admin_over_claim) continue;
     Member next = m;
-    if (!newer) next.heartbeat = cur.heartbeat;  // a leave over a claim at its incarnation
-    if (cur.status == MemberStatus::kLeaving && ClaimsMembership(m, cur))
+    if (!newer) next.heartbeat = cur.heartbeat;
+    if (cur.status == MemberStatus::kRemoved && SameLifeNotRemoved(m, cur)) {
+      next.status = MemberStatus::kRemoved;
+    } else if (cur.status == MemberStatus::kLeaving && ClaimsMembership(m, cur)) {
       next.status = MemberStatus::kLeaving;
+    }
     const bool meaningful = next.incarnation != cur.incarnation || next.status != cur.status ||
                             next.address != cur.address || next.actor != cur.actor;
     cur = std::move(next);

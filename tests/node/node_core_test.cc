@@ -714,6 +714,40 @@ TEST(MembershipTest, AnAdminsLeaveOutlastsTheNodesOwnRecordsUntilItTakesItOn) {
   EXPECT_EQ(admin.Find("n2")->status, MemberStatus::kJoining);
 }
 
+// The same for a removal: the node an admin asks to remove the dead n3 may
+// know it as normal at incarnation 1 while n3 went leaving at 2 before it
+// died, and a peer still gossips that record with a higher heartbeat.
+TEST(MembershipTest, AnAdminsRemovalOutlastsTheNodesOlderRecordsFromLaggingPeers) {
+  using proto::MemberStatus;
+  Membership admin(Record("n1", MemberStatus::kNormal, 1, 1), {});
+  admin.Merge({Record("n3", MemberStatus::kNormal, 1, 5)}, 0);
+  ASSERT_TRUE(admin.SetStatusOf("n3", MemberStatus::kRemoved, 0).ok());
+  EXPECT_EQ(admin.Find("n3")->incarnation, 2u);
+  admin.Merge({Record("n3", MemberStatus::kLeaving, 2, 40)}, 0);
+  EXPECT_EQ(admin.Find("n3")->status, MemberStatus::kRemoved);
+  admin.Merge({Record("n3", MemberStatus::kNormal, 3, 41)}, 0);
+  EXPECT_EQ(admin.Find("n3")->status, MemberStatus::kRemoved);
+  EXPECT_EQ(admin.Find("n3")->incarnation, 3u);
+  // The lagging peer takes the removal at the same incarnation.
+  Membership peer(Record("n2", MemberStatus::kNormal, 1, 1), {});
+  peer.Merge({Record("n3", MemberStatus::kNormal, 3, 50)}, 0);
+  peer.Merge(admin.View(0), 0);
+  EXPECT_EQ(peer.Find("n3")->status, MemberStatus::kRemoved);
+  EXPECT_FALSE(peer.IsAlive("n3", 0));
+  // n3, restarted with its data directory, takes it on.
+  Membership n3(Record("n3", MemberStatus::kNormal, 3, 50), {});
+  n3.Merge(peer.View(0), 0);
+  EXPECT_EQ(n3.self().status, MemberStatus::kRemoved);
+  // A node joining afresh under the id is not held to the removal, and a
+  // leave set on a record of the old life does not undo it.
+  peer.Merge({Record("n3", MemberStatus::kJoining, 4, 1, /*actor=*/77)}, 0);
+  EXPECT_EQ(peer.Find("n3")->status, MemberStatus::kJoining);
+  Membership removed(Record("n4", MemberStatus::kNormal, 1, 1), {});
+  removed.Merge(admin.View(0), 0);
+  removed.Merge({Record("n3", MemberStatus::kLeaving, 3, 60)}, 0);
+  EXPECT_EQ(removed.Find("n3")->status, MemberStatus::kRemoved);
+}
+
 TEST(NodeCoreTest, RemoveRefillsFromSurvivingReplicas) {
   SimCluster sim(9);
   FormCluster(sim, 5);
