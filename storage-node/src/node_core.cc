@@ -1136,12 +1136,19 @@ void NodeCore::FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status statu
 
 void NodeCore::StartHandoff(Now now) {
   if (handoff_ || !map_ || shutting_down_) return;
+  if (StartHandoffOfNextRange(now) || handoff_failed_.empty()) return;
+  handoff_failed_.clear();
+  StartHandoffOfNextRange(now);
+}
+
+bool NodeCore::StartHandoffOfNextRange(Now now) {
   for (const NodeId& owner : state_.hint_owners) {
     std::optional<proto::Member> rec = membership_.Find(owner);
-    if (!rec) continue;
+    std::string prefix = HintOwnerPrefix(owner);
+    if (!rec || handoff_failed_.contains({Space::kHints, prefix})) continue;
     auto h = std::make_shared<Handoff>();
     h->space = Space::kHints;
-    h->prefix = HintOwnerPrefix(owner);
+    h->prefix = std::move(prefix);
     h->purpose = proto::PushPurpose::kHint;
     h->owner = owner;
     if (rec->status == proto::MemberStatus::kRemoved) {
@@ -1154,11 +1161,12 @@ void NodeCore::StartHandoff(Now now) {
     }
     handoff_ = h;
     HandoffPage(now, h);
-    return;
+    return true;
   }
-  if (now.mono_ms < map_changed_ms_ + options_.handoff_delay_ms) return;
+  if (now.mono_ms < map_changed_ms_ + options_.handoff_delay_ms) return false;
   for (PartitionId p : state_.partitions_with_data) {
-    if (Replicates(p)) continue;
+    std::string prefix = PartitionPrefix(p);
+    if (Replicates(p) || handoff_failed_.contains({Space::kData, prefix})) continue;
     std::vector<std::string> addresses;
     bool all_alive = true;
     for (const NodeId& n : map_->ring().PreferenceList(p)) {
@@ -1169,15 +1177,16 @@ void NodeCore::StartHandoff(Now now) {
     if (!all_alive || addresses.empty()) continue;
     auto h = std::make_shared<Handoff>();
     h->space = Space::kData;
-    h->prefix = PartitionPrefix(p);
+    h->prefix = std::move(prefix);
     h->addresses = std::move(addresses);
     h->purpose = proto::PushPurpose::kTransfer;
     h->partition = p;
     h->what = "partition " + std::to_string(p);
     handoff_ = h;
     HandoffPage(now, h);
-    return;
+    return true;
   }
+  return false;
 }
 
 void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
@@ -1377,9 +1386,12 @@ void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status,
   handoff_.reset();
   stats_.handoff_keys += h->keys;
   if (!status.ok()) {
-    Log(LogLevel::kWarn, "handoff of " + h->what + " failed: " + status.ToString() + "; will retry");
+    Log(LogLevel::kWarn, "handoff of " + h->what + " failed: " + status.ToString() +
+                             "; will retry after the other ranges");
+    handoff_failed_.emplace(h->space, h->prefix);
     return;
   }
+  handoff_failed_.erase({h->space, h->prefix});
   if (h->keys > 0) {
     Log(LogLevel::kInfo, "handed off " + h->what + ": " + std::to_string(h->keys) + " keys");
   }

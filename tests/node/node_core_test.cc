@@ -389,6 +389,26 @@ TEST(NodeCoreTest, SyncedHintsSurviveAHolderCrashThatLosesUnsyncedWrites) {
   HintSurvivesTheHolderAndIsDelivered(true);
 }
 
+// n2 is up but refuses every push of its hints (its syncs fail); the hints
+// n1 keeps for n3 are delivered all the same.
+TEST(NodeCoreTest, AnOwnerThatRefusesItsHintsDoesNotHoldUpTheOthers) {
+  SimCluster sim(6);
+  FormCluster(sim, 4);
+  sim.engine("n2").FailSyncs(true);
+  for (const char* owner : {"n2", "n3"}) {
+    const std::string key = std::string("hk-") + owner;
+    SiblingSet set =
+        CoordinatorUpdate({}, 77, 1, WriteIntent{{}, key, false, sim.WallMs("n1")})->siblings;
+    ASSERT_TRUE(std::holds_alternative<proto::Ack>(
+        sim.Request("n1", proto::ReplicaPutRequest{key, set, owner})->body));
+  }
+  EXPECT_TRUE(sim.RunUntil([&] { return sim.HintKeys("n1").size() == 1; }, 20000)) << sim.LogTail();
+  sim.RunFor(3000);
+  EXPECT_TRUE(sim.Stored("n3", "hk-n3").has_value());
+  EXPECT_EQ(sim.HintKeys("n1").size(), 1u);  // n2's, still refused
+  EXPECT_TRUE(sim.IsUp("n2"));
+}
+
 TEST(NodeCoreTest, ClustersForm) {
   for (int n : {3, 5}) {
     SimCluster sim(10 + n);

@@ -388,6 +388,7 @@ class NodeCore {
   void PullPage(Now now, std::shared_ptr<Transfer> t);
   void FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status status);
   void StartHandoff(Now now);
+  bool StartHandoffOfNextRange(Now now);
   void HandoffPage(Now now, std::shared_ptr<Handoff> h);
   // What a handoff page's scan found out about one of its entries.
   struct PageEntry {
@@ -459,6 +460,10 @@ class NodeCore {
   size_t join_attempts_ = 0;
   std::map<PartitionId, std::shared_ptr<Transfer>> transfers_;
   std::shared_ptr<Handoff> handoff_;
+  // Ranges (space, key prefix) whose last handoff failed: they wait until
+  // every other range had its turn, so one target that refuses every push
+  // does not hold up the rest.
+  std::set<std::pair<Space, std::string>> handoff_failed_;
 
   // Coordinated writes remembered for answering repeats.
   static constexpr size_t kRecentPutsMax = 16384;
