@@ -23,6 +23,25 @@ void WriteBatch::Append(WriteBatch&& other) {
   other.bytes_ = 0;
 }
 
+Status SyncFailure::Check() const {
+  if (!failed_.load(std::memory_order_acquire)) return Status::OK();
+  std::lock_guard lock(mu_);
+  return Status::IOError(
+      "a sync failed earlier, so no write can be made durable until the "
+      "node restarts: " +
+      first_.ToString());
+}
+
+Status SyncFailure::Keep(Status s) {
+  if (s.ok()) return s;
+  std::lock_guard lock(mu_);
+  if (!failed_.load(std::memory_order_relaxed)) {
+    first_ = s;
+    failed_.store(true, std::memory_order_release);
+  }
+  return s;
+}
+
 Result<std::optional<std::string>> Engine::GetCached(Space, std::string_view) {
   return Status::Busy("this engine has no non-blocking read");
 }

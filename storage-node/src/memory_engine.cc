@@ -20,13 +20,14 @@ Result<std::optional<std::string>> MemoryEngine::Get(Space space, std::string_vi
 }
 
 Status MemoryEngine::SyncLocked() {
-  if (fail_syncs_) return Status::IOError("fsync failed (injected)");
+  if (fail_syncs_) return sync_failure_.Keep(Status::IOError("fsync failed (injected)"));
   for (const WriteBatch::Op& op : unsynced_) Apply(durable_, op);
   unsynced_.clear();
   return Status::OK();
 }
 
 Status MemoryEngine::Write(const WriteBatch& batch, bool sync) {
+  DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
   std::lock_guard lock(mu_);
   for (const WriteBatch::Op& op : batch.ops()) {
     Apply(live_, op);
@@ -58,6 +59,7 @@ Result<ScanResult> MemoryEngine::Scan(Space space, const ScanOptions& options) {
 }
 
 Status MemoryEngine::DeletePrefix(Space space, std::string_view prefix, bool sync) {
+  DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
   std::lock_guard lock(mu_);
   Map& m = live_[static_cast<size_t>(space)];
   for (auto it = m.lower_bound(prefix); it != m.end() && it->first.starts_with(prefix);) {
@@ -70,6 +72,7 @@ Status MemoryEngine::DeletePrefix(Space space, std::string_view prefix, bool syn
 }
 
 Status MemoryEngine::Sync() {
+  DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
   std::lock_guard lock(mu_);
   return SyncLocked();
 }

@@ -85,14 +85,16 @@ class RocksDbEngine : public Engine {
   }
 
   Status Write(const WriteBatch& batch, bool sync) override {
+    DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     Status s = Apply(wo, batch);
     if (s.ok()) MaybeSwitchMemtable();
-    return s;
+    return sync ? sync_failure_.Keep(std::move(s)) : s;
   }
 
   Status WriteNoStall(const WriteBatch& batch) override {
+    DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
     rocksdb::WriteOptions wo;
     wo.no_slowdown = true;
     return Apply(wo, batch);
@@ -128,6 +130,7 @@ class RocksDbEngine : public Engine {
   }
 
   Status DeletePrefix(Space space, std::string_view prefix, bool sync) override {
+    DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     std::string end = PrefixEnd(prefix);
@@ -143,10 +146,14 @@ class RocksDbEngine : public Engine {
       for (auto& [k, v] : all->entries) batch.Delete(space, k);
       return Write(batch, sync);
     }
-    return FromRocks(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), "delete range");
+    Status s = FromRocks(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), "delete range");
+    return sync ? sync_failure_.Keep(std::move(s)) : s;
   }
 
-  Status Sync() override { return FromRocks(db_->SyncWAL(), "sync"); }
+  Status Sync() override {
+    DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
+    return sync_failure_.Keep(FromRocks(db_->SyncWAL(), "sync"));
+  }
 
   bool MaintenanceDue() const override {
     return unchecked_bytes_.load(std::memory_order_relaxed) >= check_bytes_;
@@ -254,6 +261,7 @@ class RocksDbEngine : public Engine {
   const bool wait_for_flushes_;
   const uint64_t check_bytes_;
   std::atomic<uint64_t> unchecked_bytes_{0};
+  SyncFailure sync_failure_;
   std::mutex flush_mu_;  // guards what follows
   std::mt19937_64 rng_;
   size_t flush_at_;  // this memtable's drawn size

@@ -431,7 +431,37 @@ TEST(MemoryEngineTest, WithoutASyncedCopyWritesStayAndSyncsStillFail) {
   e.FailSyncs(true);
   EXPECT_EQ(e.Sync().code(), StatusCode::kIOError);
   e.FailSyncs(false);
-  EXPECT_TRUE(e.Sync().ok());
+  EXPECT_EQ(e.Sync().code(), StatusCode::kIOError);
+}
+
+// The kernel reports a failed write-back once; a later fsync returns 0 with
+// those pages lost. So after one failed sync no write or sync succeeds, not
+// even one that has nothing new to write.
+TEST(MemoryEngineTest, AfterAFailedSyncNoWriteOrSyncSucceeds) {
+  MemoryEngine e;
+  WriteBatch b;
+  b.Put(Space::kData, "a", "1");
+  e.FailSyncs(true);
+  EXPECT_EQ(e.Write(b, true).code(), StatusCode::kIOError);
+  e.FailSyncs(false);
+  EXPECT_EQ(e.Sync().code(), StatusCode::kIOError);
+  EXPECT_EQ(e.Write(b, false).code(), StatusCode::kIOError);
+  EXPECT_EQ(e.WriteNoStall(b).code(), StatusCode::kIOError);
+  EXPECT_EQ(e.DeletePrefix(Space::kData, "a", false).code(), StatusCode::kIOError);
+  Status s = e.Write(b, true);
+  EXPECT_EQ(s.code(), StatusCode::kIOError);
+  EXPECT_NE(s.message().find("fsync failed (injected)"), std::string::npos) << s.ToString();
+  EXPECT_EQ(**e.Get(Space::kData, "a"), "1");  // reads go on
+}
+
+TEST(SyncFailureTest, KeepsTheFirstFailureOnly) {
+  SyncFailure f;
+  EXPECT_TRUE(f.Keep(Status::OK()).ok());
+  EXPECT_TRUE(f.Check().ok());
+  EXPECT_EQ(f.Keep(Status::IOError("first")).code(), StatusCode::kIOError);
+  (void)f.Keep(Status::IOError("second"));
+  EXPECT_NE(f.Check().message().find("first"), std::string::npos);
+  EXPECT_EQ(f.Check().message().find("second"), std::string::npos);
 }
 
 // Counts what reaches the engine behind the cache; `during_cached_get` runs

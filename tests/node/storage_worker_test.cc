@@ -275,6 +275,17 @@ TEST_F(StorageWorkerTest, FailedSyncFailsTheWritesThatWaitedForIt) {
   EXPECT_EQ(r[0].status.code(), StatusCode::kIOError);
 }
 
+// A transfer's or a hint's retry finds its versions stored and asks only
+// for a sync: after a failed one, that sync fails too.
+TEST_F(StorageWorkerTest, AfterAFailedSyncASyncWithNothingToWriteFailsToo) {
+  engine_.FailSyncs(true);
+  ASSERT_EQ(ExecuteAll({Put(Space::kData, "a", "1", true)})[0].status.code(), StatusCode::kIOError);
+  engine_.FailSyncs(false);
+  EXPECT_EQ(ExecuteAll({WriteOp{WriteBatch{}, true}})[0].status.code(), StatusCode::kIOError);
+  EXPECT_EQ(ExecuteAll({Put(Space::kData, "b", "2", false)})[0].status.code(),
+            StatusCode::kIOError);
+}
+
 TEST_F(StorageWorkerTest, MetaWritesAndScansGoToTheStorageThread) {
   ScanOp scan;
   scan.space = Space::kData;

@@ -15,8 +15,10 @@
 // read answered from memory or an unsynced write costs no thread switch.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -71,6 +73,24 @@ struct ScanResult {
   bool done = false;                                         // nothing after the last entry
 };
 
+// The first failed sync of an engine, kept until it is reopened. Linux
+// reports a failed write-back once: a later fsync returns 0 although the
+// pages it could not write are gone. So once a sync failed, every later
+// write and sync fails with it, and nothing written after it is
+// acknowledged as durable. Thread-safe.
+class SyncFailure {
+ public:
+  // OK, or an IOError naming the sync that failed.
+  Status Check() const;
+  // Keeps `s` when it is the first failure. Returns `s`.
+  Status Keep(Status s);
+
+ private:
+  std::atomic<bool> failed_{false};
+  mutable std::mutex mu_;
+  Status first_;
+};
+
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -90,7 +110,7 @@ class Engine {
   virtual Status WriteNoStall(const WriteBatch& batch);
   // Applies `batch` atomically. With `sync`, it and every earlier write are
   // durable when this returns OK. IOError on failure; after a failed sync
-  // nothing may be acknowledged.
+  // every write and sync fails (SyncFailure).
   virtual Status Write(const WriteBatch& batch, bool sync) = 0;
   // Keys in [prefix, prefix + 0xff...) after `after`, in order, within limits.
   virtual Result<ScanResult> Scan(Space space, const ScanOptions& options) = 0;

@@ -41,6 +41,8 @@ class MemoryEngine : public Engine {
   // Without keep_synced_copy there is nothing to return to: it keeps them.
   void DropUnsynced();
   // While set, every sync fails with IOError and leaves its writes unsynced.
+  // As with a real disk, a failed sync also fails every later write and sync
+  // (SyncFailure), for the engine's lifetime.
   void FailSyncs(bool fail);
   // Keys in `space` as reads see them.
   size_t size(Space space) const;
@@ -56,6 +58,7 @@ class MemoryEngine : public Engine {
   std::array<Map, kSpaceCount> durable_;
   std::vector<WriteBatch::Op> unsynced_;
   bool fail_syncs_ = false;
+  SyncFailure sync_failure_;
 };
 
 }  // namespace dynamo::node
