@@ -132,7 +132,7 @@ const std::vector<Key>& Keys() {
               [](NodeConfig& c) -> uint64_t& { return c.rocksdb.delete_bytes_per_sec; }),
       UintKey("limits", "key_bytes_max", "largest key accepted", 1, 64u << 10,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.key_bytes_max; }),
-      UintKey("limits", "value_bytes_max", "largest value accepted", 1, 256u << 20,
+      UintKey("limits", "value_bytes_max", "largest value accepted", 1, kValueBytesMaxLimit,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.value_bytes_max; }),
       UintKey("limits", "frame_bytes_max", "largest message frame", 4096, 1u << 30,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.frame_bytes_max; }),

@@ -50,10 +50,12 @@ struct NodeCore::Handoff {
   // it (a scan's answer comes after writes applied meanwhile complete), so
   // an empty scan does not show the range drained.
   bool written_meanwhile = false;
+  uint64_t unreadable = 0;  // entries that failed to decode: kept, not pushed
 };
 
 NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogSink log)
     : options_(std::move(options)),
+      stored_limits_(options_.limits),
       state_(std::move(state)),
       rng_(rng_seed),
       log_(std::move(log)),
@@ -66,6 +68,7 @@ NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogS
     }
   }
   membership_.Merge(state_.members, 0);
+  stored_limits_.value_bytes_max = std::max(stored_limits_.value_bytes_max, kValueBytesMaxLimit);
   map_ = std::move(state_.map);
   state_.map.reset();
   state_.members.clear();
@@ -400,7 +403,7 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
   for (auto& [space, key] : keys) {
     Storage(ReadOp{space, key}, [this, merged, join](Now, StorageResult r) {
       if (r.status.ok() && r.value) {
-        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
+        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
         if (!decoded.ok()) {
           Log(LogLevel::kError, "corrupt stored value: " + decoded.status().ToString());
           join->One(Status::Corruption("stored value is corrupt"));
@@ -444,7 +447,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
       }
       SiblingSet local;
       if (r.value) {
-        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
+        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
         if (!decoded.ok()) {
           ReplyError(conn, id, Status::Corruption("stored value is corrupt"));
           op->unlock();
@@ -548,7 +551,7 @@ bool NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_
       SiblingSet local;
       bool readable = false;
       if (r.value) {
-        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
+        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
         if (decoded.ok()) {
           local = std::move(*decoded);
           readable = true;
@@ -640,7 +643,7 @@ void NodeCore::HandleFetch(Now now, uint64_t conn, uint64_t id, proto::FetchRequ
     const PartitionId p = map_->ring().KeyPartition(req.keys[i]);
     Storage(ReadOp{Space::kData, DataKey(p, req.keys[i])}, [this, reply, join, i](Now, StorageResult r) {
       if (r.status.ok() && r.value) {
-        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, options_.limits);
+        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
         if (decoded.ok()) reply->entries[i].siblings = std::move(*decoded);
       }
       join->One(r.status);
@@ -709,7 +712,7 @@ void NodeCore::HandleTransfer(Now now, uint64_t conn, uint64_t id, proto::Transf
     reply.done = r.scan.done;
     for (auto& [k, v] : r.scan.entries) {
       Result<DataKeyParts> parts = ParseDataKey(k);
-      Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+      Result<SiblingSet> set = proto::DecodeSiblingSet(v, stored_limits_);
       if (!parts.ok() || !set.ok() || parts->key.empty()) {
         Log(LogLevel::kError, "skipping a corrupt record in a transfer");
         continue;
@@ -1216,11 +1219,13 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
     std::vector<PageEntry> fates(page->entries.size());
     for (size_t i = 0; i < page->entries.size(); ++i) {
       const auto& [k, v] = page->entries[i];
-      Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+      Result<SiblingSet> set = proto::DecodeSiblingSet(v, stored_limits_);
       if (set.ok()) {
         fates[i].own_dots = MentionsActor(*set, h->scanned_actor);
         expired += DropStaleVersions(*h, *set);
         fates[i].pushed = !set->empty();
+      } else {
+        fates[i].readable = false;
       }
       std::string_view user_key;
       PartitionId p = 0;
@@ -1237,7 +1242,12 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
           p = parts->partition;
         }
       }
-      if (!set.ok() || set->empty() || user_key.empty()) continue;
+      if (user_key.empty()) fates[i].readable = false;
+      if (!fates[i].readable) {
+        ++h->unreadable;
+        continue;
+      }
+      if (set->empty()) continue;
       entries.push_back(proto::KeyedSiblings{std::string(user_key), std::move(*set)});
       partitions.push_back(p);
     }
@@ -1313,6 +1323,11 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
     Now later{now_ms_, 0};
     if (!s.ok()) {
       FinishHandoff(later, h, s, false);
+    } else if (last && h->unreadable > 0) {
+      FinishHandoff(later, h,
+                    Status::Corruption(std::to_string(h->unreadable) +
+                                       " stored entries could not be read; they are kept"),
+                    false);
     } else if (last) {
       // Deleted keys are gone; anything written since stays for the next round.
       FinishHandoff(later, h, Status::OK(), false);
@@ -1323,6 +1338,10 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
   for (size_t i = 0; i < shared_page->entries.size(); ++i) {
     const std::string& key = shared_page->entries[i].first;
     const PageEntry fate = fates[i];
+    if (!fate.readable) {
+      join->One(Status::OK());
+      continue;
+    }
     WithKeyLock(LockKey(h->space, key), [this, h, shared_page, i, fate, join](Unlock unlock) {
       const auto& [k, v] = shared_page->entries[i];
       Storage(ReadOp{h->space, k}, [this, h, shared_page, i, fate, join, unlock](Now,

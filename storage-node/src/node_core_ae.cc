@@ -185,7 +185,7 @@ void NodeCore::BuildTreesStep() {
     for (auto& [k, v] : r.scan.entries) {
       Result<DataKeyParts> parts = ParseDataKey(k);
       if (!parts.ok() || removed_during_build_.count(k) || tree.Get(parts->key)) continue;
-      Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+      Result<SiblingSet> set = proto::DecodeSiblingSet(v, stored_limits_);
       if (set.ok()) tree.Put(parts->key, SiblingDigest(*set));
     }
     if (r.scan.done || r.scan.entries.empty()) {
@@ -268,7 +268,7 @@ void NodeCore::TreeCheckPage() {
       for (auto& [k, v] : r.scan.entries) {
         Result<DataKeyParts> parts = ParseDataKey(k);
         if (!parts.ok()) continue;
-        Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+        Result<SiblingSet> set = proto::DecodeSiblingSet(v, stored_limits_);
         if (set.ok()) check_->read.Put(parts->key, SiblingDigest(*set));
       }
       if (r.scan.done || r.scan.entries.empty()) {
@@ -398,9 +398,11 @@ void NodeCore::PurgeLocal(std::vector<proto::PurgeRequest::Entry> entries,
     const std::string key = DataKey(map_->ring().KeyPartition(e.key), e.key);
     const uint64_t digest = e.digest;
     WithKeyLock(LockKey(Space::kData, key), [this, key, digest, deleted, all](Unlock unlock) {
-      Storage(ReadOp{Space::kData, key}, [this, key, digest, deleted, all, unlock](Now, StorageResult r) {
-        Result<SiblingSet> set = r.status.ok() && r.value ? proto::DecodeSiblingSet(*r.value, options_.limits)
-                                                          : Result<SiblingSet>(Status::NotFound("absent"));
+      Storage(ReadOp{Space::kData, key}, [this, key, digest, deleted, all, unlock](
+                                             Now, StorageResult r) {
+        Result<SiblingSet> set = r.status.ok() && r.value
+                                     ? proto::DecodeSiblingSet(*r.value, stored_limits_)
+                                     : Result<SiblingSet>(Status::NotFound("absent"));
         // Only a set of tombstones unchanged since the owner checked it goes.
         if (!set.ok() || HasLiveValue(*set) || SiblingDigest(*set) != digest) {
           unlock();
@@ -578,7 +580,7 @@ void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
         Storage(ReadOp{Space::kData, DataKey(s->partition, batch[i])},
                 [this, entries, read, i](Now, StorageResult r) {
                   if (r.status.ok() && r.value) {
-                    Result<SiblingSet> set = proto::DecodeSiblingSet(*r.value, options_.limits);
+                    Result<SiblingSet> set = proto::DecodeSiblingSet(*r.value, stored_limits_);
                     if (set.ok()) (*entries)[i].siblings = std::move(*set);
                   }
                   read->One(r.status);
@@ -638,7 +640,7 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
     };
     auto candidates = std::make_shared<std::vector<Candidate>>();
     for (auto& [k, v] : r.scan.entries) {
-      Result<SiblingSet> set = proto::DecodeSiblingSet(v, options_.limits);
+      Result<SiblingSet> set = proto::DecodeSiblingSet(v, stored_limits_);
       Result<DataKeyParts> parts = ParseDataKey(k);
       if (!set.ok() || !parts.ok() || set->empty() || HasLiveValue(*set)) continue;
       if (NewestTimestamp(*set) + options_.tombstone_grace_ms > wall_ms_) continue;

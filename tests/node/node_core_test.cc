@@ -409,6 +409,33 @@ TEST(NodeCoreTest, AnOwnerThatRefusesItsHintsDoesNotHoldUpTheOthers) {
   EXPECT_TRUE(sim.IsUp("n2"));
 }
 
+// n1 runs with a value limit lowered below a hint it stored earlier, and
+// holds a hint whose bytes are not a sibling set at all: the first is still
+// handed off, the second kept (neither pushed nor deleted).
+TEST(NodeCoreTest, AHandoffPushesWhatALoweredLimitRefusesAndKeepsWhatItCannotRead) {
+  SimCluster sim(7);
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.limits.value_bytes_max = 1024; });
+  for (int i = 2; i <= 3; ++i) sim.AddNode("n" + std::to_string(i), {"n1"});
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  const uint32_t q = sim.core("n1").map()->ring().partition_count();
+  WriteBatch bad;
+  bad.Put(Space::kHints, HintKey("n2", KeyPartition("bad", q), "bad"), "not a sibling set");
+  ASSERT_TRUE(sim.engine("n1").Write(bad, true).ok());
+  const std::string big(2048, 'v');
+  SiblingSet set =
+      CoordinatorUpdate({}, 77, 1, WriteIntent{{}, big, false, sim.WallMs("n1")})->siblings;
+  ASSERT_TRUE(std::holds_alternative<proto::Ack>(
+      sim.Request("n1", proto::ReplicaPutRequest{"big", set, "n2"})->body));
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.Stored("n2", "big").has_value(); }, 20000))
+      << sim.LogTail();
+  EXPECT_EQ((*sim.Stored("n2", "big"))[0].value, big);
+  sim.RunFor(3000);
+  std::set<std::string> left = sim.HintKeys("n1");
+  EXPECT_EQ(left.size(), 1u);
+  EXPECT_TRUE(left.count(HintKey("n2", KeyPartition("bad", q), "bad")));
+  EXPECT_NE(sim.LogTail().find("could not be read; they are kept"), std::string::npos);
+}
+
 TEST(NodeCoreTest, ClustersForm) {
   for (int n : {3, 5}) {
     SimCluster sim(10 + n);

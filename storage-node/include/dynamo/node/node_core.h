@@ -50,6 +50,9 @@ namespace dynamo::node {
 
 inline constexpr size_t kDefaultRequestsInFlightMax = 16384;
 inline constexpr size_t kDefaultKeyWritesQueuedMax = 256;
+// The largest value any configuration accepts (limits.value_bytes_max): a
+// node reads what it stored under an earlier configuration against it.
+inline constexpr uint32_t kValueBytesMaxLimit = 256u << 20;
 
 struct NodeOptions {
   NodeId id;
@@ -394,6 +397,7 @@ class NodeCore {
   struct PageEntry {
     bool pushed = true;    // false: every version expired, so it was not pushed
     bool own_dots = true;  // records events of the actor current at the scan
+    bool readable = true;  // false: not decoded, so neither pushed nor deleted
   };
   // Deletes the page's entries still stored as they were pushed; those not
   // pushed count as deleted only. Deleting data that records events of this
@@ -419,6 +423,7 @@ class NodeCore {
   std::optional<std::string> AddressOf(const NodeId& id) const;
 
   NodeOptions options_;
+  proto::Limits stored_limits_;  // for decoding stored sibling sets
   NodeState state_;
   std::mt19937_64 rng_;
   LogSink log_;
