@@ -7,18 +7,27 @@ namespace dynamo::node {
 
 namespace {
 
-// `rec` has its node a member (normal, or joining in the same life as
-// `known`: a node that joins afresh, with a new data directory, comes with a
-// new actor).
-bool ClaimsMembership(const Member& rec, const Member& known) {
-  return rec.status == MemberStatus::kNormal ||
-         (rec.status == MemberStatus::kJoining && rec.actor == known.actor);
+// Where a status stands in a node's life, which only moves forward through
+// joining, normal, leaving and removed.
+int Stage(MemberStatus status) {
+  switch (status) {
+    case MemberStatus::kJoining:
+      return 0;
+    case MemberStatus::kNormal:
+      return 1;
+    case MemberStatus::kLeaving:
+      return 2;
+    case MemberStatus::kRemoved:
+      return 3;
+  }
+  return 0;
 }
 
-// `rec` is of the same life of its node as `known` and has the node not
-// removed.
-bool SameLifeNotRemoved(const Member& rec, const Member& known) {
-  return rec.actor == known.actor && rec.status != MemberStatus::kRemoved;
+// `rec` is a leave or a removal (an admin's, or the node's own) that is
+// further on in the same life of its node than `known`.
+bool Advances(const Member& rec, const Member& known) {
+  return rec.life == known.life && Stage(rec.status) >= Stage(MemberStatus::kLeaving) &&
+         Stage(rec.status) > Stage(known.status);
 }
 
 }  // namespace
@@ -76,15 +85,12 @@ bool Membership::Merge(const std::vector<Member>& theirs, uint64_t now_ms) {
   for (const Member& m : theirs) {
     if (m.id == self_id_) {
       Member& me = records_.at(self_id_);
-      // An admin's leave or remove wins even at our own incarnation: a node
-      // restarted after its removal may have reached the same number.
-      const bool decided_by_admin =
-          (m.status == MemberStatus::kLeaving || m.status == MemberStatus::kRemoved) &&
-          me.status != MemberStatus::kRemoved && m.status != me.status &&
-          m.incarnation >= me.incarnation;
-      if (decided_by_admin) {
+      // A leave or removal of this life holds whatever its incarnation: the
+      // admin's node may have set it on a record older than ours, and a
+      // restart raises ours past it.
+      if (Advances(m, me)) {
         me.status = m.status;
-        me.incarnation = m.incarnation;
+        me.incarnation = std::max(me.incarnation, m.incarnation);
         changed = true;
       } else if (m.incarnation > me.incarnation) {
         me.incarnation = m.incarnation + 1;  // refute a stale record of ourselves
@@ -100,28 +106,24 @@ bool Membership::Merge(const std::vector<Member>& theirs, uint64_t now_ms) {
       continue;
     }
     Member& cur = it->second;
-    // An admin's leave or remove is set on a record that may lag the node's
-    // own: it wins at the same incarnation, as the node itself takes it
-    // (above), and the records that come later and say otherwise raise its
-    // incarnation instead of undoing it, until the node has taken it on. A
-    // leave yields only to a removal and to a node joining afresh; a removal
-    // only to a node joining afresh.
-    const bool admin_over_claim =
-        m.incarnation >= cur.incarnation &&
-        ((m.status == MemberStatus::kLeaving && ClaimsMembership(cur, m)) ||
-         (m.status == MemberStatus::kRemoved && SameLifeNotRemoved(cur, m)));
+    // The same here: a leave or removal wins over the earlier stages of its
+    // life whatever the incarnations, and a record of an earlier stage that
+    // comes later brings its incarnation and heartbeat but not its status,
+    // until the node has taken the leave or removal on. A node that joins
+    // afresh under the id (a new life) is held to neither.
+    const bool advances = Advances(m, cur);
     const bool newer =
         std::tie(m.incarnation, m.heartbeat) > std::tie(cur.incarnation, cur.heartbeat);
-    if (!newer && !admin_over_claim) continue;
+    if (!newer && !advances) continue;
     Member next = m;
-    if (!newer) next.heartbeat = cur.heartbeat;
-    if (cur.status == MemberStatus::kRemoved && SameLifeNotRemoved(m, cur)) {
-      next.status = MemberStatus::kRemoved;
-    } else if (cur.status == MemberStatus::kLeaving && ClaimsMembership(m, cur)) {
-      next.status = MemberStatus::kLeaving;
+    if (!newer) {
+      next.incarnation = cur.incarnation;
+      next.heartbeat = cur.heartbeat;
     }
+    if (Advances(cur, m)) next.status = cur.status;
     const bool meaningful = next.incarnation != cur.incarnation || next.status != cur.status ||
-                            next.address != cur.address || next.actor != cur.actor;
+                            next.address != cur.address || next.actor != cur.actor ||
+                            next.life != cur.life;
     cur = std::move(next);
     if (newer) LivenessOf(m.id).detector.Heartbeat(now_ms);
     changed |= meaningful;

@@ -60,7 +60,7 @@ NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogS
       rng_(rng_seed),
       log_(std::move(log)),
       membership_(proto::Member{options_.id, options_.address, proto::MemberStatus::kJoining,
-                                state_.incarnation, 0, state_.actor, true},
+                                state_.incarnation, 0, state_.actor, true, state_.life},
                   options_.failure_detector) {
   for (const proto::Member& m : state_.members) {
     if (m.id == options_.id && m.status != proto::MemberStatus::kRemoved) {
@@ -759,11 +759,22 @@ void NodeCore::HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinReques
     return;
   }
   std::optional<proto::Member> known = membership_.Find(j.id);
-  if (known && known->actor != j.actor && known->status != proto::MemberStatus::kRemoved &&
+  if (known && known->life != j.life && known->status != proto::MemberStatus::kRemoved &&
       membership_.IsAlive(j.id, now.mono_ms) && known->address != j.address) {
     ReplyError(conn, id,
                Status::InvalidArgument("node id '" + j.id + "' is in use by a live node at " +
                                        known->address));
+    return;
+  }
+  if (known && known->life == j.life && known->life != 0 &&
+      (known->status == proto::MemberStatus::kLeaving ||
+       known->status == proto::MemberStatus::kRemoved)) {
+    ReplyError(conn, id,
+               Status::InvalidArgument("node '" + j.id + "' with this data directory " +
+                                       (known->status == proto::MemberStatus::kLeaving
+                                            ? "is leaving the cluster"
+                                            : "was removed from the cluster") +
+                                       "; start it with a fresh data directory to join again"));
     return;
   }
   proto::Member added = membership_.AddJoiner(j, now.mono_ms);

@@ -36,6 +36,13 @@ Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options,
   state.incarnation = inc->value_or(0) + 1;
   batch.Put(Space::kMeta, std::string(kMetaIncarnation), EncodeU64(state.incarnation));
 
+  // The first run's actor names the directory's life (a directory from
+  // before lives were kept takes this run's).
+  Result<std::optional<uint64_t>> life = ReadU64(engine, kMetaLife);
+  if (!life.ok()) return life.status();
+  state.life = life->value_or(new_actor);
+  batch.Put(Space::kMeta, std::string(kMetaLife), EncodeU64(state.life));
+
   // Counters below the stored lease may have been issued; start above it.
   Result<std::optional<uint64_t>> lease = ReadU64(engine, kMetaCounterLease);
   if (!lease.ok()) return lease.status();

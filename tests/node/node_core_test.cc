@@ -722,9 +722,11 @@ TEST(NodeCoreTest, ALeavingNodeHandsOffEveryCopyItAcknowledgedBeforeItExits) {
   }
 }
 
+// A record of node `id` in life `life` (a data directory), with an actor of
+// that run.
 proto::Member Record(const std::string& id, proto::MemberStatus status, uint64_t incarnation,
-                     uint64_t heartbeat, ActorId actor = 9) {
-  return proto::Member{id, id + ":7000", status, incarnation, heartbeat, actor, true};
+                     uint64_t heartbeat, uint64_t life = 9, ActorId actor = 9) {
+  return proto::Member{id, id + ":7000", status, incarnation, heartbeat, actor, true, life};
 }
 
 // The node an admin asks to make n2 leave may know an older record of n2
@@ -755,9 +757,9 @@ TEST(MembershipTest, AnAdminsLeaveOutlastsTheNodesOwnRecordsUntilItTakesItOn) {
   Membership n2(Record("n2", MemberStatus::kNormal, 3, 20), {});
   n2.Merge(other.View(0), 0);
   EXPECT_EQ(n2.self().status, MemberStatus::kLeaving);
-  // A node joining afresh under the id (a new data directory: a new actor)
+  // A node joining afresh under the id (a new data directory: a new life)
   // is not held to the old leave.
-  admin.Merge({Record("n2", MemberStatus::kJoining, 4, 1, /*actor=*/77)}, 0);
+  admin.Merge({Record("n2", MemberStatus::kJoining, 4, 1, /*life=*/77)}, 0);
   EXPECT_EQ(admin.Find("n2")->status, MemberStatus::kJoining);
 }
 
@@ -781,13 +783,19 @@ TEST(MembershipTest, AnAdminsRemovalOutlastsTheNodesOlderRecordsFromLaggingPeers
   peer.Merge(admin.View(0), 0);
   EXPECT_EQ(peer.Find("n3")->status, MemberStatus::kRemoved);
   EXPECT_FALSE(peer.IsAlive("n3", 0));
-  // n3, restarted with its data directory, takes it on.
-  Membership n3(Record("n3", MemberStatus::kNormal, 3, 50), {});
+  // n3, restarted with its data directory (its life) and a new actor, and
+  // with an incarnation past the removal's after a few restarts, takes it
+  // on; its records from before it did change nothing.
+  peer.Merge({Record("n3", MemberStatus::kNormal, 7, 1, /*life=*/9, /*actor=*/10)}, 0);
+  EXPECT_EQ(peer.Find("n3")->status, MemberStatus::kRemoved);
+  EXPECT_EQ(peer.Find("n3")->incarnation, 7u);
+  Membership n3(Record("n3", MemberStatus::kNormal, 8, 1, /*life=*/9, /*actor=*/11), {});
   n3.Merge(peer.View(0), 0);
   EXPECT_EQ(n3.self().status, MemberStatus::kRemoved);
+  EXPECT_EQ(n3.self().incarnation, 8u);
   // A node joining afresh under the id is not held to the removal, and a
   // leave set on a record of the old life does not undo it.
-  peer.Merge({Record("n3", MemberStatus::kJoining, 4, 1, /*actor=*/77)}, 0);
+  peer.Merge({Record("n3", MemberStatus::kJoining, 8, 1, /*life=*/77)}, 0);
   EXPECT_EQ(peer.Find("n3")->status, MemberStatus::kJoining);
   Membership removed(Record("n4", MemberStatus::kNormal, 1, 1), {});
   removed.Merge(admin.View(0), 0);
@@ -820,8 +828,18 @@ TEST(NodeCoreTest, RemovedNodeExitsWhenItComesBack) {
   ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(
       sim.Request("n1", proto::AdminRequest{proto::AdminOp::kRemove, "n4"})->body));
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
-  sim.Restart("n4");
-  EXPECT_TRUE(sim.RunUntil([&] { return sim.Exited("n4"); }, 10000));
+  // Every restart raises its incarnation, past the removal's from the
+  // second on: it still exits each time, and stays removed.
+  for (int restart = 0; restart < 3; ++restart) {
+    sim.Restart("n4");
+    ASSERT_TRUE(sim.RunUntil([&] { return sim.Exited("n4"); }, 10000)) << "restart " << restart;
+    sim.RunFor(2000);
+    for (const char* id : {"n1", "n2", "n3"}) {
+      EXPECT_EQ(sim.core(id).membership().Find("n4")->status, proto::MemberStatus::kRemoved)
+          << id << " after restart " << restart;
+    }
+    EXPECT_TRUE(Converged(sim, 3));
+  }
 }
 
 TEST(NodeCoreTest, FailureDetectionAndRecovery) {

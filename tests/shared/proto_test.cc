@@ -188,6 +188,31 @@ TEST(ProtoTest, CoordPutNoSyncIsOptionalAndNeedsNoOpId) {
   EXPECT_EQ(unsynced.op_id, 0u);
 }
 
+// Member records stored before lives were kept have seven fields.
+TEST(ProtoTest, AMemberRecordWithoutALifeReadsAsLifeZero) {
+  std::string old;
+  MsgpackWriter w(&old);
+  w.Array(1);
+  w.Array(7);
+  w.Str("n1");
+  w.Str("127.0.0.1:7000");
+  w.Uint(static_cast<uint64_t>(MemberStatus::kNormal));
+  w.Uint(3);
+  w.Uint(40);
+  w.Uint(0xabc);
+  w.Bool(true);
+  Result<std::vector<Member>> members = DecodeMembers(old, Limits{});
+  ASSERT_TRUE(members.ok()) << members.status().ToString();
+  ASSERT_EQ(members->size(), 1u);
+  EXPECT_EQ((*members)[0].actor, 0xabcu);
+  EXPECT_EQ((*members)[0].life, 0u);
+  Member now = (*members)[0];
+  now.life = 77;
+  Result<std::vector<Member>> again = DecodeMembers(EncodeMembers({now}), Limits{});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)[0].life, 77u);
+}
+
 TEST(ProtoTest, NewerPeersMayAppendFields) {
   std::string body = Envelope4(1, 10, 5, [](MsgpackWriter& w) {
     w.Array(4);

@@ -20,8 +20,14 @@ SiblingSet SampleSiblings() { return {SampleVersion(1), SampleVersion(2, true), 
 namespace {
 
 Member SampleMember(int i) {
-  return Member{"node-" + std::to_string(i), "127.0.0.1:" + std::to_string(7000 + i),
-                MemberStatus::kLeaving, 9u + i, 12345u + i, 0xabcdefULL + i, i % 2 == 0};
+  return Member{"node-" + std::to_string(i),
+                "127.0.0.1:" + std::to_string(7000 + i),
+                MemberStatus::kLeaving,
+                9u + i,
+                12345u + i,
+                0xabcdefULL + i,
+                i % 2 == 0,
+                0x5eedULL + i};
 }
 
 std::vector<KeyedSiblings> SampleEntries() {

@@ -42,7 +42,7 @@ void Enc(MsgpackWriter& w, const SiblingSet& set) {
 }
 
 void Enc(MsgpackWriter& w, const Member& m) {
-  w.Array(7);
+  w.Array(8);
   w.Str(m.id);
   w.Str(m.address);
   w.Uint(static_cast<uint64_t>(m.status));
@@ -50,6 +50,7 @@ void Enc(MsgpackWriter& w, const Member& m) {
   w.Uint(m.heartbeat);
   w.Uint(m.actor);
   w.Bool(m.alive);
+  w.Uint(m.life);
 }
 
 void Enc(MsgpackWriter& w, const std::vector<Member>& members) {
@@ -268,6 +269,13 @@ class Decoder {
     return Status::OK();
   }
   Status Close() { return r_.SkipN(extra_[--open_]); }
+  // A field added to the open record after it was first written: left as is
+  // when the record predates it.
+  Status AddedUint(uint64_t* v) {
+    if (extra_[open_ - 1] == 0) return Status::OK();
+    --extra_[open_ - 1];
+    return r_.ReadUint(v);
+  }
 
   Status Uint(uint64_t* v) { return r_.ReadUint(v); }
   template <typename T>
@@ -378,6 +386,7 @@ class Decoder {
     DYNAMO_RETURN_IF_ERROR(r_.ReadUint(&m->heartbeat));
     DYNAMO_RETURN_IF_ERROR(r_.ReadUint(&m->actor));
     DYNAMO_RETURN_IF_ERROR(r_.ReadBool(&m->alive));
+    DYNAMO_RETURN_IF_ERROR(AddedUint(&m->life));
     return Close();
   }
 

@@ -151,6 +151,11 @@ struct Member {
   uint64_t heartbeat = 0;    // grows while the node runs
   ActorId actor = 0;
   bool alive = true;  // the sender's local judgement
+  // The node's data directory: drawn when the directory is created and kept
+  // across restarts, so a node that joins afresh under an id has a new one.
+  // An admin's leave or removal holds for the life it was set on. 0: a
+  // record from before lives were kept.
+  uint64_t life = 0;
 };
 
 struct MembersRequest {};

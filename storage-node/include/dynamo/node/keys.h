@@ -17,6 +17,7 @@ namespace dynamo::node {
 inline constexpr std::string_view kMetaNodeId = "node_id";
 inline constexpr std::string_view kMetaCounterLease = "counter_lease";
 inline constexpr std::string_view kMetaIncarnation = "incarnation";
+inline constexpr std::string_view kMetaLife = "life";
 inline constexpr std::string_view kMetaClusterMap = "cluster_map";
 inline constexpr std::string_view kMetaMembers = "members";
 inline constexpr std::string_view kMetaLastAlive = "last_alive_ms";

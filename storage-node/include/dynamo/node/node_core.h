@@ -146,6 +146,7 @@ struct NodeOptions {
 struct NodeState {
   ActorId actor = 0;
   uint64_t incarnation = 1;
+  uint64_t life = 0;          // proto::Member::life: this data directory's
   uint64_t counter_next = 1;  // first counter this run may issue
   uint64_t counter_lease_end = 1;  // counters below it are covered by a durable lease
   std::optional<ClusterMap> map;

@@ -13,7 +13,8 @@ namespace dynamo::node {
 // lease (so no counter of an earlier run is issued again), and takes
 // `new_actor` (random, non-zero, from the caller) as this run's actor id,
 // because the last run may have answered for coordinated writes that it had
-// not synced and so lost (see dynamo/version.h). Syncs the incarnation and
+// not synced and so lost (see dynamo/version.h); a new directory also takes
+// it as its life (proto::Member::life). Syncs the incarnation, the life and
 // the lease before returning. Also finds the partitions holding data and the
 // nodes hints are held for. InvalidArgument when the engine belongs to
 // another node id; `where` names the data directory in that message.
