@@ -15,10 +15,22 @@ namespace py = pybind11;
 namespace dynamo::python {
 namespace {
 
+// The longest timeout a Client takes, in seconds (a week).
+constexpr double kTimeoutSecondsMax = 7 * 24 * 3600.0;
+
 std::string Bytes(const py::handle& obj, const char* what) {
   if (py::isinstance<py::bytes>(obj)) return obj.cast<std::string>();
-  if (py::isinstance<py::str>(obj)) return obj.cast<std::string>();  // UTF-8
-  if (py::isinstance<py::bytearray>(obj)) return py::bytes(obj.cast<py::bytearray>()).cast<std::string>();
+  if (py::isinstance<py::bytearray>(obj)) {
+    return std::string(py::reinterpret_borrow<py::bytearray>(obj));
+  }
+  if (py::isinstance<py::str>(obj)) {
+    try {
+      return obj.cast<std::string>();  // UTF-8
+    } catch (const py::cast_error&) {
+      throw StatusError{
+          Status::InvalidArgument(std::string(what) + " is a str that is not valid UTF-8"), 0};
+    }
+  }
   throw StatusError{Status::InvalidArgument(std::string(what) + " must be bytes or str"), 0};
 }
 
@@ -40,7 +52,10 @@ class PyClient {
     }
     o.r = r;
     o.w = w;
-    if (!(timeout > 0)) Check(Status::InvalidArgument("timeout must be a positive number of seconds"));
+    if (!(timeout > 0 && timeout <= kTimeoutSecondsMax)) {
+      Check(Status::InvalidArgument("timeout must be a positive number of seconds, at most " +
+                                    std::to_string(static_cast<int>(kTimeoutSecondsMax))));
+    }
     o.timeout_ms = static_cast<uint64_t>(timeout * 1000.0 + 0.5);
     if (mode == "causal") {
       o.mode = Mode::kCausal;
@@ -66,15 +81,25 @@ class PyClient {
     client_ = std::move(*opened);
   }
 
+  // Unless closed, the client drains its work, up to its timeout: without
+  // the GIL, so that other Python threads go on meanwhile.
+  ~PyClient() {
+    if (!client_) return;
+    std::shared_ptr<Client> c = std::move(client_);
+    py::gil_scoped_release release;
+    c.reset();
+  }
+
   PyGetResult Get(const py::object& key) {
     std::string k = Bytes(key, "key");
     Receipt receipt;
     ReadOptions ro;
     ro.receipt = &receipt;
     Result<GetResult> r = Status::Internal("unset");
+    std::shared_ptr<Client> c = client();
     {
       py::gil_scoped_release release;
-      r = client().Get(k, ro);
+      r = c->Get(k, ro);
     }
     Check(r.status(), receipt.acks.size());
     PyGetResult out{std::move(r->values), std::move(r->context), r->found};
@@ -97,9 +122,10 @@ class PyClient {
     wo.receipt = &receipt;
     std::string v = value ? Bytes(*value, "value") : std::string();
     Result<std::string> r = Status::Internal("unset");
+    std::shared_ptr<Client> c = client();
     {
       py::gil_scoped_release release;
-      r = value ? client().Put(k, v, wo) : client().Delete(k, wo);
+      r = value ? c->Put(k, v, wo) : c->Delete(k, wo);
     }
     Check(r.status(), receipt.acks.size());
     return py::bytes(*r);
@@ -113,7 +139,7 @@ class PyClient {
   }
 
   py::list Where(const py::object& key) {
-    std::vector<Placement> places = client().Where(Bytes(key, "key"));
+    std::vector<Placement> places = client()->Where(Bytes(key, "key"));
     py::list out;
     for (const Placement& p : places) {
       py::dict d;
@@ -129,9 +155,10 @@ class PyClient {
   py::list Inspect(const py::object& key) {
     std::string k = Bytes(key, "key");
     std::vector<ReplicaVersions> replicas;
+    std::shared_ptr<Client> c = client();
     {
       py::gil_scoped_release release;
-      replicas = client().Inspect(k);
+      replicas = c->Inspect(k);
     }
     py::list out;
     for (const ReplicaVersions& rv : replicas) {
@@ -157,7 +184,7 @@ class PyClient {
 
   py::list Members() {
     py::list out;
-    for (const MemberInfo& m : client().Members()) {
+    for (const MemberInfo& m : client()->Members()) {
       py::dict d;
       d["id"] = m.id;
       d["address"] = m.address;
@@ -169,7 +196,7 @@ class PyClient {
   }
 
   py::dict Ring() {
-    Client::RingInfo info = client().Ring();
+    Client::RingInfo info = client()->Ring();
     py::dict d;
     d["epoch"] = info.epoch;
     d["partitions"] = info.partitions;
@@ -179,7 +206,7 @@ class PyClient {
   }
 
   py::dict Stats() {
-    Client::Stats s = client().stats();
+    Client::Stats s = client()->stats();
     py::dict d;
     d["gets"] = s.gets;
     d["puts"] = s.puts;
@@ -193,26 +220,33 @@ class PyClient {
 
   void Refresh() {
     Status s;
+    std::shared_ptr<Client> c = client();
     {
       py::gil_scoped_release release;
-      s = client().Refresh();
+      s = c->Refresh();
     }
     Check(s);
   }
 
+  // Calls other threads have in progress end (Client::Close) before it
+  // returns; the last of them frees the client.
   void Close() {
-    std::unique_ptr<Client> c = std::move(client_);
+    std::shared_ptr<Client> c = std::move(client_);
+    if (!c) return;
     py::gil_scoped_release release;
+    c->Close();
     c.reset();
   }
 
  private:
-  Client& client() {
+  // With the GIL held: a call keeps the client alive while it runs without
+  // the GIL, since another thread may close it meanwhile.
+  std::shared_ptr<Client> client() {
     if (!client_) Check(Status::InvalidArgument("the client is closed"));
-    return *client_;
+    return client_;
   }
 
-  std::unique_ptr<Client> client_;
+  std::shared_ptr<Client> client_;
   py::object resolver_;
 };
 

@@ -37,6 +37,8 @@ def test_put_get_bytes_and_str(cluster):
         assert c.get(b"bin\x00key").values == [bytes(range(256))]
         missing = c.get("no such key")
         assert not missing.found and missing.values == []
+        c.put(bytearray(b"ba"), bytearray(b"from a bytearray"))
+        assert c.get(b"ba").values == [b"from a bytearray"]
 
 
 def test_concurrent_writes_become_siblings_and_the_resolver_merges(cluster):
@@ -127,6 +129,11 @@ def test_bad_input_raises_invalid_argument(cluster):
         c.put("k", b"x", context=b"not a context")
     with pytest.raises(dynamo.InvalidArgument):
         c.put(42, b"x")
+    with pytest.raises(dynamo.InvalidArgument):
+        c.put("lone surrogate \udcff", b"x")
+    for timeout in (0, -1.0, float("inf"), float("nan"), 1e30):
+        with pytest.raises(dynamo.InvalidArgument):
+            dynamo.Client(cluster.seeds, timeout=timeout)
     with pytest.raises(dynamo.InvalidArgument):
         dynamo.Client(cluster.seeds, mode="eventual")
     with pytest.raises(dynamo.InvalidArgument):
@@ -252,3 +259,62 @@ def test_too_few_nodes_raise_quorum_error_with_acks(fresh_cluster):
     one = dynamo.Client([fresh_cluster.seeds[int(primary[1:]) - 1]], r=1, w=1)
     one.put("k", b"v1")
     assert one.get("k").found
+
+
+def test_closing_while_other_threads_call_ends_their_calls(cluster):
+    a = dynamo.Client(cluster.seeds)
+    b = dynamo.Client(cluster.seeds)
+    a.put("close:sib", b"x")
+    b.put("close:sib", b"y")  # blind: two siblings, so get also reads the options
+    b.close()
+    for _ in range(10):
+        c = dynamo.Client(cluster.seeds)
+        ended = []
+
+        def reader():
+            while True:
+                try:
+                    c.get("close:sib")
+                except dynamo.Error:
+                    ended.append(1)
+                    return
+
+        threads = [threading.Thread(target=reader) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.05)
+        c.close()
+        for t in threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in threads)
+        assert len(ended) == 4
+        with pytest.raises(dynamo.Error):
+            c.get("close:sib")
+    a.close()
+
+
+def test_dropping_an_open_client_lets_other_threads_run_while_it_drains(fresh_cluster):
+    c = dynamo.Client(fresh_cluster.seeds, timeout=2.0, coordinator="fastest")
+    c.put("k", b"v")
+    fresh_cluster.signal("n3", signal.SIGSTOP)
+    try:
+        assert c.get("k").found  # n1 and n2 answer; the read of n3 stays out
+        ticks = []
+        stop = threading.Event()
+
+        def tick():
+            while not stop.is_set():
+                ticks.append(1)
+                time.sleep(0.01)
+
+        t = threading.Thread(target=tick)
+        t.start()
+        start = time.monotonic()
+        del c  # drains: waits for the read of n3, up to the timeout
+        waited = time.monotonic() - start
+        stop.set()
+        t.join()
+        assert waited >= 0.5
+        assert len(ticks) >= 10  # Python kept running meanwhile
+    finally:
+        fresh_cluster.signal("n3", signal.SIGCONT)
