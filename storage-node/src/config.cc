@@ -28,9 +28,12 @@ template <typename Field>
 Key UintKey(const char* section, const char* name, const char* help, uint64_t min, uint64_t max,
             Field field) {
   std::string full = std::string(section) + "." + name;
-  return Key{section, name, "integer", help,
+  return Key{section,
+             name,
+             "integer",
+             help,
              [=](const toml::node& n, NodeConfig* c) -> Status {
-               std::optional<int64_t> v = n.value<int64_t>();
+               std::optional<int64_t> v = n.value_exact<int64_t>();  // not a bool or a float
                if (!v || *v < 0 || static_cast<uint64_t>(*v) < min ||
                    static_cast<uint64_t>(*v) > max) {
                  return Status::InvalidArgument("config key '" + full + "' must be an integer from " +
@@ -40,30 +43,47 @@ Key UintKey(const char* section, const char* name, const char* help, uint64_t mi
                target = static_cast<std::remove_reference_t<decltype(target)>>(*v);
                return Status::OK();
              },
-             [=](const NodeConfig& c) { return std::to_string(field(const_cast<NodeConfig&>(c))); }};
+             [=](const NodeConfig& c) {
+               return std::to_string(field(const_cast<NodeConfig&>(c)));
+             }};
 }
 
 template <typename Field>
 Key BoolKey(const char* section, const char* name, const char* help, Field field) {
   std::string full = std::string(section) + "." + name;
-  return Key{section, name, "bool", help,
+  return Key{section,
+             name,
+             "bool",
+             help,
              [=](const toml::node& n, NodeConfig* c) -> Status {
-               std::optional<bool> v = n.value<bool>();
+               std::optional<bool> v = n.value_exact<bool>();  // not an integer
                if (!v) return TypeError(full, "true or false");
                field(*c) = *v;
                return Status::OK();
              },
-             [=](const NodeConfig& c) { return field(const_cast<NodeConfig&>(c)) ? std::string("true") : std::string("false"); }};
+             [=](const NodeConfig& c) {
+               return field(const_cast<NodeConfig&>(c)) ? std::string("true")
+                                                        : std::string("false");
+             }};
 }
 
 template <typename Field>
 Key DoubleKey(const char* section, const char* name, const char* help, double min, double max,
               Field field) {
   std::string full = std::string(section) + "." + name;
-  return Key{section, name, "number", help,
+  return Key{section,
+             name,
+             "number",
+             help,
              [=](const toml::node& n, NodeConfig* c) -> Status {
-               std::optional<double> v = n.value<double>();
-               if (!v || *v < min || *v > max) return TypeError(full, "a number in range");
+               std::optional<double> v;
+               if (n.is_floating_point()) v = n.value_exact<double>();
+               if (n.is_integer()) v = static_cast<double>(*n.value_exact<int64_t>());
+               if (!v || !(*v >= min && *v <= max)) {  // NaN too
+                 std::ostringstream range;
+                 range << "a number from " << min << " to " << max;
+                 return TypeError(full, range.str().c_str());
+               }
                field(*c) = *v;
                return Status::OK();
              },
@@ -255,6 +275,12 @@ Status ValidateConfig(const NodeConfig& c) {
         "refusing to listen on " + c.listen.ToString() +
         ": dynamo has no authentication; set node.allow_remote = true in the config file to "
         "expose it anyway");
+  }
+  if (h == "0.0.0.0" || h == "::" || h == "[::]" || h.empty()) {
+    return Status::InvalidArgument(
+        "refusing to listen on " + c.listen.ToString() +
+        ": the listen address is also the one the node gives its peers and clients, so it must "
+        "name an address of this host, not all of them");
   }
   if (c.node.limits.value_bytes_max + c.node.limits.key_bytes_max + 4096 >
       c.node.limits.frame_bytes_max) {

@@ -120,8 +120,8 @@ int Main(int argc, char** argv) {
     }
   }
   std::erase(config.node.seeds, config.node.address);
-  if (partitions != 0) config.node.partitions = partitions;
-  if (replicas != 0) config.node.replicas = replicas;
+  if (app.count("--partitions") > 0) config.node.partitions = partitions;
+  if (app.count("--replicas") > 0) config.node.replicas = replicas;
   Status valid = ValidateConfig(config);
   if (!valid.ok()) {
     spdlog::error("{}", valid.ToString());

@@ -322,7 +322,28 @@ TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
       RunTool("dynamo-node --id x --data-dir /tmp/dynamo-never --config " + cfg);
   EXPECT_EQ(code6, 1);
   EXPECT_NE(percent.find("storage.sync_spacing_percent"), std::string::npos) << percent;
+  // A number that is not one, and values of another type, are refused too.
+  for (const char* bad :
+       {"[gossip]\nphi_threshold = nan\n", "[gossip]\nacceptable_pause_ms = inf\n",
+        "[node]\nmax_connections = true\n", "[storage]\ncoord_put_sync = 2\n",
+        "[limits]\nkey_bytes_max = 100.0\n"}) {
+    { std::ofstream(cfg) << bad; }
+    auto [out, code] = RunTool("dynamo-node --id x --data-dir /tmp/dynamo-never --config " + cfg);
+    EXPECT_EQ(code, 1) << bad;
+    EXPECT_NE(out.find("must be"), std::string::npos) << bad << out;
+  }
+  { std::ofstream(cfg) << "[node]\nallow_remote = true\n"; }
+  auto [all, code7] =
+      RunTool("dynamo-node --id x --listen 0.0.0.0:1 --data-dir /tmp/dynamo-never --config " + cfg);
+  EXPECT_EQ(code7, 1);
+  EXPECT_NE(all.find("not all of them"), std::string::npos) << all;
   std::filesystem::remove(cfg);
+  for (const char* zero : {"--partitions 0", "--replicas 0"}) {
+    auto [out, code] =
+        RunTool(std::string("dynamo-node --id x --data-dir /tmp/dynamo-never ") + zero);
+    EXPECT_EQ(code, 1) << zero;
+    EXPECT_NE(out.find("must be"), std::string::npos) << zero << out;
+  }
   auto [help, code4] = RunTool("dynamo-node --help");
   EXPECT_EQ(code4, 0);
   EXPECT_NE(help.find("handoff_delay_ms"), std::string::npos);
