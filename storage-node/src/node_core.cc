@@ -67,11 +67,9 @@ NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogS
       membership_.SetSelfStatus(m.status);
     }
   }
-  membership_.Merge(state_.members, 0);
   stored_limits_.value_bytes_max = std::max(stored_limits_.value_bytes_max, kValueBytesMaxLimit);
   map_ = std::move(state_.map);
   state_.map.reset();
-  state_.members.clear();
 }
 
 NodeCore::~NodeCore() = default;
@@ -189,6 +187,11 @@ void NodeCore::Start(Now now) {
   now_ms_ = now.mono_ms;
   if (now.wall_ms != 0) wall_ms_ = now.wall_ms;
   started_ = true;
+  // The stored members count as heard from now: at an earlier time on this
+  // run's clock their next heartbeat would add a spell as long as that
+  // clock's reading (the host's uptime) to their failure detectors.
+  membership_.Merge(state_.members, now.mono_ms);
+  state_.members.clear();
   next_gossip_ms_ = now.mono_ms;
   next_handoff_ms_ = now.mono_ms + options_.handoff_interval_ms;
   map_changed_ms_ = now.mono_ms;

@@ -842,6 +842,27 @@ TEST(NodeCoreTest, RemovedNodeExitsWhenItComesBack) {
   }
 }
 
+// A node restarted long after its host started (here 300 s) suspects a
+// peer that then falls silent as soon as any other node does, by heartbeats
+// alone (a failed call would mark it down anyway).
+TEST(NodeCoreTest, ARestartedNodeSuspectsASilentPeerAsSoonAsTheOthers) {
+  SimCluster sim(11);
+  FormCluster(sim, 3);
+  sim.RunFor(300000);
+  sim.Crash("n1", false);
+  sim.Restart("n1");
+  sim.RunFor(5000);
+  sim.Crash("n3", false);
+  const uint64_t crashed = sim.now();
+  auto suspects = [&](const char* id) {
+    return sim.core(id).membership().Phi("n3", sim.now()) > 8;
+  };
+  ASSERT_TRUE(sim.RunUntil([&] { return suspects("n2"); }, 30000));
+  const uint64_t n2_took = sim.now() - crashed;
+  EXPECT_TRUE(sim.RunUntil([&] { return suspects("n1"); }, n2_took))
+      << "n2 suspected n3 after " << n2_took << " ms";
+}
+
 TEST(NodeCoreTest, FailureDetectionAndRecovery) {
   SimCluster sim(11);
   FormCluster(sim, 5);
