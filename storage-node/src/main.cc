@@ -56,6 +56,15 @@ int StorageFailed(const std::string& what, const Status& s) {
   return kExitCorruptData;
 }
 
+// Leaves the mark that has the next start scrub (or ask for --scrub).
+int StoppedOnCorruptData(const NodeConfig& config) {
+  if (config.engine == "rocksdb") {
+    Status marked = MarkScrubNeeded(config.data_dir + "/rocksdb");
+    if (!marked.ok()) spdlog::error("cannot leave the scrub mark: {}", marked.ToString());
+  }
+  return kExitCorruptData;
+}
+
 int Main(int argc, char** argv) {
   NodeConfig config;
   CLI::App app{"dynamo-node: a storage node of a dynamo cluster (passive: clients coordinate)"};
@@ -196,8 +205,9 @@ int Main(int argc, char** argv) {
   while (fresh_actor == 0) fresh_actor = (uint64_t{rd()} << 32) ^ rd();
   Result<NodeState> state = LoadNodeState(*store, config.node, config.data_dir, fresh_actor);
   if (!state.ok()) {
-    spdlog::error("{}", state.status().ToString());
-    return 1;
+    spdlog::error("reading the node's state: {}", state.status().ToString());
+    const bool corrupt = state.status().code() == StatusCode::kCorruption;
+    return corrupt ? StoppedOnCorruptData(config) : 1;
   }
   spdlog::info("{}actor id {:016x}, incarnation {}",
                state->incarnation == 1 ? "new data directory: " : "", state->actor,
@@ -208,11 +218,7 @@ int Main(int argc, char** argv) {
     spdlog::error("{}", code.status().ToString());
     return 1;
   }
-  if (*code == kExitCorruptData && config.engine == "rocksdb") {
-    Status marked = MarkScrubNeeded(config.data_dir + "/rocksdb");
-    if (!marked.ok()) spdlog::error("cannot leave the scrub mark: {}", marked.ToString());
-  }
-  return *code;
+  return *code == kExitCorruptData ? StoppedOnCorruptData(config) : *code;
 }
 
 }  // namespace

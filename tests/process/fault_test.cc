@@ -950,6 +950,48 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
             << found_s << " s later, and it waited for --scrub, then the same\n";
 }
 
+// D4 at a start: one node holds 640 keys in 64 partitions (a few to a
+// partition, so every block of its table holds some partition's first key,
+// which reading its state at start probes). A flipped byte stops that start
+// with exit status 4 and leaves the scrub mark, so the next start scrubs.
+TEST(FaultTest, CorruptionMetWhileReadingTheNodesStateLeavesTheScrubMark) {
+  constexpr int kExitCorruptData = 4;  // storage-node's kExitCorruptData
+  ProcessCluster c(1);
+  ASSERT_TRUE(c.Start().ok());
+  for (int i = 0; i < 640; ++i) {
+    ASSERT_TRUE(c.Put("n1", "state:" + std::to_string(i), std::string(100, 'v')).ok());
+  }
+  const std::string data = c.options().dir + "/n1/data";
+  ASSERT_EQ(c.Terminate("n1"), 0);
+  ASSERT_TRUE(c.Spawn("n1").ok());  // replays its log into a table file
+  ASSERT_TRUE(WaitFor([&] { return c.Stats("n1").ok(); }, 30000)) << c.LogOf("n1");
+  ASSERT_EQ(c.Terminate("n1"), 0);
+  std::filesystem::path table;
+  for (const auto& f : std::filesystem::directory_iterator(data + "/rocksdb")) {
+    if (f.path().extension() == ".sst" &&
+        (table.empty() || f.file_size() > std::filesystem::file_size(table))) {
+      table = f.path();
+    }
+  }
+  ASSERT_FALSE(table.empty());
+  const uintmax_t size = std::filesystem::file_size(table);
+  {
+    std::fstream f(table, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(size / 2));
+    char byte = 0;
+    f.get(byte);
+    f.seekp(static_cast<std::streamoff>(size / 2));
+    f.put(static_cast<char>(byte ^ 0x5a));
+  }
+  ASSERT_TRUE(c.Spawn("n1").ok());
+  EXPECT_EQ(c.WaitExit("n1", 30000), kExitCorruptData) << c.LogOf("n1");
+  EXPECT_NE(c.LogOf("n1").find("reading the node's state"), std::string::npos) << c.LogOf("n1");
+  EXPECT_TRUE(std::filesystem::exists(data + "/rocksdb.scrub-needed"));
+  ASSERT_TRUE(c.Spawn("n1").ok());
+  ASSERT_TRUE(WaitFor([&] { return c.Stats("n1").ok(); }, 60000)) << c.LogOf("n1");
+  EXPECT_NE(c.LogOf("n1").find("scrubbing (storage.scrub_after_corruption)"), std::string::npos);
+}
+
 TEST(FaultTest, WipedNodeIsRestoredByAntiEntropy) {
   constexpr size_t kNodes = 5, kKeys = 3000, kValueBytes = 200;
   ProcessCluster c(kNodes, kFastConfig);
