@@ -599,6 +599,55 @@ TEST(ConnectionTest, WriteQueueIsBounded) {
   CloseOnLoop(lt, c);
 }
 
+// A peer that pipelines requests the server answers late (or never) gets
+// no more than requests_unanswered_max of them taken in at once: the
+// replies it could pile up are bounded. Reading resumes as they are
+// answered, so every request is answered in the end.
+TEST(ConnectionTest, RequestsTakenInAndUnansweredAreBounded) {
+  LoopThread lt;
+  ListenerOptions opts;
+  opts.connection.requests_unanswered_max = 100;
+  EchoServer server(lt, opts);
+  auto frames = [](const std::string& key, int n) {
+    std::string out;
+    for (int i = 0; i < n; ++i)
+      proto::AppendFrame(static_cast<uint64_t>(i + 1), GetRequest{key}, &out);
+    return out;
+  };
+  auto requests = [&] { return lt.Run([&] { return server.requests(); }); };
+  {
+    RawSocket raw(server.port());
+    ASSERT_TRUE(raw.connected());
+    raw.Send(frames("never", 3000));
+    for (int i = 0; i < 1000 && requests() < 100; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ASSERT_EQ(requests(), 100);
+    bool closed = false;
+    raw.ReadUntilClosed(300, &closed);
+    EXPECT_EQ(requests(), 100);
+  }
+  RawSocket raw(server.port());
+  ASSERT_TRUE(raw.connected());
+  raw.Send(frames("slow:20", 300));
+  std::string got;
+  bool closed = false;
+  size_t replies = 0;
+  for (int round = 0; round < 100 && replies < 300 && !closed; ++round) {
+    got += raw.ReadUntilClosed(100, &closed);
+    proto::FrameDecoder dec(proto::Limits{}.frame_bytes_max);
+    dec.Feed(got);
+    std::string_view body;
+    replies = 0;
+    while (true) {
+      Result<bool> next = dec.Next(&body);
+      if (!next.ok() || !*next) break;
+      ++replies;
+    }
+  }
+  EXPECT_EQ(replies, 300u);
+}
+
 TEST(ListenerTest, ConnectionsMaxIsEnforced) {
   LoopThread lt;
   ListenerOptions opts;

@@ -119,6 +119,12 @@ void Connection::Call(const proto::Body& request, uint64_t timeout_ms, ReplyCall
 
 void Connection::Reply(uint64_t request_id, const proto::Body& reply) {
   if (closed_) return;
+  if (unanswered_ > 0) --unanswered_;
+  AppendReply(request_id, reply);
+  MaybeResumeReading();
+}
+
+void Connection::AppendReply(uint64_t request_id, const proto::Body& reply) {
   const size_t before = batch_.size();
   proto::AppendFrame(request_id, reply, &batch_);
   const size_t frame = batch_.size() - before - proto::kFrameHeaderBytes;
@@ -213,18 +219,26 @@ void Connection::OnRead(long nread) {
   if (nread == 0) return;
   decoder_.Commit(static_cast<size_t>(nread));
   last_activity_ms_ = loop_.NowMs();
-  while (!closed_ && !closing_after_flush_) {
+  DispatchBuffered();
+}
+
+void Connection::DispatchBuffered() {
+  dispatching_ = true;
+  while (!closed_ && !closing_after_flush_ && unanswered_ < options_.requests_unanswered_max) {
     std::string_view body;
     Result<bool> next = decoder_.Next(&body);
     if (!next.ok()) {
-      Reply(0, proto::MakeError(next.status(), 0));
+      AppendReply(0, proto::MakeError(next.status(), 0));
       CloseAfterFlush();
-      return;
+      break;
     }
     if (!*next) break;
     Dispatch(body);
   }
-  if (!closed_ && reading_ && queued_bytes() > options_.write_queue_bytes_max / 2) {
+  dispatching_ = false;
+  if (!closed_ && reading_ &&
+      (queued_bytes() > options_.write_queue_bytes_max / 2 ||
+       unanswered_ >= options_.requests_unanswered_max)) {
     uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
     reading_ = false;
     read_paused_ = true;
@@ -232,9 +246,20 @@ void Connection::OnRead(long nread) {
 }
 
 void Connection::MaybeResumeReading() {
-  if (!read_paused_ || closed_ || queued_bytes() > options_.write_queue_bytes_max / 4) return;
+  if (!read_paused_ || closed_ || closing_after_flush_ ||
+      queued_bytes() > options_.write_queue_bytes_max / 4 ||
+      unanswered_ > options_.requests_unanswered_max / 2) {
+    return;
+  }
   read_paused_ = false;
   Start();
+  // Frames read before the pause wait in the decoder; they go out from the
+  // loop, not from inside the reply that made room.
+  if (!dispatching_) {
+    loop_.Defer([weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->DispatchBuffered();
+    });
+  }
 }
 
 void Connection::Dispatch(std::string_view body) {
@@ -247,7 +272,7 @@ void Connection::Dispatch(std::string_view body) {
       if (err.code() == StatusCode::kProtocolError) Close(err);
       return;
     }
-    Reply(env.request_id, proto::MakeError(err, 0));
+    AppendReply(env.request_id, proto::MakeError(err, 0));
     if (err.code() != StatusCode::kInvalidArgument) CloseAfterFlush();
     return;
   }
@@ -262,10 +287,12 @@ void Connection::Dispatch(std::string_view body) {
     return;
   }
   if (!on_request_) {
-    Reply(msg->request_id,
-          proto::MakeError(Status::ProtocolError("this connection does not serve requests"), 0));
+    AppendReply(
+        msg->request_id,
+        proto::MakeError(Status::ProtocolError("this connection does not serve requests"), 0));
     return;
   }
+  ++unanswered_;
   on_request_(shared_from_this(), std::move(*msg));
 }
 

@@ -41,8 +41,15 @@ namespace dynamo::net {
 
 struct ConnectionOptions {
   proto::Limits limits;
-  // Bytes queued for writing beyond which calls fail with Busy. Default: 64 MiB.
+  // Bytes queued for writing beyond which calls fail with Busy, and past
+  // half of which the connection stops reading until a quarter is left.
+  // Default: 64 MiB.
   size_t write_queue_bytes_max = 64u << 20;
+  // Requests from the peer taken in and not answered yet at which the
+  // connection stops taking in more (and reading) until half of them are
+  // answered: the replies a peer that does not read can pile up are bounded
+  // by it. Default: 1024.
+  size_t requests_unanswered_max = 1024;
   // Close the connection after this long with no traffic and no call
   // outstanding; 0 disables. Default: 0.
   uint64_t idle_timeout_ms = 0;
@@ -99,7 +106,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Everything queued was written.
   void AfterWrite();
   void OnRead(long nread);
+  // Dispatches the frames read so far, up to requests_unanswered_max, and
+  // stops reading while either limit is reached.
+  void DispatchBuffered();
   void Dispatch(std::string_view body);
+  // Appends a reply frame (an error in doubt instead of one past the frame
+  // limit) and schedules the write.
+  void AppendReply(uint64_t request_id, const proto::Body& reply);
   void FailCall(uint64_t id, Status status);
   // Drops deadlines of calls already finished from the top of deadlines_.
   void PopFinishedDeadlines();
@@ -123,6 +136,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool flush_scheduled_ = false;
   bool reading_ = false;
   bool read_paused_ = false;
+  bool dispatching_ = false;  // in DispatchBuffered
+  size_t unanswered_ = 0;     // requests handed to on_request_ and not replied to
   bool closing_after_flush_ = false;
   bool closed_ = false;
   uint64_t next_request_id_ = 1;
