@@ -633,25 +633,39 @@ void NodeCore::HandleFetch(Now now, uint64_t conn, uint64_t id, proto::FetchRequ
   }
   auto reply = std::make_shared<proto::FetchReply>();
   reply->entries.resize(req.keys.size());
-  auto join = std::make_shared<Countdown>(req.keys.size(), [this, conn, id, reply](Status s) {
+  auto bytes = std::make_shared<std::vector<size_t>>(req.keys.size());
+  auto join = std::make_shared<Countdown>(req.keys.size(), [this, conn, id, reply,
+                                                            bytes](Status s) {
     if (!s.ok()) {
       ReplyError(conn, id, s);
       return;
     }
+    size_t keep = 0, total = 0;
+    while (keep < bytes->size() && (keep == 0 || total + (*bytes)[keep] <= ExchangeBytesMax())) {
+      total += (*bytes)[keep++];
+    }
+    reply->entries.resize(keep);
     reply->epoch = epoch();
     Reply(conn, id, std::move(*reply));
   });
   for (size_t i = 0; i < req.keys.size(); ++i) {
     reply->entries[i].key = req.keys[i];
     const PartitionId p = map_->ring().KeyPartition(req.keys[i]);
-    Storage(ReadOp{Space::kData, DataKey(p, req.keys[i])}, [this, reply, join, i](Now, StorageResult r) {
-      if (r.status.ok() && r.value) {
-        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
-        if (decoded.ok()) reply->entries[i].siblings = std::move(*decoded);
-      }
-      join->One(r.status);
-    });
+    Storage(ReadOp{Space::kData, DataKey(p, req.keys[i])},
+            [this, reply, bytes, join, i](Now, StorageResult r) {
+              (*bytes)[i] = reply->entries[i].key.size();
+              if (r.status.ok() && r.value) {
+                (*bytes)[i] += r.value->size();
+                Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
+                if (decoded.ok()) reply->entries[i].siblings = std::move(*decoded);
+              }
+              join->One(r.status);
+            });
   }
+}
+
+size_t NodeCore::ExchangeBytesMax() const {
+  return std::min<uint64_t>(kTransferBytesMax, options_.limits.frame_bytes_max / 2);
 }
 
 void NodeCore::HandlePush(Now now, uint64_t conn, uint64_t id, proto::PushRequest req) {
@@ -703,8 +717,7 @@ void NodeCore::HandleTransfer(Now now, uint64_t conn, uint64_t id, proto::Transf
   scan.options.prefix = PartitionPrefix(req.partition);
   if (!req.after_key.empty()) scan.options.after = DataKey(req.partition, req.after_key);
   scan.options.max_entries = std::clamp<uint32_t>(req.max_entries, 1, kTransferEntriesMax);
-  scan.options.max_bytes = std::clamp<uint64_t>(
-      req.max_bytes, 1, std::min<uint64_t>(kTransferBytesMax, options_.limits.frame_bytes_max / 2));
+  scan.options.max_bytes = std::clamp<uint64_t>(req.max_bytes, 1, ExchangeBytesMax());
   Storage(std::move(scan), [this, conn, id](Now, StorageResult r) {
     if (!r.status.ok()) {
       ReplyError(conn, id, r.status);

@@ -522,82 +522,112 @@ void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
   std::vector<std::string> batch(s->keys.begin() + static_cast<std::ptrdiff_t>(s->next),
                                  s->keys.begin() + static_cast<std::ptrdiff_t>(s->next + n));
   s->next += n;
-  Call(s->address, proto::FetchRequest{batch}, [this, s, batch](Now, Result<proto::Message> reply) {
-    Status st = ReplyStatusOf(reply);
-    if (st.ok() && !std::holds_alternative<proto::FetchReply>(reply->body)) {
-      st = Status::ProtocolError("unexpected reply to Fetch");
-    }
-    if (!st.ok()) {
-      FinishAe(s, st);
-      return;
-    }
-    auto fetched = std::make_shared<proto::FetchReply>(std::move(std::get<proto::FetchReply>(reply->body)));
-    // A key whose merged set here equals the peer's is not pushed back: the
-    // peer already holds it.
-    auto peer_digests = std::make_shared<std::unordered_map<std::string, uint64_t>>();
-    for (const proto::KeyedSiblings& e : fetched->entries) {
-      if (!e.siblings.empty()) (*peer_digests)[e.key] = SiblingDigest(e.siblings);
-    }
-    auto push_back = [this, s, batch, peer_digests](Status merged) {
-      if (!merged.ok()) {
-        FinishAe(s, merged);
-        return;
-      }
-      if (s->peer_catching_up) {
-        AeExchange(s);
-        return;
-      }
-      auto entries = std::make_shared<std::vector<proto::KeyedSiblings>>(batch.size());
-      auto read = std::make_shared<Countdown>(batch.size(), [this, s, entries, peer_digests](Status rs) {
-        if (!rs.ok()) {
-          FinishAe(s, rs);
-          return;
-        }
-        std::erase_if(*entries, [&](const proto::KeyedSiblings& e) {
-          if (e.siblings.empty()) return true;
-          auto it = peer_digests->find(e.key);
-          return it != peer_digests->end() && it->second == SiblingDigest(e.siblings);
-        });
-        for (const proto::KeyedSiblings& e : *entries) {
-          stats_.ae_bytes_pushed += proto::EncodeSiblingSet(e.siblings).size();
-        }
-        if (entries->empty()) {
-          AeExchange(s);
-          return;
-        }
-        Call(s->address, proto::PushRequest{proto::PushPurpose::kRepair, std::move(*entries)},
-             [this, s](Now, Result<proto::Message> ack) {
-               Status as = ReplyStatusOf(ack);
-               if (!as.ok()) {
-                 FinishAe(s, as);
-                 return;
-               }
-               AeExchange(s);
-             });
-      });
-      for (size_t i = 0; i < batch.size(); ++i) {
-        (*entries)[i].key = batch[i];
-        Storage(ReadOp{Space::kData, DataKey(s->partition, batch[i])},
-                [this, entries, read, i](Now, StorageResult r) {
-                  if (r.status.ok() && r.value) {
-                    Result<SiblingSet> set = proto::DecodeSiblingSet(*r.value, stored_limits_);
-                    if (set.ok()) (*entries)[i].siblings = std::move(*set);
-                  }
-                  read->One(r.status);
-                });
-      }
-    };
-    auto merges = std::make_shared<Countdown>(fetched->entries.size(), push_back);
-    for (proto::KeyedSiblings& e : fetched->entries) {
-      if (e.siblings.empty() || e.key.empty()) {
-        merges->One(Status::OK());
-        continue;
-      }
-      stats_.ae_bytes_fetched += proto::EncodeSiblingSet(e.siblings).size();
-      MergeInto(DataKey(s->partition, e.key), std::move(e.siblings), "", false, SIZE_MAX,
-                [merges](Now, Status m) { merges->One(m); });
-    }
-  });
+  Call(s->address, proto::FetchRequest{batch},
+       [this, s, batch](Now, Result<proto::Message> reply) mutable {
+         Status st = ReplyStatusOf(reply);
+         if (st.ok() && !std::holds_alternative<proto::FetchReply>(reply->body)) {
+           st = Status::ProtocolError("unexpected reply to Fetch");
+         }
+         if (st.ok()) {
+           const size_t answered = std::get<proto::FetchReply>(reply->body).entries.size();
+           if (answered == 0 || answered > batch.size()) {
+             st = Status::ProtocolError("a Fetch reply answered " + std::to_string(answered) +
+                                        " of " + std::to_string(batch.size()) + " keys");
+           } else {
+             // The peer answered a prefix to keep within its byte budget: the
+             // rest goes in the next batch.
+             s->next -= batch.size() - answered;
+             batch.resize(answered);
+           }
+         }
+         if (!st.ok()) {
+           FinishAe(s, st);
+           return;
+         }
+         auto fetched = std::make_shared<proto::FetchReply>(
+             std::move(std::get<proto::FetchReply>(reply->body)));
+         // A key whose merged set here equals the peer's is not pushed back: the
+         // peer already holds it.
+         auto peer_digests = std::make_shared<std::unordered_map<std::string, uint64_t>>();
+         for (const proto::KeyedSiblings& e : fetched->entries) {
+           if (!e.siblings.empty()) (*peer_digests)[e.key] = SiblingDigest(e.siblings);
+         }
+         auto push_back = [this, s, batch, peer_digests](Status merged) {
+           if (!merged.ok()) {
+             FinishAe(s, merged);
+             return;
+           }
+           if (s->peer_catching_up) {
+             AeExchange(s);
+             return;
+           }
+           auto entries = std::make_shared<std::vector<proto::KeyedSiblings>>(batch.size());
+           auto read = std::make_shared<Countdown>(
+               batch.size(), [this, s, entries, peer_digests](Status rs) {
+                 if (!rs.ok()) {
+                   FinishAe(s, rs);
+                   return;
+                 }
+                 std::erase_if(*entries, [&](const proto::KeyedSiblings& e) {
+                   if (e.siblings.empty()) return true;
+                   auto it = peer_digests->find(e.key);
+                   return it != peer_digests->end() && it->second == SiblingDigest(e.siblings);
+                 });
+                 auto batches = std::make_shared<std::vector<std::vector<proto::KeyedSiblings>>>();
+                 size_t batch_bytes = 0;
+                 for (proto::KeyedSiblings& e : *entries) {
+                   const size_t bytes = e.key.size() + proto::EncodeSiblingSet(e.siblings).size();
+                   stats_.ae_bytes_pushed += bytes - e.key.size();
+                   if (batches->empty() || batch_bytes + bytes > ExchangeBytesMax()) {
+                     batches->emplace_back();
+                     batch_bytes = 0;
+                   }
+                   batches->back().push_back(std::move(e));
+                   batch_bytes += bytes;
+                 }
+                 AePushRepairs(s, std::move(batches), 0);
+               });
+           for (size_t i = 0; i < batch.size(); ++i) {
+             (*entries)[i].key = batch[i];
+             Storage(ReadOp{Space::kData, DataKey(s->partition, batch[i])},
+                     [this, entries, read, i](Now, StorageResult r) {
+                       if (r.status.ok() && r.value) {
+                         Result<SiblingSet> set = proto::DecodeSiblingSet(*r.value, stored_limits_);
+                         if (set.ok()) (*entries)[i].siblings = std::move(*set);
+                       }
+                       read->One(r.status);
+                     });
+           }
+         };
+         auto merges = std::make_shared<Countdown>(fetched->entries.size(), push_back);
+         for (proto::KeyedSiblings& e : fetched->entries) {
+           if (e.siblings.empty() || e.key.empty()) {
+             merges->One(Status::OK());
+             continue;
+           }
+           stats_.ae_bytes_fetched += proto::EncodeSiblingSet(e.siblings).size();
+           MergeInto(DataKey(s->partition, e.key), std::move(e.siblings), "", false, SIZE_MAX,
+                     [merges](Now, Status m) { merges->One(m); });
+         }
+       });
+}
+
+void NodeCore::AePushRepairs(
+    std::shared_ptr<AeSession> s,
+    std::shared_ptr<std::vector<std::vector<proto::KeyedSiblings>>> batches, size_t next) {
+  if (next == batches->size()) {
+    AeExchange(s);
+    return;
+  }
+  Call(s->address, proto::PushRequest{proto::PushPurpose::kRepair, std::move((*batches)[next])},
+       [this, s, batches, next](Now, Result<proto::Message> ack) {
+         Status as = ReplyStatusOf(ack);
+         if (!as.ok()) {
+           FinishAe(s, as);
+           return;
+         }
+         AePushRepairs(s, batches, next + 1);
+       });
 }
 
 // On the partition's owner, after a successful exchange: tombstones older

@@ -950,6 +950,39 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
             << found_s << " s later, and it waited for --scrub, then the same\n";
 }
 
+// Anti-entropy moves sets of any size within the frame limit: with 16 KiB
+// frames, a wiped node pulls back 200 keys of 7,000 bytes (a Fetch of its
+// 256-key batch would answer 1.4 MB in one frame; a peer answers what fits
+// and the rest is asked for again, and repairs are pushed in as many
+// messages as they need).
+TEST(FaultTest, AntiEntropyRestoresValuesThatFillItsFrames) {
+  constexpr size_t kKeys = 200, kValueBytes = 7000;
+  ProcessCluster c(3, std::string(kFastConfig) +
+                          "[limits]\nvalue_bytes_max = 8192\nkey_bytes_max = 1024\n"
+                          "frame_bytes_max = 16384\n");
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3);
+  ASSERT_TRUE(client);
+  LoadResult load = WriteUniqueKeys(*client, "big:", kKeys, kKeys * 2, 120, 8, kValueBytes);
+  ASSERT_EQ(load.acked.size(), kKeys);
+  auto replicated = [&](const std::string& key, const std::vector<ReplicaVersions>& rs) {
+    return HoldsOnly(rs, 3, ValueOf("big:", key, kValueBytes));
+  };
+  ASSERT_TRUE(Converge(*client, load.acked, replicated, 120000).empty());
+  c.Kill9("n3");
+  c.Wipe("n3");
+  ASSERT_TRUE(c.Spawn("n3").ok());
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        Result<cli::NodeStatsView> s = c.Stats("n3");
+        return s.ok() && s->Get("catching_up", 1) == 0 && s->Get("epoch") > 0;
+      },
+      120000))
+      << "the wiped node never finished catching up";
+  std::vector<std::string> missing = Converge(*client, load.acked, replicated, 60000);
+  EXPECT_TRUE(missing.empty()) << missing.size() << " keys not restored";
+}
+
 // D4 at a start: one node holds 640 keys in 64 partitions (a few to a
 // partition, so every block of its table holds some partition's first key,
 // which reading its state at start probes). A flipped byte stops that start

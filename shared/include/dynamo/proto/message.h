@@ -231,7 +231,10 @@ struct FetchRequest {
 };
 struct FetchReply {
   uint64_t epoch = 0;
-  std::vector<KeyedSiblings> entries;  // one per requested key, empty set when absent
+  // One per requested key, in order, empty set when absent; for a prefix of
+  // the keys only when the rest would take the reply past the node's byte
+  // budget for an exchange (at least one): the rest is asked for again.
+  std::vector<KeyedSiblings> entries;
 };
 
 enum class PushPurpose : uint8_t {

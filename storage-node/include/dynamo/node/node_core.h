@@ -366,6 +366,14 @@ class NodeCore {
   void AntiEntropyTick(Now now);
   void AeRound(std::shared_ptr<AeSession> s);
   void AeExchange(std::shared_ptr<AeSession> s);
+  // Pushes the repairs in `batches`, one message after another, then goes
+  // on with the exchange.
+  void AePushRepairs(std::shared_ptr<AeSession> s,
+                     std::shared_ptr<std::vector<std::vector<proto::KeyedSiblings>>> batches,
+                     size_t next);
+  // Most bytes of stored sets one Fetch, Push or Transfer message carries
+  // (a single set may exceed it).
+  size_t ExchangeBytesMax() const;
   void FinishAe(std::shared_ptr<AeSession> s, Status status);
   void PurgeTombstones(std::shared_ptr<AeSession> s);
 
