@@ -201,14 +201,17 @@ void NodeCore::Start(Now now) {
   if (map_) {
     Log(LogLevel::kInfo, "resuming in a cluster of " + std::to_string(map_->ring().nodes().size()) +
                              " nodes at epoch " + std::to_string(epoch()));
+    if (state_.catching_up) {
+      BeginCatchUp(
+          "resuming a catch-up an earlier run did not finish: reads wait for a full "
+          "anti-entropy round");
+    }
     if (state_.last_alive_wall_ms != 0 &&
         now.wall_ms > state_.last_alive_wall_ms + options_.tombstone_grace_ms) {
-      catching_up_ = true;
-      Log(LogLevel::kWarn,
-          "away for " + std::to_string((now.wall_ms - state_.last_alive_wall_ms) / 1000) +
-              " s, longer than the tombstone grace period: reads wait for a full "
-              "anti-entropy round, and data held through the absence is not handed "
-              "off to partitions' new replicas");
+      BeginCatchUp("away for " + std::to_string((now.wall_ms - state_.last_alive_wall_ms) / 1000) +
+                   " s, longer than the tombstone grace period: reads wait for a full "
+                   "anti-entropy round, and data held through the absence is not handed "
+                   "off to partitions' new replicas");
       // Durable before the first record of this run's life, which follows it
       // in the log: a restart must not forget the absence.
       state_.stale_before_wall_ms = now.wall_ms;
@@ -939,9 +942,9 @@ void NodeCore::TryJoin(Now now) {
     Log(LogLevel::kInfo, "joined the cluster through " + seed + " at epoch " + std::to_string(epoch()));
     if (map_->ring().Contains(options_.id)) {
       // Already a replica of partitions it holds no data for: catch up first.
-      catching_up_ = true;
-      Log(LogLevel::kWarn, "rejoining with an empty data directory: reads wait for a full "
-                           "anti-entropy round");
+      BeginCatchUp(
+          "rejoining with an empty data directory: reads wait for a full "
+          "anti-entropy round");
     }
     membership_.Merge(jr.members, now2.mono_ms);
     AfterClusterChange(now2, true, true);
@@ -1398,6 +1401,28 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
       (void)v;
     });
   }
+}
+
+void NodeCore::BeginCatchUp(const std::string& why) {
+  Log(LogLevel::kWarn, why);
+  if (catching_up_) return;
+  catching_up_ = true;
+  caught_up_.clear();
+  WriteOp mark;
+  mark.sync = true;
+  mark.batch.Put(Space::kMeta, std::string(kMetaCatchingUp), "1");
+  Storage(std::move(mark), [this](Now, StorageResult r) {
+    if (!r.status.ok()) Log(LogLevel::kError, "recording the catch-up: " + r.status.ToString());
+  });
+}
+
+void NodeCore::EndCatchUp(const std::string& how) {
+  if (!catching_up_) return;
+  catching_up_ = false;
+  Log(LogLevel::kInfo, how);
+  WriteOp done;  // unsynced: lost, it only has the next start catch up again
+  done.batch.Delete(Space::kMeta, std::string(kMetaCatchingUp));
+  Storage(std::move(done), [](Now, StorageResult) {});
 }
 
 void NodeCore::RotateActor(const std::string& why) {

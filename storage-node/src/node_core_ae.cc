@@ -434,17 +434,18 @@ void NodeCore::AntiEntropyTick(Now now) {
       if (!ae_cycle_.empty()) {
         ++ae_cycles_done_;
         ae_cycle_.clear();
-        ae_next_cycle_ms_ = now.mono_ms + (catching_up_ ? 0 : options_.ae_cycle_pause_ms);
+        // Catching up, the next round starts at once, unless this one found
+        // no replica up to ask (it would only find none again).
+        const bool again = catching_up_ && ae_cycle_had_session_;
+        ae_next_cycle_ms_ = now.mono_ms + (again ? 0 : options_.ae_cycle_pause_ms);
       }
       if (now.mono_ms < ae_next_cycle_ms_) return;
       ae_cycle_ = ring.PartitionsReplicatedBy(options_.id);
       ae_pos_ = 0;
+      ae_cycle_had_session_ = false;
       if (ae_cycle_.empty()) {
         ae_next_cycle_ms_ = now.mono_ms + options_.ae_cycle_pause_ms;
-        if (catching_up_) {
-          catching_up_ = false;
-          Log(LogLevel::kInfo, "caught up: no partition to catch up on");
-        }
+        EndCatchUp("caught up: no partition to catch up on");
         return;
       }
     }
@@ -459,6 +460,7 @@ void NodeCore::AntiEntropyTick(Now now) {
       if (pref.size() == 1) caught_up_.insert(p);
       continue;
     }
+    ae_cycle_had_session_ = true;
     auto s = std::make_shared<AeSession>();
     s->partition = p;
     s->peer = peers[ae_rotation_[p]++ % peers.size()];
@@ -756,10 +758,7 @@ void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
       caught_up_.insert(s->partition);
       bool all = true;
       for (PartitionId p : map_->ring().PartitionsReplicatedBy(options_.id)) all &= caught_up_.count(p) > 0;
-      if (all) {
-        catching_up_ = false;
-        Log(LogLevel::kInfo, "caught up by anti-entropy: serving reads again");
-      }
+      if (all) EndCatchUp("caught up by anti-entropy: serving reads again");
     }
   }
   if (!exited_ && !shutting_down_) AntiEntropyTick(Now{now_ms_, wall_ms_});

@@ -56,6 +56,9 @@ Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options,
   Result<std::optional<uint64_t>> stale = ReadU64(engine, kMetaStaleBefore);
   if (!stale.ok()) return stale.status();
   state.stale_before_wall_ms = stale->value_or(0);
+  Result<std::optional<std::string>> catching_up = engine.Get(Space::kMeta, kMetaCatchingUp);
+  if (!catching_up.ok()) return catching_up.status();
+  state.catching_up = catching_up->has_value();
 
   Result<std::optional<std::string>> map = engine.Get(Space::kMeta, kMetaClusterMap);
   if (!map.ok()) return map.status();

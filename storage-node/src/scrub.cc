@@ -279,6 +279,12 @@ Result<ScrubReport> Scrub(Engine& from, Engine* to) {
   AddCopied(report, *meta);
   Status s = ScrubHints(from, to, NamedHintOwners(from), report);
   if (s.ok()) s = ScrubData(from, to, report);
+  if (s.ok() && to != nullptr && !report.lost_partitions.empty()) {
+    // The node must not answer reads of what it left out as if it had none.
+    WriteBatch mark;
+    mark.Put(Space::kMeta, std::string(kMetaCatchingUp), "1");
+    s = to->Write(mark, false);
+  }
   if (!s.ok()) return s;
   return report;
 }

@@ -657,7 +657,10 @@ TEST(ScrubTest, KeepsWholePartitionsAndOwnersAndLeavesOutThoseWithABadEntry) {
   Result<ScrubReport> copied = Scrub(from, &to);
   ASSERT_TRUE(copied.ok()) << copied.status().ToString();
   EXPECT_EQ(copied->lost_partitions, checked->lost_partitions);
-  EXPECT_EQ(AllOf(to, Space::kMeta), AllOf(from, Space::kMeta));
+  // The metadata, and the mark that has the node catch up on what was lost.
+  std::map<std::string, std::string> meta = AllOf(from, Space::kMeta);
+  meta.emplace(kMetaCatchingUp, "1");
+  EXPECT_EQ(AllOf(to, Space::kMeta), meta);
   EXPECT_EQ(AllOf(to, Space::kHints),
             (std::map<std::string, std::string>{{HintKey("n2", 3, "h1"), "x"},
                                                 {HintKey("n2", 9, "h2"), "x"},

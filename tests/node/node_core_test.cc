@@ -1231,8 +1231,9 @@ TEST(AntiEntropyTest, CorruptDataMetWhileRunningStopsTheNode) {
 }
 
 // D4's repair: the stopped node is scrubbed and restarted. It keeps every
-// partition that reads back whole, serves it at once, and anti-entropy
-// refills the partition it left out.
+// partition that reads back whole and anti-entropy refills the partition it
+// left out; until then it answers no read (an empty answer for a key it
+// lost could hide an acknowledged write), even after another restart.
 TEST(AntiEntropyTest, AScrubbedNodeKeepsItsWholePartitionsAndIsRefilled) {
   SimCluster sim(38);
   FormCluster(sim, 3);
@@ -1263,7 +1264,16 @@ TEST(AntiEntropyTest, AScrubbedNodeKeepsItsWholePartitionsAndIsRefilled) {
   EXPECT_GT(kept, 0u);
   EXPECT_GT(left_out, 0u);
 
+  auto refused = [&](const std::string& key) {
+    Result<proto::Message> got = sim.Request("n2", proto::GetRequest{key});
+    const auto* err = got.ok() ? std::get_if<proto::ErrorReply>(&got->body) : nullptr;
+    return err != nullptr && err->code == StatusCode::kUnavailable;
+  };
   sim.Restart("n2");
+  EXPECT_TRUE(refused("k0"));
+  sim.Crash("n2", false);
+  sim.Restart("n2");
+  EXPECT_TRUE(refused("k0"));
   ASSERT_TRUE(sim.RunUntil(
       [&] {
         for (int i = 0; i < 40; ++i) {
@@ -1274,6 +1284,30 @@ TEST(AntiEntropyTest, AScrubbedNodeKeepsItsWholePartitionsAndIsRefilled) {
       },
       120000));
   EXPECT_FALSE(sim.Exited("n2"));
+  ASSERT_TRUE(sim.RunUntil([&] { return !refused("k0"); }, 60000));
+  EXPECT_EQ(Read(sim, "n2", "k0")[0].value, "v0");
+  EXPECT_FALSE(sim.engine("n2").Get(Space::kMeta, kMetaCatchingUp)->has_value());
+}
+
+// A node that resumes a catch-up while every other replica is down waits
+// for them (its anti-entropy rounds found nobody to ask, and once started
+// the next round at once, without end), and catches up once they are back.
+TEST(AntiEntropyTest, ACatchUpWithEveryOtherReplicaDownWaitsForThem) {
+  SimCluster sim(39);
+  FormCluster(sim, 3);
+  for (int i = 0; i < 20; ++i) Write(sim, "n1", "k" + std::to_string(i), "v" + std::to_string(i));
+  for (const char* id : {"n1", "n2", "n3"}) sim.Crash(id, false);
+  WriteBatch mark;
+  mark.Put(Space::kMeta, std::string(kMetaCatchingUp), "1");
+  ASSERT_TRUE(sim.engine("n1").Write(mark, true).ok());
+  sim.Restart("n1");
+  sim.RunFor(10000);
+  auto catching_up = [&] { return sim.core("n1").catching_up(); };
+  EXPECT_TRUE(catching_up());
+  sim.Restart("n2");
+  sim.Restart("n3");
+  ASSERT_TRUE(sim.RunUntil([&] { return !catching_up(); }, 60000));
+  EXPECT_EQ(Read(sim, "n1", "k0")[0].value, "v0");
 }
 
 // Three nodes checking their trees every `tree_check_interval_ms` (0: never),

@@ -22,6 +22,9 @@ inline constexpr std::string_view kMetaClusterMap = "cluster_map";
 inline constexpr std::string_view kMetaMembers = "members";
 inline constexpr std::string_view kMetaLastAlive = "last_alive_ms";
 inline constexpr std::string_view kMetaStaleBefore = "stale_before_ms";
+// Present while the node catches up (a wiped rejoin, a long absence, a scrub
+// that left partitions out): a restart resumes the catch-up.
+inline constexpr std::string_view kMetaCatchingUp = "catching_up";
 
 std::string DataKey(PartitionId partition, std::string_view key);
 std::string PartitionPrefix(PartitionId partition);

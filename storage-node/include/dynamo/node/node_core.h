@@ -159,6 +159,8 @@ struct NodeState {
   // grace period (wall ms; 0: never). Versions stamped before it may have
   // been deleted, and the tombstones purged, while it was away.
   uint64_t stale_before_wall_ms = 0;
+  // An earlier run began a catch-up (kMetaCatchingUp) it did not finish.
+  bool catching_up = false;
 };
 
 struct Now {
@@ -514,11 +516,16 @@ class NodeCore {
   std::shared_ptr<AeSession> ae_;
   std::vector<PartitionId> ae_cycle_;
   size_t ae_pos_ = 0;
+  bool ae_cycle_had_session_ = false;
   uint64_t ae_next_cycle_ms_ = 0;
   uint64_t ae_cycles_done_ = 0;
   std::map<PartitionId, uint32_t> ae_rotation_;
   std::map<PartitionId, uint64_t> last_purge_ms_;
   std::map<PartitionId, std::string> purge_after_;
+  // Reads wait for a full anti-entropy round; recorded, so that a restart
+  // resumes it.
+  void BeginCatchUp(const std::string& why);
+  void EndCatchUp(const std::string& how);
   bool catching_up_ = false;
   std::set<PartitionId> caught_up_;
   uint64_t next_alive_write_ms_ = 0;

@@ -45,7 +45,10 @@ struct ScrubReport {
 
 // Reads every entry of `from`: metadata, hints one owner at a time, data one
 // partition at a time. When `to` is given, writes each unit that read back
-// whole into it (unsynced; the caller syncs) and leaves out the others. A
+// whole into it (unsynced; the caller syncs) and leaves out the others; when
+// it left partitions out, it also marks the node as catching up
+// (kMetaCatchingUp), so that it answers no read until anti-entropy refilled
+// them. A
 // Corruption met in a unit is reported, not returned. Errors: Corruption when
 // the metadata (the node's identity) cannot be read, which no scrub can
 // save; any other error of either engine.
