@@ -16,6 +16,26 @@ def union(values):
     return b",".join(sorted(items))
 
 
+class Ticker:
+    """Counts 10 ms ticks on another thread: it counts only while Python runs."""
+
+    def __enter__(self):
+        self.ticks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.ticks += 1
+            time.sleep(0.01)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 def test_module_surface():
     for name in ("Client", "GetResult", "Error", "QuorumError", "TimeoutError", "BusyError",
                  "InvalidArgument"):
@@ -221,21 +241,10 @@ def test_paused_cluster_times_out_and_the_gil_is_free_meanwhile(fresh_cluster):
     for node in ids:
         fresh_cluster.signal(node, signal.SIGSTOP)
     try:
-        ticks = []
-        stop = threading.Event()
-
-        def tick():
-            while not stop.is_set():
-                ticks.append(1)
-                time.sleep(0.01)
-
-        t = threading.Thread(target=tick)
-        t.start()
-        with pytest.raises(dynamo.TimeoutError):
-            c.get("k")
-        stop.set()
-        t.join()
-        assert len(ticks) >= 10  # Python kept running while get waited
+        with Ticker() as ticker:
+            with pytest.raises(dynamo.TimeoutError):
+                c.get("k")
+        assert ticker.ticks >= 10  # Python kept running while get waited
         with pytest.raises(dynamo.Error) as info:
             c.put("k", b"w")
         assert info.value.in_doubt
@@ -299,22 +308,11 @@ def test_dropping_an_open_client_lets_other_threads_run_while_it_drains(fresh_cl
     fresh_cluster.signal("n3", signal.SIGSTOP)
     try:
         assert c.get("k").found  # n1 and n2 answer; the read of n3 stays out
-        ticks = []
-        stop = threading.Event()
-
-        def tick():
-            while not stop.is_set():
-                ticks.append(1)
-                time.sleep(0.01)
-
-        t = threading.Thread(target=tick)
-        t.start()
-        start = time.monotonic()
-        del c  # drains: waits for the read of n3, up to the timeout
-        waited = time.monotonic() - start
-        stop.set()
-        t.join()
+        with Ticker() as ticker:
+            start = time.monotonic()
+            del c  # drains: waits for the read of n3, up to the timeout
+            waited = time.monotonic() - start
         assert waited >= 0.5
-        assert len(ticks) >= 10  # Python kept running meanwhile
+        assert ticker.ticks >= 10  # Python kept running meanwhile
     finally:
         fresh_cluster.signal("n3", signal.SIGCONT)
