@@ -213,6 +213,27 @@ std::string ValueOf(const std::string& prefix, const std::string& key, size_t va
 
 // Flushes that RocksDB's logs under every node's data directory record,
 // across restarts (each open keeps the earlier log as LOG.old.*).
+// Flips the middle byte of the largest table file in RocksDB directory
+// `dir` (of a stopped node, or one that has it open), naming it and its size.
+void FlipAByteOfTheLargestTable(const std::string& dir, std::filesystem::path* table,
+                                uintmax_t* size) {
+  table->clear();
+  for (const auto& f : std::filesystem::directory_iterator(dir)) {
+    if (f.path().extension() == ".sst" &&
+        (table->empty() || f.file_size() > std::filesystem::file_size(*table))) {
+      *table = f.path();
+    }
+  }
+  ASSERT_FALSE(table->empty());
+  *size = std::filesystem::file_size(*table);
+  std::fstream f(*table, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(*size / 2));
+  char byte = 0;
+  f.get(byte);
+  f.seekp(static_cast<std::streamoff>(*size / 2));
+  f.put(static_cast<char>(byte ^ 0x5a));
+}
+
 size_t FlushesLogged(const ProcessCluster& c, size_t nodes) {
   size_t flushes = 0;
   for (const std::string& id : NodeIds(nodes)) {
@@ -849,21 +870,7 @@ TEST(FaultTest, FlippedByteInATableFileIsNeverServedAndAScrubKeepsTheRest) {
         },
         30000));
     if (!running) ASSERT_EQ(c.Terminate(bad), 0);
-    table->clear();
-    for (const auto& f : std::filesystem::directory_iterator(data + "/rocksdb")) {
-      if (f.path().extension() == ".sst" &&
-          (table->empty() || f.file_size() > std::filesystem::file_size(*table))) {
-        *table = f.path();
-      }
-    }
-    ASSERT_FALSE(table->empty());
-    *size = std::filesystem::file_size(*table);
-    std::fstream f(*table, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(static_cast<std::streamoff>(*size / 2));
-    char byte = 0;
-    f.get(byte);
-    f.seekp(static_cast<std::streamoff>(*size / 2));
-    f.put(static_cast<char>(byte ^ 0x5a));
+    ASSERT_NO_FATAL_FAILURE(FlipAByteOfTheLargestTable(data + "/rocksdb", table, size));
   };
   auto kept_aside = [&] {
     size_t n = 0;
@@ -1000,22 +1007,8 @@ TEST(FaultTest, CorruptionMetWhileReadingTheNodesStateLeavesTheScrubMark) {
   ASSERT_TRUE(WaitFor([&] { return c.Stats("n1").ok(); }, 30000)) << c.LogOf("n1");
   ASSERT_EQ(c.Terminate("n1"), 0);
   std::filesystem::path table;
-  for (const auto& f : std::filesystem::directory_iterator(data + "/rocksdb")) {
-    if (f.path().extension() == ".sst" &&
-        (table.empty() || f.file_size() > std::filesystem::file_size(table))) {
-      table = f.path();
-    }
-  }
-  ASSERT_FALSE(table.empty());
-  const uintmax_t size = std::filesystem::file_size(table);
-  {
-    std::fstream f(table, std::ios::in | std::ios::out | std::ios::binary);
-    f.seekg(static_cast<std::streamoff>(size / 2));
-    char byte = 0;
-    f.get(byte);
-    f.seekp(static_cast<std::streamoff>(size / 2));
-    f.put(static_cast<char>(byte ^ 0x5a));
-  }
+  uintmax_t size = 0;
+  ASSERT_NO_FATAL_FAILURE(FlipAByteOfTheLargestTable(data + "/rocksdb", &table, &size));
   ASSERT_TRUE(c.Spawn("n1").ok());
   EXPECT_EQ(c.WaitExit("n1", 30000), kExitCorruptData) << c.LogOf("n1");
   EXPECT_NE(c.LogOf("n1").find("reading the node's state"), std::string::npos) << c.LogOf("n1");
