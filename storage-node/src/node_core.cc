@@ -753,15 +753,7 @@ void NodeCore::HandleGossip(Now now, uint64_t conn, uint64_t id, proto::GossipRe
   membership_.Contact(req.from, true, now.mono_ms);
   bool members_changed = membership_.Merge(req.members, now.mono_ms);
   bool map_changed = false;
-  if (map_ && !req.ring.empty()) {
-    Result<ClusterMap> theirs = ClusterMap::Deserialize(req.ring);
-    if (theirs.ok()) {
-      map_changed = map_->Merge(*theirs);
-    } else {
-      Log(LogLevel::kWarn, "ignoring a bad cluster map from " + req.from + ": " +
-                               theirs.status().ToString());
-    }
-  }
+  if (map_ && !req.ring.empty()) map_changed = MergePeerMap(req.from, req.ring);
   AfterClusterChange(now, map_changed, members_changed);
   Reply(conn, id,
         proto::GossipReply{epoch(), membership_.View(now.mono_ms), map_ ? map_->Serialize() : ""});
@@ -881,7 +873,17 @@ void NodeCore::HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequ
   }
   Log(LogLevel::kInfo, "admin: " + message);
   AfterClusterChange(now, false, true);
-  Reply(conn, id, proto::AdminReply{epoch(), message});
+  // Answered once the change is durable here: a crash right after must not
+  // undo a leave or removal the operator was told of.
+  Persist(true, [this, conn, id, message](Status s) {
+    if (s.ok()) {
+      Reply(conn, id, proto::AdminReply{epoch(), message});
+    } else {
+      ReplyError(conn, id,
+                 Status::IOError("recording the change failed (" + s.ToString() +
+                                 "); it may still reach the cluster by gossip"));
+    }
+  });
 }
 
 void NodeCore::HandleTransferDone(Now now, uint64_t conn, uint64_t id,
@@ -979,8 +981,31 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
   CheckSelfStatus(now);
 }
 
-void NodeCore::Persist(bool sync) {
-  if (!map_) return;
+bool NodeCore::MergePeerMap(const std::string& from, std::string_view bytes) {
+  Result<ClusterMap> theirs = ClusterMap::Deserialize(bytes);
+  if (!theirs.ok()) {
+    Log(LogLevel::kWarn,
+        "ignoring a bad cluster map from " + from + ": " + theirs.status().ToString());
+    return false;
+  }
+  // A ring of this node alone meets one that already had it among others:
+  // its directory was wiped and it started a cluster anew (the first node
+  // runs without a seed), so what it should hold is on the other replicas.
+  const bool alone = map_->ring().nodes().size() == 1 && !map_->next();
+  if (!map_->Merge(*theirs)) return false;
+  if (alone && map_->ring().nodes().size() > 1 && map_->ring().Contains(options_.id)) {
+    BeginCatchUp(
+        "found an existing cluster that already had this node (started afresh with an empty "
+        "data directory): reads wait for a full anti-entropy round");
+  }
+  return true;
+}
+
+void NodeCore::Persist(bool sync, std::function<void(Status)> done) {
+  if (!map_) {
+    if (done) done(Status::Unavailable("node has not joined a cluster yet"));
+    return;
+  }
   persist_due_ = false;
   WriteOp write;
   write.sync = sync;
@@ -988,8 +1013,9 @@ void NodeCore::Persist(bool sync) {
   write.batch.Put(Space::kMeta, std::string(kMetaClusterMap), map_->Serialize());
   write.batch.Put(Space::kMeta, std::string(kMetaMembers),
                   proto::EncodeMembers(membership_.View(now_ms_)));
-  Storage(std::move(write), [this](Now, StorageResult r) {
+  Storage(std::move(write), [this, done = std::move(done)](Now, StorageResult r) {
     if (!r.status.ok()) Log(LogLevel::kError, "persisting cluster state: " + r.status.ToString());
+    if (done) done(r.status);
   });
 }
 
@@ -1056,20 +1082,18 @@ void NodeCore::GossipRound(Now now) {
   for (const auto& target : targets) {
     const std::optional<NodeId> peer = target.first;
     proto::GossipRequest req{options_.id, membership_.View(now.mono_ms), map_->Serialize()};
-    Call(target.second, std::move(req), [this, peer](Now now2, Result<proto::Message> reply) {
-      Status s = ReplyStatusOf(reply);
-      if (peer) membership_.Contact(*peer, s.ok(), now2.mono_ms);
-      if (!s.ok()) return;
-      auto* gr = std::get_if<proto::GossipReply>(&reply->body);
-      if (gr == nullptr) return;
-      bool members_changed = membership_.Merge(gr->members, now2.mono_ms);
-      bool map_changed = false;
-      if (!gr->ring.empty()) {
-        Result<ClusterMap> theirs = ClusterMap::Deserialize(gr->ring);
-        if (theirs.ok()) map_changed = map_->Merge(*theirs);
-      }
-      AfterClusterChange(now2, map_changed, members_changed);
-    });
+    Call(target.second, std::move(req),
+         [this, peer, address = target.second](Now now2, Result<proto::Message> reply) {
+           Status s = ReplyStatusOf(reply);
+           if (peer) membership_.Contact(*peer, s.ok(), now2.mono_ms);
+           if (!s.ok()) return;
+           auto* gr = std::get_if<proto::GossipReply>(&reply->body);
+           if (gr == nullptr) return;
+           bool members_changed = membership_.Merge(gr->members, now2.mono_ms);
+           bool map_changed = false;
+           if (!gr->ring.empty()) map_changed = MergePeerMap(peer ? *peer : address, gr->ring);
+           AfterClusterChange(now2, map_changed, members_changed);
+         });
   }
 }
 

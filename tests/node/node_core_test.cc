@@ -613,6 +613,27 @@ TEST(NodeCoreTest, LeaveHandsEverythingOffThenExits) {
   EXPECT_EQ(sim.core("n1").membership().Find("n2")->status, proto::MemberStatus::kRemoved);
 }
 
+// An admin's leave is answered once the node that took it has it on disk:
+// with its syncs failing it answers an error, and a crash of the node right
+// after a success does not undo the leave there.
+TEST(NodeCoreTest, AnAdminChangeIsAnsweredOnceItIsDurable) {
+  SimCluster sim(35);
+  FormCluster(sim, 4);
+  sim.engine("n1").FailSyncs(true);
+  auto failed = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kLeave, "n2"});
+  ASSERT_TRUE(failed.ok()) << failed.status().ToString();
+  ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(failed->body));
+  EXPECT_EQ(std::get<proto::ErrorReply>(failed->body).code, StatusCode::kIOError);
+
+  auto reply = sim.Request("n3", proto::AdminRequest{proto::AdminOp::kLeave, "n4"});
+  ASSERT_TRUE(reply.ok()) << reply.status().ToString();
+  ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(reply->body));
+  for (const std::string& peer : {"n1", "n2", "n4"}) sim.Cut("n3", peer);
+  sim.Crash("n3", /*lose_unsynced=*/true);
+  sim.Restart("n3");
+  EXPECT_EQ(sim.core("n3").membership().Find("n4")->status, proto::MemberStatus::kLeaving);
+}
+
 // Copies come in pairs into a range n1 hands off: the hints it keeps for
 // n4, or one partition it does not replicate. The first starts a handoff;
 // the second comes a little later each time, at times while a scan of
@@ -1039,6 +1060,27 @@ TEST(AntiEntropyTest, WipedNodeCatchesUpBeforeServingReads) {
             << " ms; bytes moved / bytes missing = " << moved / static_cast<double>(missing_bytes) << "\n";
   EXPECT_LE(moved / static_cast<double>(missing_bytes), 1.2);
   EXPECT_FALSE(std::holds_alternative<proto::ErrorReply>(sim.Request("n3", proto::GetRequest{keys[0]})->body));
+}
+
+// The first node runs without a seed: wiped, it starts a cluster of its own
+// and learns of the old one only when its peers' gossip reaches it. The
+// ring it adopts already holds it, so it catches up before serving reads.
+TEST(AntiEntropyTest, AWipedFirstNodeWithoutASeedCatchesUpToo) {
+  SimCluster sim(34);
+  FormCluster(sim, 4);
+  std::vector<std::string> keys = WriteKeys(sim, 200, "v:");
+  const uint64_t epoch = sim.core("n2").map()->epoch();
+  sim.Crash("n1");
+  sim.Wipe("n1");
+  sim.Restart("n1");
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return sim.core("n1").map() && sim.core("n1").map()->epoch() >= epoch; }, 30000));
+  EXPECT_TRUE(sim.core("n1").catching_up());
+  auto refused = sim.Request("n1", proto::GetRequest{keys[0]});
+  ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(refused->body));
+  EXPECT_EQ(std::get<proto::ErrorReply>(refused->body).code, StatusCode::kUnavailable);
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n1").catching_up(); }, 60000));
+  ExpectPlacement(sim, keys, "v:");
 }
 
 // Deletes `key` on its replicas except `skip`, with the context of what n1 holds.

@@ -390,10 +390,12 @@ class NodeCore {
   // Cluster state.
   void CreateCluster(Now now);
   void TryJoin(Now now);
-  void AdoptMapAndMembers(Now now, const std::string& map_bytes,
-                          const std::vector<proto::Member>& members);
   void AfterClusterChange(Now now, bool map_changed, bool members_changed);
-  void Persist(bool sync);
+  // Merges a peer's cluster map; returns whether ours changed.
+  bool MergePeerMap(const std::string& from, std::string_view bytes);
+  // Writes the map and members; `done`, when given, runs once the write is
+  // finished (synced when `sync`) with its status.
+  void Persist(bool sync, std::function<void(Status)> done = {});
   void GossipRound(Now now);
   void CheckSelfStatus(Now now);
 
