@@ -238,6 +238,49 @@ TEST(WriteOpTest, CoordinatorThenReplicasUntilW) {
   EXPECT_TRUE(op.settled());
 }
 
+// The context of the set a write left on its coordinator, with the write's
+// reply from a coordinator holding `local` before it.
+VersionVector ContextAfterWrite(const SiblingSet& local, const WriteIntent& intent) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = intent.value;
+  req.context = intent.context;
+  req.w = 1;
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> first = op.Start();
+  Result<CoordinatorResult> applied = CoordinatorUpdate(local, 42, 1, intent, {});
+  EXPECT_TRUE(applied.ok());
+  op.OnReply(first[0].target, Ok(proto::CoordPutReply{5, applied->written.dot, applied->siblings}));
+  EXPECT_TRUE(op.done() && op.status().ok());
+  return op.clock();
+}
+
+// A write's context covers what its writer had seen and the write, never a
+// version the coordinator kept beside it: writing again with that context
+// keeps another client's concurrent write. Blind writes through one node
+// take consecutive dots of its actor, which a version vector cannot tell
+// apart, so the writer then gets only what it had seen.
+TEST(WriteOpTest, AWritesContextNeverCoversAConcurrentVersionItDidNotSee) {
+  const SiblingSet theirs = CoordinatorUpdate({}, 42, 1, WriteIntent{{}, "a", false, 1})->siblings;
+  const VersionVector after_blind = ContextAfterWrite(theirs, WriteIntent{{}, "b", false, 2});
+  EXPECT_FALSE(after_blind.Covers(theirs[0].dot));
+  SiblingSet both = CoordinatorUpdate(theirs, 42, 1, WriteIntent{{}, "b", false, 2})->siblings;
+  SiblingSet next =
+      CoordinatorUpdate(both, 42, 1, WriteIntent{after_blind, "b2", false, 3})->siblings;
+  EXPECT_TRUE(
+      std::any_of(next.begin(), next.end(), [](const Version& v) { return v.value == "a"; }));
+
+  // Another actor's concurrent version is not covered by the write's own
+  // dot: the context then holds the write too, and writing with it
+  // replaces the writer's version only.
+  SiblingSet other = theirs;
+  other[0].dot = Dot{43, 9};
+  const VersionVector after = ContextAfterWrite(other, WriteIntent{{}, "c", false, 2});
+  EXPECT_FALSE(after.Covers(Dot{43, 9}));
+  EXPECT_TRUE(after.Covers(Dot{42, 1}));
+}
+
 // W=1 is done at the coordinator's answer; the other replicas still get
 // their copies (the paper's N), not only anti-entropy's later repair.
 TEST(WriteOpTest, AtWOneTheOtherReplicasStillGetTheWrite) {

@@ -129,12 +129,15 @@ class Client {
   // Unavailable when fewer than R replicas answered in time; Timeout when the
   // deadline passed with no replica answering.
   Result<GetResult> Get(std::string_view key, const ReadOptions& options = {});
-  // Writes `value`. Returns the new context. Unavailable when fewer than W
-  // replicas acknowledged; Status::in_doubt() then tells whether the write
-  // may have been applied anyway. Busy when refused to shed load: the
-  // client's operations_max, a node's limits (requests in progress, writes
-  // waiting for the key), the key's sibling limit, or the client's full
-  // write queue to every coordinator tried; retry after a back-off.
+  // Writes `value`. Returns the context for a further write of the key: the
+  // write's own context and the write, or only its own context when the
+  // coordinator kept a concurrent version it did not see (docs/client.md).
+  // Unavailable when fewer than W replicas acknowledged; Status::in_doubt()
+  // then tells whether the write may have been applied anyway. Busy when
+  // refused to shed load: the client's operations_max, a node's limits
+  // (requests in progress, writes waiting for the key), the key's sibling
+  // limit, or the client's full write queue to every coordinator tried;
+  // retry after a back-off.
   Result<std::string> Put(std::string_view key, std::string_view value,
                           const WriteOptions& options = {});
   // Deletes `key` (writes a tombstone), with the same quorum rules as Put.

@@ -13,6 +13,31 @@ namespace {
 
 constexpr uint64_t kContextFormat = 1;
 
+// The context a writer holds after writing the version `written` of `set`
+// (the coordinator's set after the write): what it had seen and its own
+// write. A version vector cannot leave out an earlier dot of the
+// coordinator's actor, so when `set` keeps such a version the writer never
+// saw (a concurrent blind write through the same node), that context would
+// drop it from every replica at the writer's next write. The writer then
+// gets only what it had seen: its next write stands beside this one as a
+// sibling, to be resolved by a reader, and nothing is lost.
+// `seen` is the write's request context, for a write already superseded
+// (a repeated write id answered with the key's later set).
+VersionVector ContextAfterWrite(const SiblingSet& set, const Dot& written,
+                                const VersionVector& seen) {
+  auto mine =
+      std::find_if(set.begin(), set.end(), [&](const Version& v) { return v.dot == written; });
+  if (mine == set.end()) return seen;
+  VersionVector after = mine->context;
+  after.Add(mine->dot, mine->timestamp_ms);
+  for (const Version& v : set) {
+    if (v.dot != written && after.Covers(v.dot) && !mine->context.Covers(v.dot)) {
+      return mine->context;
+    }
+  }
+  return after;
+}
+
 uint64_t EpochOf(const proto::Message& m) {
   return std::visit(
       [](const auto& b) -> uint64_t {
@@ -288,7 +313,7 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
       coordinator_acked_ = true;
       state_[target] = 2;
       NoteAck(target, true);
-      clock_ = ContextOf(put->siblings);
+      clock_ = ContextAfterWrite(put->siblings, put->dot, req_.context);
       replicate_ = put->siblings;
       CheckDone();
       // Every replica gets its copy, also once W is met (W=1) or the op has
