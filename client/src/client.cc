@@ -52,13 +52,23 @@ std::string DotString(const Dot& d) {
   return buf;
 }
 
+// Seeded with 256 bits from the OS. Nodes take a write's id as its
+// identity when a coordinator retry repeats it, so ids must not repeat
+// across clients: from a 32-bit seed, two clients in 2^32 drew the same
+// stream and their first writes of a key the same id.
+std::mt19937_64 SeededRng() {
+  std::random_device rd;
+  std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
+  return std::mt19937_64(seq);
+}
+
 }  // namespace
 
 class Client::Impl {
  public:
   explicit Impl(ClientOptions options)
-      : options_(std::move(options)), limits_(LimitsFor(options_)), rng_(std::random_device{}()) {
-    client_id_ = (uint64_t{rng_()} << 32) ^ rng_();
+      : options_(std::move(options)), limits_(LimitsFor(options_)), rng_(SeededRng()) {
+    while (client_id_ == 0) client_id_ = rng_();
   }
 
   // What replies may hold: the nodes' defaults, or more if this client allows more.
@@ -357,11 +367,6 @@ class Client::Impl {
     return Status::OK();
   }
 
-  uint64_t Remaining(uint64_t deadline) const {
-    uint64_t now = loop_.NowMs();
-    return deadline > now ? deadline - now : 1;
-  }
-
   // One operation in flight: the state machine, its deadline and its caller.
   template <typename Op, typename Value>
   struct OpState {
@@ -467,7 +472,7 @@ class Client::Impl {
       const client::Target* t = &state->op.target(s.target);
       const size_t idx = s.target;
       const uint64_t wait = client::AnswerWaitMs(
-          s, state->reported ? 0 : Remaining(state->deadline), state->timeout_ms);
+          s, state->reported ? 0 : client::RemainingMs(state->deadline, loop_.NowMs()), state->timeout_ms);
       CallForOp(t->address, s.body, wait, [this, state, idx, t, finish](Reply r) {
         Observe(t->node, r);
         Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);

@@ -327,6 +327,8 @@ TEST(WriteOpTest, ACoordinatorAnsweringPastTheDeadlineStillHasItsWriteReplicated
   EXPECT_TRUE(coord.answer_outlives_deadline);
   EXPECT_EQ(AnswerWaitMs(coord, 300, 1000), 300 + kLateAnswerWaitMs);
   EXPECT_EQ(AnswerWaitMs(coord, 0, 1000), 1000u);
+  EXPECT_EQ(RemainingMs(5000, 5001), 0u);
+  EXPECT_EQ(RemainingMs(5000, 4700), 300u);
   op.OnDeadline();
   ASSERT_TRUE(op.done());
   EXPECT_EQ(op.status().code(), StatusCode::kTimeout);
@@ -337,6 +339,11 @@ TEST(WriteOpTest, ACoordinatorAnsweringPastTheDeadlineStillHasItsWriteReplicated
   for (const Send& s : replicas) {
     EXPECT_FALSE(s.answer_outlives_deadline);
     EXPECT_EQ(AnswerWaitMs(s, 0, 1000), 1000u);
+    // Sent just before the deadline: still awaited long enough for a live
+    // node, so its usual latency is not a timeout against its health.
+    EXPECT_EQ(AnswerWaitMs(s, 2, 1000), kAnswerWaitMinMs);
+    EXPECT_EQ(AnswerWaitMs(s, 2, 50), 50u);
+    EXPECT_EQ(AnswerWaitMs(s, 300, 1000), 300u);
   }
   EXPECT_EQ(op.status().code(), StatusCode::kTimeout);
   EXPECT_TRUE(op.status().in_doubt());

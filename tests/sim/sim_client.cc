@@ -105,7 +105,7 @@ void SimClient::Drive(std::shared_ptr<Op> op, uint64_t deadline, std::function<v
   auto dispatch = std::make_shared<std::function<void(std::vector<client::Send>)>>();
   std::weak_ptr<std::function<void(std::vector<client::Send>)>> weak = dispatch;
   *dispatch = [this, op, deadline, finish, weak](std::vector<client::Send> sends) {
-    const uint64_t remaining = deadline > sim_.now() ? deadline - sim_.now() : 0;
+    const uint64_t remaining = client::RemainingMs(deadline, sim_.now());
     for (client::Send& s : sends) {
       const size_t idx = s.target;
       const uint64_t wait = client::AnswerWaitMs(s, remaining, options_.timeout_ms);

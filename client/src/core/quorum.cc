@@ -182,7 +182,8 @@ uint64_t CoordinatorRankSalt(uint64_t client_id) { return Mix64(client_id) | 1; 
 
 uint64_t AnswerWaitMs(const Send& send, uint64_t remaining_ms, uint64_t timeout_ms) {
   if (remaining_ms == 0) return timeout_ms;
-  return send.answer_outlives_deadline ? remaining_ms + kLateAnswerWaitMs : remaining_ms;
+  const uint64_t wait = std::max(remaining_ms, std::min(timeout_ms, kAnswerWaitMinMs));
+  return send.answer_outlives_deadline ? wait + kLateAnswerWaitMs : wait;
 }
 
 WriteOp::WriteOp(Route route, WriteRequest request)

@@ -85,14 +85,24 @@ struct Send {
 // backs it off, so later writes go elsewhere).
 inline constexpr uint64_t kLateAnswerWaitMs = 10000;
 
+// The least a request is awaited (timeout_ms when smaller): one sent just
+// before its op's deadline (replica copies after a slow coordinator's
+// answer) still gives a live node time to answer, rather than counting its
+// usual latency as a timeout against its health.
+inline constexpr uint64_t kAnswerWaitMinMs = 100;
+
 // How long a runtime waits for the answer to `send`, made `remaining_ms`
 // before its op's deadline (0: past it, or the outcome already reported) by
-// an op whose timeout is `timeout_ms`: until the deadline, and
-// kLateAnswerWaitMs more for an answer that outlives it; a request sent past
-// the deadline gets `timeout_ms` of its own. At the deadline the runtime
-// counts a still awaited answer as a timeout for its node's health
-// (awaited_past_deadline()).
+// an op whose timeout is `timeout_ms`: until the deadline and at least
+// kAnswerWaitMinMs, and kLateAnswerWaitMs more for an answer that outlives
+// the deadline; a request sent past the deadline gets `timeout_ms` of its
+// own. At the deadline the runtime counts a still awaited answer as a
+// timeout for its node's health (awaited_past_deadline()).
 uint64_t AnswerWaitMs(const Send& send, uint64_t remaining_ms, uint64_t timeout_ms);
+// The `remaining_ms` of AnswerWaitMs at `now_ms`: 0 once `deadline_ms` passed.
+inline uint64_t RemainingMs(uint64_t deadline_ms, uint64_t now_ms) {
+  return deadline_ms > now_ms ? deadline_ms - now_ms : 0;
+}
 
 // The outcome of a request to one target: the reply, or why there is none,
 // and whether the request may have reached the node (net/call_outcome.h).
