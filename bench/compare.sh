@@ -165,7 +165,7 @@ run() {  # backend workload mode round [extra flags...]; appends "backend worklo
   out=$("$BIN/dynamo-bench" ${ARGS[$backend]} --workload "$workload" $load "${COMMON[@]}" "$@" | tail -1)
   local pid
   for pid in "${PROBES[@]}"; do
-    kill -TERM "$pid"
+    kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" || true
   done
   PROBES=()

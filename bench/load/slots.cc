@@ -14,8 +14,14 @@ uint64_t SlotOps::Begin(size_t slot, OpDone done) {
   if (!s.deadline) s.deadline = std::make_unique<net::Timer>(loop_);
   const uint64_t id = s.id;
   s.deadline->Start(timeout_ms_, 0, [this, slot, id] {
-    Complete(slot, id, OpOutcome{Status::Timeout("no reply within the deadline")});
+    Slot& late = slots_[slot];
+    if (late.id != id || !late.done) return;
+    OpDone timed_out = std::move(late.done);
+    late.done = nullptr;
+    // The connection goes before the caller hears: the driver starts its
+    // next operation on the slot from inside that callback.
     on_timeout_(slot);
+    timed_out(OpOutcome{Status::Timeout("no reply within the deadline")});
   });
   return id;
 }

@@ -15,8 +15,9 @@ namespace dynamo::bench {
 
 class SlotOps {
  public:
-  // `on_timeout(slot)` runs after a slot's operation failed by deadline, so
-  // the backend can drop that slot's connection.
+  // `on_timeout(slot)` runs when a slot's operation reaches its deadline,
+  // before that operation fails with Timeout, so the backend can drop the
+  // slot's connection before a next operation takes the slot.
   SlotOps(net::EventLoop& loop, size_t slots, uint64_t timeout_ms, std::function<void(size_t)> on_timeout);
   // Starts the slot's operation; the id names it for Complete.
   uint64_t Begin(size_t slot, OpDone done);

@@ -17,6 +17,7 @@
 #include "load/histogram.h"
 #include "load/http.h"
 #include "load/report.h"
+#include "load/slots.h"
 #include "load/workload.h"
 
 namespace dynamo::bench {
@@ -233,6 +234,43 @@ TEST(ArrivalTimerTest, TheEarliestDeadlineAskedForWins) {
   closed.get_future().wait();
   loop.Stop();
   thread.join();
+}
+
+// A slot's timed-out operation has its connection dropped before the
+// driver hears of the timeout, since the driver starts the slot's next
+// operation from that callback: a drop after it closed the connection the
+// next operation had just started on.
+TEST(SlotOpsTest, ATimedOutSlotIsDroppedBeforeItsNextOperationStarts) {
+  net::EventLoop loop;
+  std::thread thread([&] { loop.Run(); });
+  std::vector<std::string> events;
+  std::promise<void> finished;
+  std::unique_ptr<SlotOps> ops;
+  loop.Post([&] {
+    ops = std::make_unique<SlotOps>(loop, 1, 1, [&](size_t slot) {
+      events.push_back("drop " + std::to_string(slot));
+    });
+    ops->Begin(0, [&](OpOutcome first) {
+      events.push_back(first.status.ToString());
+      const uint64_t next = ops->Begin(0, [&](OpOutcome second) {
+        events.push_back("next " + second.status.ToString());
+        finished.set_value();
+      });
+      events.push_back("begin");
+      ops->Complete(0, next, OpOutcome{Status::OK()});
+    });
+  });
+  ASSERT_EQ(finished.get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  std::promise<void> closed;
+  loop.Post([&] {
+    ops.reset();
+    closed.set_value();
+  });
+  closed.get_future().wait();
+  loop.Stop();
+  thread.join();
+  EXPECT_EQ(events, (std::vector<std::string>{"drop 0", Status::Timeout("no reply within the deadline").ToString(),
+                                              "begin", "next OK"}));
 }
 
 // A store whose every operation succeeds at the loop's next 1 ms timer tick.
