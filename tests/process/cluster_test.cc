@@ -350,6 +350,41 @@ TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
   EXPECT_NE(help.find("--seed"), std::string::npos);
 }
 
+// Nodes run from a binary of another name (--node-binary: a sanitizer
+// build, a wrapper) are still the cluster's: stop ends them, a node paused
+// with SIGSTOP included, rather than calling them not running and
+// forgetting their pids.
+TEST(ProcessTest, DynamoctlStopsNodesOfAnyBinaryAndPausedOnes) {
+  ProcessCluster ports(2);
+  const std::string dir = ports.options().dir + "/ccm";
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").parent_path().string();
+  const std::string binary = ports.options().dir + "/node-under-another-name";
+  std::filesystem::copy_file(self + "/dynamo-node", binary);
+  struct StopAtEnd {
+    std::string dir;
+    ~StopAtEnd() { RunTool("dynamoctl cluster stop --dir " + dir); }
+  } stop_at_end{dir};
+  auto [out, code] = RunTool("dynamoctl cluster start --nodes 2 --partitions 16 --base-port " +
+                             std::to_string(ports.options().base_port) + " --dir " + dir +
+                             " --node-binary " + binary);
+  ASSERT_EQ(code, 0) << out;
+  pid_t pids[2] = {0, 0};
+  std::ifstream(dir + "/n1/node.pid") >> pids[0];
+  std::ifstream(dir + "/n2/node.pid") >> pids[1];
+  ASSERT_GT(pids[0], 0);
+  ASSERT_GT(pids[1], 0);
+  EXPECT_TRUE(cli::IsNodeProcess(pids[0], dir + "/n1/data"));
+  EXPECT_FALSE(cli::IsNodeProcess(pids[0], dir + "/n2/data"));
+  auto [paused, code_paused] = RunTool("dynamoctl cluster kill --dir " + dir + " --node n2 --signal STOP");
+  ASSERT_EQ(code_paused, 0) << paused;
+  auto [stopped, code_stop] = RunTool("dynamoctl cluster stop --dir " + dir);
+  EXPECT_EQ(code_stop, 0) << stopped;
+  EXPECT_NE(stopped.find("stopped n1"), std::string::npos) << stopped;
+  EXPECT_NE(stopped.find("stopped n2"), std::string::npos) << stopped;
+  EXPECT_FALSE(cli::IsNodeProcess(pids[0], dir + "/n1/data"));
+  EXPECT_FALSE(cli::IsNodeProcess(pids[1], dir + "/n2/data"));
+}
+
 TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
   ProcessCluster ports(3);  // only for a free port block and a directory
   const std::string dir = ports.options().dir + "/ccm";
@@ -395,10 +430,10 @@ TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
   pid_t n2 = 0;
   std::ifstream(dir + "/n2/node.pid") >> n2;
   ASSERT_GT(n2, 0);
-  for (int i = 0; i < 200 && cli::IsNodeProcess(n2); ++i) {
+  for (int i = 0; i < 200 && cli::IsNodeProcess(n2, dir + "/n2/data"); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_FALSE(cli::IsNodeProcess(n2));
+  ASSERT_FALSE(cli::IsNodeProcess(n2, dir + "/n2/data"));
   auto [whole, code_whole] = RunTool("dynamoctl cluster start --dir " + dir + " --scrub");
   EXPECT_NE(code_whole, 0);
   EXPECT_NE(whole.find("give --node"), std::string::npos) << whole;

@@ -22,6 +22,7 @@ namespace {
 
 namespace fs = std::filesystem;
 constexpr uint64_t kProbeTimeoutMs = 1000;
+constexpr const char* kNodeDataDir = "data";  // under each node's directory
 
 uint64_t NowMs() {
   using namespace std::chrono;
@@ -99,7 +100,7 @@ std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options) {
     n.id = "n" + std::to_string(i);
     n.address = net::Endpoint{"127.0.0.1", static_cast<uint16_t>(options.base_port + i - 1)};
     n.dir = (fs::path(options.dir) / n.id).string();
-    n.data_dir = (fs::path(n.dir) / "data").string();
+    n.data_dir = (fs::path(n.dir) / kNodeDataDir).string();
     n.log_file = (fs::path(n.dir) / "node.log").string();
     n.pid_file = (fs::path(n.dir) / "node.pid").string();
     out.push_back(std::move(n));
@@ -212,12 +213,20 @@ bool ProcessRunning(pid_t pid) {
 
 }  // namespace
 
-bool IsNodeProcess(pid_t pid) {
+bool IsNodeProcess(pid_t pid, const std::string& data_dir) {
   if (!ProcessRunning(pid)) return false;
-  std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline");
-  std::string argv0;
-  std::getline(cmd, argv0, '\0');
-  return fs::path(argv0).filename() == "dynamo-node";
+  const fs::path proc = "/proc/" + std::to_string(pid);
+  std::ifstream cmd(proc / "cmdline");
+  std::vector<std::string> args;
+  for (std::string arg; std::getline(cmd, arg, '\0');) args.push_back(std::move(arg));
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] != "--data-dir") continue;
+    fs::path named = args[i + 1];
+    if (named.is_relative()) named = proc / "cwd" / named;  // as the process resolves it
+    std::error_code ec;
+    return fs::equivalent(named, data_dir, ec);
+  }
+  return false;
 }
 
 Status WaitForConvergence(const std::vector<net::Endpoint>& nodes, size_t expected,
@@ -276,7 +285,7 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
   std::vector<LocalNode> layout = LocalLayout(options);
   for (const LocalNode& n : layout) {
     std::optional<pid_t> pid = ReadPid(n.pid_file);
-    if (pid && IsNodeProcess(*pid)) {
+    if (pid && IsNodeProcess(*pid, n.data_dir)) {
       return Status::InvalidArgument(n.id + " is already running (pid " + std::to_string(*pid) +
                                      "); run 'dynamoctl cluster stop --dir " + options.dir + "' first");
     }
@@ -346,13 +355,13 @@ Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostr
   }
   if (node == nullptr) return Status::InvalidArgument("no node " + id + " in the cluster under " + dir);
   std::optional<pid_t> pid = ReadPid(node->pid_file);
-  if (pid && IsNodeProcess(*pid)) {
+  if (pid && IsNodeProcess(*pid, node->data_dir)) {
     return Status::InvalidArgument(id + " is already running (pid " + std::to_string(*pid) + ")");
   }
   std::vector<net::Endpoint> seeds;
   for (const LocalNode& n : layout) {
     std::optional<pid_t> other = ReadPid(n.pid_file);
-    if (n.id != id && other && IsNodeProcess(*other)) seeds.push_back(n.address);
+    if (n.id != id && other && IsNodeProcess(*other, n.data_dir)) seeds.push_back(n.address);
   }
   node->extra_args = extra_args;
   Result<pid_t> started = SpawnNode(options->node_binary, *options, *node, seeds);
@@ -369,7 +378,9 @@ Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostr
 
 Status SignalLocalNode(const std::string& dir, const std::string& id, int signal, std::ostream& out) {
   std::optional<pid_t> pid = ReadPid((fs::path(dir) / id / "node.pid").string());
-  if (!pid || !IsNodeProcess(*pid)) return Status::NotFound(id + " is not running under " + dir);
+  if (!pid || !IsNodeProcess(*pid, (fs::path(dir) / id / kNodeDataDir).string())) {
+    return Status::NotFound(id + " is not running under " + dir);
+  }
   if (::kill(*pid, signal) != 0) return Status::IOError("kill failed");
   out << "sent signal " << signal << " to " << id << " (pid " << *pid << ")\n";
   return Status::OK();
@@ -378,25 +389,32 @@ Status SignalLocalNode(const std::string& dir, const std::string& id, int signal
 Status StopLocalCluster(const std::string& dir, uint64_t timeout_ms, std::ostream& out) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return Status::NotFound("no cluster directory " + dir);
-  std::vector<std::pair<std::string, pid_t>> running;
+  struct Running {
+    std::string id;
+    pid_t pid;
+    std::string data_dir;
+  };
+  std::vector<Running> running;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     fs::path pid_file = entry.path() / "node.pid";
     std::optional<pid_t> pid = ReadPid(pid_file.string());
     if (!pid) continue;
-    if (!IsNodeProcess(*pid)) {
+    const std::string data_dir = (entry.path() / kNodeDataDir).string();
+    if (!IsNodeProcess(*pid, data_dir)) {
       fs::remove(pid_file, ec);
       continue;
     }
     ::kill(*pid, SIGTERM);
-    running.emplace_back(entry.path().filename().string(), *pid);
+    ::kill(*pid, SIGCONT);  // a node paused by 'cluster kill --signal STOP' acts on it
+    running.push_back({entry.path().filename().string(), *pid, data_dir});
   }
   const uint64_t deadline = NowMs() + timeout_ms;
   Status result;
-  for (const auto& [id, pid] : running) {
-    while (IsNodeProcess(pid) && NowMs() < deadline) {
+  for (const auto& [id, pid, data_dir] : running) {
+    while (IsNodeProcess(pid, data_dir) && NowMs() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    if (IsNodeProcess(pid)) {
+    if (IsNodeProcess(pid, data_dir)) {
       out << id << " (pid " << pid << ") did not stop within " << timeout_ms << " ms\n";
       result = Status::Timeout("some nodes did not stop");
     } else {

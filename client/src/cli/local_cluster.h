@@ -51,8 +51,11 @@ Result<std::string> FindNodeBinary(const std::string& hint);
 // records its pid. Returns the pid.
 Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& options,
                         const LocalNode& node, const std::vector<net::Endpoint>& seeds);
-// True while `pid` is a running dynamo-node process.
-bool IsNodeProcess(pid_t pid);
+// True while `pid` runs a node on `data_dir`: its command line names that
+// data directory (--data-dir), whatever the binary (--node-binary may name
+// another), so a pid reused by another process, or by a node of another
+// cluster, is not taken for it.
+bool IsNodeProcess(pid_t pid, const std::string& data_dir);
 // Waits until every node in `nodes` answers, all hold the same cluster map
 // with no change pending, its ring holds `expected` nodes, and every member
 // is up. On timeout, *detail says what was still missing.
