@@ -841,6 +841,12 @@ void NodeCore::HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequ
     return;
   }
   std::optional<proto::Member> target = membership_.Find(req.node);
+  if (target && target->status == proto::MemberStatus::kRemoved &&
+      req.op == proto::AdminOp::kRemove) {
+    // A retried removal (its first node timed out after applying it) succeeds.
+    Reply(conn, id, proto::AdminReply{epoch(), req.node + " is already removed"});
+    return;
+  }
   if (!target || target->status == proto::MemberStatus::kRemoved) {
     ReplyError(conn, id, Status::NotFound("no member '" + req.node + "' in the cluster"));
     return;
