@@ -28,7 +28,15 @@ Status ValidateDriverOptions(const DriverOptions& o) {
     return Status::InvalidArgument("concurrency must be in [1, " + std::to_string(kConcurrencyMax) + "]");
   }
   if (o.ops == 0 && !(o.duration_s > 0)) return Status::InvalidArgument("give a positive duration or an op count");
-  if (o.rate < 0 || o.warmup_s < 0) return Status::InvalidArgument("rate and warm-up must not be negative");
+  if (o.ops > kOpsMax)
+    return Status::InvalidArgument("ops must be at most " + std::to_string(kOpsMax));
+  if (!(o.duration_s <= kDurationSMax) || !(o.warmup_s <= kDurationSMax)) {
+    return Status::InvalidArgument("duration and warm-up must be at most " +
+                                   std::to_string(static_cast<uint64_t>(kDurationSMax)) + " s");
+  }
+  if (!(o.rate >= 0) || !(o.warmup_s >= 0)) {
+    return Status::InvalidArgument("rate and warm-up must not be negative");
+  }
   return Status::OK();
 }
 

@@ -24,6 +24,9 @@ namespace dynamo::bench {
 // fail as "backlog full" instead of growing memory.
 inline constexpr size_t kBacklogMax = 1'000'000;
 inline constexpr size_t kConcurrencyMax = 10'000;
+// A run is bounded: at most a day measured, or this many operations.
+inline constexpr double kDurationSMax = 86'400;
+inline constexpr uint64_t kOpsMax = 10'000'000'000;
 
 struct DriverOptions {
   Workload workload = Workload::kA;

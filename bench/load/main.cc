@@ -70,8 +70,12 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", o.warmup_s, "seconds of unmeasured load before measuring")->capture_default_str();
   app.add_flag("--no-load", no_load, "skip writing every key once before the run");
   app.add_option("--random-seed", o.seed, "seed of the operation sequence")->capture_default_str();
-  app.add_option("--r", r, "dynamo: replies a read waits for")->capture_default_str();
-  app.add_option("--w", w, "dynamo: acknowledgements a write waits for")->capture_default_str();
+  app.add_option("--r", r, "dynamo: replies a read waits for")
+      ->check(CLI::Range(1, 255))
+      ->capture_default_str();
+  app.add_option("--w", w, "dynamo: acknowledgements a write waits for")
+      ->check(CLI::Range(1, 255))
+      ->capture_default_str();
   app.add_option("--mode", mode, "dynamo: causal or lww")->check(CLI::IsMember({"causal", "lww"}))->capture_default_str();
   app.add_flag("--unsynced", unsynced,
                "dynamo: acknowledge writes without a synced copy (durable_writes off)");
@@ -81,7 +85,9 @@ int main(int argc, char** argv) {
          "writes share log syncs) or fastest (the replica that answered the last read fastest)")
       ->check(CLI::IsMember({"ranked", "fastest"}))
       ->capture_default_str();
-  app.add_option("--timeout-ms", timeout_ms, "deadline of each operation")->capture_default_str();
+  app.add_option("--timeout-ms", timeout_ms, "deadline of each operation")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{3'600'000}))
+      ->capture_default_str();
   app.add_flag("--json", json, "print the report as one JSON object on the last line");
   app.add_option("--plot", plot, "write a latency-percentile plot to this PNG (needs gnuplot)");
   app.add_flag("--quiet", quiet, "no progress line");

@@ -79,11 +79,17 @@ class LocalCluster:
     def signal(self, node_id, sig):
         os.kill(self.pid(node_id), sig)
 
+    def run_dynamoctl(self, *args):
+        """Runs `dynamoctl --seed S ARGS` against the first node; returns the
+        CompletedProcess (stdout and stderr as bytes), whatever its status."""
+        return subprocess.run([_bin("dynamoctl"), "--seed", self.seeds[0], *args],
+                              env=_child_env(), capture_output=True, timeout=30)
+
     def dynamoctl(self, *args):
-        """Runs `dynamoctl --seed S ARGS` against the first node; returns its stdout."""
-        out = subprocess.run([_bin("dynamoctl"), "--seed", self.seeds[0], *args], check=True,
-                             env=_child_env(), capture_output=True, text=True, timeout=30)
-        return out.stdout
+        """`run_dynamoctl` that must succeed; returns its stdout as text."""
+        out = self.run_dynamoctl(*args)
+        assert out.returncode == 0, out.stderr.decode(errors="replace")
+        return out.stdout.decode()
 
     def node_counters(self, name):
         """A counter of `dynamoctl stats` on each node, by the node's address."""

@@ -1,5 +1,7 @@
 """The Python module against real daemons."""
 
+import base64
+import json
 import signal
 import threading
 import time
@@ -213,6 +215,36 @@ def test_one_write_may_choose_otherwise_than_its_client(cluster):
     cluster.dynamoctl("delete", "override-ctl", "--context", ctl_ctx, "--unsynced")
     assert unsynced() - before == 3
     assert durable.get("override-ctl").found is False
+
+
+def test_dynamoctl_prints_strict_json_and_refuses_bad_arguments(cluster):
+    # A UTF-16 surrogate and an overlong form are not UTF-8: strict JSON
+    # parsers refuse them raw, so they are printed as base64.
+    client = dynamo.Client(cluster.seeds)
+    odd = [b"\xed\xa0\x80", b"\xc0\xaf", "plain \u00e9".encode()]
+    for i, value in enumerate(odd):
+        client.put("ctl-json-%d" % i, value)
+        got = json.loads(cluster.run_dynamoctl("--json", "get", "ctl-json-%d" % i).stdout)
+        replicas = json.loads(cluster.dynamoctl("--json", "inspect", "ctl-json-%d" % i))
+        versions = [v for r in replicas for v in r["versions"]]
+        assert versions
+        if i < 2:
+            assert [base64.b64decode(v) for v in got["values_base64"]] == [value]
+            assert all(base64.b64decode(v["value_base64"]) == value for v in versions)
+        else:
+            assert got["values"] == [value.decode()]
+            assert all(v["value"] == value.decode() for v in versions)
+
+    for args, why in ((["put", "ctl-json-0", "v", "--context", "A"], b"not base64"),
+                      (["put", "ctl-json-0", "v", "--context", "QQ=A"], b"not base64"),
+                      (["put", "ctl-json-0", "v", "--context", "QR=="], b"not base64"),
+                      (["--r", "0", "get", "ctl-json-0"], b"--r"),
+                      (["--w", "-1", "put", "ctl-json-0", "v"], b"--w"),
+                      (["--timeout", "0", "get", "ctl-json-0"], b"--timeout")):
+        out = cluster.run_dynamoctl(*args)
+        assert out.returncode != 0, args
+        assert why in out.stderr, (args, out.stderr)
+    assert client.get("ctl-json-0").values == [odd[0]]
 
 
 def test_a_client_coordinates_its_writes_through_the_node_it_ranks_first(cluster):

@@ -1,5 +1,6 @@
 #include "data_commands.h"
 
+#include <algorithm>
 #include <cstring>
 #include <iostream>
 #include <iterator>
@@ -12,15 +13,34 @@ namespace {
 
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
+// Well-formed UTF-8 (RFC 3629): no overlong forms, surrogates or code
+// points past U+10FFFF, which strict JSON parsers refuse.
 bool ValidUtf8(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
     }
+    size_t n = 0;
+    uint32_t cp = 0, min = 0;
+    if ((c >> 5) == 6) {
+      n = 2, cp = c & 0x1f, min = 0x80;
+    } else if ((c >> 4) == 14) {
+      n = 3, cp = c & 0x0f, min = 0x800;
+    } else if ((c >> 3) == 30) {
+      n = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k) {
+      const unsigned char b = static_cast<unsigned char>(s[i + k]);
+      if ((b >> 6) != 2) return false;
+      cp = (cp << 6) | (b & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
     i += n;
   }
   return true;
@@ -84,13 +104,18 @@ std::string Base64Encode(std::string_view bytes) {
 }
 
 Result<std::string> Base64Decode(std::string_view text) {
+  const Status bad = Status::InvalidArgument("context is not base64 (as get and put print it)");
+  const size_t data = std::min(text.find('='), text.size());
+  if (text.size() % 4 != 0 || text.size() - data > 2 ||
+      text.find_first_not_of('=', data) != std::string_view::npos) {
+    return bad;
+  }
   std::string out;
   uint32_t buf = 0;
   int bits = 0;
-  for (char c : text) {
-    if (c == '=') break;
+  for (char c : text.substr(0, data)) {
     const char* p = std::strchr(kAlphabet, c);
-    if (p == nullptr || c == '\0') return Status::InvalidArgument("context is not base64");
+    if (p == nullptr || c == '\0') return bad;
     buf = (buf << 6) | static_cast<uint32_t>(p - kAlphabet);
     bits += 6;
     if (bits >= 8) {
@@ -98,6 +123,7 @@ Result<std::string> Base64Decode(std::string_view text) {
       out += static_cast<char>((buf >> bits) & 0xff);
     }
   }
+  if (bits >= 6 || (buf & ((1u << bits) - 1)) != 0) return bad;  // a lone char, or stray bits
   return out;
 }
 
@@ -213,13 +239,20 @@ int RunDataCommand(const std::vector<std::string>& seeds, uint64_t timeout_ms, c
         if (!rv.error.empty()) j.Key("error").String(rv.error);
         j.Key("versions").BeginArray();
         for (const auto& v : rv.versions) {
+          const bool text = ValidUtf8(v.value);
           j.BeginObject()
-              .Key("dot").String(v.dot)
-              .Key("value").String(ValidUtf8(v.value) ? v.value : Base64Encode(v.value))
-              .Key("tombstone").Bool(v.tombstone)
-              .Key("lww").Bool(v.lww)
-              .Key("timestamp_ms").Uint(v.timestamp_ms)
-              .Key("context").String(v.context)
+              .Key("dot")
+              .String(v.dot)
+              .Key(text ? "value" : "value_base64")
+              .String(text ? v.value : Base64Encode(v.value))
+              .Key("tombstone")
+              .Bool(v.tombstone)
+              .Key("lww")
+              .Bool(v.lww)
+              .Key("timestamp_ms")
+              .Uint(v.timestamp_ms)
+              .Key("context")
+              .String(v.context)
               .EndObject();
         }
         j.EndArray().EndObject();
@@ -241,7 +274,11 @@ int RunDataCommand(const std::vector<std::string>& seeds, uint64_t timeout_ms, c
         }
       }
     }
-    return 0;
+    const bool any_answered =
+        std::any_of(replicas.begin(), replicas.end(),
+                    [](const ReplicaVersions& rv) { return rv.error.empty(); });
+    if (!any_answered) std::cerr << "dynamoctl: no replica answered\n";
+    return any_answered ? 0 : 1;
   }
   return Fail(Status::InvalidArgument("unknown command " + cmd.name), cmd.json);
 }

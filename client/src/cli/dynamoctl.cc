@@ -26,7 +26,8 @@ int Main(int argc, char** argv) {
   uint64_t timeout_ms = 3000;
   app.add_option("--seed", seed_args, "HOST:PORT of a node to ask (repeatable; default 127.0.0.1:7000)");
   app.add_flag("--json", json, "print JSON for scripts");
-  app.add_option("--timeout", timeout_ms, "request timeout in ms (default 3000)");
+  app.add_option("--timeout", timeout_ms, "request timeout in ms (default 3000)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{3'600'000}));
 
   auto* status = app.add_subcommand("status", "members and their state as the node asked sees them");
   auto* ring = app.add_subcommand("ring", "partition ownership and any change in progress");
@@ -39,8 +40,9 @@ int Main(int argc, char** argv) {
 
   DataCommand data;
   int r = 0, w = 0;
-  app.add_option("--r", r, "replies a read waits for (default 2)");
-  app.add_option("--w", w, "acknowledgements a write waits for (default 2)");
+  app.add_option("--r", r, "replies a read waits for (default 2)")->check(CLI::Range(1, 255));
+  app.add_option("--w", w, "acknowledgements a write waits for (default 2)")
+      ->check(CLI::Range(1, 255));
   auto* get = app.add_subcommand("get", "read a key: values, context (exit status 2 if not found)");
   get->add_option("KEY", data.key, "the key")->required();
   auto* put = app.add_subcommand("put", "write a key (the value from stdin when not given)");
@@ -84,7 +86,8 @@ int Main(int argc, char** argv) {
   start->add_option("--config", local.config_file, "TOML config file passed to every node");
   start->add_option("--log-level", local.log_level, "node log level (default info)");
   uint64_t wait_s = 60;
-  start->add_option("--wait", wait_s, "seconds to wait for the ring to converge (default 60)");
+  start->add_option("--wait", wait_s, "seconds to wait for the ring to converge (default 60)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{86'400}));
   std::string stop_dir;
   uint64_t stop_wait_s = 30;
   std::string kill_node, kill_signal = "KILL";
@@ -96,7 +99,8 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"KILL", "TERM", "STOP", "CONT"}));
   auto* stop = cluster->add_subcommand("stop", "SIGTERM every node started under --dir and wait");
   stop->add_option("--dir", stop_dir, "the directory given to start")->required();
-  stop->add_option("--wait", stop_wait_s, "seconds to wait for each node (default 30)");
+  stop->add_option("--wait", stop_wait_s, "seconds to wait for the nodes to stop (default 30)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{86'400}));
 
   CLI11_PARSE(app, argc, argv);
 
