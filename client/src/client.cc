@@ -5,6 +5,7 @@
 #include <chrono>
 #include <future>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
@@ -90,9 +91,15 @@ class Client::Impl {
   // I/O thread it only starts that, and the rest follows once the current
   // callback returns.
   void Close() {
+    if (loop_.InLoopThread()) {
+      BeginClose();
+      return;
+    }
+    // Threads that close at once all wait for the I/O thread; one joins it.
+    std::lock_guard<std::mutex> lock(join_mu_);
     if (!io_.joinable()) return;
     BeginClose();
-    if (!loop_.InLoopThread()) io_.join();
+    io_.join();
   }
 
   // ~Client on the I/O thread (a callback dropped the last owner): the
@@ -358,11 +365,16 @@ class Client::Impl {
     return Status::OK();
   }
 
+  // R or W against the replicas a key has: N, or fewer while the ring has
+  // fewer nodes (a write past them would be applied and still fail).
   Status CheckQuorum(const char* name, int value, const View& v) const {
-    const uint32_t n = v.map.ring().replicas();
-    if (value < 1 || static_cast<uint32_t>(value) > n) {
+    const auto& ring = v.map.ring();
+    const size_t n = std::min<size_t>(ring.replicas(), ring.nodes().size());
+    if (value < 1 || static_cast<size_t>(value) > n) {
       return Status::InvalidArgument(std::string(name) + "=" + std::to_string(value) +
-                                     " must be from 1 to N=" + std::to_string(n));
+                                     " must be from 1 to " + std::to_string(n) +
+                                     " (N=" + std::to_string(ring.replicas()) + ", " +
+                                     std::to_string(ring.nodes().size()) + " nodes in the ring)");
     }
     return Status::OK();
   }
@@ -743,6 +755,7 @@ class Client::Impl {
   ClientOptions options_;
   proto::Limits limits_;
   std::mt19937_64 rng_;
+  std::mutex join_mu_;  // Close() from several threads
   uint64_t client_id_ = 0;
   std::vector<std::string> seeds_;
   net::EventLoop loop_;

@@ -392,6 +392,15 @@ TEST(ClientProcessTest, LimitsAndBadInputAreRefusedBeforeSending) {
   ReadOptions too_many;
   too_many.r = 4;  // N is 3
   EXPECT_EQ(client->Get("k", too_many).status().code(), StatusCode::kInvalidArgument);
+  // N is 3, but a key of a one-node ring has one replica: W=2 could never
+  // be met, and the write would be applied and reported as failed.
+  WriteOptions two;
+  two.w = 2;
+  Status past_the_ring = client->Put("k", "v", two).status();
+  EXPECT_EQ(past_the_ring.code(), StatusCode::kInvalidArgument) << past_the_ring.ToString();
+  EXPECT_NE(past_the_ring.message().find("1 nodes in the ring"), std::string_view::npos);
+  too_many.r = 2;
+  EXPECT_EQ(client->Get("k", too_many).status().code(), StatusCode::kInvalidArgument);
   ClientOptions none;
   EXPECT_EQ(Client::Open(none).status().code(), StatusCode::kInvalidArgument);
   ClientOptions nobody;
@@ -605,7 +614,11 @@ TEST(ClientProcessTest, AClosedClientRefusesEveryCall) {
   auto client = Open(c, 3);
   ASSERT_TRUE(client);
   ASSERT_TRUE(client->Put("closed", "v").ok());
-  client->Close();
+  // Several threads close at once (the header promises thread safety and an
+  // idempotent Close): each returns once the client is closed.
+  std::vector<std::thread> closers;
+  for (int i = 0; i < 4; ++i) closers.emplace_back([&] { client->Close(); });
+  for (std::thread& t : closers) t.join();
   client->Close();
   EXPECT_EQ(client->Get("closed").status().code(), StatusCode::kAborted);
   EXPECT_EQ(client->Put("closed", "w").status().code(), StatusCode::kAborted);
