@@ -648,6 +648,64 @@ TEST(ConnectionTest, RequestsTakenInAndUnansweredAreBounded) {
   EXPECT_EQ(replies, 300u);
 }
 
+// A connection that makes calls keeps reading their replies however much
+// it has queued to send: a peer that reads slowly made it stop reading once
+// half its queue held requests, and only a wholly written queue resumed it,
+// so replies sat unread and every call timed out.
+TEST(ConnectionTest, RequestsQueuedToSendDoNotStopTheRepliesToThemBeingRead) {
+  int listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+  ASSERT_EQ(bind(listen_fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(listen_fd, 1), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  LoopThread lt;
+  ConnectionOptions opts;
+  opts.write_queue_bytes_max = 1 << 20;
+  auto c = ConnectTo(lt, ntohs(addr.sin_port), opts);
+  const int peer = accept(listen_fd, nullptr, nullptr);  // reads nothing
+  ASSERT_GE(peer, 0);
+  auto first = std::make_shared<std::promise<Status>>();
+  auto second = std::make_shared<std::promise<Status>>();
+  lt.Run([&] {
+    c->Call(GetRequest{"first"}, 30000, [first](CallOutcome r) { first->set_value(r.message.status()); });
+    c->Call(GetRequest{"second"}, 30000, [second](CallOutcome r) { second->set_value(r.message.status()); });
+  });
+  // Calls until, after the writes between rounds, over half the queue is
+  // still unsent: the kernel's buffers are full, and the peer reads nothing.
+  proto::ReplicaPutRequest big;
+  big.key = "k";
+  big.siblings.push_back(Version{Dot{1, 1}, {}, 0, false, false, std::string(64 << 10, 'v')});
+  bool full = false;
+  for (int round = 0; round < 500 && !full; ++round) {
+    full = lt.Run([&] {
+      if (c->queued_bytes() > opts.write_queue_bytes_max / 2) return true;
+      for (int i = 0; i < 32; ++i) c->Call(big, 30000, [](CallOutcome) {});
+      return false;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(full) << "the write queue never filled";
+  std::string reply;
+  proto::AppendFrame(1, proto::Ack{1, 1}, &reply);
+  ASSERT_EQ(write(peer, reply.data(), reply.size()), ssize_t(reply.size()));
+  auto f1 = first->get_future();
+  EXPECT_EQ(f1.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  reply.clear();
+  proto::AppendFrame(2, proto::Ack{1, 1}, &reply);
+  ASSERT_EQ(write(peer, reply.data(), reply.size()), ssize_t(reply.size()));
+  auto f2 = second->get_future();
+  EXPECT_EQ(f2.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "the reply to the second call was never read";
+  CloseOnLoop(lt, c);
+  EXPECT_TRUE(f1.get().ok());
+  EXPECT_TRUE(f2.get().ok()) << "the reply to the second call was never read";
+  close(peer);
+  close(listen_fd);
+}
+
 TEST(ListenerTest, ConnectionsMaxIsEnforced) {
   LoopThread lt;
   ListenerOptions opts;
@@ -691,6 +749,30 @@ TEST(ListenerTest, AtTheLimitANewConnectionReplacesTheIdlest) {
   EXPECT_EQ(lt.Run([&] { return server.listener().evicted(); }), 1u);
   EXPECT_EQ(lt.Run([&] { return server.listener().refused(); }), 0u);
   CloseOnLoop(lt, legit);
+}
+
+// A connection whose request is still being served is not idle: a new
+// connection at the limit does not evict it, and its reply arrives.
+TEST(ListenerTest, AConnectionWithARequestInProgressIsNotEvicted) {
+  LoopThread lt;
+  ListenerOptions opts;
+  opts.connections_max = 1;
+  opts.evict_idle_ms = 50;
+  EchoServer server(lt, opts);
+  auto busy = ConnectTo(lt, server.port());
+  auto reply = std::make_shared<std::promise<Result<Message>>>();
+  lt.Run([&] {
+    busy->Call(GetRequest{"slow:600"}, 5000, [reply](CallOutcome r) { reply->set_value(std::move(r.message)); });
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // past evict_idle_ms
+  RawSocket late(server.port());
+  bool closed = false;
+  late.ReadUntilClosed(3000, &closed);
+  EXPECT_TRUE(closed);  // refused: the only connection is busy
+  EXPECT_EQ(ValueOf(reply->get_future().get()), "slow:600");
+  EXPECT_EQ(lt.Run([&] { return server.listener().evicted(); }), 0u);
+  EXPECT_EQ(lt.Run([&] { return server.listener().refused(); }), 1u);
+  CloseOnLoop(lt, busy);
 }
 
 TEST(ConnectionTest, IdleConnectionsAreClosed) {
@@ -799,6 +881,29 @@ TEST(ConnectionPoolTest, CloseAllIsFinalEvenForCallsMadeFromFailureCallbacks) {
   EXPECT_FALSE(r.maybe_delivered);
   CallOutcome o = opening.get_future().get();
   EXPECT_EQ(o.message.status().code(), StatusCode::kAborted) << o.message.status().ToString();
+  lt.Run([&] { pool.reset(); });
+}
+
+// A connect that fails at once (no route to a broadcast address) fails its
+// calls from the loop, never inside the Call that started it.
+TEST(ConnectionPoolTest, AConnectFailingAtOnceFailsItsCallsFromTheLoop) {
+  LoopThread lt;
+  auto pool = lt.Run([&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 1000); });
+  auto outcome = std::make_shared<std::promise<CallOutcome>>();
+  const bool inside = lt.Run([&] {
+    auto returned = std::make_shared<bool>(false);
+    auto ran_inside = std::make_shared<bool>(false);
+    pool->Call("255.255.255.255:80", GetRequest{"k"}, 1000, [=](CallOutcome o) {
+      *ran_inside = !*returned;
+      outcome->set_value(std::move(o));
+    });
+    *returned = true;
+    return *ran_inside;
+  });
+  EXPECT_FALSE(inside);
+  CallOutcome o = outcome->get_future().get();
+  EXPECT_FALSE(o.message.ok());
+  EXPECT_FALSE(o.maybe_delivered);
   lt.Run([&] { pool.reset(); });
 }
 

@@ -138,6 +138,7 @@ void Connection::AppendReply(uint64_t request_id, const proto::Body& reply) {
                          0),
         &batch_);
   }
+  last_reply_end_ = written_bytes_ + queued_bytes();
   ScheduleFlush();
 }
 
@@ -163,6 +164,7 @@ void Connection::Flush() {
   }
   if (sent > 0) {
     last_activity_ms_ = loop_.NowMs();
+    written_bytes_ += static_cast<size_t>(sent);
     if (static_cast<size_t>(sent) == batch_.size()) {
       batch_.clear();
       AfterWrite();
@@ -178,6 +180,7 @@ void Connection::Flush() {
                     [](uv_write_t* req, int status) {
                       auto* self = static_cast<Connection*>(req->data);
                       self->writing_ = false;
+                      if (status >= 0) self->written_bytes_ += self->inflight_.size();
                       self->inflight_.clear();
                       if (self->closed_) return;
                       if (status < 0) {
@@ -186,6 +189,7 @@ void Connection::Flush() {
                       }
                       self->last_activity_ms_ = self->loop_.NowMs();
                       if (!self->batch_.empty()) {
+                        self->MaybeResumeReading();
                         self->Flush();
                         return;
                       }
@@ -236,8 +240,10 @@ void Connection::DispatchBuffered() {
     Dispatch(body);
   }
   dispatching_ = false;
+  // Only replies count: requests this side queued (a connection that makes
+  // calls) are no reason to stop reading the replies to them.
   if (!closed_ && reading_ &&
-      (queued_bytes() > options_.write_queue_bytes_max / 2 ||
+      ((replies_unsent() && queued_bytes() > options_.write_queue_bytes_max / 2) ||
        unanswered_ >= options_.requests_unanswered_max)) {
     uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
     reading_ = false;
@@ -247,7 +253,7 @@ void Connection::DispatchBuffered() {
 
 void Connection::MaybeResumeReading() {
   if (!read_paused_ || closed_ || closing_after_flush_ ||
-      queued_bytes() > options_.write_queue_bytes_max / 4 ||
+      (replies_unsent() && queued_bytes() > options_.write_queue_bytes_max / 4) ||
       unanswered_ > options_.requests_unanswered_max / 2) {
     return;
   }
@@ -333,10 +339,12 @@ void Connection::OnTimer() {
              Status::Timeout("no reply from " + peer_ + " before the deadline"));
   }
   if (closed_) return;
-  if (options_.idle_timeout_ms > 0 && pending_.empty() &&
-      now >= last_activity_ms_ + options_.idle_timeout_ms) {
-    Close(Status::Timeout("idle for " + std::to_string(options_.idle_timeout_ms) + " ms"));
-    return;
+  if (options_.idle_timeout_ms > 0 && now >= last_activity_ms_ + options_.idle_timeout_ms) {
+    if (pending_.empty() && unanswered_ == 0) {
+      Close(Status::Timeout("idle for " + std::to_string(options_.idle_timeout_ms) + " ms"));
+      return;
+    }
+    last_activity_ms_ = now;  // a call or request in progress: not idle
   }
   ArmTimer();
 }
@@ -596,7 +604,9 @@ bool Listener::EvictIdlest() {
   uint64_t oldest = UINT64_MAX;
   for (auto it = accepted_.begin(); it != accepted_.end(); ++it) {
     auto c = it->lock();
-    if (c && c->last_activity_ms_ < oldest) {
+    // A connection with a request in progress is not idle, however long ago
+    // it last sent or received.
+    if (c && c->unanswered_ == 0 && c->last_activity_ms_ < oldest) {
       oldest = c->last_activity_ms_;
       idlest = it;
     }

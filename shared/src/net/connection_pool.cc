@@ -63,7 +63,7 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
     return;
   }
   peer->connecting = true;
-  auto on_open = [peer](Result<std::shared_ptr<Connection>> conn) {
+  auto on_open = [peer, loop = &loop_](Result<std::shared_ptr<Connection>> conn) {
     peer->connecting = false;
     peer->opening.reset();
     auto waiting = std::move(peer->waiting);
@@ -73,7 +73,11 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
       conn = *peer->closed;
     }
     if (!conn.ok()) {
-      for (auto& [b, t, d] : waiting) d(CallOutcome{conn.status(), false});
+      // From the loop: a connect can fail at once (no socket, no route),
+      // inside the Call that started it.
+      for (auto& [b, t, d] : waiting) {
+        loop->Post([d = std::move(d), s = conn.status()] { d(CallOutcome{s, false}); });
+      }
       return;
     }
     peer->conn = *conn;

@@ -89,6 +89,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // timeouts, at most as many again plus a few dozen of finished calls.
   size_t deadline_entries() const { return deadlines_.size(); }
   size_t queued_bytes() const { return batch_.size() + inflight_.size(); }
+  // Whether a reply this side queued is not yet written.
+  bool replies_unsent() const { return last_reply_end_ > written_bytes_; }
   const ConnectionOptions& options() const { return options_; }
 
  private:
@@ -138,6 +140,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool read_paused_ = false;
   bool dispatching_ = false;  // in DispatchBuffered
   size_t unanswered_ = 0;     // requests handed to on_request_ and not replied to
+  // Bytes written since the start, and where in that count the last reply
+  // queued ends: replies wait to be written while it is ahead.
+  uint64_t written_bytes_ = 0;
+  uint64_t last_reply_end_ = 0;
   bool closing_after_flush_ = false;
   bool closed_ = false;
   uint64_t next_request_id_ = 1;
