@@ -35,6 +35,13 @@ TEST(NodeTrackerTest, AFailedNodeBacksOffLongerPerFailureUntilItServes) {
   t.Observe("a", NodeSignal::kFailed, 5000);  // counts from one again
   EXPECT_TRUE(t.Healthy("a", 5100));
   EXPECT_TRUE(t.Healthy("b", 5000));
+  // The calls a reset connection had in flight all fail at once: one
+  // failure, not six in a row, and nothing more while it backs off.
+  for (int call = 0; call < 6; ++call) t.Observe("b", NodeSignal::kFailed, 6000 + call);
+  EXPECT_TRUE(t.Healthy("b", 6100));
+  t.Observe("b", NodeSignal::kFailed, 6100);  // the next after it: doubled
+  EXPECT_FALSE(t.Healthy("b", 6299));
+  EXPECT_TRUE(t.Healthy("b", 6300));
 }
 
 TEST(NodeTrackerTest, PrimariesHeardJustNowCountAsReached) {

@@ -15,6 +15,9 @@ void NodeTracker::Observe(const NodeId& node, NodeSignal signal, uint64_t now_ms
     return;
   }
   Backoff& b = backoff_[node];
+  // Failures while it backs off are of the same spell: the other calls a
+  // reset connection had in flight, or requests sent before it began.
+  if (now_ms < b.until_ms) return;
   b.failures = std::min(b.failures + 1, kFailuresCountedMax);
   b.until_ms =
       now_ms + std::min(options_.backoff_max_ms, options_.backoff_base_ms << (b.failures - 1));

@@ -16,7 +16,7 @@ namespace dynamo::client {
 
 struct NodeTrackerOptions {
   // A node that failed backs off for base_ms, doubled per failure in a row,
-  // at most max_ms.
+  // at most max_ms. Failures seen while it backs off do not count.
   uint64_t backoff_base_ms = 250;
   uint64_t backoff_max_ms = 5000;
   // A primary that answered at most this long ago ranks as if the write's
@@ -29,7 +29,8 @@ class NodeTracker {
   explicit NodeTracker(NodeTrackerOptions options = {}) : options_(options) {}
 
   // Records what a reply said about `node` (SignalOf) at `now_ms`: kServing
-  // ends its backoff and marks it heard, kFailed lengthens its backoff.
+  // ends its backoff and marks it heard, kFailed starts a longer backoff
+  // unless one is running.
   void Observe(const NodeId& node, NodeSignal signal, uint64_t now_ms);
   // False while `node` backs off.
   bool Healthy(const NodeId& node, uint64_t now_ms) const;
