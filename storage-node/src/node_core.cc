@@ -715,6 +715,14 @@ void NodeCore::HandleTransfer(Now now, uint64_t conn, uint64_t id, proto::Transf
     ReplyError(conn, id, Status::InvalidArgument("no partition " + std::to_string(req.partition)));
     return;
   }
+  if (catching_up_) {
+    // What it holds may lack what the others have: the joiner copies from
+    // another replica (this call's failure marks this node down to it).
+    ReplyError(conn, id,
+               Status::Unavailable("node " + options_.id +
+                                   " is catching up and cannot give a whole partition"));
+    return;
+  }
   ScanOp scan;
   scan.space = Space::kData;
   scan.options.prefix = PartitionPrefix(req.partition);

@@ -485,6 +485,43 @@ TEST(NodeCoreTest, JoinMovesPartitionsAndTheirData) {
   EXPECT_GT(sim.core("n4").stats().transfers_done, 0u);
 }
 
+// A joiner copies a partition only from a replica that holds all of it: a
+// replica still catching up (wiped, here) refuses, so the joiner waits for
+// another, rather than counting an empty copy as done and then serving the
+// partition's keys as absent.
+TEST(NodeCoreTest, AJoinerDoesNotCopyFromAReplicaStillCatchingUp) {
+  SimCluster sim(44);
+  FormCluster(sim, 3);
+  std::vector<std::string> keys = WriteKeys(sim, 200, "v:");
+  sim.Crash("n2");
+  sim.Wipe("n2");
+  sim.Restart("n2");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n2").map().has_value(); }, 10000));
+  ASSERT_TRUE(sim.core("n2").catching_up());
+  sim.Cut("n2", "n1");
+  sim.Cut("n2", "n3");
+  sim.AddNode("n4", {"n2"});
+  sim.Cut("n4", "n1");
+  sim.Cut("n4", "n3");
+  auto switched = [&] {
+    const auto& map = sim.core("n4").map();
+    return map && !map->next() && map->ring().Contains("n4");
+  };
+  sim.RunUntil(switched, 30000);
+  EXPECT_TRUE(sim.core("n2").catching_up());
+  sim.HealAll();
+  ASSERT_TRUE(sim.RunUntil(switched, 60000));
+  const Ring& ring = sim.core("n4").map()->ring();
+  size_t replicated = 0;
+  for (const std::string& key : keys) {
+    const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+    if (std::find(pref.begin(), pref.end(), "n4") == pref.end()) continue;
+    ++replicated;
+    EXPECT_TRUE(sim.Stored("n4", key).has_value()) << key << " missing on n4 when its ring switched";
+  }
+  EXPECT_GT(replicated, 0u);
+}
+
 // The simulator's seed 155659 lost acknowledged writes this way: a node
 // coordinated a key, handed its partition to a joiner and deleted its copy;
 // a client with an older map then had it coordinate the key again. The new
