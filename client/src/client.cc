@@ -484,7 +484,8 @@ class Client::Impl {
       const client::Target* t = &state->op.target(s.target);
       const size_t idx = s.target;
       const uint64_t wait = client::AnswerWaitMs(
-          s, state->reported ? 0 : client::RemainingMs(state->deadline, loop_.NowMs()), state->timeout_ms);
+          s, state->reported ? 0 : client::RemainingMs(state->deadline, loop_.NowMs()),
+          state->timeout_ms);
       CallForOp(t->address, s.body, wait, [this, state, idx, t, finish](Reply r) {
         Observe(t->node, r);
         Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);

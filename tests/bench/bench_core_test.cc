@@ -247,9 +247,8 @@ TEST(SlotOpsTest, ATimedOutSlotIsDroppedBeforeItsNextOperationStarts) {
   std::promise<void> finished;
   std::unique_ptr<SlotOps> ops;
   loop.Post([&] {
-    ops = std::make_unique<SlotOps>(loop, 1, 1, [&](size_t slot) {
-      events.push_back("drop " + std::to_string(slot));
-    });
+    ops = std::make_unique<SlotOps>(
+        loop, 1, 1, [&](size_t slot) { events.push_back("drop " + std::to_string(slot)); });
     ops->Begin(0, [&](OpOutcome first) {
       events.push_back(first.status.ToString());
       const uint64_t next = ops->Begin(0, [&](OpOutcome second) {
@@ -269,8 +268,9 @@ TEST(SlotOpsTest, ATimedOutSlotIsDroppedBeforeItsNextOperationStarts) {
   closed.get_future().wait();
   loop.Stop();
   thread.join();
-  EXPECT_EQ(events, (std::vector<std::string>{"drop 0", Status::Timeout("no reply within the deadline").ToString(),
-                                              "begin", "next OK"}));
+  EXPECT_EQ(events, (std::vector<std::string>{
+                        "drop 0", Status::Timeout("no reply within the deadline").ToString(),
+                        "begin", "next OK"}));
 }
 
 // A store whose every operation succeeds at the loop's next 1 ms timer tick.

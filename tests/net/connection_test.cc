@@ -670,8 +670,10 @@ TEST(ConnectionTest, RequestsQueuedToSendDoNotStopTheRepliesToThemBeingRead) {
   auto first = std::make_shared<std::promise<Status>>();
   auto second = std::make_shared<std::promise<Status>>();
   lt.Run([&] {
-    c->Call(GetRequest{"first"}, 30000, [first](CallOutcome r) { first->set_value(r.message.status()); });
-    c->Call(GetRequest{"second"}, 30000, [second](CallOutcome r) { second->set_value(r.message.status()); });
+    c->Call(GetRequest{"first"}, 30000,
+            [first](CallOutcome r) { first->set_value(r.message.status()); });
+    c->Call(GetRequest{"second"}, 30000,
+            [second](CallOutcome r) { second->set_value(r.message.status()); });
   });
   // Calls until, after the writes between rounds, over half the queue is
   // still unsent: the kernel's buffers are full, and the peer reads nothing.
@@ -762,7 +764,8 @@ TEST(ListenerTest, AConnectionWithARequestInProgressIsNotEvicted) {
   auto busy = ConnectTo(lt, server.port());
   auto reply = std::make_shared<std::promise<Result<Message>>>();
   lt.Run([&] {
-    busy->Call(GetRequest{"slow:600"}, 5000, [reply](CallOutcome r) { reply->set_value(std::move(r.message)); });
+    busy->Call(GetRequest{"slow:600"}, 5000,
+               [reply](CallOutcome r) { reply->set_value(std::move(r.message)); });
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // past evict_idle_ms
   RawSocket late(server.port());
@@ -888,7 +891,8 @@ TEST(ConnectionPoolTest, CloseAllIsFinalEvenForCallsMadeFromFailureCallbacks) {
 // calls from the loop, never inside the Call that started it.
 TEST(ConnectionPoolTest, AConnectFailingAtOnceFailsItsCallsFromTheLoop) {
   LoopThread lt;
-  auto pool = lt.Run([&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 1000); });
+  auto pool = lt.Run(
+      [&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 1000); });
   auto outcome = std::make_shared<std::promise<CallOutcome>>();
   const bool inside = lt.Run([&] {
     auto returned = std::make_shared<bool>(false);

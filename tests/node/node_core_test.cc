@@ -517,7 +517,8 @@ TEST(NodeCoreTest, AJoinerDoesNotCopyFromAReplicaStillCatchingUp) {
     const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
     if (std::find(pref.begin(), pref.end(), "n4") == pref.end()) continue;
     ++replicated;
-    EXPECT_TRUE(sim.Stored("n4", key).has_value()) << key << " missing on n4 when its ring switched";
+    EXPECT_TRUE(sim.Stored("n4", key).has_value())
+        << key << " missing on n4 when its ring switched";
   }
   EXPECT_GT(replicated, 0u);
 }

@@ -375,7 +375,8 @@ TEST(ProcessTest, DynamoctlStopsNodesOfAnyBinaryAndPausedOnes) {
   ASSERT_GT(pids[1], 0);
   EXPECT_TRUE(cli::IsNodeProcess(pids[0], dir + "/n1/data"));
   EXPECT_FALSE(cli::IsNodeProcess(pids[0], dir + "/n2/data"));
-  auto [paused, code_paused] = RunTool("dynamoctl cluster kill --dir " + dir + " --node n2 --signal STOP");
+  auto [paused, code_paused] =
+      RunTool("dynamoctl cluster kill --dir " + dir + " --node n2 --signal STOP");
   ASSERT_EQ(code_paused, 0) << paused;
   auto [stopped, code_stop] = RunTool("dynamoctl cluster stop --dir " + dir);
   EXPECT_EQ(code_stop, 0) << stopped;
