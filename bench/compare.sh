@@ -152,17 +152,25 @@ run() {  # backend workload mode round [extra flags...]; appends "backend worklo
   if [ -z "${LOADED[$backend]:-}" ] || { [[ $backend != *lww* ]] && [[ $backend == dynamo* ]] && [ "$workload" != C ]; }; then load=""; fi
   LOADED[$backend]=1
   local probe at="$backend.$workload.$mode.$round"
+  # The probes watch the measured phase only: each waits for the bench's
+  # marker (written after the load and the warm-up), at most as long as it
+  # would have run.
+  local marker="$WORK/measuring.$at"
   for probe in $MACHINE_PROBES; do
     echo '{}' >"$WORK/$probe.$at"
-    if [ "$probe" = disk ]; then
-      /usr/bin/python3 bench/diskprobe.py --dir "$WORK" --seconds $((DURATION + 300)) --json >"$WORK/$probe.$at" &
-    else
-      /usr/bin/python3 bench/procstat.py "$probe" --seconds $((DURATION + 300)) --json >"$WORK/$probe.$at" &
-    fi
+    local cmd=(bench/procstat.py "$probe")
+    [ "$probe" = disk ] && cmd=(bench/diskprobe.py --dir "$WORK")
+    (
+      for _ in $(seq 1 $(((DURATION + 300) * 20))); do
+        [ -e "$marker" ] && exec /usr/bin/python3 "${cmd[@]}" --seconds $((DURATION + 300)) --json >"$WORK/$probe.$at"
+        sleep 0.05
+      done
+    ) &
     PROBES+=($!)
   done
   # shellcheck disable=SC2086
-  out=$("$BIN/dynamo-bench" ${ARGS[$backend]} --workload "$workload" $load "${COMMON[@]}" "$@" | tail -1)
+  out=$("$BIN/dynamo-bench" ${ARGS[$backend]} --workload "$workload" $load "${COMMON[@]}" \
+    --measure-marker "$marker" "$@" | tail -1)
   local pid
   for pid in "${PROBES[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true

@@ -90,9 +90,9 @@ def report(results, disk, speed, wake=None):
                 (f" {w['p999_ms']:>6.2f}" if w.get("samples") else f" {'-':>6}"))
 
     lines.append("closed loop (fixed concurrency): peak throughput;")
-    lines.append("disk: the probe's fdatasyncs during the run (one every 10 ms): p99.9, slowest, stalls over 20 ms;")
-    lines.append("cpu: a fixed piece of work's CPU time during the run over the fastest run's (1.00 the fastest);")
-    lines.append("wake: how late a thread sleeping 1 ms at a time woke during the run, p99.9 ms (the machine's floor)")
+    lines.append("disk: the probe's fdatasyncs during the measured phase (one every 10 ms): p99.9, slowest, stalls over 20 ms;")
+    lines.append("cpu: a fixed piece of work's CPU time during the measured phase over the fastest run's (1.00 the fastest);")
+    lines.append("wake: how late a thread sleeping 1 ms at a time woke during the measured phase, p99.9 ms (the machine's floor)")
     rnd_head = f" {'rnd':>3}" if several else ""
     machine_head = f" | {'disk p99.9':>10} {'max':>8} {'stalls':>6} {'cpu':>5} {'wake':>6}"
     lines.append(f"{'store':<14} {'wl':<3}{rnd_head} {'ops/s':>9} | {'read/s':>9} {'p99':>7} {'p99.9':>7} {'err':>5}"

@@ -79,9 +79,11 @@ class Shopper(threading.Thread):
                 items.add(item)
                 self.client.put(cart, b",".join(sorted(items)), context=current.context)
                 return True
-            except (dynamo.QuorumError, dynamo.TimeoutError) as e:
+            except (dynamo.QuorumError, dynamo.TimeoutError, dynamo.BusyError) as e:
                 # A failed write may still have been applied (in doubt); the
-                # retry reads it back, so nothing is counted twice.
+                # retry reads it back, so nothing is counted twice. Busy: a
+                # node or the client shed load; the back-off below is the
+                # retry it asks for.
                 self.counter.add("writes retried")
                 if e.in_doubt:
                     self.counter.add("writes in doubt")

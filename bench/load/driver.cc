@@ -111,6 +111,7 @@ class Runner : public std::enable_shared_from_this<Runner> {
   bool OpenLoop() const { return o_.rate > 0 && phase_ != Phase::kLoad; }
 
   void Begin(Phase p) {
+    if (p == Phase::kMeasure && o_.on_measure) o_.on_measure();
     phase_ = p;
     phase_start_ns_ = NowNs();
     issued_ = 0;

@@ -44,6 +44,9 @@ struct DriverOptions {
   uint64_t drain_ms = 5000;  // how long the end waits for operations in flight
   // Called about once a second with a one-line summary of the last second.
   std::function<void(const std::string&)> progress;
+  // Called on the loop thread once, as the measured phase starts (after the
+  // load and the warm-up), before its first operation.
+  std::function<void()> on_measure;
 };
 
 Status ValidateDriverOptions(const DriverOptions& o);

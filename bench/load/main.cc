@@ -91,6 +91,10 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "print the report as one JSON object on the last line");
   app.add_option("--plot", plot, "write a latency-percentile plot to this PNG (needs gnuplot)");
   app.add_flag("--quiet", quiet, "no progress line");
+  std::string measure_marker;
+  app.add_option(
+      "--measure-marker", measure_marker,
+      "create this file as the measured phase starts (for probes that should watch it only)");
   CLI11_PARSE(app, argc, argv);
 
   Result<Workload> wl = ParseWorkload(workload);
@@ -102,6 +106,13 @@ int main(int argc, char** argv) {
   o.load = !no_load;
   o.drain_ms = timeout_ms + 2000;
   if (Status st = ValidateDriverOptions(o); !st.ok()) return Fail(st.message());
+  if (!measure_marker.empty()) {
+    o.on_measure = [measure_marker] {
+      if (!std::ofstream(measure_marker).good()) {
+        std::cerr << "dynamo-bench: cannot create the marker " << measure_marker << "\n";
+      }
+    };
+  }
   if (!quiet && ::isatty(STDERR_FILENO)) {
     o.progress = [](const std::string& line) { std::fprintf(stderr, "\r%s\x1b[K", line.c_str()); };
   }

@@ -389,6 +389,28 @@ TEST(DriverTest, KeysCarryThePrefix) {
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
 }
 
+// The measured phase is announced once, after the load wrote every key and
+// before any measured operation ran.
+TEST(DriverTest, TheMeasuredPhaseIsAnnouncedOnceAfterTheLoad) {
+  DriverOptions o;
+  o.workload = Workload::kC;
+  o.keys = 30;
+  o.ops = 50;
+  o.warmup_s = 0.05;
+  TickRig rig(o.concurrency);
+  int announced = 0;
+  size_t keys_written_by_then = 0;
+  o.on_measure = [&] {
+    ++announced;
+    keys_written_by_then = rig.backend.names.size();
+  };
+  Result<RunReport> report = rig.Run(o);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(announced, 1);
+  EXPECT_EQ(keys_written_by_then, 30u);
+  EXPECT_EQ(report->read.latency.count(), o.ops);
+}
+
 // Open loop: arrivals that wait for a slot count in the phase they arrived
 // in. A warm-up that fell behind (one slot, three times the arrivals the
 // backend can answer) hands its backlog to the measured phase, which still
