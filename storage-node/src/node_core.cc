@@ -1275,6 +1275,10 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       FinishHandoff(now2, h, r.status, false);
       return;
     }
+    if (StillReplicated(*h)) {
+      FinishHandoff(now2, h, Status::OK(), false);
+      return;
+    }
     if (r.scan.entries.empty()) {
       FinishHandoff(now2, h, Status::OK(), h->after.empty() && !h->written_meanwhile);
       return;
@@ -1420,6 +1424,11 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
           join->One(r.status);  // changed since it was pushed: kept for the next round
           return;
         }
+        if (StillReplicated(*h)) {
+          unlock();
+          join->One(Status::OK());  // the partition is this node's again: kept
+          return;
+        }
         const bool data = h->space == Space::kData;
         WriteOp del;
         // Hints are not what this node coordinates from; its data is. The
@@ -1488,6 +1497,15 @@ void NodeCore::NoteHandoffRangeWritten(Space space, PartitionId partition, const
   if (space == Space::kData ? handoff_->partition == partition : handoff_->owner == owner) {
     handoff_->written_meanwhile = true;
   }
+}
+
+std::optional<PartitionId> NodeCore::partition_handing_off() const {
+  if (!handoff_ || handoff_->space != Space::kData) return std::nullopt;
+  return handoff_->partition;
+}
+
+bool NodeCore::StillReplicated(const Handoff& h) const {
+  return h.space == Space::kData && Replicates(h.partition);
 }
 
 void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained) {

@@ -523,6 +523,50 @@ TEST(NodeCoreTest, AJoinerDoesNotCopyFromAReplicaStillCatchingUp) {
   EXPECT_GT(replicated, 0u);
 }
 
+// A node hands off a partition it no longer replicates, a page at a time;
+// the change is undone meanwhile (the joiner leaves) and the partition is
+// its own again. It stops deleting what it handed off, so it does not end
+// up a replica with holes once its ring switches back.
+TEST(NodeCoreTest, AHandoffStopsDeletingWhenThePartitionIsTheNodesAgain) {
+  SimCluster sim(45);
+  auto small_pages = [](NodeOptions& o) {
+    o.partitions = 8;
+    o.transfer_page_entries = 1;
+    o.handoff_delay_ms = 200;
+  };
+  sim.AddNode("n1", {}, small_pages);
+  for (const char* id : {"n2", "n3", "n4"}) sim.AddNode(id, {"n1"}, small_pages);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  std::vector<std::string> keys = WriteKeys(sim, 400, "v:");
+  sim.AddNode("n5", {"n1"}, small_pages);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 5); }, 60000));
+  std::string node;
+  auto handing_off = [&] {
+    for (const char* id : {"n1", "n2", "n3", "n4"}) {
+      if (sim.core(id).partition_handing_off()) node = id;
+    }
+    return !node.empty();
+  };
+  ASSERT_TRUE(sim.RunUntil(handing_off, 60000));
+  const PartitionId p = *sim.core(node).partition_handing_off();
+  sim.RunFor(20);  // a few pages in
+  auto left = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kLeave, "n5"});
+  ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(left->body));
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 120000));
+  const Ring& ring = sim.core("n1").map()->ring();
+  ASSERT_TRUE(sim.core(node).map()->ring().PreferenceList(p) == ring.PreferenceList(p));
+  size_t checked = 0;
+  for (const std::string& key : keys) {
+    if (ring.KeyPartition(key) != p) continue;
+    ++checked;
+    for (const NodeId& id : ring.PreferenceList(p)) {
+      EXPECT_TRUE(sim.Stored(id, key).has_value())
+          << key << " missing on " << id << " at the switch";
+    }
+  }
+  EXPECT_GT(checked, 0u);
+}
+
 // The simulator's seed 155659 lost acknowledged writes this way: a node
 // coordinated a key, handed its partition to a joiner and deleted its copy;
 // a client with an older map then had it coordinate the key again. The new

@@ -646,15 +646,16 @@ std::string WorkloadReport::Summary() const {
   std::ostringstream os;
   os << "SEED=" << seed << " " << (ok ? "ok" : "FAILED") << " (R=" << r << " W=" << w
      << "): " << acknowledged << " acknowledged adds, " << lost << " lost, " << in_doubt
-     << " in doubt, " << stale_reads << " stale reads, " << deletes_checked << " deletes checked, "
+     << " in doubt, " << stale_reads << " stale reads, " << keys_past_writers
+     << " keys with siblings past their writers, " << deletes_checked << " deletes checked, "
      << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults
      << " faults, " << messages << " messages, " << refused_unsent << " requests refused unsent, "
      << coordinator_retries << " coordinator retries, " << late_coordinator_answers
      << " coordinators answered past the deadline, " << partitions_scrubbed << " partitions and "
      << hint_owners_scrubbed << " nodes' hints scrubbed away (" << hints_kept_past_a_bad_hint
-     << " hints kept past an unreadable one), " << keys_silently_lost
-     << " keys silently lost, " << trees_checked << " trees checked, quiet " << heal_ms
-     << " ms after healing, trace " << std::hex << trace_hash;
+     << " hints kept past an unreadable one), " << keys_silently_lost << " keys silently lost, "
+     << trees_checked << " trees checked, quiet " << heal_ms << " ms after healing, trace "
+     << std::hex << trace_hash;
   for (const std::string& f : failures) os << "\n  " << f;
   return os.str();
 }

@@ -277,6 +277,8 @@ class NodeCore {
   bool trees_ready() const { return trees_ready_; }
   // The root of the partition's Merkle tree (empty summary if none).
   MerkleSummary MerkleRoot(PartitionId partition);
+  // The partition whose copy this node is handing off now, if any.
+  std::optional<PartitionId> partition_handing_off() const;
   // Completed anti-entropy cycles over every replicated partition.
   uint64_t ae_cycles() const { return ae_cycles_done_; }
   double foreground_p99_ms() { return governor_.ForegroundP99(now_ms_); }
@@ -425,6 +427,9 @@ class NodeCore {
   // Drops the versions of `set` that handoff `h` must not push; returns how many.
   size_t DropStaleVersions(const Handoff& h, SiblingSet& set) const;
   void StopOnCorruption(const Status& status);
+  // A data handoff whose partition this node replicates again (a change
+  // undone while it ran): it stops, and deletes nothing more.
+  bool StillReplicated(const Handoff& h) const;
   void FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status, bool drained);
   // A write into a handoff's range (a data partition, or the hints for
   // `owner`) completed: the running handoff of that range is not drained by
