@@ -217,24 +217,26 @@ TEST(SimTest, SomeSeedsScrubANodeThatMetACorruptBlock) {
 // one)" with N > 0. Earlier seeds: 754, until the simulated client waited
 // for late coordinators; 3134, until a stand-in's Get read every primary's
 // hints; 3712, until the simulated client ranked the primaries it heard
-// from in the last 100 ms as reached (client::NodeTracker).
+// from in the last 100 ms as reached (client::NodeTracker); 5174, until a
+// node's back-off counted the failures of one spell once.
 TEST(SimTest, AScrubKeepsTheHintsPastAnUnreadableFirstHint) {
-  WorkloadReport r = RunWorkload(5174, ConfigForSeed(5174));
+  WorkloadReport r = RunWorkload(4191, ConfigForSeed(4191));
   ASSERT_TRUE(r.ok) << r.Summary();
   EXPECT_EQ(r.lost, 0u);
   EXPECT_EQ(r.hint_owners_scrubbed, 1u);
   EXPECT_GT(r.hints_kept_past_a_bad_hint, 0u);
 }
 
-// Seed 1372: a client's read misses its own acknowledged add (sloppy quorum,
+// Seed 4435: a client's read misses its own acknowledged add (sloppy quorum,
 // replicas that lost unsynced copies), so its next add stands beside it and
-// one key ends with 3 siblings from 2 clients. Allowed, and counted. (The
-// only such seed of 1-4000 after the simulated client began to wait for
-// late coordinators; seed 1090 was one before.)
+// a key ends with 3 siblings from fewer writers. Allowed, and counted. A
+// change of the simulated runs may need a new seed: run `dynamo_sim
+// --verbose` and look for "max 3 siblings" with keys with siblings past
+// their writers. (Earlier seeds: 1090, until the simulated client began to
+// wait for late coordinators; 1372, with scans answered at once, until a
+// node's back-off counted the failures of one spell once.)
 TEST(SimTest, AWriteAfterAStaleReadMayAddASibling) {
-  WorkloadConfig c = ConfigForSeed(1372);
-  c.scan_answer_delay_ms = 0;  // the run this seed was picked for
-  WorkloadReport r = RunWorkload(1372, c);
+  WorkloadReport r = RunWorkload(4435, ConfigForSeed(4435));
   ASSERT_TRUE(r.ok) << r.Summary();
   EXPECT_EQ(r.lost, 0u);
   EXPECT_GT(r.stale_reads, 0u);
