@@ -386,6 +386,27 @@ TEST(ProcessTest, DynamoctlStopsNodesOfAnyBinaryAndPausedOnes) {
   EXPECT_FALSE(cli::IsNodeProcess(pids[1], dir + "/n2/data"));
 }
 
+// A start that fails after launching nodes (here the ring cannot converge
+// within --wait: gossip every 30 s) stops what it launched: a second start
+// on the same directory and ports then works.
+TEST(ProcessTest, AFailedDynamoctlStartStopsTheNodesItLaunched) {
+  ProcessCluster ports(3);
+  const std::string dir = ports.options().dir + "/ccm";
+  const std::string config = ports.options().dir + "/slow-gossip.toml";
+  std::ofstream(config) << "[gossip]\ninterval_ms = 30000\n";
+  struct StopAtEnd {
+    std::string dir;
+    ~StopAtEnd() { RunTool("dynamoctl cluster stop --dir " + dir); }
+  } stop_at_end{dir};
+  const std::string start = "dynamoctl cluster start --nodes 3 --partitions 16 --base-port " +
+                            std::to_string(ports.options().base_port) + " --dir " + dir;
+  auto [failed, code_failed] = RunTool(start + " --wait 2 --config " + config);
+  ASSERT_NE(code_failed, 0) << failed;
+  EXPECT_NE(failed.find("were stopped"), std::string::npos) << failed;
+  auto [again, code_again] = RunTool(start);
+  EXPECT_EQ(code_again, 0) << again;
+}
+
 TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
   ProcessCluster ports(3);  // only for a free port block and a directory
   const std::string dir = ports.options().dir + "/ccm";

@@ -2,12 +2,14 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +25,8 @@ namespace {
 namespace fs = std::filesystem;
 constexpr uint64_t kProbeTimeoutMs = 1000;
 constexpr const char* kNodeDataDir = "data";  // under each node's directory
+// How long a failed start waits for each node it launched to stop on SIGTERM.
+constexpr uint64_t kStopAfterFailedStartMs = 10000;
 
 uint64_t NowMs() {
   using namespace std::chrono;
@@ -75,15 +79,28 @@ Result<LocalClusterOptions> ReadClusterConf(const std::string& dir) {
   LocalClusterOptions o;
   o.dir = dir;
   std::string line;
+  auto number = [&](const std::string& k, const std::string& v, uint64_t max) -> Result<uint64_t> {
+    uint64_t n = 0;
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || end != v.data() + v.size() || n > max) {
+      return Status::Corruption((fs::path(dir) / "cluster.conf").string() + ": bad " + k + " '" +
+                                v + "'");
+    }
+    return n;
+  };
   while (std::getline(f, line)) {
     size_t eq = line.find('=');
     if (eq == std::string::npos) continue;
     std::string k = line.substr(0, eq), v = line.substr(eq + 1);
-    if (k == "nodes") o.nodes = std::stoul(v);
-    if (k == "base_port") o.base_port = static_cast<uint16_t>(std::stoul(v));
+    if (k == "nodes" || k == "base_port" || k == "partitions" || k == "replicas") {
+      Result<uint64_t> n = number(k, v, k == "base_port" ? 65535 : UINT32_MAX);
+      if (!n.ok()) return n.status();
+      if (k == "nodes") o.nodes = *n;
+      if (k == "base_port") o.base_port = static_cast<uint16_t>(*n);
+      if (k == "partitions") o.partitions = static_cast<uint32_t>(*n);
+      if (k == "replicas") o.replicas = static_cast<uint32_t>(*n);
+    }
     if (k == "engine") o.engine = v;
-    if (k == "partitions") o.partitions = static_cast<uint32_t>(std::stoul(v));
-    if (k == "replicas") o.replicas = static_cast<uint32_t>(std::stoul(v));
     if (k == "config_file") o.config_file = v;
     if (k == "log_level") o.log_level = v;
     if (k == "node_binary") o.node_binary = v;
@@ -315,12 +332,32 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
     }
     return Status::OK();
   };
+  // A start that fails stops the nodes it launched (its own children)
+  // rather than leaving them running.
+  auto fail = [&](Status why) {
+    for (auto& [node, pid] : started) ::kill(pid, SIGTERM);
+    for (auto& [node, pid] : started) {
+      const uint64_t deadline = NowMs() + kStopAfterFailedStartMs;
+      while (::waitpid(pid, nullptr, WNOHANG) == 0 && NowMs() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      if (::kill(pid, 0) == 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+      std::error_code ec;
+      fs::remove(node->pid_file, ec);
+    }
+    if (started.empty()) return why;
+    return Status(why.code(),
+                  std::string(why.message()) + " (the nodes this start launched were stopped)");
+  };
   const net::Endpoint seed = layout[0].address;
   for (size_t i = 0; i < layout.size(); ++i) {
     std::vector<net::Endpoint> seeds;
     if (i > 0) seeds.push_back(seed);
     Result<pid_t> pid = SpawnNode(*binary, options, layout[i], seeds);
-    if (!pid.ok()) return pid.status();
+    if (!pid.ok()) return fail(pid.status());
     started.emplace_back(&layout[i], *pid);
     out << "started " << layout[i].id << " on " << layout[i].address.ToString() << " (pid " << *pid
         << ", log " << layout[i].log_file << ")\n";
@@ -329,17 +366,17 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
       std::string why;
       Status s = WaitForConvergence({seed}, 1, options.wait_ms, &why);
       if (!s.ok()) {
-        DYNAMO_RETURN_IF_ERROR(check_alive());
-        return Status::Timeout(layout[0].id + " did not come up: " + why + " (see " +
-                               layout[0].log_file + ")");
+        if (Status dead = check_alive(); !dead.ok()) return fail(dead);
+        return fail(Status::Timeout(layout[0].id + " did not come up: " + why + " (see " +
+                                    layout[0].log_file + ")"));
       }
     }
   }
   std::string why;
   Status s = WaitForConvergence(addresses, layout.size(), options.wait_ms, &why);
   if (!s.ok()) {
-    DYNAMO_RETURN_IF_ERROR(check_alive());
-    return s;
+    if (Status dead = check_alive(); !dead.ok()) return fail(dead);
+    return fail(s);
   }
   return Status::OK();
 }
