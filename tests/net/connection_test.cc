@@ -916,40 +916,78 @@ TEST(ConnectionPoolTest, AConnectFailingAtOnceFailsItsCallsFromTheLoop) {
 // after the connect timeout, and the loop then shuts down cleanly. Before,
 // the attempt outlived the pool and the loop's teardown closed its handles
 // twice.
-TEST(ConnectionPoolTest, CloseAllCancelsAConnectThePeerNeverAnswers) {
-  const int listener = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(listener, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  ASSERT_EQ(listen(listener, 0), 0);
-  socklen_t len = sizeof addr;
-  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  const int queued = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_EQ(connect(queued, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  const std::string address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
-  {
-    LoopThread lt;
-    auto pool = lt.Run(
-        [&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 30000); });
-    std::promise<CallOutcome> hung;
-    lt.Run([&] {
-      pool->Call(address, GetRequest{"k"}, 30000,
-                 [&](CallOutcome o) { hung.set_value(std::move(o)); });
-    });
-    std::future<CallOutcome> outcome = hung.get_future();
-    ASSERT_EQ(outcome.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
-        << "the connect was expected to hang";
-    lt.Run([&] { pool->CloseAll(Status::Aborted("pool closed by the test")); });
-    ASSERT_EQ(outcome.wait_for(std::chrono::seconds(10)), std::future_status::ready);
-    CallOutcome o = outcome.get();
-    EXPECT_EQ(o.message.status().code(), StatusCode::kAborted) << o.message.status().ToString();
-    EXPECT_FALSE(o.maybe_delivered);
-    lt.Run([&] { pool.reset(); });
+// A listener whose accept queue is full: the kernel drops further SYNs, so
+// a connect to `address` hangs until its timeout.
+class FullBacklog {
+ public:
+  FullBacklog() {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(listen(listener_, 0), 0);
+    socklen_t len = sizeof addr;
+    EXPECT_EQ(getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    EXPECT_EQ(connect(queued_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
   }
-  close(queued);
-  close(listener);
+  ~FullBacklog() {
+    close(queued_);
+    close(listener_);
+  }
+  std::string address;
+
+ private:
+  int listener_ = socket(AF_INET, SOCK_STREAM, 0);
+  int queued_ = socket(AF_INET, SOCK_STREAM, 0);
+};
+
+TEST(ConnectionPoolTest, CloseAllCancelsAConnectThePeerNeverAnswers) {
+  FullBacklog peer;
+  LoopThread lt;
+  auto pool = lt.Run(
+      [&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 30000); });
+  std::promise<CallOutcome> hung;
+  lt.Run([&] {
+    pool->Call(peer.address, GetRequest{"k"}, 30000,
+               [&](CallOutcome o) { hung.set_value(std::move(o)); });
+  });
+  std::future<CallOutcome> outcome = hung.get_future();
+  ASSERT_EQ(outcome.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
+      << "the connect was expected to hang";
+  lt.Run([&] { pool->CloseAll(Status::Aborted("pool closed by the test")); });
+  ASSERT_EQ(outcome.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  CallOutcome o = outcome.get();
+  EXPECT_EQ(o.message.status().code(), StatusCode::kAborted) << o.message.status().ToString();
+  EXPECT_FALSE(o.maybe_delivered);
+  lt.Run([&] { pool.reset(); });
+}
+
+// A call queued behind a connect that another call started keeps its own
+// timeout: one with a shorter timeout fails first, never sent, rather than
+// waiting for the connect the first call's timeout bounds.
+TEST(ConnectionPoolTest, ACallWaitingForAConnectKeepsItsOwnTimeout) {
+  FullBacklog peer;
+  LoopThread lt;
+  auto pool = lt.Run(
+      [&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 30000); });
+  auto order = std::make_shared<std::vector<std::string>>();
+  auto both = std::make_shared<std::promise<void>>();
+  lt.Run([&] {
+    pool->Call(peer.address, GetRequest{"long"}, 2000, [order, both](CallOutcome o) {
+      order->push_back("long " + o.message.status().ToString());
+      if (order->size() == 2) both->set_value();
+    });
+    pool->Call(peer.address, GetRequest{"short"}, 100, [order, both](CallOutcome o) {
+      EXPECT_FALSE(o.maybe_delivered);
+      order->push_back("short " + std::string(StatusCodeName(o.message.status().code())));
+      if (order->size() == 2) both->set_value();
+    });
+  });
+  ASSERT_EQ(both->get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  ASSERT_EQ(order->size(), 2u);
+  EXPECT_EQ((*order)[0], "short Timeout") << (*order)[1];
+  lt.Run([&] { pool.reset(); });
 }
 
 }  // namespace

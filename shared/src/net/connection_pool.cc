@@ -8,12 +8,52 @@
 namespace dynamo::net {
 
 struct ConnectionPool::Peer {
+  struct Waiting {
+    proto::Body body;
+    uint64_t deadline_ms;  // the call's own: it is not sent past it
+    std::function<void(CallOutcome)> done;
+  };
   std::shared_ptr<Connection> conn;
   bool connecting = false;
   std::weak_ptr<Connection> opening;  // while connecting
   std::optional<Status> closed;       // the pool closed while this peer connected
-  std::vector<std::tuple<proto::Body, uint64_t, std::function<void(CallOutcome)>>> waiting;
+  std::vector<Waiting> waiting;
+  std::unique_ptr<Timer> expiry;  // fails waiting calls as their deadlines pass
 };
+
+namespace {
+
+Status NoConnectionYet(const std::string& address) {
+  return Status::Timeout("no connection to " + address + " within the call's timeout");
+}
+
+}  // namespace
+
+void ConnectionPool::ExpireWaiting(EventLoop& loop, const std::shared_ptr<Peer>& peer,
+                                   const std::string& address) {
+  if (peer->closed) return;  // CloseAll fails them with its reason
+  const uint64_t now = loop.NowMs();
+  std::vector<std::function<void(CallOutcome)>> expired;
+  uint64_t next = UINT64_MAX;
+  std::erase_if(peer->waiting, [&](Peer::Waiting& w) {
+    if (w.deadline_ms > now) {
+      next = std::min(next, w.deadline_ms);
+      return false;
+    }
+    expired.push_back(std::move(w.done));
+    return true;
+  });
+  if (next == UINT64_MAX) {
+    if (peer->expiry) peer->expiry->Stop();
+  } else {
+    if (!peer->expiry) peer->expiry = std::make_unique<Timer>(loop);
+    std::weak_ptr<Peer> weak = peer;
+    peer->expiry->Start(next - now, 0, [&loop, weak, address] {
+      if (auto p = weak.lock()) ExpireWaiting(loop, p, address);
+    });
+  }
+  for (auto& done : expired) done(CallOutcome{NoConnectionYet(address), false});
+}
 
 ConnectionPool::ConnectionPool(EventLoop& loop, ConnectionOptions options, uint64_t connect_timeout_ms)
     : loop_(loop), options_(std::move(options)), connect_timeout_ms_(connect_timeout_ms) {}
@@ -26,6 +66,7 @@ void ConnectionPool::CloseAll(const Status& reason) {
   peers.swap(peers_);
   for (auto& [address, peer] : peers) {
     peer->closed = reason;
+    peer->expiry.reset();
     if (peer->conn) peer->conn->Close(reason);
     // A connect still under way would outlive the pool, and the loop.
     if (std::shared_ptr<Connection> opening = peer->opening.lock()) opening->Close(reason);
@@ -53,19 +94,25 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
   }
   std::shared_ptr<Peer> peer = slot;
   peer->conn.reset();
-  peer->waiting.emplace_back(body, timeout_ms, std::move(done));
+  peer->waiting.push_back(Peer::Waiting{body, loop_.NowMs() + timeout_ms, std::move(done)});
+  // Its deadline may come before the connect ends (bounded by the first
+  // call's timeout): it fails then, from the loop.
+  loop_.Defer([loop = &loop_, weak = std::weak_ptr<Peer>(peer), address] {
+    if (auto p = weak.lock(); p && p->connecting) ExpireWaiting(*loop, p, address);
+  });
   if (peer->connecting) return;
   Result<Endpoint> ep = ParseEndpoint(address);
   if (!ep.ok()) {
     auto waiting = std::move(peer->waiting);
     peer->waiting.clear();
-    for (auto& [b, t, d] : waiting) fail_later(std::move(d), ep.status());
+    for (Peer::Waiting& w : waiting) fail_later(std::move(w.done), ep.status());
     return;
   }
   peer->connecting = true;
-  auto on_open = [peer, loop = &loop_](Result<std::shared_ptr<Connection>> conn) {
+  auto on_open = [peer, loop = &loop_, address](Result<std::shared_ptr<Connection>> conn) {
     peer->connecting = false;
     peer->opening.reset();
+    if (peer->expiry) peer->expiry->Stop();
     auto waiting = std::move(peer->waiting);
     peer->waiting.clear();
     if (peer->closed) {
@@ -75,13 +122,23 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
     if (!conn.ok()) {
       // From the loop: a connect can fail at once (no socket, no route),
       // inside the Call that started it.
-      for (auto& [b, t, d] : waiting) {
-        loop->Post([d = std::move(d), s = conn.status()] { d(CallOutcome{s, false}); });
+      for (Peer::Waiting& w : waiting) {
+        loop->Post([d = std::move(w.done), s = conn.status()] { d(CallOutcome{s, false}); });
       }
       return;
     }
     peer->conn = *conn;
-    for (auto& [b, t, d] : waiting) peer->conn->Call(b, t, std::move(d));
+    // Each call gets what is left of its own timeout.
+    const uint64_t now = loop->NowMs();
+    for (Peer::Waiting& w : waiting) {
+      if (w.deadline_ms <= now) {
+        loop->Post([d = std::move(w.done), s = NoConnectionYet(address)] {
+          d(CallOutcome{s, false});
+        });
+      } else {
+        peer->conn->Call(w.body, w.deadline_ms - now, std::move(w.done));
+      }
+    }
   };
   peer->opening =
       Connect(loop_, *ep, options_, std::min(connect_timeout_ms_, timeout_ms), std::move(on_open));

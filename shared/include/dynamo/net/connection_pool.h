@@ -37,6 +37,10 @@ class ConnectionPool {
 
  private:
   struct Peer;
+  // Fails `peer`'s waiting calls whose deadlines passed while it connects,
+  // and arms its timer for the next deadline.
+  static void ExpireWaiting(EventLoop& loop, const std::shared_ptr<Peer>& peer,
+                            const std::string& address);
 
   EventLoop& loop_;
   ConnectionOptions options_;
