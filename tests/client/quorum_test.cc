@@ -943,6 +943,15 @@ TEST(ContextTest, RoundTripsAndRejectsGarbage) {
   back = DecodeContext(newer);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->reached, std::vector<std::string>{"n2"});
+  // A clock naming more actors than a context carries loses its oldest
+  // entries, and the context still reads.
+  VersionVector wide;
+  for (uint64_t actor = 1; actor <= 300; ++actor) wide.Add(Dot{actor, 1}, 1000 + actor);
+  back = DecodeContext(EncodeContext(wide, "", {}));
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->clock.size(), 256u);
+  EXPECT_EQ(back->clock.Get(300), 1u);
+  EXPECT_EQ(back->clock.Get(1), 0u);
   EXPECT_EQ(DecodeContext("not a context").status().code(), StatusCode::kInvalidArgument);
   EXPECT_FALSE(DecodeContext("").ok());
   EXPECT_EQ(ClockString(vv), "{0000000000000abc:12, 0000000000000def:3}");

@@ -440,6 +440,12 @@ class RawSocket {
   ~RawSocket() { close(fd_); }
   bool connected() const { return connected_; }
   void Send(const std::string& bytes) { ASSERT_EQ(write(fd_, bytes.data(), bytes.size()), ssize_t(bytes.size())); }
+  // Whether the peer closed the connection within `timeout_ms`.
+  bool ClosedWithin(int timeout_ms) {
+    bool closed = false;
+    ReadUntilClosed(timeout_ms, &closed);
+    return closed;
+  }
   // Reads until the peer closes or `timeout_ms` passes; returns what came.
   std::string ReadUntilClosed(int timeout_ms, bool* closed) {
     std::string out;
@@ -719,9 +725,7 @@ TEST(ListenerTest, ConnectionsMaxIsEnforced) {
   EXPECT_EQ(ValueOf(CallAll(lt, a, {GetRequest{"a"}}, 2000)[0]), "a");
   EXPECT_EQ(ValueOf(CallAll(lt, b, {GetRequest{"b"}}, 2000)[0]), "b");
   RawSocket third(server.port());
-  bool closed = false;
-  third.ReadUntilClosed(3000, &closed);
-  EXPECT_TRUE(closed);
+  EXPECT_TRUE(third.ClosedWithin(3000));
   EXPECT_EQ(lt.Run([&] { return server.listener().refused(); }), 1u);
   CloseOnLoop(lt, a);
   CloseOnLoop(lt, b);
@@ -745,9 +749,7 @@ TEST(ListenerTest, AtTheLimitANewConnectionReplacesTheIdlest) {
       std::chrono::milliseconds(20));  // both idle longer than evict_idle_ms
   auto legit = ConnectTo(lt, server.port());
   EXPECT_EQ(ValueOf(CallAll(lt, legit, {GetRequest{"served"}}, 2000)[0]), "served");
-  bool closed = false;
-  first.ReadUntilClosed(3000, &closed);
-  EXPECT_TRUE(closed);  // the first to arrive was idle longest
+  EXPECT_TRUE(first.ClosedWithin(3000));  // the first to arrive was idle longest
   EXPECT_EQ(lt.Run([&] { return server.listener().evicted(); }), 1u);
   EXPECT_EQ(lt.Run([&] { return server.listener().refused(); }), 0u);
   CloseOnLoop(lt, legit);
@@ -769,9 +771,7 @@ TEST(ListenerTest, AConnectionWithARequestInProgressIsNotEvicted) {
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // past evict_idle_ms
   RawSocket late(server.port());
-  bool closed = false;
-  late.ReadUntilClosed(3000, &closed);
-  EXPECT_TRUE(closed);  // refused: the only connection is busy
+  EXPECT_TRUE(late.ClosedWithin(3000));  // refused: the only connection is busy
   EXPECT_EQ(ValueOf(reply->get_future().get()), "slow:600");
   EXPECT_EQ(lt.Run([&] { return server.listener().evicted(); }), 0u);
   EXPECT_EQ(lt.Run([&] { return server.listener().refused(); }), 1u);

@@ -12,6 +12,11 @@ namespace dynamo::client {
 namespace {
 
 constexpr uint64_t kContextFormat = 1;
+// Most clock entries a context carries. A read's clock joins every
+// sibling's context and dot, which can name more actors; the oldest go
+// (the next write then leaves the versions they covered as siblings,
+// rather than the context being refused as not from a read).
+constexpr size_t kContextClockEntriesMax = 256;
 
 // The context a writer holds after writing the version `written` of `set`
 // (the coordinator's set after the write): what it had seen and its own
@@ -583,12 +588,14 @@ std::vector<Send> ReadOp::Repair() {
 
 std::string EncodeContext(const VersionVector& clock, const std::string& fastest,
                           const std::vector<std::string>& reached) {
+  VersionVector carried = clock;
+  if (carried.size() > kContextClockEntriesMax) carried.Truncate(kContextClockEntriesMax);
   std::string out;
   MsgpackWriter w(&out);
   w.Array(4);
   w.Uint(kContextFormat);
-  w.Array(static_cast<uint32_t>(clock.size() * 3));
-  for (const ClockEntry& e : clock.entries()) {
+  w.Array(static_cast<uint32_t>(carried.size() * 3));
+  for (const ClockEntry& e : carried.entries()) {
     w.Uint(e.actor);
     w.Uint(e.counter);
     w.Uint(e.timestamp_ms);
@@ -603,7 +610,7 @@ std::string EncodeContext(const VersionVector& clock, const std::string& fastest
 Result<DecodedContext> DecodeContext(std::string_view bytes) {
   MsgpackLimits limits;
   limits.depth_max = 2;
-  limits.items_max = 3 * 256;
+  limits.items_max = 3 * kContextClockEntriesMax;
   limits.bytes_max = 256;
   MsgpackReader r(bytes, limits);
   uint32_t fields = 0, n = 0;
