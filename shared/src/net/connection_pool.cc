@@ -19,6 +19,7 @@ struct ConnectionPool::Peer {
   std::optional<Status> closed;       // the pool closed while this peer connected
   std::vector<Waiting> waiting;
   std::unique_ptr<Timer> expiry;  // fails waiting calls as their deadlines pass
+  uint64_t expiry_at_ms = 0;      // when it fires, while active
 };
 
 namespace {
@@ -43,16 +44,20 @@ void ConnectionPool::ExpireWaiting(EventLoop& loop, const std::shared_ptr<Peer>&
     expired.push_back(std::move(w.done));
     return true;
   });
-  if (next == UINT64_MAX) {
-    if (peer->expiry) peer->expiry->Stop();
-  } else {
-    if (!peer->expiry) peer->expiry = std::make_unique<Timer>(loop);
-    std::weak_ptr<Peer> weak = peer;
-    peer->expiry->Start(next - now, 0, [&loop, weak, address] {
-      if (auto p = weak.lock()) ExpireWaiting(loop, p, address);
-    });
-  }
+  if (next != UINT64_MAX) ArmExpiry(loop, peer, address, next);
   for (auto& done : expired) done(CallOutcome{NoConnectionYet(address), false});
+}
+
+void ConnectionPool::ArmExpiry(EventLoop& loop, const std::shared_ptr<Peer>& peer,
+                               const std::string& address, uint64_t deadline_ms) {
+  if (peer->expiry && peer->expiry->active() && peer->expiry_at_ms <= deadline_ms) return;
+  if (!peer->expiry) peer->expiry = std::make_unique<Timer>(loop);
+  peer->expiry_at_ms = deadline_ms;
+  const uint64_t now = loop.NowMs();
+  std::weak_ptr<Peer> weak = peer;
+  peer->expiry->Start(deadline_ms > now ? deadline_ms - now : 0, 0, [&loop, weak, address] {
+    if (auto p = weak.lock()) ExpireWaiting(loop, p, address);
+  });
 }
 
 ConnectionPool::ConnectionPool(EventLoop& loop, ConnectionOptions options, uint64_t connect_timeout_ms)
@@ -97,9 +102,7 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
   peer->waiting.push_back(Peer::Waiting{body, loop_.NowMs() + timeout_ms, std::move(done)});
   // Its deadline may come before the connect ends (bounded by the first
   // call's timeout): it fails then, from the loop.
-  loop_.Defer([loop = &loop_, weak = std::weak_ptr<Peer>(peer), address] {
-    if (auto p = weak.lock(); p && p->connecting) ExpireWaiting(*loop, p, address);
-  });
+  ArmExpiry(loop_, peer, address, peer->waiting.back().deadline_ms);
   if (peer->connecting) return;
   Result<Endpoint> ep = ParseEndpoint(address);
   if (!ep.ok()) {

@@ -41,6 +41,9 @@ class ConnectionPool {
   // and arms its timer for the next deadline.
   static void ExpireWaiting(EventLoop& loop, const std::shared_ptr<Peer>& peer,
                             const std::string& address);
+  // Makes `peer`'s timer fire by `deadline_ms` (it never fires inside this call).
+  static void ArmExpiry(EventLoop& loop, const std::shared_ptr<Peer>& peer,
+                        const std::string& address, uint64_t deadline_ms);
 
   EventLoop& loop_;
   ConnectionOptions options_;
