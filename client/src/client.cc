@@ -750,6 +750,7 @@ class Client::Impl {
   net::ConnectionOptions PoolOptions() const {
     net::ConnectionOptions o;
     o.limits = limits_;
+    o.idle_timeout_ms = net::kPoolIdleTimeoutMs;
     return o;
   }
 

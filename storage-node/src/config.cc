@@ -5,6 +5,7 @@
 #include <functional>
 #include <sstream>
 
+#include "dynamo/net/connection_pool.h"
 #include "sync_pacer.h"
 
 namespace dynamo::node {
@@ -101,7 +102,8 @@ const std::vector<Key>& Keys() {
               [](NodeConfig& c) -> bool& { return c.allow_remote; }),
       UintKey("node", "max_connections", "connections served at once; more are closed", 1, 1u << 20,
               [](NodeConfig& c) -> size_t& { return c.max_connections; }),
-      UintKey("node", "idle_timeout_ms", "close connections idle this long (0: never)", 0,
+      UintKey("node", "idle_timeout_ms",
+              "close connections idle this long (0: never; else above 60000, the clients' own)", 0,
               UINT32_MAX, [](NodeConfig& c) -> uint64_t& { return c.idle_timeout_ms; }),
       UintKey("node", "shutdown_grace_ms", "longest wait for in-flight requests on SIGTERM", 0,
               UINT32_MAX, [](NodeConfig& c) -> uint64_t& { return c.shutdown_grace_ms; }),
@@ -285,6 +287,12 @@ Status ValidateConfig(const NodeConfig& c) {
   if (c.node.limits.value_bytes_max + c.node.limits.key_bytes_max + 4096 >
       c.node.limits.frame_bytes_max) {
     return Status::InvalidArgument("limits.frame_bytes_max must exceed value_bytes_max + key_bytes_max");
+  }
+  if (c.idle_timeout_ms != 0 && c.idle_timeout_ms <= net::kPoolIdleTimeoutMs) {
+    return Status::InvalidArgument(
+        "node.idle_timeout_ms must be 0 or above " + std::to_string(net::kPoolIdleTimeoutMs) +
+        ": clients and nodes close their idle connections after that long, and a node closing "
+        "one first races the request sent on it, which then fails in doubt");
   }
   return Status::OK();
 }

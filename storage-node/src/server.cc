@@ -43,6 +43,7 @@ NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeSt
   worker_ = std::make_unique<StorageWorker>(engine_.get(), &loop_, pacing);
   net::ConnectionOptions copts;
   copts.limits = config_.node.limits;
+  copts.idle_timeout_ms = net::kPoolIdleTimeoutMs;
   peers_ = std::make_unique<net::ConnectionPool>(loop_, copts, kConnectTimeoutMs);
 }
 

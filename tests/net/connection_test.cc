@@ -994,5 +994,113 @@ TEST(ConnectionPoolTest, ACallWaitingForAConnectKeepsItsOwnTimeout) {
   lt.Run([&] { pool.reset(); });
 }
 
+// The pool's connections close after `idle_timeout_ms` with nothing going on,
+// before the node's own idle close could race a request on them; the next
+// call opens a new one.
+TEST(ConnectionPoolTest, AnIdlePooledConnectionClosesAndTheNextCallReopensIt) {
+  LoopThread lt;
+  EchoServer server(lt);
+  ConnectionOptions opts;
+  opts.idle_timeout_ms = 100;
+  auto pool = lt.Run([&] { return std::make_unique<ConnectionPool>(lt.loop(), opts, 1000); });
+  const std::string address = "127.0.0.1:" + std::to_string(server.port());
+  auto call = [&](const std::string& key) {
+    std::promise<CallOutcome> p;
+    lt.Run([&] {
+      pool->Call(address, GetRequest{key}, 2000, [&](CallOutcome o) { p.set_value(std::move(o)); });
+    });
+    return ValueOf(p.get_future().get().message);
+  };
+  EXPECT_EQ(call("first"), "first");
+  EXPECT_EQ(lt.Run([&] { return server.listener().connections(); }), 1u);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (lt.Run([&] { return server.listener().connections(); }) != 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(lt.Run([&] { return server.listener().connections(); }), 0u)
+      << "the idle pooled connection was not closed";
+  EXPECT_EQ(call("second"), "second");
+  lt.Run([&] { pool.reset(); });
+}
+
+// A raw listening socket the test accepts from, to play a peer that breaks
+// the protocol.
+class RawListener {
+ public:
+  RawListener() {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    EXPECT_EQ(listen(fd_, 8), 0);
+    socklen_t len = sizeof addr;
+    EXPECT_EQ(getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+  }
+  ~RawListener() {
+    for (int fd : accepted_) close(fd);
+    close(fd_);
+  }
+  // The next connection accepted within `timeout_ms`, or -1.
+  int Accept(int timeout_ms) {
+    pollfd pfd{fd_, POLLIN, 0};
+    if (poll(&pfd, 1, timeout_ms) <= 0) return -1;
+    const int fd = accept(fd_, nullptr, nullptr);
+    if (fd >= 0) accepted_.push_back(fd);
+    return fd;
+  }
+  std::string address;
+
+ private:
+  int fd_ = socket(AF_INET, SOCK_STREAM, 0);
+  std::vector<int> accepted_;
+};
+
+// A pooled connection that got a malformed frame closes once its error reply
+// is written; if it cannot write (its peer does not read) the next call
+// closes it and opens a new connection. Before, the pool kept handing calls
+// to it and the connection refused them ("closed").
+TEST(ConnectionPoolTest, AConnectionClosingAfterAProtocolErrorIsNotReused) {
+  RawListener peer;
+  LoopThread lt;
+  auto pool = lt.Run(
+      [&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 1000); });
+  // Far more than the socket buffers take: the peer never reads, so most
+  // stays queued.
+  constexpr int kCalls = 48;
+  auto stuck = std::make_shared<std::atomic<int>>(0);
+  auto first_failed = std::make_shared<std::promise<Status>>();
+  lt.Run([&] {
+    for (int i = 0; i < kCalls; ++i) {
+      proto::CoordPutRequest put;
+      put.key = "k" + std::to_string(i);
+      put.value = std::string(1u << 20, 'v');
+      pool->Call(peer.address, put, 30000, [stuck, first_failed](CallOutcome o) {
+        if ((*stuck)++ == 0) first_failed->set_value(o.message.status());
+      });
+    }
+  });
+  const int first = peer.Accept(5000);
+  ASSERT_GE(first, 0);
+  const std::string garbage("\x00\x00\x00\x03\xc1\xc1\xc1", 7);
+  ASSERT_EQ(write(first, garbage.data(), garbage.size()), ssize_t(garbage.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto outcome = std::make_shared<std::promise<CallOutcome>>();
+  lt.Run([&] {
+    pool->Call(peer.address, GetRequest{"next"}, 500,
+               [outcome](CallOutcome o) { outcome->set_value(std::move(o)); });
+  });
+  EXPECT_GE(peer.Accept(5000), 0) << "the pool did not open a new connection";
+  CallOutcome o = outcome->get_future().get();
+  // Sent on the new connection, which the peer never answers.
+  EXPECT_EQ(o.message.status().code(), StatusCode::kTimeout) << o.message.status().ToString();
+  EXPECT_TRUE(o.maybe_delivered);
+  // The old connection's calls, which could get no reply, failed with it.
+  EXPECT_NE(first_failed->get_future().get().ToString().find("protocol error"), std::string::npos);
+  EXPECT_EQ(stuck->load(), kCalls);
+  lt.Run([&] { pool.reset(); });
+}
+
 }  // namespace
 }  // namespace dynamo::net

@@ -93,11 +93,16 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
   }
   std::shared_ptr<Peer>& slot = peers_[address];
   if (!slot) slot = std::make_shared<Peer>();
-  if (slot->conn && !slot->conn->closed()) {
+  if (slot->conn && slot->conn->accepts_calls()) {
     slot->conn->Call(body, timeout_ms, std::move(done));
     return;
   }
   std::shared_ptr<Peer> peer = slot;
+  if (peer->conn && !peer->conn->closed()) {
+    // Closing after a protocol error: it reads no more replies, so its calls
+    // could only time out.
+    peer->conn->Close(Status::Aborted("replaced: it was closing after a protocol error"));
+  }
   peer->conn.reset();
   peer->waiting.push_back(Peer::Waiting{body, loop_.NowMs() + timeout_ms, std::move(done)});
   // Its deadline may come before the connect ends (bounded by the first

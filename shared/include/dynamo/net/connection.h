@@ -81,6 +81,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void SetCloseHandler(CloseHandler handler) { on_close_ = std::move(handler); }
 
   bool closed() const { return closed_; }
+  // False once closed or closing after a protocol error (Call refuses then).
+  bool accepts_calls() const { return !closed_ && !closing_after_flush_; }
   // Unique among the connections of this process.
   uint64_t id() const { return id_; }
   const std::string& peer() const { return peer_; }

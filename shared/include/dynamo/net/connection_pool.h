@@ -1,6 +1,6 @@
 // Connections to many peers, by HOST:PORT: opened on first use, reused while
-// open, replaced after they close. Calls made while a connection is being
-// opened wait for it and fail with it.
+// open, replaced after they close (or start closing after a protocol error).
+// Calls made while a connection is being opened wait for it and fail with it.
 //
 // Thread-safety: loop thread only, like Connection.
 #pragma once
@@ -15,6 +15,13 @@
 #include "dynamo/net/connection.h"
 
 namespace dynamo::net {
+
+// How long the client's and the nodes' pooled connections stay open with no
+// traffic and no call outstanding. A node closing an idle connection races a
+// request sent on it at that moment, which then fails in doubt; closing from
+// the calling side first, and shorter than node.idle_timeout_ms (which the
+// node's config requires), avoids that.
+inline constexpr uint64_t kPoolIdleTimeoutMs = 60'000;
 
 class ConnectionPool {
  public:
