@@ -202,8 +202,12 @@ MerkleComparison::MerkleComparison(const MerkleTree* local, MerkleComparisonOpti
 std::optional<MerkleRequest> MerkleComparison::NextRequest() {
   if (outstanding_ || done()) return std::nullopt;
   MerkleRequest req;
-  while (!fetch_.empty() && req.fetch.size() < options_.nodes_per_request_max) {
-    req.fetch.push_back(fetch_.front());
+  uint64_t fetch_keys = 0;
+  while (
+      !fetch_.empty() && req.fetch.size() < options_.nodes_per_request_max &&
+      (req.fetch.empty() || fetch_keys + fetch_.front().remote_count <= options_.fetch_keys_max)) {
+    fetch_keys += fetch_.front().remote_count;
+    req.fetch.push_back(fetch_.front().node);
     fetch_.pop_front();
   }
   if (!expand_.empty()) {
@@ -232,9 +236,9 @@ void MerkleComparison::Classify(const MerkleNodeId& node, const MerkleSummary& l
   if (local == remote) return;
   if (remote.count == 0) {
     AddLocalKeys(node);
-  } else if (local.count == 0 || remote.count <= options_.bucket_keys_max ||
-             node.level == kMerkleHashBits) {
-    fetch_.push_back(node);
+  } else if ((local.count == 0 && remote.count <= options_.fetch_keys_max) ||
+             remote.count <= options_.bucket_keys_max || node.level == kMerkleHashBits) {
+    fetch_.push_back(Fetch{node, remote.count});
   } else {
     expand_.push_back(node);
   }

@@ -16,8 +16,10 @@ namespace dynamo::node {
 namespace {
 
 constexpr size_t kBuildPageEntries = 512;
-// Most keys one AeCompare fetch may return.
-constexpr uint64_t kAeFetchKeysMax = 4096;
+// Most keys one AeCompare request may fetch in all: the initiator plans
+// kMerkleFetchKeysMax by the counts of an earlier round, and writes since may
+// have added some.
+constexpr uint64_t kAeFetchKeysServedMax = 2 * kMerkleFetchKeysMax;
 constexpr size_t kPurgePageEntries = 256;
 
 uint64_t NewestTimestamp(const SiblingSet& set) {
@@ -352,15 +354,18 @@ void NodeCore::HandleAeCompare(uint64_t conn, uint64_t id, const proto::AeCompar
   }
   ApplyTreeUpdates();
   const MerkleTree& tree = TreeFor(req.partition);
+  uint64_t fetch_keys = 0;
   for (const MerkleNodeId& node : req.request.fetch) {
     Result<MerkleSummary> s = tree.Summary(node);
     if (!s.ok()) {
       ReplyError(conn, id, s.status());
       return;
     }
-    if (s->count > kAeFetchKeysMax) {
-      ReplyError(conn, id, Status::InvalidArgument("Merkle fetch of " + std::to_string(s->count) +
-                                                   " keys; at most " + std::to_string(kAeFetchKeysMax)));
+    fetch_keys += s->count;
+    if (fetch_keys > kAeFetchKeysServedMax) {
+      ReplyError(conn, id,
+                 Status::InvalidArgument("Merkle fetch of more than " +
+                                         std::to_string(kAeFetchKeysServedMax) + " keys in all"));
       return;
     }
   }
@@ -755,7 +760,17 @@ void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
                                s->peer + ": " + std::to_string(s->keys.size()) + " keys repaired");
     }
     if (catching_up_) {
-      caught_up_.insert(s->partition);
+      if (s->peer_catching_up) {
+        std::set<NodeId>& pulling = synced_with_pulling_[s->partition];
+        pulling.insert(s->peer);
+        bool every_replica = true;
+        for (const NodeId& n : map_->ring().PreferenceList(s->partition)) {
+          every_replica &= n == options_.id || pulling.count(n) > 0;
+        }
+        if (every_replica) caught_up_.insert(s->partition);
+      } else {
+        caught_up_.insert(s->partition);
+      }
       bool all = true;
       for (PartitionId p : map_->ring().PartitionsReplicatedBy(options_.id)) all &= caught_up_.count(p) > 0;
       if (all) EndCatchUp("caught up by anti-entropy: serving reads again");

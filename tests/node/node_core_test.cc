@@ -1440,6 +1440,94 @@ TEST(AntiEntropyTest, ACatchUpWithEveryOtherReplicaDownWaitsForThem) {
   EXPECT_EQ(Read(sim, "n1", "k0")[0].value, "v0");
 }
 
+// A catch-up ends only after syncing with a replica that is not catching up
+// itself, or with every other replica when all are (the whole set was away:
+// none knows more). Before, two replicas catching up ended it with each
+// other and served reads without k0, which only the third one held.
+TEST(AntiEntropyTest, ReplicasCatchingUpDoNotEndEachOthersCatchUp) {
+  SimCluster sim(43);
+  FormCluster(sim, 3);
+  for (int i = 0; i < 20; ++i) Write(sim, "n1", "k" + std::to_string(i), "v" + std::to_string(i));
+  sim.RunFor(2000);
+  const Ring ring = sim.core("n1").map()->ring();
+  for (const char* id : {"n1", "n2", "n3"}) sim.Crash(id, false);
+  auto mark_catching_up = [&](const char* id, bool drop_k0) {
+    WriteBatch batch;
+    batch.Put(Space::kMeta, std::string(kMetaCatchingUp), "1");
+    if (drop_k0) batch.Delete(Space::kData, DataKey(ring.KeyPartition("k0"), "k0"));
+    ASSERT_TRUE(sim.engine(id).Write(batch, true).ok());
+  };
+  mark_catching_up("n2", true);
+  mark_catching_up("n3", true);
+  sim.Restart("n2");
+  sim.Restart("n3");
+  sim.RunFor(20000);
+  EXPECT_TRUE(sim.core("n2").catching_up());
+  EXPECT_TRUE(sim.core("n3").catching_up());
+  sim.Restart("n1");
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return !sim.core("n2").catching_up() && !sim.core("n3").catching_up(); }, 60000));
+  for (const char* id : {"n2", "n3"}) {
+    SiblingSet got = Read(sim, id, "k0");
+    ASSERT_EQ(got.size(), 1u) << id;
+    EXPECT_EQ(got[0].value, "v0") << id;
+  }
+  // All three away: each ends its catch-up once it synced with both others.
+  for (const char* id : {"n1", "n2", "n3"}) sim.Crash(id, false);
+  for (const char* id : {"n1", "n2", "n3"}) mark_catching_up(id, std::string(id) == "n3");
+  for (const char* id : {"n1", "n2", "n3"}) sim.Restart(id);
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        for (const char* id : {"n1", "n2", "n3"}) {
+          if (sim.core(id).catching_up()) return false;
+        }
+        return true;
+      },
+      60000));
+  EXPECT_EQ(Read(sim, "n3", "k0")[0].value, "v0");
+}
+
+// A wiped replica of a partition holding more keys than one anti-entropy
+// request fetches (4096) catches up: its empty side expands the peer's tree
+// instead of asking for all of it at once, which the peer refused every
+// round (the node never served reads again).
+TEST(AntiEntropyTest, AWipedReplicaOfALargePartitionCatchesUp) {
+  SimCluster sim(44);
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.partitions = 4; });
+  sim.AddNode("n2", {"n1"});
+  sim.AddNode("n3", {"n1"});
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  const Ring ring = sim.core("n1").map()->ring();
+  constexpr int kKeys = 4500;  // all in partition 0
+  for (int i = 0, written = 0; written < kKeys; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    if (ring.KeyPartition(key) != 0) continue;
+    Write(sim, "n1", key, "v");
+    ++written;
+  }
+  sim.RunFor(2000);
+  ASSERT_EQ(sim.AllStored("n1").size(), size_t{kKeys});
+  // A peer serves a fetch of up to twice what a request plans (writes may
+  // land between rounds), counted over all its fetch nodes.
+  auto compare_code = [&](int roots) {
+    MerkleRequest fetch;
+    fetch.fetch.assign(static_cast<size_t>(roots), MerkleNodeId{0, 0});
+    Result<proto::Message> r = sim.Request("n1", proto::AeCompareRequest{0, fetch});
+    EXPECT_TRUE(r.ok());
+    const auto* err = r.ok() ? std::get_if<proto::ErrorReply>(&r->body) : nullptr;
+    return err == nullptr ? StatusCode::kOk : err->code;
+  };
+  EXPECT_EQ(compare_code(1), StatusCode::kOk);
+  EXPECT_EQ(compare_code(2), StatusCode::kInvalidArgument);
+  sim.Crash("n3");
+  sim.Wipe("n3");
+  sim.Restart("n3");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n3").map().has_value(); }, 5000));
+  EXPECT_TRUE(sim.core("n3").catching_up());
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n3").catching_up(); }, 120000));
+  EXPECT_EQ(sim.AllStored("n3").size(), size_t{kKeys});
+}
+
 // Three nodes checking their trees every `tree_check_interval_ms` (0: never),
 // holding k0..k39 = v0..v39 on all three.
 void FormCheckedCluster(SimCluster& sim, uint64_t tree_check_interval_ms) {

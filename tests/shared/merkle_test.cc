@@ -23,6 +23,7 @@ struct Exchange {
   std::vector<std::string> keys;
   size_t rounds = 0;
   size_t bytes = 0;  // request and reply frames, as encoded on the wire
+  uint64_t fetch_keys_max = 0;  // most remote keys one request fetched
 };
 
 // Runs the comparison protocol between two trees, through the wire codec.
@@ -38,6 +39,9 @@ Exchange Compare(const MerkleTree& local, const MerkleTree& remote,
         proto::DecodeMessage(std::string_view(frame).substr(4), proto::Limits{});
     EXPECT_TRUE(got.ok()) << got.status().ToString();
     const auto& decoded = std::get<proto::AeCompareRequest>(got->body);
+    uint64_t fetched = 0;
+    for (const MerkleNodeId& node : decoded.request.fetch) fetched += remote.Summary(node)->count;
+    ex.fetch_keys_max = std::max(ex.fetch_keys_max, fetched);
     Result<MerkleReply> answer = remote.Answer(decoded.request);
     EXPECT_TRUE(answer.ok()) << answer.status().ToString();
     std::string reply_frame = proto::EncodeFrame({1, proto::AeCompareReply{3, *answer}});
@@ -205,6 +209,23 @@ TEST(MerkleComparisonTest, EmptySides) {
   EXPECT_EQ(Compare(Build(keys), MerkleTree()).keys.size(), 700u);
   EXPECT_EQ(Compare(MerkleTree(), Build(keys)).keys.size(), 700u);
   EXPECT_TRUE(Compare(MerkleTree(), MerkleTree()).keys.empty());
+}
+
+// A side holding none of a bucket the other holds many keys of expands it
+// rather than fetching all at once: no request fetches more than
+// fetch_keys_max keys (a peer refuses more).
+TEST(MerkleComparisonTest, NoRequestFetchesMoreThanItsLimit) {
+  std::mt19937_64 rng(5);
+  KeyMap keys = RandomKeys(rng, 20000);
+  KeyMap some(keys.begin(), std::next(keys.begin(), 300));
+  for (const KeyMap& local : {KeyMap{}, some}) {
+    MerkleComparisonOptions opts;
+    opts.fetch_keys_max = 1000;
+    Exchange ex = Compare(Build(local), Build(keys), opts);
+    EXPECT_EQ(ex.keys.size(), keys.size() - local.size());
+    EXPECT_LE(ex.fetch_keys_max, 1000u);
+    EXPECT_GT(ex.fetch_keys_max, 500u);  // fetches are still packed together
+  }
 }
 
 // Bytes exchanged grow with the differences, not with the keys held.

@@ -44,6 +44,8 @@ inline constexpr uint32_t kDefaultMerkleDepth = 8;
 inline constexpr uint32_t kMaxMerkleDepth = 16;
 // Most levels one expand request may descend (2^8 summaries per node).
 inline constexpr uint32_t kMaxMerkleExpandLevels = 8;
+// Most keys, by the remote tree's counts, one comparison request fetches.
+inline constexpr size_t kMerkleFetchKeysMax = 4096;
 
 struct MerkleNodeId {
   uint32_t level = 0;  // 0 (root) .. 64
@@ -147,6 +149,12 @@ struct MerkleComparisonOptions {
   uint32_t levels_per_round = 4;
   // Nodes per request (expand and fetch each). Default: 64.
   size_t nodes_per_request_max = 64;
+  // Remote keys one request fetches at most, summed over its fetch nodes by
+  // the counts the remote reported: a differing bucket holding more is
+  // expanded, also when this side holds none of it (a request's first fetch
+  // node goes in whatever its count, so a level-64 bucket is fetched too).
+  // Default: kMerkleFetchKeysMax.
+  size_t fetch_keys_max = kMerkleFetchKeysMax;
 };
 
 // The initiator's side of one comparison. `local` must outlive it.
@@ -173,7 +181,11 @@ class MerkleComparison {
   const MerkleTree* local_;
   MerkleComparisonOptions options_;
   std::deque<MerkleNodeId> expand_;
-  std::deque<MerkleNodeId> fetch_;
+  struct Fetch {
+    MerkleNodeId node;
+    uint64_t remote_count;
+  };
+  std::deque<Fetch> fetch_;
   std::optional<MerkleRequest> outstanding_;
   std::vector<std::string> differing_;
   size_t rounds_ = 0;

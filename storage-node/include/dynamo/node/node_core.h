@@ -535,6 +535,10 @@ class NodeCore {
   void EndCatchUp(const std::string& how);
   bool catching_up_ = false;
   std::set<PartitionId> caught_up_;
+  // Catching up: the replicas of a partition it synced with that were
+  // catching up on it too. Their data does not end a catch-up, unless every
+  // other replica is among them (the whole set was away: none knows more).
+  std::map<PartitionId, std::set<NodeId>> synced_with_pulling_;
   uint64_t next_alive_write_ms_ = 0;
 };
 
