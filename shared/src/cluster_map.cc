@@ -54,7 +54,9 @@ void ClusterMap::SetNext(std::optional<Ring> next) {
 
 void ClusterMap::SwitchIfComplete() {
   if (!next_ || done_.size() < transfers_.size()) return;
-  Ring switched = next_->WithEpoch(next_->epoch() + 1);
+  // Two past next: an undo of the same change elsewhere gets one past it, and
+  // the switch must win (old replicas hand their data off once switched).
+  Ring switched = next_->WithEpoch(next_->epoch() + 2);
   ring_ = std::move(switched);
   SetNext(std::nullopt);
 }
@@ -101,8 +103,25 @@ bool ClusterMap::MarkDone(const Transfer& t) {
 }
 
 bool ClusterMap::Merge(const ClusterMap& other) {
-  const auto mine = std::make_pair(epoch(), ContentHash());
-  const auto theirs = std::make_pair(other.epoch(), other.ContentHash());
+  if (other.ring_.partition_count() != ring_.partition_count() ||
+      other.ring_.replicas() != ring_.replicas()) {
+    return false;
+  }
+  if (other.ring_.epoch() < ring_.epoch()) {
+    // The peer has not seen this ring yet: its change (if any) was made from
+    // an older ring and is made again from this one once the members it
+    // knows of reach here. This map moves past its epoch, so that every map
+    // and client prefers this one.
+    if (other.epoch() < epoch()) return false;
+    if (next_) {
+      next_ = next_->WithEpoch(other.epoch() + 1);
+    } else {
+      ring_ = ring_.WithEpoch(other.epoch() + 1);
+    }
+    return true;
+  }
+  const auto mine = std::make_tuple(ring_.epoch(), epoch(), ContentHash());
+  const auto theirs = std::make_tuple(other.ring_.epoch(), other.epoch(), other.ContentHash());
   if (theirs < mine) return false;
   if (theirs > mine) {
     std::set<Transfer> carried;
@@ -160,12 +179,14 @@ Result<ClusterMap> ClusterMap::Deserialize(std::string_view bytes) {
   if (!s.ok()) return corrupt(s);
   Result<Ring> ring = Ring::Deserialize(ring_bytes);
   if (!ring.ok()) return ring.status();
+  if (ring->epoch() > kMapEpochMax) return Status::Corruption("cluster map: epoch out of range");
   ClusterMap map(std::move(*ring));
   if (has_next) {
     Result<Ring> next = Ring::Deserialize(next_bytes);
     if (!next.ok()) return next.status();
     if (next->partition_count() != map.ring_.partition_count() ||
-        next->replicas() != map.ring_.replicas() || next->epoch() <= map.ring_.epoch()) {
+        next->replicas() != map.ring_.replicas() || next->epoch() <= map.ring_.epoch() ||
+        next->epoch() > kMapEpochMax) {
       return Status::Corruption("cluster map: next ring does not follow the current one");
     }
     map.SetNext(std::move(*next));

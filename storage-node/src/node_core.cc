@@ -970,7 +970,9 @@ void NodeCore::TryJoin(Now now) {
 
 void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_changed) {
   if (!map_) return;
-  if (members_changed) map_changed |= map_->Reconcile(membership_.RingMembers());
+  // Also after a merge: a map adopted from a peer may not reflect members
+  // this node knows of (the peer switched before it heard of them).
+  if (members_changed || map_changed) map_changed |= map_->Reconcile(membership_.RingMembers());
   if (map_changed) map_changed_ms_ = now.mono_ms;
   if (map_changed && epoch() != logged_epoch_) {
     logged_epoch_ = epoch();
@@ -1006,6 +1008,16 @@ bool NodeCore::MergePeerMap(const std::string& from, std::string_view bytes) {
   // its directory was wiped and it started a cluster anew (the first node
   // runs without a seed), so what it should hold is on the other replicas.
   const bool alone = map_->ring().nodes().size() == 1 && !map_->next();
+  if (theirs->ring().partition_count() != map_->ring().partition_count() ||
+      theirs->ring().replicas() != map_->ring().replicas()) {
+    Log(LogLevel::kWarn,
+        "ignoring the cluster map of " + from + ": it has " +
+            std::to_string(theirs->ring().partition_count()) + " partitions and " +
+            std::to_string(theirs->ring().replicas()) + " replicas, this cluster " +
+            std::to_string(map_->ring().partition_count()) + " and " +
+            std::to_string(map_->ring().replicas()) + " (a seed of another cluster?)");
+    return false;
+  }
   if (!map_->Merge(*theirs)) return false;
   if (alone && map_->ring().nodes().size() > 1 && map_->ring().Contains(options_.id)) {
     BeginCatchUp(

@@ -106,6 +106,66 @@ TEST(ClusterMapTest, MergePicksGreaterAndUnionsProgress) {
   EXPECT_EQ(old, a);
 }
 
+// X finished n4's join and switched; Y, still pending on it, learned of two
+// more joiners and made a change of a greater epoch from the old ring.
+// Before, X adopted Y's map: n4 left the routing ring again, and the old
+// replicas, which had handed their data to n4, served it as absent.
+TEST(ClusterMapTest, ASwitchIsNeverUndoneByAChangeMadeFromTheRingBefore) {
+  for (int joiners : {1, 2}) {
+    SCOPED_TRACE(joiners);
+    ClusterMap x = MapOf(3);
+    ASSERT_TRUE(x.Reconcile(Names(4)));
+    ClusterMap y = x;
+    FinishAll(x);
+    ASSERT_TRUE(x.ring().Contains("n4"));
+    ASSERT_TRUE(y.Reconcile(Names(4 + joiners)));
+    const ClusterMap y_before = y;
+    x.Merge(y_before);
+    EXPECT_TRUE(x.ring().Contains("n4"));
+    EXPECT_GT(x.epoch(), y_before.epoch());  // so that every node and client prefers x's
+    EXPECT_TRUE(y.Merge(x));
+    EXPECT_TRUE(y.ring().Contains("n4"));
+    EXPECT_EQ(x, y);
+    // Each then makes the joins from the switched ring.
+    x.Reconcile(Names(4 + joiners));
+    y.Reconcile(Names(4 + joiners));
+    EXPECT_EQ(x, y);
+    FinishAll(x);
+    EXPECT_EQ(x.ring().nodes(), Names(4 + joiners));
+  }
+}
+
+// n4 joined; X finished its transfers and switched while Y saw n4 leave and
+// undid the change. Both come out at the same ring epoch by the old rules;
+// the switch wins (its old replicas may have handed their data off), and Y
+// then removes n4 from the switched ring.
+TEST(ClusterMapTest, ASwitchWinsOverAConcurrentUndo) {
+  ClusterMap x = MapOf(3);
+  ASSERT_TRUE(x.Reconcile(Names(4)));
+  ClusterMap y = x;
+  FinishAll(x);
+  ASSERT_TRUE(y.Reconcile(Names(3)));
+  ASSERT_FALSE(y.next().has_value());
+  const ClusterMap x_before = x, y_before = y;
+  EXPECT_FALSE(x.Merge(y_before));
+  EXPECT_TRUE(y.Merge(x_before));
+  EXPECT_TRUE(y.ring().Contains("n4"));
+  ASSERT_TRUE(y.Reconcile(Names(3)));
+  ASSERT_TRUE(x.Merge(y));
+  FinishAll(x);
+  EXPECT_FALSE(x.ring().Contains("n4"));
+}
+
+TEST(ClusterMapTest, MapsOfAnotherShapeAreNotMerged) {
+  ClusterMap m = MapOf(3);
+  ClusterMap other_q(*Ring::Create({"x"}, 16, 3, 100));
+  ClusterMap other_n(*Ring::Create({"x"}, 64, 2, 100));
+  const ClusterMap before = m;
+  EXPECT_FALSE(m.Merge(other_q));
+  EXPECT_FALSE(m.Merge(other_n));
+  EXPECT_EQ(m, before);
+}
+
 // Two joins through different seeds at the same time: the maps disagree at
 // the same epoch, and converge once both know both joiners.
 TEST(ClusterMapTest, ConcurrentJoinsConverge) {
@@ -152,11 +212,14 @@ TEST(ClusterMapTest, RandomChangesConvergeUnderGossip) {
       size_t worker = rng() % maps.size();
       std::vector<Transfer> owed = maps[worker].Awaiting();
       for (size_t i = 0; i < owed.size() && i < 5; ++i) maps[worker].MarkDone(owed[rng() % owed.size()]);
-      // A gossip exchange.
+      // A gossip exchange. No map's ring goes back to an older one.
       size_t a = rng() % maps.size(), b = rng() % maps.size();
+      const uint64_t ring_a = maps[a].ring().epoch(), ring_b = maps[b].ring().epoch();
       ClusterMap ma = maps[a];
       maps[a].Merge(maps[b]);
       maps[b].Merge(ma);
+      EXPECT_GE(maps[a].ring().epoch(), ring_a) << "seed " << seed;
+      EXPECT_GE(maps[b].ring().epoch(), ring_b) << "seed " << seed;
     }
     // Quiesce: everyone reconciles with the final members, transfers finish.
     for (int round = 0; round < 20; ++round) {

@@ -14,11 +14,17 @@
 //    the deterministic Ring changes.
 //  - MarkDone records a finished transfer; when none is owed, the map
 //    switches.
-//  - Merge keeps the greater of two maps by (epoch, content hash), and unions
-//    finished transfers when both describe the same change.
+//  - Merge keeps the greater of two maps by (ring's epoch, epoch, content
+//    hash), and unions finished transfers when both describe the same
+//    change. A map whose ring is older never replaces one whose ring is
+//    newer (a switch is never undone by a change made from the ring before
+//    it); the newer one moves its epoch past the older's instead, so epochs
+//    order maps the same way once they met. A switch takes next's epoch + 2,
+//    an undo epoch + 1, so a switch wins over a concurrent undo.
 //
 // epoch() grows with every change a client must know about: a new or changed
 // `next`, and the switch. Recording finished transfers does not change it.
+// Maps of another partition count or replica count are never merged.
 //
 // ClusterMap is a value. Thread-safety: const methods may run concurrently.
 #pragma once
@@ -35,6 +41,9 @@
 #include "dynamo/status.h"
 
 namespace dynamo {
+
+// Larger epochs are refused as corrupt, so that no epoch + 2 wraps.
+inline constexpr uint64_t kMapEpochMax = uint64_t{1} << 62;
 
 struct Transfer {
   PartitionId partition = 0;
@@ -66,7 +75,8 @@ class ClusterMap {
   // owed. Returns whether the map changed. Ignored when `t` is not a transfer
   // of the pending change.
   bool MarkDone(const Transfer& t);
-  // Merges a peer's map into this one. Returns whether this map changed.
+  // Merges a peer's map into this one (see above; a map of another
+  // partition or replica count is ignored). Returns whether this map changed.
   bool Merge(const ClusterMap& other);
 
   // msgpack: [format, ring, next or nil, [partition, node, ...] done].
