@@ -1440,6 +1440,29 @@ TEST(AntiEntropyTest, ACatchUpWithEveryOtherReplicaDownWaitsForThem) {
   EXPECT_EQ(Read(sim, "n1", "k0")[0].value, "v0");
 }
 
+// A seed of another cluster (a wrong seed list, a leftover node on the same
+// port) gossips a map of another partition count. Before, the node adopted
+// it and, handing off partitions of its own count, aborted on a partition
+// the foreign ring does not have.
+TEST(NodeCoreTest, AMapOfAnotherPartitionCountIsIgnored) {
+  SimCluster sim(45);
+  FormCluster(sim, 3);
+  for (int i = 0; i < 20; ++i) Write(sim, "n1", "k" + std::to_string(i), "v");
+  const ClusterMap before = *sim.core("n1").map();
+  for (uint32_t partitions : {16u, before.ring().partition_count()}) {
+    const uint32_t replicas = partitions == 16 ? before.ring().replicas() : 2;
+    ClusterMap foreign(*Ring::Create({"x"}, partitions, replicas, 100));
+    Result<proto::Message> r =
+        sim.Request("n1", proto::GossipRequest{"x", {}, foreign.Serialize()});
+    ASSERT_TRUE(r.ok());
+  }
+  sim.RunFor(10000);
+  EXPECT_FALSE(sim.Exited("n1"));
+  EXPECT_EQ(sim.core("n1").map()->ring().nodes(), before.ring().nodes());
+  EXPECT_EQ(sim.core("n1").map()->ring().partition_count(), before.ring().partition_count());
+  EXPECT_EQ(Read(sim, "n1", "k0")[0].value, "v");
+}
+
 // A catch-up ends only after syncing with a replica that is not catching up
 // itself, or with every other replica when all are (the whole set was away:
 // none knows more). Before, two replicas catching up ended it with each
