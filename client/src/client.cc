@@ -446,7 +446,11 @@ class Client::Impl {
     Status valid = CheckQuorum("w", req.w, *v);
     if (valid.ok() && !opts.context.empty()) {
       Result<client::DecodedContext> ctx = client::DecodeContext(opts.context);
-      if (ctx.ok()) {
+      if (ctx.ok() && ctx->key_hash && *ctx->key_hash != client::ContextKeyHash(req.key)) {
+        valid = Status::InvalidArgument(
+            "the context is from a read or write of another key; a write with it would "
+            "supersede versions of this key it never saw");
+      } else if (ctx.ok()) {
         req.context = std::move(ctx->clock);
         req.preferred_coordinator = std::move(ctx->fastest);
         req.reached = std::move(ctx->reached);
@@ -505,7 +509,7 @@ class Client::Impl {
     if (!op.status().ok()) ++stats_.errors;
     auto done = std::move(state->done);
     if (op.status().ok()) {
-      done(client::EncodeContext(op.clock(), "", op.reached()));
+      done(client::EncodeContext(op.clock(), "", op.reached(), client::ContextKeyHash(op.key())));
     } else {
       done(op.status());
     }
@@ -555,8 +559,8 @@ class Client::Impl {
           if (!v.tombstone) result.values.push_back(v.value);
         }
         result.found = !result.values.empty();
-        result.context =
-            client::EncodeContext(ContextOf(op.siblings()), op.fastest(), op.reached());
+        result.context = client::EncodeContext(ContextOf(op.siblings()), op.fastest(), op.reached(),
+                                               client::ContextKeyHash(op.key()));
         done(std::move(result));
         // Wait a little for the rest, then repair whoever answered stale.
         state->repair_due = true;

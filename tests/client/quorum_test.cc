@@ -909,14 +909,17 @@ TEST(ContextTest, RoundTripsAndRejectsGarbage) {
   VersionVector vv;
   vv.Add(Dot{0xabc, 12}, 99);
   vv.Add(Dot{0xdef, 3}, 100);
-  Result<DecodedContext> back = DecodeContext(EncodeContext(vv, "n3", {"n3", "n1"}));
+  Result<DecodedContext> back =
+      DecodeContext(EncodeContext(vv, "n3", {"n3", "n1"}, ContextKeyHash("cart")));
   ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->key_hash, ContextKeyHash("cart"));
+  EXPECT_NE(ContextKeyHash("cart"), ContextKeyHash("cart2"));
   EXPECT_EQ(back->clock, vv);
   EXPECT_EQ(back->fastest, "n3");
   EXPECT_EQ(back->reached, (std::vector<std::string>{"n3", "n1"}));
   // At most kMaxReplicas nodes are kept.
   std::vector<std::string> many(kMaxReplicas + 3, "n1");
-  back = DecodeContext(EncodeContext(vv, "", many));
+  back = DecodeContext(EncodeContext(vv, "", many, std::nullopt));
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->reached.size(), kMaxReplicas);
   // A context from before the reached nodes were kept (three fields) still reads.
@@ -930,24 +933,27 @@ TEST(ContextTest, RoundTripsAndRejectsGarbage) {
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->fastest, "n2");
   EXPECT_TRUE(back->reached.empty());
+  EXPECT_FALSE(back->key_hash.has_value());
   // One with more fields than this client knows reads too.
   std::string newer;
   MsgpackWriter nw(&newer);
-  nw.Array(5);
+  nw.Array(6);
   nw.Uint(1);
   nw.Array(0);
   nw.Str("n2");
   nw.Array(1);
   nw.Str("n2");
+  nw.Uint(7);
   nw.Str("later");
   back = DecodeContext(newer);
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->reached, std::vector<std::string>{"n2"});
+  EXPECT_EQ(back->key_hash, 7u);
   // A clock naming more actors than a context carries loses its oldest
   // entries, and the context still reads.
   VersionVector wide;
   for (uint64_t actor = 1; actor <= 300; ++actor) wide.Add(Dot{actor, 1}, 1000 + actor);
-  back = DecodeContext(EncodeContext(wide, "", {}));
+  back = DecodeContext(EncodeContext(wide, "", {}, std::nullopt));
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   EXPECT_EQ(back->clock.size(), 256u);
   EXPECT_EQ(back->clock.Get(300), 1u);

@@ -51,10 +51,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   auto context = dynamo::client::DecodeContext(bytes);
   if (context.ok()) {
-    auto again = dynamo::client::DecodeContext(
-        dynamo::client::EncodeContext(context->clock, context->fastest, context->reached));
+    auto again = dynamo::client::DecodeContext(dynamo::client::EncodeContext(
+        context->clock, context->fastest, context->reached, context->key_hash));
     DYNAMO_CHECK(again.ok() && again->clock == context->clock &&
-                 again->fastest == context->fastest && again->reached == context->reached);
+                 again->fastest == context->fastest && again->reached == context->reached &&
+                 again->key_hash == context->key_hash);
   }
   dynamo::MsgpackReader reader(bytes, dynamo::MsgpackLimits{});
   (void)reader.Skip();

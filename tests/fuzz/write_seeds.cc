@@ -45,6 +45,7 @@ int main(int argc, char** argv) {
   write(std::string(argv[2]) + "/cluster_map", map.Serialize());
   const dynamo::SiblingSet siblings = dynamo::proto::test::SampleSiblings();
   write(std::string(argv[2]) + "/context",
-        dynamo::client::EncodeContext(dynamo::ContextOf(siblings), "a", {"a", "b"}));
+        dynamo::client::EncodeContext(dynamo::ContextOf(siblings), "a", {"a", "b"},
+                                      dynamo::client::ContextKeyHash("k")));
   return 0;
 }

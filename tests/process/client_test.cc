@@ -389,6 +389,23 @@ TEST(ClientProcessTest, LimitsAndBadInputAreRefusedBeforeSending) {
   WriteOptions bad;
   bad.context = "garbage";
   EXPECT_EQ(client->Put("k", "v", bad).status().code(), StatusCode::kInvalidArgument);
+  // Another key's context would supersede versions of this key it never saw
+  // (one counter per node serves every key): refused, and "a" keeps "1".
+  ASSERT_TRUE(client->Put("a", "1").ok());
+  Result<std::string> b_context = client->Put("b", "2");
+  ASSERT_TRUE(b_context.ok());
+  WriteOptions foreign;
+  foreign.context = *b_context;
+  Status other_key = client->Put("a", "3", foreign).status();
+  EXPECT_EQ(other_key.code(), StatusCode::kInvalidArgument) << other_key.ToString();
+  EXPECT_NE(other_key.message().find("another key"), std::string_view::npos);
+  Result<GetResult> a = client->Get("a");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ(a->values, std::vector<std::string>{"1"});
+  foreign.context = client->Get("b")->context;
+  EXPECT_EQ(client->Delete("a", foreign).status().code(), StatusCode::kInvalidArgument);
+  foreign.context = a->context;
+  EXPECT_TRUE(client->Put("a", "3", foreign).ok());
   ReadOptions too_many;
   too_many.r = 4;  // N is 3
   EXPECT_EQ(client->Get("k", too_many).status().code(), StatusCode::kInvalidArgument);

@@ -46,4 +46,5 @@ class BusyError(Error):
 
 
 class InvalidArgument(Error, ValueError):
-    """Bad input: an empty or over-size key or value, a foreign context, r or w out of range."""
+    """Bad input: an empty or over-size key or value, a context that is not one
+    from a read or write, or is from one of another key; r or w out of range."""

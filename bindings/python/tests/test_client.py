@@ -149,6 +149,14 @@ def test_bad_input_raises_invalid_argument(cluster):
         c.put("k" * 5000, b"x")
     with pytest.raises(dynamo.InvalidArgument):
         c.put("k", b"x", context=b"not a context")
+    # Another key's context would supersede this key's versions it never saw.
+    c.put("bad-input-a", b"1")
+    ctx_b = c.put("bad-input-b", b"2")
+    with pytest.raises(dynamo.InvalidArgument, match="another key"):
+        c.put("bad-input-a", b"3", context=ctx_b)
+    with pytest.raises(dynamo.InvalidArgument, match="another key"):
+        c.delete("bad-input-a", context=c.get("bad-input-b").context)
+    assert c.get("bad-input-a").values == [b"1"]
     with pytest.raises(dynamo.InvalidArgument):
         c.put(42, b"x")
     with pytest.raises(dynamo.InvalidArgument):

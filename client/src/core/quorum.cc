@@ -12,6 +12,7 @@ namespace dynamo::client {
 namespace {
 
 constexpr uint64_t kContextFormat = 1;
+constexpr uint64_t kContextKeyHashSeed = 0x636f6e7465787431;  // "context1"
 // Most clock entries a context carries. A read's clock joins every
 // sibling's context and dot, which can name more actors; the oldest go
 // (the next write then leaves the versions they covered as siblings,
@@ -586,13 +587,16 @@ std::vector<Send> ReadOp::Repair() {
 
 // ------------------------------------------------------------------ contexts
 
+uint64_t ContextKeyHash(std::string_view key) { return Hash64(key, kContextKeyHashSeed); }
+
 std::string EncodeContext(const VersionVector& clock, const std::string& fastest,
-                          const std::vector<std::string>& reached) {
+                          const std::vector<std::string>& reached,
+                          std::optional<uint64_t> key_hash) {
   VersionVector carried = clock;
   if (carried.size() > kContextClockEntriesMax) carried.Truncate(kContextClockEntriesMax);
   std::string out;
   MsgpackWriter w(&out);
-  w.Array(4);
+  w.Array(key_hash ? 5 : 4);
   w.Uint(kContextFormat);
   w.Array(static_cast<uint32_t>(carried.size() * 3));
   for (const ClockEntry& e : carried.entries()) {
@@ -604,6 +608,7 @@ std::string EncodeContext(const VersionVector& clock, const std::string& fastest
   const size_t kept = std::min<size_t>(reached.size(), kMaxReplicas);
   w.Array(static_cast<uint32_t>(kept));
   for (size_t i = 0; i < kept; ++i) w.Str(reached[i]);
+  if (key_hash) w.Uint(*key_hash);
   return out;
 }
 
@@ -639,12 +644,18 @@ Result<DecodedContext> DecodeContext(std::string_view bytes) {
     s = r.ReadStr(&node, kMaxNodeIdBytes);
     if (s.ok()) reached.emplace_back(node);
   }
-  if (s.ok()) s = r.SkipN(fields - std::min<uint32_t>(fields, 4));
+  std::optional<uint64_t> key_hash;
+  if (s.ok() && fields > 4) {
+    uint64_t h = 0;
+    s = r.ReadUint(&h);
+    key_hash = h;
+  }
+  if (s.ok()) s = r.SkipN(fields - std::min<uint32_t>(fields, 5));
   if (s.ok()) s = r.ExpectEnd();
   if (!s.ok()) return Status::InvalidArgument("not a context from a dynamo read: " + s.ToString());
   Result<VersionVector> clock = VersionVector::FromEntries(std::move(entries));
   if (!clock.ok()) return Status::InvalidArgument("not a context from a dynamo read: " + clock.status().ToString());
-  return DecodedContext{std::move(*clock), std::string(fastest), std::move(reached)};
+  return DecodedContext{std::move(*clock), std::string(fastest), std::move(reached), key_hash};
 }
 
 std::string ClockString(const VersionVector& clock) {

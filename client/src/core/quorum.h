@@ -186,6 +186,7 @@ class WriteOp {
   // OK, or Unavailable/Timeout with in_doubt telling whether the write may
   // have been applied. Precondition: done().
   const Status& status() const { return *outcome_; }
+  const std::string& key() const { return req_.key; }
   // The resulting version vector (the write's context for what follows).
   const VersionVector& clock() const { return clock_; }
   // What the write did so far (built on demand: most callers never ask).
@@ -265,6 +266,7 @@ class ReadOp {
   // Every request replied or failed.
   bool all_in() const { return outstanding_ == 0; }
   const Status& status() const { return *outcome_; }
+  const std::string& key() const { return req_.key; }
   // The merged sibling set at the time of the answer (precondition: answered OK).
   const SiblingSet& siblings() const { return answer_; }
   // The primary that answered first (the next write's coordinator with
@@ -301,14 +303,20 @@ class ReadOp {
 
 // The opaque context handed to applications: the version vector a write
 // must supersede, the node that answered the read fastest (empty after a
-// write) and the primaries the read or write reached (at most kMaxReplicas).
+// write), the primaries the read or write reached (at most kMaxReplicas) and
+// ContextKeyHash of the key read or written, so that a context is not used
+// for another key (its clock would supersede versions that key's writers
+// never saw: one counter per node serves all keys).
 std::string EncodeContext(const VersionVector& clock, const std::string& fastest,
-                          const std::vector<std::string>& reached);
+                          const std::vector<std::string>& reached,
+                          std::optional<uint64_t> key_hash);
 struct DecodedContext {
   VersionVector clock;
   std::string fastest;
   std::vector<std::string> reached;  // empty in contexts from before it was kept
+  std::optional<uint64_t> key_hash;  // none in contexts from before it was kept
 };
+uint64_t ContextKeyHash(std::string_view key);
 // InvalidArgument when `bytes` is not a context this client produced.
 Result<DecodedContext> DecodeContext(std::string_view bytes);
 // "{actor:counter, ...}" with actors in hex.
