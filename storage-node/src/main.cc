@@ -165,7 +165,11 @@ int Main(int argc, char** argv) {
     RocksDbOptions rocksdb = config.rocksdb;
     rocksdb.warn = [](const std::string& message) { spdlog::warn("storage: {}", message); };
     const std::string dir = config.data_dir + "/rocksdb";
-    if (!scrub && ScrubNeeded(dir)) {
+    const std::optional<std::string> swapping = InterruptedScrubSwap(dir);
+    if (!scrub && swapping) {
+      spdlog::warn("finishing the scrub a crash interrupted while it put {} aside", *swapping);
+      scrub = true;
+    } else if (!scrub && ScrubNeeded(dir)) {
       const std::vector<std::string> aside = KeptAside(dir);
       if (!config.scrub_after_corruption || !aside.empty()) {
         spdlog::error(

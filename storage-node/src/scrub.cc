@@ -8,6 +8,8 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <set>
@@ -26,6 +28,8 @@ namespace fs = std::filesystem;
 constexpr size_t kSummaryNamesMax = 8;
 // The damaged database is kept as `dir` + this + a UTC time.
 constexpr std::string_view kCorruptInfix = ".corrupt-";
+// The mark holds at most a path.
+constexpr uintmax_t kScrubMarkBytesMax = 4096;
 
 bool IsCorruption(const Status& s) { return s.code() == StatusCode::kCorruption; }
 
@@ -289,14 +293,36 @@ Result<ScrubReport> Scrub(Engine& from, Engine* to) {
   return report;
 }
 
-Status MarkScrubNeeded(const std::string& dir) {
+namespace {
+
+// Writes the scrub mark, holding `kept_aside` (may be empty), synced.
+Status WriteNeededMark(const std::string& dir, const std::string& kept_aside) {
   const std::string mark = NeededMark(dir);
   int fd = ::open(mark.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("create", mark);
-  Status s = ::fsync(fd) == 0 ? Status::OK() : ErrnoStatus("fsync", mark);
+  Status s;
+  if (!kept_aside.empty() && ::write(fd, kept_aside.data(), kept_aside.size()) !=
+                                 static_cast<ssize_t>(kept_aside.size())) {
+    s = ErrnoStatus("write", mark);
+  }
+  if (s.ok() && ::fsync(fd) != 0) s = ErrnoStatus("fsync", mark);
   ::close(fd);
   if (!s.ok()) return s;
   return SyncDirectory(ParentOf(dir));
+}
+
+}  // namespace
+
+Status MarkScrubNeeded(const std::string& dir) { return WriteNeededMark(dir, ""); }
+
+std::optional<std::string> InterruptedScrubSwap(const std::string& dir) {
+  std::error_code ec;
+  const uintmax_t size = fs::file_size(NeededMark(dir), ec);
+  if (ec || size == 0 || size > kScrubMarkBytesMax) return std::nullopt;
+  std::ifstream in(NeededMark(dir), std::ios::binary);
+  std::string name((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (name.empty() || name.size() > kScrubMarkBytesMax) return std::nullopt;
+  return name;
 }
 
 bool ScrubNeeded(const std::string& dir) {
@@ -355,9 +381,11 @@ Result<ScrubOutcome> ScrubRocksDb(const std::string& dir, const RocksDbOptions& 
     if (!synced.ok()) return synced;
   }
   // The copy is whole and durable: from here on a crash leaves it to
-  // FinishInterruptedScrub.
+  // FinishInterruptedScrub, and the mark names the copy kept aside, so the
+  // next start finishes this scrub rather than taking it for an earlier one.
   out.kept_aside = CorruptName(dir);
-  Status s = Rename(dir, out.kept_aside);
+  Status s = WriteNeededMark(dir, out.kept_aside);
+  if (s.ok()) s = Rename(dir, out.kept_aside);
   if (s.ok()) s = Rename(ScrubDir(dir), dir);
   if (s.ok()) s = SyncDirectory(ParentOf(dir));
   if (s.ok()) s = ClearNeededMark(dir);

@@ -792,6 +792,7 @@ TEST(ScrubTest, AFlippedByteInARocksDbTableCostsOnlyThePartitionsOfItsBlock) {
 
   ASSERT_TRUE(MarkScrubNeeded(dir).ok());
   EXPECT_TRUE(ScrubNeeded(dir));
+  EXPECT_FALSE(InterruptedScrubSwap(dir).has_value());  // no swap under way
   EXPECT_TRUE(KeptAside(dir).empty());
   Result<ScrubOutcome> scrubbed = ScrubRocksDb(dir, {});
   ASSERT_TRUE(scrubbed.ok()) << scrubbed.status().ToString();

@@ -1018,6 +1018,33 @@ TEST(FaultTest, CorruptionMetWhileReadingTheNodesStateLeavesTheScrubMark) {
   EXPECT_NE(c.LogOf("n1").find("scrubbing (storage.scrub_after_corruption)"), std::string::npos);
 }
 
+// A crash while a scrub swapped the databases (after the damaged one was put
+// aside, before the copy took its place and the mark was cleared): the next
+// start finishes that scrub. Before, it took the scrub's own kept-aside copy
+// for an earlier scrub's and refused to start (exit 4), restart after restart.
+TEST(FaultTest, AScrubInterruptedWhileSwappingIsFinishedAtTheNextStart) {
+  ProcessCluster c(1);
+  ASSERT_TRUE(c.Start().ok());
+  ASSERT_TRUE(c.Put("n1", "kept", "v").ok());
+  ASSERT_EQ(c.Terminate("n1"), 0);
+  const std::string db = c.options().dir + "/n1/data/rocksdb";
+  const std::string aside = db + ".corrupt-20261205T000000Z";
+  std::filesystem::rename(db, aside);
+  std::filesystem::copy(aside, db + ".scrub", std::filesystem::copy_options::recursive);
+  { std::ofstream(db + ".scrub-needed") << aside; }
+  ASSERT_TRUE(c.Spawn("n1").ok());
+  ASSERT_TRUE(WaitFor([&] { return c.Stats("n1").ok(); }, 60000)) << c.LogOf("n1");
+  EXPECT_NE(c.LogOf("n1").find("finishing the scrub a crash interrupted"), std::string::npos)
+      << c.LogOf("n1");
+  EXPECT_FALSE(std::filesystem::exists(db + ".scrub-needed"));
+  EXPECT_FALSE(std::filesystem::exists(db + ".scrub"));
+  EXPECT_TRUE(std::filesystem::exists(aside));
+  Result<SiblingSet> kept = c.StoredOn("n1", "kept");
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  ASSERT_EQ(kept->size(), 1u);
+  EXPECT_EQ((*kept)[0].value, "v");
+}
+
 TEST(FaultTest, WipedNodeIsRestoredByAntiEntropy) {
   constexpr size_t kNodes = 5, kKeys = 3000, kValueBytes = 200;
   ProcessCluster c(kNodes, kFastConfig);

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,6 +79,10 @@ Result<ScrubOutcome> ScrubRocksDb(const std::string& dir, const RocksDbOptions& 
 // the bad block again. ScrubRocksDb removes it once done.
 Status MarkScrubNeeded(const std::string& dir);
 bool ScrubNeeded(const std::string& dir);
+// The damaged copy a scrub of `dir` was putting aside when a crash stopped
+// it (its name is in the mark while it swaps the databases): the next start
+// finishes that scrub (it is not an earlier scrub's copy). nullopt otherwise.
+std::optional<std::string> InterruptedScrubSwap(const std::string& dir);
 // The damaged databases earlier scrubs of `dir` kept aside, oldest first.
 std::vector<std::string> KeptAside(const std::string& dir);
 
