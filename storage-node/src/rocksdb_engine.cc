@@ -4,6 +4,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/sst_file_manager.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -53,12 +54,31 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return Status::IOError(msg);
 }
 
+// RocksDB's own syncs (a flush syncs the logs it closes) fail in the
+// background: their I/O errors count as failed syncs, so that no later sync
+// is taken for durable (the kernel reports a failed write-back once, and
+// RocksDB's SyncWAL does not look at its background error). A full disk is
+// left to RocksDB, which recovers from it.
+class BackgroundErrors : public rocksdb::EventListener {
+ public:
+  explicit BackgroundErrors(std::shared_ptr<SyncFailure> failure) : failure_(std::move(failure)) {}
+  void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
+    if (error == nullptr || !error->IsIOError() || error->IsNoSpace()) return;
+    (void)failure_->Keep(FromRocks(*error, "background write"));
+  }
+
+ private:
+  std::shared_ptr<SyncFailure> failure_;
+};
+
 class RocksDbEngine : public Engine {
  public:
   RocksDbEngine(std::shared_ptr<PrefilledLogFileSystem> logs, std::unique_ptr<rocksdb::Env> env,
                 std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
-                const RocksDbOptions& options, std::mt19937_64 rng)
-      : logs_(std::move(logs)),
+                const RocksDbOptions& options, std::mt19937_64 rng,
+                std::shared_ptr<SyncFailure> sync_failure)
+      : sync_failure_(std::move(sync_failure)),
+        logs_(std::move(logs)),
         env_(std::move(env)),
         db_(std::move(db)),
         handles_(std::move(handles)),
@@ -85,16 +105,16 @@ class RocksDbEngine : public Engine {
   }
 
   Status Write(const WriteBatch& batch, bool sync) override {
-    DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
+    DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     Status s = Apply(wo, batch);
     if (s.ok()) MaybeSwitchMemtable();
-    return sync ? sync_failure_.Keep(std::move(s)) : s;
+    return sync ? sync_failure_->Keep(std::move(s)) : s;
   }
 
   Status WriteNoStall(const WriteBatch& batch) override {
-    DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
+    DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
     rocksdb::WriteOptions wo;
     wo.no_slowdown = true;
     return Apply(wo, batch);
@@ -130,7 +150,7 @@ class RocksDbEngine : public Engine {
   }
 
   Status DeletePrefix(Space space, std::string_view prefix, bool sync) override {
-    DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
+    DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     std::string end = PrefixEnd(prefix);
@@ -147,12 +167,12 @@ class RocksDbEngine : public Engine {
       return Write(batch, sync);
     }
     Status s = FromRocks(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), "delete range");
-    return sync ? sync_failure_.Keep(std::move(s)) : s;
+    return sync ? sync_failure_->Keep(std::move(s)) : s;
   }
 
   Status Sync() override {
-    DYNAMO_RETURN_IF_ERROR(sync_failure_.Check());
-    return sync_failure_.Keep(FromRocks(db_->SyncWAL(), "sync"));
+    DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
+    return sync_failure_->Keep(FromRocks(db_->SyncWAL(), "sync"));
   }
 
   bool MaintenanceDue() const override {
@@ -252,6 +272,7 @@ class RocksDbEngine : public Engine {
   rocksdb::ColumnFamilyHandle* Family(Space space) { return handles_[static_cast<size_t>(space)]; }
   static rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
 
+  std::shared_ptr<SyncFailure> sync_failure_;  // shared with BackgroundErrors
   // Outlive the database: the file system owns the logs' spare.
   std::shared_ptr<PrefilledLogFileSystem> logs_;  // null: logs grow
   std::unique_ptr<rocksdb::Env> env_;
@@ -261,7 +282,6 @@ class RocksDbEngine : public Engine {
   const bool wait_for_flushes_;
   const uint64_t check_bytes_;
   std::atomic<uint64_t> unchecked_bytes_{0};
-  SyncFailure sync_failure_;
   std::mutex flush_mu_;  // guards what follows
   std::mt19937_64 rng_;
   size_t flush_at_;  // this memtable's drawn size
@@ -302,6 +322,8 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   (void)env->LowerThreadPoolCPUPriority(rocksdb::Env::LOW, rocksdb::CpuPriority::kLow);
   std::shared_ptr<PrefilledLogFileSystem> logs;
   std::unique_ptr<rocksdb::Env> own_env;
+  std::shared_ptr<rocksdb::FileSystem> base =
+      options.file_system ? options.file_system : env->GetFileSystem();
   if (options.prefilled_log_bytes_max > 0) {
     PrefilledLogOptions lo;
     lo.spare_bytes_max = options.prefilled_log_bytes_max;
@@ -310,10 +332,15 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
     lo.first_spare_bytes = largest_memtable + largest_memtable / 4;
     lo.keep_zeros_at_close = options.delete_bytes_per_sec > 0;
     lo.warn = options.warn;
-    logs = PrefilledLogFileSystem::Make(env->GetFileSystem(), dir, std::move(lo));
+    logs = PrefilledLogFileSystem::Make(base, dir, std::move(lo));
     own_env = rocksdb::NewCompositeEnv(logs);
     db_options.env = own_env.get();
+  } else if (options.file_system) {
+    own_env = rocksdb::NewCompositeEnv(base);
+    db_options.env = own_env.get();
   }
+  auto sync_failure = std::make_shared<SyncFailure>();
+  db_options.listeners.push_back(std::make_shared<BackgroundErrors>(sync_failure));
   // Also without pacing (rate 0: each file deleted at once), so that what a
   // paced run left in the trash is deleted after this open.
   rocksdb::Status deletions;
@@ -351,9 +378,9 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
-  return std::unique_ptr<Engine>(new RocksDbEngine(std::move(logs), std::move(own_env),
-                                                   std::unique_ptr<rocksdb::DB>(raw),
-                                                   std::move(handles), options, rng));
+  return std::unique_ptr<Engine>(
+      new RocksDbEngine(std::move(logs), std::move(own_env), std::unique_ptr<rocksdb::DB>(raw),
+                        std::move(handles), options, rng, std::move(sync_failure)));
 }
 
 }  // namespace dynamo::node

@@ -7,6 +7,10 @@
 
 #include "dynamo/node/engine.h"
 
+namespace rocksdb {
+class FileSystem;
+}
+
 namespace dynamo::node {
 
 // Table files RocksDB keeps open at once (each holds a file descriptor).
@@ -50,6 +54,8 @@ struct RocksDbOptions {
   // could not write (its logs then grow); called from the engine's threads.
   // May be empty.
   std::function<void(const std::string&)> warn;
+  // For tests: the file system under the engine; null: the OS's.
+  std::shared_ptr<rocksdb::FileSystem> file_system;
 };
 
 // Replicas receive the same writes, so with equal memtables they would all
