@@ -1,5 +1,7 @@
 #include "dynamo/client.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -57,6 +59,19 @@ std::string DotString(const Dot& d) {
 // identity when a coordinator retry repeats it, so ids must not repeat
 // across clients: from a 32-bit seed, two clients in 2^32 drew the same
 // stream and their first writes of a key the same id.
+// Counts forks, in the child: a client opened before a fork belongs to the
+// parent (its I/O thread is not in the child, and its loop's epoll instance
+// is shared with the parent's).
+std::atomic<uint64_t> forks_seen{0};
+
+uint64_t ForksSeen() {
+  static std::once_flag registered;
+  std::call_once(registered, [] {
+    ::pthread_atfork(nullptr, nullptr, [] { forks_seen.fetch_add(1, std::memory_order_relaxed); });
+  });
+  return forks_seen.load(std::memory_order_relaxed);
+}
+
 std::mt19937_64 SeededRng() {
   std::random_device rd;
   std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
@@ -82,6 +97,10 @@ class Client::Impl {
   }
 
   ~Impl() { Close(); }
+
+  // The client was opened in a process that has forked since, and this is
+  // the child: it can do nothing here, not even close (see ForksSeen).
+  bool InForkedChild() const { return ForksSeen() != forks_at_open_; }
 
   // Calls made from then on fail at once. Operations still running, and
   // the copies, repairs and late coordinator answers already on their way,
@@ -150,6 +169,16 @@ class Client::Impl {
 
   static Status ClosedStatus() { return Status::Aborted("client closed"); }
 
+  // Whether calls may still start: not once closing, nor in a forked child.
+  Status Usable() const {
+    if (closing_) return ClosedStatus();
+    if (InForkedChild()) {
+      return Status::Aborted(
+          "the client was opened before this process forked; a child must open its own");
+    }
+    return Status::OK();
+  }
+
   // Work a call from another thread hands to the I/O thread is counted from
   // before the call checks closing_ until it has run, so a close never
   // stops the loop with it still posted (it would never run, and a blocking
@@ -212,7 +241,7 @@ class Client::Impl {
   // Blocking calls wait for the I/O thread: made on it, or once it has
   // stopped, they would wait forever.
   Status CheckMayBlock() const {
-    if (closing_) return ClosedStatus();
+    DYNAMO_RETURN_IF_ERROR(Usable());
     if (!loop_.InLoopThread()) return Status::OK();
     return Status::InvalidArgument(
         "blocking client call on the client's I/O thread; use the async form");
@@ -610,7 +639,8 @@ class Client::Impl {
   void GetAsync(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
     ++stats_.gets;
     const bool entered = Enter();
-    Status k = closing_ ? ClosedStatus() : CheckKey(key);
+    Status k = Usable();
+    if (k.ok()) k = CheckKey(key);
     if (k.ok()) k = Admit(done);
     if (!k.ok()) {
       Leave(entered);
@@ -627,7 +657,8 @@ class Client::Impl {
                   std::function<void(Result<std::string>)> done) {
     ++(tombstone ? stats_.deletes : stats_.puts);
     const bool entered = Enter();
-    Status k = closing_ ? ClosedStatus() : CheckKey(key);
+    Status k = Usable();
+    if (k.ok()) k = CheckKey(key);
     if (k.ok() && value.size() > options_.value_bytes_max) {
       k = Status::InvalidArgument("value of " + std::to_string(value.size()) +
                                   " bytes exceeds value_bytes_max (" +
@@ -669,13 +700,12 @@ class Client::Impl {
     return out;
   }
 
-  std::vector<ReplicaVersions> Inspect(std::string_view key) {
+  Result<std::vector<ReplicaVersions>> Inspect(std::string_view key) {
     std::vector<ReplicaVersions> out;
     const bool entered = Enter();
     if (Status s = CheckMayBlock(); !s.ok()) {
       Leave(entered);
-      out.push_back(ReplicaVersions{"", s.ToString(), {}});
-      return out;
+      return s;
     }
     std::shared_ptr<const View> v = view();
     std::vector<NodeId> nodes;
@@ -713,6 +743,12 @@ class Client::Impl {
       }
     });
     all.get_future().get();
+    // Closed meanwhile: the replicas' errors say only that.
+    if (closing_ && std::all_of(out.begin(), out.end(), [](const ReplicaVersions& r) {
+          return !r.error.empty() && r.versions.empty();
+        })) {
+      return ClosedStatus();
+    }
     return out;
   }
 
@@ -768,6 +804,7 @@ class Client::Impl {
   net::ConnectionPool pool_{loop_, PoolOptions(), kConnectTimeoutMs};
   std::thread io_;
   std::atomic<bool> closing_{false};  // set once Close() begins
+  const uint64_t forks_at_open_ = ForksSeen();
   bool free_when_stopped_ = false;    // I/O thread
   std::atomic<std::shared_ptr<const View>> view_;
   // I/O thread only.
@@ -805,19 +842,29 @@ Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 // Closes before the members go, so calls made from callbacks meanwhile
 // reach a whole client.
 Client::~Client() {
+  if (impl_->InForkedChild()) {
+    // The parent's: its thread is not here to join, and closing its loop
+    // would change the epoll instance the parent's loop shares. Left as is.
+    (void)impl_.release();
+    return;
+  }
   if (impl_->loop().InLoopThread()) {
     Impl::CloseAndFreeOnIoThread(std::move(impl_));
   } else {
     impl_->Close();
   }
 }
-void Client::Close() { impl_->Close(); }
+void Client::Close() {
+  if (!impl_->InForkedChild()) impl_->Close();
+}
 
 const ClientOptions& Client::options() const { return impl_->options(); }
 Status Client::Refresh() { return impl_->Refresh(); }
 Client::Stats Client::stats() const { return impl_->stats(); }
 std::vector<Placement> Client::Where(std::string_view key) const { return impl_->Where(key); }
-std::vector<ReplicaVersions> Client::Inspect(std::string_view key) { return impl_->Inspect(key); }
+Result<std::vector<ReplicaVersions>> Client::Inspect(std::string_view key) {
+  return impl_->Inspect(key);
+}
 std::vector<MemberInfo> Client::Members() const { return impl_->Members(); }
 Client::RingInfo Client::Ring() const { return impl_->RingDescription(); }
 

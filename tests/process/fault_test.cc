@@ -32,6 +32,7 @@
 
 #include "dynamo/client.h"
 #include "dynamo/proto/codec.h"
+#include "process/inspect_all.h"
 #include "process/process_cluster.h"
 
 namespace dynamo::test {
@@ -97,7 +98,7 @@ std::vector<std::string> Failing(Client& client, const std::vector<std::string>&
   for (size_t t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       for (size_t i = t; i < keys.size(); i += kThreads) {
-        if (!check(keys[i], client.Inspect(keys[i]))) failing[t].push_back(keys[i]);
+        if (!check(keys[i], InspectAll(client, keys[i]))) failing[t].push_back(keys[i]);
       }
     });
   }
@@ -135,7 +136,7 @@ bool HoldsOnly(const std::vector<ReplicaVersions>& replicas, size_t n, const std
 std::string Describe(Client& client, const std::string& key) {
   std::ostringstream os;
   os << key << ":";
-  for (const ReplicaVersions& rv : client.Inspect(key)) {
+  for (const ReplicaVersions& rv : InspectAll(client, key)) {
     os << " " << rv.node << "=[";
     if (!rv.error.empty()) os << "error " << rv.error;
     for (const auto& v : rv.versions) os << (v.tombstone ? "<tombstone>" : v.value) << "@" << v.dot << " ";
@@ -314,7 +315,7 @@ TEST(FaultTest, KillNineChurnLosesNoAcknowledgedWrite) {
   size_t lost = 0;
   for (const std::string& key : missing) {
     bool anywhere = false;
-    for (const ReplicaVersions& rv : client->Inspect(key)) {
+    for (const ReplicaVersions& rv : InspectAll(*client, key)) {
       for (const auto& v : rv.versions) anywhere |= v.value == ValueOf("churn:", key, kValueBytes);
     }
     lost += !anywhere;
@@ -1431,7 +1432,8 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
     auto inspector = Open(c, kNodes);
     ASSERT_TRUE(inspector);
     auto sample_siblings = [&] {
-      for (const ReplicaVersions& rv : inspector->Inspect(key)) max_siblings = std::max(max_siblings, rv.versions.size());
+      for (const ReplicaVersions& rv : InspectAll(*inspector, key))
+        max_siblings = std::max(max_siblings, rv.versions.size());
     };
     for (size_t cycle = 0; cycle < kCycles; ++cycle) {
       SleepMs(kHalfCycleMs);
@@ -1469,7 +1471,7 @@ TEST(FaultTest, SetAddsFromFiveClientsSurviveRepeatingPartitions) {
     EXPECT_TRUE(Converge(*reader, {key}, merged_everywhere, 60000).empty()) << Describe(*reader, key);
     converge_s = SecondsSince(healed);
     std::vector<std::string> values;
-    const std::vector<ReplicaVersions> replicas = reader->Inspect(key);
+    const std::vector<ReplicaVersions> replicas = InspectAll(*reader, key);
     for (const auto& v : replicas[0].versions) values.push_back(v.value);
     const std::set<std::string> stored = Items(values);
     size_t lost = 0;

@@ -10,8 +10,8 @@ Keys and values are bytes (str is encoded as UTF-8). Reads return every
 concurrent version (sibling) unless a resolver is set with set_resolver.
 """
 
-from ._errors import BusyError, Error, InvalidArgument, QuorumError, TimeoutError
+from ._errors import BusyError, ClosedError, Error, InvalidArgument, QuorumError, TimeoutError
 from ._dynamo import Client, GetResult
 
 __all__ = ["Client", "GetResult", "Error", "QuorumError", "TimeoutError", "BusyError",
-           "InvalidArgument"]
+           "InvalidArgument", "ClosedError"]

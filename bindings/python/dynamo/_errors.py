@@ -48,3 +48,8 @@ class BusyError(Error):
 class InvalidArgument(Error, ValueError):
     """Bad input: an empty or over-size key or value, a context that is not one
     from a read or write, or is from one of another key; r or w out of range."""
+
+
+class ClosedError(Error):
+    """The client is closed (close() was called, also while this call ran), or
+    it was opened before this process forked: a child must open its own."""

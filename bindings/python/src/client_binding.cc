@@ -154,12 +154,14 @@ class PyClient {
 
   py::list Inspect(const py::object& key) {
     std::string k = Bytes(key, "key");
-    std::vector<ReplicaVersions> replicas;
+    Result<std::vector<ReplicaVersions>> inspected = Status::Internal("unset");
     std::shared_ptr<Client> c = client();
     {
       py::gil_scoped_release release;
-      replicas = c->Inspect(k);
+      inspected = c->Inspect(k);
     }
+    Check(inspected.status());
+    const std::vector<ReplicaVersions>& replicas = *inspected;
     py::list out;
     for (const ReplicaVersions& rv : replicas) {
       py::dict d;
@@ -230,19 +232,23 @@ class PyClient {
 
   // Calls other threads have in progress end (Client::Close) before it
   // returns; the last of them frees the client.
+  // Threads that close at once all return once the client is closed (the
+  // C++ Close waits likewise); calls meanwhile raise ClosedError.
   void Close() {
-    std::shared_ptr<Client> c = std::move(client_);
+    std::shared_ptr<Client> c = client_;
     if (!c) return;
-    py::gil_scoped_release release;
-    c->Close();
-    c.reset();
+    {
+      py::gil_scoped_release release;
+      c->Close();
+    }
+    client_.reset();
   }
 
  private:
   // With the GIL held: a call keeps the client alive while it runs without
   // the GIL, since another thread may close it meanwhile.
   std::shared_ptr<Client> client() {
-    if (!client_) Check(Status::InvalidArgument("the client is closed"));
+    if (!client_) Check(Status::Aborted("client closed"));
     return client_;
   }
 

@@ -13,6 +13,8 @@ const char* ClassFor(StatusCode code) {
     case StatusCode::kInvalidArgument: return "InvalidArgument";
     case StatusCode::kBusy:
       return "BusyError";
+    case StatusCode::kAborted:
+      return "ClosedError";
     default: return "Error";
   }
 }

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import signal
 import threading
 import time
@@ -40,8 +41,10 @@ class Ticker:
 
 def test_module_surface():
     for name in ("Client", "GetResult", "Error", "QuorumError", "TimeoutError", "BusyError",
-                 "InvalidArgument"):
+                 "InvalidArgument", "ClosedError"):
         assert hasattr(dynamo, name)
+    assert issubclass(dynamo.ClosedError, dynamo.Error)
+    assert not issubclass(dynamo.ClosedError, ValueError)
     assert issubclass(dynamo.QuorumError, dynamo.Error)
     assert issubclass(dynamo.BusyError, dynamo.Error)
     assert issubclass(dynamo.TimeoutError, TimeoutError)
@@ -171,7 +174,7 @@ def test_bad_input_raises_invalid_argument(cluster):
     with pytest.raises(dynamo.InvalidArgument):
         dynamo.Client(cluster.seeds, r=4).get("k")
     c.close()
-    with pytest.raises(dynamo.Error):
+    with pytest.raises(dynamo.ClosedError):
         c.get("k")
 
 
@@ -308,6 +311,37 @@ def test_too_few_nodes_raise_quorum_error_with_acks(fresh_cluster):
     one = dynamo.Client([fresh_cluster.seeds[int(primary[1:]) - 1]], r=1, w=1)
     one.put("k", b"v1")
     assert one.get("k").found
+
+
+def test_a_forked_child_cannot_use_its_parents_client(cluster):
+    c = dynamo.Client(cluster.seeds)
+    c.put("fork:k", b"v")
+    pid = os.fork()
+    if pid == 0:  # the child: calls fail at once, dropping the client does not hang
+        code = 0
+        signal.alarm(20)
+        try:
+            c.get("fork:k")
+            code = 1
+        except dynamo.ClosedError:
+            code = 0
+        except dynamo.Error:
+            code = 2
+        del c
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status), f"the child was ended by signal {os.WTERMSIG(status)}"
+    assert os.WEXITSTATUS(status) == 0
+    assert c.get("fork:k").values == [b"v"]
+    c.close()
+
+
+def test_a_closed_client_raises_closed_error(cluster):
+    c = dynamo.Client(cluster.seeds)
+    c.close()
+    for call in (lambda: c.inspect("k"), lambda: c.get("k"), lambda: c.put("k", b"v")):
+        with pytest.raises(dynamo.ClosedError):
+            call()
 
 
 def test_closing_while_other_threads_call_ends_their_calls(cluster):

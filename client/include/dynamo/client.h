@@ -160,8 +160,9 @@ class Client {
   // fallbacks in order), as this client sees the cluster now.
   std::vector<Placement> Where(std::string_view key) const;
   // Every replica's stored versions, asked node by node (preference list and
-  // pending replicas).
-  std::vector<ReplicaVersions> Inspect(std::string_view key);
+  // pending replicas); a replica that did not answer has its error set.
+  // Aborted once the client is closed (also when it closed while asking).
+  Result<std::vector<ReplicaVersions>> Inspect(std::string_view key);
   // Members as this client sees them.
   std::vector<MemberInfo> Members() const;
   // The cluster map epoch, the partition count Q and the replica count N.

@@ -230,7 +230,9 @@ int RunDataCommand(const std::vector<std::string>& seeds, uint64_t timeout_ms, c
   }
 
   if (cmd.name == "inspect") {
-    std::vector<ReplicaVersions> replicas = client.Inspect(cmd.key);
+    Result<std::vector<ReplicaVersions>> inspected = client.Inspect(cmd.key);
+    if (!inspected.ok()) return Fail(inspected.status(), cmd.json);
+    const std::vector<ReplicaVersions>& replicas = *inspected;
     if (cmd.json) {
       Json j;
       j.BeginArray();
