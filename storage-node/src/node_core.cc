@@ -12,6 +12,11 @@ namespace {
 // Bounds on what one Transfer request may ask of this node.
 constexpr uint32_t kTransferEntriesMax = 4096;
 constexpr uint64_t kTransferBytesMax = 8u << 20;
+// Bounds on a Fetch: keys it may list, and stored sets read at once (reading
+// stops once the reply holds ExchangeBytesMax, so a request of many large
+// keys costs at most one window of them in memory).
+constexpr size_t kFetchKeysMax = 4096;
+constexpr size_t kFetchReadWindow = 32;
 // Peers told of our departure before exiting.
 constexpr size_t kFarewellPeers = 3;
 template <class... Ts>
@@ -634,33 +639,57 @@ void NodeCore::HandleFetch(Now now, uint64_t conn, uint64_t id, proto::FetchRequ
     ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
     return;
   }
-  auto reply = std::make_shared<proto::FetchReply>();
-  reply->entries.resize(req.keys.size());
-  auto bytes = std::make_shared<std::vector<size_t>>(req.keys.size());
-  auto join = std::make_shared<Countdown>(req.keys.size(), [this, conn, id, reply,
-                                                            bytes](Status s) {
+  if (req.keys.size() > kFetchKeysMax) {
+    ReplyError(conn, id,
+               Status::InvalidArgument("Fetch of " + std::to_string(req.keys.size()) +
+                                       " keys; at most " + std::to_string(kFetchKeysMax)));
+    return;
+  }
+  auto fetch = std::make_shared<FetchState>();
+  fetch->conn = conn;
+  fetch->id = id;
+  fetch->keys = std::move(req.keys);
+  FetchWindow(std::move(fetch));
+}
+
+void NodeCore::FetchWindow(std::shared_ptr<FetchState> f) {
+  const size_t begin = f->reply.entries.size();
+  const size_t n = std::min(kFetchReadWindow, f->keys.size() - begin);
+  if (n == 0 || (begin > 0 && f->bytes >= ExchangeBytesMax())) {
+    f->reply.epoch = epoch();
+    Reply(f->conn, f->id, std::move(f->reply));
+    return;
+  }
+  auto window = std::make_shared<std::vector<std::pair<size_t, std::optional<SiblingSet>>>>(n);
+  auto join = std::make_shared<Countdown>(n, [this, f, window, begin](Status s) {
     if (!s.ok()) {
-      ReplyError(conn, id, s);
+      ReplyError(f->conn, f->id, s);
       return;
     }
-    size_t keep = 0, total = 0;
-    while (keep < bytes->size() && (keep == 0 || total + (*bytes)[keep] <= ExchangeBytesMax())) {
-      total += (*bytes)[keep++];
+    // In order, up to the byte budget (the first key whatever its size).
+    for (size_t i = 0; i < window->size(); ++i) {
+      auto& [bytes, set] = (*window)[i];
+      if (!f->reply.entries.empty() && f->bytes + bytes > ExchangeBytesMax()) {
+        f->bytes = ExchangeBytesMax();
+        break;
+      }
+      f->bytes += bytes;
+      f->reply.entries.push_back(proto::KeyedSiblings{std::move(f->keys[begin + i]),
+                                                      set ? std::move(*set) : SiblingSet{}});
     }
-    reply->entries.resize(keep);
-    reply->epoch = epoch();
-    Reply(conn, id, std::move(*reply));
+    FetchWindow(f);
   });
-  for (size_t i = 0; i < req.keys.size(); ++i) {
-    reply->entries[i].key = req.keys[i];
-    const PartitionId p = map_->ring().KeyPartition(req.keys[i]);
-    Storage(ReadOp{Space::kData, DataKey(p, req.keys[i])},
-            [this, reply, bytes, join, i](Now, StorageResult r) {
-              (*bytes)[i] = reply->entries[i].key.size();
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& key = f->keys[begin + i];
+    const PartitionId p = map_->ring().KeyPartition(key);
+    Storage(ReadOp{Space::kData, DataKey(p, key)},
+            [this, window, join, i, key_bytes = key.size()](Now, StorageResult r) {
+              auto& [bytes, set] = (*window)[i];
+              bytes = key_bytes;
               if (r.status.ok() && r.value) {
-                (*bytes)[i] += r.value->size();
+                bytes += r.value->size();
                 Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
-                if (decoded.ok()) reply->entries[i].siblings = std::move(*decoded);
+                if (decoded.ok()) set = std::move(*decoded);
               }
               join->One(r.status);
             });

@@ -545,6 +545,12 @@ void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
              // rest goes in the next batch.
              s->next -= batch.size() - answered;
              batch.resize(answered);
+             const auto& entries = std::get<proto::FetchReply>(reply->body).entries;
+             for (size_t i = 0; i < answered && st.ok(); ++i) {
+               if (entries[i].key != batch[i]) {
+                 st = Status::ProtocolError("a Fetch reply answered a key not asked for");
+               }
+             }
            }
          }
          if (!st.ok()) {

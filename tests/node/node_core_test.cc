@@ -1440,6 +1440,42 @@ TEST(AntiEntropyTest, ACatchUpWithEveryOtherReplicaDownWaitsForThem) {
   EXPECT_EQ(Read(sim, "n1", "k0")[0].value, "v0");
 }
 
+// A Fetch is answered with the prefix of its keys that fits the byte budget
+// (8 MiB), read a window at a time in order: before, every listed key was
+// read and decoded first (a request naming one large key thousands of times
+// held all those copies at once). More than 4,096 keys are refused.
+TEST(NodeCoreTest, AFetchReadsOnlyWhatItsReplyHolds) {
+  SimCluster sim(46);
+  FormCluster(sim, 3);
+  Write(sim, "n1", "big", std::string(300 << 10, 'v'));
+  Write(sim, "n1", "small", "s");
+  std::vector<std::string> keys(200, "big");
+  keys[0] = "small";
+  keys[1] = "absent";
+  Result<proto::Message> r = sim.Request("n1", proto::FetchRequest{keys});
+  ASSERT_TRUE(r.ok());
+  const auto* reply = std::get_if<proto::FetchReply>(&r->body);
+  ASSERT_NE(reply, nullptr);
+  const size_t expected = 2 + (8u << 20) / ((300u << 10) + 3 + 64);  // about 28
+  EXPECT_GE(reply->entries.size(), expected - 2);
+  EXPECT_LE(reply->entries.size(), expected + 1);
+  ASSERT_GE(reply->entries.size(), 3u);
+  EXPECT_EQ(reply->entries[0].key, "small");
+  EXPECT_EQ(reply->entries[0].siblings[0].value, "s");
+  EXPECT_EQ(reply->entries[1].key, "absent");
+  EXPECT_TRUE(reply->entries[1].siblings.empty());
+  for (size_t i = 2; i < reply->entries.size(); ++i) {
+    EXPECT_EQ(reply->entries[i].key, "big");
+    ASSERT_EQ(reply->entries[i].siblings.size(), 1u);
+  }
+  Result<proto::Message> many =
+      sim.Request("n1", proto::FetchRequest{std::vector<std::string>(5000, "small")});
+  ASSERT_TRUE(many.ok());
+  const auto* err = std::get_if<proto::ErrorReply>(&many->body);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(err->code, StatusCode::kInvalidArgument);
+}
+
 // A seed of another cluster (a wrong seed list, a leftover node on the same
 // port) gossips a map of another partition count. Before, the node adopted
 // it and, handing off partitions of its own count, aborted on a partition

@@ -318,6 +318,15 @@ class NodeCore {
   void HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordPutRequest req);
   void HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::ReplicaPutRequest req);
   void HandleFetch(Now now, uint64_t conn, uint64_t id, proto::FetchRequest req);
+  // A Fetch being answered: its keys are read kFetchReadWindow at a time, in
+  // order, until the reply holds ExchangeBytesMax.
+  struct FetchState {
+    uint64_t conn = 0, id = 0;
+    std::vector<std::string> keys;
+    proto::FetchReply reply;
+    size_t bytes = 0;
+  };
+  void FetchWindow(std::shared_ptr<FetchState> f);
   void HandlePush(Now now, uint64_t conn, uint64_t id, proto::PushRequest req);
   void HandleTransfer(Now now, uint64_t conn, uint64_t id, proto::TransferRequest req);
   void HandleGossip(Now now, uint64_t conn, uint64_t id, proto::GossipRequest req);
