@@ -614,6 +614,13 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
   const bool hinted = !req.hint.empty() && req.hint != options_.id;
+  if (hinted && !membership_.Find(req.hint) && !InRingOrNext(req.hint)) {
+    // It could never be delivered (and would hold up this node's leave).
+    ReplyError(
+        conn, id,
+        Status::Unavailable("a hint for " + req.hint + ", which is no member this node knows"));
+    return;
+  }
   std::string key = hinted ? HintKey(req.hint, p, req.key) : DataKey(p, req.key);
   const bool sync = req.sync || (hinted ? options_.hint_sync : options_.replica_put_sync);
   const bool queued = MergeInto(std::move(key), std::move(req.siblings),
@@ -694,6 +701,10 @@ void NodeCore::FetchWindow(std::shared_ptr<FetchState> f) {
               join->One(r.status);
             });
   }
+}
+
+bool NodeCore::InRingOrNext(const NodeId& node) const {
+  return map_ && (map_->ring().Contains(node) || (map_->next() && map_->next()->Contains(node)));
 }
 
 size_t NodeCore::ExchangeBytesMax() const {
@@ -1257,14 +1268,18 @@ bool NodeCore::StartHandoffOfNextRange(Now now) {
   for (const NodeId& owner : state_.hint_owners) {
     std::optional<proto::Member> rec = membership_.Find(owner);
     std::string prefix = HintOwnerPrefix(owner);
-    if (!rec || handoff_failed_.contains({Space::kHints, prefix})) continue;
+    // An owner no member record nor ring names (hints stored before such
+    // were refused, or its record was lost) goes the way of a removed one.
+    const bool unknown = !rec && !InRingOrNext(owner);
+    if ((!rec && !unknown) || handoff_failed_.contains({Space::kHints, prefix})) continue;
     auto h = std::make_shared<Handoff>();
     h->space = Space::kHints;
     h->prefix = std::move(prefix);
     h->purpose = proto::PushPurpose::kHint;
     h->owner = owner;
-    if (rec->status == proto::MemberStatus::kRemoved) {
-      h->what = "hints for removed node " + owner + " (into own data)";
+    if (unknown || rec->status == proto::MemberStatus::kRemoved) {
+      h->what = "hints for " + std::string(unknown ? "unknown" : "removed") + " node " + owner +
+                " (into own data)";
     } else if (membership_.IsAlive(owner, now.mono_ms)) {
       h->addresses = {rec->address};
       h->what = "hints for " + owner;

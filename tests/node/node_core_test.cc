@@ -315,18 +315,46 @@ TEST(NodeCoreTest, HintsAreStoredApartUnderTheirOwner) {
   SimCluster sim(4);
   FormCluster(sim, 3);
   SiblingSet set = CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "hinted", false, 5})->siblings;
-  // n9 is not a member: the hint waits for it and stays out of n2's own data.
-  auto ack = sim.Request("n2", proto::ReplicaPutRequest{"hk", set, "n9"});
+  // n3 is down: the hint waits for it and stays out of n2's own data.
+  sim.Crash("n3");
+  auto ack = sim.Request("n2", proto::ReplicaPutRequest{"hk", set, "n3"});
   ASSERT_TRUE(std::holds_alternative<proto::Ack>(ack->body));
   EXPECT_TRUE(Read(sim, "n2", "hk").empty());
   EXPECT_EQ(sim.engine("n2").size(Space::kHints), 1u);
   // A read that names the owner it stands in for sees the hint too.
-  auto hinted = sim.Request("n2", proto::GetRequest{"hk", "n9"});
+  auto hinted = sim.Request("n2", proto::GetRequest{"hk", "n3"});
   ASSERT_TRUE(std::holds_alternative<proto::GetReply>(hinted->body));
   EXPECT_EQ(std::get<proto::GetReply>(hinted->body).siblings, set);
   const uint32_t q = sim.core("n2").map()->ring().partition_count();
-  auto stored = sim.engine("n2").Get(Space::kHints, HintKey("n9", KeyPartition("hk", q), "hk"));
+  auto stored = sim.engine("n2").Get(Space::kHints, HintKey("n3", KeyPartition("hk", q), "hk"));
   ASSERT_TRUE(stored.ok() && stored->has_value());
+}
+
+// A hint for a node no member record nor ring names could never be
+// delivered, and would hold up the holder's leave: it is refused (the client
+// picks another stand-in), and such hints already stored (kept by an older
+// node) go into the holder's own data, from where a handoff takes them to
+// the key's replicas. Before, they were kept and skipped forever.
+TEST(NodeCoreTest, HintsForANodeNobodyKnowsAreRefusedAndOldOnesBecomeOwnData) {
+  SimCluster sim(47);
+  FormCluster(sim, 3);
+  SiblingSet set =
+      CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "hinted", false, sim.WallMs("n2")})->siblings;
+  Result<proto::Message> refused = sim.Request("n2", proto::ReplicaPutRequest{"hk", set, "n9"});
+  ASSERT_TRUE(refused.ok());
+  const auto* err = std::get_if<proto::ErrorReply>(&refused->body);
+  ASSERT_NE(err, nullptr);
+  EXPECT_EQ(err->code, StatusCode::kUnavailable);
+  EXPECT_EQ(sim.engine("n2").size(Space::kHints), 0u);
+
+  const uint32_t q = sim.core("n2").map()->ring().partition_count();
+  sim.Crash("n2", false);
+  WriteBatch old;
+  old.Put(Space::kHints, HintKey("n9", KeyPartition("hk", q), "hk"), proto::EncodeSiblingSet(set));
+  ASSERT_TRUE(sim.engine("n2").Write(old, true).ok());
+  sim.Restart("n2");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.engine("n2").size(Space::kHints) == 0; }, 30000));
+  EXPECT_EQ(Read(sim, "n2", "hk"), set);  // n2 replicates every key of a 3-node ring
 }
 
 // Two stand-ins can swap the primaries they stand in for between a write and

@@ -387,6 +387,8 @@ class NodeCore {
   // Most bytes of stored sets one Fetch, Push or Transfer message carries
   // (a single set may exceed it).
   size_t ExchangeBytesMax() const;
+  // Whether the map's ring or its pending one holds `node`.
+  bool InRingOrNext(const NodeId& node) const;
   void FinishAe(std::shared_ptr<AeSession> s, Status status);
   void PurgeTombstones(std::shared_ptr<AeSession> s);
 
