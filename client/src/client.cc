@@ -384,6 +384,13 @@ class Client::Impl {
 
   // ---------------------------------------------------------------- operations
 
+  Status CheckValue(size_t bytes) const {
+    if (bytes <= options_.value_bytes_max) return Status::OK();
+    return Status::InvalidArgument("value of " + std::to_string(bytes) +
+                                   " bytes exceeds value_bytes_max (" +
+                                   std::to_string(options_.value_bytes_max) + ")");
+  }
+
   Status CheckKey(std::string_view key) const {
     if (key.empty()) return Status::InvalidArgument("empty key");
     if (key.size() > options_.key_bytes_max) {
@@ -659,11 +666,7 @@ class Client::Impl {
     const bool entered = Enter();
     Status k = Usable();
     if (k.ok()) k = CheckKey(key);
-    if (k.ok() && value.size() > options_.value_bytes_max) {
-      k = Status::InvalidArgument("value of " + std::to_string(value.size()) +
-                                  " bytes exceeds value_bytes_max (" +
-                                  std::to_string(options_.value_bytes_max) + ")");
-    }
+    if (k.ok()) k = CheckValue(value.size());
     if (k.ok()) k = Admit(done);
     if (!k.ok()) {
       Leave(entered);
@@ -897,6 +900,9 @@ Result<GetResult> Client::Get(std::string_view key, const ReadOptions& options) 
 
 Result<std::string> Client::Put(std::string_view key, std::string_view value, const WriteOptions& options) {
   DYNAMO_RETURN_IF_ERROR(impl_->CheckMayBlock());
+  // Before the copies below.
+  DYNAMO_RETURN_IF_ERROR(impl_->CheckKey(key));
+  DYNAMO_RETURN_IF_ERROR(impl_->CheckValue(value.size()));
   std::promise<Result<std::string>> p;
   impl_->WriteAsync(std::string(key), std::string(value), false, options,
                     [&p](Result<std::string> r) { p.set_value(std::move(r)); });

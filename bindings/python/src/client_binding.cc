@@ -17,8 +17,24 @@ namespace {
 
 // The longest timeout a Client takes, in seconds (a week).
 constexpr double kTimeoutSecondsMax = 7 * 24 * 3600.0;
+// Larger than any context a read or write returns (256 clock entries).
+constexpr size_t kContextBytesMax = 64u << 10;
 
-std::string Bytes(const py::handle& obj, const char* what) {
+// Bytes, bytearray or str (as UTF-8) as a string; InvalidArgument past
+// `max` bytes, checked before anything is copied.
+std::string Bytes(const py::handle& obj, const char* what, size_t max = SIZE_MAX,
+                  const char* limit = nullptr) {
+  Py_ssize_t size = -1;
+  if (PyBytes_Check(obj.ptr())) size = PyBytes_GET_SIZE(obj.ptr());
+  if (PyByteArray_Check(obj.ptr())) size = PyByteArray_GET_SIZE(obj.ptr());
+  if (PyUnicode_Check(obj.ptr()) && PyUnicode_IS_ASCII(obj.ptr()))
+    size = PyUnicode_GET_LENGTH(obj.ptr());
+  if (size >= 0 && static_cast<size_t>(size) > max) {
+    throw StatusError{
+        Status::InvalidArgument(std::string(what) + " of " + std::to_string(size) +
+                                " bytes exceeds " + limit + " (" + std::to_string(max) + ")"),
+        0};
+  }
   if (py::isinstance<py::bytes>(obj)) return obj.cast<std::string>();
   if (py::isinstance<py::bytearray>(obj)) {
     return std::string(py::reinterpret_borrow<py::bytearray>(obj));
@@ -114,15 +130,17 @@ class PyClient {
 
   py::bytes Write(const py::object& key, const std::optional<py::object>& value,
                   const py::object& context, std::optional<bool> durable) {
-    std::string k = Bytes(key, "key");
+    std::shared_ptr<Client> c = client();
+    std::string k = Bytes(key, "key", c->options().key_bytes_max, "key_bytes_max");
     WriteOptions wo;
-    if (!context.is_none()) wo.context = Bytes(context, "context");
+    if (!context.is_none())
+      wo.context = Bytes(context, "context", kContextBytesMax, "the largest context");
     wo.durable = durable;
     Receipt receipt;
     wo.receipt = &receipt;
-    std::string v = value ? Bytes(*value, "value") : std::string();
+    std::string v = value ? Bytes(*value, "value", c->options().value_bytes_max, "value_bytes_max")
+                          : std::string();
     Result<std::string> r = Status::Internal("unset");
-    std::shared_ptr<Client> c = client();
     {
       py::gil_scoped_release release;
       r = value ? c->Put(k, v, wo) : c->Delete(k, wo);

@@ -150,6 +150,13 @@ def test_bad_input_raises_invalid_argument(cluster):
         c.put("", b"x")
     with pytest.raises(dynamo.InvalidArgument):
         c.put("k" * 5000, b"x")
+    # Sizes are checked before the value is copied: a 256 MiB value is
+    # refused without doubling the process's memory.
+    big = bytearray(256 << 20)
+    with pytest.raises(dynamo.InvalidArgument, match="value_bytes_max"):
+        c.put("k", big)
+    with pytest.raises(dynamo.InvalidArgument, match="context"):
+        c.put("k", b"x", context=bytes(1 << 20))
     with pytest.raises(dynamo.InvalidArgument):
         c.put("k", b"x", context=b"not a context")
     # Another key's context would supersede this key's versions it never saw.
