@@ -55,10 +55,6 @@ std::string DotString(const Dot& d) {
   return buf;
 }
 
-// Seeded with 256 bits from the OS. Nodes take a write's id as its
-// identity when a coordinator retry repeats it, so ids must not repeat
-// across clients: from a 32-bit seed, two clients in 2^32 drew the same
-// stream and their first writes of a key the same id.
 // Counts forks, in the child: a client opened before a fork belongs to the
 // parent (its I/O thread is not in the child, and its loop's epoll instance
 // is shared with the parent's).
@@ -72,6 +68,10 @@ uint64_t ForksSeen() {
   return forks_seen.load(std::memory_order_relaxed);
 }
 
+// Seeded with 256 bits from the OS. Nodes take a write's id as its
+// identity when a coordinator retry repeats it, so ids must not repeat
+// across clients: from a 32-bit seed, two clients in 2^32 drew the same
+// stream and their first writes of a key the same id.
 std::mt19937_64 SeededRng() {
   std::random_device rd;
   std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};

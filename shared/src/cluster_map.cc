@@ -54,9 +54,11 @@ void ClusterMap::SetNext(std::optional<Ring> next) {
 
 void ClusterMap::SwitchIfComplete() {
   if (!next_ || done_.size() < transfers_.size()) return;
-  // Two past next: an undo of the same change elsewhere gets one past it, and
-  // the switch must win (old replicas hand their data off once switched).
-  Ring switched = next_->WithEpoch(next_->epoch() + 2);
+  // Far past next: a node that has not heard of the switch may go on
+  // changing or undoing the pending change from the old ring, one epoch at a
+  // time, and the switch must win over all of that (old replicas hand their
+  // data off once switched).
+  Ring switched = next_->WithEpoch(next_->epoch() + kSwitchEpochStep);
   ring_ = std::move(switched);
   SetNext(std::nullopt);
 }

@@ -35,6 +35,10 @@ struct NodeCore::Transfer {
   std::string after;
   uint64_t keys = 0;
   uint64_t started_ms = 0;
+  // The pending change stopped moving the partition here while it ran: it
+  // stops, and counts for nothing (writes in between went elsewhere, so a
+  // later change owing it again starts a new one).
+  bool abandoned = false;
 };
 
 // Drains a key range to other nodes: pushes a page, then deletes each pushed
@@ -1013,7 +1017,10 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
   // Also after a merge: a map adopted from a peer may not reflect members
   // this node knows of (the peer switched before it heard of them).
   if (members_changed || map_changed) map_changed |= map_->Reconcile(membership_.RingMembers());
-  if (map_changed) map_changed_ms_ = now.mono_ms;
+  if (map_changed) {
+    map_changed_ms_ = now.mono_ms;
+    AbandonTransfersNoLongerOwed();
+  }
   if (map_changed && epoch() != logged_epoch_) {
     logged_epoch_ = epoch();
     std::string state = map_->next() ? "moving to " + std::to_string(map_->next()->nodes().size()) +
@@ -1210,7 +1217,7 @@ void NodeCore::PullPage(Now now, std::shared_ptr<Transfer> t) {
       auto join = std::make_shared<Countdown>(page->entries.size(), [this, t, page, page_done](Status merged) {
         page_done();
         Now later{now_ms_, 0};
-        if (!merged.ok()) {
+        if (!merged.ok() || t->abandoned) {
           FinishTransfer(later, t, merged);
         } else if (!page->done) {
           PullPage(later, t);
@@ -1232,8 +1239,29 @@ void NodeCore::PullPage(Now now, std::shared_ptr<Transfer> t) {
   });
 }
 
+void NodeCore::AbandonTransfersNoLongerOwed() {
+  for (auto it = transfers_.begin(); it != transfers_.end();) {
+    const dynamo::Transfer owed{it->first, options_.id};
+    const std::vector<dynamo::Transfer>& all = map_->Transfers();
+    if (map_->next() && std::binary_search(all.begin(), all.end(), owed)) {
+      ++it;
+      continue;
+    }
+    Log(LogLevel::kInfo, "transfer of partition " + std::to_string(it->first) + " from " +
+                             it->second->source +
+                             " abandoned: the pending change no longer moves it here");
+    it->second->abandoned = true;
+    it = transfers_.erase(it);
+  }
+}
+
 void NodeCore::FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status status) {
-  transfers_.erase(t->partition);
+  auto it = transfers_.find(t->partition);
+  if (it != transfers_.end() && it->second == t) transfers_.erase(it);
+  if (t->abandoned) {
+    if (t->keys > 0) state_.partitions_with_data.insert(t->partition);
+    return;
+  }
   if (!status.ok()) {
     Log(LogLevel::kWarn, "transfer of partition " + std::to_string(t->partition) + " from " +
                              t->source + " failed: " + status.ToString() + "; will retry");

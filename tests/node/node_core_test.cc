@@ -297,9 +297,12 @@ TEST(NodeCoreTest, ASyncedCopyOfAVersionStoredUnsyncedIsSyncedBeforeItsAck) {
     SCOPED_TRACE(hinted ? "hinted" : "own data");
     SimCluster sim(6);
     sim.AddNode("n1", {}, [](NodeOptions& o) { o.sync_interval_ms = 0; });
-    sim.RunFor(100);
-    SiblingSet set = CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v", false, 5})->siblings;
-    const std::string hint = hinted ? "n9" : "";
+    sim.AddNode("n2", {"n1"});
+    ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 2); }, 60000));
+    sim.Crash("n2");  // the hint for it stays
+    SiblingSet set =
+        CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v", false, sim.WallMs("n1")})->siblings;
+    const std::string hint = hinted ? "n2" : "";
     ASSERT_TRUE(std::holds_alternative<proto::Ack>(
         sim.Request("n1", proto::ReplicaPutRequest{"k", set, hint, /*sync=*/false})->body));
     ASSERT_TRUE(std::holds_alternative<proto::Ack>(
@@ -1466,6 +1469,86 @@ TEST(AntiEntropyTest, ACatchUpWithEveryOtherReplicaDownWaitsForThem) {
   sim.Restart("n3");
   ASSERT_TRUE(sim.RunUntil([&] { return !catching_up(); }, 60000));
   EXPECT_EQ(Read(sim, "n1", "k0")[0].value, "v0");
+}
+
+// n4 pulls partition p when n5's join takes p away from it (writes to p then
+// go to n5, not n4), and n5's removal gives p back. The transfer that was
+// running stops at the first change and a new one starts at the second.
+// Before, it went on from its cursor and was marked done: keys written in
+// between that sort before the cursor were missing on n4 at the switch.
+TEST(NodeCoreTest, ATransferThePendingChangeStopsOwingIsAbandoned) {
+  SimCluster sim(48);
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.partitions = 64; });
+  sim.AddNode("n2", {"n1"});
+  sim.AddNode("n3", {"n1"});
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  const Ring r0 = sim.core("n1").map()->ring();
+  auto owed_to_n4 = [&](const std::vector<NodeId>& members) {
+    ClusterMap m(r0);
+    m.Reconcile(members);
+    std::set<PartitionId> out;
+    for (const dynamo::Transfer& t : m.Transfers()) {
+      if (t.node == "n4") out.insert(t.partition);
+    }
+    return out;
+  };
+  const std::set<PartitionId> with_n4 = owed_to_n4({"n1", "n2", "n3", "n4"});
+  const std::set<PartitionId> with_n5 = owed_to_n4({"n1", "n2", "n3", "n4", "n5"});
+  std::optional<PartitionId> p;
+  for (PartitionId q : with_n4) {
+    if (!with_n5.count(q)) p = q;
+  }
+  ASSERT_TRUE(p.has_value()) << "no partition n5's join takes from n4";
+  auto keys_in_p = [&](const std::string& prefix, int n) {
+    std::vector<std::string> out;
+    for (int i = 0; static_cast<int>(out.size()) < n; ++i) {
+      std::string key = prefix + std::to_string(1000 + i);
+      if (r0.KeyPartition(key) == *p) out.push_back(std::move(key));
+    }
+    return out;
+  };
+  const std::vector<std::string> before = keys_in_p("m-", 200);
+  for (const std::string& key : before) Write(sim, "n1", key, "v");
+
+  // One entry a page: the transfer of p runs for a while.
+  sim.AddNode("n4", {"n1"}, [](NodeOptions& o) { o.transfer_page_entries = 1; });
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return sim.IsUp("n4") && sim.Stored("n4", before[0]).has_value(); }, 60000));
+  auto gossip_n5 = [&](proto::MemberStatus status, uint64_t incarnation) {
+    proto::Member n5;
+    n5.id = "n5";
+    n5.address = SimCluster::AddressOf("n5");
+    n5.status = status;
+    n5.incarnation = incarnation;
+    n5.life = 55;
+    n5.alive = false;
+    for (const char* id : {"n1", "n2", "n3", "n4"}) {
+      ASSERT_TRUE(sim.Request(id, proto::GossipRequest{"n1", {n5}, ""}).ok());
+    }
+  };
+  gossip_n5(proto::MemberStatus::kJoining, 1);
+  ASSERT_FALSE(Converged(sim, 4));
+  // Written while p moves to n5: n4 is not sent these.
+  const std::vector<std::string> between = keys_in_p("a-", 20);
+  for (const std::string& key : between) {
+    const ClusterMap& map = *sim.core("n1").map();
+    std::vector<NodeId> targets = map.ring().PreferenceList(*p);
+    Result<proto::Message> r =
+        sim.Request(targets[0], proto::CoordPutRequest{key, {}, "between", false});
+    auto* reply = r.ok() ? std::get_if<proto::CoordPutReply>(&r->body) : nullptr;
+    ASSERT_NE(reply, nullptr);
+    for (size_t i = 1; i < targets.size(); ++i) {
+      ASSERT_TRUE(sim.Request(targets[i], proto::ReplicaPutRequest{key, reply->siblings, ""}).ok());
+    }
+  }
+  gossip_n5(proto::MemberStatus::kRemoved, 2);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 120000));
+  std::vector<std::string> missing;
+  for (const std::string& key : between) {
+    if (!sim.Stored("n4", key)) missing.push_back(key);
+  }
+  EXPECT_TRUE(missing.empty()) << missing.size()
+                               << " keys written between the changes missing on n4";
 }
 
 // A Fetch is answered with the prefix of its keys that fits the byte budget

@@ -156,6 +156,28 @@ TEST(ClusterMapTest, ASwitchWinsOverAConcurrentUndo) {
   EXPECT_FALSE(x.ring().Contains("n4"));
 }
 
+// As above, but Y first saw n5 join and then both leave before it undid the
+// change: its undo came several epochs past the pending one. The switch still
+// wins.
+TEST(ClusterMapTest, ASwitchWinsOverAnUndoMadeAfterFurtherChanges) {
+  ClusterMap x = MapOf(3);
+  ASSERT_TRUE(x.Reconcile(Names(4)));
+  ClusterMap y = x;
+  FinishAll(x);
+  ASSERT_TRUE(y.Reconcile(Names(5)));
+  ASSERT_TRUE(y.Reconcile(Names(3)));
+  ASSERT_FALSE(y.next().has_value());
+  const ClusterMap x_before = x, y_before = y;
+  x.Merge(y_before);
+  EXPECT_TRUE(x.ring().Contains("n4"));
+  EXPECT_TRUE(y.Merge(x_before));
+  EXPECT_TRUE(y.ring().Contains("n4"));
+  ASSERT_TRUE(y.Reconcile(Names(3)));
+  x.Merge(y);
+  FinishAll(x);
+  EXPECT_FALSE(x.ring().Contains("n4"));
+}
+
 TEST(ClusterMapTest, MapsOfAnotherShapeAreNotMerged) {
   ClusterMap m = MapOf(3);
   ClusterMap other_q(*Ring::Create({"x"}, 16, 3, 100));

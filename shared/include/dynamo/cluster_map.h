@@ -19,8 +19,9 @@
 //    change. A map whose ring is older never replaces one whose ring is
 //    newer (a switch is never undone by a change made from the ring before
 //    it); the newer one moves its epoch past the older's instead, so epochs
-//    order maps the same way once they met. A switch takes next's epoch + 2,
-//    an undo epoch + 1, so a switch wins over a concurrent undo.
+//    order maps the same way once they met. A switch takes next's epoch +
+//    kSwitchEpochStep, an undo or change epoch + 1, so a switch wins over
+//    what a node that has not heard of it does from the ring before.
 //
 // epoch() grows with every change a client must know about: a new or changed
 // `next`, and the switch. Recording finished transfers does not change it.
@@ -42,8 +43,12 @@
 
 namespace dynamo {
 
-// Larger epochs are refused as corrupt, so that no epoch + 2 wraps.
+// Larger epochs are refused as corrupt, so that no epoch step wraps.
 inline constexpr uint64_t kMapEpochMax = uint64_t{1} << 62;
+// A switch takes next's epoch plus this: past whatever changes or undo of
+// the pending change a node that has not heard of the switch yet makes from
+// the old ring (each adds one).
+inline constexpr uint64_t kSwitchEpochStep = uint64_t{1} << 20;
 
 struct Transfer {
   PartitionId partition = 0;

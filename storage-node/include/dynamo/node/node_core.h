@@ -416,6 +416,8 @@ class NodeCore {
   void StartTransfers(Now now);
   void PullPage(Now now, std::shared_ptr<Transfer> t);
   void FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status status);
+  // Stops the transfers the map no longer owes this node (see Transfer).
+  void AbandonTransfersNoLongerOwed();
   void StartHandoff(Now now);
   bool StartHandoffOfNextRange(Now now);
   void HandoffPage(Now now, std::shared_ptr<Handoff> h);
