@@ -920,20 +920,28 @@ TEST(ConnectionPoolTest, AConnectFailingAtOnceFailsItsCallsFromTheLoop) {
 // after the connect timeout, and the loop then shuts down cleanly. Before,
 // the attempt outlived the pool and the loop's teardown closed its handles
 // twice.
+// Makes `fd` listen on a free loopback port with `backlog`; returns the
+// address, which *bound gets too.
+std::string ListenOnLoopback(int fd, int backlog, sockaddr_in* bound) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  EXPECT_EQ(listen(fd, backlog), 0);
+  socklen_t len = sizeof addr;
+  EXPECT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  *bound = addr;
+  return "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+}
+
 // A listener whose accept queue is full: the kernel drops further SYNs, so
 // a connect to `address` hangs until its timeout.
 class FullBacklog {
  public:
   FullBacklog() {
     sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    EXPECT_EQ(listen(listener_, 0), 0);
-    socklen_t len = sizeof addr;
-    EXPECT_EQ(getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    address = ListenOnLoopback(listener_, 0, &addr);
     EXPECT_EQ(connect(queued_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
   }
   ~FullBacklog() {
     close(queued_);
@@ -1030,13 +1038,7 @@ class RawListener {
  public:
   RawListener() {
     sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    EXPECT_EQ(listen(fd_, 8), 0);
-    socklen_t len = sizeof addr;
-    EXPECT_EQ(getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-    address = "127.0.0.1:" + std::to_string(ntohs(addr.sin_port));
+    address = ListenOnLoopback(fd_, 8, &addr);
   }
   ~RawListener() {
     for (int fd : accepted_) close(fd);
