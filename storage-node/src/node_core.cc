@@ -666,7 +666,7 @@ void NodeCore::HandleFetch(Now now, uint64_t conn, uint64_t id, proto::FetchRequ
 void NodeCore::FetchWindow(std::shared_ptr<FetchState> f) {
   const size_t begin = f->reply.entries.size();
   const size_t n = std::min(kFetchReadWindow, f->keys.size() - begin);
-  if (n == 0 || (begin > 0 && f->bytes >= ExchangeBytesMax())) {
+  if (n == 0 || f->full) {
     f->reply.epoch = epoch();
     Reply(f->conn, f->id, std::move(f->reply));
     return;
@@ -681,7 +681,7 @@ void NodeCore::FetchWindow(std::shared_ptr<FetchState> f) {
     for (size_t i = 0; i < window->size(); ++i) {
       auto& [bytes, set] = (*window)[i];
       if (!f->reply.entries.empty() && f->bytes + bytes > ExchangeBytesMax()) {
-        f->bytes = ExchangeBytesMax();
+        f->full = true;
         break;
       }
       f->bytes += bytes;

@@ -1087,14 +1087,21 @@ TEST(ConnectionPoolTest, AConnectionClosingAfterAProtocolErrorIsNotReused) {
   ASSERT_GE(first, 0);
   const std::string garbage("\x00\x00\x00\x03\xc1\xc1\xc1", 7);
   ASSERT_EQ(write(first, garbage.data(), garbage.size()), ssize_t(garbage.size()));
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  auto outcome = std::make_shared<std::promise<CallOutcome>>();
-  lt.Run([&] {
-    pool->Call(peer.address, GetRequest{"next"}, 500,
-               [outcome](CallOutcome o) { outcome->set_value(std::move(o)); });
-  });
-  EXPECT_GE(peer.Accept(5000), 0) << "the pool did not open a new connection";
-  CallOutcome o = outcome->get_future().get();
+  // Until the connection has read the garbage, a call goes on it (and times
+  // out behind the queued writes); once it has, the next call opens another.
+  int second = -1;
+  CallOutcome o{Status::Internal("no call made"), false};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (second < 0 && std::chrono::steady_clock::now() < deadline) {
+    auto outcome = std::make_shared<std::promise<CallOutcome>>();
+    lt.Run([&] {
+      pool->Call(peer.address, GetRequest{"next"}, 300,
+                 [outcome](CallOutcome c) { outcome->set_value(std::move(c)); });
+    });
+    second = peer.Accept(300);
+    o = outcome->get_future().get();
+  }
+  ASSERT_GE(second, 0) << "the pool did not open a new connection";
   // Sent on the new connection, which the peer never answers.
   EXPECT_EQ(o.message.status().code(), StatusCode::kTimeout) << o.message.status().ToString();
   EXPECT_TRUE(o.maybe_delivered);

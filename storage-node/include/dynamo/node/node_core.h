@@ -324,7 +324,8 @@ class NodeCore {
     uint64_t conn = 0, id = 0;
     std::vector<std::string> keys;
     proto::FetchReply reply;
-    size_t bytes = 0;
+    size_t bytes = 0;   // of the entries in reply
+    bool full = false;  // the next key would take reply past the budget
   };
   void FetchWindow(std::shared_ptr<FetchState> f);
   void HandlePush(Now now, uint64_t conn, uint64_t id, proto::PushRequest req);
