@@ -11,7 +11,7 @@ concurrent version (sibling) unless a resolver is set with set_resolver.
 """
 
 from ._errors import BusyError, ClosedError, Error, InvalidArgument, QuorumError, TimeoutError
-from ._dynamo import Client, GetResult
+from ._dynamo import Client, GetResult, Receipt
 
-__all__ = ["Client", "GetResult", "Error", "QuorumError", "TimeoutError", "BusyError",
+__all__ = ["Client", "GetResult", "Receipt", "Error", "QuorumError", "TimeoutError", "BusyError",
            "InvalidArgument", "ClosedError"]

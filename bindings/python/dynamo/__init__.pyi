@@ -28,6 +28,21 @@ class GetResult:
     @property
     def found(self) -> bool: ...
 
+class Receipt:
+    def __init__(self) -> None: ...
+    @property
+    def acks(self) -> List[Dict[str, str]]: ...
+    @property
+    def hints(self) -> int: ...
+    @property
+    def read_repairs(self) -> int: ...
+    @property
+    def version_vector(self) -> str: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def coordinator_retries(self) -> int: ...
+
 class Client:
     def __init__(
         self,
@@ -39,11 +54,35 @@ class Client:
         durable_writes: bool = ...,
         coordinator: str = ...,
     ) -> None: ...
-    def get(self, key: _Bytes) -> GetResult: ...
+    def get(
+        self,
+        key: _Bytes,
+        *,
+        r: Optional[int] = ...,
+        timeout: Optional[float] = ...,
+        receipt: Optional[Receipt] = ...,
+    ) -> GetResult: ...
     def put(
-        self, key: _Bytes, value: _Bytes, context: Optional[bytes] = ..., durable: Optional[bool] = ...
+        self,
+        key: _Bytes,
+        value: _Bytes,
+        context: Optional[bytes] = ...,
+        durable: Optional[bool] = ...,
+        *,
+        w: Optional[int] = ...,
+        timeout: Optional[float] = ...,
+        receipt: Optional[Receipt] = ...,
     ) -> bytes: ...
-    def delete(self, key: _Bytes, context: Optional[bytes] = ..., durable: Optional[bool] = ...) -> bytes: ...
+    def delete(
+        self,
+        key: _Bytes,
+        context: Optional[bytes] = ...,
+        durable: Optional[bool] = ...,
+        *,
+        w: Optional[int] = ...,
+        timeout: Optional[float] = ...,
+        receipt: Optional[Receipt] = ...,
+    ) -> bytes: ...
     def set_resolver(self, fn: Optional[Callable[[List[bytes]], bytes]]) -> None: ...
     def where(self, key: _Bytes) -> List[Dict[str, str]]: ...
     def inspect(self, key: _Bytes) -> List[Dict[str, object]]: ...
@@ -55,5 +94,5 @@ class Client:
     def __enter__(self) -> "Client": ...
     def __exit__(self, *args: object) -> None: ...
 
-__all__ = ["Client", "GetResult", "Error", "QuorumError", "TimeoutError", "BusyError",
+__all__ = ["Client", "GetResult", "Receipt", "Error", "QuorumError", "TimeoutError", "BusyError",
            "InvalidArgument", "ClosedError"]

@@ -1,4 +1,4 @@
-// dynamo.Client and dynamo.GetResult.
+// dynamo.Client, dynamo.GetResult and dynamo.Receipt.
 //
 // The GIL is released only around calls into the C++ client; Python objects
 // are built after it is taken back, and the resolver runs here, on the
@@ -6,6 +6,9 @@
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+
+#include <algorithm>
+#include <optional>
 
 #include "dynamo/client.h"
 #include "errors.h"
@@ -50,6 +53,30 @@ std::string Bytes(const py::handle& obj, const char* what, size_t max = SIZE_MAX
   throw StatusError{Status::InvalidArgument(std::string(what) + " must be bytes or str"), 0};
 }
 
+// A timeout in seconds as milliseconds; nullopt: 0 (the client's default).
+uint64_t TimeoutArg(std::optional<double> seconds) {
+  if (!seconds) return 0;
+  if (!(*seconds > 0 && *seconds <= kTimeoutSecondsMax)) {
+    Check(Status::InvalidArgument("timeout must be a positive number of seconds, at most " +
+                                  std::to_string(static_cast<int>(kTimeoutSecondsMax))));
+  }
+  return std::max<uint64_t>(1, static_cast<uint64_t>(*seconds * 1000.0 + 0.5));
+}
+
+// A per-call R or W; nullopt: 0 (the client's default). Whether it fits the
+// cluster's replica count is the client's check.
+int QuorumArg(const char* name, std::optional<int> n) {
+  if (!n) return 0;
+  if (*n < 1) Check(Status::InvalidArgument(std::string(name) + " must be at least 1"));
+  return *n;
+}
+
+// What one call did (dynamo::Receipt), filled by the call it is passed to,
+// also when the call raises.
+struct PyReceipt {
+  Receipt receipt;
+};
+
 struct PyGetResult {
   std::vector<std::string> values;
   std::string context;
@@ -68,11 +95,7 @@ class PyClient {
     }
     o.r = r;
     o.w = w;
-    if (!(timeout > 0 && timeout <= kTimeoutSecondsMax)) {
-      Check(Status::InvalidArgument("timeout must be a positive number of seconds, at most " +
-                                    std::to_string(static_cast<int>(kTimeoutSecondsMax))));
-    }
-    o.timeout_ms = static_cast<uint64_t>(timeout * 1000.0 + 0.5);
+    o.timeout_ms = TimeoutArg(timeout);
     if (mode == "causal") {
       o.mode = Mode::kCausal;
     } else if (mode == "lww") {
@@ -106,19 +129,23 @@ class PyClient {
     c.reset();
   }
 
-  PyGetResult Get(const py::object& key) {
+  PyGetResult Get(const py::object& key, std::optional<int> r, std::optional<double> timeout,
+                  PyReceipt* receipt_out) {
     std::string k = Bytes(key, "key");
     Receipt receipt;
     ReadOptions ro;
+    ro.r = QuorumArg("r", r);
+    ro.timeout_ms = TimeoutArg(timeout);
     ro.receipt = &receipt;
-    Result<GetResult> r = Status::Internal("unset");
+    Result<GetResult> res = Status::Internal("unset");
     std::shared_ptr<Client> c = client();
     {
       py::gil_scoped_release release;
-      r = c->Get(k, ro);
+      res = c->Get(k, ro);
     }
-    Check(r.status(), receipt.acks.size());
-    PyGetResult out{std::move(r->values), std::move(r->context), r->found};
+    if (receipt_out) receipt_out->receipt = receipt;
+    Check(res.status(), receipt.acks.size());
+    PyGetResult out{std::move(res->values), std::move(res->context), res->found};
     if (out.values.size() > 1 && resolver_) {
       py::list values;
       for (const std::string& v : out.values) values.append(py::bytes(v));
@@ -129,25 +156,36 @@ class PyClient {
   }
 
   py::bytes Write(const py::object& key, const std::optional<py::object>& value,
-                  const py::object& context, std::optional<bool> durable) {
+                  const py::object& context, std::optional<bool> durable, std::optional<int> w,
+                  std::optional<double> timeout, PyReceipt* receipt_out) {
     std::shared_ptr<Client> c = client();
     std::string k = Bytes(key, "key", c->options().key_bytes_max, "key_bytes_max");
     WriteOptions wo;
     if (!context.is_none())
       wo.context = Bytes(context, "context", kContextBytesMax, "the largest context");
     wo.durable = durable;
+    wo.w = QuorumArg("w", w);
+    wo.timeout_ms = TimeoutArg(timeout);
     Receipt receipt;
     wo.receipt = &receipt;
     std::string v = value ? Bytes(*value, "value", c->options().value_bytes_max, "value_bytes_max")
                           : std::string();
-    Result<std::string> r = Status::Internal("unset");
+    Result<std::string> res = Status::Internal("unset");
     {
       py::gil_scoped_release release;
-      r = value ? c->Put(k, v, wo) : c->Delete(k, wo);
+      res = value ? c->Put(k, v, wo) : c->Delete(k, wo);
     }
-    Check(r.status(), receipt.acks.size());
-    return py::bytes(*r);
+    if (receipt_out) receipt_out->receipt = receipt;
+    Check(res.status(), receipt.acks.size());
+    return py::bytes(*res);
   }
+
+  // For the garbage collector: the resolver may reference this client.
+  int Traverse(visitproc visit, void* arg) {
+    Py_VISIT(resolver_.ptr());
+    return 0;
+  }
+  void ClearResolver() { resolver_ = py::object(); }
 
   void SetResolver(const py::object& fn) {
     if (!fn.is_none() && !PyCallable_Check(fn.ptr())) {
@@ -274,6 +312,14 @@ class PyClient {
   py::object resolver_;
 };
 
+// The client of a Python object of the Client type, or nullptr while its
+// __init__ has not finished (the GC may look at it then).
+PyClient* Constructed(PyObject* self) {
+  auto* inst = reinterpret_cast<py::detail::instance*>(self);
+  py::detail::value_and_holder vh = inst->get_value_and_holder(nullptr, false);
+  return vh && vh.holder_constructed() ? vh.value_ptr<PyClient>() : nullptr;
+}
+
 }  // namespace
 
 void BindClient(py::module_& m) {
@@ -295,29 +341,95 @@ void BindClient(py::module_& m) {
                std::to_string(r.values.size()) + ")";
       });
 
+  py::class_<PyReceipt>(m, "Receipt",
+                        "What one call did; pass one as receipt= and read it after the call "
+                        "(also after it raised).")
+      .def(py::init<>())
+      .def_property_readonly(
+          "acks",
+          [](const PyReceipt& r) {
+            py::list l;
+            for (const Receipt::Ack& a : r.receipt.acks) {
+              py::dict d;
+              d["node"] = a.node;
+              d["role"] = a.role;
+              d["hint"] = a.hint;
+              l.append(d);
+            }
+            return l;
+          },
+          "Nodes that acknowledged (writes) or answered (reads): node, role "
+          "(coordinator, primary or fallback) and, for a fallback, the primary it stands in for.")
+      .def_property_readonly(
+          "hints", [](const PyReceipt& r) { return r.receipt.hints; },
+          "Copies stored as hints on fallbacks.")
+      .def_property_readonly(
+          "read_repairs", [](const PyReceipt& r) { return r.receipt.read_repairs; },
+          "Replicas found stale by the time the read answered.")
+      .def_property_readonly(
+          "version_vector", [](const PyReceipt& r) { return r.receipt.version_vector; },
+          "The resulting clock, e.g. \"{a1b2c3:4}\".")
+      .def_property_readonly(
+          "epoch", [](const PyReceipt& r) { return r.receipt.epoch; },
+          "The cluster map epoch used.")
+      .def_property_readonly("coordinator_retries",
+                             [](const PyReceipt& r) { return r.receipt.coordinator_retries; })
+      .def("__repr__", [](const PyReceipt& r) {
+        return "Receipt(acks=" + std::to_string(r.receipt.acks.size()) +
+               ", hints=" + std::to_string(r.receipt.hints) +
+               ", read_repairs=" + std::to_string(r.receipt.read_repairs) +
+               ", epoch=" + std::to_string(r.receipt.epoch) + ")";
+      });
+
+  // The resolver may reference the client (a closure over it): the GC must
+  // see that edge, or the cycle keeps the client and its I/O thread forever.
+  auto gc = py::custom_type_setup([](PyHeapTypeObject* heap_type) {
+    PyTypeObject* type = &heap_type->ht_type;
+    type->tp_flags |= Py_TPFLAGS_HAVE_GC;
+    type->tp_traverse = [](PyObject* self, visitproc visit, void* arg) {
+      Py_VISIT(Py_TYPE(self));
+      PyClient* c = Constructed(self);
+      return c ? c->Traverse(visit, arg) : 0;
+    };
+    type->tp_clear = [](PyObject* self) {
+      if (PyClient* c = Constructed(self)) c->ClearResolver();
+      return 0;
+    };
+  });
   py::class_<PyClient>(m, "Client",
-                       "A connection to a dynamo cluster; it coordinates every read and write.")
+                       "A connection to a dynamo cluster; it coordinates every read and write.", gc)
       .def(py::init<const py::object&, int, int, double, const std::string&, bool,
                     const std::string&>(),
            py::arg("seeds"), py::arg("r") = 2, py::arg("w") = 2, py::arg("timeout") = 1.0,
            py::arg("mode") = "causal", py::arg("durable_writes") = true,
            py::arg("coordinator") = "ranked")
-      .def("get", &PyClient::Get, py::arg("key"),
-           "Read a key; GetResult.found is False when absent.")
+      .def("get", &PyClient::Get, py::arg("key"), py::kw_only(), py::arg("r") = py::none(),
+           py::arg("timeout") = py::none(), py::arg("receipt") = py::none(),
+           "Read a key; GetResult.found is False when absent. r and timeout (seconds): this "
+           "call's (None: the client's); receipt: a Receipt to fill.")
       .def(
           "put",
           [](PyClient& c, const py::object& key, const py::object& value, const py::object& context,
-             std::optional<bool> durable) { return c.Write(key, value, context, durable); },
+             std::optional<bool> durable, std::optional<int> w, std::optional<double> timeout,
+             PyReceipt* receipt) {
+            return c.Write(key, value, context, durable, w, timeout, receipt);
+          },
           py::arg("key"), py::arg("value"), py::arg("context") = py::none(),
-          py::arg("durable") = py::none(),
+          py::arg("durable") = py::none(), py::kw_only(), py::arg("w") = py::none(),
+          py::arg("timeout") = py::none(), py::arg("receipt") = py::none(),
           "Write a value; returns the new context. durable: wait for a synced copy "
-          "(None: the client's durable_writes).")
+          "(None: the client's durable_writes); w, timeout and receipt as for get.")
       .def(
           "delete",
           [](PyClient& c, const py::object& key, const py::object& context,
-             std::optional<bool> durable) { return c.Write(key, std::nullopt, context, durable); },
+             std::optional<bool> durable, std::optional<int> w, std::optional<double> timeout,
+             PyReceipt* receipt) {
+            return c.Write(key, std::nullopt, context, durable, w, timeout, receipt);
+          },
           py::arg("key"), py::arg("context") = py::none(), py::arg("durable") = py::none(),
-          "Delete a key (a tombstone write); durable as for put.")
+          py::kw_only(), py::arg("w") = py::none(), py::arg("timeout") = py::none(),
+          py::arg("receipt") = py::none(),
+          "Delete a key (a tombstone write); durable, w, timeout and receipt as for put.")
       .def("set_resolver", &PyClient::SetResolver, py::arg("fn"),
            "fn(list[bytes]) -> bytes merges concurrent values on reads; None removes it.")
       .def("where", &PyClient::Where, py::arg("key"))

@@ -1,11 +1,13 @@
 """The Python module against real daemons."""
 
 import base64
+import gc
 import json
 import os
 import signal
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -40,7 +42,7 @@ class Ticker:
 
 
 def test_module_surface():
-    for name in ("Client", "GetResult", "Error", "QuorumError", "TimeoutError", "BusyError",
+    for name in ("Client", "GetResult", "Receipt", "Error", "QuorumError", "TimeoutError", "BusyError",
                  "InvalidArgument", "ClosedError"):
         assert hasattr(dynamo, name)
     assert issubclass(dynamo.ClosedError, dynamo.Error)
@@ -397,3 +399,76 @@ def test_dropping_an_open_client_lets_other_threads_run_while_it_drains(fresh_cl
         assert ticker.ticks >= 10  # Python kept running meanwhile
     finally:
         fresh_cluster.signal("n3", signal.SIGCONT)
+
+
+def test_receipts_say_who_answered(cluster):
+    c = dynamo.Client(cluster.seeds)
+    receipt = dynamo.Receipt()
+    assert receipt.acks == [] and receipt.epoch == 0
+    ctx = c.put("receipt:k", b"v", receipt=receipt)
+    assert len(receipt.acks) >= 2
+    assert {a["role"] for a in receipt.acks} <= {"coordinator", "primary", "fallback"}
+    assert any(a["role"] == "coordinator" for a in receipt.acks)
+    assert receipt.epoch > 0 and receipt.version_vector.startswith("{")
+    read = dynamo.Receipt()
+    assert c.get("receipt:k", receipt=read).values == [b"v"]
+    assert len(read.acks) >= 2 and read.read_repairs == 0
+    deleted = dynamo.Receipt()
+    c.delete("receipt:k", ctx, receipt=deleted)
+    assert len(deleted.acks) >= 2
+    assert "acks=" in repr(deleted)
+
+
+def test_per_call_quorums_and_timeouts(fresh_cluster):
+    c = dynamo.Client(fresh_cluster.seeds, timeout=30.0, coordinator="fastest")
+    c.put("k", b"v0")
+    for bad in (dict(r=4), dict(r=0), dict(timeout=0), dict(timeout=-1.0), dict(timeout=float("nan"))):
+        with pytest.raises(dynamo.InvalidArgument):
+            c.get("k", **bad)
+    for bad in (dict(w=4), dict(w=0), dict(timeout=float("inf"))):
+        with pytest.raises(dynamo.InvalidArgument):
+            c.put("k", b"v", **bad)
+        with pytest.raises(dynamo.InvalidArgument):
+            c.delete("k", **bad)
+    # The key's first primary coordinates and stays up; the others stop.
+    primary = c.where("k")[0]["id"]
+    others = [n for n in ("n1", "n2", "n3") if n != primary]
+    for node in others:
+        fresh_cluster.signal(node, signal.SIGSTOP)
+    try:
+        failed = dynamo.Receipt()
+        start = time.monotonic()
+        with pytest.raises(dynamo.Error) as info:
+            c.put("k", b"v1", timeout=0.5, receipt=failed)
+        assert time.monotonic() - start < 20  # this call's 0.5 s, not the client's 30 s
+        assert info.value.in_doubt
+        assert [a["node"] for a in failed.acks] == [primary]  # filled on failure too
+        one = dynamo.Receipt()
+        ctx = c.put("k", b"v2", w=1, timeout=2.0, receipt=one)
+        assert [a["node"] for a in one.acks] == [primary]
+        got = c.get("k", r=1, timeout=2.0)
+        assert got.found and b"v2" in got.values
+        c.delete("k", got.context, w=1, timeout=2.0)
+        assert not c.get("k", r=1, timeout=2.0).found
+        assert ctx
+    finally:
+        for node in others:
+            fresh_cluster.signal(node, signal.SIGCONT)
+    c.close()
+
+
+def test_a_resolver_that_references_its_client_is_collected(cluster):
+    def tasks():
+        return len(os.listdir("/proc/self/task"))
+
+    gc.collect()  # clients earlier tests left behind
+    before = tasks()
+    c = dynamo.Client(cluster.seeds)
+    c.set_resolver(lambda values, client=c: max(values))  # a cycle through the resolver
+    c.put("gc:k", b"v")
+    assert tasks() > before  # the client's I/O thread
+    ref = weakref.ref(c)
+    del c
+    gc.collect()
+    assert ref() is None
+    assert tasks() == before
