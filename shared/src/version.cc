@@ -131,6 +131,31 @@ bool Supersedes(const Version& w, const Version& v) {
   return w.context.Covers(v.dot);
 }
 
+namespace {
+
+// Whether versions[from] covers versions[to], directly or through a chain of
+// versions each covering the next. Versions that cover each other (a cycle:
+// only a reused dot or a bad peer makes one) supersede none of each other,
+// so a merge keeps them all rather than dropping every one.
+bool Reaches(const std::vector<const Version*>& versions, size_t from, size_t to) {
+  std::vector<bool> seen(versions.size());
+  std::vector<size_t> stack{from};
+  seen[from] = true;
+  while (!stack.empty()) {
+    const size_t i = stack.back();
+    stack.pop_back();
+    for (size_t j = 0; j < versions.size(); ++j) {
+      if (seen[j] || !versions[i]->context.Covers(versions[j]->dot)) continue;
+      if (j == to) return true;
+      seen[j] = true;
+      stack.push_back(j);
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 SiblingSet MergeSiblings(const SiblingSet& a, const SiblingSet& b) {
   const Version* best_lww = nullptr;
   for (const SiblingSet* set : {&a, &b}) {
@@ -160,15 +185,12 @@ SiblingSet MergeSiblings(const SiblingSet& a, const SiblingSet& b) {
   }
   SiblingSet out;
   out.reserve(unique.size());
-  for (const Version* v : unique) {
+  for (size_t i = 0; i < unique.size(); ++i) {
     bool superseded = false;
-    for (const Version* w : unique) {
-      if (w != v && w->context.Covers(v->dot)) {
-        superseded = true;
-        break;
-      }
+    for (size_t j = 0; j < unique.size() && !superseded; ++j) {
+      superseded = j != i && unique[j]->context.Covers(unique[i]->dot) && !Reaches(unique, i, j);
     }
-    if (!superseded) out.push_back(*v);
+    if (!superseded) out.push_back(*unique[i]);
   }
   return out;
 }
@@ -228,7 +250,15 @@ Result<CoordinatorResult> CoordinatorUpdate(const SiblingSet& local, ActorId act
   w.dot = Dot{actor, std::max(counter_floor, seen + 1)};
   w.context = intent.context;
   w.context.Truncate(options.clock_entries_max, options.retired);
+  // Never stamped before what it supersedes, whatever the clocks of the
+  // nodes that stamped those: a tombstone then outlives, by the same grace
+  // period, every version it deletes (a hint of one of them included).
   w.timestamp_ms = intent.timestamp_ms;
+  for (const ClockEntry& e : intent.context.entries())
+    w.timestamp_ms = std::max(w.timestamp_ms, e.timestamp_ms);
+  for (const Version& v : local) {
+    if (intent.context.Covers(v.dot)) w.timestamp_ms = std::max(w.timestamp_ms, v.timestamp_ms);
+  }
   w.tombstone = intent.tombstone;
   if (!intent.tombstone) w.value = intent.value;
 

@@ -201,6 +201,11 @@ const std::vector<Key>& Keys() {
               "before serving reads, and hints older than this are dropped",
               1000, 365ull * 86400 * 1000,
               [](NodeConfig& c) -> uint64_t& { return c.node.tombstone_grace_ms; }),
+      UintKey("anti_entropy", "clock_skew_max_ms",
+              "the most two nodes' clocks may differ: tombstones are purged this long after "
+              "their grace period, so that hints of what they delete expire first",
+              0, 365ull * 86400 * 1000,
+              [](NodeConfig& c) -> uint64_t& { return c.node.clock_skew_max_ms; }),
       UintKey("anti_entropy", "purge_interval_ms",
               "how often a partition's owner looks for purgeable tombstones", 100, 86400000,
               [](NodeConfig& c) -> uint64_t& { return c.node.purge_interval_ms; }),

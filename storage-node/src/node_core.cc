@@ -416,18 +416,22 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
     Reply(conn, id, proto::GetReply{epoch(), std::move(*merged)});
   });
   for (auto& [space, key] : keys) {
-    Storage(ReadOp{space, key}, [this, merged, join](Now, StorageResult r) {
-      if (r.status.ok() && r.value) {
-        Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
-        if (!decoded.ok()) {
-          Log(LogLevel::kError, "corrupt stored value: " + decoded.status().ToString());
-          join->One(Status::Corruption("stored value is corrupt"));
-          return;
-        }
-        *merged = MergeSiblings(*merged, *decoded);
-      }
-      join->One(r.status);
-    });
+    Storage(ReadOp{space, key},
+            [this, hints = space == Space::kHints, merged, join](Now, StorageResult r) {
+              if (r.status.ok() && r.value) {
+                Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
+                if (!decoded.ok()) {
+                  Log(LogLevel::kError, "corrupt stored value: " + decoded.status().ToString());
+                  join->One(Status::Corruption("stored value is corrupt"));
+                  return;
+                }
+                // Read, an expired hint would be repaired back onto the replicas.
+                if (hints)
+                  std::erase_if(*decoded, [this](const Version& v) { return HintExpired(v); });
+                *merged = MergeSiblings(*merged, *decoded);
+              }
+              join->One(r.status);
+            });
   }
 }
 
@@ -623,6 +627,15 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
     ReplyError(
         conn, id,
         Status::Unavailable("a hint for " + req.hint + ", which is no member this node knows"));
+    return;
+  }
+  if (hinted && !req.siblings.empty() &&
+      std::all_of(req.siblings.begin(), req.siblings.end(),
+                  [this](const Version& v) { return HintExpired(v); })) {
+    // It would be dropped unread: acknowledged, it would count toward W.
+    ReplyError(conn, id,
+               Status::InvalidArgument("a hint older than the tombstone grace period (a writer's "
+                                       "clock behind this node's?)"));
     return;
   }
   std::string key = hinted ? HintKey(req.hint, p, req.key) : DataKey(p, req.key);
@@ -1455,12 +1468,14 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
 // Hints older than the grace period, and data this node held through an
 // absence longer than it, may have been superseded by a delete whose
 // tombstones are purged since: pushing them would bring the key back.
+bool NodeCore::HintExpired(const Version& v) const {
+  return v.timestamp_ms + options_.tombstone_grace_ms <= wall_ms_;
+}
+
 size_t NodeCore::DropStaleVersions(const Handoff& h, SiblingSet& set) const {
   const size_t before = set.size();
   if (h.space == Space::kHints) {
-    std::erase_if(set, [this](const Version& v) {
-      return v.timestamp_ms + options_.tombstone_grace_ms <= wall_ms_;
-    });
+    std::erase_if(set, [this](const Version& v) { return HintExpired(v); });
   } else if (state_.stale_before_wall_ms != 0) {
     std::erase_if(
         set, [this](const Version& v) { return v.timestamp_ms < state_.stale_before_wall_ms; });

@@ -686,7 +686,9 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
       Result<SiblingSet> set = proto::DecodeSiblingSet(v, stored_limits_);
       Result<DataKeyParts> parts = ParseDataKey(k);
       if (!set.ok() || !parts.ok() || set->empty() || HasLiveValue(*set)) continue;
-      if (NewestTimestamp(*set) + options_.tombstone_grace_ms > wall_ms_) continue;
+      if (NewestTimestamp(*set) + options_.tombstone_grace_ms + options_.clock_skew_max_ms >
+          wall_ms_)
+        continue;
       candidates->push_back(Candidate{std::string(parts->key), SiblingDigest(*set)});
     }
     if (candidates->empty()) {

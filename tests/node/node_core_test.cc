@@ -317,7 +317,8 @@ TEST(NodeCoreTest, ASyncedCopyOfAVersionStoredUnsyncedIsSyncedBeforeItsAck) {
 TEST(NodeCoreTest, HintsAreStoredApartUnderTheirOwner) {
   SimCluster sim(4);
   FormCluster(sim, 3);
-  SiblingSet set = CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "hinted", false, 5})->siblings;
+  SiblingSet set =
+      CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "hinted", false, sim.WallMs("n2")})->siblings;
   // n3 is down: the hint waits for it and stays out of n2's own data.
   sim.Crash("n3");
   auto ack = sim.Request("n2", proto::ReplicaPutRequest{"hk", set, "n3"});
@@ -373,7 +374,8 @@ TEST(NodeCoreTest, AStandInsReadSeesTheKeysHintsForEveryPrimary) {
   for (const char* id : {"n1", "n2", "n3", "n4"}) {
     if (std::find(pref.begin(), pref.end(), id) == pref.end()) holder = id;
   }
-  SiblingSet set = CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "hinted", false, 5})->siblings;
+  SiblingSet set =
+      CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "hinted", false, sim.WallMs(holder)})->siblings;
   ASSERT_TRUE(std::holds_alternative<proto::Ack>(
       sim.Request(holder, proto::ReplicaPutRequest{"sk", set, pref[1]})->body));
   auto read = sim.Request(holder, proto::GetRequest{"sk", pref[2]});
@@ -383,6 +385,17 @@ TEST(NodeCoreTest, AStandInsReadSeesTheKeysHintsForEveryPrimary) {
   auto own = sim.Request(holder, proto::GetRequest{"sk"});
   ASSERT_TRUE(std::holds_alternative<proto::GetReply>(own->body));
   EXPECT_TRUE(std::get<proto::GetReply>(own->body).siblings.empty());
+  // Past the grace period the hint is not read (the reader would repair it
+  // back onto the replicas, over a tombstone that may be purged), and a hint
+  // that old is refused, not acknowledged and then dropped unread.
+  sim.SkewClock(holder, static_cast<int64_t>(NodeOptions{}.tombstone_grace_ms));
+  auto expired = sim.Request(holder, proto::GetRequest{"sk", pref[2]});
+  ASSERT_TRUE(std::holds_alternative<proto::GetReply>(expired->body));
+  EXPECT_TRUE(std::get<proto::GetReply>(expired->body).siblings.empty());
+  auto refused = sim.Request(holder, proto::ReplicaPutRequest{"sk2", set, pref[1]});
+  ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(refused->body));
+  EXPECT_EQ(proto::ToStatus(std::get<proto::ErrorReply>(refused->body)).code(),
+            StatusCode::kInvalidArgument);
 }
 
 // The holder `n1` crashes while it keeps the hint (losing unsynced writes
@@ -1212,7 +1225,10 @@ void Delete(SimCluster& sim, const std::string& key, const std::string& skip = "
 
 TEST(AntiEntropyTest, TombstonesArePurgedOnlyOnceEveryReplicaHoldsThem) {
   SimCluster sim(33);
-  auto grace = [](NodeOptions& o) { o.tombstone_grace_ms = 3000; };
+  auto grace = [](NodeOptions& o) {
+    o.tombstone_grace_ms = 3000;
+    o.clock_skew_max_ms = 0;
+  };
   sim.AddNode("n1", {}, grace);
   sim.AddNode("n2", {"n1"}, grace);
   sim.AddNode("n3", {"n1"}, grace);
@@ -1256,6 +1272,7 @@ TEST(AntiEntropyTest, TombstonesArePurgedOnlyOnceEveryReplicaHoldsThem) {
 // Tombstones purged 3 s after their delete, checked every second.
 void ShortGrace(NodeOptions& o) {
   o.tombstone_grace_ms = 3000;
+  o.clock_skew_max_ms = 1000;
   o.purge_interval_ms = 1000;
 }
 
@@ -1268,7 +1285,8 @@ void FormShortGraceCluster(SimCluster& sim) {
 // A hint its holder could not hand off for longer than the tombstone grace
 // period may hold a version whose tombstone the replicas have purged since:
 // delivered, it would bring the deleted value back. It is dropped instead.
-TEST(AntiEntropyTest, HintOlderThanTheGracePeriodIsDroppedInsteadOfUndoingADelete) {
+// The value's coordinator runs `skew_ms` ahead while it writes.
+void ExpectAHintOfADeletedValueIsDroppedNotDelivered(int64_t skew_ms) {
   SimCluster sim(35);
   FormShortGraceCluster(sim);
   const std::string key = "deleted";
@@ -1283,10 +1301,12 @@ TEST(AntiEntropyTest, HintOlderThanTheGracePeriodIsDroppedInsteadOfUndoingADelet
   sim.Crash(owner, false);
   ASSERT_TRUE(sim.RunUntil([&] { return !sim.core(holder).membership().IsAlive(owner, sim.now()); },
                            10000));
+  sim.SkewClock(pref[0], skew_ms);
   WriteMissing(sim, key, "old", owner);
   SiblingSet written = *sim.Stored(pref[0], key);
   ASSERT_TRUE(std::holds_alternative<proto::Ack>(
       sim.Request(holder, proto::ReplicaPutRequest{key, written, owner})->body));
+  sim.SkewClock(pref[0], 0);
   // The holder goes down before it hands the hint off; the owner returns and
   // gets the value by anti-entropy; the key is deleted and, past the grace
   // period, purged from every replica.
@@ -1308,6 +1328,17 @@ TEST(AntiEntropyTest, HintOlderThanTheGracePeriodIsDroppedInsteadOfUndoingADelet
   for (const NodeId& n : pref) EXPECT_TRUE(Read(sim, n, key).empty()) << key << " is back on " << n;
   EXPECT_EQ(sim.core(holder).stats().hints_expired, 1u);
   EXPECT_EQ(sim.core(holder).stats().hints_delivered, 0u);
+}
+
+TEST(AntiEntropyTest, HintOlderThanTheGracePeriodIsDroppedInsteadOfUndoingADelete) {
+  ExpectAHintOfADeletedValueIsDroppedNotDelivered(0);
+}
+
+// Stamped by a clock ahead, the hint would outlive the purge of a tombstone
+// stamped by a clock that is right: the tombstone takes the stamp of what it
+// deletes, and is purged a skew margin after its grace period.
+TEST(AntiEntropyTest, AHintStampedByAClockAheadDoesNotOutliveTheDeleteOverIt) {
+  ExpectAHintOfADeletedValueIsDroppedNotDelivered(20000);
 }
 
 // A node away longer than the grace period, whose partitions moved to a

@@ -1171,9 +1171,11 @@ TEST(FaultTest, WriteCoordinatedByAReplicaThatLostTheKeySurvives) {
 
 TEST(FaultTest, DeletesDuringAnOutageDoNotResurrect) {
   constexpr size_t kNodes = 5, kKeys = 300;
-  ProcessCluster c(kNodes,
-                   "[gossip]\ninterval_ms = 200\n"
-                   "[anti_entropy]\ncycle_pause_ms = 1000\ntombstone_grace_ms = 2000\npurge_interval_ms = 500\n");
+  ProcessCluster c(
+      kNodes,
+      "[gossip]\ninterval_ms = 200\n"
+      "[anti_entropy]\ncycle_pause_ms = 1000\ntombstone_grace_ms = 2000\nclock_skew_max_ms = 500\n"
+      "purge_interval_ms = 500\n");
   ASSERT_TRUE(c.Start().ok());
   auto client = Open(c, kNodes);
   ASSERT_TRUE(client);

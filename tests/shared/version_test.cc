@@ -374,6 +374,52 @@ TEST(MergeTest, DuplicateDotsResolveDeterministically) {
   EXPECT_EQ(MergeSiblings({v1}, {v2}).size(), 1u);
 }
 
+// A cycle of versions each covering the next (a reused dot or a bad peer
+// makes one) drops none of them: dropping each as covered would leave the key
+// with nothing, not even a tombstone.
+TEST(MergeTest, VersionsThatCoverEachOtherAreAllKept) {
+  auto version = [](ActorId actor, uint64_t counter, VersionVector context, std::string value) {
+    Version v;
+    v.dot = Dot{actor, counter};
+    v.context = std::move(context);
+    v.value = std::move(value);
+    return v;
+  };
+  const Version x = version(kA, 1, VV({{kA, 2}}), "x");
+  const Version y = version(kA, 2, VV({{kA, 1}}), "y");
+  EXPECT_EQ(Values(MergeSiblings({x}, {y})), (std::multiset<std::string>{"x", "y"}));
+  EXPECT_EQ(MergeSiblings({x}, {y}), MergeSiblings({y}, {x}));
+  // Three in a ring, and one outside it that the ring supersedes.
+  const Version p = version(kA, 1, VV({{kC, 1}}), "p");
+  const Version q = version(kB, 1, VV({{kA, 1}, {kC, 2}}), "q");
+  const Version r = version(kC, 1, VV({{kB, 1}}), "r");
+  const Version old = version(kC, 2, {}, "old");
+  EXPECT_EQ(Values(MergeSiblings({p, q}, {r, old})), (std::multiset<std::string>{"p", "q", "r"}));
+  // Outside a cycle, a covered version still goes.
+  const Version newer = version(kB, 2, VV({{kA, 1}}), "newer");
+  EXPECT_EQ(Values(MergeSiblings({x}, {newer})), (std::multiset<std::string>{"newer"}));
+}
+
+// A write is never stamped before what it supersedes: a coordinator whose
+// clock is behind stamps it with the newest stamp its context saw, so the
+// tombstone's grace period ends after every deleted version's.
+TEST(CausalityTest, AWriteIsStampedNoEarlierThanWhatItSupersedes) {
+  WriteIntent ahead = Write({}, "v");
+  ahead.timestamp_ms = 50'000;
+  SiblingSet stored = CoordinatorUpdate({}, kA, 1, ahead)->siblings;
+  WriteIntent del = Write(ContextOf(stored), "", true);
+  del.timestamp_ms = 1'000;
+  EXPECT_EQ(CoordinatorUpdate(stored, kB, 1, del)->written.timestamp_ms, 50'000u);
+  // Also from a local version the context covers but carries no stamp of.
+  WriteIntent blind_ctx = Write(VV({{kA, 1}}), "w");
+  blind_ctx.timestamp_ms = 2'000;
+  EXPECT_EQ(CoordinatorUpdate(stored, kB, 1, blind_ctx)->written.timestamp_ms, 50'000u);
+  // Not from one it leaves standing.
+  WriteIntent concurrent = Write({}, "c");
+  concurrent.timestamp_ms = 3'000;
+  EXPECT_EQ(CoordinatorUpdate(stored, kB, 1, concurrent)->written.timestamp_ms, 3'000u);
+}
+
 TEST(DigestTest, SensitiveToEveryField) {
   SiblingSet base = CoordinatorUpdate({}, kA, 1, Write(VV({{kB, 3}}), "v"))->siblings;
   uint64_t d = SiblingDigest(base);

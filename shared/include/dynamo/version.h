@@ -131,7 +131,9 @@ bool LwwLess(const Version& a, const Version& b);
 
 // The merge of two sibling sets: their union without superseded versions. A
 // replica applies it to every incoming set. Commutative, associative and
-// idempotent (the inputs need not be canonical; the output is).
+// idempotent (the inputs need not be canonical; the output is). Versions
+// that cover each other, directly or through others (a cycle, which only a
+// reused dot or a bad peer makes), are all kept.
 SiblingSet MergeSiblings(const SiblingSet& a, const SiblingSet& b);
 // The canonical form of `set`: MergeSiblings(set, {}).
 SiblingSet Canonicalize(const SiblingSet& set);
@@ -156,7 +158,9 @@ struct WriteIntent {
   VersionVector context;  // from the client's last read; empty for a blind write
   std::string value;
   bool tombstone = false;
-  uint64_t timestamp_ms = 0;  // the coordinator's wall clock
+  // The coordinator's wall clock. The written version takes the greatest of
+  // it and the timestamps of what the context covers.
+  uint64_t timestamp_ms = 0;
 };
 
 struct CoordinatorOptions {

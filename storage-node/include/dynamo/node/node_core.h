@@ -127,6 +127,10 @@ struct NodeOptions {
   // this; a node away longer catches up before serving reads, and hinted
   // versions older than this are dropped, not delivered. Default: 24 h.
   uint64_t tombstone_grace_ms = 24ull * 3600 * 1000;
+  // The most two nodes' clocks may differ. A tombstone is purged only this
+  // long after its grace period, so that hints of what it deletes, which
+  // their holders drop by their own clocks, are gone first. Default: 10 min.
+  uint64_t clock_skew_max_ms = 10ull * 60 * 1000;
   // How often the owner of a partition looks for purgeable tombstones in
   // it. Default: 60 s.
   uint64_t purge_interval_ms = 60000;
@@ -440,6 +444,9 @@ class NodeCore {
   void RotateActor(const std::string& why);
   // Drops the versions of `set` that handoff `h` must not push; returns how many.
   size_t DropStaleVersions(const Handoff& h, SiblingSet& set) const;
+  // A hinted version older than the grace period: a tombstone over it may
+  // be purged, so it is neither delivered nor read.
+  bool HintExpired(const Version& v) const;
   void StopOnCorruption(const Status& status);
   // A data handoff whose partition this node replicates again (a change
   // undone while it ran): it stops, and deletes nothing more.
