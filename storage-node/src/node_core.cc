@@ -1554,7 +1554,7 @@ void NodeCore::BeginCatchUp(const std::string& why) {
   if (catching_up_) return;
   catching_up_ = true;
   caught_up_.clear();
-  synced_with_pulling_.clear();
+  catch_up_progress_.clear();
   WriteOp mark;
   mark.sync = true;
   mark.batch.Put(Space::kMeta, std::string(kMetaCatchingUp), "1");

@@ -768,17 +768,17 @@ void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
                                s->peer + ": " + std::to_string(s->keys.size()) + " keys repaired");
     }
     if (catching_up_) {
-      if (s->peer_catching_up) {
-        std::set<NodeId>& pulling = synced_with_pulling_[s->partition];
-        pulling.insert(s->peer);
-        bool every_replica = true;
-        for (const NodeId& n : map_->ring().PreferenceList(s->partition)) {
-          every_replica &= n == options_.id || pulling.count(n) > 0;
-        }
-        if (every_replica) caught_up_.insert(s->partition);
-      } else {
-        caught_up_.insert(s->partition);
+      CatchUpProgress& progress = catch_up_progress_[s->partition];
+      progress.synced.insert(s->peer);
+      progress.with_current |= !s->peer_catching_up;
+      bool every = true, every_up = true;
+      for (const NodeId& n : map_->ring().PreferenceList(s->partition)) {
+        if (n == options_.id) continue;
+        const bool synced = progress.synced.count(n) > 0;
+        every &= synced;
+        every_up &= synced || !membership_.IsAlive(n, now_ms_);
       }
+      if (every || (progress.with_current && every_up)) caught_up_.insert(s->partition);
       bool all = true;
       for (PartitionId p : map_->ring().PartitionsReplicatedBy(options_.id)) all &= caught_up_.count(p) > 0;
       if (all) EndCatchUp("caught up by anti-entropy: serving reads again");

@@ -1194,6 +1194,25 @@ TEST(AntiEntropyTest, WipedNodeCatchesUpBeforeServingReads) {
   EXPECT_FALSE(std::holds_alternative<proto::ErrorReply>(sim.Request("n3", proto::GetRequest{keys[0]})->body));
 }
 
+// Keys written to two replicas of three, missing on a third (W=2): a wiped
+// replica that synced with the one lacking them must not end its catch-up
+// there, or the two would answer a read at R=2 without them.
+TEST(AntiEntropyTest, AWipedReplicaSyncsWithEveryReplicaUpBeforeServingReads) {
+  SimCluster sim(37);
+  FormCluster(sim, 3);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 60; ++i) {
+    keys.push_back("w2:" + std::to_string(i));
+    WriteMissing(sim, keys.back(), "v", "n2");
+  }
+  sim.Crash("n3");
+  sim.Wipe("n3");
+  sim.Restart("n3");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n3").map().has_value(); }, 5000));
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n3").catching_up(); }, 60000));
+  for (const std::string& k : keys) EXPECT_FALSE(Read(sim, "n3", k).empty()) << k;
+}
+
 // The first node runs without a seed: wiped, it starts a cluster of its own
 // and learns of the old one only when its peers' gossip reaches it. The
 // ring it adopts already holds it, so it catches up before serving reads.

@@ -556,10 +556,17 @@ class NodeCore {
   void EndCatchUp(const std::string& how);
   bool catching_up_ = false;
   std::set<PartitionId> caught_up_;
-  // Catching up: the replicas of a partition it synced with that were
-  // catching up on it too. Their data does not end a catch-up, unless every
-  // other replica is among them (the whole set was away: none knows more).
-  std::map<PartitionId, std::set<NodeId>> synced_with_pulling_;
+  // Catching up on a partition: the other replicas it synced with, and
+  // whether one of them was not catching up itself. The partition is caught
+  // up once the node synced with every other replica that is up, one of
+  // them not catching up (a write W=2 acknowledged may be on one replica
+  // besides this node: any other may lack it); or, when all were catching
+  // up (the whole set was away: none knows more), with every one of them.
+  struct CatchUpProgress {
+    std::set<NodeId> synced;
+    bool with_current = false;
+  };
+  std::map<PartitionId, CatchUpProgress> catch_up_progress_;
   uint64_t next_alive_write_ms_ = 0;
 };
 
