@@ -1013,8 +1013,14 @@ void NodeCore::TryJoin(Now now) {
     }
     map_ = std::move(*map);
     Log(LogLevel::kInfo, "joined the cluster through " + seed + " at epoch " + std::to_string(epoch()));
-    if (map_->ring().Contains(options_.id)) {
-      // Already a replica of partitions it holds no data for: catch up first.
+    bool transfers_done = false;
+    if (map_->next()) {
+      for (const dynamo::Transfer& t : map_->Transfers())
+        transfers_done |= t.node == options_.id && map_->IsDone(t);
+    }
+    if (map_->ring().Contains(options_.id) || transfers_done) {
+      // Already a replica of partitions it holds no data for, or marked as
+      // holding them at the coming switch: catch up first.
       BeginCatchUp(
           "rejoining with an empty data directory: reads wait for a full "
           "anti-entropy round");
@@ -1547,6 +1553,15 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
       (void)v;
     });
   }
+}
+
+bool NodeCore::GainsPartitionsAtSwitch() const {
+  if (!map_ || !map_->next()) return false;
+  for (PartitionId p : map_->next()->PartitionsReplicatedBy(options_.id)) {
+    const std::vector<NodeId> now = map_->ring().PreferenceList(p);
+    if (std::find(now.begin(), now.end(), options_.id) == now.end()) return true;
+  }
+  return false;
 }
 
 void NodeCore::BeginCatchUp(const std::string& why) {

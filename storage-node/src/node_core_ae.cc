@@ -450,7 +450,7 @@ void NodeCore::AntiEntropyTick(Now now) {
       ae_cycle_had_session_ = false;
       if (ae_cycle_.empty()) {
         ae_next_cycle_ms_ = now.mono_ms + options_.ae_cycle_pause_ms;
-        EndCatchUp("caught up: no partition to catch up on");
+        if (!GainsPartitionsAtSwitch()) EndCatchUp("caught up: no partition to catch up on");
         return;
       }
     }
@@ -781,7 +781,8 @@ void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
       if (every || (progress.with_current && every_up)) caught_up_.insert(s->partition);
       bool all = true;
       for (PartitionId p : map_->ring().PartitionsReplicatedBy(options_.id)) all &= caught_up_.count(p) > 0;
-      if (all) EndCatchUp("caught up by anti-entropy: serving reads again");
+      if (all && !GainsPartitionsAtSwitch())
+        EndCatchUp("caught up by anti-entropy: serving reads again");
     }
   }
   if (!exited_ && !shutting_down_) AntiEntropyTick(Now{now_ms_, wall_ms_});

@@ -708,6 +708,41 @@ TEST(NodeCoreTest, AJoinSurvivesTheJoinerLosingItsUnsyncedTransferMarks) {
   ExpectPlacement(sim, keys, "v:");
 }
 
+// A joiner that loses its disk after some of its transfers were marked done
+// rejoins with no data for them, and the marks still stand: it catches up
+// before serving reads, also through the switch they lead to, rather than
+// answering for those partitions with nothing.
+TEST(NodeCoreTest, AJoinerWipedAfterSomeTransfersCatchesUpBeforeServingReads) {
+  SimCluster sim(12);
+  auto slow_handoff = [](NodeOptions& o) { o.handoff_delay_ms = 600000; };
+  sim.AddNode("n1", {}, slow_handoff);
+  for (int i = 2; i <= 3; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, slow_handoff);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  std::vector<std::string> keys = WriteKeys(sim, 200, "v:");
+  sim.AddNode("n4", {"n1"});
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n4").stats().transfers_done >= 10; }, 60000));
+  sim.Crash("n4");
+  sim.Wipe("n4");
+  sim.Restart("n4");
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  // At the switch: n4 refuses reads, or holds every key it replicates.
+  const Ring& ring = sim.core("n1").map()->ring();
+  for (const std::string& k : keys) {
+    const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(k));
+    if (std::find(pref.begin(), pref.end(), "n4") == pref.end()) continue;
+    auto r = sim.Request("n4", proto::GetRequest{k});
+    ASSERT_TRUE(r.ok());
+    if (const auto* got = std::get_if<proto::GetReply>(&r->body))
+      EXPECT_FALSE(got->siblings.empty()) << k;
+  }
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n4").catching_up(); }, 120000));
+  for (const std::string& k : keys) {
+    const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(k));
+    if (std::find(pref.begin(), pref.end(), "n4") != pref.end())
+      EXPECT_FALSE(Read(sim, "n4", k).empty()) << k;
+  }
+}
+
 TEST(NodeCoreTest, ReadsDuringAJoinFindEveryKey) {
   SimCluster sim(7);
   FormCluster(sim, 3);

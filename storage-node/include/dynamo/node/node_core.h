@@ -554,6 +554,9 @@ class NodeCore {
   // resumes it.
   void BeginCatchUp(const std::string& why);
   void EndCatchUp(const std::string& how);
+  // Whether the pending change gives this node partitions it does not
+  // replicate now: a catch-up waits for the switch, then covers them too.
+  bool GainsPartitionsAtSwitch() const;
   bool catching_up_ = false;
   std::set<PartitionId> caught_up_;
   // Catching up on a partition: the other replicas it synced with, and
