@@ -1191,18 +1191,47 @@ void NodeCore::GossipRound(Now now) {
 
 // ------------------------------------------------------------------ transfers (pull)
 
+// The replica whose place this node takes copies best: the new set then
+// holds what the old one held, so a read at R meets every write acknowledged
+// at W (N < R + W) as before. (The first replica up may lack a write another
+// two acknowledged, and the new set would hold it once.) A displaced replica
+// up stands in otherwise, then any replica up.
+std::optional<NodeId> NodeCore::TransferSource(Now now, PartitionId p) const {
+  const std::vector<NodeId> before = map_->ring().PreferenceList(p);
+  const std::vector<NodeId> after = map_->next()->PreferenceList(p);
+  auto in = [](const std::vector<NodeId>& list, const NodeId& n) {
+    return std::find(list.begin(), list.end(), n) != list.end();
+  };
+  auto up = [&](const NodeId& n) {
+    return n != options_.id && membership_.IsAlive(n, now.mono_ms) && AddressOf(n).has_value();
+  };
+  std::vector<NodeId> displaced, gained;
+  for (const NodeId& n : before) {
+    if (!in(after, n)) displaced.push_back(n);
+  }
+  for (const NodeId& n : after) {
+    if (!in(before, n)) gained.push_back(n);
+  }
+  const auto self = std::find(gained.begin(), gained.end(), options_.id);
+  if (self != gained.end() && !displaced.empty()) {
+    const NodeId& mine = displaced[static_cast<size_t>(self - gained.begin()) % displaced.size()];
+    if (up(mine)) return mine;
+  }
+  for (const NodeId& n : displaced) {
+    if (up(n)) return n;
+  }
+  for (const NodeId& n : before) {
+    if (up(n)) return n;
+  }
+  return std::nullopt;
+}
+
 void NodeCore::StartTransfers(Now now) {
   if (!map_ || !map_->next() || shutting_down_) return;
   for (const dynamo::Transfer& owed : map_->Awaiting()) {
     if (transfers_.size() >= options_.transfers_in_flight) break;
     if (owed.node != options_.id || transfers_.count(owed.partition)) continue;
-    std::optional<NodeId> source;
-    for (const NodeId& n : map_->ring().PreferenceList(owed.partition)) {
-      if (n != options_.id && membership_.IsAlive(n, now.mono_ms) && AddressOf(n)) {
-        source = n;
-        break;
-      }
-    }
+    std::optional<NodeId> source = TransferSource(now, owed.partition);
     if (!source) continue;  // no live replica to copy from yet
     auto t = std::make_shared<Transfer>();
     t->partition = owed.partition;

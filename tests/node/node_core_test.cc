@@ -1150,6 +1150,37 @@ void WriteMissing(SimCluster& sim, const std::string& key, const std::string& va
   }
 }
 
+// Writes acknowledged by two replicas of three, each missing on the key's
+// first replica. A joiner copies each partition from the replica whose place
+// it takes, so every key is still on two of its new replicas at the switch
+// (copied from the first replica, it was on one only: a read at R=2 could
+// miss it until a handoff or anti-entropy came by).
+TEST(NodeCoreTest, AJoinerCopiesTheReplicaItDisplacesSoQuorumsStillMeet) {
+  SimCluster sim(13);
+  auto quiet = [](NodeOptions& o) {
+    o.handoff_delay_ms = 600000;
+    o.ae_cycle_pause_ms = 600000;
+  };
+  sim.AddNode("n1", {}, quiet);
+  for (int i = 2; i <= 3; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, quiet);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  const Ring& before = sim.core("n1").map()->ring();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 200; ++i) {
+    keys.push_back("w2:" + std::to_string(i));
+    WriteMissing(sim, keys.back(), "v", before.PreferenceList(before.KeyPartition(keys.back()))[0]);
+  }
+  sim.AddNode("n4", {"n1"}, quiet);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  const Ring& after = sim.core("n1").map()->ring();
+  for (const std::string& k : keys) {
+    size_t holders = 0;
+    for (const NodeId& n : after.PreferenceList(after.KeyPartition(k)))
+      holders += sim.Stored(n, k).has_value();
+    EXPECT_GE(holders, 2u) << k;
+  }
+}
+
 bool RootsAgree(SimCluster& sim) {
   const Ring& ring = sim.core("n1").map()->ring();
   for (PartitionId p = 0; p < ring.partition_count(); ++p) {

@@ -557,6 +557,8 @@ class NodeCore {
   // Whether the pending change gives this node partitions it does not
   // replicate now: a catch-up waits for the switch, then covers them too.
   bool GainsPartitionsAtSwitch() const;
+  // The replica to copy partition `p` from for the pending change, or none up.
+  std::optional<NodeId> TransferSource(Now now, PartitionId p) const;
   bool catching_up_ = false;
   std::set<PartitionId> caught_up_;
   // Catching up on a partition: the other replicas it synced with, and
