@@ -231,6 +231,12 @@ void NodeCore::Start(Now now) {
         if (!r.status.ok()) Log(LogLevel::kError, "recording the absence: " + r.status.ToString());
       });
     }
+    if (state_.last_alive_wall_ms > now.wall_ms + options_.clock_skew_max_ms) {
+      BeginCatchUp("the clock reads " +
+                   std::to_string((state_.last_alive_wall_ms - now.wall_ms) / 1000) +
+                   " s before this node's last record of being alive, so the absence cannot be "
+                   "measured: reads wait for a full anti-entropy round");
+    }
     AfterClusterChange(now, false, true);
     Persist(true);
   } else if (options_.seeds.empty()) {

@@ -1929,9 +1929,14 @@ TEST(TreeCheckTest, ACorruptBlockNoRequestReadsStopsTheNodeAtItsCheck) {
   }
 }
 
-TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {
+// `n3` returns after 30 s, past the 20 s grace period; with `back_skew_ms` its
+// clock then reads that much behind.
+void ExpectANodeAwayLongerThanGraceToCatchUpFirst(int64_t back_skew_ms) {
   SimCluster sim(34);
-  auto grace = [](NodeOptions& o) { o.tombstone_grace_ms = 20000; };
+  auto grace = [](NodeOptions& o) {
+    o.tombstone_grace_ms = 20000;
+    o.clock_skew_max_ms = 1000;
+  };
   sim.AddNode("n1", {}, grace);
   sim.AddNode("n2", {"n1"}, grace);
   sim.AddNode("n3", {"n1"}, grace);
@@ -1940,10 +1945,21 @@ TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {
   sim.Crash("n3", false);
   for (int i = 0; i < 50; ++i) WriteMissing(sim, "late" + std::to_string(i), "v", "n3");
   sim.RunFor(30000);  // longer than the grace period
+  sim.SkewClock("n3", back_skew_ms);
   sim.Restart("n3");
   EXPECT_TRUE(sim.core("n3").catching_up());
   ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n3").catching_up(); }, 60000));
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(sim.Stored("n3", "late" + std::to_string(i)).has_value()) << i;
+}
+
+TEST(AntiEntropyTest, NodeAwayLongerThanGraceCatchesUpFirst) {
+  ExpectANodeAwayLongerThanGraceToCatchUpFirst(0);
+}
+
+// Its clock set back at boot (a reset hardware clock, a VM restored from a
+// snapshot), it cannot measure its absence, and catches up as if long away.
+TEST(AntiEntropyTest, ANodeWhoseClockReadsBeforeItsLastLifeCatchesUpFirst) {
+  ExpectANodeAwayLongerThanGraceToCatchUpFirst(-60000);
 }
 
 // riak_kv#679 on a running node: a replica's storage loses a key without an
