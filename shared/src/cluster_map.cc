@@ -126,12 +126,11 @@ bool ClusterMap::Merge(const ClusterMap& other) {
   const auto theirs = std::make_tuple(other.ring_.epoch(), other.epoch(), other.ContentHash());
   if (theirs < mine) return false;
   if (theirs > mine) {
-    std::set<Transfer> carried;
-    if (other.ring_ == ring_) carried = done_;  // transfers done against the same ring still hold
+    // This map's finished transfers are not carried over: the other map may
+    // follow a change this one never saw that stopped owing one of them, and
+    // the writes made meanwhile did not go to its node. Transfers are
+    // idempotent; one done again costs a copy.
     *this = other;
-    for (const Transfer& t : carried) {
-      if (!done_.count(t)) MarkDone(t);
-    }
     return true;
   }
   bool changed = false;

@@ -89,6 +89,28 @@ TEST(ClusterMapTest, ChangingThePendingTargetKeepsValidProgress) {
   EXPECT_EQ(m.ring().nodes(), Names(5));
 }
 
+// z finished t while the change owed it; the others moved on to a change
+// that did not owe t (writes to its partition went elsewhere), then to one
+// that owes it again. z's mark must not come back with that map: t's node
+// missed the writes made in between.
+TEST(ClusterMapTest, AMergeDoesNotCarryATransferDoneBeforeAChangeThatStoppedOwingIt) {
+  ClusterMap x = MapOf(3, 256);
+  ASSERT_TRUE(x.Reconcile(Names(4)));
+  ClusterMap z = x;
+  ASSERT_TRUE(x.Reconcile(Names(5)));
+  std::optional<Transfer> t;
+  for (const Transfer& owed : z.Transfers()) {
+    const std::vector<Transfer>& at5 = x.Transfers();
+    if (std::find(at5.begin(), at5.end(), owed) == at5.end()) t = owed;
+  }
+  ASSERT_TRUE(t.has_value());
+  ASSERT_TRUE(z.MarkDone(*t));
+  ASSERT_TRUE(x.Reconcile(Names(4)));
+  ASSERT_TRUE(std::find(x.Transfers().begin(), x.Transfers().end(), *t) != x.Transfers().end());
+  EXPECT_TRUE(z.Merge(x));
+  EXPECT_FALSE(z.IsDone(*t));
+}
+
 TEST(ClusterMapTest, MergePicksGreaterAndUnionsProgress) {
   ClusterMap a = MapOf(3), b = MapOf(3);
   a.Reconcile(Names(4));

@@ -16,7 +16,9 @@
 //    switches.
 //  - Merge keeps the greater of two maps by (ring's epoch, epoch, content
 //    hash), and unions finished transfers when both describe the same
-//    change. A map whose ring is older never replaces one whose ring is
+//    change (the same epoch and content); the lesser map's finished
+//    transfers are not carried into a greater one, which may follow a change
+//    that stopped owing them meanwhile. A map whose ring is older never replaces one whose ring is
 //    newer (a switch is never undone by a change made from the ring before
 //    it); the newer one moves its epoch past the older's instead, so epochs
 //    order maps the same way once they met. A switch takes next's epoch +
