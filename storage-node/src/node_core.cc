@@ -1506,13 +1506,13 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
   });
 }
 
-// Hints older than the grace period, and data this node held through an
-// absence longer than it, may have been superseded by a delete whose
-// tombstones are purged since: pushing them would bring the key back.
 bool NodeCore::HintExpired(const Version& v) const {
   return v.timestamp_ms + options_.tombstone_grace_ms <= wall_ms_;
 }
 
+// Hints older than the grace period, and data this node held through an
+// absence longer than it, may have been superseded by a delete whose
+// tombstones are purged since: pushing them would bring the key back.
 size_t NodeCore::DropStaleVersions(const Handoff& h, SiblingSet& set) const {
   const size_t before = set.size();
   if (h.space == Space::kHints) {

@@ -227,20 +227,22 @@ TEST(SimTest, AScrubKeepsTheHintsPastAnUnreadableFirstHint) {
   EXPECT_GT(r.hints_kept_past_a_bad_hint, 0u);
 }
 
-// Seed 4435: a client's read misses its own acknowledged add (sloppy quorum,
+// Seed 2323: a client's read misses its own acknowledged add (sloppy quorum,
 // replicas that lost unsynced copies), so its next add stands beside it and
-// a key ends with 3 siblings from fewer writers. Allowed, and counted. A
+// a key ends with more siblings than it had writers. Allowed, and counted. A
 // change of the simulated runs may need a new seed: run `dynamo_sim
-// --verbose` and look for "max 3 siblings" with keys with siblings past
-// their writers. (Earlier seeds: 1090, until the simulated client began to
-// wait for late coordinators; 1372, with scans answered at once, until a
-// node's back-off counted the failures of one spell once.)
+// --verbose` and look for keys with siblings past their writers. (Earlier
+// seeds: 1090, until the simulated client began to wait for late
+// coordinators; 1372, with scans answered at once, until a node's back-off
+// counted the failures of one spell once; 4435, until the changes of
+// 2026-12-05 evening to clocks, catch-up, transfers and map merges: a scan
+// from seed 1 found 2323 first, and 4400-5150 hold none.)
 TEST(SimTest, AWriteAfterAStaleReadMayAddASibling) {
-  WorkloadReport r = RunWorkload(4435, ConfigForSeed(4435));
+  WorkloadReport r = RunWorkload(2323, ConfigForSeed(2323));
   ASSERT_TRUE(r.ok) << r.Summary();
   EXPECT_EQ(r.lost, 0u);
   EXPECT_GT(r.stale_reads, 0u);
-  EXPECT_EQ(r.max_siblings, 3u);
+  EXPECT_GE(r.max_siblings, 3u);
   EXPECT_GT(r.keys_past_writers, 0u);
 }
 
