@@ -138,6 +138,12 @@ namespace {
 // only a reused dot or a bad peer makes one) supersede none of each other,
 // so a merge keeps them all rather than dropping every one.
 bool Reaches(const std::vector<const Version*>& versions, size_t from, size_t to) {
+  // Usually `from` covers no version of the set: answer without allocating.
+  bool covers_any = false;
+  for (size_t j = 0; j < versions.size() && !covers_any; ++j) {
+    covers_any = j != from && versions[from]->context.Covers(versions[j]->dot);
+  }
+  if (!covers_any) return false;
   std::vector<bool> seen(versions.size());
   std::vector<size_t> stack{from};
   seen[from] = true;
