@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <iostream>
 #include <set>
 
@@ -58,9 +59,10 @@ bool Converged(SimCluster& sim, size_t ring_nodes) {
   return hash.has_value();
 }
 
-void FormCluster(SimCluster& sim, int nodes) {
-  sim.AddNode("n1");
-  for (int i = 2; i <= nodes; ++i) sim.AddNode("n" + std::to_string(i), {"n1"});
+// n1..n`nodes`, joined through n1, each with its options changed by `tweak`.
+void FormCluster(SimCluster& sim, int nodes, const std::function<void(NodeOptions&)>& tweak = {}) {
+  sim.AddNode("n1", {}, tweak);
+  for (int i = 2; i <= nodes; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, tweak);
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, static_cast<size_t>(nodes)); }, 60000));
 }
 
@@ -715,9 +717,7 @@ TEST(NodeCoreTest, AJoinSurvivesTheJoinerLosingItsUnsyncedTransferMarks) {
 TEST(NodeCoreTest, AJoinerWipedAfterSomeTransfersCatchesUpBeforeServingReads) {
   SimCluster sim(12);
   auto slow_handoff = [](NodeOptions& o) { o.handoff_delay_ms = 600000; };
-  sim.AddNode("n1", {}, slow_handoff);
-  for (int i = 2; i <= 3; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, slow_handoff);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  FormCluster(sim, 3, slow_handoff);
   std::vector<std::string> keys = WriteKeys(sim, 200, "v:");
   sim.AddNode("n4", {"n1"});
   ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n4").stats().transfers_done >= 10; }, 60000));
@@ -1161,9 +1161,7 @@ TEST(NodeCoreTest, AJoinerCopiesTheReplicaItDisplacesSoQuorumsStillMeet) {
     o.handoff_delay_ms = 600000;
     o.ae_cycle_pause_ms = 600000;
   };
-  sim.AddNode("n1", {}, quiet);
-  for (int i = 2; i <= 3; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, quiet);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  FormCluster(sim, 3, quiet);
   const Ring& before = sim.core("n1").map()->ring();
   std::vector<std::string> keys;
   for (int i = 0; i < 200; ++i) {
@@ -1314,10 +1312,7 @@ TEST(AntiEntropyTest, TombstonesArePurgedOnlyOnceEveryReplicaHoldsThem) {
     o.tombstone_grace_ms = 3000;
     o.clock_skew_max_ms = 0;
   };
-  sim.AddNode("n1", {}, grace);
-  sim.AddNode("n2", {"n1"}, grace);
-  sim.AddNode("n3", {"n1"}, grace);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  FormCluster(sim, 3, grace);
   Write(sim, "n1", "everywhere", "v");
   Write(sim, "n1", "partly", "v");
   Delete(sim, "everywhere");
@@ -1361,11 +1356,7 @@ void ShortGrace(NodeOptions& o) {
   o.purge_interval_ms = 1000;
 }
 
-void FormShortGraceCluster(SimCluster& sim) {
-  sim.AddNode("n1", {}, ShortGrace);
-  for (int i = 2; i <= 4; ++i) sim.AddNode("n" + std::to_string(i), {"n1"}, ShortGrace);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
-}
+void FormShortGraceCluster(SimCluster& sim) { FormCluster(sim, 4, ShortGrace); }
 
 // A hint its holder could not hand off for longer than the tombstone grace
 // period may hold a version whose tombstone the replicas have purged since:
@@ -1937,10 +1928,7 @@ void ExpectANodeAwayLongerThanGraceToCatchUpFirst(int64_t back_skew_ms) {
     o.tombstone_grace_ms = 20000;
     o.clock_skew_max_ms = 1000;
   };
-  sim.AddNode("n1", {}, grace);
-  sim.AddNode("n2", {"n1"}, grace);
-  sim.AddNode("n3", {"n1"}, grace);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  FormCluster(sim, 3, grace);
   sim.RunFor(11000);  // n3 records itself alive
   sim.Crash("n3", false);
   for (int i = 0; i < 50; ++i) WriteMissing(sim, "late" + std::to_string(i), "v", "n3");
