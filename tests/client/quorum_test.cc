@@ -871,11 +871,49 @@ TEST(ReadOpTest, ASpareThatAnswersIsReportedWithTheHintItCarried) {
   ASSERT_EQ(spare.size(), 1u);
   op.OnReply(gets[1].target, Ok(proto::GetReply{1, {}}));
   op.OnReply(spare[0].target, Ok(proto::GetReply{1, {}}));
+  EXPECT_TRUE(op.OnReply(gets[2].target, Refused()).empty());
   ASSERT_TRUE(op.answered());
   EXPECT_TRUE(op.status().ok());
   Receipt r = op.receipt();
   ASSERT_EQ(r.acks.size(), 2u);
   ExpectAck(r.acks[1], op.target(spare[0].target).node, "fallback", op.target(gets[0].target).node);
+}
+
+// A replica that refuses reads while it syncs still takes writes: a spare's
+// answer in its place (empty: it holds no hint of the write) waits for the
+// route's other replicas, which hold every write acknowledged by two of
+// three; it counts only when one of them fails or stays silent.
+TEST(ReadOpTest, ASparesAnswerCountsOnlyWhenTheOtherReplicasCannotAnswer) {
+  Fixture f;
+  const Reply syncing =
+      Ok(proto::MakeError(Status::Unavailable("catching up; ask another replica"), 1));
+  for (int last : {0, 1, 2}) {
+    SCOPED_TRACE(last == 0 ? "answers" : last == 1 ? "fails" : "silent");
+    ReadOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});
+    std::vector<Send> gets = op.Start();
+    ASSERT_EQ(gets.size(), 3u);
+    std::vector<Send> spare = op.OnReply(gets[0].target, syncing);
+    ASSERT_EQ(spare.size(), 1u);
+    op.OnReply(spare[0].target, Ok(proto::GetReply{1, {}}));
+    op.OnReply(gets[1].target, Ok(proto::GetReply{1, {}}));
+    EXPECT_FALSE(op.answered());
+    if (last == 0) op.OnReply(gets[2].target, Ok(proto::GetReply{1, OneVersion("written")}));
+    if (last == 1) op.OnReply(gets[2].target, Refused());
+    if (last == 2) op.OnDeadline();
+    ASSERT_TRUE(op.answered());
+    ASSERT_TRUE(op.status().ok()) << op.status().ToString();
+    EXPECT_EQ(op.siblings().size(), last == 0 ? 1u : 0u);
+  }
+  // At R=1 a replica's answer is enough; the spare's alone is not.
+  ReadOp one(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 1});
+  std::vector<Send> gets = one.Start();
+  std::vector<Send> spare = one.OnReply(gets[0].target, syncing);
+  ASSERT_EQ(spare.size(), 1u);
+  one.OnReply(spare[0].target, Ok(proto::GetReply{1, {}}));
+  EXPECT_FALSE(one.answered());
+  one.OnReply(gets[2].target, Ok(proto::GetReply{1, OneVersion("written")}));
+  ASSERT_TRUE(one.answered());
+  EXPECT_EQ(one.siblings().size(), 1u);
 }
 
 TEST(ReadOpTest, FailuresBringInSparesThenGiveUp) {

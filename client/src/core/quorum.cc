@@ -482,6 +482,7 @@ std::vector<Send> ReadOp::Start() {
     out.push_back(Send{i, proto::GetRequest{req_.key, targets_[i]->hint}});
     ++outstanding_;
   }
+  planned_outstanding_ = outstanding_;
   if (out.empty()) outcome_ = Status::Unavailable("no replica known for the key");
   return out;
 }
@@ -494,33 +495,32 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
   const Status status = StatusOf(reply);
   const auto* get = status.ok() ? std::get_if<proto::GetReply>(&reply.message->body) : nullptr;
   const Target& t = *targets_[target];
+  const bool planned = target < route_->replicas.size();
+  if (planned) --planned_outstanding_;
   if (get != nullptr) {
     replies_[target] = Canonicalize(get->siblings);
     ++ok_;
+    if (planned) ++planned_ok_;
     acked_.push_back(target);
   } else {
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
     all_timeouts_ &= last_error_.IsTimeout();
     busy_ |= last_error_.code() == StatusCode::kBusy;
-    if (!answered() && !Definitive(last_error_, reply) && next_spare_ < route_->spares.size()) {
-      const Target& spare = stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], t));
-      targets_.push_back(&spare);
-      replies_.emplace_back();
-      ++outstanding_;
-      out.push_back(Send{targets_.size() - 1, proto::GetRequest{req_.key, spare.hint}});
-    }
   }
   if (answered()) return out;
   const size_t r = static_cast<size_t>(std::max(req_.r, 1));
-  if (ok_ >= r) {
-    for (const auto& s : replies_) {
-      if (s) answer_ = MergeSiblings(answer_, *s);
-    }
-    for (const auto& s : replies_) {
-      if (s && *s != answer_) ++receipt_.read_repairs;
-    }
-    outcome_ = Status::OK();
-  } else if (ok_ + outstanding_ < r) {
+  if (planned_ok_ >= r || (ok_ >= r && planned_outstanding_ == 0)) {
+    Answer();
+    return out;
+  }
+  if (get == nullptr && !Definitive(last_error_, reply) && next_spare_ < route_->spares.size()) {
+    const Target& spare = stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], t));
+    targets_.push_back(&spare);
+    replies_.emplace_back();
+    ++outstanding_;
+    out.push_back(Send{targets_.size() - 1, proto::GetRequest{req_.key, spare.hint}});
+  }
+  if (ok_ + outstanding_ < r) {
     if (ok_ == 0 && all_timeouts_) {
       outcome_ = Status::Timeout("no replica answered the read before the deadline");
     } else {
@@ -534,10 +534,22 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
   return out;
 }
 
+void ReadOp::Answer() {
+  for (const auto& s : replies_) {
+    if (s) answer_ = MergeSiblings(answer_, *s);
+  }
+  for (const auto& s : replies_) {
+    if (s && *s != answer_) ++receipt_.read_repairs;
+  }
+  outcome_ = Status::OK();
+}
+
 void ReadOp::OnDeadline() {
   if (answered()) return;
   const size_t r = static_cast<size_t>(std::max(req_.r, 1));
-  if (ok_ == 0) {
+  if (ok_ >= r) {
+    Answer();  // stand-ins' answers, with a planned replica still silent
+  } else if (ok_ == 0) {
     outcome_ = Status::Timeout("no replica answered the read before the deadline");
   } else {
     outcome_ = Status::Unavailable("read answered by " + std::to_string(ok_) + " of R=" +

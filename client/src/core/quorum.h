@@ -241,9 +241,15 @@ struct ReadRequest {
 };
 
 // A read: Get to every counted replica, answered at R replies with the merge
-// of what they returned. The op then keeps collecting until every replica
-// answered or the repair window ends (Finish), and returns the repair writes
-// for replicas that answered stale or missing.
+// of what they returned. A replica that fails is replaced by a spare (which
+// answers with its hints for it), but a spare's answer counts toward R only
+// once every replica of the route has answered or failed, or at the
+// deadline: a replica that refuses reads while it syncs (a catch-up, a
+// partition it just took over) still takes writes, so a spare's empty
+// answer in its place could hide a write the others hold. The op then keeps
+// collecting until every replica answered or the repair window ends
+// (Finish), and returns the repair writes for replicas that answered stale
+// or missing.
 class ReadOp {
  public:
   ReadOp(std::shared_ptr<const Route> route, ReadRequest request);
@@ -286,9 +292,13 @@ class ReadOp {
   std::vector<const Target*> targets_;  // in route_ or stand_ins_
   std::list<Target> stand_ins_;
   size_t next_spare_ = 0;
+  void Answer();
+
   std::vector<std::optional<SiblingSet>> replies_;
   size_t ok_ = 0;
   size_t outstanding_ = 0;
+  size_t planned_ok_ = 0;           // answers from the route's replicas
+  size_t planned_outstanding_ = 0;  // the route's replicas not yet answered or failed
   std::optional<Status> outcome_;
   SiblingSet answer_;
   Receipt receipt_;  // acks are kept in acked_ until receipt() is asked for
