@@ -52,6 +52,34 @@ Result<HintKeyParts> ParseHintKey(std::string_view stored) {
   return HintKeyParts{stored.substr(1, len), LoadU32(stored.substr(1 + len)), stored.substr(5 + len)};
 }
 
+std::string EncodeSwitchSync(const SwitchSync& sync) {
+  std::string out;
+  for (const auto& [partition, nodes] : sync) {
+    DYNAMO_CHECK(nodes.size() <= 0xff);
+    AppendU32(&out, partition);
+    out.push_back(static_cast<char>(nodes.size()));
+    for (const NodeId& n : nodes) out += HintOwnerPrefix(n);
+  }
+  return out;
+}
+
+Result<SwitchSync> DecodeSwitchSync(std::string_view bytes) {
+  SwitchSync out;
+  while (!bytes.empty()) {
+    if (bytes.size() < 5) return Status::Corruption("switch sync record too short");
+    std::set<NodeId>& nodes = out[LoadU32(bytes)];
+    size_t count = static_cast<uint8_t>(bytes[4]);
+    bytes.remove_prefix(5);
+    for (; count > 0; --count) {
+      const size_t len = bytes.empty() ? 0 : static_cast<uint8_t>(bytes[0]);
+      if (bytes.size() < 1 + len) return Status::Corruption("switch sync node id too short");
+      nodes.emplace(bytes.substr(1, len));
+      bytes.remove_prefix(1 + len);
+    }
+  }
+  return out;
+}
+
 std::string PrefixEnd(std::string_view prefix) {
   std::string end(prefix);
   while (!end.empty() && static_cast<uint8_t>(end.back()) == 0xff) end.pop_back();

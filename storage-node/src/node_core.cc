@@ -79,6 +79,7 @@ NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogS
   stored_limits_.value_bytes_max = std::max(stored_limits_.value_bytes_max, kValueBytesMaxLimit);
   map_ = std::move(state_.map);
   state_.map.reset();
+  if (map_) last_ring_ = map_->ring();
 }
 
 NodeCore::~NodeCore() = default;
@@ -401,6 +402,10 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
     return;
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
+  if (Status gated = SwitchSyncPending(p); !gated.ok()) {
+    ReplyError(conn, id, gated.Annotate("ask another replica"));
+    return;
+  }
   std::vector<std::pair<Space, std::string>> keys = {{Space::kData, DataKey(p, req.key)}};
   if (!req.hint.empty() && req.hint != options_.id) {
     // A stand-in answers with every hinted copy of the key it holds, not only
@@ -713,13 +718,17 @@ void NodeCore::FetchWindow(std::shared_ptr<FetchState> f) {
     const std::string& key = f->keys[begin + i];
     const PartitionId p = map_->ring().KeyPartition(key);
     Storage(ReadOp{Space::kData, DataKey(p, key)},
-            [this, window, join, i, key_bytes = key.size()](Now, StorageResult r) {
+            [this, window, join, i, p, key_bytes = key.size()](Now, StorageResult r) {
               auto& [bytes, set] = (*window)[i];
               bytes = key_bytes;
               if (r.status.ok() && r.value) {
                 bytes += r.value->size();
                 Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
                 if (decoded.ok()) set = std::move(*decoded);
+                // Asked by the node that took the partition over: what this
+                // one held through an absence goes no further, as in a handoff.
+                if (set && !Replicates(p))
+                  stats_.handoff_stale_dropped += DropHeldThroughAbsence(*set);
               }
               join->One(r.status);
             });
@@ -784,6 +793,10 @@ void NodeCore::HandleTransfer(Now now, uint64_t conn, uint64_t id, proto::Transf
     ReplyError(conn, id,
                Status::Unavailable("node " + options_.id +
                                    " is catching up and cannot give a whole partition"));
+    return;
+  }
+  if (Status gated = SwitchSyncPending(req.partition); !gated.ok()) {
+    ReplyError(conn, id, gated.Annotate("it cannot give the whole partition yet"));
     return;
   }
   ScanOp scan;
@@ -895,6 +908,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"requests", stats_.requests},
       {"requests_refused_busy", stats_.requests_refused_busy},
       {"storage_losses_found", stats_.storage_losses_found},
+      {"switch_sync_partitions", state_.switch_sync.size()},
       {"tombstones_purged", stats_.tombstones_purged},
       {"transfers_done", stats_.transfers_done},
       {"tree_keys_corrected", stats_.tree_keys_corrected},
@@ -987,6 +1001,7 @@ void NodeCore::CreateCluster(Now now) {
   Log(LogLevel::kInfo, "created a new cluster: " + std::to_string(options_.partitions) +
                            " partitions, " + std::to_string(options_.replicas) + " replicas");
   map_changed_ms_ = now.mono_ms;
+  last_ring_ = map_->ring();
   Persist(true);
 }
 
@@ -1045,6 +1060,10 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
   if (map_changed) {
     map_changed_ms_ = now.mono_ms;
     AbandonTransfersNoLongerOwed();
+    if (!last_ring_ || last_ring_->epoch() != map_->ring().epoch()) {
+      if (last_ring_) NoteRingSwitch(*last_ring_);
+      last_ring_ = map_->ring();
+    }
   }
   if (map_changed && epoch() != logged_epoch_) {
     logged_epoch_ = epoch();
@@ -1109,6 +1128,7 @@ void NodeCore::Persist(bool sync, std::function<void(Status)> done) {
   write.sync = sync;
   if (sync) synced_map_hash_ = map_->ContentHash();
   write.batch.Put(Space::kMeta, std::string(kMetaClusterMap), map_->Serialize());
+  write.batch.Put(Space::kMeta, std::string(kMetaSwitchSync), EncodeSwitchSync(state_.switch_sync));
   write.batch.Put(Space::kMeta, std::string(kMetaMembers),
                   proto::EncodeMembers(membership_.View(now_ms_)));
   Storage(std::move(write), [this, done = std::move(done)](Now, StorageResult r) {
@@ -1514,14 +1534,15 @@ bool NodeCore::HintExpired(const Version& v) const {
 // absence longer than it, may have been superseded by a delete whose
 // tombstones are purged since: pushing them would bring the key back.
 size_t NodeCore::DropStaleVersions(const Handoff& h, SiblingSet& set) const {
-  const size_t before = set.size();
-  if (h.space == Space::kHints) {
-    std::erase_if(set, [this](const Version& v) { return HintExpired(v); });
-  } else if (state_.stale_before_wall_ms != 0) {
-    std::erase_if(
-        set, [this](const Version& v) { return v.timestamp_ms < state_.stale_before_wall_ms; });
-  }
-  return before - set.size();
+  if (h.space == Space::kHints)
+    return std::erase_if(set, [this](const Version& v) { return HintExpired(v); });
+  return DropHeldThroughAbsence(set);
+}
+
+size_t NodeCore::DropHeldThroughAbsence(SiblingSet& set) const {
+  if (state_.stale_before_wall_ms == 0) return 0;
+  return std::erase_if(
+      set, [this](const Version& v) { return v.timestamp_ms < state_.stale_before_wall_ms; });
 }
 
 void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResult page,
@@ -1597,6 +1618,36 @@ bool NodeCore::GainsPartitionsAtSwitch() const {
     if (std::find(now.begin(), now.end(), options_.id) == now.end()) return true;
   }
   return false;
+}
+
+void NodeCore::NoteRingSwitch(const Ring& before) {
+  const Ring& after = map_->ring();
+  std::erase_if(state_.switch_sync, [&](const auto& entry) { return !Replicates(entry.first); });
+  if (before.partition_count() != after.partition_count()) return;
+  size_t gained = 0;
+  for (PartitionId p : after.PartitionsReplicatedBy(options_.id)) {
+    const std::vector<NodeId> was = before.PreferenceList(p);
+    if (std::find(was.begin(), was.end(), options_.id) != was.end()) continue;
+    const std::vector<NodeId> now = after.PreferenceList(p);
+    for (const NodeId& n : was) {
+      if (std::find(now.begin(), now.end(), n) == now.end()) state_.switch_sync[p].insert(n);
+    }
+    gained += state_.switch_sync.count(p);
+  }
+  if (gained > 0) {
+    Log(LogLevel::kInfo, "took over " + std::to_string(gained) +
+                             " partitions at the ring switch: their reads wait for a sync with "
+                             "the replicas they replaced");
+  }
+}
+
+Status NodeCore::SwitchSyncPending(PartitionId p) const {
+  auto gate = state_.switch_sync.find(p);
+  if (gate == state_.switch_sync.end()) return Status::OK();
+  std::string with;
+  for (const NodeId& n : gate->second) with += (with.empty() ? "" : ", ") + n;
+  return Status::Unavailable("node " + options_.id + " took over partition " + std::to_string(p) +
+                             " at a ring switch and has not synced it with " + with + " yet");
 }
 
 void NodeCore::BeginCatchUp(const std::string& why) {

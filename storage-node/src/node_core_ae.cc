@@ -38,6 +38,10 @@ struct NodeCore::AeSession {
   std::vector<std::string> keys;  // differing keys, once compared
   size_t next = 0;
   bool peer_catching_up = false;  // the peer pulls itself; nothing is pushed
+  // A sync of a partition this node took over at a ring switch (switch_sync):
+  // it only pulls.
+  bool switch_sync = false;
+  uint64_t peer_epoch = 0;        // the greatest map epoch the peer answered with
   std::function<void()> done;     // releases the background slot
 };
 
@@ -433,6 +437,7 @@ void NodeCore::PurgeLocal(std::vector<proto::PurgeRequest::Entry> entries,
 
 void NodeCore::AntiEntropyTick(Now now) {
   if (ae_ || !map_ || !trees_ready_ || shutting_down_ || exited_) return;
+  if (StartSwitchSync(now)) return;
   const Ring& ring = map_->ring();
   while (true) {
     if (ae_pos_ >= ae_cycle_.size()) {
@@ -466,25 +471,61 @@ void NodeCore::AntiEntropyTick(Now now) {
       continue;
     }
     ae_cycle_had_session_ = true;
-    auto s = std::make_shared<AeSession>();
-    s->partition = p;
-    s->peer = peers[ae_rotation_[p]++ % peers.size()];
-    s->address = *AddressOf(s->peer);
-    ae_ = s;
-    Background([this, s](std::function<void()> done) {
-      s->done = std::move(done);
-      if (ae_ != s) {  // the session was abandoned while it waited
-        FinishAe(s, Status::Aborted("abandoned"));
-        return;
-      }
-      MerkleComparisonOptions opts;
-      ApplyTreeUpdates();
-      s->comparison = std::make_unique<MerkleComparison>(&TreeFor(s->partition), opts);
-      ++stats_.ae_sessions;
-      AeRound(s);
-    });
+    StartAeSession(p, peers[ae_rotation_[p]++ % peers.size()], false);
     return;
   }
+}
+
+bool NodeCore::StartSwitchSync(Now now) {
+  if (state_.switch_sync.empty() || now.mono_ms < switch_sync_next_ms_) return false;
+  // A replaced replica that was removed meanwhile cannot be asked; every other
+  // replica of the partition holds what it held with them.
+  bool changed = false;
+  std::vector<std::pair<PartitionId, NodeId>> due;
+  for (auto& [p, nodes] : state_.switch_sync) {
+    for (auto n = nodes.begin(); n != nodes.end();) {
+      std::optional<proto::Member> m = membership_.Find(*n);
+      if (m && m->status != proto::MemberStatus::kRemoved) {
+        if (membership_.IsAlive(*n, now.mono_ms) && AddressOf(*n)) due.emplace_back(p, *n);
+        ++n;
+        continue;
+      }
+      Log(LogLevel::kInfo, "partition " + std::to_string(p) + ": " + *n +
+                               " was removed before this node synced with it; syncing with the "
+                               "other replicas instead");
+      n = nodes.erase(n);
+      for (const NodeId& other : map_->ring().PreferenceList(p)) {
+        if (other != options_.id) nodes.insert(other);
+      }
+      changed = true;
+    }
+  }
+  if (changed) Persist(false);
+  if (due.empty()) return false;
+  const auto& [p, peer] = due[switch_sync_turn_++ % due.size()];
+  StartAeSession(p, peer, true);
+  return true;
+}
+
+void NodeCore::StartAeSession(PartitionId p, const NodeId& peer, bool switch_sync) {
+  auto s = std::make_shared<AeSession>();
+  s->partition = p;
+  s->peer = peer;
+  s->address = *AddressOf(peer);
+  s->switch_sync = switch_sync;
+  ae_ = s;
+  Background([this, s](std::function<void()> done) {
+    s->done = std::move(done);
+    if (ae_ != s) {  // the session was abandoned while it waited
+      FinishAe(s, Status::Aborted("abandoned"));
+      return;
+    }
+    MerkleComparisonOptions opts;
+    ApplyTreeUpdates();
+    s->comparison = std::make_unique<MerkleComparison>(&TreeFor(s->partition), opts);
+    ++stats_.ae_sessions;
+    AeRound(s);
+  });
 }
 
 void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
@@ -505,6 +546,7 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
          if (st.ok()) {
            const auto& compare = std::get<proto::AeCompareReply>(reply->body);
            s->peer_catching_up |= compare.catching_up;
+           s->peer_epoch = std::max(s->peer_epoch, compare.epoch);
            ApplyTreeUpdates();
            st = s->comparison->HandleReply(compare.reply);
          }
@@ -570,7 +612,7 @@ void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
              FinishAe(s, merged);
              return;
            }
-           if (s->peer_catching_up) {
+           if (s->peer_catching_up || s->switch_sync) {
              AeExchange(s);
              return;
            }
@@ -648,7 +690,7 @@ void NodeCore::AePushRepairs(
 // everywhere.
 void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
   const PartitionId p = s->partition;
-  if (!map_ || map_->ring().Owner(p) != options_.id || map_->next() ||
+  if (!map_ || map_->ring().Owner(p) != options_.id || map_->next() || s->switch_sync ||
       now_ms_ < last_purge_ms_[p] + options_.purge_interval_ms || last_purge_ms_[p] == 0) {
     if (last_purge_ms_[p] == 0) last_purge_ms_[p] = now_ms_;  // first pass only arms the timer
     FinishAe(s, Status::OK());
@@ -747,6 +789,27 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
   });
 }
 
+void NodeCore::FinishSwitchSync(const AeSession& s) {
+  auto gate = state_.switch_sync.find(s.partition);
+  if (!map_ || gate == state_.switch_sync.end() || !gate->second.count(s.peer)) return;
+  if (s.peer_epoch < map_->ring().epoch()) {
+    // The peer has not switched yet, so it may still take the partition's
+    // writes as a replica: sync again once it has.
+    switch_sync_next_ms_ = now_ms_ + options_.gossip_interval_ms;
+    return;
+  }
+  gate->second.erase(s.peer);
+  if (!gate->second.empty()) return;
+  state_.switch_sync.erase(gate);
+  Log(LogLevel::kDebug, "partition " + std::to_string(s.partition) +
+                            " synced with the replicas it took over from: serving its reads");
+  if (state_.switch_sync.empty()) {
+    Log(LogLevel::kInfo, "every partition taken over at the ring switch synced: serving reads");
+  }
+  // Unsynced: lost, the sync only runs again.
+  Persist(false);
+}
+
 void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
   if (s->done) {
     auto done = std::move(s->done);
@@ -762,6 +825,9 @@ void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
     if (status.code() == StatusCode::kUnavailable || status.IsTimeout()) {
       membership_.Contact(s->peer, false, now_ms_);
     }
+    if (s->switch_sync) switch_sync_next_ms_ = now_ms_ + options_.gossip_interval_ms;
+  } else if (s->switch_sync) {
+    FinishSwitchSync(*s);
   } else {
     if (!s->keys.empty()) {
       Log(LogLevel::kInfo, "anti-entropy of partition " + std::to_string(s->partition) + " with " +

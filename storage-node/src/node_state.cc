@@ -59,6 +59,13 @@ Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options,
   Result<std::optional<std::string>> catching_up = engine.Get(Space::kMeta, kMetaCatchingUp);
   if (!catching_up.ok()) return catching_up.status();
   state.catching_up = catching_up->has_value();
+  Result<std::optional<std::string>> switch_sync = engine.Get(Space::kMeta, kMetaSwitchSync);
+  if (!switch_sync.ok()) return switch_sync.status();
+  if (*switch_sync) {
+    Result<SwitchSync> parsed = DecodeSwitchSync(**switch_sync);
+    if (!parsed.ok()) return parsed.status().Annotate("stored switch sync");
+    state.switch_sync = std::move(*parsed);
+  }
 
   Result<std::optional<std::string>> map = engine.Get(Space::kMeta, kMetaClusterMap);
   if (!map.ok()) return map.status();

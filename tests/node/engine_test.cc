@@ -961,6 +961,18 @@ TEST(KeysTest, Layouts) {
   EXPECT_FALSE(ParseHintKey(std::string("\x09n2", 3)).ok());
   EXPECT_EQ(*DecodeU64(EncodeU64(0x0102030405060708ULL)), 0x0102030405060708ULL);
   EXPECT_FALSE(DecodeU64("short").ok());
+  const SwitchSync sync = {{7, {"n2", "n10"}}, {0x01020304, {"a"}}, {9, {}}};
+  const std::string bytes = EncodeSwitchSync(sync);
+  EXPECT_EQ(*DecodeSwitchSync(bytes), sync);
+  EXPECT_TRUE(DecodeSwitchSync("")->empty());
+  for (size_t cut = 1; cut < bytes.size(); ++cut) {
+    Result<SwitchSync> partial = DecodeSwitchSync(std::string_view(bytes).substr(0, cut));
+    if (partial.ok()) {
+      EXPECT_NE(*partial, sync) << cut;  // cut at a record's end: fewer records
+    } else {
+      EXPECT_EQ(partial.status().code(), StatusCode::kCorruption) << cut;
+    }
+  }
 }
 
 }  // namespace

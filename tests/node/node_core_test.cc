@@ -1179,6 +1179,72 @@ TEST(NodeCoreTest, AJoinerCopiesTheReplicaItDisplacesSoQuorumsStillMeet) {
   }
 }
 
+// A write acknowledged by two replicas of the ring before a switch, one of
+// them the replica a joiner replaces, but not by the joiner (a client still
+// on the old map, or a send to the joiner that failed): after the switch a
+// read of the joiner and the third replica, neither holding it, would miss
+// it. The joiner refuses the partition's reads until it has synced with the
+// replica it replaced, also across a restart.
+TEST(NodeCoreTest, ATakenOverPartitionIsReadOnlyAfterASyncWithTheReplicaItReplaced) {
+  SimCluster sim(14);
+  auto quiet = [](NodeOptions& o) {
+    o.handoff_delay_ms = 600000;
+    o.ae_cycle_pause_ms = 600000;
+  };
+  FormCluster(sim, 3, quiet);
+  const Ring before = sim.core("n1").map()->ring();
+  sim.AddNode("n4", {"n1"}, quiet);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n1").map()->next().has_value(); }, 10000));
+  const Ring next = *sim.core("n1").map()->next();
+  std::string key;
+  NodeId replaced, kept;
+  for (int i = 0; key.empty(); ++i) {
+    ASSERT_LT(i, 10000);
+    const std::string k = "moved:" + std::to_string(i);
+    const PartitionId p = next.KeyPartition(k);
+    const std::vector<NodeId> was = before.PreferenceList(p), now = next.PreferenceList(p);
+    if (std::find(now.begin(), now.end(), "n4") == now.end()) continue;
+    for (const NodeId& n : was) {
+      (std::find(now.begin(), now.end(), n) == now.end() ? replaced : kept) = n;
+    }
+    key = k;
+  }
+  sim.Cut("n4", replaced);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  const PartitionId p = sim.core("n4").map()->ring().KeyPartition(key);
+  ASSERT_EQ(sim.core("n4").map()->ring().PreferenceList(p), next.PreferenceList(p));
+  EXPECT_EQ(sim.core("n4").switch_sync().at(p), std::set<NodeId>{replaced});
+
+  auto put = sim.Request(kept, proto::CoordPutRequest{key, {}, "acknowledged", false});
+  auto* coord = std::get_if<proto::CoordPutReply>(&put->body);
+  ASSERT_NE(coord, nullptr);
+  ASSERT_TRUE(std::holds_alternative<proto::Ack>(
+      sim.Request(replaced, proto::ReplicaPutRequest{key, coord->siblings, ""})->body));
+  auto expect_refused = [&] {
+    auto r = sim.Request("n4", proto::GetRequest{key});
+    ASSERT_TRUE(r.ok());
+    auto* error = std::get_if<proto::ErrorReply>(&r->body);
+    ASSERT_NE(error, nullptr) << "the joiner answered a read of a partition it has not synced";
+    EXPECT_EQ(error->code, StatusCode::kUnavailable);
+    EXPECT_NE(error->message.find(replaced), std::string::npos) << error->message;
+  };
+  expect_refused();
+  sim.RunFor(3000);
+  expect_refused();
+  sim.Crash("n4");
+  sim.Restart("n4");
+  sim.RunFor(1000);
+  expect_refused();
+
+  sim.Cut("n4", replaced, false);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n4").switch_sync().empty(); }, 30000));
+  auto r = sim.Request("n4", proto::GetRequest{key});
+  auto* get = std::get_if<proto::GetReply>(&r->body);
+  ASSERT_NE(get, nullptr);
+  ASSERT_EQ(get->siblings.size(), 1u);
+  EXPECT_EQ(get->siblings[0].value, "acknowledged");
+}
+
 bool RootsAgree(SimCluster& sim) {
   const Ring& ring = sim.core("n1").map()->ring();
   for (PartitionId p = 0; p < ring.partition_count(); ++p) {

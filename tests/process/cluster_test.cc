@@ -67,6 +67,9 @@ void ExpectReplicated(ProcessCluster& c, const std::string& via, const std::vect
   Result<ClusterMap> map = c.Map(via);
   ASSERT_TRUE(map.ok());
   ASSERT_FALSE(map->next().has_value());
+  // A node reads a partition it took over at the switch once it synced it
+  // with the replicas it replaced.
+  ASSERT_TRUE(Eventually([&] { return c.SumStat("switch_sync_partitions") == 0; }, 30000));
   for (const std::string& key : keys) {
     for (const NodeId& id : map->ring().PreferenceList(map->ring().KeyPartition(key))) {
       Result<SiblingSet> s = c.StoredOn(id, key);

@@ -330,6 +330,7 @@ Status ProcessCluster::Put(const std::string& via, const std::string& key, const
 Result<SiblingSet> ProcessCluster::StoredOn(const std::string& id, const std::string& key) {
   Result<proto::Message> r = cli::CallNode(Address(id), proto::GetRequest{key}, 3000);
   if (!r.ok()) return r.status();
+  if (const auto* e = std::get_if<proto::ErrorReply>(&r->body)) return proto::ToStatus(*e);
   const auto* g = std::get_if<proto::GetReply>(&r->body);
   if (!g) return Status::ProtocolError("not a GetReply");
   return g->siblings;

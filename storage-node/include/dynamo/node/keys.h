@@ -6,10 +6,13 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <set>
 #include <string>
 #include <string_view>
 
 #include "dynamo/placement.h"
+#include "dynamo/ring.h"
 #include "dynamo/status.h"
 
 namespace dynamo::node {
@@ -25,6 +28,9 @@ inline constexpr std::string_view kMetaStaleBefore = "stale_before_ms";
 // Present while the node catches up (a wiped rejoin, a long absence, a scrub
 // that left partitions out): a restart resumes the catch-up.
 inline constexpr std::string_view kMetaCatchingUp = "catching_up";
+// Partitions this node took over at a ring switch and the replicas it
+// replaced there that it has not yet synced with (EncodeSwitchSync).
+inline constexpr std::string_view kMetaSwitchSync = "switch_sync";
 
 std::string DataKey(PartitionId partition, std::string_view key);
 std::string PartitionPrefix(PartitionId partition);
@@ -50,6 +56,13 @@ std::string PrefixEnd(std::string_view prefix);
 
 // A key made unique across spaces (a space byte, then the key), e.g. to lock it.
 std::string QualifiedKey(uint8_t space, std::string_view key);
+
+// Per partition, node ids: [partition u32 BE][count u8] then per node
+// [length u8][id], repeated.
+using SwitchSync = std::map<PartitionId, std::set<NodeId>>;
+std::string EncodeSwitchSync(const SwitchSync& sync);
+// Corruption if `bytes` is cut short.
+Result<SwitchSync> DecodeSwitchSync(std::string_view bytes);
 
 std::string EncodeU64(uint64_t v);
 Result<uint64_t> DecodeU64(std::string_view bytes);

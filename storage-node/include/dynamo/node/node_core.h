@@ -40,6 +40,7 @@
 #include "dynamo/merkle.h"
 #include "dynamo/node/engine.h"
 #include "dynamo/node/governor.h"
+#include "dynamo/node/keys.h"
 #include "dynamo/node/membership.h"
 #include "dynamo/node/recent_puts.h"
 #include "dynamo/proto/codec.h"
@@ -165,6 +166,9 @@ struct NodeState {
   uint64_t stale_before_wall_ms = 0;
   // An earlier run began a catch-up (kMetaCatchingUp) it did not finish.
   bool catching_up = false;
+  // Partitions this node took over at a ring switch, with the replicas it
+  // replaced that it has not synced with since (kMetaSwitchSync).
+  SwitchSync switch_sync;
 };
 
 struct Now {
@@ -277,6 +281,9 @@ class NodeCore {
   uint64_t epoch() const { return map_ ? map_->epoch() : 0; }
   // Whether the node refuses reads until anti-entropy caught it up.
   bool catching_up() const { return catching_up_; }
+  // Partitions taken over at a ring switch whose reads wait for a sync with
+  // the replicas they replaced, by partition.
+  const SwitchSync& switch_sync() const { return state_.switch_sync; }
   // Whether every partition's Merkle tree has been built from storage.
   bool trees_ready() const { return trees_ready_; }
   // The root of the partition's Merkle tree (empty summary if none).
@@ -444,6 +451,9 @@ class NodeCore {
   void RotateActor(const std::string& why);
   // Drops the versions of `set` that handoff `h` must not push; returns how many.
   size_t DropStaleVersions(const Handoff& h, SiblingSet& set) const;
+  // Drops the data versions this node held through an absence longer than
+  // the grace period (stale_before_wall_ms); returns how many.
+  size_t DropHeldThroughAbsence(SiblingSet& set) const;
   // A hinted version older than the grace period: a tombstone over it may
   // be purged, so it is neither delivered nor read.
   bool HintExpired(const Version& v) const;
@@ -559,6 +569,23 @@ class NodeCore {
   bool GainsPartitionsAtSwitch() const;
   // The replica to copy partition `p` from for the pending change, or none up.
   std::optional<NodeId> TransferSource(Now now, PartitionId p) const;
+  // After the ring moved on from `before`: each partition this node gained
+  // waits for a sync with the replicas it replaced. Such a replica took the
+  // writes that the new one may have missed (a send during the change that
+  // failed, a client still on the old map); with one other replica it holds
+  // every write acknowledged by two of three, so until then this node
+  // refuses the partition's reads, and a reader waits for the others.
+  void NoteRingSwitch(const Ring& before);
+  // Unavailable, naming the replicas awaited, while `p`'s reads wait so.
+  Status SwitchSyncPending(PartitionId p) const;
+  // Starts an anti-entropy session that pulls a gained partition from a
+  // replica it replaced, if one is due and up; false if none started.
+  bool StartSwitchSync(Now now);
+  void StartAeSession(PartitionId p, const NodeId& peer, bool switch_sync);
+  void FinishSwitchSync(const AeSession& s);
+  std::optional<Ring> last_ring_;  // the ring AfterClusterChange last saw
+  uint64_t switch_sync_next_ms_ = 0;
+  uint64_t switch_sync_turn_ = 0;
   bool catching_up_ = false;
   std::set<PartitionId> caught_up_;
   // Catching up on a partition: the other replicas it synced with, and
