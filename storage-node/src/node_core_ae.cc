@@ -500,7 +500,10 @@ bool NodeCore::StartSwitchSync(Now now) {
       changed = true;
     }
   }
-  if (changed) Persist(false);
+  if (changed) {
+    std::erase_if(state_.switch_sync, [](const auto& entry) { return entry.second.empty(); });
+    Persist(false);
+  }
   if (due.empty()) return false;
   const auto& [p, peer] = due[switch_sync_turn_++ % due.size()];
   StartAeSession(p, peer, true);

@@ -1245,6 +1245,55 @@ TEST(NodeCoreTest, ATakenOverPartitionIsReadOnlyAfterASyncWithTheReplicaItReplac
   EXPECT_EQ(get->siblings[0].value, "acknowledged");
 }
 
+// The replica a node replaces at a switch may be gone for good: removed, it
+// cannot be synced with. Writes it acknowledged are each on one of the other
+// replicas, which the node then syncs with before serving reads; it may have
+// copied the partition from the one that lacks them.
+TEST(NodeCoreTest, ANodeThatReplacesARemovedReplicaSyncsWithTheOthersBeforeServingReads) {
+  SimCluster sim(15);
+  auto quiet = [](NodeOptions& o) {
+    o.handoff_delay_ms = 600000;
+    o.ae_cycle_pause_ms = 600000;
+  };
+  FormCluster(sim, 4, quiet);
+  const Ring before = sim.core("n1").map()->ring();
+  std::vector<std::string> keys;
+  for (int i = 0; keys.size() < 40; ++i) {
+    const std::string key = "gone:" + std::to_string(i);
+    std::vector<NodeId> pref = before.PreferenceList(before.KeyPartition(key));
+    std::erase(pref, "n4");
+    if (pref.size() != 2) continue;
+    // On n4 and one other replica, each of the two in turn.
+    WriteMissing(sim, key, "acknowledged", pref[keys.size() % 2]);
+    keys.push_back(key);
+  }
+  sim.Crash("n4", false);
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return !sim.core("n1").membership().IsAlive("n4", sim.now()); }, 10000));
+  ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(
+      sim.Request("n1", proto::AdminRequest{proto::AdminOp::kRemove, "n4"})->body));
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        for (const NodeId& n : {"n1", "n2", "n3"}) {
+          if (!sim.core(n).switch_sync().empty()) return false;
+        }
+        return true;
+      },
+      30000));
+  const Ring& after = sim.core("n1").map()->ring();
+  for (const std::string& key : keys) {
+    const std::vector<NodeId> was = before.PreferenceList(before.KeyPartition(key));
+    for (const NodeId& n : after.PreferenceList(after.KeyPartition(key))) {
+      if (std::find(was.begin(), was.end(), n) != was.end()) continue;
+      auto r = sim.Request(n, proto::GetRequest{key});
+      auto* get = std::get_if<proto::GetReply>(&r->body);
+      ASSERT_NE(get, nullptr) << n;
+      EXPECT_EQ(get->siblings.size(), 1u) << key << " missing on " << n;
+    }
+  }
+}
+
 bool RootsAgree(SimCluster& sim) {
   const Ring& ring = sim.core("n1").map()->ring();
   for (PartitionId p = 0; p < ring.partition_count(); ++p) {
