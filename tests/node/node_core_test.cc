@@ -1134,6 +1134,13 @@ TEST(NodeCoreTest, EveryReplyCarriesTheEpoch) {
 namespace dynamo::node {
 namespace {
 
+// No handoff and no anti-entropy round for ten minutes: what a node holds
+// comes from writes and transfers only.
+void Quiet(NodeOptions& o) {
+  o.handoff_delay_ms = 600000;
+  o.ae_cycle_pause_ms = 600000;
+}
+
 // Writes `key` through the coordinator to the preference list, except `skip`.
 void WriteMissing(SimCluster& sim, const std::string& key, const std::string& value, const std::string& skip,
                   VersionVector context = {}, bool tombstone = false) {
@@ -1157,18 +1164,14 @@ void WriteMissing(SimCluster& sim, const std::string& key, const std::string& va
 // miss it until a handoff or anti-entropy came by).
 TEST(NodeCoreTest, AJoinerCopiesTheReplicaItDisplacesSoQuorumsStillMeet) {
   SimCluster sim(13);
-  auto quiet = [](NodeOptions& o) {
-    o.handoff_delay_ms = 600000;
-    o.ae_cycle_pause_ms = 600000;
-  };
-  FormCluster(sim, 3, quiet);
+  FormCluster(sim, 3, Quiet);
   const Ring& before = sim.core("n1").map()->ring();
   std::vector<std::string> keys;
   for (int i = 0; i < 200; ++i) {
     keys.push_back("w2:" + std::to_string(i));
     WriteMissing(sim, keys.back(), "v", before.PreferenceList(before.KeyPartition(keys.back()))[0]);
   }
-  sim.AddNode("n4", {"n1"}, quiet);
+  sim.AddNode("n4", {"n1"}, Quiet);
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
   const Ring& after = sim.core("n1").map()->ring();
   for (const std::string& k : keys) {
@@ -1187,13 +1190,9 @@ TEST(NodeCoreTest, AJoinerCopiesTheReplicaItDisplacesSoQuorumsStillMeet) {
 // replica it replaced, also across a restart.
 TEST(NodeCoreTest, ATakenOverPartitionIsReadOnlyAfterASyncWithTheReplicaItReplaced) {
   SimCluster sim(14);
-  auto quiet = [](NodeOptions& o) {
-    o.handoff_delay_ms = 600000;
-    o.ae_cycle_pause_ms = 600000;
-  };
-  FormCluster(sim, 3, quiet);
+  FormCluster(sim, 3, Quiet);
   const Ring before = sim.core("n1").map()->ring();
-  sim.AddNode("n4", {"n1"}, quiet);
+  sim.AddNode("n4", {"n1"}, Quiet);
   ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n1").map()->next().has_value(); }, 10000));
   const Ring next = *sim.core("n1").map()->next();
   std::string key;
@@ -1251,11 +1250,7 @@ TEST(NodeCoreTest, ATakenOverPartitionIsReadOnlyAfterASyncWithTheReplicaItReplac
 // copied the partition from the one that lacks them.
 TEST(NodeCoreTest, ANodeThatReplacesARemovedReplicaSyncsWithTheOthersBeforeServingReads) {
   SimCluster sim(15);
-  auto quiet = [](NodeOptions& o) {
-    o.handoff_delay_ms = 600000;
-    o.ae_cycle_pause_ms = 600000;
-  };
-  FormCluster(sim, 4, quiet);
+  FormCluster(sim, 4, Quiet);
   const Ring before = sim.core("n1").map()->ring();
   std::vector<std::string> keys;
   for (int i = 0; keys.size() < 40; ++i) {
