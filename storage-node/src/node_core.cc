@@ -19,6 +19,8 @@ constexpr size_t kFetchKeysMax = 4096;
 constexpr size_t kFetchReadWindow = 32;
 // Peers told of our departure before exiting.
 constexpr size_t kFarewellPeers = 3;
+// How often a node records that it is alive (kMetaLastAlive, unsynced).
+constexpr uint64_t kAliveRecordMs = 10000;
 template <class... Ts>
 struct Overloaded : Ts... {
   using Ts::operator()...;
@@ -222,12 +224,20 @@ void NodeCore::Start(Now now) {
                    " s, longer than the tombstone grace period: reads wait for a full "
                    "anti-entropy round, and data held through the absence is not handed "
                    "off to partitions' new replicas");
+      // What it held through the absence was stamped before its last record
+      // of being alive, by a record interval and a clock skew at most. Its
+      // clock may be ahead now (the absence measured too long): versions it
+      // takes after its return must not fall under the mark.
+      state_.stale_before_wall_ms =
+          std::max(state_.stale_before_wall_ms,
+                   std::min(now.wall_ms, state_.last_alive_wall_ms + kAliveRecordMs +
+                                             options_.clock_skew_max_ms));
       // Durable before the first record of this run's life, which follows it
       // in the log: a restart must not forget the absence.
-      state_.stale_before_wall_ms = now.wall_ms;
       WriteOp stale;
       stale.sync = true;
-      stale.batch.Put(Space::kMeta, std::string(kMetaStaleBefore), EncodeU64(now.wall_ms));
+      stale.batch.Put(Space::kMeta, std::string(kMetaStaleBefore),
+                      EncodeU64(state_.stale_before_wall_ms));
       Storage(std::move(stale), [this](Now, StorageResult r) {
         if (!r.status.ok()) Log(LogLevel::kError, "recording the absence: " + r.status.ToString());
       });
@@ -362,7 +372,7 @@ void NodeCore::OnTick(Now now) {
   }
   if (shutting_down_) return;
   if (now.mono_ms >= next_alive_write_ms_) {
-    next_alive_write_ms_ = now.mono_ms + 10000;
+    next_alive_write_ms_ = now.mono_ms + kAliveRecordMs;
     WriteOp alive;
     alive.batch.Put(Space::kMeta, std::string(kMetaLastAlive), EncodeU64(now.wall_ms));
     Storage(std::move(alive), [](Now, StorageResult) {});

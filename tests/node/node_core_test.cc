@@ -2060,6 +2060,45 @@ TEST(AntiEntropyTest, ANodeWhoseClockReadsBeforeItsLastLifeCatchesUpFirst) {
   ExpectANodeAwayLongerThanGraceToCatchUpFirst(-60000);
 }
 
+// A node whose clock jumped ahead while it was down (15 s) measures its
+// absence as longer than the grace period: it catches up, and what it held
+// through the absence is not handed off. What it takes after its return is,
+// though right clocks stamp it earlier than its own clock reads: the mark
+// of what it held stops at its last record of being alive, a record
+// interval and the clock skew margin after it.
+TEST(AntiEntropyTest, ANodeWhoseClockIsAheadAtBootStillHandsOffWhatItTookAfterItsReturn) {
+  SimCluster sim(37);
+  auto grace = [](NodeOptions& o) {
+    o.tombstone_grace_ms = 20000;
+    o.clock_skew_max_ms = 1000;
+  };
+  FormCluster(sim, 4, grace);
+  sim.RunFor(11000);  // n4 records itself alive
+  sim.Crash("n4", false);
+  sim.RunFor(15000);
+  sim.SkewClock("n4", 60000);
+  sim.Restart("n4");
+  EXPECT_TRUE(sim.core("n4").catching_up());
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n4").catching_up(); }, 60000));
+  const Ring& ring = sim.core("n1").map()->ring();
+  size_t written = 0;
+  for (int i = 0; written < 100; ++i) {
+    const std::string key = "after:" + std::to_string(i);
+    const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+    if (pref[0] == "n4" || std::find(pref.begin(), pref.end(), "n4") == pref.end()) continue;
+    WriteMissing(sim, key, "v", "");  // coordinated by a node whose clock is right
+    ++written;
+  }
+  sim.AddNode("n5", {"n1"}, grace);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 5); }, 60000));
+  const auto& stats = sim.core("n4").stats();
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return stats.handoff_keys + stats.handoff_stale_dropped > 0; }, 30000));
+  sim.RunFor(5000);
+  EXPECT_EQ(stats.handoff_stale_dropped, 0u);
+  EXPECT_GT(stats.handoff_keys, 0u);
+}
+
 // riak_kv#679 on a running node: a replica's storage loses a key without an
 // error, then the replica coordinates a new write of it. The new write must
 // survive and never be taken as already seen, and a later write whose
