@@ -82,6 +82,9 @@ NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogS
   map_ = std::move(state_.map);
   state_.map.reset();
   if (map_) last_ring_ = map_->ring();
+  std::erase_if(state_.switch_sync, [this](const auto& entry) {
+    return !map_ || entry.first >= map_->ring().partition_count();
+  });
 }
 
 NodeCore::~NodeCore() = default;

@@ -41,7 +41,10 @@ struct NodeCore::AeSession {
   // A sync of a partition this node took over at a ring switch (switch_sync):
   // it only pulls.
   bool switch_sync = false;
-  uint64_t peer_epoch = 0;        // the greatest map epoch the peer answered with
+  // The map epoch of the peer's first answer: whether it had switched when
+  // the session began (a write it took as a replica later could fall in a
+  // subtree already compared).
+  std::optional<uint64_t> peer_epoch;
   std::function<void()> done;     // releases the background slot
 };
 
@@ -495,7 +498,9 @@ bool NodeCore::StartSwitchSync(Now now) {
                                "other replicas instead");
       n = nodes.erase(n);
       for (const NodeId& other : map_->ring().PreferenceList(p)) {
-        if (other != options_.id) nodes.insert(other);
+        std::optional<proto::Member> o = membership_.Find(other);
+        if (other != options_.id && o && o->status != proto::MemberStatus::kRemoved)
+          nodes.insert(other);
       }
       changed = true;
     }
@@ -549,7 +554,7 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
          if (st.ok()) {
            const auto& compare = std::get<proto::AeCompareReply>(reply->body);
            s->peer_catching_up |= compare.catching_up;
-           s->peer_epoch = std::max(s->peer_epoch, compare.epoch);
+           if (!s->peer_epoch) s->peer_epoch = compare.epoch;
            ApplyTreeUpdates();
            st = s->comparison->HandleReply(compare.reply);
          }
@@ -795,7 +800,7 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
 void NodeCore::FinishSwitchSync(const AeSession& s) {
   auto gate = state_.switch_sync.find(s.partition);
   if (!map_ || gate == state_.switch_sync.end() || !gate->second.count(s.peer)) return;
-  if (s.peer_epoch < map_->ring().epoch()) {
+  if (!s.peer_epoch || *s.peer_epoch < map_->ring().epoch()) {
     // The peer has not switched yet, so it may still take the partition's
     // writes as a replica: sync again once it has.
     switch_sync_next_ms_ = now_ms_ + options_.gossip_interval_ms;

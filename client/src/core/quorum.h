@@ -287,13 +287,14 @@ class ReadOp {
   const Target& target(size_t i) const { return *targets_[i]; }
 
  private:
+  // Decides the read OK with the merge of every answer so far.
+  void Answer();
+
   std::shared_ptr<const Route> route_;
   ReadRequest req_;
   std::vector<const Target*> targets_;  // in route_ or stand_ins_
   std::list<Target> stand_ins_;
   size_t next_spare_ = 0;
-  void Answer();
-
   std::vector<std::optional<SiblingSet>> replies_;
   size_t ok_ = 0;
   size_t outstanding_ = 0;
