@@ -2030,15 +2030,17 @@ TEST(TreeCheckTest, ACorruptBlockNoRequestReadsStopsTheNodeAtItsCheck) {
   }
 }
 
+// A 20 s grace period and a 1 s skew margin.
+void Grace20s(NodeOptions& o) {
+  o.tombstone_grace_ms = 20000;
+  o.clock_skew_max_ms = 1000;
+}
+
 // `n3` returns after 30 s, past the 20 s grace period; with `back_skew_ms` its
 // clock then reads that much behind.
 void ExpectANodeAwayLongerThanGraceToCatchUpFirst(int64_t back_skew_ms) {
   SimCluster sim(34);
-  auto grace = [](NodeOptions& o) {
-    o.tombstone_grace_ms = 20000;
-    o.clock_skew_max_ms = 1000;
-  };
-  FormCluster(sim, 3, grace);
+  FormCluster(sim, 3, Grace20s);
   sim.RunFor(11000);  // n3 records itself alive
   sim.Crash("n3", false);
   for (int i = 0; i < 50; ++i) WriteMissing(sim, "late" + std::to_string(i), "v", "n3");
@@ -2068,11 +2070,7 @@ TEST(AntiEntropyTest, ANodeWhoseClockReadsBeforeItsLastLifeCatchesUpFirst) {
 // interval and the clock skew margin after it.
 TEST(AntiEntropyTest, ANodeWhoseClockIsAheadAtBootStillHandsOffWhatItTookAfterItsReturn) {
   SimCluster sim(37);
-  auto grace = [](NodeOptions& o) {
-    o.tombstone_grace_ms = 20000;
-    o.clock_skew_max_ms = 1000;
-  };
-  FormCluster(sim, 4, grace);
+  FormCluster(sim, 4, Grace20s);
   sim.RunFor(11000);  // n4 records itself alive
   sim.Crash("n4", false);
   sim.RunFor(15000);
@@ -2089,7 +2087,7 @@ TEST(AntiEntropyTest, ANodeWhoseClockIsAheadAtBootStillHandsOffWhatItTookAfterIt
     WriteMissing(sim, key, "v", "");  // coordinated by a node whose clock is right
     ++written;
   }
-  sim.AddNode("n5", {"n1"}, grace);
+  sim.AddNode("n5", {"n1"}, Grace20s);
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 5); }, 60000));
   const auto& stats = sim.core("n4").stats();
   ASSERT_TRUE(
