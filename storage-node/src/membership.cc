@@ -156,6 +156,14 @@ bool Membership::IsAlive(const NodeId& id, uint64_t now_ms) const {
   return Phi(id, now_ms) <= l.detector.threshold();
 }
 
+bool Membership::IsSilent(const NodeId& id, uint64_t now_ms) const {
+  if (id == self_id_) return false;
+  auto rec = records_.find(id);
+  if (rec == records_.end() || rec->second.status == MemberStatus::kRemoved) return true;
+  auto it = liveness_.find(id);
+  return it != liveness_.end() && Phi(id, now_ms) > it->second.detector.threshold();
+}
+
 std::optional<Member> Membership::Find(const NodeId& id) const {
   auto it = records_.find(id);
   if (it == records_.end()) return std::nullopt;

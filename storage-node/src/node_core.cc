@@ -1636,21 +1636,26 @@ bool NodeCore::GainsPartitionsAtSwitch() const {
 void NodeCore::NoteRingSwitch(const Ring& before) {
   const Ring& after = map_->ring();
   std::erase_if(state_.switch_sync, [&](const auto& entry) { return !Replicates(entry.first); });
+  std::erase_if(switch_synced_once_, [&](PartitionId p) { return !state_.switch_sync.count(p); });
   if (before.partition_count() != after.partition_count()) return;
+  auto in = [](const std::vector<NodeId>& list, const NodeId& n) {
+    return std::find(list.begin(), list.end(), n) != list.end();
+  };
   size_t gained = 0;
   for (PartitionId p : after.PartitionsReplicatedBy(options_.id)) {
     const std::vector<NodeId> was = before.PreferenceList(p);
-    if (std::find(was.begin(), was.end(), options_.id) != was.end()) continue;
+    if (in(was, options_.id)) continue;
     const std::vector<NodeId> now = after.PreferenceList(p);
-    for (const NodeId& n : was) {
-      if (std::find(now.begin(), now.end(), n) == now.end()) state_.switch_sync[p].insert(n);
-    }
-    gained += state_.switch_sync.count(p);
+    // Grown lists (a cluster smaller than N) displace no one: every replica
+    // that took a write still serves the partition's reads.
+    if (std::all_of(was.begin(), was.end(), [&](const NodeId& n) { return in(now, n); })) continue;
+    state_.switch_sync[p].insert(was.begin(), was.end());
+    ++gained;
   }
   if (gained > 0) {
     Log(LogLevel::kInfo, "took over " + std::to_string(gained) +
                              " partitions at the ring switch: their reads wait for a sync with "
-                             "the replicas they replaced");
+                             "the replicas they had before");
   }
 }
 

@@ -479,35 +479,45 @@ void NodeCore::AntiEntropyTick(Now now) {
   }
 }
 
+void NodeCore::SettleSwitchSync(uint64_t now_ms) {
+  bool changed = false;
+  for (auto gate = state_.switch_sync.begin(); gate != state_.switch_sync.end();) {
+    changed |= std::erase_if(gate->second, [&](const NodeId& n) {
+                 std::optional<proto::Member> m = membership_.Find(n);
+                 return !m || m->status == proto::MemberStatus::kRemoved;
+               }) > 0;
+    const bool silent = std::all_of(gate->second.begin(), gate->second.end(), [&](const NodeId& n) {
+      return membership_.IsSilent(n, now_ms);
+    });
+    if (!gate->second.empty() && !(silent && switch_synced_once_.count(gate->first))) {
+      ++gate;
+      continue;
+    }
+    std::string rest;
+    for (const NodeId& n : gate->second) rest += (rest.empty() ? "" : ", ") + n;
+    Log(rest.empty() ? LogLevel::kDebug : LogLevel::kInfo,
+        "partition " + std::to_string(gate->first) + " synced with the replicas it had before" +
+            (rest.empty() ? "" : " except " + rest + ", which are down,") + ": serving its reads");
+    switch_synced_once_.erase(gate->first);
+    gate = state_.switch_sync.erase(gate);
+    changed = true;
+  }
+  if (!changed) return;
+  if (state_.switch_sync.empty()) {
+    Log(LogLevel::kInfo, "every partition taken over at the ring switch synced: serving reads");
+  }
+  // Unsynced: lost, the waits only run again.
+  Persist(false);
+}
+
 bool NodeCore::StartSwitchSync(Now now) {
   if (state_.switch_sync.empty() || now.mono_ms < switch_sync_next_ms_) return false;
-  // A replaced replica that was removed meanwhile cannot be asked; every other
-  // replica of the partition holds what it held with them.
-  bool changed = false;
+  SettleSwitchSync(now.mono_ms);
   std::vector<std::pair<PartitionId, NodeId>> due;
-  for (auto& [p, nodes] : state_.switch_sync) {
-    for (auto n = nodes.begin(); n != nodes.end();) {
-      std::optional<proto::Member> m = membership_.Find(*n);
-      if (m && m->status != proto::MemberStatus::kRemoved) {
-        if (membership_.IsAlive(*n, now.mono_ms) && AddressOf(*n)) due.emplace_back(p, *n);
-        ++n;
-        continue;
-      }
-      Log(LogLevel::kInfo, "partition " + std::to_string(p) + ": " + *n +
-                               " was removed before this node synced with it; syncing with the "
-                               "other replicas instead");
-      n = nodes.erase(n);
-      for (const NodeId& other : map_->ring().PreferenceList(p)) {
-        std::optional<proto::Member> o = membership_.Find(other);
-        if (other != options_.id && o && o->status != proto::MemberStatus::kRemoved)
-          nodes.insert(other);
-      }
-      changed = true;
+  for (const auto& [p, nodes] : state_.switch_sync) {
+    for (const NodeId& n : nodes) {
+      if (membership_.IsAlive(n, now.mono_ms) && AddressOf(n)) due.emplace_back(p, n);
     }
-  }
-  if (changed) {
-    std::erase_if(state_.switch_sync, [](const auto& entry) { return entry.second.empty(); });
-    Persist(false);
   }
   if (due.empty()) return false;
   const auto& [p, peer] = due[switch_sync_turn_++ % due.size()];
@@ -807,15 +817,8 @@ void NodeCore::FinishSwitchSync(const AeSession& s) {
     return;
   }
   gate->second.erase(s.peer);
-  if (!gate->second.empty()) return;
-  state_.switch_sync.erase(gate);
-  Log(LogLevel::kDebug, "partition " + std::to_string(s.partition) +
-                            " synced with the replicas it took over from: serving its reads");
-  if (state_.switch_sync.empty()) {
-    Log(LogLevel::kInfo, "every partition taken over at the ring switch synced: serving reads");
-  }
-  // Unsynced: lost, the sync only runs again.
-  Persist(false);
+  switch_synced_once_.insert(s.partition);
+  SettleSwitchSync(now_ms_);
 }
 
 void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {

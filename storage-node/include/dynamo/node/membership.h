@@ -60,6 +60,10 @@ class Membership {
   void Contact(const NodeId& id, bool ok, uint64_t now_ms);
 
   bool IsAlive(const NodeId& id, uint64_t now_ms) const;
+  // No heartbeat heard through anyone and no direct reply within the failure
+  // detector's threshold: down for the cluster, not merely unreachable from
+  // here (which IsAlive also reports). Unknown and removed members are silent.
+  bool IsSilent(const NodeId& id, uint64_t now_ms) const;
   double Phi(const NodeId& id, uint64_t now_ms) const;
   std::optional<Member> Find(const NodeId& id) const;
   // Records with `alive` set to this node's judgement, ordered by id.

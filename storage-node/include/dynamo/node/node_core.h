@@ -166,8 +166,8 @@ struct NodeState {
   uint64_t stale_before_wall_ms = 0;
   // An earlier run began a catch-up (kMetaCatchingUp) it did not finish.
   bool catching_up = false;
-  // Partitions this node took over at a ring switch, with the replicas it
-  // replaced that it has not synced with since (kMetaSwitchSync).
+  // Partitions this node took over at a ring switch, with the replicas they
+  // had before that it has not synced with since (kMetaSwitchSync).
   SwitchSync switch_sync;
 };
 
@@ -282,7 +282,7 @@ class NodeCore {
   // Whether the node refuses reads until anti-entropy caught it up.
   bool catching_up() const { return catching_up_; }
   // Partitions taken over at a ring switch whose reads wait for a sync with
-  // the replicas they replaced, by partition.
+  // the replicas they had before, by partition.
   const SwitchSync& switch_sync() const { return state_.switch_sync; }
   // Whether every partition's Merkle tree has been built from storage.
   bool trees_ready() const { return trees_ready_; }
@@ -569,23 +569,29 @@ class NodeCore {
   bool GainsPartitionsAtSwitch() const;
   // The replica to copy partition `p` from for the pending change, or none up.
   std::optional<NodeId> TransferSource(Now now, PartitionId p) const;
-  // After the ring moved on from `before`: each partition this node gained
-  // waits for a sync with the replicas it replaced. Such a replica took the
-  // writes that the new one may have missed (a send during the change that
-  // failed, a client still on the old map); with one other replica it holds
-  // every write acknowledged by two of three, so until then this node
-  // refuses the partition's reads, and a reader waits for the others.
+  // After the ring moved on from `before`: each partition this node gained in
+  // place of a replica waits for a sync with every replica it had before.
+  // Those took the writes the new one may have missed (a send during the
+  // change that failed, a client still on the old map): a write acknowledged
+  // by W of them is on one that is up unless all its holders are down, when
+  // no read could find it either. Until then this node refuses the
+  // partition's reads, and a reader waits for the others.
   void NoteRingSwitch(const Ring& before);
   // Unavailable, naming the replicas awaited, while `p`'s reads wait so.
   Status SwitchSyncPending(PartitionId p) const;
+  // Ends the waits that are over: a wait drops replicas removed since, and
+  // ends once this process synced the partition with one replica and every
+  // replica left is silent (Membership::IsSilent), or none is left.
+  void SettleSwitchSync(uint64_t now_ms);
   // Starts an anti-entropy session that pulls a gained partition from a
-  // replica it replaced, if one is due and up; false if none started.
+  // replica it waits for, if one is due and up; false if none started.
   bool StartSwitchSync(Now now);
   void StartAeSession(PartitionId p, const NodeId& peer, bool switch_sync);
   void FinishSwitchSync(const AeSession& s);
   std::optional<Ring> last_ring_;  // the ring AfterClusterChange last saw
   uint64_t switch_sync_next_ms_ = 0;
   uint64_t switch_sync_turn_ = 0;
+  std::set<PartitionId> switch_synced_once_;  // waits this process synced once
   bool catching_up_ = false;
   std::set<PartitionId> caught_up_;
   // Catching up on a partition: the other replicas it synced with, and
