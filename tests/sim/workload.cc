@@ -118,6 +118,7 @@ class Run {
     sim_.AddNode(Node(1), {}, tweak);
     for (int i = 2; i <= config_.nodes; ++i) sim_.AddNode(Node(i), {Node(1)}, tweak);
     next_node_ = config_.nodes + 1;
+    members_ = config_.nodes;
     if (!sim_.RunUntil([&] { return MapsAgree(nullptr) && RingSize() == static_cast<size_t>(config_.nodes); },
                        60000)) {
       Fail("the cluster did not form");
@@ -272,7 +273,12 @@ class Run {
     }
     fault_end_ = sim_.now() + config_.fault_phase_ms;
     if (config_.membership_change) {
-      sim_.At(sim_.now() + config_.fault_phase_ms / 2, [this] { ChangeMembership(); });
+      uint64_t at = sim_.now() + config_.fault_phase_ms / 2;
+      sim_.At(at, [this] { ChangeMembership(); });
+      for (int i = 0; i < config_.more_membership_changes; ++i) {
+        at += 1000 + rng_() % 2000;
+        sim_.At(at, [this] { ChangeMembershipAgain(); });
+      }
     }
     ScheduleFault();
   }
@@ -310,6 +316,15 @@ class Run {
           // partition, or a crash that lost a replica's unsynced copy of a
           // write, could take every copy of an acknowledged write, which no
           // quorum of W=2 survives.
+          if (config_.lost_disk && !corrupted_ && rng_() % 3 == 0) {
+            corrupted_ = true;
+            ++report_.disks_lost;
+            sim_.Crash(a, /*lose_unsynced=*/!config_.scrubs);
+            sim_.Wipe(a);
+            crashed_.insert(a);
+            sim_.At(sim_.now() + 200 + rng_() % 1800, [this, a] { Restart(a); });
+            break;
+          }
           const bool corrupt = config_.scrubs && !corrupted_ && rng_() % 3 == 0;
           if (corrupt && config_.tree_checks && rng_() % 2 == 0) {
             // Instead, the running node's storage loses a set key without an
@@ -373,7 +388,7 @@ class Run {
   }
 
   void Restart(const std::string& id) {
-    if (!crashed_.count(id)) return;
+    if (!crashed_.count(id) || removing_.count(id)) return;
     crashed_.erase(id);
     if (scrub_.erase(id)) {
       const std::set<std::string> hints = sim_.HintKeys(id);
@@ -408,15 +423,83 @@ class Run {
   void ChangeMembership() {
     ++report_.faults;
     if (rng_() % 2 == 0 || config_.nodes < 4) {
-      const std::string id = Node(next_node_++);
-      sim_.AddNode(id, {Node(1)}, [this](node::NodeOptions& o) { Tweak(o); });
+      AddMember();
       return;
     }
+    Leave();
+  }
+
+  void ChangeMembershipAgain() {
+    ++report_.faults;
+    const uint64_t kind = rng_() % 3;
+    if (kind == 0 || members_ <= 3) {
+      AddMember();
+    } else if (kind == 1 || !config_.lost_disk || corrupted_ || !crashed_.empty()) {
+      Leave();
+    } else {
+      Remove();
+    }
+  }
+
+  void AddMember() {
+    ++report_.membership_changes;
+    ++members_;
+    const std::string id = Node(next_node_++);
+    sim_.AddNode(id, {Node(1)}, [this](node::NodeOptions& o) { Tweak(o); });
+  }
+
+  // Node 1 takes the admin requests, and is never the node that goes.
+  std::vector<std::string> Removable() {
     std::vector<std::string> live = LiveNodes();
     std::erase(live, Node(1));
+    std::erase_if(live, [this](const std::string& id) { return leaving_.count(id) > 0; });
+    return live;
+  }
+
+  void Leave() {
+    std::vector<std::string> live = Removable();
     if (live.empty()) return;
+    ++report_.membership_changes;
+    --members_;
     const std::string leaving = live[rng_() % live.size()];
+    leaving_.insert(leaving);
     sim_.Send(Node(1), proto::AdminRequest{proto::AdminOp::kLeave, leaving}, [](Result<proto::Message>) {});
+  }
+
+  // A node crashes for good: kept down, it is removed once node 1 takes it
+  // for down (or, after a few refusals, it restarts after all).
+  void Remove() {
+    std::vector<std::string> live = Removable();
+    if (live.size() < 2) return;
+    ++report_.membership_changes;
+    --members_;
+    const std::string gone = live[rng_() % live.size()];
+    corrupted_ = true;
+    sim_.Crash(gone, /*lose_unsynced=*/!config_.scrubs);
+    crashed_.insert(gone);
+    removing_.insert(gone);
+    leaving_.insert(gone);
+    sim_.At(sim_.now() + 3000, [this, gone] { AskRemoval(gone, 5); });
+  }
+
+  void AskRemoval(const std::string& gone, int tries) {
+    sim_.Send(Node(1), proto::AdminRequest{proto::AdminOp::kRemove, gone},
+              [this, gone, tries](Result<proto::Message> r) {
+                if (r.ok() && std::holds_alternative<proto::AdminReply>(r->body)) {
+                  ++report_.disks_lost;
+                  removing_.erase(gone);
+                  crashed_.erase(gone);
+                  return;
+                }
+                if (tries > 1) {
+                  sim_.At(sim_.now() + 1000, [this, gone, tries] { AskRemoval(gone, tries - 1); });
+                  return;
+                }
+                removing_.erase(gone);
+                leaving_.erase(gone);
+                ++members_;
+                Restart(gone);
+              });
   }
 
   void Heal() {
@@ -596,6 +679,9 @@ class Run {
   uint64_t silently_lost_ = 0;        // set keys a running node's storage lost without an error
   uint64_t fault_end_ = 0;
   int next_node_ = 0;
+  int members_ = 0;                 // ring members once the changes asked for are made
+  std::set<std::string> leaving_;   // asked to leave, or crashed to be removed
+  std::set<std::string> removing_;  // kept down until node 1 removes it
 };
 
 }  // namespace
@@ -639,6 +725,9 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   c.refused_when_down = rng() % 2 == 0;
   c.queue_full_per_mille = rng() % 4 == 0 ? 20 : 0;
   c.scan_answer_delay_ms = rng() % 3 == 0 ? 1 + rng() % 20 : 0;
+  // Drawn last, so that seeds which draw neither run as before.
+  if (c.membership_change) c.more_membership_changes = static_cast<int>(rng() % 3);
+  c.lost_disk = c.crashes && c.w >= 2 && rng() % 4 == 0;
   return c;
 }
 
@@ -649,10 +738,12 @@ std::string WorkloadReport::Summary() const {
      << " in doubt, " << stale_reads << " stale reads, " << keys_past_writers
      << " keys with siblings past their writers, " << deletes_checked << " deletes checked, "
      << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults
-     << " faults, " << messages << " messages, " << refused_unsent << " requests refused unsent, "
-     << coordinator_retries << " coordinator retries, " << late_coordinator_answers
-     << " coordinators answered past the deadline, " << partitions_scrubbed << " partitions and "
-     << hint_owners_scrubbed << " nodes' hints scrubbed away (" << hints_kept_past_a_bad_hint
+     << " faults (" << membership_changes << " membership changes, " << disks_lost
+     << " disks lost), " << messages << " messages, " << refused_unsent
+     << " requests refused unsent, " << coordinator_retries << " coordinator retries, "
+     << late_coordinator_answers << " coordinators answered past the deadline, "
+     << partitions_scrubbed << " partitions and " << hint_owners_scrubbed
+     << " nodes' hints scrubbed away (" << hints_kept_past_a_bad_hint
      << " hints kept past an unreadable one), " << keys_silently_lost << " keys silently lost, "
      << trees_checked << " trees checked, quiet " << heal_ms << " ms after healing, trace "
      << std::hex << trace_hash;

@@ -16,8 +16,10 @@
 //    must keep the hints of every other node its stored state names; or,
 //    where nodes check their trees, a
 //    set key that a running node's storage loses without an error); pauses
-//    (a stopped process); clock skew of about 1 s or 60 s; and at most one
-//    membership change (a join or a leave).
+//    (a stopped process); clock skew of about 1 s or 60 s; membership
+//    changes (joins, leaves, removals of a node kept down), some started
+//    while the one before is in progress; and at most one lost disk (a
+//    crashed node wiped before its restart, or the removed node).
 //  - Then every fault heals and the cluster runs until it is quiet.
 //
 // Checks, after healing:
@@ -62,6 +64,15 @@ struct WorkloadConfig {
   bool pauses = true;
   int64_t clock_skew_ms = 0;
   bool membership_change = false;
+  // Membership changes after that first one, 1 to 3 s apart, so that some
+  // start while the one before is still in progress: joins, leaves and, in
+  // seeds with a lost disk, the removal of a node kept down. The ring keeps
+  // three nodes at least.
+  int more_membership_changes = 0;
+  // One node loses its disk (W >= 2 only; the one lost copy of the run, as a
+  // scrub's): a crashed node is wiped before it restarts, or, as one of the
+  // more membership changes, a node is crashed, kept down and removed.
+  bool lost_disk = false;
   bool lww = false;  // the negative control: LWW loses concurrent adds
   // Off only without crashes: a crash loses a node's unsynced writes, and an
   // unsynced acknowledged write is then lost once every holder crashed.
@@ -130,6 +141,8 @@ struct WorkloadReport {
   uint64_t resurrected = 0;
   size_t max_siblings = 0;
   uint64_t faults = 0;
+  uint64_t membership_changes = 0;   // joins, leaves and removals asked for
+  uint64_t disks_lost = 0;           // nodes wiped or removed after a crash
   uint64_t partitions_scrubbed = 0;  // left out by scrubs, to be refilled
   uint64_t hint_owners_scrubbed = 0;  // nodes whose hints scrubs left out
   // Hints held for other nodes, named in the stored state, that a scrub kept
