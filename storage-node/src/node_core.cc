@@ -875,14 +875,22 @@ void NodeCore::HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinReques
     return;
   }
   if (known && known->life == j.life && known->life != 0 &&
-      (known->status == proto::MemberStatus::kLeaving ||
-       known->status == proto::MemberStatus::kRemoved)) {
+      known->status == proto::MemberStatus::kRemoved) {
     ReplyError(conn, id,
-               Status::InvalidArgument("node '" + j.id + "' with this data directory " +
-                                       (known->status == proto::MemberStatus::kLeaving
-                                            ? "is leaving the cluster"
-                                            : "was removed from the cluster") +
-                                       "; start it with a fresh data directory to join again"));
+               Status::InvalidArgument("node '" + j.id +
+                                       "' with this data directory was removed from the cluster; "
+                                       "start it with a fresh data directory to join again"));
+    return;
+  }
+  if (known && known->life == j.life && known->life != 0 &&
+      known->status == proto::MemberStatus::kLeaving) {
+    // Its join was applied (the reply was lost) and an admin asked it to
+    // leave before it heard: with the map it hands off what it holds and
+    // exits, as any leaving node.
+    Log(LogLevel::kInfo, "node " + j.id +
+                             " asked to join again while it is leaving: sent the map, so that it "
+                             "finishes its leave");
+    Reply(conn, id, proto::JoinReply{epoch(), map_->Serialize(), membership_.View(now.mono_ms)});
     return;
   }
   proto::Member added = membership_.AddJoiner(j, now.mono_ms);

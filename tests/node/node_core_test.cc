@@ -774,6 +774,30 @@ TEST(NodeCoreTest, LeaveHandsEverythingOffThenExits) {
   EXPECT_EQ(sim.core("n1").membership().Find("n2")->status, proto::MemberStatus::kRemoved);
 }
 
+// A joiner whose join was applied but whose reply was lost, asked to leave
+// before it heard: its next join gets the map, and it finishes the leave and
+// exits (it was refused: "is leaving the cluster", and retried forever; the
+// cluster's hints for it were never delivered).
+TEST(NodeCoreTest, AJoinerAskedToLeaveBeforeItsJoinAnswerArrivedLeavesAndExits) {
+  SimCluster sim(36);
+  FormCluster(sim, 3);
+  sim.CutOneWay("n1", "n4");
+  sim.AddNode("n4", {"n1"});
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return sim.core("n1").membership().Find("n4").has_value(); }, 10000));
+  auto reply = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kLeave, "n4"});
+  ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(reply->body));
+  EXPECT_FALSE(sim.core("n4").map().has_value());
+  sim.CutOneWay("n1", "n4", false);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.Exited("n4"); }, 30000));
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 60000));
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        return sim.core("n1").membership().Find("n4")->status == proto::MemberStatus::kRemoved;
+      },
+      30000));
+}
+
 // An admin's leave is answered once the node that took it has it on disk:
 // with its syncs failing it answers an error, and a crash of the node right
 // after a success does not undo the leave there.
