@@ -164,6 +164,13 @@ bool Membership::IsSilent(const NodeId& id, uint64_t now_ms) const {
   return it != liveness_.end() && Phi(id, now_ms) > it->second.detector.threshold();
 }
 
+bool Membership::HearsOthers(uint64_t now_ms) const {
+  for (const auto& [id, rec] : records_) {
+    if (id != self_id_ && !IsSilent(id, now_ms)) return true;
+  }
+  return false;
+}
+
 std::optional<Member> Membership::Find(const NodeId& id) const {
   auto it = records_.find(id);
   if (it == records_.end()) return std::nullopt;

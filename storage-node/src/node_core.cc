@@ -929,7 +929,10 @@ proto::StatsReply NodeCore::StatsNow() {
       {"requests", stats_.requests},
       {"requests_refused_busy", stats_.requests_refused_busy},
       {"storage_losses_found", stats_.storage_losses_found},
-      {"switch_sync_partitions", state_.switch_sync.size()},
+      {"switch_sync_partitions",
+       static_cast<uint64_t>(std::count_if(
+           state_.switch_sync.begin(), state_.switch_sync.end(),
+           [this](const auto& gate) { return !SwitchSyncPending(gate.first).ok(); }))},
       {"tombstones_purged", stats_.tombstones_purged},
       {"transfers_done", stats_.transfers_done},
       {"tree_keys_corrected", stats_.tree_keys_corrected},
@@ -1644,7 +1647,6 @@ bool NodeCore::GainsPartitionsAtSwitch() const {
 void NodeCore::NoteRingSwitch(const Ring& before) {
   const Ring& after = map_->ring();
   std::erase_if(state_.switch_sync, [&](const auto& entry) { return !Replicates(entry.first); });
-  std::erase_if(switch_synced_once_, [&](PartitionId p) { return !state_.switch_sync.count(p); });
   if (before.partition_count() != after.partition_count()) return;
   auto in = [](const std::vector<NodeId>& list, const NodeId& n) {
     return std::find(list.begin(), list.end(), n) != list.end();
@@ -1670,8 +1672,12 @@ void NodeCore::NoteRingSwitch(const Ring& before) {
 Status NodeCore::SwitchSyncPending(PartitionId p) const {
   auto gate = state_.switch_sync.find(p);
   if (gate == state_.switch_sync.end()) return Status::OK();
+  const bool hears = membership_.HearsOthers(now_ms_);
   std::string with;
-  for (const NodeId& n : gate->second) with += (with.empty() ? "" : ", ") + n;
+  for (const NodeId& n : gate->second) {
+    if (!hears || !membership_.IsSilent(n, now_ms_)) with += (with.empty() ? "" : ", ") + n;
+  }
+  if (with.empty()) return Status::OK();
   return Status::Unavailable("node " + options_.id + " took over partition " + std::to_string(p) +
                              " at a ring switch and has not synced it with " + with + " yet");
 }

@@ -479,26 +479,19 @@ void NodeCore::AntiEntropyTick(Now now) {
   }
 }
 
-void NodeCore::SettleSwitchSync(uint64_t now_ms) {
+void NodeCore::SettleSwitchSync() {
   bool changed = false;
   for (auto gate = state_.switch_sync.begin(); gate != state_.switch_sync.end();) {
     changed |= std::erase_if(gate->second, [&](const NodeId& n) {
                  std::optional<proto::Member> m = membership_.Find(n);
                  return !m || m->status == proto::MemberStatus::kRemoved;
                }) > 0;
-    const bool silent = std::all_of(gate->second.begin(), gate->second.end(), [&](const NodeId& n) {
-      return membership_.IsSilent(n, now_ms);
-    });
-    if (!gate->second.empty() && !(silent && switch_synced_once_.count(gate->first))) {
+    if (!gate->second.empty()) {
       ++gate;
       continue;
     }
-    std::string rest;
-    for (const NodeId& n : gate->second) rest += (rest.empty() ? "" : ", ") + n;
-    Log(rest.empty() ? LogLevel::kDebug : LogLevel::kInfo,
-        "partition " + std::to_string(gate->first) + " synced with the replicas it had before" +
-            (rest.empty() ? "" : " except " + rest + ", which are down,") + ": serving its reads");
-    switch_synced_once_.erase(gate->first);
+    Log(LogLevel::kDebug, "partition " + std::to_string(gate->first) +
+                              " synced with the replicas it had before: serving its reads");
     gate = state_.switch_sync.erase(gate);
     changed = true;
   }
@@ -512,7 +505,7 @@ void NodeCore::SettleSwitchSync(uint64_t now_ms) {
 
 bool NodeCore::StartSwitchSync(Now now) {
   if (state_.switch_sync.empty() || now.mono_ms < switch_sync_next_ms_) return false;
-  SettleSwitchSync(now.mono_ms);
+  SettleSwitchSync();
   std::vector<std::pair<PartitionId, NodeId>> due;
   for (const auto& [p, nodes] : state_.switch_sync) {
     for (const NodeId& n : nodes) {
@@ -817,8 +810,7 @@ void NodeCore::FinishSwitchSync(const AeSession& s) {
     return;
   }
   gate->second.erase(s.peer);
-  switch_synced_once_.insert(s.partition);
-  SettleSwitchSync(now_ms_);
+  SettleSwitchSync();
 }
 
 void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {

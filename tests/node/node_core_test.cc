@@ -1011,7 +1011,8 @@ TEST(MembershipTest, AnAdminsRemovalOutlastsTheNodesOlderRecordsFromLaggingPeers
 
 // Silent is down for the cluster: a member others still hear from is not
 // silent however often exchanges with it fail here, one heard from by no one
-// is, and so is one not heard from since this process started.
+// is, and so is one not heard from since this process started. A node that
+// hears no other member at all cannot tell.
 TEST(MembershipTest, AMemberIsSilentOnlyWhenNoHeartbeatComesThroughAnyone) {
   using proto::MemberStatus;
   Membership m(Record("n1", MemberStatus::kNormal, 1, 1), {});
@@ -1027,6 +1028,8 @@ TEST(MembershipTest, AMemberIsSilentOnlyWhenNoHeartbeatComesThroughAnyone) {
   EXPECT_FALSE(m.IsSilent("n2", now + 50));
   EXPECT_TRUE(m.IsSilent("n3", now + 50)) << "no heartbeat of n3 for 3.95 s";
   EXPECT_FALSE(m.IsSilent("n1", now + 50));
+  EXPECT_TRUE(m.HearsOthers(now + 50));
+  EXPECT_FALSE(m.HearsOthers(now + 10000)) << "n2's heartbeats stopped too: cut off";
 
   // A node restarted: its stored records come back at its start, and the
   // member counts as heard from then.
@@ -1303,7 +1306,8 @@ TEST(NodeCoreTest, ATakenOverPartitionIsReadOnlyAfterASyncWithTheReplicaItReplac
 // a write it acknowledged is on another replica the partition had before,
 // which the new one syncs with before serving reads (not only with the one it
 // copied from, which may lack it). A replica it cannot reach that others
-// still hear from is waited for.
+// still hear from is waited for, and so is every replica while it hears no
+// one; a replica down holds no read up until it is back.
 TEST(NodeCoreTest, ANodeWhoseReplacedReplicaIsDownSyncsWithTheKeptOnesBeforeServingReads) {
   SimCluster sim(16);
   FormCluster(sim, 3, Quiet);
@@ -1343,25 +1347,61 @@ TEST(NodeCoreTest, ANodeWhoseReplacedReplicaIsDownSyncsWithTheKeptOnesBeforeServ
   ASSERT_TRUE(sim.RunUntil(
       [&] { return sim.core("n4").membership().IsSilent(replaced, sim.now()); }, 30000));
   sim.RunFor(5000);
-  auto expect_refused = [&] {
+  auto read = [&] {
     auto r = sim.Request("n4", proto::GetRequest{key});
-    ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(r->body))
-        << "served a read before a sync with " << holder << ", which the others still hear from";
+    EXPECT_TRUE(r.ok());
+    return r.ok() ? r->body : proto::Body{};
   };
-  expect_refused();
+  auto expect_refused = [&](const std::string& why) {
+    EXPECT_TRUE(std::holds_alternative<proto::ErrorReply>(read())) << why;
+  };
+  expect_refused("served a read before a sync with " + holder +
+                 ", which the others still hear from");
   EXPECT_FALSE(sim.core("n4").switch_sync().at(p).count(other));
+  // Cut off from every node, it hears no one and cannot tell down from cut.
+  for (const NodeId& n : {replaced, holder, other}) sim.Cut("n4", n);
+  sim.RunFor(5000);
+  expect_refused("served a read while it heard no node at all");
+  sim.Cut("n4", other, false);
   sim.Crash("n4");
   sim.Restart("n4");
   sim.RunFor(10000);
-  expect_refused();
+  expect_refused("served a read before a sync with " + holder + " after a restart");
 
   sim.Cut("n4", holder, false);
+  auto expect_written = [&] {
+    proto::Body body = read();
+    auto* get = std::get_if<proto::GetReply>(&body);
+    ASSERT_NE(get, nullptr);
+    ASSERT_EQ(get->siblings.size(), 1u);
+    EXPECT_EQ(get->siblings[0].value, "acknowledged");
+  };
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return sim.core("n4").switch_sync().at(p) == std::set<NodeId>{replaced}; }, 30000));
+  expect_written();
+  // Also after a restart that forgets what it synced with: the replica
+  // awaited is down.
+  sim.Crash("n4");
+  sim.Restart("n4");
+  auto gated = [&] {
+    auto r = sim.Request("n4", proto::StatsRequest{});
+    auto* stats = r.ok() ? std::get_if<proto::StatsReply>(&r->body) : nullptr;
+    for (const auto& [name, value] : stats ? stats->counters : decltype(stats->counters){}) {
+      if (name == "switch_sync_partitions") return value;
+    }
+    return uint64_t{99};
+  };
+  for (int i = 0; i < 30 && gated() != 0; ++i) sim.RunFor(1000);
+  ASSERT_EQ(gated(), 0u);
+  expect_written();
+  // The replaced replica comes back, still cut from n4: heard through the
+  // others, it holds the partition's reads up again until they synced.
+  sim.Restart(replaced);
+  sim.RunFor(3000);
+  expect_refused("served a read while " + replaced + ", back, was not synced with");
+  sim.Cut("n4", replaced, false);
   ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n4").switch_sync().count(p); }, 30000));
-  auto r = sim.Request("n4", proto::GetRequest{key});
-  auto* get = std::get_if<proto::GetReply>(&r->body);
-  ASSERT_NE(get, nullptr);
-  ASSERT_EQ(get->siblings.size(), 1u);
-  EXPECT_EQ(get->siblings[0].value, "acknowledged");
+  expect_written();
 }
 
 // The replica a node replaces at a switch may be gone for good: removed, it

@@ -316,7 +316,8 @@ class Run {
           // partition, or a crash that lost a replica's unsynced copy of a
           // write, could take every copy of an acknowledged write, which no
           // quorum of W=2 survives.
-          if (config_.lost_disk && !corrupted_ && rng_() % 3 == 0) {
+          // Not a node asked to leave: with a new disk it joins afresh.
+          if (config_.lost_disk && !corrupted_ && !leaving_.count(a) && rng_() % 3 == 0) {
             corrupted_ = true;
             ++report_.disks_lost;
             sim_.Crash(a, /*lose_unsynced=*/!config_.scrubs);
@@ -463,7 +464,24 @@ class Run {
     --members_;
     const std::string leaving = live[rng_() % live.size()];
     leaving_.insert(leaving);
-    sim_.Send(Node(1), proto::AdminRequest{proto::AdminOp::kLeave, leaving}, [](Result<proto::Message>) {});
+    sim_.Send(Node(1), proto::AdminRequest{proto::AdminOp::kLeave, leaving},
+              [this, leaving](Result<proto::Message> r) {
+                // With node 1 down it may have been applied: counted as such,
+                // which keeps the ring at three nodes or more.
+                if (!sim_.IsUp(Node(1)) || Applied(r, leaving, proto::MemberStatus::kLeaving))
+                  return;
+                leaving_.erase(leaving);
+                ++members_;
+              });
+  }
+
+  // Whether an admin request to node 1 about `id` took effect: answered, or
+  // its reply lost but node 1 holds the status (or one past it).
+  bool Applied(const Result<proto::Message>& r, const std::string& id, proto::MemberStatus status) {
+    if (r.ok() && std::holds_alternative<proto::AdminReply>(r->body)) return true;
+    if (!sim_.IsUp(Node(1))) return false;
+    std::optional<proto::Member> m = sim_.core(Node(1)).membership().Find(id);
+    return m && m->status >= status;
   }
 
   // A node crashes for good: kept down, it is removed once node 1 takes it
@@ -485,7 +503,7 @@ class Run {
   void AskRemoval(const std::string& gone, int tries) {
     sim_.Send(Node(1), proto::AdminRequest{proto::AdminOp::kRemove, gone},
               [this, gone, tries](Result<proto::Message> r) {
-                if (r.ok() && std::holds_alternative<proto::AdminReply>(r->body)) {
+                if (Applied(r, gone, proto::MemberStatus::kRemoved)) {
                   ++report_.disks_lost;
                   removing_.erase(gone);
                   crashed_.erase(gone);

@@ -64,6 +64,9 @@ class Membership {
   // detector's threshold: down for the cluster, not merely unreachable from
   // here (which IsAlive also reports). Unknown and removed members are silent.
   bool IsSilent(const NodeId& id, uint64_t now_ms) const;
+  // Some other member is not silent: this node hears the cluster, so a
+  // silent member is down, not this node cut off from everyone.
+  bool HearsOthers(uint64_t now_ms) const;
   double Phi(const NodeId& id, uint64_t now_ms) const;
   std::optional<Member> Find(const NodeId& id) const;
   // Records with `alive` set to this node's judgement, ordered by id.

@@ -577,12 +577,13 @@ class NodeCore {
   // no read could find it either. Until then this node refuses the
   // partition's reads, and a reader waits for the others.
   void NoteRingSwitch(const Ring& before);
-  // Unavailable, naming the replicas awaited, while `p`'s reads wait so.
+  // Unavailable, naming the replicas awaited, while `p`'s reads wait so: a
+  // replica awaited that is silent (Membership::IsSilent) holds no read up
+  // while this node hears the others, and does again once it is heard.
   Status SwitchSyncPending(PartitionId p) const;
-  // Ends the waits that are over: a wait drops replicas removed since, and
-  // ends once this process synced the partition with one replica and every
-  // replica left is silent (Membership::IsSilent), or none is left.
-  void SettleSwitchSync(uint64_t now_ms);
+  // Drops the replicas removed since from the waits, and the waits left
+  // empty.
+  void SettleSwitchSync();
   // Starts an anti-entropy session that pulls a gained partition from a
   // replica it waits for, if one is due and up; false if none started.
   bool StartSwitchSync(Now now);
@@ -591,7 +592,6 @@ class NodeCore {
   std::optional<Ring> last_ring_;  // the ring AfterClusterChange last saw
   uint64_t switch_sync_next_ms_ = 0;
   uint64_t switch_sync_turn_ = 0;
-  std::set<PartitionId> switch_synced_once_;  // waits this process synced once
   bool catching_up_ = false;
   std::set<PartitionId> caught_up_;
   // Catching up on a partition: the other replicas it synced with, and
