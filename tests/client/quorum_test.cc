@@ -233,6 +233,9 @@ TEST(WriteOpTest, CoordinatorThenReplicasUntilW) {
             (std::vector<std::string>{f.pref()[2], op.target(replicas[0].target).node}));
   EXPECT_EQ(op.highest_epoch(), 9u);
   EXPECT_EQ(op.clock().Get(42), 7u);
+  ASSERT_TRUE(op.written().has_value());
+  EXPECT_EQ(op.written()->actor, 42u);
+  EXPECT_EQ(op.written()->counter, 7u);
   EXPECT_FALSE(op.settled());  // one reply still out
   op.OnReply(replicas[1].target, Ok(proto::Ack{9, 1}));
   EXPECT_TRUE(op.settled());

@@ -192,7 +192,7 @@ void SimClient::Put(const std::string& key, std::string value, bool tombstone,
     if (!op->done() || *reported) return;
     *reported = true;
     coordinator_retries_ += op->receipt().coordinator_retries;
-    done(WriteResult{op->status(), op->clock()});
+    done(WriteResult{op->status(), op->clock(), op->written()});
   };
   Drive(op, deadline, finish);
 }

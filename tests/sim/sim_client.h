@@ -55,6 +55,7 @@ class SimClient {
   struct WriteResult {
     Status status;
     VersionVector clock;  // the written set's clock
+    std::optional<Dot> dot;  // the new version's (client::WriteOp::written)
   };
   // `context`, `preferred` and `reached` come from a read (may be empty).
   void Put(const std::string& key, std::string value, bool tombstone, VersionVector context,

@@ -222,6 +222,9 @@ class Run {
                          if (w.status.ok()) {
                            acked_[key].insert(element);
                            acked_clock_[key].Merge(w.clock);
+                           // Its own dot too, which the clock may leave out:
+                           // a read that misses the write is stale.
+                           if (w.dot) acked_clock_[key].Add(*w.dot, 0);
                          } else if (w.status.in_doubt()) {
                            ++in_doubt_[key];
                            ++report_.in_doubt;

@@ -321,6 +321,7 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
       state_[target] = 2;
       NoteAck(target, true);
       clock_ = ContextAfterWrite(put->siblings, put->dot, req_.context);
+      written_ = put->dot;
       replicate_ = put->siblings;
       CheckDone();
       // Every replica gets its copy, also once W is met (W=1) or the op has

@@ -189,6 +189,10 @@ class WriteOp {
   const std::string& key() const { return req_.key; }
   // The resulting version vector (the write's context for what follows).
   const VersionVector& clock() const { return clock_; }
+  // The dot the coordinator gave the new version; none before it answered
+  // (and for LWW writes). clock() leaves it out when it would also claim a
+  // concurrent sibling the same node coordinated with a lower counter.
+  const std::optional<Dot>& written() const { return written_; }
   // What the write did so far (built on demand: most callers never ask).
   Receipt receipt() const;
   // The primaries that acknowledged so far, the coordinator first.
@@ -229,6 +233,7 @@ class WriteOp {
   size_t outstanding_ = 0;
   std::optional<Status> outcome_;
   VersionVector clock_;
+  std::optional<Dot> written_;
   Receipt receipt_;  // acks are kept in acked_ until receipt() is asked for
   std::vector<std::pair<size_t, bool>> acked_;  // (target, as coordinator)
   uint64_t highest_epoch_ = 0;
