@@ -1240,6 +1240,33 @@ TEST(NodeCoreTest, AJoinerCopiesTheReplicaItDisplacesSoQuorumsStillMeet) {
   }
 }
 
+// A key whose partition `joiner` gains from `before` to `after` in place of
+// one replica (`replaced`), with the two kept, in preference order; an empty
+// key if none of 10,000 tried.
+struct MovedKey {
+  std::string key;
+  NodeId replaced;
+  std::vector<NodeId> kept;
+};
+MovedKey KeyMovedTo(const Ring& before, const Ring& after, const NodeId& joiner,
+                    const std::string& prefix) {
+  for (int i = 0; i < 10000; ++i) {
+    MovedKey m{prefix + std::to_string(i), "", {}};
+    const PartitionId p = after.KeyPartition(m.key);
+    const std::vector<NodeId> was = before.PreferenceList(p), now = after.PreferenceList(p);
+    if (std::find(now.begin(), now.end(), joiner) == now.end()) continue;
+    for (const NodeId& n : was) {
+      if (std::find(now.begin(), now.end(), n) == now.end()) {
+        m.replaced = n;
+      } else {
+        m.kept.push_back(n);
+      }
+    }
+    if (!m.replaced.empty() && m.kept.size() == 2) return m;
+  }
+  return {};
+}
+
 // A write acknowledged by two replicas of the ring before a switch, one of
 // them the replica a joiner replaces, but not by the joiner (a client still
 // on the old map, or a send to the joiner that failed): after the switch a
@@ -1253,19 +1280,11 @@ TEST(NodeCoreTest, ATakenOverPartitionIsReadOnlyAfterASyncWithTheReplicaItReplac
   sim.AddNode("n4", {"n1"}, Quiet);
   ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n1").map()->next().has_value(); }, 10000));
   const Ring next = *sim.core("n1").map()->next();
-  std::string key;
-  NodeId replaced, kept;
-  for (int i = 0; key.empty(); ++i) {
-    ASSERT_LT(i, 10000);
-    const std::string k = "moved:" + std::to_string(i);
-    const PartitionId p = next.KeyPartition(k);
-    const std::vector<NodeId> was = before.PreferenceList(p), now = next.PreferenceList(p);
-    if (std::find(now.begin(), now.end(), "n4") == now.end()) continue;
-    for (const NodeId& n : was) {
-      (std::find(now.begin(), now.end(), n) == now.end() ? replaced : kept) = n;
-    }
-    key = k;
-  }
+  const MovedKey moved = KeyMovedTo(before, next, "n4", "moved:");
+  ASSERT_FALSE(moved.key.empty());
+  const std::string& key = moved.key;
+  const NodeId& replaced = moved.replaced;
+  const NodeId& kept = moved.kept[1];
   sim.Cut("n4", replaced);
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
   const PartitionId p = sim.core("n4").map()->ring().KeyPartition(key);
@@ -1315,23 +1334,12 @@ TEST(NodeCoreTest, ANodeWhoseReplacedReplicaIsDownSyncsWithTheKeptOnesBeforeServ
   sim.AddNode("n4", {"n1"}, Quiet);
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
   const Ring& after = sim.core("n4").map()->ring();
-  std::string key;
-  NodeId replaced, holder, other;
-  for (int i = 0; key.empty(); ++i) {
-    ASSERT_LT(i, 10000);
-    const std::string k = "down:" + std::to_string(i);
-    const PartitionId p = after.KeyPartition(k);
-    const std::vector<NodeId> was = before.PreferenceList(p), now = after.PreferenceList(p);
-    if (std::find(now.begin(), now.end(), "n4") == now.end()) continue;
-    for (const NodeId& n : was) {
-      if (std::find(now.begin(), now.end(), n) == now.end()) {
-        replaced = n;
-      } else {
-        (holder.empty() ? holder : other) = n;
-      }
-    }
-    key = k;
-  }
+  const MovedKey moved = KeyMovedTo(before, after, "n4", "down:");
+  ASSERT_FALSE(moved.key.empty());
+  const std::string& key = moved.key;
+  const NodeId& replaced = moved.replaced;
+  const NodeId& holder = moved.kept[0];
+  const NodeId& other = moved.kept[1];
   const PartitionId p = after.KeyPartition(key);
   ASSERT_EQ(sim.core("n4").switch_sync().at(p), (std::set<NodeId>{replaced, holder, other}));
   // Acknowledged by the replaced replica and one kept one, after the joiner
