@@ -319,17 +319,11 @@ class Run {
           // partition, or a crash that lost a replica's unsynced copy of a
           // write, could take every copy of an acknowledged write, which no
           // quorum of W=2 survives.
-          // Not a node asked to leave: with a new disk it joins afresh.
-          if (config_.lost_disk && !corrupted_ && !leaving_.count(a) && rng_() % 3 == 0) {
-            corrupted_ = true;
-            ++report_.disks_lost;
-            sim_.Crash(a, /*lose_unsynced=*/!config_.scrubs);
-            sim_.Wipe(a);
-            crashed_.insert(a);
-            sim_.At(sim_.now() + 200 + rng_() % 1800, [this, a] { Restart(a); });
-            break;
-          }
-          const bool corrupt = config_.scrubs && !corrupted_ && rng_() % 3 == 0;
+          // A lost disk is that copy too; not of a node asked to leave,
+          // which with a new disk joins afresh.
+          const bool wipe =
+              config_.lost_disk && !corrupted_ && !leaving_.count(a) && rng_() % 3 == 0;
+          const bool corrupt = !wipe && config_.scrubs && !corrupted_ && rng_() % 3 == 0;
           if (corrupt && config_.tree_checks && rng_() % 2 == 0) {
             // Instead, the running node's storage loses a set key without an
             // error; a write of the key or a tree check must find the loss.
@@ -345,6 +339,11 @@ class Run {
           tree_keys_corrected_ += sim_.core(a).stats().tree_keys_corrected;
           report_.trees_checked += sim_.core(a).stats().trees_checked;
           sim_.Crash(a, /*lose_unsynced=*/!config_.scrubs);
+          if (wipe) {
+            corrupted_ = true;
+            ++report_.disks_lost;
+            sim_.Wipe(a);
+          }
           if (corrupt) {
             corrupted_ = true;
             // Where the node holds hints, the bad block may be the first
