@@ -61,6 +61,25 @@ TEST(ProtoTest, SpotCheckDecodedFields) {
   EXPECT_TRUE(s.in_doubt());
 }
 
+// The replicas an ErrorReply may name came later: a reply without them
+// decodes as before, and their count is checked before they are read.
+TEST(ProtoTest, AnErrorNamesAtMostMaxReplicasReplicas) {
+  ErrorReply e{9, StatusCode::kUnavailable, "not a replica", false, {{"n4", "127.0.0.1:7004"}}};
+  Result<Message> back = DecodeMessage(Body_(EncodeFrame({1, e})), Limits{});
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(std::get<ErrorReply>(back->body).replicas, e.replicas);
+  e.replicas.clear();
+  back = DecodeMessage(Body_(EncodeFrame({1, e})), Limits{});
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(std::get<ErrorReply>(back->body).replicas.empty());
+  e.replicas.assign(kMaxReplicas + 1, NodeAddress{"n4", ""});
+  EXPECT_EQ(DecodeMessage(Body_(EncodeFrame({1, e})), Limits{}).status().code(),
+            StatusCode::kProtocolError);
+  e.replicas.assign(1, NodeAddress{"", "127.0.0.1:1"});
+  EXPECT_EQ(DecodeMessage(Body_(EncodeFrame({1, e})), Limits{}).status().code(),
+            StatusCode::kProtocolError);
+}
+
 TEST(ProtoTest, SiblingSetRecordRoundTrips) {
   std::string bytes = EncodeSiblingSet(SampleSiblings());
   Result<SiblingSet> back = DecodeSiblingSet(bytes, Limits{});

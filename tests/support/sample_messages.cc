@@ -46,6 +46,11 @@ std::vector<Body> AllMessages() {
   mrep.keys = {{{"a", 1}, {"b", 2}}, {}};
   return {
       ErrorReply{5, StatusCode::kTimeout, "deadline passed", true},
+      ErrorReply{7,
+                 StatusCode::kUnavailable,
+                 "not a replica",
+                 false,
+                 {{"n2", "127.0.0.1:7002"}, {"n3", ""}}},
       Ack{6, 42},
       GetRequest{"user:1", "n7"},
       GetReply{7, SampleSiblings()},

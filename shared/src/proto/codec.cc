@@ -79,11 +79,18 @@ struct PayloadEncoder {
   MsgpackWriter& w;
 
   void operator()(const ErrorReply& m) {
-    w.Array(4);
+    w.Array(m.replicas.empty() ? 4 : 5);
     w.Uint(m.epoch);
     w.Uint(static_cast<uint64_t>(m.code));
     w.Str(m.message);
     w.Bool(m.in_doubt);
+    if (m.replicas.empty()) return;
+    w.Array(static_cast<uint32_t>(m.replicas.size()));
+    for (const NodeAddress& r : m.replicas) {
+      w.Array(2);
+      w.Str(r.node);
+      w.Str(r.address);
+    }
   }
   void operator()(const Ack& m) {
     w.Array(2);
@@ -433,6 +440,18 @@ class Decoder {
     DYNAMO_RETURN_IF_ERROR(UintAs(&m->code, kMaxStatusCode));
     DYNAMO_RETURN_IF_ERROR(Text(&m->message));
     DYNAMO_RETURN_IF_ERROR(Bool(&m->in_doubt));
+    if (extra_[open_ - 1] > 0) {
+      --extra_[open_ - 1];
+      uint32_t n = 0;
+      DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, kMaxReplicas));
+      m->replicas.resize(n);
+      for (NodeAddress& r : m->replicas) {
+        DYNAMO_RETURN_IF_ERROR(Open(2));
+        DYNAMO_RETURN_IF_ERROR(NodeIdField(&r.node, false));
+        DYNAMO_RETURN_IF_ERROR(Text(&r.address));
+        DYNAMO_RETURN_IF_ERROR(Close());
+      }
+    }
     return Close();
   }
   Status Payload(Ack* m) {

@@ -72,11 +72,22 @@ enum class MessageType : uint16_t {
 
 // --- replies common to many requests ---
 
+// A node and where to reach it.
+struct NodeAddress {
+  NodeId node;
+  std::string address;  // HOST:PORT; empty if the sender knows none
+  bool operator==(const NodeAddress&) const = default;
+};
+
 struct ErrorReply {
   uint64_t epoch = 0;
   StatusCode code = StatusCode::kInternal;
   std::string message;
   bool in_doubt = false;
+  // Set when the node refused a request meant for a replica of a partition
+  // it does not replicate in its map (the sender's map is older): that
+  // partition's replicas in the node's map, at most kMaxReplicas. Optional.
+  std::vector<NodeAddress> replicas;
 };
 
 struct Ack {
