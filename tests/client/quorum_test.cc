@@ -919,6 +919,165 @@ TEST(ReadOpTest, ASparesAnswerCountsOnlyWhenTheOtherReplicasCannotAnswer) {
   EXPECT_EQ(one.siblings().size(), 1u);
 }
 
+// A node's refusal of a request for a partition it no longer replicates,
+// naming the partition's replicas in its map, at `epoch`.
+Reply NoReplica(std::vector<NodeId> replicas, uint64_t epoch) {
+  proto::ErrorReply e =
+      proto::MakeError(Status::Unavailable("does not replicate the partition"), epoch);
+  for (const NodeId& n : replicas) e.replicas.push_back(proto::NodeAddress{n, n + ":7100"});
+  return Ok(e);
+}
+
+// A client on a map from before a ring switch: the replica a new node
+// replaced refuses, and the new node takes its copy, counted and unhinted
+// (a stand-in's hint for the refuser would miss the new replica's reads).
+// A refusal from an older map than the route's names nothing better: a
+// hinted stand-in as for any failure.
+TEST(WriteOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNames) {
+  Fixture f;
+  const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
+  const std::vector<NodeId> pref = f.pref();
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  req.w = 3;
+  req.preferred_coordinator = pref[0];
+  WriteOp op(route, req);
+  Send coord = op.Start()[0];
+  std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("v")));
+  ASSERT_EQ(replicas.size(), 2u);
+  const NodeId refuser = op.target(replicas[1].target).node;
+  std::vector<Send> moved =
+      op.OnReply(replicas[1].target,
+                 NoReplica({pref[0], op.target(replicas[0].target).node, "n9"}, route.epoch + 1));
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(op.target(moved[0].target).node, "n9");
+  EXPECT_EQ(op.target(moved[0].target).address, "n9:7100");
+  EXPECT_EQ(op.target(moved[0].target).role, Role::kPrimary);
+  EXPECT_TRUE(std::get<proto::ReplicaPutRequest>(moved[0].body).hint.empty());
+  op.OnReply(replicas[0].target, Ok(proto::Ack{1, 1}));
+  EXPECT_FALSE(op.done());
+  op.OnReply(moved[0].target, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok()) << op.status().ToString();
+  EXPECT_EQ(op.receipt().hints, 0u);
+  EXPECT_EQ(op.reached().back(), "n9");
+
+  WriteOp stale(route, req);
+  coord = stale.Start()[0];
+  replicas = stale.OnReply(coord.target, Ok(CoordReply("v")));
+  std::vector<Send> stand_in =
+      stale.OnReply(replicas[1].target, NoReplica({pref[0], "n9"}, route.epoch));
+  ASSERT_EQ(stand_in.size(), 1u);
+  EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint, refuser);
+}
+
+// The coordinator the stale route picked refuses (nothing applied): the
+// next one coordinates, and the named replica gets the copy.
+TEST(WriteOpTest, ACoordinatorThatNoLongerReplicatesThePartitionGivesWayToTheOthers) {
+  Fixture f;
+  const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
+  const std::vector<NodeId> pref = f.pref();
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  req.w = 3;
+  req.preferred_coordinator = pref[0];
+  WriteOp op(route, req);
+  Send first = op.Start()[0];
+  ASSERT_EQ(op.target(first.target).node, pref[0]);
+  std::vector<Send> next =
+      op.OnReply(first.target, NoReplica({"n9", pref[1], pref[2]}, route.epoch + 1));
+  ASSERT_EQ(next.size(), 1u);
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutRequest>(next[0].body));
+  EXPECT_NE(op.target(next[0].target).node, pref[0]);
+  std::vector<Send> replicas = op.OnReply(next[0].target, Ok(CoordReply("v")));
+  ASSERT_EQ(replicas.size(), 2u);
+  std::set<NodeId> to;
+  for (const Send& s : replicas) {
+    to.insert(op.target(s.target).node);
+    EXPECT_TRUE(std::get<proto::ReplicaPutRequest>(s.body).hint.empty());
+    op.OnReply(s.target, Ok(proto::Ack{1, 1}));
+  }
+  EXPECT_TRUE(to.count("n9"));
+  EXPECT_FALSE(to.count(pref[0]));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok()) << op.status().ToString();
+  EXPECT_EQ(op.receipt().coordinator_retries, 1u);
+}
+
+// A route planned during a change sends the joiner its copy uncounted; once
+// the replica it replaces refuses, the joiner's acknowledgement counts.
+TEST(WriteOpTest, APendingReplicaNamedByARefusalCounts) {
+  ClusterMap map(*Ring::Create(Names(3), 64, 3));
+  map.Reconcile(Names(4));
+  std::string key;
+  for (int i = 0; key.empty(); ++i) {
+    std::string k = "k" + std::to_string(i);
+    if (!map.PendingReplicas(map.ring().KeyPartition(k)).empty()) key = k;
+  }
+  const Route route = PlanRoute(map, key, AllHealthyExcept({}));
+  WriteRequest req;
+  req.key = key;
+  req.value = "v";
+  req.w = 3;
+  WriteOp op(route, req);
+  Send coord = op.Start()[0];
+  std::vector<Send> rest = op.OnReply(coord.target, Ok(CoordReply("v")));
+  ASSERT_EQ(rest.size(), 3u);
+  std::vector<NodeId> after;  // the coordinator, a kept replica and n4
+  std::optional<Send> replaced, kept;
+  for (const Send& s : rest) {
+    const NodeId& node = op.target(s.target).node;
+    if (node == "n4") {
+      op.OnReply(s.target, Ok(proto::Ack{5, 1}));
+    } else if (!replaced) {
+      replaced = s;
+    } else {
+      kept = s;
+    }
+  }
+  ASSERT_TRUE(replaced && kept);
+  EXPECT_FALSE(op.done());
+  std::vector<Send> more =
+      op.OnReply(replaced->target,
+                 NoReplica({op.target(coord.target).node, op.target(kept->target).node, "n4"},
+                           route.epoch + 1));
+  EXPECT_TRUE(more.empty());
+  EXPECT_FALSE(op.done());
+  op.OnReply(kept->target, Ok(proto::Ack{5, 1}));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok()) << op.status().ToString();
+}
+
+// A read on a stale route asks the replica a refusal names before it
+// decides: a spare's answer in the refuser's place would not count yet, and
+// the new replica may hold a write the others lack.
+TEST(ReadOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNames) {
+  Fixture f;
+  const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
+  ReadOp op(route, ReadRequest{f.key, 2});
+  std::vector<Send> gets = op.Start();
+  ASSERT_EQ(gets.size(), 3u);
+  op.OnReply(gets[0].target, Ok(proto::GetReply{1, {}}));
+  std::vector<Send> moved =
+      op.OnReply(gets[2].target,
+                 NoReplica({op.target(gets[0].target).node, op.target(gets[1].target).node, "n9"},
+                           route.epoch + 1));
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(op.target(moved[0].target).node, "n9");
+  EXPECT_TRUE(std::get<proto::GetRequest>(moved[0].body).hint.empty());
+  std::vector<Send> spare = op.OnReply(gets[1].target, Refused());
+  ASSERT_EQ(spare.size(), 1u);
+  op.OnReply(spare[0].target, Ok(proto::GetReply{1, {}}));
+  EXPECT_FALSE(op.answered()) << "answered without the replica that took the refuser's place";
+  op.OnReply(moved[0].target, Ok(proto::GetReply{1, OneVersion("written")}));
+  ASSERT_TRUE(op.answered());
+  ASSERT_TRUE(op.status().ok()) << op.status().ToString();
+  EXPECT_EQ(op.siblings().size(), 1u);
+  EXPECT_EQ(op.reached().back(), "n9");
+}
+
 TEST(ReadOpTest, FailuresBringInSparesThenGiveUp) {
   Fixture f;
   ReadOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});

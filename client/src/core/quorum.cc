@@ -65,6 +65,16 @@ Status StatusOf(const Reply& reply) {
   return Status::OK();
 }
 
+// The replicas named by a node's refusal of a request for a partition it
+// does not replicate, when its map is newer than the route's (one from an
+// older map names no better replicas than the route); null otherwise.
+const std::vector<proto::NodeAddress>* Redirect(const Reply& reply, uint64_t route_epoch) {
+  if (!reply.message.ok()) return nullptr;
+  const auto* e = std::get_if<proto::ErrorReply>(&reply.message->body);
+  if (e == nullptr || e->replicas.empty() || e->epoch <= route_epoch) return nullptr;
+  return &e->replicas;
+}
+
 // A request no node would take as it is.
 bool Invalid(const Status& s) {
   return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kProtocolError;
@@ -306,6 +316,32 @@ std::vector<Send> WriteOp::Substitute(size_t i) {
       j, proto::ReplicaPutRequest{req_.key, replicate_, spare.hint, req_.lww && req_.durable}}};
 }
 
+std::vector<Send> WriteOp::Reroute(size_t i, const std::vector<proto::NodeAddress>& replicas) {
+  if (!targets_[i].counted) return {};
+  state_[i] = 4;
+  for (const proto::NodeAddress& r : replicas) {
+    auto known = std::find_if(targets_.begin(), targets_.end(),
+                              [&](const OpTarget& t) { return t.target->node == r.node; });
+    if (known != targets_.end()) {
+      const size_t k = static_cast<size_t>(known - targets_.begin());
+      if (known->counted || state_[k] >= 3) continue;
+      known->counted = true;
+      if (state_[k] == 2) NoteAck(k, false);
+      return {};
+    }
+    const Target& primary = stand_ins_.emplace_back(Target{r.node, r.address, Role::kPrimary, ""});
+    targets_.push_back(OpTarget{&primary, true});
+    state_.push_back(0);
+    const size_t j = targets_.size() - 1;
+    if (!req_.lww) coordinators_.push_back(j);
+    if (!replicating_) return {};
+    state_[j] = 1;
+    ++outstanding_;
+    return {Send{j, proto::ReplicaPutRequest{req_.key, replicate_, "", req_.lww && req_.durable}}};
+  }
+  return {};
+}
+
 std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
   if (target >= state_.size() || state_[target] != 1) return {};
   --outstanding_;
@@ -345,7 +381,11 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
     }
     if (done()) return {};
     ++receipt_.coordinator_retries;
-    Substitute(target);
+    if (const auto* replicas = Redirect(reply, route_->epoch)) {
+      Reroute(target, *replicas);
+    } else {
+      Substitute(target);
+    }
     return TryCoordinator();
   }
 
@@ -370,7 +410,11 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
     // Also once W is met, and for a replica shedding load: the stand-in
     // keeps the N-th copy as a hint, which otherwise would wait for
     // anti-entropy.
-    if (!Invalid(last_error_)) out = Substitute(target);
+    if (const auto* replicas = Redirect(reply, route_->epoch)) {
+      out = Reroute(target, *replicas);
+    } else if (!Invalid(last_error_)) {
+      out = Substitute(target);
+    }
   }
   CheckDone();
   return out;
@@ -471,6 +515,7 @@ ReadOp::ReadOp(std::shared_ptr<const Route> route, ReadRequest request)
     : route_(std::move(route)), req_(std::move(request)) {
   targets_.reserve(route_->replicas.size());
   for (const Target& t : route_->replicas) targets_.push_back(&t);
+  planned_.assign(targets_.size(), true);
   replies_.resize(targets_.size());
   acked_.reserve(targets_.size());
   receipt_.epoch = route_->epoch;
@@ -496,8 +541,9 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
   const Status status = StatusOf(reply);
   const auto* get = status.ok() ? std::get_if<proto::GetReply>(&reply.message->body) : nullptr;
   const Target& t = *targets_[target];
-  const bool planned = target < route_->replicas.size();
+  const bool planned = planned_[target];
   if (planned) --planned_outstanding_;
+  const std::vector<proto::NodeAddress>* redirect = nullptr;
   if (get != nullptr) {
     replies_[target] = Canonicalize(get->siblings);
     ++ok_;
@@ -507,6 +553,20 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
     all_timeouts_ &= last_error_.IsTimeout();
     busy_ |= last_error_.code() == StatusCode::kBusy;
+    if (planned) redirect = Redirect(reply, route_->epoch);
+  }
+  if (redirect != nullptr) {
+    // Asked before the answer is decided: the replica that took the
+    // refuser's place may hold writes the others lack.
+    for (const proto::NodeAddress& n : *redirect) {
+      if (std::any_of(targets_.begin(), targets_.end(),
+                      [&](const Target* known) { return known->node == n.node; })) {
+        continue;
+      }
+      out.push_back(
+          Add(stand_ins_.emplace_back(Target{n.node, n.address, Role::kPrimary, ""}), true));
+      break;
+    }
   }
   if (answered()) return out;
   const size_t r = static_cast<size_t>(std::max(req_.r, 1));
@@ -514,12 +574,9 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     Answer();
     return out;
   }
-  if (get == nullptr && !Definitive(last_error_, reply) && next_spare_ < route_->spares.size()) {
-    const Target& spare = stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], t));
-    targets_.push_back(&spare);
-    replies_.emplace_back();
-    ++outstanding_;
-    out.push_back(Send{targets_.size() - 1, proto::GetRequest{req_.key, spare.hint}});
+  if (get == nullptr && redirect == nullptr && !Definitive(last_error_, reply) &&
+      next_spare_ < route_->spares.size()) {
+    out.push_back(Add(stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], t)), false));
   }
   if (ok_ + outstanding_ < r) {
     if (ok_ == 0 && all_timeouts_) {
@@ -533,6 +590,15 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     }
   }
   return out;
+}
+
+Send ReadOp::Add(const Target& target, bool planned) {
+  targets_.push_back(&target);
+  planned_.push_back(planned);
+  replies_.emplace_back();
+  ++outstanding_;
+  if (planned) ++planned_outstanding_;
+  return Send{targets_.size() - 1, proto::GetRequest{req_.key, target.hint}};
 }
 
 void ReadOp::Answer() {

@@ -158,7 +158,9 @@ uint64_t CoordinatorRankSalt(uint64_t client_id);
 // flag in doubt; a write applied twice would make two versions), up to
 // every replica of the key, otherwise the write fails in doubt; a node's
 // Busy or an invalid request ends it, not in doubt. A replica that fails
-// or sheds load (Busy) is replaced by a hinted stand-in. LWW: the client's
+// or sheds load (Busy) is replaced by a hinted stand-in; one that refuses as
+// no replica of the key's partition in a map newer than the route's (the
+// partition moved) by a replica that map names. LWW: the client's
 // version to every replica at once. Done at W acknowledgements (the
 // coordinator's included), or when W can no longer be reached, or at the
 // deadline.
@@ -208,6 +210,13 @@ class WriteOp {
   // Replaces failed counted target `i` with the next spare; the ReplicaPut
   // for it when replication is under way.
   std::vector<Send> Substitute(size_t i);
+  // Replaces counted target `i`, refused by a node that no longer
+  // replicates the partition, with the first of `replicas` (the refuser's
+  // map) the op does not count yet: a pending target of that node counts
+  // from now on, any other becomes a new primary target (and coordinator
+  // candidate), sent its ReplicaPut when replication is under way. The
+  // stale route's spares would keep hints for the refuser instead.
+  std::vector<Send> Reroute(size_t i, const std::vector<proto::NodeAddress>& replicas);
   void CheckDone();
   void Finish(Status status);
   void NoteAck(size_t target, bool coordinator);
@@ -251,7 +260,9 @@ struct ReadRequest {
 // once every replica of the route has answered or failed, or at the
 // deadline: a replica that refuses reads while it syncs (a catch-up, a
 // partition it just took over) still takes writes, so a spare's empty
-// answer in its place could hide a write the others hold. The op then keeps
+// answer in its place could hide a write the others hold. A replica that
+// refuses as no replica in a newer map is replaced at once by one that map
+// names, whose answer counts as a replica's. The op then keeps
 // collecting until every replica answered or the repair window ends
 // (Finish), and returns the repair writes for replicas that answered stale
 // or missing.
@@ -294,10 +305,14 @@ class ReadOp {
  private:
   // Decides the read OK with the merge of every answer so far.
   void Answer();
+  // Asks `target` (in stand_ins_) too; `planned`: a replica of the key (one
+  // a refusal named), whose answer counts as the route's replicas' do.
+  Send Add(const Target& target, bool planned);
 
   std::shared_ptr<const Route> route_;
   ReadRequest req_;
   std::vector<const Target*> targets_;  // in route_ or stand_ins_
+  std::vector<bool> planned_;           // per target: a replica, not a spare
   std::list<Target> stand_ins_;
   size_t next_spare_ = 0;
   std::vector<std::optional<SiblingSet>> replies_;
