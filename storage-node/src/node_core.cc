@@ -196,6 +196,26 @@ bool NodeCore::Replicates(PartitionId p) const {
   return in(map_->ring()) || (map_->next() && in(*map_->next()));
 }
 
+bool NodeCore::RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p) {
+  if (Replicates(p)) return false;
+  ++stats_.requests_refused_not_replica;
+  ++stats_.errors;
+  std::string names;
+  std::vector<proto::NodeAddress> replicas;
+  for (const NodeId& node : map_->ring().PreferenceList(p)) {
+    names += (names.empty() ? "" : ", ") + node;
+    replicas.push_back(proto::NodeAddress{node, AddressOf(node).value_or("")});
+  }
+  proto::ErrorReply refusal = proto::MakeError(
+      Status::Unavailable("node " + options_.id + " does not replicate partition " +
+                          std::to_string(p) + " in its map (epoch " + std::to_string(epoch()) +
+                          "), whose replicas are " + names + "; the sender's map is stale"),
+      epoch());
+  refusal.replicas = std::move(replicas);
+  Reply(conn, id, std::move(refusal));
+  return true;
+}
+
 // ------------------------------------------------------------------ events
 
 void NodeCore::Start(Now now) {
@@ -415,6 +435,7 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
     return;
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
+  if ((req.hint.empty() || req.hint == options_.id) && RefusedAsNoReplica(conn, id, p)) return;
   if (Status gated = SwitchSyncPending(p); !gated.ok()) {
     ReplyError(conn, id, gated.Annotate("ask another replica"));
     return;
@@ -466,6 +487,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
     return;
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
+  if (RefusedAsNoReplica(conn, id, p)) return;
   // One state for the request's three steps, shared by their callbacks rather
   // than copied into each.
   struct CoordPut {
@@ -646,6 +668,7 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
   const bool hinted = !req.hint.empty() && req.hint != options_.id;
+  if (!hinted && RefusedAsNoReplica(conn, id, p)) return;
   if (hinted && !membership_.Find(req.hint) && !InRingOrNext(req.hint)) {
     // It could never be delivered (and would hold up this node's leave).
     ReplyError(
@@ -928,6 +951,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"replica_puts", stats_.replica_puts},
       {"requests", stats_.requests},
       {"requests_refused_busy", stats_.requests_refused_busy},
+      {"requests_refused_not_replica", stats_.requests_refused_not_replica},
       {"storage_losses_found", stats_.storage_losses_found},
       {"switch_sync_partitions",
        static_cast<uint64_t>(std::count_if(

@@ -10,6 +10,7 @@
 
 #include "dynamo/node/keys.h"
 #include "dynamo/node/membership.h"
+#include "sim/sim_client.h"
 #include "sim/sim_cluster.h"
 
 namespace dynamo::node {
@@ -383,10 +384,13 @@ TEST(NodeCoreTest, AStandInsReadSeesTheKeysHintsForEveryPrimary) {
   auto read = sim.Request(holder, proto::GetRequest{"sk", pref[2]});
   ASSERT_TRUE(std::holds_alternative<proto::GetReply>(read->body));
   EXPECT_EQ(std::get<proto::GetReply>(read->body).siblings, set);
-  // A read that names no primary is the node's own data only.
+  // A read that names no primary asks for a replica's copy, which the
+  // stand-in is not: it names the replicas instead.
   auto own = sim.Request(holder, proto::GetRequest{"sk"});
-  ASSERT_TRUE(std::holds_alternative<proto::GetReply>(own->body));
-  EXPECT_TRUE(std::get<proto::GetReply>(own->body).siblings.empty());
+  ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(own->body));
+  std::vector<NodeId> named;
+  for (const auto& r : std::get<proto::ErrorReply>(own->body).replicas) named.push_back(r.node);
+  EXPECT_EQ(named, pref);
   // Past the grace period the hint is not read (the reader would repair it
   // back onto the replicas, over a tombstone that may be purged), and a hint
   // that old is refused, not acknowledged and then dropped unread.
@@ -617,7 +621,9 @@ TEST(NodeCoreTest, AHandoffStopsDeletingWhenThePartitionIsTheNodesAgain) {
 // coordinated a key, handed its partition to a joiner and deleted its copy;
 // a client with an older map then had it coordinate the key again. The new
 // version's context claimed the node's earlier dot, which that client never
-// read, and the client's next write superseded it everywhere.
+// read, and the client's next write superseded it everywhere. Such a node
+// now refuses the key until it replicates the partition again; in the
+// window before its copy comes back the fresh actor still guards it.
 TEST(NodeCoreTest, ANodeThatHandedAKeyOffDoesNotClaimItsEarlierVersionsOfIt) {
   SimCluster sim(43);
   FormCluster(sim, 3);
@@ -651,12 +657,29 @@ TEST(NodeCoreTest, ANodeThatHandedAKeyOffDoesNotClaimItsEarlierVersionsOfIt) {
   ASSERT_FALSE(sim.Stored(moved->coordinator, moved->key).has_value());
   EXPECT_NE(sim.core(moved->coordinator).actor(), moved->dot.actor);
 
-  // A client with the old map asks the former owner, blindly.
-  auto r = sim.Request(moved->coordinator, proto::CoordPutRequest{moved->key, {}, "blind", false});
+  const NodeId& former = moved->coordinator;
+  const std::vector<NodeId> owners = ring.PreferenceList(ring.KeyPartition(moved->key));
+  // A client with the old map asks the former owner, blindly: it refuses,
+  // as no replica of the key, naming the owners.
+  auto r = sim.Request(former, proto::CoordPutRequest{moved->key, {}, "blind", false});
+  ASSERT_TRUE(r.ok() && std::holds_alternative<proto::ErrorReply>(r->body));
+  std::vector<NodeId> named;
+  for (const auto& n : std::get<proto::ErrorReply>(r->body).replicas) named.push_back(n.node);
+  EXPECT_EQ(named, owners);
+  // n4 leaves and the partition comes back to the former owner, which is
+  // cut from the others once it knows, so its copy does not come back
+  // with it: asked to coordinate the key then, blindly, it does.
+  auto leave = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kLeave, "n4"});
+  ASSERT_TRUE(leave.ok() && std::holds_alternative<proto::AdminReply>(leave->body));
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core(former).map()->next().has_value(); }, 10000));
+  for (const NodeId& peer : sim.ids()) {
+    if (peer != former) sim.Cut(former, peer);
+  }
+  ASSERT_FALSE(sim.Stored(former, moved->key).has_value());
+  r = sim.Request(former, proto::CoordPutRequest{moved->key, {}, "blind", false});
   ASSERT_TRUE(r.ok() && std::holds_alternative<proto::CoordPutReply>(r->body));
   const SiblingSet blind = std::get<proto::CoordPutReply>(r->body).siblings;
   EXPECT_FALSE(ContextOf(blind).Covers(moved->dot));
-  std::vector<NodeId> owners = ring.PreferenceList(ring.KeyPartition(moved->key));
   for (const NodeId& n : owners) {
     ASSERT_TRUE(std::holds_alternative<proto::Ack>(
         sim.Request(n, proto::ReplicaPutRequest{moved->key, blind, ""})->body));
@@ -820,7 +843,7 @@ TEST(NodeCoreTest, AnAdminChangeIsAnsweredOnceItIsDurable) {
 }
 
 // Copies come in pairs into a range n1 hands off: the hints it keeps for
-// n4, or one partition it does not replicate. The first starts a handoff;
+// n4, or one partition it does not replicate (delivered hints). The first starts a handoff;
 // the second comes a little later each time, at times while a scan of
 // the emptied range is on its way back (the storage thread answers a scan
 // after the writes and sync of its group; writes applied on the loop thread
@@ -854,10 +877,13 @@ void CopiesArrivingDuringAHandoffAreHandedOffToo(bool hints) {
     SiblingSet set =
         CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "v:" + key, false, sim.WallMs("n1")})
             ->siblings;
-    sim.Send("n1", proto::ReplicaPutRequest{key, set, hints ? "n4" : ""},
-             [&](Result<proto::Message> r) {
-               if (r.ok() && std::holds_alternative<proto::Ack>(r->body)) ++acked;
-             });
+    // A copy of a partition n1 does not replicate comes as a hint's delivery
+    // (stored while n1 replicated it); a replica's copy n1 would refuse.
+    proto::Body body = proto::ReplicaPutRequest{key, set, "n4"};
+    if (!hints) body = proto::PushRequest{proto::PushPurpose::kHint, {{key, set}}};
+    sim.Send("n1", std::move(body), [&](Result<proto::Message> r) {
+      if (r.ok() && std::holds_alternative<proto::Ack>(r->body)) ++acked;
+    });
   };
   for (int pair = 0; pair < kPairs; ++pair) {
     SCOPED_TRACE("pair " + std::to_string(pair));
@@ -1286,16 +1312,16 @@ TEST(NodeCoreTest, ATakenOverPartitionIsReadOnlyAfterASyncWithTheReplicaItReplac
   const NodeId& replaced = moved.replaced;
   const NodeId& kept = moved.kept[1];
   sim.Cut("n4", replaced);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
-  const PartitionId p = sim.core("n4").map()->ring().KeyPartition(key);
-  ASSERT_EQ(sim.core("n4").map()->ring().PreferenceList(p), next.PreferenceList(p));
-  EXPECT_EQ(sim.core("n4").switch_sync().at(p).count(replaced), 1u);
-
+  // Before the switch (after it the replaced replica refuses the write).
   auto put = sim.Request(kept, proto::CoordPutRequest{key, {}, "acknowledged", false});
   auto* coord = std::get_if<proto::CoordPutReply>(&put->body);
   ASSERT_NE(coord, nullptr);
   ASSERT_TRUE(std::holds_alternative<proto::Ack>(
       sim.Request(replaced, proto::ReplicaPutRequest{key, coord->siblings, ""})->body));
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  const PartitionId p = sim.core("n4").map()->ring().KeyPartition(key);
+  ASSERT_EQ(sim.core("n4").map()->ring().PreferenceList(p), next.PreferenceList(p));
+  EXPECT_EQ(sim.core("n4").switch_sync().at(p).count(replaced), 1u);
   auto expect_refused = [&] {
     auto r = sim.Request("n4", proto::GetRequest{key});
     ASSERT_TRUE(r.ok());
@@ -1342,15 +1368,13 @@ TEST(NodeCoreTest, ANodeWhoseReplacedReplicaIsDownSyncsWithTheKeptOnesBeforeServ
   const NodeId& other = moved.kept[1];
   const PartitionId p = after.KeyPartition(key);
   ASSERT_EQ(sim.core("n4").switch_sync().at(p), (std::set<NodeId>{replaced, holder, other}));
-  // Acknowledged by the replaced replica and one kept one, after the joiner
-  // could not sync with either (a client still on the old map).
+  // Acknowledged by one kept replica after the joiner could not sync with
+  // it (W=1, or the replaced replica's copy from before its switch).
   sim.Cut("n4", replaced);
   sim.Cut("n4", holder);
   auto put = sim.Request(holder, proto::CoordPutRequest{key, {}, "acknowledged", false});
   auto* coord = std::get_if<proto::CoordPutReply>(&put->body);
   ASSERT_NE(coord, nullptr);
-  ASSERT_TRUE(std::holds_alternative<proto::Ack>(
-      sim.Request(replaced, proto::ReplicaPutRequest{key, coord->siblings, ""})->body));
   sim.Crash(replaced);
   ASSERT_TRUE(sim.RunUntil(
       [&] { return sim.core("n4").membership().IsSilent(replaced, sim.now()); }, 30000));
@@ -1410,6 +1434,98 @@ TEST(NodeCoreTest, ANodeWhoseReplacedReplicaIsDownSyncsWithTheKeptOnesBeforeServ
   sim.Cut("n4", replaced, false);
   ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n4").switch_sync().count(p); }, 30000));
   expect_written();
+}
+
+// After a switch the replica a joiner replaced takes none of the
+// partition's writes or reads meant for a replica (a client on the map from
+// before sends them): a write it took after the joiner synced with it would
+// be on none of the replicas readers ask, and it lacks what they took since.
+// It refuses them, naming the partition's replicas in its map; a hinted copy
+// (standing in for another node) it still keeps and reads back.
+TEST(NodeCoreTest, AReplacedReplicaRefusesThePartitionsRequestsNamingItsReplicas) {
+  SimCluster sim(17);
+  FormCluster(sim, 3, Quiet);
+  const Ring before = sim.core("n1").map()->ring();
+  sim.AddNode("n4", {"n1"}, Quiet);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  const ClusterMap after = *sim.core("n4").map();
+  const MovedKey moved = KeyMovedTo(before, after.ring(), "n4", "refused:");
+  ASSERT_FALSE(moved.key.empty());
+  const NodeId& replaced = moved.replaced;
+  std::vector<proto::NodeAddress> replicas;
+  for (const NodeId& n : after.ring().PreferenceList(after.ring().KeyPartition(moved.key))) {
+    replicas.push_back(proto::NodeAddress{n, sim.core(replaced).membership().Find(n)->address});
+  }
+  auto put = sim.Request(moved.kept[0], proto::CoordPutRequest{moved.key, {}, "v", false});
+  auto* coord = std::get_if<proto::CoordPutReply>(&put->body);
+  ASSERT_NE(coord, nullptr);
+
+  auto expect_refused = [&](proto::Body body) {
+    auto r = sim.Request(replaced, std::move(body));
+    ASSERT_TRUE(r.ok());
+    auto* e = std::get_if<proto::ErrorReply>(&r->body);
+    ASSERT_NE(e, nullptr) << "took a request for a partition it no longer replicates";
+    EXPECT_EQ(e->code, StatusCode::kUnavailable);
+    EXPECT_FALSE(e->in_doubt);
+    EXPECT_EQ(e->epoch, after.epoch());
+    EXPECT_EQ(e->replicas, replicas);
+    EXPECT_NE(e->message.find("does not replicate"), std::string::npos) << e->message;
+  };
+  expect_refused(proto::CoordPutRequest{moved.key, {}, "late", false});
+  expect_refused(proto::ReplicaPutRequest{moved.key, coord->siblings, ""});
+  expect_refused(proto::GetRequest{moved.key});
+  EXPECT_EQ(sim.core(replaced).stats().requests_refused_not_replica, 3u);
+
+  EXPECT_TRUE(std::holds_alternative<proto::Ack>(
+      sim.Request(replaced, proto::ReplicaPutRequest{moved.key, coord->siblings, "n4"})->body));
+  auto hinted = sim.Request(replaced, proto::GetRequest{moved.key, "n4"});
+  auto* get = std::get_if<proto::GetReply>(&hinted->body);
+  ASSERT_NE(get, nullptr);
+  EXPECT_EQ(get->siblings, coord->siblings);
+}
+
+// A client on the map from before a join writes a key the joiner took over,
+// after the joiner synced with the replica it replaced, with one kept
+// replica down: the replaced replica refuses, the client writes the joiner
+// in its place, and the joiner holds the write at once (not only after a
+// handoff or anti-entropy: until then a read of the joiner and the replica
+// that was down would miss it). The client's reads go to the joiner too.
+TEST(NodeCoreTest, AClientOnAnOldMapWritesTheReplicaThatTookThePartitionOver) {
+  SimCluster sim(18);
+  FormCluster(sim, 3, Quiet);
+  sim::SimClientOptions options;
+  options.refresh_ms = 3600000;
+  sim::SimClient client(sim, {"n1"}, options, 7);
+  bool loaded = false;
+  client.Refresh([&](Status s) { loaded = s.ok(); });
+  ASSERT_TRUE(sim.RunUntil([&] { return loaded; }, 5000));
+  const Ring before = sim.core("n1").map()->ring();
+  sim.AddNode("n4", {"n1"}, Quiet);
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return Converged(sim, 4) && sim.core("n4").switch_sync().empty(); }, 60000));
+  const MovedKey moved = KeyMovedTo(before, sim.core("n4").map()->ring(), "n4", "old-map:");
+  ASSERT_FALSE(moved.key.empty());
+  sim.Crash(moved.kept[1]);
+
+  std::optional<sim::SimClient::WriteResult> written;
+  client.Put(moved.key, "acknowledged", false, {}, "", {},
+             [&](sim::SimClient::WriteResult r) { written = std::move(r); });
+  ASSERT_TRUE(sim.RunUntil([&] { return written.has_value(); }, 5000));
+  ASSERT_TRUE(written->status.ok()) << written->status.ToString();
+  sim.RunFor(200);
+  auto r = sim.Request("n4", proto::GetRequest{moved.key});
+  auto* get = std::get_if<proto::GetReply>(&r->body);
+  ASSERT_NE(get, nullptr);
+  ASSERT_EQ(get->siblings.size(), 1u) << "the joiner lacks a write acknowledged after it synced";
+  EXPECT_EQ(get->siblings[0].value, "acknowledged");
+  EXPECT_GE(sim.core(moved.replaced).stats().requests_refused_not_replica, 1u);
+
+  std::optional<sim::SimClient::ReadResult> read;
+  client.Get(moved.key, [&](sim::SimClient::ReadResult res) { read = std::move(res); });
+  ASSERT_TRUE(sim.RunUntil([&] { return read.has_value(); }, 5000));
+  ASSERT_TRUE(read->status.ok()) << read->status.ToString();
+  ASSERT_EQ(read->siblings.size(), 1u);
+  EXPECT_NE(std::find(read->reached.begin(), read->reached.end(), "n4"), read->reached.end());
 }
 
 // The replica a node replaces at a switch may be gone for good: removed, it

@@ -188,7 +188,7 @@ TEST(ProcessTest, LeaveAndJoinMovePartitionsAndData) {
           std::vector<NodeId> pref = map->ring().PreferenceList(map->ring().KeyPartition(key));
           for (const char* id : {"n1", "n3", "n4", "n5"}) {
             if (std::find(pref.begin(), pref.end(), id) != pref.end()) continue;
-            Result<SiblingSet> s = c.StoredOn(id, key);
+            Result<SiblingSet> s = c.StoredOn(id, key, pref[0]);
             if (!s.ok() || !s->empty()) return false;
           }
         }

@@ -327,8 +327,9 @@ Status ProcessCluster::Put(const std::string& via, const std::string& key, const
   return Status::OK();
 }
 
-Result<SiblingSet> ProcessCluster::StoredOn(const std::string& id, const std::string& key) {
-  Result<proto::Message> r = cli::CallNode(Address(id), proto::GetRequest{key}, 3000);
+Result<SiblingSet> ProcessCluster::StoredOn(const std::string& id, const std::string& key,
+                                            const std::string& stand_in_for) {
+  Result<proto::Message> r = cli::CallNode(Address(id), proto::GetRequest{key, stand_in_for}, 3000);
   if (!r.ok()) return r.status();
   if (const auto* e = std::get_if<proto::ErrorReply>(&r->body)) return proto::ToStatus(*e);
   const auto* g = std::get_if<proto::GetReply>(&r->body);

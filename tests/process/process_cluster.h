@@ -80,8 +80,12 @@ class ProcessCluster {
   Result<cli::NodeStatsView> Stats(const std::string& id);
   // The named counter summed over the running nodes.
   uint64_t SumStat(const std::string& name);
-  // The sibling set node `id` itself stores for `key`.
-  Result<SiblingSet> StoredOn(const std::string& id, const std::string& key);
+  // The sibling set node `id` itself stores for `key`. A node refuses a
+  // plain read of a key it does not replicate: read as a stand-in for
+  // `stand_in_for` (one of the key's replicas) it answers with what it
+  // stores and the hints it keeps for the key's replicas.
+  Result<SiblingSet> StoredOn(const std::string& id, const std::string& key,
+                              const std::string& stand_in_for = "");
 
  private:
   cli::LocalNode NodeFor(const std::string& id) const;

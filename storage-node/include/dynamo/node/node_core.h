@@ -250,6 +250,9 @@ struct NodeStats {
   uint64_t tree_keys_corrected = 0;  // keys whose tree entry storage contradicted
   uint64_t storage_losses_found = 0;  // writes that found storage lost their key
   uint64_t requests_refused_busy = 0;  // over requests_in_flight_max or key_writes_queued_max
+  // Reads and writes meant for a replica of a partition this node does not
+  // replicate (the sender's map is older)
+  uint64_t requests_refused_not_replica = 0;
 };
 
 class NodeCore {
@@ -469,6 +472,12 @@ class NodeCore {
   void ReleasePage(const std::shared_ptr<Handoff>& h);
   void FinalGossipAndExit(Now now, int code, std::string reason);
   bool Replicates(PartitionId p) const;
+  // Unless this node replicates `p` (in its ring or the next), answers
+  // request `id` with Unavailable naming the partition's replicas in its
+  // map, and returns true: the sender's map is older, and a write taken
+  // here after the switch would miss the sync of the replica that took this
+  // node's place, a read would miss what the replicas took since.
+  bool RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p);
   std::optional<std::string> AddressOf(const NodeId& id) const;
 
   NodeOptions options_;
