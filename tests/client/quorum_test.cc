@@ -928,6 +928,16 @@ Reply NoReplica(std::vector<NodeId> replicas, uint64_t epoch) {
   return Ok(e);
 }
 
+// A causal write of "v" to `key` at W=3, coordinated by `coordinator` first.
+WriteRequest WriteAtW3(const std::string& key, const NodeId& coordinator) {
+  WriteRequest req;
+  req.key = key;
+  req.value = "v";
+  req.w = 3;
+  req.preferred_coordinator = coordinator;
+  return req;
+}
+
 // A client on a map from before a ring switch: the replica a new node
 // replaced refuses, and the new node takes its copy, counted and unhinted
 // (a stand-in's hint for the refuser would miss the new replica's reads).
@@ -937,11 +947,7 @@ TEST(WriteOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNa
   Fixture f;
   const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
   const std::vector<NodeId> pref = f.pref();
-  WriteRequest req;
-  req.key = f.key;
-  req.value = "v";
-  req.w = 3;
-  req.preferred_coordinator = pref[0];
+  const WriteRequest req = WriteAtW3(f.key, pref[0]);
   WriteOp op(route, req);
   Send coord = op.Start()[0];
   std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("v")));
@@ -978,11 +984,7 @@ TEST(WriteOpTest, ACoordinatorThatNoLongerReplicatesThePartitionGivesWayToTheOth
   Fixture f;
   const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
   const std::vector<NodeId> pref = f.pref();
-  WriteRequest req;
-  req.key = f.key;
-  req.value = "v";
-  req.w = 3;
-  req.preferred_coordinator = pref[0];
+  const WriteRequest req = WriteAtW3(f.key, pref[0]);
   WriteOp op(route, req);
   Send first = op.Start()[0];
   ASSERT_EQ(op.target(first.target).node, pref[0]);

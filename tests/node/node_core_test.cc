@@ -1293,6 +1293,16 @@ MovedKey KeyMovedTo(const Ring& before, const Ring& after, const NodeId& joiner,
   return {};
 }
 
+// Quiet n1-n3, then n4 joins: the ring from before the join, once every
+// node switched; none if they did not within a minute.
+std::optional<Ring> JoinN4ToThree(SimCluster& sim) {
+  FormCluster(sim, 3, Quiet);
+  Ring before = sim.core("n1").map()->ring();
+  sim.AddNode("n4", {"n1"}, Quiet);
+  if (!sim.RunUntil([&] { return Converged(sim, 4); }, 60000)) return std::nullopt;
+  return before;
+}
+
 // A write acknowledged by two replicas of the ring before a switch, one of
 // them the replica a joiner replaces, but not by the joiner (a client still
 // on the old map, or a send to the joiner that failed): after the switch a
@@ -1355,10 +1365,9 @@ TEST(NodeCoreTest, ATakenOverPartitionIsReadOnlyAfterASyncWithTheReplicaItReplac
 // one; a replica down holds no read up until it is back.
 TEST(NodeCoreTest, ANodeWhoseReplacedReplicaIsDownSyncsWithTheKeptOnesBeforeServingReads) {
   SimCluster sim(16);
-  FormCluster(sim, 3, Quiet);
-  const Ring before = sim.core("n1").map()->ring();
-  sim.AddNode("n4", {"n1"}, Quiet);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  const std::optional<Ring> joined = JoinN4ToThree(sim);
+  ASSERT_TRUE(joined.has_value());
+  const Ring& before = *joined;
   const Ring& after = sim.core("n4").map()->ring();
   const MovedKey moved = KeyMovedTo(before, after, "n4", "down:");
   ASSERT_FALSE(moved.key.empty());
@@ -1444,10 +1453,9 @@ TEST(NodeCoreTest, ANodeWhoseReplacedReplicaIsDownSyncsWithTheKeptOnesBeforeServ
 // (standing in for another node) it still keeps and reads back.
 TEST(NodeCoreTest, AReplacedReplicaRefusesThePartitionsRequestsNamingItsReplicas) {
   SimCluster sim(17);
-  FormCluster(sim, 3, Quiet);
-  const Ring before = sim.core("n1").map()->ring();
-  sim.AddNode("n4", {"n1"}, Quiet);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  const std::optional<Ring> joined = JoinN4ToThree(sim);
+  ASSERT_TRUE(joined.has_value());
+  const Ring& before = *joined;
   const ClusterMap after = *sim.core("n4").map();
   const MovedKey moved = KeyMovedTo(before, after.ring(), "n4", "refused:");
   ASSERT_FALSE(moved.key.empty());

@@ -709,5 +709,55 @@ TEST(ClientProcessTest, ViewFollowsMembershipChanges) {
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(client->Put("k" + std::to_string(i), "v").ok());
 }
 
+// A client whose map is from before a join (it refreshes rarely) writes a
+// key the joiner took over, at W=3: the replica the joiner replaced refuses
+// it, naming the partition's replicas, and the joiner acknowledges in its
+// place as a primary. The refusal's newer epoch makes the client refresh.
+TEST(ClientProcessTest, AClientOnTheMapFromBeforeAJoinWritesTheReplicaThatTookThePartitionOver) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3, [](ClientOptions& o) { o.refresh_interval_ms = 600000; });
+  ASSERT_NE(client, nullptr);
+  Result<ClusterMap> before = c.Map("n1");
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(c.SpawnExtra(4).ok());
+  std::string why;
+  ASSERT_TRUE(
+      cli::WaitForConvergence({c.Address("n1"), c.Address("n2"), c.Address("n3"), c.Address("n4")},
+                              4, 60000, &why)
+          .ok())
+      << why;
+  Result<ClusterMap> after = c.Map("n1");
+  ASSERT_TRUE(after.ok());
+  std::string key;
+  for (int i = 0; i < 10000 && key.empty(); ++i) {
+    const std::string k = "moved-" + std::to_string(i);
+    const std::vector<NodeId> now = after->ring().PreferenceList(after->ring().KeyPartition(k));
+    if (std::find(now.begin(), now.end(), "n4") != now.end()) key = k;
+  }
+  ASSERT_FALSE(key.empty());
+  EXPECT_EQ(client->Ring().epoch, before->epoch());
+
+  Receipt receipt;
+  WriteOptions options;
+  options.w = 3;
+  options.receipt = &receipt;
+  Result<std::string> put = client->Put(key, "v", options);
+  ASSERT_TRUE(put.ok()) << put.status().ToString();
+  EXPECT_EQ(receipt.epoch, before->epoch());
+  std::string acks;
+  bool n4_primary = false;
+  for (const Receipt::Ack& a : receipt.acks) {
+    acks += a.node + " (" + a.role + ") ";
+    n4_primary |= a.node == "n4" && a.role == "primary";
+  }
+  EXPECT_TRUE(n4_primary) << acks;
+  EXPECT_GE(c.SumStat("requests_refused_not_replica"), 1u);
+  for (int i = 0; i < 50 && client->Ring().epoch < after->epoch(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(client->Ring().epoch, after->epoch());
+}
+
 }  // namespace
 }  // namespace dynamo::test

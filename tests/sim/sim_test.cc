@@ -176,6 +176,34 @@ TEST(SimTest, SomeSeedsChangeMembershipAgainAndLoseADisk) {
   EXPECT_GE(disks, 4u);
 }
 
+// Some CI seeds with membership changes keep one client on the map from
+// before them: the nodes that gave a partition up refuse it, and it goes to
+// the replicas they name. Twelve more seeds run with it forced.
+TEST(SimTest, SomeSeedsKeepAClientOnTheMapFromBeforeTheChanges) {
+  int stale = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed) {
+    const WorkloadConfig c = ConfigForSeed(seed);
+    stale += c.stale_map_client;
+    EXPECT_TRUE(!c.stale_map_client || c.membership_change) << seed;
+  }
+  EXPECT_GT(stale, 10);
+  uint64_t refused = 0;
+  for (uint64_t seed = 1; seed <= 12; ++seed) {
+    WorkloadConfig c = ConfigForSeed(seed);
+    c.nodes = 5;
+    c.membership_change = true;
+    c.more_membership_changes = 2;
+    c.stale_map_client = true;
+    const WorkloadReport r = RunWorkload(seed, c);
+    ASSERT_TRUE(r.ok) << r.Summary();
+    EXPECT_EQ(r.lost, 0u);
+    refused += r.refused_not_replica;
+  }
+  std::cout << "[ sim ] 12 seeds forced: " << refused
+            << " requests refused as no replica, nothing acknowledged lost\n";
+  EXPECT_GT(refused, 12u);
+}
+
 // Some CI seeds run each of the other quorums: W=1 (answered at the
 // coordinator's copy, the other replicas written after), W=3, R=1 and R=3.
 // W=1 never meets a scrub, which may take away the one copy it promises.

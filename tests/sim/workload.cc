@@ -167,11 +167,18 @@ class Run {
     opts.w = config_.w;
     opts.refused_when_down = config_.refused_when_down;
     opts.queue_full_per_mille = config_.queue_full_per_mille;
+    const uint64_t refresh_ms = opts.refresh_ms;
     for (int c = 0; c < config_.clients; ++c) {
+      opts.refresh_ms = c == 0 && config_.stale_map_client ? kStaleMapRefreshMs : refresh_ms;
       clients_.push_back(std::make_unique<SimClient>(sim_, seeds, opts, 1000 + c));
       clients_.back()->Start();
       ops_left_.push_back(config_.ops_per_client);
-      sim_.At(sim_.now() + 50 + rng_() % 50, [this, c] { NextOp(c); });
+      // The stale client starts once the first membership change may have
+      // switched, still with the map it pulled at the start.
+      const uint64_t start_ms = c == 0 && config_.stale_map_client
+                                    ? config_.fault_phase_ms / 2 + 1000 + rng_() % 2000
+                                    : 50 + rng_() % 50;
+      sim_.At(sim_.now() + start_ms, [this, c] { NextOp(c); });
     }
   }
 
@@ -338,6 +345,7 @@ class Run {
           }
           tree_keys_corrected_ += sim_.core(a).stats().tree_keys_corrected;
           report_.trees_checked += sim_.core(a).stats().trees_checked;
+          report_.refused_not_replica += sim_.core(a).stats().requests_refused_not_replica;
           sim_.Crash(a, /*lose_unsynced=*/!config_.scrubs);
           if (wipe) {
             corrupted_ = true;
@@ -601,6 +609,7 @@ class Run {
       if (sim_.IsUp(id) || sim_.Exited(id)) {
         tree_keys_corrected_ += sim_.core(id).stats().tree_keys_corrected;
         report_.trees_checked += sim_.core(id).stats().trees_checked;
+        report_.refused_not_replica += sim_.core(id).stats().requests_refused_not_replica;
       }
     }
     if (tree_keys_corrected_ > silently_lost_) {
@@ -748,6 +757,7 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   // Drawn last, so that seeds which draw neither run as before.
   if (c.membership_change) c.more_membership_changes = static_cast<int>(rng() % 3);
   c.lost_disk = c.crashes && c.w >= 2 && rng() % 4 == 0;
+  c.stale_map_client = c.membership_change && rng() % 2 == 0;
   return c;
 }
 
@@ -760,10 +770,10 @@ std::string WorkloadReport::Summary() const {
      << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults
      << " faults (" << membership_changes << " membership changes, " << disks_lost
      << " disks lost), " << messages << " messages, " << refused_unsent
-     << " requests refused unsent, " << coordinator_retries << " coordinator retries, "
-     << late_coordinator_answers << " coordinators answered past the deadline, "
-     << partitions_scrubbed << " partitions and " << hint_owners_scrubbed
-     << " nodes' hints scrubbed away (" << hints_kept_past_a_bad_hint
+     << " requests refused unsent, " << refused_not_replica << " refused as no replica, "
+     << coordinator_retries << " coordinator retries, " << late_coordinator_answers
+     << " coordinators answered past the deadline, " << partitions_scrubbed << " partitions and "
+     << hint_owners_scrubbed << " nodes' hints scrubbed away (" << hints_kept_past_a_bad_hint
      << " hints kept past an unreadable one), " << keys_silently_lost << " keys silently lost, "
      << trees_checked << " trees checked, quiet " << heal_ms << " ms after healing, trace "
      << std::hex << trace_hash;

@@ -73,6 +73,12 @@ struct WorkloadConfig {
   // scrub's): a crashed node is wiped before it restarts, or, as one of the
   // more membership changes, a node is crashed, kept down and removed.
   bool lost_disk = false;
+  // One client (the first) refreshes its map only every kStaleMapRefreshMs,
+  // the others every second, and starts its operations 1-3 s after the
+  // first membership change: it routes by the map from before the changes,
+  // and the nodes that no longer replicate a partition refuse it, naming
+  // the replicas it should ask.
+  bool stale_map_client = false;
   bool lww = false;  // the negative control: LWW loses concurrent adds
   // Off only without crashes: a crash loses a node's unsynced writes, and an
   // unsynced acknowledged write is then lost once every holder crashed.
@@ -120,6 +126,8 @@ struct WorkloadConfig {
 
 // The tree check period in seeds with tree_checks.
 inline constexpr uint64_t kTreeCheckIntervalMs = 3000;
+// The map refresh period of the stale_map_client: longer than the fault phase.
+inline constexpr uint64_t kStaleMapRefreshMs = 30000;
 
 // The configuration a seed stands for.
 WorkloadConfig ConfigForSeed(uint64_t seed);
@@ -152,6 +160,9 @@ struct WorkloadReport {
   uint64_t keys_silently_lost = 0;   // set keys a running node's storage lost without an error
   uint64_t messages = 0;
   uint64_t refused_unsent = 0;       // client requests that never left (refused, queue full)
+  // Client requests nodes refused as no replica of the key's partition (a
+  // client's map older than theirs).
+  uint64_t refused_not_replica = 0;
   uint64_t coordinator_retries = 0;  // writes that then went to another coordinator
   uint64_t late_coordinator_answers = 0;  // coordinators that answered past the deadline
   uint64_t heal_ms = 0;          // virtual time from healing to quiet
