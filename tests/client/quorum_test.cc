@@ -978,6 +978,82 @@ TEST(WriteOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNa
   EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint, refuser);
 }
 
+// The replica a refusal names is often the stale route's first spare (the
+// next node along the ring takes a leaver's place): it is then no stand-in
+// for another replica that fails, or one node would count twice toward W,
+// or R.
+TEST(WriteOpTest, AReplicaARefusalNamedIsNoStandInForAnother) {
+  Fixture f;
+  const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
+  const std::vector<NodeId> pref = f.pref();
+  ASSERT_EQ(route.spares.size(), 2u);
+  WriteOp op(route, WriteAtW3(f.key, pref[0]));
+  Send coord = op.Start()[0];
+  std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("v")));
+  ASSERT_EQ(replicas.size(), 2u);
+  const NodeId named = route.spares[0].node;
+  std::vector<Send> moved =
+      op.OnReply(replicas[1].target,
+                 NoReplica({pref[0], op.target(replicas[0].target).node, named}, route.epoch + 1));
+  ASSERT_EQ(moved.size(), 1u);
+  ASSERT_EQ(op.target(moved[0].target).node, named);
+  std::vector<Send> stand_in = op.OnReply(replicas[0].target, Refused());
+  ASSERT_EQ(stand_in.size(), 1u);
+  EXPECT_EQ(op.target(stand_in[0].target).node, route.spares[1].node);
+
+  ReadOp read(route, ReadRequest{f.key, 2});
+  std::vector<Send> gets = read.Start();
+  ASSERT_EQ(gets.size(), 3u);
+  moved = read.OnReply(gets[2].target, NoReplica({pref[0], pref[1], named}, route.epoch + 1));
+  ASSERT_EQ(moved.size(), 1u);
+  std::vector<Send> spare = read.OnReply(gets[1].target, Refused());
+  ASSERT_EQ(spare.size(), 1u);
+  EXPECT_EQ(read.target(spare[0].target).node, route.spares[1].node);
+}
+
+// A stand-in keeps the copy meant for the replica it replaces: a refusal
+// naming that replica adds no second copy for its place.
+TEST(WriteOpTest, AReplicaAStandInKeepsAHintForIsNotAddedAgain) {
+  Fixture f;
+  const std::vector<NodeId> pref = f.pref();
+  const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({pref[1]}));
+  ASSERT_EQ(route.replicas[1].role, Role::kFallback);
+  const NodeId stand_in = route.replicas[1].node;
+  WriteRequest req = WriteAtW3(f.key, pref[0]);
+  req.w = 2;
+  WriteOp op(route, req);
+  Send coord = op.Start()[0];
+  ASSERT_EQ(op.target(coord.target).node, pref[0]);
+  std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("v")));
+  ASSERT_EQ(replicas.size(), 2u);
+  size_t refuser = replicas[0].target, fallback = replicas[1].target;
+  if (op.target(refuser).node == stand_in) std::swap(refuser, fallback);
+  EXPECT_TRUE(
+      op.OnReply(refuser, NoReplica({pref[0], pref[1], stand_in}, route.epoch + 1)).empty());
+  op.OnReply(fallback, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().ok()) << op.status().ToString();
+}
+
+// A fallback the route put in a primary's place coordinates as one: its
+// CoordPut names the primary, so that the node, which does not replicate
+// the key's partition, takes it.
+TEST(WriteOpTest, AFallbackCoordinatorsCoordPutNamesThePrimaryItStandsInFor) {
+  Fixture f;
+  const std::vector<NodeId> pref = f.pref();
+  WriteRequest req = WriteAtW3(f.key, pref[1]);
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({pref[0]})), req);
+  std::vector<Send> next = op.Start();
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(next.size(), 1u);
+    EXPECT_TRUE(std::get<proto::CoordPutRequest>(next[0].body).hint.empty());
+    next = op.OnReply(next[0].target, Refused());
+  }
+  ASSERT_EQ(next.size(), 1u);
+  EXPECT_EQ(op.target(next[0].target).role, Role::kFallback);
+  EXPECT_EQ(std::get<proto::CoordPutRequest>(next[0].body).hint, pref[0]);
+}
+
 // The coordinator the stale route picked refuses (nothing applied): the
 // next one coordinates, and the named replica gets the copy.
 TEST(WriteOpTest, ACoordinatorThatNoLongerReplicatesThePartitionGivesWayToTheOthers) {

@@ -56,6 +56,7 @@ std::vector<Body> AllMessages() {
       GetReply{7, SampleSiblings()},
       CoordPutRequest{"user:1", SampleVersion(9).context, "new value", false, 0xfeedULL},
       CoordPutRequest{"user:2", {}, "unsynced", false, 0, true},
+      CoordPutRequest{"user:3", {}, "as a fallback", false, 0x17ULL, false, "n4"},
       CoordPutReply{8, Dot{1, 2}, SampleSiblings()},
       ReplicaPutRequest{"user:1", SampleSiblings(), "n3", true},
       RingRequest{},

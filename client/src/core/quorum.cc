@@ -281,10 +281,11 @@ std::vector<Send> WriteOp::TryCoordinator() {
   coordinator_ = i;
   state_[i] = 1;
   ++outstanding_;
-  return {Send{i,
-               proto::CoordPutRequest{req_.key, req_.context, req_.tombstone ? "" : req_.value,
-                                      req_.tombstone, req_.op_id, !req_.durable},
-               true}};
+  return {Send{
+      i,
+      proto::CoordPutRequest{req_.key, req_.context, req_.tombstone ? "" : req_.value,
+                             req_.tombstone, req_.op_id, !req_.durable, targets_[i].target->hint},
+      true}};
 }
 
 std::vector<Send> WriteOp::Replicate() {
@@ -301,7 +302,16 @@ std::vector<Send> WriteOp::Replicate() {
   return out;
 }
 
+bool WriteOp::Targets(const NodeId& node) const {
+  return std::any_of(targets_.begin(), targets_.end(),
+                     [&](const OpTarget& t) { return t.target->node == node; });
+}
+
 std::vector<Send> WriteOp::Substitute(size_t i) {
+  // A spare the op already writes (a replica a refusal named) is no stand-in.
+  while (next_spare_ < route_->spares.size() && Targets(route_->spares[next_spare_].node)) {
+    ++next_spare_;
+  }
   if (!targets_[i].counted || next_spare_ >= route_->spares.size()) return {};
   const Target& spare =
       stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], *targets_[i].target));
@@ -329,6 +339,12 @@ std::vector<Send> WriteOp::Reroute(size_t i, const std::vector<proto::NodeAddres
       if (state_[k] == 2) NoteAck(k, false);
       return {};
     }
+    // A counted stand-in keeps the copy meant for it: its place counts once.
+    bool stood_in = false;
+    for (size_t k = 0; k < targets_.size(); ++k) {
+      stood_in |= targets_[k].counted && state_[k] < 3 && targets_[k].target->hint == r.node;
+    }
+    if (stood_in) continue;
     const Target& primary = stand_ins_.emplace_back(Target{r.node, r.address, Role::kPrimary, ""});
     targets_.push_back(OpTarget{&primary, true});
     state_.push_back(0);
@@ -559,10 +575,7 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     // Asked before the answer is decided: the replica that took the
     // refuser's place may hold writes the others lack.
     for (const proto::NodeAddress& n : *redirect) {
-      if (std::any_of(targets_.begin(), targets_.end(),
-                      [&](const Target* known) { return known->node == n.node; })) {
-        continue;
-      }
+      if (Asks(n.node)) continue;
       out.push_back(
           Add(stand_ins_.emplace_back(Target{n.node, n.address, Role::kPrimary, ""}), true));
       break;
@@ -574,9 +587,14 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     Answer();
     return out;
   }
-  if (get == nullptr && redirect == nullptr && !Definitive(last_error_, reply) &&
-      next_spare_ < route_->spares.size()) {
-    out.push_back(Add(stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], t)), false));
+  if (get == nullptr && redirect == nullptr && !Definitive(last_error_, reply)) {
+    // A spare the read already asks (a replica a refusal named) is no stand-in.
+    while (next_spare_ < route_->spares.size() && Asks(route_->spares[next_spare_].node)) {
+      ++next_spare_;
+    }
+    if (next_spare_ < route_->spares.size()) {
+      out.push_back(Add(stand_ins_.emplace_back(StandIn(route_->spares[next_spare_++], t)), false));
+    }
   }
   if (ok_ + outstanding_ < r) {
     if (ok_ == 0 && all_timeouts_) {
@@ -590,6 +608,11 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     }
   }
   return out;
+}
+
+bool ReadOp::Asks(const NodeId& node) const {
+  return std::any_of(targets_.begin(), targets_.end(),
+                     [&](const Target* t) { return t->node == node; });
 }
 
 Send ReadOp::Add(const Target& target, bool planned) {

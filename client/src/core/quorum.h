@@ -214,9 +214,13 @@ class WriteOp {
   // replicates the partition, with the first of `replicas` (the refuser's
   // map) the op does not count yet: a pending target of that node counts
   // from now on, any other becomes a new primary target (and coordinator
-  // candidate), sent its ReplicaPut when replication is under way. The
-  // stale route's spares would keep hints for the refuser instead.
+  // candidate), sent its ReplicaPut when replication is under way. A node
+  // a counted stand-in keeps a hint for is taken as written already (its
+  // place counts once). The stale route's spares would keep hints for the
+  // refuser instead.
   std::vector<Send> Reroute(size_t i, const std::vector<proto::NodeAddress>& replicas);
+  // Whether `node` is one of the op's targets, in any role.
+  bool Targets(const NodeId& node) const;
   void CheckDone();
   void Finish(Status status);
   void NoteAck(size_t target, bool coordinator);
@@ -308,6 +312,8 @@ class ReadOp {
   // Asks `target` (in stand_ins_) too; `planned`: a replica of the key (one
   // a refusal named), whose answer counts as the route's replicas' do.
   Send Add(const Target& target, bool planned);
+  // Whether the read asks `node`, in any role.
+  bool Asks(const NodeId& node) const;
 
   std::shared_ptr<const Route> route_;
   ReadRequest req_;

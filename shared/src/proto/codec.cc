@@ -108,13 +108,15 @@ struct PayloadEncoder {
     Enc(w, m.siblings);
   }
   void operator()(const CoordPutRequest& m) {
-    w.Array(m.no_sync ? 6 : m.op_id != 0 ? 5 : 4);
+    const uint32_t fields = !m.hint.empty() ? 7 : m.no_sync ? 6 : m.op_id != 0 ? 5 : 4;
+    w.Array(fields);
     w.Bin(m.key);
     Enc(w, m.context);
     w.Bin(m.value);
     w.Bool(m.tombstone);
-    if (m.op_id != 0 || m.no_sync) w.Uint(m.op_id);
-    if (m.no_sync) w.Bool(true);
+    if (fields >= 5) w.Uint(m.op_id);
+    if (fields >= 6) w.Bool(m.no_sync);
+    if (fields >= 7) w.Str(m.hint);
   }
   void operator()(const CoordPutReply& m) {
     w.Array(4);
@@ -484,7 +486,8 @@ class Decoder {
     DYNAMO_RETURN_IF_ERROR(Bool(&m->tombstone));
     if (n >= 5) DYNAMO_RETURN_IF_ERROR(Uint(&m->op_id));
     if (n >= 6) DYNAMO_RETURN_IF_ERROR(Bool(&m->no_sync));
-    return r_.SkipN(n - std::min<uint32_t>(n, 6));
+    if (n >= 7) DYNAMO_RETURN_IF_ERROR(NodeIdField(&m->hint, true));
+    return r_.SkipN(n - std::min<uint32_t>(n, 7));
   }
   Status Payload(CoordPutReply* m) {
     DYNAMO_RETURN_IF_ERROR(Open(4));

@@ -121,6 +121,11 @@ struct CoordPutRequest {
   // durable_writes option is off): answer once the write is applied, without
   // syncing it, whatever storage.coord_put_sync says. Optional.
   bool no_sync = false;
+  // The primary the receiver stands in for when it coordinates as a
+  // fallback (sloppy quorum): it takes the write though it does not
+  // replicate the key's partition. Empty: the sender takes the receiver for
+  // a replica. Optional.
+  std::string hint;
 };
 struct CoordPutReply {
   uint64_t epoch = 0;
