@@ -196,7 +196,7 @@ bool NodeCore::Replicates(PartitionId p) const {
   return in(map_->ring()) || (map_->next() && in(*map_->next()));
 }
 
-bool NodeCore::RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p) {
+bool NodeCore::RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p, bool applied) {
   if (Replicates(p)) return false;
   ++stats_.requests_refused_not_replica;
   ++stats_.errors;
@@ -209,7 +209,9 @@ bool NodeCore::RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p) {
   proto::ErrorReply refusal = proto::MakeError(
       Status::Unavailable("node " + options_.id + " does not replicate partition " +
                           std::to_string(p) + " in its map (epoch " + std::to_string(epoch()) +
-                          "), whose replicas are " + names + "; the sender's map is stale"),
+                          "), whose replicas are " + names + "; the sender's map is stale" +
+                          (applied ? " (applied here before this node gave the partition up)" : ""))
+          .WithInDoubt(applied),
       epoch());
   refusal.replicas = std::move(replicas);
   Reply(conn, id, std::move(refusal));
@@ -428,14 +430,14 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
     ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
     return;
   }
+  const PartitionId p = map_->ring().KeyPartition(req.key);
+  if ((req.hint.empty() || req.hint == options_.id) && RefusedAsNoReplica(conn, id, p)) return;
   if (catching_up_) {
     ReplyError(conn, id,
                Status::Unavailable("node " + options_.id +
                                    " is catching up after an absence; ask another replica"));
     return;
   }
-  const PartitionId p = map_->ring().KeyPartition(req.key);
-  if ((req.hint.empty() || req.hint == options_.id) && RefusedAsNoReplica(conn, id, p)) return;
   if (Status gated = SwitchSyncPending(p); !gated.ok()) {
     ReplyError(conn, id, gated.Annotate("ask another replica"));
     return;
@@ -487,7 +489,9 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
     return;
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
-  if (RefusedAsNoReplica(conn, id, p)) return;
+  // A fallback coordinates into its own data, handed off to the replicas.
+  const bool replica = req.hint.empty() || req.hint == options_.id;
+  if (replica && RefusedAsNoReplica(conn, id, p)) return;
   // One state for the request's three steps, shared by their callbacks rather
   // than copied into each.
   struct CoordPut {
@@ -568,9 +572,13 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
           if (op->request.op_id != 0) {
             recent_puts_.Remember(op->key, op->request.op_id, op->result.written.dot);
           }
-          Reply(op->conn, op->id,
-                proto::CoordPutReply{epoch(), op->result.written.dot,
-                                     std::move(op->result.siblings)});
+          const bool replica = op->request.hint.empty() || op->request.hint == options_.id;
+          if (!replica || !RefusedAsNoReplica(op->conn, op->id,
+                                              map_->ring().KeyPartition(op->request.key), true)) {
+            Reply(op->conn, op->id,
+                  proto::CoordPutReply{epoch(), op->result.written.dot,
+                                       std::move(op->result.siblings)});
+          }
         }
         op->unlock();
       });
@@ -687,15 +695,15 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
   }
   std::string key = hinted ? HintKey(req.hint, p, req.key) : DataKey(p, req.key);
   const bool sync = req.sync || (hinted ? options_.hint_sync : options_.replica_put_sync);
-  const bool queued = MergeInto(std::move(key), std::move(req.siblings),
-                                hinted ? std::move(req.hint) : std::string(), sync,
-                                options_.key_writes_queued_max, [this, conn, id](Now, Status s) {
-                                  if (!s.ok()) {
-                                    ReplyError(conn, id, s.WithInDoubt(true));
-                                  } else {
-                                    Reply(conn, id, proto::Ack{epoch(), 1});
-                                  }
-                                });
+  const bool queued = MergeInto(
+      std::move(key), std::move(req.siblings), hinted ? std::move(req.hint) : std::string(), sync,
+      options_.key_writes_queued_max, [this, conn, id, p, hinted](Now, Status s) {
+        if (!s.ok()) {
+          ReplyError(conn, id, s.WithInDoubt(true));
+        } else if (hinted || !RefusedAsNoReplica(conn, id, p, true)) {
+          Reply(conn, id, proto::Ack{epoch(), 1});
+        }
+      });
   if (!queued) {
     ++stats_.requests_refused_busy;
     ReplyError(conn, id, KeyQueueFull(req.key));

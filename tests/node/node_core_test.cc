@@ -1490,6 +1490,60 @@ TEST(NodeCoreTest, AReplacedReplicaRefusesThePartitionsRequestsNamingItsReplicas
   auto* get = std::get_if<proto::GetReply>(&hinted->body);
   ASSERT_NE(get, nullptr);
   EXPECT_EQ(get->siblings, coord->siblings);
+  // A fallback coordinates for the primary its CoordPut names.
+  auto fallback =
+      sim.Request(replaced, proto::CoordPutRequest{moved.key, {}, "v", false, 0, false, "n4"});
+  EXPECT_TRUE(std::holds_alternative<proto::CoordPutReply>(fallback->body));
+  EXPECT_EQ(sim.core(replaced).stats().requests_refused_not_replica, 3u);
+}
+
+// A copy the replaced replica took just before its switch may be stored
+// after it, and after the joiner's sync with it read its tree: acknowledged
+// as a replica's then, the joiner could lack it. It is refused in doubt
+// instead (a client then sends the joiner its copy). The replaced replica,
+// cut from the others, learns of the switch from a gossip sent while the
+// copy is stored (30 ms).
+TEST(NodeCoreTest, ACopyAReplacedReplicaStoresPastItsSwitchIsRefusedInDoubt) {
+  sim::SimOptions slow_storage;
+  slow_storage.storage_latency_ms = 30;
+  SimCluster sim(19, slow_storage);
+  FormCluster(sim, 3, Quiet);
+  const Ring before = sim.core("n1").map()->ring();
+  sim.AddNode("n4", {"n1"}, Quiet);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n1").map()->next().has_value(); }, 10000));
+  const MovedKey moved = KeyMovedTo(before, *sim.core("n1").map()->next(), "n4", "race:");
+  ASSERT_FALSE(moved.key.empty());
+  const NodeId& replaced = moved.replaced;
+  for (const NodeId& peer : sim.ids()) {
+    if (peer != replaced) sim.Cut(replaced, peer);
+  }
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        const ClusterMap& map = *sim.core("n1").map();
+        return !map.next() && map.ring().Contains("n4");
+      },
+      60000));
+  ASSERT_FALSE(sim.core(replaced).map()->ring().Contains("n4")) << "switched before the copy came";
+
+  SiblingSet set =
+      CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "late", false, sim.WallMs(replaced)})->siblings;
+  std::optional<Result<proto::Message>> reply;
+  sim.Send(replaced, proto::ReplicaPutRequest{moved.key, set, ""},
+           [&](Result<proto::Message> r) { reply = std::move(r); });
+  sim.RunFor(5);
+  ASSERT_FALSE(reply.has_value());
+  sim.Send(replaced,
+           proto::GossipRequest{"n1", sim.core("n1").membership().View(sim.now()),
+                                sim.core("n1").map()->Serialize()},
+           [](Result<proto::Message>) {});
+  ASSERT_TRUE(sim.RunUntil([&] { return reply.has_value(); }, 1000));
+  EXPECT_TRUE(sim.core(replaced).map()->ring().Contains("n4"));
+  ASSERT_TRUE(reply->ok());
+  auto* e = std::get_if<proto::ErrorReply>(&(*reply)->body);
+  ASSERT_NE(e, nullptr) << "acknowledged as a replica's copy after the switch";
+  EXPECT_TRUE(e->in_doubt);
+  EXPECT_EQ(e->replicas.size(), 3u);
+  EXPECT_TRUE(sim.Stored(replaced, moved.key).has_value());  // applied, to be handed off
 }
 
 // A client on the map from before a join writes a key the joiner took over,

@@ -476,8 +476,11 @@ class NodeCore {
   // request `id` with Unavailable naming the partition's replicas in its
   // map, and returns true: the sender's map is older, and a write taken
   // here after the switch would miss the sync of the replica that took this
-  // node's place, a read would miss what the replicas took since.
-  bool RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p);
+  // node's place, a read would miss what the replicas took since. Asked
+  // again as a write completes (`applied`, the refusal then in doubt): the
+  // switch may have come while it was stored, and the sync read this
+  // node's tree before it.
+  bool RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p, bool applied = false);
   std::optional<std::string> AddressOf(const NodeId& id) const;
 
   NodeOptions options_;
