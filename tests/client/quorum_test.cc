@@ -938,16 +938,23 @@ WriteRequest WriteAtW3(const std::string& key, const NodeId& coordinator) {
   return req;
 }
 
+// A write of "v" at W=3 planned with every node up, coordinated by the
+// key's first primary.
+struct AllUpWrite {
+  Fixture f;
+  Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
+  std::vector<NodeId> pref = f.pref();
+  WriteRequest req = WriteAtW3(f.key, pref[0]);
+};
+
 // A client on a map from before a ring switch: the replica a new node
 // replaced refuses, and the new node takes its copy, counted and unhinted
 // (a stand-in's hint for the refuser would miss the new replica's reads).
 // A refusal from an older map than the route's names nothing better: a
 // hinted stand-in as for any failure.
 TEST(WriteOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNames) {
-  Fixture f;
-  const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
-  const std::vector<NodeId> pref = f.pref();
-  const WriteRequest req = WriteAtW3(f.key, pref[0]);
+  AllUpWrite w;
+  const auto& [f, route, pref, req] = w;
   WriteOp op(route, req);
   Send coord = op.Start()[0];
   std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("v")));
@@ -983,11 +990,10 @@ TEST(WriteOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNa
 // for another replica that fails, or one node would count twice toward W,
 // or R.
 TEST(WriteOpTest, AReplicaARefusalNamedIsNoStandInForAnother) {
-  Fixture f;
-  const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
-  const std::vector<NodeId> pref = f.pref();
+  AllUpWrite w;
+  const auto& [f, route, pref, req] = w;
   ASSERT_EQ(route.spares.size(), 2u);
-  WriteOp op(route, WriteAtW3(f.key, pref[0]));
+  WriteOp op(route, req);
   Send coord = op.Start()[0];
   std::vector<Send> replicas = op.OnReply(coord.target, Ok(CoordReply("v")));
   ASSERT_EQ(replicas.size(), 2u);
@@ -1057,10 +1063,8 @@ TEST(WriteOpTest, AFallbackCoordinatorsCoordPutNamesThePrimaryItStandsInFor) {
 // The coordinator the stale route picked refuses (nothing applied): the
 // next one coordinates, and the named replica gets the copy.
 TEST(WriteOpTest, ACoordinatorThatNoLongerReplicatesThePartitionGivesWayToTheOthers) {
-  Fixture f;
-  const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({}));
-  const std::vector<NodeId> pref = f.pref();
-  const WriteRequest req = WriteAtW3(f.key, pref[0]);
+  AllUpWrite w;
+  const auto& [f, route, pref, req] = w;
   WriteOp op(route, req);
   Send first = op.Start()[0];
   ASSERT_EQ(op.target(first.target).node, pref[0]);
