@@ -174,14 +174,18 @@ TEST(WriteOpTest, ARankedClientPrefersThePrimariesItsContextReached) {
   }
 }
 
+// The first key "k<i>" whose partition gets a pending replica in `map`.
+std::string KeyWithAPendingReplica(const ClusterMap& map) {
+  for (int i = 0;; ++i) {
+    std::string k = "k" + std::to_string(i);
+    if (!map.PendingReplicas(map.ring().KeyPartition(k)).empty()) return k;
+  }
+}
+
 TEST(RouteTest, PendingReplicasGetWritesUncounted) {
   ClusterMap map(*Ring::Create(Names(3), 64, 3));
   map.Reconcile(Names(4));
-  std::string key;
-  for (int i = 0; key.empty(); ++i) {
-    std::string k = "k" + std::to_string(i);
-    if (!map.PendingReplicas(map.ring().KeyPartition(k)).empty()) key = k;
-  }
+  const std::string key = KeyWithAPendingReplica(map);
   Route r = PlanRoute(map, key, AllHealthyExcept({}));
   ASSERT_EQ(r.pending.size(), 1u);
   EXPECT_EQ(r.pending[0].node, "n4");
@@ -1093,11 +1097,7 @@ TEST(WriteOpTest, ACoordinatorThatNoLongerReplicatesThePartitionGivesWayToTheOth
 TEST(WriteOpTest, APendingReplicaNamedByARefusalCounts) {
   ClusterMap map(*Ring::Create(Names(3), 64, 3));
   map.Reconcile(Names(4));
-  std::string key;
-  for (int i = 0; key.empty(); ++i) {
-    std::string k = "k" + std::to_string(i);
-    if (!map.PendingReplicas(map.ring().KeyPartition(k)).empty()) key = k;
-  }
+  const std::string key = KeyWithAPendingReplica(map);
   const Route route = PlanRoute(map, key, AllHealthyExcept({}));
   WriteRequest req;
   req.key = key;
