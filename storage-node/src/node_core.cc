@@ -196,6 +196,10 @@ bool NodeCore::Replicates(PartitionId p) const {
   return in(map_->ring()) || (map_->next() && in(*map_->next()));
 }
 
+bool NodeCore::ForAReplica(std::string_view hint) const {
+  return hint.empty() || hint == options_.id;
+}
+
 bool NodeCore::RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p, bool applied) {
   if (Replicates(p)) return false;
   ++stats_.requests_refused_not_replica;
@@ -209,7 +213,8 @@ bool NodeCore::RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p, boo
   proto::ErrorReply refusal = proto::MakeError(
       Status::Unavailable("node " + options_.id + " does not replicate partition " +
                           std::to_string(p) + " in its map (epoch " + std::to_string(epoch()) +
-                          "), whose replicas are " + names + "; the sender's map is stale" +
+                          "), whose replicas are " + names +
+                          "; a client on an older map should ask them" +
                           (applied ? " (applied here before this node gave the partition up)" : ""))
           .WithInDoubt(applied),
       epoch());
@@ -431,7 +436,7 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
     return;
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
-  if ((req.hint.empty() || req.hint == options_.id) && RefusedAsNoReplica(conn, id, p)) return;
+  if (ForAReplica(req.hint) && RefusedAsNoReplica(conn, id, p)) return;
   if (catching_up_) {
     ReplyError(conn, id,
                Status::Unavailable("node " + options_.id +
@@ -443,7 +448,7 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
     return;
   }
   std::vector<std::pair<Space, std::string>> keys = {{Space::kData, DataKey(p, req.key)}};
-  if (!req.hint.empty() && req.hint != options_.id) {
+  if (!ForAReplica(req.hint)) {
     // A stand-in answers with every hinted copy of the key it holds, not only
     // the named primary's: two stand-ins may have swapped primaries between a
     // write and a later read (each client op assigns them as replicas fail).
@@ -490,8 +495,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
   // A fallback coordinates into its own data, handed off to the replicas.
-  const bool replica = req.hint.empty() || req.hint == options_.id;
-  if (replica && RefusedAsNoReplica(conn, id, p)) return;
+  if (ForAReplica(req.hint) && RefusedAsNoReplica(conn, id, p)) return;
   // One state for the request's three steps, shared by their callbacks rather
   // than copied into each.
   struct CoordPut {
@@ -572,8 +576,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
           if (op->request.op_id != 0) {
             recent_puts_.Remember(op->key, op->request.op_id, op->result.written.dot);
           }
-          const bool replica = op->request.hint.empty() || op->request.hint == options_.id;
-          if (!replica || !RefusedAsNoReplica(op->conn, op->id,
+          if (!ForAReplica(op->request.hint) || !RefusedAsNoReplica(op->conn, op->id,
                                               map_->ring().KeyPartition(op->request.key), true)) {
             Reply(op->conn, op->id,
                   proto::CoordPutReply{epoch(), op->result.written.dot,
@@ -675,7 +678,7 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
     return;
   }
   const PartitionId p = map_->ring().KeyPartition(req.key);
-  const bool hinted = !req.hint.empty() && req.hint != options_.id;
+  const bool hinted = !ForAReplica(req.hint);
   if (!hinted && RefusedAsNoReplica(conn, id, p)) return;
   if (hinted && !membership_.Find(req.hint) && !InRingOrNext(req.hint)) {
     // It could never be delivered (and would hold up this node's leave).

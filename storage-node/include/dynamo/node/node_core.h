@@ -472,6 +472,9 @@ class NodeCore {
   void ReleasePage(const std::shared_ptr<Handoff>& h);
   void FinalGossipAndExit(Now now, int code, std::string reason);
   bool Replicates(PartitionId p) const;
+  // A request with this hint is meant for a replica of the key (none, or
+  // this node's own id), not for a stand-in keeping another's copy.
+  bool ForAReplica(std::string_view hint) const;
   // Unless this node replicates `p` (in its ring or the next), answers
   // request `id` with Unavailable naming the partition's replicas in its
   // map, and returns true: the sender's map is older, and a write taken
