@@ -100,6 +100,7 @@ bool Membership::Merge(const std::vector<Member>& theirs, uint64_t now_ms) {
     }
     auto it = records_.find(m.id);
     if (it == records_.end()) {
+      if (records_.size() >= proto::kMaxMembers) continue;
       records_.emplace(m.id, m);
       LivenessOf(m.id).detector.Heartbeat(now_ms);
       changed = true;

@@ -927,10 +927,34 @@ void NodeCore::HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinReques
     Reply(conn, id, proto::JoinReply{epoch(), map_->Serialize(), membership_.View(now.mono_ms)});
     return;
   }
+  if (Status room = RoomForJoiner(j.id, known.has_value()); !room.ok()) {
+    Log(LogLevel::kWarn, "refused the join of node " + j.id + ": " + room.ToString());
+    ReplyError(conn, id, room);
+    return;
+  }
   proto::Member added = membership_.AddJoiner(j, now.mono_ms);
   Log(LogLevel::kInfo, "node " + added.id + " at " + added.address + " is joining");
   AfterClusterChange(now, false, true);
   Reply(conn, id, proto::JoinReply{epoch(), map_->Serialize(), membership_.View(now.mono_ms)});
+}
+
+Status NodeCore::RoomForJoiner(const NodeId& joiner, bool known) const {
+  const std::vector<NodeId> members = membership_.RingMembers();
+  const size_t most = std::min<size_t>(map_->ring().partition_count(), kMaxRingNodes);
+  if (members.size() >= most && !std::binary_search(members.begin(), members.end(), joiner)) {
+    return Status::InvalidArgument("the ring has " + std::to_string(members.size()) +
+                                   " nodes, the most it can hold: one per partition (" +
+                                   std::to_string(map_->ring().partition_count()) +
+                                   ", fixed when the cluster was created) and at most " +
+                                   std::to_string(kMaxRingNodes));
+  }
+  if (!known && membership_.size() >= proto::kMaxMembers) {
+    return Status::InvalidArgument(
+        "the cluster has had " + std::to_string(membership_.size()) +
+        " node ids, the most it keeps (removed members stay listed so that gossip cannot "
+        "bring them back); join under the id of a removed member");
+  }
+  return Status::OK();
 }
 
 proto::StatsReply NodeCore::StatsNow() {
@@ -1078,10 +1102,11 @@ void NodeCore::TryJoin(Now now) {
       s = Status::ProtocolError("unexpected reply to Join");
     }
     if (!s.ok()) {
-      Log(LogLevel::kWarn, "join through " + seed + " failed: " + s.ToString() + "; retrying");
       if (s.code() == StatusCode::kInvalidArgument) {
         actions_.push_back(ExitAction{2, "join refused by " + seed + ": " + s.ToString()});
         exited_ = true;
+      } else {
+        Log(LogLevel::kWarn, "join through " + seed + " failed: " + s.ToString() + "; retrying");
       }
       return;
     }

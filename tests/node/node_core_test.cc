@@ -1200,6 +1200,70 @@ TEST(NodeCoreTest, ConflictingJoinIsRefused) {
   EXPECT_NE(std::get<proto::ErrorReply>(r->body).message.find("in use by a live node"), std::string::npos);
 }
 
+// A ring holds one node per partition. A join past that is refused with the
+// reason, and the joiner exits, instead of being taken as joining and then
+// waiting for a place the ring never gives it; a leave makes room again.
+TEST(NodeCoreTest, AJoinPastOneNodePerPartitionIsRefusedAndTheJoinerExits) {
+  SimCluster sim(17);
+  auto two = [](NodeOptions& o) { o.partitions = 2; };
+  FormCluster(sim, 2, two);
+  sim.AddNode("n3", {"n1"}, two);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.Exited("n3"); }, 30000)) << sim.LogTail();
+  EXPECT_NE(sim.LogTail().find("refused the join of node n3: InvalidArgument: the ring has 2 "
+                               "nodes, the most it can hold: one per partition (2"),
+            std::string::npos)
+      << sim.LogTail();
+  EXPECT_FALSE(sim.core("n1").membership().Find("n3").has_value());
+  sim.RunFor(3000);
+  EXPECT_FALSE(sim.core("n2").membership().Find("n3").has_value());
+
+  auto leave = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kLeave, "n2"});
+  ASSERT_TRUE(leave.ok() && std::holds_alternative<proto::AdminReply>(leave->body));
+  sim.AddNode("n4", {"n1"}, two);
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        return sim.Exited("n2") &&
+               sim.core("n4").membership().self().status == proto::MemberStatus::kNormal;
+      },
+      60000))
+      << sim.LogTail();
+}
+
+// Removed members stay listed, so a message carries every id the cluster
+// has had. Past proto::kMaxMembers a join under a new id is refused (every
+// node's gossip would otherwise stop decoding), and one under a removed
+// member's id is still taken.
+TEST(NodeCoreTest, AJoinUnderANewIdPastTheMostMemberRecordsIsRefused) {
+  SimCluster sim(18);
+  FormCluster(sim, 3);
+  std::vector<proto::Member> removed;
+  for (size_t i = 0; i + 3 < proto::kMaxMembers; ++i) {
+    removed.push_back(proto::Member{"gone" + std::to_string(i), "gone:1",
+                                    proto::MemberStatus::kRemoved, 2, 1, 0, false, 100 + i});
+  }
+  auto gossip = sim.Request("n1", proto::GossipRequest{"n2", removed, ""});
+  ASSERT_TRUE(gossip.ok() && std::holds_alternative<proto::GossipReply>(gossip->body));
+  ASSERT_EQ(sim.core("n1").membership().size(), proto::kMaxMembers);
+
+  proto::Member fresh{"n9", "n9:7000", proto::MemberStatus::kJoining, 1, 0, 0, true, 5};
+  auto refused = sim.Request("n1", proto::JoinRequest{fresh});
+  ASSERT_TRUE(refused.ok() && std::holds_alternative<proto::ErrorReply>(refused->body));
+  EXPECT_NE(std::get<proto::ErrorReply>(refused->body)
+                .message.find("join under the id of a removed member"),
+            std::string::npos)
+      << std::get<proto::ErrorReply>(refused->body).message;
+  // A peer's gossip cannot push the records past the limit either.
+  removed.push_back(
+      proto::Member{"late", "late:1", proto::MemberStatus::kRemoved, 2, 1, 0, false, 7});
+  ASSERT_TRUE(sim.Request("n1", proto::GossipRequest{"n2", removed, ""}).ok());
+  EXPECT_EQ(sim.core("n1").membership().size(), proto::kMaxMembers);
+  EXPECT_FALSE(sim.core("n1").membership().Find("late").has_value());
+
+  sim.AddNode("gone7", {"n1"});
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000)) << sim.LogTail();
+  EXPECT_EQ(sim.core("n1").membership().Find("gone7")->status, proto::MemberStatus::kNormal);
+}
+
 TEST(NodeCoreTest, EveryReplyCarriesTheEpoch) {
   SimCluster sim(13);
   FormCluster(sim, 3);

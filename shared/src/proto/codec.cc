@@ -401,7 +401,7 @@ class Decoder {
 
   Status Members(std::vector<Member>* members) {
     uint32_t n = 0;
-    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, kMaxRingNodes * 4));
+    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, kMaxMembers));
     members->resize(n);
     for (Member& m : *members) DYNAMO_RETURN_IF_ERROR(Mem(&m));
     return Status::OK();

@@ -159,6 +159,10 @@ enum class MemberStatus : uint8_t {
   kRemoved = 4,  // left or removed; kept so gossip does not resurrect it
 };
 
+// Member records a message may carry: every id the cluster has had,
+// removed ones included (they stay listed so gossip cannot bring them back).
+inline constexpr size_t kMaxMembers = 4 * kMaxRingNodes;
+
 struct Member {
   NodeId id;
   std::string address;  // HOST:PORT

@@ -54,7 +54,9 @@ class Membership {
   Member AddJoiner(Member joiner, uint64_t now_ms);
 
   // Merges a peer's records. Returns true when a record changed in a way
-  // other than its heartbeat (a new member, status, address, actor).
+  // other than its heartbeat (a new member, status, address, actor). Records
+  // of ids not known here are skipped once proto::kMaxMembers are held (so
+  // every message carrying them still decodes).
   bool Merge(const std::vector<Member>& theirs, uint64_t now_ms);
   // Direct evidence: an exchange with `id` succeeded or failed at now_ms.
   void Contact(const NodeId& id, bool ok, uint64_t now_ms);
@@ -69,6 +71,8 @@ class Membership {
   bool HearsOthers(uint64_t now_ms) const;
   double Phi(const NodeId& id, uint64_t now_ms) const;
   std::optional<Member> Find(const NodeId& id) const;
+  // Records held, removed members' included.
+  size_t size() const { return records_.size(); }
   // Records with `alive` set to this node's judgement, ordered by id.
   std::vector<Member> View(uint64_t now_ms) const;
   // Ids of members that should own partitions (joining or normal), sorted.

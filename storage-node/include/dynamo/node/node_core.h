@@ -472,6 +472,10 @@ class NodeCore {
   void ReleasePage(const std::shared_ptr<Handoff>& h);
   void FinalGossipAndExit(Now now, int code, std::string reason);
   bool Replicates(PartitionId p) const;
+  // InvalidArgument when admitting `joiner` (`known`: an id with a record
+  // here) would need more ring nodes than the ring can hold, or more member
+  // records than a message carries (proto::kMaxMembers).
+  Status RoomForJoiner(const NodeId& joiner, bool known) const;
   // A request with this hint is meant for a replica of the key (none, or
   // this node's own id), not for a stand-in keeping another's copy.
   bool ForAReplica(std::string_view hint) const;
