@@ -541,6 +541,7 @@ class Client::Impl {
     state->timer.Stop();
     NoteEpoch(op.highest_epoch());
     stats_.hints += op.hints();
+    stats_.redirects += op.redirects();
     if (state->receipt_out) *state->receipt_out = op.receipt();
     if (!op.status().ok()) ++stats_.errors;
     auto done = std::move(state->done);
@@ -583,6 +584,7 @@ class Client::Impl {
     if (op.answered() && !state->reported) {
       state->reported = true;
       NoteEpoch(op.highest_epoch());
+      stats_.redirects += op.redirects();
       if (state->receipt_out) *state->receipt_out = op.receipt();
       auto done = std::move(state->done);
       if (!op.status().ok()) {
@@ -779,15 +781,16 @@ class Client::Impl {
   }
 
   Client::Stats stats() const {
-    return Client::Stats{stats_.gets.load(),         stats_.puts.load(),  stats_.deletes.load(),
-                         stats_.read_repairs.load(), stats_.hints.load(), stats_.refreshes.load(),
-                         stats_.errors.load()};
+    return Client::Stats{stats_.gets.load(),    stats_.puts.load(),
+                         stats_.deletes.load(), stats_.read_repairs.load(),
+                         stats_.hints.load(),   stats_.refreshes.load(),
+                         stats_.errors.load(),  stats_.redirects.load()};
   }
 
  private:
   struct AtomicStats {
     std::atomic<uint64_t> gets{0}, puts{0}, deletes{0}, read_repairs{0}, hints{0}, refreshes{0},
-        errors{0};
+        errors{0}, redirects{0};
   };
 
   net::ConnectionOptions PoolOptions() const {

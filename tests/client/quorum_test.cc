@@ -978,6 +978,7 @@ TEST(WriteOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNa
   ASSERT_TRUE(op.done());
   EXPECT_TRUE(op.status().ok()) << op.status().ToString();
   EXPECT_EQ(op.receipt().hints, 0u);
+  EXPECT_EQ(op.receipt().redirects, 1u);
   EXPECT_EQ(op.reached().back(), "n9");
 
   WriteOp stale(route, req);
@@ -987,6 +988,7 @@ TEST(WriteOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNa
       stale.OnReply(replicas[1].target, NoReplica({pref[0], "n9"}, route.epoch));
   ASSERT_EQ(stand_in.size(), 1u);
   EXPECT_EQ(std::get<proto::ReplicaPutRequest>(stand_in[0].body).hint, refuser);
+  EXPECT_EQ(stale.receipt().redirects, 0u);
 }
 
 // The replica a refusal names is often the stale route's first spare (the
@@ -1130,6 +1132,7 @@ TEST(WriteOpTest, APendingReplicaNamedByARefusalCounts) {
   op.OnReply(kept->target, Ok(proto::Ack{5, 1}));
   ASSERT_TRUE(op.done());
   EXPECT_TRUE(op.status().ok()) << op.status().ToString();
+  EXPECT_EQ(op.receipt().redirects, 1u);
 }
 
 // A read on a stale route asks the replica a refusal names before it
@@ -1158,6 +1161,7 @@ TEST(ReadOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNam
   ASSERT_TRUE(op.status().ok()) << op.status().ToString();
   EXPECT_EQ(op.siblings().size(), 1u);
   EXPECT_EQ(op.reached().back(), "n9");
+  EXPECT_EQ(op.receipt().redirects, 1u);
 }
 
 TEST(ReadOpTest, FailuresBringInSparesThenGiveUp) {

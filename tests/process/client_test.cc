@@ -752,6 +752,8 @@ TEST(ClientProcessTest, AClientOnTheMapFromBeforeAJoinWritesTheReplicaThatTookTh
     n4_primary |= a.node == "n4" && a.role == "primary";
   }
   EXPECT_TRUE(n4_primary) << acks;
+  EXPECT_EQ(receipt.redirects, 1u);
+  EXPECT_EQ(client->stats().redirects, 1u);
   EXPECT_GE(c.SumStat("requests_refused_not_replica"), 1u);
   for (int i = 0; i < 50 && client->Ring().epoch < after->epoch(); ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));

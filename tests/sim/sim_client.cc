@@ -149,6 +149,7 @@ void SimClient::Get(const std::string& key, std::function<void(ReadResult)> done
   auto finish = [this, op, done, reported, repair] {
     if (op->answered() && !*reported) {
       *reported = true;
+      redirects_ += op->redirects();
       done(ReadResult{op->status(), op->status().ok() ? op->siblings() : SiblingSet{},
                       op->fastest(), op->reached()});
       if (op->status().ok()) sim_.At(sim_.now() + options_.read_repair_window_ms, repair);
@@ -192,6 +193,7 @@ void SimClient::Put(const std::string& key, std::string value, bool tombstone,
     if (!op->done() || *reported) return;
     *reported = true;
     coordinator_retries_ += op->receipt().coordinator_retries;
+    redirects_ += op->redirects();
     done(WriteResult{op->status(), op->clock(), op->written()});
   };
   Drive(op, deadline, finish);

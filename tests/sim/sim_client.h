@@ -68,6 +68,9 @@ class SimClient {
   // queue_full_per_mille), and writes that then went to another coordinator.
   uint64_t refused_unsent() const { return refused_unsent_; }
   uint64_t coordinator_retries() const { return coordinator_retries_; }
+  // Replicas asked in place of a node that refused as no replica
+  // (client::Receipt::redirects), summed when each op is reported.
+  uint64_t redirects() const { return redirects_; }
   // Coordinators that answered a write past its deadline (the write then
   // went on to the other replicas).
   uint64_t late_coordinator_answers() const { return late_coordinator_answers_; }
@@ -98,6 +101,7 @@ class SimClient {
   uint64_t read_repairs_ = 0;
   uint64_t refused_unsent_ = 0;
   uint64_t coordinator_retries_ = 0;
+  uint64_t redirects_ = 0;
   uint64_t late_coordinator_answers_ = 0;
 };
 

@@ -199,14 +199,16 @@ TEST(SimTest, SomeSeedsKeepAClientOnTheMapFromBeforeTheChanges) {
     EXPECT_TRUE(!c.stale_map_client || c.membership_change) << seed;
   }
   EXPECT_GT(stale, 10);
-  uint64_t refused = 0;
+  uint64_t refused = 0, redirects = 0;
   for (const WorkloadReport& r :
        RunTwelveForced([](WorkloadConfig& c) { c.stale_map_client = true; })) {
     refused += r.refused_not_replica;
+    redirects += r.redirects;
   }
-  std::cout << "[ sim ] 12 seeds forced: " << refused
-            << " requests refused as no replica, nothing acknowledged lost\n";
+  std::cout << "[ sim ] 12 seeds forced: " << refused << " requests refused as no replica, "
+            << redirects << " replicas asked in the refusers' place, nothing acknowledged lost\n";
   EXPECT_GT(refused, 12u);
+  EXPECT_GT(redirects, 0u);
 }
 
 // Some CI seeds run each of the other quorums: W=1 (answered at the

@@ -678,6 +678,7 @@ class Run {
     for (const auto& c : clients_) {
       report_.refused_unsent += c->refused_unsent();
       report_.coordinator_retries += c->coordinator_retries();
+      report_.redirects += c->redirects();
       report_.late_coordinator_answers += c->late_coordinator_answers();
     }
     if (!report_.ok) report_.failures.push_back("node log tail:\n" + sim_.LogTail());
@@ -771,9 +772,10 @@ std::string WorkloadReport::Summary() const {
      << " faults (" << membership_changes << " membership changes, " << disks_lost
      << " disks lost), " << messages << " messages, " << refused_unsent
      << " requests refused unsent, " << refused_not_replica << " refused as no replica, "
-     << coordinator_retries << " coordinator retries, " << late_coordinator_answers
-     << " coordinators answered past the deadline, " << partitions_scrubbed << " partitions and "
-     << hint_owners_scrubbed << " nodes' hints scrubbed away (" << hints_kept_past_a_bad_hint
+     << redirects << " redirects, " << coordinator_retries << " coordinator retries, "
+     << late_coordinator_answers << " coordinators answered past the deadline, "
+     << partitions_scrubbed << " partitions and " << hint_owners_scrubbed
+     << " nodes' hints scrubbed away (" << hints_kept_past_a_bad_hint
      << " hints kept past an unreadable one), " << keys_silently_lost << " keys silently lost, "
      << trees_checked << " trees checked, quiet " << heal_ms << " ms after healing, trace "
      << std::hex << trace_hash;

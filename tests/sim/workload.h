@@ -163,6 +163,8 @@ struct WorkloadReport {
   // Client requests nodes refused as no replica of the key's partition (a
   // client's map older than theirs).
   uint64_t refused_not_replica = 0;
+  // Replicas clients then asked in the refusers' place.
+  uint64_t redirects = 0;
   uint64_t coordinator_retries = 0;  // writes that then went to another coordinator
   uint64_t late_coordinator_answers = 0;  // coordinators that answered past the deadline
   uint64_t heal_ms = 0;          // virtual time from healing to quiet

@@ -273,6 +273,7 @@ class PyClient {
     d["hints"] = s.hints;
     d["refreshes"] = s.refreshes;
     d["errors"] = s.errors;
+    d["redirects"] = s.redirects;
     return d;
   }
 
@@ -374,6 +375,10 @@ void BindClient(py::module_& m) {
           "The cluster map epoch used.")
       .def_property_readonly("coordinator_retries",
                              [](const PyReceipt& r) { return r.receipt.coordinator_retries; })
+      .def_property_readonly(
+          "redirects", [](const PyReceipt& r) { return r.receipt.redirects; },
+          "Replicas asked in place of a node that refused as no longer replicating the key, "
+          "on a map newer than the client's.")
       .def("__repr__", [](const PyReceipt& r) {
         return "Receipt(acks=" + std::to_string(r.receipt.acks.size()) +
                ", hints=" + std::to_string(r.receipt.hints) +

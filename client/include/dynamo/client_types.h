@@ -23,6 +23,9 @@ struct Receipt {
   std::string version_vector;   // the resulting clock, e.g. "{a1b2c3:4, ...}"
   uint64_t epoch = 0;           // cluster map epoch used
   size_t coordinator_retries = 0;
+  // Replicas asked in place of a node that refused as no longer replicating
+  // the key on a map newer than this client's (the refusal names them).
+  size_t redirects = 0;
 };
 
 struct ReadOptions {

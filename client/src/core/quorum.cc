@@ -336,6 +336,7 @@ std::vector<Send> WriteOp::Reroute(size_t i, const std::vector<proto::NodeAddres
       const size_t k = static_cast<size_t>(known - targets_.begin());
       if (known->counted || state_[k] >= 3) continue;
       known->counted = true;
+      ++receipt_.redirects;
       if (state_[k] == 2) NoteAck(k, false);
       return {};
     }
@@ -345,6 +346,7 @@ std::vector<Send> WriteOp::Reroute(size_t i, const std::vector<proto::NodeAddres
       stood_in |= targets_[k].counted && state_[k] < 3 && targets_[k].target->hint == r.node;
     }
     if (stood_in) continue;
+    ++receipt_.redirects;
     const Target& primary = stand_ins_.emplace_back(Target{r.node, r.address, Role::kPrimary, ""});
     targets_.push_back(OpTarget{&primary, true});
     state_.push_back(0);
@@ -576,6 +578,7 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     // refuser's place may hold writes the others lack.
     for (const proto::NodeAddress& n : *redirect) {
       if (Asks(n.node)) continue;
+      ++receipt_.redirects;
       out.push_back(
           Add(stand_ins_.emplace_back(Target{n.node, n.address, Role::kPrimary, ""}), true));
       break;

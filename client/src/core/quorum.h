@@ -201,6 +201,8 @@ class WriteOp {
   std::vector<std::string> reached() const;
   // Copies stored as hints so far.
   size_t hints() const { return receipt_.hints; }
+  // Receipt::redirects so far.
+  size_t redirects() const { return receipt_.redirects; }
   // Replies carried newer epochs than the route's; the view should refresh.
   uint64_t highest_epoch() const { return highest_epoch_; }
 
@@ -304,6 +306,8 @@ class ReadOp {
   Receipt receipt() const;
   uint64_t highest_epoch() const { return highest_epoch_; }
   size_t repairs_sent() const { return repairs_sent_; }
+  // Receipt::redirects so far.
+  size_t redirects() const { return receipt_.redirects; }
   const Target& target(size_t i) const { return *targets_[i]; }
 
  private:
