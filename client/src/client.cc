@@ -14,6 +14,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "core/map_fetch.h"
 #include "core/node_tracker.h"
 #include "core/quorum.h"
 #include "dynamo/cluster_map.h"
@@ -136,6 +137,8 @@ class Client::Impl {
     if (closing_.exchange(true)) return;
     loop_.Post([this] {
       refresh_timer_.reset();
+      if (map_load_) FinishMapLoad(map_load_, ClosedStatus());
+      map_load_timer_.reset();
       close_timer_ = std::make_unique<net::Timer>(loop_);
       close_timer_->Start(options_.timeout_ms, 0, [this] {
         pool_.CloseAll(ClosedStatus());
@@ -265,7 +268,9 @@ class Client::Impl {
       }
     }
     std::shuffle(candidates.begin(), candidates.end(), rng_);
+    const size_t members = candidates.size();
     for (const std::string& s : seeds_) candidates.push_back(s);
+    std::shuffle(candidates.begin() + static_cast<std::ptrdiff_t>(members), candidates.end(), rng_);
     if (refreshing_) {
       if (done) refresh_waiters_.push_back(std::move(done));
       return;
@@ -273,46 +278,84 @@ class Client::Impl {
     refreshing_ = true;
     if (done) refresh_waiters_.push_back(std::move(done));
     last_refresh_ms_ = loop_.NowMs();
-    TryRefresh(std::make_shared<std::vector<std::string>>(std::move(candidates)), 0,
-               Status::Unavailable("no node to ask for the cluster map"));
+    auto load = std::make_shared<MapLoad>(std::move(candidates), options_.timeout_ms);
+    map_load_ = load;
+    AskForMap(load, load->plan.Start(loop_.NowMs()));
   }
 
-  void TryRefresh(std::shared_ptr<std::vector<std::string>> candidates, size_t i, Status last) {
+  // The refresh running: its candidates' addresses and whom to ask when.
+  struct MapLoad {
+    MapLoad(std::vector<std::string> c, uint64_t timeout_ms)
+        : candidates(std::move(c)), plan(candidates.size(), timeout_ms) {}
+    std::vector<std::string> candidates;
+    client::MapFetch plan;
+  };
+
+  // Asks the candidates `ask` for the map and arms the load's next timer.
+  void AskForMap(const std::shared_ptr<MapLoad>& load, const std::vector<size_t>& ask) {
     if (closing_) {
-      FinishRefresh(ClosedStatus());
+      FinishMapLoad(load, ClosedStatus());
       return;
     }
-    if (i >= candidates->size()) {
-      FinishRefresh(last.Annotate("cannot load the cluster map"));
+    for (size_t i : ask) AskOneForMap(load, i);
+    if (load->plan.done()) {
+      FinishMapLoad(load, load->plan.status());
       return;
     }
-    const std::string address = (*candidates)[i];
-    CallForOp(address, proto::RingRequest{}, options_.timeout_ms, [=, this](Reply ring) {
-      if (!ring.message.ok() || !std::holds_alternative<proto::RingReply>(ring.message->body)) {
-        TryRefresh(candidates, i + 1, ReplyError(ring, address));
-        return;
-      }
-      Result<ClusterMap> map = ClusterMap::Deserialize(std::get<proto::RingReply>(ring.message->body).ring);
-      if (!map.ok()) {
-        TryRefresh(candidates, i + 1, map.status());
-        return;
-      }
-      auto parsed = std::make_shared<ClusterMap>(std::move(*map));
-      CallForOp(address, proto::MembersRequest{}, options_.timeout_ms, [=, this](Reply members) {
-        if (!members.message.ok() || !std::holds_alternative<proto::MembersReply>(members.message->body)) {
-          TryRefresh(candidates, i + 1, ReplyError(members, address));
-          return;
-        }
-        auto v = std::make_shared<View>(View{*parsed, {}});
-        for (proto::Member& m : std::get<proto::MembersReply>(members.message->body).members) {
-          v->members[m.id] = std::move(m);
-        }
-        std::shared_ptr<const View> old = view();
-        if (!old || old->map.epoch() <= v->map.epoch()) view_.store(v);
-        ++stats_.refreshes;
-        FinishRefresh(Status::OK());
-      });
-    });
+    if (!map_load_timer_) map_load_timer_ = std::make_unique<net::Timer>(loop_);
+    const uint64_t now = loop_.NowMs();
+    const uint64_t at = load->plan.timer_ms();
+    map_load_timer_->Start(at > now ? at - now : 0, 0,
+                           [this, load] { AskForMap(load, load->plan.OnTimer(loop_.NowMs())); });
+  }
+
+  void AskOneForMap(const std::shared_ptr<MapLoad>& load, size_t i) {
+    const std::string& address = load->candidates[i];
+    auto failed = [this, load, i](Status s) {
+      if (!load->plan.done()) AskForMap(load, load->plan.OnFailure(i, std::move(s), loop_.NowMs()));
+    };
+    CallForOp(
+        address, proto::RingRequest{}, load->plan.remaining_ms(loop_.NowMs()),
+        [=, this](Reply ring) {
+          if (load->plan.done()) return;
+          if (!ring.message.ok() || !std::holds_alternative<proto::RingReply>(ring.message->body)) {
+            failed(ReplyError(ring, address));
+            return;
+          }
+          Result<ClusterMap> map =
+              ClusterMap::Deserialize(std::get<proto::RingReply>(ring.message->body).ring);
+          if (!map.ok()) {
+            failed(map.status().Annotate(address));
+            return;
+          }
+          auto parsed = std::make_shared<ClusterMap>(std::move(*map));
+          CallForOp(address, proto::MembersRequest{}, load->plan.remaining_ms(loop_.NowMs()),
+                    [=, this](Reply members) {
+                      if (load->plan.done()) return;
+                      if (!members.message.ok() ||
+                          !std::holds_alternative<proto::MembersReply>(members.message->body)) {
+                        failed(ReplyError(members, address));
+                        return;
+                      }
+                      auto v = std::make_shared<View>(View{*parsed, {}});
+                      for (proto::Member& m :
+                           std::get<proto::MembersReply>(members.message->body).members) {
+                        v->members[m.id] = std::move(m);
+                      }
+                      std::shared_ptr<const View> old = view();
+                      if (!old || old->map.epoch() <= v->map.epoch()) view_.store(v);
+                      ++stats_.refreshes;
+                      load->plan.OnAnswer(i);
+                      FinishMapLoad(load, Status::OK());
+                    });
+        });
+  }
+
+  void FinishMapLoad(const std::shared_ptr<MapLoad>& load, Status s) {
+    if (map_load_ != load) return;
+    map_load_.reset();
+    if (map_load_timer_) map_load_timer_->Stop();
+    FinishRefresh(std::move(s));
   }
 
   void FinishRefresh(Status s) {
@@ -821,6 +864,8 @@ class Client::Impl {
   std::unique_ptr<net::Timer> refresh_timer_;
   std::unique_ptr<net::Timer> close_timer_;
   bool refreshing_ = false;
+  std::shared_ptr<MapLoad> map_load_;  // the refresh running
+  std::unique_ptr<net::Timer> map_load_timer_;
   std::vector<std::function<void(Status)>> refresh_waiters_;
   uint64_t last_refresh_ms_ = 0;
   uint64_t last_lww_us_ = 0;

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <filesystem>
 #include <future>
+#include <iostream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -622,6 +623,37 @@ TEST(ClientProcessTest, ClosingEndsABlockingRefreshThatWaitsOnFrozenNodes) {
   ASSERT_TRUE(returned) << "Refresh() still waits after Close()";
   refresher.join();
   EXPECT_EQ(result.get().code(), StatusCode::kAborted);
+}
+
+// A map load asks the next node after a short stagger instead of waiting a
+// whole timeout on each node that never answers, so a refresh gets past two
+// frozen nodes of three, and Open with every seed frozen fails within its
+// timeout (Unavailable, naming how many it asked) instead of after a
+// timeout per seed and request.
+TEST(ClientProcessTest, AMapLoadGoesPastFrozenNodesAndOpenFailsWithinItsTimeout) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3, [](ClientOptions& o) { o.timeout_ms = 5000; });
+  ASSERT_TRUE(client);
+  c.Pause("n1");
+  c.Pause("n2");
+  const auto start = std::chrono::steady_clock::now();
+  const Status refreshed = client->Refresh();
+  const auto refresh_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::steady_clock::now() - start)
+                              .count();
+  c.Pause("n3");
+  ClientOptions o;
+  o.seeds = Seeds(c, 3);
+  o.timeout_ms = 1000;
+  Result<std::unique_ptr<Client>> frozen = Client::Open(o);
+  for (const char* id : {"n1", "n2", "n3"}) c.Resume(id);
+  std::cout << "[ client ] a refresh with 2 of 3 nodes frozen took " << refresh_ms << " ms\n";
+  EXPECT_TRUE(refreshed.ok()) << refreshed.ToString();
+  ASSERT_FALSE(frozen.ok());
+  EXPECT_EQ(frozen.status().code(), StatusCode::kUnavailable) << frozen.status().ToString();
+  EXPECT_NE(frozen.status().message().find("within 1000 ms (asked 3 of 3)"), std::string::npos)
+      << frozen.status().ToString();
 }
 
 // After Close() every call fails at once with Aborted, blocking ones
