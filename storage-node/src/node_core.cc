@@ -1225,9 +1225,13 @@ void NodeCore::CheckSelfStatus(Now now) {
   if (!map_ || exited_) return;
   const proto::Member& me = membership_.self();
   if (me.status == proto::MemberStatus::kRemoved && !leave_complete_) {
-    Log(LogLevel::kError, "this node was removed from the cluster by an administrator");
-    actions_.push_back(ExitAction{3, "removed from the cluster by an administrator; start with a "
-                                     "fresh data directory to join again"});
+    Log(LogLevel::kError,
+        "this node was removed from the cluster (it left, or an administrator "
+        "removed it)");
+    actions_.push_back(ExitAction{3,
+                                  "removed from the cluster (it left, or an administrator "
+                                  "removed it); start with a fresh data directory to join "
+                                  "again"});
     exited_ = true;
     return;
   }
@@ -1455,17 +1459,25 @@ bool NodeCore::StartHandoffOfNextRange(Now now) {
     std::optional<proto::Member> rec = membership_.Find(owner);
     std::string prefix = HintOwnerPrefix(owner);
     // An owner no member record nor ring names (hints stored before such
-    // were refused, or its record was lost) goes the way of a removed one.
-    const bool unknown = !rec && !InRingOrNext(owner);
+    // were refused, or its record was lost) goes the way of a removed one,
+    // and so does a leaver out of the ring and the next: it replicates
+    // nothing any more, and if its own word that it left never arrived it
+    // stays leaving in every record.
+    const bool in_ring = InRingOrNext(owner);
+    const bool unknown = !rec && !in_ring;
     if ((!rec && !unknown) || handoff_failed_.contains({Space::kHints, prefix})) continue;
     auto h = std::make_shared<Handoff>();
     h->space = Space::kHints;
     h->prefix = std::move(prefix);
     h->purpose = proto::PushPurpose::kHint;
     h->owner = owner;
-    if (unknown || rec->status == proto::MemberStatus::kRemoved) {
-      h->what = "hints for " + std::string(unknown ? "unknown" : "removed") + " node " + owner +
-                " (into own data)";
+    const bool left = rec && rec->status == proto::MemberStatus::kLeaving && !in_ring;
+    if (unknown || left || rec->status == proto::MemberStatus::kRemoved) {
+      h->what = "hints for " +
+                std::string(unknown ? "unknown"
+                            : left  ? "departed"
+                                    : "removed") +
+                " node " + owner + " (into own data)";
     } else if (membership_.IsAlive(owner, now.mono_ms)) {
       h->addresses = {rec->address};
       h->what = "hints for " + owner;
@@ -1583,8 +1595,8 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       DeleteAcknowledged(later, h, std::move(*page), std::move(fates));
     };
     if (h->addresses.empty()) {
-      // Hints for a removed node become this node's data; the data handoff
-      // then moves them to wherever they belong.
+      // Hints for a removed or departed node become this node's data; the
+      // data handoff then moves them to wherever they belong.
       auto join = std::make_shared<Countdown>(entries.size(), delivered);
       for (size_t i = 0; i < entries.size(); ++i) {
         MergeInto(DataKey(partitions[i], entries[i].key), std::move(entries[i].siblings), "", false,

@@ -364,6 +364,65 @@ TEST(NodeCoreTest, HintsForANodeNobodyKnowsAreRefusedAndOldOnesBecomeOwnData) {
   EXPECT_EQ(Read(sim, "n2", "hk"), set);  // n2 replicates every key of a 3-node ring
 }
 
+// A leaver that stops for good once the ring no longer holds it (crashed, or
+// its word that it left never arrived) stays leaving in every record. The
+// hints others keep for it could never be delivered: they go into the
+// holder's own data, as for a removed node, and on to the key's replicas.
+// Before, they were kept and skipped forever (the simulator's seed 3795452,
+// where the leaver's farewell gossip was dropped: "n2 still holds hints").
+TEST(NodeCoreTest, HintsForALeaverGoneFromTheRingBecomeOwnData) {
+  SimCluster sim(48);
+  FormCluster(sim, 4);
+  SiblingSet set =
+      CoordinatorUpdate({}, 77, 1, WriteIntent{{}, "hinted", false, sim.WallMs("n2")})->siblings;
+  sim.Cut("n2", "n4");
+  auto ack = sim.Request("n2", proto::ReplicaPutRequest{"hk", set, "n4"});
+  ASSERT_TRUE(ack.ok() && std::holds_alternative<proto::Ack>(ack->body));
+  EXPECT_EQ(sim.engine("n2").size(Space::kHints), 1u);
+  ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(
+      sim.Request("n1", proto::AdminRequest{proto::AdminOp::kLeave, "n4"})->body));
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        const auto& map = sim.core("n1").map();
+        return !map->next() && !map->ring().Contains("n4");
+      },
+      60000));
+  sim.Crash("n4", false);
+  sim.HealAll();
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.engine("n2").size(Space::kHints) == 0; }, 60000))
+      << sim.LogTail();
+  EXPECT_EQ(sim.core("n2").membership().Find("n4")->status, proto::MemberStatus::kLeaving);
+  EXPECT_EQ(sim.Stored("n2", "hk"), set);
+  // n1 and n3 replicate every key of the 3-node ring: anti-entropy with n2.
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return sim.Stored("n1", "hk") == set && sim.Stored("n3", "hk") == set; }, 60000));
+}
+
+// A leaver's word that it left is its farewell gossip; when none of it
+// arrives (here the leaver crashes as it sends it), the others keep it as
+// leaving. Started again, it exits, and its one gossip round before that
+// carries the record: the others take it as removed.
+TEST(NodeCoreTest, ALeaverWhoseFarewellWasLostIsTakenAsRemovedOnceItIsStartedAgain) {
+  SimCluster sim(49);
+  FormCluster(sim, 4);
+  ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(
+      sim.Request("n1", proto::AdminRequest{proto::AdminOp::kLeave, "n4"})->body));
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return sim.core("n4").membership().self().status == proto::MemberStatus::kRemoved; },
+      60000));
+  sim.Crash("n4", false);
+  sim.RunFor(3000);
+  for (const char* id : {"n1", "n2", "n3"}) {
+    ASSERT_EQ(sim.core(id).membership().Find("n4")->status, proto::MemberStatus::kLeaving) << id;
+  }
+  sim.Restart("n4");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.Exited("n4"); }, 10000));
+  sim.RunFor(3000);
+  for (const char* id : {"n1", "n2", "n3"}) {
+    EXPECT_EQ(sim.core(id).membership().Find("n4")->status, proto::MemberStatus::kRemoved) << id;
+  }
+}
+
 // Two stand-ins can swap the primaries they stand in for between a write and
 // a read (the client assigns them as replicas fail): a stand-in's answer
 // holds every hinted copy of the key it keeps.
