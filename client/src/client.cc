@@ -268,9 +268,14 @@ class Client::Impl {
       }
     }
     std::shuffle(candidates.begin(), candidates.end(), rng_);
-    const size_t members = candidates.size();
-    for (const std::string& s : seeds_) candidates.push_back(s);
-    std::shuffle(candidates.begin() + static_cast<std::ptrdiff_t>(members), candidates.end(), rng_);
+    const auto members = static_cast<std::ptrdiff_t>(candidates.size());
+    for (const std::string& s : seeds_) {
+      if (std::find(candidates.begin(), candidates.begin() + members, s) ==
+          candidates.begin() + members) {
+        candidates.push_back(s);
+      }
+    }
+    std::shuffle(candidates.begin() + members, candidates.end(), rng_);
     if (refreshing_) {
       if (done) refresh_waiters_.push_back(std::move(done));
       return;
@@ -305,19 +310,22 @@ class Client::Impl {
     if (!map_load_timer_) map_load_timer_ = std::make_unique<net::Timer>(loop_);
     const uint64_t now = loop_.NowMs();
     const uint64_t at = load->plan.timer_ms();
-    map_load_timer_->Start(at > now ? at - now : 0, 0,
-                           [this, load] { AskForMap(load, load->plan.OnTimer(loop_.NowMs())); });
+    map_load_timer_->Start(at > now ? at - now : 0, 0, [this, load] {
+      if (map_load_ == load) AskForMap(load, load->plan.OnTimer(loop_.NowMs()));
+    });
   }
 
   void AskOneForMap(const std::shared_ptr<MapLoad>& load, size_t i) {
     const std::string& address = load->candidates[i];
+    // Replies after the load ended (answered, failed, or the client
+    // closing) are dropped.
     auto failed = [this, load, i](Status s) {
-      if (!load->plan.done()) AskForMap(load, load->plan.OnFailure(i, std::move(s), loop_.NowMs()));
+      if (map_load_ == load) AskForMap(load, load->plan.OnFailure(i, std::move(s), loop_.NowMs()));
     };
     CallForOp(
         address, proto::RingRequest{}, load->plan.remaining_ms(loop_.NowMs()),
         [=, this](Reply ring) {
-          if (load->plan.done()) return;
+          if (map_load_ != load) return;
           if (!ring.message.ok() || !std::holds_alternative<proto::RingReply>(ring.message->body)) {
             failed(ReplyError(ring, address));
             return;
@@ -331,7 +339,7 @@ class Client::Impl {
           auto parsed = std::make_shared<ClusterMap>(std::move(*map));
           CallForOp(address, proto::MembersRequest{}, load->plan.remaining_ms(loop_.NowMs()),
                     [=, this](Reply members) {
-                      if (load->plan.done()) return;
+                      if (map_load_ != load) return;
                       if (!members.message.ok() ||
                           !std::holds_alternative<proto::MembersReply>(members.message->body)) {
                         failed(ReplyError(members, address));
@@ -351,7 +359,7 @@ class Client::Impl {
         });
   }
 
-  void FinishMapLoad(const std::shared_ptr<MapLoad>& load, Status s) {
+  void FinishMapLoad(std::shared_ptr<MapLoad> load, Status s) {
     if (map_load_ != load) return;
     map_load_.reset();
     if (map_load_timer_) map_load_timer_->Stop();
@@ -571,7 +579,10 @@ class Client::Impl {
           state->timeout_ms);
       CallForOp(t->address, s.body, wait, [this, state, idx, t, finish](Reply r) {
         Observe(t->node, r);
-        Dispatch(state, state->op.OnReply(idx, std::move(r)), finish);
+        const size_t redirects = state->op.redirects();
+        std::vector<Send> next = state->op.OnReply(idx, std::move(r));
+        stats_.redirects += state->op.redirects() - redirects;
+        Dispatch(state, std::move(next), finish);
         (this->*finish)(state);
       });
     }
@@ -584,7 +595,6 @@ class Client::Impl {
     state->timer.Stop();
     NoteEpoch(op.highest_epoch());
     stats_.hints += op.hints();
-    stats_.redirects += op.redirects();
     if (state->receipt_out) *state->receipt_out = op.receipt();
     if (!op.status().ok()) ++stats_.errors;
     auto done = std::move(state->done);
@@ -627,7 +637,6 @@ class Client::Impl {
     if (op.answered() && !state->reported) {
       state->reported = true;
       NoteEpoch(op.highest_epoch());
-      stats_.redirects += op.redirects();
       if (state->receipt_out) *state->receipt_out = op.receipt();
       auto done = std::move(state->done);
       if (!op.status().ok()) {

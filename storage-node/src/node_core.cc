@@ -948,7 +948,7 @@ Status NodeCore::RoomForJoiner(const NodeId& joiner, bool known) const {
                                    ", fixed when the cluster was created) and at most " +
                                    std::to_string(kMaxRingNodes));
   }
-  if (!known && membership_.size() >= proto::kMaxMembers) {
+  if (!known && membership_.size() >= kMaxMembersForJoins) {
     return Status::InvalidArgument(
         "the cluster has had " + std::to_string(membership_.size()) +
         " node ids, the most it keeps (removed members stay listed so that gossip cannot "

@@ -1289,20 +1289,24 @@ TEST(NodeCoreTest, AJoinPastOneNodePerPartitionIsRefusedAndTheJoinerExits) {
 }
 
 // Removed members stay listed, so a message carries every id the cluster
-// has had. Past proto::kMaxMembers a join under a new id is refused (every
-// node's gossip would otherwise stop decoding), and one under a removed
-// member's id is still taken.
+// has had. From kMaxMembersForJoins records on, a join under a new id is
+// refused (past proto::kMaxMembers every node's gossip would stop decoding;
+// the room between is for joins other seeds take meanwhile), and one under
+// a removed member's id is still taken; gossip adds no record past
+// proto::kMaxMembers.
 TEST(NodeCoreTest, AJoinUnderANewIdPastTheMostMemberRecordsIsRefused) {
   SimCluster sim(18);
   FormCluster(sim, 3);
+  auto removed_member = [](const std::string& id, uint64_t life) {
+    return proto::Member{id, "gone:1", proto::MemberStatus::kRemoved, 2, 1, 0, false, life};
+  };
   std::vector<proto::Member> removed;
-  for (size_t i = 0; i + 3 < proto::kMaxMembers; ++i) {
-    removed.push_back(proto::Member{"gone" + std::to_string(i), "gone:1",
-                                    proto::MemberStatus::kRemoved, 2, 1, 0, false, 100 + i});
+  for (size_t i = 0; i + 3 < kMaxMembersForJoins; ++i) {
+    removed.push_back(removed_member("gone" + std::to_string(i), 100 + i));
   }
   auto gossip = sim.Request("n1", proto::GossipRequest{"n2", removed, ""});
   ASSERT_TRUE(gossip.ok() && std::holds_alternative<proto::GossipReply>(gossip->body));
-  ASSERT_EQ(sim.core("n1").membership().size(), proto::kMaxMembers);
+  ASSERT_EQ(sim.core("n1").membership().size(), kMaxMembersForJoins);
 
   proto::Member fresh{"n9", "n9:7000", proto::MemberStatus::kJoining, 1, 0, 0, true, 5};
   auto refused = sim.Request("n1", proto::JoinRequest{fresh});
@@ -1311,12 +1315,14 @@ TEST(NodeCoreTest, AJoinUnderANewIdPastTheMostMemberRecordsIsRefused) {
                 .message.find("join under the id of a removed member"),
             std::string::npos)
       << std::get<proto::ErrorReply>(refused->body).message;
-  // A peer's gossip cannot push the records past the limit either.
-  removed.push_back(
-      proto::Member{"late", "late:1", proto::MemberStatus::kRemoved, 2, 1, 0, false, 7});
+  // Records of joins other seeds took still come in by gossip, up to
+  // proto::kMaxMembers and no further.
+  const size_t room = proto::kMaxMembers - kMaxMembersForJoins;
+  for (size_t i = 0; i <= room; ++i)
+    removed.push_back(removed_member("late" + std::to_string(i), 7));
   ASSERT_TRUE(sim.Request("n1", proto::GossipRequest{"n2", removed, ""}).ok());
   EXPECT_EQ(sim.core("n1").membership().size(), proto::kMaxMembers);
-  EXPECT_FALSE(sim.core("n1").membership().Find("late").has_value());
+  EXPECT_FALSE(sim.core("n1").membership().Find("late" + std::to_string(room)).has_value());
 
   sim.AddNode("gone7", {"n1"});
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000)) << sim.LogTail();

@@ -113,7 +113,10 @@ void SimClient::Drive(std::shared_ptr<Op> op, uint64_t deadline, std::function<v
       SendTo(op->target(idx), std::move(s.body), wait,
              [this, op, idx, finish, deadline, outlives, d = weak.lock()](client::Reply r) {
                if (outlives && sim_.now() > deadline && r.message.ok()) ++late_coordinator_answers_;
-               (*d)(op->OnReply(idx, std::move(r)));
+               const size_t redirects = op->redirects();
+               std::vector<client::Send> next = op->OnReply(idx, std::move(r));
+               redirects_ += op->redirects() - redirects;
+               (*d)(std::move(next));
                finish();
              });
     }
@@ -149,7 +152,6 @@ void SimClient::Get(const std::string& key, std::function<void(ReadResult)> done
   auto finish = [this, op, done, reported, repair] {
     if (op->answered() && !*reported) {
       *reported = true;
-      redirects_ += op->redirects();
       done(ReadResult{op->status(), op->status().ok() ? op->siblings() : SiblingSet{},
                       op->fastest(), op->reached()});
       if (op->status().ok()) sim_.At(sim_.now() + options_.read_repair_window_ms, repair);
@@ -193,7 +195,6 @@ void SimClient::Put(const std::string& key, std::string value, bool tombstone,
     if (!op->done() || *reported) return;
     *reported = true;
     coordinator_retries_ += op->receipt().coordinator_retries;
-    redirects_ += op->redirects();
     done(WriteResult{op->status(), op->clock(), op->written()});
   };
   Drive(op, deadline, finish);

@@ -69,7 +69,7 @@ class SimClient {
   uint64_t refused_unsent() const { return refused_unsent_; }
   uint64_t coordinator_retries() const { return coordinator_retries_; }
   // Replicas asked in place of a node that refused as no replica
-  // (client::Receipt::redirects), summed when each op is reported.
+  // (client::Receipt::redirects), also after an op reported.
   uint64_t redirects() const { return redirects_; }
   // Coordinators that answered a write past its deadline (the write then
   // went on to the other replicas).

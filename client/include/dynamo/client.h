@@ -182,7 +182,7 @@ class Client {
     uint64_t hints = 0;              // writes stored as hints
     uint64_t refreshes = 0;
     uint64_t errors = 0;
-    uint64_t redirects = 0;  // Receipt::redirects, summed
+    uint64_t redirects = 0;  // Receipt::redirects, also after the answer
   };
   Stats stats() const;
   const ClientOptions& options() const;

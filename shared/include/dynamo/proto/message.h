@@ -85,7 +85,7 @@ struct ErrorReply {
   std::string message;
   bool in_doubt = false;
   // Set when the node refused a request meant for a replica of a partition
-  // it does not replicate in its map (the sender's map is older): that
+  // it does not replicate in its map (one of the two maps is out of date): that
   // partition's replicas in the node's map, at most kMaxReplicas. Optional.
   std::vector<NodeAddress> replicas;
 };

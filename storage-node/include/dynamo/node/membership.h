@@ -33,6 +33,11 @@ namespace dynamo::node {
 using proto::Member;
 using proto::MemberStatus;
 
+// Member records at which a seed refuses a join under a new id: below
+// proto::kMaxMembers by room for joins other seeds take meanwhile, so that
+// Merge does not skip a record (nodes would then disagree on the members).
+inline constexpr size_t kMaxMembersForJoins = proto::kMaxMembers - 64;
+
 class Membership {
  public:
   Membership(Member self, FailureDetectorOptions options);

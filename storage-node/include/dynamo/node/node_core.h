@@ -251,7 +251,7 @@ struct NodeStats {
   uint64_t storage_losses_found = 0;  // writes that found storage lost their key
   uint64_t requests_refused_busy = 0;  // over requests_in_flight_max or key_writes_queued_max
   // Reads and writes meant for a replica of a partition this node does not
-  // replicate (the sender's map is older)
+  // replicate (the sender's map, or this node's, is out of date)
   uint64_t requests_refused_not_replica = 0;
 };
 
@@ -473,15 +473,18 @@ class NodeCore {
   void FinalGossipAndExit(Now now, int code, std::string reason);
   bool Replicates(PartitionId p) const;
   // InvalidArgument when admitting `joiner` (`known`: an id with a record
-  // here) would need more ring nodes than the ring can hold, or more member
-  // records than a message carries (proto::kMaxMembers).
+  // here) would need more ring nodes than the ring can hold, or a member
+  // record past kMaxMembersForJoins. Each seed judges by what it knows:
+  // joins other seeds take at the same time can still take a ring past its
+  // last place (that joiner then waits until a node leaves or is removed).
   Status RoomForJoiner(const NodeId& joiner, bool known) const;
   // A request with this hint is meant for a replica of the key (none, or
   // this node's own id), not for a stand-in keeping another's copy.
   bool ForAReplica(std::string_view hint) const;
   // Unless this node replicates `p` (in its ring or the next), answers
   // request `id` with Unavailable naming the partition's replicas in its
-  // map, and returns true: the sender's map is older, and a write taken
+  // map, and returns true: one of the two maps is out of date (mostly the
+  // sender's: a client on the map from before a switch), and a write taken
   // here after the switch would miss the sync of the replica that took this
   // node's place, a read would miss what the replicas took since. Asked
   // again as a write completes (`applied`, the refusal then in doubt): the
