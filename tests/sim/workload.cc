@@ -319,9 +319,10 @@ class Run {
       case 0:
         if (config_.crashes && crashed_.empty() && live.size() > 2) {
           ++report_.faults;
-          // With scrubs, a crash is a stop that syncs on its way out, and
-          // the first may be a stop on a block of a set key that fails its
-          // checksum, after which the node is scrubbed before it starts again.
+          // With scrubs or a lost disk, a crash is a stop that syncs on its
+          // way out (LosesUnsynced), and with scrubs the first may be a stop
+          // on a block of a set key that fails its checksum, after which the
+          // node is scrubbed before it starts again.
           // One lost copy at most: a second corrupt replica of the same
           // partition, or a crash that lost a replica's unsynced copy of a
           // write, could take every copy of an acknowledged write, which no
@@ -346,7 +347,7 @@ class Run {
           tree_keys_corrected_ += sim_.core(a).stats().tree_keys_corrected;
           report_.trees_checked += sim_.core(a).stats().trees_checked;
           report_.refused_not_replica += sim_.core(a).stats().requests_refused_not_replica;
-          sim_.Crash(a, /*lose_unsynced=*/!config_.scrubs);
+          sim_.Crash(a, LosesUnsynced());
           if (wipe) {
             corrupted_ = true;
             ++report_.disks_lost;
@@ -485,6 +486,11 @@ class Run {
               });
   }
 
+  // Whether a crash loses the node's unsynced writes: not in runs that lose
+  // a copy otherwise (a scrub, a lost disk), since no quorum of W=2 survives
+  // two lost copies (WorkloadConfig::lost_disk).
+  bool LosesUnsynced() const { return !config_.scrubs && !config_.lost_disk; }
+
   // Whether an admin request to node 1 about `id` took effect: answered, or
   // its reply lost but node 1 holds the status (or one past it).
   bool Applied(const Result<proto::Message>& r, const std::string& id, proto::MemberStatus status) {
@@ -503,7 +509,7 @@ class Run {
     --members_;
     const std::string gone = live[rng_() % live.size()];
     corrupted_ = true;
-    sim_.Crash(gone, /*lose_unsynced=*/!config_.scrubs);
+    sim_.Crash(gone, LosesUnsynced());
     crashed_.insert(gone);
     removing_.insert(gone);
     leaving_.insert(gone);

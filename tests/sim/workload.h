@@ -71,7 +71,9 @@ struct WorkloadConfig {
   int more_membership_changes = 0;
   // One node loses its disk (W >= 2 only; the one lost copy of the run, as a
   // scrub's): a crashed node is wiped before it restarts, or, as one of the
-  // more membership changes, a node is crashed, kept down and removed.
+  // more membership changes, a node is crashed, kept down and removed. Its
+  // crashes then keep unsynced writes (as with scrubs): a crash that loses
+  // a replica's unsynced copy is a lost copy too, and with the disk two.
   bool lost_disk = false;
   // One client (the first) refreshes its map only every kStaleMapRefreshMs,
   // the others every second, and starts its operations 1-3 s after the
