@@ -38,6 +38,7 @@ Status MemoryEngine::Write(const WriteBatch& batch, bool sync) {
 
 Result<ScanResult> MemoryEngine::Scan(Space space, const ScanOptions& options) {
   std::lock_guard lock(mu_);
+  if (fail_scans_) return Status::IOError("simulated read error");
   const Map& m = live_[static_cast<size_t>(space)];
   ScanResult out;
   auto it = options.after.empty() ? m.lower_bound(options.prefix) : m.upper_bound(options.after);
@@ -87,6 +88,11 @@ void MemoryEngine::DropUnsynced() {
 void MemoryEngine::FailSyncs(bool fail) {
   std::lock_guard lock(mu_);
   fail_syncs_ = fail;
+}
+
+void MemoryEngine::FailScans(bool fail) {
+  std::lock_guard lock(mu_);
+  fail_scans_ = fail;
 }
 
 size_t MemoryEngine::size(Space space) const {

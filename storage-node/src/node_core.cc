@@ -994,6 +994,7 @@ proto::StatsReply NodeCore::StatsNow() {
            [this](const auto& gate) { return !SwitchSyncPending(gate.first).ok(); }))},
       {"tombstones_purged", stats_.tombstones_purged},
       {"transfers_done", stats_.transfers_done},
+      {"tree_build_failures", stats_.tree_build_failures},
       {"tree_keys_corrected", stats_.tree_keys_corrected},
       {"trees_checked", stats_.trees_checked},
       {"trees_ready", trees_ready_ ? 1u : 0u},

@@ -16,6 +16,11 @@ namespace dynamo::node {
 namespace {
 
 constexpr size_t kBuildPageEntries = 512;
+// A tree build whose scan failed waits this long before it tries again,
+// doubled per failure in a row up to kBuildRetryMaxMs: a disk that cannot
+// be read gets a log line every half minute, not one per tick.
+constexpr uint64_t kBuildRetryMinMs = 100;
+constexpr uint64_t kBuildRetryMaxMs = 30000;
 // Most keys one AeCompare request may fetch in all: the initiator plans
 // kMerkleFetchKeysMax by the counts of an earlier round, and writes since may
 // have added some.
@@ -168,7 +173,7 @@ void NodeCore::ApplyTreeUpdates() {
 }
 
 void NodeCore::BuildTreesStep() {
-  if (trees_ready_ || build_in_flight_) return;
+  if (trees_ready_ || build_in_flight_ || now_ms_ < build_retry_at_ms_) return;
   if (build_queue_.empty()) {
     trees_ready_ = true;
     removed_during_build_.clear();
@@ -182,13 +187,18 @@ void NodeCore::BuildTreesStep() {
   scan.options.after = build_after_;
   scan.options.max_entries = kBuildPageEntries;
   scan.options.fill_cache = false;  // a tree check must find a block that went bad later
-  Storage(std::move(scan), [this, p](Now, StorageResult r) {
+  Storage(std::move(scan), [this, p](Now now, StorageResult r) {
     build_in_flight_ = false;
     if (exited_) return;  // corrupt data stops the node (OnStorageDone)
     if (!r.status.ok()) {
-      Log(LogLevel::kError, "building Merkle trees: " + r.status.ToString() + "; will retry");
+      ++stats_.tree_build_failures;
+      build_retry_ms_ = std::clamp(2 * build_retry_ms_, kBuildRetryMinMs, kBuildRetryMaxMs);
+      build_retry_at_ms_ = now.mono_ms + build_retry_ms_;
+      Log(LogLevel::kError, "building Merkle trees: " + r.status.ToString() + "; retrying in " +
+                                std::to_string(build_retry_ms_) + " ms");
       return;
     }
+    build_retry_ms_ = 0;
     ApplyTreeUpdates();
     MerkleTree& tree = TreeFor(p);
     for (auto& [k, v] : r.scan.entries) {

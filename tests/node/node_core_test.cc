@@ -2063,6 +2063,30 @@ TEST(AntiEntropyTest, NodeAwayLongerThanGraceDoesNotHandBackWhatWasDeletedMeanwh
 // A block that fails its checksum while the node runs (fault matrix D4):
 // the first read that meets it stops the node, so what it holds is neither
 // served nor spread; the other replicas go on answering.
+// A tree build whose scan fails (a disk that cannot be read, not a bad
+// block, which stops the node) tries again with a doubling wait, up to 30 s
+// apart, and builds the trees once reads work again. Before, it retried at
+// every tick: 20 error lines a second for as long as the disk failed.
+TEST(AntiEntropyTest, ATreeBuildThatCannotReadRetriesWithAGrowingWait) {
+  SimCluster sim(50);
+  FormCluster(sim, 3);
+  WriteKeys(sim, 20, "v:");
+  sim.Crash("n2", false);
+  sim.Restart("n2");  // it reads its state; the build's scans come at its ticks
+  sim.engine("n2").FailScans(true);
+  sim.RunFor(60000);
+  // 100 ms doubling to 30 s: 0.1+0.2+...+25.6 s, then 30 s: 10 or 11 scans
+  // in a minute.
+  const uint64_t failures = sim.core("n2").stats().tree_build_failures;
+  EXPECT_GE(failures, 9u);
+  EXPECT_LE(failures, 12u);
+  EXPECT_NE(sim.LogTail().find("retrying in 30000 ms"), std::string::npos) << sim.LogTail();
+  sim.engine("n2").FailScans(false);
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return sim.LogTail().find("n2] Merkle trees built") != std::string::npos; }, 40000))
+      << sim.LogTail();
+}
+
 TEST(AntiEntropyTest, CorruptDataMetWhileRunningStopsTheNode) {
   SimCluster sim(37);
   FormCluster(sim, 3);

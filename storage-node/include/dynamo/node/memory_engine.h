@@ -44,6 +44,8 @@ class MemoryEngine : public Engine {
   // As with a real disk, a failed sync also fails every later write and sync
   // (SyncFailure), for the engine's lifetime.
   void FailSyncs(bool fail);
+  // While set, every scan fails with IOError (a disk that cannot be read).
+  void FailScans(bool fail);
   // Keys in `space` as reads see them.
   size_t size(Space space) const;
 
@@ -58,6 +60,7 @@ class MemoryEngine : public Engine {
   std::array<Map, kSpaceCount> durable_;
   std::vector<WriteBatch::Op> unsynced_;
   bool fail_syncs_ = false;
+  bool fail_scans_ = false;
   SyncFailure sync_failure_;
 };
 

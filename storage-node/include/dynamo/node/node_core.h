@@ -247,6 +247,7 @@ struct NodeStats {
   uint64_t tombstones_purged = 0;
   uint64_t background_deferred = 0;
   uint64_t trees_checked = 0;        // partitions whose tree was checked against storage
+  uint64_t tree_build_failures = 0;  // tree build scans that failed (retried with a growing wait)
   uint64_t tree_keys_corrected = 0;  // keys whose tree entry storage contradicted
   uint64_t storage_losses_found = 0;  // writes that found storage lost their key
   uint64_t requests_refused_busy = 0;  // over requests_in_flight_max or key_writes_queued_max
@@ -566,6 +567,8 @@ class NodeCore {
   std::deque<PartitionId> build_queue_;
   std::string build_after_;
   bool build_in_flight_ = false;
+  uint64_t build_retry_ms_ = 0;     // the wait after the last failed build scan
+  uint64_t build_retry_at_ms_ = 0;  // no build scan before this
   bool trees_ready_ = false;
   std::set<std::string> removed_during_build_;
   std::unique_ptr<TreeCheck> check_;  // the partition being checked, if any
