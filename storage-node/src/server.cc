@@ -31,6 +31,12 @@ NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeSt
                                      });
   core_->SetCounterSource([this](EngineCounters& out) {
     engine_->AppendCounters(out);
+    if (listener_) {
+      out.emplace_back("connections_open", listener_->connections());
+      out.emplace_back("connections_refused", listener_->refused());
+      out.emplace_back("connections_evicted", listener_->evicted());
+      out.emplace_back("connection_buffer_bytes", listener_->buffer_bytes());
+    }
     if (!worker_) return;
     const StorageWorkerStats w = worker_->stats();
     out.emplace_back("log_syncs", w.syncs);

@@ -53,7 +53,7 @@ class LoopThread {
 };
 
 // Answers Get with the key as value; "slow:<ms>" replies after a delay,
-// "never" never replies.
+// "never" never replies, "big:<n>" replies with a value of n bytes.
 class EchoServer {
  public:
   EchoServer(LoopThread& lt, ListenerOptions opts = {}) : lt_(lt) {
@@ -86,6 +86,7 @@ class EchoServer {
     Version v;
     v.dot = Dot{1, 1};
     v.value = get->key;
+    if (get->key.rfind("big:", 0) == 0) v.value.assign(std::stoull(get->key.substr(4)), 'v');
     Body reply = GetReply{1, {v}};
     if (get->key.rfind("slow:", 0) == 0) {
       uint64_t ms = std::stoull(get->key.substr(5));
@@ -248,6 +249,30 @@ TEST(ConnectionTest, PipelinedCallsMatchTheirReplies) {
   for (int i = 0; i < 2000; ++i) reqs.push_back(GetRequest{"key-" + std::to_string(i)});
   auto results = CallAll(lt, c, reqs, 5000);
   for (int i = 0; i < 2000; ++i) EXPECT_EQ(ValueOf(results[i]), "key-" + std::to_string(i));
+  CloseOnLoop(lt, c);
+}
+
+TEST(ConnectionTest, BuffersGrownForABigReplyAreCutBackAfterSmallOnes) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto c = ConnectTo(lt, server.port());
+  ASSERT_TRUE(c);
+  constexpr size_t kBig = 1'000'000;  // under limits.value_bytes_max
+  auto big = CallAll(lt, c, {GetRequest{"big:" + std::to_string(kBig)}}, 10000);
+  ASSERT_TRUE(big[0].ok()) << big[0].status().ToString();
+  EXPECT_EQ(std::get<GetReply>(big[0]->body).siblings[0].value.size(), kBig);
+  // The reply grew the node's write buffer and the caller's read buffer.
+  EXPECT_GE(lt.Run([&] { return server.listener().buffer_bytes(); }), kBig);
+  EXPECT_GE(lt.Run([&] { return c->buffer_bytes(); }), kBig);
+  // One call at a time: each is one read and one write on either side. The
+  // window holding the big reply keeps the buffers; the next one cuts them.
+  for (uint32_t i = 0; i <= 2 * kBufferTrimUses; ++i) {
+    auto small = CallAll(lt, c, {GetRequest{"small"}}, 5000);
+    ASSERT_EQ(ValueOf(small[0]), "small");
+  }
+  // Read buffer, write batch, write in flight: each at most the keep size.
+  EXPECT_LE(lt.Run([&] { return server.listener().buffer_bytes(); }), 3 * kBufferKeepBytes);
+  EXPECT_LE(lt.Run([&] { return c->buffer_bytes(); }), 3 * kBufferKeepBytes);
   CloseOnLoop(lt, c);
 }
 

@@ -132,6 +132,11 @@ TEST(ProcessTest, ThreeAndFiveNodesFormOneRing) {
     EXPECT_LE(stats->Get("log_syncs_spaced", UINT64_MAX), stats->Get("log_syncs", 0));
     // The default spacing is a share of the sync time, capped at 2 ms.
     EXPECT_LE(stats->Get("log_sync_spacing_us", UINT64_MAX), 2000u);
+    // The listener's: at least the connection asking, and its buffers.
+    EXPECT_GE(stats->Get("connections_open", 0), 1u);
+    EXPECT_EQ(stats->Get("connections_refused", 99), 0u);
+    EXPECT_EQ(stats->Get("connections_evicted", 99), 0u);
+    EXPECT_GT(stats->Get("connection_buffer_bytes", 0), 0u);
   }
 }
 

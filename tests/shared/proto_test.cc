@@ -1,9 +1,9 @@
-#include "dynamo/proto/codec.h"
-
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
+#include "dynamo/proto/codec.h"
 #include "support/sample_messages.h"
 
 namespace dynamo::proto {
@@ -345,6 +345,57 @@ TEST(FrameDecoderTest, OversizeHeaderFailsBeforeTheBody) {
   FrameDecoder huge(Limits{}.frame_bytes_max);
   huge.Feed(std::string("\xff\xff\xff\xff", 4));
   EXPECT_FALSE(huge.Next(&body).ok());
+}
+
+// Feeds `frame` the way a connection reads: chunks of at most 64 KiB.
+void FeedInChunks(FrameDecoder& dec, std::string_view frame) {
+  constexpr size_t kChunk = 64u << 10;
+  while (!frame.empty()) {
+    std::span<char> tail = dec.WritableTail(kChunk);
+    const size_t n = std::min({frame.size(), tail.size(), kChunk});
+    std::copy_n(frame.data(), n, tail.data());
+    dec.Commit(n);
+    frame.remove_prefix(n);
+  }
+}
+
+// A frame of `body_bytes` (its content is not decoded here).
+std::string RawFrame(uint32_t body_bytes) {
+  std::string frame(kFrameHeaderBytes + body_bytes, 'x');
+  for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>(body_bytes >> (24 - 8 * i));
+  return frame;
+}
+
+TEST(FrameDecoderTest, ABufferGrownForABigFrameIsCutBackAfterSmallOnes) {
+  FrameDecoder dec(Limits{}.frame_bytes_max);
+  std::string_view body;
+  FeedInChunks(dec, RawFrame(4u << 20));
+  ASSERT_TRUE(*dec.Next(&body));
+  EXPECT_EQ(body.size(), 4u << 20);
+  EXPECT_GE(dec.capacity(), 4u << 20);
+  const std::string small = RawFrame(100);
+  for (uint32_t i = 0; i <= kBufferTrimUses; ++i) {
+    FeedInChunks(dec, small);
+    ASSERT_TRUE(*dec.Next(&body));
+  }
+  FeedInChunks(dec, small);
+  EXPECT_LE(dec.capacity(), kBufferKeepBytes);
+  ASSERT_TRUE(*dec.Next(&body));
+  EXPECT_EQ(body, std::string(100, 'x'));
+}
+
+TEST(FrameDecoderTest, ASteadyStreamOfBigFramesKeepsItsBuffer) {
+  FrameDecoder dec(Limits{}.frame_bytes_max);
+  std::string_view body;
+  const std::string big = RawFrame(1u << 20);
+  FeedInChunks(dec, big);
+  ASSERT_TRUE(*dec.Next(&body));
+  const size_t grown = dec.capacity();
+  for (uint32_t i = 0; i < 4 * kBufferTrimUses; ++i) {
+    FeedInChunks(dec, big);
+    ASSERT_TRUE(*dec.Next(&body));
+    ASSERT_EQ(dec.capacity(), grown) << "frame " << i;
+  }
 }
 
 TEST(FrameDecoderTest, ZeroCopyTail) {

@@ -155,6 +155,7 @@ void Connection::ScheduleFlush() {
 
 void Connection::Flush() {
   if (writing_ || closed_ || batch_.empty()) return;
+  write_trim_.Use(batch_.size());
   // Most bursts fit the socket buffer: one write(2), no completion to wait for.
   uv_buf_t direct = uv_buf_init(batch_.data(), static_cast<unsigned>(batch_.size()));
   int sent = uv_try_write(reinterpret_cast<uv_stream_t*>(tcp_.get()), &direct, 1);
@@ -203,6 +204,14 @@ void Connection::Flush() {
 }
 
 void Connection::AfterWrite() {
+  if (const size_t to = write_trim_.TrimTo(std::max(batch_.capacity(), inflight_.capacity()))) {
+    for (std::string* buf : {&batch_, &inflight_}) {
+      if (buf->capacity() <= to) continue;
+      std::string fresh;
+      fresh.reserve(to);
+      buf->swap(fresh);
+    }
+  }
   if (closing_after_flush_) {
     Close(Status::ProtocolError("closed after a protocol error"));
     return;
@@ -565,6 +574,14 @@ void Listener::CloseConnections(const Status& reason) {
   for (auto& w : all) {
     if (auto c = w.lock()) c->Close(reason);
   }
+}
+
+size_t Listener::buffer_bytes() const {
+  size_t total = 0;
+  for (const auto& w : accepted_) {
+    if (auto c = w.lock(); c && !c->closed()) total += c->buffer_bytes();
+  }
+  return total;
 }
 
 size_t Listener::connections() const {

@@ -848,12 +848,17 @@ FrameDecoder::FrameDecoder(uint32_t frame_bytes_max) : frame_bytes_max_(frame_by
 void FrameDecoder::Compact(size_t min_free) {
   if (start_ == end_) {
     start_ = end_ = 0;
+    if (const size_t to = trim_.TrimTo(buf_.size())) {
+      buf_.resize(to);
+      buf_.shrink_to_fit();
+    }
   } else if (start_ > 0 && (buf_.size() - end_ < min_free || start_ >= buf_.size() / 2)) {
     std::memmove(buf_.data(), buf_.data() + start_, end_ - start_);
     end_ -= start_;
     start_ = 0;
   }
   if (buf_.size() - end_ < min_free) buf_.resize(std::max(buf_.size() * 2, end_ + min_free));
+  trim_.Use(end_ - start_ + min_free);
 }
 
 void FrameDecoder::Feed(std::string_view bytes) {

@@ -28,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "dynamo/buffer_trim.h"
 #include "dynamo/net/call_outcome.h"
 #include "dynamo/net/event_loop.h"
 #include "dynamo/proto/codec.h"
@@ -91,6 +92,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // timeouts, at most as many again plus a few dozen of finished calls.
   size_t deadline_entries() const { return deadlines_.size(); }
   size_t queued_bytes() const { return batch_.size() + inflight_.size(); }
+  // Memory its read and write buffers hold, used or not. Buffers grown for a
+  // burst are cut back once they have been much larger than needed for a
+  // while (BufferTrim).
+  size_t buffer_bytes() const {
+    return decoder_.capacity() + batch_.capacity() + inflight_.capacity();
+  }
   // Whether a reply this side queued is not yet written.
   bool replies_unsent() const { return last_reply_end_ > written_bytes_; }
   const ConnectionOptions& options() const { return options_; }
@@ -136,6 +143,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   proto::FrameDecoder decoder_;
   std::string batch_;     // frames waiting for the next write
   std::string inflight_;  // frames being written
+  BufferTrim write_trim_;  // for batch_ and inflight_, which swap roles
   bool writing_ = false;
   bool flush_scheduled_ = false;
   bool reading_ = false;
@@ -201,6 +209,8 @@ class Listener {
   // Closes every accepted connection that is still open.
   void CloseConnections(const Status& reason);
   size_t connections() const;
+  // Memory the open connections' buffers hold (Connection::buffer_bytes).
+  size_t buffer_bytes() const;
   // Connections refused because connections_max was reached.
   uint64_t refused() const { return refused_; }
   // Idle connections closed to make room for a new one.

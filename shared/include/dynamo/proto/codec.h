@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "dynamo/buffer_trim.h"
 #include "dynamo/msgpack_io.h"
 #include "dynamo/proto/message.h"
 #include "dynamo/status.h"
@@ -97,6 +98,8 @@ class FrameDecoder {
 
   // Bytes received but not yet returned.
   size_t buffered() const { return end_ - start_; }
+  // Bytes the buffer holds, used or not (cut back after a burst: BufferTrim).
+  size_t capacity() const { return buf_.size(); }
 
  private:
   void Compact(size_t min_free);
@@ -105,6 +108,7 @@ class FrameDecoder {
   std::string buf_;
   size_t start_ = 0;
   size_t end_ = 0;
+  BufferTrim trim_;
   Status error_;
 };
 
