@@ -165,6 +165,11 @@ const std::vector<Key>& Keys() {
       UintKey("limits", "requests_in_flight_max",
               "requests in progress beyond which new reads and writes are refused with Busy", 16,
               1u << 24, [](NodeConfig& c) -> size_t& { return c.node.requests_in_flight_max; }),
+      UintKey("limits", "request_bytes_in_flight_max",
+              "bytes of keys and values in the reads and writes in progress beyond which new ones "
+              "are refused with Busy",
+              1u << 20, size_t{1} << 40,
+              [](NodeConfig& c) -> size_t& { return c.node.request_bytes_in_flight_max; }),
       UintKey("limits", "key_writes_queued_max",
               "writes of one key waiting behind the one being applied beyond which new ones are "
               "refused with Busy",

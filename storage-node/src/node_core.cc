@@ -9,6 +9,21 @@
 namespace dynamo::node {
 namespace {
 
+// The key and value bytes a client read or write carries in
+// (limits.request_bytes_in_flight_max).
+size_t CarriedBytes(const proto::Body& body) {
+  if (const auto* put = std::get_if<proto::CoordPutRequest>(&body)) {
+    return put->key.size() + put->value.size();
+  }
+  if (const auto* put = std::get_if<proto::ReplicaPutRequest>(&body)) {
+    size_t bytes = put->key.size();
+    for (const Version& v : put->siblings) bytes += v.value.size();
+    return bytes;
+  }
+  if (const auto* get = std::get_if<proto::GetRequest>(&body)) return get->key.size();
+  return 0;
+}
+
 // Bounds on what one Transfer request may ask of this node.
 constexpr uint32_t kTransferEntriesMax = 4096;
 constexpr uint64_t kTransferBytesMax = 8u << 20;
@@ -112,10 +127,11 @@ void NodeCore::Call(const std::string& address, proto::Body body, CallDone done)
 
 void NodeCore::Reply(uint64_t conn, uint64_t request_id, proto::Body body) {
   if (requests_in_flight_ > 0) --requests_in_flight_;
-  auto started = foreground_started_.find({conn, request_id});
-  if (started != foreground_started_.end()) {
-    governor_.RecordForeground(now_ms_, static_cast<double>(now_ms_ - started->second));
-    foreground_started_.erase(started);
+  auto started = foreground_.find({conn, request_id});
+  if (started != foreground_.end()) {
+    governor_.RecordForeground(now_ms_, static_cast<double>(now_ms_ - started->second.started_ms));
+    request_bytes_in_flight_ -= started->second.bytes;
+    foreground_.erase(started);
   }
   actions_.push_back(ReplyAction{conn, request_id, std::move(body)});
 }
@@ -309,7 +325,20 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
                               " requests in progress (limits.requests_in_flight_max)"));
       return;
     }
-    foreground_started_[{conn, id}] = now.mono_ms;
+    const size_t bytes = CarriedBytes(message.body);
+    if (request_bytes_in_flight_ > 0 &&
+        request_bytes_in_flight_ + bytes > options_.request_bytes_in_flight_max) {
+      ++stats_.requests_refused_busy;
+      ReplyError(conn, id,
+                 Status::Busy("node " + options_.id +
+                              " is overloaded: " + std::to_string(request_bytes_in_flight_) +
+                              " bytes of keys and values in progress, with this request's " +
+                              std::to_string(bytes) + " over limits.request_bytes_in_flight_max (" +
+                              std::to_string(options_.request_bytes_in_flight_max) + ")"));
+      return;
+    }
+    request_bytes_in_flight_ += bytes;
+    foreground_[{conn, id}] = Foreground{now.mono_ms, bytes};
   }
   std::visit(
       Overloaded{
@@ -985,6 +1014,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"partitions_with_data", state_.partitions_with_data.size()},
       {"replica_puts", stats_.replica_puts},
       {"requests", stats_.requests},
+      {"request_bytes_in_flight", request_bytes_in_flight_},
       {"requests_refused_busy", stats_.requests_refused_busy},
       {"requests_refused_not_replica", stats_.requests_refused_not_replica},
       {"storage_losses_found", stats_.storage_losses_found},

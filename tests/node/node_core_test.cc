@@ -261,6 +261,48 @@ uint64_t Counter(SimCluster& sim, const std::string& node, const std::string& na
   return 0;
 }
 
+// Past request_bytes_in_flight_max bytes of keys and values in progress, a
+// new read or write is refused with Busy, not applied; on an idle node one
+// is always taken, however large.
+TEST(NodeCoreTest, RequestsBeyondTheBytesInFlightLimitAreRefusedWithBusy) {
+  SimCluster sim(2, sim::SimOptions{1, 1, 50, 10});  // every storage step takes 50 ms
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.request_bytes_in_flight_max = 10'000; });
+  sim.RunFor(500);
+  int answered = 0, busy = 0;
+  auto count = [&](Result<proto::Message> r) {
+    ASSERT_TRUE(r.ok());
+    if (auto* e = std::get_if<proto::ErrorReply>(&r->body)) {
+      const Status s = proto::ToStatus(*e);
+      EXPECT_EQ(s.code(), StatusCode::kBusy);
+      EXPECT_FALSE(s.in_doubt());
+      EXPECT_NE(s.message().find("request_bytes_in_flight_max (10000)"), std::string_view::npos)
+          << s.ToString();
+      ++busy;
+    } else {
+      ++answered;
+    }
+  };
+  // 4,002 bytes each: two fit under 10,000, the third would not.
+  for (int i = 0; i < 5; ++i) {
+    sim.Send("n1",
+             proto::CoordPutRequest{"k" + std::to_string(i), {}, std::string(4000, 'v'), false},
+             count);
+  }
+  const SiblingSet big =
+      CoordinatorUpdate({}, 42, 7, WriteIntent{{}, std::string(4000, 'r'), false, 1})->siblings;
+  sim.Send("n1", proto::ReplicaPutRequest{"r", big, ""}, count);
+  sim.RunUntil([&] { return answered + busy == 6; }, 10000);
+  EXPECT_EQ(answered, 2);
+  EXPECT_EQ(busy, 4);
+  EXPECT_EQ(sim.core("n1").stats().requests_refused_busy, 4u);
+  EXPECT_EQ(Read(sim, "n1", "k2").size(), 0u);  // refused, not applied
+  EXPECT_EQ(Read(sim, "n1", "r").size(), 0u);
+  EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 0u);
+  // Alone in progress, a write larger than the limit is taken.
+  Write(sim, "n1", "large", std::string(20'000, 'x'));
+  EXPECT_EQ(Read(sim, "n1", "large").size(), 1u);
+}
+
 // A CoordPut that asks for no sync is answered before any sync; a crash that
 // loses unsynced writes then loses it, unless the node's interval sync ran.
 TEST(NodeCoreTest, ACoordPutAskingForNoSyncIsSyncedOnlyByTheIntervalSync) {

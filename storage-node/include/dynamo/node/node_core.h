@@ -51,6 +51,7 @@ namespace dynamo::node {
 
 inline constexpr size_t kDefaultRequestsInFlightMax = 16384;
 inline constexpr size_t kDefaultKeyWritesQueuedMax = 256;
+inline constexpr size_t kDefaultRequestBytesInFlightMax = 256u << 20;
 // The largest value any configuration accepts (limits.value_bytes_max): a
 // node reads what it stored under an earlier configuration against it.
 inline constexpr uint32_t kValueBytesMaxLimit = 256u << 20;
@@ -88,6 +89,12 @@ struct NodeOptions {
   // node bounded memory and its other work (gossip, anti-entropy,
   // transfers, admin) goes on. Default: 16,384.
   size_t requests_in_flight_max = kDefaultRequestsInFlightMax;
+  // Bytes of keys and values carried by the Gets, CoordPuts and ReplicaPuts
+  // in progress beyond which a new one is refused with Busy at once (one is
+  // always taken when none is in progress), so that large values in flight
+  // cannot take more memory than this however many requests the count above
+  // allows. Default: 256 MiB.
+  size_t request_bytes_in_flight_max = kDefaultRequestBytesInFlightMax;
   // Writes of one key from clients (CoordPut, ReplicaPut) waiting behind the
   // one being applied beyond which a new one is refused with Busy: writes of
   // one key are applied one after another, each after the sync of the last,
@@ -250,7 +257,8 @@ struct NodeStats {
   uint64_t tree_build_failures = 0;  // tree build scans that failed (retried with a growing wait)
   uint64_t tree_keys_corrected = 0;  // keys whose tree entry storage contradicted
   uint64_t storage_losses_found = 0;  // writes that found storage lost their key
-  uint64_t requests_refused_busy = 0;  // over requests_in_flight_max or key_writes_queued_max
+  // over requests_in_flight_max, request_bytes_in_flight_max or key_writes_queued_max
+  uint64_t requests_refused_busy = 0;
   // Reads and writes meant for a replica of a partition this node does not
   // replicate (the sender's map, or this node's, is out of date)
   uint64_t requests_refused_not_replica = 0;
@@ -551,7 +559,12 @@ class NodeCore {
   BackgroundGovernor governor_;
   std::deque<Step> background_;
   bool running_background_ = false;
-  std::map<std::pair<uint64_t, uint64_t>, uint64_t> foreground_started_;  // (conn, id) -> ms
+  struct Foreground {
+    uint64_t started_ms = 0;
+    size_t bytes = 0;  // counted in request_bytes_in_flight_
+  };
+  std::map<std::pair<uint64_t, uint64_t>, Foreground> foreground_;  // by (conn, id)
+  size_t request_bytes_in_flight_ = 0;
 
   std::vector<std::unique_ptr<MerkleTree>> trees_;  // by partition, null until used
   // A write's tree change not yet applied: the key's new digest, or nullopt
