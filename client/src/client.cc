@@ -153,10 +153,14 @@ class Client::Impl {
 
   // I/O thread.
   void StopIfClosed() {
-    if (!closing_ || running_ops_ != 0 || calls_in_flight_ != 0 || posted_from_outside_ != 0)
+    if (!closing_ || running_ops_ != 0 || posted_from_outside_ != 0 ||
+        calls_in_flight_ > map_calls_in_flight_) {
       return;
+    }
+    // What is left are the requests of a map load that has ended (its
+    // replies would be dropped): failed here, they come back through this.
     pool_.CloseAll(ClosedStatus());
-    loop_.Stop();
+    if (calls_in_flight_ == 0) loop_.Stop();
   }
 
   // Sends an operation's request; `done` gets the reply. Close() waits for it.
@@ -167,6 +171,17 @@ class Client::Impl {
       --calls_in_flight_;
       done(std::move(r));
       StopIfClosed();
+    });
+  }
+
+  // A map load's request: once the load has ended Close() no longer waits
+  // for it (StopIfClosed).
+  void CallForMap(const std::string& address, const proto::Body& body, uint64_t timeout_ms,
+                  std::function<void(Reply)> done) {
+    ++map_calls_in_flight_;
+    CallForOp(address, body, timeout_ms, [this, done = std::move(done)](Reply r) {
+      --map_calls_in_flight_;
+      done(std::move(r));
     });
   }
 
@@ -322,7 +337,7 @@ class Client::Impl {
     auto failed = [this, load, i](Status s) {
       if (map_load_ == load) AskForMap(load, load->plan.OnFailure(i, std::move(s), loop_.NowMs()));
     };
-    CallForOp(
+    CallForMap(
         address, proto::RingRequest{}, load->plan.remaining_ms(loop_.NowMs()),
         [=, this](Reply ring) {
           if (map_load_ != load) return;
@@ -337,25 +352,25 @@ class Client::Impl {
             return;
           }
           auto parsed = std::make_shared<ClusterMap>(std::move(*map));
-          CallForOp(address, proto::MembersRequest{}, load->plan.remaining_ms(loop_.NowMs()),
-                    [=, this](Reply members) {
-                      if (map_load_ != load) return;
-                      if (!members.message.ok() ||
-                          !std::holds_alternative<proto::MembersReply>(members.message->body)) {
-                        failed(ReplyError(members, address));
-                        return;
-                      }
-                      auto v = std::make_shared<View>(View{*parsed, {}});
-                      for (proto::Member& m :
-                           std::get<proto::MembersReply>(members.message->body).members) {
-                        v->members[m.id] = std::move(m);
-                      }
-                      std::shared_ptr<const View> old = view();
-                      if (!old || old->map.epoch() <= v->map.epoch()) view_.store(v);
-                      ++stats_.refreshes;
-                      load->plan.OnAnswer(i);
-                      FinishMapLoad(load, Status::OK());
-                    });
+          CallForMap(address, proto::MembersRequest{}, load->plan.remaining_ms(loop_.NowMs()),
+                     [=, this](Reply members) {
+                       if (map_load_ != load) return;
+                       if (!members.message.ok() ||
+                           !std::holds_alternative<proto::MembersReply>(members.message->body)) {
+                         failed(ReplyError(members, address));
+                         return;
+                       }
+                       auto v = std::make_shared<View>(View{*parsed, {}});
+                       for (proto::Member& m :
+                            std::get<proto::MembersReply>(members.message->body).members) {
+                         v->members[m.id] = std::move(m);
+                       }
+                       std::shared_ptr<const View> old = view();
+                       if (!old || old->map.epoch() <= v->map.epoch()) view_.store(v);
+                       ++stats_.refreshes;
+                       load->plan.OnAnswer(i);
+                       FinishMapLoad(load, Status::OK());
+                     });
         });
   }
 
@@ -880,6 +895,7 @@ class Client::Impl {
   uint64_t last_lww_us_ = 0;
   size_t running_ops_ = 0;  // launched and not yet reported
   size_t calls_in_flight_ = 0;          // operations' requests not yet answered
+  size_t map_calls_in_flight_ = 0;      // of those, map loads' (CallForMap)
   std::atomic<size_t> posted_from_outside_{0};  // see Enter()
   std::atomic<size_t> in_progress_{0};  // admitted and not yet reported (any thread)
   AtomicStats stats_;
