@@ -77,6 +77,9 @@ struct NodeCore::Handoff {
   // an empty scan does not show the range drained.
   bool written_meanwhile = false;
   uint64_t unreadable = 0;  // entries that failed to decode: kept, not pushed
+  // A down owner's hints: versions past the grace period are deleted and
+  // nothing is pushed.
+  bool expire_only = false;
 };
 
 NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogSink log)
@@ -1513,7 +1516,14 @@ bool NodeCore::StartHandoffOfNextRange(Now now) {
       h->addresses = {rec->address};
       h->what = "hints for " + owner;
     } else {
-      continue;
+      auto [due, first] = hint_expiry_due_ms_.try_emplace(owner, 0);
+      if (first || now.mono_ms < due->second) {
+        if (first) due->second = now.mono_ms + options_.hint_expiry_interval_ms;
+        continue;
+      }
+      due->second = now.mono_ms + options_.hint_expiry_interval_ms;
+      h->expire_only = true;
+      h->what = "expired hints for down node " + owner;
     }
     handoff_ = h;
     HandoffPage(now, h);
@@ -1617,6 +1627,13 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
                    : " versions held through an absence longer than the tombstone grace period") +
               " (a delete that superseded them may be purged)");
     }
+    if (h->expire_only) {
+      for (PageEntry& fate : fates) {
+        fate.kept = fate.pushed;
+        fate.pushed = false;
+      }
+      entries.clear();
+    }
     auto delivered = [this, h, page, fates = std::move(fates)](Status s) mutable {
       Now later{now_ms_, 0};
       if (!s.ok()) {
@@ -1625,6 +1642,10 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       }
       DeleteAcknowledged(later, h, std::move(*page), std::move(fates));
     };
+    if (entries.empty()) {  // every version of the page was dropped, or an expiry pass
+      delivered(Status::OK());
+      return;
+    }
     if (h->addresses.empty()) {
       // Hints for a removed or departed node become this node's data; the
       // data handoff then moves them to wherever they belong.
@@ -1633,10 +1654,6 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
         MergeInto(DataKey(partitions[i], entries[i].key), std::move(entries[i].siblings), "", false,
                   SIZE_MAX, [join](Now, Status s) { join->One(s); });
       }
-      return;
-    }
-    if (entries.empty()) {  // every version of the page was dropped
-      delivered(Status::OK());
       return;
     }
     auto join = std::make_shared<Countdown>(h->addresses.size(), delivered);
@@ -1698,7 +1715,7 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
   for (size_t i = 0; i < shared_page->entries.size(); ++i) {
     const std::string& key = shared_page->entries[i].first;
     const PageEntry fate = fates[i];
-    if (!fate.readable) {
+    if (!fate.readable || fate.kept) {
       join->One(Status::OK());
       continue;
     }
@@ -1865,6 +1882,7 @@ void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status,
       if (h->partition < known_with_data_.size()) known_with_data_[h->partition] = false;
     } else {
       state_.hint_owners.erase(h->owner);
+      hint_expiry_due_ms_.erase(h->owner);
     }
   }
   // Go on with the next range at once; a range that was not drained is

@@ -440,6 +440,45 @@ TEST(NodeCoreTest, HintsForALeaverGoneFromTheRingBecomeOwnData) {
       [&] { return sim.Stored("n1", "hk") == set && sim.Stored("n3", "hk") == set; }, 60000));
 }
 
+// Hints for a member that is down and never removed are scanned every
+// hint_expiry_interval_ms for versions past the grace period, which are
+// deleted (delivered they would be dropped anyway); younger ones stay and
+// reach the owner when it is back.
+TEST(NodeCoreTest, HintsForAMemberDownForGoodExpireWithoutWaitingForIt) {
+  SimCluster sim(50);
+  FormCluster(sim, 4, [](NodeOptions& o) {
+    o.tombstone_grace_ms = 10 * 60 * 1000;
+    o.clock_skew_max_ms = 60 * 1000;
+    o.hint_expiry_interval_ms = 60 * 1000;
+  });
+  sim.Crash("n4", false);
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return !sim.core("n2").membership().IsAlive("n4", sim.now()); }, 10000));
+  auto hint = [&](const std::string& key) {
+    SiblingSet set =
+        CoordinatorUpdate({}, 77, 1, WriteIntent{{}, key, false, sim.WallMs("n2")})->siblings;
+    auto ack = sim.Request("n2", proto::ReplicaPutRequest{key, set, "n4"});
+    EXPECT_TRUE(ack.ok() && std::holds_alternative<proto::Ack>(ack->body));
+    return set;
+  };
+  hint("old");
+  sim.RunFor(6 * 60 * 1000);
+  const SiblingSet young = hint("young");
+  EXPECT_EQ(sim.engine("n2").size(Space::kHints), 2u);
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return sim.core("n2").stats().hints_expired == 1; }, 6 * 60 * 1000))
+      << sim.LogTail();
+  sim.RunFor(1000);
+  EXPECT_EQ(sim.engine("n2").size(Space::kHints), 1u);
+  EXPECT_EQ(sim.core("n2").stats().hints_delivered, 0u);
+  sim.Restart("n4");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.engine("n2").size(Space::kHints) == 0; }, 60000))
+      << sim.LogTail();
+  EXPECT_EQ(sim.Stored("n4", "young"), young);
+  EXPECT_EQ(sim.core("n2").stats().hints_delivered, 1u);
+  EXPECT_EQ(sim.core("n2").stats().hints_expired, 1u);
+}
+
 // A leaver's word that it left is its farewell gossip; when none of it
 // arrives (here the leaver crashes as it sends it), the others keep it as
 // leaving. Started again, it exits, and its one gossip round before that

@@ -139,6 +139,11 @@ struct NodeOptions {
   // long after its grace period, so that hints of what it deletes, which
   // their holders drop by their own clocks, are gone first. Default: 10 min.
   uint64_t clock_skew_max_ms = 10ull * 60 * 1000;
+  // How often the hints held for a member that is down are scanned for
+  // versions past the grace period, which are then deleted (delivered, they
+  // would be dropped anyway), so hints for a node down for good and never
+  // removed do not pile up without bound. Default: 1 h.
+  uint64_t hint_expiry_interval_ms = 3600ull * 1000;
   // How often the owner of a partition looks for purgeable tombstones in
   // it. Default: 60 s.
   uint64_t purge_interval_ms = 60000;
@@ -450,6 +455,7 @@ class NodeCore {
     bool pushed = true;    // false: every version expired, so it was not pushed
     bool own_dots = true;  // records events of the actor current at the scan
     bool readable = true;  // false: not decoded, so neither pushed nor deleted
+    bool kept = false;     // an expiry pass left versions in it: not deleted
   };
   // Deletes the page's entries still stored as they were pushed; those not
   // pushed count as deleted only. Deleting data that records events of this
@@ -549,6 +555,8 @@ class NodeCore {
   // every other range had its turn, so one target that refuses every push
   // does not hold up the rest.
   std::set<std::pair<Space, std::string>> handoff_failed_;
+  // When each down hint owner's next expiry pass is due (hint_expiry_interval_ms).
+  std::map<NodeId, uint64_t> hint_expiry_due_ms_;
 
   // Coordinated writes remembered for answering repeats.
   static constexpr size_t kRecentPutsMax = 16384;
