@@ -298,6 +298,11 @@ Status ValidateConfig(const NodeConfig& c) {
       c.node.limits.frame_bytes_max) {
     return Status::InvalidArgument("limits.frame_bytes_max must exceed value_bytes_max + key_bytes_max");
   }
+  if (c.node.request_bytes_in_flight_max < 2 * size_t{c.node.limits.value_bytes_max}) {
+    return Status::InvalidArgument(
+        "limits.request_bytes_in_flight_max must be at least twice limits.value_bytes_max, so a "
+        "value of the largest size is taken beside others in progress");
+  }
   if (c.idle_timeout_ms != 0 && c.idle_timeout_ms <= net::kPoolIdleTimeoutMs) {
     return Status::InvalidArgument(
         "node.idle_timeout_ms must be 0 or above " + std::to_string(net::kPoolIdleTimeoutMs) +

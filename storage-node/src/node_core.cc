@@ -24,6 +24,10 @@ size_t CarriedBytes(const proto::Body& body) {
   return 0;
 }
 
+// Pages an expiry pass over a down node's hints scans before it gives way
+// to other handoffs.
+constexpr uint32_t kHintExpiryPagesPerTurn = 16;
+
 // Bounds on what one Transfer request may ask of this node.
 constexpr uint32_t kTransferEntriesMax = 4096;
 constexpr uint64_t kTransferBytesMax = 8u << 20;
@@ -77,9 +81,12 @@ struct NodeCore::Handoff {
   // an empty scan does not show the range drained.
   bool written_meanwhile = false;
   uint64_t unreadable = 0;  // entries that failed to decode: kept, not pushed
-  // A down owner's hints: versions past the grace period are deleted and
-  // nothing is pushed.
+  // A down owner's hints: entries whose versions are all past the grace
+  // period are deleted and nothing is pushed.
   bool expire_only = false;
+  uint32_t pages = 0;            // pages scanned in this turn (expiry passes)
+  bool gave_way = false;         // an expiry pass that stopped for other work
+  uint64_t expired_deleted = 0;  // versions deleted by an expiry pass
 };
 
 NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogSink log)
@@ -130,8 +137,10 @@ void NodeCore::Call(const std::string& address, proto::Body body, CallDone done)
 
 void NodeCore::Reply(uint64_t conn, uint64_t request_id, proto::Body body) {
   if (requests_in_flight_ > 0) --requests_in_flight_;
-  auto started = foreground_.find({conn, request_id});
-  if (started != foreground_.end()) {
+  // A peer may reuse the id of a request still in progress: each reply
+  // takes one entry, so every request's bytes are released once.
+  auto started = foreground_.lower_bound({conn, request_id});
+  if (started != foreground_.end() && started->first == std::pair{conn, request_id}) {
     governor_.RecordForeground(now_ms_, static_cast<double>(now_ms_ - started->second.started_ms));
     request_bytes_in_flight_ -= started->second.bytes;
     foreground_.erase(started);
@@ -341,7 +350,7 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
       return;
     }
     request_bytes_in_flight_ += bytes;
-    foreground_[{conn, id}] = Foreground{now.mono_ms, bytes};
+    foreground_.emplace(std::pair{conn, id}, Foreground{now.mono_ms, bytes});
   }
   std::visit(
       Overloaded{
@@ -1483,47 +1492,52 @@ void NodeCore::FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status statu
 
 void NodeCore::StartHandoff(Now now) {
   if (handoff_ || !map_ || shutting_down_) return;
-  if (StartHandoffOfNextRange(now) || handoff_failed_.empty()) return;
-  handoff_failed_.clear();
-  StartHandoffOfNextRange(now);
+  if (StartHandoffOfNextRange(now)) return;
+  if (!handoff_failed_.empty()) {
+    handoff_failed_.clear();
+    if (StartHandoffOfNextRange(now)) return;
+  }
+  StartHintExpiryPass(now);
+}
+
+NodeCore::HintsFate NodeCore::FateOfHintsFor(const NodeId& owner, uint64_t now_ms,
+                                             std::string* label) const {
+  std::optional<proto::Member> rec = membership_.Find(owner);
+  // An owner no member record nor ring names (hints stored before such
+  // were refused, or its record was lost) goes the way of a removed one,
+  // and so does a leaver out of the ring and the next: it replicates
+  // nothing any more, and if its own word that it left never arrived it
+  // stays leaving in every record.
+  const bool in_ring = InRingOrNext(owner);
+  const bool unknown = !rec && !in_ring;
+  if (!rec && !unknown) return HintsFate::kNone;
+  const bool left = rec && rec->status == proto::MemberStatus::kLeaving && !in_ring;
+  if (unknown || left || rec->status == proto::MemberStatus::kRemoved) {
+    *label = unknown ? "unknown" : left ? "departed" : "removed";
+    return HintsFate::kOwnData;
+  }
+  return membership_.IsAlive(owner, now_ms) ? HintsFate::kDeliver : HintsFate::kHold;
 }
 
 bool NodeCore::StartHandoffOfNextRange(Now now) {
   for (const NodeId& owner : state_.hint_owners) {
-    std::optional<proto::Member> rec = membership_.Find(owner);
     std::string prefix = HintOwnerPrefix(owner);
-    // An owner no member record nor ring names (hints stored before such
-    // were refused, or its record was lost) goes the way of a removed one,
-    // and so does a leaver out of the ring and the next: it replicates
-    // nothing any more, and if its own word that it left never arrived it
-    // stays leaving in every record.
-    const bool in_ring = InRingOrNext(owner);
-    const bool unknown = !rec && !in_ring;
-    if ((!rec && !unknown) || handoff_failed_.contains({Space::kHints, prefix})) continue;
+    std::string label;
+    const HintsFate fate = FateOfHintsFor(owner, now.mono_ms, &label);
+    if (fate == HintsFate::kNone || fate == HintsFate::kHold ||
+        handoff_failed_.contains({Space::kHints, prefix})) {
+      continue;
+    }
     auto h = std::make_shared<Handoff>();
     h->space = Space::kHints;
     h->prefix = std::move(prefix);
     h->purpose = proto::PushPurpose::kHint;
     h->owner = owner;
-    const bool left = rec && rec->status == proto::MemberStatus::kLeaving && !in_ring;
-    if (unknown || left || rec->status == proto::MemberStatus::kRemoved) {
-      h->what = "hints for " +
-                std::string(unknown ? "unknown"
-                            : left  ? "departed"
-                                    : "removed") +
-                " node " + owner + " (into own data)";
-    } else if (membership_.IsAlive(owner, now.mono_ms)) {
-      h->addresses = {rec->address};
-      h->what = "hints for " + owner;
+    if (fate == HintsFate::kOwnData) {
+      h->what = "hints for " + label + " node " + owner + " (into own data)";
     } else {
-      auto [due, first] = hint_expiry_due_ms_.try_emplace(owner, 0);
-      if (first || now.mono_ms < due->second) {
-        if (first) due->second = now.mono_ms + options_.hint_expiry_interval_ms;
-        continue;
-      }
-      due->second = now.mono_ms + options_.hint_expiry_interval_ms;
-      h->expire_only = true;
-      h->what = "expired hints for down node " + owner;
+      h->addresses = {membership_.Find(owner)->address};
+      h->what = "hints for " + owner;
     }
     handoff_ = h;
     HandoffPage(now, h);
@@ -1555,8 +1569,57 @@ bool NodeCore::StartHandoffOfNextRange(Now now) {
   return false;
 }
 
+bool NodeCore::StartHintExpiryPass(Now now) {
+  std::string label;
+  for (const NodeId& owner : state_.hint_owners) {
+    if (FateOfHintsFor(owner, now.mono_ms, &label) != HintsFate::kHold) continue;
+    HintExpiry& pass = hint_expiry_[owner];
+    if (now.mono_ms < pass.due_ms) continue;
+    auto h = std::make_shared<Handoff>();
+    h->space = Space::kHints;
+    h->prefix = HintOwnerPrefix(owner);
+    h->purpose = proto::PushPurpose::kHint;
+    h->owner = owner;
+    h->after = pass.after;
+    h->expire_only = true;
+    h->what = "expired hints for down node " + owner;
+    handoff_ = h;
+    HandoffPage(now, h);
+    return true;
+  }
+  return false;
+}
+
+void NodeCore::EndHintExpiryPass(Now now, const Handoff& h, const Status& status) {
+  stats_.hints_expired += h.expired_deleted;
+  if (h.expired_deleted > 0) {
+    Log(LogLevel::kWarn, h.what + ": deleted " + std::to_string(h.expired_deleted) +
+                             " versions older than the tombstone grace period (a delete that "
+                             "superseded them may be purged)");
+  }
+  if (!status.ok()) {
+    Log(LogLevel::kWarn, "expiry pass over " + h.what + " failed: " + status.ToString() +
+                             "; the next one in " +
+                             std::to_string(options_.hint_expiry_interval_ms) + " ms");
+  }
+  HintExpiry& pass = hint_expiry_[h.owner];
+  if (h.gave_way && status.ok()) {
+    pass.after = h.after;
+  } else {
+    pass = HintExpiry{now.mono_ms + options_.hint_expiry_interval_ms, ""};
+  }
+}
+
 void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
-  (void)now;
+  // An expiry pass gives way between pages to the owner's return and, every
+  // few pages, to any other handoff; it goes on from there when none is due.
+  if (h->expire_only && h->pages > 0 &&
+      (h->pages >= kHintExpiryPagesPerTurn || membership_.IsAlive(h->owner, now.mono_ms))) {
+    h->gave_way = true;
+    FinishHandoff(now, h, Status::OK(), false);
+    return;
+  }
+  ++h->pages;
   Background([this, h](std::function<void()> page_done) {
   h->page_done = std::move(page_done);
   ScanOp scan;
@@ -1589,7 +1652,8 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       Result<SiblingSet> set = proto::DecodeSiblingSet(v, stored_limits_);
       if (set.ok()) {
         fates[i].own_dots = MentionsActor(*set, h->scanned_actor);
-        expired += DropStaleVersions(*h, *set);
+        fates[i].expired = static_cast<uint32_t>(DropStaleVersions(*h, *set));
+        expired += fates[i].expired;
         fates[i].pushed = !set->empty();
       } else {
         fates[i].readable = false;
@@ -1618,7 +1682,7 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
       entries.push_back(proto::KeyedSiblings{std::string(user_key), std::move(*set)});
       partitions.push_back(p);
     }
-    if (expired > 0) {
+    if (expired > 0 && !h->expire_only) {
       (h->space == Space::kHints ? stats_.hints_expired : stats_.handoff_stale_dropped) += expired;
       Log(LogLevel::kWarn,
           h->what + ": dropped " + std::to_string(expired) +
@@ -1744,6 +1808,7 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
         }
         del.batch.Delete(h->space, k2);
         if (fate.pushed) ++h->keys;
+        if (h->expire_only) h->expired_deleted += fate.expired;
         Storage(std::move(del), [this, join, unlock, data, k3 = k2](Now, StorageResult w) {
           if (w.status.ok() && data) NoteStored(k3, nullptr);
           unlock();
@@ -1865,7 +1930,9 @@ void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status,
   ReleasePage(h);
   handoff_.reset();
   stats_.handoff_keys += h->keys;
+  if (h->expire_only) EndHintExpiryPass(now, *h, status);
   if (!status.ok()) {
+    if (h->expire_only) return;  // retried after hint_expiry_interval_ms
     Log(LogLevel::kWarn, "handoff of " + h->what + " failed: " + status.ToString() +
                              "; will retry after the other ranges");
     handoff_failed_.emplace(h->space, h->prefix);
@@ -1882,7 +1949,7 @@ void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status,
       if (h->partition < known_with_data_.size()) known_with_data_[h->partition] = false;
     } else {
       state_.hint_owners.erase(h->owner);
-      hint_expiry_due_ms_.erase(h->owner);
+      hint_expiry_.erase(h->owner);
     }
   }
   // Go on with the next range at once; a range that was not drained is

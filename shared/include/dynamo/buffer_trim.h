@@ -7,8 +7,8 @@
 // Each use of the buffer records the bytes it needed. Every kBufferTrimUses
 // uses, when the buffer is empty, one whose capacity is above
 // kBufferKeepBytes and more than twice the largest need of that window is
-// cut to the larger of the two. A steady stream of large frames keeps its
-// buffer, so nothing is reallocated per frame.
+// cut back (TrimTo says to what; an owner may release more). A steady stream
+// of large frames keeps its buffer, so nothing is reallocated per frame.
 //
 // Thread-safety: none; one object per buffer owner.
 #pragma once

@@ -204,13 +204,10 @@ void Connection::Flush() {
 }
 
 void Connection::AfterWrite() {
-  if (const size_t to = write_trim_.TrimTo(std::max(batch_.capacity(), inflight_.capacity()))) {
-    for (std::string* buf : {&batch_, &inflight_}) {
-      if (buf->capacity() <= to) continue;
-      std::string fresh;
-      fresh.reserve(to);
-      buf->swap(fresh);
-    }
+  // Both are empty here; the next burst grows them again.
+  if (write_trim_.TrimTo(std::max(batch_.capacity(), inflight_.capacity())) != 0) {
+    std::string().swap(batch_);
+    std::string().swap(inflight_);
   }
   if (closing_after_flush_) {
     Close(Status::ProtocolError("closed after a protocol error"));

@@ -858,7 +858,7 @@ void FrameDecoder::Compact(size_t min_free) {
     start_ = 0;
   }
   if (buf_.size() - end_ < min_free) buf_.resize(std::max(buf_.size() * 2, end_ + min_free));
-  trim_.Use(end_ - start_ + min_free);
+  min_free_ = min_free;
 }
 
 void FrameDecoder::Feed(std::string_view bytes) {
@@ -875,6 +875,9 @@ std::span<char> FrameDecoder::WritableTail(size_t min_bytes) {
 void FrameDecoder::Commit(size_t bytes) {
   DYNAMO_CHECK(end_ + bytes <= buf_.size());
   end_ += bytes;
+  // A read may fill all the room it was given, more than it asked for: the
+  // need is what the buffer holds after it, and room for the next.
+  trim_.Use(end_ - start_ + min_free_);
 }
 
 Result<bool> FrameDecoder::Next(std::string_view* body) {

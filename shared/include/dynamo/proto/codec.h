@@ -109,6 +109,7 @@ class FrameDecoder {
   size_t start_ = 0;
   size_t end_ = 0;
   BufferTrim trim_;
+  size_t min_free_ = 0;  // the room the last WritableTail asked for
   Status error_;
 };
 

@@ -449,6 +449,16 @@ class NodeCore {
   void AbandonTransfersNoLongerOwed();
   void StartHandoff(Now now);
   bool StartHandoffOfNextRange(Now now);
+  // What becomes of the hints held for `owner` now: delivered (alive),
+  // made this node's data (label: why; the owner left or is unknown), or
+  // held (down). kNone: nothing to do with them now.
+  enum class HintsFate { kNone, kDeliver, kOwnData, kHold };
+  HintsFate FateOfHintsFor(const NodeId& owner, uint64_t now_ms, std::string* label) const;
+  // Lowest priority, when no other handoff is due: the next expiry pass
+  // over a down owner's hints (hint_expiry_interval_ms).
+  bool StartHintExpiryPass(Now now);
+  // A pass ended or gave way to other handoffs (`h.gave_way`).
+  void EndHintExpiryPass(Now now, const Handoff& h, const Status& status);
   void HandoffPage(Now now, std::shared_ptr<Handoff> h);
   // What a handoff page's scan found out about one of its entries.
   struct PageEntry {
@@ -456,6 +466,7 @@ class NodeCore {
     bool own_dots = true;  // records events of the actor current at the scan
     bool readable = true;  // false: not decoded, so neither pushed nor deleted
     bool kept = false;     // an expiry pass left versions in it: not deleted
+    uint32_t expired = 0;  // versions past the grace period (an expiry pass counts them deleted)
   };
   // Deletes the page's entries still stored as they were pushed; those not
   // pushed count as deleted only. Deleting data that records events of this
@@ -555,8 +566,13 @@ class NodeCore {
   // every other range had its turn, so one target that refuses every push
   // does not hold up the rest.
   std::set<std::pair<Space, std::string>> handoff_failed_;
-  // When each down hint owner's next expiry pass is due (hint_expiry_interval_ms).
-  std::map<NodeId, uint64_t> hint_expiry_due_ms_;
+  // Each down hint owner's expiry passes: when the next is due, and where a
+  // pass that gave way to other handoffs goes on from.
+  struct HintExpiry {
+    uint64_t due_ms = 0;
+    std::string after;
+  };
+  std::map<NodeId, HintExpiry> hint_expiry_;
 
   // Coordinated writes remembered for answering repeats.
   static constexpr size_t kRecentPutsMax = 16384;
@@ -571,7 +587,7 @@ class NodeCore {
     uint64_t started_ms = 0;
     size_t bytes = 0;  // counted in request_bytes_in_flight_
   };
-  std::map<std::pair<uint64_t, uint64_t>, Foreground> foreground_;  // by (conn, id)
+  std::multimap<std::pair<uint64_t, uint64_t>, Foreground> foreground_;  // by (conn, id)
   size_t request_bytes_in_flight_ = 0;
 
   std::vector<std::unique_ptr<MerkleTree>> trees_;  // by partition, null until used
