@@ -167,7 +167,7 @@ const std::vector<Key>& Keys() {
               1u << 24, [](NodeConfig& c) -> size_t& { return c.node.requests_in_flight_max; }),
       UintKey("limits", "request_bytes_in_flight_max",
               "bytes of keys and values in the reads and writes in progress beyond which new ones "
-              "are refused with Busy",
+              "are refused with Busy (at least twice limits.value_bytes_max is used)",
               1u << 20, size_t{1} << 40,
               [](NodeConfig& c) -> size_t& { return c.node.request_bytes_in_flight_max; }),
       UintKey("limits", "key_writes_queued_max",
@@ -297,11 +297,6 @@ Status ValidateConfig(const NodeConfig& c) {
   if (c.node.limits.value_bytes_max + c.node.limits.key_bytes_max + 4096 >
       c.node.limits.frame_bytes_max) {
     return Status::InvalidArgument("limits.frame_bytes_max must exceed value_bytes_max + key_bytes_max");
-  }
-  if (c.node.request_bytes_in_flight_max < 2 * size_t{c.node.limits.value_bytes_max}) {
-    return Status::InvalidArgument(
-        "limits.request_bytes_in_flight_max must be at least twice limits.value_bytes_max, so a "
-        "value of the largest size is taken beside others in progress");
   }
   if (c.idle_timeout_ms != 0 && c.idle_timeout_ms <= net::kPoolIdleTimeoutMs) {
     return Status::InvalidArgument(

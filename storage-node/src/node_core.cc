@@ -207,6 +207,11 @@ uint64_t NodeCore::NextWakeMs() const {
 
 bool NodeCore::Idle() const { return requests_in_flight_ == 0 && storage_waiting_.empty(); }
 
+size_t NodeCore::RequestBytesInFlightMax() const {
+  return std::max(options_.request_bytes_in_flight_max,
+                  2 * size_t{options_.limits.value_bytes_max});
+}
+
 std::optional<std::string> NodeCore::AddressOf(const NodeId& id) const {
   std::optional<proto::Member> m = membership_.Find(id);
   if (!m || m->address.empty()) return std::nullopt;
@@ -338,15 +343,15 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
       return;
     }
     const size_t bytes = CarriedBytes(message.body);
-    if (request_bytes_in_flight_ > 0 &&
-        request_bytes_in_flight_ + bytes > options_.request_bytes_in_flight_max) {
+    const size_t bytes_max = RequestBytesInFlightMax();
+    if (request_bytes_in_flight_ > 0 && request_bytes_in_flight_ + bytes > bytes_max) {
       ++stats_.requests_refused_busy;
       ReplyError(conn, id,
                  Status::Busy("node " + options_.id +
                               " is overloaded: " + std::to_string(request_bytes_in_flight_) +
                               " bytes of keys and values in progress, with this request's " +
                               std::to_string(bytes) + " over limits.request_bytes_in_flight_max (" +
-                              std::to_string(options_.request_bytes_in_flight_max) + ")"));
+                              std::to_string(bytes_max) + ")"));
       return;
     }
     request_bytes_in_flight_ += bytes;
@@ -1492,12 +1497,11 @@ void NodeCore::FinishTransfer(Now now, std::shared_ptr<Transfer> t, Status statu
 
 void NodeCore::StartHandoff(Now now) {
   if (handoff_ || !map_ || shutting_down_) return;
-  if (StartHandoffOfNextRange(now)) return;
-  if (!handoff_failed_.empty()) {
-    handoff_failed_.clear();
-    if (StartHandoffOfNextRange(now)) return;
-  }
-  StartHintExpiryPass(now);
+  // Expiry passes come before ranges that failed are tried again: a range
+  // that always fails would otherwise keep them from ever running.
+  if (StartHandoffOfNextRange(now) || StartHintExpiryPass(now) || handoff_failed_.empty()) return;
+  handoff_failed_.clear();
+  StartHandoffOfNextRange(now);
 }
 
 NodeCore::HintsFate NodeCore::FateOfHintsFor(const NodeId& owner, uint64_t now_ms,
@@ -1538,6 +1542,10 @@ bool NodeCore::StartHandoffOfNextRange(Now now) {
     } else {
       h->addresses = {membership_.Find(owner)->address};
       h->what = "hints for " + owner;
+      // A later expiry pass starts over: this delivery may leave keys below
+      // where the last one stopped.
+      if (auto pass = hint_expiry_.find(owner); pass != hint_expiry_.end())
+        pass->second.after.clear();
     }
     handoff_ = h;
     HandoffPage(now, h);
@@ -1592,8 +1600,14 @@ bool NodeCore::StartHintExpiryPass(Now now) {
 
 void NodeCore::EndHintExpiryPass(Now now, const Handoff& h, const Status& status) {
   stats_.hints_expired += h.expired_deleted;
-  if (h.expired_deleted > 0) {
-    Log(LogLevel::kWarn, h.what + ": deleted " + std::to_string(h.expired_deleted) +
+  HintExpiry& pass = hint_expiry_[h.owner];
+  pass.deleted += h.expired_deleted;
+  if (h.gave_way && status.ok()) {
+    pass.after = h.after;
+    return;
+  }
+  if (pass.deleted > 0) {
+    Log(LogLevel::kWarn, h.what + ": deleted " + std::to_string(pass.deleted) +
                              " versions older than the tombstone grace period (a delete that "
                              "superseded them may be purged)");
   }
@@ -1602,12 +1616,7 @@ void NodeCore::EndHintExpiryPass(Now now, const Handoff& h, const Status& status
                              "; the next one in " +
                              std::to_string(options_.hint_expiry_interval_ms) + " ms");
   }
-  HintExpiry& pass = hint_expiry_[h.owner];
-  if (h.gave_way && status.ok()) {
-    pass.after = h.after;
-  } else {
-    pass = HintExpiry{now.mono_ms + options_.hint_expiry_interval_ms, ""};
-  }
+  pass = HintExpiry{now.mono_ms + options_.hint_expiry_interval_ms, "", 0};
 }
 
 void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
@@ -1808,12 +1817,14 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
         }
         del.batch.Delete(h->space, k2);
         if (fate.pushed) ++h->keys;
-        if (h->expire_only) h->expired_deleted += fate.expired;
-        Storage(std::move(del), [this, join, unlock, data, k3 = k2](Now, StorageResult w) {
-          if (w.status.ok() && data) NoteStored(k3, nullptr);
-          unlock();
-          join->One(w.status);
-        });
+        const uint32_t expired = h->expire_only ? fate.expired : 0;
+        Storage(std::move(del),
+                [this, h, expired, join, unlock, data, k3 = k2](Now, StorageResult w) {
+                  if (w.status.ok()) h->expired_deleted += expired;
+                  if (w.status.ok() && data) NoteStored(k3, nullptr);
+                  unlock();
+                  join->One(w.status);
+                });
       });
       (void)v;
     });

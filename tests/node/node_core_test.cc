@@ -266,7 +266,10 @@ uint64_t Counter(SimCluster& sim, const std::string& node, const std::string& na
 // is always taken, however large.
 TEST(NodeCoreTest, RequestsBeyondTheBytesInFlightLimitAreRefusedWithBusy) {
   SimCluster sim(2, sim::SimOptions{1, 1, 50, 10});  // every storage step takes 50 ms
-  sim.AddNode("n1", {}, [](NodeOptions& o) { o.request_bytes_in_flight_max = 10'000; });
+  sim.AddNode("n1", {}, [](NodeOptions& o) {
+    o.request_bytes_in_flight_max = 10'000;
+    o.limits.value_bytes_max = 5'000;  // the limit is at least twice this
+  });
   sim.RunFor(500);
   int answered = 0, busy = 0;
   auto count = [&](Result<proto::Message> r) {
@@ -309,9 +312,17 @@ TEST(NodeCoreTest, RequestsBeyondTheBytesInFlightLimitAreRefusedWithBusy) {
   sim.RunFor(1000);
   EXPECT_EQ(Read(sim, "n1", "dup2").size(), 1u);
   EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 0u);
-  // Alone in progress, a write larger than the limit is taken.
-  Write(sim, "n1", "large", std::string(20'000, 'x'));
-  EXPECT_EQ(Read(sim, "n1", "large").size(), 1u);
+  // Alone in progress, a copy larger than the limit (three siblings) is taken.
+  SiblingSet large;
+  for (ActorId actor : {51, 52, 53}) {
+    large = MergeSiblings(
+        large, CoordinatorUpdate({}, actor, 1, WriteIntent{{}, std::string(4000, 'x'), false, 1})
+                   ->siblings);
+  }
+  ASSERT_EQ(large.size(), 3u);
+  auto ack = sim.Request("n1", proto::ReplicaPutRequest{"large", large, ""});
+  ASSERT_TRUE(ack.ok() && std::holds_alternative<proto::Ack>(ack->body));
+  EXPECT_EQ(Read(sim, "n1", "large").size(), 3u);
 }
 
 // A CoordPut that asks for no sync is answered before any sync; a crash that
@@ -454,10 +465,11 @@ TEST(NodeCoreTest, HintsForALeaverGoneFromTheRingBecomeOwnData) {
 // Hints for a member that is down and never removed are scanned every
 // hint_expiry_interval_ms for versions past the grace period, which are
 // deleted (delivered they would be dropped anyway); younger ones stay and
-// reach the owner when it is back.
+// reach the owner when it is back. A delivery that fails every time (n5,
+// up but cut from the holder) does not keep the passes from running.
 TEST(NodeCoreTest, HintsForAMemberDownForGoodExpireWithoutWaitingForIt) {
   SimCluster sim(50);
-  FormCluster(sim, 4, [](NodeOptions& o) {
+  FormCluster(sim, 5, [](NodeOptions& o) {
     o.tombstone_grace_ms = 10 * 60 * 1000;
     o.clock_skew_max_ms = 60 * 1000;
     o.hint_expiry_interval_ms = 60 * 1000;
@@ -468,10 +480,10 @@ TEST(NodeCoreTest, HintsForAMemberDownForGoodExpireWithoutWaitingForIt) {
       sim.RunUntil([&] { return !sim.core("n2").membership().IsAlive("n4", sim.now()); }, 10000));
   // A hinted version of `key` by `actor`, written now (concurrent with any
   // other actor's).
-  auto hint = [&](const std::string& key, ActorId actor) {
+  auto hint = [&](const std::string& key, ActorId actor, const char* owner = "n4") {
     SiblingSet set =
         CoordinatorUpdate({}, actor, 1, WriteIntent{{}, key, false, sim.WallMs("n2")})->siblings;
-    auto ack = sim.Request("n2", proto::ReplicaPutRequest{key, set, "n4"});
+    auto ack = sim.Request("n2", proto::ReplicaPutRequest{key, set, owner});
     EXPECT_TRUE(ack.ok() && std::holds_alternative<proto::Ack>(ack->body));
     return set;
   };
@@ -480,22 +492,27 @@ TEST(NodeCoreTest, HintsForAMemberDownForGoodExpireWithoutWaitingForIt) {
   sim.RunFor(6 * 60 * 1000);
   const SiblingSet young = hint("young", 77);
   const SiblingSet mixed_young = hint("mixed", 78);  // beside the old version
-  EXPECT_EQ(sim.engine("n2").size(Space::kHints), 42u);
+  sim.Cut("n2", "n5");
+  const SiblingSet undelivered = hint("for-n5", 79, "n5");
+  EXPECT_EQ(sim.engine("n2").size(Space::kHints), 43u);
   ASSERT_TRUE(
       sim.RunUntil([&] { return sim.core("n2").stats().hints_expired == 40; }, 6 * 60 * 1000))
       << sim.LogTail();
   // Later passes delete nothing more: the entry holding a young version
   // beside the expired one is kept whole, and not counted.
   sim.RunFor(3 * 60 * 1000);
-  EXPECT_EQ(sim.engine("n2").size(Space::kHints), 2u);
+  EXPECT_EQ(sim.engine("n2").size(Space::kHints), 3u);
   EXPECT_EQ(sim.core("n2").stats().hints_expired, 40u);
   EXPECT_EQ(sim.core("n2").stats().hints_delivered, 0u);
+  EXPECT_TRUE(sim.core("n2").membership().IsAlive("n5", sim.now()));
+  sim.HealAll();
   sim.Restart("n4");
   ASSERT_TRUE(sim.RunUntil([&] { return sim.engine("n2").size(Space::kHints) == 0; }, 60000))
       << sim.LogTail();
   EXPECT_EQ(sim.Stored("n4", "young"), young);
   EXPECT_EQ(sim.Stored("n4", "mixed"), mixed_young);  // the expired version dropped at delivery
-  EXPECT_EQ(sim.core("n2").stats().hints_delivered, 2u);
+  EXPECT_EQ(sim.Stored("n5", "for-n5"), undelivered);
+  EXPECT_EQ(sim.core("n2").stats().hints_delivered, 3u);
   EXPECT_EQ(sim.core("n2").stats().hints_expired, 41u);
 }
 

@@ -335,8 +335,6 @@ TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
        {"[gossip]\nphi_threshold = nan\n", "[gossip]\nacceptable_pause_ms = inf\n",
         "[node]\nmax_connections = true\n", "[storage]\ncoord_put_sync = 2\n",
         "[limits]\nkey_bytes_max = 100.0\n",
-        // A largest value could wait for ever behind smaller ones in progress.
-        "[limits]\nvalue_bytes_max = 2000000\nrequest_bytes_in_flight_max = 3000000\n",
         // Closing idle connections before the clients do races their requests.
         "[node]\nidle_timeout_ms = 30000\n"}) {
     { std::ofstream(cfg) << bad; }

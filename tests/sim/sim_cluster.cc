@@ -68,7 +68,7 @@ node::NodeOptions SimCluster::DefaultOptions(const std::string& id) const {
   o.ae_cycle_pause_ms = 1000;
   o.purge_interval_ms = 1000;
   // Expiry passes over a down node's hints run beside its hint deliveries
-  // (with the 24 h grace period they find nothing to drop).
+  // (with the default 24 h grace period they find nothing to drop).
   o.hint_expiry_interval_ms = 2000;
   o.failure_detector.first_interval_ms = 100;
   o.failure_detector.acceptable_pause_ms = 200;

@@ -93,7 +93,8 @@ struct NodeOptions {
   // in progress beyond which a new one is refused with Busy at once (one is
   // always taken when none is in progress), so that large values in flight
   // cannot take more memory than this however many requests the count above
-  // allows. Default: 256 MiB.
+  // allows. At least twice limits.value_bytes_max is used whatever it is set
+  // to, so a value of the largest size is taken beside others. Default: 256 MiB.
   size_t request_bytes_in_flight_max = kDefaultRequestBytesInFlightMax;
   // Writes of one key from clients (CoordPut, ReplicaPut) waiting behind the
   // one being applied beyond which a new one is refused with Busy: writes of
@@ -518,6 +519,8 @@ class NodeCore {
   // node's tree before it.
   bool RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p, bool applied = false);
   std::optional<std::string> AddressOf(const NodeId& id) const;
+  // options_.request_bytes_in_flight_max, raised to twice the largest value.
+  size_t RequestBytesInFlightMax() const;
 
   NodeOptions options_;
   proto::Limits stored_limits_;  // for decoding stored sibling sets
@@ -569,8 +572,9 @@ class NodeCore {
   // Each down hint owner's expiry passes: when the next is due, and where a
   // pass that gave way to other handoffs goes on from.
   struct HintExpiry {
-    uint64_t due_ms = 0;
+    uint64_t due_ms = 0;  // 0: at once (an owner first seen down, or after a start)
     std::string after;
+    uint64_t deleted = 0;  // versions the current pass deleted so far
   };
   std::map<NodeId, HintExpiry> hint_expiry_;
 
