@@ -9,15 +9,25 @@
 namespace dynamo::node {
 namespace {
 
-// The key and value bytes a client read or write carries in
+size_t ValueBytes(const SiblingSet& set) {
+  size_t bytes = 0;
+  for (const Version& v : set) bytes += v.value.size();
+  return bytes;
+}
+
+// The key and value bytes a read, a write or a push carries in
 // (limits.request_bytes_in_flight_max).
 size_t CarriedBytes(const proto::Body& body) {
   if (const auto* put = std::get_if<proto::CoordPutRequest>(&body)) {
     return put->key.size() + put->value.size();
   }
   if (const auto* put = std::get_if<proto::ReplicaPutRequest>(&body)) {
-    size_t bytes = put->key.size();
-    for (const Version& v : put->siblings) bytes += v.value.size();
+    return put->key.size() + ValueBytes(put->siblings);
+  }
+  if (const auto* push = std::get_if<proto::PushRequest>(&body)) {
+    size_t bytes = 0;
+    for (const proto::KeyedSiblings& e : push->entries)
+      bytes += e.key.size() + ValueBytes(e.siblings);
     return bytes;
   }
   if (const auto* get = std::get_if<proto::GetRequest>(&body)) return get->key.size();
@@ -139,11 +149,14 @@ void NodeCore::Reply(uint64_t conn, uint64_t request_id, proto::Body body) {
   if (requests_in_flight_ > 0) --requests_in_flight_;
   // A peer may reuse the id of a request still in progress: each reply
   // takes one entry, so every request's bytes are released once.
-  auto started = foreground_.lower_bound({conn, request_id});
-  if (started != foreground_.end() && started->first == std::pair{conn, request_id}) {
-    governor_.RecordForeground(now_ms_, static_cast<double>(now_ms_ - started->second.started_ms));
+  auto started = carrying_.lower_bound({conn, request_id});
+  if (started != carrying_.end() && started->first == std::pair{conn, request_id}) {
+    if (started->second.foreground) {
+      governor_.RecordForeground(now_ms_,
+                                 static_cast<double>(now_ms_ - started->second.started_ms));
+    }
     request_bytes_in_flight_ -= started->second.bytes;
-    foreground_.erase(started);
+    carrying_.erase(started);
   }
   actions_.push_back(ReplyAction{conn, request_id, std::move(body)});
 }
@@ -331,10 +344,11 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
     ReplyError(conn, id, Status::Unavailable("node " + options_.id + " is shutting down"));
     return;
   }
-  if (std::holds_alternative<proto::GetRequest>(message.body) ||
-      std::holds_alternative<proto::CoordPutRequest>(message.body) ||
-      std::holds_alternative<proto::ReplicaPutRequest>(message.body)) {
-    if (requests_in_flight_ > options_.requests_in_flight_max) {
+  const bool foreground = std::holds_alternative<proto::GetRequest>(message.body) ||
+                          std::holds_alternative<proto::CoordPutRequest>(message.body) ||
+                          std::holds_alternative<proto::ReplicaPutRequest>(message.body);
+  if (foreground || std::holds_alternative<proto::PushRequest>(message.body)) {
+    if (foreground && requests_in_flight_ > options_.requests_in_flight_max) {
       ++stats_.requests_refused_busy;
       ReplyError(conn, id,
                  Status::Busy("node " + options_.id +
@@ -355,7 +369,7 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
       return;
     }
     request_bytes_in_flight_ += bytes;
-    foreground_.emplace(std::pair{conn, id}, Foreground{now.mono_ms, bytes});
+    carrying_.emplace(std::pair{conn, id}, Carrying{now.mono_ms, bytes, foreground});
   }
   std::visit(
       Overloaded{

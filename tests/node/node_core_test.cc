@@ -301,6 +301,23 @@ TEST(NodeCoreTest, RequestsBeyondTheBytesInFlightLimitAreRefusedWithBusy) {
   EXPECT_EQ(Read(sim, "n1", "k2").size(), 0u);  // refused, not applied
   EXPECT_EQ(Read(sim, "n1", "r").size(), 0u);
   EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 0u);
+  // Pushes count too: one beside two writes in progress is refused, alone
+  // it is taken.
+  const SiblingSet pushed =
+      CoordinatorUpdate({}, 50, 1, WriteIntent{{}, std::string(4000, 'p'), false, 1})->siblings;
+  const proto::PushRequest push{proto::PushPurpose::kRepair, {{"pushed", pushed}}};
+  answered = busy = 0;
+  for (const char* key : {"w1", "w2"}) {
+    sim.Send("n1", proto::CoordPutRequest{key, {}, std::string(4000, 'v'), false}, count);
+  }
+  sim.Send("n1", push, count);
+  sim.RunUntil([&] { return answered + busy == 3; }, 10000);
+  EXPECT_EQ(answered, 2);
+  EXPECT_EQ(busy, 1);
+  EXPECT_FALSE(sim.Stored("n1", "pushed").has_value());
+  auto pushed_ack = sim.Request("n1", push);
+  ASSERT_TRUE(pushed_ack.ok() && std::holds_alternative<proto::Ack>(pushed_ack->body));
+  EXPECT_EQ(sim.Stored("n1", "pushed"), pushed);
   // A request id reused while the first request is in progress (a peer's
   // bug): each reply releases one request's bytes, none is counted for ever.
   for (const char* key : {"dup1", "dup2"}) {

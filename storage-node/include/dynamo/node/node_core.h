@@ -89,9 +89,9 @@ struct NodeOptions {
   // node bounded memory and its other work (gossip, anti-entropy,
   // transfers, admin) goes on. Default: 16,384.
   size_t requests_in_flight_max = kDefaultRequestsInFlightMax;
-  // Bytes of keys and values carried by the Gets, CoordPuts and ReplicaPuts
-  // in progress beyond which a new one is refused with Busy at once (one is
-  // always taken when none is in progress), so that large values in flight
+  // Bytes of keys and values carried by the Gets, CoordPuts, ReplicaPuts and
+  // Pushes in progress beyond which a new one is refused with Busy at once
+  // (one is always taken when none is in progress), so that large values in flight
   // cannot take more memory than this however many requests the count above
   // allows. At least twice limits.value_bytes_max is used whatever it is set
   // to, so a value of the largest size is taken beside others. Default: 256 MiB.
@@ -587,11 +587,13 @@ class NodeCore {
   BackgroundGovernor governor_;
   std::deque<Step> background_;
   bool running_background_ = false;
-  struct Foreground {
+  // A read, write or push in progress (by (conn, id)).
+  struct Carrying {
     uint64_t started_ms = 0;
-    size_t bytes = 0;  // counted in request_bytes_in_flight_
+    size_t bytes = 0;         // counted in request_bytes_in_flight_
+    bool foreground = false;  // a client's read or write: its latency feeds the governor
   };
-  std::multimap<std::pair<uint64_t, uint64_t>, Foreground> foreground_;  // by (conn, id)
+  std::multimap<std::pair<uint64_t, uint64_t>, Carrying> carrying_;
   size_t request_bytes_in_flight_ = 0;
 
   std::vector<std::unique_ptr<MerkleTree>> trees_;  // by partition, null until used
