@@ -348,24 +348,21 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
                           std::holds_alternative<proto::CoordPutRequest>(message.body) ||
                           std::holds_alternative<proto::ReplicaPutRequest>(message.body);
   if (foreground || std::holds_alternative<proto::PushRequest>(message.body)) {
-    if (foreground && requests_in_flight_ > options_.requests_in_flight_max) {
-      ++stats_.requests_refused_busy;
-      ReplyError(conn, id,
-                 Status::Busy("node " + options_.id +
-                              " is overloaded: " + std::to_string(requests_in_flight_ - 1) +
-                              " requests in progress (limits.requests_in_flight_max)"));
-      return;
-    }
     const size_t bytes = CarriedBytes(message.body);
     const size_t bytes_max = RequestBytesInFlightMax();
-    if (request_bytes_in_flight_ > 0 && request_bytes_in_flight_ + bytes > bytes_max) {
+    std::string overloaded;
+    if (foreground && requests_in_flight_ > options_.requests_in_flight_max) {
+      overloaded = std::to_string(requests_in_flight_ - 1) +
+                   " requests in progress (limits.requests_in_flight_max)";
+    } else if (request_bytes_in_flight_ > 0 && request_bytes_in_flight_ + bytes > bytes_max) {
+      overloaded = std::to_string(request_bytes_in_flight_) +
+                   " bytes of keys and values in progress, with this request's " +
+                   std::to_string(bytes) + " over limits.request_bytes_in_flight_max (" +
+                   std::to_string(bytes_max) + ")";
+    }
+    if (!overloaded.empty()) {
       ++stats_.requests_refused_busy;
-      ReplyError(conn, id,
-                 Status::Busy("node " + options_.id +
-                              " is overloaded: " + std::to_string(request_bytes_in_flight_) +
-                              " bytes of keys and values in progress, with this request's " +
-                              std::to_string(bytes) + " over limits.request_bytes_in_flight_max (" +
-                              std::to_string(bytes_max) + ")"));
+      ReplyError(conn, id, Status::Busy("node " + options_.id + " is overloaded: " + overloaded));
       return;
     }
     request_bytes_in_flight_ += bytes;
@@ -1537,6 +1534,15 @@ NodeCore::HintsFate NodeCore::FateOfHintsFor(const NodeId& owner, uint64_t now_m
   return membership_.IsAlive(owner, now_ms) ? HintsFate::kDeliver : HintsFate::kHold;
 }
 
+std::shared_ptr<NodeCore::Handoff> NodeCore::NewHintHandoff(const NodeId& owner) {
+  auto h = std::make_shared<Handoff>();
+  h->space = Space::kHints;
+  h->prefix = HintOwnerPrefix(owner);
+  h->purpose = proto::PushPurpose::kHint;
+  h->owner = owner;
+  return h;
+}
+
 bool NodeCore::StartHandoffOfNextRange(Now now) {
   for (const NodeId& owner : state_.hint_owners) {
     std::string prefix = HintOwnerPrefix(owner);
@@ -1546,11 +1552,7 @@ bool NodeCore::StartHandoffOfNextRange(Now now) {
         handoff_failed_.contains({Space::kHints, prefix})) {
       continue;
     }
-    auto h = std::make_shared<Handoff>();
-    h->space = Space::kHints;
-    h->prefix = std::move(prefix);
-    h->purpose = proto::PushPurpose::kHint;
-    h->owner = owner;
+    auto h = NewHintHandoff(owner);
     if (fate == HintsFate::kOwnData) {
       h->what = "hints for " + label + " node " + owner + " (into own data)";
     } else {
@@ -1597,11 +1599,7 @@ bool NodeCore::StartHintExpiryPass(Now now) {
     if (FateOfHintsFor(owner, now.mono_ms, &label) != HintsFate::kHold) continue;
     HintExpiry& pass = hint_expiry_[owner];
     if (now.mono_ms < pass.due_ms) continue;
-    auto h = std::make_shared<Handoff>();
-    h->space = Space::kHints;
-    h->prefix = HintOwnerPrefix(owner);
-    h->purpose = proto::PushPurpose::kHint;
-    h->owner = owner;
+    auto h = NewHintHandoff(owner);
     h->after = pass.after;
     h->expire_only = true;
     h->what = "expired hints for down node " + owner;

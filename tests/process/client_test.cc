@@ -634,8 +634,16 @@ TEST(ClientProcessTest, ClosingEndsABlockingRefreshThatWaitsOnFrozenNodes) {
 TEST(ClientProcessTest, AMapLoadGoesPastFrozenNodesAndOpenFailsWithinItsTimeout) {
   ProcessCluster c(3, kFastConfig);
   ASSERT_TRUE(c.Start().ok());
-  auto client = Open(c, 3, [](ClientOptions& o) { o.timeout_ms = 60'000; });
-  ASSERT_TRUE(client);
+  // Each client asks the nodes in its own random order; with eight, one
+  // of them asks a frozen node first but for a chance of (1/3)^8. Their
+  // timeouts are an hour: a close that waited for the requests still out to
+  // the frozen nodes (as it did) would not end within the test's ctest
+  // timeout.
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 8; ++i) {
+    clients.push_back(Open(c, 3, [](ClientOptions& o) { o.timeout_ms = 3'600'000; }));
+    ASSERT_TRUE(clients.back());
+  }
   c.Pause("n1");
   c.Pause("n2");
   auto ms_since = [](std::chrono::steady_clock::time_point t) {
@@ -643,24 +651,26 @@ TEST(ClientProcessTest, AMapLoadGoesPastFrozenNodesAndOpenFailsWithinItsTimeout)
                                                                  t)
         .count();
   };
-  auto start = std::chrono::steady_clock::now();
-  const Status refreshed = client->Refresh();
-  const auto refresh_ms = ms_since(start);
-  // The refresh's requests to the frozen nodes are still out (their replies
-  // would be dropped): Close() does not wait out their 60 s deadlines.
-  start = std::chrono::steady_clock::now();
-  client->Close();
-  const auto close_ms = ms_since(start);
+  std::string timings;
+  for (auto& client : clients) {
+    auto start = std::chrono::steady_clock::now();
+    const Status refreshed = client->Refresh();
+    timings += " " + std::to_string(ms_since(start));
+    EXPECT_TRUE(refreshed.ok()) << refreshed.ToString();
+    // Requests the refresh sent to frozen nodes are still out (their replies
+    // would be dropped): Close() does not wait out their deadlines.
+    start = std::chrono::steady_clock::now();
+    client->Close();
+    timings += "/" + std::to_string(ms_since(start));
+  }
   c.Pause("n3");
   ClientOptions o;
   o.seeds = Seeds(c, 3);
   o.timeout_ms = 1000;
   Result<std::unique_ptr<Client>> frozen = Client::Open(o);
   for (const char* id : {"n1", "n2", "n3"}) c.Resume(id);
-  std::cout << "[ client ] a refresh with 2 of 3 nodes frozen took " << refresh_ms
-            << " ms, the close after it " << close_ms << " ms\n";
-  EXPECT_TRUE(refreshed.ok()) << refreshed.ToString();
-  EXPECT_LT(close_ms, 30'000);
+  std::cout << "[ client ] refreshes with 2 of 3 nodes frozen and the closes after them took"
+            << timings << " ms\n";
   ASSERT_FALSE(frozen.ok());
   EXPECT_EQ(frozen.status().code(), StatusCode::kUnavailable) << frozen.status().ToString();
   EXPECT_NE(frozen.status().message().find("within 1000 ms (asked 3 of 3)"), std::string::npos)

@@ -455,6 +455,8 @@ class NodeCore {
   // held (down). kNone: nothing to do with them now.
   enum class HintsFate { kNone, kDeliver, kOwnData, kHold };
   HintsFate FateOfHintsFor(const NodeId& owner, uint64_t now_ms, std::string* label) const;
+  // A handoff of the hints held for `owner`, from the first.
+  static std::shared_ptr<Handoff> NewHintHandoff(const NodeId& owner);
   // Lowest priority, when no other handoff is due: the next expiry pass
   // over a down owner's hints (hint_expiry_interval_ms).
   bool StartHintExpiryPass(Now now);
