@@ -146,6 +146,11 @@ const std::vector<Key>& Keys() {
               "need not write the log's inode (0: logs grow as written)",
               0, 1ull << 34,
               [](NodeConfig& c) -> uint64_t& { return c.rocksdb.prefilled_log_bytes_max; }),
+      UintKey("storage", "free_bytes_min",
+              "free bytes on the data directory's file system below which the node refuses new "
+              "data (writes, replica copies, hints, pushes) and pauses anti-entropy and "
+              "transfers, until an eighth more is free (0: never)",
+              0, 1ull << 50, [](NodeConfig& c) -> uint64_t& { return c.node.disk_free_bytes_min; }),
       UintKey("storage", "delete_bytes_per_sec",
               "pace of deleting obsolete log and table files, which are first renamed to "
               "*.trash and then shrunk a mebibyte at a time, since freeing blocks can hold the "

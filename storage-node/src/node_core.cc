@@ -347,6 +347,13 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
   const bool foreground = std::holds_alternative<proto::GetRequest>(message.body) ||
                           std::holds_alternative<proto::CoordPutRequest>(message.body) ||
                           std::holds_alternative<proto::ReplicaPutRequest>(message.body);
+  if (disk_low_ && (std::holds_alternative<proto::CoordPutRequest>(message.body) ||
+                    std::holds_alternative<proto::ReplicaPutRequest>(message.body) ||
+                    std::holds_alternative<proto::PushRequest>(message.body))) {
+    ++stats_.requests_refused_disk_low;
+    ReplyError(conn, id, Status::IOError(DiskLowReason() + ": writes refused, none applied"));
+    return;
+  }
   if (foreground || std::holds_alternative<proto::PushRequest>(message.body)) {
     const size_t bytes = CarriedBytes(message.body);
     const size_t bytes_max = RequestBytesInFlightMax();
@@ -437,6 +444,30 @@ void NodeCore::StopOnCorruption(const Status& status) {
                             "); its next start scrubs it, keeping what reads back intact for "
                             "anti-entropy to refill the rest from its replicas (docs/cluster.md)"});
   exited_ = true;
+}
+
+std::string NodeCore::DiskLowReason() const {
+  return "node " + options_.id + "'s disk is nearly full (" +
+         std::to_string(disk_free_bytes_.value_or(0)) +
+         " bytes free, under storage.free_bytes_min of " +
+         std::to_string(options_.disk_free_bytes_min) + ")";
+}
+
+void NodeCore::OnDiskSpace(Now now, uint64_t free_bytes) {
+  now_ms_ = now.mono_ms;
+  disk_free_bytes_ = free_bytes;
+  const uint64_t low = options_.disk_free_bytes_min;
+  if (!disk_low_ && low > 0 && free_bytes < low) {
+    disk_low_ = true;
+    Log(LogLevel::kError, DiskLowReason() +
+                              ": refusing writes, replica copies, hints and pushes, and pausing "
+                              "anti-entropy and transfers, until " +
+                              std::to_string(low + low / 8) + " bytes are free");
+  } else if (disk_low_ && (low == 0 || free_bytes >= low + low / 8)) {
+    disk_low_ = false;
+    Log(LogLevel::kInfo,
+        std::to_string(free_bytes) + " bytes free on the disk: taking writes again");
+  }
 }
 
 void NodeCore::OnTick(Now now) {
@@ -1044,6 +1075,9 @@ proto::StatsReply NodeCore::StatsNow() {
       {"requests", stats_.requests},
       {"request_bytes_in_flight", request_bytes_in_flight_},
       {"requests_refused_busy", stats_.requests_refused_busy},
+      {"requests_refused_disk_low", stats_.requests_refused_disk_low},
+      {"disk_free_bytes", disk_free_bytes_.value_or(0)},
+      {"disk_low", disk_low_ ? 1u : 0u},
       {"requests_refused_not_replica", stats_.requests_refused_not_replica},
       {"storage_losses_found", stats_.storage_losses_found},
       {"switch_sync_partitions",
@@ -1400,7 +1434,7 @@ std::optional<NodeId> NodeCore::TransferSource(Now now, PartitionId p) const {
 }
 
 void NodeCore::StartTransfers(Now now) {
-  if (!map_ || !map_->next() || shutting_down_) return;
+  if (!map_ || !map_->next() || shutting_down_ || disk_low_) return;
   for (const dynamo::Transfer& owed : map_->Awaiting()) {
     if (transfers_.size() >= options_.transfers_in_flight) break;
     if (owed.node != options_.id || transfers_.count(owed.partition)) continue;
@@ -1956,12 +1990,17 @@ void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status,
   if (h->expire_only) EndHintExpiryPass(now, *h, status);
   if (!status.ok()) {
     if (h->expire_only) return;  // retried after hint_expiry_interval_ms
-    Log(LogLevel::kWarn, "handoff of " + h->what + " failed: " + status.ToString() +
-                             "; will retry after the other ranges");
+    const bool first = handoff_warned_.emplace(h->space, h->prefix).second;
+    Log(first ? LogLevel::kWarn : LogLevel::kDebug, "handoff of " + h->what +
+                                                        " failed: " + status.ToString() +
+                                                        "; will retry after the other ranges");
     handoff_failed_.emplace(h->space, h->prefix);
     return;
   }
   handoff_failed_.erase({h->space, h->prefix});
+  if (handoff_warned_.erase({h->space, h->prefix}) > 0) {
+    Log(LogLevel::kInfo, "handoff of " + h->what + " succeeded after failing");
+  }
   if (h->keys > 0) {
     Log(LogLevel::kInfo, "handed off " + h->what + ": " + std::to_string(h->keys) + " keys");
   }

@@ -449,7 +449,7 @@ void NodeCore::PurgeLocal(std::vector<proto::PurgeRequest::Entry> entries,
 // ------------------------------------------------------------------ anti-entropy
 
 void NodeCore::AntiEntropyTick(Now now) {
-  if (ae_ || !map_ || !trees_ready_ || shutting_down_ || exited_) return;
+  if (ae_ || !map_ || !trees_ready_ || shutting_down_ || exited_ || disk_low_) return;
   if (StartSwitchSync(now)) return;
   const Ring& ring = map_->ring();
   while (true) {

@@ -2,9 +2,12 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <uv.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 
 #include "dynamo/node/rocksdb_engine.h"
 
@@ -12,6 +15,7 @@ namespace dynamo::node {
 namespace {
 
 constexpr uint64_t kTickMs = 50;
+constexpr uint64_t kDiskCheckMs = 1000;
 constexpr uint64_t kConnectTimeoutMs = 1000;
 
 }  // namespace
@@ -138,6 +142,7 @@ Result<int> NodeServer::Run() {
 
   timer_ = std::make_unique<net::Timer>(loop_);
   timer_->Start(kTickMs, kTickMs, [this] { Tick(); });
+  CheckDisk(Clock());
   core_->Start(Clock());
   Pump();
   loop_.Run();
@@ -181,6 +186,7 @@ void NodeServer::Pump() {
 void NodeServer::Tick() {
   const Now now = Clock();
   if (!finished_) {
+    if (now.mono_ms >= next_disk_check_ms_) CheckDisk(now);
     core_->OnTick(now);
     Pump();
   }
@@ -190,6 +196,22 @@ void NodeServer::Tick() {
   if (conns_.size() > 4 * config_.max_connections) {
     std::erase_if(conns_, [](const auto& kv) { return kv.second.expired(); });
   }
+}
+
+void NodeServer::CheckDisk(Now now) {
+  next_disk_check_ms_ = now.mono_ms + kDiskCheckMs;
+  if (config_.engine == "memory") return;
+  struct statvfs fs {};
+  if (::statvfs(config_.data_dir.c_str(), &fs) != 0) {
+    if (!disk_check_failed_) {
+      spdlog::warn("cannot measure the free space of {}: {}", config_.data_dir,
+                   std::strerror(errno));
+    }
+    disk_check_failed_ = true;
+    return;
+  }
+  disk_check_failed_ = false;
+  core_->OnDiskSpace(now, static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize);
 }
 
 void NodeServer::StartShutdown(int code, const std::string& why) {

@@ -31,6 +31,8 @@ class NodeServer {
   Now Clock() const;
   void Pump();
   void Tick();
+  // Tells the core the data directory's free space (statvfs).
+  void CheckDisk(Now now);
   void StartShutdown(int code, const std::string& why);
   void FinishShutdown();
 
@@ -47,6 +49,8 @@ class NodeServer {
   bool shutting_down_ = false;
   bool finished_ = false;
   uint64_t shutdown_deadline_ms_ = 0;
+  uint64_t next_disk_check_ms_ = 0;
+  bool disk_check_failed_ = false;
   int exit_code_ = 0;
 };
 

@@ -342,6 +342,88 @@ TEST(NodeCoreTest, RequestsBeyondTheBytesInFlightLimitAreRefusedWithBusy) {
   EXPECT_EQ(Read(sim, "n1", "large").size(), 3u);
 }
 
+// A node whose disk is nearly full takes no new data: writes, replica
+// copies, hints and pushes get an IOError that is not in doubt (the client
+// writes elsewhere) and are not applied, reads are served, and neither hint
+// deliveries nor anti-entropy write to it. Once an eighth more than the
+// limit is free it takes writes again and is repaired.
+TEST(NodeCoreTest, ANodeWhoseDiskIsNearlyFullTakesNoNewDataUntilSpaceIsFreed) {
+  constexpr uint64_t kMin = 64u << 20;
+  SimCluster sim(52);
+  FormCluster(sim, 3, [](NodeOptions& o) {
+    o.disk_free_bytes_min = kMin;
+    o.ae_cycle_pause_ms = 500;
+  });
+  auto set_of = [&](const std::string& value, ActorId actor) {
+    return CoordinatorUpdate({}, actor, 1, WriteIntent{{}, value, false, sim.WallMs("n1")})
+        ->siblings;
+  };
+  auto acked = [&](const std::string& node, proto::Body body) {
+    Result<proto::Message> r = sim.Request(node, std::move(body));
+    return r.ok() && !std::holds_alternative<proto::ErrorReply>(r->body);
+  };
+  const SiblingSet before = set_of("before", 41);
+  for (const char* n : {"n1", "n2", "n3"}) {
+    ASSERT_TRUE(acked(n, proto::ReplicaPutRequest{"before", before, ""}));
+  }
+  NodeCore& n2 = sim.core("n2");
+  n2.OnDiskSpace(Now{sim.now(), sim.WallMs("n2")}, 10u << 20);
+  EXPECT_TRUE(n2.disk_low());
+  const SiblingSet set = set_of("v", 42);
+  const std::vector<std::pair<std::string, proto::Body>> writes = {
+      {"coord", proto::CoordPutRequest{"coord", {}, "v", false}},
+      {"replica", proto::ReplicaPutRequest{"replica", set, ""}},
+      {"hinted", proto::ReplicaPutRequest{"hinted", set, "n3"}},
+      {"pushed", proto::PushRequest{proto::PushPurpose::kRepair, {{"pushed", set}}}},
+  };
+  for (const auto& [key, body] : writes) {
+    Result<proto::Message> r = sim.Request("n2", body);
+    ASSERT_TRUE(r.ok());
+    const auto* e = std::get_if<proto::ErrorReply>(&r->body);
+    ASSERT_NE(e, nullptr) << key;
+    const Status s = proto::ToStatus(*e);
+    EXPECT_EQ(s.code(), StatusCode::kIOError) << s.ToString();
+    EXPECT_FALSE(s.in_doubt()) << s.ToString();
+    EXPECT_NE(s.message().find("10485760 bytes free, under storage.free_bytes_min of 67108864"),
+              std::string_view::npos)
+        << s.ToString();
+    EXPECT_FALSE(sim.Stored("n2", key).has_value()) << key;
+  }
+  EXPECT_EQ(sim.engine("n2").size(Space::kHints), 0u);
+  EXPECT_EQ(Counter(sim, "n2", "requests_refused_disk_low"), 4u);
+  EXPECT_EQ(Counter(sim, "n2", "disk_low"), 1u);
+  EXPECT_EQ(Counter(sim, "n2", "disk_free_bytes"), 10u << 20);
+  EXPECT_EQ(Read(sim, "n2", "before"), before);
+  // A hint for n2 held by n1, and a key n1 and n3 hold that n2 lacks: none
+  // of it reaches n2 through handoff rounds and anti-entropy cycles.
+  const SiblingSet hinted = set_of("for-n2", 43), missing = set_of("missing", 44);
+  ASSERT_TRUE(acked("n1", proto::ReplicaPutRequest{"for-n2", hinted, "n2"}));
+  for (const char* n : {"n1", "n3"}) {
+    ASSERT_TRUE(acked(n, proto::ReplicaPutRequest{"missing", missing, ""}));
+  }
+  const uint64_t ae_before = sim.core("n1").stats().ae_sessions;
+  sim.RunFor(10000);
+  EXPECT_GT(sim.core("n1").stats().ae_sessions, ae_before);
+  EXPECT_FALSE(sim.Stored("n2", "for-n2").has_value());
+  EXPECT_FALSE(sim.Stored("n2", "missing").has_value());
+  EXPECT_EQ(sim.core("n1").stats().hints_delivered, 0u);
+  EXPECT_TRUE(n2.disk_low());
+  // At the limit it is still low; an eighth above it, it takes data again.
+  n2.OnDiskSpace(Now{sim.now(), sim.WallMs("n2")}, kMin + kMin / 8 - 1);
+  EXPECT_TRUE(n2.disk_low());
+  n2.OnDiskSpace(Now{sim.now(), sim.WallMs("n2")}, kMin + kMin / 8);
+  EXPECT_FALSE(n2.disk_low());
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        return sim.Stored("n2", "for-n2") == hinted && sim.Stored("n2", "missing") == missing;
+      },
+      30000))
+      << sim.LogTail();
+  EXPECT_EQ(sim.core("n1").stats().hints_delivered, 1u);
+  EXPECT_TRUE(acked("n2", proto::CoordPutRequest{"coord", {}, "v", false}));
+  EXPECT_EQ(Counter(sim, "n2", "disk_low"), 0u);
+}
+
 // A CoordPut that asks for no sync is answered before any sync; a crash that
 // loses unsynced writes then loses it, unless the node's interval sync ran.
 TEST(NodeCoreTest, ACoordPutAskingForNoSyncIsSyncedOnlyByTheIntervalSync) {

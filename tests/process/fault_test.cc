@@ -7,8 +7,10 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -703,6 +705,135 @@ TEST(FaultTest, NodeWhoseFsyncFailedAcknowledgesNoWriteAfterIt) {
             << " failed), " << short_of_two << " of them short of a copy on both other replicas; "
             << bad << " refused a direct CoordPut and ReplicaPut; " << read_ok << " of "
             << before.acked.size() / 5 << " reads of earlier keys correct\n";
+}
+
+// D6: the disk under one node's data fills up (a tmpfs of 96 MiB in a
+// mount namespace of the test's own, a ballast file taking all but 16 MiB,
+// under storage.free_bytes_min of 32 MiB). The node refuses new data before
+// its storage meets ENOSPC: every write is acknowledged through the other
+// replicas and stand-ins, none in doubt; reads are correct. Once the
+// ballast is deleted the node takes writes again and is repaired by hints
+// and anti-entropy, without a restart.
+TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed) {
+  const std::string prefix = "disk:";
+  constexpr uint64_t kFreeMin = 32u << 20;
+  ProcessCluster c(4,
+                   "[gossip]\ninterval_ms = 200\n"
+                   "[anti_entropy]\ncycle_pause_ms = 1000\n"
+                   "[storage]\nwrite_buffer_bytes = 4194304\nfree_bytes_min = " +
+                       std::to_string(kFreeMin) + "\n");
+  const std::string full = "n2";
+  const std::string data = c.options().dir + "/" + full + "/data";
+  std::filesystem::create_directories(data);
+  // Mounts stay in this test's process and the nodes it starts.
+  if (::unshare(CLONE_NEWNS) != 0 ||
+      ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+      ::mount("tmpfs", data.c_str(), "tmpfs", 0, "size=96m") != 0) {
+    GTEST_SKIP() << "full-disk test needs root to mount a tmpfs (" << std::strerror(errno)
+                 << "); skipped";
+  }
+  struct Unmount {
+    std::string dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{data};
+  ASSERT_TRUE(c.Start().ok());
+  // Writes spread over the nodes by key, so the full one coordinates some.
+  auto client = Open(c, 4, [](ClientOptions& o) { o.coordinator = Coordinator::kFastestReplica; });
+  ASSERT_TRUE(client);
+  LoadResult before = WriteUniqueKeys(*client, prefix, 300, 400, 60, 8, 1000);
+  ASSERT_EQ(before.acked.size(), 300u);
+
+  auto free_bytes = [&] {
+    struct statvfs fs {};
+    return ::statvfs(data.c_str(), &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
+  };
+  auto stat = [&](const std::string& name) {
+    Result<cli::NodeStatsView> s = c.Stats(full);
+    return s.ok() ? s->Get(name, UINT64_MAX) : UINT64_MAX;
+  };
+  const std::string ballast = data + "/ballast";
+  {
+    const int fd = ::open(ballast.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::posix_fallocate(fd, 0, static_cast<off_t>(free_bytes() - (16u << 20))), 0);
+    ::close(fd);
+  }
+  const uint64_t free_when_full = free_bytes();
+  ASSERT_LT(free_when_full, kFreeMin);
+  ASSERT_TRUE(WaitFor([&] { return stat("disk_low") == 1; }, 10000)) << c.LogOf(full);
+  const uint64_t coordinated_before = stat("coord_puts");
+  EXPECT_GT(coordinated_before, 0u);
+  // Asked directly, it refuses a write before applying it (not in doubt).
+  Result<proto::Message> direct =
+      cli::CallNode(c.Address(full), proto::CoordPutRequest{"direct", {}, "v", false}, 5000);
+  const Status refusal = direct.status();
+  EXPECT_EQ(refusal.code(), StatusCode::kIOError) << refusal.ToString();
+  EXPECT_FALSE(refusal.in_doubt()) << refusal.ToString();
+  EXPECT_NE(refusal.message().find("storage.free_bytes_min"), std::string_view::npos);
+
+  LoadResult after = WriteUniqueKeys(*client, prefix + "after:", 2000, 2200, 120, 8, 1000);
+  EXPECT_EQ(after.acked.size(), 2000u);
+  EXPECT_EQ(after.failed, 0u);
+  const uint64_t refused = stat("requests_refused_disk_low");
+  EXPECT_GT(refused, 0u);
+  size_t on_full = 0, replicated_by_full = 0;
+  std::vector<std::string> wanted_on_full;
+  for (const std::string& key : after.acked) {
+    const std::vector<NodeId> primaries = Primaries(*client, key);
+    if (std::find(primaries.begin(), primaries.end(), full) == primaries.end()) continue;
+    ++replicated_by_full;
+    wanted_on_full.push_back(key);
+    Result<SiblingSet> s = c.StoredOn(full, key);
+    on_full += s.ok() && !s->empty();
+  }
+  EXPECT_GT(replicated_by_full, 0u);
+  EXPECT_EQ(on_full, 0u);
+  size_t read_ok = 0;
+  for (size_t i = 0; i < after.acked.size(); i += 4) {
+    Result<GetResult> r = client->Get(after.acked[i]);
+    read_ok += r.ok() && r->values.size() == 1 &&
+               r->values[0] == ValueOf(prefix + "after:", after.acked[i], 1000);
+  }
+  EXPECT_EQ(read_ok, (after.acked.size() + 3) / 4);
+  EXPECT_TRUE(c.Running(full));
+  const uint64_t free_at_end_of_load = free_bytes();
+
+  std::filesystem::remove(ballast);
+  ASSERT_TRUE(WaitFor([&] { return stat("disk_low") == 0; }, 10000)) << c.LogOf(full);
+  const auto freed = Clock::now();
+  size_t repaired = 0;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        repaired = 0;
+        for (const std::string& key : wanted_on_full) {
+          Result<SiblingSet> s = c.StoredOn(full, key);
+          repaired +=
+              s.ok() && s->size() == 1 && (*s)[0].value == ValueOf(prefix + "after:", key, 1000);
+        }
+        return repaired == wanted_on_full.size();
+      },
+      90000, 500))
+      << repaired << " of " << wanted_on_full.size() << " repaired\n"
+      << c.LogOf(full);
+  const double repair_s = SecondsSince(freed);
+  EXPECT_EQ(stat("coord_puts"), coordinated_before);
+  LoadResult later = WriteUniqueKeys(*client, prefix + "later:", 300, 400, 60, 8, 1000);
+  EXPECT_EQ(later.acked.size(), 300u);
+  EXPECT_EQ(later.failed, 0u);
+  EXPECT_GT(stat("coord_puts"), coordinated_before);
+  // The node met no full disk: its storage never failed a write.
+  const std::string log = c.LogOf(full);
+  EXPECT_EQ(log.find("No space left"), std::string::npos) << log;
+  EXPECT_NE(log.find("disk is nearly full"), std::string::npos);
+  std::cout << "[ fault ] " << full << "'s disk held " << free_when_full / 1024
+            << " KiB free (limit " << kFreeMin / 1024 << " KiB; " << free_at_end_of_load / 1024
+            << " KiB after the load): " << after.acked.size() << " of " << after.attempts
+            << " writes acknowledged (" << after.failed << " failed), " << refused
+            << " requests refused by " << full << ", 0 of " << replicated_by_full
+            << " of its keys written to it, " << read_ok
+            << " reads correct; space freed: " << repaired << " keys repaired in " << repair_s
+            << " s, then " << later.acked.size() << " of " << later.attempts
+            << " writes acknowledged\n";
 }
 
 // R12: the nodes' wall clocks run +60 s, -60 s and +1 s off (an LD_PRELOAD

@@ -347,6 +347,7 @@ class Run {
           tree_keys_corrected_ += sim_.core(a).stats().tree_keys_corrected;
           report_.trees_checked += sim_.core(a).stats().trees_checked;
           report_.refused_not_replica += sim_.core(a).stats().requests_refused_not_replica;
+          report_.refused_disk_low += sim_.core(a).stats().requests_refused_disk_low;
           sim_.Crash(a, LosesUnsynced());
           if (wipe) {
             corrupted_ = true;
@@ -392,7 +393,17 @@ class Run {
         }
         break;
       default:
-        if (config_.pauses) {
+        if (config_.full_disks && rng_() % 2 == 0) {
+          ++report_.faults;
+          ++report_.disks_filled;
+          sim_.core(a).OnDiskSpace(node::Now{sim_.now(), sim_.WallMs(a)}, 0);
+          sim_.At(sim_.now() + 300 + rng_() % 2700, [this, a] {
+            // A node restarted meanwhile was told of no full disk.
+            if (sim_.IsUp(a)) {
+              sim_.core(a).OnDiskSpace(node::Now{sim_.now(), sim_.WallMs(a)}, UINT64_MAX);
+            }
+          });
+        } else if (config_.pauses) {
           ++report_.faults;
           sim_.Pause(a, 200 + rng_() % 1800);
         }
@@ -616,6 +627,7 @@ class Run {
         tree_keys_corrected_ += sim_.core(id).stats().tree_keys_corrected;
         report_.trees_checked += sim_.core(id).stats().trees_checked;
         report_.refused_not_replica += sim_.core(id).stats().requests_refused_not_replica;
+        report_.refused_disk_low += sim_.core(id).stats().requests_refused_disk_low;
       }
     }
     if (tree_keys_corrected_ > silently_lost_) {
@@ -765,6 +777,7 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   if (c.membership_change) c.more_membership_changes = static_cast<int>(rng() % 3);
   c.lost_disk = c.crashes && c.w >= 2 && rng() % 4 == 0;
   c.stale_map_client = c.membership_change && rng() % 2 == 0;
+  c.full_disks = rng() % 4 == 0;
   return c;
 }
 
@@ -776,9 +789,10 @@ std::string WorkloadReport::Summary() const {
      << " keys with siblings past their writers, " << deletes_checked << " deletes checked, "
      << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults
      << " faults (" << membership_changes << " membership changes, " << disks_lost
-     << " disks lost), " << messages << " messages, " << refused_unsent
-     << " requests refused unsent, " << refused_not_replica << " refused as no replica, "
-     << redirects << " redirects, " << coordinator_retries << " coordinator retries, "
+     << " disks lost, " << disks_filled << " disks filled), " << messages << " messages, "
+     << refused_unsent << " requests refused unsent, " << refused_not_replica
+     << " refused as no replica, " << refused_disk_low << " refused for a full disk, " << redirects
+     << " redirects, " << coordinator_retries << " coordinator retries, "
      << late_coordinator_answers << " coordinators answered past the deadline, "
      << partitions_scrubbed << " partitions and " << hint_owners_scrubbed
      << " nodes' hints scrubbed away (" << hints_kept_past_a_bad_hint

@@ -18,8 +18,10 @@
 //    set key that a running node's storage loses without an error); pauses
 //    (a stopped process); clock skew of about 1 s or 60 s; membership
 //    changes (joins, leaves, removals of a node kept down), some started
-//    while the one before is in progress; and at most one lost disk (a
-//    crashed node wiped before its restart, or the removed node).
+//    while the one before is in progress; at most one lost disk (a
+//    crashed node wiped before its restart, or the removed node); and, in
+//    some seeds, disks that fill up for a while (the node refuses new data
+//    until space is freed).
 //  - Then every fault heals and the cluster runs until it is quiet.
 //
 // Checks, after healing:
@@ -81,6 +83,11 @@ struct WorkloadConfig {
   // and the nodes that no longer replicate a partition refuse it, naming
   // the replicas it should ask.
   bool stale_map_client = false;
+  // Some of the pauses are instead a node's disk filling up for 0.3-3 s:
+  // it is told its disk has no room left (NodeCore::OnDiskSpace), refuses
+  // writes, copies, hints and pushes and pauses its anti-entropy and
+  // transfers until it is told of room again.
+  bool full_disks = false;
   bool lww = false;  // the negative control: LWW loses concurrent adds
   // Off only without crashes: a crash loses a node's unsynced writes, and an
   // unsynced acknowledged write is then lost once every holder crashed.
@@ -153,6 +160,7 @@ struct WorkloadReport {
   uint64_t faults = 0;
   uint64_t membership_changes = 0;   // joins, leaves and removals asked for
   uint64_t disks_lost = 0;           // nodes wiped or removed after a crash
+  uint64_t disks_filled = 0;         // times a node's disk filled up for a while
   uint64_t partitions_scrubbed = 0;  // left out by scrubs, to be refilled
   uint64_t hint_owners_scrubbed = 0;  // nodes whose hints scrubs left out
   // Hints held for other nodes, named in the stored state, that a scrub kept
@@ -165,6 +173,8 @@ struct WorkloadReport {
   // Client requests nodes refused as no replica of the key's partition (a
   // client's map older than theirs).
   uint64_t refused_not_replica = 0;
+  // Writes and pushes nodes refused while their disks were full.
+  uint64_t refused_disk_low = 0;
   // Replicas clients then asked in the refusers' place.
   uint64_t redirects = 0;
   uint64_t coordinator_retries = 0;  // writes that then went to another coordinator

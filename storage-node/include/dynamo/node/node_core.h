@@ -52,6 +52,7 @@ namespace dynamo::node {
 inline constexpr size_t kDefaultRequestsInFlightMax = 16384;
 inline constexpr size_t kDefaultKeyWritesQueuedMax = 256;
 inline constexpr size_t kDefaultRequestBytesInFlightMax = 256u << 20;
+inline constexpr uint64_t kDefaultDiskFreeBytesMin = 1ull << 30;
 // The largest value any configuration accepts (limits.value_bytes_max): a
 // node reads what it stored under an earlier configuration against it.
 inline constexpr uint32_t kValueBytesMaxLimit = 256u << 20;
@@ -101,6 +102,16 @@ struct NodeOptions {
   // one key are applied one after another, each after the sync of the last,
   // so one hot key would otherwise take every slot above. Default: 256.
   size_t key_writes_queued_max = kDefaultKeyWritesQueuedMax;
+  // Free bytes on the data directory's file system (NodeCore::OnDiskSpace)
+  // below which the node takes no new data: client writes, replica copies
+  // and hints, and pushes from other nodes are refused with an IOError that
+  // is not in doubt (the client writes elsewhere), and its own anti-entropy
+  // and transfers pause. The storage engine then never meets a full disk,
+  // where RocksDB stops every write until the node is restarted. Reads,
+  // gossip, and hint deliveries and handoffs from the node (which free
+  // space) go on. Writes are taken again once the free space is an eighth
+  // above this. 0: never. Default: 1 GiB.
+  uint64_t disk_free_bytes_min = kDefaultDiskFreeBytesMin;
   // Counters reserved per durable lease write. Default: 2^20.
   uint64_t counter_lease = 1u << 20;
 
@@ -268,6 +279,8 @@ struct NodeStats {
   // Reads and writes meant for a replica of a partition this node does not
   // replicate (the sender's map, or this node's, is out of date)
   uint64_t requests_refused_not_replica = 0;
+  // Writes and pushes refused while the disk was nearly full
+  uint64_t requests_refused_disk_low = 0;
 };
 
 class NodeCore {
@@ -286,6 +299,10 @@ class NodeCore {
   void OnStorageDone(Now now, uint64_t token, StorageResult result);
   // Time passed; call at NextWakeMs() or earlier.
   void OnTick(Now now);
+  // The free bytes on the data directory's file system, as the runtime
+  // measured them (call at start and then every second or so; never called:
+  // the disk is taken to have room).
+  void OnDiskSpace(Now now, uint64_t free_bytes);
   // Stop taking new work; requests in flight finish.
   void BeginShutdown(Now now);
 
@@ -299,6 +316,8 @@ class NodeCore {
   uint64_t epoch() const { return map_ ? map_->epoch() : 0; }
   // Whether the node refuses reads until anti-entropy caught it up.
   bool catching_up() const { return catching_up_; }
+  // Whether the node refuses new data for want of disk space.
+  bool disk_low() const { return disk_low_; }
   // Partitions taken over at a ring switch whose reads wait for a sync with
   // the replicas they had before, by partition.
   const SwitchSync& switch_sync() const { return state_.switch_sync; }
@@ -523,6 +542,8 @@ class NodeCore {
   std::optional<std::string> AddressOf(const NodeId& id) const;
   // options_.request_bytes_in_flight_max, raised to twice the largest value.
   size_t RequestBytesInFlightMax() const;
+  // Why new data is refused while disk_low_.
+  std::string DiskLowReason() const;
 
   NodeOptions options_;
   proto::Limits stored_limits_;  // for decoding stored sibling sets
@@ -552,6 +573,8 @@ class NodeCore {
   bool started_ = false;
   bool shutting_down_ = false;
   bool exited_ = false;
+  bool disk_low_ = false;                    // OnDiskSpace: under disk_free_bytes_min
+  std::optional<uint64_t> disk_free_bytes_;  // as last measured
   uint64_t now_ms_ = 0;
   uint64_t wall_ms_ = 0;
   uint64_t next_gossip_ms_ = 0;
@@ -571,6 +594,9 @@ class NodeCore {
   // every other range had its turn, so one target that refuses every push
   // does not hold up the rest.
   std::set<std::pair<Space, std::string>> handoff_failed_;
+  // Failed ranges warned about: later failures of one are logged at debug
+  // level until it succeeds.
+  std::set<std::pair<Space, std::string>> handoff_warned_;
   // Each down hint owner's expiry passes: when the next is due, and where a
   // pass that gave way to other handoffs goes on from.
   struct HintExpiry {
