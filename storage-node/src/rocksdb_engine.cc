@@ -54,21 +54,59 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return Status::IOError(msg);
 }
 
+// The error that stopped RocksDB's writes (a log append or a flush that
+// failed, a full disk), until RocksDB recovers from it. While it holds,
+// the engine calls neither SyncWAL, which does not look at that error and
+// would sync the log writer that failed (Debian's RocksDB asserts there,
+// which took a node down when its disk filled), nor Write.
+class WritesStopped {
+ public:
+  Status Check() const {
+    if (!stopped_.load(std::memory_order_acquire)) return Status::OK();
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+  void Stop(Status error) {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = std::move(error);
+    stopped_.store(true, std::memory_order_release);
+  }
+  void Resume() { stopped_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> stopped_{false};
+  mutable std::mutex mu_;
+  Status error_;
+};
+
 // RocksDB's own syncs (a flush syncs the logs it closes) fail in the
 // background: their I/O errors count as failed syncs, so that no later sync
 // is taken for durable (the kernel reports a failed write-back once, and
 // RocksDB's SyncWAL does not look at its background error). A full disk is
-// left to RocksDB, which recovers from it.
+// left to RocksDB, which recovers from it (until then, WritesStopped).
 class BackgroundErrors : public rocksdb::EventListener {
  public:
-  explicit BackgroundErrors(std::shared_ptr<SyncFailure> failure) : failure_(std::move(failure)) {}
+  BackgroundErrors(std::shared_ptr<SyncFailure> failure, std::shared_ptr<WritesStopped> stopped)
+      : failure_(std::move(failure)), stopped_(std::move(stopped)) {}
   void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
-    if (error == nullptr || !error->IsIOError() || error->IsNoSpace()) return;
+    if (error == nullptr || error->ok()) return;
+    if (error->severity() >= rocksdb::Status::Severity::kHardError) {
+      stopped_->Stop(FromRocks(*error, "storage writes stopped"));
+    }
+    if (!error->IsIOError() || error->IsNoSpace()) return;
     (void)failure_->Keep(FromRocks(*error, "background write"));
+  }
+  void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+    if (info.new_bg_error.ok()) stopped_->Resume();
+  }
+  void OnErrorRecoveryCompleted(rocksdb::Status old_bg_error) override {
+    old_bg_error.PermitUncheckedError();
+    stopped_->Resume();
   }
 
  private:
   std::shared_ptr<SyncFailure> failure_;
+  std::shared_ptr<WritesStopped> stopped_;
 };
 
 class RocksDbEngine : public Engine {
@@ -76,8 +114,9 @@ class RocksDbEngine : public Engine {
   RocksDbEngine(std::shared_ptr<PrefilledLogFileSystem> logs, std::unique_ptr<rocksdb::Env> env,
                 std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
                 const RocksDbOptions& options, std::mt19937_64 rng,
-                std::shared_ptr<SyncFailure> sync_failure)
+                std::shared_ptr<SyncFailure> sync_failure, std::shared_ptr<WritesStopped> stopped)
       : sync_failure_(std::move(sync_failure)),
+        stopped_(std::move(stopped)),
         logs_(std::move(logs)),
         env_(std::move(env)),
         db_(std::move(db)),
@@ -106,6 +145,7 @@ class RocksDbEngine : public Engine {
 
   Status Write(const WriteBatch& batch, bool sync) override {
     DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
+    DYNAMO_RETURN_IF_ERROR(stopped_->Check());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     Status s = Apply(wo, batch);
@@ -115,6 +155,7 @@ class RocksDbEngine : public Engine {
 
   Status WriteNoStall(const WriteBatch& batch) override {
     DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
+    DYNAMO_RETURN_IF_ERROR(stopped_->Check());
     rocksdb::WriteOptions wo;
     wo.no_slowdown = true;
     return Apply(wo, batch);
@@ -151,6 +192,7 @@ class RocksDbEngine : public Engine {
 
   Status DeletePrefix(Space space, std::string_view prefix, bool sync) override {
     DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
+    DYNAMO_RETURN_IF_ERROR(stopped_->Check());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     std::string end = PrefixEnd(prefix);
@@ -172,6 +214,7 @@ class RocksDbEngine : public Engine {
 
   Status Sync() override {
     DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
+    DYNAMO_RETURN_IF_ERROR(stopped_->Check());
     return sync_failure_->Keep(FromRocks(db_->SyncWAL(), "sync"));
   }
 
@@ -273,6 +316,7 @@ class RocksDbEngine : public Engine {
   static rocksdb::Slice ToSlice(std::string_view s) { return {s.data(), s.size()}; }
 
   std::shared_ptr<SyncFailure> sync_failure_;  // shared with BackgroundErrors
+  std::shared_ptr<WritesStopped> stopped_;     // shared with BackgroundErrors
   // Outlive the database: the file system owns the logs' spare.
   std::shared_ptr<PrefilledLogFileSystem> logs_;  // null: logs grow
   std::unique_ptr<rocksdb::Env> env_;
@@ -340,7 +384,8 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
     db_options.env = own_env.get();
   }
   auto sync_failure = std::make_shared<SyncFailure>();
-  db_options.listeners.push_back(std::make_shared<BackgroundErrors>(sync_failure));
+  auto stopped = std::make_shared<WritesStopped>();
+  db_options.listeners.push_back(std::make_shared<BackgroundErrors>(sync_failure, stopped));
   // Also without pacing (rate 0: each file deleted at once), so that what a
   // paced run left in the trash is deleted after this open.
   rocksdb::Status deletions;
@@ -378,9 +423,9 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
-  return std::unique_ptr<Engine>(
-      new RocksDbEngine(std::move(logs), std::move(own_env), std::unique_ptr<rocksdb::DB>(raw),
-                        std::move(handles), options, rng, std::move(sync_failure)));
+  return std::unique_ptr<Engine>(new RocksDbEngine(
+      std::move(logs), std::move(own_env), std::unique_ptr<rocksdb::DB>(raw), std::move(handles),
+      options, rng, std::move(sync_failure), std::move(stopped)));
 }
 
 }  // namespace dynamo::node

@@ -5,13 +5,16 @@
 #include <rocksdb/file_system.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <random>
 #include <regex>
 #include <set>
+#include <thread>
 
 #include "dynamo/cluster_map.h"
 #include "dynamo/node/cached_engine.h"
@@ -524,6 +527,100 @@ TEST(RocksDbEngineTest, AFailedSyncOfALogAFlushClosedFailsTheNextSync) {
   WriteBatch later;
   later.Put(Space::kData, "later", "v");
   EXPECT_EQ(engine.Write(later, true).code(), StatusCode::kIOError);
+  e->reset();
+  std::filesystem::remove_all(dir);
+}
+
+// Fails appends to RocksDB's logs with ENOSPC once `full` is set, as a full
+// disk does to a log that grows, and reports no free space meanwhile (which
+// RocksDB's file manager polls before it recovers).
+class FullDiskLogs : public rocksdb::FileSystemWrapper {
+ public:
+  FullDiskLogs() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+  const char* Name() const override { return "FullDiskLogs"; }
+  rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                    rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
+    if (s.ok() && name.ends_with(".log")) *result = std::make_unique<Log>(std::move(*result), this);
+    return s;
+  }
+  rocksdb::IOStatus GetFreeSpace(const std::string& path, const rocksdb::IOOptions& options,
+                                 uint64_t* free, rocksdb::IODebugContext* dbg) override {
+    if (!full) return target()->GetFreeSpace(path, options, free, dbg);
+    *free = 0;
+    return rocksdb::IOStatus::OK();
+  }
+  std::atomic<bool> full{false};
+
+ private:
+  class Log : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    Log(std::unique_ptr<rocksdb::FSWritableFile> file, FullDiskLogs* fs)
+        : FSWritableFileOwnerWrapper(std::move(file)), fs_(fs) {}
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                             rocksdb::IODebugContext* d) override {
+      return fs_->full ? rocksdb::IOStatus::NoSpace("log append (injected)")
+                       : target()->Append(data, o, d);
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                             const rocksdb::DataVerificationInfo& v,
+                             rocksdb::IODebugContext* d) override {
+      return fs_->full ? rocksdb::IOStatus::NoSpace("log append (injected)")
+                       : target()->Append(data, o, v, d);
+    }
+
+   private:
+    FullDiskLogs* fs_;
+  };
+};
+
+// A log append that meets a full disk stops RocksDB's writes. The engine's
+// later syncs and writes fail with the error; they must not reach the log
+// writer that failed (Debian's RocksDB asserts on that, which took a node
+// down when its disk filled).
+TEST(RocksDbEngineTest, AfterALogAppendMetAFullDiskSyncsAndWritesFailWithoutCrashing) {
+  const std::string dir = TempDir("full-disk-log");
+  auto fs = std::make_shared<FullDiskLogs>();
+  RocksDbOptions o;
+  o.file_system = fs;
+  o.prefilled_log_bytes_max = 0;
+  auto e = OpenRocksDb(dir, o);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  Engine& engine = **e;
+  WriteBatch before;
+  before.Put(Space::kData, "before", "v");
+  ASSERT_TRUE(engine.Write(before, true).ok());
+  fs->full = true;
+  WriteBatch b;
+  b.Put(Space::kData, "k", "v");
+  const Status written = engine.Write(b, false);
+  EXPECT_EQ(written.code(), StatusCode::kIOError) << written.ToString();
+  const Status synced = engine.Sync();
+  EXPECT_EQ(synced.code(), StatusCode::kIOError) << synced.ToString();
+  EXPECT_NE(synced.message().find("storage writes stopped"), std::string_view::npos)
+      << synced.ToString();
+  EXPECT_EQ(engine.Write(b, true).code(), StatusCode::kIOError);
+  EXPECT_EQ(engine.Sync().code(), StatusCode::kIOError);
+  Result<std::optional<std::string>> read = engine.Get(Space::kData, "before");
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->value_or(""), "v");
+  // With room again, RocksDB recovers by itself (its file manager polls the
+  // free space) and so does the engine: the failed write was not synced, and
+  // the ones refused meanwhile never reached RocksDB.
+  fs->full = false;
+  const auto start = std::chrono::steady_clock::now();
+  Status again;
+  do {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    again = engine.Write(b, true);
+  } while (!again.ok() && std::chrono::steady_clock::now() - start < std::chrono::seconds(60));
+  EXPECT_TRUE(again.ok()) << again.ToString();
+  std::cout << "[ engine ] writes taken again "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - start)
+                   .count()
+            << " ms after the disk had room\n";
   e->reset();
   std::filesystem::remove_all(dir);
 }
