@@ -431,6 +431,7 @@ void NodeCore::OnStorageDone(Now now, uint64_t token, StorageResult result) {
   }
   storage_waiting_.erase(it);
   if (result.status.code() == StatusCode::kCorruption) StopOnCorruption(result.status);
+  if (result.status.code() == StatusCode::kIOError) NoteStorageError(now, result.status);
   done(now, std::move(result));
 }
 
@@ -444,6 +445,23 @@ void NodeCore::StopOnCorruption(const Status& status) {
                             "); its next start scrubs it, keeping what reads back intact for "
                             "anti-entropy to refill the rest from its replicas (docs/cluster.md)"});
   exited_ = true;
+}
+
+void NodeCore::NoteStorageError(Now now, const Status& status) {
+  ++stats_.storage_errors;
+  if (storage_error_logged_ms_ &&
+      now.mono_ms < *storage_error_logged_ms_ + kStorageErrorLogIntervalMs) {
+    ++storage_errors_unlogged_;
+    return;
+  }
+  std::string more;
+  if (storage_errors_unlogged_ > 0) {
+    more = " (and " + std::to_string(storage_errors_unlogged_) +
+           " more storage errors since the last one logged)";
+  }
+  Log(LogLevel::kError, "storage: " + status.ToString() + more);
+  storage_error_logged_ms_ = now.mono_ms;
+  storage_errors_unlogged_ = 0;
 }
 
 std::string NodeCore::DiskLowReason() const {
@@ -1079,6 +1097,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"disk_free_bytes", disk_free_bytes_.value_or(0)},
       {"disk_low", disk_low_ ? 1u : 0u},
       {"requests_refused_not_replica", stats_.requests_refused_not_replica},
+      {"storage_errors", stats_.storage_errors},
       {"storage_losses_found", stats_.storage_losses_found},
       {"switch_sync_partitions",
        static_cast<uint64_t>(std::count_if(

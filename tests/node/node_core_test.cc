@@ -424,6 +424,37 @@ TEST(NodeCoreTest, ANodeWhoseDiskIsNearlyFullTakesNoNewDataUntilSpaceIsFreed) {
   EXPECT_EQ(Counter(sim, "n2", "disk_low"), 0u);
 }
 
+// A node whose storage fails every write (a full or failing disk) logs one
+// error a minute, counting the ones it left out, not one per request.
+TEST(NodeCoreTest, StorageErrorsAreLoggedOnceAMinute) {
+  SimCluster sim(53);
+  FormCluster(sim, 3);
+  sim.engine("n2").FailSyncs(true);
+  auto logged = [&] {
+    const std::string tail = sim.LogTail();
+    size_t lines = 0;
+    for (size_t at = tail.find("n2] storage: "); at != std::string::npos;
+         at = tail.find("n2] storage: ", at + 1)) {
+      ++lines;
+    }
+    return lines;
+  };
+  auto write = [&](int i) {
+    auto r = sim.Request("n2", proto::CoordPutRequest{"k" + std::to_string(i), {}, "v", false});
+    ASSERT_TRUE(r.ok());
+    const auto* e = std::get_if<proto::ErrorReply>(&r->body);
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(proto::ToStatus(*e).code(), StatusCode::kIOError);
+  };
+  for (int i = 0; i < 50; ++i) write(i);
+  EXPECT_EQ(logged(), 1u) << sim.LogTail();
+  EXPECT_GE(Counter(sim, "n2", "storage_errors"), 50u);
+  sim.RunFor(kStorageErrorLogIntervalMs);
+  write(50);
+  EXPECT_EQ(logged(), 2u) << sim.LogTail();
+  EXPECT_NE(sim.LogTail().find("more storage errors since the last one logged"), std::string::npos);
+}
+
 // A CoordPut that asks for no sync is answered before any sync; a crash that
 // loses unsynced writes then loses it, unless the node's interval sync ran.
 TEST(NodeCoreTest, ACoordPutAskingForNoSyncIsSyncedOnlyByTheIntervalSync) {

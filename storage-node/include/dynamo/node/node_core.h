@@ -53,6 +53,8 @@ inline constexpr size_t kDefaultRequestsInFlightMax = 16384;
 inline constexpr size_t kDefaultKeyWritesQueuedMax = 256;
 inline constexpr size_t kDefaultRequestBytesInFlightMax = 256u << 20;
 inline constexpr uint64_t kDefaultDiskFreeBytesMin = 1ull << 30;
+// A node logs at most one storage error in this period (NodeStats::storage_errors counts them all).
+inline constexpr uint64_t kStorageErrorLogIntervalMs = 60'000;
 // The largest value any configuration accepts (limits.value_bytes_max): a
 // node reads what it stored under an earlier configuration against it.
 inline constexpr uint32_t kValueBytesMaxLimit = 256u << 20;
@@ -281,6 +283,9 @@ struct NodeStats {
   uint64_t requests_refused_not_replica = 0;
   // Writes and pushes refused while the disk was nearly full
   uint64_t requests_refused_disk_low = 0;
+  // Storage reads and writes that failed with an I/O error (a full or
+  // failing disk); logged at most once a minute
+  uint64_t storage_errors = 0;
 };
 
 class NodeCore {
@@ -544,6 +549,9 @@ class NodeCore {
   size_t RequestBytesInFlightMax() const;
   // Why new data is refused while disk_low_.
   std::string DiskLowReason() const;
+  // Counts a storage operation's I/O error and logs it, at most one line
+  // per kStorageErrorLogIntervalMs (a failing disk fails every write).
+  void NoteStorageError(Now now, const Status& status);
 
   NodeOptions options_;
   proto::Limits stored_limits_;  // for decoding stored sibling sets
@@ -574,6 +582,8 @@ class NodeCore {
   bool shutting_down_ = false;
   bool exited_ = false;
   bool disk_low_ = false;                    // OnDiskSpace: under disk_free_bytes_min
+  std::optional<uint64_t> storage_error_logged_ms_;
+  uint64_t storage_errors_unlogged_ = 0;     // since the last logged one
   std::optional<uint64_t> disk_free_bytes_;  // as last measured
   uint64_t now_ms_ = 0;
   uint64_t wall_ms_ = 0;
