@@ -166,6 +166,12 @@ void NodeCore::ReplyError(uint64_t conn, uint64_t request_id, const Status& stat
   Reply(conn, request_id, proto::MakeError(status, epoch()));
 }
 
+void NodeCore::RefuseUntracked(uint64_t conn, uint64_t request_id, const Status& status) {
+  if (requests_in_flight_ > 0) --requests_in_flight_;
+  ++stats_.errors;
+  actions_.push_back(ReplyAction{conn, request_id, proto::MakeError(status, epoch())});
+}
+
 void NodeCore::Log(LogLevel level, const std::string& message) {
   if (log_) log_(level, message);
 }
@@ -341,7 +347,7 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
   ++requests_in_flight_;
   const uint64_t id = message.request_id;
   if (shutting_down_ || exited_) {
-    ReplyError(conn, id, Status::Unavailable("node " + options_.id + " is shutting down"));
+    RefuseUntracked(conn, id, Status::Unavailable("node " + options_.id + " is shutting down"));
     return;
   }
   const bool foreground = std::holds_alternative<proto::GetRequest>(message.body) ||
@@ -351,7 +357,7 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
                     std::holds_alternative<proto::ReplicaPutRequest>(message.body) ||
                     std::holds_alternative<proto::PushRequest>(message.body))) {
     ++stats_.requests_refused_disk_low;
-    ReplyError(conn, id, Status::IOError(DiskLowReason() + ": writes refused, none applied"));
+    RefuseUntracked(conn, id, Status::IOError(DiskLowReason() + ": writes refused, none applied"));
     return;
   }
   if (foreground || std::holds_alternative<proto::PushRequest>(message.body)) {
@@ -369,7 +375,8 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
     }
     if (!overloaded.empty()) {
       ++stats_.requests_refused_busy;
-      ReplyError(conn, id, Status::Busy("node " + options_.id + " is overloaded: " + overloaded));
+      RefuseUntracked(conn, id,
+                      Status::Busy("node " + options_.id + " is overloaded: " + overloaded));
       return;
     }
     request_bytes_in_flight_ += bytes;

@@ -329,6 +329,16 @@ TEST(NodeCoreTest, RequestsBeyondTheBytesInFlightLimitAreRefusedWithBusy) {
   sim.RunFor(1000);
   EXPECT_EQ(Read(sim, "n1", "dup2").size(), 1u);
   EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 0u);
+  // A request refused under the id of one in progress leaves that one's
+  // bytes counted until its own reply.
+  for (const size_t value : {4000, 8000}) {
+    sim.core("n1").OnRequest(
+        Now{sim.now(), sim.WallMs("n1")}, uint64_t{1} << 40,
+        proto::Message{8, proto::CoordPutRequest{"dup3", {}, std::string(value, 'd'), false}});
+  }
+  EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 4004u);
+  sim.RunFor(1000);
+  EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 0u);
   // Alone in progress, a copy larger than the limit (three siblings) is taken.
   SiblingSet large;
   for (ActorId actor : {51, 52, 53}) {

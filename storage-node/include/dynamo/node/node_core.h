@@ -358,6 +358,10 @@ class NodeCore {
   void Call(const std::string& address, proto::Body body, CallDone done);
   void Reply(uint64_t conn, uint64_t request_id, proto::Body body);
   void ReplyError(uint64_t conn, uint64_t request_id, const Status& status);
+  // Answers a request refused before it was tracked in carrying_: unlike
+  // Reply, it releases no bytes of a request in progress under the same
+  // (conn, id).
+  void RefuseUntracked(uint64_t conn, uint64_t request_id, const Status& status);
   void Log(LogLevel level, const std::string& message);
   // Runs `fn` once no other holder has `key`; fn must call the Unlock it gets.
   void WithKeyLock(std::string key, std::function<void(Unlock)> fn);
