@@ -1500,6 +1500,8 @@ void NodeCore::PullPage(Now now, std::shared_ptr<Transfer> t) {
         Now later{now_ms_, 0};
         if (!merged.ok() || t->abandoned) {
           FinishTransfer(later, t, merged);
+        } else if (disk_low_) {
+          FinishTransfer(later, t, Status::IOError(DiskLowReason() + ": transfer paused"));
         } else if (!page->done) {
           PullPage(later, t);
         } else {
@@ -1608,7 +1610,10 @@ bool NodeCore::StartHandoffOfNextRange(Now now) {
     std::string prefix = HintOwnerPrefix(owner);
     std::string label;
     const HintsFate fate = FateOfHintsFor(owner, now.mono_ms, &label);
+    // Hints that become own data are written again first: not while the
+    // disk is nearly full.
     if (fate == HintsFate::kNone || fate == HintsFate::kHold ||
+        (fate == HintsFate::kOwnData && disk_low_) ||
         handoff_failed_.contains({Space::kHints, prefix})) {
       continue;
     }

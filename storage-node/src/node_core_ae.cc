@@ -584,6 +584,10 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
 // equal. A peer that is catching up on the partition gets no pushes: it
 // pulls the same keys in its own round, and pushing would move them twice.
 void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
+  if (disk_low_) {
+    FinishAe(s, Status::IOError(DiskLowReason() + ": anti-entropy paused"));
+    return;
+  }
   if (s->next >= s->keys.size()) {
     PurgeTombstones(s);
     return;

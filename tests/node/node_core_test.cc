@@ -434,6 +434,43 @@ TEST(NodeCoreTest, ANodeWhoseDiskIsNearlyFullTakesNoNewDataUntilSpaceIsFreed) {
   EXPECT_EQ(Counter(sim, "n2", "disk_low"), 0u);
 }
 
+// A node whose disk fills while it pulls partitions (a join) stops its
+// transfers at their next page, and finishes them once it has room.
+TEST(NodeCoreTest, TransfersIntoANodeWhoseDiskFillsStopAtTheirNextPage) {
+  SimCluster sim(54);
+  auto tweak = [](NodeOptions& o) {
+    o.partitions = 8;
+    o.transfer_page_entries = 1;
+  };
+  FormCluster(sim, 3, tweak);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 200; ++i) {
+    keys.push_back("k" + std::to_string(i));
+    Write(sim, "n1", keys.back(), "v" + keys.back());
+  }
+  sim.AddNode("n4", {"n1"}, tweak);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.engine("n4").size(Space::kData) >= 10; }, 60000));
+  sim.core("n4").OnDiskSpace(Now{sim.now(), sim.WallMs("n4")}, 0);
+  // The pages already asked for land (two transfers at a time, a key each),
+  // and no more.
+  const size_t held = sim.engine("n4").size(Space::kData);
+  sim.RunFor(20000);
+  EXPECT_LE(sim.engine("n4").size(Space::kData), held + 2);
+  EXPECT_FALSE(Converged(sim, 4));
+  sim.core("n4").OnDiskSpace(Now{sim.now(), sim.WallMs("n4")}, UINT64_MAX);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 120000)) << sim.LogTail();
+  const Ring& ring = sim.core("n4").map()->ring();
+  size_t on_n4 = 0;
+  for (const std::string& key : keys) {
+    const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+    if (std::find(pref.begin(), pref.end(), "n4") == pref.end()) continue;
+    const std::optional<SiblingSet> s = sim.Stored("n4", key);
+    on_n4 += s && s->size() == 1 && (*s)[0].value == "v" + key;
+  }
+  EXPECT_EQ(on_n4, sim.engine("n4").size(Space::kData));
+  EXPECT_GT(on_n4, held);
+}
+
 // A node whose storage fails every write (a full or failing disk) logs one
 // error a minute, counting the ones it left out, not one per request.
 TEST(NodeCoreTest, StorageErrorsAreLoggedOnceAMinute) {
