@@ -411,6 +411,12 @@ def test_receipts_say_who_answered(cluster):
     assert {a["role"] for a in receipt.acks} <= {"coordinator", "primary", "fallback"}
     assert any(a["role"] == "coordinator" for a in receipt.acks)
     assert receipt.epoch > 0 and receipt.version_vector.startswith("{")
+    # The put returned at W=2; until the third copy lands, a read that asks
+    # that replica first repairs it.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(rep["versions"] for rep in c.inspect("receipt:k")):
+        time.sleep(0.05)
+    assert all(rep["versions"] for rep in c.inspect("receipt:k"))
     read = dynamo.Receipt()
     assert c.get("receipt:k", receipt=read).values == [b"v"]
     assert len(read.acks) >= 2 and read.read_repairs == 0 and read.redirects == 0
