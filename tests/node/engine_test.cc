@@ -458,11 +458,14 @@ TEST(MemoryEngineTest, AfterAFailedSyncNoWriteOrSyncSucceeds) {
   EXPECT_EQ(**e.Get(Space::kData, "a"), "1");  // reads go on
 }
 
-// The OS's file system, whose log files fail their syncs while `failing`.
-class FailingLogSyncs : public rocksdb::FileSystemWrapper {
+// The OS's file system, whose log files fail their syncs while `failing`
+// and their appends with ENOSPC while `full`, as a full disk does to a log
+// that grows (which also reports no free space then: RocksDB's file
+// manager polls it before it recovers).
+class FaultyLogs : public rocksdb::FileSystemWrapper {
  public:
-  FailingLogSyncs() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
-  const char* Name() const override { return "FailingLogSyncs"; }
+  FaultyLogs() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
+  const char* Name() const override { return "FaultyLogs"; }
   rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
                                     rocksdb::IODebugContext* dbg) override {
@@ -470,13 +473,20 @@ class FailingLogSyncs : public rocksdb::FileSystemWrapper {
     if (s.ok() && name.ends_with(".log")) *result = std::make_unique<Log>(std::move(*result), this);
     return s;
   }
+  rocksdb::IOStatus GetFreeSpace(const std::string& path, const rocksdb::IOOptions& options,
+                                 uint64_t* free, rocksdb::IODebugContext* dbg) override {
+    if (!full) return target()->GetFreeSpace(path, options, free, dbg);
+    *free = 0;
+    return rocksdb::IOStatus::OK();
+  }
   std::atomic<bool> failing{false};
   std::atomic<int> failed{0};
+  std::atomic<bool> full{false};
 
  private:
   class Log : public rocksdb::FSWritableFileOwnerWrapper {
    public:
-    Log(std::unique_ptr<rocksdb::FSWritableFile> file, FailingLogSyncs* fs)
+    Log(std::unique_ptr<rocksdb::FSWritableFile> file, FaultyLogs* fs)
         : FSWritableFileOwnerWrapper(std::move(file)), fs_(fs) {}
     rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
       return Failed() ? rocksdb::IOStatus::IOError("log sync failed (injected)")
@@ -486,6 +496,17 @@ class FailingLogSyncs : public rocksdb::FileSystemWrapper {
       return Failed() ? rocksdb::IOStatus::IOError("log sync failed (injected)")
                       : target()->Fsync(o, d);
     }
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                             rocksdb::IODebugContext* d) override {
+      return fs_->full ? rocksdb::IOStatus::NoSpace("log append (injected)")
+                       : target()->Append(data, o, d);
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                             const rocksdb::DataVerificationInfo& v,
+                             rocksdb::IODebugContext* d) override {
+      return fs_->full ? rocksdb::IOStatus::NoSpace("log append (injected)")
+                       : target()->Append(data, o, v, d);
+    }
 
    private:
     bool Failed() {
@@ -493,7 +514,7 @@ class FailingLogSyncs : public rocksdb::FileSystemWrapper {
       ++fs_->failed;
       return true;
     }
-    FailingLogSyncs* fs_;
+    FaultyLogs* fs_;
   };
 };
 
@@ -504,7 +525,7 @@ class FailingLogSyncs : public rocksdb::FileSystemWrapper {
 // stored already, say) was answered OK.
 TEST(RocksDbEngineTest, AFailedSyncOfALogAFlushClosedFailsTheNextSync) {
   const std::string dir = TempDir("background-log-sync");
-  auto fs = std::make_shared<FailingLogSyncs>();
+  auto fs = std::make_shared<FaultyLogs>();
   RocksDbOptions o;
   o.file_system = fs;
   o.prefilled_log_bytes_max = 0;
@@ -531,57 +552,13 @@ TEST(RocksDbEngineTest, AFailedSyncOfALogAFlushClosedFailsTheNextSync) {
   std::filesystem::remove_all(dir);
 }
 
-// Fails appends to RocksDB's logs with ENOSPC once `full` is set, as a full
-// disk does to a log that grows, and reports no free space meanwhile (which
-// RocksDB's file manager polls before it recovers).
-class FullDiskLogs : public rocksdb::FileSystemWrapper {
- public:
-  FullDiskLogs() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
-  const char* Name() const override { return "FullDiskLogs"; }
-  rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
-                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
-                                    rocksdb::IODebugContext* dbg) override {
-    rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
-    if (s.ok() && name.ends_with(".log")) *result = std::make_unique<Log>(std::move(*result), this);
-    return s;
-  }
-  rocksdb::IOStatus GetFreeSpace(const std::string& path, const rocksdb::IOOptions& options,
-                                 uint64_t* free, rocksdb::IODebugContext* dbg) override {
-    if (!full) return target()->GetFreeSpace(path, options, free, dbg);
-    *free = 0;
-    return rocksdb::IOStatus::OK();
-  }
-  std::atomic<bool> full{false};
-
- private:
-  class Log : public rocksdb::FSWritableFileOwnerWrapper {
-   public:
-    Log(std::unique_ptr<rocksdb::FSWritableFile> file, FullDiskLogs* fs)
-        : FSWritableFileOwnerWrapper(std::move(file)), fs_(fs) {}
-    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
-                             rocksdb::IODebugContext* d) override {
-      return fs_->full ? rocksdb::IOStatus::NoSpace("log append (injected)")
-                       : target()->Append(data, o, d);
-    }
-    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
-                             const rocksdb::DataVerificationInfo& v,
-                             rocksdb::IODebugContext* d) override {
-      return fs_->full ? rocksdb::IOStatus::NoSpace("log append (injected)")
-                       : target()->Append(data, o, v, d);
-    }
-
-   private:
-    FullDiskLogs* fs_;
-  };
-};
-
 // A log append that meets a full disk stops RocksDB's writes. The engine's
 // later syncs and writes fail with the error; they must not reach the log
 // writer that failed (Debian's RocksDB asserts on that, which took a node
 // down when its disk filled).
 TEST(RocksDbEngineTest, AfterALogAppendMetAFullDiskSyncsAndWritesFailWithoutCrashing) {
   const std::string dir = TempDir("full-disk-log");
-  auto fs = std::make_shared<FullDiskLogs>();
+  auto fs = std::make_shared<FaultyLogs>();
   RocksDbOptions o;
   o.file_system = fs;
   o.prefilled_log_bytes_max = 0;
