@@ -109,7 +109,8 @@ struct NodeOptions {
   // and hints, and pushes from other nodes are refused with an IOError that
   // is not in doubt (the client writes elsewhere), and its own anti-entropy
   // and transfers pause. The storage engine then never meets a full disk,
-  // where RocksDB stops every write until the node is restarted. Reads,
+  // where RocksDB stops every write (until the node is restarted, when the
+  // write that met it was synced). Reads,
   // gossip, and hint deliveries and handoffs from the node (which free
   // space) go on. Writes are taken again once the free space is an eighth
   // above this. 0: never. Default: 1 GiB.
