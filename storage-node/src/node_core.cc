@@ -350,17 +350,16 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
     RefuseUntracked(conn, id, Status::Unavailable("node " + options_.id + " is shutting down"));
     return;
   }
-  const bool foreground = std::holds_alternative<proto::GetRequest>(message.body) ||
-                          std::holds_alternative<proto::CoordPutRequest>(message.body) ||
-                          std::holds_alternative<proto::ReplicaPutRequest>(message.body);
-  if (disk_low_ && (std::holds_alternative<proto::CoordPutRequest>(message.body) ||
-                    std::holds_alternative<proto::ReplicaPutRequest>(message.body) ||
-                    std::holds_alternative<proto::PushRequest>(message.body))) {
+  const bool put = std::holds_alternative<proto::CoordPutRequest>(message.body) ||
+                   std::holds_alternative<proto::ReplicaPutRequest>(message.body);
+  const bool push = std::holds_alternative<proto::PushRequest>(message.body);
+  const bool foreground = put || std::holds_alternative<proto::GetRequest>(message.body);
+  if (disk_low_ && (put || push)) {
     ++stats_.requests_refused_disk_low;
     RefuseUntracked(conn, id, Status::IOError(DiskLowReason() + ": writes refused, none applied"));
     return;
   }
-  if (foreground || std::holds_alternative<proto::PushRequest>(message.body)) {
+  if (foreground || push) {
     const size_t bytes = CarriedBytes(message.body);
     const size_t bytes_max = RequestBytesInFlightMax();
     std::string overloaded;

@@ -142,8 +142,7 @@ class RocksDbEngine : public Engine {
   }
 
   Status Write(const WriteBatch& batch, bool sync) override {
-    DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
-    DYNAMO_RETURN_IF_ERROR(stopped_->Check());
+    DYNAMO_RETURN_IF_ERROR(Writable());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     Status s = Apply(wo, batch);
@@ -152,8 +151,7 @@ class RocksDbEngine : public Engine {
   }
 
   Status WriteNoStall(const WriteBatch& batch) override {
-    DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
-    DYNAMO_RETURN_IF_ERROR(stopped_->Check());
+    DYNAMO_RETURN_IF_ERROR(Writable());
     rocksdb::WriteOptions wo;
     wo.no_slowdown = true;
     return Apply(wo, batch);
@@ -189,8 +187,7 @@ class RocksDbEngine : public Engine {
   }
 
   Status DeletePrefix(Space space, std::string_view prefix, bool sync) override {
-    DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
-    DYNAMO_RETURN_IF_ERROR(stopped_->Check());
+    DYNAMO_RETURN_IF_ERROR(Writable());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     std::string end = PrefixEnd(prefix);
@@ -211,8 +208,7 @@ class RocksDbEngine : public Engine {
   }
 
   Status Sync() override {
-    DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
-    DYNAMO_RETURN_IF_ERROR(stopped_->Check());
+    DYNAMO_RETURN_IF_ERROR(Writable());
     return sync_failure_->Keep(FromRocks(db_->SyncWAL(), "sync"));
   }
 
@@ -233,6 +229,12 @@ class RocksDbEngine : public Engine {
   }
 
  private:
+  // OK unless a sync failed (for good) or RocksDB's writes are stopped.
+  Status Writable() const {
+    DYNAMO_RETURN_IF_ERROR(sync_failure_->Check());
+    return stopped_->Check();
+  }
+
   Result<std::optional<std::string>> Read(const rocksdb::ReadOptions& ro, Space space,
                                           std::string_view key) {
     std::string value;
