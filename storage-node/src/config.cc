@@ -171,8 +171,9 @@ const std::vector<Key>& Keys() {
               "requests in progress beyond which new reads and writes are refused with Busy", 16,
               1u << 24, [](NodeConfig& c) -> size_t& { return c.node.requests_in_flight_max; }),
       UintKey("limits", "request_bytes_in_flight_max",
-              "bytes of keys and values in the reads and writes in progress beyond which new ones "
-              "are refused with Busy (at least twice limits.value_bytes_max is used)",
+              "bytes the reads, writes and pushes in progress hold in memory (decoded, keys and "
+              "values included) beyond which new ones are refused with Busy (at least twice "
+              "limits.value_bytes_max is used)",
               1u << 20, size_t{1} << 40,
               [](NodeConfig& c) -> size_t& { return c.node.request_bytes_in_flight_max; }),
       UintKey("limits", "key_writes_queued_max",

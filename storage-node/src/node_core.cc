@@ -15,8 +15,7 @@ size_t ValueBytes(const SiblingSet& set) {
   return bytes;
 }
 
-// The key and value bytes a read, a write or a push carries in
-// (limits.request_bytes_in_flight_max).
+// The key and value bytes a read, a write or a push carries in.
 size_t CarriedBytes(const proto::Body& body) {
   if (const auto* put = std::get_if<proto::CoordPutRequest>(&body)) {
     return put->key.size() + put->value.size();
@@ -360,7 +359,9 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
     return;
   }
   if (foreground || push) {
-    const size_t bytes = CarriedBytes(message.body);
+    // What the request holds in memory (limits.request_bytes_in_flight_max):
+    // a message built in memory counts its keys and values.
+    const size_t bytes = std::max(message.decoded_bytes, CarriedBytes(message.body));
     const size_t bytes_max = RequestBytesInFlightMax();
     std::string overloaded;
     if (foreground && requests_in_flight_ > options_.requests_in_flight_max) {
@@ -368,9 +369,8 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
                    " requests in progress (limits.requests_in_flight_max)";
     } else if (request_bytes_in_flight_ > 0 && request_bytes_in_flight_ + bytes > bytes_max) {
       overloaded = std::to_string(request_bytes_in_flight_) +
-                   " bytes of keys and values in progress, with this request's " +
-                   std::to_string(bytes) + " over limits.request_bytes_in_flight_max (" +
-                   std::to_string(bytes_max) + ")";
+                   " bytes of requests in progress, with this request's " + std::to_string(bytes) +
+                   " over limits.request_bytes_in_flight_max (" + std::to_string(bytes_max) + ")";
     }
     if (!overloaded.empty()) {
       ++stats_.requests_refused_busy;

@@ -318,6 +318,21 @@ TEST(NodeCoreTest, RequestsBeyondTheBytesInFlightLimitAreRefusedWithBusy) {
   auto pushed_ack = sim.Request("n1", push);
   ASSERT_TRUE(pushed_ack.ok() && std::holds_alternative<proto::Ack>(pushed_ack->body));
   EXPECT_EQ(sim.Stored("n1", "pushed"), pushed);
+  // A push counts what it takes decoded: 100 tiny versions carry 100 bytes
+  // of keys but take about 15,000 bytes of memory.
+  proto::PushRequest tiny_push{proto::PushPurpose::kRepair, {}};
+  for (int i = 0; i < 100; ++i) {
+    tiny_push.entries.push_back(
+        {"t" + std::to_string(i),
+         CoordinatorUpdate({}, 60, 1, WriteIntent{{}, "", false, 1})->siblings});
+  }
+  answered = busy = 0;
+  sim.Send("n1", proto::CoordPutRequest{"w3", {}, std::string(4000, 'v'), false}, count);
+  sim.Send("n1", tiny_push, count);
+  sim.RunUntil([&] { return answered + busy == 2; }, 10000);
+  EXPECT_EQ(answered, 1);
+  EXPECT_EQ(busy, 1);
+  EXPECT_FALSE(sim.Stored("n1", "t0").has_value());
   // A request id reused while the first request is in progress (a peer's
   // bug): each reply releases one request's bytes, none is counted for ever.
   for (const char* key : {"dup1", "dup2"}) {

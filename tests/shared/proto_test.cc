@@ -124,6 +124,40 @@ TEST(ProtoTest, OversizeKeyAndValueNameTheLimit) {
             StatusCode::kInvalidArgument);
 }
 
+// A push of many minimal versions (13 bytes each on the wire) would take
+// about 11 times its frame in memory decoded; what a message takes decoded is
+// counted before it is allocated and bounded by twice the frame limit, and
+// ordinary messages take about their frame's size.
+TEST(ProtoTest, DecodedMemoryIsCountedAndBoundedBeforeItIsAllocated) {
+  PushRequest push{PushPurpose::kRepair, {}};
+  Version tiny;
+  tiny.dot = {1, 1};
+  for (int i = 0; i < 40'000; ++i) push.entries.push_back({"k", {tiny}});
+  const std::string frame = Body_(EncodeFrame({3, push}));
+  ASSERT_LT(frame.size(), 600'000u);
+  Limits limits;
+  limits.frame_bytes_max = 1u << 20;
+  Envelope env;
+  Result<Message> r = DecodeMessage(frame, limits, &env);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);  // answered, connection kept
+  EXPECT_NE(r.status().message().find("2097152 bytes of memory decoded"), std::string_view::npos)
+      << r.status().ToString();
+  EXPECT_EQ(env.request_id, 3u);
+  limits.frame_bytes_max = 4u << 20;
+  r = DecodeMessage(frame, limits);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(r->decoded_bytes, 8 * frame.size());
+  EXPECT_LE(r->decoded_bytes, DecodedBytesMax(limits));
+
+  const std::string put =
+      Body_(EncodeFrame({4, CoordPutRequest{"key", {}, std::string(100'000, 'v'), false}}));
+  r = DecodeMessage(put, Limits{});
+  ASSERT_TRUE(r.ok());
+  EXPECT_GE(r->decoded_bytes, 100'003u);
+  EXPECT_LT(r->decoded_bytes, put.size() + 1024);
+}
+
 std::string Envelope4(uint64_t version, uint64_t type, uint64_t id, const std::function<void(MsgpackWriter&)>& payload) {
   std::string out;
   MsgpackWriter w(&out);

@@ -259,8 +259,15 @@ struct PayloadEncoder {
 
 class Decoder {
  public:
-  Decoder(std::string_view body, const Limits& limits)
-      : r_(body, ReaderLimits(limits)), lim_(limits) {}
+  // `decoded_bytes_max` bounds what the decoded message may take in memory
+  // (Resize); records read back from storage are trusted and pass SIZE_MAX.
+  Decoder(std::string_view body, const Limits& limits, size_t decoded_bytes_max = SIZE_MAX)
+      : r_(body, ReaderLimits(limits)),
+        lim_(limits),
+        decoded_bytes_max_(decoded_bytes_max),
+        decoded_bytes_(body.size()) {}
+
+  size_t decoded_bytes() const { return decoded_bytes_; }
 
   MsgpackReader& reader() { return r_; }
 
@@ -284,6 +291,25 @@ class Decoder {
     if (extra_[open_ - 1] == 0) return Status::OK();
     --extra_[open_ - 1];
     return r_.ReadUint(v);
+  }
+
+  // Counts the memory of `n` elements of T before they are allocated: what a
+  // message takes decoded is its containers' elements plus at most its
+  // frame's bytes for keys, values and text, and a frame of many tiny
+  // elements would otherwise decode to about 11 times its size. Returns
+  // false when they would take more than decoded_bytes_max.
+  template <typename T>
+  bool Counted(size_t n) {
+    decoded_bytes_ += n * sizeof(T);
+    return decoded_bytes_ <= decoded_bytes_max_;
+  }
+  // Resizes an empty container to `n` elements once they are counted.
+  template <typename V>
+  Status Resize(V* v, size_t n) {
+    if (!Counted<typename V::value_type>(n)) [[unlikely]]
+      return OverDecodedBytesMax();
+    v->resize(n);
+    return Status::OK();
   }
 
   Status Uint(uint64_t* v) { return r_.ReadUint(v); }
@@ -346,6 +372,8 @@ class Decoder {
       *vv = VersionVector();
       return Status::OK();
     }
+    if (!Counted<ClockEntry>(n / 3)) [[unlikely]]
+      return OverDecodedBytesMax();
     std::vector<ClockEntry> entries(n / 3);
     for (ClockEntry& e : entries) {
       DYNAMO_RETURN_IF_ERROR(r_.ReadUint(&e.actor));
@@ -378,7 +406,7 @@ class Decoder {
   Status Siblings(SiblingSet* set) {
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, lim_.siblings_max));
-    set->resize(n);
+    DYNAMO_RETURN_IF_ERROR(Resize(set, n));
     for (Version& v : *set) DYNAMO_RETURN_IF_ERROR(Ver(&v));
     return Status::OK();
   }
@@ -402,7 +430,7 @@ class Decoder {
   Status Members(std::vector<Member>* members) {
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, kMaxMembers));
-    members->resize(n);
+    DYNAMO_RETURN_IF_ERROR(Resize(members, n));
     for (Member& m : *members) DYNAMO_RETURN_IF_ERROR(Mem(&m));
     return Status::OK();
   }
@@ -410,7 +438,7 @@ class Decoder {
   Status Entries(std::vector<KeyedSiblings>* entries) {
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
-    entries->resize(n);
+    DYNAMO_RETURN_IF_ERROR(Resize(entries, n));
     for (KeyedSiblings& e : *entries) {
       DYNAMO_RETURN_IF_ERROR(Open(2));
       DYNAMO_RETURN_IF_ERROR(Key(&e.key));
@@ -424,7 +452,7 @@ class Decoder {
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
     if (n % 2 != 0) return Status::ProtocolError("odd Merkle node list");
-    nodes->resize(n / 2);
+    DYNAMO_RETURN_IF_ERROR(Resize(nodes, n / 2));
     for (MerkleNodeId& node : *nodes) {
       DYNAMO_RETURN_IF_ERROR(UintAs(&node.level, kMerkleHashBits));
       DYNAMO_RETURN_IF_ERROR(r_.ReadUint(&node.index));
@@ -446,7 +474,7 @@ class Decoder {
       --extra_[open_ - 1];
       uint32_t n = 0;
       DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, kMaxReplicas));
-      m->replicas.resize(n);
+      DYNAMO_RETURN_IF_ERROR(Resize(&m->replicas, n));
       for (NodeAddress& r : m->replicas) {
         DYNAMO_RETURN_IF_ERROR(Open(2));
         DYNAMO_RETURN_IF_ERROR(NodeIdField(&r.node, false));
@@ -578,7 +606,7 @@ class Decoder {
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, kStatsCountersMax * 2));
     if (n % 2 != 0) return Status::ProtocolError("odd stats counter list");
-    m->counters.resize(n / 2);
+    DYNAMO_RETURN_IF_ERROR(Resize(&m->counters, n / 2));
     for (auto& [name, value] : m->counters) {
       std::string_view v;
       DYNAMO_RETURN_IF_ERROR(r_.ReadStr(&v, kStatsNameBytesMax));
@@ -604,18 +632,18 @@ class Decoder {
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
     if (n % 2 != 0) return Status::ProtocolError("odd Merkle summary list");
-    m->reply.summaries.resize(n / 2);
+    DYNAMO_RETURN_IF_ERROR(Resize(&m->reply.summaries, n / 2));
     for (MerkleSummary& s : m->reply.summaries) {
       DYNAMO_RETURN_IF_ERROR(Uint(&s.hash));
       DYNAMO_RETURN_IF_ERROR(Uint(&s.count));
     }
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
-    m->reply.keys.resize(n);
+    DYNAMO_RETURN_IF_ERROR(Resize(&m->reply.keys, n));
     for (std::vector<MerkleKey>& list : m->reply.keys) {
       uint32_t k = 0;
       DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&k));
       if (k % 2 != 0) return Status::ProtocolError("odd Merkle key list");
-      list.resize(k / 2);
+      DYNAMO_RETURN_IF_ERROR(Resize(&list, k / 2));
       for (MerkleKey& key : list) {
         DYNAMO_RETURN_IF_ERROR(Key(&key.key));
         DYNAMO_RETURN_IF_ERROR(Uint(&key.digest));
@@ -628,7 +656,7 @@ class Decoder {
     DYNAMO_RETURN_IF_ERROR(Open(1));
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
-    m->keys.resize(n);
+    DYNAMO_RETURN_IF_ERROR(Resize(&m->keys, n));
     for (std::string& k : m->keys) DYNAMO_RETURN_IF_ERROR(Key(&k));
     return Close();
   }
@@ -652,7 +680,7 @@ class Decoder {
     uint32_t n = 0;
     DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
     if (n % 2 != 0) return Status::ProtocolError("odd purge list");
-    m->entries.resize(n / 2);
+    DYNAMO_RETURN_IF_ERROR(Resize(&m->entries, n / 2));
     for (PurgeRequest::Entry& e : m->entries) {
       DYNAMO_RETURN_IF_ERROR(Key(&e.key));
       DYNAMO_RETURN_IF_ERROR(Uint(&e.digest));
@@ -685,8 +713,15 @@ class Decoder {
   }
 
  private:
+  [[gnu::cold, gnu::noinline]] Status OverDecodedBytesMax() const {
+    return Status::InvalidArgument("message would take over " + std::to_string(decoded_bytes_max_) +
+                                   " bytes of memory decoded (twice limits.frame_bytes_max)");
+  }
+
   MsgpackReader r_;
   const Limits& lim_;
+  const size_t decoded_bytes_max_;
+  size_t decoded_bytes_ = 0;
   // Unread trailing fields of each open record; records nest at most 4 deep.
   std::array<uint32_t, 8> extra_;
   size_t open_ = 0;
@@ -780,7 +815,7 @@ Result<Message> DecodeMessage(std::string_view body, const Limits& limits, Envel
                                  " bytes exceeds frame_bytes_max (" +
                                  std::to_string(limits.frame_bytes_max) + ")");
   }
-  Decoder d(body, limits);
+  Decoder d(body, limits, DecodedBytesMax(limits));
   MsgpackReader& r = d.reader();
   uint32_t fields = 0;
   uint64_t version = 0, type = 0, id = 0;
@@ -799,7 +834,7 @@ Result<Message> DecodeMessage(std::string_view body, const Limits& limits, Envel
   s = r.SkipN(fields - 4);
   if (s.ok()) s = r.ExpectEnd();
   if (!s.ok()) return s;
-  return Message{id, std::move(*payload)};
+  return Message{id, std::move(*payload), sizeof(Message) + d.decoded_bytes()};
 }
 
 void EncodeSiblings(const SiblingSet& set, MsgpackWriter& w) { Enc(w, set); }

@@ -59,7 +59,17 @@ struct Envelope {
   uint16_t type = 0;
 };
 
-// Decodes one frame body (without the length prefix). *envelope, if given,
+// The most memory one decoded message may take (Message::decoded_bytes):
+// twice the frame limit. Legitimate messages take about their frame's size;
+// a frame of many tiny elements could otherwise decode to 11 times it.
+inline constexpr size_t kDecodedBytesPerFrameByte = 2;
+inline size_t DecodedBytesMax(const Limits& limits) {
+  return kDecodedBytesPerFrameByte * size_t{limits.frame_bytes_max};
+}
+
+// Decodes one frame body (without the length prefix). A message that would
+// take more than DecodedBytesMax(limits) in memory is refused with
+// InvalidArgument before that memory is allocated. *envelope, if given,
 // tells what the envelope held even when the payload fails.
 Result<Message> DecodeMessage(std::string_view body, const Limits& limits,
                               Envelope* envelope = nullptr);

@@ -306,6 +306,9 @@ using Body = std::variant<ErrorReply, Ack, GetRequest, GetReply, CoordPutRequest
 struct Message {
   uint64_t request_id = 0;
   Body body;
+  // About the memory the message takes (its structures, keys and values), as
+  // counted by DecodeMessage; 0 for a message built in memory.
+  size_t decoded_bytes = 0;
 };
 
 MessageType TypeOf(const Body& body);
