@@ -1209,6 +1209,19 @@ void NodeCore::CreateCluster(Now now) {
 void NodeCore::TryJoin(Now now) {
   if (join_in_flight_ || map_ || exited_) return;
   next_join_ms_ = now.mono_ms + options_.join_retry_ms;
+  if (disk_low_) {
+    // A joiner copies its partitions before the change completes; started
+    // without room for them, it would hold the change (and any other) open.
+    if (!join_waits_for_disk_) {
+      Log(LogLevel::kError,
+          DiskLowReason() + ": not asking to join until " +
+              std::to_string(options_.disk_free_bytes_min + options_.disk_free_bytes_min / 8) +
+              " bytes are free");
+    }
+    join_waits_for_disk_ = true;
+    return;
+  }
+  join_waits_for_disk_ = false;
   const std::string seed = options_.seeds[join_attempts_++ % options_.seeds.size()];
   join_in_flight_ = true;
   proto::Member me = membership_.self();

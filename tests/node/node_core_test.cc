@@ -486,6 +486,32 @@ TEST(NodeCoreTest, TransfersIntoANodeWhoseDiskFillsStopAtTheirNextPage) {
   EXPECT_GT(on_n4, held);
 }
 
+// A node started on a disk already nearly full does not ask to join: its
+// transfers could not land, and the change would stay open (holding any
+// other). It joins once there is room.
+TEST(NodeCoreTest, ANodeStartedOnANearlyFullDiskJoinsOnceThereIsRoom) {
+  SimCluster sim(55);
+  FormCluster(sim, 3);
+  for (int i = 0; i < 50; ++i) Write(sim, "n1", "k" + std::to_string(i), "v");
+  sim.SetDiskFree("n4", 10u << 20);  // under the default 1 GiB
+  sim.AddNode("n4", {"n1"});
+  sim.RunFor(20000);
+  EXPECT_FALSE(sim.core("n4").map().has_value());
+  for (const char* id : {"n1", "n2", "n3"}) {
+    const auto& map = sim.core(id).map();
+    ASSERT_TRUE(map.has_value());
+    EXPECT_FALSE(map->next().has_value()) << id << " has a change in progress";
+    EXPECT_EQ(map->ring().nodes().size(), 3u);
+  }
+  const std::string tail = sim.LogTail();
+  const size_t said = tail.find("n4] node n4's disk is nearly full");
+  EXPECT_NE(tail.find("not asking to join", said), std::string::npos) << tail;
+  EXPECT_EQ(tail.find("not asking to join", tail.find("not asking to join") + 1),
+            std::string::npos);  // said once
+  sim.SetDiskFree("n4", UINT64_MAX);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 120000)) << sim.LogTail();
+}
+
 // A node whose storage fails every write (a full or failing disk) logs one
 // error a minute, counting the ones it left out, not one per request.
 TEST(NodeCoreTest, StorageErrorsAreLoggedOnceAMinute) {

@@ -103,9 +103,17 @@ void SimCluster::StartCore(const std::string& id) {
       });
   n.up = true;
   n.exited = false;
+  if (auto free = disk_free_.find(id); free != disk_free_.end()) {
+    n.core->OnDiskSpace(NowFor(id), free->second);
+  }
   n.core->Start(NowFor(id));
   Pump(id);
   ScheduleTick(id);
+}
+
+void SimCluster::SetDiskFree(const std::string& id, uint64_t free_bytes) {
+  disk_free_[id] = free_bytes;
+  if (nodes_.contains(id) && IsUp(id)) core(id).OnDiskSpace(NowFor(id), free_bytes);
 }
 
 void SimCluster::Crash(const std::string& id, bool lose_unsynced) {

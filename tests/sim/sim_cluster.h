@@ -62,6 +62,10 @@ class SimCluster {
   // the cluster. `tweak` may change its options.
   void AddNode(const std::string& id, const std::vector<std::string>& seeds = {},
                const std::function<void(node::NodeOptions&)>& tweak = {});
+  // Tells node `id` (now, and at each later start, as the runtime measures it
+  // before starting the core) that its disk has `free_bytes` free; may be
+  // called before AddNode.
+  void SetDiskFree(const std::string& id, uint64_t free_bytes);
   // Kills a node: its core is gone and, with lose_unsynced, so is every write
   // its engine had not synced.
   void Crash(const std::string& id, bool lose_unsynced = true);
@@ -157,6 +161,7 @@ class SimCluster {
   uint64_t seq_ = 0;
   std::multimap<std::pair<uint64_t, uint64_t>, std::function<void()>> events_;
   std::map<std::string, std::unique_ptr<Node>> nodes_;
+  std::map<std::string, uint64_t> disk_free_;  // SetDiskFree
   std::map<std::string, std::string> by_address_;
   std::set<std::pair<std::string, std::string>> cuts_;
   std::map<uint64_t, Route> routes_;  // connection id -> who awaits the reply

@@ -601,6 +601,7 @@ class NodeCore {
   bool persist_due_ = false;      // the map gained transfer marks since the last Persist
   uint64_t gossip_rounds_ = 0;
   bool join_in_flight_ = false;
+  bool join_waits_for_disk_ = false;  // TryJoin logged that the disk is too full to join
   bool leave_complete_ = false;
   size_t join_attempts_ = 0;
   std::map<PartitionId, std::shared_ptr<Transfer>> transfers_;
