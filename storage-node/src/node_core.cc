@@ -673,7 +673,9 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
       if (request.no_sync) ++stats_.coord_puts_unsynced;
       write.batch.Put(Space::kData, op->key, proto::EncodeSiblingSet(update->siblings));
       if (state_.counter_next >= state_.counter_lease_end) {
-        // The lease must be durable before any counter past it leaves this node.
+        // Synced, so a restart starts above it; an unsynced write past the
+        // old bound may still be answered first (inline), which the next
+        // start's new actor makes harmless (docs/cluster.md).
         state_.counter_lease_end = state_.counter_next + options_.counter_lease;
         write.batch.Put(Space::kMeta, std::string(kMetaCounterLease),
                         EncodeU64(state_.counter_lease_end));
