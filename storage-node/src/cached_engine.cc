@@ -6,8 +6,10 @@
 
 namespace dynamo::node {
 
-CachedEngine::CachedEngine(std::unique_ptr<Engine> inner, size_t capacity_bytes)
-    : inner_(std::move(inner)), capacity_bytes_(capacity_bytes) {}
+CachedEngine::CachedEngine(std::unique_ptr<Engine> inner, size_t capacity_bytes, size_t entries_max)
+    : inner_(std::move(inner)),
+      capacity_bytes_(capacity_bytes),
+      entries_max_(std::clamp<size_t>(entries_max, 1, HashIndex::kMaxCapacity)) {}
 
 Result<std::optional<std::string>> CachedEngine::Get(Space space, std::string_view key) {
   if (space == Space::kData) {
@@ -138,15 +140,17 @@ void CachedEngine::Insert(std::string_view key, std::string_view value) {
   } else {
     // One value may not take over the cache.
     if (cost > capacity_bytes_ / 8) return;
+    Evict(1);
     // A second chance only once used again.
     entries_.Add(hash, Entry{std::string(key), std::string(value), false});
     bytes_ += cost;
   }
-  Evict();
+  Evict(0);
 }
 
-void CachedEngine::Evict() {
-  while (bytes_ > capacity_bytes_ && entries_.size() > 0) {
+void CachedEngine::Evict(size_t adding) {
+  while ((bytes_ > capacity_bytes_ || entries_.size() + adding > entries_max_) &&
+         entries_.size() > 0) {
     if (hand_ >= entries_.end()) hand_ = 0;
     const auto pos = static_cast<uint32_t>(hand_++);
     if (!entries_.live(pos)) continue;

@@ -663,6 +663,27 @@ TEST(CachedEngineTest, ReadsAndWritesFillTheCache) {
   EXPECT_FALSE(e.GetCached(Space::kData, "a")->has_value());
 }
 
+// The entry count is bounded too (by what the index holds): past it the
+// clock evicts before adding, however much room the bytes leave.
+TEST(CachedEngineTest, KeepsNoMoreEntriesThanItsIndexHolds) {
+  auto probe = std::make_unique<ProbeEngine>();
+  ProbeEngine* inner = probe.get();
+  CachedEngine e(std::move(probe), 1 << 20, 4);
+  for (char k : std::string("abcdef")) {
+    WriteBatch b;
+    b.Put(Space::kData, std::string(1, k), "v");
+    ASSERT_TRUE(e.WriteNoStall(b).ok());
+    EXPECT_LE(e.stats().entries, 4u);
+  }
+  EXPECT_EQ(e.stats().entries, 4u);
+  for (char k : std::string("cdef")) {
+    EXPECT_EQ(**e.GetCached(Space::kData, std::string(1, k)), "v");
+  }
+  EXPECT_EQ(inner->cached_gets, 0);
+  EXPECT_EQ(**e.GetCached(Space::kData, "a"), "v");  // evicted: read through
+  EXPECT_EQ(inner->cached_gets, 1);
+}
+
 TEST(CachedEngineTest, AReadRacingAWriteDoesNotCacheTheOldValue) {
   auto probe = std::make_unique<ProbeEngine>();
   ProbeEngine* inner = probe.get();

@@ -36,8 +36,11 @@ class CachedEngine : public Engine {
   // slots).
   static constexpr size_t kEntryOverheadBytes = 96;
 
-  // Caches up to `capacity_bytes` of keys and values in front of `inner`.
-  CachedEngine(std::unique_ptr<Engine> inner, size_t capacity_bytes);
+  // Caches up to `capacity_bytes` of keys and values in front of `inner`,
+  // in at most `entries_max` entries (at most HashIndex::kMaxCapacity, what
+  // its index holds: a cache of ~110 GiB of small values reaches it).
+  CachedEngine(std::unique_ptr<Engine> inner, size_t capacity_bytes,
+               size_t entries_max = HashIndex::kMaxCapacity);
 
   Result<std::optional<std::string>> Get(Space space, std::string_view key) override;
   Result<std::optional<std::string>> GetCached(Space space, std::string_view key) override;
@@ -72,11 +75,14 @@ class CachedEngine : public Engine {
   void Invalidate(const WriteBatch& batch);
   uint32_t PositionOf(std::string_view key, uint64_t hash) const;
   void EraseAt(uint32_t pos);
-  void Evict();
+  // Evicts until the cache is within its bytes and has room for `adding`
+  // more entries.
+  void Evict(size_t adding);
   void Clear();
 
   std::unique_ptr<Engine> inner_;
   const size_t capacity_bytes_;
+  const size_t entries_max_;
   mutable std::mutex mu_;
   // Entries are evicted by the clock algorithm (second chance): the hand
   // sweeps the table's positions, clearing `referenced`, and evicts the
