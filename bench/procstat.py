@@ -9,15 +9,15 @@ usage: bench/procstat.py settle [--below CORES] [--window S] [--max-s S] PID...
   store that never quiets down is measured anyway, and the line says so.
 usage: bench/procstat.py speed [--seconds S] [--interval-ms MS] [--json]
   Every MS ms (default 500) times one fixed piece of work (random reads of
-  a 4 MiB table, about 2 ms of one core) in the CPU time of its own
+  a 4 MiB table, about 2 ms of one core here) in the CPU time of its own
   thread, for S seconds (default 60) or until SIGTERM or SIGINT; then
   prints the count, p50 and max of those times. Waiting for a core does
   not count, so a p50 that grows says the cores themselves ran slower
   (other guests on the host, a shared cache), not that they were busy.
   The work runs under SCHED_IDLE: only on a core nothing else wants, and
   any thread that wakes takes the core from it, so it does not add to the
-  tails it runs beside (at 12 ms a unit and normal priority it doubled an
-  open-loop read p99.9).
+  tails it runs beside (four times the work a unit, about 9 ms, at normal
+  priority, it doubled an open-loop read p99.9).
 usage: bench/procstat.py wake [--seconds S] [--interval-ms MS] [--json]
   Sleeps MS ms (default 1) again and again, for S seconds (default 60) or
   until SIGTERM or SIGINT, and prints how late its wake-ups came: the

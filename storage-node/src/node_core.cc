@@ -470,6 +470,10 @@ void NodeCore::NoteStorageError(Now now, const Status& status) {
   storage_errors_unlogged_ = 0;
 }
 
+uint64_t NodeCore::DiskResumeBytes() const {
+  return options_.disk_free_bytes_min + options_.disk_free_bytes_min / 8;
+}
+
 std::string NodeCore::DiskLowReason() const {
   return "node " + options_.id + "'s disk is nearly full (" +
          std::to_string(disk_free_bytes_.value_or(0)) +
@@ -486,8 +490,8 @@ void NodeCore::OnDiskSpace(Now now, uint64_t free_bytes) {
     Log(LogLevel::kError, DiskLowReason() +
                               ": refusing writes, replica copies, hints and pushes, and pausing "
                               "anti-entropy and transfers, until " +
-                              std::to_string(low + low / 8) + " bytes are free");
-  } else if (disk_low_ && (low == 0 || free_bytes >= low + low / 8)) {
+                              std::to_string(DiskResumeBytes()) + " bytes are free");
+  } else if (disk_low_ && (low == 0 || free_bytes >= DiskResumeBytes())) {
     disk_low_ = false;
     Log(LogLevel::kInfo,
         std::to_string(free_bytes) + " bytes free on the disk: taking writes again");
@@ -1215,10 +1219,8 @@ void NodeCore::TryJoin(Now now) {
     // A joiner copies its partitions before the change completes; started
     // without room for them, it would hold the change (and any other) open.
     if (!join_waits_for_disk_) {
-      Log(LogLevel::kError,
-          DiskLowReason() + ": not asking to join until " +
-              std::to_string(options_.disk_free_bytes_min + options_.disk_free_bytes_min / 8) +
-              " bytes are free");
+      Log(LogLevel::kError, DiskLowReason() + ": not asking to join until " +
+                                std::to_string(DiskResumeBytes()) + " bytes are free");
     }
     join_waits_for_disk_ = true;
     return;

@@ -285,7 +285,8 @@ TEST(NodeCoreTest, RequestsBeyondTheBytesInFlightLimitAreRefusedWithBusy) {
       ++answered;
     }
   };
-  // 4,002 bytes each: two fit under 10,000, the third would not.
+  // A little over 4,002 bytes each (the key and value, and the decoded
+  // message around them): two fit under 10,000, the third would not.
   for (int i = 0; i < 5; ++i) {
     sim.Send("n1",
              proto::CoordPutRequest{"k" + std::to_string(i), {}, std::string(4000, 'v'), false},

@@ -124,27 +124,27 @@ TEST(ProtoTest, OversizeKeyAndValueNameTheLimit) {
             StatusCode::kInvalidArgument);
 }
 
-// A push of many minimal versions (13 bytes each on the wire) would take
+// A push of many minimal versions (8 bytes each on the wire) would take
 // about 11 times its frame in memory decoded; what a message takes decoded is
-// counted before it is allocated and bounded by twice the frame limit, and
-// ordinary messages take about their frame's size.
+// counted before it is allocated and bounded by four times the frame limit
+// (at least 16 MiB), and ordinary messages take about their frame's size.
 TEST(ProtoTest, DecodedMemoryIsCountedAndBoundedBeforeItIsAllocated) {
   PushRequest push{PushPurpose::kRepair, {}};
   Version tiny;
   tiny.dot = {1, 1};
-  for (int i = 0; i < 40'000; ++i) push.entries.push_back({"k", {tiny}});
+  for (int i = 0; i < 2'000; ++i) push.entries.push_back({"k", SiblingSet(100, tiny)});
   const std::string frame = Body_(EncodeFrame({3, push}));
-  ASSERT_LT(frame.size(), 600'000u);
+  ASSERT_LT(frame.size(), 2'000'000u);
   Limits limits;
-  limits.frame_bytes_max = 1u << 20;
+  limits.frame_bytes_max = 2u << 20;  // bound: the 16 MiB floor
   Envelope env;
   Result<Message> r = DecodeMessage(frame, limits, &env);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);  // answered, connection kept
-  EXPECT_NE(r.status().message().find("2097152 bytes of memory decoded"), std::string_view::npos)
+  EXPECT_NE(r.status().message().find("16777216 bytes of memory decoded"), std::string_view::npos)
       << r.status().ToString();
   EXPECT_EQ(env.request_id, 3u);
-  limits.frame_bytes_max = 4u << 20;
+  limits.frame_bytes_max = 8u << 20;  // bound: 32 MiB
   r = DecodeMessage(frame, limits);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_GT(r->decoded_bytes, 8 * frame.size());

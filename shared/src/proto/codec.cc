@@ -296,8 +296,9 @@ class Decoder {
   // Counts the memory of `n` elements of T before they are allocated: what a
   // message takes decoded is its containers' elements plus at most its
   // frame's bytes for keys, values and text, and a frame of many tiny
-  // elements would otherwise decode to about 11 times its size. Returns
-  // false when they would take more than decoded_bytes_max.
+  // elements would otherwise decode to about 11 times its size. False (a
+  // bool: a Status costs the hot path) when they would take more than
+  // decoded_bytes_max.
   template <typename T>
   bool Counted(size_t n) {
     decoded_bytes_ += n * sizeof(T);
@@ -714,8 +715,10 @@ class Decoder {
 
  private:
   [[gnu::cold, gnu::noinline]] Status OverDecodedBytesMax() const {
-    return Status::InvalidArgument("message would take over " + std::to_string(decoded_bytes_max_) +
-                                   " bytes of memory decoded (twice limits.frame_bytes_max)");
+    return Status::InvalidArgument(
+        "message would take over " + std::to_string(decoded_bytes_max_) +
+        " bytes of memory decoded (" + std::to_string(kDecodedBytesPerFrameByte) +
+        " times limits.frame_bytes_max, at least " + std::to_string(kDecodedBytesMin) + ")");
   }
 
   MsgpackReader r_;

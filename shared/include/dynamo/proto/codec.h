@@ -11,6 +11,7 @@
 // Thread-safety: the free functions are thread-safe; a FrameDecoder is not.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -60,11 +61,15 @@ struct Envelope {
 };
 
 // The most memory one decoded message may take (Message::decoded_bytes):
-// twice the frame limit. Legitimate messages take about their frame's size;
-// a frame of many tiny elements could otherwise decode to 11 times it.
-inline constexpr size_t kDecodedBytesPerFrameByte = 2;
+// four times the frame limit, and at least 16 MiB. A frame of many tiny
+// elements (versions of a few bytes) could otherwise decode to 11 times its
+// size; legitimate ones take at most about 6 times theirs (pages of small
+// entries, which senders cut at half the frame limit), or little in all (a
+// Fetch reply of up to 4,096 absent keys).
+inline constexpr size_t kDecodedBytesPerFrameByte = 4;
+inline constexpr size_t kDecodedBytesMin = size_t{16} << 20;
 inline size_t DecodedBytesMax(const Limits& limits) {
-  return kDecodedBytesPerFrameByte * size_t{limits.frame_bytes_max};
+  return std::max(kDecodedBytesPerFrameByte * size_t{limits.frame_bytes_max}, kDecodedBytesMin);
 }
 
 // Decodes one frame body (without the length prefix). A message that would

@@ -554,6 +554,9 @@ class NodeCore {
   size_t RequestBytesInFlightMax() const;
   // Why new data is refused while disk_low_.
   std::string DiskLowReason() const;
+  // Free bytes at which a node whose disk was nearly full takes data again:
+  // an eighth over disk_free_bytes_min.
+  uint64_t DiskResumeBytes() const;
   // Counts a storage operation's I/O error and logs it, at most one line
   // per kStorageErrorLogIntervalMs (a failing disk fails every write).
   void NoteStorageError(Now now, const Status& status);
