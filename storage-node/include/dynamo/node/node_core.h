@@ -93,11 +93,13 @@ struct NodeOptions {
   // transfers, admin) goes on. Default: 16,384.
   size_t requests_in_flight_max = kDefaultRequestsInFlightMax;
   // Bytes the Gets, CoordPuts, ReplicaPuts and Pushes in progress hold in
-  // memory (proto::Message::decoded_bytes, else their keys and values) beyond which a new one is
-  // refused with Busy at once (one is always taken when none is in progress), so that large values
-  // in flight cannot take more memory than this however many requests the count above allows. At
-  // least twice limits.value_bytes_max is used whatever it is set to, so a value of the largest
-  // size is taken beside others. Default: 256 MiB.
+  // memory (proto::Message::decoded_bytes, else their keys and values)
+  // beyond which a new one is refused with Busy at once (one is always
+  // taken when none is in progress), so that large values in flight cannot
+  // take more memory than this however many requests the count above
+  // allows. At least twice limits.value_bytes_max is used whatever it is
+  // set to, so a value of the largest size is taken beside others.
+  // Default: 256 MiB.
   size_t request_bytes_in_flight_max = kDefaultRequestBytesInFlightMax;
   // Writes of one key from clients (CoordPut, ReplicaPut) waiting behind the
   // one being applied beyond which a new one is refused with Busy: writes of
