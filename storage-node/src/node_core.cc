@@ -359,9 +359,11 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
     return;
   }
   if (foreground || push) {
-    // What the request holds in memory (limits.request_bytes_in_flight_max):
-    // a message built in memory counts its keys and values.
-    const size_t bytes = std::max(message.decoded_bytes, CarriedBytes(message.body));
+    // What the request holds in memory (limits.request_bytes_in_flight_max),
+    // which takes in its keys and values; a message built in memory counts
+    // those alone.
+    const size_t bytes =
+        message.decoded_bytes != 0 ? message.decoded_bytes : CarriedBytes(message.body);
     const size_t bytes_max = RequestBytesInFlightMax();
     std::string overloaded;
     if (foreground && requests_in_flight_ > options_.requests_in_flight_max) {
