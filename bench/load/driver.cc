@@ -73,15 +73,19 @@ struct Pending {
 class Runner : public std::enable_shared_from_this<Runner> {
  public:
   Runner(net::EventLoop& loop, Backend& backend, const DriverOptions& o)
-      : loop_(loop), backend_(backend), o_(o), gen_(o.workload, o.distribution, o.keys, o.seed) {
-    std::mt19937_64 rng(o.seed ^ 0xba5eba11ULL);
-    value_.resize(o.value_size);
-    for (char& c : value_) c = static_cast<char>('a' + rng() % 26);
+      : loop_(loop),
+        backend_(backend),
+        o_(o),
+        gen_(o.workload, o.distribution, o.keys, o.seed),
+        value_rng_(o.seed ^ 0xba5eba11ULL) {
+    value_.resize(o.value_size + (o.distinct_values ? kValuePoolBytes : 0));
+    for (char& c : value_) c = static_cast<char>('a' + value_rng_() % 26);
     for (size_t s = o.concurrency; s > 0; --s) free_slots_.push_back(s - 1);
     report_.workload = std::string(WorkloadName(o.workload));
     report_.distribution = o.distribution == KeyDistribution::kZipfian ? "zipfian" : "uniform";
     report_.keys = o.keys;
     report_.value_size = o.value_size;
+    report_.distinct_values = o.distinct_values;
     report_.concurrency = o.concurrency;
     report_.target_rate = o.rate;
   }
@@ -181,7 +185,8 @@ class Runner : public std::enable_shared_from_this<Runner> {
     if (op.read) {
       backend_.Read(slot, key, std::move(done));
     } else {
-      backend_.Write(slot, key, value_, std::move(done));
+      const size_t at = o_.distinct_values ? value_rng_() % (kValuePoolBytes + 1) : 0;
+      backend_.Write(slot, key, std::string_view(value_).substr(at, o_.value_size), std::move(done));
     }
   }
 
@@ -312,7 +317,8 @@ class Runner : public std::enable_shared_from_this<Runner> {
   OpGenerator gen_;
   std::unique_ptr<net::Timer> tick_;
   std::unique_ptr<ArrivalTimer> arrivals_;  // open loop only
-  std::string value_;
+  std::mt19937_64 value_rng_;
+  std::string value_;  // the value, or the pool distinct values are sliced from
   std::vector<size_t> free_slots_;
   std::unordered_map<uint64_t, uint32_t> busy_writes_;  // key -> writes drawn, not done
   std::deque<Pending> backlog_;

@@ -23,6 +23,8 @@ namespace dynamo::bench {
 // Most operations an open-loop run lets wait for a free slot; later ones
 // fail as "backlog full" instead of growing memory.
 inline constexpr size_t kBacklogMax = 1'000'000;
+// Random letters that distinct values are sliced from (DriverOptions).
+inline constexpr size_t kValuePoolBytes = 1u << 20;
 inline constexpr size_t kConcurrencyMax = 10'000;
 // A run is bounded: at most a day measured, or this many operations.
 inline constexpr double kDurationSMax = 86'400;
@@ -34,6 +36,10 @@ struct DriverOptions {
   uint64_t keys = 100'000;
   std::string key_prefix = kDefaultKeyPrefix;  // see KeyName
   uint32_t value_size = 100;
+  // Each write's value a different slice of kValuePoolBytes of random
+  // letters, so the store cannot compress values against each other (as
+  // with real data); otherwise every write carries the same value.
+  bool distinct_values = false;
   size_t concurrency = 50;
   double duration_s = 10;  // measured phase, unless ops is set
   uint64_t ops = 0;        // measured phase length in operations; 0: by duration

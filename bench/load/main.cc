@@ -62,6 +62,9 @@ int main(int argc, char** argv) {
                  "different keys)")
       ->capture_default_str();
   app.add_option("--value-size", o.value_size, "bytes per written value")->capture_default_str();
+  app.add_flag("--distinct-values", o.distinct_values,
+               "each write's value a different slice of 1 MiB of random letters, so the store "
+               "cannot compress values against each other (default: every write the same value)");
   app.add_option("--concurrency", o.concurrency, "operations in flight (closed loop) or most in flight (open)")
       ->capture_default_str();
   app.add_option("--duration", o.duration_s, "seconds of the measured phase")->capture_default_str();

@@ -94,7 +94,7 @@ void OpLine(std::ostringstream& os, const char* name, const OpStats& s, double s
 std::string ReportText(const RunReport& r) {
   std::ostringstream os;
   os << r.backend << ", workload " << r.workload << " (" << r.distribution << ", " << r.keys << " keys, "
-     << r.value_size << "-byte values), ";
+     << r.value_size << "-byte " << (r.distinct_values ? "distinct" : "equal") << " values), ";
   if (r.target_rate > 0) {
     os << "open loop at " << Fixed(r.target_rate, 0) << " ops/s";
   } else {
@@ -122,7 +122,8 @@ std::string ReportJson(const RunReport& r) {
   std::ostringstream os;
   os << "{\"backend\":" << JsonString(r.backend) << ",\"workload\":" << JsonString(r.workload)
      << ",\"distribution\":" << JsonString(r.distribution) << ",\"keys\":" << r.keys
-     << ",\"value_size\":" << r.value_size << ",\"concurrency\":" << r.concurrency
+     << ",\"value_size\":" << r.value_size
+     << ",\"distinct_values\":" << (r.distinct_values ? "true" : "false") << ",\"concurrency\":" << r.concurrency
      << ",\"target_rate\":" << Fixed(r.target_rate, 1) << ",\"seconds\":" << Fixed(r.seconds, 3)
      << ",\"throughput\":" << Fixed(r.Throughput(), 1) << ",\"loaded\":" << r.loaded
      << ",\"load_errors\":" << r.load_errors << ",\"read\":" << OpJson(r.read) << ",\"write\":" << OpJson(r.write)

@@ -32,6 +32,7 @@ struct RunReport {
   std::string distribution;
   uint64_t keys = 0;
   uint32_t value_size = 0;
+  bool distinct_values = false;
   size_t concurrency = 0;
   double target_rate = 0;  // operations per second; 0: closed loop
   double seconds = 0;      // the measured phase

@@ -285,8 +285,9 @@ class TickBackend : public Backend {
     names.insert(key.name);
     Later(std::move(done));
   }
-  void Write(size_t, const Key& key, std::string_view, OpDone done) override {
+  void Write(size_t, const Key& key, std::string_view value, OpDone done) override {
     names.insert(key.name);
+    values.emplace(value);
     Later(std::move(done));
   }
   void Close() override {
@@ -312,7 +313,8 @@ class TickBackend : public Backend {
   }
 
  public:
-  std::set<std::string> names;  // of the keys read or written; loop thread
+  std::set<std::string> names;   // of the keys read or written; loop thread
+  std::set<std::string> values;  // written; loop thread
 
  private:
   net::EventLoop* loop_ = nullptr;
@@ -387,6 +389,28 @@ TEST(DriverTest, KeysCarryThePrefix) {
   Result<RunReport> refused = rig.Run(o);
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+}
+
+// Without distinct values every write carries one value; with them, each a
+// different one of the asked-for size.
+TEST(DriverTest, DistinctValuesDifferFromWriteToWrite) {
+  DriverOptions o;
+  o.workload = Workload::kW;
+  o.keys = 50;
+  o.ops = 50;
+  o.value_size = 64;
+  {
+    TickRig rig(o.concurrency);
+    ASSERT_TRUE(rig.Run(o).ok());
+    EXPECT_EQ(rig.backend.values.size(), 1u);
+  }
+  o.distinct_values = true;
+  TickRig rig(o.concurrency);
+  Result<RunReport> report = rig.Run(o);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_TRUE(report->distinct_values);
+  EXPECT_GT(rig.backend.values.size(), 95u);  // of 100 writes: 50 loaded, 50 measured
+  for (const std::string& v : rig.backend.values) EXPECT_EQ(v.size(), o.value_size);
 }
 
 // The measured phase is announced once, after the load wrote every key and
