@@ -157,6 +157,11 @@ const std::vector<Key>& Keys() {
               "disk that log syncs wait for (0: each file is deleted at once)",
               0, 1ull << 40,
               [](NodeConfig& c) -> uint64_t& { return c.rocksdb.delete_bytes_per_sec; }),
+      UintKey("storage", "background_write_bytes_per_sec",
+              "pace of RocksDB's flush and compaction writes, lifted while they fall behind "
+              "the writes (0: unpaced)",
+              0, 1ull << 40,
+              [](NodeConfig& c) -> uint64_t& { return c.rocksdb.background_write_bytes_per_sec; }),
       UintKey("limits", "key_bytes_max", "largest key accepted", 1, 64u << 10,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.key_bytes_max; }),
       UintKey("limits", "value_bytes_max", "largest value accepted", 1, kValueBytesMaxLimit,

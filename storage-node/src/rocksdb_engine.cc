@@ -5,6 +5,7 @@
 #include <rocksdb/env.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/listener.h>
+#include <rocksdb/rate_limiter.h>
 #include <rocksdb/sst_file_manager.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
@@ -13,12 +14,14 @@
 #include <array>
 #include <atomic>
 #include <bit>
+#include <charconv>
 #include <mutex>
 #include <optional>
 #include <random>
 #include <string_view>
 #include <vector>
 
+#include "background_pace.h"
 #include "dynamo/node/keys.h"
 #include "dynamo/node/scrub.h"
 #include "dynamo/placement.h"
@@ -29,6 +32,11 @@ namespace dynamo::node {
 namespace {
 
 constexpr uint64_t kBackgroundBytesPerSync = 1u << 20;
+// The rate limiter's refill period: a paced flush or compaction writes at
+// most a 50th of a second's pace at a time.
+constexpr int64_t kPaceRefillMicros = 20'000;
+// The rate limiter's rate while the pace is lifted (BackgroundPace).
+constexpr int64_t kUnpacedBytesPerSec = int64_t{1} << 40;
 // Data keys start with their partition (keys.h), so the data space's
 // memtables keep one skip list per partition.
 constexpr uint32_t kDataMemtableBuckets = kMaxPartitions;
@@ -107,14 +115,95 @@ class BackgroundErrors : public rocksdb::EventListener {
   std::shared_ptr<WritesStopped> stopped_;
 };
 
+// Sets the pace of RocksDB's flushes and compactions (its rate limiter) as
+// BackgroundPace decides from the data space's state, which the engine looks
+// at as memtables fill and PaceEvents after each flush and compaction.
+// (RocksDB's write-stall notifications are not used: they may arrive out of
+// order. A stall shows in the next look; those of memtables and level 0 are
+// preceded by a lift.)
+class PaceControl {
+ public:
+  PaceControl(uint64_t paced_bytes_per_sec, uint64_t level0_compaction_trigger)
+      : paced_(static_cast<int64_t>(std::min<uint64_t>(paced_bytes_per_sec, kUnpacedBytesPerSec))),
+        limiter_(rocksdb::NewGenericRateLimiter(paced_, kPaceRefillMicros, /*fairness=*/10,
+                                                rocksdb::RateLimiter::Mode::kWritesOnly)),
+        pace_(level0_compaction_trigger) {}
+
+  const std::shared_ptr<rocksdb::RateLimiter>& limiter() const { return limiter_; }
+
+  // Looks at `db`'s data space, whose active memtable flushes at `flush_at`
+  // bytes (0: as last told). Of two looks racing, the later one's state is
+  // kept (a flush may finish between a look and its decision).
+  void Update(rocksdb::DB* db, uint64_t flush_at = 0) {
+    if (flush_at > 0) flush_at_.store(flush_at, std::memory_order_relaxed);
+    const uint64_t look = looks_.fetch_add(1) + 1;
+    rocksdb::ColumnFamilyHandle* data = db->DefaultColumnFamily();
+    uint64_t active = 0, unflushed = 0, level0 = 0, stopped = 0, delayed_rate = 0;
+    std::string files;
+    if (!db->GetIntProperty(data, rocksdb::DB::Properties::kCurSizeActiveMemTable, &active) ||
+        !db->GetIntProperty(data, rocksdb::DB::Properties::kNumImmutableMemTable, &unflushed) ||
+        !db->GetIntProperty(rocksdb::DB::Properties::kIsWriteStopped, &stopped) ||
+        !db->GetIntProperty(rocksdb::DB::Properties::kActualDelayedWriteRate, &delayed_rate) ||
+        !db->GetProperty(data, rocksdb::DB::Properties::kNumFilesAtLevelPrefix + "0", &files) ||
+        std::from_chars(files.data(), files.data() + files.size(), level0).ec != std::errc()) {
+      return;
+    }
+    std::lock_guard<std::mutex> g(mu_);
+    if (look < last_look_) return;
+    last_look_ = look;
+    load_.unflushed_memtables = unflushed;
+    load_.active_fill =
+        static_cast<double>(active) / static_cast<double>(std::max<uint64_t>(1, flush_at_.load()));
+    load_.level0_files = level0;
+    load_.writes_slowed = stopped > 0 || delayed_rate > 0;
+    const bool lifted = pace_.Lifted(load_);
+    if (lifted == applied_lifted_) return;
+    limiter_->SetBytesPerSecond(lifted ? kUnpacedBytesPerSec : paced_);
+    applied_lifted_ = lifted;
+  }
+
+  void AppendCounters(EngineCounters& out) const {
+    std::lock_guard<std::mutex> g(mu_);
+    out.insert(out.end(), {{"background_pace_lifts", pace_.lifts()},
+                           {"background_pace_lifted", pace_.lifted() ? 1u : 0u}});
+  }
+
+ private:
+  const int64_t paced_;
+  const std::shared_ptr<rocksdb::RateLimiter> limiter_;
+  std::atomic<uint64_t> flush_at_{0};
+  std::atomic<uint64_t> looks_{0};
+  mutable std::mutex mu_;  // guards what follows
+  uint64_t last_look_ = 0;
+  BackgroundPace pace_;
+  BackgroundLoad load_;
+  bool applied_lifted_ = false;
+};
+
+class PaceEvents : public rocksdb::EventListener {
+ public:
+  explicit PaceEvents(std::shared_ptr<PaceControl> pace) : pace_(std::move(pace)) {}
+  void OnFlushCompleted(rocksdb::DB* db, const rocksdb::FlushJobInfo&) override {
+    pace_->Update(db);
+  }
+  void OnCompactionCompleted(rocksdb::DB* db, const rocksdb::CompactionJobInfo&) override {
+    pace_->Update(db);
+  }
+
+ private:
+  std::shared_ptr<PaceControl> pace_;
+};
+
 class RocksDbEngine : public Engine {
  public:
   RocksDbEngine(std::shared_ptr<PrefilledLogFileSystem> logs, std::unique_ptr<rocksdb::Env> env,
                 std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
                 const RocksDbOptions& options, std::mt19937_64 rng,
-                std::shared_ptr<SyncFailure> sync_failure, std::shared_ptr<WritesStopped> stopped)
+                std::shared_ptr<SyncFailure> sync_failure, std::shared_ptr<WritesStopped> stopped,
+                std::shared_ptr<PaceControl> pace)
       : sync_failure_(std::move(sync_failure)),
         stopped_(std::move(stopped)),
+        pace_(std::move(pace)),
         logs_(std::move(logs)),
         env_(std::move(env)),
         db_(std::move(db)),
@@ -123,7 +212,9 @@ class RocksDbEngine : public Engine {
         wait_for_flushes_(options.wait_for_flushes),
         check_bytes_(std::min<uint64_t>(kFlushCheckBytes, options.write_buffer_bytes / 16)),
         rng_(rng),
-        flush_at_(Draw()) {}
+        flush_at_(Draw()) {
+    if (pace_) pace_->Update(db_.get(), flush_at_);
+  }
 
   ~RocksDbEngine() override {
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
@@ -220,6 +311,7 @@ class RocksDbEngine : public Engine {
   std::string_view name() const override { return "rocksdb"; }
 
   void AppendCounters(EngineCounters& out) const override {
+    if (pace_) pace_->AppendCounters(out);
     if (!logs_) return;
     const PrefilledLogStats s = logs_->stats();
     out.insert(out.end(), {{"logs_grown", s.grown_logs},
@@ -296,6 +388,7 @@ class RocksDbEngine : public Engine {
     if (!db_->GetIntProperty(data, rocksdb::DB::Properties::kCurSizeActiveMemTable, &size)) return;
     if (size < last_size_) flush_at_ = Draw();  // RocksDB switched it by itself
     last_size_ = size;
+    if (pace_) pace_->Update(db_.get(), flush_at_);
     if (size < flush_at_) return;
     if (!db_->GetIntProperty(data, rocksdb::DB::Properties::kNumImmutableMemTable, &waiting) ||
         waiting > 0) {
@@ -317,6 +410,7 @@ class RocksDbEngine : public Engine {
 
   std::shared_ptr<SyncFailure> sync_failure_;  // shared with BackgroundErrors
   std::shared_ptr<WritesStopped> stopped_;     // shared with BackgroundErrors
+  std::shared_ptr<PaceControl> pace_;          // null: unpaced; shared with PaceEvents
   // Outlive the database: the file system owns the logs' spare.
   std::shared_ptr<PrefilledLogFileSystem> logs_;  // null: logs grow
   std::unique_ptr<rocksdb::Env> env_;
@@ -386,6 +480,14 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   auto sync_failure = std::make_shared<SyncFailure>();
   auto stopped = std::make_shared<WritesStopped>();
   db_options.listeners.push_back(std::make_shared<BackgroundErrors>(sync_failure, stopped));
+  std::shared_ptr<PaceControl> pace;
+  if (options.background_write_bytes_per_sec > 0) {
+    pace = std::make_shared<PaceControl>(
+        options.background_write_bytes_per_sec,
+        static_cast<uint64_t>(std::max(1, db_options.level0_file_num_compaction_trigger)));
+    db_options.rate_limiter = pace->limiter();
+    db_options.listeners.push_back(std::make_shared<PaceEvents>(pace));
+  }
   // Also without pacing (rate 0: each file deleted at once), so that what a
   // paced run left in the trash is deleted after this open.
   rocksdb::Status deletions;
@@ -425,7 +527,7 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   if (!s.ok()) return FromRocks(s, "open " + dir);
   return std::unique_ptr<Engine>(new RocksDbEngine(
       std::move(logs), std::move(own_env), std::unique_ptr<rocksdb::DB>(raw), std::move(handles),
-      options, rng, std::move(sync_failure), std::move(stopped)));
+      options, rng, std::move(sync_failure), std::move(stopped), pace));
 }
 
 }  // namespace dynamo::node

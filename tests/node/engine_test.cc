@@ -393,6 +393,53 @@ TEST(RocksDbEngineTest, PacedDeletionsGoThroughTheTrashAndTheNextOpenEmptiesIt) 
   std::filesystem::remove_all(dir);
 }
 
+uint64_t Counter(const Engine& engine, const std::string& name) {
+  EngineCounters counters;
+  engine.AppendCounters(counters);
+  for (const auto& [n, v] : counters) {
+    if (n == name) return v;
+  }
+  ADD_FAILURE() << "no counter " << name;
+  return 0;
+}
+
+// Paced at 16 KiB/s, a flush of a 1 MiB memtable of values that do not
+// compress would take about a minute, and the memtable after it would fill
+// and stop the writes long before. The pace is lifted once that memtable is
+// half full with the flush still running, and set again when the work has
+// caught up.
+TEST(RocksDbEngineTest, PacedBackgroundWritesAreUnpacedWhileTheyFallBehind) {
+  const std::string dir = TempDir("paced-flushes");
+  RocksDbOptions options;
+  options.write_buffer_bytes = 1u << 20;
+  options.stagger_seed = 7;
+  options.background_write_bytes_per_sec = 16u << 10;
+  auto engine = OpenRocksDb(dir, options);
+  ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+  Engine& e = **engine;
+  EXPECT_EQ(Counter(e, "background_pace_lifts"), 0u);
+  std::mt19937_64 rng(7);
+  const int kWrites = 3000;  // 3 MB: at least two memtables
+  for (int i = 0; i < kWrites; ++i) {
+    std::string value(1000, '\0');
+    for (char& c : value) c = static_cast<char>(rng());
+    WriteBatch b;
+    b.Put(Space::kData, DataKey(static_cast<uint32_t>(i % 64), "k" + std::to_string(i)), value);
+    ASSERT_TRUE(e.Write(b, false).ok());
+  }
+  EXPECT_GE(Counter(e, "background_pace_lifts"), 1u);
+  // Set again by the last flush or compaction to finish (bounded wait).
+  for (int i = 0; i < 600 && Counter(e, "background_pace_lifted") == 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(Counter(e, "background_pace_lifted"), 0u);
+  Result<std::optional<std::string>> last =
+      e.Get(Space::kData, DataKey((kWrites - 1) % 64, "k" + std::to_string(kWrites - 1)));
+  ASSERT_TRUE(last.ok() && last->has_value());
+  engine->reset();
+  std::filesystem::remove_all(dir);
+}
+
 TEST(MemoryEngineTest, PowerLossDropsUnsyncedWrites) {
   MemoryEngine e;
   WriteBatch synced, unsynced;

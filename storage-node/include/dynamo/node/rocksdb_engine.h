@@ -50,6 +50,13 @@ struct RocksDbOptions {
   // the trash by a stop are deleted after the next open, paced or not.
   // Default: 64 MiB/s.
   uint64_t delete_bytes_per_sec = 64u << 20;
+  // Pace of RocksDB's flush and compaction writes, in bytes a second; 0:
+  // unpaced. A flush written out at the disk's speed holds the disk that
+  // the log syncs of writes wait for; paced, its megabytes go out over
+  // seconds. The pace is lifted while the work falls behind the writes
+  // (storage-node/src/background_pace.h), so it never stalls them for long.
+  // Default: 16 MiB/s.
+  uint64_t background_write_bytes_per_sec = 16u << 20;
   // Told of trouble the engine works around, such as a spare log file it
   // could not write (its logs then grow); called from the engine's threads.
   // May be empty.
