@@ -35,8 +35,8 @@ constexpr uint64_t kBackgroundBytesPerSync = 1u << 20;
 // The rate limiter's refill period: a paced flush or compaction writes at
 // most a 50th of a second's pace at a time.
 constexpr int64_t kPaceRefillMicros = 20'000;
-// The rate limiter's rate while the pace is lifted (BackgroundPace).
-constexpr int64_t kUnpacedBytesPerSec = int64_t{1} << 40;
+// Largest pace (a larger one is the same as none).
+constexpr uint64_t kPaceBytesPerSecMax = uint64_t{1} << 40;
 // Data keys start with their partition (keys.h), so the data space's
 // memtables keep one skip list per partition.
 constexpr uint32_t kDataMemtableBuckets = kMaxPartitions;
@@ -115,6 +115,40 @@ class BackgroundErrors : public rocksdb::EventListener {
   std::shared_ptr<WritesStopped> stopped_;
 };
 
+// RocksDB's rate limiter at a fixed pace, passed by while lifted. (Lifting
+// by raising the rate instead would leave the limiter holding up to two
+// refills at the raised rate, gigabytes that would go out unpaced once the
+// pace is set again.)
+class LiftableRateLimiter : public rocksdb::RateLimiter {
+ public:
+  explicit LiftableRateLimiter(int64_t bytes_per_sec)
+      : rocksdb::RateLimiter(Mode::kWritesOnly),
+        paced_(rocksdb::NewGenericRateLimiter(bytes_per_sec, kPaceRefillMicros, /*fairness=*/10,
+                                              Mode::kWritesOnly)) {}
+
+  void Lift(bool lifted) { lifted_.store(lifted, std::memory_order_relaxed); }
+
+  void Request(const int64_t bytes, const rocksdb::Env::IOPriority pri,
+               rocksdb::Statistics* stats) override {
+    if (!lifted_.load(std::memory_order_relaxed)) paced_->Request(bytes, pri, stats);
+  }
+  void SetBytesPerSecond(int64_t bytes_per_second) override {
+    paced_->SetBytesPerSecond(bytes_per_second);
+  }
+  int64_t GetSingleBurstBytes() const override { return paced_->GetSingleBurstBytes(); }
+  int64_t GetTotalBytesThrough(const rocksdb::Env::IOPriority pri) const override {
+    return paced_->GetTotalBytesThrough(pri);
+  }
+  int64_t GetTotalRequests(const rocksdb::Env::IOPriority pri) const override {
+    return paced_->GetTotalRequests(pri);
+  }
+  int64_t GetBytesPerSecond() const override { return paced_->GetBytesPerSecond(); }
+
+ private:
+  const std::unique_ptr<rocksdb::RateLimiter> paced_;
+  std::atomic<bool> lifted_{false};
+};
+
 // Sets the pace of RocksDB's flushes and compactions (its rate limiter) as
 // BackgroundPace decides from the data space's state, which the engine looks
 // at as memtables fill and PaceEvents after each flush and compaction.
@@ -124,12 +158,11 @@ class BackgroundErrors : public rocksdb::EventListener {
 class PaceControl {
  public:
   PaceControl(uint64_t paced_bytes_per_sec, uint64_t level0_compaction_trigger)
-      : paced_(static_cast<int64_t>(std::min<uint64_t>(paced_bytes_per_sec, kUnpacedBytesPerSec))),
-        limiter_(rocksdb::NewGenericRateLimiter(paced_, kPaceRefillMicros, /*fairness=*/10,
-                                                rocksdb::RateLimiter::Mode::kWritesOnly)),
+      : limiter_(std::make_shared<LiftableRateLimiter>(
+            static_cast<int64_t>(std::min(paced_bytes_per_sec, kPaceBytesPerSecMax)))),
         pace_(level0_compaction_trigger) {}
 
-  const std::shared_ptr<rocksdb::RateLimiter>& limiter() const { return limiter_; }
+  std::shared_ptr<rocksdb::RateLimiter> limiter() const { return limiter_; }
 
   // Looks at `db`'s data space, whose active memtable flushes at `flush_at`
   // bytes (0: as last told). Of two looks racing, the later one's state is
@@ -156,10 +189,7 @@ class PaceControl {
         static_cast<double>(active) / static_cast<double>(std::max<uint64_t>(1, flush_at_.load()));
     load_.level0_files = level0;
     load_.writes_slowed = stopped > 0 || delayed_rate > 0;
-    const bool lifted = pace_.Lifted(load_);
-    if (lifted == applied_lifted_) return;
-    limiter_->SetBytesPerSecond(lifted ? kUnpacedBytesPerSec : paced_);
-    applied_lifted_ = lifted;
+    limiter_->Lift(pace_.Lifted(load_));
   }
 
   void AppendCounters(EngineCounters& out) const {
@@ -169,15 +199,13 @@ class PaceControl {
   }
 
  private:
-  const int64_t paced_;
-  const std::shared_ptr<rocksdb::RateLimiter> limiter_;
+  const std::shared_ptr<LiftableRateLimiter> limiter_;
   std::atomic<uint64_t> flush_at_{0};
   std::atomic<uint64_t> looks_{0};
   mutable std::mutex mu_;  // guards what follows
   uint64_t last_look_ = 0;
   BackgroundPace pace_;
   BackgroundLoad load_;
-  bool applied_lifted_ = false;
 };
 
 class PaceEvents : public rocksdb::EventListener {
