@@ -12,8 +12,10 @@
 //    (kPaceLiftFill), or two wait;
 //  - level 0 holds kPaceLiftLevel0Factor times the files that start a
 //    compaction;
-// and set again once it caught up: no memtable waits for a flush, writes are
-// not slowed, and level 0 holds no more files than start a compaction.
+// and set again once it caught up: no memtable waits for a flush, the active
+// one is less than half full (else its own flush, soon due, would start
+// paced and late), writes are not slowed, and level 0 holds no more files
+// than start a compaction.
 //
 // Plain logic: the engine hands in RocksDB's state as memtables fill and after
 // each flush and compaction, and applies the answer to its rate limiter.

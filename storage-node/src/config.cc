@@ -309,6 +309,13 @@ Status ValidateConfig(const NodeConfig& c) {
       c.node.limits.frame_bytes_max) {
     return Status::InvalidArgument("limits.frame_bytes_max must exceed value_bytes_max + key_bytes_max");
   }
+  if (c.rocksdb.background_write_bytes_per_sec != 0 &&
+      c.rocksdb.background_write_bytes_per_sec < kBackgroundWriteBytesPerSecMin) {
+    return Status::InvalidArgument(
+        "storage.background_write_bytes_per_sec must be 0 (unpaced) or at least " +
+        std::to_string(kBackgroundWriteBytesPerSecMin) +
+        ": RocksDB cuts paced writes into a 50th of a second's pace");
+  }
   if (c.idle_timeout_ms != 0 && c.idle_timeout_ms <= net::kPoolIdleTimeoutMs) {
     return Status::InvalidArgument(
         "node.idle_timeout_ms must be 0 or above " + std::to_string(net::kPoolIdleTimeoutMs) +

@@ -35,6 +35,8 @@ constexpr uint64_t kBackgroundBytesPerSync = 1u << 20;
 // The rate limiter's refill period: a paced flush or compaction writes at
 // most a 50th of a second's pace at a time.
 constexpr int64_t kPaceRefillMicros = 20'000;
+// How fast RocksDB lets writes go while it slows them (its default).
+constexpr uint64_t kDelayedWriteBytesPerSec = 16u << 20;
 // Largest pace (a larger one is the same as none).
 constexpr uint64_t kPaceBytesPerSecMax = uint64_t{1} << 40;
 // Data keys start with their partition (keys.h), so the data space's
@@ -152,9 +154,7 @@ class LiftableRateLimiter : public rocksdb::RateLimiter {
 // Sets the pace of RocksDB's flushes and compactions (its rate limiter) as
 // BackgroundPace decides from the data space's state, which the engine looks
 // at as memtables fill and PaceEvents after each flush and compaction.
-// (RocksDB's write-stall notifications are not used: they may arrive out of
-// order. A stall shows in the next look; those of memtables and level 0 are
-// preceded by a lift.)
+
 class PaceControl {
  public:
   PaceControl(uint64_t paced_bytes_per_sec, uint64_t level0_compaction_trigger)
@@ -164,11 +164,17 @@ class PaceControl {
 
   std::shared_ptr<rocksdb::RateLimiter> limiter() const { return limiter_; }
 
-  // Looks at `db`'s data space, whose active memtable flushes at `flush_at`
-  // bytes (0: as last told). Of two looks racing, the later one's state is
-  // kept (a flush may finish between a look and its decision).
-  void Update(rocksdb::DB* db, uint64_t flush_at = 0) {
-    if (flush_at > 0) flush_at_.store(flush_at, std::memory_order_relaxed);
+  // The database to look at, from its open until its close (null: none).
+  void Attach(rocksdb::DB* db) { db_.store(db); }
+  // The size the data space's active memtable flushes at.
+  void SetFlushAt(uint64_t bytes) { flush_at_.store(bytes, std::memory_order_relaxed); }
+
+  // Looks at the data space and sets the pace. Of two looks racing, the
+  // later one's state is kept (a flush may finish between a look and its
+  // decision).
+  void Update() {
+    rocksdb::DB* db = db_.load();
+    if (db == nullptr) return;
     const uint64_t look = looks_.fetch_add(1) + 1;
     rocksdb::ColumnFamilyHandle* data = db->DefaultColumnFamily();
     uint64_t active = 0, unflushed = 0, level0 = 0, stopped = 0, delayed_rate = 0;
@@ -200,7 +206,8 @@ class PaceControl {
 
  private:
   const std::shared_ptr<LiftableRateLimiter> limiter_;
-  std::atomic<uint64_t> flush_at_{0};
+  std::atomic<rocksdb::DB*> db_{nullptr};
+  std::atomic<uint64_t> flush_at_{1};
   std::atomic<uint64_t> looks_{0};
   mutable std::mutex mu_;  // guards what follows
   uint64_t last_look_ = 0;
@@ -208,15 +215,18 @@ class PaceControl {
   BackgroundLoad load_;
 };
 
+// Looks again after each flush and compaction, and at each change of
+// RocksDB's write stalls (whose notifications may arrive out of order, so
+// only as a cue to look: a stop would otherwise go unseen until the next
+// paced flush or compaction ends, the writes that look being stopped).
 class PaceEvents : public rocksdb::EventListener {
  public:
   explicit PaceEvents(std::shared_ptr<PaceControl> pace) : pace_(std::move(pace)) {}
-  void OnFlushCompleted(rocksdb::DB* db, const rocksdb::FlushJobInfo&) override {
-    pace_->Update(db);
+  void OnFlushCompleted(rocksdb::DB*, const rocksdb::FlushJobInfo&) override { pace_->Update(); }
+  void OnCompactionCompleted(rocksdb::DB*, const rocksdb::CompactionJobInfo&) override {
+    pace_->Update();
   }
-  void OnCompactionCompleted(rocksdb::DB* db, const rocksdb::CompactionJobInfo&) override {
-    pace_->Update(db);
-  }
+  void OnStallConditionsChanged(const rocksdb::WriteStallInfo&) override { pace_->Update(); }
 
  private:
   std::shared_ptr<PaceControl> pace_;
@@ -241,10 +251,16 @@ class RocksDbEngine : public Engine {
         check_bytes_(std::min<uint64_t>(kFlushCheckBytes, options.write_buffer_bytes / 16)),
         rng_(rng),
         flush_at_(Draw()) {
-    if (pace_) pace_->Update(db_.get(), flush_at_);
+    if (pace_) {
+      pace_->SetFlushAt(flush_at_);
+      pace_->Attach(db_.get());
+      pace_->Update();
+    }
   }
 
   ~RocksDbEngine() override {
+    // Close waits for the flushes and compactions, whose notifications look.
+    if (pace_) pace_->Attach(nullptr);
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     rocksdb::Status s = db_->Close();
     (void)s;
@@ -414,9 +430,9 @@ class RocksDbEngine : public Engine {
     rocksdb::ColumnFamilyHandle* data = Family(Space::kData);
     uint64_t size = 0, waiting = 0;
     if (!db_->GetIntProperty(data, rocksdb::DB::Properties::kCurSizeActiveMemTable, &size)) return;
-    if (size < last_size_) flush_at_ = Draw();  // RocksDB switched it by itself
+    if (size < last_size_) SetFlushAt(Draw());  // RocksDB switched it by itself
     last_size_ = size;
-    if (pace_) pace_->Update(db_.get(), flush_at_);
+    if (pace_) pace_->Update();
     if (size < flush_at_) return;
     if (!db_->GetIntProperty(data, rocksdb::DB::Properties::kNumImmutableMemTable, &waiting) ||
         waiting > 0) {
@@ -428,9 +444,14 @@ class RocksDbEngine : public Engine {
     // With the small spaces: a log goes once every space written into it
     // has flushed (kLiveLogWriteBuffers).
     if (db_->Flush(fo, handles_).ok()) {
-      flush_at_ = Draw();
+      SetFlushAt(Draw());
       last_size_ = 0;
     }
+  }
+
+  void SetFlushAt(size_t bytes) {
+    flush_at_ = bytes;
+    if (pace_) pace_->SetFlushAt(bytes);
   }
 
   rocksdb::ColumnFamilyHandle* Family(Space space) { return handles_[static_cast<size_t>(space)]; }
@@ -477,6 +498,8 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   // their threads run at the lowest I/O priority and compactions at a low
   // CPU priority, so the event loop preempts them.
   db_options.bytes_per_sync = kBackgroundBytesPerSync;
+  // RocksDB's own (left unset it would take the background pace's).
+  db_options.delayed_write_rate = kDelayedWriteBytesPerSec;
   db_options.max_total_wal_size = kLiveLogWriteBuffers * options.write_buffer_bytes;
   // Every flush takes every space with writes in one memtable switch, so
   // flushing the small spaces with the data space makes one new log, not
@@ -508,14 +531,6 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   auto sync_failure = std::make_shared<SyncFailure>();
   auto stopped = std::make_shared<WritesStopped>();
   db_options.listeners.push_back(std::make_shared<BackgroundErrors>(sync_failure, stopped));
-  std::shared_ptr<PaceControl> pace;
-  if (options.background_write_bytes_per_sec > 0) {
-    pace = std::make_shared<PaceControl>(
-        options.background_write_bytes_per_sec,
-        static_cast<uint64_t>(std::max(1, db_options.level0_file_num_compaction_trigger)));
-    db_options.rate_limiter = pace->limiter();
-    db_options.listeners.push_back(std::make_shared<PaceEvents>(pace));
-  }
   // Also without pacing (rate 0: each file deleted at once), so that what a
   // paced run left in the trash is deleted after this open.
   rocksdb::Status deletions;
@@ -545,6 +560,14 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
       kDataMemtableBuckets, DataMemtableIndexedKeys(options.write_buffer_bytes));
   data_cf.write_buffer_size =
       StaggeredWriteBufferBytes(options.write_buffer_bytes, 1.0) + options.write_buffer_bytes / 8;
+  std::shared_ptr<PaceControl> pace;
+  if (options.background_write_bytes_per_sec > 0) {
+    pace = std::make_shared<PaceControl>(
+        options.background_write_bytes_per_sec,
+        static_cast<uint64_t>(std::max(1, data_cf.level0_file_num_compaction_trigger)));
+    db_options.rate_limiter = pace->limiter();
+    db_options.listeners.push_back(std::make_shared<PaceEvents>(pace));
+  }
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (size_t i = 0; i < kSpaceCount; ++i) {
     families.emplace_back(kFamilyNames[i], i == static_cast<size_t>(Space::kData) ? data_cf : cf);

@@ -25,7 +25,8 @@ TEST(BackgroundPaceTest, LiftedWhenAFlushIsLateUntilItIsDone) {
   EXPECT_FALSE(pace.Lifted(Load(1, 0.2, 1)));
   EXPECT_TRUE(pace.Lifted(Load(1, 0.5, 1)));  // the next memtable half full
   EXPECT_TRUE(pace.Lifted(Load(1, 0.7, 1)));
-  EXPECT_FALSE(pace.Lifted(Load(0, 0.7, 2)));  // flushed
+  EXPECT_TRUE(pace.Lifted(Load(0, 0.7, 2)));   // flushed, but the next flush is due
+  EXPECT_FALSE(pace.Lifted(Load(0, 0.1, 2)));  // and done
   EXPECT_TRUE(pace.Lifted(Load(2, 0.0, 2)));   // two waiting
   EXPECT_FALSE(pace.Lifted(Load(0, 0.1, 3)));
   EXPECT_EQ(pace.lifts(), 2u);

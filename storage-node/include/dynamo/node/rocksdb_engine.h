@@ -55,7 +55,8 @@ struct RocksDbOptions {
   // the log syncs of writes wait for; paced, its megabytes go out over
   // seconds. The pace is lifted while the work falls behind the writes
   // (storage-node/src/background_pace.h), so it never stalls them for long.
-  // Default: 16 MiB/s.
+  // Default: 16 MiB/s. The node's config takes 0 or at least
+  // kBackgroundWriteBytesPerSecMin; smaller paces are for tests.
   uint64_t background_write_bytes_per_sec = 16u << 20;
   // Told of trouble the engine works around, such as a spare log file it
   // could not write (its logs then grow); called from the engine's threads.
@@ -90,6 +91,10 @@ inline constexpr uint64_t kDeleteChunkBytes = 1u << 20;
 // table files' total size are deleted at once instead (a bound on the disk
 // the trash takes while deletions fall behind).
 inline constexpr double kDeleteTrashRatioMax = 1.0;
+// Least pace of background writes the node's config takes: RocksDB's rate
+// limiter cuts each write into a 50th of a second's pace, and at smaller
+// paces into pieces of a few hundred bytes (paced or not).
+inline constexpr uint64_t kBackgroundWriteBytesPerSecMin = 1u << 20;
 // Bytes written to the data space between two looks at its memtable's size.
 inline constexpr uint64_t kFlushCheckBytes = 256u << 10;
 // The memtable size for `bytes` and a uniform `draw` in [0, 1).
