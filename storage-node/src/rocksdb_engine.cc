@@ -154,7 +154,6 @@ class LiftableRateLimiter : public rocksdb::RateLimiter {
 // Sets the pace of RocksDB's flushes and compactions (its rate limiter) as
 // BackgroundPace decides from the data space's state, which the engine looks
 // at as memtables fill and PaceEvents after each flush and compaction.
-
 class PaceControl {
  public:
   PaceControl(uint64_t paced_bytes_per_sec, uint64_t level0_compaction_trigger)
