@@ -91,11 +91,11 @@ class WritesStopped {
   Status error_;
 };
 
-// RocksDB's own syncs (a flush syncs the logs it closes) fail in the
-// background: their I/O errors count as failed syncs, so that no later sync
-// is taken for durable (the kernel reports a failed write-back once, and
-// RocksDB's SyncWAL does not look at its background error). A full disk is
-// left to RocksDB, which recovers from it (until then, WritesStopped).
+// RocksDB's background I/O errors count as failed syncs (its own syncs of
+// logs are kept by SyncWatch as they fail), so that no later sync is taken
+// for durable (the kernel reports a failed write-back once, and RocksDB's
+// SyncWAL does not look at its background error). A full disk is left to
+// RocksDB, which recovers from it (until then, WritesStopped).
 class BackgroundErrors : public rocksdb::EventListener {
  public:
   BackgroundErrors(std::shared_ptr<SyncFailure> failure, std::shared_ptr<WritesStopped> stopped)
@@ -115,6 +115,81 @@ class BackgroundErrors : public rocksdb::EventListener {
  private:
   std::shared_ptr<SyncFailure> failure_;
   std::shared_ptr<WritesStopped> stopped_;
+};
+
+// Keeps every failed sync of a log or of a directory in the engine's
+// SyncFailure as it fails, whichever thread asked for it (SyncWAL, a synced
+// write's group, a flush closing the logs it replaces, RocksDB's recovery).
+// The engine can then tell a synced write whose log append met a full disk,
+// none of which was synced and after which RocksDB stops and later recovers
+// by itself (it flushes every memtable and starts a new log), from one whose
+// sync failed, which is never taken back.
+class SyncWatch : public rocksdb::FileSystemWrapper {
+ public:
+  SyncWatch(std::shared_ptr<rocksdb::FileSystem> base, std::shared_ptr<SyncFailure> failure)
+      : FileSystemWrapper(std::move(base)), failure_(std::move(failure)) {}
+  const char* Name() const override { return "SyncWatch"; }
+
+  rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                    rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
+    if (s.ok() && name.ends_with(".log")) {
+      *result = std::make_unique<WatchedLog>(std::move(*result), failure_.get());
+    }
+    return s;
+  }
+  rocksdb::IOStatus NewDirectory(const std::string& name, const rocksdb::IOOptions& options,
+                                 std::unique_ptr<rocksdb::FSDirectory>* result,
+                                 rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->NewDirectory(name, options, result, dbg);
+    if (s.ok()) *result = std::make_unique<WatchedDirectory>(std::move(*result), failure_.get());
+    return s;
+  }
+
+ private:
+  static rocksdb::IOStatus Watch(SyncFailure* failure, rocksdb::IOStatus s, const char* what) {
+    if (!s.ok()) (void)failure->Keep(FromRocks(s, what));
+    return s;
+  }
+
+  class WatchedLog : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    WatchedLog(std::unique_ptr<rocksdb::FSWritableFile> file, SyncFailure* failure)
+        : FSWritableFileOwnerWrapper(std::move(file)), failure_(failure) {}
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      return Watch(failure_, target()->Sync(o, d), "log sync");
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      return Watch(failure_, target()->Fsync(o, d), "log sync");
+    }
+    // A failed write-back seen here is not reported to a later fsync.
+    rocksdb::IOStatus RangeSync(uint64_t offset, uint64_t bytes, const rocksdb::IOOptions& o,
+                                rocksdb::IODebugContext* d) override {
+      return Watch(failure_, target()->RangeSync(offset, bytes, o, d), "log range sync");
+    }
+
+   private:
+    SyncFailure* failure_;
+  };
+
+  class WatchedDirectory : public rocksdb::FSDirectoryWrapper {
+   public:
+    WatchedDirectory(std::unique_ptr<rocksdb::FSDirectory> dir, SyncFailure* failure)
+        : FSDirectoryWrapper(std::move(dir)), failure_(failure) {}
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      return Watch(failure_, FSDirectoryWrapper::Fsync(o, d), "directory sync");
+    }
+    rocksdb::IOStatus FsyncWithDirOptions(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d,
+                                          const rocksdb::DirFsyncOptions& fo) override {
+      return Watch(failure_, FSDirectoryWrapper::FsyncWithDirOptions(o, d, fo), "directory sync");
+    }
+
+   private:
+    SyncFailure* failure_;
+  };
+
+  std::shared_ptr<SyncFailure> failure_;
 };
 
 // RocksDB's rate limiter at a fixed pace, passed by while lifted. (Lifting
@@ -279,16 +354,16 @@ class RocksDbEngine : public Engine {
     DYNAMO_RETURN_IF_ERROR(Writable());
     rocksdb::WriteOptions wo;
     wo.sync = sync;
-    Status s = Apply(wo, batch);
+    Status s = Written(Apply(wo, batch), sync, "write");
     if (s.ok()) MaybeSwitchMemtable();
-    return sync ? sync_failure_->Keep(std::move(s)) : s;
+    return s;
   }
 
   Status WriteNoStall(const WriteBatch& batch) override {
     DYNAMO_RETURN_IF_ERROR(Writable());
     rocksdb::WriteOptions wo;
     wo.no_slowdown = true;
-    return Apply(wo, batch);
+    return Written(Apply(wo, batch), false, "write");
   }
 
   Result<ScanResult> Scan(Space space, const ScanOptions& options) override {
@@ -337,8 +412,7 @@ class RocksDbEngine : public Engine {
       for (auto& [k, v] : all->entries) batch.Delete(space, k);
       return Write(batch, sync);
     }
-    Status s = FromRocks(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), "delete range");
-    return sync ? sync_failure_->Keep(std::move(s)) : s;
+    return Written(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), sync, "delete range");
   }
 
   Status Sync() override {
@@ -380,12 +454,22 @@ class RocksDbEngine : public Engine {
     return std::optional<std::string>(std::move(value));
   }
 
-  Status Apply(const rocksdb::WriteOptions& wo, const WriteBatch& batch) {
+  // A write's outcome. A synced one's failure is a failed sync, kept for
+  // good, unless its log append met a full disk: that synced nothing (a log
+  // sync that fails is kept by SyncWatch), and RocksDB stops writes until
+  // it has recovered by itself (WritesStopped).
+  Status Written(const rocksdb::Status& s, bool sync, std::string_view what) {
+    if (s.IsIncomplete()) return Status::Busy("writes are being throttled");
+    Status out = FromRocks(s, what);
+    return sync && !s.IsNoSpace() ? sync_failure_->Keep(std::move(out)) : out;
+  }
+
+  rocksdb::Status Apply(const rocksdb::WriteOptions& wo, const WriteBatch& batch) {
     rocksdb::WriteBatch wb;
     for (const WriteBatch::Op& op : batch.ops()) {
       rocksdb::Status s = op.value ? wb.Put(Family(op.space), op.key, *op.value)
                                    : wb.Delete(Family(op.space), op.key);
-      if (!s.ok()) return FromRocks(s, "batch");
+      if (!s.ok()) return s;
     }
     // The data keys of a batch go into one memtable together: let its skip
     // list overlap their cache misses (ScopedInsertHint).
@@ -396,9 +480,8 @@ class RocksDbEngine : public Engine {
     std::optional<ScopedInsertHint> hint;
     if (data_keys.size() > 1) hint.emplace(data_keys);
     rocksdb::Status s = db_->Write(wo, &wb);
-    if (s.IsIncomplete()) return Status::Busy("writes are being throttled");
     if (s.ok()) CountWritten(batch);
-    return FromRocks(s, "write");
+    return s;
   }
 
   size_t Draw() {
@@ -509,9 +592,9 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   env->LowerThreadPoolIOPriority(rocksdb::Env::HIGH);
   (void)env->LowerThreadPoolCPUPriority(rocksdb::Env::LOW, rocksdb::CpuPriority::kLow);
   std::shared_ptr<PrefilledLogFileSystem> logs;
-  std::unique_ptr<rocksdb::Env> own_env;
   std::shared_ptr<rocksdb::FileSystem> base =
       options.file_system ? options.file_system : env->GetFileSystem();
+  auto sync_failure = std::make_shared<SyncFailure>();
   if (options.prefilled_log_bytes_max > 0) {
     PrefilledLogOptions lo;
     lo.spare_bytes_max = options.prefilled_log_bytes_max;
@@ -521,13 +604,11 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
     lo.keep_zeros_at_close = options.delete_bytes_per_sec > 0;
     lo.warn = options.warn;
     logs = PrefilledLogFileSystem::Make(base, dir, std::move(lo));
-    own_env = rocksdb::NewCompositeEnv(logs);
-    db_options.env = own_env.get();
-  } else if (options.file_system) {
-    own_env = rocksdb::NewCompositeEnv(base);
-    db_options.env = own_env.get();
+    base = logs;
   }
-  auto sync_failure = std::make_shared<SyncFailure>();
+  std::unique_ptr<rocksdb::Env> own_env =
+      rocksdb::NewCompositeEnv(std::make_shared<SyncWatch>(std::move(base), sync_failure));
+  db_options.env = own_env.get();
   auto stopped = std::make_shared<WritesStopped>();
   db_options.listeners.push_back(std::make_shared<BackgroundErrors>(sync_failure, stopped));
   // Also without pacing (rate 0: each file deleted at once), so that what a

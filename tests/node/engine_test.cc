@@ -509,6 +509,7 @@ TEST(MemoryEngineTest, AfterAFailedSyncNoWriteOrSyncSucceeds) {
 }
 
 // The OS's file system, whose log files fail their syncs while `failing`
+// (with ENOSPC while `syncs_full`, as a write-back the disk had no room for)
 // and their appends with ENOSPC while `full`, as a full disk does to a log
 // that grows (which also reports no free space then: RocksDB's file
 // manager polls it before it recovers).
@@ -532,6 +533,7 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
   std::atomic<bool> failing{false};
   std::atomic<int> failed{0};
   std::atomic<bool> full{false};
+  std::atomic<bool> syncs_full{false};
 
  private:
   class Log : public rocksdb::FSWritableFileOwnerWrapper {
@@ -539,12 +541,10 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
     Log(std::unique_ptr<rocksdb::FSWritableFile> file, FaultyLogs* fs)
         : FSWritableFileOwnerWrapper(std::move(file)), fs_(fs) {}
     rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
-      return Failed() ? rocksdb::IOStatus::IOError("log sync failed (injected)")
-                      : target()->Sync(o, d);
+      return Failed() ? Failure() : target()->Sync(o, d);
     }
     rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
-      return Failed() ? rocksdb::IOStatus::IOError("log sync failed (injected)")
-                      : target()->Fsync(o, d);
+      return Failed() ? Failure() : target()->Fsync(o, d);
     }
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
                              rocksdb::IODebugContext* d) override {
@@ -560,9 +560,13 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
 
    private:
     bool Failed() {
-      if (!fs_->failing) return false;
+      if (!fs_->failing && !fs_->syncs_full) return false;
       ++fs_->failed;
       return true;
+    }
+    rocksdb::IOStatus Failure() const {
+      return fs_->syncs_full ? rocksdb::IOStatus::NoSpace("log sync failed (injected)")
+                             : rocksdb::IOStatus::IOError("log sync failed (injected)");
     }
     FaultyLogs* fs_;
   };
@@ -605,51 +609,98 @@ TEST(RocksDbEngineTest, AFailedSyncOfALogAFlushClosedFailsTheNextSync) {
 // A log append that meets a full disk stops RocksDB's writes. The engine's
 // later syncs and writes fail with the error; they must not reach the log
 // writer that failed (Debian's RocksDB asserts on that, which took a node
-// down when its disk filled).
+// down when its disk filled). With room again, RocksDB recovers by itself
+// (its file manager polls the free space) and so does the engine, also when
+// the write that met the full disk was a synced one: its append failed, so
+// nothing of it was synced (before, that write's error was kept as a failed
+// sync, and the engine refused every write until it was reopened).
 TEST(RocksDbEngineTest, AfterALogAppendMetAFullDiskSyncsAndWritesFailWithoutCrashing) {
-  const std::string dir = TempDir("full-disk-log");
-  auto fs = std::make_shared<FaultyLogs>();
-  RocksDbOptions o;
-  o.file_system = fs;
-  o.prefilled_log_bytes_max = 0;
-  auto e = OpenRocksDb(dir, o);
-  ASSERT_TRUE(e.ok()) << e.status().ToString();
-  Engine& engine = **e;
-  WriteBatch before;
-  before.Put(Space::kData, "before", "v");
-  ASSERT_TRUE(engine.Write(before, true).ok());
-  fs->full = true;
-  WriteBatch b;
-  b.Put(Space::kData, "k", "v");
-  const Status written = engine.Write(b, false);
-  EXPECT_EQ(written.code(), StatusCode::kIOError) << written.ToString();
-  const Status synced = engine.Sync();
-  EXPECT_EQ(synced.code(), StatusCode::kIOError) << synced.ToString();
-  EXPECT_NE(synced.message().find("storage writes stopped"), std::string_view::npos)
-      << synced.ToString();
-  EXPECT_EQ(engine.Write(b, true).code(), StatusCode::kIOError);
-  EXPECT_EQ(engine.Sync().code(), StatusCode::kIOError);
-  Result<std::optional<std::string>> read = engine.Get(Space::kData, "before");
-  ASSERT_TRUE(read.ok());
-  EXPECT_EQ(read->value_or(""), "v");
-  // With room again, RocksDB recovers by itself (its file manager polls the
-  // free space) and so does the engine: the failed write was not synced, and
-  // the ones refused meanwhile never reached RocksDB.
-  fs->full = false;
-  const auto start = std::chrono::steady_clock::now();
-  Status again;
-  do {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    again = engine.Write(b, true);
-  } while (!again.ok() && std::chrono::steady_clock::now() - start < std::chrono::seconds(60));
-  EXPECT_TRUE(again.ok()) << again.ToString();
-  std::cout << "[ engine ] writes taken again "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(
-                   std::chrono::steady_clock::now() - start)
-                   .count()
-            << " ms after the disk had room\n";
-  e->reset();
-  std::filesystem::remove_all(dir);
+  for (const bool synced_write : {false, true}) {
+    SCOPED_TRACE(synced_write ? "a synced write met the full disk" : "an unsynced write did");
+    const std::string dir = TempDir("full-disk-log");
+    auto fs = std::make_shared<FaultyLogs>();
+    RocksDbOptions o;
+    o.file_system = fs;
+    o.prefilled_log_bytes_max = 0;
+    auto e = OpenRocksDb(dir, o);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    Engine& engine = **e;
+    WriteBatch before;
+    before.Put(Space::kData, "before", "v");
+    ASSERT_TRUE(engine.Write(before, true).ok());
+    fs->full = true;
+    WriteBatch b;
+    b.Put(Space::kData, "k", "v");
+    const Status written = engine.Write(b, synced_write);
+    EXPECT_EQ(written.code(), StatusCode::kIOError) << written.ToString();
+    const Status synced = engine.Sync();
+    EXPECT_EQ(synced.code(), StatusCode::kIOError) << synced.ToString();
+    EXPECT_NE(synced.message().find("storage writes stopped"), std::string_view::npos)
+        << synced.ToString();
+    EXPECT_EQ(engine.Write(b, true).code(), StatusCode::kIOError);
+    EXPECT_EQ(engine.Sync().code(), StatusCode::kIOError);
+    Result<std::optional<std::string>> read = engine.Get(Space::kData, "before");
+    ASSERT_TRUE(read.ok());
+    EXPECT_EQ(read->value_or(""), "v");
+    fs->full = false;
+    const auto start = std::chrono::steady_clock::now();
+    Status again;
+    do {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      again = engine.Write(b, true);
+    } while (!again.ok() && std::chrono::steady_clock::now() - start < std::chrono::seconds(60));
+    EXPECT_TRUE(again.ok()) << again.ToString();
+    std::cout << "[ engine ] writes taken again "
+              << std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::steady_clock::now() - start)
+                     .count()
+              << " ms after the disk had room\n";
+    EXPECT_TRUE(engine.Sync().ok());
+    e->reset();
+    std::filesystem::remove_all(dir);
+  }
+}
+
+// A log sync that meets a full disk (a write-back with no room) is a failed
+// sync like any other: kept for good, though RocksDB would recover from its
+// error once there is room. So is one the engine did not ask for (a flush
+// closing a log), which RocksDB reports only as a background error.
+TEST(RocksDbEngineTest, ALogSyncThatMetAFullDiskFailsEveryLaterWrite) {
+  for (const bool own_sync : {true, false}) {
+    SCOPED_TRACE(own_sync ? "a synced write's sync" : "a flush's sync of the log it closed");
+    const std::string dir = TempDir("full-disk-sync");
+    auto fs = std::make_shared<FaultyLogs>();
+    RocksDbOptions o;
+    o.file_system = fs;
+    o.prefilled_log_bytes_max = 0;
+    o.write_buffer_bytes = 1u << 20;
+    o.wait_for_flushes = true;
+    auto e = OpenRocksDb(dir, o);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    Engine& engine = **e;
+    fs->syncs_full = true;
+    WriteBatch b;
+    b.Put(Space::kData, "k", "v");
+    if (own_sync) {
+      EXPECT_EQ(engine.Write(b, true).code(), StatusCode::kIOError);
+    } else {
+      const std::string value(4096, 'v');
+      for (int i = 0; i < 1024 && fs->failed == 0; ++i) {
+        WriteBatch w;
+        w.Put(Space::kData, "k" + std::to_string(i), value);
+        (void)engine.Write(w, false);
+      }
+    }
+    ASSERT_GT(fs->failed.load(), 0);
+    fs->syncs_full = false;
+    const Status later = engine.Write(b, false);
+    EXPECT_EQ(later.code(), StatusCode::kIOError);
+    EXPECT_NE(later.message().find("a sync failed earlier"), std::string_view::npos)
+        << later.ToString();
+    EXPECT_EQ(engine.Sync().code(), StatusCode::kIOError);
+    e->reset();
+    std::filesystem::remove_all(dir);
+  }
 }
 
 TEST(SyncFailureTest, KeepsTheFirstFailureOnly) {
