@@ -577,24 +577,39 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
 // reports a failed write-back once). Before, RocksDB kept the error to
 // itself and the next Sync() (a retried transfer whose versions were all
 // stored already, say) was answered OK.
-TEST(RocksDbEngineTest, AFailedSyncOfALogAFlushClosedFailsTheNextSync) {
-  const std::string dir = TempDir("background-log-sync");
-  auto fs = std::make_shared<FaultyLogs>();
+// A RocksDB engine over `fs`'s logs (none prefilled); with `flushing`, 1 MiB
+// memtables whose flushes end before the write that filled one returns.
+Result<std::unique_ptr<Engine>> OpenOverFaultyLogs(const std::string& dir,
+                                                   std::shared_ptr<FaultyLogs> fs, bool flushing) {
   RocksDbOptions o;
-  o.file_system = fs;
+  o.file_system = std::move(fs);
   o.prefilled_log_bytes_max = 0;
-  o.write_buffer_bytes = 1u << 20;
-  o.wait_for_flushes = true;
-  auto e = OpenRocksDb(dir, o);
-  ASSERT_TRUE(e.ok()) << e.status().ToString();
-  Engine& engine = **e;
-  fs->failing = true;
+  if (flushing) {
+    o.write_buffer_bytes = 1u << 20;
+    o.wait_for_flushes = true;
+  }
+  return OpenRocksDb(dir, o);
+}
+
+// Unsynced writes of 4 KB values until a flush has synced a log and `fs`
+// failed that sync (up to 4 MB).
+void WriteUntilAFlushSyncsALog(Engine& engine, const FaultyLogs& fs) {
   const std::string value(4096, 'v');
-  for (int i = 0; i < 1024 && fs->failed == 0; ++i) {
+  for (int i = 0; i < 1024 && fs.failed == 0; ++i) {
     WriteBatch b;
     b.Put(Space::kData, "k" + std::to_string(i), value);
     (void)engine.Write(b, false);
   }
+}
+
+TEST(RocksDbEngineTest, AFailedSyncOfALogAFlushClosedFailsTheNextSync) {
+  const std::string dir = TempDir("background-log-sync");
+  auto fs = std::make_shared<FaultyLogs>();
+  auto e = OpenOverFaultyLogs(dir, fs, true);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  Engine& engine = **e;
+  fs->failing = true;
+  WriteUntilAFlushSyncsALog(engine, *fs);
   ASSERT_GT(fs->failed.load(), 0) << "no flush synced a log";
   fs->failing = false;
   Status synced = engine.Sync();
@@ -619,10 +634,7 @@ TEST(RocksDbEngineTest, AfterALogAppendMetAFullDiskSyncsAndWritesFailWithoutCras
     SCOPED_TRACE(synced_write ? "a synced write met the full disk" : "an unsynced write did");
     const std::string dir = TempDir("full-disk-log");
     auto fs = std::make_shared<FaultyLogs>();
-    RocksDbOptions o;
-    o.file_system = fs;
-    o.prefilled_log_bytes_max = 0;
-    auto e = OpenRocksDb(dir, o);
+    auto e = OpenOverFaultyLogs(dir, fs, false);
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     Engine& engine = **e;
     WriteBatch before;
@@ -670,12 +682,7 @@ TEST(RocksDbEngineTest, ALogSyncThatMetAFullDiskFailsEveryLaterWrite) {
     SCOPED_TRACE(own_sync ? "a synced write's sync" : "a flush's sync of the log it closed");
     const std::string dir = TempDir("full-disk-sync");
     auto fs = std::make_shared<FaultyLogs>();
-    RocksDbOptions o;
-    o.file_system = fs;
-    o.prefilled_log_bytes_max = 0;
-    o.write_buffer_bytes = 1u << 20;
-    o.wait_for_flushes = true;
-    auto e = OpenRocksDb(dir, o);
+    auto e = OpenOverFaultyLogs(dir, fs, true);
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     Engine& engine = **e;
     fs->syncs_full = true;
@@ -684,12 +691,7 @@ TEST(RocksDbEngineTest, ALogSyncThatMetAFullDiskFailsEveryLaterWrite) {
     if (own_sync) {
       EXPECT_EQ(engine.Write(b, true).code(), StatusCode::kIOError);
     } else {
-      const std::string value(4096, 'v');
-      for (int i = 0; i < 1024 && fs->failed == 0; ++i) {
-        WriteBatch w;
-        w.Put(Space::kData, "k" + std::to_string(i), value);
-        (void)engine.Write(w, false);
-      }
+      WriteUntilAFlushSyncsALog(engine, *fs);
     }
     ASSERT_GT(fs->failed.load(), 0);
     fs->syncs_full = false;
