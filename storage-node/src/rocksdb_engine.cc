@@ -65,7 +65,8 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
 }
 
 // The error that stopped RocksDB's writes (a log append or a flush that
-// failed, a full disk), until RocksDB recovers from it. While it holds,
+// failed, a full disk), until RocksDB recovers from it, or for good when it
+// cannot (BackgroundErrors). While it holds,
 // the engine calls neither SyncWAL, which does not look at that error and
 // would sync the log writer that failed (Debian's RocksDB asserts there,
 // which took a node down when its disk filled), nor Write. A narrow race
@@ -78,43 +79,100 @@ class WritesStopped {
     std::lock_guard<std::mutex> lock(mu_);
     return error_;
   }
-  void Stop(Status error) {
+  void Stop(Status error, bool for_good) {
     std::lock_guard<std::mutex> lock(mu_);
+    if (for_good_) return;
     error_ = std::move(error);
+    for_good_ = for_good;
     stopped_.store(true, std::memory_order_release);
   }
-  void Resume() { stopped_.store(false, std::memory_order_release); }
+  void Resume() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!for_good_) stopped_.store(false, std::memory_order_release);
+  }
+  bool for_good() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return for_good_;
+  }
 
  private:
   std::atomic<bool> stopped_{false};
   mutable std::mutex mu_;
   Status error_;
+  bool for_good_ = false;
 };
 
 // RocksDB's background I/O errors count as failed syncs (its own syncs of
 // logs are kept by SyncWatch as they fail), so that no later sync is taken
 // for durable (the kernel reports a failed write-back once, and RocksDB's
 // SyncWAL does not look at its background error). A full disk is left to
-// RocksDB, which recovers from it (until then, WritesStopped).
+// RocksDB, which recovers from it (until then, WritesStopped), except where
+// it cannot: RocksDB 7.8 recovers from a failed log append by flushing the
+// memtables, which starts a new log only if one of them holds a write
+// (rocksdb issues 11643, 12998). With none, it would go on with the log
+// writer that failed, and the next write would abort the process on
+// Debian's RocksDB (an assertion) or fail for good. So the engine's writes
+// then stop until it is reopened, and RocksDB does not try to recover.
 class BackgroundErrors : public rocksdb::EventListener {
  public:
   BackgroundErrors(std::shared_ptr<SyncFailure> failure, std::shared_ptr<WritesStopped> stopped)
       : failure_(std::move(failure)), stopped_(std::move(stopped)) {}
-  void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
+
+  // The open database, whose memtables a failed log append looks at; null
+  // before it is open and once it starts closing.
+  void Attach(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> families) {
+    std::lock_guard<std::mutex> lock(mu_);
+    db_ = db;
+    families_ = std::move(families);
+  }
+
+  void OnBackgroundError(rocksdb::BackgroundErrorReason reason, rocksdb::Status* error) override {
     if (error == nullptr || error->ok()) return;
     if (error->severity() >= rocksdb::Status::Severity::kHardError) {
-      stopped_->Stop(FromRocks(*error, "storage writes stopped"));
+      if (reason == rocksdb::BackgroundErrorReason::kWriteCallback && error->IsNoSpace() &&
+          !AMemtableHoldsAWrite()) {
+        stopped_->Stop(Status::IOError("storage writes stopped until the node is restarted: a "
+                                       "log append met a full disk while no memtable held a "
+                                       "write, which RocksDB cannot recover from: " +
+                                       error->ToString()),
+                       true);
+      } else {
+        stopped_->Stop(FromRocks(*error, "storage writes stopped"), false);
+      }
     }
     if (!error->IsIOError() || error->IsNoSpace()) return;
     (void)failure_->Keep(FromRocks(*error, "background write"));
+  }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status,
+                            bool* auto_recovery) override {
+    if (auto_recovery != nullptr && stopped_->for_good()) *auto_recovery = false;
   }
   void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
     if (info.new_bg_error.ok()) stopped_->Resume();
   }
 
  private:
+  // RocksDB does not hold its mutex while it reports an error. Unknown (no
+  // database attached) counts as none: stopping for good is the safe side.
+  bool AMemtableHoldsAWrite() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (db_ == nullptr) return false;
+    for (rocksdb::ColumnFamilyHandle* family : families_) {
+      uint64_t entries = 0;
+      if (!db_->GetIntProperty(family, rocksdb::DB::Properties::kNumEntriesActiveMemTable,
+                               &entries)) {
+        return false;
+      }
+      if (entries > 0) return true;
+    }
+    return false;
+  }
+
   std::shared_ptr<SyncFailure> failure_;
   std::shared_ptr<WritesStopped> stopped_;
+  std::mutex mu_;
+  rocksdb::DB* db_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> families_;
 };
 
 // Keeps every failed sync of a log or of a directory in the engine's
@@ -133,11 +191,19 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
   rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
                                     rocksdb::IODebugContext* dbg) override {
-    rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
-    if (s.ok() && name.ends_with(".log")) {
-      *result = std::make_unique<WatchedLog>(std::move(*result), failure_.get());
-    }
-    return s;
+    return WatchLog(name, target()->NewWritableFile(name, options, result, dbg), result);
+  }
+  rocksdb::IOStatus ReopenWritableFile(const std::string& name, const rocksdb::FileOptions& options,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                       rocksdb::IODebugContext* dbg) override {
+    return WatchLog(name, target()->ReopenWritableFile(name, options, result, dbg), result);
+  }
+  rocksdb::IOStatus ReuseWritableFile(const std::string& name, const std::string& old_name,
+                                      const rocksdb::FileOptions& options,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                      rocksdb::IODebugContext* dbg) override {
+    return WatchLog(name, target()->ReuseWritableFile(name, old_name, options, result, dbg),
+                    result);
   }
   rocksdb::IOStatus NewDirectory(const std::string& name, const rocksdb::IOOptions& options,
                                  std::unique_ptr<rocksdb::FSDirectory>* result,
@@ -148,6 +214,13 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
   }
 
  private:
+  rocksdb::IOStatus WatchLog(const std::string& name, rocksdb::IOStatus s,
+                             std::unique_ptr<rocksdb::FSWritableFile>* file) {
+    if (s.ok() && name.ends_with(".log")) {
+      *file = std::make_unique<WatchedLog>(std::move(*file), failure_.get());
+    }
+    return s;
+  }
   static rocksdb::IOStatus Watch(SyncFailure* failure, rocksdb::IOStatus s, const char* what) {
     if (!s.ok()) (void)failure->Keep(FromRocks(s, what));
     return s;
@@ -162,11 +235,6 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
     }
     rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
       return Watch(failure_, target()->Fsync(o, d), "log sync");
-    }
-    // A failed write-back seen here is not reported to a later fsync.
-    rocksdb::IOStatus RangeSync(uint64_t offset, uint64_t bytes, const rocksdb::IOOptions& o,
-                                rocksdb::IODebugContext* d) override {
-      return Watch(failure_, target()->RangeSync(offset, bytes, o, d), "log range sync");
     }
 
    private:
@@ -312,9 +380,10 @@ class RocksDbEngine : public Engine {
                 std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
                 const RocksDbOptions& options, std::mt19937_64 rng,
                 std::shared_ptr<SyncFailure> sync_failure, std::shared_ptr<WritesStopped> stopped,
-                std::shared_ptr<PaceControl> pace)
+                std::shared_ptr<BackgroundErrors> errors, std::shared_ptr<PaceControl> pace)
       : sync_failure_(std::move(sync_failure)),
         stopped_(std::move(stopped)),
+        errors_(std::move(errors)),
         pace_(std::move(pace)),
         logs_(std::move(logs)),
         env_(std::move(env)),
@@ -325,6 +394,7 @@ class RocksDbEngine : public Engine {
         check_bytes_(std::min<uint64_t>(kFlushCheckBytes, options.write_buffer_bytes / 16)),
         rng_(rng),
         flush_at_(Draw()) {
+    errors_->Attach(db_.get(), handles_);
     if (pace_) {
       pace_->SetFlushAt(flush_at_);
       pace_->Attach(db_.get());
@@ -335,6 +405,7 @@ class RocksDbEngine : public Engine {
   ~RocksDbEngine() override {
     // Close waits for the flushes and compactions, whose notifications look.
     if (pace_) pace_->Attach(nullptr);
+    errors_->Attach(nullptr, {});
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     rocksdb::Status s = db_->Close();
     (void)s;
@@ -541,6 +612,7 @@ class RocksDbEngine : public Engine {
 
   std::shared_ptr<SyncFailure> sync_failure_;  // shared with BackgroundErrors
   std::shared_ptr<WritesStopped> stopped_;     // shared with BackgroundErrors
+  std::shared_ptr<BackgroundErrors> errors_;
   std::shared_ptr<PaceControl> pace_;          // null: unpaced; shared with PaceEvents
   // Outlive the database: the file system owns the logs' spare.
   std::shared_ptr<PrefilledLogFileSystem> logs_;  // null: logs grow
@@ -610,7 +682,8 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
       rocksdb::NewCompositeEnv(std::make_shared<SyncWatch>(std::move(base), sync_failure));
   db_options.env = own_env.get();
   auto stopped = std::make_shared<WritesStopped>();
-  db_options.listeners.push_back(std::make_shared<BackgroundErrors>(sync_failure, stopped));
+  auto errors = std::make_shared<BackgroundErrors>(sync_failure, stopped);
+  db_options.listeners.push_back(errors);
   // Also without pacing (rate 0: each file deleted at once), so that what a
   // paced run left in the trash is deleted after this open.
   rocksdb::Status deletions;
@@ -658,7 +731,7 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   if (!s.ok()) return FromRocks(s, "open " + dir);
   return std::unique_ptr<Engine>(new RocksDbEngine(
       std::move(logs), std::move(own_env), std::unique_ptr<rocksdb::DB>(raw), std::move(handles),
-      options, rng, std::move(sync_failure), std::move(stopped), pace));
+      options, rng, std::move(sync_failure), std::move(stopped), std::move(errors), pace));
 }
 
 }  // namespace dynamo::node
