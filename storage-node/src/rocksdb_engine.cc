@@ -112,7 +112,8 @@ class WritesStopped {
 // (rocksdb issues 11643, 12998). With none, it would go on with the log
 // writer that failed, and the next write would abort the process on
 // Debian's RocksDB (an assertion) or fail for good. So the engine's writes
-// then stop until it is reopened, and RocksDB does not try to recover.
+// then stop until it is reopened, whatever RocksDB does (its recovery is
+// turned off where it has not started yet).
 class BackgroundErrors : public rocksdb::EventListener {
  public:
   BackgroundErrors(std::shared_ptr<SyncFailure> failure, std::shared_ptr<WritesStopped> stopped)
@@ -132,12 +133,12 @@ class BackgroundErrors : public rocksdb::EventListener {
       if (reason == rocksdb::BackgroundErrorReason::kWriteCallback && error->IsNoSpace() &&
           !AMemtableHoldsAWrite()) {
         stopped_->Stop(Status::IOError("storage writes stopped until the node is restarted: a "
-                                       "log append met a full disk while no memtable held a "
+                                       "log write met a full disk while no memtable held a "
                                        "write, which RocksDB cannot recover from: " +
                                        error->ToString()),
-                       true);
+                       /*for_good=*/true);
       } else {
-        stopped_->Stop(FromRocks(*error, "storage writes stopped"), false);
+        stopped_->Stop(FromRocks(*error, "storage writes stopped"), /*for_good=*/false);
       }
     }
     if (!error->IsIOError() || error->IsNoSpace()) return;
@@ -179,9 +180,9 @@ class BackgroundErrors : public rocksdb::EventListener {
 // SyncFailure as it fails, whichever thread asked for it (SyncWAL, a synced
 // write's group, a flush closing the logs it replaces, RocksDB's recovery).
 // The engine can then tell a synced write whose log append met a full disk,
-// none of which was synced and after which RocksDB stops and later recovers
-// by itself (it flushes every memtable and starts a new log), from one whose
-// sync failed, which is never taken back.
+// none of which was synced and after which RocksDB stops writes until it
+// has recovered (BackgroundErrors), from one whose sync failed, which is
+// never taken back. (Logs are not range-synced: wal_bytes_per_sync is 0.)
 class SyncWatch : public rocksdb::FileSystemWrapper {
  public:
   SyncWatch(std::shared_ptr<rocksdb::FileSystem> base, std::shared_ptr<SyncFailure> failure)
@@ -527,8 +528,8 @@ class RocksDbEngine : public Engine {
 
   // A write's outcome. A synced one's failure is a failed sync, kept for
   // good, unless its log append met a full disk: that synced nothing (a log
-  // sync that fails is kept by SyncWatch), and RocksDB stops writes until
-  // it has recovered by itself (WritesStopped).
+  // sync that fails is kept by SyncWatch), and the engine's writes stop
+  // until RocksDB has recovered, or for good (BackgroundErrors).
   Status Written(const rocksdb::Status& s, bool sync, std::string_view what) {
     if (s.IsIncomplete()) return Status::Busy("writes are being throttled");
     Status out = FromRocks(s, what);

@@ -11,6 +11,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <regex>
 #include <set>
@@ -597,12 +598,14 @@ Result<std::unique_ptr<Engine>> OpenOverFaultyLogs(const std::string& dir,
 // the engine learns of just after `fs` counted it).
 void WriteUntilAFlushSyncsALog(Engine& engine, const FaultyLogs& fs) {
   const std::string value(4096, 'v');
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  for (int i = 0; fs.failed > 0 ? std::chrono::steady_clock::now() < deadline : i < 1024; ++i) {
+  std::optional<std::chrono::steady_clock::time_point> deadline;
+  for (int i = 0; deadline ? std::chrono::steady_clock::now() < *deadline : i < 1024; ++i) {
     WriteBatch b;
     b.Put(Space::kData, "k" + std::to_string(i), value);
     const bool written = engine.Write(b, false).ok();
-    if (fs.failed > 0 && !written) return;
+    if (fs.failed == 0) continue;
+    if (!written) return;
+    if (!deadline) deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   }
 }
 
