@@ -32,6 +32,9 @@ namespace dynamo::node {
 namespace {
 
 constexpr uint64_t kBackgroundBytesPerSync = 1u << 20;
+// The meta-space key whose deletion marks a memtable (MarkMemtable); no
+// one writes it.
+constexpr std::string_view kMemtableMarker = "engine_memtable_marker";
 // The rate limiter's refill period: a paced flush or compaction writes at
 // most a 50th of a second's pace at a time.
 constexpr int64_t kPaceRefillMicros = 20'000;
@@ -113,7 +116,9 @@ class WritesStopped {
 // writer that failed, and the next write would abort the process on
 // Debian's RocksDB (an assertion) or fail for good. So the engine's writes
 // then stop until it is reopened, whatever RocksDB does (its recovery is
-// turned off where it has not started yet).
+// turned off where it has not started yet). The engine's memtable marker
+// (RocksDbEngine::MarkMemtable) keeps that case to the moments between a
+// switch RocksDB made by itself and the engine's next look.
 class BackgroundErrors : public rocksdb::EventListener {
  public:
   BackgroundErrors(std::shared_ptr<SyncFailure> failure, std::shared_ptr<WritesStopped> stopped)
@@ -392,10 +397,12 @@ class RocksDbEngine : public Engine {
         handles_(std::move(handles)),
         write_buffer_bytes_(options.write_buffer_bytes),
         wait_for_flushes_(options.wait_for_flushes),
+        mark_memtables_(options.mark_memtables),
         check_bytes_(std::min<uint64_t>(kFlushCheckBytes, options.write_buffer_bytes / 16)),
         rng_(rng),
         flush_at_(Draw()) {
     errors_->Attach(db_.get(), handles_);
+    MarkMemtable();
     if (pace_) {
       pace_->SetFlushAt(flush_at_);
       pace_->Attach(db_.get());
@@ -584,7 +591,10 @@ class RocksDbEngine : public Engine {
     rocksdb::ColumnFamilyHandle* data = Family(Space::kData);
     uint64_t size = 0, waiting = 0;
     if (!db_->GetIntProperty(data, rocksdb::DB::Properties::kCurSizeActiveMemTable, &size)) return;
-    if (size < last_size_) SetFlushAt(Draw());  // RocksDB switched it by itself
+    if (size < last_size_) {  // RocksDB switched it by itself
+      SetFlushAt(Draw());
+      MarkMemtable();
+    }
     last_size_ = size;
     if (pace_) pace_->Update();
     if (size < flush_at_) return;
@@ -600,7 +610,20 @@ class RocksDbEngine : public Engine {
     if (db_->Flush(fo, handles_).ok()) {
       SetFlushAt(Draw());
       last_size_ = 0;
+      MarkMemtable();
     }
+  }
+
+  // Keeps the small meta space's memtable from being empty after a switch,
+  // so that a log write that meets a full disk is one RocksDB recovers from
+  // (BackgroundErrors): a deletion of a key nothing holds, not logged, so it
+  // reads as nothing, takes no disk, and a crash loses nothing with it.
+  void MarkMemtable() {
+    if (!mark_memtables_) return;
+    rocksdb::WriteOptions wo;
+    wo.disableWAL = true;
+    wo.no_slowdown = true;
+    (void)db_->Delete(wo, Family(Space::kMeta), kMemtableMarker);
   }
 
   void SetFlushAt(size_t bytes) {
@@ -622,6 +645,7 @@ class RocksDbEngine : public Engine {
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   const size_t write_buffer_bytes_;
   const bool wait_for_flushes_;
+  const bool mark_memtables_;
   const uint64_t check_bytes_;
   std::atomic<uint64_t> unchecked_bytes_{0};
   std::mutex flush_mu_;  // guards what follows
@@ -660,6 +684,9 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   // flushing the small spaces with the data space makes one new log, not
   // one per space.
   db_options.atomic_flush = true;
+  // The memtable marker is not logged; RocksDB would flush every memtable at
+  // each close for it (the logs hold everything else).
+  db_options.avoid_flush_during_shutdown = true;
   rocksdb::Env* env = rocksdb::Env::Default();
   env->LowerThreadPoolIOPriority(rocksdb::Env::LOW);
   env->LowerThreadPoolIOPriority(rocksdb::Env::HIGH);

@@ -248,14 +248,20 @@ TEST(RocksDbEngineTest, MemtableSizesAreStaggeredAroundTheConfiguredSize) {
 }
 
 // The memory each flushed memtable of the data space held, from RocksDB's
-// event log in `dir`.
+// event log in `dir` (each flush_started event follows its space's
+// "Flushing memtable" line).
 std::vector<uint64_t> FlushedMemtableBytes(const std::string& dir) {
   std::vector<uint64_t> out;
   std::ifstream log(dir + "/LOG");
+  const std::regex flushing("\\[([a-z]+)\\] \\[JOB [0-9]+\\] Flushing memtable");
   const std::regex event("\"event\": \"flush_started\".*\"memory_usage\": ([0-9]+)");
   std::smatch m;
+  std::string space;
   for (std::string line; std::getline(log, line);) {
-    if (std::regex_search(line, m, event)) out.push_back(std::stoull(m[1]));
+    if (std::regex_search(line, m, flushing)) space = m[1];
+    if (space == "default" && std::regex_search(line, m, event)) {
+      out.push_back(std::stoull(m[1]));
+    }
   }
   return out;
 }
@@ -581,10 +587,12 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
 // A RocksDB engine over `fs`'s logs (none prefilled); with `flushing`, 1 MiB
 // memtables whose flushes end before the write that filled one returns.
 Result<std::unique_ptr<Engine>> OpenOverFaultyLogs(const std::string& dir,
-                                                   std::shared_ptr<FaultyLogs> fs, bool flushing) {
+                                                   std::shared_ptr<FaultyLogs> fs, bool flushing,
+                                                   bool mark_memtables = true) {
   RocksDbOptions o;
   o.file_system = std::move(fs);
   o.prefilled_log_bytes_max = 0;
+  o.mark_memtables = mark_memtables;
   if (flushing) {
     o.write_buffer_bytes = 1u << 20;
     o.wait_for_flushes = true;
@@ -685,13 +693,14 @@ TEST(RocksDbEngineTest, AfterALogAppendMetAFullDiskSyncsAndWritesFailWithoutCras
 // (the first write after an open or a flush met the full disk), it would go
 // on with the log writer that failed, and the next write aborted the process
 // (Debian's RocksDB asserts there) once the disk had room. The engine stops
-// its writes for good instead, until it is reopened.
+// its writes for good instead, until it is reopened. (Its memtable marker,
+// off here, keeps a memtable from being empty after an open or a switch.)
 TEST(RocksDbEngineTest, AFullDiskMetWithEveryMemtableEmptyStopsWritesUntilReopened) {
   for (const bool synced_write : {false, true}) {
     SCOPED_TRACE(synced_write ? "a synced write met the full disk" : "an unsynced write did");
     const std::string dir = TempDir("full-disk-empty");
     auto fs = std::make_shared<FaultyLogs>();
-    auto e = OpenOverFaultyLogs(dir, fs, false);
+    auto e = OpenOverFaultyLogs(dir, fs, false, /*mark_memtables=*/false);
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     fs->full = true;
     WriteBatch b;
@@ -708,12 +717,60 @@ TEST(RocksDbEngineTest, AFullDiskMetWithEveryMemtableEmptyStopsWritesUntilReopen
     }
     EXPECT_EQ((*e)->Sync().code(), StatusCode::kIOError);
     e->reset();
-    e = OpenOverFaultyLogs(dir, fs, false);
+    e = OpenOverFaultyLogs(dir, fs, false, /*mark_memtables=*/false);
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     EXPECT_TRUE((*e)->Write(b, true).ok());
     Result<std::optional<std::string>> read = (*e)->Get(Space::kData, "k");
     ASSERT_TRUE(read.ok());
     EXPECT_EQ(read->value_or(""), "v");
+    e->reset();
+    std::filesystem::remove_all(dir);
+  }
+}
+
+// With the memtable marker, the first write after an open or after a
+// memtable flush (a new log, which grows on a full disk since no spare can
+// be made) is one RocksDB recovers from: writes are taken again once the
+// disk has room, without a reopen.
+TEST(RocksDbEngineTest, AFullDiskMetByTheFirstWriteAfterAnOpenOrAFlushIsRecoveredFrom) {
+  for (const bool after_flush : {false, true}) {
+    SCOPED_TRACE(after_flush ? "the first write after a flush" : "the first write after the open");
+    const std::string dir = TempDir("full-disk-marked");
+    auto fs = std::make_shared<FaultyLogs>();
+    auto e = OpenOverFaultyLogs(dir, fs, after_flush);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    Engine& engine = **e;
+    auto tables = [&] {
+      size_t n = 0;
+      for (const auto& f : std::filesystem::directory_iterator(dir)) {
+        n += f.path().extension() == ".sst";
+      }
+      return n;
+    };
+    if (after_flush) {
+      // Until a write flushed the memtables it filled (and waited for it).
+      const size_t before = tables();
+      const std::string value(4096, 'v');
+      for (int i = 0; i < 1024 && tables() == before; ++i) {
+        WriteBatch w;
+        w.Put(Space::kData, "k" + std::to_string(i), value);
+        ASSERT_TRUE(engine.Write(w, false).ok());
+      }
+      ASSERT_GT(tables(), before) << "no flush";
+    }
+    fs->full = true;
+    WriteBatch b;
+    b.Put(Space::kData, "k", "v");
+    EXPECT_EQ(engine.Write(b, true).code(), StatusCode::kIOError);
+    fs->full = false;
+    const auto start = std::chrono::steady_clock::now();
+    Status again;
+    do {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      again = engine.Write(b, true);
+    } while (!again.ok() && std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
+    EXPECT_TRUE(again.ok()) << again.ToString();
+    EXPECT_TRUE(engine.Sync().ok());
     e->reset();
     std::filesystem::remove_all(dir);
   }
