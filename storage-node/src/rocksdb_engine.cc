@@ -32,8 +32,8 @@ namespace dynamo::node {
 namespace {
 
 constexpr uint64_t kBackgroundBytesPerSync = 1u << 20;
-// The meta-space key whose deletion marks a memtable (MarkMemtable); no
-// one writes it.
+// The meta-space key whose deletion marks a memtable (MarkMemtableIfDue);
+// no one writes it.
 constexpr std::string_view kMemtableMarker = "engine_memtable_marker";
 // The rate limiter's refill period: a paced flush or compaction writes at
 // most a 50th of a second's pace at a time.
@@ -117,12 +117,20 @@ class WritesStopped {
 // Debian's RocksDB (an assertion) or fail for good. So the engine's writes
 // then stop until it is reopened, whatever RocksDB does (its recovery is
 // turned off where it has not started yet). The engine's memtable marker
-// (RocksDbEngine::MarkMemtable) keeps that case to the moments between a
-// switch RocksDB made by itself and the engine's next look.
+// (RocksDbEngine::MarkMemtableIfDue), due again at every memtable switch,
+// keeps that case to a write that itself made RocksDB switch memtables.
 class BackgroundErrors : public rocksdb::EventListener {
  public:
-  BackgroundErrors(std::shared_ptr<SyncFailure> failure, std::shared_ptr<WritesStopped> stopped)
-      : failure_(std::move(failure)), stopped_(std::move(stopped)) {}
+  BackgroundErrors(std::shared_ptr<SyncFailure> failure, std::shared_ptr<WritesStopped> stopped,
+                   std::shared_ptr<std::atomic<bool>> mark_due)
+      : failure_(std::move(failure)),
+        stopped_(std::move(stopped)),
+        mark_due_(std::move(mark_due)) {}
+
+  // Called as a memtable is switched, before any write reaches the new one.
+  void OnMemTableSealed(const rocksdb::MemTableInfo&) override {
+    mark_due_->store(true, std::memory_order_release);
+  }
 
   // The open database, whose memtables a failed log append looks at; null
   // before it is open and once it starts closing.
@@ -176,6 +184,7 @@ class BackgroundErrors : public rocksdb::EventListener {
 
   std::shared_ptr<SyncFailure> failure_;
   std::shared_ptr<WritesStopped> stopped_;
+  std::shared_ptr<std::atomic<bool>> mark_due_;
   std::mutex mu_;
   rocksdb::DB* db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> families_;
@@ -386,10 +395,12 @@ class RocksDbEngine : public Engine {
                 std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
                 const RocksDbOptions& options, std::mt19937_64 rng,
                 std::shared_ptr<SyncFailure> sync_failure, std::shared_ptr<WritesStopped> stopped,
-                std::shared_ptr<BackgroundErrors> errors, std::shared_ptr<PaceControl> pace)
+                std::shared_ptr<BackgroundErrors> errors,
+                std::shared_ptr<std::atomic<bool>> mark_due, std::shared_ptr<PaceControl> pace)
       : sync_failure_(std::move(sync_failure)),
         stopped_(std::move(stopped)),
         errors_(std::move(errors)),
+        mark_due_(std::move(mark_due)),
         pace_(std::move(pace)),
         logs_(std::move(logs)),
         env_(std::move(env)),
@@ -402,7 +413,6 @@ class RocksDbEngine : public Engine {
         rng_(rng),
         flush_at_(Draw()) {
     errors_->Attach(db_.get(), handles_);
-    MarkMemtable();
     if (pace_) {
       pace_->SetFlushAt(flush_at_);
       pace_->Attach(db_.get());
@@ -491,6 +501,7 @@ class RocksDbEngine : public Engine {
       for (auto& [k, v] : all->entries) batch.Delete(space, k);
       return Write(batch, sync);
     }
+    MarkMemtableIfDue(true);
     return Written(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), sync, "delete range");
   }
 
@@ -544,6 +555,7 @@ class RocksDbEngine : public Engine {
   }
 
   rocksdb::Status Apply(const rocksdb::WriteOptions& wo, const WriteBatch& batch) {
+    MarkMemtableIfDue(!wo.no_slowdown);
     rocksdb::WriteBatch wb;
     for (const WriteBatch::Op& op : batch.ops()) {
       rocksdb::Status s = op.value ? wb.Put(Family(op.space), op.key, *op.value)
@@ -591,10 +603,7 @@ class RocksDbEngine : public Engine {
     rocksdb::ColumnFamilyHandle* data = Family(Space::kData);
     uint64_t size = 0, waiting = 0;
     if (!db_->GetIntProperty(data, rocksdb::DB::Properties::kCurSizeActiveMemTable, &size)) return;
-    if (size < last_size_) {  // RocksDB switched it by itself
-      SetFlushAt(Draw());
-      MarkMemtable();
-    }
+    if (size < last_size_) SetFlushAt(Draw());  // RocksDB switched it by itself
     last_size_ = size;
     if (pace_) pace_->Update();
     if (size < flush_at_) return;
@@ -610,20 +619,27 @@ class RocksDbEngine : public Engine {
     if (db_->Flush(fo, handles_).ok()) {
       SetFlushAt(Draw());
       last_size_ = 0;
-      MarkMemtable();
     }
   }
 
-  // Keeps the small meta space's memtable from being empty after a switch,
-  // so that a log write that meets a full disk is one RocksDB recovers from
-  // (BackgroundErrors): a deletion of a key nothing holds, not logged, so it
-  // reads as nothing, takes no disk, and a crash loses nothing with it.
-  void MarkMemtable() {
-    if (!mark_memtables_) return;
+  // Before the first logged write after the open or a memtable switch: keeps
+  // the small meta space's memtable from being empty, so that a log write
+  // that meets a full disk is one RocksDB recovers from (BackgroundErrors).
+  // A deletion of a key nothing holds, not logged: it reads as nothing,
+  // takes no disk, and a crash loses nothing with it. One that could not be
+  // made (RocksDB slowing writes, for a caller that may not wait) is due
+  // again at the next write.
+  void MarkMemtableIfDue(bool may_wait) {
+    if (!mark_memtables_ || !mark_due_->load(std::memory_order_acquire) ||
+        !mark_due_->exchange(false, std::memory_order_acq_rel)) {
+      return;
+    }
     rocksdb::WriteOptions wo;
     wo.disableWAL = true;
-    wo.no_slowdown = true;
-    (void)db_->Delete(wo, Family(Space::kMeta), kMemtableMarker);
+    wo.no_slowdown = !may_wait;
+    if (!db_->Delete(wo, Family(Space::kMeta), kMemtableMarker).ok()) {
+      mark_due_->store(true, std::memory_order_release);
+    }
   }
 
   void SetFlushAt(size_t bytes) {
@@ -637,6 +653,7 @@ class RocksDbEngine : public Engine {
   std::shared_ptr<SyncFailure> sync_failure_;  // shared with BackgroundErrors
   std::shared_ptr<WritesStopped> stopped_;     // shared with BackgroundErrors
   std::shared_ptr<BackgroundErrors> errors_;
+  std::shared_ptr<std::atomic<bool>> mark_due_;  // shared with BackgroundErrors
   std::shared_ptr<PaceControl> pace_;          // null: unpaced; shared with PaceEvents
   // Outlive the database: the file system owns the logs' spare.
   std::shared_ptr<PrefilledLogFileSystem> logs_;  // null: logs grow
@@ -710,7 +727,9 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
       rocksdb::NewCompositeEnv(std::make_shared<SyncWatch>(std::move(base), sync_failure));
   db_options.env = own_env.get();
   auto stopped = std::make_shared<WritesStopped>();
-  auto errors = std::make_shared<BackgroundErrors>(sync_failure, stopped);
+  // Due at the open: a memtable RocksDB's recovery flushed is empty.
+  auto mark_due = std::make_shared<std::atomic<bool>>(true);
+  auto errors = std::make_shared<BackgroundErrors>(sync_failure, stopped, mark_due);
   db_options.listeners.push_back(errors);
   // Also without pacing (rate 0: each file deleted at once), so that what a
   // paced run left in the trash is deleted after this open.
@@ -757,9 +776,10 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
-  return std::unique_ptr<Engine>(new RocksDbEngine(
-      std::move(logs), std::move(own_env), std::unique_ptr<rocksdb::DB>(raw), std::move(handles),
-      options, rng, std::move(sync_failure), std::move(stopped), std::move(errors), pace));
+  return std::unique_ptr<Engine>(
+      new RocksDbEngine(std::move(logs), std::move(own_env), std::unique_ptr<rocksdb::DB>(raw),
+                        std::move(handles), options, rng, std::move(sync_failure),
+                        std::move(stopped), std::move(errors), std::move(mark_due), pace));
 }
 
 }  // namespace dynamo::node

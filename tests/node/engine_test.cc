@@ -728,16 +728,20 @@ TEST(RocksDbEngineTest, AFullDiskMetWithEveryMemtableEmptyStopsWritesUntilReopen
   }
 }
 
-// With the memtable marker, the first write after an open or after a
-// memtable flush (a new log, which grows on a full disk since no spare can
-// be made) is one RocksDB recovers from: writes are taken again once the
-// disk has room, without a reopen.
-TEST(RocksDbEngineTest, AFullDiskMetByTheFirstWriteAfterAnOpenOrAFlushIsRecoveredFrom) {
-  for (const bool after_flush : {false, true}) {
-    SCOPED_TRACE(after_flush ? "the first write after a flush" : "the first write after the open");
+// With the memtable marker, the first write after an open, after a memtable
+// flush (a new log, which grows on a full disk since no spare can be made),
+// or after RocksDB recovered from a full disk (its flush switched the
+// memtables again) is one RocksDB recovers from: writes are taken again
+// once the disk has room, without a reopen.
+TEST(RocksDbEngineTest, AFullDiskMetByTheFirstWriteAfterAnOpenAFlushOrARecoveryIsRecoveredFrom) {
+  enum class After { kOpen, kFlush, kRecovery };
+  for (const After after : {After::kOpen, After::kFlush, After::kRecovery}) {
+    SCOPED_TRACE(after == After::kOpen    ? "the first write after the open"
+                 : after == After::kFlush ? "the first write after a flush"
+                                          : "the first write after a recovery");
     const std::string dir = TempDir("full-disk-marked");
     auto fs = std::make_shared<FaultyLogs>();
-    auto e = OpenOverFaultyLogs(dir, fs, after_flush);
+    auto e = OpenOverFaultyLogs(dir, fs, after == After::kFlush);
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     Engine& engine = **e;
     auto tables = [&] {
@@ -747,7 +751,19 @@ TEST(RocksDbEngineTest, AFullDiskMetByTheFirstWriteAfterAnOpenOrAFlushIsRecovere
       }
       return n;
     };
-    if (after_flush) {
+    WriteBatch b;
+    b.Put(Space::kData, "k", "v");
+    // Polls `ready` every 50 ms for up to 20 s.
+    auto eventually = [](const std::function<Status()>& ready) {
+      const auto start = std::chrono::steady_clock::now();
+      Status s;
+      do {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        s = ready();
+      } while (!s.ok() && std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
+      return s;
+    };
+    if (after == After::kFlush) {
       // Until a write flushed the memtables it filled (and waited for it).
       const size_t before = tables();
       const std::string value(4096, 'v');
@@ -757,18 +773,18 @@ TEST(RocksDbEngineTest, AFullDiskMetByTheFirstWriteAfterAnOpenOrAFlushIsRecovere
         ASSERT_TRUE(engine.Write(w, false).ok());
       }
       ASSERT_GT(tables(), before) << "no flush";
+    } else if (after == After::kRecovery) {
+      // A first full disk, recovered from; no write since.
+      fs->full = true;
+      EXPECT_EQ(engine.Write(b, true).code(), StatusCode::kIOError);
+      fs->full = false;
+      const Status recovered = eventually([&] { return engine.Sync(); });
+      ASSERT_TRUE(recovered.ok()) << recovered.ToString();
     }
     fs->full = true;
-    WriteBatch b;
-    b.Put(Space::kData, "k", "v");
     EXPECT_EQ(engine.Write(b, true).code(), StatusCode::kIOError);
     fs->full = false;
-    const auto start = std::chrono::steady_clock::now();
-    Status again;
-    do {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      again = engine.Write(b, true);
-    } while (!again.ok() && std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
+    const Status again = eventually([&] { return engine.Write(b, true); });
     EXPECT_TRUE(again.ok()) << again.ToString();
     EXPECT_TRUE(engine.Sync().ok());
     e->reset();

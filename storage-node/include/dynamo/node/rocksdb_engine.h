@@ -35,11 +35,11 @@ struct RocksDbOptions {
   // starts is done, so no switch is skipped for a flush still running (and
   // left to RocksDB's own limit) however slow the disk is. Default: off.
   bool wait_for_flushes = false;
-  // After each memtable switch (and the open) the engine keeps a memtable
-  // from being empty with a deletion that is not logged, so that RocksDB can
-  // recover from a log write that met a full disk (rocksdb_engine.cc,
-  // BackgroundErrors). Tests turn it off to reach the case it avoids.
-  // Default: on.
+  // Before the first write after the open and after each memtable switch,
+  // the engine keeps a memtable from being empty with a deletion that is not
+  // logged, so that RocksDB can recover from a log write that met a full
+  // disk (rocksdb_engine.cc, BackgroundErrors). Tests turn it off to reach
+  // the case it avoids. Default: on.
   bool mark_memtables = true;
   // Largest spare log file kept written with zeros, so that a log sync need
   // not write the log's inode (storage-node/src/prefilled_log.h); 0: logs
