@@ -579,11 +579,6 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
   };
 };
 
-// A flush syncs the logs it closes; when that sync fails, the engine's next
-// sync fails too, though the log's later fsync would return 0 (the kernel
-// reports a failed write-back once). Before, RocksDB kept the error to
-// itself and the next Sync() (a retried transfer whose versions were all
-// stored already, say) was answered OK.
 // A RocksDB engine over `fs`'s logs (none prefilled); with `flushing`, 1 MiB
 // memtables whose flushes end before the write that filled one returns.
 Result<std::unique_ptr<Engine>> OpenOverFaultyLogs(const std::string& dir,
@@ -617,6 +612,11 @@ void WriteUntilAFlushSyncsALog(Engine& engine, const FaultyLogs& fs) {
   }
 }
 
+// A flush syncs the logs it closes; when that sync fails, the engine's next
+// sync fails too, though the log's later fsync would return 0 (the kernel
+// reports a failed write-back once). Before, RocksDB kept the error to
+// itself and the next Sync() (a retried transfer whose versions were all
+// stored already, say) was answered OK.
 TEST(RocksDbEngineTest, AFailedSyncOfALogAFlushClosedFailsTheNextSync) {
   const std::string dir = TempDir("background-log-sync");
   auto fs = std::make_shared<FaultyLogs>();
