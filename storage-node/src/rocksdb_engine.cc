@@ -72,9 +72,9 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
 // cannot (BackgroundErrors). While it holds,
 // the engine calls neither SyncWAL, which does not look at that error and
 // would sync the log writer that failed (Debian's RocksDB asserts there,
-// which took a node down when its disk filled), nor Write. A narrow race
-// is left: an inline write (WriteNoStall, on the event loop) whose log
-// append fails while the storage thread is between this check and SyncWAL.
+// which took a node down when its disk filled), nor Write. An inline write
+// (WriteNoStall) cannot fail its append between this check and SyncWAL:
+// the two exclude each other (RocksDbEngine::log_sync_mu_).
 class WritesStopped {
  public:
   Status Check() const {
@@ -441,6 +441,8 @@ class RocksDbEngine : public Engine {
 
   Status Write(const WriteBatch& batch, bool sync) override {
     DYNAMO_RETURN_IF_ERROR(Writable());
+    std::unique_lock<std::mutex> syncing(log_sync_mu_, std::defer_lock);
+    if (sync) syncing.lock();
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     Status s = Written(Apply(wo, batch), sync, "write");
@@ -450,6 +452,11 @@ class RocksDbEngine : public Engine {
 
   Status WriteNoStall(const WriteBatch& batch) override {
     DYNAMO_RETURN_IF_ERROR(Writable());
+    std::unique_lock<std::mutex> appending(log_sync_mu_, std::try_to_lock);
+    if (!appending.owns_lock()) {
+      writes_behind_log_sync_.fetch_add(1, std::memory_order_relaxed);
+      return Status::Busy("the log is being synced");
+    }
     rocksdb::WriteOptions wo;
     wo.no_slowdown = true;
     return Written(Apply(wo, batch), false, "write");
@@ -501,11 +508,14 @@ class RocksDbEngine : public Engine {
       for (auto& [k, v] : all->entries) batch.Delete(space, k);
       return Write(batch, sync);
     }
+    std::unique_lock<std::mutex> syncing(log_sync_mu_, std::defer_lock);
+    if (sync) syncing.lock();
     MarkMemtableIfDue(true);
     return Written(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), sync, "delete range");
   }
 
   Status Sync() override {
+    std::lock_guard<std::mutex> syncing(log_sync_mu_);
     DYNAMO_RETURN_IF_ERROR(Writable());
     return sync_failure_->Keep(FromRocks(db_->SyncWAL(), "sync"));
   }
@@ -518,6 +528,8 @@ class RocksDbEngine : public Engine {
   std::string_view name() const override { return "rocksdb"; }
 
   void AppendCounters(EngineCounters& out) const override {
+    out.push_back(
+        {"writes_behind_log_sync", writes_behind_log_sync_.load(std::memory_order_relaxed)});
     if (pace_) pace_->AppendCounters(out);
     if (!logs_) return;
     const PrefilledLogStats s = logs_->stats();
@@ -665,6 +677,15 @@ class RocksDbEngine : public Engine {
   const bool mark_memtables_;
   const uint64_t check_bytes_;
   std::atomic<uint64_t> unchecked_bytes_{0};
+  // Held while the log is synced: by Sync, and by a synced Write (RocksDB
+  // syncs it inside its write group, where an inline write would join the
+  // group and hold up the event loop until the sync ends). WriteNoStall
+  // finds it held and answers Busy, so that the write goes to the storage
+  // thread. RocksDB 7.8's SyncWAL syncs the log writer outside its write
+  // group, and an append that failed meanwhile (a full disk) made that
+  // sync abort the process (an assertion in Debian's RocksDB).
+  std::mutex log_sync_mu_;
+  std::atomic<uint64_t> writes_behind_log_sync_{0};
   std::mutex flush_mu_;  // guards what follows
   std::mt19937_64 rng_;
   size_t flush_at_;  // this memtable's drawn size

@@ -519,7 +519,8 @@ TEST(MemoryEngineTest, AfterAFailedSyncNoWriteOrSyncSucceeds) {
 // (with ENOSPC while `syncs_full`, as a write-back the disk had no room for)
 // and their appends with ENOSPC while `full`, as a full disk does to a log
 // that grows (which also reports no free space then: RocksDB's file
-// manager polls it before it recovers).
+// manager polls it before it recovers). While `hold_syncs`, a sync waits
+// (up to 10 s) until it is cleared, counted in `syncs_held` as it starts.
 class FaultyLogs : public rocksdb::FileSystemWrapper {
  public:
   FaultyLogs() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
@@ -541,6 +542,8 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
   std::atomic<int> failed{0};
   std::atomic<bool> full{false};
   std::atomic<bool> syncs_full{false};
+  std::atomic<bool> hold_syncs{false};
+  std::atomic<int> syncs_held{0};
 
  private:
   class Log : public rocksdb::FSWritableFileOwnerWrapper {
@@ -548,9 +551,11 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
     Log(std::unique_ptr<rocksdb::FSWritableFile> file, FaultyLogs* fs)
         : FSWritableFileOwnerWrapper(std::move(file)), fs_(fs) {}
     rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      Hold();
       return Failed() ? Failure() : target()->Sync(o, d);
     }
     rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      Hold();
       return Failed() ? Failure() : target()->Fsync(o, d);
     }
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
@@ -566,6 +571,14 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
     }
 
    private:
+    void Hold() {
+      if (!fs_->hold_syncs) return;
+      ++fs_->syncs_held;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (fs_->hold_syncs && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    }
     bool Failed() {
       if (!fs_->failing && !fs_->syncs_full) return false;
       ++fs_->failed;
@@ -683,6 +696,67 @@ TEST(RocksDbEngineTest, AfterALogAppendMetAFullDiskSyncsAndWritesFailWithoutCras
                      .count()
               << " ms after the disk had room\n";
     EXPECT_TRUE(engine.Sync().ok());
+    e->reset();
+    std::filesystem::remove_all(dir);
+  }
+}
+
+// While the log is synced, by Sync or inside a synced write's group, an
+// inline write is refused (Busy; the storage thread takes it) rather than
+// appended. RocksDB 7.8's SyncWAL syncs the log writer outside its write
+// group, and an append that met a full disk meanwhile made that sync abort
+// the process (an assertion in Debian's RocksDB); inside a synced write's
+// group, an inline write would wait for the sync on the event loop.
+TEST(RocksDbEngineTest, InlineWritesAreRefusedWhileTheLogIsSynced) {
+  for (const bool by_write : {false, true}) {
+    SCOPED_TRACE(by_write ? "a synced write syncs the log" : "Sync does");
+    const std::string dir = TempDir("inline-beside-sync");
+    auto fs = std::make_shared<FaultyLogs>();
+    auto e = OpenOverFaultyLogs(dir, fs, false);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    Engine& engine = **e;
+    WriteBatch unsynced;
+    unsynced.Put(Space::kData, "a", "1");
+    ASSERT_TRUE(engine.WriteNoStall(unsynced).ok());
+    fs->hold_syncs = true;
+    Status synced;
+    std::thread syncer([&] {
+      WriteBatch b;
+      b.Put(Space::kData, "b", "2");
+      synced = by_write ? engine.Write(b, true) : engine.Sync();
+    });
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (fs->syncs_held == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_GT(fs->syncs_held.load(), 0) << "no sync started";
+    fs->full = true;
+    WriteBatch beside;
+    beside.Put(Space::kData, "c", "3");
+    const Status refused = engine.WriteNoStall(beside);
+    EXPECT_EQ(refused.code(), StatusCode::kBusy) << refused.ToString();
+    fs->full = false;
+    fs->hold_syncs = false;
+    syncer.join();
+    EXPECT_TRUE(synced.ok()) << synced.ToString();
+    EXPECT_TRUE(engine.WriteNoStall(beside).ok());
+    EXPECT_TRUE(engine.Sync().ok());
+    for (const auto& [key, value] :
+         std::vector<std::pair<std::string, std::string>>{{"a", "1"}, {"c", "3"}}) {
+      Result<std::optional<std::string>> read = engine.Get(Space::kData, key);
+      ASSERT_TRUE(read.ok());
+      EXPECT_EQ(read->value_or(""), value) << key;
+    }
+    const EngineCounters counters = [&] {
+      EngineCounters c;
+      engine.AppendCounters(c);
+      return c;
+    }();
+    bool counted = false;
+    for (const auto& [name, value] : counters) {
+      if (name == "writes_behind_log_sync") counted = value == 1;
+    }
+    EXPECT_TRUE(counted) << "writes_behind_log_sync is not 1";
     e->reset();
     std::filesystem::remove_all(dir);
   }
