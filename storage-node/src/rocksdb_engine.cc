@@ -19,6 +19,7 @@
 #include <optional>
 #include <random>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "background_pace.h"
@@ -73,8 +74,8 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
 // the engine calls neither SyncWAL, which does not look at that error and
 // would sync the log writer that failed (Debian's RocksDB asserts there,
 // which took a node down when its disk filled), nor Write. An inline write
-// (WriteNoStall) cannot fail its append between this check and SyncWAL:
-// the two exclude each other (RocksDbEngine::log_sync_mu_).
+// (WriteNoStall) cannot fail its append between this check and SyncWAL's
+// own check of the log writer (LogSyncGate).
 class WritesStopped {
  public:
   Status Check() const {
@@ -190,6 +191,42 @@ class BackgroundErrors : public rocksdb::EventListener {
   std::vector<rocksdb::ColumnFamilyHandle*> families_;
 };
 
+// Keeps an inline write's log append away from a Sync until RocksDB has
+// begun syncing the newest log. RocksDB 7.8's SyncWAL syncs each log writer
+// outside its write group, after checking that no append to it failed, and
+// asserts there otherwise (Debian's RocksDB keeps its asserts): an inline
+// write (WriteNoStall, on the event loop) whose append met a full disk
+// between the engine's check (WritesStopped) and RocksDB's aborted the
+// process. The sync itself still overlaps the inline writes (group commit:
+// they are synced by the next one). Lockable for the inline writes, which
+// take it with try_lock for their whole write, so that a failed append has
+// stopped the engine's writes (BackgroundErrors) before a sync can start.
+class LogSyncGate {
+ public:
+  bool try_lock() { return mu_.try_lock(); }
+  void unlock() { mu_.unlock(); }
+
+  // Storage thread: keeps inline writes out until Release, or until this
+  // thread begins syncing the newest log (NewestLogSyncBegins).
+  void Hold() {
+    mu_.lock();
+    holder_.store(std::this_thread::get_id(), std::memory_order_release);
+  }
+  // Ends the Hold made on this thread, if it still holds.
+  void Release() {
+    if (holder_.load(std::memory_order_acquire) != std::this_thread::get_id()) return;
+    holder_.store(std::thread::id(), std::memory_order_release);
+    mu_.unlock();
+  }
+  // SyncWatch, as a sync of the newest log begins: on the thread that holds,
+  // RocksDB has checked that log's writer. Any thread.
+  void NewestLogSyncBegins() { Release(); }
+
+ private:
+  std::mutex mu_;
+  std::atomic<std::thread::id> holder_{};
+};
+
 // Keeps every failed sync of a log or of a directory in the engine's
 // SyncFailure as it fails, whichever thread asked for it (SyncWAL, a synced
 // write's group, a flush closing the logs it replaces, RocksDB's recovery).
@@ -199,8 +236,9 @@ class BackgroundErrors : public rocksdb::EventListener {
 // never taken back. (Logs are not range-synced: wal_bytes_per_sync is 0.)
 class SyncWatch : public rocksdb::FileSystemWrapper {
  public:
-  SyncWatch(std::shared_ptr<rocksdb::FileSystem> base, std::shared_ptr<SyncFailure> failure)
-      : FileSystemWrapper(std::move(base)), failure_(std::move(failure)) {}
+  SyncWatch(std::shared_ptr<rocksdb::FileSystem> base, std::shared_ptr<SyncFailure> failure,
+            std::shared_ptr<LogSyncGate> gate)
+      : FileSystemWrapper(std::move(base)), failure_(std::move(failure)), gate_(std::move(gate)) {}
   const char* Name() const override { return "SyncWatch"; }
 
   rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
@@ -232,7 +270,9 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
   rocksdb::IOStatus WatchLog(const std::string& name, rocksdb::IOStatus s,
                              std::unique_ptr<rocksdb::FSWritableFile>* file) {
     if (s.ok() && name.ends_with(".log")) {
-      *file = std::make_unique<WatchedLog>(std::move(*file), failure_.get());
+      auto log = std::make_unique<WatchedLog>(std::move(*file), this);
+      newest_log_.store(log.get(), std::memory_order_release);
+      *file = std::move(log);
     }
     return s;
   }
@@ -241,19 +281,27 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
     return s;
   }
 
+  // RocksDB appends to the log it made last.
   class WatchedLog : public rocksdb::FSWritableFileOwnerWrapper {
    public:
-    WatchedLog(std::unique_ptr<rocksdb::FSWritableFile> file, SyncFailure* failure)
-        : FSWritableFileOwnerWrapper(std::move(file)), failure_(failure) {}
+    WatchedLog(std::unique_ptr<rocksdb::FSWritableFile> file, SyncWatch* watch)
+        : FSWritableFileOwnerWrapper(std::move(file)), watch_(watch) {}
     rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
-      return Watch(failure_, target()->Sync(o, d), "log sync");
+      SyncBegins();
+      return Watch(watch_->failure_.get(), target()->Sync(o, d), "log sync");
     }
     rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
-      return Watch(failure_, target()->Fsync(o, d), "log sync");
+      SyncBegins();
+      return Watch(watch_->failure_.get(), target()->Fsync(o, d), "log sync");
     }
 
    private:
-    SyncFailure* failure_;
+    void SyncBegins() {
+      if (watch_->newest_log_.load(std::memory_order_acquire) == this) {
+        watch_->gate_->NewestLogSyncBegins();
+      }
+    }
+    SyncWatch* watch_;
   };
 
   class WatchedDirectory : public rocksdb::FSDirectoryWrapper {
@@ -273,6 +321,8 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
   };
 
   std::shared_ptr<SyncFailure> failure_;
+  std::shared_ptr<LogSyncGate> gate_;
+  std::atomic<const WatchedLog*> newest_log_{nullptr};  // compared, never followed
 };
 
 // RocksDB's rate limiter at a fixed pace, passed by while lifted. (Lifting
@@ -396,7 +446,8 @@ class RocksDbEngine : public Engine {
                 const RocksDbOptions& options, std::mt19937_64 rng,
                 std::shared_ptr<SyncFailure> sync_failure, std::shared_ptr<WritesStopped> stopped,
                 std::shared_ptr<BackgroundErrors> errors,
-                std::shared_ptr<std::atomic<bool>> mark_due, std::shared_ptr<PaceControl> pace)
+                std::shared_ptr<std::atomic<bool>> mark_due, std::shared_ptr<PaceControl> pace,
+                std::shared_ptr<LogSyncGate> gate)
       : sync_failure_(std::move(sync_failure)),
         stopped_(std::move(stopped)),
         errors_(std::move(errors)),
@@ -410,6 +461,8 @@ class RocksDbEngine : public Engine {
         wait_for_flushes_(options.wait_for_flushes),
         mark_memtables_(options.mark_memtables),
         check_bytes_(std::min<uint64_t>(kFlushCheckBytes, options.write_buffer_bytes / 16)),
+        gate_(std::move(gate)),
+        sync_hook_(options.sync_hook_for_tests),
         rng_(rng),
         flush_at_(Draw()) {
     errors_->Attach(db_.get(), handles_);
@@ -441,8 +494,6 @@ class RocksDbEngine : public Engine {
 
   Status Write(const WriteBatch& batch, bool sync) override {
     DYNAMO_RETURN_IF_ERROR(Writable());
-    std::unique_lock<std::mutex> syncing(log_sync_mu_, std::defer_lock);
-    if (sync) syncing.lock();
     rocksdb::WriteOptions wo;
     wo.sync = sync;
     Status s = Written(Apply(wo, batch), sync, "write");
@@ -452,7 +503,7 @@ class RocksDbEngine : public Engine {
 
   Status WriteNoStall(const WriteBatch& batch) override {
     DYNAMO_RETURN_IF_ERROR(Writable());
-    std::unique_lock<std::mutex> appending(log_sync_mu_, std::try_to_lock);
+    std::unique_lock<LogSyncGate> appending(*gate_, std::try_to_lock);
     if (!appending.owns_lock()) {
       writes_behind_log_sync_.fetch_add(1, std::memory_order_relaxed);
       return Status::Busy("the log is being synced");
@@ -508,16 +559,19 @@ class RocksDbEngine : public Engine {
       for (auto& [k, v] : all->entries) batch.Delete(space, k);
       return Write(batch, sync);
     }
-    std::unique_lock<std::mutex> syncing(log_sync_mu_, std::defer_lock);
-    if (sync) syncing.lock();
     MarkMemtableIfDue(true);
     return Written(db_->DeleteRange(wo, Family(space), ToSlice(prefix), end), sync, "delete range");
   }
 
   Status Sync() override {
-    std::lock_guard<std::mutex> syncing(log_sync_mu_);
-    DYNAMO_RETURN_IF_ERROR(Writable());
-    return sync_failure_->Keep(FromRocks(db_->SyncWAL(), "sync"));
+    gate_->Hold();
+    Status s = Writable();
+    if (s.ok()) {
+      if (sync_hook_) sync_hook_();
+      s = sync_failure_->Keep(FromRocks(db_->SyncWAL(), "sync"));
+    }
+    gate_->Release();
+    return s;
   }
 
   bool MaintenanceDue() const override {
@@ -677,14 +731,8 @@ class RocksDbEngine : public Engine {
   const bool mark_memtables_;
   const uint64_t check_bytes_;
   std::atomic<uint64_t> unchecked_bytes_{0};
-  // Held while the log is synced: by Sync, and by a synced Write (RocksDB
-  // syncs it inside its write group, where an inline write would join the
-  // group and hold up the event loop until the sync ends). WriteNoStall
-  // finds it held and answers Busy, so that the write goes to the storage
-  // thread. RocksDB 7.8's SyncWAL syncs the log writer outside its write
-  // group, and an append that failed meanwhile (a full disk) made that
-  // sync abort the process (an assertion in Debian's RocksDB).
-  std::mutex log_sync_mu_;
+  std::shared_ptr<LogSyncGate> gate_;  // shared with SyncWatch
+  std::function<void()> sync_hook_;
   std::atomic<uint64_t> writes_behind_log_sync_{0};
   std::mutex flush_mu_;  // guards what follows
   std::mt19937_64 rng_;
@@ -744,8 +792,9 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
     logs = PrefilledLogFileSystem::Make(base, dir, std::move(lo));
     base = logs;
   }
+  auto gate = std::make_shared<LogSyncGate>();
   std::unique_ptr<rocksdb::Env> own_env =
-      rocksdb::NewCompositeEnv(std::make_shared<SyncWatch>(std::move(base), sync_failure));
+      rocksdb::NewCompositeEnv(std::make_shared<SyncWatch>(std::move(base), sync_failure, gate));
   db_options.env = own_env.get();
   auto stopped = std::make_shared<WritesStopped>();
   // Due at the open: a memtable RocksDB's recovery flushed is empty.
@@ -797,10 +846,10 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir, families, &handles, &raw);
   if (!s.ok()) return FromRocks(s, "open " + dir);
-  return std::unique_ptr<Engine>(
-      new RocksDbEngine(std::move(logs), std::move(own_env), std::unique_ptr<rocksdb::DB>(raw),
-                        std::move(handles), options, rng, std::move(sync_failure),
-                        std::move(stopped), std::move(errors), std::move(mark_due), pace));
+  return std::unique_ptr<Engine>(new RocksDbEngine(
+      std::move(logs), std::move(own_env), std::unique_ptr<rocksdb::DB>(raw), std::move(handles),
+      options, rng, std::move(sync_failure), std::move(stopped), std::move(errors),
+      std::move(mark_due), pace, std::move(gate)));
 }
 
 }  // namespace dynamo::node

@@ -97,8 +97,8 @@ void StorageWorker::FinishInline() {
     inline_writers_.clear();
     Status s = engine_->WriteNoStall(batch);
     if (s.code() == StatusCode::kBusy) {
-      // The engine is throttling writes or syncing its log: wait for it on
-      // the storage thread.
+      // The engine is throttling writes, or a log sync is starting: wait
+      // for it on the storage thread.
       bool sync = false;
       for (const InlineWriter& w : writers) sync |= w.sync;
       SubmitShared(WriteOp{std::move(batch), sync}, std::move(writers));

@@ -106,8 +106,9 @@ class Engine {
   // several reads overlap. Default: nothing.
   virtual void PrefetchData(std::span<const std::string_view> keys) { (void)keys; }
   // Like Write(batch, false), but Busy instead of waiting when the engine is
-  // throttling writes or syncing its log (the batch is then not applied; a
-  // blocking Write takes it). Default: always Busy.
+  // throttling writes or cannot append beside a log sync starting (the
+  // batch is then not applied; a blocking Write takes it). Default: always
+  // Busy.
   virtual Status WriteNoStall(const WriteBatch& batch);
   // Applies `batch` atomically. With `sync`, it and every earlier write are
   // durable when this returns OK. IOError on failure; after a failed sync

@@ -70,6 +70,9 @@ struct RocksDbOptions {
   std::function<void(const std::string&)> warn;
   // For tests: the file system under the engine; null: the OS's.
   std::shared_ptr<rocksdb::FileSystem> file_system;
+  // For tests: called by Sync while it keeps inline writes out, just before
+  // RocksDB syncs the logs. May be empty.
+  std::function<void()> sync_hook_for_tests;
 };
 
 // Replicas receive the same writes, so with equal memtables they would all
