@@ -706,7 +706,7 @@ TEST(RocksDbEngineTest, AfterALogAppendMetAFullDiskSyncsAndWritesFailWithoutCras
 // covers them). RocksDB 7.8's SyncWAL asserts when an append to a log it
 // syncs failed after the engine's check and before its own: an inline write
 // whose append met a full disk there aborted the process.
-TEST(RocksDbEngineTest, InlineWritesWaitOutASyncUntilItSyncsTheNewestLog) {
+TEST(RocksDbEngineTest, InlineWritesAreKeptOutOfASyncUntilItSyncsTheNewestLog) {
   const std::string dir = TempDir("inline-beside-sync");
   auto fs = std::make_shared<FaultyLogs>();
   Engine* engine = nullptr;
