@@ -29,10 +29,6 @@ constexpr int kIoprioWhoProcess = 1;
 constexpr int kIoprioClassIdle = 3;
 constexpr int kIoprioClassShift = 13;
 
-rocksdb::IOStatus ErrnoStatus(std::string_view what, const std::string& path, int err) {
-  return rocksdb::IOStatus::IOError(std::string(what) + " " + path + ": " + std::strerror(err));
-}
-
 // RocksDB names its logs NNNNNN.log in the log directory.
 bool IsLogIn(const std::string& dir, const std::string& fname) {
   if (fname.size() <= dir.size() + 1 || fname.compare(0, dir.size(), dir) != 0 ||
@@ -380,6 +376,16 @@ void PrefilledLogFileSystem::WaitForSpare() {
 PrefilledLogStats PrefilledLogFileSystem::stats() const {
   std::lock_guard<std::mutex> lock(state_->mu);
   return state_->stats;
+}
+
+rocksdb::IOStatus ErrnoStatus(std::string_view what, const std::string& path, int err) {
+  const std::string context = std::string(what) + " " + path;
+  if (err == ENOSPC) {
+    rocksdb::IOStatus s = rocksdb::IOStatus::NoSpace(context, std::strerror(err));
+    s.SetRetryable(true);
+    return s;
+  }
+  return rocksdb::IOStatus::IOError(context, std::strerror(err));
 }
 
 }  // namespace dynamo::node

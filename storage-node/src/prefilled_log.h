@@ -36,6 +36,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace dynamo::node {
 
@@ -48,6 +49,12 @@ inline constexpr uint64_t kPrefillMinLogBytes = 1u << 20;
 // never slower than kPrefillMinPace bytes a second.
 inline constexpr double kPrefillPaceFactor = 2.0;
 inline constexpr double kPrefillMinPace = 4u << 20;
+
+// The status of a failed call on `path` with `err` (errno), as RocksDB's
+// own file system makes it: for ENOSPC a retryable NoSpace, which RocksDB
+// recovers from once the disk has room (a full disk met by an append to a
+// log written over a spare); IOError otherwise.
+rocksdb::IOStatus ErrnoStatus(std::string_view what, const std::string& path, int err);
 
 // How far a log has been written, and when it passed each of its last
 // kMarks mebibytes: shared by the log and the file system, which paces the

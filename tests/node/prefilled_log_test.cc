@@ -8,6 +8,7 @@
 #include <rocksdb/env.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -279,6 +280,20 @@ TEST_F(PrefilledLogTest, AStartDropsTheSparesItFinds) {
 }
 
 LogProgress::Clock::time_point test_now;
+
+// A log written over a spare that meets a full disk reports it as RocksDB's
+// own files do (retryable NoSpace), so that RocksDB recovers once the disk
+// has room; as a plain IOError it stopped writes until the node restarted.
+TEST(ErrnoStatusTest, AFullDiskIsARetryableNoSpace) {
+  const rocksdb::IOStatus full = ErrnoStatus("write", "/d/000012.log", ENOSPC);
+  EXPECT_TRUE(full.IsNoSpace()) << full.ToString();
+  EXPECT_TRUE(full.GetRetryable());
+  EXPECT_NE(full.ToString().find("/d/000012.log"), std::string::npos);
+  const rocksdb::IOStatus other = ErrnoStatus("write", "/d/000012.log", EIO);
+  EXPECT_TRUE(other.IsIOError());
+  EXPECT_FALSE(other.IsNoSpace());
+  EXPECT_FALSE(other.GetRetryable());
+}
 
 TEST(LogProgressTest, PacesByTheLastMebibytesNotTheWholeLife) {
   using std::chrono::milliseconds;
