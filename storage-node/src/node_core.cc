@@ -691,17 +691,19 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
       Storage(std::move(write), [this, op](Now, StorageResult w) {
         if (!w.status.ok()) {
           ReplyError(op->conn, op->id, w.status.WithInDoubt(true));
-        } else {
-          NoteStored(op->key, &op->result.siblings);
-          if (op->request.op_id != 0) {
-            recent_puts_.Remember(op->key, op->request.op_id, op->result.written.dot);
-          }
-          if (!ForAReplica(op->request.hint) || !RefusedAsNoReplica(op->conn, op->id,
-                                              map_->ring().KeyPartition(op->request.key), true)) {
-            Reply(op->conn, op->id,
-                  proto::CoordPutReply{epoch(), op->result.written.dot,
-                                       std::move(op->result.siblings)});
-          }
+          NoteStoredAfterFailedWrite(op->key, [op] { op->unlock(); });
+          return;
+        }
+        NoteStored(op->key, &op->result.siblings);
+        if (op->request.op_id != 0) {
+          recent_puts_.Remember(op->key, op->request.op_id, op->result.written.dot);
+        }
+        if (!ForAReplica(op->request.hint) ||
+            !RefusedAsNoReplica(op->conn, op->id, map_->ring().KeyPartition(op->request.key),
+                                true)) {
+          Reply(op->conn, op->id,
+                proto::CoordPutReply{epoch(), op->result.written.dot,
+                                     std::move(op->result.siblings)});
         }
         op->unlock();
       });
@@ -776,6 +778,13 @@ bool NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_
       write.batch.Put(m->space, m->key, proto::EncodeSiblingSet(merged));
       m->stored = std::move(merged);
       Storage(std::move(write), [this, m](Now now2, StorageResult w) {
+        if (!w.status.ok() && m->space == Space::kData) {
+          NoteStoredAfterFailedWrite(m->key, [m, now2, status = w.status] {
+            m->unlock();
+            m->done(now2, status);
+          });
+          return;
+        }
         if (w.status.ok()) {
           if (m->space == Space::kData) {
             NoteStored(m->key, &m->stored);
@@ -1915,6 +1924,13 @@ void NodeCore::DeleteAcknowledged(Now now, std::shared_ptr<Handoff> h, ScanResul
         const uint32_t expired = h->expire_only ? fate.expired : 0;
         Storage(std::move(del),
                 [this, h, expired, join, unlock, data, k3 = k2](Now, StorageResult w) {
+                  if (!w.status.ok() && data) {
+                    NoteStoredAfterFailedWrite(k3, [join, unlock, status = w.status] {
+                      unlock();
+                      join->One(status);
+                    });
+                    return;
+                  }
                   if (w.status.ok()) h->expired_deleted += expired;
                   if (w.status.ok() && data) NoteStored(k3, nullptr);
                   unlock();

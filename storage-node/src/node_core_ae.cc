@@ -113,6 +113,18 @@ void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
   if (tree_updates_.size() >= kTreeUpdatesMax) ApplyTreeUpdates();
 }
 
+void NodeCore::NoteStoredAfterFailedWrite(const std::string& data_key, std::function<void()> then) {
+  Storage(ReadOp{Space::kData, data_key},
+          [this, data_key, then = std::move(then)](Now, StorageResult r) {
+            if (r.status.ok() && !r.value) NoteStored(data_key, nullptr);
+            if (r.status.ok() && r.value) {
+              Result<SiblingSet> set = proto::DecodeSiblingSet(*r.value, stored_limits_);
+              if (set.ok()) NoteStored(data_key, &*set);
+            }
+            then();
+          });
+}
+
 void NodeCore::CheckNothingWasStored(const std::string& data_key) {
   if (!trees_ready_) return;  // the trees are still being read from storage
   Result<DataKeyParts> parts = ParseDataKey(data_key);
@@ -434,10 +446,15 @@ void NodeCore::PurgeLocal(std::vector<proto::PurgeRequest::Entry> entries,
         WriteOp del;
         del.batch.Delete(Space::kData, key);
         Storage(std::move(del), [this, key, deleted, all, unlock](Now, StorageResult w) {
-          if (w.status.ok()) {
-            NoteStored(key, nullptr);
-            ++*deleted;
+          if (!w.status.ok()) {
+            NoteStoredAfterFailedWrite(key, [all, unlock, status = w.status] {
+              unlock();
+              all->One(status);
+            });
+            return;
           }
+          NoteStored(key, nullptr);
+          ++*deleted;
           unlock();
           all->One(w.status);
         });

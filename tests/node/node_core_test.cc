@@ -2792,6 +2792,26 @@ TEST(TreeCheckTest, AKeyStorageLostWithoutAnErrorIsFoundAndRefilled) {
   }
 }
 
+// A write applied before its sync failed (an inline write, then a failed
+// log sync) is in the node's Merkle tree as in its storage: the tree
+// follows what a failed write left stored. Before, the tree kept the old
+// entry until a tree check, and anti-entropy, finding the stored version
+// already there, did not correct it.
+TEST(TreeCheckTest, AWriteAppliedBeforeItsSyncFailedIsInTheTree) {
+  SimCluster sim(43);
+  FormCluster(sim, 3);
+  Write(sim, "n2", "k", "v1");
+  sim.engine("n2").FailSyncs(true);
+  Result<proto::Message> r = sim.Request("n2", proto::CoordPutRequest{"k", {}, "v2", false});
+  ASSERT_TRUE(r.ok());
+  ASSERT_NE(std::get_if<proto::ErrorReply>(&r->body), nullptr);
+  std::optional<SiblingSet> stored = sim.Stored("n2", "k");
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->size(), 2u);  // v1 and v2, written without v1's context
+  sim.RunFor(100);
+  EXPECT_EQ(sim.TreeDifferingFromStorage("n2"), std::nullopt);
+}
+
 // Writes, overwrites and deletes while the trees are checked are never taken
 // for a disagreement, and the trees keep holding what storage holds. Four
 // partitions of 600 keys each, one checked every 50 ms, so most checks read

@@ -412,6 +412,13 @@ class NodeCore {
   // Records a data-space write (set) or delete (null) of `data_key`. The
   // tree change waits in tree_updates_ until ApplyTreeUpdates.
   void NoteStored(const std::string& data_key, const SiblingSet* set);
+  // Called under the key's lock when a write or delete of `data_key`
+  // failed: it may still have been applied (an inline write whose log sync
+  // then failed), so the tree follows what storage holds, read back; then
+  // `then`. Otherwise the tree would disagree with storage until a tree
+  // check, and anti-entropy, finding the stored version already there,
+  // would not correct it.
+  void NoteStoredAfterFailedWrite(const std::string& data_key, std::function<void()> then);
   // Called under the key's lock when a write read nothing (or nothing
   // readable) at `data_key`. If the key's Merkle tree entry says this node
   // stored a set there, storage lost it without an error: the node removes
