@@ -884,10 +884,8 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
 // fail, the client has them acknowledged by the other replicas and
 // stand-ins, reads are correct. Once the ballast is deleted its storage
 // recovers (RocksDB polls the free space) and it takes writes again,
-// without a restart. It failed in some runs before a log written over a
-// spare reported ENOSPC as RocksDB does (the node took no writes until
-// restarted) and before the Merkle tree followed a write applied and then
-// failed (the tree disagreed with storage).
+// without a restart. Before, an inline write whose log append met the full
+// disk while a log sync was starting aborted the process.
 TEST(FaultTest, NodeWhoseStorageMeetsAFullDiskKeepsRunningAndTakesWritesAgainOnceSpaceIsFreed) {
   const std::string prefix = "enospc:";
   constexpr size_t kValueBytes = SmallDiskCluster::kValueBytes;
