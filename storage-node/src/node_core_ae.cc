@@ -116,8 +116,9 @@ void NodeCore::NoteStored(const std::string& data_key, const SiblingSet* set) {
 void NodeCore::NoteStoredAfterFailedWrite(const std::string& data_key, std::function<void()> then) {
   Storage(ReadOp{Space::kData, data_key},
           [this, data_key, then = std::move(then)](Now, StorageResult r) {
-            if (r.status.ok() && !r.value) NoteStored(data_key, nullptr);
-            if (r.status.ok() && r.value) {
+            if (r.status.ok() && !r.value) {
+              NoteStored(data_key, nullptr);
+            } else if (r.status.ok()) {
               Result<SiblingSet> set = proto::DecodeSiblingSet(*r.value, stored_limits_);
               if (set.ok()) NoteStored(data_key, &*set);
             }
