@@ -235,17 +235,33 @@ class LogSyncGate {
 // none of which was synced and after which RocksDB stops writes until it
 // has recovered (BackgroundErrors), from one whose sync failed, which is
 // never taken back. (Logs are not range-synced: wal_bytes_per_sync is 0.)
+// Also keeps RocksDB's info log (LOG) from failing: see InfoLogFile.
 class SyncWatch : public rocksdb::FileSystemWrapper {
  public:
   SyncWatch(std::shared_ptr<rocksdb::FileSystem> base, std::shared_ptr<SyncFailure> failure,
-            std::shared_ptr<LogSyncGate> gate)
-      : FileSystemWrapper(std::move(base)), failure_(std::move(failure)), gate_(std::move(gate)) {}
+            std::shared_ptr<LogSyncGate> gate, std::function<void(const std::string&)> warn)
+      : FileSystemWrapper(std::move(base)),
+        failure_(std::move(failure)),
+        gate_(std::move(gate)),
+        warn_(std::move(warn)) {}
   const char* Name() const override { return "SyncWatch"; }
 
   rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
                                     rocksdb::IODebugContext* dbg) override {
-    return WatchLog(name, target()->NewWritableFile(name, options, result, dbg), result);
+    rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
+    if (s.ok() && name.ends_with("/LOG")) {
+      *result = std::make_unique<InfoLogFile>(std::move(*result), warn_);
+      return s;
+    }
+    return WatchLog(name, s, result);
+  }
+  // RocksDB's own info log (FileSystem's), but made over this file system:
+  // each wrapper's NewLogger would make it over the OS's files directly.
+  rocksdb::IOStatus NewLogger(const std::string& name, const rocksdb::IOOptions& options,
+                              std::shared_ptr<rocksdb::Logger>* result,
+                              rocksdb::IODebugContext* dbg) override {
+    return rocksdb::FileSystem::NewLogger(name, options, result, dbg);
   }
   rocksdb::IOStatus ReopenWritableFile(const std::string& name, const rocksdb::FileOptions& options,
                                        std::unique_ptr<rocksdb::FSWritableFile>* result,
@@ -321,8 +337,56 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
     SyncFailure* failure_;
   };
 
+  // RocksDB's info log, written through a WritableFileWriter that RocksDB
+  // 7.8 never resets: after one failed write (a full disk), its next line
+  // asserts in WritableFileWriter::AssertFalseAndGetStatusForPrevError,
+  // which aborted nodes (Debian's RocksDB has asserts on) whatever stopped
+  // the storage's own writes first. RocksDB ignores the info log's errors
+  // anyway; here they never reach the writer: what cannot be written is
+  // dropped, and the first failure is told.
+  class InfoLogFile : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    InfoLogFile(std::unique_ptr<rocksdb::FSWritableFile> file,
+                std::function<void(const std::string&)> warn)
+        : FSWritableFileOwnerWrapper(std::move(file)), warn_(std::move(warn)) {}
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                             rocksdb::IODebugContext* d) override {
+      return Dropped(target()->Append(data, o, d));
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                             const rocksdb::DataVerificationInfo& v,
+                             rocksdb::IODebugContext* d) override {
+      return Dropped(target()->Append(data, o, v, d));
+    }
+    rocksdb::IOStatus Flush(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      return Dropped(target()->Flush(o, d));
+    }
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      return Dropped(target()->Sync(o, d));
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      return Dropped(target()->Fsync(o, d));
+    }
+    rocksdb::IOStatus RangeSync(uint64_t offset, uint64_t nbytes, const rocksdb::IOOptions& o,
+                                rocksdb::IODebugContext* d) override {
+      return Dropped(target()->RangeSync(offset, nbytes, o, d));
+    }
+
+   private:
+    rocksdb::IOStatus Dropped(const rocksdb::IOStatus& s) {
+      if (!s.ok() && !told_.exchange(true) && warn_) {
+        warn_("RocksDB's info log (LOG) failed a write, its lines are dropped while it fails: " +
+              s.ToString());
+      }
+      return rocksdb::IOStatus::OK();
+    }
+    const std::function<void(const std::string&)> warn_;
+    std::atomic<bool> told_{false};
+  };
+
   std::shared_ptr<SyncFailure> failure_;
   std::shared_ptr<LogSyncGate> gate_;
+  std::function<void(const std::string&)> warn_;
   std::atomic<const WatchedLog*> newest_log_{nullptr};  // compared, never followed
 };
 
@@ -794,8 +858,8 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
     base = logs;
   }
   auto gate = std::make_shared<LogSyncGate>();
-  std::unique_ptr<rocksdb::Env> own_env =
-      rocksdb::NewCompositeEnv(std::make_shared<SyncWatch>(std::move(base), sync_failure, gate));
+  std::unique_ptr<rocksdb::Env> own_env = rocksdb::NewCompositeEnv(
+      std::make_shared<SyncWatch>(std::move(base), sync_failure, gate, options.warn));
   db_options.env = own_env.get();
   auto stopped = std::make_shared<WritesStopped>();
   // Due at the open: a memtable RocksDB's recovery flushed is empty.

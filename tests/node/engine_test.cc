@@ -11,6 +11,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <regex>
@@ -521,6 +522,9 @@ TEST(MemoryEngineTest, AfterAFailedSyncNoWriteOrSyncSucceeds) {
 // that grows (which also reports no free space then: RocksDB's file
 // manager polls it before it recovers). While `hold_syncs`, a sync waits
 // (up to 10 s) until it is cleared, counted in `syncs_held` as it starts.
+// RocksDB's info log (LOG) fails its writes with ENOSPC while
+// `info_log_full`, counted in `info_log_failed`; `tables_made` counts the
+// table files made.
 class FaultyLogs : public rocksdb::FileSystemWrapper {
  public:
   FaultyLogs() : FileSystemWrapper(rocksdb::FileSystem::Default()) {}
@@ -530,6 +534,10 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
                                     rocksdb::IODebugContext* dbg) override {
     rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
     if (s.ok() && name.ends_with(".log")) *result = std::make_unique<Log>(std::move(*result), this);
+    if (s.ok() && name.ends_with("/LOG")) {
+      *result = std::make_unique<InfoLog>(std::move(*result), this);
+    }
+    if (s.ok() && name.ends_with(".sst")) ++tables_made;
     return s;
   }
   rocksdb::IOStatus GetFreeSpace(const std::string& path, const rocksdb::IOOptions& options,
@@ -544,8 +552,26 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
   std::atomic<bool> syncs_full{false};
   std::atomic<bool> hold_syncs{false};
   std::atomic<int> syncs_held{0};
+  std::atomic<bool> info_log_full{false};
+  std::atomic<int> info_log_failed{0};
+  std::atomic<int> tables_made{0};
 
  private:
+  class InfoLog : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    InfoLog(std::unique_ptr<rocksdb::FSWritableFile> file, FaultyLogs* fs)
+        : FSWritableFileOwnerWrapper(std::move(file)), fs_(fs) {}
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
+                             rocksdb::IODebugContext* d) override {
+      if (!fs_->info_log_full) return target()->Append(data, o, d);
+      ++fs_->info_log_failed;
+      return rocksdb::IOStatus::NoSpace("info log append (injected)");
+    }
+
+   private:
+    FaultyLogs* fs_;
+  };
+
   class Log : public rocksdb::FSWritableFileOwnerWrapper {
    public:
     Log(std::unique_ptr<rocksdb::FSWritableFile> file, FaultyLogs* fs)
@@ -623,6 +649,50 @@ void WriteUntilAFlushSyncsALog(Engine& engine, const FaultyLogs& fs) {
     if (!written) return;
     if (!deadline) deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   }
+}
+
+// RocksDB 7.8 writes its info log through a writer that asserts on the line
+// after a failed write: a node whose disk filled aborted at RocksDB's next
+// line, whatever its storage did (a flush logs and flushes the info log).
+// The engine drops the lines that cannot be written, says so once, and
+// goes on.
+TEST(RocksDbEngineTest, AnInfoLogThatMetAFullDiskDropsItsLinesAndTheEngineGoesOn) {
+  const std::string dir = TempDir("full-disk-info-log");
+  auto fs = std::make_shared<FaultyLogs>();
+  std::mutex mu;
+  std::vector<std::string> warnings;
+  RocksDbOptions o;
+  o.file_system = fs;
+  o.prefilled_log_bytes_max = 0;
+  o.write_buffer_bytes = 1u << 20;
+  o.wait_for_flushes = true;
+  o.warn = [&](const std::string& w) {
+    std::lock_guard lock(mu);
+    warnings.push_back(w);
+  };
+  auto e = OpenRocksDb(dir, o);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  Engine& engine = **e;
+  fs->info_log_full = true;
+  const std::string value(4096, 'v');
+  for (int i = 0; i < 1024; ++i) {
+    WriteBatch b;
+    b.Put(Space::kData, "k" + std::to_string(i), value);
+    ASSERT_TRUE(engine.Write(b, i % 64 == 0).ok()) << i;
+  }
+  EXPECT_GE(fs->info_log_failed.load(), 2) << "RocksDB wrote its info log once at most";
+  EXPECT_GE(fs->tables_made.load(), 2) << "fewer than two flushes";
+  EXPECT_TRUE(engine.Sync().ok());
+  Result<std::optional<std::string>> read = engine.Get(Space::kData, "k1000");
+  ASSERT_TRUE(read.ok());
+  EXPECT_EQ(read->value_or(""), value);
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(warnings.size(), 1u);
+    EXPECT_NE(warnings[0].find("info log"), std::string::npos) << warnings[0];
+  }
+  e->reset();
+  std::filesystem::remove_all(dir);
 }
 
 // A flush syncs the logs it closes; when that sync fails, the engine's next
