@@ -767,6 +767,11 @@ struct SmallDiskCluster {
     before = WriteUniqueKeys(*client, prefix, 300, 400, 60, 8, kValueBytes);
     ASSERT_EQ(before.acked.size(), 300u);
   }
+  // The full node's counter `name`; UINT64_MAX if it did not answer.
+  uint64_t Stat(const std::string& name) {
+    Result<cli::NodeStatsView> s = c.Stats(kFull);
+    return s.ok() ? s->Get(name, UINT64_MAX) : UINT64_MAX;
+  }
   ProcessCluster c;
   SmallDisk disk;
   std::unique_ptr<Client> client;
@@ -791,15 +796,11 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
   Client* client = s.client.get();
   const std::string full = SmallDiskCluster::kFull;
 
-  auto stat = [&](const std::string& name) {
-    Result<cli::NodeStatsView> s = c.Stats(full);
-    return s.ok() ? s->Get(name, UINT64_MAX) : UINT64_MAX;
-  };
   ASSERT_TRUE(disk.Fill(16u << 20));
   const uint64_t free_when_full = disk.FreeBytes();
   ASSERT_LT(free_when_full, kFreeMin);
-  ASSERT_TRUE(WaitFor([&] { return stat("disk_low") == 1; }, 10000)) << c.LogOf(full);
-  const uint64_t coordinated_before = stat("coord_puts");
+  ASSERT_TRUE(WaitFor([&] { return s.Stat("disk_low") == 1; }, 10000)) << c.LogOf(full);
+  const uint64_t coordinated_before = s.Stat("coord_puts");
   EXPECT_GT(coordinated_before, 0u);
   // Asked directly, it refuses a write before applying it (not in doubt).
   Result<proto::Message> direct =
@@ -812,7 +813,7 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
   LoadResult after = WriteUniqueKeys(*client, prefix + "after:", 2000, 2200, 120, 8, 1000);
   EXPECT_EQ(after.acked.size(), 2000u);
   EXPECT_EQ(after.failed, 0u);
-  const uint64_t refused = stat("requests_refused_disk_low");
+  const uint64_t refused = s.Stat("requests_refused_disk_low");
   EXPECT_GT(refused, 0u);
   size_t on_full = 0, replicated_by_full = 0;
   std::vector<std::string> wanted_on_full;
@@ -837,7 +838,7 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
   const uint64_t free_at_end_of_load = disk.FreeBytes();
 
   disk.Free();
-  ASSERT_TRUE(WaitFor([&] { return stat("disk_low") == 0; }, 10000)) << c.LogOf(full);
+  ASSERT_TRUE(WaitFor([&] { return s.Stat("disk_low") == 0; }, 10000)) << c.LogOf(full);
   const auto freed = Clock::now();
   size_t repaired = 0;
   ASSERT_TRUE(WaitFor(
@@ -854,7 +855,7 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
       << repaired << " of " << wanted_on_full.size() << " repaired\n"
       << c.LogOf(full);
   const double repair_s = SecondsSince(freed);
-  EXPECT_EQ(stat("coord_puts"), coordinated_before);
+  EXPECT_EQ(s.Stat("coord_puts"), coordinated_before);
   // A client that did not see the refusals (this one backs n2 off for up to
   // 5 s after each) has it coordinate again.
   auto fresh = Open(c, 4, [](ClientOptions& o) { o.coordinator = Coordinator::kFastestReplica; });
@@ -862,7 +863,7 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
   LoadResult later = WriteUniqueKeys(*fresh, prefix + "later:", 300, 400, 60, 8, 1000);
   EXPECT_EQ(later.acked.size(), 300u);
   EXPECT_EQ(later.failed, 0u);
-  EXPECT_GT(stat("coord_puts"), coordinated_before);
+  EXPECT_GT(s.Stat("coord_puts"), coordinated_before);
   // The node met no full disk: its storage never failed a write.
   const std::string log = c.LogOf(full);
   EXPECT_EQ(log.find("No space left"), std::string::npos) << log;
@@ -901,10 +902,6 @@ TEST(FaultTest, NodeWhoseStorageMeetsAFullDiskKeepsRunningAndTakesWritesAgainOnc
   Client* client = s.client.get();
   const std::string full = SmallDiskCluster::kFull;
   const LoadResult& before = s.before;
-  auto stat = [&](const std::string& name) {
-    Result<cli::NodeStatsView> s = c.Stats(full);
-    return s.ok() ? s->Get(name, UINT64_MAX) : UINT64_MAX;
-  };
   ASSERT_TRUE(disk.Fill(1u << 20));
   const uint64_t free_when_full = disk.FreeBytes();
 
@@ -917,7 +914,7 @@ TEST(FaultTest, NodeWhoseStorageMeetsAFullDiskKeepsRunningAndTakesWritesAgainOnc
       WriteUniqueKeys(*client, prefix + "during:", 1, 20000, 180, 8, kValueBytes, [&] {
         if (++checks % 200 == 0) {
           (void)disk.Fill(1u << 20);
-          errors = stat("storage_errors");
+          errors = s.Stat("storage_errors");
         }
         return errors < 50;
       });
