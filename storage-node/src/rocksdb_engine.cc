@@ -250,6 +250,7 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
                                     rocksdb::IODebugContext* dbg) override {
     rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
+    // The info log's name while options.db_log_dir is empty (it is).
     if (s.ok() && name.ends_with("/LOG")) {
       *result = std::make_unique<InfoLogFile>(std::move(*result), warn_);
       return s;

@@ -708,9 +708,9 @@ TEST(FaultTest, NodeWhoseFsyncFailedAcknowledgesNoWriteAfterIt) {
             << before.acked.size() / 5 << " reads of earlier keys correct\n";
 }
 
-// A tmpfs of `bytes` mounted over `dir` in a mount namespace of the test
+// A tmpfs of `size` mounted over `dir` in a mount namespace of the test
 // process's own (its nodes start in it), unmounted at the end of the scope;
-// false (and errno) without the privilege to mount.
+// not mounted without the privilege to mount (`error` says why).
 class SmallDisk {
  public:
   SmallDisk(std::string dir, const std::string& size) : dir_(std::move(dir)) {
@@ -718,11 +718,13 @@ class SmallDisk {
     mounted_ = ::unshare(CLONE_NEWNS) == 0 &&
                ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0 &&
                ::mount("tmpfs", dir_.c_str(), "tmpfs", 0, ("size=" + size).c_str()) == 0;
+    if (!mounted_) error_ = errno;
   }
   ~SmallDisk() {
     if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
   }
   bool mounted() const { return mounted_; }
+  std::string error() const { return std::strerror(error_); }
   uint64_t FreeBytes() const {
     struct statvfs fs {};
     return ::statvfs(dir_.c_str(), &fs) == 0 ? uint64_t{fs.f_bavail} * fs.f_frsize : 0;
@@ -744,6 +746,7 @@ class SmallDisk {
   std::string Ballast() const { return dir_ + "/ballast"; }
   std::string dir_;
   bool mounted_ = false;
+  int error_ = 0;
 };
 
 // Four nodes with `storage.free_bytes_min` and 4 MiB memtables; n2 keeps
@@ -758,6 +761,8 @@ struct SmallDiskCluster {
           "[storage]\nwrite_buffer_bytes = 4194304\nfree_bytes_min = " +
               std::to_string(free_bytes_min) + "\n"),
         disk(c.options().dir + "/" + kFull + "/data", "96m") {}
+  // The full node goes before its disk is unmounted.
+  ~SmallDiskCluster() { c.Kill9(kFull); }
   // Starts the nodes and opens a client whose writes spread over the nodes
   // by key (so n2 coordinates some), then writes 300 keys under `prefix`.
   void Start(const std::string& prefix) {
@@ -788,19 +793,19 @@ struct SmallDiskCluster {
 TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed) {
   const std::string prefix = "disk:";
   constexpr uint64_t kFreeMin = 32u << 20;
-  SmallDiskCluster s(kFreeMin);
-  if (!s.disk.mounted()) GTEST_SKIP() << "needs root to mount a tmpfs: " << std::strerror(errno);
-  ASSERT_NO_FATAL_FAILURE(s.Start(prefix));
-  ProcessCluster& c = s.c;
-  SmallDisk& disk = s.disk;
-  Client* client = s.client.get();
+  SmallDiskCluster small(kFreeMin);
+  if (!small.disk.mounted()) GTEST_SKIP() << "needs root to mount a tmpfs: " << small.disk.error();
+  ASSERT_NO_FATAL_FAILURE(small.Start(prefix));
+  ProcessCluster& c = small.c;
+  SmallDisk& disk = small.disk;
+  Client* client = small.client.get();
   const std::string full = SmallDiskCluster::kFull;
 
   ASSERT_TRUE(disk.Fill(16u << 20));
   const uint64_t free_when_full = disk.FreeBytes();
   ASSERT_LT(free_when_full, kFreeMin);
-  ASSERT_TRUE(WaitFor([&] { return s.Stat("disk_low") == 1; }, 10000)) << c.LogOf(full);
-  const uint64_t coordinated_before = s.Stat("coord_puts");
+  ASSERT_TRUE(WaitFor([&] { return small.Stat("disk_low") == 1; }, 10000)) << c.LogOf(full);
+  const uint64_t coordinated_before = small.Stat("coord_puts");
   EXPECT_GT(coordinated_before, 0u);
   // Asked directly, it refuses a write before applying it (not in doubt).
   Result<proto::Message> direct =
@@ -813,7 +818,7 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
   LoadResult after = WriteUniqueKeys(*client, prefix + "after:", 2000, 2200, 120, 8, 1000);
   EXPECT_EQ(after.acked.size(), 2000u);
   EXPECT_EQ(after.failed, 0u);
-  const uint64_t refused = s.Stat("requests_refused_disk_low");
+  const uint64_t refused = small.Stat("requests_refused_disk_low");
   EXPECT_GT(refused, 0u);
   size_t on_full = 0, replicated_by_full = 0;
   std::vector<std::string> wanted_on_full;
@@ -838,7 +843,7 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
   const uint64_t free_at_end_of_load = disk.FreeBytes();
 
   disk.Free();
-  ASSERT_TRUE(WaitFor([&] { return s.Stat("disk_low") == 0; }, 10000)) << c.LogOf(full);
+  ASSERT_TRUE(WaitFor([&] { return small.Stat("disk_low") == 0; }, 10000)) << c.LogOf(full);
   const auto freed = Clock::now();
   size_t repaired = 0;
   ASSERT_TRUE(WaitFor(
@@ -855,7 +860,7 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
       << repaired << " of " << wanted_on_full.size() << " repaired\n"
       << c.LogOf(full);
   const double repair_s = SecondsSince(freed);
-  EXPECT_EQ(s.Stat("coord_puts"), coordinated_before);
+  EXPECT_EQ(small.Stat("coord_puts"), coordinated_before);
   // A client that did not see the refusals (this one backs n2 off for up to
   // 5 s after each) has it coordinate again.
   auto fresh = Open(c, 4, [](ClientOptions& o) { o.coordinator = Coordinator::kFastestReplica; });
@@ -863,7 +868,7 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
   LoadResult later = WriteUniqueKeys(*fresh, prefix + "later:", 300, 400, 60, 8, 1000);
   EXPECT_EQ(later.acked.size(), 300u);
   EXPECT_EQ(later.failed, 0u);
-  EXPECT_GT(s.Stat("coord_puts"), coordinated_before);
+  EXPECT_GT(small.Stat("coord_puts"), coordinated_before);
   // The node met no full disk: its storage never failed a write.
   const std::string log = c.LogOf(full);
   EXPECT_EQ(log.find("No space left"), std::string::npos) << log;
@@ -894,14 +899,14 @@ TEST(FaultTest, NodeWhoseDiskFillsRefusesNewDataAndTakesItAgainOnceSpaceIsFreed)
 TEST(FaultTest, NodeWhoseStorageMeetsAFullDiskKeepsRunningAndTakesWritesAgainOnceSpaceIsFreed) {
   const std::string prefix = "enospc:";
   constexpr size_t kValueBytes = SmallDiskCluster::kValueBytes;
-  SmallDiskCluster s(0);
-  if (!s.disk.mounted()) GTEST_SKIP() << "needs root to mount a tmpfs: " << std::strerror(errno);
-  ASSERT_NO_FATAL_FAILURE(s.Start(prefix));
-  ProcessCluster& c = s.c;
-  SmallDisk& disk = s.disk;
-  Client* client = s.client.get();
+  SmallDiskCluster small(0);
+  if (!small.disk.mounted()) GTEST_SKIP() << "needs root to mount a tmpfs: " << small.disk.error();
+  ASSERT_NO_FATAL_FAILURE(small.Start(prefix));
+  ProcessCluster& c = small.c;
+  SmallDisk& disk = small.disk;
+  Client* client = small.client.get();
   const std::string full = SmallDiskCluster::kFull;
-  const LoadResult& before = s.before;
+  const LoadResult& before = small.before;
   ASSERT_TRUE(disk.Fill(1u << 20));
   const uint64_t free_when_full = disk.FreeBytes();
 
@@ -914,7 +919,7 @@ TEST(FaultTest, NodeWhoseStorageMeetsAFullDiskKeepsRunningAndTakesWritesAgainOnc
       WriteUniqueKeys(*client, prefix + "during:", 1, 20000, 180, 8, kValueBytes, [&] {
         if (++checks % 200 == 0) {
           (void)disk.Fill(1u << 20);
-          errors = s.Stat("storage_errors");
+          errors = small.Stat("storage_errors");
         }
         return errors < 50;
       });

@@ -11,6 +11,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -165,6 +166,13 @@ cli::LocalNode ProcessCluster::NodeFor(const std::string& id) const {
   auto env = env_.find(id);
   if (env != env_.end()) {
     for (const auto& [name, entry] : env->second) node.env.push_back(entry);
+  }
+  // Under ASan an assertion in a node (or in RocksDB) prints its stack. Not
+  // in the test process: the sanitizer's abort would pass over the handler
+  // that stops its nodes (KillTrackedAndAbort).
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  if (asan != nullptr && (env == env_.end() || !env->second.contains("ASAN_OPTIONS"))) {
+    node.env.push_back(std::string("ASAN_OPTIONS=") + asan + ":handle_abort=1");
   }
   auto placed = placement_.find(id);
   if (placed != placement_.end()) {
