@@ -162,6 +162,11 @@ const std::vector<Key>& Keys() {
               "the writes (0: unpaced)",
               0, 1ull << 40,
               [](NodeConfig& c) -> uint64_t& { return c.rocksdb.background_write_bytes_per_sec; }),
+      UintKey("storage", "info_log_bytes_max",
+              "size at which RocksDB's info log (LOG) is renamed LOG.old.<microseconds> and a "
+              "new one begun; the newest 5 files are kept",
+              64u << 10, 1ull << 40,
+              [](NodeConfig& c) -> uint64_t& { return c.rocksdb.info_log_bytes_max; }),
       UintKey("limits", "key_bytes_max", "largest key accepted", 1, 64u << 10,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.key_bytes_max; }),
       UintKey("limits", "value_bytes_max", "largest value accepted", 1, kValueBytesMaxLimit,

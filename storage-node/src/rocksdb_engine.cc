@@ -15,6 +15,7 @@
 #include <atomic>
 #include <bit>
 #include <charconv>
+#include <chrono>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -235,14 +236,17 @@ class LogSyncGate {
 // none of which was synced and after which RocksDB stops writes until it
 // has recovered (BackgroundErrors), from one whose sync failed, which is
 // never taken back. (Logs are not range-synced: wal_bytes_per_sync is 0.)
-// Also keeps RocksDB's info log (LOG) from failing: see InfoLogFile.
+// Also keeps RocksDB's info log (LOG) from failing, and rotates it: see
+// InfoLogFile.
 class SyncWatch : public rocksdb::FileSystemWrapper {
  public:
   SyncWatch(std::shared_ptr<rocksdb::FileSystem> base, std::shared_ptr<SyncFailure> failure,
-            std::shared_ptr<LogSyncGate> gate, std::function<void(const std::string&)> warn)
+            std::shared_ptr<LogSyncGate> gate, uint64_t info_log_bytes_max,
+            std::function<void(const std::string&)> warn)
       : FileSystemWrapper(std::move(base)),
         failure_(std::move(failure)),
         gate_(std::move(gate)),
+        info_log_bytes_max_(info_log_bytes_max),
         warn_(std::move(warn)) {}
   const char* Name() const override { return "SyncWatch"; }
 
@@ -252,7 +256,8 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
     rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
     // The info log's name while options.db_log_dir is empty (it is).
     if (s.ok() && name.ends_with("/LOG")) {
-      *result = std::make_unique<InfoLogFile>(std::move(*result), warn_);
+      *result = std::make_unique<InfoLogFile>(std::move(*result), target_, name, options,
+                                              info_log_bytes_max_, warn_);
       return s;
     }
     return WatchLog(name, s, result);
@@ -345,35 +350,82 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
   // the storage's own writes first. RocksDB ignores the info log's errors
   // anyway; here they never reach the writer: what cannot be written is
   // dropped, and the first failure is told.
-  class InfoLogFile : public rocksdb::FSWritableFileOwnerWrapper {
+  // The file is also rotated here, under the writer, which never learns of
+  // it: past bytes_max it is renamed LOG.old.<microseconds> (RocksDB's name
+  // for old info logs, which it trims to keep_log_file_num) and a new LOG
+  // begun. RocksDB's own rotation (max_log_file_size) asserts in
+  // AutoRollLogger::Logv on the line after a roll that could not make the
+  // new file. A rotation that fails goes on with the file it has and is
+  // tried again a sixteenth of bytes_max later. Called under EnvLogger's
+  // mutex only.
+  class InfoLogFile : public rocksdb::FSWritableFile {
    public:
     InfoLogFile(std::unique_ptr<rocksdb::FSWritableFile> file,
+                std::shared_ptr<rocksdb::FileSystem> fs, std::string name,
+                rocksdb::FileOptions options, uint64_t bytes_max,
                 std::function<void(const std::string&)> warn)
-        : FSWritableFileOwnerWrapper(std::move(file)), warn_(std::move(warn)) {}
+        : file_(std::move(file)),
+          fs_(std::move(fs)),
+          name_(std::move(name)),
+          options_(std::move(options)),
+          bytes_max_(std::max<uint64_t>(bytes_max, 1)),
+          rotate_at_(bytes_max_),
+          warn_(std::move(warn)) {}
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
                              rocksdb::IODebugContext* d) override {
-      return Dropped(target()->Append(data, o, d));
-    }
-    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
-                             const rocksdb::DataVerificationInfo& v,
-                             rocksdb::IODebugContext* d) override {
-      return Dropped(target()->Append(data, o, v, d));
+      if (bytes_ > 0 && bytes_ + data.size() > rotate_at_) Rotate(o, d);
+      rocksdb::IOStatus s = file_->Append(data, o, d);
+      if (s.ok()) bytes_ += data.size();
+      return Dropped(s);
     }
     rocksdb::IOStatus Flush(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
-      return Dropped(target()->Flush(o, d));
+      return Dropped(file_->Flush(o, d));
     }
     rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
-      return Dropped(target()->Sync(o, d));
+      return Dropped(file_->Sync(o, d));
     }
     rocksdb::IOStatus Fsync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
-      return Dropped(target()->Fsync(o, d));
+      return Dropped(file_->Fsync(o, d));
     }
     rocksdb::IOStatus RangeSync(uint64_t offset, uint64_t nbytes, const rocksdb::IOOptions& o,
                                 rocksdb::IODebugContext* d) override {
-      return Dropped(target()->RangeSync(offset, nbytes, o, d));
+      return Dropped(file_->RangeSync(offset, nbytes, o, d));
+    }
+    rocksdb::IOStatus Close(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) override {
+      return Dropped(file_->Close(o, d));
+    }
+    uint64_t GetFileSize(const rocksdb::IOOptions&, rocksdb::IODebugContext*) override {
+      return bytes_;
     }
 
    private:
+    void Rotate(const rocksdb::IOOptions& o, rocksdb::IODebugContext* d) {
+      rotate_at_ = bytes_ + bytes_max_ / 16;
+      const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+      const std::string old = name_ + ".old." + std::to_string(micros);
+      rocksdb::IOStatus s = fs_->RenameFile(name_, old, o, d);
+      if (!s.ok()) return NotRotated(s);
+      std::unique_ptr<rocksdb::FSWritableFile> next;
+      s = fs_->NewWritableFile(name_, options_, &next, d);
+      if (!s.ok()) {
+        // Still written through file_, under its old name again if it can.
+        (void)fs_->RenameFile(old, name_, o, d);
+        return NotRotated(s);
+      }
+      (void)file_->Close(o, d);
+      file_ = std::move(next);
+      bytes_ = 0;
+      rotate_at_ = bytes_max_;
+    }
+    void NotRotated(const rocksdb::IOStatus& s) {
+      if (!rotation_told_ && warn_) {
+        rotation_told_ = true;
+        warn_("RocksDB's info log (LOG) could not be rotated, it grows until it can: " +
+              s.ToString());
+      }
+    }
     rocksdb::IOStatus Dropped(const rocksdb::IOStatus& s) {
       if (!s.ok() && !told_.exchange(true) && warn_) {
         warn_("RocksDB's info log (LOG) failed a write, its lines are dropped while it fails: " +
@@ -381,12 +433,21 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
       }
       return rocksdb::IOStatus::OK();
     }
+    std::unique_ptr<rocksdb::FSWritableFile> file_;
+    const std::shared_ptr<rocksdb::FileSystem> fs_;
+    const std::string name_;
+    const rocksdb::FileOptions options_;
+    const uint64_t bytes_max_;
+    uint64_t bytes_ = 0;  // in file_
+    uint64_t rotate_at_;
+    bool rotation_told_ = false;
     const std::function<void(const std::string&)> warn_;
     std::atomic<bool> told_{false};
   };
 
   std::shared_ptr<SyncFailure> failure_;
   std::shared_ptr<LogSyncGate> gate_;
+  const uint64_t info_log_bytes_max_;
   std::function<void(const std::string&)> warn_;
   std::atomic<const WatchedLog*> newest_log_{nullptr};  // compared, never followed
 };
@@ -859,8 +920,9 @@ Result<std::unique_ptr<Engine>> OpenRocksDb(const std::string& dir, const RocksD
     base = logs;
   }
   auto gate = std::make_shared<LogSyncGate>();
-  std::unique_ptr<rocksdb::Env> own_env = rocksdb::NewCompositeEnv(
-      std::make_shared<SyncWatch>(std::move(base), sync_failure, gate, options.warn));
+  std::unique_ptr<rocksdb::Env> own_env = rocksdb::NewCompositeEnv(std::make_shared<SyncWatch>(
+      std::move(base), sync_failure, gate, options.info_log_bytes_max, options.warn));
+  db_options.keep_log_file_num = kInfoLogFilesKept;
   db_options.env = own_env.get();
   auto stopped = std::make_shared<WritesStopped>();
   // Due at the open: a memtable RocksDB's recovery flushed is empty.

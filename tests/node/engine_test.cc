@@ -532,6 +532,9 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
   rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
                                     rocksdb::IODebugContext* dbg) override {
+    if (info_log_refused && name.ends_with("/LOG")) {
+      return rocksdb::IOStatus::NoSpace("info log creation (injected)");
+    }
     rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
     if (s.ok() && name.ends_with(".log")) *result = std::make_unique<Log>(std::move(*result), this);
     if (s.ok() && name.ends_with("/LOG")) {
@@ -554,6 +557,8 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
   std::atomic<int> syncs_held{0};
   std::atomic<bool> info_log_full{false};
   std::atomic<int> info_log_failed{0};
+  std::atomic<bool> info_log_refused{false};
+  std::atomic<uint64_t> info_log_append_max{0};
   std::atomic<int> tables_made{0};
 
  private:
@@ -563,7 +568,13 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
         : FSWritableFileOwnerWrapper(std::move(file)), fs_(fs) {}
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
                              rocksdb::IODebugContext* d) override {
-      if (!fs_->info_log_full) return target()->Append(data, o, d);
+      if (!fs_->info_log_full) {
+        uint64_t seen = fs_->info_log_append_max.load();
+        while (data.size() > seen &&
+               !fs_->info_log_append_max.compare_exchange_weak(seen, data.size())) {
+        }
+        return target()->Append(data, o, d);
+      }
       ++fs_->info_log_failed;
       return rocksdb::IOStatus::NoSpace("info log append (injected)");
     }
@@ -651,6 +662,27 @@ void WriteUntilAFlushSyncsALog(Engine& engine, const FaultyLogs& fs) {
   }
 }
 
+// RocksDB's info log files in `dir` (LOG and LOG.old.*), name -> size.
+std::map<std::string, uint64_t> InfoLogFiles(const std::string& dir) {
+  std::map<std::string, uint64_t> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name == "LOG" || name.starts_with("LOG.old.")) files[name] = entry.file_size();
+  }
+  return files;
+}
+
+// Writes `count` 4 KiB values under keys `prefix`0, `prefix`1, ...: with 1
+// MiB memtables, a flush (and its lines in the info log) every 250 or so.
+void WriteValues(Engine& engine, const std::string& prefix, int count) {
+  const std::string value(4096, 'v');
+  for (int i = 0; i < count; ++i) {
+    WriteBatch b;
+    b.Put(Space::kData, prefix + std::to_string(i), value);
+    ASSERT_TRUE(engine.Write(b, false).ok()) << prefix << i;
+  }
+}
+
 // RocksDB 7.8 writes its info log through a writer that asserts on the line
 // after a failed write: a node whose disk filled aborted at RocksDB's next
 // line, whatever its storage did (a flush logs and flushes the info log).
@@ -690,17 +722,90 @@ TEST(RocksDbEngineTest, AnInfoLogThatMetAFullDiskDropsItsLinesAndTheEngineGoesOn
   // With room again, the info log takes lines again (each flush writes some).
   fs->info_log_full = false;
   const uint64_t log_bytes = std::filesystem::file_size(dir + "/LOG");
-  for (int i = 0; i < 512; ++i) {
-    WriteBatch b;
-    b.Put(Space::kData, "later" + std::to_string(i), value);
-    ASSERT_TRUE(engine.Write(b, false).ok()) << i;
-  }
+  WriteValues(engine, "later", 512);
   EXPECT_GT(std::filesystem::file_size(dir + "/LOG"), log_bytes);
   {
     std::lock_guard lock(mu);
     ASSERT_EQ(warnings.size(), 1u);
     EXPECT_NE(warnings[0].find("info log"), std::string::npos) << warnings[0];
   }
+  e->reset();
+  std::filesystem::remove_all(dir);
+}
+
+// RocksDB's info log is one file per open, never rotated by size (RocksDB's
+// defaults), so it grew with a node's uptime, and old ones were kept up to
+// 1,000 opens. The engine rotates it at info_log_bytes_max and RocksDB keeps
+// kInfoLogFilesKept of them.
+TEST(RocksDbEngineTest, TheInfoLogIsRotatedBySizeAndOnlyTheNewestFilesAreKept) {
+  const std::string dir = TempDir("info-log-rotation");
+  auto fs = std::make_shared<FaultyLogs>();
+  RocksDbOptions o;
+  o.file_system = fs;
+  o.prefilled_log_bytes_max = 0;
+  o.write_buffer_bytes = 1u << 20;
+  o.wait_for_flushes = true;
+  o.info_log_bytes_max = 16u << 10;
+  {
+    auto e = OpenRocksDb(dir, o);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    WriteValues(**e, "k", 2048);
+  }
+  std::map<std::string, uint64_t> files = InfoLogFiles(dir);
+  // Only opens renamed LOG before; the first open left no old file.
+  EXPECT_GE(files.size(), 3u) << "the info log was not rotated";
+  const uint64_t largest_append = fs->info_log_append_max.load();
+  ASSERT_GT(largest_append, 0u);
+  for (const auto& [name, bytes] : files) {
+    EXPECT_LE(bytes, std::max<uint64_t>(o.info_log_bytes_max, largest_append)) << name;
+  }
+  for (int open = 0; open < 4; ++open) {
+    auto e = OpenRocksDb(dir, o);
+    ASSERT_TRUE(e.ok()) << e.status().ToString();
+    WriteValues(**e, "again" + std::to_string(open) + "-", 512);
+  }
+  files = InfoLogFiles(dir);
+  EXPECT_LE(files.size(), kInfoLogFilesKept);
+  EXPECT_TRUE(files.contains("LOG"));
+  std::filesystem::remove_all(dir);
+}
+
+// A rotation that cannot make the new file (a full disk) keeps writing the
+// file it has, says so once, and rotates once it can.
+TEST(RocksDbEngineTest, AnInfoLogThatCannotBeRotatedGrowsUntilItCan) {
+  const std::string dir = TempDir("info-log-rotation-refused");
+  auto fs = std::make_shared<FaultyLogs>();
+  std::mutex mu;
+  std::vector<std::string> warnings;
+  RocksDbOptions o;
+  o.file_system = fs;
+  o.prefilled_log_bytes_max = 0;
+  o.write_buffer_bytes = 1u << 20;
+  o.wait_for_flushes = true;
+  o.info_log_bytes_max = 16u << 10;
+  o.warn = [&](const std::string& w) {
+    std::lock_guard lock(mu);
+    warnings.push_back(w);
+  };
+  auto e = OpenRocksDb(dir, o);
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  fs->info_log_refused = true;
+  const size_t old_files = InfoLogFiles(dir).size() - 1;
+  WriteValues(**e, "k", 2048);
+  std::map<std::string, uint64_t> files = InfoLogFiles(dir);
+  ASSERT_TRUE(files.contains("LOG"));
+  EXPECT_GT(files["LOG"], 2 * o.info_log_bytes_max) << "the lines were not kept";
+  EXPECT_EQ(files.size() - 1, old_files);
+  {
+    std::lock_guard lock(mu);
+    ASSERT_EQ(warnings.size(), 1u);
+    EXPECT_NE(warnings[0].find("could not be rotated"), std::string::npos) << warnings[0];
+  }
+  fs->info_log_refused = false;
+  WriteValues(**e, "later", 512);
+  files = InfoLogFiles(dir);
+  EXPECT_GT(files.size() - 1, old_files) << "not rotated once it could be";
+  EXPECT_LE(files["LOG"], std::max<uint64_t>(o.info_log_bytes_max, fs->info_log_append_max));
   e->reset();
   std::filesystem::remove_all(dir);
 }

@@ -68,6 +68,12 @@ struct RocksDbOptions {
   // could not write (its logs then grow); called from the engine's threads.
   // May be empty.
   std::function<void(const std::string&)> warn;
+  // Size at which RocksDB's info log (LOG in the database's directory) is
+  // renamed LOG.old.<microseconds> and a new LOG begun. RocksDB keeps
+  // kInfoLogFilesKept of these files, the live one among them, and deletes
+  // older ones at the open and at its periodic full scan of the directory
+  // (every 6 hours). Default: 16 MiB.
+  uint64_t info_log_bytes_max = 16u << 20;
   // For tests: the file system under the engine; null: the OS's.
   std::shared_ptr<rocksdb::FileSystem> file_system;
   // For tests: called by Sync while it keeps inline writes out, just before
@@ -104,6 +110,9 @@ inline constexpr double kDeleteTrashRatioMax = 1.0;
 // limiter cuts each write into a 50th of a second's pace, and at smaller
 // paces into pieces of a few hundred bytes (paced or not).
 inline constexpr uint64_t kBackgroundWriteBytesPerSecMin = 1u << 20;
+// RocksDB's info log files kept (RocksDB's keep_log_file_num): the live LOG
+// and the newest old ones, renamed at each open and at info_log_bytes_max.
+inline constexpr size_t kInfoLogFilesKept = 5;
 // Bytes written to the data space between two looks at its memtable's size.
 inline constexpr uint64_t kFlushCheckBytes = 256u << 10;
 // The memtable size for `bytes` and a uniform `draw` in [0, 1).
