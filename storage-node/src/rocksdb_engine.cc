@@ -405,13 +405,16 @@ class SyncWatch : public rocksdb::FileSystemWrapper {
                               std::chrono::system_clock::now().time_since_epoch())
                               .count();
       const std::string old = name_ + ".old." + std::to_string(micros);
+      // No LOG: file_ kept an old name when a rotation could not undo its
+      // rename, and only a new LOG is missing.
       rocksdb::IOStatus s = fs_->RenameFile(name_, old, o, d);
-      if (!s.ok()) return NotRotated(s);
+      const bool renamed = s.ok();
+      if (!renamed && !s.IsPathNotFound()) return NotRotated(s);
       std::unique_ptr<rocksdb::FSWritableFile> next;
       s = fs_->NewWritableFile(name_, options_, &next, d);
       if (!s.ok()) {
         // Still written through file_, under its old name again if it can.
-        (void)fs_->RenameFile(old, name_, o, d);
+        if (renamed) (void)fs_->RenameFile(old, name_, o, d);
         return NotRotated(s);
       }
       (void)file_->Close(o, d);

@@ -532,8 +532,9 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
   rocksdb::IOStatus NewWritableFile(const std::string& name, const rocksdb::FileOptions& options,
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
                                     rocksdb::IODebugContext* dbg) override {
-    if (info_log_refused && name.ends_with("/LOG")) {
-      return rocksdb::IOStatus::NoSpace("info log creation (injected)");
+    if (name.ends_with("/LOG")) {
+      if (info_log_refused) return rocksdb::IOStatus::NoSpace("info log creation (injected)");
+      ++info_logs_made;
     }
     rocksdb::IOStatus s = target()->NewWritableFile(name, options, result, dbg);
     if (s.ok() && name.ends_with(".log")) *result = std::make_unique<Log>(std::move(*result), this);
@@ -542,6 +543,14 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
     }
     if (s.ok() && name.ends_with(".sst")) ++tables_made;
     return s;
+  }
+  rocksdb::IOStatus RenameFile(const std::string& from, const std::string& to,
+                               const rocksdb::IOOptions& options,
+                               rocksdb::IODebugContext* dbg) override {
+    if (info_log_rename_back_refused && to.ends_with("/LOG")) {
+      return rocksdb::IOStatus::IOError("info log rename (injected)");
+    }
+    return target()->RenameFile(from, to, options, dbg);
   }
   rocksdb::IOStatus GetFreeSpace(const std::string& path, const rocksdb::IOOptions& options,
                                  uint64_t* free, rocksdb::IODebugContext* dbg) override {
@@ -558,6 +567,8 @@ class FaultyLogs : public rocksdb::FileSystemWrapper {
   std::atomic<bool> info_log_full{false};
   std::atomic<int> info_log_failed{0};
   std::atomic<bool> info_log_refused{false};
+  std::atomic<bool> info_log_rename_back_refused{false};
+  std::atomic<int> info_logs_made{0};
   std::atomic<uint64_t> info_log_append_max{0};
   std::atomic<int> tables_made{0};
 
@@ -663,11 +674,13 @@ void WriteUntilAFlushSyncsALog(Engine& engine, const FaultyLogs& fs) {
 }
 
 // RocksDB's info log files in `dir` (LOG and LOG.old.*), name -> size.
+// Of a closed engine's directory.
 std::map<std::string, uint64_t> InfoLogFiles(const std::string& dir) {
   std::map<std::string, uint64_t> files;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name == "LOG" || name.starts_with("LOG.old.")) files[name] = entry.file_size();
+    if (name == "LOG" || name.starts_with("LOG.old.")) files[name] = entry.file_size(ec);
   }
   return files;
 }
@@ -752,7 +765,7 @@ TEST(RocksDbEngineTest, TheInfoLogIsRotatedBySizeAndOnlyTheNewestFilesAreKept) {
     WriteValues(**e, "k", 2048);
   }
   std::map<std::string, uint64_t> files = InfoLogFiles(dir);
-  // Only opens renamed LOG before; the first open left no old file.
+  // The first open renamed no LOG: the old files are rotations.
   EXPECT_GE(files.size(), 3u) << "the info log was not rotated";
   const uint64_t largest_append = fs->info_log_append_max.load();
   ASSERT_GT(largest_append, 0u);
@@ -764,14 +777,25 @@ TEST(RocksDbEngineTest, TheInfoLogIsRotatedBySizeAndOnlyTheNewestFilesAreKept) {
     ASSERT_TRUE(e.ok()) << e.status().ToString();
     WriteValues(**e, "again" + std::to_string(open) + "-", 512);
   }
+  // An open and a close trim the old files; this last open rotates nothing
+  // after its close's trim.
+  const std::map<std::string, uint64_t> before = InfoLogFiles(dir);
+  o.info_log_bytes_max = 1u << 30;
+  ASSERT_TRUE(OpenRocksDb(dir, o).ok());
   files = InfoLogFiles(dir);
-  EXPECT_LE(files.size(), kInfoLogFilesKept);
+  EXPECT_EQ(files.size(), kInfoLogFilesKept);
   EXPECT_TRUE(files.contains("LOG"));
+  // What went is older than every old file kept (names by microseconds).
+  const std::string oldest_kept = std::next(files.begin())->first;  // after "LOG"
+  for (const auto& [name, bytes] : before) {
+    if (name != "LOG" && !files.contains(name)) EXPECT_LT(name, oldest_kept);
+  }
   std::filesystem::remove_all(dir);
 }
 
-// A rotation that cannot make the new file (a full disk) keeps writing the
-// file it has, says so once, and rotates once it can.
+// A rotation that cannot make the new file keeps writing the file it has,
+// says so once, and rotates once it can, also after it could not give the
+// file its name back.
 TEST(RocksDbEngineTest, AnInfoLogThatCannotBeRotatedGrowsUntilItCan) {
   const std::string dir = TempDir("info-log-rotation-refused");
   auto fs = std::make_shared<FaultyLogs>();
@@ -782,7 +806,7 @@ TEST(RocksDbEngineTest, AnInfoLogThatCannotBeRotatedGrowsUntilItCan) {
   o.prefilled_log_bytes_max = 0;
   o.write_buffer_bytes = 1u << 20;
   o.wait_for_flushes = true;
-  o.info_log_bytes_max = 16u << 10;
+  o.info_log_bytes_max = 32u << 10;
   o.warn = [&](const std::string& w) {
     std::lock_guard lock(mu);
     warnings.push_back(w);
@@ -790,23 +814,31 @@ TEST(RocksDbEngineTest, AnInfoLogThatCannotBeRotatedGrowsUntilItCan) {
   auto e = OpenRocksDb(dir, o);
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   fs->info_log_refused = true;
-  const size_t old_files = InfoLogFiles(dir).size() - 1;
+  const int made = fs->info_logs_made.load();
   WriteValues(**e, "k", 2048);
-  std::map<std::string, uint64_t> files = InfoLogFiles(dir);
-  ASSERT_TRUE(files.contains("LOG"));
-  EXPECT_GT(files["LOG"], 2 * o.info_log_bytes_max) << "the lines were not kept";
-  EXPECT_EQ(files.size() - 1, old_files);
+  EXPECT_EQ(fs->info_logs_made.load(), made);
   {
     std::lock_guard lock(mu);
     ASSERT_EQ(warnings.size(), 1u);
     EXPECT_NE(warnings[0].find("could not be rotated"), std::string::npos) << warnings[0];
   }
+  // Renamed to LOG.old.* and not back: no LOG for a while.
+  fs->info_log_rename_back_refused = true;
+  WriteValues(**e, "stuck", 256);
   fs->info_log_refused = false;
+  fs->info_log_rename_back_refused = false;
   WriteValues(**e, "later", 512);
-  files = InfoLogFiles(dir);
-  EXPECT_GT(files.size() - 1, old_files) << "not rotated once it could be";
-  EXPECT_LE(files["LOG"], std::max<uint64_t>(o.info_log_bytes_max, fs->info_log_append_max));
+  EXPECT_GT(fs->info_logs_made.load(), made) << "not rotated once it could be";
   e->reset();
+  // Every LOG made is there, the one written while refused among them.
+  const std::map<std::string, uint64_t> files = InfoLogFiles(dir);
+  ASSERT_LE(fs->info_logs_made.load(), static_cast<int>(kInfoLogFilesKept)) << "some were trimmed";
+  EXPECT_EQ(files.size(), static_cast<size_t>(fs->info_logs_made.load()));
+  uint64_t largest = 0;
+  for (const auto& [name, bytes] : files) largest = std::max(largest, bytes);
+  EXPECT_GT(largest, 2 * o.info_log_bytes_max) << "the lines written meanwhile were not kept";
+  ASSERT_TRUE(files.contains("LOG"));
+  EXPECT_LE(files.at("LOG"), std::max<uint64_t>(o.info_log_bytes_max, fs->info_log_append_max));
   std::filesystem::remove_all(dir);
 }
 

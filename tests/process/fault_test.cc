@@ -215,8 +215,6 @@ std::string ValueOf(const std::string& prefix, const std::string& key, size_t va
   return value;
 }
 
-// Flushes that RocksDB's logs under every node's data directory record,
-// across restarts (each open keeps the earlier log as LOG.old.*).
 // Flips the middle byte of the largest table file in RocksDB directory
 // `dir` (of a stopped node, or one that has it open), naming it and its size.
 void FlipAByteOfTheLargestTable(const std::string& dir, std::filesystem::path* table,
@@ -238,6 +236,10 @@ void FlipAByteOfTheLargestTable(const std::string& dir, std::filesystem::path* t
   f.put(static_cast<char>(byte ^ 0x5a));
 }
 
+// Flushes that RocksDB's info logs under every node's data directory
+// record, across restarts and rotations (LOG.old.*). A lower bound: RocksDB
+// keeps kInfoLogFilesKept of those files, so a node restarted more often
+// has lost its oldest.
 size_t FlushesLogged(const ProcessCluster& c, size_t nodes) {
   size_t flushes = 0;
   for (const std::string& id : NodeIds(nodes)) {

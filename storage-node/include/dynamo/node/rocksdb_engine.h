@@ -71,8 +71,8 @@ struct RocksDbOptions {
   // Size at which RocksDB's info log (LOG in the database's directory) is
   // renamed LOG.old.<microseconds> and a new LOG begun. RocksDB keeps
   // kInfoLogFilesKept of these files, the live one among them, and deletes
-  // older ones at the open and at its periodic full scan of the directory
-  // (every 6 hours). Default: 16 MiB.
+  // older ones at the open, at the close and at its periodic full scan of
+  // the directory (every 6 hours under writes). Default: 16 MiB.
   uint64_t info_log_bytes_max = 16u << 20;
   // For tests: the file system under the engine; null: the OS's.
   std::shared_ptr<rocksdb::FileSystem> file_system;
