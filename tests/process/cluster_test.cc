@@ -335,6 +335,7 @@ TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
        {"[gossip]\nphi_threshold = nan\n", "[gossip]\nacceptable_pause_ms = inf\n",
         "[node]\nmax_connections = true\n", "[storage]\ncoord_put_sync = 2\n",
         "[limits]\nkey_bytes_max = 100.0\n", "[storage]\nbackground_write_bytes_per_sec = 4096\n",
+        "[storage]\ninfo_log_bytes_max = 4096\n",
         // Closing idle connections before the clients do races their requests.
         "[node]\nidle_timeout_ms = 30000\n"}) {
     { std::ofstream(cfg) << bad; }
