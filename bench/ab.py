@@ -13,6 +13,11 @@ builds within one run, never figures of different runs, and distrust a
 round where the fixed work took much longer for one build than the other.
 At the end it prints each build's medians and, for every build after the
 first, the range of its round-by-round ratios to the first build.
+"nodes/bench" is the nodes' CPU per operation over the bench process's:
+where the builds' dynamo-bench is the same code, the bench is a control
+that met the same cores, so this ratio moves with the nodes' own cost and
+far less with the machine's speed than either figure alone (steadiest at a
+fixed rate, `-- --rate R`, where every build does the same operations).
 
 usage: bench/ab.py [--rounds N] [--duration S] [--port P] DIR[@CONFIG] ... [-- BENCH FLAGS]
 e.g.   bench/ab.py --rounds 3 --workloads W /tmp/before build/release/bin -- --concurrency 100
@@ -80,7 +85,7 @@ def run_workload(label, bindir, cluster, port, workload, duration, load, extra):
     m = re.search(r"measured ([\d.]+) s: (\d+) ops/s", out)
     ops = float(m.group(2)) if m else 0.0
     line = f"{label:<24} {workload} {ops:>8.0f} ops/s"
-    node_us = None
+    node_us = over_bench = None
     if len(window) >= 2 and ops > 0:
         dt = window[-1][0] - window[0][0]
         node = (window[-1][1] - window[0][1]) / dt
@@ -88,6 +93,9 @@ def run_workload(label, bindir, cluster, port, workload, duration, load, extra):
         node_us = node * 1e6 / ops
         line += f"  nodes {node_us:6.1f} us/op  bench {client * 1e6 / ops:5.1f} us/op"
         line += f"  (cores {node:.2f} + {client:.2f})"
+        if client > 0:
+            over_bench = node / client
+            line += f"  nodes/bench {over_bench:.2f}"
     for row in out.splitlines():
         f = row.split()
         if f and f[0] in ("read", "write") and len(f) > 8 and f[1] != "0":
@@ -95,7 +103,7 @@ def run_workload(label, bindir, cluster, port, workload, duration, load, extra):
     if work_ms:
         line += f"  cpu work {work_ms:.1f} ms"
     print(line, flush=True)
-    return ops, node_us, work_ms
+    return ops, node_us, work_ms, over_bench
 
 
 def ratio_range(values, base):
@@ -107,9 +115,13 @@ def ratio_range(values, base):
 def summarize(results, labels):
     """Lines comparing each build with the first, round by round.
 
-    results[(label, workload)] is a list of (ops, node_us[, work_ms]) per
-    round, in round order; labels are the builds in command-line order.
+    results[(label, workload)] is a list of (ops, node_us[, work_ms[,
+    nodes_over_bench]]) per round, in round order; labels are the builds in
+    command-line order.
     """
+    def column(rows, i):
+        return [r[i] if len(r) > i else None for r in rows]
+
     lines = []
     workloads = list(dict.fromkeys(w for _, w in results))
     for w in workloads:
@@ -123,15 +135,18 @@ def summarize(results, labels):
             node = [r[1] for r in rows if r[1] is not None]
             if node:
                 line += f"  nodes {statistics.median(node):6.1f} us/op"
-            work = [r[2] if len(r) > 2 else None for r in rows]
+            work, over = column(rows, 2), column(rows, 3)
             if any(work):
                 line += f"  cpu work {statistics.median(x for x in work if x):.1f} ms"
+            if any(over):
+                line += f"  nodes/bench {statistics.median(x for x in over if x):.2f}"
             if label != labels[0] and base:
-                line += (f"  vs {labels[0]} by round: ops {ratio_range(ops, [b[0] for b in base])}"
-                         f", nodes' CPU per op {ratio_range([r[1] for r in rows], [b[1] for b in base])}")
+                line += (f"  vs {labels[0]} by round: ops {ratio_range(ops, column(base, 0))}"
+                         f", nodes' CPU per op {ratio_range(column(rows, 1), column(base, 1))}")
                 if any(work):
-                    base_work = [b[2] if len(b) > 2 else None for b in base]
-                    line += f", cpu work {ratio_range(work, base_work)}"
+                    line += f", cpu work {ratio_range(work, column(base, 2))}"
+                if any(over):
+                    line += f", nodes/bench {ratio_range(over, column(base, 3))}"
             lines.append(line)
     return lines
 

@@ -223,6 +223,20 @@ def test_ab_summary_gives_the_fixed_work_time_and_its_ratio_by_round():
     assert "cpu work 14.5 ms" in lines[1] and "cpu work 1.10-1.50x" in lines[1]
 
 
+def test_ab_summary_gives_the_nodes_cpu_over_the_benchs_and_its_ratio_by_round():
+    results = {
+        ("old", "W"): [(100.0, 70.0, 10.0, 2.0), (200.0, 60.0, 12.0, 2.5)],
+        ("new", "W"): [(110.0, 63.0, 11.0, 2.2), (180.0, 66.0, 18.0, 2.5)],
+        ("older", "W"): [(90.0, 80.0, 10.0), (95.0, 81.0, 11.0)],
+    }
+    lines = ab.summarize(results, ["old", "new", "older"])
+    assert "nodes/bench 2.25" in lines[0]
+    # 2.2/2.0 and 2.5/2.5.
+    assert "nodes/bench 2.35" in lines[1] and "nodes/bench 1.00-1.10x" in lines[1]
+    # Rows of three (no bench figure) give none.
+    assert "nodes/bench" not in lines[2]
+
+
 def test_ab_refuses_bench_flags_it_sets_itself_before_starting_anything(tmp_path):
     run = subprocess.run([sys.executable, os.path.join(BENCH, "ab.py"), "--workloads", "A",
                           str(tmp_path), "--", "--workload", "A"],
