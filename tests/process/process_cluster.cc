@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -239,6 +240,26 @@ Status ProcessCluster::Spawn(const std::string& id, const std::vector<std::strin
 Status ProcessCluster::SpawnExtra(size_t index) { return Spawn("n" + std::to_string(index)); }
 
 Status ProcessCluster::Start(uint64_t wait_ms) {
+  Status s = StartNodes(wait_ms);
+  if (!s.ok()) {
+    // A test checks only that the start failed; say why, and what the nodes
+    // logged last.
+    std::cerr << "[ cluster ] start failed: " << s.ToString() << "\n";
+    for (size_t i = 1; i <= options_.nodes; ++i) {
+      const std::string id = "n" + std::to_string(i);
+      std::vector<std::string> lines;
+      std::stringstream log(LogOf(id));
+      for (std::string line; std::getline(log, line);) lines.push_back(std::move(line));
+      const size_t shown = std::min<size_t>(lines.size(), kLogLinesOnFailure);
+      std::cerr << "[ cluster ] " << id << (Running(id) ? " running" : " not running")
+                << ", the last " << shown << " lines of its log:\n";
+      for (size_t l = lines.size() - shown; l < lines.size(); ++l) std::cerr << lines[l] << "\n";
+    }
+  }
+  return s;
+}
+
+Status ProcessCluster::StartNodes(uint64_t wait_ms) {
   DYNAMO_RETURN_IF_ERROR(Spawn("n1"));
   std::string why;
   DYNAMO_RETURN_IF_ERROR(cli::WaitForConvergence({Address("n1")}, 1, wait_ms, &why));

@@ -39,8 +39,11 @@ class ProcessCluster {
 
   static constexpr uint64_t kTreeCheckIntervalMs = 5000;
 
-  // Starts n1, then the others through it, and waits for one ring.
+  // Starts n1, then the others through it, and waits for one ring. On a
+  // failure it prints why and the last kLogLinesOnFailure lines of each
+  // node's log to stderr.
   Status Start(uint64_t wait_ms = 60000);
+  static constexpr size_t kLogLinesOnFailure = 30;
   // Starts node `id` (n<i>), joining through n1 unless it is n1, with
   // `extra_args` appended to its command line.
   Status Spawn(const std::string& id, const std::vector<std::string>& extra_args = {});
@@ -88,6 +91,7 @@ class ProcessCluster {
                               const std::string& stand_in_for = "");
 
  private:
+  Status StartNodes(uint64_t wait_ms);
   cli::LocalNode NodeFor(const std::string& id) const;
 
   cli::LocalClusterOptions options_;
