@@ -696,6 +696,29 @@ void WriteValues(Engine& engine, const std::string& prefix, int count) {
   }
 }
 
+// An engine over FaultyLogs with 1 MiB memtables, whose flushes (each
+// waited for) write lines into RocksDB's info log, and its warnings kept.
+struct InfoLogEngine {
+  InfoLogEngine() {
+    options.file_system = fs;
+    options.prefilled_log_bytes_max = 0;
+    options.write_buffer_bytes = 1u << 20;
+    options.wait_for_flushes = true;
+    options.warn = [this](const std::string& w) {
+      std::lock_guard lock(mu);
+      warnings.push_back(w);
+    };
+  }
+  std::vector<std::string> Warnings() {
+    std::lock_guard lock(mu);
+    return warnings;
+  }
+  std::shared_ptr<FaultyLogs> fs = std::make_shared<FaultyLogs>();
+  RocksDbOptions options;
+  std::mutex mu;
+  std::vector<std::string> warnings;  // guarded by mu
+};
+
 // RocksDB 7.8 writes its info log through a writer that asserts on the line
 // after a failed write: a node whose disk filled aborted at RocksDB's next
 // line, whatever its storage did (a flush logs and flushes the info log).
@@ -703,19 +726,9 @@ void WriteValues(Engine& engine, const std::string& prefix, int count) {
 // goes on.
 TEST(RocksDbEngineTest, AnInfoLogThatMetAFullDiskDropsItsLinesAndTheEngineGoesOn) {
   const std::string dir = TempDir("full-disk-info-log");
-  auto fs = std::make_shared<FaultyLogs>();
-  std::mutex mu;
-  std::vector<std::string> warnings;
-  RocksDbOptions o;
-  o.file_system = fs;
-  o.prefilled_log_bytes_max = 0;
-  o.write_buffer_bytes = 1u << 20;
-  o.wait_for_flushes = true;
-  o.warn = [&](const std::string& w) {
-    std::lock_guard lock(mu);
-    warnings.push_back(w);
-  };
-  auto e = OpenRocksDb(dir, o);
+  InfoLogEngine t;
+  FaultyLogs* fs = t.fs.get();
+  auto e = OpenRocksDb(dir, t.options);
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   Engine& engine = **e;
   fs->info_log_full = true;
@@ -737,11 +750,9 @@ TEST(RocksDbEngineTest, AnInfoLogThatMetAFullDiskDropsItsLinesAndTheEngineGoesOn
   const uint64_t log_bytes = std::filesystem::file_size(dir + "/LOG");
   WriteValues(engine, "later", 512);
   EXPECT_GT(std::filesystem::file_size(dir + "/LOG"), log_bytes);
-  {
-    std::lock_guard lock(mu);
-    ASSERT_EQ(warnings.size(), 1u);
-    EXPECT_NE(warnings[0].find("info log"), std::string::npos) << warnings[0];
-  }
+  const std::vector<std::string> warnings = t.Warnings();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("info log"), std::string::npos) << warnings[0];
   e->reset();
   std::filesystem::remove_all(dir);
 }
@@ -752,12 +763,9 @@ TEST(RocksDbEngineTest, AnInfoLogThatMetAFullDiskDropsItsLinesAndTheEngineGoesOn
 // kInfoLogFilesKept of them.
 TEST(RocksDbEngineTest, TheInfoLogIsRotatedBySizeAndOnlyTheNewestFilesAreKept) {
   const std::string dir = TempDir("info-log-rotation");
-  auto fs = std::make_shared<FaultyLogs>();
-  RocksDbOptions o;
-  o.file_system = fs;
-  o.prefilled_log_bytes_max = 0;
-  o.write_buffer_bytes = 1u << 20;
-  o.wait_for_flushes = true;
+  InfoLogEngine t;
+  FaultyLogs* fs = t.fs.get();
+  RocksDbOptions& o = t.options;
   o.info_log_bytes_max = 16u << 10;
   {
     auto e = OpenRocksDb(dir, o);
@@ -798,30 +806,19 @@ TEST(RocksDbEngineTest, TheInfoLogIsRotatedBySizeAndOnlyTheNewestFilesAreKept) {
 // file its name back.
 TEST(RocksDbEngineTest, AnInfoLogThatCannotBeRotatedGrowsUntilItCan) {
   const std::string dir = TempDir("info-log-rotation-refused");
-  auto fs = std::make_shared<FaultyLogs>();
-  std::mutex mu;
-  std::vector<std::string> warnings;
-  RocksDbOptions o;
-  o.file_system = fs;
-  o.prefilled_log_bytes_max = 0;
-  o.write_buffer_bytes = 1u << 20;
-  o.wait_for_flushes = true;
+  InfoLogEngine t;
+  FaultyLogs* fs = t.fs.get();
+  RocksDbOptions& o = t.options;
   o.info_log_bytes_max = 32u << 10;
-  o.warn = [&](const std::string& w) {
-    std::lock_guard lock(mu);
-    warnings.push_back(w);
-  };
   auto e = OpenRocksDb(dir, o);
   ASSERT_TRUE(e.ok()) << e.status().ToString();
   fs->info_log_refused = true;
   const int made = fs->info_logs_made.load();
   WriteValues(**e, "k", 2048);
   EXPECT_EQ(fs->info_logs_made.load(), made);
-  {
-    std::lock_guard lock(mu);
-    ASSERT_EQ(warnings.size(), 1u);
-    EXPECT_NE(warnings[0].find("could not be rotated"), std::string::npos) << warnings[0];
-  }
+  const std::vector<std::string> warnings = t.Warnings();
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("could not be rotated"), std::string::npos) << warnings[0];
   // Renamed to LOG.old.* and not back: no LOG for a while.
   fs->info_log_rename_back_refused = true;
   WriteValues(**e, "stuck", 256);
