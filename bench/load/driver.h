@@ -29,6 +29,10 @@ inline constexpr size_t kConcurrencyMax = 10'000;
 // A run is bounded: at most a day measured, or this many operations.
 inline constexpr double kDurationSMax = 86'400;
 inline constexpr uint64_t kOpsMax = 10'000'000'000;
+// An open loop's rate, operations per second: from one per 100 s to a
+// hundred million (each arrival's time is kept in whole nanoseconds).
+inline constexpr double kRateMin = 0.01;
+inline constexpr double kRateMax = 1e8;
 
 struct DriverOptions {
   Workload workload = Workload::kA;
@@ -43,7 +47,7 @@ struct DriverOptions {
   size_t concurrency = 50;
   double duration_s = 10;  // measured phase, unless ops is set
   uint64_t ops = 0;        // measured phase length in operations; 0: by duration
-  double rate = 0;         // operations per second; 0: closed loop
+  double rate = 0;         // operations per second (kRateMin..kRateMax); 0: closed loop
   double warmup_s = 0;
   bool load = true;        // write every key once first
   uint64_t seed = 1;

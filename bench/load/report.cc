@@ -6,9 +6,10 @@
 
 namespace dynamo::bench {
 
-void OpStats::RecordError(const std::string& kind, std::string_view message) {
-  ++errors;
-  ++errors_by_kind[kind];
+void OpStats::RecordError(const std::string& kind, std::string_view message, uint64_t n) {
+  if (n == 0) return;
+  errors += n;
+  errors_by_kind[kind] += n;
   if (!message.empty()) first_error.try_emplace(kind, message);
 }
 

@@ -21,8 +21,8 @@ struct OpStats {
   uint64_t not_found = 0;  // reads that found no value
   uint64_t siblings = 0;   // reads that returned more than one value
 
-  // Counts an error of `kind`; the first of each kind keeps its message.
-  void RecordError(const std::string& kind, std::string_view message = {});
+  // Counts `n` errors of `kind`; the first of each kind keeps its message.
+  void RecordError(const std::string& kind, std::string_view message = {}, uint64_t n = 1);
   void Merge(const OpStats& other);
 };
 

@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <random>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "load/arrival_timer.h"
 #include "load/driver.h"
@@ -273,7 +276,8 @@ TEST(SlotOpsTest, ATimedOutSlotIsDroppedBeforeItsNextOperationStarts) {
                         "begin", "next OK"}));
 }
 
-// A store whose every operation succeeds at the loop's next 1 ms timer tick.
+// A store whose every operation succeeds at the loop's first 1 ms timer tick
+// at least `delay` after it started.
 class TickBackend : public Backend {
  public:
   std::string Name() const override { return "tick"; }
@@ -304,22 +308,27 @@ class TickBackend : public Backend {
     if (!timer_) {
       timer_ = std::make_unique<net::Timer>(*loop_);
       timer_->Start(1, 1, [this] {
-        std::vector<OpDone> ready = std::move(pending_);
-        pending_.clear();
+        const auto now = std::chrono::steady_clock::now();
+        std::vector<OpDone> ready;
+        while (!pending_.empty() && pending_.front().first <= now) {
+          ready.push_back(std::move(pending_.front().second));
+          pending_.pop_front();
+        }
         for (OpDone& d : ready) d(OpOutcome{Status::OK(), 1});
       });
     }
-    pending_.push_back(std::move(done));
+    pending_.emplace_back(std::chrono::steady_clock::now() + delay, std::move(done));
   }
 
  public:
-  std::set<std::string> names;   // of the keys read or written; loop thread
-  std::set<std::string> values;  // written; loop thread
+  std::chrono::milliseconds delay{0};  // set before the run
+  std::set<std::string> names;         // of the keys read or written; loop thread
+  std::set<std::string> values;        // written; loop thread
 
  private:
   net::EventLoop* loop_ = nullptr;
   std::unique_ptr<net::Timer> timer_;
-  std::vector<OpDone> pending_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, OpDone>> pending_;  // by due time
 };
 
 // A loop thread with a TickBackend open on it, for driver runs; both are
@@ -492,6 +501,60 @@ TEST(DriverTest, AnOpenLoopFarBehindWithEveryKeyBusyStillEnds) {
   EXPECT_EQ(report->write.latency.count() + report->write.errors, o.ops);
   EXPECT_GT(report->write.errors, 0u);
   EXPECT_EQ(report->read.latency.count() + report->read.errors, 0u);
+}
+
+// A closed loop run for a duration is measured over that duration: the one
+// operation it starts takes three times as long, and the run's time is still
+// the duration, not the time to that operation's end.
+TEST(DriverTest, AClosedLoopByDurationIsMeasuredOverItsDuration) {
+  DriverOptions o;
+  o.workload = Workload::kC;
+  o.load = false;
+  o.concurrency = 1;
+  o.duration_s = 0.1;
+  TickRig rig(o.concurrency);
+  rig.backend.delay = std::chrono::milliseconds(300);
+  Result<RunReport> report = rig.Run(o);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->read.latency.count(), 1u);
+  EXPECT_EQ(report->seconds, o.duration_s);
+  EXPECT_DOUBLE_EQ(report->Throughput(), 10.0);
+}
+
+// An open loop that ends far behind its schedule (a hundred million arrivals
+// a second for 20 ms, one operation a millisecond answered) counts every
+// arrival due in the measured phase: answered, failed, or unfinished,
+// including those it never got to draw.
+TEST(DriverTest, AnOpenLoopFarBehindCountsTheArrivalsItNeverStarted) {
+  DriverOptions o;
+  o.workload = Workload::kC;
+  o.load = false;
+  o.concurrency = 1;
+  o.rate = kRateMax;
+  o.duration_s = 0.02;
+  o.drain_ms = 1;
+  Result<RunReport> report = TickRig(o.concurrency).Run(o);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->read.latency.count() + report->read.errors, 2'000'000u);
+  EXPECT_GT(report->read.errors_by_kind["unfinished at the end"], 0u);
+  EXPECT_EQ(report->write.latency.count() + report->write.errors, 0u);
+}
+
+// An open loop's rate is 0 (a closed loop) or within its range; infinity
+// and NaN are refused before the run, with the range in the message.
+TEST(DriverTest, RatesOutsideTheirRangeAreRefused) {
+  DriverOptions o;
+  for (double rate : {0.0, kRateMin, 1000.0, kRateMax}) {
+    o.rate = rate;
+    EXPECT_TRUE(ValidateDriverOptions(o).ok()) << rate;
+  }
+  for (double rate : {-1.0, kRateMin / 2, kRateMax * 2, std::numeric_limits<double>::infinity(),
+                      std::numeric_limits<double>::quiet_NaN()}) {
+    o.rate = rate;
+    Status st = ValidateDriverOptions(o);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << rate;
+    EXPECT_NE(st.message().find("from 0.01 to 100000000"), std::string::npos) << st.ToString();
+  }
 }
 
 }  // namespace

@@ -135,6 +135,15 @@ TEST(BenchProcessTest, BadFlagsAreRefusedClearly) {
   EXPECT_NE(r.output.find("workload must be A, B, C or W"), std::string::npos) << r.output;
   r = RunBench("--backend redis --address 127.0.0.1:1 --keys 0");
   EXPECT_NE(r.output.find("keys must be in"), std::string::npos) << r.output;
+  // An infinite rate once ran and printed "target_rate":inf, which no JSON
+  // reader takes.
+  for (const char* rate : {"inf", "1e-9", "-5"}) {
+    r = RunBench(std::string("--backend redis --address 127.0.0.1:1 --rate ") + rate);
+    EXPECT_EQ(r.exit_code, 2) << rate << ": " << r.output;
+    EXPECT_NE(r.output.find("rate must be 0 (closed loop) or from 0.01 to 100000000"),
+              std::string::npos)
+        << r.output;
+  }
 }
 
 TEST(BenchProcessTest, AnAddressNothingListensOnIsNamedWithTheReason) {
