@@ -2,6 +2,7 @@
 // connections on the driver's libuv loop, one request in flight on each.
 #include <uv.h>
 
+#include <memory>
 #include <utility>
 
 #include "load/backend.h"
@@ -49,8 +50,6 @@ class EtcdBackend : public SlotBackend {
     uv_connect_t connect{};
     bool connected = false;
     std::string unsent;  // the request, until the connection is up
-    std::string sending;
-    uv_write_t write{};
     HttpResponseParser parser;
     bool read_op = false;
     uint64_t op = 0;
@@ -119,15 +118,42 @@ class EtcdBackend : public SlotBackend {
     if (!c->unsent.empty()) c->self->Write(c, std::exchange(c->unsent, {}));
   }
 
+  // A request being written, with its own uv_write_t: the reply can be read
+  // (and the slot's next request written) before libuv has called back for
+  // the last write, so a connection's requests cannot share one.
+  struct Sending {
+    uv_write_t req{};
+    Conn* conn = nullptr;
+    uint64_t op = 0;
+    std::string bytes;
+  };
+
   void Write(Conn* c, std::string request) {
-    c->sending = std::move(request);
-    uv_buf_t b = uv_buf_init(c->sending.data(), static_cast<unsigned>(c->sending.size()));
-    c->write.data = c;
-    const int rc = uv_write(&c->write, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, [](uv_write_t* w, int st) {
-      auto* conn = static_cast<Conn*>(w->data);
-      if (st != 0 && conn->self) conn->self->Fail(conn, Status::IOError(std::string("etcd write: ") + uv_strerror(st)));
-    });
-    if (rc != 0) Fail(c, Status::IOError(std::string("etcd write: ") + uv_strerror(rc)));
+    auto* w = new Sending{{}, c, c->op, std::move(request)};
+    w->req.data = w;
+    uv_buf_t b = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
+    const int rc = uv_write(
+        &w->req, reinterpret_cast<uv_stream_t*>(&c->tcp), &b, 1, [](uv_write_t* req, int st) {
+          std::unique_ptr<Sending> done(static_cast<Sending*>(req->data));
+          // A failed write fails its own operation only while the connection
+          // still serves it (not after a drop, a close, or a later operation).
+          Conn* conn = done->conn;
+          if (st != 0 && conn->self && conn->op == done->op) {
+            conn->self->Fail(conn, Status::IOError(std::string("etcd write: ") + uv_strerror(st)));
+          }
+        });
+    if (rc != 0) {
+      // Not from inside Read or Write: the operation fails from the loop.
+      delete w;
+      const size_t slot = c->slot;
+      const uint64_t op = c->op;
+      Drop(slot);
+      SlotOps* ops = this->ops();
+      loop().Post(
+          [ops, slot, op, st = Status::IOError(std::string("etcd write: ") + uv_strerror(rc))] {
+            ops->Complete(slot, op, OpOutcome{st});
+          });
+    }
   }
 
   static void OnRead(uv_stream_t* s, ssize_t n, const uv_buf_t* b) {
