@@ -51,5 +51,6 @@ class InvalidArgument(Error, ValueError):
 
 
 class ClosedError(Error):
-    """The client is closed (close() was called, also while this call ran), or
-    it was opened before this process forked: a child must open its own."""
+    """The client is closed (close() was called, also while this call ran, or
+    the interpreter is exiting: open clients are closed then), or it was
+    opened before this process forked: a child must open its own."""

@@ -8,7 +8,10 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <memory>
 #include <optional>
+#include <utility>
+#include <vector>
 
 #include "dynamo/client.h"
 #include "errors.h"
@@ -33,10 +36,8 @@ std::string Bytes(const py::handle& obj, const char* what, size_t max = SIZE_MAX
   if (PyUnicode_Check(obj.ptr()) && PyUnicode_IS_ASCII(obj.ptr()))
     size = PyUnicode_GET_LENGTH(obj.ptr());
   if (size >= 0 && static_cast<size_t>(size) > max) {
-    throw StatusError{
-        Status::InvalidArgument(std::string(what) + " of " + std::to_string(size) +
-                                " bytes exceeds " + limit + " (" + std::to_string(max) + ")"),
-        0};
+    Raise(Status::InvalidArgument(std::string(what) + " of " + std::to_string(size) +
+                                  " bytes exceeds " + limit + " (" + std::to_string(max) + ")"));
   }
   if (py::isinstance<py::bytes>(obj)) return obj.cast<std::string>();
   if (py::isinstance<py::bytearray>(obj)) {
@@ -46,11 +47,10 @@ std::string Bytes(const py::handle& obj, const char* what, size_t max = SIZE_MAX
     try {
       return obj.cast<std::string>();  // UTF-8
     } catch (const py::cast_error&) {
-      throw StatusError{
-          Status::InvalidArgument(std::string(what) + " is a str that is not valid UTF-8"), 0};
+      Raise(Status::InvalidArgument(std::string(what) + " is a str that is not valid UTF-8"));
     }
   }
-  throw StatusError{Status::InvalidArgument(std::string(what) + " must be bytes or str"), 0};
+  Raise(Status::InvalidArgument(std::string(what) + " must be bytes or str"));
 }
 
 // A timeout in seconds as milliseconds; nullopt: 0 (the client's default).
@@ -70,6 +70,35 @@ int QuorumArg(const char* name, std::optional<int> n) {
   if (*n < 1) Check(Status::InvalidArgument(std::string(name) + " must be at least 1"));
   return *n;
 }
+
+// Runs `f` without the GIL and returns what it returns. The GIL is taken
+// back by a plain call, not by a guard's destructor: a daemon thread whose
+// call ends while the interpreter exits is ended by Python as it takes the
+// GIL back (pthread_exit), and that unwinding must not leave a noexcept
+// function (std::terminate: the process aborted at exit).
+template <typename F>
+auto WithoutGil(F&& f) -> decltype(f()) {
+  PyThreadState* state = PyEval_SaveThread();
+  std::optional<decltype(f())> out;
+  try {
+    out.emplace(f());
+  } catch (...) {
+    PyEval_RestoreThread(state);
+    throw;
+  }
+  PyEval_RestoreThread(state);
+  return std::move(*out);
+}
+
+// Every client this process opened, for the close at exit; weak, so it
+// keeps none alive. With the GIL held.
+std::vector<std::weak_ptr<Client>>& OpenClients() {
+  static auto* clients = new std::vector<std::weak_ptr<Client>>();
+  return *clients;
+}
+// Set by CloseAllAtExit; from then on every call raises ClosedError. With
+// the GIL held.
+bool closed_at_exit = false;
 
 // What one call did (dynamo::Receipt), filled by the call it is passed to,
 // also when the call raises.
@@ -111,45 +140,46 @@ class PyClient {
     } else {
       Check(Status::InvalidArgument("coordinator must be \"ranked\" or \"fastest\""));
     }
-    Result<std::unique_ptr<Client>> opened = Status::Internal("unset");
-    {
-      py::gil_scoped_release release;
-      opened = Client::Open(std::move(o));
-    }
+    if (closed_at_exit) Check(Status::Aborted("client closed: the interpreter is exiting"));
+    Result<std::unique_ptr<Client>> opened = WithoutGil([&] { return Client::Open(std::move(o)); });
     Check(opened.status());
     client_ = std::move(*opened);
+    std::vector<std::weak_ptr<Client>>& open = OpenClients();
+    std::erase_if(open, [](const std::weak_ptr<Client>& c) { return c.expired(); });
+    open.push_back(client_);
   }
 
   // Unless closed, the client drains its work, up to its timeout: without
-  // the GIL, so that other Python threads go on meanwhile.
+  // the GIL, so that other Python threads go on meanwhile. (Once closed at
+  // exit there is nothing left to wait for, and a destructor must not take
+  // the GIL back then: see WithoutGil.)
   ~PyClient() {
     if (!client_) return;
     std::shared_ptr<Client> c = std::move(client_);
+    if (closed_at_exit) return;
     py::gil_scoped_release release;
     c.reset();
   }
 
   PyGetResult Get(const py::object& key, std::optional<int> r, std::optional<double> timeout,
                   PyReceipt* receipt_out) {
+    if (receipt_out) receipt_out->receipt = Receipt{};  // also when this call raises before it ran
     std::string k = Bytes(key, "key");
     Receipt receipt;
     ReadOptions ro;
     ro.r = QuorumArg("r", r);
     ro.timeout_ms = TimeoutArg(timeout);
     ro.receipt = &receipt;
-    Result<GetResult> res = Status::Internal("unset");
     std::shared_ptr<Client> c = client();
-    {
-      py::gil_scoped_release release;
-      res = c->Get(k, ro);
-    }
+    Result<GetResult> res = WithoutGil([&] { return c->Get(k, ro); });
     if (receipt_out) receipt_out->receipt = receipt;
     Check(res.status(), receipt.acks.size());
     PyGetResult out{std::move(res->values), std::move(res->context), res->found};
     if (out.values.size() > 1 && resolver_) {
       py::list values;
       for (const std::string& v : out.values) values.append(py::bytes(v));
-      py::object merged = resolver_(values);
+      py::object resolver = resolver_;  // alive through the call, even if it replaces itself
+      py::object merged = resolver(values);
       out.values = {Bytes(merged, "the resolver's result")};
     }
     return out;
@@ -158,6 +188,7 @@ class PyClient {
   py::bytes Write(const py::object& key, const std::optional<py::object>& value,
                   const py::object& context, std::optional<bool> durable, std::optional<int> w,
                   std::optional<double> timeout, PyReceipt* receipt_out) {
+    if (receipt_out) receipt_out->receipt = Receipt{};  // also when this call raises before it ran
     std::shared_ptr<Client> c = client();
     std::string k = Bytes(key, "key", c->options().key_bytes_max, "key_bytes_max");
     WriteOptions wo;
@@ -170,11 +201,8 @@ class PyClient {
     wo.receipt = &receipt;
     std::string v = value ? Bytes(*value, "value", c->options().value_bytes_max, "value_bytes_max")
                           : std::string();
-    Result<std::string> res = Status::Internal("unset");
-    {
-      py::gil_scoped_release release;
-      res = value ? c->Put(k, v, wo) : c->Delete(k, wo);
-    }
+    Result<std::string> res =
+        WithoutGil([&] { return value ? c->Put(k, v, wo) : c->Delete(k, wo); });
     if (receipt_out) receipt_out->receipt = receipt;
     Check(res.status(), receipt.acks.size());
     return py::bytes(*res);
@@ -210,12 +238,8 @@ class PyClient {
 
   py::list Inspect(const py::object& key) {
     std::string k = Bytes(key, "key");
-    Result<std::vector<ReplicaVersions>> inspected = Status::Internal("unset");
     std::shared_ptr<Client> c = client();
-    {
-      py::gil_scoped_release release;
-      inspected = c->Inspect(k);
-    }
+    Result<std::vector<ReplicaVersions>> inspected = WithoutGil([&] { return c->Inspect(k); });
     Check(inspected.status());
     const std::vector<ReplicaVersions>& replicas = *inspected;
     py::list out;
@@ -278,13 +302,8 @@ class PyClient {
   }
 
   void Refresh() {
-    Status s;
     std::shared_ptr<Client> c = client();
-    {
-      py::gil_scoped_release release;
-      s = c->Refresh();
-    }
-    Check(s);
+    Check(WithoutGil([&] { return c->Refresh(); }));
   }
 
   // Calls other threads have in progress end (Client::Close) before it
@@ -294,9 +313,11 @@ class PyClient {
   void Close() {
     std::shared_ptr<Client> c = client_;
     if (!c) return;
-    {
-      py::gil_scoped_release release;
-      c->Close();
+    if (!closed_at_exit) {
+      WithoutGil([&] {
+        c->Close();
+        return true;
+      });
     }
     client_.reset();
   }
@@ -306,6 +327,7 @@ class PyClient {
   // the GIL, since another thread may close it meanwhile.
   std::shared_ptr<Client> client() {
     if (!client_) Check(Status::Aborted("client closed"));
+    if (closed_at_exit) Check(Status::Aborted("client closed: the interpreter is exiting"));
     return client_;
   }
 
@@ -321,9 +343,30 @@ PyClient* Constructed(PyObject* self) {
   return vh && vh.holder_constructed() ? vh.value_ptr<PyClient>() : nullptr;
 }
 
+// At interpreter exit (atexit, before daemon threads are stopped): closes
+// every client still open, so each drains as close() does, the copies and
+// repairs of answered calls included, and its I/O thread stops before the
+// process exits. Calls from then on raise ClosedError without giving up the
+// GIL.
+void CloseAllAtExit() {
+  closed_at_exit = true;
+  std::vector<std::shared_ptr<Client>> open;
+  for (const std::weak_ptr<Client>& c : OpenClients()) {
+    if (std::shared_ptr<Client> live = c.lock()) open.push_back(std::move(live));
+  }
+  OpenClients().clear();
+  WithoutGil([&] {
+    for (const std::shared_ptr<Client>& c : open) c->Close();
+    open.clear();
+    return true;
+  });
+}
+
 }  // namespace
 
 void BindClient(py::module_& m) {
+  py::module_::import("atexit").attr("register")(py::cpp_function(&CloseAllAtExit));
+
   py::class_<PyGetResult>(m, "GetResult", "The outcome of Client.get.")
       .def_property_readonly(
           "values",

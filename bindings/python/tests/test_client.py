@@ -1,10 +1,13 @@
 """The Python module against real daemons."""
 
 import base64
+import functools
 import gc
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -427,6 +430,14 @@ def test_receipts_say_who_answered(cluster):
     c.delete("receipt:k", ctx, receipt=deleted)
     assert len(deleted.acks) >= 2
     assert "acks=" in repr(deleted)
+    # A call refused before it ran leaves the receipt empty, not holding the
+    # last call's acknowledgements.
+    for refused in (lambda: c.put("receipt:k", b"v", timeout=0, receipt=deleted),
+                    lambda: c.get("receipt:k", r=0, receipt=read)):
+        with pytest.raises(dynamo.InvalidArgument):
+            refused()
+    assert deleted.acks == [] and deleted.epoch == 0
+    assert read.acks == [] and read.epoch == 0
 
 
 def test_per_call_quorums_and_timeouts(fresh_cluster):
@@ -482,3 +493,53 @@ def test_a_resolver_that_references_its_client_is_collected(cluster):
     gc.collect()
     assert ref() is None
     assert tasks() == before
+
+
+def test_a_resolver_may_replace_itself_while_it_runs(cluster):
+    a = dynamo.Client(cluster.seeds)
+    b = dynamo.Client(cluster.seeds)
+    a.put("resolver:self", b"x")
+    b.put("resolver:self", b"y")  # blind: two siblings
+
+    def once(client, values):
+        client.set_resolver(None)  # drops the partial this call runs through
+        return union(values)
+
+    a.set_resolver(functools.partial(once, a))
+    assert a.get("resolver:self").values == [b"x,y"]
+    assert sorted(a.get("resolver:self").values) == [b"x", b"y"]  # no resolver now
+    a.close()
+    b.close()
+
+
+EXITING_WITH_DAEMON_THREADS = """
+import sys, threading, time, dynamo
+c = dynamo.Client(sys.argv[1:])
+c.put("exit:k", b"v")
+calls = [0]
+def reader():
+    while True:
+        try:
+            c.get("exit:k")
+        except dynamo.ClosedError:
+            pass
+        calls[0] += 1
+for _ in range(2):
+    threading.Thread(target=reader, daemon=True).start()
+while calls[0] < 50:
+    time.sleep(0.01)
+print("exiting", flush=True)
+"""
+
+
+def test_a_program_exits_cleanly_with_daemon_threads_in_calls(cluster):
+    # Its daemon threads are in get() as the program ends, the client never
+    # closed. Before, a call that ended after the interpreter began to exit
+    # took the GIL back in a noexcept destructor, where Python ends a daemon
+    # thread (pthread_exit): std::terminate, status 134 in 6 runs of 6. Now
+    # every open client is closed at exit and the calls end with ClosedError.
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", EXITING_WITH_DAEMON_THREADS, *cluster.seeds],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout == "exiting\n"
