@@ -27,17 +27,22 @@ constexpr double kTimeoutSecondsMax = 7 * 24 * 3600.0;
 constexpr size_t kContextBytesMax = 64u << 10;
 
 // Bytes, bytearray or str (as UTF-8) as a string; InvalidArgument past
-// `max` bytes, checked before anything is copied.
+// `max` bytes, checked before anything is copied (a str's UTF-8 is at least
+// one byte per character).
 std::string Bytes(const py::handle& obj, const char* what, size_t max = SIZE_MAX,
                   const char* limit = nullptr) {
   Py_ssize_t size = -1;
+  bool at_least = false;  // size counts a str's characters, not all ASCII
   if (PyBytes_Check(obj.ptr())) size = PyBytes_GET_SIZE(obj.ptr());
   if (PyByteArray_Check(obj.ptr())) size = PyByteArray_GET_SIZE(obj.ptr());
-  if (PyUnicode_Check(obj.ptr()) && PyUnicode_IS_ASCII(obj.ptr()))
+  if (PyUnicode_Check(obj.ptr())) {
     size = PyUnicode_GET_LENGTH(obj.ptr());
+    at_least = !PyUnicode_IS_ASCII(obj.ptr());
+  }
   if (size >= 0 && static_cast<size_t>(size) > max) {
-    Raise(Status::InvalidArgument(std::string(what) + " of " + std::to_string(size) +
-                                  " bytes exceeds " + limit + " (" + std::to_string(max) + ")"));
+    Raise(Status::InvalidArgument(std::string(what) + " of " + (at_least ? "at least " : "") +
+                                  std::to_string(size) + " bytes exceeds " + limit + " (" +
+                                  std::to_string(max) + ")"));
   }
   if (py::isinstance<py::bytes>(obj)) return obj.cast<std::string>();
   if (py::isinstance<py::bytearray>(obj)) {
@@ -164,13 +169,13 @@ class PyClient {
   PyGetResult Get(const py::object& key, std::optional<int> r, std::optional<double> timeout,
                   PyReceipt* receipt_out) {
     if (receipt_out) receipt_out->receipt = Receipt{};  // also when this call raises before it ran
-    std::string k = Bytes(key, "key");
+    std::shared_ptr<Client> c = client();
+    std::string k = Bytes(key, "key", c->options().key_bytes_max, "key_bytes_max");
     Receipt receipt;
     ReadOptions ro;
     ro.r = QuorumArg("r", r);
     ro.timeout_ms = TimeoutArg(timeout);
     ro.receipt = &receipt;
-    std::shared_ptr<Client> c = client();
     Result<GetResult> res = WithoutGil([&] { return c->Get(k, ro); });
     if (receipt_out) receipt_out->receipt = receipt;
     Check(res.status(), receipt.acks.size());
@@ -223,7 +228,9 @@ class PyClient {
   }
 
   py::list Where(const py::object& key) {
-    std::vector<Placement> places = client()->Where(Bytes(key, "key"));
+    std::shared_ptr<Client> c = client();
+    std::vector<Placement> places =
+        c->Where(Bytes(key, "key", c->options().key_bytes_max, "key_bytes_max"));
     py::list out;
     for (const Placement& p : places) {
       py::dict d;
@@ -237,8 +244,8 @@ class PyClient {
   }
 
   py::list Inspect(const py::object& key) {
-    std::string k = Bytes(key, "key");
     std::shared_ptr<Client> c = client();
+    std::string k = Bytes(key, "key", c->options().key_bytes_max, "key_bytes_max");
     Result<std::vector<ReplicaVersions>> inspected = WithoutGil([&] { return c->Inspect(k); });
     Check(inspected.status());
     const std::vector<ReplicaVersions>& replicas = *inspected;

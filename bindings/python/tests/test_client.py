@@ -161,6 +161,13 @@ def test_bad_input_raises_invalid_argument(cluster):
     big = bytearray(256 << 20)
     with pytest.raises(dynamo.InvalidArgument, match="value_bytes_max"):
         c.put("k", big)
+    # A str is measured by its characters before it is encoded: its UTF-8 is
+    # at least that long.
+    with pytest.raises(dynamo.InvalidArgument, match="at least 1048577 bytes exceeds value_bytes_max"):
+        c.put("k", "\u00e9" * ((1 << 20) + 1))
+    for call in (c.get, c.where, c.inspect):
+        with pytest.raises(dynamo.InvalidArgument, match="key_bytes_max"):
+            call("k" * 5000)
     with pytest.raises(dynamo.InvalidArgument, match="context"):
         c.put("k", b"x", context=bytes(1 << 20))
     with pytest.raises(dynamo.InvalidArgument):
