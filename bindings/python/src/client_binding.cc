@@ -386,7 +386,9 @@ void BindClient(py::module_& m) {
       .def_property_readonly(
           "context", [](const PyGetResult& r) { return py::bytes(r.context); },
           "Pass to the next put or delete of this key.")
-      .def_property_readonly("found", [](const PyGetResult& r) { return r.found; })
+      .def_property_readonly(
+          "found", [](const PyGetResult& r) { return r.found; },
+          "Whether the key holds a live value (False: never written, or deleted).")
       .def("__repr__", [](const PyGetResult& r) {
         return "GetResult(found=" + std::string(r.found ? "True" : "False") + ", values=" +
                std::to_string(r.values.size()) + ")";
@@ -395,7 +397,7 @@ void BindClient(py::module_& m) {
   py::class_<PyReceipt>(m, "Receipt",
                         "What one call did; pass one as receipt= and read it after the call "
                         "(also after it raised).")
-      .def(py::init<>())
+      .def(py::init<>(), "An empty receipt; pass it to a call as receipt=.")
       .def_property_readonly(
           "acks",
           [](const PyReceipt& r) {
@@ -423,8 +425,9 @@ void BindClient(py::module_& m) {
       .def_property_readonly(
           "epoch", [](const PyReceipt& r) { return r.receipt.epoch; },
           "The cluster map epoch used.")
-      .def_property_readonly("coordinator_retries",
-                             [](const PyReceipt& r) { return r.receipt.coordinator_retries; })
+      .def_property_readonly(
+          "coordinator_retries", [](const PyReceipt& r) { return r.receipt.coordinator_retries; },
+          "Writes: coordinators tried after the first failed or did not answer in time.")
       .def_property_readonly(
           "redirects", [](const PyReceipt& r) { return r.receipt.redirects; },
           "Replicas asked in place of a node that refused as no longer replicating the key, "
@@ -457,7 +460,11 @@ void BindClient(py::module_& m) {
                     const std::string&>(),
            py::arg("seeds"), py::arg("r") = 2, py::arg("w") = 2, py::arg("timeout") = 1.0,
            py::arg("mode") = "causal", py::arg("durable_writes") = true,
-           py::arg("coordinator") = "ranked")
+           py::arg("coordinator") = "ranked",
+           "Connect through seeds (\"host:port\" or a list of them) and load the cluster map. "
+           "r, w: the calls' default quorums; timeout: seconds per call; mode: \"causal\" or "
+           "\"lww\"; durable_writes: writes wait for a synced copy; coordinator: \"ranked\" "
+           "or \"fastest\". QuorumError when no seed answers in time.")
       .def("get", &PyClient::Get, py::arg("key"), py::kw_only(), py::arg("r") = py::none(),
            py::arg("timeout") = py::none(), py::arg("receipt") = py::none(),
            "Read a key; GetResult.found is False when absent. r and timeout (seconds): this "
@@ -487,13 +494,25 @@ void BindClient(py::module_& m) {
           "Delete a key (a tombstone write); durable, w, timeout and receipt as for put.")
       .def("set_resolver", &PyClient::SetResolver, py::arg("fn"),
            "fn(list[bytes]) -> bytes merges concurrent values on reads; None removes it.")
-      .def("where", &PyClient::Where, py::arg("key"))
-      .def("inspect", &PyClient::Inspect, py::arg("key"))
-      .def("members", &PyClient::Members)
-      .def("ring", &PyClient::Ring)
-      .def("stats", &PyClient::Stats)
+      .def("where", &PyClient::Where, py::arg("key"),
+           "The key's preference list as this client sees the cluster now: dicts of id, "
+           "address, state and role (the N replicas, then pending replicas, then fallbacks).")
+      .def("inspect", &PyClient::Inspect, py::arg("key"),
+           "Every replica's stored versions of the key, asked node by node: dicts of node, "
+           "versions (dot, value, tombstone, lww, timestamp_ms, context) and, for a node "
+           "that did not answer, error.")
+      .def("members", &PyClient::Members,
+           "The members as this client sees them: dicts of id, address, state and partitions.")
+      .def("ring", &PyClient::Ring,
+           "The cluster map: epoch, partitions (Q), replicas (N) and owners (per partition).")
+      .def("stats", &PyClient::Stats,
+           "This client's counters: gets, puts, deletes, read_repairs (repair writes sent), "
+           "hints (writes stored as hints), refreshes, errors, redirects.")
       .def("refresh", &PyClient::Refresh, "Pull the cluster map and members now.")
-      .def("close", &PyClient::Close)
+      .def("close", &PyClient::Close,
+           "Drain and close: calls in progress (in any thread) and the copies and repairs "
+           "already sent get up to the timeout; later calls raise ClosedError. Idempotent; "
+           "clients still open are closed so at interpreter exit.")
       .def(
           "__enter__", [](PyClient& c) -> PyClient& { return c; },
           py::return_value_policy::reference)

@@ -54,6 +54,15 @@ def test_module_surface():
     assert issubclass(dynamo.BusyError, dynamo.Error)
     assert issubclass(dynamo.TimeoutError, TimeoutError)
     assert issubclass(dynamo.InvalidArgument, ValueError)
+    # Every public call and property says what it does (pybind11's own
+    # docstring is the signature line alone).
+    calls = [("Client.__init__", dynamo.Client.__init__), ("Receipt.__init__", dynamo.Receipt.__init__)]
+    for cls in (dynamo.Client, dynamo.GetResult, dynamo.Receipt):
+        calls += [(f"{cls.__name__}.{n}", a) for n, a in vars(cls).items() if not n.startswith("_")]
+    for name, attr in calls:
+        doc = (attr.__doc__ or "").strip().splitlines()
+        signature_only = len(doc) == 1 and doc[0].startswith(name.split(".")[1] + "(")
+        assert doc and not signature_only, f"{name} has no docstring"
 
 
 def test_put_get_bytes_and_str(cluster):
