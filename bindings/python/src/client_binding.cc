@@ -8,7 +8,10 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -95,6 +98,48 @@ auto WithoutGil(F&& f) -> decltype(f()) {
   return std::move(*out);
 }
 
+// How often a call waiting for its answer takes the GIL back to run the
+// signal handlers (Ctrl-C in the main thread).
+constexpr auto kSignalCheckInterval = std::chrono::milliseconds(100);
+
+// The answer of an asynchronous call, shared with its callback, so that a
+// wait a signal ended leaves it to the operation, which goes on to its end.
+template <typename T>
+struct Answer {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<Result<T>> result;
+  Receipt receipt;  // the operation's, filled before its callback runs
+};
+
+// Starts a call with `start(receipt, done)` and waits for its answer without
+// the GIL, taking the GIL back every kSignalCheckInterval to run the signal
+// handlers: one that raises (KeyboardInterrupt) ends the wait with its
+// exception, and the operation goes on without a waiter (a write may still
+// be applied). `receipt` gets the operation's receipt once it answered.
+template <typename T, typename Start>
+Result<T> Await(Start&& start, Receipt& receipt) {
+  auto answer = std::make_shared<Answer<T>>();
+  WithoutGil([&] {
+    start(&answer->receipt, [answer](Result<T> r) {
+      std::lock_guard lock(answer->mu);
+      answer->result.emplace(std::move(r));
+      answer->cv.notify_all();
+    });
+    return true;
+  });
+  while (!WithoutGil([&] {
+    std::unique_lock lock(answer->mu);
+    return answer->cv.wait_for(lock, kSignalCheckInterval,
+                               [&] { return answer->result.has_value(); });
+  })) {
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  }
+  std::lock_guard lock(answer->mu);
+  receipt = answer->receipt;
+  return std::move(*answer->result);
+}
+
 // Every client this process opened, for the close at exit; weak, so it
 // keeps none alive. With the GIL held.
 std::vector<std::weak_ptr<Client>>& OpenClients() {
@@ -171,12 +216,16 @@ class PyClient {
     if (receipt_out) receipt_out->receipt = Receipt{};  // also when this call raises before it ran
     std::shared_ptr<Client> c = client();
     std::string k = Bytes(key, "key", c->options().key_bytes_max, "key_bytes_max");
-    Receipt receipt;
     ReadOptions ro;
     ro.r = QuorumArg("r", r);
     ro.timeout_ms = TimeoutArg(timeout);
-    ro.receipt = &receipt;
-    Result<GetResult> res = WithoutGil([&] { return c->Get(k, ro); });
+    Receipt receipt;
+    Result<GetResult> res = Await<GetResult>(
+        [&](Receipt* rc, auto done) {
+          ro.receipt = rc;
+          c->GetAsync(std::move(k), std::move(ro), std::move(done));
+        },
+        receipt);
     if (receipt_out) receipt_out->receipt = receipt;
     Check(res.status(), receipt.acks.size());
     PyGetResult out{std::move(res->values), std::move(res->context), res->found};
@@ -202,12 +251,19 @@ class PyClient {
     wo.durable = durable;
     wo.w = QuorumArg("w", w);
     wo.timeout_ms = TimeoutArg(timeout);
-    Receipt receipt;
-    wo.receipt = &receipt;
     std::string v = value ? Bytes(*value, "value", c->options().value_bytes_max, "value_bytes_max")
                           : std::string();
-    Result<std::string> res =
-        WithoutGil([&] { return value ? c->Put(k, v, wo) : c->Delete(k, wo); });
+    Receipt receipt;
+    Result<std::string> res = Await<std::string>(
+        [&](Receipt* rc, auto done) {
+          wo.receipt = rc;
+          if (value) {
+            c->PutAsync(std::move(k), std::move(v), std::move(wo), std::move(done));
+          } else {
+            c->DeleteAsync(std::move(k), std::move(wo), std::move(done));
+          }
+        },
+        receipt);
     if (receipt_out) receipt_out->receipt = receipt;
     Check(res.status(), receipt.acks.size());
     return py::bytes(*res);

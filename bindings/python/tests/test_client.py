@@ -5,6 +5,7 @@ import functools
 import gc
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -559,3 +560,47 @@ def test_a_program_exits_cleanly_with_daemon_threads_in_calls(cluster):
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout == "exiting\n"
+
+
+INTERRUPTED_BY_CTRL_C = """
+import sys, time, dynamo
+c = dynamo.Client(sys.argv[1:], timeout=60.0)
+c.put("interrupt:k", b"v")
+print("ready", flush=True)
+sys.stdin.readline()  # the nodes are paused now
+print("waiting", flush=True)
+try:
+    c.get("interrupt:k")
+    print("answered", flush=True)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+except dynamo.Error as e:
+    print("failed", type(e).__name__, flush=True)
+sys.stdin.readline()  # the nodes run again: the close at exit drains at once
+"""
+
+
+def test_ctrl_c_interrupts_a_call_waiting_for_its_answer(fresh_cluster):
+    # A get of a paused cluster with a 60 s timeout; SIGINT ends it with
+    # KeyboardInterrupt well before that (before, only once the call ended).
+    child = subprocess.Popen([sys.executable, "-c", INTERRUPTED_BY_CTRL_C, *fresh_cluster.seeds],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ids = ["n1", "n2", "n3"]
+    try:
+        assert child.stdout.readline() == "ready\n"
+        for node in ids:
+            fresh_cluster.signal(node, signal.SIGSTOP)
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "waiting\n"
+        time.sleep(0.5)  # into the get (were it not, the signal would end the test's wait alike)
+        child.send_signal(signal.SIGINT)
+        ready, _, _ = select.select([child.stdout], [], [], 30)  # half the call's timeout
+        assert ready, "the get was not interrupted"
+        assert child.stdout.readline() == "interrupted\n"
+    finally:
+        for node in ids:
+            fresh_cluster.signal(node, signal.SIGCONT)
+    child.stdin.write("exit\n")
+    child.stdin.flush()
+    assert child.wait(timeout=60) == 0
