@@ -525,6 +525,13 @@ def test_a_resolver_may_replace_itself_while_it_runs(cluster):
     a.set_resolver(functools.partial(once, a))
     assert a.get("resolver:self").values == [b"x,y"]
     assert sorted(a.get("resolver:self").values) == [b"x", b"y"]  # no resolver now
+
+    def refuse(values):
+        raise LookupError("cannot merge %d" % len(values))
+
+    a.set_resolver(refuse)  # its exception comes out of get as it is
+    with pytest.raises(LookupError, match="cannot merge 2"):
+        a.get("resolver:self")
     a.close()
     b.close()
 
