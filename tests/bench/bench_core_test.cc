@@ -350,6 +350,15 @@ class TickRig {
   std::thread thread_{[this] { loop_.Run(); }};
 };
 
+// Options of a run with no load phase: `workload` at `concurrency`.
+DriverOptions Unloaded(Workload workload, size_t concurrency) {
+  DriverOptions o;
+  o.workload = workload;
+  o.load = false;
+  o.concurrency = concurrency;
+  return o;
+}
+
 // The live line counts every phase's operations, so a long load or warm-up
 // shows its rate instead of zero; the report counts only the measured phase.
 TEST(DriverTest, ProgressLineCountsTheLoadPhase) {
@@ -450,10 +459,7 @@ TEST(DriverTest, TheMeasuredPhaseIsAnnouncedOnceAfterTheLoad) {
 // counts only its own operations; those wait behind the backlog, so their
 // latency shows the queue.
 TEST(DriverTest, OpenLoopCountsEachArrivalInItsOwnPhase) {
-  DriverOptions o;
-  o.workload = Workload::kC;
-  o.load = false;
-  o.concurrency = 1;  // about 1,000 operations a second on the 1 ms tick
+  DriverOptions o = Unloaded(Workload::kC, 1);  // about 1,000 operations a second on the 1 ms tick
   o.rate = 3000;
   o.warmup_s = 0.3;
   o.ops = 300;
@@ -468,10 +474,7 @@ TEST(DriverTest, OpenLoopCountsEachArrivalInItsOwnPhase) {
 // Operations still waiting when the drain ends fail as "unfinished at the
 // end", each counted as what it is: a read-only run has no write errors.
 TEST(DriverTest, UnfinishedOperationsCountAsWhatTheyAre) {
-  DriverOptions o;
-  o.workload = Workload::kC;
-  o.load = false;
-  o.concurrency = 1;
+  DriverOptions o = Unloaded(Workload::kC, 1);
   o.rate = 20'000;  // 2,000 arrivals in 0.1 s, about 100 answered by then
   o.ops = 2000;
   o.drain_ms = 1;
@@ -488,11 +491,8 @@ TEST(DriverTest, UnfinishedOperationsCountAsWhatTheyAre) {
 // counted busy keys in a multiset cost O(waiting writes) each, and a run
 // like this one did not end.)
 TEST(DriverTest, AnOpenLoopFarBehindWithEveryKeyBusyStillEnds) {
-  DriverOptions o;
-  o.workload = Workload::kW;
-  o.load = false;
+  DriverOptions o = Unloaded(Workload::kW, 2);
   o.keys = 4;
-  o.concurrency = 2;
   o.rate = 1'000'000;
   o.ops = 200'000;
   o.drain_ms = 1;
@@ -507,10 +507,7 @@ TEST(DriverTest, AnOpenLoopFarBehindWithEveryKeyBusyStillEnds) {
 // operation it starts takes three times as long, and the run's time is still
 // the duration, not the time to that operation's end.
 TEST(DriverTest, AClosedLoopByDurationIsMeasuredOverItsDuration) {
-  DriverOptions o;
-  o.workload = Workload::kC;
-  o.load = false;
-  o.concurrency = 1;
+  DriverOptions o = Unloaded(Workload::kC, 1);
   o.duration_s = 0.1;
   TickRig rig(o.concurrency);
   rig.backend.delay = std::chrono::milliseconds(300);
@@ -526,10 +523,7 @@ TEST(DriverTest, AClosedLoopByDurationIsMeasuredOverItsDuration) {
 // arrival due in the measured phase: answered, failed, or unfinished,
 // including those it never got to draw.
 TEST(DriverTest, AnOpenLoopFarBehindCountsTheArrivalsItNeverStarted) {
-  DriverOptions o;
-  o.workload = Workload::kC;
-  o.load = false;
-  o.concurrency = 1;
+  DriverOptions o = Unloaded(Workload::kC, 1);
   o.rate = kRateMax;
   o.duration_s = 0.02;
   o.drain_ms = 1;
