@@ -570,12 +570,17 @@ def test_a_program_exits_cleanly_with_daemon_threads_in_calls(cluster):
 
 
 INTERRUPTED_BY_CTRL_C = """
-import sys, time, dynamo
+import sys, threading, time, dynamo
 c = dynamo.Client(sys.argv[1:], timeout=60.0)
 c.put("interrupt:k", b"v")
 print("ready", flush=True)
 sys.stdin.readline()  # the nodes are paused now
-print("waiting", flush=True)
+gets = c.stats()["gets"]
+def announce():  # once the get has started, a signal finds it waiting
+    while c.stats()["gets"] == gets:
+        time.sleep(0.01)
+    print("waiting", flush=True)
+threading.Thread(target=announce, daemon=True).start()
 try:
     c.get("interrupt:k")
     print("answered", flush=True)
@@ -600,7 +605,6 @@ def test_ctrl_c_interrupts_a_call_waiting_for_its_answer(fresh_cluster):
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline() == "waiting\n"
-        time.sleep(0.5)  # into the get (were it not, the signal would end the test's wait alike)
         child.send_signal(signal.SIGINT)
         ready, _, _ = select.select([child.stdout], [], [], 30)  # half the call's timeout
         assert ready, "the get was not interrupted"
