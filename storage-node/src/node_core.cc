@@ -56,6 +56,23 @@ struct Overloaded : Ts... {
 template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
 
+// Most versions (and items of any array) read from one stored record: a
+// corrupt record's count allocates no more.
+constexpr uint32_t kStoredItemsMax = 1u << 20;
+
+// What stored sibling sets are read against: the largest any configuration
+// accepts, not the node's current limits. A value stored before a limit was
+// lowered, or a set that replicas merged past the sibling limit, is data to
+// serve and hand off, never "corrupt" (which the next merge would replace);
+// a record's own length bounds its fields.
+proto::Limits StoredLimits(proto::Limits limits) {
+  limits.value_bytes_max = std::max(limits.value_bytes_max, kValueBytesMaxLimit);
+  limits.frame_bytes_max = UINT32_MAX;
+  limits.items_max = kStoredItemsMax;
+  limits.siblings_max = kStoredItemsMax;
+  return limits;
+}
+
 }  // namespace
 
 struct NodeCore::Transfer {
@@ -100,7 +117,7 @@ struct NodeCore::Handoff {
 
 NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogSink log)
     : options_(std::move(options)),
-      stored_limits_(options_.limits),
+      stored_limits_(StoredLimits(options_.limits)),
       state_(std::move(state)),
       rng_(rng_seed),
       log_(std::move(log)),
@@ -112,7 +129,6 @@ NodeCore::NodeCore(NodeOptions options, NodeState state, uint64_t rng_seed, LogS
       membership_.SetSelfStatus(m.status);
     }
   }
-  stored_limits_.value_bytes_max = std::max(stored_limits_.value_bytes_max, kValueBytesMaxLimit);
   map_ = std::move(state_.map);
   state_.map.reset();
   if (map_) last_ring_ = map_->ring();
@@ -673,11 +689,17 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
         op->unlock();
         return;
       }
+      std::string encoded = proto::EncodeSiblingSet(update->siblings);
+      if (Status s = CheckSetBytes(update->siblings.size(), encoded.size()); !s.ok()) {
+        ReplyError(conn, id, s);
+        op->unlock();
+        return;
+      }
       state_.counter_next = update->written.dot.counter + 1;
       WriteOp write;
       write.sync = options_.coord_put_sync && !request.no_sync;
       if (request.no_sync) ++stats_.coord_puts_unsynced;
-      write.batch.Put(Space::kData, op->key, proto::EncodeSiblingSet(update->siblings));
+      write.batch.Put(Space::kData, op->key, std::move(encoded));
       if (state_.counter_next >= state_.counter_lease_end) {
         // Synced, so a restart starts above it; an unsynced write past the
         // old bound may still be answered first (inline), which the next
@@ -713,6 +735,14 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
     ++stats_.requests_refused_busy;
     ReplyError(conn, id, KeyQueueFull(op->request.key));
   }
+}
+
+Status NodeCore::CheckSetBytes(size_t versions, size_t encoded_bytes) const {
+  const size_t max = options_.limits.frame_bytes_max / 2;
+  if (versions < 2 || encoded_bytes <= max) return Status::OK();
+  return Status::Busy("write would leave " + std::to_string(versions) + " siblings taking " +
+                      std::to_string(encoded_bytes) + " bytes, over half of frame_bytes_max (" +
+                      std::to_string(max) + "); read the key and write back a resolved value");
 }
 
 bool NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_for, bool sync,

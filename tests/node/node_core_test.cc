@@ -882,6 +882,91 @@ TEST(NodeCoreTest, AHandoffPushesWhatALoweredLimitRefusesAndKeepsWhatItCannotRea
   EXPECT_NE(sim.LogTail().find("could not be read; they are kept"), std::string::npos);
 }
 
+// `versions` blind writes of one key by `actor`: concurrent siblings.
+SiblingSet BlindWrites(ActorId actor, size_t versions, const std::string& value) {
+  CoordinatorOptions copts;
+  copts.siblings_max = versions;
+  SiblingSet set;
+  for (size_t i = 0; i < versions; ++i) {
+    set = CoordinatorUpdate(set, actor, 1, WriteIntent{{}, value, false, 1}, copts)->siblings;
+  }
+  return set;
+}
+
+// Replicas merging the sets of two coordinators may hold more versions than
+// any one write may leave (and than the wire's old limit of 1,024): such a
+// set is stored, read back and merged again, never taken for corrupt and
+// replaced.
+TEST(NodeCoreTest, ASetMergedPastTheSiblingLimitIsKeptWhole) {
+  SimCluster sim(8);
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.replicas = 1; });
+  sim.RunFor(500);
+  for (ActorId actor : {101, 102, 103}) {
+    Result<proto::Message> r =
+        sim.Request("n1", proto::ReplicaPutRequest{"k", BlindWrites(actor, 600, "v"), ""});
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_TRUE(std::holds_alternative<proto::Ack>(r->body)) << sim.LogTail();
+  }
+  EXPECT_EQ(Read(sim, "n1", "k").size(), 1800u);
+  ASSERT_TRUE(sim.Stored("n1", "k").has_value());
+  EXPECT_EQ(sim.Stored("n1", "k")->size(), 1800u);
+  EXPECT_EQ(sim.LogTail().find("corrupt"), std::string::npos) << sim.LogTail();
+}
+
+// A value stored while the limits were larger is read, and merged into, as
+// it is once they are lowered.
+TEST(NodeCoreTest, AValueOverTheCurrentFrameLimitIsStillReadAndMergedInto) {
+  SimCluster sim(9);
+  sim.AddNode("n1", {}, [](NodeOptions& o) {
+    o.replicas = 1;
+    o.limits.frame_bytes_max = 8192;
+    o.limits.value_bytes_max = 2048;
+  });
+  sim.RunFor(500);
+  const uint32_t q = sim.core("n1").map()->ring().partition_count();
+  const SiblingSet big = BlindWrites(101, 1, std::string(64 << 10, 'b'));
+  WriteBatch old;
+  old.Put(Space::kData, DataKey(KeyPartition("k", q), "k"), proto::EncodeSiblingSet(big));
+  ASSERT_TRUE(sim.engine("n1").Write(old, true).ok());
+  Result<proto::Message> r =
+      sim.Request("n1", proto::ReplicaPutRequest{"k", BlindWrites(102, 1, "small"), ""});
+  ASSERT_TRUE(r.ok() && std::holds_alternative<proto::Ack>(r->body)) << sim.LogTail();
+  ASSERT_TRUE(sim.Stored("n1", "k").has_value());
+  ASSERT_EQ(sim.Stored("n1", "k")->size(), 2u);
+  EXPECT_EQ(MergeSiblings(big, *sim.Stored("n1", "k")), *sim.Stored("n1", "k"));
+  EXPECT_EQ(sim.LogTail().find("corrupt"), std::string::npos) << sim.LogTail();
+}
+
+// A coordinated write may not leave a key versions that together take over
+// half a frame: they could no longer be read or copied whole. One version
+// is always taken, and a write that resolves the siblings goes through.
+TEST(NodeCoreTest, WritesThatWouldLeaveSiblingsOverHalfAFrameAreRefusedWithBusy) {
+  SimCluster sim(10);
+  sim.AddNode("n1", {}, [](NodeOptions& o) {
+    o.replicas = 1;
+    o.limits.frame_bytes_max = 64 << 10;
+    o.limits.value_bytes_max = 40 << 10;
+  });
+  sim.RunFor(500);
+  auto put = [&](const std::string& key, size_t bytes, VersionVector context = {}) {
+    Result<proto::Message> r = sim.Request(
+        "n1", proto::CoordPutRequest{key, std::move(context), std::string(bytes, 'v'), false});
+    EXPECT_TRUE(r.ok());
+    if (auto* e = std::get_if<proto::ErrorReply>(&r->body)) return proto::ToStatus(*e);
+    return Status::OK();
+  };
+  EXPECT_TRUE(put("one", 40 << 10).ok());  // over half a frame, alone
+  EXPECT_TRUE(put("k", 12 << 10).ok());
+  EXPECT_TRUE(put("k", 12 << 10).ok());
+  const Status third = put("k", 12 << 10);
+  EXPECT_EQ(third.code(), StatusCode::kBusy) << third.ToString();
+  EXPECT_FALSE(third.in_doubt());
+  EXPECT_NE(third.message().find("frame_bytes_max"), std::string_view::npos) << third.ToString();
+  EXPECT_EQ(Read(sim, "n1", "k").size(), 2u);
+  EXPECT_TRUE(put("k", 12 << 10, ContextOf(Read(sim, "n1", "k"))).ok());
+  EXPECT_EQ(Read(sim, "n1", "k").size(), 1u);
+}
+
 TEST(NodeCoreTest, ClustersForm) {
   for (int n : {3, 5}) {
     SimCluster sim(10 + n);

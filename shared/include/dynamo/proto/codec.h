@@ -37,8 +37,12 @@ struct Limits {
   uint32_t depth_max = 10;
   // Most elements in one array. Default: 64 Ki.
   uint32_t items_max = 64u << 10;
-  // Most versions in one sibling set. Default: 1024.
-  uint32_t siblings_max = 1024;
+  // Most versions in one sibling set. Default: 64 Ki, as many as one array
+  // may hold. A node's own writes stop at its siblings_max (at most 1,000),
+  // but replicas merging the sets of several coordinators can pass that, and
+  // such a set must still travel and read back; the frame and decoded-bytes
+  // bounds limit its memory.
+  uint32_t siblings_max = 64u << 10;
   // Most entries in one version vector. Default: 256.
   uint32_t clock_entries_max = 256;
   // Longest other string (node ids, addresses, error messages). Default: 4 KiB.

@@ -83,7 +83,8 @@ struct NodeOptions {
   // write not yet covered by a sync syncs the log (0: only when a write asks).
   // Default: 100 ms.
   uint64_t sync_interval_ms = 100;
-  // Versions a coordinated write may leave on a key. Default: 100.
+  // Versions a coordinated write may leave on a key (CheckSetBytes bounds
+  // their bytes too). Default: 100.
   size_t siblings_max = kDefaultSiblingsMax;
   // Clock entries kept per version. Default: 10.
   size_t clock_entries_max = kDefaultClockEntriesMax;
@@ -566,6 +567,12 @@ class NodeCore {
   // Free bytes at which a node whose disk was nearly full takes data again:
   // an eighth over disk_free_bytes_min.
   uint64_t DiskResumeBytes() const;
+  // Busy when a coordinated write would leave a key more than one version
+  // taking over half of frame_bytes_max encoded: the set must fit every
+  // message that carries it (a read's reply, a replica's copy, a transfer's
+  // page), with room for another coordinator's set merged into it. A write
+  // leaving one version is always taken (its value is within the limits).
+  Status CheckSetBytes(size_t versions, size_t encoded_bytes) const;
   // Counts a storage operation's I/O error and logs it, at most one line
   // per kStorageErrorLogIntervalMs (a failing disk fails every write).
   void NoteStorageError(Now now, const Status& status);
