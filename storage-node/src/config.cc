@@ -1,5 +1,7 @@
 #include "config.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <toml++/toml.h>
 
 #include <functional>
@@ -173,8 +175,10 @@ const std::vector<Key>& Keys() {
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.value_bytes_max; }),
       UintKey("limits", "frame_bytes_max", "largest message frame", 4096, 1u << 30,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.frame_bytes_max; }),
-      UintKey("limits", "siblings_max", "versions a write may leave on a key", 1, 1000,
-              [](NodeConfig& c) -> size_t& { return c.node.siblings_max; }),
+      UintKey("limits", "siblings_max",
+              "versions a write may leave on a key (more than one may take at most half of "
+              "frame_bytes_max)",
+              1, 1000, [](NodeConfig& c) -> size_t& { return c.node.siblings_max; }),
       UintKey("limits", "clock_entries_max", "clock entries kept per version (paper: 10)", 1, 256,
               [](NodeConfig& c) -> size_t& { return c.node.clock_entries_max; }),
       UintKey("limits", "requests_in_flight_max",
@@ -246,6 +250,35 @@ const std::vector<Key>& Keys() {
   return keys;
 }
 
+enum class HostKind { kLoopback, kUnspecified, kOther };
+
+// What a listen host names, by its address however it is spelled
+// (0:0:0:0:0:0:0:0, ::ffff:0.0.0.0 and [::] are all "unspecified").
+HostKind KindOf(std::string host) {
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty()) return HostKind::kUnspecified;
+  if (host == "localhost") return HostKind::kLoopback;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    const uint32_t a = ntohl(v4.s_addr);
+    if (a == INADDR_ANY) return HostKind::kUnspecified;
+    return (a >> 24) == 127 ? HostKind::kLoopback : HostKind::kOther;
+  }
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_UNSPECIFIED(&v6)) return HostKind::kUnspecified;
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return HostKind::kLoopback;
+    if (IN6_IS_ADDR_V4MAPPED(&v6)) {
+      const uint8_t* b = v6.s6_addr;
+      if (b[12] == 0 && b[13] == 0 && b[14] == 0 && b[15] == 0) return HostKind::kUnspecified;
+      if (b[12] == 127) return HostKind::kLoopback;
+    }
+  }
+  return HostKind::kOther;
+}
+
 }  // namespace
 
 Status ApplyConfigFile(const std::string& path, NodeConfig* config) {
@@ -297,18 +330,25 @@ Status ValidateConfig(const NodeConfig& c) {
     return Status::InvalidArgument("--replicas must be from 1 to " + std::to_string(kMaxReplicas));
   }
   const std::string& h = c.listen.host;
-  const bool loopback = h == "localhost" || h == "::1" || h.rfind("127.", 0) == 0;
+  const HostKind kind = KindOf(h);
+  const bool loopback = kind == HostKind::kLoopback;
   if (!loopback && !c.allow_remote) {
     return Status::InvalidArgument(
         "refusing to listen on " + c.listen.ToString() +
         ": dynamo has no authentication; set node.allow_remote = true in the config file to "
         "expose it anyway");
   }
-  if (h == "0.0.0.0" || h == "::" || h == "[::]" || h.empty()) {
+  if (kind == HostKind::kUnspecified) {
     return Status::InvalidArgument(
         "refusing to listen on " + c.listen.ToString() +
         ": the listen address is also the one the node gives its peers and clients, so it must "
         "name an address of this host, not all of them");
+  }
+  if (c.listen.port == 0) {
+    return Status::InvalidArgument(
+        "refusing to listen on " + c.listen.ToString() +
+        ": the listen address is the one the node gives its peers and clients, so it needs a "
+        "port of its own, not 0");
   }
   if (c.node.limits.value_bytes_max + c.node.limits.key_bytes_max + 4096 >
       c.node.limits.frame_bytes_max) {

@@ -344,10 +344,18 @@ TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
     EXPECT_NE(out.find("must be"), std::string::npos) << bad << out;
   }
   { std::ofstream(cfg) << "[node]\nallow_remote = true\n"; }
-  auto [all, code7] =
-      RunTool("dynamo-node --id x --listen 0.0.0.0:1 --data-dir /tmp/dynamo-never --config " + cfg);
-  EXPECT_EQ(code7, 1);
-  EXPECT_NE(all.find("not all of them"), std::string::npos) << all;
+  // Every spelling of "all addresses", and a port the node would only learn
+  // once bound, which its peers could never reach.
+  for (const char* all : {"0.0.0.0:1", "[0:0:0:0:0:0:0:0]:7000", "[::ffff:0.0.0.0]:7000"}) {
+    auto [out, code] = RunTool(std::string("dynamo-node --id x --listen ") + all +
+                               " --data-dir /tmp/dynamo-never --config " + cfg);
+    EXPECT_EQ(code, 1) << all;
+    EXPECT_NE(out.find("not all of them"), std::string::npos) << all << out;
+  }
+  auto [port0, code8] =
+      RunTool("dynamo-node --id x --listen 127.0.0.1:0 --data-dir /tmp/dynamo-never");
+  EXPECT_EQ(code8, 1);
+  EXPECT_NE(port0.find("not 0"), std::string::npos) << port0;
   std::filesystem::remove(cfg);
   for (const char* zero : {"--partitions 0", "--replicas 0"}) {
     auto [out, code] =
