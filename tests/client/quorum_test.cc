@@ -1135,6 +1135,37 @@ TEST(WriteOpTest, APendingReplicaNamedByARefusalCounts) {
   EXPECT_EQ(op.receipt().redirects, 1u);
 }
 
+// A pending replica a refusal promoted is a coordinator candidate like a
+// replica the refusal newly named: with the kept replicas failing, it
+// coordinates.
+TEST(WriteOpTest, APendingReplicaNamedByARefusalMayCoordinate) {
+  ClusterMap map(*Ring::Create(Names(3), 64, 3));
+  map.Reconcile(Names(4));
+  const std::string key = KeyWithAPendingReplica(map);
+  const Route route = PlanRoute(map, key, AllHealthyExcept({}));
+  WriteRequest req;
+  req.key = key;
+  req.value = "v";
+  req.w = 2;
+  WriteOp op(route, req);
+  Send coord = op.Start()[0];
+  std::vector<NodeId> kept;
+  for (const Target& t : route.replicas) {
+    if (t.node != op.target(coord.target).node) kept.push_back(t.node);
+  }
+  ASSERT_EQ(kept.size(), 2u);
+  std::vector<Send> next =
+      op.OnReply(coord.target, NoReplica({kept[0], kept[1], "n4"}, route.epoch + 1));
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(next.size(), 1u) << i;
+    ASSERT_NE(op.target(next[0].target).node, "n4") << i;
+    next = op.OnReply(next[0].target, Refused());
+  }
+  ASSERT_EQ(next.size(), 1u) << op.status().ToString();
+  EXPECT_EQ(op.target(next[0].target).node, "n4");
+  EXPECT_TRUE(std::holds_alternative<proto::CoordPutRequest>(next[0].body));
+}
+
 // A read on a stale route asks the replica a refusal names before it
 // decides: a spare's answer in the refuser's place would not count yet, and
 // the new replica may hold a write the others lack.
@@ -1162,6 +1193,46 @@ TEST(ReadOpTest, AReplicaThatNoLongerReplicatesThePartitionGivesWayToTheOneItNam
   EXPECT_EQ(op.siblings().size(), 1u);
   EXPECT_EQ(op.reached().back(), "n9");
   EXPECT_EQ(op.receipt().redirects, 1u);
+}
+
+// A refusal that names a replica whose place a stand-in already holds (it
+// is back, or no longer failing) adds the node that took the refuser's
+// place: two answers for one place would meet R without the new replica.
+TEST(ReadOpTest, AReplicaAStandInHoldsThePlaceOfIsNotAskedInTheRefusersPlace) {
+  Fixture f;
+  const std::vector<NodeId> pref = f.pref();
+  const Route route = PlanRoute(f.map, f.key, AllHealthyExcept({pref[1]}));
+  ASSERT_EQ(route.replicas[1].role, Role::kFallback);
+  ASSERT_EQ(route.replicas[1].hint, pref[1]);
+  ReadOp op(route, ReadRequest{f.key, 2});
+  std::vector<Send> gets = op.Start();
+  ASSERT_EQ(gets.size(), 3u);
+  std::vector<Send> moved =
+      op.OnReply(gets[0].target, NoReplica({pref[1], pref[2], "n9"}, route.epoch + 1));
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(op.target(moved[0].target).node, "n9");
+  op.OnReply(gets[2].target, Refused());
+  op.OnReply(gets[1].target, Ok(proto::GetReply{1, {}}));
+  EXPECT_FALSE(op.answered());
+  op.OnReply(moved[0].target, Ok(proto::GetReply{1, OneVersion("written")}));
+  ASSERT_TRUE(op.answered());
+  EXPECT_EQ(op.siblings().size(), 1u);
+}
+
+// A read that replicas shed and that then runs out of time fails with Busy,
+// which says to retry after a back-off, as when the shedding alone decides.
+TEST(ReadOpTest, AReadShedByAReplicaThatRunsOutOfTimeFailsWithBusy) {
+  Fixture f;
+  ClusterMap three(*Ring::Create(Names(3), 64, 3));
+  ReadOp op(PlanRoute(three, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});
+  std::vector<Send> gets = op.Start();
+  ASSERT_EQ(gets.size(), 3u);
+  EXPECT_TRUE(
+      op.OnReply(gets[0].target, Ok(proto::MakeError(Status::Busy("overloaded"), 3))).empty());
+  EXPECT_FALSE(op.answered());
+  op.OnDeadline();
+  ASSERT_TRUE(op.answered());
+  EXPECT_EQ(op.status().code(), StatusCode::kBusy) << op.status().ToString();
 }
 
 TEST(ReadOpTest, FailuresBringInSparesThenGiveUp) {

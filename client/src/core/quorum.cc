@@ -214,11 +214,7 @@ WriteOp::WriteOp(std::shared_ptr<const Route> route, WriteRequest request)
   acked_.reserve(targets_.size());
   receipt_.epoch = route_->epoch;
   if (req_.lww) return;
-  auto add = [&](size_t i) {
-    if (std::find(coordinators_.begin(), coordinators_.end(), i) == coordinators_.end()) {
-      coordinators_.push_back(i);
-    }
-  };
+  auto add = [&](size_t i) { AddCoordinator(i); };
   const size_t n = route_->replicas.size();
   auto primary = [&](size_t i) {
     return targets_[i].target->role == Role::kPrimary && !targets_[i].target->suspect;
@@ -247,6 +243,12 @@ WriteOp::WriteOp(std::shared_ptr<const Route> route, WriteRequest request)
     if (!targets_[i].target->suspect) add(i);
   }
   for (size_t i = 0; i < n; ++i) add(i);
+}
+
+void WriteOp::AddCoordinator(size_t i) {
+  if (std::find(coordinators_.begin(), coordinators_.end(), i) == coordinators_.end()) {
+    coordinators_.push_back(i);
+  }
 }
 
 std::vector<Send> WriteOp::Start() {
@@ -337,6 +339,7 @@ std::vector<Send> WriteOp::Reroute(size_t i, const std::vector<proto::NodeAddres
       if (known->counted || state_[k] >= 3) continue;
       known->counted = true;
       ++receipt_.redirects;
+      if (!req_.lww) AddCoordinator(k);
       if (state_[k] == 2) NoteAck(k, false);
       return {};
     }
@@ -351,7 +354,7 @@ std::vector<Send> WriteOp::Reroute(size_t i, const std::vector<proto::NodeAddres
     targets_.push_back(OpTarget{&primary, true});
     state_.push_back(0);
     const size_t j = targets_.size() - 1;
-    if (!req_.lww) coordinators_.push_back(j);
+    if (!req_.lww) AddCoordinator(j);
     if (!replicating_) return {};
     state_[j] = 1;
     ++outstanding_;
@@ -534,6 +537,7 @@ ReadOp::ReadOp(std::shared_ptr<const Route> route, ReadRequest request)
   targets_.reserve(route_->replicas.size());
   for (const Target& t : route_->replicas) targets_.push_back(&t);
   planned_.assign(targets_.size(), true);
+  failed_.assign(targets_.size(), false);
   replies_.resize(targets_.size());
   acked_.reserve(targets_.size());
   receipt_.epoch = route_->epoch;
@@ -568,6 +572,7 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     if (planned) ++planned_ok_;
     acked_.push_back(target);
   } else {
+    failed_[target] = true;
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
     all_timeouts_ &= last_error_.IsTimeout();
     busy_ |= last_error_.code() == StatusCode::kBusy;
@@ -577,7 +582,7 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
     // Asked before the answer is decided: the replica that took the
     // refuser's place may hold writes the others lack.
     for (const proto::NodeAddress& n : *redirect) {
-      if (Asks(n.node)) continue;
+      if (Asks(n.node) || StoodIn(n.node)) continue;
       ++receipt_.redirects;
       out.push_back(
           Add(stand_ins_.emplace_back(Target{n.node, n.address, Role::kPrimary, ""}), true));
@@ -613,6 +618,13 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
   return out;
 }
 
+bool ReadOp::StoodIn(const NodeId& node) const {
+  for (size_t k = 0; k < targets_.size(); ++k) {
+    if (planned_[k] && !failed_[k] && targets_[k]->hint == node) return true;
+  }
+  return false;
+}
+
 bool ReadOp::Asks(const NodeId& node) const {
   return std::any_of(targets_.begin(), targets_.end(),
                      [&](const Target* t) { return t->node == node; });
@@ -621,6 +633,7 @@ bool ReadOp::Asks(const NodeId& node) const {
 Send ReadOp::Add(const Target& target, bool planned) {
   targets_.push_back(&target);
   planned_.push_back(planned);
+  failed_.push_back(false);
   replies_.emplace_back();
   ++outstanding_;
   if (planned) ++planned_outstanding_;
@@ -642,11 +655,15 @@ void ReadOp::OnDeadline() {
   const size_t r = static_cast<size_t>(std::max(req_.r, 1));
   if (ok_ >= r) {
     Answer();  // stand-ins' answers, with a planned replica still silent
-  } else if (ok_ == 0) {
+  } else if (ok_ == 0 && !busy_) {
     outcome_ = Status::Timeout("no replica answered the read before the deadline");
   } else {
-    outcome_ = Status::Unavailable("read answered by " + std::to_string(ok_) + " of R=" +
-                                   std::to_string(r) + " required replicas before the deadline");
+    // A read some replica shed is worth a retry after a back-off.
+    const std::string why = "read answered by " + std::to_string(ok_) +
+                            " of R=" + std::to_string(r) +
+                            " required replicas before the deadline" +
+                            (busy_ ? "; last error: " + last_error_.ToString() : "");
+    outcome_ = busy_ ? Status::Busy(why) : Status::Unavailable(why);
   }
 }
 

@@ -215,14 +215,17 @@ class WriteOp {
   // Replaces counted target `i`, refused by a node that no longer
   // replicates the partition, with the first of `replicas` (the refuser's
   // map) the op does not count yet: a pending target of that node counts
-  // from now on, any other becomes a new primary target (and coordinator
-  // candidate), sent its ReplicaPut when replication is under way. A node
+  // from now on, any other becomes a new primary target, sent its
+  // ReplicaPut when replication is under way; either is a coordinator
+  // candidate from then on. A node
   // a counted stand-in keeps a hint for is taken as written already (its
   // place counts once). The stale route's spares would keep hints for the
   // refuser instead.
   std::vector<Send> Reroute(size_t i, const std::vector<proto::NodeAddress>& replicas);
   // Whether `node` is one of the op's targets, in any role.
   bool Targets(const NodeId& node) const;
+  // Makes target `i` a coordinator candidate, after those already listed.
+  void AddCoordinator(size_t i);
   void CheckDone();
   void Finish(Status status);
   void NoteAck(size_t target, bool coordinator);
@@ -318,11 +321,15 @@ class ReadOp {
   Send Add(const Target& target, bool planned);
   // Whether the read asks `node`, in any role.
   bool Asks(const NodeId& node) const;
+  // Whether a planned stand-in that has not failed holds `node`'s place
+  // (its hints): that place counts once, so a redirect does not add `node`.
+  bool StoodIn(const NodeId& node) const;
 
   std::shared_ptr<const Route> route_;
   ReadRequest req_;
   std::vector<const Target*> targets_;  // in route_ or stand_ins_
   std::vector<bool> planned_;           // per target: a replica, not a spare
+  std::vector<bool> failed_;            // per target: answered with an error
   std::list<Target> stand_ins_;
   size_t next_spare_ = 0;
   std::vector<std::optional<SiblingSet>> replies_;
