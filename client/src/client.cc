@@ -35,6 +35,13 @@ constexpr uint64_t kConnectTimeoutMs = 500;
 // Refreshes caused by newer epochs in replies are at least this far apart.
 constexpr uint64_t kEpochRefreshGapMs = 100;
 
+// A call's receipt holds nothing of an earlier call, also when this one
+// fails before it starts.
+template <class Options>
+void EmptyReceipt(const Options& options) {
+  if (options.receipt) *options.receipt = Receipt{};
+}
+
 uint64_t WallMicros() {
   using namespace std::chrono;
   return static_cast<uint64_t>(duration_cast<microseconds>(system_clock::now().time_since_epoch()).count());
@@ -210,7 +217,10 @@ class Client::Impl {
     return true;
   }
   void Leave(bool entered) {
-    if (entered) --posted_from_outside_;
+    if (!entered) return;
+    --posted_from_outside_;
+    // A close may be waiting for this count alone.
+    if (closing_) loop_.Post([this] { StopIfClosed(); });
   }
   void PostEntered(bool entered, std::function<void()> fn) {
     if (!entered) {
@@ -712,16 +722,31 @@ class Client::Impl {
     return Status::OK();
   }
 
+  // An async call refused before it started: `done` runs on the I/O thread,
+  // not inside the call, as for any other outcome (a callback that calls
+  // again at a limit does not recurse), except once the client is closed or
+  // in a forked child, where no I/O thread may run it: then at once.
+  template <class T>
+  void Refuse(bool entered, Status usable, Status why, std::function<void(Result<T>)>& done) {
+    ++stats_.errors;
+    if (!usable.ok()) {
+      Leave(entered);
+      done(std::move(usable));
+      return;
+    }
+    PostEntered(entered, [why = std::move(why), done = std::move(done)] { done(why); });
+  }
+
   void GetAsync(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
     ++stats_.gets;
+    EmptyReceipt(opts);
     const bool entered = Enter();
-    Status k = Usable();
+    const Status usable = Usable();
+    Status k = usable;
     if (k.ok()) k = CheckKey(key);
     if (k.ok()) k = Admit(done);
     if (!k.ok()) {
-      Leave(entered);
-      ++stats_.errors;
-      done(k);
+      Refuse(entered, usable, std::move(k), done);
       return;
     }
     PostEntered(entered, [this, key = std::move(key), opts, done = std::move(done)]() mutable {
@@ -732,15 +757,15 @@ class Client::Impl {
   void WriteAsync(std::string key, std::string value, bool tombstone, WriteOptions opts,
                   std::function<void(Result<std::string>)> done) {
     ++(tombstone ? stats_.deletes : stats_.puts);
+    EmptyReceipt(opts);
     const bool entered = Enter();
-    Status k = Usable();
+    const Status usable = Usable();
+    Status k = usable;
     if (k.ok()) k = CheckKey(key);
     if (k.ok()) k = CheckValue(value.size());
     if (k.ok()) k = Admit(done);
     if (!k.ok()) {
-      Leave(entered);
-      ++stats_.errors;
-      done(k);
+      Refuse(entered, usable, std::move(k), done);
       return;
     }
     PostEntered(entered, [this, key = std::move(key), value = std::move(value), tombstone, opts,
@@ -773,6 +798,7 @@ class Client::Impl {
   }
 
   Result<std::vector<ReplicaVersions>> Inspect(std::string_view key) {
+    DYNAMO_RETURN_IF_ERROR(CheckKey(key));
     std::vector<ReplicaVersions> out;
     const bool entered = Enter();
     if (Status s = CheckMayBlock(); !s.ok()) {
@@ -815,12 +841,8 @@ class Client::Impl {
       }
     });
     all.get_future().get();
-    // Closed meanwhile: the replicas' errors say only that.
-    if (closing_ && std::all_of(out.begin(), out.end(), [](const ReplicaVersions& r) {
-          return !r.error.empty() && r.versions.empty();
-        })) {
-      return ClosedStatus();
-    }
+    // Closed meanwhile: some replicas' errors would say only that.
+    if (closing_) return ClosedStatus();
     return out;
   }
 
@@ -960,7 +982,9 @@ void Client::DeleteAsync(std::string key, WriteOptions options, std::function<vo
 net::EventLoop& Client::io_loop() { return impl_->loop(); }
 
 Result<GetResult> Client::Get(std::string_view key, const ReadOptions& options) {
+  EmptyReceipt(options);
   DYNAMO_RETURN_IF_ERROR(impl_->CheckMayBlock());
+  DYNAMO_RETURN_IF_ERROR(impl_->CheckKey(key));  // before the copy below
   std::promise<Result<GetResult>> p;
   impl_->GetAsync(std::string(key), options, [&p](Result<GetResult> r) { p.set_value(std::move(r)); });
   Result<GetResult> r = p.get_future().get();
@@ -972,6 +996,7 @@ Result<GetResult> Client::Get(std::string_view key, const ReadOptions& options) 
 }
 
 Result<std::string> Client::Put(std::string_view key, std::string_view value, const WriteOptions& options) {
+  EmptyReceipt(options);
   DYNAMO_RETURN_IF_ERROR(impl_->CheckMayBlock());
   // Before the copies below.
   DYNAMO_RETURN_IF_ERROR(impl_->CheckKey(key));
@@ -983,7 +1008,9 @@ Result<std::string> Client::Put(std::string_view key, std::string_view value, co
 }
 
 Result<std::string> Client::Delete(std::string_view key, const WriteOptions& options) {
+  EmptyReceipt(options);
   DYNAMO_RETURN_IF_ERROR(impl_->CheckMayBlock());
+  DYNAMO_RETURN_IF_ERROR(impl_->CheckKey(key));  // before the copy below
   std::promise<Result<std::string>> p;
   impl_->WriteAsync(std::string(key), "", true, options, [&p](Result<std::string> r) { p.set_value(std::move(r)); });
   return p.get_future().get();

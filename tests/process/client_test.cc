@@ -306,9 +306,13 @@ TEST(ClientProcessTest, OperationsPastTheClientsLimitFailWithBusy) {
   constexpr int kStarted = 10;
   std::mutex mu;
   std::condition_variable cv;
-  int ok = 0, busy = 0, other = 0;
+  int ok = 0, busy = 0, other = 0, inside_the_call = 0;
+  bool calling = false;  // I/O thread only
   auto count = [&](const Status& s) {
     std::lock_guard<std::mutex> g(mu);
+    // A refusal reports after the call returns: a callback that calls
+    // again does not recurse, nor meet a lock its caller holds.
+    if (calling) ++inside_the_call;
     if (s.ok()) {
       ++ok;
     } else if (s.code() == StatusCode::kBusy &&
@@ -321,12 +325,14 @@ TEST(ClientProcessTest, OperationsPastTheClientsLimitFailWithBusy) {
   };
   client->io_loop().Post([&] {
     for (int i = 0; i < kStarted; ++i) {
+      calling = true;
       if (i % 2) {
         client->GetAsync("limit", {}, [&](Result<GetResult> r) { count(r.status()); });
       } else {
         client->PutAsync("limit" + std::to_string(i), "v", {},
                          [&](Result<std::string> r) { count(r.status()); });
       }
+      calling = false;
     }
   });
   std::unique_lock<std::mutex> lock(mu);
@@ -335,6 +341,7 @@ TEST(ClientProcessTest, OperationsPastTheClientsLimitFailWithBusy) {
   EXPECT_EQ(ok, 4);
   EXPECT_EQ(busy, kStarted - 4);
   EXPECT_EQ(other, 0);
+  EXPECT_EQ(inside_the_call, 0);
   lock.unlock();
   EXPECT_TRUE(client->Put("limit", "after").ok());
   ClientOptions none;
@@ -390,6 +397,23 @@ TEST(ClientProcessTest, LimitsAndBadInputAreRefusedBeforeSending) {
   EXPECT_EQ(big.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(big.message().find("value_bytes_max (100)"), std::string_view::npos);
   EXPECT_EQ(client->Get("").status().code(), StatusCode::kInvalidArgument);
+  // A receipt holds nothing of an earlier call when the next is refused.
+  Receipt receipt;
+  WriteOptions with_receipt;
+  with_receipt.receipt = &receipt;
+  ASSERT_TRUE(client->Put("k", "v", with_receipt).ok());
+  ASSERT_FALSE(receipt.acks.empty());
+  EXPECT_EQ(client->Put("", "v", with_receipt).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(receipt.acks.empty());
+  EXPECT_EQ(receipt.epoch, 0u);
+  // An async call refused at once reports on the I/O thread, not inside the call.
+  std::promise<std::pair<Status, std::thread::id>> refused;
+  client->PutAsync("", "v", {}, [&](Result<std::string> r) {
+    refused.set_value({r.status(), std::this_thread::get_id()});
+  });
+  auto [why, thread] = refused.get_future().get();
+  EXPECT_EQ(why.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(thread, std::this_thread::get_id());
   WriteOptions bad;
   bad.context = "garbage";
   EXPECT_EQ(client->Put("k", "v", bad).status().code(), StatusCode::kInvalidArgument);

@@ -127,13 +127,18 @@ class Client {
 
   // Reads `key`. NotFound is not an error: the result has found == false.
   // Unavailable when fewer than R replicas answered in time; Timeout when the
-  // deadline passed with no replica answering.
+  // deadline passed with no replica answering; Busy when replicas shed the
+  // read (or the client's operations_max) and it fell short of R: retry
+  // after a back-off. InvalidArgument for a bad key or r; Aborted once
+  // closed.
   Result<GetResult> Get(std::string_view key, const ReadOptions& options = {});
   // Writes `value`. Returns the context for a further write of the key: the
   // write's own context and the write, or only its own context when the
   // coordinator kept a concurrent version it did not see (docs/client.md).
-  // Unavailable when fewer than W replicas acknowledged; Status::in_doubt()
-  // then tells whether the write may have been applied anyway. Busy when
+  // Unavailable when fewer than W replicas acknowledged; Timeout when no
+  // coordinator answered before the deadline (always in doubt: it may have
+  // applied the write). On any failure Status::in_doubt() tells whether the
+  // write may have been applied anyway. Busy when
   // refused to shed load: the client's operations_max, a node's limits
   // (requests in progress, writes waiting for the key), the key's sibling
   // limit, or the client's full write queue to every coordinator tried;
@@ -147,10 +152,14 @@ class Client {
   // or from work posted to io_loop()) would wait on themselves; they fail
   // with InvalidArgument instead.
 
-  // Asynchronous forms; `done` runs on the I/O thread. Async reads return
-  // every sibling: the resolver is applied by the blocking Get only. Called
-  // on the I/O thread, they start at the end of the loop's current pass, with
-  // no wake-up or thread hop.
+  // Asynchronous forms; `done` runs on the I/O thread, never inside the call,
+  // also when the call is refused at once (bad input, Busy at
+  // operations_max). Only a call made once the client is closed (or in a
+  // forked child) runs `done` at once, on the calling thread, with Aborted:
+  // no I/O thread may be left to run it. Async reads return every sibling:
+  // the resolver is applied by the blocking Get only. Called on the I/O
+  // thread, they start at the end of the loop's current pass, with no
+  // wake-up or thread hop.
   void GetAsync(std::string key, ReadOptions options, std::function<void(Result<GetResult>)> done);
   void PutAsync(std::string key, std::string value, WriteOptions options,
                 std::function<void(Result<std::string>)> done);
