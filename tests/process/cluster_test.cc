@@ -422,6 +422,14 @@ TEST(ProcessTest, AFailedDynamoctlStartStopsTheNodesItLaunched) {
   auto [failed, code_failed] = RunTool(start + " --wait 2 --config " + config);
   ASSERT_NE(code_failed, 0) << failed;
   EXPECT_NE(failed.find("were stopped"), std::string::npos) << failed;
+  // A node that exits at once (its config file is missing) fails the start
+  // at once, with its exit status, rather than after --wait.
+  const std::string other = ports.options().dir + "/ccm-bad";
+  auto [dead, code_dead] = RunTool("dynamoctl cluster start --nodes 2 --base-port " +
+                                   std::to_string(ports.options().base_port) + " --dir " + other +
+                                   " --wait 600 --config " + ports.options().dir + "/missing.toml");
+  EXPECT_EQ(code_dead, 1) << dead;
+  EXPECT_NE(dead.find("n1 exited during startup (exit status 1"), std::string::npos) << dead;
   auto [again, code_again] = RunTool(start);
   EXPECT_EQ(code_again, 0) << again;
 }
@@ -450,15 +458,41 @@ TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
   auto [ring, code_ring] = RunTool("dynamoctl --seed 127.0.0.1:" + std::to_string(ports.options().base_port) + " ring");
   EXPECT_EQ(code_ring, 0);
   EXPECT_NE(ring.find("64 partitions, 3 replicas"), std::string::npos) << ring;
+  const std::string seed =
+      "dynamoctl --seed 127.0.0.1:" + std::to_string(ports.options().base_port);
+  // A value on standard input is read up to the limit, and a read error is
+  // an error, not an empty value.
+  auto [endless, code_endless] = RunTool(seed + " put big < /dev/zero");
+  EXPECT_EQ(code_endless, 1) << endless;
+  EXPECT_NE(endless.find("exceeds value_bytes_max"), std::string::npos) << endless;
+  auto [unreadable, code_unreadable] = RunTool(seed + " put k < " + dir);
+  EXPECT_EQ(code_unreadable, 1) << unreadable;
+  EXPECT_NE(unreadable.find("cannot read the value"), std::string::npos) << unreadable;
+  // Every node asked is reported, the one that failed too, each counter
+  // apart from its value however long its name.
+  auto [stats, code_stats] = RunTool(seed + " --seed 127.0.0.1:1 stats");
+  EXPECT_EQ(code_stats, 1) << stats;
+  EXPECT_NE(stats.find("requests_refused_not_replica "), std::string::npos) << stats;
+  EXPECT_NE(stats.find("127.0.0.1:1"), std::string::npos) << stats;
   auto [stopped, code_stop] = RunTool("dynamoctl cluster stop --dir " + dir);
   EXPECT_EQ(code_stop, 0) << stopped;
   EXPECT_NE(stopped.find("stopped n1"), std::string::npos) << stopped;
   EXPECT_FALSE(std::filesystem::exists(dir + "/n1/node.pid"));
 
-  // The same directory again: the stopped cluster comes back with its ring.
+  // The same directory again: the stopped cluster comes back with its ring,
+  // as its cluster.conf recorded it; a layout that is not that one is
+  // refused, and the record kept.
+  auto [other_size, code_other_size] =
+      RunTool("dynamoctl cluster start --dir " + dir + " --nodes 5");
+  EXPECT_EQ(code_other_size, 1) << other_size;
+  EXPECT_NE(other_size.find("was started with --nodes 3"), std::string::npos) << other_size;
+  auto [hex, code_hex] = RunTool("dynamoctl cluster start --dir " + dir + " --nodes 0x3");
+  EXPECT_NE(code_hex, 0) << hex;
+  EXPECT_NE(hex.find("not a decimal number"), std::string::npos) << hex;
+  // Numbers are decimal, leading zeros and all (not octal).
   auto [restarted, code_restart] =
-      RunTool("dynamoctl cluster start --nodes 3 --base-port " +
-              std::to_string(ports.options().base_port) + " --dir " + dir);
+      RunTool("dynamoctl cluster start --dir " + dir + " --base-port 0" +
+              std::to_string(ports.options().base_port));
   ASSERT_EQ(code_restart, 0) << restarted;
   auto [ring_again, code_ring_again] =
       RunTool("dynamoctl --seed 127.0.0.1:" + std::to_string(ports.options().base_port) + " ring");
@@ -478,6 +512,10 @@ TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
   auto [whole, code_whole] = RunTool("dynamoctl cluster start --dir " + dir + " --scrub");
   EXPECT_NE(code_whole, 0);
   EXPECT_NE(whole.find("give --node"), std::string::npos) << whole;
+  auto [layout, code_layout] =
+      RunTool("dynamoctl cluster start --dir " + dir + " --node n2 --nodes 3");
+  EXPECT_NE(code_layout, 0);
+  EXPECT_NE(layout.find("does not apply with --node"), std::string::npos) << layout;
   auto [scrubbed, code_scrubbed] =
       RunTool("dynamoctl cluster start --dir " + dir + " --node n2 --scrub");
   ASSERT_EQ(code_scrubbed, 0) << scrubbed;

@@ -8,6 +8,15 @@
 #include "json.h"
 
 namespace dynamo::cli {
+namespace {
+
+// A column of text output, padded to `width`, always followed by at least
+// one space: a long value never runs into the next column.
+void Cell(std::ostream& os, std::string_view text, size_t width) {
+  os << text << std::string(text.size() < width ? width - text.size() : 1, ' ');
+}
+
+}  // namespace
 
 Result<proto::Message> CallNode(const net::Endpoint& node, proto::Body request, uint64_t timeout_ms) {
   net::EventLoop loop;
@@ -28,6 +37,10 @@ Result<proto::Message> CallNode(const net::Endpoint& node, proto::Body request, 
   loop.Run();
   if (conn) conn->Close(Status::Aborted("done"));
   if (!result) return Status::Internal("no result");
+  // Every error names the node once (a connect error already does).
+  if (!result->ok() && result->status().message().find(node.ToString()) == std::string_view::npos) {
+    return result->status().Annotate(node.ToString());
+  }
   if (result->ok()) {
     if (const auto* err = std::get_if<proto::ErrorReply>(&(*result)->body)) {
       return proto::ToStatus(*err).Annotate(node.ToString());
@@ -94,7 +107,7 @@ uint64_t NodeStatsView::Get(std::string_view name, uint64_t missing) const {
 
 Result<NodeStatsView> FetchStats(const net::Endpoint& node, uint64_t timeout_ms) {
   Result<proto::Message> r = CallNode(node, proto::StatsRequest{}, timeout_ms);
-  if (!r.ok()) return r.status().Annotate(node.ToString());
+  if (!r.ok()) return r.status();
   auto* sr = std::get_if<proto::StatsReply>(&r->body);
   if (sr == nullptr) return Status::ProtocolError("unexpected reply from " + node.ToString());
   return NodeStatsView{node.ToString(), sr->epoch, std::move(sr->counters)};
@@ -103,8 +116,14 @@ Result<NodeStatsView> FetchStats(const net::Endpoint& node, uint64_t timeout_ms)
 std::string StatsText(const std::vector<NodeStatsView>& nodes) {
   std::ostringstream os;
   for (const NodeStatsView& n : nodes) {
+    if (!n.error.empty()) {
+      Cell(os, n.node, 24);
+      os << "error: " << n.error << "\n";
+    }
     for (const auto& [name, value] : n.counters) {
-      os << std::left << std::setw(24) << n.node << std::setw(24) << name << value << "\n";
+      Cell(os, n.node, 24);
+      Cell(os, name, 32);
+      os << value << "\n";
     }
   }
   return os.str();
@@ -114,7 +133,12 @@ std::string StatsJson(const std::vector<NodeStatsView>& nodes) {
   Json j;
   j.BeginArray();
   for (const NodeStatsView& n : nodes) {
-    j.BeginObject().Key("node").String(n.node).Key("epoch").Uint(n.epoch).Key("counters").BeginObject();
+    j.BeginObject().Key("node").String(n.node);
+    if (!n.error.empty()) {
+      j.Key("error").String(n.error).EndObject();
+      continue;
+    }
+    j.Key("epoch").Uint(n.epoch).Key("counters").BeginObject();
     for (const auto& [name, value] : n.counters) j.Key(name).Uint(value);
     j.EndObject().EndObject();
   }
@@ -131,11 +155,15 @@ std::string StatusText(const StatusView& view) {
     os << "change in progress: " << map.Awaiting().size() << " of " << map.Transfers().size()
        << " partition transfers left\n";
   }
-  os << std::left << std::setw(16) << "ID" << std::setw(24) << "ADDRESS" << std::setw(10) << "STATE"
-     << "PARTITIONS\n";
+  Cell(os, "ID", 16);
+  Cell(os, "ADDRESS", 24);
+  Cell(os, "STATE", 10);
+  os << "PARTITIONS\n";
   for (const MemberView& m : view.members) {
-    os << std::setw(16) << m.id << std::setw(24) << m.address << std::setw(10) << m.state
-       << m.partitions << "\n";
+    Cell(os, m.id, 16);
+    Cell(os, m.address, 24);
+    Cell(os, m.state, 10);
+    os << m.partitions << "\n";
   }
   return os.str();
 }
@@ -160,10 +188,13 @@ std::string RingText(const ClusterMap& map) {
   std::ostringstream os;
   os << "epoch " << map.epoch() << ": " << ring.partition_count() << " partitions, "
      << ring.replicas() << " replicas\n";
-  os << std::left << std::setw(16) << "NODE" << std::setw(8) << "OWNS" << "REPLICATES\n";
+  Cell(os, "NODE", 16);
+  Cell(os, "OWNS", 8);
+  os << "REPLICATES\n";
   for (const NodeId& n : ring.nodes()) {
-    os << std::setw(16) << n << std::setw(8) << ring.PartitionsOwnedBy(n).size()
-       << ring.PartitionsReplicatedBy(n).size() << "\n";
+    Cell(os, n, 16);
+    Cell(os, std::to_string(ring.PartitionsOwnedBy(n).size()), 8);
+    os << ring.PartitionsReplicatedBy(n).size() << "\n";
   }
   if (map.next()) {
     os << "moving to epoch " << map.next()->epoch() << " with nodes:";

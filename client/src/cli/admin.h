@@ -43,6 +43,7 @@ struct NodeStatsView {
   std::string node;  // the address asked
   uint64_t epoch = 0;
   std::vector<std::pair<std::string, uint64_t>> counters;
+  std::string error;  // why the node gave none (counters empty)
   // The named counter, or `missing` when the node does not report it.
   uint64_t Get(std::string_view name, uint64_t missing = 0) const;
 };

@@ -1,9 +1,10 @@
 #include "data_commands.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
-#include <iterator>
 #include <sstream>
 
 #include "json.h"
@@ -46,6 +47,30 @@ bool ValidUtf8(std::string_view s) {
   return true;
 }
 
+// The value `put` reads from standard input: at most `max` bytes (one more
+// is an error, read before anything larger is held), and a read error is
+// one, not the end of the value.
+Result<std::string> ReadValue(std::FILE* in, size_t max) {
+  std::string value;
+  char buf[64 << 10];
+  while (true) {
+    const size_t n = std::fread(buf, 1, sizeof(buf), in);
+    if (value.size() + n > max) {
+      return Status::InvalidArgument("the value on standard input exceeds value_bytes_max (" +
+                                     std::to_string(max) + " bytes)");
+    }
+    value.append(buf, n);
+    if (n < sizeof(buf)) break;
+  }
+  if (std::ferror(in)) {
+    return Status::IOError(std::string("cannot read the value from standard input: ") +
+                           std::strerror(errno));
+  }
+  return value;
+}
+
+}  // namespace
+
 int Fail(const Status& s, bool json) {
   if (json) {
     Json j;
@@ -59,6 +84,8 @@ int Fail(const Status& s, bool json) {
   std::cerr << "dynamoctl: " << s.ToString() << "\n";
   return 1;
 }
+
+namespace {
 
 void ReceiptJson(Json& j, const Receipt& r) {
   j.Key("receipt").BeginObject().Key("acks").BeginArray();
@@ -182,7 +209,9 @@ int RunDataCommand(const std::vector<std::string>& seeds, uint64_t timeout_ms, c
       if (cmd.value) {
         value = *cmd.value;
       } else {
-        value.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+        Result<std::string> read = ReadValue(stdin, client.options().value_bytes_max);
+        if (!read.ok()) return Fail(read.status(), cmd.json);
+        value = std::move(*read);
       }
       r = client.Put(cmd.key, value, wo);
     } else {

@@ -24,6 +24,10 @@ struct DataCommand {
 // Returns the process exit status (0 ok, 1 error, 2 not found for get).
 int RunDataCommand(const std::vector<std::string>& seeds, uint64_t timeout_ms, const DataCommand& cmd);
 
+// Reports a failed command: on stderr, and with `json` also as one JSON
+// object on stdout ({"error": code, "message", "in_doubt"}). Returns 1.
+int Fail(const Status& s, bool json);
+
 std::string Base64Encode(std::string_view bytes);
 Result<std::string> Base64Decode(std::string_view text);
 

@@ -5,12 +5,15 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -35,9 +38,12 @@ uint64_t NowMs() {
 
 std::optional<pid_t> ReadPid(const std::string& path) {
   std::ifstream in(path);
-  long pid = 0;
-  if (!(in >> pid) || pid <= 0) return std::nullopt;
-  return static_cast<pid_t>(pid);
+  std::string text;
+  if (!std::getline(in, text)) return std::nullopt;
+  pid_t pid = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), pid);
+  if (ec != std::errc() || end != text.data() + text.size() || pid <= 0) return std::nullopt;
+  return pid;
 }
 
 bool PortFree(const net::Endpoint& ep) {
@@ -54,8 +60,15 @@ bool PortFree(const net::Endpoint& ep) {
   return ok;
 }
 
+std::string Errno(int err) { return std::strerror(err); }
+
+// The last non-empty line of a log, read from its last kLogTailBytes.
+constexpr std::streamoff kLogTailBytes = 64 << 10;
 std::string LastLine(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return "";
+  const std::streamoff size = in.tellg();
+  in.seekg(std::max<std::streamoff>(0, size - kLogTailBytes));
   std::string line, last;
   while (std::getline(in, line)) {
     if (!line.empty()) last = line;
@@ -63,18 +76,104 @@ std::string LastLine(const std::string& path) {
   return last;
 }
 
-// dir/cluster.conf records how the cluster was started, so single nodes
-// can be restarted later.
-void WriteClusterConf(const LocalClusterOptions& o, const std::string& binary) {
-  std::ofstream f(fs::path(o.dir) / "cluster.conf", std::ios::trunc);
-  f << "nodes=" << o.nodes << "\nbase_port=" << o.base_port << "\nengine=" << o.engine
-    << "\npartitions=" << o.partitions << "\nreplicas=" << o.replicas
-    << "\nconfig_file=" << o.config_file << "\nlog_level=" << o.log_level
-    << "\nnode_binary=" << binary << "\n";
+// Writes `text` to `path` whole or not at all: a temporary file, synced,
+// renamed over it.
+Status WriteFileAtomically(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Status::IOError("cannot create " + tmp.string() + ": " + Errno(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      return Status::IOError("cannot write " + tmp.string() + ": " + Errno(err));
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    return Status::IOError("cannot write " + tmp.string() + ": " + Errno(errno));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return Status::IOError("cannot rename " + tmp.string() + ": " + Errno(errno));
+  }
+  return Status::OK();
 }
 
-Result<LocalClusterOptions> ReadClusterConf(const std::string& dir) {
-  std::ifstream f(fs::path(dir) / "cluster.conf");
+fs::path ConfPath(const std::string& dir) { return fs::path(dir) / "cluster.conf"; }
+
+// dir/cluster.conf records how the cluster was started, so it and single
+// nodes can be started again later (paths made absolute: the next command
+// may run elsewhere).
+Status WriteClusterConf(const LocalClusterOptions& o, const std::string& binary) {
+  auto absolute = [](const std::string& p) {
+    std::error_code ec;
+    return p.empty() ? p : fs::absolute(p, ec).string();
+  };
+  std::ostringstream f;
+  f << "nodes=" << o.nodes << "\nbase_port=" << o.base_port << "\nengine=" << o.engine
+    << "\npartitions=" << o.partitions << "\nreplicas=" << o.replicas
+    << "\nconfig_file=" << absolute(o.config_file) << "\nlog_level=" << o.log_level
+    << "\nnode_binary=" << absolute(binary) << "\n";
+  return WriteFileAtomically(ConfPath(o.dir), f.str());
+}
+
+// The layout's bounds, for the options of a new cluster and a recorded one.
+Status CheckLayout(const LocalClusterOptions& o) {
+  if (o.nodes < 1 || o.nodes > kLocalNodesMax) {
+    return Status::InvalidArgument("--nodes must be from 1 to " + std::to_string(kLocalNodesMax));
+  }
+  if (static_cast<size_t>(o.base_port) + o.nodes > 65536 || o.base_port < 1024) {
+    return Status::InvalidArgument(
+        "--base-port must leave room for every node below 65536 and be >= 1024");
+  }
+  return Status::OK();
+}
+
+// An exclusive hold on dir/.lock for one start or stop at a time (not
+// inherited by the nodes started meanwhile).
+class DirLock {
+ public:
+  static Result<std::unique_ptr<DirLock>> Take(const std::string& dir) {
+    const fs::path path = fs::path(dir) / ".lock";
+    const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return Status::IOError("cannot open " + path.string() + ": " + Errno(errno));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd);
+      if (err == EWOULDBLOCK) {
+        return Status::Busy("another dynamoctl is starting or stopping the cluster under " + dir);
+      }
+      return Status::IOError("cannot lock " + path.string() + ": " + Errno(err));
+    }
+    return std::unique_ptr<DirLock>(new DirLock(fd));
+  }
+  ~DirLock() { ::close(fd_); }
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  explicit DirLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+// Why child `pid` ended, once it has: its exit status or signal, and its
+// log's last line.
+std::optional<std::string> EndedChild(pid_t pid, const std::string& log_file) {
+  int status = 0;
+  if (::waitpid(pid, &status, WNOHANG) != pid) return std::nullopt;
+  std::string why = WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
+                                        : "exit status " + std::to_string(WEXITSTATUS(status));
+  const std::string last = LastLine(log_file);
+  return why + (last.empty() ? "" : ": " + last);
+}
+
+}  // namespace
+
+Result<LocalClusterOptions> ReadLocalClusterConf(const std::string& dir) {
+  std::ifstream f(ConfPath(dir));
   if (!f) return Status::NotFound("no local cluster in " + dir + " (missing cluster.conf)");
   LocalClusterOptions o;
   o.dir = dir;
@@ -83,8 +182,7 @@ Result<LocalClusterOptions> ReadClusterConf(const std::string& dir) {
     uint64_t n = 0;
     auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
     if (ec != std::errc() || end != v.data() + v.size() || n > max) {
-      return Status::Corruption((fs::path(dir) / "cluster.conf").string() + ": bad " + k + " '" +
-                                v + "'");
+      return Status::Corruption(ConfPath(dir).string() + ": bad " + k + " '" + v + "'");
     }
     return n;
   };
@@ -105,10 +203,11 @@ Result<LocalClusterOptions> ReadClusterConf(const std::string& dir) {
     if (k == "log_level") o.log_level = v;
     if (k == "node_binary") o.node_binary = v;
   }
+  if (Status s = CheckLayout(o); !s.ok()) {
+    return Status::Corruption(ConfPath(dir).string() + ": " + std::string(s.message()));
+  }
   return o;
 }
-
-}  // namespace
 
 std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options) {
   std::vector<LocalNode> out;
@@ -187,32 +286,52 @@ Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& op
   if (!node.netns.empty()) {
     const std::string path = "/run/netns/" + node.netns;
     netns = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (netns < 0) return Status::IOError("cannot open network namespace " + path);
+    if (netns < 0) {
+      return Status::IOError("cannot open network namespace " + path + ": " + Errno(errno));
+    }
   }
   int log = ::open(node.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log < 0) {
+    const int err = errno;
     if (netns >= 0) ::close(netns);
-    return Status::IOError("cannot open " + node.log_file);
+    return Status::IOError("cannot open " + node.log_file + ": " + Errno(err));
   }
+  // Written to the log by a child that could not become the node (the
+  // message made before the fork: the child only writes).
+  const std::string exec_failed = "dynamoctl: cannot run " + binary + ": ";
+  const std::string setns_failed = "dynamoctl: cannot enter network namespace " + node.netns + ": ";
   pid_t pid = ::fork();
   if (pid < 0) {
+    const int err = errno;
     ::close(log);
     if (netns >= 0) ::close(netns);
-    return Status::IOError("fork failed");
+    return Status::IOError("fork failed: " + Errno(err));
   }
   if (pid == 0) {
-    if (netns >= 0 && ::setns(netns, CLONE_NEWNET) != 0) ::_exit(126);
+    auto die = [log](const std::string& what, int status) {
+      const char* why = ::strerror(errno);
+      [[maybe_unused]] ssize_t n = ::write(log, what.data(), what.size());
+      n = ::write(log, why, ::strlen(why));
+      n = ::write(log, "\n", 1);
+      ::_exit(status);
+    };
+    if (netns >= 0 && ::setns(netns, CLONE_NEWNET) != 0) die(setns_failed, 126);
     ::setsid();
     int null = ::open("/dev/null", O_RDONLY);
     ::dup2(null, 0);
     ::dup2(log, 1);
     ::dup2(log, 2);
     ::execve(argv[0], argv.data(), envp.data());
-    ::_exit(127);
+    die(exec_failed, 127);
   }
   ::close(log);
   if (netns >= 0) ::close(netns);
-  std::ofstream(node.pid_file, std::ios::trunc) << pid << "\n";
+  if (Status s = WriteFileAtomically(node.pid_file, std::to_string(pid) + "\n"); !s.ok()) {
+    // A node no pid file names could not be stopped by `cluster stop`.
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return s;
+  }
   return pid;
 }
 
@@ -246,11 +365,25 @@ bool IsNodeProcess(pid_t pid, const std::string& data_dir) {
   return false;
 }
 
+std::optional<pid_t> FindNodeProcess(const std::string& data_dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    pid_t pid = 0;
+    auto [end, err] = std::from_chars(name.data(), name.data() + name.size(), pid);
+    if (err != std::errc() || end != name.data() + name.size()) continue;
+    if (IsNodeProcess(pid, data_dir)) return pid;
+  }
+  return std::nullopt;
+}
+
 Status WaitForConvergence(const std::vector<net::Endpoint>& nodes, size_t expected,
-                          uint64_t timeout_ms, std::string* detail) {
+                          uint64_t timeout_ms, std::string* detail,
+                          const std::function<Status()>& alive) {
   const uint64_t deadline = NowMs() + timeout_ms;
   std::string why;
   while (true) {
+    if (alive) DYNAMO_RETURN_IF_ERROR(alive());
     why.clear();
     std::optional<uint64_t> hash;
     for (const net::Endpoint& n : nodes) {
@@ -290,15 +423,17 @@ Status WaitForConvergence(const std::vector<net::Endpoint>& nodes, size_t expect
 }
 
 Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) {
-  if (options.nodes < 1 || options.nodes > 64) {
-    return Status::InvalidArgument("--nodes must be from 1 to 64");
-  }
   if (options.dir.empty()) return Status::InvalidArgument("--dir is required");
-  if (static_cast<size_t>(options.base_port) + options.nodes > 65536 || options.base_port < 1024) {
-    return Status::InvalidArgument("--base-port must leave room for every node below 65536 and be >= 1024");
-  }
+  DYNAMO_RETURN_IF_ERROR(CheckLayout(options));
   Result<std::string> binary = FindNodeBinary(options.node_binary);
   if (!binary.ok()) return binary.status();
+  std::error_code mkdir_error;
+  fs::create_directories(options.dir, mkdir_error);
+  if (mkdir_error) {
+    return Status::IOError("cannot create " + options.dir + ": " + mkdir_error.message());
+  }
+  Result<std::unique_ptr<DirLock>> lock = DirLock::Take(options.dir);
+  if (!lock.ok()) return lock.status();
   std::vector<LocalNode> layout = LocalLayout(options);
   for (const LocalNode& n : layout) {
     std::optional<pid_t> pid = ReadPid(n.pid_file);
@@ -319,15 +454,16 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
   // nodes already know the ring, so all start before the wait.
   std::error_code exists_error;
   const bool restart = fs::exists(layout[0].data_dir, exists_error);
-  std::error_code mkdir_error;
-  fs::create_directories(options.dir, mkdir_error);
-  WriteClusterConf(options, *binary);
+  DYNAMO_RETURN_IF_ERROR(WriteClusterConf(options, *binary));
+  const uint64_t deadline = NowMs() + options.wait_ms;
+  auto remaining = [&] { return deadline - std::min(deadline, NowMs()); };
   std::vector<std::pair<const LocalNode*, pid_t>> started;
+  // Our own children: a node that ended during the start fails it at once.
   auto check_alive = [&]() -> Status {
     for (auto& [node, pid] : started) {
-      // Our own children: until exec they still look like this program.
-      if (!ProcessRunning(pid)) {
-        return Status::Aborted(node->id + " exited during startup: " + LastLine(node->log_file));
+      if (std::optional<std::string> why = EndedChild(pid, node->log_file)) {
+        pid = -1;  // reaped
+        return Status::Aborted(node->id + " exited during startup (" + *why + ")");
       }
     }
     return Status::OK();
@@ -335,18 +471,24 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
   // A start that fails stops the nodes it launched (its own children)
   // rather than leaving them running.
   auto fail = [&](Status why) {
-    for (auto& [node, pid] : started) ::kill(pid, SIGTERM);
     for (auto& [node, pid] : started) {
-      const uint64_t deadline = NowMs() + kStopAfterFailedStartMs;
-      while (::waitpid(pid, nullptr, WNOHANG) == 0 && NowMs() < deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (pid > 0) ::kill(pid, SIGTERM);
+    }
+    for (auto& [node, pid] : started) {
+      if (pid > 0) {
+        const uint64_t stop_deadline = NowMs() + kStopAfterFailedStartMs;
+        while (::waitpid(pid, nullptr, WNOHANG) == 0 && NowMs() < stop_deadline) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        if (::kill(pid, 0) == 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+          ::kill(pid, SIGKILL);
+          ::waitpid(pid, nullptr, 0);
+        }
       }
-      if (::kill(pid, 0) == 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
-        ::kill(pid, SIGKILL);
-        ::waitpid(pid, nullptr, 0);
-      }
+      // Only a pid file this start wrote: another's names its own node.
+      std::optional<pid_t> recorded = ReadPid(node->pid_file);
       std::error_code ec;
-      fs::remove(node->pid_file, ec);
+      if (recorded && *recorded == pid) fs::remove(node->pid_file, ec);
     }
     if (started.empty()) return why;
     return Status(why.code(),
@@ -364,27 +506,32 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
     if (i == 0 && !restart) {
       // The first node creates the cluster; the others join through it.
       std::string why;
-      Status s = WaitForConvergence({seed}, 1, options.wait_ms, &why);
+      Status s = WaitForConvergence({seed}, 1, remaining(), &why, check_alive);
       if (!s.ok()) {
-        if (Status dead = check_alive(); !dead.ok()) return fail(dead);
+        if (!s.IsTimeout()) return fail(s);
         return fail(Status::Timeout(layout[0].id + " did not come up: " + why + " (see " +
                                     layout[0].log_file + ")"));
       }
     }
   }
   std::string why;
-  Status s = WaitForConvergence(addresses, layout.size(), options.wait_ms, &why);
-  if (!s.ok()) {
-    if (Status dead = check_alive(); !dead.ok()) return fail(dead);
-    return fail(s);
-  }
+  Status s = WaitForConvergence(addresses, layout.size(), remaining(), &why, check_alive);
+  if (!s.ok()) return fail(s);
   return Status::OK();
 }
 
 Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostream& out,
-                        const std::vector<std::string>& extra_args) {
-  Result<LocalClusterOptions> options = ReadClusterConf(dir);
+                        const RestartOptions& restart) {
+  Result<LocalClusterOptions> options = ReadLocalClusterConf(dir);
   if (!options.ok()) return options.status();
+  Result<std::unique_ptr<DirLock>> lock = DirLock::Take(dir);
+  if (!lock.ok()) return lock.status();
+  std::string binary = options->node_binary;
+  if (!restart.node_binary.empty()) {
+    Result<std::string> given = FindNodeBinary(restart.node_binary);
+    if (!given.ok()) return given.status();
+    binary = *given;
+  }
   std::vector<LocalNode> layout = LocalLayout(*options);
   LocalNode* node = nullptr;
   for (LocalNode& n : layout) {
@@ -400,17 +547,20 @@ Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostr
     std::optional<pid_t> other = ReadPid(n.pid_file);
     if (n.id != id && other && IsNodeProcess(*other, n.data_dir)) seeds.push_back(n.address);
   }
-  node->extra_args = extra_args;
-  Result<pid_t> started = SpawnNode(options->node_binary, *options, *node, seeds);
+  node->extra_args = restart.extra_args;
+  Result<pid_t> started = SpawnNode(binary, *options, *node, seeds);
   if (!started.ok()) return started.status();
   out << "started " << id << " on " << node->address.ToString() << " (pid " << *started << ")\n";
-  const uint64_t deadline = NowMs() + options->wait_ms;
+  const uint64_t deadline = NowMs() + restart.wait_ms;
   while (NowMs() < deadline) {
-    if (!ProcessRunning(*started)) return Status::Aborted(id + " exited: " + LastLine(node->log_file));
+    if (std::optional<std::string> why = EndedChild(*started, node->log_file)) {
+      return Status::Aborted(id + " exited (" + *why + ")");
+    }
     if (FetchStatus({node->address}, kProbeTimeoutMs).ok()) return Status::OK();
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  return Status::Timeout(id + " did not answer");
+  return Status::Timeout(id + " did not answer within " + std::to_string(restart.wait_ms) +
+                         " ms (see " + node->log_file + "); it is left running");
 }
 
 Status SignalLocalNode(const std::string& dir, const std::string& id, int signal, std::ostream& out) {
@@ -418,7 +568,10 @@ Status SignalLocalNode(const std::string& dir, const std::string& id, int signal
   if (!pid || !IsNodeProcess(*pid, (fs::path(dir) / id / kNodeDataDir).string())) {
     return Status::NotFound(id + " is not running under " + dir);
   }
-  if (::kill(*pid, signal) != 0) return Status::IOError("kill failed");
+  if (::kill(*pid, signal) != 0) {
+    return Status::IOError("cannot signal " + id + " (pid " + std::to_string(*pid) +
+                           "): " + Errno(errno));
+  }
   out << "sent signal " << signal << " to " << id << " (pid " << *pid << ")\n";
   return Status::OK();
 }
@@ -426,6 +579,8 @@ Status SignalLocalNode(const std::string& dir, const std::string& id, int signal
 Status StopLocalCluster(const std::string& dir, uint64_t timeout_ms, std::ostream& out) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return Status::NotFound("no cluster directory " + dir);
+  Result<std::unique_ptr<DirLock>> lock = DirLock::Take(dir);
+  if (!lock.ok()) return lock.status();
   struct Running {
     std::string id;
     pid_t pid;
@@ -434,9 +589,12 @@ Status StopLocalCluster(const std::string& dir, uint64_t timeout_ms, std::ostrea
   std::vector<Running> running;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     fs::path pid_file = entry.path() / "node.pid";
-    std::optional<pid_t> pid = ReadPid(pid_file.string());
-    if (!pid) continue;
     const std::string data_dir = (entry.path() / kNodeDataDir).string();
+    std::optional<pid_t> pid = ReadPid(pid_file.string());
+    // A node whose pid file was lost (a start killed before writing it) is
+    // still found by its data directory.
+    if (!pid && fs::is_directory(data_dir, ec)) pid = FindNodeProcess(data_dir);
+    if (!pid) continue;
     if (!IsNodeProcess(*pid, data_dir)) {
       fs::remove(pid_file, ec);
       continue;

@@ -5,6 +5,9 @@
 
 #include <sys/types.h>
 
+#include <functional>
+#include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -13,6 +16,9 @@
 #include "dynamo/status.h"
 
 namespace dynamo::cli {
+
+// Most nodes a local cluster may have.
+inline constexpr size_t kLocalNodesMax = 64;
 
 struct LocalClusterOptions {
   size_t nodes = 3;
@@ -56,21 +62,37 @@ Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& op
 // another), so a pid reused by another process, or by a node of another
 // cluster, is not taken for it.
 bool IsNodeProcess(pid_t pid, const std::string& data_dir);
+// The node process running on `data_dir`, found by its command line.
+std::optional<pid_t> FindNodeProcess(const std::string& data_dir);
 // Waits until every node in `nodes` answers, all hold the same cluster map
 // with no change pending, its ring holds `expected` nodes, and every member
-// is up. On timeout, *detail says what was still missing.
+// is up. On timeout, *detail says what was still missing. `alive`, if
+// given, is asked before each look: its error ends the wait at once (a
+// node that exited).
 Status WaitForConvergence(const std::vector<net::Endpoint>& nodes, size_t expected,
-                          uint64_t timeout_ms, std::string* detail);
-// Starts the whole cluster and waits for it; progress lines go to `out`.
+                          uint64_t timeout_ms, std::string* detail,
+                          const std::function<Status()>& alive = {});
+// How the cluster under `dir` was started (dir/cluster.conf). NotFound if
+// none was; Corruption if the file is not one this program wrote.
+Result<LocalClusterOptions> ReadLocalClusterConf(const std::string& dir);
+// Starts the whole cluster and waits for it, options.wait_ms in all, and
+// records the options in dir/cluster.conf; progress lines go to `out`. A
+// node that exits meanwhile fails the start at once. One start or stop
+// runs at a time under a directory (Busy otherwise).
 Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out);
 // SIGTERM to every node recorded under `dir`, then waits up to timeout_ms
 // for each to exit.
 Status StopLocalCluster(const std::string& dir, uint64_t timeout_ms, std::ostream& out);
+struct RestartOptions {
+  std::vector<std::string> extra_args;  // on its command line, e.g. {"--scrub"}
+  std::string node_binary;              // empty: the one recorded
+  uint64_t wait_ms = 60000;             // for it to answer
+};
 // Starts node `id` of the cluster under `dir` again (as recorded in
-// dir/cluster.conf), joining through a running node, with `extra_args` on its
-// command line (e.g. {"--scrub"}). Waits until it answers.
+// dir/cluster.conf), joining through a running node. Waits until it answers;
+// fails at once if it exits.
 Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostream& out,
-                        const std::vector<std::string>& extra_args = {});
+                        const RestartOptions& restart = {});
 // Sends `signal` to node `id` of the cluster under `dir`, by its recorded pid.
 Status SignalLocalNode(const std::string& dir, const std::string& id, int signal, std::ostream& out);
 
