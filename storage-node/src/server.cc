@@ -190,7 +190,10 @@ void NodeServer::Tick() {
     core_->OnTick(now);
     Pump();
   }
-  if (shutting_down_ && !finished_ && (core_->Idle() || now.mono_ms >= shutdown_deadline_ms_)) {
+  // Replies still queued are sent before the connections close: a write
+  // applied and synced whose answer was cut would reach its client in doubt.
+  if (shutting_down_ && !finished_ &&
+      ((core_->Idle() && !listener_->replies_unsent()) || now.mono_ms >= shutdown_deadline_ms_)) {
     FinishShutdown();
   }
   if (conns_.size() > 4 * config_.max_connections) {
@@ -234,6 +237,9 @@ void NodeServer::StartShutdown(int code, const std::string& why) {
 void NodeServer::FinishShutdown() {
   finished_ = true;
   if (!core_->Idle()) spdlog::warn("shutdown grace period over with requests still in flight");
+  if (listener_->replies_unsent()) {
+    spdlog::warn("shutdown grace period over with replies its clients have not read");
+  }
   listener_->CloseConnections(Status::Aborted("node stopping"));
   peers_->CloseAll(Status::Aborted("node stopping"));
   worker_->Stop();

@@ -740,6 +740,31 @@ TEST(ConnectionTest, RequestsQueuedToSendDoNotStopTheRepliesToThemBeingRead) {
   close(listen_fd);
 }
 
+// A node stopping waits for this before it closes its connections: a reply
+// queued for a peer that has not read it yet is not yet delivered.
+TEST(ListenerTest, RepliesAPeerHasNotReadAreSeenUnsent) {
+  LoopThread lt;
+  EchoServer server(lt);
+  auto unsent = [&] { return lt.Run([&] { return server.listener().replies_unsent(); }); };
+  RawSocket raw(server.port());
+  ASSERT_TRUE(raw.connected());
+  EXPECT_FALSE(unsent());
+  std::string request;
+  proto::AppendFrame(1, GetRequest{"big:" + std::to_string(32u << 20)}, &request);
+  raw.Send(request);
+  // More than the socket buffers hold: the rest waits for the peer to read.
+  bool seen = false;
+  for (int i = 0; i < 1000 && !seen; ++i) {
+    seen = unsent();
+    if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(seen);
+  bool closed = false;
+  for (int i = 0; i < 1000 && unsent() && !closed; ++i) raw.ReadUntilClosed(50, &closed);
+  EXPECT_FALSE(unsent());
+  EXPECT_FALSE(closed);
+}
+
 TEST(ListenerTest, ConnectionsMaxIsEnforced) {
   LoopThread lt;
   ListenerOptions opts;

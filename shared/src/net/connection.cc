@@ -581,6 +581,13 @@ size_t Listener::buffer_bytes() const {
   return total;
 }
 
+bool Listener::replies_unsent() const {
+  return std::any_of(accepted_.begin(), accepted_.end(), [](const auto& w) {
+    auto c = w.lock();
+    return c && !c->closed() && c->replies_unsent();
+  });
+}
+
 size_t Listener::connections() const {
   return static_cast<size_t>(std::count_if(accepted_.begin(), accepted_.end(), [](const auto& w) {
     auto c = w.lock();

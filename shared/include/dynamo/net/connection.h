@@ -211,6 +211,8 @@ class Listener {
   size_t connections() const;
   // Memory the open connections' buffers hold (Connection::buffer_bytes).
   size_t buffer_bytes() const;
+  // Whether an open connection has replies its peer has not been sent yet.
+  bool replies_unsent() const;
   // Connections refused because connections_max was reached.
   uint64_t refused() const { return refused_; }
   // Idle connections closed to make room for a new one.
