@@ -21,9 +21,11 @@ class Error(Exception):
 
 
 class QuorumError(Error):
-    """Fewer replicas answered (reads) or acknowledged (writes) than R or W.
+    """Too little of the cluster answered: fewer replicas answered (reads) or
+    acknowledged (writes) than R or W, or, opening a client, no seed answered
+    within the timeout (code "Unavailable" for all three).
 
-    `acks` is how many did.
+    `acks` is how many replicas did (0 when opening).
     """
 
     acks: int = 0
