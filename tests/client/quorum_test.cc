@@ -1096,16 +1096,25 @@ TEST(WriteOpTest, ACoordinatorThatNoLongerReplicatesThePartitionGivesWayToTheOth
 
 // A route planned during a change sends the joiner its copy uncounted; once
 // the replica it replaces refuses, the joiner's acknowledgement counts.
-TEST(WriteOpTest, APendingReplicaNamedByARefusalCounts) {
-  ClusterMap map(*Ring::Create(Names(3), 64, 3));
-  map.Reconcile(Names(4));
-  const std::string key = KeyWithAPendingReplica(map);
-  const Route route = PlanRoute(map, key, AllHealthyExcept({}));
+// A write of "v" at `w`, planned with every node up while n4 joins a
+// 3-node ring, of a key n4 is to replicate.
+struct JoinerWrite {
+  explicit JoinerWrite(int w) {
+    map.Reconcile(Names(4));
+    req.key = KeyWithAPendingReplica(map);
+    req.value = "v";
+    req.w = w;
+    route = PlanRoute(map, req.key, AllHealthyExcept({}));
+  }
+  ClusterMap map{*Ring::Create(Names(3), 64, 3)};
   WriteRequest req;
-  req.key = key;
-  req.value = "v";
-  req.w = 3;
-  WriteOp op(route, req);
+  Route route;
+};
+
+TEST(WriteOpTest, APendingReplicaNamedByARefusalCounts) {
+  const JoinerWrite joiner(3);
+  const Route& route = joiner.route;
+  WriteOp op(route, joiner.req);
   Send coord = op.Start()[0];
   std::vector<Send> rest = op.OnReply(coord.target, Ok(CoordReply("v")));
   ASSERT_EQ(rest.size(), 3u);
@@ -1139,15 +1148,9 @@ TEST(WriteOpTest, APendingReplicaNamedByARefusalCounts) {
 // replica the refusal newly named: with the kept replicas failing, it
 // coordinates.
 TEST(WriteOpTest, APendingReplicaNamedByARefusalMayCoordinate) {
-  ClusterMap map(*Ring::Create(Names(3), 64, 3));
-  map.Reconcile(Names(4));
-  const std::string key = KeyWithAPendingReplica(map);
-  const Route route = PlanRoute(map, key, AllHealthyExcept({}));
-  WriteRequest req;
-  req.key = key;
-  req.value = "v";
-  req.w = 2;
-  WriteOp op(route, req);
+  const JoinerWrite joiner(2);
+  const Route& route = joiner.route;
+  WriteOp op(route, joiner.req);
   Send coord = op.Start()[0];
   std::vector<NodeId> kept;
   for (const Target& t : route.replicas) {
