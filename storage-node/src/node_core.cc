@@ -790,7 +790,8 @@ bool NodeCore::MergeInto(std::string key, SiblingSet incoming, std::string hint_
       }
       if (m->space == Space::kData && !readable) CheckNothingWasStored(m->key);
       SiblingSet merged = MergeSiblings(local, m->incoming);
-      if (r.value && merged == local) {
+      // Nothing stored and nothing to store: an empty set is written nowhere.
+      if ((r.value && merged == local) || merged.empty()) {
         m->unlock();
         if (!m->sync) {
           m->done(now, Status::OK());
@@ -931,10 +932,10 @@ void NodeCore::FetchWindow(std::shared_ptr<FetchState> f) {
                 bytes += r.value->size();
                 Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
                 if (decoded.ok()) set = std::move(*decoded);
-                // Asked by the node that took the partition over: what this
-                // one held through an absence goes no further, as in a handoff.
+                // Asked by the node that took the partition over: what a
+                // handoff would drop goes no further.
                 if (set && !Replicates(p))
-                  stats_.handoff_stale_dropped += DropHeldThroughAbsence(*set);
+                  stats_.handoff_stale_dropped += DropUntrustedLeftovers(*set);
               }
               join->One(r.status);
             });
@@ -1831,7 +1832,8 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
           h->what + ": dropped " + std::to_string(expired) +
               (h->space == Space::kHints
                    ? " versions older than the tombstone grace period"
-                   : " versions held through an absence longer than the tombstone grace period") +
+                   : " versions older than the tombstone grace period or held through an "
+                     "absence longer than it") +
               " (a delete that superseded them may be purged)");
     }
     if (h->expire_only) {
@@ -1881,13 +1883,22 @@ bool NodeCore::HintExpired(const Version& v) const {
   return v.timestamp_ms + options_.tombstone_grace_ms <= wall_ms_;
 }
 
-// Hints older than the grace period, and data this node held through an
+// Hints older than the grace period, and versions of a partition this
+// node does not replicate that are as old or that it held through an
 // absence longer than it, may have been superseded by a delete whose
 // tombstones are purged since: pushing them would bring the key back.
 size_t NodeCore::DropStaleVersions(const Handoff& h, SiblingSet& set) const {
   if (h.space == Space::kHints)
     return std::erase_if(set, [this](const Version& v) { return HintExpired(v); });
-  return DropHeldThroughAbsence(set);
+  return DropUntrustedLeftovers(set);
+}
+
+size_t NodeCore::DropUntrustedLeftovers(SiblingSet& set) const {
+  // A copy off the replicas for that long (a stand-in's write, a leftover of
+  // a ring change) was never asked by a purge, and the node may have been
+  // cut off all along, alive, with no absence of its own to measure.
+  const size_t expired = std::erase_if(set, [this](const Version& v) { return HintExpired(v); });
+  return expired + DropHeldThroughAbsence(set);
 }
 
 size_t NodeCore::DropHeldThroughAbsence(SiblingSet& set) const {
@@ -2037,7 +2048,11 @@ void NodeCore::EndCatchUp(const std::string& how) {
   if (!catching_up_) return;
   catching_up_ = false;
   Log(LogLevel::kInfo, how);
-  WriteOp done;  // unsynced: lost, it only has the next start catch up again
+  // Synced, and with it every repair the catch-up merged unsynced: a log
+  // written over a prefilled file keeps no order among its unsynced pages
+  // in a power loss, so the mark's delete could outlive the repairs.
+  WriteOp done;
+  done.sync = true;
   done.batch.Delete(Space::kMeta, std::string(kMetaCatchingUp));
   Storage(std::move(done), [](Now, StorageResult) {});
 }

@@ -413,13 +413,23 @@ void NodeCore::HandlePurge(uint64_t conn, uint64_t id, proto::PurgeRequest req) 
     ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
     return;
   }
-  PurgeLocal(std::move(req.entries), [this, conn, id](Status s, uint64_t deleted) {
-    if (!s.ok()) {
-      ReplyError(conn, id, s);
-    } else {
-      Reply(conn, id, proto::Ack{epoch(), deleted});
-    }
-  });
+  // The tombstones the owner saw here may have come unsynced (its repair of
+  // this replica a moment ago): synced before they go, a crash cannot bring
+  // back what they deleted once no other replica holds them.
+  Storage(WriteOp{WriteBatch{}, true},
+          [this, conn, id, entries = std::move(req.entries)](Now, StorageResult w) mutable {
+            if (!w.status.ok()) {
+              ReplyError(conn, id, w.status);
+              return;
+            }
+            PurgeLocal(std::move(entries), [this, conn, id](Status s, uint64_t deleted) {
+              if (!s.ok()) {
+                ReplyError(conn, id, s);
+              } else {
+                Reply(conn, id, proto::Ack{epoch(), deleted});
+              }
+            });
+          });
 }
 
 void NodeCore::PurgeLocal(std::vector<proto::PurgeRequest::Entry> entries,
@@ -731,6 +741,27 @@ void NodeCore::AePushRepairs(
 // On the partition's owner, after a successful exchange: tombstones older
 // than the grace period that every replica holds identically are deleted
 // everywhere.
+void NodeCore::SendPurges(std::shared_ptr<AeSession> s, PartitionId p,
+                          const std::vector<std::string>& others,
+                          const std::vector<proto::PurgeRequest::Entry>& confirmed) {
+  auto remote = std::make_shared<Countdown>(others.size(), [this, s, p, confirmed](Status ps) {
+    if (!ps.ok()) {
+      FinishAe(s, Status::OK());
+      return;
+    }
+    // Every other replica has dropped them (or kept newer data): drop ours.
+    PurgeLocal(confirmed, [this, s, p](Status, uint64_t deleted) {
+      Log(LogLevel::kDebug,
+          "purged " + std::to_string(deleted) + " tombstones in partition " + std::to_string(p));
+      FinishAe(s, Status::OK());
+    });
+  });
+  for (const std::string& address : others) {
+    Call(address, proto::PurgeRequest{confirmed},
+         [remote](Now, Result<proto::Message> ack) { remote->One(ReplyStatusOf(ack)); });
+  }
+}
+
 void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
   const PartitionId p = s->partition;
   if (!map_ || map_->ring().Owner(p) != options_.id || map_->next() || s->switch_sync ||
@@ -793,23 +824,15 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
         FinishAe(s, Status::OK());
         return;
       }
-      auto remote = std::make_shared<Countdown>(others.size(), [this, s, p, confirmed](Status ps) {
-        if (!ps.ok()) {
+      // This node's tombstones are the last copies once the others purged:
+      // synced first, as each replica syncs its own before it purges.
+      Storage(WriteOp{WriteBatch{}, true}, [this, s, p, others, confirmed](Now, StorageResult w) {
+        if (!w.status.ok()) {
           FinishAe(s, Status::OK());
           return;
         }
-        // Every other replica has dropped them (or kept newer data): drop ours.
-        PurgeLocal(confirmed, [this, s, p](Status, uint64_t deleted) {
-          Log(LogLevel::kDebug, "purged " + std::to_string(deleted) + " tombstones in partition " +
-                                    std::to_string(p));
-          FinishAe(s, Status::OK());
-        });
+        SendPurges(s, p, others, confirmed);
       });
-      for (const std::string& address : others) {
-        Call(address, proto::PurgeRequest{confirmed}, [remote](Now, Result<proto::Message> ack) {
-          remote->One(ReplyStatusOf(ack));
-        });
-      }
     };
     auto fetch = std::make_shared<Countdown>(others.size(), purge);
     for (const std::string& address : others) {

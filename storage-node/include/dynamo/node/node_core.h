@@ -460,6 +460,11 @@ class NodeCore {
   bool InRingOrNext(const NodeId& node) const;
   void FinishAe(std::shared_ptr<AeSession> s, Status status);
   void PurgeTombstones(std::shared_ptr<AeSession> s);
+  // Asks `others` (the partition's other replicas, at their addresses) to
+  // purge `confirmed`, then purges them here once all did.
+  void SendPurges(std::shared_ptr<AeSession> s, PartitionId p,
+                  const std::vector<std::string>& others,
+                  const std::vector<proto::PurgeRequest::Entry>& confirmed);
 
   // Merges `incoming` into the stored set of `key` (data space, or the hint
   // space when `hint_for` is set) and calls `done` once written. False,
@@ -525,6 +530,10 @@ class NodeCore {
   // Drops the data versions this node held through an absence longer than
   // the grace period (stale_before_wall_ms); returns how many.
   size_t DropHeldThroughAbsence(SiblingSet& set) const;
+  // Of a set of a partition this node does not replicate: drops the versions
+  // older than the grace period (as HintExpired) and those held through an
+  // absence; returns how many.
+  size_t DropUntrustedLeftovers(SiblingSet& set) const;
   // A hinted version older than the grace period: a tombstone over it may
   // be purged, so it is neither delivered nor read.
   bool HintExpired(const Version& v) const;
