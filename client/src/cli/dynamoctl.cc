@@ -35,7 +35,8 @@ Result<LocalClusterOptions> StartAgain(const LocalClusterOptions& given,
     if (start.count(flag) == 0 || given_value == recorded_value) return Status::OK();
     std::ostringstream why;
     why << "the cluster under " << given.dir << " was started with " << flag << " "
-        << recorded_value << " (its cluster.conf); give the same or leave " << flag << " out";
+        << recorded_value << " (its cluster.conf); give the same or leave " << flag
+        << " out (a new cluster needs a new --dir)";
     return Status::InvalidArgument(why.str());
   };
   DYNAMO_RETURN_IF_ERROR(same("--nodes", given.nodes, recorded.nodes));

@@ -457,13 +457,18 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
   DYNAMO_RETURN_IF_ERROR(WriteClusterConf(options, *binary));
   const uint64_t deadline = NowMs() + options.wait_ms;
   auto remaining = [&] { return deadline - std::min(deadline, NowMs()); };
-  std::vector<std::pair<const LocalNode*, pid_t>> started;
+  struct Started {
+    const LocalNode* node;
+    pid_t pid;
+    bool reaped = false;  // exited, and waited for
+  };
+  std::vector<Started> started;
   // Our own children: a node that ended during the start fails it at once.
   auto check_alive = [&]() -> Status {
-    for (auto& [node, pid] : started) {
-      if (std::optional<std::string> why = EndedChild(pid, node->log_file)) {
-        pid = -1;  // reaped
-        return Status::Aborted(node->id + " exited during startup (" + *why + ")");
+    for (Started& child : started) {
+      if (std::optional<std::string> why = EndedChild(child.pid, child.node->log_file)) {
+        child.reaped = true;
+        return Status::Aborted(child.node->id + " exited during startup (" + *why + ")");
       }
     }
     return Status::OK();
@@ -471,11 +476,11 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
   // A start that fails stops the nodes it launched (its own children)
   // rather than leaving them running.
   auto fail = [&](Status why) {
-    for (auto& [node, pid] : started) {
-      if (pid > 0) ::kill(pid, SIGTERM);
+    for (const Started& child : started) {
+      if (!child.reaped) ::kill(child.pid, SIGTERM);
     }
-    for (auto& [node, pid] : started) {
-      if (pid > 0) {
+    for (const auto& [node, pid, reaped] : started) {
+      if (!reaped) {
         const uint64_t stop_deadline = NowMs() + kStopAfterFailedStartMs;
         while (::waitpid(pid, nullptr, WNOHANG) == 0 && NowMs() < stop_deadline) {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -500,7 +505,7 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
     if (i > 0) seeds.push_back(seed);
     Result<pid_t> pid = SpawnNode(*binary, options, layout[i], seeds);
     if (!pid.ok()) return fail(pid.status());
-    started.emplace_back(&layout[i], *pid);
+    started.push_back(Started{&layout[i], *pid});
     out << "started " << layout[i].id << " on " << layout[i].address.ToString() << " (pid " << *pid
         << ", log " << layout[i].log_file << ")\n";
     if (i == 0 && !restart) {
