@@ -2378,21 +2378,47 @@ void FormShortGraceCluster(SimCluster& sim) { FormCluster(sim, 4, ShortGrace); }
 // period may hold a version whose tombstone the replicas have purged since:
 // delivered, it would bring the deleted value back. It is dropped instead.
 // The value's coordinator runs `skew_ms` ahead while it writes.
-void ExpectAHintOfADeletedValueIsDroppedNotDelivered(int64_t skew_ms) {
-  SimCluster sim(35);
-  FormShortGraceCluster(sim);
-  const std::string key = "deleted";
-  const Ring& ring = sim.core("n1").map()->ring();
-  const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
-  const std::string owner = pref[2];
-  std::string holder;
-  for (const std::string& id : sim.ids()) {
-    if (std::find(pref.begin(), pref.end(), id) == pref.end()) holder = id;
+// A short-grace cluster of four with the key "deleted"'s last replica
+// (`owner`) down, as the one node that is not a replica (`holder`) sees it.
+struct OwnerDown {
+  explicit OwnerDown(uint64_t seed) : sim(seed) {
+    FormShortGraceCluster(sim);
+    const Ring& ring = sim.core("n1").map()->ring();
+    pref = ring.PreferenceList(ring.KeyPartition(key));
+    owner = pref[2];
+    for (const std::string& id : sim.ids()) {
+      if (std::find(pref.begin(), pref.end(), id) == pref.end()) holder = id;
+    }
+    sim.Crash(owner, false);
+    down = sim.RunUntil([&] { return !sim.core(holder).membership().IsAlive(owner, sim.now()); },
+                        10000);
   }
+  // Deletes the key, then waits until every replica has purged it.
+  bool DeleteAndPurge() {
+    Delete(sim, key);
+    return sim.RunUntil(
+        [&] {
+          for (const NodeId& n : pref) {
+            if (sim.Stored(n, key)) return false;
+          }
+          return true;
+        },
+        60000);
+  }
+  SimCluster sim;
+  const std::string key = "deleted";
+  std::vector<NodeId> pref;
+  std::string owner, holder;
+  bool down = false;
+};
+
+void ExpectAHintOfADeletedValueIsDroppedNotDelivered(int64_t skew_ms) {
+  OwnerDown o(35);
+  SimCluster& sim = o.sim;
+  const std::string &key = o.key, &owner = o.owner, &holder = o.holder;
+  const std::vector<NodeId>& pref = o.pref;
   // The write reaches two replicas and the holder, standing in for the owner.
-  sim.Crash(owner, false);
-  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core(holder).membership().IsAlive(owner, sim.now()); },
-                           10000));
+  ASSERT_TRUE(o.down);
   sim.SkewClock(pref[0], skew_ms);
   WriteMissing(sim, key, "old", owner);
   SiblingSet written = *sim.Stored(pref[0], key);
@@ -2405,15 +2431,7 @@ void ExpectAHintOfADeletedValueIsDroppedNotDelivered(int64_t skew_ms) {
   sim.Crash(holder, false);
   sim.Restart(owner);
   ASSERT_TRUE(sim.RunUntil([&] { return sim.Stored(owner, key).has_value(); }, 30000));
-  Delete(sim, key);
-  ASSERT_TRUE(sim.RunUntil(
-      [&] {
-        for (const NodeId& n : pref) {
-          if (sim.Stored(n, key)) return false;
-        }
-        return true;
-      },
-      60000));
+  ASSERT_TRUE(o.DeleteAndPurge());
   sim.Restart(holder);
   ASSERT_TRUE(sim.RunUntil([&] { return sim.engine(holder).size(Space::kHints) == 0; }, 30000));
   sim.RunFor(10000);
@@ -2427,19 +2445,11 @@ void ExpectAHintOfADeletedValueIsDroppedNotDelivered(int64_t skew_ms) {
 // of its own to measure) past the grace period while the key is deleted and
 // purged, it must not hand that copy back once it is heard again.
 TEST(AntiEntropyTest, AStandInsCopyCutOffPastTheGracePeriodIsDroppedInsteadOfUndoingADelete) {
-  SimCluster sim(36);
-  FormShortGraceCluster(sim);
-  const std::string key = "deleted";
-  const Ring& ring = sim.core("n1").map()->ring();
-  const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
-  const std::string owner = pref[2];
-  std::string holder;
-  for (const std::string& id : sim.ids()) {
-    if (std::find(pref.begin(), pref.end(), id) == pref.end()) holder = id;
-  }
-  sim.Crash(owner, false);
-  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core(holder).membership().IsAlive(owner, sim.now()); },
-                           10000));
+  OwnerDown o(36);
+  SimCluster& sim = o.sim;
+  const std::string &key = o.key, &owner = o.owner, &holder = o.holder;
+  const std::vector<NodeId>& pref = o.pref;
+  ASSERT_TRUE(o.down);
   Result<proto::Message> r =
       sim.Request(holder, proto::CoordPutRequest{key, {}, "old", false, 0, false, owner});
   ASSERT_TRUE(r.ok() && std::holds_alternative<proto::CoordPutReply>(r->body));
@@ -2454,15 +2464,7 @@ TEST(AntiEntropyTest, AStandInsCopyCutOffPastTheGracePeriodIsDroppedInsteadOfUnd
   }
   sim.Restart(owner);
   ASSERT_TRUE(sim.RunUntil([&] { return sim.Stored(owner, key).has_value(); }, 30000));
-  Delete(sim, key);
-  ASSERT_TRUE(sim.RunUntil(
-      [&] {
-        for (const NodeId& n : pref) {
-          if (sim.Stored(n, key)) return false;
-        }
-        return true;
-      },
-      60000));
+  ASSERT_TRUE(o.DeleteAndPurge());
   for (const std::string& id : sim.ids()) {
     if (id != holder) sim.Cut(holder, id, false);
   }
