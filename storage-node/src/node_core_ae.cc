@@ -404,7 +404,10 @@ void NodeCore::HandleAeCompare(uint64_t conn, uint64_t id, const proto::AeCompar
     ReplyError(conn, id, answer.status());
     return;
   }
-  const bool pulling = catching_up_ && !caught_up_.count(req.partition);
+  // Nor is a partition taken over at a switch current before its sync with
+  // the replicas it replaced: a node catching up must not take it for one.
+  const bool pulling = (catching_up_ && !caught_up_.count(req.partition)) ||
+                       state_.switch_sync.count(req.partition) > 0;
   Reply(conn, id, proto::AeCompareReply{epoch(), std::move(*answer), pulling});
 }
 

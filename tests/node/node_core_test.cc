@@ -1892,6 +1892,10 @@ TEST(NodeCoreTest, ATakenOverPartitionIsReadOnlyAfterASyncWithTheReplicaItReplac
     EXPECT_NE(error->message.find(replaced), std::string::npos) << error->message;
   };
   expect_refused();
+  // Nor does it pass for an up-to-date replica of it to a node catching up.
+  auto compared = sim.Request("n4", proto::AeCompareRequest{p, {}});
+  ASSERT_TRUE(compared.ok() && std::holds_alternative<proto::AeCompareReply>(compared->body));
+  EXPECT_TRUE(std::get<proto::AeCompareReply>(compared->body).catching_up);
   sim.RunFor(3000);
   expect_refused();
   sim.Crash("n4");
