@@ -540,6 +540,42 @@ class Client::Impl {
       done(ClosedStatus());
       return;
     }
+    if (tombstone && opts.context.empty() && options_.mode == Mode::kCausal) {
+      ReadThenDelete(std::move(key), std::move(opts), std::move(done));
+      return;
+    }
+    SendWrite(std::move(key), std::move(value), tombstone, std::move(opts), std::move(done));
+  }
+
+  // A causal tombstone without a context would stand beside the stored
+  // values as one more sibling and delete nothing: the delete reads the key
+  // first (R, within the delete's timeout) and deletes what that read saw.
+  void ReadThenDelete(std::string key, WriteOptions opts,
+                      std::function<void(Result<std::string>)> done) {
+    const uint64_t timeout_ms = opts.timeout_ms ? opts.timeout_ms : options_.timeout_ms;
+    const uint64_t deadline = loop_.NowMs() + timeout_ms;
+    std::string read_key = key;
+    StartRead(std::move(read_key), ReadOptions{0, timeout_ms, nullptr},
+              [this, key = std::move(key), opts = std::move(opts), deadline,
+               done = std::move(done)](Result<GetResult> read) mutable {
+                if (!read.ok()) {
+                  done(read.status());
+                  return;
+                }
+                const uint64_t now = loop_.NowMs();
+                if (now >= deadline) {
+                  done(Status::Timeout("the delete's read took its whole timeout"));
+                  return;
+                }
+                opts.context = std::move(read->context);
+                opts.timeout_ms = deadline - now;
+                SendWrite(std::move(key), "", true, std::move(opts), std::move(done));
+              });
+  }
+
+  // Runs on the I/O thread: the write itself, once it has its context.
+  void SendWrite(std::string key, std::string value, bool tombstone, WriteOptions opts,
+                 std::function<void(Result<std::string>)> done) {
     std::shared_ptr<const View> v = view();
     if (!v) {
       done(Status::Unavailable("no cluster map yet"));

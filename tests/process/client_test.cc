@@ -373,6 +373,18 @@ TEST(ClientProcessTest, DeletesHideTheKeyAndLeaveTombstones) {
   again.context = gone->context;
   ASSERT_TRUE(client->Put("tmp", "y", again).ok());
   EXPECT_EQ(client->Get("tmp")->values, std::vector<std::string>{"y"});
+  // Without a context the delete reads first: both blind siblings go.
+  ASSERT_TRUE(client->Put("blind", "a").ok());
+  ASSERT_TRUE(client->Put("blind", "b").ok());
+  ASSERT_EQ(client->Get("blind")->values.size(), 2u);
+  Receipt receipt;
+  WriteOptions no_context;
+  no_context.receipt = &receipt;
+  ASSERT_TRUE(client->Delete("blind", no_context).ok());
+  EXPECT_GE(receipt.acks.size(), 2u);
+  EXPECT_FALSE(client->Get("blind")->found);
+  EXPECT_TRUE(client->Delete("never-written").ok());
+  EXPECT_FALSE(client->Get("never-written")->found);
 }
 
 TEST(ClientProcessTest, LwwKeepsOnlyTheLatestWrite) {

@@ -547,7 +547,8 @@ void BindClient(py::module_& m) {
           py::arg("key"), py::arg("context") = py::none(), py::arg("durable") = py::none(),
           py::kw_only(), py::arg("w") = py::none(), py::arg("timeout") = py::none(),
           py::arg("receipt") = py::none(),
-          "Delete a key (a tombstone write); durable, w, timeout and receipt as for put.")
+          "Delete a key (a tombstone write); without a context (causal mode) it reads the key "
+          "first and deletes what that read saw. durable, w, timeout and receipt as for put.")
       .def("set_resolver", &PyClient::SetResolver, py::arg("fn"),
            "fn(list[bytes]) -> bytes merges concurrent values on reads; None removes it.")
       .def("where", &PyClient::Where, py::arg("key"),

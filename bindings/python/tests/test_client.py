@@ -130,6 +130,12 @@ def test_delete(cluster):
     assert not c.get("temp").found
     tombstones = sum(v["tombstone"] for rep in c.inspect("temp") for v in rep["versions"])
     assert tombstones >= 2
+    # Without a context the delete reads first: both blind siblings go.
+    c.put("temp:blind", b"a")
+    c.put("temp:blind", b"b")
+    assert len(c.get("temp:blind").values) == 2
+    c.delete("temp:blind")
+    assert not c.get("temp:blind").found
 
 
 def test_where_inspect_members_ring(cluster):

@@ -146,6 +146,10 @@ class Client {
   Result<std::string> Put(std::string_view key, std::string_view value,
                           const WriteOptions& options = {});
   // Deletes `key` (writes a tombstone), with the same quorum rules as Put.
+  // In causal mode a delete without a context first reads the key (R, within
+  // the same timeout; its errors are the delete's) and deletes what that
+  // read saw: a tombstone with no context would be one more sibling and
+  // delete nothing. A write the read did not see survives the delete.
   Result<std::string> Delete(std::string_view key, const WriteOptions& options = {});
 
   // Blocking calls made on the client's I/O thread (from an async callback,
