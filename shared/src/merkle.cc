@@ -195,7 +195,8 @@ MerkleComparison::MerkleComparison(const MerkleTree* local, MerkleComparisonOpti
     : local_(local), options_(options) {
   options_.levels_per_round =
       std::clamp<uint32_t>(options_.levels_per_round, 1, kMaxMerkleExpandLevels);
-  options_.nodes_per_request_max = std::max<size_t>(options_.nodes_per_request_max, 1);
+  options_.nodes_per_request_max =
+      std::clamp<size_t>(options_.nodes_per_request_max, 1, kMerkleRequestNodesMax);
   expand_.push_back(MerkleNodeId{0, 0});
 }
 
@@ -256,6 +257,14 @@ Status MerkleComparison::HandleReply(const MerkleReply& reply) {
   const size_t fan = size_t{1} << req.levels;
   if (reply.summaries.size() != req.expand.size() * fan) return fail("wrong summary count");
   if (reply.keys.size() != req.fetch.size()) return fail("wrong key list count");
+  for (size_t i = 0; i < req.fetch.size(); ++i) {
+    const std::vector<MerkleKey>& theirs = reply.keys[i];
+    for (size_t k = 0; k < theirs.size(); ++k) {
+      if (k > 0 && !(theirs[k - 1].key < theirs[k].key)) return fail("keys not sorted");
+      if (Prefix(MerkleTree::KeyHash(theirs[k].key), req.fetch[i].level) != req.fetch[i].index)
+        return fail("a key outside the node it was fetched under");
+    }
+  }
 
   for (size_t i = 0; i < req.expand.size(); ++i) {
     Result<std::vector<MerkleSummary>> mine = local_->Expand(req.expand[i], req.levels);
@@ -267,9 +276,6 @@ Status MerkleComparison::HandleReply(const MerkleReply& reply) {
   }
   for (size_t i = 0; i < req.fetch.size(); ++i) {
     const std::vector<MerkleKey>& theirs = reply.keys[i];
-    for (size_t k = 1; k < theirs.size(); ++k) {
-      if (!(theirs[k - 1].key < theirs[k].key)) return fail("keys not sorted");
-    }
     Result<std::vector<MerkleKey>> mine = local_->KeysUnder(req.fetch[i]);
     if (!mine.ok()) return fail(mine.status().message());
     size_t a = 0, b = 0;

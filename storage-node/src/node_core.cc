@@ -1142,6 +1142,7 @@ proto::StatsReply NodeCore::StatsNow() {
       {"handoff_stale_dropped", stats_.handoff_stale_dropped},
       {"hints_stored", stats_.hints_stored},
       {"interval_syncs", stats_.interval_syncs},
+      {"merkle_trees", merkle_trees()},
       {"partitions_with_data", state_.partitions_with_data.size()},
       {"replica_puts", stats_.replica_puts},
       {"requests", stats_.requests},

@@ -85,6 +85,18 @@ MerkleTree& NodeCore::TreeFor(PartitionId p) {
   return *t;
 }
 
+const MerkleTree& NodeCore::TreeOrEmpty(PartitionId p) {
+  if (p < trees_.size() && trees_[p]) return *trees_[p];
+  if (!empty_tree_) empty_tree_ = std::make_unique<MerkleTree>(options_.merkle_depth);
+  return *empty_tree_;
+}
+
+size_t NodeCore::merkle_trees() const {
+  return static_cast<size_t>(
+      std::count_if(trees_.begin(), trees_.end(),
+                    [](const std::unique_ptr<MerkleTree>& t) { return t != nullptr; }));
+}
+
 MerkleSummary NodeCore::MerkleRoot(PartitionId p) {
   ApplyTreeUpdates();
   return p < trees_.size() && trees_[p] ? trees_[p]->Root() : MerkleSummary{};
@@ -383,7 +395,9 @@ void NodeCore::HandleAeCompare(uint64_t conn, uint64_t id, const proto::AeCompar
     return;
   }
   ApplyTreeUpdates();
-  const MerkleTree& tree = TreeFor(req.partition);
+  // A partition this node holds nothing of is answered from an empty tree,
+  // not given one of its own that would stay for good.
+  const MerkleTree& tree = TreeOrEmpty(req.partition);
   uint64_t fetch_keys = 0;
   for (const MerkleNodeId& node : req.request.fetch) {
     Result<MerkleSummary> s = tree.Summary(node);
@@ -585,6 +599,17 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
   std::optional<MerkleRequest> request = s->comparison->NextRequest();
   if (!request) {
     s->keys = s->comparison->DifferingKeys();
+    // A peer listing another partition's key would have it stored here under
+    // this one, where no read finds it and no purge covers it.
+    const Ring& ring = map_->ring();
+    for (const std::string& key : s->keys) {
+      if (ring.KeyPartition(key) != s->partition) {
+        FinishAe(s, Status::ProtocolError("the peer listed a key of partition " +
+                                          std::to_string(ring.KeyPartition(key)) +
+                                          " as one of partition " + std::to_string(s->partition)));
+        return;
+      }
+    }
     stats_.ae_keys_differing += s->keys.size();
     AeExchange(s);
     return;
@@ -880,8 +905,10 @@ void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
   if (ae_ == s) ae_.reset();
   if (!status.ok()) {
     if (status.code() != StatusCode::kAborted) {
-      Log(LogLevel::kDebug, "anti-entropy of partition " + std::to_string(s->partition) + " with " +
-                                s->peer + ": " + status.ToString());
+      // A peer's malformed answer is a bug or a version mismatch to see.
+      Log(status.code() == StatusCode::kProtocolError ? LogLevel::kWarn : LogLevel::kDebug,
+          "anti-entropy of partition " + std::to_string(s->partition) + " with " + s->peer + ": " +
+              status.ToString());
     }
     if (status.code() == StatusCode::kUnavailable || status.IsTimeout()) {
       membership_.Contact(s->peer, false, now_ms_);

@@ -2943,6 +2943,82 @@ TEST(AntiEntropyTest, AWipedReplicaOfALargePartitionCatchesUp) {
   EXPECT_EQ(sim.AllStored("n3").size(), size_t{kKeys});
 }
 
+// A peer listing, under a fetched Merkle bucket, a key of another partition
+// would have it stored here under the compared one, where no read finds it
+// and no purge covers it: the session ends instead.
+// Four nodes, eight partitions: each node replicates six.
+void FormFourNodesOfEightPartitions(SimCluster& sim) {
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.partitions = 8; });
+  for (const char* id : {"n2", "n3", "n4"}) sim.AddNode(id, {"n1"});
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+}
+
+bool Replicates(const Ring& ring, PartitionId p, const std::string& node) {
+  std::vector<NodeId> pref = ring.PreferenceList(p);
+  return std::find(pref.begin(), pref.end(), node) != pref.end();
+}
+
+// A compare for a partition the node holds nothing of is answered from an
+// empty tree: one kept for it would stay for good (2 MiB at depth 16). The
+// joiners' syncs with the replicas they replaced ask n1 about partitions it
+// gave up before it held any data.
+TEST(AntiEntropyTest, AComparedPartitionTheNodeDoesNotHoldGetsNoTree) {
+  SimCluster sim(46);
+  FormFourNodesOfEightPartitions(sim);
+  ASSERT_TRUE(sim.RunUntil([&] { return Counter(sim, "n1", "ae_cycles") > 0; }, 120000));
+  const Ring ring = sim.core("n1").map()->ring();
+  uint64_t replicated = 0;
+  for (PartitionId p = 0; p < ring.partition_count(); ++p) {
+    if (Replicates(ring, p, "n1")) {
+      ++replicated;
+      continue;
+    }
+    MerkleRequest root;
+    root.expand.push_back(MerkleNodeId{0, 0});
+    root.levels = 4;
+    Result<proto::Message> r = sim.Request("n1", proto::AeCompareRequest{p, root});
+    ASSERT_TRUE(r.ok() && std::holds_alternative<proto::AeCompareReply>(r->body));
+    EXPECT_EQ(std::get<proto::AeCompareReply>(r->body).reply.summaries.size(), 16u);
+  }
+  ASSERT_LT(replicated, ring.partition_count());
+  EXPECT_EQ(Counter(sim, "n1", "merkle_trees"), replicated);
+}
+
+TEST(AntiEntropyTest, AKeyAPeerListsUnderTheWrongPartitionIsNotStored) {
+  SimCluster sim(45);
+  FormFourNodesOfEightPartitions(sim);
+  const Ring ring = sim.core("n1").map()->ring();
+  std::string x;  // of a partition n2 replicates and n1 does not
+  for (int i = 0; x.empty(); ++i) {
+    const std::string c = "x" + std::to_string(i);
+    const PartitionId p = ring.KeyPartition(c);
+    if (!Replicates(ring, p, "n1") && Replicates(ring, p, "n2")) x = c;
+  }
+  Write(sim, "n2", x, "elsewhere");
+  // n2 answers n1's compares with a root that differs, then lists x in it.
+  int tampered = 0;
+  sim.TamperReplies([&](const std::string& from, const std::string& to, proto::Message& m) {
+    auto* compare = std::get_if<proto::AeCompareReply>(&m.body);
+    if (compare == nullptr || from != "n2" || to != "n1") return;
+    MerkleReply& reply = compare->reply;
+    if (reply.summaries.size() == 1 && reply.keys.empty()) {
+      reply.summaries[0].hash ^= 1;
+      ++reply.summaries[0].count;
+    } else if (reply.summaries.empty() && reply.keys.size() == 1) {
+      reply.keys[0].push_back(MerkleKey{x, 1});
+      std::sort(reply.keys[0].begin(), reply.keys[0].end(),
+                [](const MerkleKey& a, const MerkleKey& b) { return a.key < b.key; });
+      ++tampered;
+    }
+  });
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return sim.LogTail().find("listed a key of partition") != std::string::npos; },
+      120000));
+  EXPECT_GT(tampered, 0);
+  sim.RunFor(20000);
+  EXPECT_EQ(sim.AllStored("n1").count(x), 0u);
+}
+
 // Three nodes checking their trees every `tree_check_interval_ms` (0: never),
 // holding k0..k39 = v0..v39 on all three.
 void FormCheckedCluster(SimCluster& sim, uint64_t tree_check_interval_ms) {

@@ -266,5 +266,37 @@ TEST(MerkleComparisonTest, RejectsMismatchedReply) {
   EXPECT_FALSE(cmp.HandleReply(MerkleReply{}).ok());
 }
 
+// A peer's key listed under a fetched node it does not hash into would be
+// taken as one of the partition's.
+TEST(MerkleComparisonTest, RejectsAFetchedKeyOutsideItsNode) {
+  MerkleTree local;
+  MerkleTree remote;
+  for (int i = 0; i < 40; ++i) {  // more than a bucket: the root is expanded
+    local.Put("same" + std::to_string(i), 7);
+    remote.Put("same" + std::to_string(i), 7);
+  }
+  local.Put("a", 1);
+  remote.Put("a", 2);
+  MerkleComparison cmp(&local);
+  std::optional<MerkleRequest> req;
+  while ((req = cmp.NextRequest()) && req->fetch.empty()) {
+    ASSERT_TRUE(cmp.HandleReply(*remote.Answer(*req)).ok());
+  }
+  ASSERT_TRUE(req.has_value());
+  const MerkleNodeId node = req->fetch[0];
+  ASSERT_GT(node.level, 0u);
+  MerkleReply reply = *remote.Answer(*req);
+  std::string outside;
+  for (int i = 0; outside.empty(); ++i) {
+    const std::string k = "k" + std::to_string(i);
+    if ((MerkleTree::KeyHash(k) >> (kMerkleHashBits - node.level)) != node.index) outside = k;
+  }
+  reply.keys[0].push_back(MerkleKey{outside, 3});
+  std::sort(reply.keys[0].begin(), reply.keys[0].end(),
+            [](const MerkleKey& a, const MerkleKey& b) { return a.key < b.key; });
+  EXPECT_EQ(cmp.HandleReply(reply).code(), StatusCode::kProtocolError);
+  EXPECT_TRUE(cmp.DifferingKeys().empty());
+}
+
 }  // namespace
 }  // namespace dynamo

@@ -285,6 +285,7 @@ void SimCluster::Pump(const std::string& id) {
         Route route = std::move(rt->second);
         routes_.erase(rt);
         proto::Message msg{reply->request_id, std::move(reply->body)};
+        if (tamper_replies_) tamper_replies_(id, route.caller, msg);
         ++messages_;
         if (!route.caller.empty() && !Reachable(id, route.caller)) continue;
         const std::string caller = route.caller;

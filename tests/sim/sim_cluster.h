@@ -101,6 +101,10 @@ class SimCluster {
   // The node's wall clock now, in ms (skew included).
   uint64_t WallMs(const std::string& id) const { return NowFor(id).wall_ms; }
   void SetFaults(NetworkFaults faults) { faults_ = faults; }
+  // Runs on every reply a node sends, before it leaves: (node, caller, reply);
+  // the caller is empty for outside requests. Plays a misbehaving peer.
+  using ReplyTamper = std::function<void(const std::string&, const std::string&, proto::Message&)>;
+  void TamperReplies(ReplyTamper tamper) { tamper_replies_ = std::move(tamper); }
   // Runs `fn` at virtual time `at` (for simulated clients).
   void At(uint64_t at, std::function<void()> fn) { Schedule(at, std::move(fn)); }
   // A hash of every event processed so far; equal for runs of one seed.
@@ -168,6 +172,7 @@ class SimCluster {
   uint64_t next_conn_ = 1;
   uint64_t messages_ = 0;
   NetworkFaults faults_;
+  ReplyTamper tamper_replies_;
   std::map<std::string, uint64_t> paused_until_;
   std::map<std::string, int64_t> skew_;
   uint64_t trace_ = 0;

@@ -46,6 +46,8 @@ inline constexpr uint32_t kMaxMerkleDepth = 16;
 inline constexpr uint32_t kMaxMerkleExpandLevels = 8;
 // Most keys, by the remote tree's counts, one comparison request fetches.
 inline constexpr size_t kMerkleFetchKeysMax = 4096;
+// Most nodes one comparison request names to expand, and to fetch.
+inline constexpr size_t kMerkleRequestNodesMax = 1024;
 
 struct MerkleNodeId {
   uint32_t level = 0;  // 0 (root) .. 64
@@ -147,7 +149,8 @@ struct MerkleComparisonOptions {
   size_t bucket_keys_max = 16;
   // Levels one expand request descends. Default: 4 (16 summaries per node).
   uint32_t levels_per_round = 4;
-  // Nodes per request (expand and fetch each). Default: 64.
+  // Nodes per request (expand and fetch each), 1..kMerkleRequestNodesMax.
+  // Default: 64.
   size_t nodes_per_request_max = 64;
   // Remote keys one request fetches at most, summed over its fetch nodes by
   // the counts the remote reported: a differing bucket holding more is

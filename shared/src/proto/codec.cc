@@ -451,7 +451,7 @@ class Decoder {
 
   Status Nodes(std::vector<MerkleNodeId>* nodes) {
     uint32_t n = 0;
-    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n));
+    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, 2 * kMerkleRequestNodesMax));
     if (n % 2 != 0) return Status::ProtocolError("odd Merkle node list");
     DYNAMO_RETURN_IF_ERROR(Resize(nodes, n / 2));
     for (MerkleNodeId& node : *nodes) {

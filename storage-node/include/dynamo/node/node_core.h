@@ -332,6 +332,8 @@ class NodeCore {
   const SwitchSync& switch_sync() const { return state_.switch_sync; }
   // Whether every partition's Merkle tree has been built from storage.
   bool trees_ready() const { return trees_ready_; }
+  // Partitions with a Merkle tree in memory.
+  size_t merkle_trees() const;
   // The root of the partition's Merkle tree (empty summary if none).
   MerkleSummary MerkleRoot(PartitionId partition);
   // The partition whose copy this node is handing off now, if any.
@@ -410,6 +412,8 @@ class NodeCore {
 
   // Merkle trees.
   MerkleTree& TreeFor(PartitionId p);
+  // The partition's tree if it has one, else an empty tree (never stored).
+  const MerkleTree& TreeOrEmpty(PartitionId p);
   // Records a data-space write (set) or delete (null) of `data_key`. The
   // tree change waits in tree_updates_ until ApplyTreeUpdates.
   void NoteStored(const std::string& data_key, const SiblingSet* set);
@@ -669,6 +673,7 @@ class NodeCore {
   size_t request_bytes_in_flight_ = 0;
 
   std::vector<std::unique_ptr<MerkleTree>> trees_;  // by partition, null until used
+  std::unique_ptr<MerkleTree> empty_tree_;          // TreeOrEmpty's, made on first use
   // A write's tree change not yet applied: the key's new digest, or nullopt
   // for a delete.
   struct TreeUpdate {
