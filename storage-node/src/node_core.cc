@@ -1205,8 +1205,16 @@ void NodeCore::HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequ
       ReplyError(conn, id, Status::InvalidArgument("a node cannot remove itself; use leave"));
       return;
     }
-    if (membership_.IsAlive(req.node, now.mono_ms)) {
-      ReplyError(conn, id, Status::InvalidArgument(req.node + " is up; use leave for a live node"));
+    // Silent, not merely unreachable from here: a node cut off from this one
+    // alone still serves the others, and removed it would exit.
+    if (!membership_.IsSilent(req.node, now.mono_ms)) {
+      ReplyError(conn, id,
+                 Status::InvalidArgument(
+                     req.node + (membership_.IsAlive(req.node, now.mono_ms)
+                                     ? " is up; use leave for a live node"
+                                     : " is still heard through other members (unreachable from "
+                                       "here only); use leave for a live node, or wait until it "
+                                       "is down for the whole cluster")));
       return;
     }
     DYNAMO_CHECK(membership_.SetStatusOf(req.node, proto::MemberStatus::kRemoved, now.mono_ms).ok());
