@@ -116,11 +116,10 @@ bool Membership::Merge(const std::vector<Member>& theirs, uint64_t now_ms) {
     const bool newer =
         std::tie(m.incarnation, m.heartbeat) > std::tie(cur.incarnation, cur.heartbeat);
     if (!newer && !advances) continue;
-    Member next = m;
-    if (!newer) {
-      next.incarnation = cur.incarnation;
-      next.heartbeat = cur.heartbeat;
-    }
+    // An older record that advances brings its status only: its address and
+    // actor may be of an earlier run.
+    Member next = newer ? m : cur;
+    if (!newer) next.status = m.status;
     if (Advances(cur, m)) next.status = cur.status;
     const bool meaningful = next.incarnation != cur.incarnation || next.status != cur.status ||
                             next.address != cur.address || next.actor != cur.actor ||

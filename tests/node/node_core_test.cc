@@ -1476,6 +1476,29 @@ TEST(MembershipTest, AnAdminsLeaveOutlastsTheNodesOwnRecordsUntilItTakesItOn) {
   EXPECT_EQ(admin.Find("n2")->status, MemberStatus::kJoining);
 }
 
+// A leave set on a record of an earlier run (another actor, address) brings
+// only its status to a node holding the newer run's record: whichever comes
+// first, nodes end with the same record.
+TEST(MembershipTest, AnOlderRecordsLeaveBringsItsStatusOnly) {
+  using proto::MemberStatus;
+  proto::Member leave = Record("n2", MemberStatus::kLeaving, 3, 5, 9, /*actor=*/1);
+  leave.address = "n2:7001";
+  const proto::Member current = Record("n2", MemberStatus::kNormal, 7, 1, 9, /*actor=*/2);
+  Membership p(Record("n1", MemberStatus::kNormal, 1, 1), {});
+  p.Merge({current}, 0);
+  p.Merge({leave}, 0);
+  Membership q(Record("n3", MemberStatus::kNormal, 1, 1), {});
+  q.Merge({leave}, 0);
+  q.Merge({current}, 0);
+  for (Membership* m : {&p, &q}) {
+    const proto::Member n2 = *m->Find("n2");
+    EXPECT_EQ(n2.status, MemberStatus::kLeaving);
+    EXPECT_EQ(n2.actor, 2u);
+    EXPECT_EQ(n2.address, "n2:7000");
+    EXPECT_EQ(n2.incarnation, 7u);
+  }
+}
+
 // The same for a removal: the node an admin asks to remove the dead n3 may
 // know it as normal at incarnation 1 while n3 went leaving at 2 before it
 // died, and a peer still gossips that record with a higher heartbeat.
