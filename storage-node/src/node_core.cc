@@ -1330,7 +1330,9 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
   if (map_changed) {
     map_changed_ms_ = now.mono_ms;
     AbandonTransfersNoLongerOwed();
-    if (!last_ring_ || last_ring_->epoch() != map_->ring().epoch()) {
+    // Also a ring of the same epoch: two switches made apart (joins through
+    // two seeds) tie on the epoch, and the merge keeps one by hash.
+    if (!last_ring_ || !(*last_ring_ == map_->ring())) {
       if (last_ring_) NoteRingSwitch(*last_ring_);
       last_ring_ = map_->ring();
     }

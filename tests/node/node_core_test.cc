@@ -1614,6 +1614,56 @@ TEST(NodeCoreTest, ANodeUnreachableOnlyFromTheOneAskedIsNotRemoved) {
   EXPECT_EQ(sim.core("n2").membership().Find("n3")->status, proto::MemberStatus::kNormal);
 }
 
+// Two changes made apart from one ring (two removals, each through another
+// node), each switched before their nodes heard of the other: two
+// rings at one epoch, of which merges keep one by hash. A node that had
+// switched to the other ring replicates partitions again that it may have
+// handed off meanwhile: their reads wait for a sync, as at any switch.
+TEST(NodeCoreTest, ASwitchReplacedByAnotherOfTheSameEpochGatesTheGainedPartitions) {
+  SimCluster sim(12);
+  FormCluster(sim, 5);
+  const ClusterMap base = *sim.core("n1").map();
+  auto switched_to = [&](const std::vector<NodeId>& members) {
+    ClusterMap m = base;
+    m.Reconcile(members);
+    for (const Transfer& t : m.Awaiting()) m.MarkDone(t);
+    EXPECT_FALSE(m.next().has_value());
+    return m;
+  };
+  ClusterMap a = switched_to({"n1", "n2", "n3", "n4"});
+  ClusterMap b = switched_to({"n1", "n2", "n3", "n5"});
+  ASSERT_EQ(a.ring().epoch(), b.ring().epoch());
+  ClusterMap merged = a;
+  merged.Merge(b);
+  if (!(merged.ring() == b.ring())) std::swap(a, b);  // b wins
+  std::string node;  // one that replicates a partition under b it did not under a
+  PartitionId gained = 0;
+  for (const char* id : {"n1", "n2", "n3"}) {
+    for (PartitionId p : b.ring().PartitionsReplicatedBy(id)) {
+      std::vector<NodeId> was = a.ring().PreferenceList(p);
+      if (std::find(was.begin(), was.end(), id) == was.end()) node = id, gained = p;
+    }
+  }
+  ASSERT_FALSE(node.empty());
+  std::vector<proto::Member> members = sim.core("n1").membership().View(sim.now());
+  for (const ClusterMap* map : {&a, &b}) {
+    for (proto::Member& m : members) {
+      if (!map->ring().Contains(m.id)) m.status = proto::MemberStatus::kRemoved, ++m.incarnation;
+    }
+    ASSERT_TRUE(sim.Request(node, proto::GossipRequest{"n1", members, map->Serialize()}).ok());
+    ASSERT_TRUE(sim.core(node).map()->ring() == map->ring());
+  }
+  std::string key;
+  for (int i = 0; key.empty(); ++i) {
+    if (b.ring().KeyPartition("k" + std::to_string(i)) == gained) key = "k" + std::to_string(i);
+  }
+  Result<proto::Message> read = sim.Request(node, proto::GetRequest{key});
+  ASSERT_TRUE(read.ok());
+  const auto* refused = std::get_if<proto::ErrorReply>(&read->body);
+  ASSERT_NE(refused, nullptr) << "read a partition taken over at the switch before its sync";
+  EXPECT_NE(refused->message.find("has not synced"), std::string::npos) << refused->message;
+}
+
 TEST(NodeCoreTest, RemovedNodeExitsWhenItComesBack) {
   SimCluster sim(10);
   FormCluster(sim, 4);

@@ -23,7 +23,9 @@
 //    it); the newer one moves its epoch past the older's instead, so epochs
 //    order maps the same way once they met. A switch takes next's epoch +
 //    kSwitchEpochStep, an undo or change epoch + 1, so a switch wins over
-//    what a node that has not heard of it does from the ring before.
+//    what a node that has not heard of it does from the ring before. Two
+//    changes made apart from one ring switch to rings of one epoch; the
+//    merge keeps one by hash, and a node takes the replacement as a switch.
 //
 // epoch() grows with every change a client must know about: a new or changed
 // `next`, and the switch. Recording finished transfers does not change it.
