@@ -301,6 +301,18 @@ class Client::Impl {
       }
     }
     std::shuffle(candidates.begin() + members, candidates.end(), rng_);
+    // Last, the members the last view showed down or this client backs off
+    // from: once the seeds are gone they may be all that is left to ask.
+    const auto asked = static_cast<std::ptrdiff_t>(candidates.size());
+    if (auto v = view()) {
+      for (const auto& [id, m] : v->members) {
+        if (m.status != proto::MemberStatus::kRemoved &&
+            std::find(candidates.begin(), candidates.end(), m.address) == candidates.end()) {
+          candidates.push_back(m.address);
+        }
+      }
+    }
+    std::shuffle(candidates.begin() + asked, candidates.end(), rng_);
     if (refreshing_) {
       if (done) refresh_waiters_.push_back(std::move(done));
       return;

@@ -798,6 +798,29 @@ TEST(ClientProcessTest, ViewFollowsMembershipChanges) {
   for (int i = 0; i < 50; ++i) ASSERT_TRUE(client->Put("k" + std::to_string(i), "v").ok());
 }
 
+// A client seeded with n1 alone, whose last map showed n2 and n3 down, still
+// finds the cluster once n1 is gone: the members shown down are asked last.
+TEST(ClientProcessTest, ARefreshAsksMembersShownDownOnceTheSeedsAreGone) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 1);
+  c.Pause("n2");
+  c.Pause("n3");
+  auto shown = [&](const std::string& id) {
+    for (const MemberInfo& m : client->Members()) {
+      if (m.id == id) return m.state;
+    }
+    return std::string("absent");
+  };
+  ASSERT_TRUE(WaitFor(
+      [&] { return client->Refresh().ok() && shown("n2") == "down" && shown("n3") == "down"; },
+      20000));
+  c.Resume("n2");
+  c.Resume("n3");
+  c.Kill9("n1");
+  EXPECT_TRUE(WaitFor([&] { return client->Refresh().ok() && shown("n1") == "down"; }, 20000));
+}
+
 // A client whose map is from before a join (it refreshes rarely) writes a
 // key the joiner took over, at W=3: the replica the joiner replaced refuses
 // it, naming the partition's replicas, and the joiner acknowledges in its
