@@ -995,14 +995,18 @@ class FullBacklog {
     EXPECT_EQ(connect(queued_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
   }
   ~FullBacklog() {
+    if (accepted_ >= 0) close(accepted_);
     close(queued_);
     close(listener_);
   }
+  // Takes the queued connection: the next SYN the kernel sends again gets in.
+  void Drain() { accepted_ = accept(listener_, nullptr, nullptr); }
   std::string address;
 
  private:
   int listener_ = socket(AF_INET, SOCK_STREAM, 0);
   int queued_ = socket(AF_INET, SOCK_STREAM, 0);
+  int accepted_ = -1;
 };
 
 TEST(ConnectionPoolTest, CloseAllCancelsAConnectThePeerNeverAnswers) {
@@ -1050,6 +1054,35 @@ TEST(ConnectionPoolTest, ACallWaitingForAConnectKeepsItsOwnTimeout) {
   ASSERT_EQ(both->get_future().wait_for(std::chrono::seconds(30)), std::future_status::ready);
   ASSERT_EQ(order->size(), 2u);
   EXPECT_EQ((*order)[0], "short Timeout") << (*order)[1];
+  lt.Run([&] { pool.reset(); });
+}
+
+// A connect lasts the pool's connect timeout, not the timeout of the call
+// that started it: a call queued behind it with a longer timeout is sent
+// once the peer takes the connection, instead of failing with the first.
+TEST(ConnectionPoolTest, AConnectOutlastsTheShortCallThatStartedIt) {
+  FullBacklog peer;
+  LoopThread lt;
+  auto pool = lt.Run(
+      [&] { return std::make_unique<ConnectionPool>(lt.loop(), ConnectionOptions{}, 10000); });
+  auto short_done = std::make_shared<std::promise<CallOutcome>>();
+  auto long_done = std::make_shared<std::promise<CallOutcome>>();
+  lt.Run([&] {
+    pool->Call(peer.address, GetRequest{"short"}, 100,
+               [short_done](CallOutcome o) { short_done->set_value(std::move(o)); });
+    pool->Call(peer.address, GetRequest{"long"}, 4000,
+               [long_done](CallOutcome o) { long_done->set_value(std::move(o)); });
+  });
+  std::future<CallOutcome> first = short_done->get_future();
+  ASSERT_EQ(first.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_EQ(first.get().message.status().code(), StatusCode::kTimeout);
+  peer.Drain();
+  std::future<CallOutcome> second = long_done->get_future();
+  ASSERT_EQ(second.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  CallOutcome o = second.get();
+  // Sent once connected; the peer never answers.
+  EXPECT_TRUE(o.maybe_delivered) << o.message.status().ToString();
+  EXPECT_EQ(o.message.status().code(), StatusCode::kTimeout) << o.message.status().ToString();
   lt.Run([&] { pool.reset(); });
 }
 

@@ -105,8 +105,8 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
   }
   peer->conn.reset();
   peer->waiting.push_back(Peer::Waiting{body, loop_.NowMs() + timeout_ms, std::move(done)});
-  // Its deadline may come before the connect ends (bounded by the first
-  // call's timeout): it fails then, from the loop.
+  // Its deadline may come before the connect ends: it fails then, from the
+  // loop.
   ArmExpiry(loop_, peer, address, peer->waiting.back().deadline_ms);
   if (peer->connecting) return;
   Result<Endpoint> ep = ParseEndpoint(address);
@@ -148,8 +148,9 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
       }
     }
   };
-  peer->opening =
-      Connect(loop_, *ep, options_, std::min(connect_timeout_ms_, timeout_ms), std::move(on_open));
+  // The pool's connect timeout, not this call's: calls queued behind it keep
+  // their own deadlines (ArmExpiry), and a short one must not fail the rest.
+  peer->opening = Connect(loop_, *ep, options_, connect_timeout_ms_, std::move(on_open));
 }
 
 }  // namespace dynamo::net

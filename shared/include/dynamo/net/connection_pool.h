@@ -25,8 +25,8 @@ inline constexpr uint64_t kPoolIdleTimeoutMs = 60'000;
 
 class ConnectionPool {
  public:
-  // `connect_timeout_ms` bounds opening a connection (and never exceeds a
-  // call's own timeout).
+  // `connect_timeout_ms` bounds opening a connection; a call waiting for it
+  // still fails at its own deadline, and leaves the connect going.
   ConnectionPool(EventLoop& loop, ConnectionOptions options, uint64_t connect_timeout_ms);
   // Closes every connection; their outstanding calls fail.
   ~ConnectionPool();
