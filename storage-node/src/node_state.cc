@@ -5,12 +5,21 @@
 namespace dynamo::node {
 namespace {
 
+// A record the engine read back whole (its checksums passed) that does not
+// parse: written by another version or by a bug. Not Corruption, which would
+// have the node scrub its disk at every start, to no end.
+Status Unparsable(std::string_view what, const Status& why) {
+  return Status::Internal(std::string(what) +
+                          " was read back intact but cannot be parsed by this version (" +
+                          why.ToString() + "); a scrub cannot mend it");
+}
+
 Result<std::optional<uint64_t>> ReadU64(Engine& engine, std::string_view key) {
   Result<std::optional<std::string>> v = engine.Get(Space::kMeta, key);
   if (!v.ok()) return v.status();
   if (!*v) return std::optional<uint64_t>();
   Result<uint64_t> n = DecodeU64(**v);
-  if (!n.ok()) return n.status();
+  if (!n.ok()) return Unparsable("stored " + std::string(key), n.status());
   return std::optional<uint64_t>(*n);
 }
 
@@ -63,7 +72,7 @@ Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options,
   if (!switch_sync.ok()) return switch_sync.status();
   if (*switch_sync) {
     Result<SwitchSync> parsed = DecodeSwitchSync(**switch_sync);
-    if (!parsed.ok()) return parsed.status().Annotate("stored switch sync");
+    if (!parsed.ok()) return Unparsable("the stored switch sync", parsed.status());
     state.switch_sync = std::move(*parsed);
   }
 
@@ -71,7 +80,7 @@ Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options,
   if (!map.ok()) return map.status();
   if (*map) {
     Result<ClusterMap> parsed = ClusterMap::Deserialize(**map);
-    if (!parsed.ok()) return parsed.status().Annotate("stored cluster map");
+    if (!parsed.ok()) return Unparsable("the stored cluster map", parsed.status());
     state.map = std::move(*parsed);
   }
   Result<std::optional<std::string>> members = engine.Get(Space::kMeta, kMetaMembers);

@@ -10,6 +10,8 @@
 
 #include "dynamo/node/keys.h"
 #include "dynamo/node/membership.h"
+#include "dynamo/node/memory_engine.h"
+#include "dynamo/node/node_state.h"
 #include "sim/sim_client.h"
 #include "sim/sim_cluster.h"
 
@@ -1432,6 +1434,25 @@ TEST(NodeCoreTest, ALeavingNodeHandsOffEveryCopyItAcknowledgedBeforeItExits) {
             << key << ", acknowledged by n2, is not on " << id;
       }
     }
+  }
+}
+
+// Stored state read back whole that this version cannot parse is not a
+// failed checksum: taken for one, the node would scrub its disk and stop
+// again at every start.
+TEST(NodeStateTest, StoredStateThatDoesNotParseIsNotTakenForAFailedChecksum) {
+  NodeOptions options;
+  options.id = "n1";
+  for (std::string_view key : {kMetaClusterMap, kMetaIncarnation}) {
+    MemoryEngine engine;
+    WriteBatch batch;
+    batch.Put(Space::kMeta, std::string(key), "not what this version wrote");
+    ASSERT_TRUE(engine.Write(batch, true).ok());
+    Result<NodeState> state = LoadNodeState(engine, options, "/data/n1", 7);
+    EXPECT_EQ(state.status().code(), StatusCode::kInternal)
+        << key << ": " << state.status().ToString();
+    EXPECT_NE(state.status().message().find("a scrub cannot mend it"), std::string_view::npos)
+        << key;
   }
 }
 

@@ -18,6 +18,8 @@ namespace dynamo::node {
 // the lease before returning. Also finds the partitions holding data and the
 // nodes hints are held for. InvalidArgument when the engine belongs to
 // another node id; `where` names the data directory in that message.
+// Corruption only as the engine reports it (a failed checksum); a record read
+// back whole that does not parse (another version's) is Internal.
 Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options, const std::string& where,
                                 ActorId new_actor);
 
