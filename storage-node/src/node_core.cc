@@ -9,30 +9,6 @@
 namespace dynamo::node {
 namespace {
 
-size_t ValueBytes(const SiblingSet& set) {
-  size_t bytes = 0;
-  for (const Version& v : set) bytes += v.value.size();
-  return bytes;
-}
-
-// The key and value bytes a read, a write or a push carries in.
-size_t CarriedBytes(const proto::Body& body) {
-  if (const auto* put = std::get_if<proto::CoordPutRequest>(&body)) {
-    return put->key.size() + put->value.size();
-  }
-  if (const auto* put = std::get_if<proto::ReplicaPutRequest>(&body)) {
-    return put->key.size() + ValueBytes(put->siblings);
-  }
-  if (const auto* push = std::get_if<proto::PushRequest>(&body)) {
-    size_t bytes = 0;
-    for (const proto::KeyedSiblings& e : push->entries)
-      bytes += e.key.size() + ValueBytes(e.siblings);
-    return bytes;
-  }
-  if (const auto* get = std::get_if<proto::GetRequest>(&body)) return get->key.size();
-  return 0;
-}
-
 // Pages an expiry pass over a down node's hints scans before it gives way
 // to other handoffs.
 constexpr uint32_t kHintExpiryPagesPerTurn = 16;
@@ -379,7 +355,7 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
     // which takes in its keys and values; a message built in memory counts
     // those alone.
     const size_t bytes =
-        message.decoded_bytes != 0 ? message.decoded_bytes : CarriedBytes(message.body);
+        message.decoded_bytes != 0 ? message.decoded_bytes : proto::CarriedBytes(message.body);
     const size_t bytes_max = RequestBytesInFlightMax();
     std::string overloaded;
     if (foreground && requests_in_flight_ > options_.requests_in_flight_max) {

@@ -17,6 +17,7 @@ namespace dynamo::net {
 namespace {
 
 using proto::Body;
+using proto::CoordPutRequest;
 using proto::GetReply;
 using proto::GetRequest;
 using proto::Message;
@@ -1083,6 +1084,34 @@ TEST(ConnectionPoolTest, AConnectOutlastsTheShortCallThatStartedIt) {
   // Sent once connected; the peer never answers.
   EXPECT_TRUE(o.maybe_delivered) << o.message.status().ToString();
   EXPECT_EQ(o.message.status().code(), StatusCode::kTimeout) << o.message.status().ToString();
+  lt.Run([&] { pool.reset(); });
+}
+
+// Calls waiting for a connection hold their bodies: past the connection's
+// write queue bound, a call fails at once with Busy instead of piling up.
+TEST(ConnectionPoolTest, CallsWaitingForAConnectAreBoundedByTheWriteQueueLimit) {
+  FullBacklog peer;
+  LoopThread lt;
+  ConnectionOptions options;
+  options.write_queue_bytes_max = 1u << 20;
+  auto pool = lt.Run([&] { return std::make_unique<ConnectionPool>(lt.loop(), options, 10000); });
+  auto outcomes = std::make_shared<std::vector<std::promise<CallOutcome>>>(4);
+  lt.Run([&] {
+    for (size_t i = 0; i < outcomes->size(); ++i) {
+      pool->Call(peer.address, CoordPutRequest{"k", {}, std::string(512u << 10, 'v'), false}, 200,
+                 [outcomes, i](CallOutcome o) { (*outcomes)[i].set_value(std::move(o)); });
+    }
+  });
+  std::vector<StatusCode> codes;
+  for (auto& p : *outcomes) {
+    std::future<CallOutcome> f = p.get_future();
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+    CallOutcome o = f.get();
+    EXPECT_FALSE(o.maybe_delivered);
+    codes.push_back(o.message.status().code());
+  }
+  EXPECT_EQ(codes, (std::vector<StatusCode>{StatusCode::kTimeout, StatusCode::kTimeout,
+                                            StatusCode::kBusy, StatusCode::kBusy}));
   lt.Run([&] { pool.reset(); });
 }
 

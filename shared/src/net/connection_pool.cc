@@ -12,17 +12,22 @@ struct ConnectionPool::Peer {
     proto::Body body;
     uint64_t deadline_ms;  // the call's own: it is not sent past it
     std::function<void(CallOutcome)> done;
+    size_t bytes;  // kWaitingCallBytes + what the body carries
   };
   std::shared_ptr<Connection> conn;
   bool connecting = false;
   std::weak_ptr<Connection> opening;  // while connecting
   std::optional<Status> closed;       // the pool closed while this peer connected
   std::vector<Waiting> waiting;
+  size_t waiting_bytes = 0;       // of `waiting`
   std::unique_ptr<Timer> expiry;  // fails waiting calls as their deadlines pass
   uint64_t expiry_at_ms = 0;      // when it fires, while active
 };
 
 namespace {
+
+// Counted for a waiting call beside the key and value bytes it carries.
+constexpr size_t kWaitingCallBytes = 256;
 
 Status NoConnectionYet(const std::string& address) {
   return Status::Timeout("no connection to " + address + " within the call's timeout");
@@ -42,6 +47,7 @@ void ConnectionPool::ExpireWaiting(EventLoop& loop, const std::shared_ptr<Peer>&
       return false;
     }
     expired.push_back(std::move(w.done));
+    peer->waiting_bytes -= w.bytes;
     return true;
   });
   if (next != UINT64_MAX) ArmExpiry(loop, peer, address, next);
@@ -104,7 +110,17 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
     peer->conn->Close(Status::Aborted("replaced: it was closing after a protocol error"));
   }
   peer->conn.reset();
-  peer->waiting.push_back(Peer::Waiting{body, loop_.NowMs() + timeout_ms, std::move(done)});
+  // The connection's write queue bound holds for calls waiting for it too.
+  if (peer->waiting_bytes >= options_.write_queue_bytes_max) {
+    fail_later(std::move(done), Status::Busy("calls waiting for a connection to " + address +
+                                             " hold " + std::to_string(peer->waiting_bytes) +
+                                             " bytes, at write_queue_bytes_max (" +
+                                             std::to_string(options_.write_queue_bytes_max) + ")"));
+    return;
+  }
+  const size_t bytes = kWaitingCallBytes + proto::CarriedBytes(body);
+  peer->waiting.push_back(Peer::Waiting{body, loop_.NowMs() + timeout_ms, std::move(done), bytes});
+  peer->waiting_bytes += bytes;
   // Its deadline may come before the connect ends: it fails then, from the
   // loop.
   ArmExpiry(loop_, peer, address, peer->waiting.back().deadline_ms);
@@ -113,6 +129,7 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
   if (!ep.ok()) {
     auto waiting = std::move(peer->waiting);
     peer->waiting.clear();
+    peer->waiting_bytes = 0;
     for (Peer::Waiting& w : waiting) fail_later(std::move(w.done), ep.status());
     return;
   }
@@ -123,6 +140,7 @@ void ConnectionPool::Call(const std::string& address, const proto::Body& body, u
     if (peer->expiry) peer->expiry->Stop();
     auto waiting = std::move(peer->waiting);
     peer->waiting.clear();
+    peer->waiting_bytes = 0;
     if (peer->closed) {
       if (conn.ok()) (*conn)->Close(*peer->closed);
       conn = *peer->closed;

@@ -95,6 +95,31 @@ std::string_view MessageTypeName(MessageType type) {
   return "Unknown";
 }
 
+namespace {
+
+size_t ValueBytes(const SiblingSet& set) {
+  size_t bytes = 0;
+  for (const Version& v : set) bytes += v.value.size();
+  return bytes;
+}
+
+}  // namespace
+
+size_t CarriedBytes(const Body& body) {
+  if (const auto* put = std::get_if<CoordPutRequest>(&body))
+    return put->key.size() + put->value.size();
+  if (const auto* put = std::get_if<ReplicaPutRequest>(&body)) {
+    return put->key.size() + ValueBytes(put->siblings);
+  }
+  if (const auto* push = std::get_if<PushRequest>(&body)) {
+    size_t bytes = 0;
+    for (const KeyedSiblings& e : push->entries) bytes += e.key.size() + ValueBytes(e.siblings);
+    return bytes;
+  }
+  if (const auto* get = std::get_if<GetRequest>(&body)) return get->key.size();
+  return 0;
+}
+
 ErrorReply MakeError(const Status& status, uint64_t epoch) {
   DYNAMO_CHECK(!status.ok());
   return ErrorReply{epoch, status.code(), std::string(status.message()), status.in_doubt()};

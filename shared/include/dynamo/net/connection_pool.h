@@ -34,7 +34,9 @@ class ConnectionPool {
   ConnectionPool& operator=(const ConnectionPool&) = delete;
 
   // Sends `body` to `address` (copied only while the connection is being
-  // opened). `done` runs exactly once, never inside this call.
+  // opened: the calls waiting for one connection hold at most about
+  // write_queue_bytes_max, past which a call fails with Busy, unsent).
+  // `done` runs exactly once, never inside this call.
   void Call(const std::string& address, const proto::Body& body, uint64_t timeout_ms,
             std::function<void(CallOutcome)> done);
   // Closes every connection for good: outstanding calls fail with `reason`,

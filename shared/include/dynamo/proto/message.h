@@ -321,5 +321,8 @@ std::string_view MessageTypeName(MessageType type);
 ErrorReply MakeError(const Status& status, uint64_t epoch);
 // The Status an ErrorReply stands for.
 Status ToStatus(const ErrorReply& error);
+// The key and value bytes a read, a write or a push carries; 0 for other
+// messages.
+size_t CarriedBytes(const Body& body);
 
 }  // namespace dynamo::proto
