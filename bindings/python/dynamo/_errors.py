@@ -49,10 +49,13 @@ class BusyError(Error):
 
 class InvalidArgument(Error, ValueError):
     """Bad input: an empty or over-size key or value, a context that is not one
-    from a read or write, or is from one of another key; r or w out of range."""
+    from a read or write, or is from one of another key; r or w out of range.
+    (A key, value, context or seed of the wrong type raises TypeError.)"""
 
 
 class ClosedError(Error):
-    """The client is closed (close() was called, also while this call ran, or
+    """The client is closed (close() was called before this call began, or
     the interpreter is exiting: open clients are closed then), or it was
-    opened before this process forked: a child must open its own."""
+    opened before this process forked: a child must open its own. A call
+    already running when close() is called goes on to its end, up to the
+    timeout; cut short by the close, it raises QuorumError or TimeoutError."""

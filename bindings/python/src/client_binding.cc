@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -29,9 +30,22 @@ constexpr double kTimeoutSecondsMax = 7 * 24 * 3600.0;
 // Larger than any context a read or write returns (256 clock entries).
 constexpr size_t kContextBytesMax = 64u << 10;
 
+std::string TypeName(const py::handle& obj) {
+  return py::str(py::type::handle_of(obj).attr("__name__")).cast<std::string>();
+}
+
+// Text from a node (an error message, an id) as str: bytes that are not
+// UTF-8 are kept as backslash escapes instead of failing the whole call.
+py::str NodeText(const std::string& text) {
+  PyObject* decoded =
+      PyUnicode_DecodeUTF8(text.data(), static_cast<Py_ssize_t>(text.size()), "backslashreplace");
+  if (decoded == nullptr) throw py::error_already_set();
+  return py::reinterpret_steal<py::str>(decoded);
+}
+
 // Bytes, bytearray or str (as UTF-8) as a string; InvalidArgument past
 // `max` bytes, checked before anything is copied (a str's UTF-8 is at least
-// one byte per character).
+// one byte per character); TypeError for any other type.
 std::string Bytes(const py::handle& obj, const char* what, size_t max = SIZE_MAX,
                   const char* limit = nullptr) {
   Py_ssize_t size = -1;
@@ -58,7 +72,8 @@ std::string Bytes(const py::handle& obj, const char* what, size_t max = SIZE_MAX
       Raise(Status::InvalidArgument(std::string(what) + " is a str that is not valid UTF-8"));
     }
   }
-  Raise(Status::InvalidArgument(std::string(what) + " must be bytes or str"));
+  throw py::type_error(std::string(what) + " must be bytes, bytearray or str, not " +
+                       TypeName(obj));
 }
 
 // A timeout in seconds as milliseconds; nullopt: 0 (the client's default).
@@ -150,6 +165,47 @@ std::vector<std::weak_ptr<Client>>& OpenClients() {
 // the GIL held.
 bool closed_at_exit = false;
 
+// Clients dropped without close() that are still draining on their own
+// threads (~PyClient).
+class DropsInProgress {
+ public:
+  void Begin() {
+    std::lock_guard lock(mu_);
+    ++count_;
+  }
+  void End() {
+    std::lock_guard lock(mu_);
+    if (--count_ == 0) cv_.notify_all();
+  }
+  // Without the GIL.
+  void WaitForNone() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return count_ == 0; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  size_t count_ = 0;
+};
+
+// With the GIL held; true also when the thread cannot be told (a thread
+// Python's threading module does not know is never joined at exit either).
+bool InDaemonThread() {
+  try {
+    return py::module_::import("threading").attr("current_thread")().attr("daemon").cast<bool>();
+  } catch (const py::error_already_set&) {
+    return true;
+  } catch (const py::cast_error&) {
+    return true;
+  }
+}
+
+DropsInProgress& Drops() {
+  static auto* drops = new DropsInProgress();  // used by threads that may outlive statics
+  return *drops;
+}
+
 // What one call did (dynamo::Receipt), filled by the call it is passed to,
 // also when the call raises.
 struct PyReceipt {
@@ -167,10 +223,19 @@ class PyClient {
   PyClient(const py::object& seeds, int r, int w, double timeout, const std::string& mode,
            bool durable_writes, const std::string& coordinator) {
     ClientOptions o;
+    auto seed = [&](const py::handle& s) {
+      if (!py::isinstance<py::str>(s)) {
+        throw py::type_error("a seed must be a \"host:port\" str, not " + TypeName(s));
+      }
+      o.seeds.push_back(Bytes(s, "a seed"));
+    };
     if (py::isinstance<py::str>(seeds)) {
-      o.seeds.push_back(seeds.cast<std::string>());
+      seed(seeds);
+    } else if (py::isinstance<py::bytes>(seeds) || py::isinstance<py::bytearray>(seeds) ||
+               !py::isinstance<py::iterable>(seeds)) {
+      throw py::type_error("seeds must be a str or an iterable of str, not " + TypeName(seeds));
     } else {
-      for (const py::handle& s : seeds) o.seeds.push_back(s.cast<std::string>());
+      for (const py::handle& s : seeds) seed(s);
     }
     o.r = r;
     o.w = w;
@@ -199,14 +264,26 @@ class PyClient {
     open.push_back(client_);
   }
 
-  // Unless closed, the client drains its work, up to its timeout: without
-  // the GIL, so that other Python threads go on meanwhile. (Once closed at
-  // exit there is nothing left to wait for, and a destructor must not take
-  // the GIL back then: see WithoutGil.)
+  // Unless closed, the client drains its work, up to its timeout, without
+  // the GIL, so that other Python threads go on meanwhile. In a daemon
+  // thread the drain runs on a thread of its own and the destructor returns
+  // at once: taking the GIL back after the interpreter began to exit, Python
+  // ends a daemon thread there, and in a destructor that aborted the process
+  // (see WithoutGil); the close at exit waits for such drains. (Other threads
+  // end before the interpreter exits. Once closed at exit there is nothing
+  // left to wait for.)
   ~PyClient() {
     if (!client_) return;
     std::shared_ptr<Client> c = std::move(client_);
     if (closed_at_exit) return;
+    if (InDaemonThread()) {
+      Drops().Begin();
+      std::thread([c = std::move(c)]() mutable {
+        c.reset();
+        Drops().End();
+      }).detach();
+      return;
+    }
     py::gil_scoped_release release;
     c.reset();
   }
@@ -229,10 +306,12 @@ class PyClient {
     if (receipt_out) receipt_out->receipt = receipt;
     Check(res.status(), receipt.acks.size());
     PyGetResult out{std::move(res->values), std::move(res->context), res->found};
-    if (out.values.size() > 1 && resolver_) {
+    // Taken before anything that may run Python code (a collection, another
+    // thread): alive through the call even if set_resolver replaces it.
+    py::object resolver = resolver_;
+    if (out.values.size() > 1 && resolver) {
       py::list values;
       for (const std::string& v : out.values) values.append(py::bytes(v));
-      py::object resolver = resolver_;  // alive through the call, even if it replaces itself
       py::object merged = resolver(values);
       out.values = {Bytes(merged, "the resolver's result")};
     }
@@ -308,8 +387,8 @@ class PyClient {
     py::list out;
     for (const ReplicaVersions& rv : replicas) {
       py::dict d;
-      d["node"] = rv.node;
-      if (!rv.error.empty()) d["error"] = rv.error;
+      d["node"] = NodeText(rv.node);
+      if (!rv.error.empty()) d["error"] = NodeText(rv.error);
       py::list versions;
       for (const auto& v : rv.versions) {
         py::dict vd;
@@ -421,6 +500,7 @@ void CloseAllAtExit() {
   WithoutGil([&] {
     for (const std::shared_ptr<Client>& c : open) c->Close();
     open.clear();
+    Drops().WaitForNone();  // each ends at most its client's timeout after the close
     return true;
   });
 }

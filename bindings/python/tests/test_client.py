@@ -196,8 +196,17 @@ def test_bad_input_raises_invalid_argument(cluster):
     with pytest.raises(dynamo.InvalidArgument, match="another key"):
         c.delete("bad-input-a", context=c.get("bad-input-b").context)
     assert c.get("bad-input-a").values == [b"1"]
-    with pytest.raises(dynamo.InvalidArgument):
+    with pytest.raises(TypeError, match="key must be bytes, bytearray or str, not int"):
         c.put(42, b"x")
+    with pytest.raises(TypeError, match="value must be"):
+        c.put("k", 42)
+    with pytest.raises(TypeError, match="context must be"):
+        c.put("k", b"x", context=42)
+    for seeds in ([("127.0.0.1", 7000)], ["127.0.0.1:7000", None], b"127.0.0.1:7000", 7000):
+        with pytest.raises(TypeError, match="seed"):
+            dynamo.Client(seeds)
+    with pytest.raises(dynamo.InvalidArgument, match="a seed is a str that is not valid UTF-8"):
+        dynamo.Client(["\udcff:7000"])
     with pytest.raises(dynamo.InvalidArgument):
         c.put("lone surrogate \udcff", b"x")
     for timeout in (0, -1.0, float("inf"), float("nan"), 1e30):
@@ -366,6 +375,8 @@ def test_a_forked_child_cannot_use_its_parents_client(cluster):
             code = 0
         except dynamo.Error:
             code = 2
+        if code == 0 and len(c.where("fork:k")) < 3:  # the snapshot from before the fork
+            code = 3
         del c
         os._exit(code)
     _, status = os.waitpid(pid, 0)
@@ -573,6 +584,48 @@ def test_a_program_exits_cleanly_with_daemon_threads_in_calls(cluster):
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout == "exiting\n"
+
+
+DROPPED_IN_A_DAEMON_THREAD = """
+import sys, threading, time, dynamo
+box = [dynamo.Client(sys.argv[1:], timeout=2.0)]
+box[0].put("drop:k", b"v")
+print("ready", flush=True)
+sys.stdin.readline()  # a node is paused now
+dropping = threading.Event()
+def drop():
+    c = box.pop()
+    try:
+        c.put("drop:k", b"w", w=1)
+    except dynamo.Error:
+        pass
+    dropping.set()
+    del c  # the last reference: it drains, waiting for the paused node's copy
+threading.Thread(target=drop, daemon=True).start()
+dropping.wait(30)
+time.sleep(0.2)
+print("exiting", flush=True)
+"""
+
+
+def test_a_client_dropped_in_a_daemon_thread_as_the_program_exits(fresh_cluster):
+    # The daemon thread drops the client's last reference while its drain
+    # waits for a paused node, and the program ends meanwhile. Before, the
+    # destructor took the GIL back once the drain ended, after the
+    # interpreter began to exit: Python ended the thread inside it, and the
+    # process aborted. Now the drain runs on a thread of its own.
+    for _ in range(3):
+        child = subprocess.Popen([sys.executable, "-c", DROPPED_IN_A_DAEMON_THREAD,
+                                  *fresh_cluster.seeds], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert child.stdout.readline() == "ready\n"
+            fresh_cluster.signal("n3", signal.SIGSTOP)
+            out, err = child.communicate("go\n", timeout=60)
+        finally:
+            fresh_cluster.signal("n3", signal.SIGCONT)
+        assert child.returncode == 0, err[-2000:]
+        assert out == "exiting\n"
 
 
 INTERRUPTED_BY_CTRL_C = """
