@@ -15,7 +15,8 @@ bool Contains(std::span<const NodeIndex> list, NodeIndex n) {
 
 }  // namespace
 
-ClusterMap::ClusterMap(Ring ring) : ring_(std::move(ring)) {}
+ClusterMap::ClusterMap(Ring ring, uint64_t cluster_id)
+    : ring_(std::move(ring)), cluster_id_(cluster_id) {}
 
 std::vector<NodeId> ClusterMap::PendingReplicas(PartitionId partition) const {
   std::vector<NodeId> out;
@@ -105,10 +106,20 @@ bool ClusterMap::MarkDone(const Transfer& t) {
 }
 
 bool ClusterMap::Merge(const ClusterMap& other) {
-  if (other.ring_.partition_count() != ring_.partition_count() ||
-      other.ring_.replicas() != ring_.replicas()) {
-    return false;
-  }
+  if (!SameCluster(other)) return false;
+  // A map from before clusters had ids takes the other's.
+  const bool adopted = cluster_id_ == 0 && other.cluster_id_ != 0;
+  if (adopted) cluster_id_ = other.cluster_id_;
+  return MergeSameCluster(other) || adopted;
+}
+
+bool ClusterMap::SameCluster(const ClusterMap& other) const {
+  return other.ring_.partition_count() == ring_.partition_count() &&
+         other.ring_.replicas() == ring_.replicas() &&
+         (cluster_id_ == 0 || other.cluster_id_ == 0 || cluster_id_ == other.cluster_id_);
+}
+
+bool ClusterMap::MergeSameCluster(const ClusterMap& other) {
   if (other.ring_.epoch() < ring_.epoch()) {
     // The peer has not seen this ring yet: its change (if any) was made from
     // an older ring and is made again from this one once the members it
@@ -130,7 +141,9 @@ bool ClusterMap::Merge(const ClusterMap& other) {
     // follow a change this one never saw that stopped owing one of them, and
     // the writes made meanwhile did not go to its node. Transfers are
     // idempotent; one done again costs a copy.
+    const uint64_t id = cluster_id_;
     *this = other;
+    cluster_id_ = id;
     return true;
   }
   bool changed = false;
@@ -141,7 +154,7 @@ bool ClusterMap::Merge(const ClusterMap& other) {
 std::string ClusterMap::Serialize() const {
   std::string out;
   MsgpackWriter w(&out);
-  w.Array(4);
+  w.Array(5);
   w.Uint(kMapFormat);
   w.Bin(ring_.Serialize());
   if (next_) {
@@ -154,6 +167,7 @@ std::string ClusterMap::Serialize() const {
     w.Uint(t.partition);
     w.Str(t.node);
   }
+  w.Uint(cluster_id_);
   return out;
 }
 
@@ -206,7 +220,9 @@ Result<ClusterMap> ClusterMap::Deserialize(std::string_view bytes) {
     t.node.assign(node);
     done.push_back(std::move(t));
   }
-  if (s.ok()) s = r.SkipN(fields - 4);
+  uint64_t cluster_id = 0;  // none in maps from before clusters had ids
+  if (s.ok() && fields >= 5) s = r.ReadUint(&cluster_id);
+  if (s.ok()) s = r.SkipN(fields - std::min<uint32_t>(fields, 5));
   if (s.ok()) s = r.ExpectEnd();
   if (!s.ok()) return corrupt(s);
   for (Transfer& t : done) {
@@ -217,6 +233,7 @@ Result<ClusterMap> ClusterMap::Deserialize(std::string_view bytes) {
   if (map.next_ && map.Awaiting().empty()) {
     return Status::Corruption("cluster map: a completed change was not switched");
   }
+  map.cluster_id_ = cluster_id;
   return map;
 }
 

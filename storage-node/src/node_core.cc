@@ -1017,11 +1017,12 @@ void NodeCore::HandleTransfer(Now now, uint64_t conn, uint64_t id, proto::Transf
 // ------------------------------------------------------------------ cluster requests
 
 void NodeCore::HandleGossip(Now now, uint64_t conn, uint64_t id, proto::GossipRequest req) {
+  Status merged = MergePeerGossip(now, req.from, req.members, req.ring);
+  if (!merged.ok()) {
+    ReplyError(conn, id, merged);
+    return;
+  }
   membership_.Contact(req.from, true, now.mono_ms);
-  bool members_changed = membership_.Merge(req.members, now.mono_ms);
-  bool map_changed = false;
-  if (map_ && !req.ring.empty()) map_changed = MergePeerMap(req.from, req.ring);
-  AfterClusterChange(now, map_changed, members_changed);
   Reply(conn, id,
         proto::GossipReply{epoch(), membership_.View(now.mono_ms), map_ ? map_->Serialize() : ""});
 }
@@ -1230,7 +1231,9 @@ void NodeCore::CreateCluster(Now now) {
     exited_ = true;
     return;
   }
-  map_ = ClusterMap(std::move(*ring));
+  // Drawn from this run's actor (random) rather than the node's generator,
+  // which steers gossip.
+  map_ = ClusterMap(std::move(*ring), Mix64(state_.actor ^ Mix64(now.wall_ms)) | 1);
   membership_.SetSelfStatus(proto::MemberStatus::kNormal);
   Log(LogLevel::kInfo, "created a new cluster: " + std::to_string(options_.partitions) +
                            " partitions, " + std::to_string(options_.replicas) + " replicas");
@@ -1336,28 +1339,57 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
   CheckSelfStatus(now);
 }
 
-bool NodeCore::MergePeerMap(const std::string& from, std::string_view bytes) {
-  Result<ClusterMap> theirs = ClusterMap::Deserialize(bytes);
-  if (!theirs.ok()) {
-    Log(LogLevel::kWarn,
-        "ignoring a bad cluster map from " + from + ": " + theirs.status().ToString());
-    return false;
+Status NodeCore::MergePeerGossip(Now now, const std::string& from,
+                                 const std::vector<proto::Member>& members,
+                                 std::string_view map_bytes) {
+  std::optional<ClusterMap> theirs;
+  if (map_ && !map_bytes.empty()) {
+    Result<ClusterMap> parsed = ClusterMap::Deserialize(map_bytes);
+    if (!parsed.ok()) {
+      Log(LogLevel::kWarn,
+          "ignoring a bad cluster map from " + from + ": " + parsed.status().ToString());
+    } else if (!map_->SameCluster(*parsed) && !RejoinsItsCluster(*parsed)) {
+      char ids[64];
+      std::snprintf(ids, sizeof ids, "id %016llx, this one's %016llx",
+                    static_cast<unsigned long long>(parsed->cluster_id()),
+                    static_cast<unsigned long long>(map_->cluster_id()));
+      const Status foreign = Status::InvalidArgument(
+          from + " is a node of another cluster (" + ids + "; " +
+          std::to_string(parsed->ring().partition_count()) + " partitions and " +
+          std::to_string(parsed->ring().replicas()) + " replicas, this one " +
+          std::to_string(map_->ring().partition_count()) + " and " +
+          std::to_string(map_->ring().replicas()) +
+          "): a seed or an address of another cluster? Neither its map nor its members are taken "
+          "in");
+      Log(LogLevel::kWarn, std::string(foreign.message()));
+      return foreign;
+    } else {
+      theirs = std::move(*parsed);
+    }
   }
-  // A ring of this node alone meets one that already had it among others:
-  // its directory was wiped and it started a cluster anew (the first node
-  // runs without a seed), so what it should hold is on the other replicas.
+  const bool members_changed = membership_.Merge(members, now.mono_ms);
+  const bool map_changed = theirs && MergePeerMap(std::move(*theirs));
+  AfterClusterChange(now, map_changed, members_changed);
+  return Status::OK();
+}
+
+// A ring of this node alone meets one that already had it among others: its
+// directory was wiped and it started a cluster anew (the first node runs
+// without a seed), so what it should hold is on the other replicas.
+bool NodeCore::RejoinsItsCluster(const ClusterMap& theirs) const {
+  return map_->ring().nodes().size() == 1 && !map_->next() && theirs.ring().nodes().size() > 1 &&
+         theirs.ring().Contains(options_.id) &&
+         theirs.ring().partition_count() == map_->ring().partition_count() &&
+         theirs.ring().replicas() == map_->ring().replicas();
+}
+
+bool NodeCore::MergePeerMap(ClusterMap theirs) {
   const bool alone = map_->ring().nodes().size() == 1 && !map_->next();
-  if (theirs->ring().partition_count() != map_->ring().partition_count() ||
-      theirs->ring().replicas() != map_->ring().replicas()) {
-    Log(LogLevel::kWarn,
-        "ignoring the cluster map of " + from + ": it has " +
-            std::to_string(theirs->ring().partition_count()) + " partitions and " +
-            std::to_string(theirs->ring().replicas()) + " replicas, this cluster " +
-            std::to_string(map_->ring().partition_count()) + " and " +
-            std::to_string(map_->ring().replicas()) + " (a seed of another cluster?)");
+  if (!map_->SameCluster(theirs)) {
+    map_ = std::move(theirs);  // RejoinsItsCluster: the cluster this node was created anew beside
+  } else if (!map_->Merge(theirs)) {
     return false;
   }
-  if (!map_->Merge(*theirs)) return false;
   if (alone && map_->ring().nodes().size() > 1 && map_->ring().Contains(options_.id)) {
     BeginCatchUp(
         "found an existing cluster that already had this node (started afresh with an empty "
@@ -1459,10 +1491,9 @@ void NodeCore::GossipRound(Now now) {
            if (!s.ok()) return;
            auto* gr = std::get_if<proto::GossipReply>(&reply->body);
            if (gr == nullptr) return;
-           bool members_changed = membership_.Merge(gr->members, now2.mono_ms);
-           bool map_changed = false;
-           if (!gr->ring.empty()) map_changed = MergePeerMap(peer ? *peer : address, gr->ring);
-           AfterClusterChange(now2, map_changed, members_changed);
+           Status merged = MergePeerGossip(now2, peer ? *peer : address, gr->members, gr->ring);
+           // The peer's address now serves another cluster: ours is not there.
+           if (!merged.ok() && peer) membership_.Contact(*peer, false, now2.mono_ms);
          });
   }
 }

@@ -2949,6 +2949,45 @@ TEST(NodeCoreTest, AFetchReadsOnlyWhatItsReplyHolds) {
 // port) gossips a map of another partition count. Before, the node adopted
 // it and, handing off partitions of its own count, aborted on a partition
 // the foreign ring does not have.
+// A node of another cluster of the same shape (its seed's address now
+// serves this cluster, a copied config): neither its map nor its members are
+// taken in, either way. Before, their members joined the other's ring.
+TEST(NodeCoreTest, ANodeOfAnotherClusterIsNotTakenIn) {
+  SimCluster sim(47);
+  FormCluster(sim, 3);
+  sim.AddNode("b1", {});
+  sim.AddNode("b2", {"b1"});
+  ASSERT_TRUE(sim.RunUntil(
+      [&] {
+        for (const char* id : {"b1", "b2"}) {
+          const auto& m = sim.core(id).map();
+          if (!m || m->next() || m->ring().nodes().size() != 2) return false;
+        }
+        return true;
+      },
+      60000));
+  const ClusterMap a = *sim.core("n1").map();
+  const ClusterMap b = *sim.core("b1").map();
+  ASSERT_NE(a.cluster_id(), b.cluster_id());
+  for (const auto& [to, from] : {std::pair<std::string, std::string>{"n1", "b1"}, {"b1", "n1"}}) {
+    Result<proto::Message> r =
+        sim.Request(to, proto::GossipRequest{from, sim.core(from).membership().View(sim.now()),
+                                             sim.core(from).map()->Serialize()});
+    ASSERT_TRUE(r.ok());
+    const auto* refused = std::get_if<proto::ErrorReply>(&r->body);
+    ASSERT_NE(refused, nullptr) << to << " took in the gossip of " << from;
+    EXPECT_NE(refused->message.find("another cluster"), std::string::npos) << refused->message;
+  }
+  sim.RunFor(10000);
+  for (const char* id : {"n1", "n2", "n3"}) {
+    EXPECT_FALSE(sim.core(id).membership().Find("b1").has_value()) << id;
+    EXPECT_EQ(sim.core(id).map()->ring().nodes(), a.ring().nodes()) << id;
+    EXPECT_FALSE(sim.core(id).map()->next().has_value()) << id;
+  }
+  EXPECT_FALSE(sim.core("b1").membership().Find("n1").has_value());
+  EXPECT_EQ(sim.core("b1").map()->ring().nodes(), b.ring().nodes());
+}
+
 TEST(NodeCoreTest, AMapOfAnotherPartitionCountIsIgnored) {
   SimCluster sim(45);
   FormCluster(sim, 3);

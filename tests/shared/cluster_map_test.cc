@@ -194,6 +194,30 @@ TEST(ClusterMapTest, MapsOfAnotherShapeAreNotMerged) {
   EXPECT_EQ(m, before);
 }
 
+TEST(ClusterMapTest, MapsOfAnotherClusterAreNotMerged) {
+  ClusterMap a(*Ring::Create(Names(3), 64, 3), 7);
+  const ClusterMap b(*Ring::Create(Names(4), 64, 3, 100), 8);
+  const ClusterMap before = a;
+  EXPECT_FALSE(a.SameCluster(b));
+  EXPECT_FALSE(a.Merge(b));
+  EXPECT_EQ(a, before);
+  // A map from before clusters had ids (four fields, read as id 0) takes
+  // the other's, and merges.
+  std::string bytes = ClusterMap(*Ring::Create(Names(3), 64, 3), 5).Serialize();
+  ASSERT_EQ(static_cast<uint8_t>(bytes[0]), 0x95);
+  ASSERT_EQ(bytes.back(), '\x05');
+  bytes[0] = static_cast<char>(0x94);
+  bytes.pop_back();
+  Result<ClusterMap> old = ClusterMap::Deserialize(bytes);
+  ASSERT_TRUE(old.ok()) << old.status().ToString();
+  EXPECT_EQ(old->cluster_id(), 0u);
+  EXPECT_TRUE(old->SameCluster(b));
+  EXPECT_TRUE(old->Merge(b));
+  EXPECT_EQ(old->cluster_id(), 8u);
+  EXPECT_EQ(old->ring(), b.ring());
+  EXPECT_EQ(ClusterMap::Deserialize(old->Serialize())->cluster_id(), 8u);
+}
+
 // Two joins through different seeds at the same time: the maps disagree at
 // the same epoch, and converge once both know both joiners.
 TEST(ClusterMapTest, ConcurrentJoinsConverge) {

@@ -29,7 +29,9 @@
 //
 // epoch() grows with every change a client must know about: a new or changed
 // `next`, and the switch. Recording finished transfers does not change it.
-// Maps of another partition count or replica count are never merged.
+// Maps of another cluster (another id, drawn when its first node created it)
+// or of another partition count or replica count are never merged; a map
+// without an id (from before clusters had ids) takes the other's.
 //
 // ClusterMap is a value. Thread-safety: const methods may run concurrently.
 #pragma once
@@ -62,9 +64,15 @@ struct Transfer {
 
 class ClusterMap {
  public:
-  explicit ClusterMap(Ring ring);
+  // `cluster_id` names the cluster (random, drawn once by the node that
+  // creates it); 0: none yet.
+  explicit ClusterMap(Ring ring, uint64_t cluster_id = 0);
 
   const Ring& ring() const { return ring_; }
+  uint64_t cluster_id() const { return cluster_id_; }
+  // Whether Merge would take `other` into account: the same partition and
+  // replica counts, and the same cluster id (or one without any).
+  bool SameCluster(const ClusterMap& other) const;
   const std::optional<Ring>& next() const { return next_; }
   // next's epoch while a change is pending, else ring's.
   uint64_t epoch() const { return next_ ? next_->epoch() : ring_.epoch(); }
@@ -84,21 +92,24 @@ class ClusterMap {
   // owed. Returns whether the map changed. Ignored when `t` is not a transfer
   // of the pending change.
   bool MarkDone(const Transfer& t);
-  // Merges a peer's map into this one (see above; a map of another
-  // partition or replica count is ignored). Returns whether this map changed.
+  // Merges a peer's map into this one (see above; a map of another cluster
+  // is ignored). Returns whether this map changed.
   bool Merge(const ClusterMap& other);
 
-  // msgpack: [format, ring, next or nil, [partition, node, ...] done].
+  // msgpack: [format, ring, next or nil, [partition, node, ...] done,
+  // cluster id]; maps without the id read as id 0.
   std::string Serialize() const;
   static Result<ClusterMap> Deserialize(std::string_view bytes);
   // Hash of ring and next (epochs included), not of the done set.
   uint64_t ContentHash() const;
 
   friend bool operator==(const ClusterMap& a, const ClusterMap& b) {
-    return a.ring_ == b.ring_ && a.next_ == b.next_ && a.done_ == b.done_;
+    return a.ring_ == b.ring_ && a.next_ == b.next_ && a.done_ == b.done_ &&
+           a.cluster_id_ == b.cluster_id_;
   }
 
  private:
+  bool MergeSameCluster(const ClusterMap& other);
   void SwitchIfComplete();
   void SetNext(std::optional<Ring> next);
 
@@ -106,6 +117,7 @@ class ClusterMap {
   std::optional<Ring> next_;
   std::vector<Transfer> transfers_;  // of next_, sorted
   std::set<Transfer> done_;          // a subset of transfers_
+  uint64_t cluster_id_ = 0;
 };
 
 }  // namespace dynamo

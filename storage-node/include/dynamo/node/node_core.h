@@ -482,8 +482,17 @@ class NodeCore {
   void CreateCluster(Now now);
   void TryJoin(Now now);
   void AfterClusterChange(Now now, bool map_changed, bool members_changed);
-  // Merges a peer's cluster map; returns whether ours changed.
-  bool MergePeerMap(const std::string& from, std::string_view bytes);
+  // Merges a peer's gossip (its members, and its map unless empty), then
+  // reconciles. InvalidArgument, with nothing merged, for a peer of another
+  // cluster (another id or shape), which the caller answers or ignores.
+  Status MergePeerGossip(Now now, const std::string& from,
+                         const std::vector<proto::Member>& members, std::string_view map_bytes);
+  // Whether this node, alone in a cluster it created, meets the cluster that
+  // had it among its members (its directory was wiped).
+  bool RejoinsItsCluster(const ClusterMap& theirs) const;
+  // Merges a peer's cluster map of this cluster (or, RejoinsItsCluster,
+  // takes it); returns whether ours changed.
+  bool MergePeerMap(ClusterMap theirs);
   // Writes the map and members; `done`, when given, runs once the write is
   // finished (synced when `sync`) with its status.
   void Persist(bool sync, std::function<void(Status)> done = {});
