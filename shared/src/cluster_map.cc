@@ -114,8 +114,7 @@ bool ClusterMap::Merge(const ClusterMap& other) {
 }
 
 bool ClusterMap::SameCluster(const ClusterMap& other) const {
-  return other.ring_.partition_count() == ring_.partition_count() &&
-         other.ring_.replicas() == ring_.replicas() &&
+  return SameShape(other) &&
          (cluster_id_ == 0 || other.cluster_id_ == 0 || cluster_id_ == other.cluster_id_);
 }
 

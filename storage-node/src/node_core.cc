@@ -1309,8 +1309,8 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
   if (map_changed) {
     map_changed_ms_ = now.mono_ms;
     AbandonTransfersNoLongerOwed();
-    // Also a ring of the same epoch: two switches made apart (joins through
-    // two seeds) tie on the epoch, and the merge keeps one by hash.
+    // Also a ring of the same epoch: two changes switched apart (removals
+    // through two nodes) tie on the epoch, and the merge keeps one by hash.
     if (!last_ring_ || !(*last_ring_ == map_->ring())) {
       if (last_ring_) NoteRingSwitch(*last_ring_);
       last_ring_ = map_->ring();
@@ -1377,14 +1377,14 @@ Status NodeCore::MergePeerGossip(Now now, const std::string& from,
 // directory was wiped and it started a cluster anew (the first node runs
 // without a seed), so what it should hold is on the other replicas.
 bool NodeCore::RejoinsItsCluster(const ClusterMap& theirs) const {
-  return map_->ring().nodes().size() == 1 && !map_->next() && theirs.ring().nodes().size() > 1 &&
-         theirs.ring().Contains(options_.id) &&
-         theirs.ring().partition_count() == map_->ring().partition_count() &&
-         theirs.ring().replicas() == map_->ring().replicas();
+  return AloneInItsRing() && theirs.ring().nodes().size() > 1 &&
+         theirs.ring().Contains(options_.id) && map_->SameShape(theirs);
 }
 
+bool NodeCore::AloneInItsRing() const { return map_->ring().nodes().size() == 1 && !map_->next(); }
+
 bool NodeCore::MergePeerMap(ClusterMap theirs) {
-  const bool alone = map_->ring().nodes().size() == 1 && !map_->next();
+  const bool alone = AloneInItsRing();
   if (!map_->SameCluster(theirs)) {
     map_ = std::move(theirs);  // RejoinsItsCluster: the cluster this node was created anew beside
   } else if (!map_->Merge(theirs)) {

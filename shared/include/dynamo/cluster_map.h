@@ -70,8 +70,13 @@ class ClusterMap {
 
   const Ring& ring() const { return ring_; }
   uint64_t cluster_id() const { return cluster_id_; }
-  // Whether Merge would take `other` into account: the same partition and
-  // replica counts, and the same cluster id (or one without any).
+  // The same partition and replica counts.
+  bool SameShape(const ClusterMap& other) const {
+    return other.ring_.partition_count() == ring_.partition_count() &&
+           other.ring_.replicas() == ring_.replicas();
+  }
+  // Whether Merge would take `other` into account: the same shape, and the
+  // same cluster id (or one without any).
   bool SameCluster(const ClusterMap& other) const;
   const std::optional<Ring>& next() const { return next_; }
   // next's epoch while a change is pending, else ring's.

@@ -490,6 +490,8 @@ class NodeCore {
   // Whether this node, alone in a cluster it created, meets the cluster that
   // had it among its members (its directory was wiped).
   bool RejoinsItsCluster(const ClusterMap& theirs) const;
+  // The ring holds this node alone, with no change pending.
+  bool AloneInItsRing() const;
   // Merges a peer's cluster map of this cluster (or, RejoinsItsCluster,
   // takes it); returns whether ours changed.
   bool MergePeerMap(ClusterMap theirs);
