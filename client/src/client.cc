@@ -100,7 +100,8 @@ class Client::Impl {
     proto::Limits l;
     l.key_bytes_max = std::max(l.key_bytes_max, o.key_bytes_max);
     l.value_bytes_max = std::max(l.value_bytes_max, o.value_bytes_max);
-    l.frame_bytes_max = std::max<uint32_t>(l.frame_bytes_max, 4 * l.value_bytes_max);
+    l.frame_bytes_max = static_cast<uint32_t>(
+        std::max<uint64_t>(l.frame_bytes_max, 4 * uint64_t{l.value_bytes_max}));
     return l;
   }
 
@@ -978,6 +979,14 @@ Result<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   if (options.refresh_interval_ms == 0) return Status::InvalidArgument("refresh interval must be positive");
   if (options.operations_max == 0)
     return Status::InvalidArgument("operations_max must be positive");
+  if (options.key_bytes_max == 0 || options.key_bytes_max > proto::kKeyBytesCeiling) {
+    return Status::InvalidArgument("key_bytes_max must be 1 to " +
+                                   std::to_string(proto::kKeyBytesCeiling));
+  }
+  if (options.value_bytes_max == 0 || options.value_bytes_max > proto::kValueBytesCeiling) {
+    return Status::InvalidArgument("value_bytes_max must be 1 to " +
+                                   std::to_string(proto::kValueBytesCeiling));
+  }
   auto impl = std::make_unique<Impl>(std::move(options));
   Status s = impl->Start();
   if (!s.ok()) return s;

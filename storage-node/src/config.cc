@@ -169,7 +169,7 @@ const std::vector<Key>& Keys() {
               "new one begun; the newest 5 files are kept",
               64u << 10, 1ull << 40,
               [](NodeConfig& c) -> uint64_t& { return c.rocksdb.info_log_bytes_max; }),
-      UintKey("limits", "key_bytes_max", "largest key accepted", 1, 64u << 10,
+      UintKey("limits", "key_bytes_max", "largest key accepted", 1, proto::kKeyBytesCeiling,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.key_bytes_max; }),
       UintKey("limits", "value_bytes_max", "largest value accepted", 1, kValueBytesMaxLimit,
               [](NodeConfig& c) -> uint32_t& { return c.node.limits.value_bytes_max; }),

@@ -42,7 +42,7 @@ constexpr uint32_t kStoredItemsMax = 1u << 20;
 // serve and hand off, never "corrupt" (which the next merge would replace);
 // a record's own length bounds its fields.
 proto::Limits StoredLimits(proto::Limits limits) {
-  limits.value_bytes_max = std::max(limits.value_bytes_max, kValueBytesMaxLimit);
+  limits = proto::WithStoredDataLimits(limits);
   limits.frame_bytes_max = UINT32_MAX;
   limits.items_max = kStoredItemsMax;
   limits.siblings_max = kStoredItemsMax;
@@ -182,10 +182,10 @@ bool NodeCore::WithKeyLock(std::string key, size_t queued_max, std::function<voi
   return true;
 }
 
-Status NodeCore::KeyQueueFull(std::string_view key) const {
+Status NodeCore::KeyQueueFull() const {
   return Status::Busy("node " + options_.id + " already has " +
-                      std::to_string(options_.key_writes_queued_max) + " writes of key '" +
-                      std::string(key) + "' waiting (limits.key_writes_queued_max)");
+                      std::to_string(options_.key_writes_queued_max) +
+                      " writes of this key waiting (limits.key_writes_queued_max)");
 }
 
 NodeCore::Unlock NodeCore::MakeUnlock(const std::string* key) {
@@ -709,7 +709,7 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
   });
   if (!queued) {
     ++stats_.requests_refused_busy;
-    ReplyError(conn, id, KeyQueueFull(op->request.key));
+    ReplyError(conn, id, KeyQueueFull());
   }
 }
 
@@ -845,7 +845,7 @@ void NodeCore::HandleReplicaPut(Now now, uint64_t conn, uint64_t id, proto::Repl
       });
   if (!queued) {
     ++stats_.requests_refused_busy;
-    ReplyError(conn, id, KeyQueueFull(req.key));
+    ReplyError(conn, id, KeyQueueFull());
     return;
   }
   ++(hinted ? stats_.hints_stored : stats_.replica_puts);

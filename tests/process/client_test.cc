@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "dynamo/net/event_loop.h"
+#include "dynamo/proto/codec.h"
 #include "process/inspect_all.h"
 #include "process/process_cluster.h"
 
@@ -348,6 +349,15 @@ TEST(ClientProcessTest, OperationsPastTheClientsLimitFailWithBusy) {
   none.seeds = Seeds(c, 1);
   none.operations_max = 0;
   EXPECT_EQ(Client::Open(none).status().code(), StatusCode::kInvalidArgument);
+  // Past what any node may be configured to take (and, for values, past
+  // where the frame limit derived from it wrapped around 32 bits).
+  ClientOptions huge;
+  huge.seeds = Seeds(c, 1);
+  huge.value_bytes_max = proto::kValueBytesCeiling + 1;
+  EXPECT_EQ(Client::Open(huge).status().code(), StatusCode::kInvalidArgument);
+  huge.value_bytes_max = proto::kValueBytesCeiling;
+  huge.key_bytes_max = proto::kKeyBytesCeiling + 1;
+  EXPECT_EQ(Client::Open(huge).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(ClientProcessTest, DeletesHideTheKeyAndLeaveTombstones) {

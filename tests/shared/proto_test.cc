@@ -124,6 +124,73 @@ TEST(ProtoTest, OversizeKeyAndValueNameTheLimit) {
             StatusCode::kInvalidArgument);
 }
 
+// Data already stored travels against the ceilings, not the receiver's
+// current limits: a value stored before value_bytes_max was lowered on every
+// node is still handed off, transferred and compared. What a request brings
+// in new is held to the limits.
+TEST(ProtoTest, StoredDataIsReadAgainstTheCeilingsAndNewDataAgainstTheLimits) {
+  Limits lowered;
+  lowered.key_bytes_max = 1024;
+  lowered.value_bytes_max = 1024;
+  const std::string long_key(4096, 'k');
+  auto with_value = [](std::string value) {
+    return Version{Dot{1, 1}, {}, 0, false, false, std::move(value)};
+  };
+  const SiblingSet big = {with_value(std::string(4096, 'v'))};
+  const std::vector<Body> stored = {
+      GetReply{1, big},
+      FetchRequest{{long_key}},
+      FetchReply{1, {KeyedSiblings{long_key, big}}},
+      PushRequest{PushPurpose::kHint, {KeyedSiblings{long_key, big}}},
+      PurgeRequest{{PurgeRequest::Entry{long_key, 7}}},
+      TransferRequest{3, long_key, 10, 1 << 20},
+      TransferReply{1, {KeyedSiblings{long_key, big}}, false},
+  };
+  for (const Body& body : stored) {
+    Result<Message> r = DecodeMessage(Body_(EncodeFrame({5, body})), lowered);
+    EXPECT_TRUE(r.ok()) << static_cast<int>(TypeOf(body)) << ": " << r.status().ToString();
+    EXPECT_TRUE(CarriesStoredData(TypeOf(body)));
+  }
+  const std::vector<Body> fresh = {
+      GetRequest{long_key},
+      CoordPutRequest{"k", {}, std::string(4096, 'v'), false},
+      ReplicaPutRequest{"k", big, ""},
+      ReplicaPutRequest{long_key, {with_value("v")}, ""},
+  };
+  for (const Body& body : fresh) {
+    EXPECT_EQ(DecodeMessage(Body_(EncodeFrame({5, body})), lowered).status().code(),
+              StatusCode::kInvalidArgument)
+        << static_cast<int>(TypeOf(body));
+    EXPECT_FALSE(CarriesStoredData(TypeOf(body)));
+  }
+  // The ceilings still hold.
+  Limits wide;
+  wide.frame_bytes_max = 1u << 30;
+  EXPECT_EQ(
+      DecodeMessage(Body_(EncodeFrame({5, FetchRequest{{std::string(kKeyBytesCeiling + 1, 'k')}}})),
+                    wide)
+          .status()
+          .code(),
+      StatusCode::kInvalidArgument);
+}
+
+// An error's message is cut so that every decoder takes it in: a Busy that
+// quoted a long key was a ProtocolError at the client, which closed the
+// connection and failed every call on it.
+TEST(ProtoTest, ALongErrorMessageIsCutToWhatDecodersTakeIn) {
+  // A 3-byte UTF-8 character straddles the cut.
+  std::string message = std::string(kErrorMessageBytesMax - 5, 'm') + "\xe2\x82\xac" + "tail";
+  message += std::string(5000, 'x');
+  ErrorReply e = MakeError(Status::Busy(message), 3);
+  EXPECT_LE(e.message.size(), kErrorMessageBytesMax);
+  EXPECT_EQ(e.message.substr(e.message.size() - 3), "...");
+  EXPECT_EQ(e.message.find("\xe2"), std::string::npos);  // not cut inside the character
+  Result<Message> r = DecodeMessage(Body_(EncodeFrame({4, e})), Limits{});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(std::get<ErrorReply>(r->body).code, StatusCode::kBusy);
+  EXPECT_EQ(MakeError(Status::Busy("short"), 0).message, "short");
+}
+
 // A push of many minimal versions (8 bytes each on the wire) would take
 // about 11 times its frame in memory decoded; what a message takes decoded is
 // counted before it is allocated and bounded by four times the frame limit
@@ -359,6 +426,17 @@ TEST(FrameDecoderTest, ManyFramesInOneFeed) {
     EXPECT_EQ(DecodeMessage(body, Limits{})->request_id, i);
   }
   EXPECT_FALSE(*dec.Next(&body));
+}
+
+// A limit near 4 GiB: the header's length plus its own 4 bytes wrapped
+// around in 32 bits, and a body of 4 GiB was taken from a 5-byte buffer.
+TEST(FrameDecoderTest, ALengthNearTheTopOfItsRangeDoesNotWrap) {
+  FrameDecoder dec(0xFFFFFFFCu);
+  dec.Feed(std::string("\xff\xff\xff\xfc\x01", 5));
+  std::string_view body;
+  Result<bool> r = dec.Next(&body);
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(*r);
 }
 
 TEST(FrameDecoderTest, OversizeHeaderFailsBeforeTheBody) {

@@ -37,10 +37,11 @@ test::CorruptingEngine CorruptView(node::Engine& engine, const std::set<std::str
       });
 }
 
-// Sends a message through the codec, as the wire would.
-Result<proto::Message> OverTheWire(proto::Message msg) {
+// Sends a message through the codec, as the wire would: decoded against the
+// receiver's limits.
+Result<proto::Message> OverTheWire(const proto::Message& msg, const proto::Limits& limits) {
   std::string frame = proto::EncodeFrame(msg);
-  return proto::DecodeMessage(std::string_view(frame).substr(proto::kFrameHeaderBytes), proto::Limits{});
+  return proto::DecodeMessage(std::string_view(frame).substr(proto::kFrameHeaderBytes), limits);
 }
 
 bool Verbose() {
@@ -262,13 +263,42 @@ void SimCluster::Deliver(const std::string& from, uint64_t from_gen, const std::
       auto f = nodes_.find(from);
       if (f == nodes_.end() || f->second->gen != from_gen) return;
     }
-    Result<proto::Message> wire = OverTheWire(msg);
-    if (!wire.ok()) return;
+    Result<proto::Message> wire = OverTheWire(msg, it->second->options.limits);
     const uint64_t conn = next_conn_++;
     routes_[conn] = route;
+    if (!wire.ok()) {
+      // Answered as a connection answers a request it cannot decode.
+      SendReply(to, conn, msg.request_id, proto::MakeError(wire.status(), 0));
+      return;
+    }
     Trace(2, Hash64(to) ^ Mix64(static_cast<uint64_t>(proto::TypeOf(wire->body))));
     it->second->core->OnRequest(NowFor(to), conn, std::move(*wire));
     Pump(to);
+  });
+}
+
+void SimCluster::SendReply(const std::string& from, uint64_t conn, uint64_t request_id,
+                           proto::Body body) {
+  auto rt = routes_.find(conn);
+  if (rt == routes_.end()) return;
+  Route route = std::move(rt->second);
+  routes_.erase(rt);
+  proto::Message msg{request_id, std::move(body)};
+  if (tamper_replies_) tamper_replies_(from, route.caller, msg);
+  ++messages_;
+  if (!route.caller.empty() && !Reachable(from, route.caller)) return;
+  const std::string caller = route.caller;
+  Transmit(caller, [this, route = std::move(route), msg = std::move(msg)]() {
+    if (route.caller.empty()) {
+      if (route.external) route.external(OverTheWire(msg, proto::Limits{}));
+      return;
+    }
+    auto c = nodes_.find(route.caller);
+    if (c == nodes_.end() || !c->second->up || c->second->gen != route.caller_gen) return;
+    Result<proto::Message> wire = OverTheWire(msg, c->second->options.limits);
+    Trace(3, Hash64(route.caller) ^ route.token);
+    c->second->core->OnCallDone(NowFor(route.caller), route.token, std::move(wire));
+    Pump(route.caller);
   });
 }
 
@@ -280,27 +310,7 @@ void SimCluster::Pump(const std::string& id) {
     const uint64_t gen = n.gen;
     for (node::Action& action : actions) {
       if (auto* reply = std::get_if<node::ReplyAction>(&action)) {
-        auto rt = routes_.find(reply->conn);
-        if (rt == routes_.end()) continue;
-        Route route = std::move(rt->second);
-        routes_.erase(rt);
-        proto::Message msg{reply->request_id, std::move(reply->body)};
-        if (tamper_replies_) tamper_replies_(id, route.caller, msg);
-        ++messages_;
-        if (!route.caller.empty() && !Reachable(id, route.caller)) continue;
-        const std::string caller = route.caller;
-        Transmit(caller, [this, route = std::move(route), msg = std::move(msg)]() {
-          Result<proto::Message> wire = OverTheWire(msg);
-          if (route.caller.empty()) {
-            if (route.external) route.external(std::move(wire));
-            return;
-          }
-          auto c = nodes_.find(route.caller);
-          if (c == nodes_.end() || !c->second->up || c->second->gen != route.caller_gen) return;
-          Trace(3, Hash64(route.caller) ^ route.token);
-          c->second->core->OnCallDone(NowFor(route.caller), route.token, std::move(wire));
-          Pump(route.caller);
-        });
+        SendReply(id, reply->conn, reply->request_id, std::move(reply->body));
       } else if (auto* call = std::get_if<node::CallAction>(&action)) {
         const uint64_t token = call->token;
         ScheduleOn(id, now_ + call->timeout_ms, [this, id, gen, token] {

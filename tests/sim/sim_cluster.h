@@ -151,6 +151,8 @@ class SimCluster {
   };
   void Schedule(uint64_t at, std::function<void()> fn);
   void Pump(const std::string& id);
+  // Sends `from`'s reply on `conn` to the caller its route names.
+  void SendReply(const std::string& from, uint64_t conn, uint64_t request_id, proto::Body body);
   void ScheduleTick(const std::string& id);
   uint64_t Latency();
   bool Reachable(const std::string& from, const std::string& to) const;

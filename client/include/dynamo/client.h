@@ -94,6 +94,7 @@ struct ClientOptions {
   // before repairing the stale ones. Default: 100 ms.
   uint64_t read_repair_window_ms = 100;
   // Largest key and value sent. Default: 2 KiB, 1 MiB (the nodes' defaults).
+  // At most 64 KiB and 256 MiB, the most a node may be configured to take.
   uint32_t key_bytes_max = 2u << 10;
   uint32_t value_bytes_max = 1u << 20;
   // Operations started and not yet reported (blocking and asynchronous

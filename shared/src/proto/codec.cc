@@ -263,13 +263,15 @@ class Decoder {
   // (Resize); records read back from storage are trusted and pass SIZE_MAX.
   Decoder(std::string_view body, const Limits& limits, size_t decoded_bytes_max = SIZE_MAX)
       : r_(body, ReaderLimits(limits)),
-        lim_(limits),
+        lim_(&limits),
         decoded_bytes_max_(decoded_bytes_max),
         decoded_bytes_(body.size()) {}
 
   size_t decoded_bytes() const { return decoded_bytes_; }
 
   MsgpackReader& reader() { return r_; }
+  // From here on reads fields against `limits` (which must outlive it).
+  void UseLimits(const Limits& limits) { lim_ = &limits; }
 
   // Opens a payload or record array of at least `fields` fields; Close()
   // skips any extra fields a newer peer appended.
@@ -327,10 +329,10 @@ class Decoder {
     std::string_view v;
     DYNAMO_RETURN_IF_ERROR(r_.ReadBin(&v));
     if (v.empty()) return Status::InvalidArgument("empty key");
-    if (v.size() > lim_.key_bytes_max) {
+    if (v.size() > lim_->key_bytes_max) {
       return Status::InvalidArgument("key of " + std::to_string(v.size()) +
                                      " bytes exceeds key_bytes_max (" +
-                                     std::to_string(lim_.key_bytes_max) + ")");
+                                     std::to_string(lim_->key_bytes_max) + ")");
     }
     key->assign(v);
     return Status::OK();
@@ -338,17 +340,17 @@ class Decoder {
   Status Value(std::string* value) {
     std::string_view v;
     DYNAMO_RETURN_IF_ERROR(r_.ReadBin(&v));
-    if (v.size() > lim_.value_bytes_max) {
+    if (v.size() > lim_->value_bytes_max) {
       return Status::InvalidArgument("value of " + std::to_string(v.size()) +
                                      " bytes exceeds value_bytes_max (" +
-                                     std::to_string(lim_.value_bytes_max) + ")");
+                                     std::to_string(lim_->value_bytes_max) + ")");
     }
     value->assign(v);
     return Status::OK();
   }
   Status Text(std::string* s) {
     std::string_view v;
-    DYNAMO_RETURN_IF_ERROR(r_.ReadStr(&v, lim_.text_bytes_max));
+    DYNAMO_RETURN_IF_ERROR(r_.ReadStr(&v, lim_->text_bytes_max));
     s->assign(v);
     return Status::OK();
   }
@@ -367,7 +369,7 @@ class Decoder {
 
   Status Clock(VersionVector* vv) {
     uint32_t n = 0;
-    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, lim_.clock_entries_max * 3));
+    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, lim_->clock_entries_max * 3));
     if (n % 3 != 0) return Status::ProtocolError("version vector of " + std::to_string(n) + " items");
     if (n == 0) {
       *vv = VersionVector();
@@ -406,7 +408,7 @@ class Decoder {
 
   Status Siblings(SiblingSet* set) {
     uint32_t n = 0;
-    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, lim_.siblings_max));
+    DYNAMO_RETURN_IF_ERROR(r_.ReadArray(&n, lim_->siblings_max));
     DYNAMO_RETURN_IF_ERROR(Resize(set, n));
     for (Version& v : *set) DYNAMO_RETURN_IF_ERROR(Ver(&v));
     return Status::OK();
@@ -692,7 +694,7 @@ class Decoder {
     DYNAMO_RETURN_IF_ERROR(Open(4));
     DYNAMO_RETURN_IF_ERROR(UintAs(&m->partition, kMaxPartitions - 1));
     std::string_view after;
-    DYNAMO_RETURN_IF_ERROR(r_.ReadBin(&after, lim_.key_bytes_max));
+    DYNAMO_RETURN_IF_ERROR(r_.ReadBin(&after, lim_->key_bytes_max));
     m->after_key.assign(after);
     DYNAMO_RETURN_IF_ERROR(UintAs(&m->max_entries));
     DYNAMO_RETURN_IF_ERROR(Uint(&m->max_bytes));
@@ -722,7 +724,7 @@ class Decoder {
   }
 
   MsgpackReader r_;
-  const Limits& lim_;
+  const Limits* lim_;
   const size_t decoded_bytes_max_;
   size_t decoded_bytes_ = 0;
   // Unread trailing fields of each open record; records nest at most 4 deep.
@@ -774,6 +776,30 @@ Result<Body> DecodePayload(MessageType type, Decoder& d) {
 }
 
 }  // namespace
+
+static_assert(kErrorMessageBytesMax <= Limits{}.text_bytes_max);
+
+bool CarriesStoredData(MessageType type) {
+  switch (type) {
+    case MessageType::kGetReply:
+    case MessageType::kFetch:
+    case MessageType::kFetchReply:
+    case MessageType::kPush:
+    case MessageType::kPurge:
+    case MessageType::kTransfer:
+    case MessageType::kTransferReply:
+    case MessageType::kAeCompareReply:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Limits WithStoredDataLimits(Limits limits) {
+  limits.key_bytes_max = std::max(limits.key_bytes_max, kKeyBytesCeiling);
+  limits.value_bytes_max = std::max(limits.value_bytes_max, kValueBytesCeiling);
+  return limits;
+}
 
 MsgpackLimits ReaderLimits(const Limits& limits) {
   MsgpackLimits m;
@@ -832,6 +858,8 @@ Result<Message> DecodeMessage(std::string_view body, const Limits& limits, Envel
   if (s.ok()) s = r.ReadUint(&id);
   if (!s.ok()) return s;
   if (envelope) *envelope = Envelope{true, id, static_cast<uint16_t>(type)};
+  const Limits stored = WithStoredDataLimits(limits);
+  if (CarriesStoredData(static_cast<MessageType>(type))) d.UseLimits(stored);
   Result<Body> payload = DecodePayload(static_cast<MessageType>(type), d);
   if (!payload.ok()) return payload.status();
   s = r.SkipN(fields - 4);
@@ -930,9 +958,10 @@ Result<bool> FrameDecoder::Next(std::string_view* body) {
                                                    std::to_string(frame_bytes_max_) + ")"));
     return error_;
   }
-  if (end_ - start_ < kFrameHeaderBytes + len) return false;
+  const size_t frame = size_t{kFrameHeaderBytes} + len;
+  if (end_ - start_ < frame) return false;
   *body = std::string_view(buf_.data() + start_ + kFrameHeaderBytes, len);
-  start_ += kFrameHeaderBytes + len;
+  start_ += frame;
   return true;
 }
 

@@ -122,7 +122,18 @@ size_t CarriedBytes(const Body& body) {
 
 ErrorReply MakeError(const Status& status, uint64_t epoch) {
   DYNAMO_CHECK(!status.ok());
-  return ErrorReply{epoch, status.code(), std::string(status.message()), status.in_doubt()};
+  std::string_view message = status.message();
+  std::string text;
+  if (message.size() <= kErrorMessageBytesMax) {
+    text.assign(message);
+  } else {
+    constexpr std::string_view kCut = "...";
+    size_t keep = kErrorMessageBytesMax - kCut.size();
+    // Not inside a UTF-8 sequence: back up over its continuation bytes.
+    while (keep > 0 && (static_cast<unsigned char>(message[keep]) & 0xC0) == 0x80) --keep;
+    text.assign(message.substr(0, keep)).append(kCut);
+  }
+  return ErrorReply{epoch, status.code(), std::move(text), status.in_doubt()};
 }
 
 Status ToStatus(const ErrorReply& error) {

@@ -25,6 +25,10 @@
 namespace dynamo::proto {
 
 inline constexpr uint32_t kFrameHeaderBytes = 4;
+// The largest key and value any configuration accepts (a node's
+// limits.key_bytes_max and limits.value_bytes_max, a client's options).
+inline constexpr uint32_t kKeyBytesCeiling = 64u << 10;
+inline constexpr uint32_t kValueBytesCeiling = 256u << 20;
 
 struct Limits {
   // Largest frame body. Default: 64 MiB.
@@ -80,8 +84,19 @@ inline size_t DecodedBytesMax(const Limits& limits) {
 // take more than DecodedBytesMax(limits) in memory is refused with
 // InvalidArgument before that memory is allocated. *envelope, if given,
 // tells what the envelope held even when the payload fails.
+//
+// The key and value limits bound what a request brings in new: the keys of
+// Get, CoordPut and ReplicaPut, and the values of CoordPut and ReplicaPut. Messages that carry data
+// already stored (CarriesStoredData) are read against the ceilings instead, since a value stored
+// before a limit was lowered is data to serve and move, not an error.
 Result<Message> DecodeMessage(std::string_view body, const Limits& limits,
                               Envelope* envelope = nullptr);
+
+// Get replies, Fetch and its reply, Push, Purge, Transfer and its reply,
+// and Merkle key lists.
+bool CarriesStoredData(MessageType type);
+// `limits` with the key and value bounds raised to the ceilings.
+Limits WithStoredDataLimits(Limits limits);
 
 // A sibling set as a stored record (msgpack, the same layout as on the wire).
 void EncodeSiblings(const SiblingSet& set, MsgpackWriter& w);

@@ -317,7 +317,11 @@ bool IsReply(MessageType type);
 // The type's name, e.g. "CoordPut".
 std::string_view MessageTypeName(MessageType type);
 
-// An ErrorReply for `status` (which must not be OK).
+// Longest error message sent: one cut to it ends in "...", so that every
+// decoder (Limits::text_bytes_max) takes it in.
+inline constexpr size_t kErrorMessageBytesMax = 4u << 10;
+// An ErrorReply for `status` (which must not be OK), its message cut to
+// kErrorMessageBytesMax.
 ErrorReply MakeError(const Status& status, uint64_t epoch);
 // The Status an ErrorReply stands for.
 Status ToStatus(const ErrorReply& error);

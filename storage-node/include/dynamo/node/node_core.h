@@ -57,7 +57,7 @@ inline constexpr uint64_t kDefaultDiskFreeBytesMin = 1ull << 30;
 inline constexpr uint64_t kStorageErrorLogIntervalMs = 60'000;
 // The largest value any configuration accepts (limits.value_bytes_max): a
 // node reads what it stored under an earlier configuration against it.
-inline constexpr uint32_t kValueBytesMaxLimit = 256u << 20;
+inline constexpr uint32_t kValueBytesMaxLimit = proto::kValueBytesCeiling;
 
 struct NodeOptions {
   NodeId id;
@@ -476,7 +476,7 @@ class NodeCore {
   bool MergeInto(std::string key, SiblingSet incoming, std::string hint_for, bool sync,
                  size_t queued_max, std::function<void(Now, Status)> done);
   // The Busy answer to a client write of `key` refused at key_writes_queued_max.
-  Status KeyQueueFull(std::string_view key) const;
+  Status KeyQueueFull() const;
 
   // Cluster state.
   void CreateCluster(Now now);
