@@ -660,6 +660,17 @@ void NodeCore::HandleCoordPut(Now now, uint64_t conn, uint64_t id, proto::CoordP
       copts.retired = [this](ActorId a) { return !membership_.IsLiveActor(a); };
       Result<CoordinatorResult> update =
           CoordinatorUpdate(local, state_.actor, state_.counter_next, intent, copts);
+      if (update.ok() && update->written.dot.counter != state_.counter_next) {
+        // This run's actor has issued only counters below counter_next: a
+        // context (or a stored version) naming a later one is forged or
+        // corrupt, and taking it would move the counter past it, up to
+        // wrapping around.
+        update = Status::InvalidArgument("the write's context or the key's versions name version " +
+                                         std::to_string(update->written.dot.counter - 1) +
+                                         " of node " + options_.id +
+                                         "'s actor, which it has not issued (its next is " +
+                                         std::to_string(state_.counter_next) + ")");
+      }
       if (!update.ok()) {
         ReplyError(conn, id, update.status());
         op->unlock();

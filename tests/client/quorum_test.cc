@@ -206,6 +206,56 @@ TEST(RouteTest, PendingReplicasGetWritesUncounted) {
   }
 }
 
+// An LWW write that only the pending replica (not counted) acknowledged is
+// stored there, and the join makes it a replica: the write failed, but in
+// doubt. It was reported as certainly not applied.
+TEST(RouteTest, AnLwwWriteAPendingReplicaAcknowledgedIsInDoubt) {
+  ClusterMap map(*Ring::Create(Names(3), 64, 3));
+  map.Reconcile(Names(4));
+  const std::string key = KeyWithAPendingReplica(map);
+  WriteRequest req;
+  req.key = key;
+  req.value = "v";
+  req.lww = true;
+  req.w = 1;  // (at W=2 the write ends at the second refusal, the third still out)
+  WriteOp op(PlanRoute(map, key, AllHealthyExcept({})), req);
+  std::vector<Send> sent = op.Start();
+  ASSERT_EQ(sent.size(), 4u);
+  for (const Send& s : sent) {
+    if (op.target(s.target).node == "n4") op.OnReply(s.target, Ok(proto::Ack{5, 1}));
+  }
+  for (const Send& s : sent) {
+    if (op.target(s.target).node != "n4") op.OnReply(s.target, Refused());
+  }
+  ASSERT_TRUE(op.done());
+  EXPECT_FALSE(op.status().ok());
+  EXPECT_TRUE(op.status().in_doubt()) << op.status().ToString();
+}
+
+// A reply of the wrong type comes from a node that got the request and may
+// have applied it: in doubt, not "refused".
+TEST(WriteOpTest, AReplyOfTheWrongTypeLeavesTheWriteInDoubt) {
+  Fixture f;
+  WriteRequest req;
+  req.key = f.key;
+  req.value = "v";
+  WriteOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> first = op.Start();
+  ASSERT_EQ(first.size(), 1u);
+  op.OnReply(first[0].target, Ok(proto::Ack{1, 1}));
+  ASSERT_TRUE(op.done());
+  EXPECT_TRUE(op.status().in_doubt()) << op.status().ToString();
+
+  req.lww = true;
+  WriteOp lww(PlanRoute(f.map, f.key, AllHealthyExcept({})), req);
+  std::vector<Send> all = lww.Start();
+  ASSERT_EQ(all.size(), 3u);
+  lww.OnReply(all[0].target, Ok(proto::GetReply{1, {}}));
+  for (size_t i = 1; i < all.size() && !lww.done(); ++i) lww.OnReply(all[i].target, Refused());
+  ASSERT_TRUE(lww.done());
+  EXPECT_TRUE(lww.status().in_doubt()) << lww.status().ToString();
+}
+
 TEST(WriteOpTest, CoordinatorThenReplicasUntilW) {
   Fixture f;
   WriteRequest req;

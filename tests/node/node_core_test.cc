@@ -103,6 +103,36 @@ std::vector<std::string> WriteKeys(SimCluster& sim, int n, const std::string& va
   return keys;
 }
 
+// A context naming a counter of the node's actor that it never issued (a
+// forged or corrupt one) is refused: taken, it moved the node's counter
+// past it, up to wrapping around to 0, and every later write of the key
+// failed with "actor counter exhausted".
+TEST(NodeCoreTest, AContextNamingACounterTheNodeNeverIssuedIsRefused) {
+  SimCluster sim(1);
+  sim.AddNode("n1");
+  sim.RunFor(100);
+  Result<proto::Message> first = sim.Request("n1", proto::CoordPutRequest{"a", {}, "1", false});
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(first->body));
+  const uint64_t issued = std::get<proto::CoordPutReply>(first->body).dot.counter;
+  const ActorId actor = sim.core("n1").actor();
+  for (uint64_t forged : {UINT64_MAX - 1, UINT64_MAX, issued + 1}) {
+    VersionVector context = *VersionVector::FromEntries({ClockEntry{actor, forged, 1}});
+    Result<proto::Message> r = sim.Request("n1", proto::CoordPutRequest{"k", context, "v", false});
+    ASSERT_TRUE(r.ok());
+    const auto* err = std::get_if<proto::ErrorReply>(&r->body);
+    ASSERT_NE(err, nullptr) << forged;
+    EXPECT_EQ(err->code, StatusCode::kInvalidArgument);
+    if (forged != UINT64_MAX) {  // else: "actor counter exhausted"
+      EXPECT_NE(err->message.find("has not issued"), std::string::npos) << err->message;
+    }
+  }
+  // The counter goes on from where it was, and the key can be written.
+  VersionVector seen = *VersionVector::FromEntries({ClockEntry{actor, issued, 1}});
+  Result<proto::Message> next = sim.Request("n1", proto::CoordPutRequest{"k", seen, "v", false});
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(next->body));
+  EXPECT_EQ(std::get<proto::CoordPutReply>(next->body).dot.counter, issued + 1);
+}
+
 TEST(NodeCoreTest, CoordPutAssignsDotsAndKeepsConcurrentWrites) {
   SimCluster sim(1);
   sim.AddNode("n1");

@@ -276,7 +276,7 @@ std::vector<Send> WriteOp::TryCoordinator() {
     const std::string why = "no coordinator accepted the write: " + last_error_.ToString();
     const Status s =
         last_error_.code() == StatusCode::kBusy ? Status::Busy(why) : Status::Unavailable(why);
-    Finish(s.WithInDoubt(coordinator_maybe_applied_));
+    Finish(s.WithInDoubt(maybe_applied_));
     return {};
   }
   const size_t i = coordinators_[next_coordinator_++];
@@ -387,14 +387,17 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
       return Replicate();
     }
     state_[target] = 3;
-    last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to CoordPut") : status;
+    // A reply of another type: the node got the request, and may have applied it.
+    last_error_ = status.ok()
+                      ? Status::ProtocolError("unexpected reply to CoordPut").WithInDoubt(true)
+                      : status;
     if (Definitive(last_error_, reply)) {
       Finish(last_error_.Annotate("write refused by " + t.node));
       return {};
     }
     if (MaybeApplied(reply, last_error_)) {
       // It may have been written: another coordinator would make a second version.
-      coordinator_maybe_applied_ = true;
+      maybe_applied_ = true;
       Finish(Status::Unavailable("the coordinator " + t.node + " failed after the write was sent: " +
                                  last_error_.ToString() + "; it may have been applied anyway")
                  .WithInDoubt(true));
@@ -416,18 +419,23 @@ std::vector<Send> WriteOp::OnReply(size_t target, Reply reply) {
     if (counted) {
       NoteAck(target, false);
       if (t.role == Role::kFallback) ++receipt_.hints;
+    } else {
+      // A pending replica keeps the copy, and replicates it once its join ends.
+      maybe_applied_ = true;
     }
   } else {
     state_[target] = 3;
-    last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to ReplicaPut") : status;
+    last_error_ = status.ok()
+                      ? Status::ProtocolError("unexpected reply to ReplicaPut").WithInDoubt(true)
+                      : status;
     if (req_.lww && Invalid(last_error_)) {
       // Sent to every replica at once: the others may have applied it.
-      const bool elsewhere = acks_ > 0 || outstanding_ > 0 || coordinator_maybe_applied_;
+      const bool elsewhere = acks_ > 0 || outstanding_ > 0 || maybe_applied_;
       Finish(last_error_.Annotate("write refused by " + t.node)
                  .WithInDoubt(elsewhere || last_error_.in_doubt()));
       return {};
     }
-    if (req_.lww) coordinator_maybe_applied_ |= MaybeApplied(reply, last_error_);
+    if (req_.lww) maybe_applied_ |= MaybeApplied(reply, last_error_);
     // Also once W is met, and for a replica shedding load: the stand-in
     // keeps the N-th copy as a hint, which otherwise would wait for
     // anti-entropy.
@@ -455,8 +463,8 @@ void WriteOp::CheckDone() {
   }
   if (possible < w) {
     // An LWW write still out to a replica may yet be applied there.
-    const bool applied = coordinator_acked_ || acks_ > 0 || coordinator_maybe_applied_ ||
-                         (req_.lww && outstanding_ > 0);
+    const bool applied =
+        coordinator_acked_ || acks_ > 0 || maybe_applied_ || (req_.lww && outstanding_ > 0);
     Finish(Status::Unavailable("write acknowledged by " + std::to_string(acks_) + " of W=" +
                                std::to_string(w) + " required replicas (" + AckedNodes() +
                                "); last error: " + last_error_.ToString() +

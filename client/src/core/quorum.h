@@ -245,7 +245,9 @@ class WriteOp {
   size_t next_coordinator_ = 0;
   std::optional<size_t> coordinator_;
   bool coordinator_acked_ = false;
-  bool coordinator_maybe_applied_ = false;
+  // A node not counted in acks_ may hold the write: a coordinator or LWW
+  // replica that failed in doubt, or a pending replica that acknowledged.
+  bool maybe_applied_ = false;
   std::vector<uint8_t> state_;  // per target: 0 idle, 1 sent, 2 acked, 3 failed, 4 replaced
   size_t acks_ = 0;             // counted acknowledgements
   size_t outstanding_ = 0;
