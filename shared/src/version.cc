@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 #include <tuple>
+#include <unordered_map>
 
 #include "dynamo/placement.h"
 
@@ -133,31 +134,83 @@ bool Supersedes(const Version& w, const Version& v) {
 
 namespace {
 
-// Whether versions[from] covers versions[to], directly or through a chain of
-// versions each covering the next. Versions that cover each other (a cycle:
-// only a reused dot or a bad peer makes one) supersede none of each other,
-// so a merge keeps them all rather than dropping every one.
-bool Reaches(const std::vector<const Version*>& versions, size_t from, size_t to) {
-  // Usually `from` covers no version of the set: answer without allocating.
-  bool covers_any = false;
-  for (size_t j = 0; j < versions.size() && !covers_any; ++j) {
-    covers_any = j != from && versions[from]->context.Covers(versions[j]->dot);
-  }
-  if (!covers_any) return false;
-  std::vector<bool> seen(versions.size());
-  std::vector<size_t> stack{from};
-  seen[from] = true;
-  while (!stack.empty()) {
-    const size_t i = stack.back();
-    stack.pop_back();
-    for (size_t j = 0; j < versions.size(); ++j) {
-      if (seen[j] || !versions[i]->context.Covers(versions[j]->dot)) continue;
-      if (j == to) return true;
-      seen[j] = true;
-      stack.push_back(j);
+// Which of `versions` a merge drops: a version covered by another that it
+// does not reach back to through a chain of versions each covering the next.
+// Versions that cover each other (a cycle: only a reused dot or a bad peer
+// makes one) supersede none of each other, so a merge keeps them all rather
+// than dropping every one.
+//
+// A version no context of the set names (the usual sibling) is kept without
+// a search. The others are settled by the strongly connected components of
+// the cover graph (Tarjan's, without recursion): a version is dropped when a
+// version of another component covers it. At most n^2 cover tests in all,
+// however the versions cover each other.
+std::vector<bool> Superseded(const std::vector<const Version*>& versions) {
+  const size_t n = versions.size();
+  std::vector<bool> dropped(n, false);
+  std::unordered_map<ActorId, uint64_t> named;  // per actor, the highest counter a context names
+  for (const Version* v : versions) {
+    for (const ClockEntry& e : v->context.entries()) {
+      uint64_t& top = named[e.actor];
+      top = std::max(top, e.counter);
     }
   }
-  return false;
+  std::vector<size_t> candidates;
+  for (size_t i = 0; i < n; ++i) {
+    auto it = named.find(versions[i]->dot.actor);
+    if (it != named.end() && versions[i]->dot.counter <= it->second) candidates.push_back(i);
+  }
+  if (candidates.empty()) return dropped;
+
+  auto covers = [&](size_t from, size_t to) {
+    return versions[from]->context.Covers(versions[to]->dot);
+  };
+  constexpr size_t kUnseen = SIZE_MAX;
+  std::vector<size_t> index(n, kUnseen), low(n, 0), component(n, kUnseen), next(n, 0);
+  std::vector<size_t> stack, path;
+  std::vector<bool> on_stack(n, false);
+  size_t counter = 0, components = 0;
+  for (size_t root = 0; root < n; ++root) {
+    if (index[root] != kUnseen) continue;
+    path.push_back(root);
+    index[root] = low[root] = counter++;
+    stack.push_back(root);
+    on_stack[root] = true;
+    while (!path.empty()) {
+      const size_t v = path.back();
+      if (next[v] < n) {
+        const size_t w = next[v]++;
+        if (w == v || !covers(v, w)) continue;
+        if (index[w] == kUnseen) {
+          index[w] = low[w] = counter++;
+          stack.push_back(w);
+          on_stack[w] = true;
+          path.push_back(w);
+        } else if (on_stack[w]) {
+          low[v] = std::min(low[v], index[w]);
+        }
+        continue;
+      }
+      path.pop_back();
+      if (!path.empty()) low[path.back()] = std::min(low[path.back()], low[v]);
+      if (low[v] == index[v]) {
+        size_t w;
+        do {
+          w = stack.back();
+          stack.pop_back();
+          on_stack[w] = false;
+          component[w] = components;
+        } while (w != v);
+        ++components;
+      }
+    }
+  }
+  for (size_t i : candidates) {
+    for (size_t j = 0; j < n && !dropped[i]; ++j) {
+      dropped[i] = j != i && component[j] != component[i] && covers(j, i);
+    }
+  }
+  return dropped;
 }
 
 }  // namespace
@@ -189,14 +242,11 @@ SiblingSet MergeSiblings(const SiblingSet& a, const SiblingSet& b) {
     if (i + 1 < all.size() && all[i + 1]->dot == all[i]->dot) continue;
     unique.push_back(all[i]);
   }
+  const std::vector<bool> dropped = Superseded(unique);
   SiblingSet out;
   out.reserve(unique.size());
   for (size_t i = 0; i < unique.size(); ++i) {
-    bool superseded = false;
-    for (size_t j = 0; j < unique.size() && !superseded; ++j) {
-      superseded = j != i && unique[j]->context.Covers(unique[i]->dot) && !Reaches(unique, i, j);
-    }
-    if (!superseded) out.push_back(*unique[i]);
+    if (!dropped[i]) out.push_back(*unique[i]);
   }
   return out;
 }
