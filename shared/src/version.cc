@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <numeric>
 #include <tuple>
-#include <unordered_map>
 
 #include "dynamo/placement.h"
 
@@ -134,37 +133,27 @@ bool Supersedes(const Version& w, const Version& v) {
 
 namespace {
 
-// Which of `versions` a merge drops: a version covered by another that it
-// does not reach back to through a chain of versions each covering the next.
-// Versions that cover each other (a cycle: only a reused dot or a bad peer
-// makes one) supersede none of each other, so a merge keeps them all rather
-// than dropping every one.
-//
-// A version no context of the set names (the usual sibling) is kept without
-// a search. The others are settled by the strongly connected components of
-// the cover graph (Tarjan's, without recursion): a version is dropped when a
-// version of another component covers it. At most n^2 cover tests in all,
-// however the versions cover each other.
-std::vector<bool> Superseded(const std::vector<const Version*>& versions) {
-  const size_t n = versions.size();
-  std::vector<bool> dropped(n, false);
-  std::unordered_map<ActorId, uint64_t> named;  // per actor, the highest counter a context names
-  for (const Version* v : versions) {
-    for (const ClockEntry& e : v->context.entries()) {
-      uint64_t& top = named[e.actor];
-      top = std::max(top, e.counter);
-    }
-  }
-  std::vector<size_t> candidates;
-  for (size_t i = 0; i < n; ++i) {
-    auto it = named.find(versions[i]->dot.actor);
-    if (it != named.end() && versions[i]->dot.counter <= it->second) candidates.push_back(i);
-  }
-  if (candidates.empty()) return dropped;
+// Whether versions[from] covers versions[to] (never itself).
+bool CoversOther(const std::vector<const Version*>& versions, size_t from, size_t to) {
+  return from != to && versions[from]->context.Covers(versions[to]->dot);
+}
 
-  auto covers = [&](size_t from, size_t to) {
-    return versions[from]->context.Covers(versions[to]->dot);
-  };
+bool CoveredByAnother(const std::vector<const Version*>& versions, size_t i) {
+  for (size_t j = 0; j < versions.size(); ++j) {
+    if (CoversOther(versions, j, i)) return true;
+  }
+  return false;
+}
+
+// The merge of `versions` (distinct dots) when some may cover each other in a
+// cycle (only a reused dot or a bad peer makes one): the versions of a cycle
+// supersede none of each other, so a merge keeps them all rather than
+// dropping every one. The strongly connected components of the cover graph
+// (Tarjan's, without recursion) settle it: a version goes when a version of
+// another component covers it. At most 2 n^2 cover tests.
+SiblingSet KeepAcrossCycles(const std::vector<const Version*>& versions) {
+  const size_t n = versions.size();
+  auto covers = [&](size_t from, size_t to) { return CoversOther(versions, from, to); };
   constexpr size_t kUnseen = SIZE_MAX;
   std::vector<size_t> index(n, kUnseen), low(n, 0), component(n, kUnseen), next(n, 0);
   std::vector<size_t> stack, path;
@@ -180,7 +169,7 @@ std::vector<bool> Superseded(const std::vector<const Version*>& versions) {
       const size_t v = path.back();
       if (next[v] < n) {
         const size_t w = next[v]++;
-        if (w == v || !covers(v, w)) continue;
+        if (!covers(v, w)) continue;
         if (index[w] == kUnseen) {
           index[w] = low[w] = counter++;
           stack.push_back(w);
@@ -205,12 +194,16 @@ std::vector<bool> Superseded(const std::vector<const Version*>& versions) {
       }
     }
   }
-  for (size_t i : candidates) {
-    for (size_t j = 0; j < n && !dropped[i]; ++j) {
-      dropped[i] = j != i && component[j] != component[i] && covers(j, i);
+  SiblingSet out;
+  out.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    bool dropped = false;
+    for (size_t j = 0; j < n && !dropped; ++j) {
+      dropped = component[j] != component[i] && covers(j, i);
     }
+    if (!dropped) out.push_back(*versions[i]);
   }
-  return dropped;
+  return out;
 }
 
 }  // namespace
@@ -242,11 +235,18 @@ SiblingSet MergeSiblings(const SiblingSet& a, const SiblingSet& b) {
     if (i + 1 < all.size() && all[i + 1]->dot == all[i]->dot) continue;
     unique.push_back(all[i]);
   }
-  const std::vector<bool> dropped = Superseded(unique);
+  // A covered version goes, unless it covers one too: then it may be on a
+  // cycle, which the slower merge keeps (n^2 cover tests here, 2 n^2 there).
   SiblingSet out;
   out.reserve(unique.size());
   for (size_t i = 0; i < unique.size(); ++i) {
-    if (!dropped[i]) out.push_back(*unique[i]);
+    if (!CoveredByAnother(unique, i)) {
+      out.push_back(*unique[i]);
+      continue;
+    }
+    for (size_t j = 0; j < unique.size(); ++j) {
+      if (CoversOther(unique, i, j)) return KeepAcrossCycles(unique);
+    }
   }
   return out;
 }
