@@ -438,6 +438,66 @@ TEST(ProcessTest, AFailedDynamoctlStartStopsTheNodesItLaunched) {
   EXPECT_EQ(code_again, 0) << again;
 }
 
+// docs/cluster.md's own sequence: start, leave n3, stop, start again. The
+// node that left exits at once with status 3 when started on its data, which
+// failed the whole start and stopped the others; it is now recorded as gone,
+// and the cluster comes back without it. Also: a pid file that names a
+// process that ended does not hide a running node from `stop`, and a bad
+// --partitions is refused before anything is recorded.
+TEST(ProcessTest, ALocalClusterStartsAgainWithoutTheNodesThatLeft) {
+  ProcessCluster ports(3);
+  const std::string dir = ports.options().dir + "/ccm";
+  const std::string config = ports.options().dir + "/fast.toml";
+  std::ofstream(config) << kFastConfig;
+  struct StopAtEnd {
+    std::string dir;
+    ~StopAtEnd() { RunTool("dynamoctl cluster stop --dir " + dir); }
+  } stop_at_end{dir};
+  const std::string base = std::to_string(ports.options().base_port);
+  auto [bad, code_bad] = RunTool(
+      "dynamoctl cluster start --nodes 3 --partitions 1000 --base-port " + base + " --dir " + dir);
+  EXPECT_EQ(code_bad, 1) << bad;
+  EXPECT_NE(bad.find("power of two"), std::string::npos) << bad;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/cluster.conf"));
+
+  auto [out, code] = RunTool("dynamoctl cluster start --nodes 3 --partitions 16 --base-port " +
+                             base + " --dir " + dir + " --config " + config);
+  ASSERT_EQ(code, 0) << out;
+  pid_t n3 = 0;
+  std::ifstream(dir + "/n3/node.pid") >> n3;
+  ASSERT_GT(n3, 0);
+  auto [left, code_left] = RunTool("dynamoctl --seed 127.0.0.1:" + base + " leave n3");
+  ASSERT_EQ(code_left, 0) << left;
+  ASSERT_TRUE(Eventually([&] { return !cli::IsNodeProcess(n3, dir + "/n3/data"); }, 60000));
+
+  // n1's pid file names a process that has ended.
+  pid_t gone = ::fork();
+  if (gone == 0) ::_exit(0);
+  ASSERT_GT(gone, 0);
+  ::waitpid(gone, nullptr, 0);
+  std::ofstream(dir + "/n1/node.pid", std::ios::trunc) << gone << "\n";
+  auto [stopped, code_stop] = RunTool("dynamoctl cluster stop --dir " + dir);
+  EXPECT_EQ(code_stop, 0) << stopped;
+  EXPECT_NE(stopped.find("stopped n1"), std::string::npos) << stopped;
+  EXPECT_NE(stopped.find("stopped n2"), std::string::npos) << stopped;
+
+  auto [again, code_again] = RunTool("dynamoctl cluster start --dir " + dir);
+  ASSERT_EQ(code_again, 0) << again;
+  EXPECT_NE(again.find("n3 has left the cluster"), std::string::npos) << again;
+  auto [ring, code_ring] = RunTool("dynamoctl --seed 127.0.0.1:" + base + " ring");
+  EXPECT_EQ(code_ring, 0) << ring;
+  EXPECT_NE(ring.find("\nn2 "), std::string::npos) << ring;
+  EXPECT_EQ(ring.find("\nn3 "), std::string::npos) << ring;
+  auto [single, code_single] = RunTool("dynamoctl cluster start --dir " + dir + " --node n3");
+  EXPECT_EQ(code_single, 1) << single;
+  EXPECT_NE(single.find("n3 left the cluster"), std::string::npos) << single;
+  auto [stopped_again, code_stop_again] = RunTool("dynamoctl cluster stop --dir " + dir);
+  EXPECT_EQ(code_stop_again, 0) << stopped_again;
+  auto [third, code_third] = RunTool("dynamoctl cluster start --dir " + dir);
+  ASSERT_EQ(code_third, 0) << third;
+  EXPECT_NE(third.find("n3 left the cluster; not started"), std::string::npos) << third;
+}
+
 TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
   ProcessCluster ports(3);  // only for a free port block and a directory
   const std::string dir = ports.options().dir + "/ccm";

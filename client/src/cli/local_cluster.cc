@@ -30,6 +30,9 @@ constexpr uint64_t kProbeTimeoutMs = 1000;
 constexpr const char* kNodeDataDir = "data";  // under each node's directory
 // How long a failed start waits for each node it launched to stop on SIGTERM.
 constexpr uint64_t kStopAfterFailedStartMs = 10000;
+// dynamo-node's exit status when it finds it has left the cluster or was
+// removed from it (docs/cluster.md).
+constexpr int kExitRemoved = 3;
 
 uint64_t NowMs() {
   using namespace std::chrono;
@@ -116,7 +119,9 @@ Status WriteClusterConf(const LocalClusterOptions& o, const std::string& binary)
   f << "nodes=" << o.nodes << "\nbase_port=" << o.base_port << "\nengine=" << o.engine
     << "\npartitions=" << o.partitions << "\nreplicas=" << o.replicas
     << "\nconfig_file=" << absolute(o.config_file) << "\nlog_level=" << o.log_level
-    << "\nnode_binary=" << absolute(binary) << "\n";
+    << "\nnode_binary=" << absolute(binary) << "\ndeparted=";
+  for (size_t i = 0; i < o.departed.size(); ++i) f << (i ? "," : "") << o.departed[i];
+  f << "\n";
   return WriteFileAtomically(ConfPath(o.dir), f.str());
 }
 
@@ -128,6 +133,19 @@ Status CheckLayout(const LocalClusterOptions& o) {
   if (static_cast<size_t>(o.base_port) + o.nodes > 65536 || o.base_port < 1024) {
     return Status::InvalidArgument(
         "--base-port must leave room for every node below 65536 and be >= 1024");
+  }
+  // The nodes' own checks, made before anything is recorded: a bad value
+  // found by the first node left a record that every later start had to
+  // match.
+  if (o.partitions != 0 && !IsValidPartitionCount(o.partitions)) {
+    return Status::InvalidArgument("--partitions must be a power of two from 1 to " +
+                                   std::to_string(kMaxPartitions));
+  }
+  if (o.partitions != 0 && o.nodes > o.partitions) {
+    return Status::InvalidArgument("--nodes must be at most --partitions");
+  }
+  if (o.replicas > kMaxReplicas) {
+    return Status::InvalidArgument("--replicas must be from 1 to " + std::to_string(kMaxReplicas));
   }
   return Status::OK();
 }
@@ -161,9 +179,13 @@ class DirLock {
 
 // Why child `pid` ended, once it has: its exit status or signal, and its
 // log's last line.
-std::optional<std::string> EndedChild(pid_t pid, const std::string& log_file) {
+// When child `pid` has ended: how, with its log's last line. *exit_status
+// gets its exit status (-1 when a signal ended it).
+std::optional<std::string> EndedChild(pid_t pid, const std::string& log_file,
+                                      int* exit_status = nullptr) {
   int status = 0;
   if (::waitpid(pid, &status, WNOHANG) != pid) return std::nullopt;
+  if (exit_status) *exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   std::string why = WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status))
                                         : "exit status " + std::to_string(WEXITSTATUS(status));
   const std::string last = LastLine(log_file);
@@ -202,6 +224,12 @@ Result<LocalClusterOptions> ReadLocalClusterConf(const std::string& dir) {
     if (k == "config_file") o.config_file = v;
     if (k == "log_level") o.log_level = v;
     if (k == "node_binary") o.node_binary = v;
+    if (k == "departed") {
+      std::stringstream ids(v);
+      for (std::string id; std::getline(ids, id, ',');) {
+        if (!id.empty()) o.departed.push_back(id);
+      }
+    }
   }
   if (Status s = CheckLayout(o); !s.ok()) {
     return Status::Corruption(ConfPath(dir).string() + ": " + std::string(s.message()));
@@ -212,16 +240,21 @@ Result<LocalClusterOptions> ReadLocalClusterConf(const std::string& dir) {
 std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options) {
   std::vector<LocalNode> out;
   for (size_t i = 1; i <= options.nodes; ++i) {
-    LocalNode n;
-    n.id = "n" + std::to_string(i);
+    LocalNode n = NodeUnder(options.dir, "n" + std::to_string(i));
     n.address = net::Endpoint{"127.0.0.1", static_cast<uint16_t>(options.base_port + i - 1)};
-    n.dir = (fs::path(options.dir) / n.id).string();
-    n.data_dir = (fs::path(n.dir) / kNodeDataDir).string();
-    n.log_file = (fs::path(n.dir) / "node.log").string();
-    n.pid_file = (fs::path(n.dir) / "node.pid").string();
     out.push_back(std::move(n));
   }
   return out;
+}
+
+LocalNode NodeUnder(const std::string& dir, const std::string& id) {
+  LocalNode n;
+  n.id = id;
+  n.dir = (fs::path(dir) / id).string();
+  n.data_dir = (fs::path(n.dir) / kNodeDataDir).string();
+  n.log_file = (fs::path(n.dir) / "node.log").string();
+  n.pid_file = (fs::path(n.dir) / "node.pid").string();
+  return n;
 }
 
 Result<std::string> FindNodeBinary(const std::string& hint) {
@@ -377,6 +410,14 @@ std::optional<pid_t> FindNodeProcess(const std::string& data_dir) {
   return std::nullopt;
 }
 
+std::optional<pid_t> RunningNode(const LocalNode& node) {
+  std::optional<pid_t> pid = ReadPid(node.pid_file);
+  if (pid && IsNodeProcess(*pid, node.data_dir)) return pid;
+  std::error_code ec;
+  if (!fs::is_directory(node.data_dir, ec)) return std::nullopt;
+  return FindNodeProcess(node.data_dir);
+}
+
 Status WaitForConvergence(const std::vector<net::Endpoint>& nodes, size_t expected,
                           uint64_t timeout_ms, std::string* detail,
                           const std::function<Status()>& alive) {
@@ -434,27 +475,40 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
   }
   Result<std::unique_ptr<DirLock>> lock = DirLock::Take(options.dir);
   if (!lock.ok()) return lock.status();
-  std::vector<LocalNode> layout = LocalLayout(options);
-  for (const LocalNode& n : layout) {
-    std::optional<pid_t> pid = ReadPid(n.pid_file);
-    if (pid && IsNodeProcess(*pid, n.data_dir)) {
+  const std::vector<LocalNode> all = LocalLayout(options);
+  for (const LocalNode& n : all) {
+    if (std::optional<pid_t> pid = RunningNode(n)) {
       return Status::InvalidArgument(n.id + " is already running (pid " + std::to_string(*pid) +
                                      "); run 'dynamoctl cluster stop --dir " + options.dir + "' first");
     }
   }
-  std::vector<net::Endpoint> addresses;
+  LocalClusterOptions record = options;
+  auto departed = [&record](const std::string& id) {
+    return std::find(record.departed.begin(), record.departed.end(), id) != record.departed.end();
+  };
+  std::vector<LocalNode> layout;
+  for (const LocalNode& n : all) {
+    if (departed(n.id)) {
+      out << n.id << " left the cluster; not started\n";
+    } else {
+      layout.push_back(n);
+    }
+  }
+  if (layout.empty()) {
+    return Status::InvalidArgument("every node of the cluster under " + options.dir +
+                                   " has left it; a new cluster needs a new --dir");
+  }
   for (const LocalNode& n : layout) {
     if (!PortFree(n.address)) {
       return Status::InvalidArgument("port " + std::to_string(n.address.port) + " for " + n.id +
                                      " is in use; choose another --base-port");
     }
-    addresses.push_back(n.address);
   }
   // A directory whose first node has data holds a stopped cluster: its
   // nodes already know the ring, so all start before the wait.
   std::error_code exists_error;
-  const bool restart = fs::exists(layout[0].data_dir, exists_error);
-  DYNAMO_RETURN_IF_ERROR(WriteClusterConf(options, *binary));
+  const bool restart = fs::exists(all[0].data_dir, exists_error);
+  DYNAMO_RETURN_IF_ERROR(WriteClusterConf(record, *binary));
   const uint64_t deadline = NowMs() + options.wait_ms;
   auto remaining = [&] { return deadline - std::min(deadline, NowMs()); };
   struct Started {
@@ -463,11 +517,25 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
     bool reaped = false;  // exited, and waited for
   };
   std::vector<Started> started;
-  // Our own children: a node that ended during the start fails it at once.
+  // Our own children: a node that ended during the start fails it at once,
+  // unless, in a restart, it exited because it has left the cluster: it is
+  // recorded as departed, and the wait starts again without it.
+  bool departure = false;
   auto check_alive = [&]() -> Status {
     for (Started& child : started) {
-      if (std::optional<std::string> why = EndedChild(child.pid, child.node->log_file)) {
+      if (child.reaped) continue;
+      int exit_status = 0;
+      if (std::optional<std::string> why =
+              EndedChild(child.pid, child.node->log_file, &exit_status)) {
         child.reaped = true;
+        if (restart && exit_status == kExitRemoved) {
+          record.departed.push_back(child.node->id);
+          DYNAMO_RETURN_IF_ERROR(WriteClusterConf(record, *binary));
+          out << child.node->id << " has left the cluster (" << *why
+              << "); recorded, and not started again\n";
+          departure = true;
+          return Status::Aborted(child.node->id + " has left the cluster");
+        }
         return Status::Aborted(child.node->id + " exited during startup (" + *why + ")");
       }
     }
@@ -519,10 +587,21 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
       }
     }
   }
-  std::string why;
-  Status s = WaitForConvergence(addresses, layout.size(), remaining(), &why, check_alive);
-  if (!s.ok()) return fail(s);
-  return Status::OK();
+  while (true) {
+    std::vector<net::Endpoint> addresses;
+    for (const Started& child : started) {
+      if (!departed(child.node->id)) addresses.push_back(child.node->address);
+    }
+    if (addresses.empty()) {
+      return fail(Status::InvalidArgument("every node of the cluster under " + options.dir +
+                                          " has left it; a new cluster needs a new --dir"));
+    }
+    departure = false;
+    std::string why;
+    Status s = WaitForConvergence(addresses, addresses.size(), remaining(), &why, check_alive);
+    if (s.ok()) return Status::OK();
+    if (!departure) return fail(s);
+  }
 }
 
 Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostream& out,
@@ -543,14 +622,17 @@ Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostr
     if (n.id == id) node = &n;
   }
   if (node == nullptr) return Status::InvalidArgument("no node " + id + " in the cluster under " + dir);
-  std::optional<pid_t> pid = ReadPid(node->pid_file);
-  if (pid && IsNodeProcess(*pid, node->data_dir)) {
+  if (std::find(options->departed.begin(), options->departed.end(), id) !=
+      options->departed.end()) {
+    return Status::InvalidArgument(id + " left the cluster under " + dir +
+                                   "; it cannot be started again on its data");
+  }
+  if (std::optional<pid_t> pid = RunningNode(*node)) {
     return Status::InvalidArgument(id + " is already running (pid " + std::to_string(*pid) + ")");
   }
   std::vector<net::Endpoint> seeds;
   for (const LocalNode& n : layout) {
-    std::optional<pid_t> other = ReadPid(n.pid_file);
-    if (n.id != id && other && IsNodeProcess(*other, n.data_dir)) seeds.push_back(n.address);
+    if (n.id != id && RunningNode(n)) seeds.push_back(n.address);
   }
   node->extra_args = restart.extra_args;
   Result<pid_t> started = SpawnNode(binary, *options, *node, seeds);
@@ -558,10 +640,24 @@ Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostr
   out << "started " << id << " on " << node->address.ToString() << " (pid " << *started << ")\n";
   const uint64_t deadline = NowMs() + restart.wait_ms;
   while (NowMs() < deadline) {
-    if (std::optional<std::string> why = EndedChild(*started, node->log_file)) {
+    int exit_status = 0;
+    if (std::optional<std::string> why = EndedChild(*started, node->log_file, &exit_status)) {
+      if (exit_status == kExitRemoved) {
+        options->departed.push_back(id);
+        DYNAMO_RETURN_IF_ERROR(WriteClusterConf(*options, options->node_binary));
+        return Status::Aborted(id + " has left the cluster (" + *why + "); recorded in " +
+                               ConfPath(dir).string());
+      }
       return Status::Aborted(id + " exited (" + *why + ")");
     }
-    if (FetchStatus({node->address}, kProbeTimeoutMs).ok()) return Status::OK();
+    // Up once it answers as a member: a node that has left answers for a
+    // moment, until it hears so, and then exits.
+    Result<StatusView> view = FetchStatus({node->address}, kProbeTimeoutMs);
+    if (view.ok() &&
+        std::any_of(view->members.begin(), view->members.end(),
+                    [&](const MemberView& m) { return m.id == id && m.state == "up"; })) {
+      return Status::OK();
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return Status::Timeout(id + " did not answer within " + std::to_string(restart.wait_ms) +
@@ -569,10 +665,8 @@ Status RestartLocalNode(const std::string& dir, const std::string& id, std::ostr
 }
 
 Status SignalLocalNode(const std::string& dir, const std::string& id, int signal, std::ostream& out) {
-  std::optional<pid_t> pid = ReadPid((fs::path(dir) / id / "node.pid").string());
-  if (!pid || !IsNodeProcess(*pid, (fs::path(dir) / id / kNodeDataDir).string())) {
-    return Status::NotFound(id + " is not running under " + dir);
-  }
+  std::optional<pid_t> pid = RunningNode(NodeUnder(dir, id));
+  if (!pid) return Status::NotFound(id + " is not running under " + dir);
   if (::kill(*pid, signal) != 0) {
     return Status::IOError("cannot signal " + id + " (pid " + std::to_string(*pid) +
                            "): " + Errno(errno));
@@ -593,15 +687,13 @@ Status StopLocalCluster(const std::string& dir, uint64_t timeout_ms, std::ostrea
   };
   std::vector<Running> running;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    fs::path pid_file = entry.path() / "node.pid";
-    const std::string data_dir = (entry.path() / kNodeDataDir).string();
-    std::optional<pid_t> pid = ReadPid(pid_file.string());
-    // A node whose pid file was lost (a start killed before writing it) is
-    // still found by its data directory.
-    if (!pid && fs::is_directory(data_dir, ec)) pid = FindNodeProcess(data_dir);
-    if (!pid) continue;
-    if (!IsNodeProcess(*pid, data_dir)) {
-      fs::remove(pid_file, ec);
+    const LocalNode node = NodeUnder(dir, entry.path().filename().string());
+    const std::string& data_dir = node.data_dir;
+    // A node whose pid file was lost (a start killed before writing it), or
+    // names a process that ended, is still found by its data directory.
+    std::optional<pid_t> pid = RunningNode(node);
+    if (!pid) {
+      if (ReadPid(node.pid_file)) fs::remove(node.pid_file, ec);
       continue;
     }
     ::kill(*pid, SIGTERM);

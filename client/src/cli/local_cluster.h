@@ -31,6 +31,10 @@ struct LocalClusterOptions {
   std::string config_file;  // passed to every node
   std::string log_level = "info";
   uint64_t wait_ms = 60000;  // for the ring to converge
+  // Nodes that left the cluster or were removed from it (a node exits with
+  // status 3 when it finds itself removed): a restart of the cluster does
+  // not start them again. Recorded in cluster.conf.
+  std::vector<std::string> departed;
 };
 
 struct LocalNode {
@@ -50,6 +54,8 @@ struct LocalNode {
 };
 
 std::vector<LocalNode> LocalLayout(const LocalClusterOptions& options);
+// Node `id`'s paths under `dir` (no address).
+LocalNode NodeUnder(const std::string& dir, const std::string& id);
 // The dynamo-node to run: `hint` if given, else the one beside this program,
 // else the first on PATH. NotFound if none.
 Result<std::string> FindNodeBinary(const std::string& hint);
@@ -64,6 +70,10 @@ Result<pid_t> SpawnNode(const std::string& binary, const LocalClusterOptions& op
 bool IsNodeProcess(pid_t pid, const std::string& data_dir);
 // The node process running on `data_dir`, found by its command line.
 std::optional<pid_t> FindNodeProcess(const std::string& data_dir);
+// The node running on `node`'s data directory: the pid its pid file names
+// if that is it, else the one found by its command line (a pid file left by
+// an earlier run, or lost, does not hide it).
+std::optional<pid_t> RunningNode(const LocalNode& node);
 // Waits until every node in `nodes` answers, all hold the same cluster map
 // with no change pending, its ring holds `expected` nodes, and every member
 // is up. On timeout, *detail says what was still missing. `alive`, if
