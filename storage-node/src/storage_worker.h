@@ -4,9 +4,11 @@
 //
 // Group commit: each time the thread wakes it takes everything queued, runs
 // the reads and scans, then applies every write of the group as one engine
-// batch with one sync if any of them asked for it. Reordering reads ahead of
-// writes is safe because the core never has a read and a write of the same
-// key queued at once (its per-key lock spans read, decide and write).
+// batch with one sync if any of them asked for it. Reads and scans may
+// overtake writes queued with them: a write still queued has not been
+// acknowledged, so a read it overtakes is concurrent with it (the core's
+// per-key lock spans the read, decide and write of one write; a Get takes
+// no lock).
 //
 // Execute, on the loop thread, avoids the thread switch when the engine can
 // answer without blocking: a read the engine answers from memory, and a
