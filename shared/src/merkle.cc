@@ -32,6 +32,11 @@ MerkleTree::MerkleTree(uint32_t depth) : depth_(depth) {
 
 uint64_t MerkleTree::KeyHash(std::string_view key) { return Hash64(key, kKeyHashSeed); }
 
+size_t MerkleTree::EmptyBytes(uint32_t depth) {
+  return ((size_t{2} << depth) - 1) * sizeof(MerkleSummary) +
+         (size_t{1} << depth) * sizeof(uint32_t);
+}
+
 void MerkleTree::Clear() {
   static_assert(kNoEntry == HashedTable<Entry>::kNone, "positions and links share the sentinel");
   levels_.assign((size_t{2} << depth_) - 1, MerkleSummary{});

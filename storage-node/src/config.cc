@@ -7,11 +7,16 @@
 #include <functional>
 #include <sstream>
 
+#include "dynamo/merkle.h"
 #include "dynamo/net/connection_pool.h"
 #include "sync_pacer.h"
 
 namespace dynamo::node {
 namespace {
+
+// The most the Merkle trees of every partition may take (--partitions times
+// MerkleTree::EmptyBytes(anti_entropy.merkle_depth)).
+constexpr uint64_t kMerkleTreesBytesMax = uint64_t{4} << 30;
 
 struct Key {
   const char* section;
@@ -219,8 +224,11 @@ const std::vector<Key>& Keys() {
               [](NodeConfig& c) -> uint64_t& { return c.node.ae_cycle_pause_ms; }),
       UintKey("anti_entropy", "batch_keys", "differing keys fetched and pushed per batch", 1, 4096,
               [](NodeConfig& c) -> size_t& { return c.node.ae_batch_keys; }),
-      UintKey("anti_entropy", "merkle_depth", "Merkle tree levels kept in memory per partition", 0,
-              kMaxMerkleDepth, [](NodeConfig& c) -> uint32_t& { return c.node.merkle_depth; }),
+      UintKey("anti_entropy", "merkle_depth",
+              "Merkle tree levels kept in memory per partition: 2^depth leaves of about 36 bytes "
+              "each, for every partition the node holds data of (at most --partitions times that "
+              "may be 4 GiB)",
+              0, kMaxMerkleDepth, [](NodeConfig& c) -> uint32_t& { return c.node.merkle_depth; }),
       UintKey("anti_entropy", "tombstone_grace_ms",
               "age before a tombstone every replica holds is purged; a node away longer catches up "
               "before serving reads, and hints older than this are dropped",
@@ -328,6 +336,16 @@ Status ValidateConfig(const NodeConfig& c) {
   }
   if (c.node.replicas < 1 || c.node.replicas > kMaxReplicas) {
     return Status::InvalidArgument("--replicas must be from 1 to " + std::to_string(kMaxReplicas));
+  }
+  // A node holding data of every partition keeps a tree for each.
+  const uint64_t trees_bytes =
+      uint64_t{c.node.partitions} * MerkleTree::EmptyBytes(c.node.merkle_depth);
+  if (trees_bytes > kMerkleTreesBytesMax) {
+    return Status::InvalidArgument(
+        "anti_entropy.merkle_depth " + std::to_string(c.node.merkle_depth) + " with --partitions " +
+        std::to_string(c.node.partitions) + " may keep " + std::to_string(trees_bytes >> 20) +
+        " MiB of Merkle trees; the depth must be lower (at most " +
+        std::to_string(kMerkleTreesBytesMax >> 20) + " MiB in all)");
   }
   const std::string& h = c.listen.host;
   const HostKind kind = KindOf(h);

@@ -330,6 +330,12 @@ TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
       RunTool("dynamo-node --id x --data-dir /tmp/dynamo-never --config " + cfg);
   EXPECT_EQ(code6, 1);
   EXPECT_NE(percent.find("storage.sync_spacing_percent"), std::string::npos) << percent;
+  // Merkle trees deep enough, over enough partitions, to take 150 GiB.
+  { std::ofstream(cfg) << "[anti_entropy]\nmerkle_depth = 16\n"; }
+  auto [deep, code7] =
+      RunTool("dynamo-node --id x --data-dir /tmp/dynamo-never --partitions 65536 --config " + cfg);
+  EXPECT_EQ(code7, 1);
+  EXPECT_NE(deep.find("MiB of Merkle trees"), std::string::npos) << deep;
   // A number that is not one, and values of another type, are refused too.
   for (const char* bad :
        {"[gossip]\nphi_threshold = nan\n", "[gossip]\nacceptable_pause_ms = inf\n",

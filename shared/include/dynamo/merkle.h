@@ -85,6 +85,9 @@ class MerkleTree {
   // `depth` levels are kept in memory: 2^depth leaves. Precondition: depth
   // <= kMaxMerkleDepth.
   explicit MerkleTree(uint32_t depth = kDefaultMerkleDepth);
+  // What a tree of `depth` takes in memory before any key: its summaries
+  // and leaf heads (about 36 bytes per leaf; 2.3 MiB at depth 16).
+  static size_t EmptyBytes(uint32_t depth);
 
   // Inserts `key` or replaces its digest. O(depth + log keys-per-leaf).
   void Put(std::string_view key, uint64_t digest);
