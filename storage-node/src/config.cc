@@ -109,6 +109,12 @@ const std::vector<Key>& Keys() {
               [](NodeConfig& c) -> bool& { return c.allow_remote; }),
       UintKey("node", "max_connections", "connections served at once; more are closed", 1, 1u << 20,
               [](NodeConfig& c) -> size_t& { return c.max_connections; }),
+      UintKey("node", "replies_queued_bytes_max",
+              "bytes of replies queued for all connections together past which a connection "
+              "holding more than 1 MiB of them takes in no more requests until its own are down "
+              "to half of that (0: no bound)",
+              0, size_t{1} << 40,
+              [](NodeConfig& c) -> size_t& { return c.replies_queued_bytes_max; }),
       UintKey("node", "idle_timeout_ms",
               "close connections idle this long (0: never; else above 60000, the clients' own)", 0,
               UINT32_MAX, [](NodeConfig& c) -> uint64_t& { return c.idle_timeout_ms; }),

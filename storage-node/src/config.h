@@ -33,6 +33,8 @@ struct NodeConfig {
   uint64_t sync_spacing_percent = 200;
   size_t max_connections = 1024;
   uint64_t idle_timeout_ms = 300000;
+  // net::ListenerOptions::replies_queued_bytes_max.
+  size_t replies_queued_bytes_max = size_t{1} << 30;
   // Longest wait for in-flight requests on SIGTERM/SIGINT.
   uint64_t shutdown_grace_ms = 10000;
   // After the node stopped on stored data that failed its checksum, its next

@@ -40,6 +40,8 @@ NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeSt
       out.emplace_back("connections_refused", listener_->refused());
       out.emplace_back("connections_evicted", listener_->evicted());
       out.emplace_back("connection_buffer_bytes", listener_->buffer_bytes());
+      out.emplace_back("connection_replies_queued_bytes", listener_->queued_bytes());
+      out.emplace_back("connection_reads_held_back", listener_->held_back());
     }
     if (!worker_) return;
     const StorageWorkerStats w = worker_->stats();
@@ -107,6 +109,7 @@ Result<int> NodeServer::Run() {
   RaiseFileLimit(config_.max_connections + kDescriptorsBesideConnections);
   net::ListenerOptions lopts;
   lopts.connections_max = config_.max_connections;
+  lopts.replies_queued_bytes_max = config_.replies_queued_bytes_max;
   lopts.connection.limits = config_.node.limits;
   lopts.connection.idle_timeout_ms = config_.idle_timeout_ms;
   Result<std::unique_ptr<net::Listener>> listener = net::Listener::Listen(

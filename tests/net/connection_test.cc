@@ -681,6 +681,70 @@ TEST(ConnectionTest, RequestsTakenInAndUnansweredAreBounded) {
   EXPECT_EQ(replies, 300u);
 }
 
+// Replies queued over all of a listener's connections are bounded: past
+// replies_queued_bytes_max, a connection whose peer does not read (and so
+// holds more than kRepliesHeldBackBytes of them) takes in no more requests,
+// while a connection whose peer reads goes on being served. Each took in
+// requests until its own 32 MiB pause, so a thousand such peers could make
+// a node hold 32 GiB.
+TEST(ListenerTest, RepliesQueuedOverAllConnectionsAreBounded) {
+  LoopThread lt;
+  ListenerOptions opts;
+  opts.replies_queued_bytes_max = 4u << 20;
+  EchoServer server(lt, opts);
+  auto requests = [&] { return lt.Run([&] { return server.requests(); }); };
+  constexpr int kRequests = 40;
+  constexpr size_t kReplyBytes = 1u << 20;
+  RawSocket slow(server.port());
+  ASSERT_TRUE(slow.connected());
+  std::string frames;
+  for (int i = 0; i < kRequests; ++i) {
+    proto::AppendFrame(static_cast<uint64_t>(i + 1),
+                       GetRequest{"big:" + std::to_string(kReplyBytes)}, &frames);
+  }
+  slow.Send(frames);
+  // Until the count stops moving: the socket buffers take a few replies,
+  // the budget the rest.
+  int taken = -1;
+  for (int stable = 0, i = 0; i < 500 && stable < 30; ++i) {
+    const int now = requests();
+    stable = now == taken ? stable + 1 : 0;
+    taken = now;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_LT(taken, 20) << "requests taken in from a peer that reads nothing";
+  const auto [queued, holds] = lt.Run(
+      [&] { return std::pair(server.listener().queued_bytes(), server.listener().held_back()); });
+  EXPECT_LE(queued, opts.replies_queued_bytes_max + 2 * kReplyBytes);
+  EXPECT_GE(holds, 1u);
+  // A peer that reads is still served.
+  RawSocket quick(server.port());
+  ASSERT_TRUE(quick.connected());
+  std::string one;
+  proto::AppendFrame(1, GetRequest{"small"}, &one);
+  quick.Send(one);
+  bool closed = false;
+  std::string got;
+  for (int i = 0; i < 100 && got.size() < proto::kFrameHeaderBytes + 8 && !closed; ++i) {
+    got += quick.ReadUntilClosed(50, &closed);
+  }
+  EXPECT_NE(got.find("small"), std::string::npos);
+  // Once the slow peer reads, it gets every reply.
+  size_t replies = 0;
+  proto::FrameDecoder dec(proto::Limits{}.frame_bytes_max);
+  for (int round = 0; round < 400 && replies < kRequests && !closed; ++round) {
+    dec.Feed(slow.ReadUntilClosed(50, &closed));
+    std::string_view body;
+    while (true) {
+      Result<bool> next = dec.Next(&body);
+      if (!next.ok() || !*next) break;
+      ++replies;
+    }
+  }
+  EXPECT_EQ(replies, size_t{kRequests});
+  EXPECT_EQ(lt.Run([&] { return server.listener().queued_bytes(); }), 0u);
+}
+
 // A connection that makes calls keeps reading their replies however much
 // it has queued to send: a peer that reads slowly made it stop reading once
 // half its queue held requests, and only a wholly written queue resumed it,

@@ -3538,6 +3538,9 @@ TEST(NodeCoreTest, CoordPutTruncatesTheContextDroppingNonMembersFirst) {
   sim.RunFor(100);
   const ActorId own = sim.core("n1").actor();
   const ActorId stranger = own ^ 0x5555;
+  // The node issues counter 1 first: a context may only name counters it issued.
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(
+      sim.Request("n1", proto::CoordPutRequest{"other", {}, "v", false})->body));
   std::vector<ClockEntry> entries{{own, 1, 1000}, {stranger, 5, 9000}};
   std::sort(entries.begin(), entries.end(),
             [](const ClockEntry& a, const ClockEntry& b) { return a.actor < b.actor; });

@@ -114,6 +114,7 @@ void Connection::Call(const proto::Body& request, uint64_t timeout_ms, ReplyCall
   deadlines_.emplace_back(deadline, id);
   std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
   if (deadlines_.front().second == id) ArmTimer();
+  Recharge();
   ScheduleFlush();
 }
 
@@ -139,7 +140,15 @@ void Connection::AppendReply(uint64_t request_id, const proto::Body& reply) {
         &batch_);
   }
   last_reply_end_ = written_bytes_ + queued_bytes();
+  Recharge();
   ScheduleFlush();
+}
+
+void Connection::Recharge() {
+  if (!budget_) return;
+  const size_t now = closed_ ? 0 : queued_bytes();
+  budget_->queued = budget_->queued - charged_ + now;
+  charged_ = now;
 }
 
 void Connection::ScheduleFlush() {
@@ -168,10 +177,12 @@ void Connection::Flush() {
     written_bytes_ += static_cast<size_t>(sent);
     if (static_cast<size_t>(sent) == batch_.size()) {
       batch_.clear();
+      Recharge();
       AfterWrite();
       return;
     }
     batch_.erase(0, static_cast<size_t>(sent));
+    Recharge();
   }
   std::swap(inflight_, batch_);
   batch_.clear();
@@ -183,6 +194,7 @@ void Connection::Flush() {
                       self->writing_ = false;
                       if (status >= 0) self->written_bytes_ += self->inflight_.size();
                       self->inflight_.clear();
+                      self->Recharge();
                       if (self->closed_) return;
                       if (status < 0) {
                         self->Close(Status::IOError("write: " + UvError(status)));
@@ -234,7 +246,8 @@ void Connection::OnRead(long nread) {
 
 void Connection::DispatchBuffered() {
   dispatching_ = true;
-  while (!closed_ && !closing_after_flush_ && unanswered_ < options_.requests_unanswered_max) {
+  while (!closed_ && !closing_after_flush_ && unanswered_ < options_.requests_unanswered_max &&
+         !OverBudget(kRepliesHeldBackBytes)) {
     std::string_view body;
     Result<bool> next = decoder_.Next(&body);
     if (!next.ok()) {
@@ -248,19 +261,21 @@ void Connection::DispatchBuffered() {
   dispatching_ = false;
   // Only replies count: requests this side queued (a connection that makes
   // calls) are no reason to stop reading the replies to them.
+  const bool held_back = OverBudget(kRepliesHeldBackBytes);
   if (!closed_ && reading_ &&
       ((replies_unsent() && queued_bytes() > options_.write_queue_bytes_max / 2) ||
-       unanswered_ >= options_.requests_unanswered_max)) {
+       unanswered_ >= options_.requests_unanswered_max || held_back)) {
     uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
     reading_ = false;
     read_paused_ = true;
+    if (held_back) ++budget_->holds;
   }
 }
 
 void Connection::MaybeResumeReading() {
   if (!read_paused_ || closed_ || closing_after_flush_ ||
       (replies_unsent() && queued_bytes() > options_.write_queue_bytes_max / 4) ||
-      unanswered_ > options_.requests_unanswered_max / 2) {
+      unanswered_ > options_.requests_unanswered_max / 2 || OverBudget(kRepliesHeldBackBytes / 2)) {
     return;
   }
   read_paused_ = false;
@@ -373,6 +388,7 @@ void Connection::Close(const Status& reason) {
   if (closed_) return;
   DYNAMO_CHECK(loop_.OnLoopThreadOrStopped());
   closed_ = true;
+  Recharge();
   timer_.Stop();
   if (reading_) uv_read_stop(reinterpret_cast<uv_stream_t*>(tcp_.get()));
   reading_ = false;
@@ -518,7 +534,12 @@ std::weak_ptr<Connection> Connect(EventLoop& loop, const Endpoint& peer,
 }
 
 Listener::Listener(EventLoop& loop, ListenerOptions options, Connection::RequestHandler on_request)
-    : loop_(loop), options_(std::move(options)), on_request_(std::move(on_request)) {}
+    : loop_(loop),
+      options_(std::move(options)),
+      on_request_(std::move(on_request)),
+      budget_(std::make_shared<ReplyBudget>()) {
+  budget_->max = options_.replies_queued_bytes_max;
+}
 
 Result<std::unique_ptr<Listener>> Listener::Listen(EventLoop& loop, const Endpoint& address,
                                                    ListenerOptions options,
@@ -615,6 +636,7 @@ void Listener::OnConnection(int status) {
     return;
   }
   conn->on_request_ = on_request_;
+  conn->budget_ = budget_;
   conn->Start();
   accepted_.push_back(conn);
 }

@@ -56,6 +56,18 @@ struct ConnectionOptions {
   uint64_t idle_timeout_ms = 0;
 };
 
+// Replies queued on all the connections of one listener (ListenerOptions::
+// replies_queued_bytes_max).
+struct ReplyBudget {
+  size_t max = 0;      // 0: no bound
+  size_t queued = 0;   // bytes queued to write, over every connection
+  uint64_t holds = 0;  // times a connection stopped taking in requests for it
+};
+
+// Past ReplyBudget::max, a connection holding more than this of the queued
+// bytes takes in no more requests until its own are down to half of it.
+inline constexpr size_t kRepliesHeldBackBytes = 1u << 20;
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // Gets the outcome of a call (call_outcome.h).
@@ -132,6 +144,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void CloseAfterFlush();
   void MaybeResumeReading();
   void FinishClose();
+  // Brings the budget's count up to date with queued_bytes() (0 once closed).
+  void Recharge();
+  // The listener's replies are over its budget and this connection holds
+  // more than `own` of them.
+  bool OverBudget(size_t own) const {
+    return budget_ && budget_->max != 0 && budget_->queued > budget_->max && queued_bytes() > own;
+  }
 
   EventLoop& loop_;
   ConnectionOptions options_;
@@ -168,6 +187,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string peer_;
   RequestHandler on_request_;
   CloseHandler on_close_;
+  std::shared_ptr<ReplyBudget> budget_;  // the listener's; null for a connection made
+  size_t charged_ = 0;                   // what this connection counts in budget_->queued
 };
 
 // Connects to `peer` (resolving a name if needed). `done` gets the connection
@@ -188,6 +209,14 @@ struct ListenerOptions {
   size_t connections_max = 1024;
   // 0: never replace an idle connection. Default: 1000 ms.
   uint64_t evict_idle_ms = 1000;
+  // Bytes queued to write on all the accepted connections together (replies
+  // their peers have not read yet) past which a connection holding more
+  // than kRepliesHeldBackBytes of them takes in no more requests until its
+  // own are down to half of that, so that peers slow to read cannot make
+  // the node hold up to connections_max times write_queue_bytes_max.
+  // Connections whose peers read keep being served. 0: no bound. Default:
+  // 1 GiB.
+  size_t replies_queued_bytes_max = size_t{1} << 30;
   // Default: 511.
   int backlog = 511;
 };
@@ -217,6 +246,10 @@ class Listener {
   uint64_t refused() const { return refused_; }
   // Idle connections closed to make room for a new one.
   uint64_t evicted() const { return evicted_; }
+  // Bytes queued to write on the open connections.
+  size_t queued_bytes() const { return budget_->queued; }
+  // Times a connection stopped taking in requests for replies_queued_bytes_max.
+  uint64_t held_back() const { return budget_->holds; }
 
  private:
   Listener(EventLoop& loop, ListenerOptions options, Connection::RequestHandler on_request);
@@ -231,6 +264,7 @@ class Listener {
   uint16_t port_ = 0;
   uint64_t refused_ = 0;
   uint64_t evicted_ = 0;
+  std::shared_ptr<ReplyBudget> budget_;
   std::vector<std::weak_ptr<Connection>> accepted_;
 };
 
