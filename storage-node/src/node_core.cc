@@ -228,15 +228,16 @@ std::optional<std::string> NodeCore::AddressOf(const NodeId& id) const {
   return m->address;
 }
 
+bool NodeCore::InPreferenceList(const Ring& ring, PartitionId p) const {
+  std::optional<NodeIndex> me = ring.IndexOf(options_.id);
+  if (!me) return false;
+  std::span<const NodeIndex> pref = ring.PreferenceIndices(p);
+  return std::find(pref.begin(), pref.end(), *me) != pref.end();
+}
+
 bool NodeCore::Replicates(PartitionId p) const {
   if (!map_) return false;
-  auto in = [&](const Ring& ring) {
-    std::optional<NodeIndex> me = ring.IndexOf(options_.id);
-    if (!me) return false;
-    std::span<const NodeIndex> pref = ring.PreferenceIndices(p);
-    return std::find(pref.begin(), pref.end(), *me) != pref.end();
-  };
-  return in(map_->ring()) || (map_->next() && in(*map_->next()));
+  return InPreferenceList(map_->ring(), p) || (map_->next() && InPreferenceList(*map_->next(), p));
 }
 
 bool NodeCore::ForAReplica(std::string_view hint) const {
@@ -348,6 +349,14 @@ void NodeCore::OnRequest(Now now, uint64_t conn, proto::Message message) {
   if (disk_low_ && (put || push)) {
     ++stats_.requests_refused_disk_low;
     RefuseUntracked(conn, id, Status::IOError(DiskLowReason() + ": writes refused, none applied"));
+    return;
+  }
+  if (!foreground && !push && carrying_.contains({conn, id})) {
+    // Its reply would release the bytes of the counted request in progress
+    // under that id.
+    RefuseUntracked(conn, id,
+                    Status::ProtocolError("request id " + std::to_string(id) +
+                                          " is in use by a read or write in progress"));
     return;
   }
   if (foreground || push) {
@@ -557,6 +566,18 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
     ReplyError(conn, id, gated.Annotate("ask another replica"));
     return;
   }
+  if (ForAReplica(req.hint) && !InPreferenceList(map_->ring(), p)) {
+    // A pending replica: it holds what its transfer copied, and a write its
+    // copy missed; its own switch gates the partition until it synced with
+    // the replicas it replaces. A client whose map switched first asks it.
+    ReplyError(
+        conn, id,
+        Status::Unavailable("node " + options_.id + " replicates partition " + std::to_string(p) +
+                            " only in the ring it is moving to, and has not switched to "
+                            "it yet; ask another replica"));
+    return;
+  }
+  const bool leftovers = !Replicates(p);
   std::vector<std::pair<Space, std::string>> keys = {{Space::kData, DataKey(p, req.key)}};
   if (!ForAReplica(req.hint)) {
     // A stand-in answers with every hinted copy of the key it holds, not only
@@ -579,7 +600,7 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
   });
   for (auto& [space, key] : keys) {
     Storage(ReadOp{space, key},
-            [this, hints = space == Space::kHints, merged, join](Now, StorageResult r) {
+            [this, hints = space == Space::kHints, leftovers, merged, join](Now, StorageResult r) {
               if (r.status.ok() && r.value) {
                 Result<SiblingSet> decoded = proto::DecodeSiblingSet(*r.value, stored_limits_);
                 if (!decoded.ok()) {
@@ -587,9 +608,14 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
                   join->One(Status::Corruption("stored value is corrupt"));
                   return;
                 }
-                // Read, an expired hint would be repaired back onto the replicas.
-                if (hints)
+                // Read, an expired hint, or a stand-in's own copy of a
+                // partition it does not replicate that a handoff would drop,
+                // would be repaired back onto the replicas.
+                if (hints) {
                   std::erase_if(*decoded, [this](const Version& v) { return HintExpired(v); });
+                } else if (leftovers) {
+                  stats_.handoff_stale_dropped += DropUntrustedLeftovers(*decoded);
+                }
                 *merged = MergeSiblings(*merged, *decoded);
               }
               join->One(r.status);
@@ -1909,7 +1935,9 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
 }
 
 bool NodeCore::HintExpired(const Version& v) const {
-  return v.timestamp_ms + options_.tombstone_grace_ms <= wall_ms_;
+  // Not v.timestamp_ms + grace: a stamp near 2^64 (bad input) would wrap.
+  return wall_ms_ >= options_.tombstone_grace_ms &&
+         v.timestamp_ms <= wall_ms_ - options_.tombstone_grace_ms;
 }
 
 // Hints older than the grace period, and versions of a partition this

@@ -830,9 +830,10 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
       Result<SiblingSet> set = proto::DecodeSiblingSet(v, stored_limits_);
       Result<DataKeyParts> parts = ParseDataKey(k);
       if (!set.ok() || !parts.ok() || set->empty() || HasLiveValue(*set)) continue;
-      if (NewestTimestamp(*set) + options_.tombstone_grace_ms + options_.clock_skew_max_ms >
-          wall_ms_)
-        continue;
+      // Purgeable once its newest stamp is grace plus skew old (compared
+      // without a sum that a stamp near 2^64 would wrap).
+      const uint64_t age_min = options_.tombstone_grace_ms + options_.clock_skew_max_ms;
+      if (wall_ms_ < age_min || NewestTimestamp(*set) > wall_ms_ - age_min) continue;
       candidates->push_back(Candidate{std::string(parts->key), SiblingDigest(*set)});
     }
     if (candidates->empty()) {

@@ -387,6 +387,17 @@ TEST(NodeCoreTest, RequestsBeyondTheBytesInFlightLimitAreRefusedWithBusy) {
   EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 4004u);
   sim.RunFor(1000);
   EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 0u);
+  // A request of a kind whose bytes are not counted (Stats, answered at
+  // once) under the id of a counted one in progress is refused: its reply
+  // released the counted one's bytes, over and over for a peer that repeats it.
+  sim.core("n1").OnRequest(
+      Now{sim.now(), sim.WallMs("n1")}, uint64_t{1} << 40,
+      proto::Message{9, proto::CoordPutRequest{"dup4", {}, std::string(4000, 'd'), false}});
+  sim.core("n1").OnRequest(Now{sim.now(), sim.WallMs("n1")}, uint64_t{1} << 40,
+                           proto::Message{9, proto::StatsRequest{}});
+  EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 4004u);
+  sim.RunFor(1000);
+  EXPECT_EQ(Counter(sim, "n1", "request_bytes_in_flight"), 0u);
   // Alone in progress, a copy larger than the limit (three siblings) is taken.
   SiblingSet large;
   for (ActorId actor : {51, 52, 53}) {
@@ -819,9 +830,24 @@ TEST(NodeCoreTest, AStandInsReadSeesTheKeysHintsForEveryPrimary) {
   std::vector<NodeId> named;
   for (const auto& r : std::get<proto::ErrorReply>(own->body).replicas) named.push_back(r.node);
   EXPECT_EQ(named, pref);
-  // Past the grace period the hint is not read (the reader would repair it
-  // back onto the replicas, over a tombstone that may be purged), and a hint
-  // that old is refused, not acknowledged and then dropped unread.
+  // A write the stand-in coordinated as a fallback is in its own data, and
+  // read with the hints.
+  proto::CoordPutRequest fallback{"sk", {}, "fallback", false};
+  fallback.hint = pref[1];
+  ASSERT_TRUE(std::holds_alternative<proto::CoordPutReply>(sim.Request(holder, fallback)->body));
+  auto both = sim.Request(holder, proto::GetRequest{"sk", pref[2]});
+  ASSERT_TRUE(std::holds_alternative<proto::GetReply>(both->body));
+  EXPECT_EQ(std::get<proto::GetReply>(both->body).siblings.size(), 2u);
+  // A hint stamped near 2^64 (bad input) is not taken for one past its
+  // grace period: the stamp plus the grace wrapped around.
+  SiblingSet far = set;
+  far[0].timestamp_ms = UINT64_MAX - 1000;
+  auto far_ack = sim.Request(holder, proto::ReplicaPutRequest{"far", far, pref[1]});
+  EXPECT_TRUE(std::holds_alternative<proto::Ack>(far_ack->body));
+  // Past the grace period neither the hint nor the fallback's own copy is
+  // read (the reader would repair them back onto the replicas, over a
+  // tombstone that may be purged: a handoff drops them the same way), and a
+  // hint that old is refused, not acknowledged and then dropped unread.
   sim.SkewClock(holder, static_cast<int64_t>(NodeOptions{}.tombstone_grace_ms));
   auto expired = sim.Request(holder, proto::GetRequest{"sk", pref[2]});
   ASSERT_TRUE(std::holds_alternative<proto::GetReply>(expired->body));
@@ -969,6 +995,39 @@ TEST(NodeCoreTest, DataStoredBeforeEveryNodeLoweredItsLimitsStillMoves) {
     EXPECT_EQ((*got)[0].value, value);
   }
   EXPECT_GT(on_n4, 0u);
+}
+
+// A node joining (in the next ring only) that has not switched yet does
+// not serve reads of the partitions it gains: it holds what its transfers
+// copied so far, and a client whose map switched first would read it as a
+// replica before its own switch gates the partition.
+TEST(NodeCoreTest, APendingReplicaDoesNotServeReadsBeforeItsSwitch) {
+  SimCluster sim(11);
+  FormCluster(sim, 3);
+  Write(sim, "n1", "pk", "v");
+  // Its transfers from n2 and n3 cannot finish: the change stays pending.
+  sim.AddNode("n4", {"n1"});
+  sim.Cut("n4", "n2");
+  sim.Cut("n4", "n3");
+  ASSERT_TRUE(sim.RunUntil(
+      [&] { return sim.core("n4").map() && sim.core("n4").map()->next().has_value(); }, 30000));
+  const ClusterMap& map = *sim.core("n4").map();
+  std::string key;
+  for (int i = 0; key.empty(); ++i) {
+    std::string k = "pk" + std::to_string(i);
+    const std::vector<NodeId> pref = map.next()->PreferenceList(map.next()->KeyPartition(k));
+    if (std::find(pref.begin(), pref.end(), "n4") != pref.end()) key = k;
+  }
+  auto r = sim.Request("n4", proto::GetRequest{key});
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(r->body)) << "a pending replica answered";
+  EXPECT_EQ(std::get<proto::ErrorReply>(r->body).code, StatusCode::kUnavailable);
+  ASSERT_TRUE(sim.core("n4").map()->next().has_value());  // still pending
+  // Writes to it (a client's copies to pending replicas) are taken.
+  auto w = sim.Request(
+      "n4", proto::ReplicaPutRequest{
+                key, CoordinatorUpdate({}, 9, 1, WriteIntent{{}, "w", false, 1})->siblings, ""});
+  EXPECT_TRUE(std::holds_alternative<proto::Ack>(w->body));
 }
 
 // `versions` blind writes of one key by `actor`: concurrent siblings.

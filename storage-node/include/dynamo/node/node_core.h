@@ -563,7 +563,9 @@ class NodeCore {
   void NoteHandoffRangeWritten(Space space, PartitionId partition, const NodeId& owner);
   void ReleasePage(const std::shared_ptr<Handoff>& h);
   void FinalGossipAndExit(Now now, int code, std::string reason);
+  // In the current ring's preference list of `p`, or the next ring's.
   bool Replicates(PartitionId p) const;
+  bool InPreferenceList(const Ring& ring, PartitionId p) const;
   // InvalidArgument when admitting `joiner` (`known`: an id with a record
   // here) would need more ring nodes than the ring can hold, or a member
   // record past kMaxMembersForJoins. Each seed judges by what it knows:
