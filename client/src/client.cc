@@ -220,8 +220,10 @@ class Client::Impl {
   void Leave(bool entered) {
     if (!entered) return;
     --posted_from_outside_;
-    // A close may be waiting for this count alone.
-    if (closing_) loop_.Post([this] { StopIfClosed(); });
+    // A close may be waiting for this count alone (not once the loop has
+    // stopped: nothing would run it, and calls on a closed client would
+    // pile posts up).
+    if (closing_ && !stopped_) loop_.Post([this] { StopIfClosed(); });
   }
   void PostEntered(bool entered, std::function<void()> fn) {
     if (!entered) {
@@ -243,6 +245,7 @@ class Client::Impl {
     }
     io_ = std::thread([this] {
       loop_.Run();
+      stopped_ = true;
       if (free_when_stopped_) delete this;
     });
     loop_.Post([this] {
@@ -480,6 +483,12 @@ class Client::Impl {
                                    std::to_string(options_.value_bytes_max) + ")");
   }
 
+  static Status CheckTimeout(uint64_t timeout_ms) {
+    if (timeout_ms <= kTimeoutMsMax) return Status::OK();
+    return Status::InvalidArgument("timeout must be at most " + std::to_string(kTimeoutMsMax) +
+                                   " ms (a week)");
+  }
+
   Status CheckKey(std::string_view key) const {
     if (key.empty()) return Status::InvalidArgument("empty key");
     if (key.size() > options_.key_bytes_max) {
@@ -654,8 +663,12 @@ class Client::Impl {
       CallForOp(t->address, s.body, wait, [this, state, idx, t, finish](Reply r) {
         Observe(t->node, r);
         const size_t redirects = state->op.redirects();
+        size_t hints = 0;
+        if constexpr (std::is_same_v<State, WriteState>) hints = state->op.hints();
         std::vector<Send> next = state->op.OnReply(idx, std::move(r));
         stats_.redirects += state->op.redirects() - redirects;
+        // Also those stored after the write reported (W met first).
+        if constexpr (std::is_same_v<State, WriteState>) stats_.hints += state->op.hints() - hints;
         Dispatch(state, std::move(next), finish);
         (this->*finish)(state);
       });
@@ -668,7 +681,6 @@ class Client::Impl {
     state->reported = true;
     state->timer.Stop();
     NoteEpoch(op.highest_epoch());
-    stats_.hints += op.hints();
     if (state->receipt_out) *state->receipt_out = op.receipt();
     if (!op.status().ok()) ++stats_.errors;
     auto done = std::move(state->done);
@@ -733,6 +745,9 @@ class Client::Impl {
                              if (auto s = weak.lock()) RepairRead(s);
                            });
       }
+      // Before the count drops: a close (from `done`, or another thread)
+      // that found no operation left would stop the loop under the repairs.
+      if (state->repair_due && op.all_in()) RepairRead(state);
       --running_ops_;
       StopIfClosed();
     }
@@ -783,7 +798,12 @@ class Client::Impl {
       done(std::move(usable));
       return;
     }
-    PostEntered(entered, [why = std::move(why), done = std::move(done)] { done(why); });
+    // On the I/O thread too it waits for the loop's next pass (Post, counted
+    // as work from outside), not the end of this one (Defer): a callback
+    // that calls again at once on Busy ran again within the same pass, for
+    // ever, and the operation it waited for never got its reply.
+    if (!entered) ++posted_from_outside_;
+    PostEntered(true, [why = std::move(why), done = std::move(done)] { done(why); });
   }
 
   void GetAsync(std::string key, ReadOptions opts, std::function<void(Result<GetResult>)> done) {
@@ -793,6 +813,7 @@ class Client::Impl {
     const Status usable = Usable();
     Status k = usable;
     if (k.ok()) k = CheckKey(key);
+    if (k.ok()) k = CheckTimeout(opts.timeout_ms);
     if (k.ok()) k = Admit(done);
     if (!k.ok()) {
       Refuse(entered, usable, std::move(k), done);
@@ -812,6 +833,7 @@ class Client::Impl {
     Status k = usable;
     if (k.ok()) k = CheckKey(key);
     if (k.ok()) k = CheckValue(value.size());
+    if (k.ok()) k = CheckTimeout(opts.timeout_ms);
     if (k.ok()) k = Admit(done);
     if (!k.ok()) {
       Refuse(entered, usable, std::move(k), done);
@@ -948,6 +970,7 @@ class Client::Impl {
   net::ConnectionPool pool_{loop_, PoolOptions(), kConnectTimeoutMs};
   std::thread io_;
   std::atomic<bool> closing_{false};  // set once Close() begins
+  std::atomic<bool> stopped_{false};  // set once the loop has returned
   const uint64_t forks_at_open_ = ForksSeen();
   bool free_when_stopped_ = false;    // I/O thread
   std::atomic<std::shared_ptr<const View>> view_;
@@ -975,7 +998,10 @@ class Client::Impl {
 Result<std::unique_ptr<Client>> Client::Open(ClientOptions options) {
   if (options.seeds.empty()) return Status::InvalidArgument("at least one seed (HOST:PORT) is required");
   if (options.r < 1 || options.w < 1) return Status::InvalidArgument("r and w must be at least 1");
-  if (options.timeout_ms == 0) return Status::InvalidArgument("timeout must be positive");
+  if (options.timeout_ms == 0 || options.timeout_ms > kTimeoutMsMax) {
+    return Status::InvalidArgument("timeout must be from 1 to " + std::to_string(kTimeoutMsMax) +
+                                   " ms (a week)");
+  }
   if (options.refresh_interval_ms == 0) return Status::InvalidArgument("refresh interval must be positive");
   if (options.operations_max == 0)
     return Status::InvalidArgument("operations_max must be positive");

@@ -178,6 +178,12 @@ TEST(ClientProcessTest, SloppyQuorumWritesThroughFallbacksAndFailsClearlyWhenToo
     }
   }
   EXPECT_TRUE(fallback);
+  // Both stand-ins keep a hint, the one that acknowledged after W was met
+  // too (it was counted only if it came before the write reported).
+  for (int i = 0; i < 200 && client->stats().hints < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(client->stats().hints, 2u);
   Result<GetResult> got = client->Get(key);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   ASSERT_TRUE(got->found);
@@ -226,6 +232,72 @@ TEST(ClientProcessTest, ReadRepairFixesAStaleReplica) {
   }
   EXPECT_FALSE(stale());
   EXPECT_GE(client->stats().read_repairs, 1u);
+}
+
+// A read whose callback closes the client still repairs the stale replica
+// it found: the close saw no operation left and stopped the loop under the
+// repairs, which then failed "client closed".
+TEST(ClientProcessTest, AReadAnsweredAsTheClientClosesStillRepairs) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3);
+  ASSERT_TRUE(client->Put("profile:eve", "v1").ok());
+  std::vector<NodeId> primaries = Primaries(*client, "profile:eve");
+  Result<proto::Message> coord = cli::CallNode(
+      c.Address(primaries[0]), proto::CoordPutRequest{"profile:eve", {}, "v2", false}, 2000);
+  ASSERT_TRUE(coord.ok());
+  SiblingSet both = std::get<proto::CoordPutReply>(coord->body).siblings;
+  ASSERT_TRUE(cli::CallNode(c.Address(primaries[1]),
+                            proto::ReplicaPutRequest{"profile:eve", both, ""}, 2000)
+                  .ok());
+  auto stale = [&] {
+    for (const ReplicaVersions& rv : InspectAll(*client, "profile:eve")) {
+      if (rv.versions.size() != 2) return true;
+    }
+    return false;
+  };
+  ASSERT_TRUE(stale());
+  std::unique_ptr<Client> closing = Open(c, 3);
+  ASSERT_TRUE(closing);
+  std::promise<Status> answered;
+  ReadOptions ro;
+  ro.r = 3;  // the answer comes with every reply in: the repair is due at once
+  closing->GetAsync("profile:eve", ro, [&](Result<GetResult> r) {
+    closing->Close();
+    answered.set_value(r.status());
+  });
+  ASSERT_TRUE(answered.get_future().get().ok());
+  closing.reset();  // waits for the repairs
+  EXPECT_FALSE(stale());
+}
+
+// A callback that calls again at once on Busy (operations_max reached) runs
+// on the next pass of the I/O loop, not the same one: it ran again within
+// the same pass for ever, and the operation holding the slot never got its
+// reply.
+TEST(ClientProcessTest, ACallbackThatRetriesOnBusyAtOnceLetsTheLoopRun) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3, [](ClientOptions& o) { o.operations_max = 1; });
+  ASSERT_TRUE(client);
+  constexpr int kTriesMax = 200000;
+  std::promise<Status> first;
+  std::promise<int> retried;
+  std::function<void(int)> attempt = [&](int n) {
+    client->PutAsync("retry", "v", {}, [&, n](Result<std::string> r) {
+      if (r.status().code() == StatusCode::kBusy && n < kTriesMax) {
+        attempt(n + 1);
+        return;
+      }
+      retried.set_value(r.ok() ? n : -1);
+    });
+  };
+  client->PutAsync("slot", "v", {}, [&](Result<std::string> r) { first.set_value(r.status()); });
+  attempt(0);
+  std::future<int> done = retried.get_future();
+  ASSERT_EQ(done.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_GE(done.get(), 0) << "every try was refused: the slot's put never finished";
+  EXPECT_TRUE(first.get_future().get().ok());
 }
 
 // W=1 answers at the coordinator's copy; the other two replicas get the
@@ -419,6 +491,18 @@ TEST(ClientProcessTest, LimitsAndBadInputAreRefusedBeforeSending) {
   EXPECT_EQ(big.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(big.message().find("value_bytes_max (100)"), std::string_view::npos);
   EXPECT_EQ(client->Get("").status().code(), StatusCode::kInvalidArgument);
+  // A timeout past a week would wrap the deadlines around: every read
+  // failed at once, and every write in doubt.
+  ReadOptions endless_read;
+  endless_read.timeout_ms = UINT64_MAX;
+  EXPECT_EQ(client->Get("k", endless_read).status().code(), StatusCode::kInvalidArgument);
+  WriteOptions endless_write;
+  endless_write.timeout_ms = kTimeoutMsMax + 1;
+  EXPECT_EQ(client->Put("k", "v", endless_write).status().code(), StatusCode::kInvalidArgument);
+  ClientOptions endless;
+  endless.seeds = Seeds(c, 1);
+  endless.timeout_ms = UINT64_MAX;
+  EXPECT_EQ(Client::Open(endless).status().code(), StatusCode::kInvalidArgument);
   // A receipt holds nothing of an earlier call when the next is refused.
   Receipt receipt;
   WriteOptions with_receipt;

@@ -26,7 +26,7 @@ namespace dynamo::python {
 namespace {
 
 // The longest timeout a Client takes, in seconds (a week).
-constexpr double kTimeoutSecondsMax = 7 * 24 * 3600.0;
+constexpr double kTimeoutSecondsMax = kTimeoutMsMax / 1000.0;
 // Larger than any context a read or write returns (256 clock entries).
 constexpr size_t kContextBytesMax = 64u << 10;
 

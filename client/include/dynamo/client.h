@@ -39,6 +39,10 @@ namespace net {
 class EventLoop;
 }
 
+// The longest timeout a client or one call may have (a week): past it the
+// deadlines would wrap around. Longer ones are refused with InvalidArgument.
+inline constexpr uint64_t kTimeoutMsMax = 7ull * 24 * 3600 * 1000;
+
 // Merges the values of concurrent versions into one (e.g. a set union).
 using Resolver = std::function<std::string(const std::vector<std::string>& values)>;
 
@@ -71,7 +75,7 @@ struct ClientOptions {
   int r = 2;
   // Acknowledgements a write waits for, the coordinator's included. Default: 2.
   int w = 2;
-  // Deadline of each operation. Default: 1000 ms.
+  // Deadline of each operation, at most kTimeoutMsMax. Default: 1000 ms.
   uint64_t timeout_ms = 1000;
   Mode mode = Mode::kCausal;
   // Whether a write is acknowledged only once a replica has synced it to

@@ -30,7 +30,7 @@ struct Receipt {
 
 struct ReadOptions {
   int r = 0;                   // 0: the client's default
-  uint64_t timeout_ms = 0;     // 0: the client's default
+  uint64_t timeout_ms = 0;     // 0: the client's default; at most kTimeoutMsMax
   Receipt* receipt = nullptr;  // filled when given, also on failure
 };
 
@@ -38,7 +38,7 @@ struct WriteOptions {
   // From the read this write follows; empty for a blind write.
   std::string context;
   int w = 0;                   // 0: the client's default
-  uint64_t timeout_ms = 0;     // 0: the client's default
+  uint64_t timeout_ms = 0;     // 0: the client's default; at most kTimeoutMsMax
   Receipt* receipt = nullptr;  // filled when given, also on failure
   // Whether this write waits for a synced copy (ClientOptions::durable_writes
   // explains both ways); unset: the client's durable_writes.
