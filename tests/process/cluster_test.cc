@@ -502,6 +502,10 @@ TEST(ProcessTest, ALocalClusterStartsAgainWithoutTheNodesThatLeft) {
   auto [third, code_third] = RunTool("dynamoctl cluster start --dir " + dir);
   ASSERT_EQ(code_third, 0) << third;
   EXPECT_NE(third.find("n3 left the cluster; not started"), std::string::npos) << third;
+  EXPECT_NE(third.find("cluster of 2 nodes is up"), std::string::npos) << third;
+  auto [json_stop, code_json_stop] = RunTool("dynamoctl cluster stop --json --dir " + dir);
+  EXPECT_EQ(code_json_stop, 0) << json_stop;
+  EXPECT_NE(json_stop.find("{\"stopped\":"), std::string::npos) << json_stop;
 }
 
 TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {

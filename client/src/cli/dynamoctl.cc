@@ -24,6 +24,8 @@ const CLI::Validator kDecimal(
     },
     "DECIMAL");
 
+void PrintJson(const Json& j) { std::cout << j.str() << "\n"; }
+
 // The options of a stopped cluster `start` is asked to start again: those
 // recorded in dir/cluster.conf, with the ones given on the command line
 // that may change (the binary, the config file, the log level, the wait).
@@ -228,6 +230,7 @@ int Main(int argc, char** argv) {
     restart.wait_ms = wait_s * 1000;
     Status s = RestartLocalNode(local.dir, single_node, json ? std::cerr : std::cout, restart);
     if (!s.ok()) return Fail(s, json);
+    if (json) PrintJson(Json().BeginObject().Key("started").String(single_node).EndObject());
     return 0;
   }
   if (kill->parsed()) {
@@ -235,6 +238,15 @@ int Main(int argc, char** argv) {
             : kill_signal == "STOP" ? SIGSTOP : SIGCONT;
     Status s = SignalLocalNode(kill_dir, kill_node, sig, json ? std::cerr : std::cout);
     if (!s.ok()) return Fail(s, json);
+    if (json) {
+      PrintJson(Json()
+                    .BeginObject()
+                    .Key("signalled")
+                    .String(kill_node)
+                    .Key("signal")
+                    .String(kill_signal)
+                    .EndObject());
+    }
     return 0;
   }
   if (start->parsed()) {
@@ -251,19 +263,36 @@ int Main(int argc, char** argv) {
     std::ostream& progress = json ? std::cerr : std::cout;
     Status s = StartLocalCluster(local, progress);
     if (!s.ok()) return Fail(s, json);
-    const std::string seed = LocalLayout(local)[0].address.ToString();
+    // The start may have found nodes that left: the record names them.
+    if (Result<LocalClusterOptions> now = ReadLocalClusterConf(local.dir); now.ok()) local = *now;
+    std::string seed;
+    size_t up = 0;
+    for (const LocalNode& n : LocalLayout(local)) {
+      if (std::find(local.departed.begin(), local.departed.end(), n.id) != local.departed.end()) {
+        continue;
+      }
+      if (seed.empty()) seed = n.address.ToString();
+      ++up;
+    }
     if (json) {
-      Json j;
-      j.BeginObject().Key("seed").String(seed).Key("nodes").Uint(local.nodes).Key("dir").String(local.dir).EndObject();
-      std::cout << j.str() << "\n";
+      PrintJson(Json()
+                    .BeginObject()
+                    .Key("seed")
+                    .String(seed)
+                    .Key("nodes")
+                    .Uint(up)
+                    .Key("dir")
+                    .String(local.dir)
+                    .EndObject());
     } else {
-      std::cout << "cluster of " << local.nodes << " nodes is up; seed " << seed << "\n";
+      std::cout << "cluster of " << up << " nodes is up; seed " << seed << "\n";
     }
     return 0;
   }
   if (stop->parsed()) {
     Status s = StopLocalCluster(stop_dir, stop_wait_s * 1000, json ? std::cerr : std::cout);
     if (!s.ok()) return Fail(s, json);
+    if (json) PrintJson(Json().BeginObject().Key("stopped").String(stop_dir).EndObject());
     return 0;
   }
   return 0;
