@@ -204,25 +204,33 @@ TEST(ClientProcessTest, SloppyQuorumWritesThroughFallbacksAndFailsClearlyWhenToo
   EXPECT_EQ(failed.acks.size(), 1u);
 }
 
-TEST(ClientProcessTest, ReadRepairFixesAStaleReplica) {
-  ProcessCluster c(3, kFastConfig);
-  ASSERT_TRUE(c.Start().ok());
-  auto client = Open(c, 3);
-  ASSERT_TRUE(client->Put("profile:bob", "v1").ok());
-  // A newer version that only two replicas hold: the third is stale.
-  std::vector<NodeId> primaries = Primaries(*client, "profile:bob");
-  Result<proto::Message> coord = cli::CallNode(
-      c.Address(primaries[0]),
-      proto::CoordPutRequest{"profile:bob", {}, "v2", false}, 2000);
-  ASSERT_TRUE(coord.ok());
-  SiblingSet both = std::get<proto::CoordPutReply>(coord->body).siblings;
-  ASSERT_TRUE(cli::CallNode(c.Address(primaries[1]), proto::ReplicaPutRequest{"profile:bob", both, ""}, 2000).ok());
-  auto stale = [&] {
-    for (const ReplicaVersions& rv : InspectAll(*client, "profile:bob")) {
+// Writes `key` through the client, then a concurrent version straight to
+// two of its replicas: the third is stale. Returns whether some replica is
+// still stale (asked anew at each call).
+std::function<bool()> MakeAStaleReplica(ProcessCluster& c, Client& client, const std::string& key) {
+  EXPECT_TRUE(client.Put(key, "v1").ok());
+  std::vector<NodeId> primaries = Primaries(client, key);
+  Result<proto::Message> coord =
+      cli::CallNode(c.Address(primaries[0]), proto::CoordPutRequest{key, {}, "v2", false}, 2000);
+  EXPECT_TRUE(coord.ok());
+  if (coord.ok()) {
+    SiblingSet both = std::get<proto::CoordPutReply>(coord->body).siblings;
+    EXPECT_TRUE(
+        cli::CallNode(c.Address(primaries[1]), proto::ReplicaPutRequest{key, both, ""}, 2000).ok());
+  }
+  return [&client, key] {
+    for (const ReplicaVersions& rv : InspectAll(client, key)) {
       if (rv.versions.size() != 2) return true;
     }
     return false;
   };
+}
+
+TEST(ClientProcessTest, ReadRepairFixesAStaleReplica) {
+  ProcessCluster c(3, kFastConfig);
+  ASSERT_TRUE(c.Start().ok());
+  auto client = Open(c, 3);
+  auto stale = MakeAStaleReplica(c, *client, "profile:bob");
   ASSERT_TRUE(stale());
   for (int attempt = 0; attempt < 20 && stale(); ++attempt) {
     ReadOptions ro;
@@ -241,21 +249,7 @@ TEST(ClientProcessTest, AReadAnsweredAsTheClientClosesStillRepairs) {
   ProcessCluster c(3, kFastConfig);
   ASSERT_TRUE(c.Start().ok());
   auto client = Open(c, 3);
-  ASSERT_TRUE(client->Put("profile:eve", "v1").ok());
-  std::vector<NodeId> primaries = Primaries(*client, "profile:eve");
-  Result<proto::Message> coord = cli::CallNode(
-      c.Address(primaries[0]), proto::CoordPutRequest{"profile:eve", {}, "v2", false}, 2000);
-  ASSERT_TRUE(coord.ok());
-  SiblingSet both = std::get<proto::CoordPutReply>(coord->body).siblings;
-  ASSERT_TRUE(cli::CallNode(c.Address(primaries[1]),
-                            proto::ReplicaPutRequest{"profile:eve", both, ""}, 2000)
-                  .ok());
-  auto stale = [&] {
-    for (const ReplicaVersions& rv : InspectAll(*client, "profile:eve")) {
-      if (rv.versions.size() != 2) return true;
-    }
-    return false;
-  };
+  auto stale = MakeAStaleReplica(c, *client, "profile:eve");
   ASSERT_TRUE(stale());
   std::unique_ptr<Client> closing = Open(c, 3);
   ASSERT_TRUE(closing);
