@@ -159,22 +159,22 @@ SiblingSet KeepAcrossCycles(const std::vector<const Version*>& versions) {
   std::vector<size_t> stack, path;
   std::vector<bool> on_stack(n, false);
   size_t counter = 0, components = 0;
+  auto visit = [&](size_t v) {
+    index[v] = low[v] = counter++;
+    stack.push_back(v);
+    on_stack[v] = true;
+    path.push_back(v);
+  };
   for (size_t root = 0; root < n; ++root) {
     if (index[root] != kUnseen) continue;
-    path.push_back(root);
-    index[root] = low[root] = counter++;
-    stack.push_back(root);
-    on_stack[root] = true;
+    visit(root);
     while (!path.empty()) {
       const size_t v = path.back();
       if (next[v] < n) {
         const size_t w = next[v]++;
         if (!covers(v, w)) continue;
         if (index[w] == kUnseen) {
-          index[w] = low[w] = counter++;
-          stack.push_back(w);
-          on_stack[w] = true;
-          path.push_back(w);
+          visit(w);
         } else if (on_stack[w]) {
           low[v] = std::min(low[v], index[w]);
         }

@@ -577,7 +577,7 @@ void NodeCore::HandleGet(Now now, uint64_t conn, uint64_t id, proto::GetRequest 
                             "it yet; ask another replica"));
     return;
   }
-  const bool leftovers = !Replicates(p);
+  const bool leftovers = !ForAReplica(req.hint) && !Replicates(p);  // a stand-in's read
   std::vector<std::pair<Space, std::string>> keys = {{Space::kData, DataKey(p, req.key)}};
   if (!ForAReplica(req.hint)) {
     // A stand-in answers with every hinted copy of the key it holds, not only
