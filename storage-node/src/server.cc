@@ -48,6 +48,7 @@ NodeServer::NodeServer(NodeConfig config, std::unique_ptr<Engine> engine, NodeSt
     out.emplace_back("log_syncs", w.syncs);
     out.emplace_back("log_syncs_spaced", w.spaced);
     out.emplace_back("log_sync_spacing_us", w.spacing_us);
+    out.emplace_back("disk_reads", w.reads);
   });
   SyncPacerOptions pacing;
   pacing.floor = std::chrono::microseconds(config_.sync_spacing_us);

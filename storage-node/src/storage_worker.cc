@@ -8,7 +8,11 @@
 namespace dynamo::node {
 
 StorageWorker::StorageWorker(Engine* engine, net::EventLoop* loop, SyncPacerOptions pacing)
-    : engine_(engine), loop_(loop), pacer_(pacing), thread_([this] { Run(); }) {
+    : engine_(engine),
+      loop_(loop),
+      pacer_(pacing),
+      thread_([this] { Run(); }),
+      read_thread_([this] { RunReads(); }) {
   std::lock_guard lock(mu_);
   stats_.spacing_us = static_cast<uint64_t>(pacing.floor.count());
 }
@@ -16,6 +20,14 @@ StorageWorker::StorageWorker(Engine* engine, net::EventLoop* loop, SyncPacerOpti
 StorageWorker::~StorageWorker() { Stop(); }
 
 void StorageWorker::Submit(StorageOp op, Done done) {
+  if (std::holds_alternative<ReadOp>(op)) {
+    {
+      std::lock_guard lock(mu_);
+      reads_.push_back(Item{std::move(op), std::move(done)});
+    }
+    reads_cv_.notify_one();
+    return;
+  }
   bool wake;
   {
     std::lock_guard lock(mu_);
@@ -138,11 +150,13 @@ void StorageWorker::SubmitShared(WriteOp op, std::vector<InlineWriter> writers) 
 void StorageWorker::Stop() {
   {
     std::lock_guard lock(mu_);
-    if (stop_ && !thread_.joinable()) return;
+    if (stop_ && !thread_.joinable() && !read_thread_.joinable()) return;
     stop_ = true;
   }
   cv_.notify_one();
+  reads_cv_.notify_one();
   if (thread_.joinable()) thread_.join();
+  if (read_thread_.joinable()) read_thread_.join();
 }
 
 StorageWorkerStats StorageWorker::stats() const {
@@ -175,23 +189,54 @@ void StorageWorker::Run() {
   }
 }
 
-void StorageWorker::RunGroup(std::deque<Item> group) {
-  std::vector<std::pair<Done, StorageResult>> completions;
-  completions.reserve(group.size());
-  WriteBatch combined;
-  bool sync = false;
-  std::vector<Done> writers;
-  for (Item& item : group) {
-    StorageResult result;
-    if (auto* read = std::get_if<ReadOp>(&item.op)) {
-      Result<std::optional<std::string>> v = engine_->Get(read->space, read->key);
+void StorageWorker::RunReads() {
+  (void)::pthread_setname_np(::pthread_self(), "storage-read");
+  while (true) {
+    std::deque<Item> group;
+    {
+      std::unique_lock lock(mu_);
+      reads_cv_.wait(lock, [this] { return stop_ || !reads_.empty(); });
+      if (reads_.empty() && stop_) return;
+      group.swap(reads_);
+    }
+    Completions completions;
+    completions.reserve(group.size());
+    for (Item& item : group) {
+      const auto& read = std::get<ReadOp>(item.op);
+      StorageResult result;
+      Result<std::optional<std::string>> v = engine_->Get(read.space, read.key);
       if (v.ok()) {
         result.value = std::move(*v);
       } else {
         result.status = v.status();
       }
       completions.emplace_back(std::move(item.done), std::move(result));
-    } else if (auto* scan = std::get_if<ScanOp>(&item.op)) {
+    }
+    {
+      std::lock_guard lock(mu_);
+      ++stats_.read_groups;
+      stats_.reads += group.size();
+    }
+    Complete(std::move(completions));
+  }
+}
+
+void StorageWorker::Complete(Completions completions) {
+  auto batch = std::make_shared<Completions>(std::move(completions));
+  loop_->Post([batch] {
+    for (auto& [done, result] : *batch) done(std::move(result));
+  });
+}
+
+void StorageWorker::RunGroup(std::deque<Item> group) {
+  Completions completions;
+  completions.reserve(group.size());
+  WriteBatch combined;
+  bool sync = false;
+  std::vector<Done> writers;
+  for (Item& item : group) {
+    StorageResult result;
+    if (auto* scan = std::get_if<ScanOp>(&item.op)) {
       Result<ScanResult> r = engine_->Scan(scan->space, scan->options);
       if (r.ok()) {
         result.scan = std::move(*r);
@@ -230,10 +275,7 @@ void StorageWorker::RunGroup(std::deque<Item> group) {
     stats_.max_group = std::max<uint64_t>(stats_.max_group, group.size());
     stats_.spacing_us = static_cast<uint64_t>(pacer_.spacing().count());
   }
-  auto batch = std::make_shared<std::vector<std::pair<Done, StorageResult>>>(std::move(completions));
-  loop_->Post([batch] {
-    for (auto& [done, result] : *batch) done(std::move(result));
-  });
+  Complete(std::move(completions));
 }
 
 }  // namespace dynamo::node

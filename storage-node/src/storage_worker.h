@@ -1,14 +1,19 @@
-// The node's storage thread. Engine calls never run on the event loop: the
+// The node's storage threads. Engine calls never run on the event loop: the
 // loop submits operations here and gets completions back through
 // EventLoop::Post.
 //
-// Group commit: each time the thread wakes it takes everything queued, runs
-// the reads and scans, then applies every write of the group as one engine
-// batch with one sync if any of them asked for it. Reads and scans may
-// overtake writes queued with them: a write still queued has not been
-// acknowledged, so a read it overtakes is concurrent with it (the core's
-// per-key lock spans the read, decide and write of one write; a Get takes
-// no lock).
+// Reads have a thread of their own, so that a read the engine must look up
+// on disk never waits behind a log sync or a write the engine stalls; it
+// takes every read queued at once. Reads may overtake writes queued before
+// them: a write still queued has not been acknowledged, so a read it
+// overtakes is concurrent with it (the core's per-key lock spans the read,
+// decide and write of one write, and releases after the write is applied;
+// a Get takes no lock).
+//
+// Group commit: each time the storage thread wakes it takes everything else
+// queued, runs the scans, then applies every write of the group as one
+// engine batch with one sync if any of them asked for it. Scans may
+// overtake writes queued with them, as reads do.
 //
 // Execute, on the loop thread, avoids the thread switch when the engine can
 // answer without blocking: a read the engine answers from memory, and a
@@ -24,7 +29,7 @@
 //
 // Sync spacing (SyncPacer): with a spacing set, a group that needs a sync
 // starts no sooner than that long after the last sync started; the syncs
-// asked for meanwhile join it (and so do the reads queued for this thread).
+// asked for meanwhile join it.
 // Fewer, larger syncs under load, at the price of up to the spacing in
 // latency; a sync asked for after a quiet spell waits for nothing.
 #pragma once
@@ -45,8 +50,10 @@
 namespace dynamo::node {
 
 struct StorageWorkerStats {
-  uint64_t groups = 0;         // wake-ups that found work
+  uint64_t groups = 0;         // storage thread wake-ups that found work
   uint64_t writes = 0;         // write operations
+  uint64_t read_groups = 0;    // read thread wake-ups that found work
+  uint64_t reads = 0;          // reads run on the read thread
   uint64_t syncs = 0;          // engine syncs
   uint64_t max_group = 0;      // most operations in one group
   uint64_t spaced = 0;         // groups that waited for the sync spacing
@@ -69,7 +76,8 @@ class StorageWorker {
   // this call. The engine must allow GetCached and WriteNoStall here while
   // the storage thread runs the rest.
   void Execute(StorageOp op, Done done);
-  // Finishes what is queued, then joins. Completions still go to the loop.
+  // Finishes what is queued, then joins both threads. Completions still go
+  // to the loop.
   void Stop();
   StorageWorkerStats stats() const;
 
@@ -80,8 +88,12 @@ class StorageWorker {
   };
   // Syncs are spaced (if not, the sync path reads no clock).
   bool Spaced() const { return pacer_.enabled(); }
+  using Completions = std::vector<std::pair<Done, StorageResult>>;
   void Run();
   void RunGroup(std::deque<Item> group);
+  void RunReads();
+  // Hands `completions` to the loop thread, in order, in one post.
+  void Complete(Completions completions);
   // Loop thread, at the end of an iteration: completes the reads answered
   // inline and applies the unsynced writes gathered, until none is left.
   void FinishInline();
@@ -109,6 +121,8 @@ class StorageWorker {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Item> queue_;
+  std::condition_variable reads_cv_;
+  std::deque<Item> reads_;    // ReadOps, for the read thread
   bool sync_queued_ = false;  // a write in queue_ asks for a sync
   bool spacing_ = false;      // the thread waits out the sync spacing
   bool stop_ = false;
@@ -124,6 +138,7 @@ class StorageWorker {
   std::vector<InlineWriter> inline_writers_;
   bool finish_scheduled_ = false;
   std::thread thread_;
+  std::thread read_thread_;
 };
 
 }  // namespace dynamo::node

@@ -50,6 +50,10 @@ class RecordingEngine : public MemoryEngine {
   std::vector<int> prefetch_before_get;
   std::atomic<bool> prefetch_off_loop{false};
   Status Write(const WriteBatch& batch, bool sync) override {
+    if (hold_next_write.exchange(false)) {
+      write_held.set_value();
+      writes_released.wait();
+    }
     ++writes;
     if (sync) {
       ++synced_writes;
@@ -76,6 +80,12 @@ class RecordingEngine : public MemoryEngine {
     due = false;
     if (++maintained == 1) first_maintain.set_value();
   }
+  // The next Write waits, once inside, for `release_writes` (as one
+  // RocksDB stalls does).
+  std::atomic<bool> hold_next_write{false};
+  std::promise<void> write_held;
+  std::promise<void> release_writes;
+  std::shared_future<void> writes_released = release_writes.get_future().share();
   std::atomic<bool> due{false};
   std::atomic<int> maintained{0};
   std::promise<void> first_maintain;
@@ -225,7 +235,7 @@ TEST_F(StorageWorkerTest, ReadsOfOneIterationArePrefetchedTogetherBeforeAnyIsAns
   EXPECT_FALSE(engine_.prefetch_off_loop);
 }
 
-TEST_F(StorageWorkerTest, UncachedReadsGoToTheStorageThread) {
+TEST_F(StorageWorkerTest, UncachedReadsGoToTheReadThread) {
   engine_.refuse_cached = true;
   ASSERT_TRUE(engine_
                   .MemoryEngine::Write(
@@ -240,6 +250,42 @@ TEST_F(StorageWorkerTest, UncachedReadsGoToTheStorageThread) {
   EXPECT_EQ(r[0].value, std::optional<std::string>("v"));
   EXPECT_EQ(engine_.gets, 1);
   EXPECT_FALSE(engine_.blocking_call_on_loop);
+}
+
+TEST_F(StorageWorkerTest, AnUncachedReadIsAnsweredWhileTheStorageThreadIsInAStalledWrite) {
+  engine_.refuse_cached = true;
+  ASSERT_TRUE(engine_
+                  .MemoryEngine::Write(
+                      [] {
+                        WriteBatch b;
+                        b.Put(Space::kData, "k", "v");
+                        return b;
+                      }(),
+                      false)
+                  .ok());
+  engine_.hold_next_write = true;
+  std::future<Status> write = SubmitFromHere(Put(Space::kMeta, "m", "1", true));
+  engine_.write_held.get_future().wait();
+  std::vector<std::future<StorageResult>> reads;
+  for (const char* key : {"k", "absent"}) {
+    auto p = std::make_shared<std::promise<StorageResult>>();
+    reads.push_back(p->get_future());
+    worker_->Submit(ReadOp{Space::kData, key},
+                    [p](StorageResult r) { p->set_value(std::move(r)); });
+  }
+  // Bounded only so that the old behaviour fails rather than hangs: a read
+  // takes microseconds.
+  const auto bound = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  const bool answered = reads[0].wait_until(bound) == std::future_status::ready &&
+                        reads[1].wait_until(bound) == std::future_status::ready;
+  engine_.release_writes.set_value();
+  ASSERT_TRUE(answered) << "the reads waited for the stalled write";
+  EXPECT_EQ(reads[0].get().value, std::optional<std::string>("v"));
+  StorageResult absent = reads[1].get();
+  EXPECT_TRUE(absent.status.ok());
+  EXPECT_FALSE(absent.value.has_value());
+  EXPECT_TRUE(write.get().ok());
+  EXPECT_EQ(worker_->stats().reads, 2u);
 }
 
 TEST_F(StorageWorkerTest, WritesOfOneIterationAreOneBatch) {

@@ -10,7 +10,7 @@
 // after writing, and a read that raced with one of them does not fill the
 // cache. Scans, syncs and other spaces pass through.
 //
-// Thread-safety: like any Engine, safe from two threads at once.
+// Thread-safety: like any Engine, safe from several threads at once.
 #pragma once
 
 #include <cstdint>

@@ -9,10 +9,10 @@
 // Implementations: RocksDB (durable, default) and memory (tests, simulation;
 // it can model a power loss by dropping writes that were never synced).
 //
-// Thread-safety: implementations must be safe to call from two threads at
-// once. The node runs blocking calls on its storage thread and the
-// non-blocking ones (GetCached, WriteNoStall) on its event loop, so that a
-// read answered from memory or an unsynced write costs no thread switch.
+// Thread-safety: implementations must be safe to call from several threads
+// at once. The node runs blocking calls on its storage and read threads and
+// the non-blocking ones (GetCached, WriteNoStall) on its event loop, so that
+// a read answered from memory or an unsynced write costs no thread switch.
 #pragma once
 
 #include <atomic>
