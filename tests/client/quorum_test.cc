@@ -1288,6 +1288,21 @@ TEST(ReadOpTest, AReadShedByAReplicaThatRunsOutOfTimeFailsWithBusy) {
   EXPECT_EQ(op.status().code(), StatusCode::kBusy) << op.status().ToString();
 }
 
+// A replica's answer the client could not decode may hold a version the
+// read cannot return: the read fails, rather than asking spares whose
+// answers would make it "not found".
+TEST(ReadOpTest, AnAnswerTheClientCouldNotReadFailsTheRead) {
+  Fixture f;
+  ReadOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});
+  std::vector<Send> gets = op.Start();
+  const Reply unreadable{
+      Status::InvalidArgument("value of 300000000 bytes exceeds value_bytes_max"), true};
+  EXPECT_TRUE(op.OnReply(gets[0].target, unreadable).empty());
+  ASSERT_TRUE(op.answered());
+  EXPECT_EQ(op.status().code(), StatusCode::kInvalidArgument) << op.status().ToString();
+  EXPECT_NE(op.status().message().find("could not be read"), std::string_view::npos);
+}
+
 TEST(ReadOpTest, FailuresBringInSparesThenGiveUp) {
   Fixture f;
   ReadOp op(PlanRoute(f.map, f.key, AllHealthyExcept({})), ReadRequest{f.key, 2});

@@ -1,7 +1,7 @@
 import builtins
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
-_Bytes = Union[bytes, str]
+_Bytes = Union[bytes, bytearray, str]
 
 class Error(Exception):
     code: str
@@ -55,6 +55,9 @@ class Client:
         mode: str = ...,
         durable_writes: bool = ...,
         coordinator: str = ...,
+        *,
+        key_bytes_max: Optional[int] = ...,
+        value_bytes_max: Optional[int] = ...,
     ) -> None: ...
     def get(
         self,
@@ -68,7 +71,7 @@ class Client:
         self,
         key: _Bytes,
         value: _Bytes,
-        context: Optional[bytes] = ...,
+        context: Optional[_Bytes] = ...,
         durable: Optional[bool] = ...,
         *,
         w: Optional[int] = ...,
@@ -78,7 +81,7 @@ class Client:
     def delete(
         self,
         key: _Bytes,
-        context: Optional[bytes] = ...,
+        context: Optional[_Bytes] = ...,
         durable: Optional[bool] = ...,
         *,
         w: Optional[int] = ...,

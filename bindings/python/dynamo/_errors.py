@@ -42,15 +42,18 @@ class TimeoutError(Error, builtins.TimeoutError):
 
 class BusyError(Error):
     """Refused to shed load, at a limit the message names: a node's requests in
-    progress or writes waiting for one key, the key's sibling limit, or the
-    client's own queue to a node. Retry after a back-off; unless `in_doubt`,
+    progress or writes waiting for one key, the key's sibling limit, the
+    client's own queue to a node, or the client's calls in progress (65,536).
+    Retry after a back-off; unless `in_doubt`,
     the write was not applied."""
 
 
 class InvalidArgument(Error, ValueError):
     """Bad input: an empty or over-size key or value, a context that is not one
-    from a read or write, or is from one of another key; r or w out of range.
-    (A key, value, context or seed of the wrong type raises TypeError.)"""
+    from a read or write, or is from one of another key; r, w, a timeout or
+    a size limit out of range; a replica's answer the client cannot decode.
+    (A key, value, context, seed or number of
+    the wrong type raises TypeError.)"""
 
 
 class ClosedError(Error):

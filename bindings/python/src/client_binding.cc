@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -86,12 +87,26 @@ uint64_t TimeoutArg(std::optional<double> seconds) {
   return std::max<uint64_t>(1, static_cast<uint64_t>(*seconds * 1000.0 + 0.5));
 }
 
-// A per-call R or W; nullopt: 0 (the client's default). Whether it fits the
-// cluster's replica count is the client's check.
-int QuorumArg(const char* name, std::optional<int> n) {
-  if (!n) return 0;
-  if (*n < 1) Check(Status::InvalidArgument(std::string(name) + " must be at least 1"));
-  return *n;
+// An int argument in [lo, hi]: TypeError for what is not an int (bool
+// included), InvalidArgument outside the range.
+int64_t IntArg(const py::handle& v, const char* name, int64_t lo, int64_t hi) {
+  if (!py::isinstance<py::int_>(v) || py::isinstance<py::bool_>(v)) {
+    throw py::type_error(std::string(name) + " must be an int, not " + TypeName(v));
+  }
+  int overflow = 0;
+  const long long n = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  if (overflow != 0 || n < lo || n > hi) {
+    Check(Status::InvalidArgument(std::string(name) + " must be from " + std::to_string(lo) +
+                                  " to " + std::to_string(hi)));
+  }
+  return n;
+}
+
+// An R or W; None: 0 (the client's default, for a call's). Whether it fits
+// the cluster's replica count is the client's check.
+int QuorumArg(const char* name, const py::object& n) {
+  if (n.is_none()) return 0;
+  return static_cast<int>(IntArg(n, name, 1, std::numeric_limits<int>::max()));
 }
 
 // Runs `f` without the GIL and returns what it returns. The GIL is taken
@@ -220,8 +235,9 @@ struct PyGetResult {
 
 class PyClient {
  public:
-  PyClient(const py::object& seeds, int r, int w, double timeout, const std::string& mode,
-           bool durable_writes, const std::string& coordinator) {
+  PyClient(const py::object& seeds, const py::object& r, const py::object& w, double timeout,
+           const std::string& mode, bool durable_writes, const std::string& coordinator,
+           const py::object& key_bytes_max, const py::object& value_bytes_max) {
     ClientOptions o;
     auto seed = [&](const py::handle& s) {
       if (!py::isinstance<py::str>(s)) {
@@ -237,9 +253,18 @@ class PyClient {
     } else {
       for (const py::handle& s : seeds) seed(s);
     }
-    o.r = r;
-    o.w = w;
+    if (!r.is_none()) o.r = QuorumArg("r", r);
+    if (!w.is_none()) o.w = QuorumArg("w", w);
     o.timeout_ms = TimeoutArg(timeout);
+    // Past the ceilings, Client::Open refuses them.
+    if (!key_bytes_max.is_none()) {
+      o.key_bytes_max = static_cast<uint32_t>(
+          IntArg(key_bytes_max, "key_bytes_max", 1, std::numeric_limits<uint32_t>::max()));
+    }
+    if (!value_bytes_max.is_none()) {
+      o.value_bytes_max = static_cast<uint32_t>(
+          IntArg(value_bytes_max, "value_bytes_max", 1, std::numeric_limits<uint32_t>::max()));
+    }
     if (mode == "causal") {
       o.mode = Mode::kCausal;
     } else if (mode == "lww") {
@@ -288,7 +313,7 @@ class PyClient {
     c.reset();
   }
 
-  PyGetResult Get(const py::object& key, std::optional<int> r, std::optional<double> timeout,
+  PyGetResult Get(const py::object& key, const py::object& r, std::optional<double> timeout,
                   PyReceipt* receipt_out) {
     if (receipt_out) receipt_out->receipt = Receipt{};  // also when this call raises before it ran
     std::shared_ptr<Client> c = client();
@@ -319,7 +344,7 @@ class PyClient {
   }
 
   py::bytes Write(const py::object& key, const std::optional<py::object>& value,
-                  const py::object& context, std::optional<bool> durable, std::optional<int> w,
+                  const py::object& context, std::optional<bool> durable, const py::object& w,
                   std::optional<double> timeout, PyReceipt* receipt_out) {
     if (receipt_out) receipt_out->receipt = Receipt{};  // also when this call raises before it ran
     std::shared_ptr<Client> c = client();
@@ -592,15 +617,19 @@ void BindClient(py::module_& m) {
   });
   py::class_<PyClient>(m, "Client",
                        "A connection to a dynamo cluster; it coordinates every read and write.", gc)
-      .def(py::init<const py::object&, int, int, double, const std::string&, bool,
-                    const std::string&>(),
+      .def(py::init<const py::object&, const py::object&, const py::object&, double,
+                    const std::string&, bool, const std::string&, const py::object&,
+                    const py::object&>(),
            py::arg("seeds"), py::arg("r") = 2, py::arg("w") = 2, py::arg("timeout") = 1.0,
-           py::arg("mode") = "causal", py::arg("durable_writes") = true,
-           py::arg("coordinator") = "ranked",
+           py::arg("mode") = "causal", py::arg("durable_writes").noconvert() = true,
+           py::arg("coordinator") = "ranked", py::kw_only(), py::arg("key_bytes_max") = py::none(),
+           py::arg("value_bytes_max") = py::none(),
            "Connect through seeds (\"host:port\" or a list of them) and load the cluster map. "
            "r, w: the calls' default quorums; timeout: seconds per call; mode: \"causal\" or "
-           "\"lww\"; durable_writes: writes wait for a synced copy; coordinator: \"ranked\" "
-           "or \"fastest\". QuorumError when no seed answers in time.")
+           "\"lww\"; durable_writes: writes wait for a synced copy (True or False); "
+           "coordinator: \"ranked\" or \"fastest\"; key_bytes_max, value_bytes_max: the "
+           "largest key and value written (None: 2 KiB and 1 MiB, the nodes' defaults; "
+           "at most 64 KiB and 256 MiB). QuorumError when no seed answers in time.")
       .def("get", &PyClient::Get, py::arg("key"), py::kw_only(), py::arg("r") = py::none(),
            py::arg("timeout") = py::none(), py::arg("receipt") = py::none(),
            "Read a key; GetResult.found is False when absent. r and timeout (seconds): this "
@@ -608,7 +637,7 @@ void BindClient(py::module_& m) {
       .def(
           "put",
           [](PyClient& c, const py::object& key, const py::object& value, const py::object& context,
-             std::optional<bool> durable, std::optional<int> w, std::optional<double> timeout,
+             std::optional<bool> durable, const py::object& w, std::optional<double> timeout,
              PyReceipt* receipt) {
             return c.Write(key, value, context, durable, w, timeout, receipt);
           },
@@ -620,7 +649,7 @@ void BindClient(py::module_& m) {
       .def(
           "delete",
           [](PyClient& c, const py::object& key, const py::object& context,
-             std::optional<bool> durable, std::optional<int> w, std::optional<double> timeout,
+             std::optional<bool> durable, const py::object& w, std::optional<double> timeout,
              PyReceipt* receipt) {
             return c.Write(key, std::nullopt, context, durable, w, timeout, receipt);
           },

@@ -138,3 +138,11 @@ def one_version_cluster():
     c = LocalCluster(3, "[limits]\nsiblings_max = 1\n")
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="module")
+def big_value_cluster():
+    """A cluster whose nodes take values up to 4 MiB (the default is 1 MiB)."""
+    c = LocalCluster(3, "[limits]\nvalue_bytes_max = 4194304\nframe_bytes_max = 16777216\n")
+    yield c
+    c.stop()

@@ -218,9 +218,44 @@ def test_bad_input_raises_invalid_argument(cluster):
         dynamo.Client(cluster.seeds, coordinator="nearest")
     with pytest.raises(dynamo.InvalidArgument):
         dynamo.Client(cluster.seeds, r=4).get("k")
+    # Numbers out of range are InvalidArgument too, however large.
+    for bad in (0, -1, 2**31, 2**64):
+        with pytest.raises(dynamo.InvalidArgument, match="r must be from 1"):
+            c.get("k", r=bad)
+        with pytest.raises(dynamo.InvalidArgument, match="w must be from 1"):
+            c.put("k", b"x", w=bad)
+        with pytest.raises(dynamo.InvalidArgument, match="w must be from 1"):
+            dynamo.Client(cluster.seeds, w=bad)
+    for bad in (0, 2**32, (256 << 20) + 1):
+        with pytest.raises(dynamo.InvalidArgument, match="value_bytes_max"):
+            dynamo.Client(cluster.seeds, value_bytes_max=bad)
+    with pytest.raises(dynamo.InvalidArgument, match="key_bytes_max"):
+        dynamo.Client(cluster.seeds, key_bytes_max=(64 << 10) + 1)
+    with pytest.raises(TypeError, match="r must be an int"):
+        c.get("k", r=1.5)
+    # None (or 0) is not taken for False: a wrapper passing None on must not
+    # turn durable writes off.
+    for flag in (None, 0, "no"):
+        with pytest.raises(TypeError):
+            dynamo.Client(cluster.seeds, durable_writes=flag)
     c.close()
     with pytest.raises(dynamo.ClosedError):
         c.get("k")
+
+
+def test_value_bytes_max_bounds_what_a_client_writes_not_what_it_reads(big_value_cluster):
+    seeds = big_value_cluster.seeds
+    value = bytes(range(256)) * (8 << 10)  # 2 MiB
+    small = dynamo.Client(seeds)
+    with pytest.raises(dynamo.InvalidArgument, match="value_bytes_max"):
+        small.put("big", value)
+    big = dynamo.Client(seeds, value_bytes_max=4 << 20)
+    big.put("big", value)
+    assert big.get("big").values == [value]
+    # Stored data is read up to the largest value any node may take.
+    assert small.get("big").values == [value]
+    small.close()
+    big.close()
 
 
 def test_unreachable_cluster_raises_quorum_error():

@@ -582,6 +582,12 @@ std::vector<Send> ReadOp::OnReply(size_t target, Reply reply) {
   } else {
     failed_[target] = true;
     last_error_ = status.ok() ? Status::ProtocolError("unexpected reply to Get") : status;
+    if (!reply.message.ok() && last_error_.code() == StatusCode::kInvalidArgument) {
+      // An answer this client could not decode: the replica may hold a
+      // version the read cannot return, and spares' answers would hide it.
+      outcome_ = last_error_.Annotate("the answer of " + t.node + " could not be read");
+      return out;
+    }
     all_timeouts_ &= last_error_.IsTimeout();
     busy_ |= last_error_.code() == StatusCode::kBusy;
     if (planned) redirect = Redirect(reply, route_->epoch);
