@@ -520,6 +520,9 @@ void NodeCore::AntiEntropyTick(Now now) {
     const PartitionId p = ae_cycle_[ae_pos_++];
     std::vector<NodeId> peers;
     const std::vector<NodeId> pref = ring.PreferenceList(p);
+    // Listed from a ring this node has left since (the round's list is made
+    // at its start): what it holds of p is a leftover for handoff.
+    if (std::find(pref.begin(), pref.end(), options_.id) == pref.end()) continue;
     for (const NodeId& n : pref) {
       if (n != options_.id && membership_.IsAlive(n, now.mono_ms) && AddressOf(n)) peers.push_back(n);
     }
@@ -622,6 +625,10 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
          }
          if (st.ok()) {
            const auto& compare = std::get<proto::AeCompareReply>(reply->body);
+           st = PeerMapNotNewer(compare.epoch);
+         }
+         if (st.ok()) {
+           const auto& compare = std::get<proto::AeCompareReply>(reply->body);
            s->peer_catching_up |= compare.catching_up;
            if (!s->peer_epoch) s->peer_epoch = compare.epoch;
            ApplyTreeUpdates();
@@ -658,6 +665,7 @@ void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
          if (st.ok() && !std::holds_alternative<proto::FetchReply>(reply->body)) {
            st = Status::ProtocolError("unexpected reply to Fetch");
          }
+         if (st.ok()) st = PeerMapNotNewer(std::get<proto::FetchReply>(reply->body).epoch);
          if (st.ok()) {
            const size_t answered = std::get<proto::FetchReply>(reply->body).entries.size();
            if (answered == 0 || answered > batch.size()) {
@@ -882,6 +890,13 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
       });
     }
   });
+}
+
+Status NodeCore::PeerMapNotNewer(uint64_t peer_epoch) const {
+  if (peer_epoch <= epoch()) return Status::OK();
+  return Status::Aborted("the peer has a newer cluster map (epoch " + std::to_string(peer_epoch) +
+                         ", this node's " + std::to_string(epoch()) +
+                         "): the session waits until gossip brings it here");
 }
 
 void NodeCore::FinishSwitchSync(const AeSession& s) {

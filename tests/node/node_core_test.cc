@@ -2848,6 +2848,64 @@ TEST(AntiEntropyTest, NodeAwayLongerThanGraceDoesNotHandBackWhatWasDeletedMeanwh
   EXPECT_GT(sim.core(away).stats().handoff_stale_dropped, 0u);
 }
 
+// The same node, back with the map it had: its gossip is lost for a while,
+// so its anti-entropy rounds start from partitions it no longer replicates.
+// Pushing its old copies to their current replicas would bring the deleted
+// keys back.
+TEST(AntiEntropyTest, ANodeBackWithAnOldMapDoesNotPushBackPartitionsItNoLongerReplicates) {
+  SimCluster sim(36);
+  FormShortGraceCluster(sim);
+  const std::string away = "n4";
+  std::vector<std::string> keys;
+  {
+    const Ring& ring = sim.core("n1").map()->ring();
+    for (int i = 0; keys.size() < 60; ++i) {
+      const std::string key = "k" + std::to_string(i);
+      const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+      if (std::find(pref.begin(), pref.end(), away) != pref.end()) keys.push_back(key);
+    }
+  }
+  for (const std::string& key : keys) Write(sim, "n1", key, "old");
+  sim.RunFor(11000);
+  sim.Crash(away, false);
+  sim.AddNode("n5", {"n1"}, ShortGrace);
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 5); }, 120000));
+  std::vector<std::string> moved;
+  const Ring& ring = sim.core("n1").map()->ring();
+  for (const std::string& key : keys) {
+    const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+    if (std::find(pref.begin(), pref.end(), away) == pref.end()) moved.push_back(key);
+  }
+  ASSERT_FALSE(moved.empty());
+  for (const std::string& key : moved) Delete(sim, key, away);
+  auto purged = [&] {
+    for (const std::string& key : moved) {
+      for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
+        if (sim.Stored(n, key)) return false;
+      }
+    }
+    return true;
+  };
+  ASSERT_TRUE(sim.RunUntil(purged, 60000));
+  sim.DropRequests([&](const std::string& from, const std::string& to, const proto::Message& m) {
+    return (from == away || to == away) && std::holds_alternative<proto::GossipRequest>(m.body);
+  });
+  sim.Restart(away);
+  sim.RunFor(20000);
+  const uint64_t old_epoch = sim.core(away).map()->epoch();
+  EXPECT_LT(old_epoch, sim.core("n1").map()->epoch()) << "the node heard the new map";
+  EXPECT_GT(sim.core(away).stats().ae_sessions, 0u);
+  sim.DropRequests({});
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return !sim.core(away).catching_up() && Converged(sim, 5); }, 60000));
+  sim.RunFor(30000);
+  for (const std::string& key : moved) {
+    for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
+      EXPECT_TRUE(Read(sim, n, key).empty()) << key << " is back on " << n;
+    }
+  }
+}
+
 // A block that fails its checksum while the node runs (fault matrix D4):
 // the first read that meets it stops the node, so what it holds is neither
 // served nor spread; the other replicas go on answering.

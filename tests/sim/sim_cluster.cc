@@ -256,6 +256,7 @@ void SimCluster::Deliver(const std::string& from, uint64_t from_gen, const std::
                          proto::Message msg, Route route) {
   ++messages_;
   if (!from.empty() && !Reachable(from, to)) return;
+  if (!from.empty() && drop_requests_ && drop_requests_(from, to, msg)) return;
   Transmit(to, [this, from, from_gen, to, msg = std::move(msg), route]() {
     auto it = nodes_.find(to);
     if (it == nodes_.end() || !it->second->up) return;

@@ -105,6 +105,12 @@ class SimCluster {
   // the caller is empty for outside requests. Plays a misbehaving peer.
   using ReplyTamper = std::function<void(const std::string&, const std::string&, proto::Message&)>;
   void TamperReplies(ReplyTamper tamper) { tamper_replies_ = std::move(tamper); }
+  // Drops every request between nodes for which `drop(from, to, request)`
+  // is true (none: drops nothing), as a network that loses one kind of
+  // message.
+  using RequestFilter =
+      std::function<bool(const std::string&, const std::string&, const proto::Message&)>;
+  void DropRequests(RequestFilter drop) { drop_requests_ = std::move(drop); }
   // Runs `fn` at virtual time `at` (for simulated clients).
   void At(uint64_t at, std::function<void()> fn) { Schedule(at, std::move(fn)); }
   // A hash of every event processed so far; equal for runs of one seed.
@@ -175,6 +181,7 @@ class SimCluster {
   uint64_t messages_ = 0;
   NetworkFaults faults_;
   ReplyTamper tamper_replies_;
+  RequestFilter drop_requests_;
   std::map<std::string, uint64_t> paused_until_;
   std::map<std::string, int64_t> skew_;
   uint64_t trace_ = 0;

@@ -545,6 +545,11 @@ class NodeCore {
   // Drops the data versions this node held through an absence longer than
   // the grace period (stale_before_wall_ms); returns how many.
   size_t DropHeldThroughAbsence(SiblingSet& set) const;
+  // Aborted when an anti-entropy peer answered with a newer cluster map
+  // than this node's: the partitions this node replicates, and so what its
+  // session may merge and push, may have changed (a node back from an
+  // absence whose gossip has not yet brought the map).
+  Status PeerMapNotNewer(uint64_t peer_epoch) const;
   // Of a set of a partition this node does not replicate: drops the versions
   // older than the grace period (as HintExpired) and those held through an
   // absence; returns how many.
