@@ -1912,10 +1912,11 @@ void NodeCore::HandoffPage(Now now, std::shared_ptr<Handoff> h) {
     }
     if (h->addresses.empty()) {
       // Hints for a removed or departed node become this node's data; the
-      // data handoff then moves them to wherever they belong.
+      // data handoff then moves them to wherever they belong. Durably, as a
+      // push is, before the hint is deleted.
       auto join = std::make_shared<Countdown>(entries.size(), delivered);
       for (size_t i = 0; i < entries.size(); ++i) {
-        MergeInto(DataKey(partitions[i], entries[i].key), std::move(entries[i].siblings), "", false,
+        MergeInto(DataKey(partitions[i], entries[i].key), std::move(entries[i].siblings), "", true,
                   SIZE_MAX, [join](Now, Status s) { join->One(s); });
       }
       return;
