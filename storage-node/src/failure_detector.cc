@@ -6,31 +6,46 @@
 namespace dynamo::node {
 
 void PhiAccrual::Heartbeat(uint64_t now_ms) {
-  if (started_ && now_ms > last_ms_) {
-    double interval = static_cast<double>(now_ms - last_ms_);
-    intervals_.push_back(interval);
-    sum_ += interval;
-    sum_sq_ += interval * interval;
-    if (intervals_.size() > options_->window) {
-      double old = intervals_.front();
-      intervals_.pop_front();
-      sum_ -= old;
-      sum_sq_ -= old * old;
-    }
+  if (!started_) {
+    // Two intervals around the assumed one (as Akka seeds its history), so
+    // that the first ones measured, maybe a burst of exchanges at a start,
+    // do not stand alone for the peer's rate.
+    const double first = options_->first_interval_ms;
+    Record(first - first / 4);
+    Record(first + first / 4);
+    last_ms_ = now_ms;
+    started_ = true;
+    return;
   }
-  if (!started_ || now_ms > last_ms_) last_ms_ = now_ms;
-  started_ = true;
+  if (now_ms <= last_ms_) return;
+  // A silence already judged a failure (an outage, a pause, a partition)
+  // is no heartbeat interval: learned, it would hide the next failure as
+  // long (Akka's rule). Unless every interval is one: the peer's rate is
+  // slower than assumed.
+  if (Phi(now_ms) <= threshold() || ++unlearned_in_a_row_ > kUnlearnedInARowMax) {
+    Record(static_cast<double>(now_ms - last_ms_));
+    unlearned_in_a_row_ = 0;
+  }
+  last_ms_ = now_ms;
+}
+
+void PhiAccrual::Record(double interval) {
+  intervals_.push_back(interval);
+  sum_ += interval;
+  sum_sq_ += interval * interval;
+  if (intervals_.size() > options_->window) {
+    const double old = intervals_.front();
+    intervals_.pop_front();
+    sum_ -= old;
+    sum_sq_ -= old * old;
+  }
 }
 
 double PhiAccrual::PhiSince(uint64_t last_ms, uint64_t now_ms) const {
   if (!started_ || now_ms <= last_ms) return 0;
-  double mean = options_->first_interval_ms;
-  double std_dev = options_->first_interval_ms / 4;
-  if (!intervals_.empty()) {
-    double n = static_cast<double>(intervals_.size());
-    mean = sum_ / n;
-    std_dev = std::sqrt(std::max(0.0, sum_sq_ / n - mean * mean));
-  }
+  const double n = static_cast<double>(intervals_.size());
+  double mean = sum_ / n;
+  double std_dev = std::sqrt(std::max(0.0, sum_sq_ / n - mean * mean));
   mean += options_->acceptable_pause_ms;
   std_dev = std::max(std_dev, options_->min_std_dev_ms);
   const double y = (static_cast<double>(now_ms - last_ms) - mean) / std_dev;

@@ -131,6 +131,9 @@ int Main(int argc, char** argv) {
   std::erase(config.node.seeds, config.node.address);
   if (app.count("--partitions") > 0) config.node.partitions = partitions;
   if (app.count("--replicas") > 0) config.node.replicas = replicas;
+  // A peer's heartbeats come about once a gossip round.
+  config.node.failure_detector.first_interval_ms =
+      static_cast<double>(config.node.gossip_interval_ms);
   Status valid = ValidateConfig(config);
   if (!valid.ok()) {
     spdlog::error("{}", valid.ToString());

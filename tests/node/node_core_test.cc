@@ -1632,6 +1632,49 @@ proto::Member Record(const std::string& id, proto::MemberStatus status, uint64_t
 // The node an admin asks to make n2 leave may know an older record of n2
 // than n2's own (here: still joining, incarnation 1, while n2 is normal at
 // 2). The leave must outlast n2's own records until n2 takes it on.
+// A silence the detector judged a failure (a restart, a pause, a healed
+// partition) is no heartbeat interval: kept, a 10-minute outage made the
+// next failure, 20 heartbeats later, take over 10 minutes to be seen.
+TEST(FailureDetectorTest, TheSilenceOfAnOutageIsNotLearnedAsAnInterval) {
+  const FailureDetectorOptions options;
+  PhiAccrual d(options);
+  uint64_t t = 0;
+  for (int i = 0; i < 20; ++i) d.Heartbeat(t += 1000);
+  EXPECT_GT(d.Phi(t + 5000), d.threshold());
+  t += 600000;
+  d.Heartbeat(t);
+  for (int i = 0; i < 20; ++i) d.Heartbeat(t += 1000);
+  EXPECT_LT(d.Phi(t + 1500), d.threshold());
+  EXPECT_GT(d.Phi(t + 5000), d.threshold());
+}
+
+// Before any interval is measured, the detector assumes about one: a burst
+// of heartbeats at start (a node's first exchanges a millisecond apart) does
+// not make it suspect the peer after a little more than the pause.
+// A peer whose heartbeats come slower than assumed (another gossip
+// interval) is suspected between them for a few, then learned.
+TEST(FailureDetectorTest, ARateSlowerThanAssumedIsLearnedAfterAFewIntervals) {
+  const FailureDetectorOptions options;
+  PhiAccrual d(options);
+  uint64_t t = 0;
+  d.Heartbeat(t);
+  for (uint32_t i = 0; i <= PhiAccrual::kUnlearnedInARowMax; ++i) {
+    EXPECT_GT(d.Phi(t + 5000), d.threshold()) << i;
+    d.Heartbeat(t += 5000);
+  }
+  for (int i = 0; i < 5; ++i) d.Heartbeat(t += 5000);
+  EXPECT_LT(d.Phi(t + 5500), d.threshold());
+}
+
+TEST(FailureDetectorTest, ABurstOfHeartbeatsAtStartDoesNotShrinkTheExpectedInterval) {
+  const FailureDetectorOptions options;
+  PhiAccrual d(options);
+  d.Heartbeat(10);
+  d.Heartbeat(11);
+  EXPECT_LT(d.Phi(11 + 2500), d.threshold());
+  EXPECT_GT(d.Phi(11 + 10000), d.threshold());
+}
+
 TEST(MembershipTest, AnAdminsLeaveOutlastsTheNodesOwnRecordsUntilItTakesItOn) {
   using proto::MemberStatus;
   Membership admin(Record("n1", MemberStatus::kNormal, 1, 1), {});

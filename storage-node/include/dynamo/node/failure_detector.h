@@ -25,7 +25,8 @@ struct FailureDetectorOptions {
   double acceptable_pause_ms = 1000;
   // Intervals remembered. Default: 100.
   size_t window = 100;
-  // Interval assumed before any is measured. Default: 1000 ms.
+  // Interval assumed before any is measured (the node sets it to its
+  // gossip interval). Default: 1000 ms.
   double first_interval_ms = 1000;
 };
 
@@ -33,7 +34,13 @@ class PhiAccrual {
  public:
   explicit PhiAccrual(const FailureDetectorOptions& options) : options_(&options) {}
 
-  // A heartbeat arrived at `now_ms`.
+  // Intervals in a row that ended with the peer suspected and are not
+  // learned; the next one is.
+  static constexpr uint32_t kUnlearnedInARowMax = 3;
+
+  // A heartbeat arrived at `now_ms`. The interval since the last one is
+  // learned unless the peer was suspected when it came (up to
+  // kUnlearnedInARowMax in a row).
   void Heartbeat(uint64_t now_ms);
   // Suspicion at `now_ms`; 0 before the first heartbeat.
   double Phi(uint64_t now_ms) const { return PhiSince(last_ms_, now_ms); }
@@ -45,11 +52,14 @@ class PhiAccrual {
   bool started() const { return started_; }
 
  private:
+  void Record(double interval);
+
   const FailureDetectorOptions* options_;
   std::deque<double> intervals_;
   double sum_ = 0;
   double sum_sq_ = 0;
   uint64_t last_ms_ = 0;
+  uint32_t unlearned_in_a_row_ = 0;
   bool started_ = false;
 };
 
