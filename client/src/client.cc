@@ -372,7 +372,7 @@ class Client::Impl {
             return;
           }
           Result<ClusterMap> map =
-              ClusterMap::Deserialize(std::get<proto::RingReply>(ring.message->body).ring);
+              ClusterMap::FromPeer(std::get<proto::RingReply>(ring.message->body).ring);
           if (!map.ok()) {
             failed(map.status().Annotate(address));
             return;

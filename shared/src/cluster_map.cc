@@ -236,6 +236,15 @@ Result<ClusterMap> ClusterMap::Deserialize(std::string_view bytes) {
   return map;
 }
 
+Result<ClusterMap> ClusterMap::FromPeer(std::string_view bytes) {
+  Result<ClusterMap> map = Deserialize(bytes);
+  if (map.ok() && map->epoch() > kMapEpochFromPeerMax) {
+    return Status::Corruption("cluster map: epoch " + std::to_string(map->epoch()) +
+                              " past the largest a peer's map may carry");
+  }
+  return map;
+}
+
 uint64_t ClusterMap::ContentHash() const {
   uint64_t h = Mix64(ring_.ContentHash() ^ Mix64(ring_.epoch() + 1));
   if (next_) h = Mix64(h ^ Mix64(next_->ContentHash()) ^ Mix64(next_->epoch() + 2));

@@ -1313,7 +1313,7 @@ void NodeCore::TryJoin(Now now) {
       return;
     }
     auto& jr = std::get<proto::JoinReply>(reply->body);
-    Result<ClusterMap> map = ClusterMap::Deserialize(jr.ring);
+    Result<ClusterMap> map = ClusterMap::FromPeer(jr.ring);
     if (!map.ok()) {
       Log(LogLevel::kWarn, "join reply with a bad cluster map: " + map.status().ToString());
       return;
@@ -1381,7 +1381,7 @@ Status NodeCore::MergePeerGossip(Now now, const std::string& from,
                                  std::string_view map_bytes) {
   std::optional<ClusterMap> theirs;
   if (map_ && !map_bytes.empty()) {
-    Result<ClusterMap> parsed = ClusterMap::Deserialize(map_bytes);
+    Result<ClusterMap> parsed = ClusterMap::FromPeer(map_bytes);
     if (!parsed.ok()) {
       Log(LogLevel::kWarn,
           "ignoring a bad cluster map from " + from + ": " + parsed.status().ToString());

@@ -312,5 +312,28 @@ TEST(ClusterMapTest, SerializesAndValidates) {
   EXPECT_EQ(*ClusterMap::Deserialize(plain.Serialize()), plain);
 }
 
+// A map a peer sent past the largest epoch a peer's map may carry is
+// refused; steps taken from one at it make maps every node still reads.
+// Before, a peer's next ring at the largest epoch a map may carry moved this
+// map's ring one past it: no node, this one included, could read it again.
+TEST(ClusterMapTest, StepsFromThePeersLargestEpochStayReadable) {
+  const Ring ring = *Ring::Create(Names(3), 64, 3);
+  constexpr uint64_t e = kMapEpochFromPeerMax;
+  ClusterMap peer(ring.WithEpoch(e - 1));
+  peer.Reconcile(Names(4));
+  ASSERT_EQ(peer.epoch(), e);
+  ASSERT_TRUE(ClusterMap::FromPeer(peer.Serialize()).ok());
+  ClusterMap mine(ring.WithEpoch(e));  // a newer ring, an older map
+  ASSERT_TRUE(mine.Merge(peer));
+  EXPECT_EQ(mine.epoch(), e + 1);
+  EXPECT_TRUE(ClusterMap::Deserialize(mine.Serialize()).ok());
+  FinishAll(peer);
+  ASSERT_FALSE(peer.next());
+  EXPECT_TRUE(ClusterMap::Deserialize(peer.Serialize()).ok());
+  ClusterMap past(ring.WithEpoch(e + 1));
+  EXPECT_TRUE(ClusterMap::Deserialize(past.Serialize()).ok());
+  EXPECT_EQ(ClusterMap::FromPeer(past.Serialize()).status().code(), StatusCode::kCorruption);
+}
+
 }  // namespace
 }  // namespace dynamo

@@ -333,6 +333,27 @@ TEST(ProtoTest, AMemberRecordWithoutALifeReadsAsLifeZero) {
   EXPECT_EQ((*again)[0].life, 77u);
 }
 
+// A record past the largest incarnation or heartbeat is refused: a node
+// refuting one of itself (one incarnation up) wrapped to 0, and its own
+// records were never newer again.
+TEST(ProtoTest, AMemberRecordPastTheLargestIncarnationOrHeartbeatIsRefused) {
+  Member m{"n1",
+           "127.0.0.1:7000",
+           MemberStatus::kNormal,
+           kMemberCounterMax,
+           kMemberCounterMax,
+           0xabc,
+           true,
+           1};
+  ASSERT_TRUE(DecodeMembers(EncodeMembers({m}), Limits{}).ok());
+  for (int field = 0; field < 2; ++field) {
+    Member bad = m;
+    (field == 0 ? bad.incarnation : bad.heartbeat) = UINT64_MAX;
+    Result<std::vector<Member>> decoded = DecodeMembers(EncodeMembers({bad}), Limits{});
+    EXPECT_EQ(decoded.status().code(), StatusCode::kProtocolError) << field;
+  }
+}
+
 TEST(ProtoTest, NewerPeersMayAppendFields) {
   std::string body = Envelope4(1, 10, 5, [](MsgpackWriter& w) {
     w.Array(4);

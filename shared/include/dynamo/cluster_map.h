@@ -51,6 +51,10 @@ namespace dynamo {
 
 // Larger epochs are refused as corrupt, so that no epoch step wraps.
 inline constexpr uint64_t kMapEpochMax = uint64_t{1} << 62;
+// Largest epoch of a map taken from a peer (FromPeer): the steps a node
+// makes from it (one per change, kSwitchEpochStep per switch, 2^41 switches)
+// stay within kMapEpochMax, so no node makes a map it and its peers refuse.
+inline constexpr uint64_t kMapEpochFromPeerMax = kMapEpochMax / 2;
 // A switch takes next's epoch plus this: past whatever changes or undo of
 // the pending change a node that has not heard of the switch yet makes from
 // the old ring (each adds one).
@@ -105,6 +109,9 @@ class ClusterMap {
   // cluster id]; maps without the id read as id 0.
   std::string Serialize() const;
   static Result<ClusterMap> Deserialize(std::string_view bytes);
+  // Deserialize, for a map another node sent: also refuses one whose epoch
+  // is past kMapEpochFromPeerMax.
+  static Result<ClusterMap> FromPeer(std::string_view bytes);
   // Hash of ring and next (epochs included), not of the done set.
   uint64_t ContentHash() const;
 

@@ -424,6 +424,9 @@ class Decoder {
     m->status = static_cast<MemberStatus>(status);
     DYNAMO_RETURN_IF_ERROR(r_.ReadUint(&m->incarnation));
     DYNAMO_RETURN_IF_ERROR(r_.ReadUint(&m->heartbeat));
+    if (m->incarnation > kMemberCounterMax || m->heartbeat > kMemberCounterMax) {
+      return Status::ProtocolError("member incarnation or heartbeat out of range");
+    }
     DYNAMO_RETURN_IF_ERROR(r_.ReadUint(&m->actor));
     DYNAMO_RETURN_IF_ERROR(r_.ReadBool(&m->alive));
     DYNAMO_RETURN_IF_ERROR(AddedUint(&m->life));

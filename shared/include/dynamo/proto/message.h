@@ -163,6 +163,10 @@ enum class MemberStatus : uint8_t {
 // removed ones included (they stay listed so gossip cannot bring them back).
 inline constexpr size_t kMaxMembers = 4 * kMaxRingNodes;
 
+// Largest incarnation and heartbeat a member record may carry; larger ones
+// are refused when read, so that a node's own steps (one up) never wrap.
+inline constexpr uint64_t kMemberCounterMax = uint64_t{1} << 62;
+
 struct Member {
   NodeId id;
   std::string address;  // HOST:PORT
