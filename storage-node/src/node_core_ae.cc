@@ -50,6 +50,9 @@ struct NodeCore::AeSession {
   // the session began (a write it took as a replica later could fall in a
   // subtree already compared).
   std::optional<uint64_t> peer_epoch;
+  // The peer's last answer to this session came back (maybe an error): a
+  // failure then is no sign that it is down.
+  bool peer_answered = false;
   std::function<void()> done;     // releases the background slot
 };
 
@@ -619,6 +622,7 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
   }
   Call(s->address, proto::AeCompareRequest{s->partition, std::move(*request)},
        [this, s](Now, Result<proto::Message> reply) {
+         s->peer_answered = reply.ok();
          Status st = ReplyStatusOf(reply);
          if (st.ok() && !std::holds_alternative<proto::AeCompareReply>(reply->body)) {
            st = Status::ProtocolError("unexpected reply to AeCompare");
@@ -661,6 +665,7 @@ void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
   s->next += n;
   Call(s->address, proto::FetchRequest{batch},
        [this, s, batch](Now, Result<proto::Message> reply) mutable {
+         s->peer_answered = reply.ok();
          Status st = ReplyStatusOf(reply);
          if (st.ok() && !std::holds_alternative<proto::FetchReply>(reply->body)) {
            st = Status::ProtocolError("unexpected reply to Fetch");
@@ -765,6 +770,7 @@ void NodeCore::AePushRepairs(
   }
   Call(s->address, proto::PushRequest{proto::PushPurpose::kRepair, std::move((*batches)[next])},
        [this, s, batches, next](Now, Result<proto::Message> ack) {
+         s->peer_answered = ack.ok();
          Status as = ReplyStatusOf(ack);
          if (!as.ok()) {
            FinishAe(s, as);
@@ -926,7 +932,7 @@ void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
           "anti-entropy of partition " + std::to_string(s->partition) + " with " + s->peer + ": " +
               status.ToString());
     }
-    if (status.code() == StatusCode::kUnavailable || status.IsTimeout()) {
+    if (!s->peer_answered && (status.code() == StatusCode::kUnavailable || status.IsTimeout())) {
       membership_.Contact(s->peer, false, now_ms_);
     }
     if (s->switch_sync) switch_sync_next_ms_ = now_ms_ + options_.gossip_interval_ms;

@@ -2976,6 +2976,21 @@ TEST(AntiEntropyTest, ANodeBackWithAnOldMapDoesNotPushBackPartitionsItNoLongerRe
 // block, which stops the node) tries again with a doubling wait, up to 30 s
 // apart, and builds the trees once reads work again. Before, it retried at
 // every tick: 20 error lines a second for as long as the disk failed.
+// A peer that answers that its trees are still being built is up: the
+// failed session does not mark it down.
+TEST(AntiEntropyTest, APeerStillBuildingItsTreesIsNotTakenForDown) {
+  SimCluster sim(50);
+  FormCluster(sim, 3);
+  WriteKeys(sim, 20, "v:");
+  sim.Crash("n2", false);
+  sim.Restart("n2");
+  sim.engine("n2").FailScans(true);  // its trees are never ready
+  const uint64_t sessions = sim.core("n1").stats().ae_sessions;
+  EXPECT_FALSE(sim.RunUntil(
+      [&] { return !sim.core("n1").membership().IsAlive("n2", sim.now()); }, 20000));
+  EXPECT_GT(sim.core("n1").stats().ae_sessions, sessions);
+}
+
 TEST(AntiEntropyTest, ATreeBuildThatCannotReadRetriesWithAGrowingWait) {
   SimCluster sim(50);
   FormCluster(sim, 3);
