@@ -25,7 +25,14 @@ constexpr uint64_t kBuildRetryMaxMs = 30000;
 // kMerkleFetchKeysMax by the counts of an earlier round, and writes since may
 // have added some.
 constexpr uint64_t kAeFetchKeysServedMax = 2 * kMerkleFetchKeysMax;
+// Bytes a key listed in an AeCompare answer takes beyond its own: its
+// digest and encoding.
+constexpr size_t kAeListedKeyOverheadBytes = 16;
 constexpr size_t kPurgePageEntries = 256;
+// Pages one purge pass (one session of the partition's owner, at most every
+// purge_interval_ms) goes through before it ends; the next pass goes on
+// where it stopped.
+constexpr size_t kPurgePagesPerPass = 64;
 
 uint64_t NewestTimestamp(const SiblingSet& set) {
   uint64_t t = 0;
@@ -53,6 +60,7 @@ struct NodeCore::AeSession {
   // The peer's last answer to this session came back (maybe an error): a
   // failure then is no sign that it is down.
   bool peer_answered = false;
+  size_t purge_pages_left = 0;
   std::function<void()> done;     // releases the background slot
 };
 
@@ -527,7 +535,15 @@ void NodeCore::AntiEntropyTick(Now now) {
     // at its start): what it holds of p is a leftover for handoff.
     if (std::find(pref.begin(), pref.end(), options_.id) == pref.end()) continue;
     for (const NodeId& n : pref) {
-      if (n != options_.id && membership_.IsAlive(n, now.mono_ms) && AddressOf(n)) peers.push_back(n);
+      auto not_ready = ae_not_ready_until_.find(n);
+      if (not_ready != ae_not_ready_until_.end() && now.mono_ms >= not_ready->second) {
+        ae_not_ready_until_.erase(not_ready);
+        not_ready = ae_not_ready_until_.end();
+      }
+      if (n != options_.id && membership_.IsAlive(n, now.mono_ms) && AddressOf(n) &&
+          not_ready == ae_not_ready_until_.end()) {
+        peers.push_back(n);
+      }
     }
     if (peers.empty()) {
       // A partition no other replica holds has nothing to catch up from.
@@ -592,7 +608,13 @@ void NodeCore::StartAeSession(PartitionId p, const NodeId& peer, bool switch_syn
       FinishAe(s, Status::Aborted("abandoned"));
       return;
     }
+    // The keys one answer lists (with their digests) fit an exchange's
+    // bytes, as long as the keys are.
     MerkleComparisonOptions opts;
+    opts.fetch_keys_max = std::clamp<size_t>(
+        ExchangeBytesMax() / (options_.limits.key_bytes_max + kAeListedKeyOverheadBytes), 1,
+        kMerkleFetchKeysMax);
+    opts.bucket_keys_max = std::min(opts.bucket_keys_max, opts.fetch_keys_max);
     ApplyTreeUpdates();
     s->comparison = std::make_unique<MerkleComparison>(&TreeFor(s->partition), opts);
     ++stats_.ae_sessions;
@@ -659,7 +681,13 @@ void NodeCore::AeExchange(std::shared_ptr<AeSession> s) {
     PurgeTombstones(s);
     return;
   }
-  const size_t n = std::min(options_.ae_batch_keys, s->keys.size() - s->next);
+  // Up to ae_batch_keys keys, as many as an exchange's bytes hold (one at
+  // least).
+  size_t n = 0;
+  for (size_t bytes = 0; n < options_.ae_batch_keys && s->next + n < s->keys.size(); ++n) {
+    bytes += s->keys[s->next + n].size() + kAeListedKeyOverheadBytes;
+    if (n > 0 && bytes > ExchangeBytesMax()) break;
+  }
   std::vector<std::string> batch(s->keys.begin() + static_cast<std::ptrdiff_t>(s->next),
                                  s->keys.begin() + static_cast<std::ptrdiff_t>(s->next + n));
   s->next += n;
@@ -786,16 +814,17 @@ void NodeCore::AePushRepairs(
 void NodeCore::SendPurges(std::shared_ptr<AeSession> s, PartitionId p,
                           const std::vector<std::string>& others,
                           const std::vector<proto::PurgeRequest::Entry>& confirmed) {
-  auto remote = std::make_shared<Countdown>(others.size(), [this, s, p, confirmed](Status ps) {
+  auto remote = std::make_shared<Countdown>(others.size(), [this, s, p, others,
+                                                            confirmed](Status ps) {
     if (!ps.ok()) {
       FinishAe(s, Status::OK());
       return;
     }
     // Every other replica has dropped them (or kept newer data): drop ours.
-    PurgeLocal(confirmed, [this, s, p](Status, uint64_t deleted) {
+    PurgeLocal(confirmed, [this, s, p, others](Status, uint64_t deleted) {
       Log(LogLevel::kDebug,
           "purged " + std::to_string(deleted) + " tombstones in partition " + std::to_string(p));
-      FinishAe(s, Status::OK());
+      NextPurgePage(s, others);
     });
   });
   for (const std::string& address : others) {
@@ -823,11 +852,29 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
     }
     others.push_back(*addr);
   }
+  s->purge_pages_left = kPurgePagesPerPass;
+  PurgePage(s, std::move(others));
+}
+
+void NodeCore::NextPurgePage(std::shared_ptr<AeSession> s, std::vector<std::string> others) {
+  if (s->purge_pages_left == 0 || purge_after_[s->partition].empty() || ae_ != s || disk_low_ ||
+      shutting_down_) {
+    FinishAe(s, Status::OK());
+    return;
+  }
+  PurgePage(s, std::move(others));
+}
+
+void NodeCore::PurgePage(std::shared_ptr<AeSession> s, std::vector<std::string> others) {
+  const PartitionId p = s->partition;
+  --s->purge_pages_left;
+  // The page's keys go in one Fetch: an exchange's bytes hold them.
   ScanOp scan;
   scan.space = Space::kData;
   scan.options.prefix = PartitionPrefix(p);
   scan.options.after = purge_after_[p];
   scan.options.max_entries = kPurgePageEntries;
+  scan.options.max_bytes = ExchangeBytesMax();
   Storage(std::move(scan), [this, s, p, others](Now, StorageResult r) {
     if (!r.status.ok()) {
       FinishAe(s, Status::OK());
@@ -851,7 +898,7 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
       candidates->push_back(Candidate{std::string(parts->key), SiblingDigest(*set)});
     }
     if (candidates->empty()) {
-      FinishAe(s, Status::OK());
+      NextPurgePage(s, others);
       return;
     }
     std::vector<std::string> keys;
@@ -864,7 +911,7 @@ void NodeCore::PurgeTombstones(std::shared_ptr<AeSession> s) {
         }
       }
       if (confirmed.empty()) {
-        FinishAe(s, Status::OK());
+        NextPurgePage(s, others);
         return;
       }
       // This node's tombstones are the last copies once the others purged:
@@ -925,7 +972,15 @@ void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
     done();
   }
   if (ae_ == s) ae_.reset();
-  if (!status.ok()) {
+  if (!status.ok() && s->peer_answered && status.code() == StatusCode::kUnavailable) {
+    // Up, and not ready to compare (building its trees): asked again after a
+    // round's pause rather than at every partition of the round.
+    ae_not_ready_until_[s->peer] = now_ms_ + options_.ae_cycle_pause_ms;
+    Log(LogLevel::kDebug, "anti-entropy: " + s->peer + " is not ready (" + status.ToString() +
+                              "); asked again in " + std::to_string(options_.ae_cycle_pause_ms) +
+                              " ms");
+    if (s->switch_sync) switch_sync_next_ms_ = now_ms_ + options_.gossip_interval_ms;
+  } else if (!status.ok()) {
     if (status.code() != StatusCode::kAborted) {
       // A peer's malformed answer is a bug or a version mismatch to see.
       Log(status.code() == StatusCode::kProtocolError ? LogLevel::kWarn : LogLevel::kDebug,

@@ -2591,6 +2591,36 @@ TEST(AntiEntropyTest, WipedNodeCatchesUpBeforeServingReads) {
   EXPECT_FALSE(std::holds_alternative<proto::ErrorReply>(sim.Request("n3", proto::GetRequest{keys[0]})->body));
 }
 
+// With small frames and long keys, the keys a comparison lists for a wiped
+// replica are planned by bytes, not only by count: 1,000-byte keys, 8 KiB
+// frames, 4 partitions. Before, the listing of a partition's keys outgrew
+// the frame, every session failed the same way, and the catch-up never
+// ended.
+TEST(AntiEntropyTest, AWipedReplicaCatchesUpOnLongKeysWithSmallFrames) {
+  SimCluster sim(32);
+  auto small_frames = [](NodeOptions& o) {
+    o.partitions = 4;
+    o.limits.frame_bytes_max = 8192;
+    o.limits.key_bytes_max = 1024;
+    o.limits.value_bytes_max = 2048;
+  };
+  FormCluster(sim, 3, small_frames);
+  std::vector<std::string> keys;
+  for (int i = 0; i < 60; ++i) {
+    std::string key = "key-" + std::to_string(i) + "-";
+    key.resize(1000, 'x');
+    keys.push_back(key);
+    Write(sim, "n1", key, "v:" + key);
+  }
+  sim.Crash("n3");
+  sim.Wipe("n3");
+  sim.Restart("n3");
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.core("n3").map().has_value(); }, 5000));
+  EXPECT_TRUE(sim.core("n3").catching_up());
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n3").catching_up(); }, 60000)) << sim.LogTail();
+  for (const std::string& key : keys) EXPECT_TRUE(sim.Stored("n3", key).has_value());
+}
+
 // Keys written to two replicas of three, missing on a third (W=2): a wiped
 // replica that synced with the one lacking them must not end its catch-up
 // there, or the two would answer a read at R=2 without them.
@@ -2699,6 +2729,44 @@ void ShortGrace(NodeOptions& o) {
 }
 
 void FormShortGraceCluster(SimCluster& sim) { FormCluster(sim, 4, ShortGrace); }
+
+// A pass goes through a partition's tombstones page after page: 1,500 of
+// them in one partition are purged in one pass. Before, a pass took one page
+// of 256 entries, and a workload deleting faster than that outgrew the
+// purges.
+TEST(AntiEntropyTest, APurgePassGoesThroughManyPagesOfTombstones) {
+  SimCluster sim(33);
+  // Every tombstone's grace ends within the time their deletes took.
+  FormCluster(sim, 3, [](NodeOptions& o) {
+    o.tombstone_grace_ms = 30000;
+    o.clock_skew_max_ms = 0;
+    o.purge_interval_ms = 10000;
+  });
+  const Ring& ring = sim.core("n1").map()->ring();
+  const PartitionId p = ring.KeyPartition("key-0");
+  std::vector<std::string> keys;
+  for (int i = 0; keys.size() < 1500; ++i) {
+    const std::string key = "key-" + std::to_string(i);
+    if (ring.KeyPartition(key) == p) keys.push_back(key);
+  }
+  for (const std::string& key : keys) Write(sim, "n1", key, "v");
+  const uint64_t deleting = sim.now();
+  for (const std::string& key : keys) Delete(sim, key);
+  const NodeId owner = ring.Owner(p);
+  const uint64_t deleted = sim.now();
+  std::cout << "[ sim ] deletes took " << deleted - deleting << " ms\n";
+  auto purged = [&] {
+    for (const std::string& key : keys) {
+      if (sim.Stored(owner, key)) return false;
+    }
+    return true;
+  };
+  while (!purged() && sim.now() - deleted < 120000) sim.RunFor(100);
+  ASSERT_TRUE(purged());
+  std::cout << "[ sim ] 1,500 tombstones of one partition purged " << (sim.now() - deleted)
+            << " ms after their deletes\n";
+  EXPECT_LT(sim.now() - deleted, 30000u + 12000u);
+}
 
 // A hint its holder could not hand off for longer than the tombstone grace
 // period may hold a version whose tombstone the replicas have purged since:

@@ -464,8 +464,12 @@ class NodeCore {
   bool InRingOrNext(const NodeId& node) const;
   void FinishAe(std::shared_ptr<AeSession> s, Status status);
   void PurgeTombstones(std::shared_ptr<AeSession> s);
-  // Asks `others` (the partition's other replicas, at their addresses) to
-  // purge `confirmed`, then purges them here once all did.
+  // One page of a purge pass: scans it, confirms its tombstones with
+  // `others` (the partition's other replicas, at their addresses), purges
+  // them, then goes on with the next page (NextPurgePage).
+  void PurgePage(std::shared_ptr<AeSession> s, std::vector<std::string> others);
+  void NextPurgePage(std::shared_ptr<AeSession> s, std::vector<std::string> others);
+  // Asks `others` to purge `confirmed`, then purges them here once all did.
   void SendPurges(std::shared_ptr<AeSession> s, PartitionId p,
                   const std::vector<std::string>& others,
                   const std::vector<proto::PurgeRequest::Entry>& confirmed);
@@ -721,6 +725,9 @@ class NodeCore {
   uint64_t ae_next_cycle_ms_ = 0;
   uint64_t ae_cycles_done_ = 0;
   std::map<PartitionId, uint32_t> ae_rotation_;
+  // Peers that answered a session as not ready (trees being built, not
+  // joined yet), by when they are asked again (mono ms).
+  std::map<NodeId, uint64_t> ae_not_ready_until_;
   std::map<PartitionId, uint64_t> last_purge_ms_;
   std::map<PartitionId, std::string> purge_after_;
   // Reads wait for a full anti-entropy round; recorded, so that a restart
