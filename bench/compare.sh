@@ -64,6 +64,15 @@ for flag in "--rounds $ROUNDS" "--open-rounds $OPEN_ROUNDS"; do
     exit 2
   fi
 done
+# Whole numbers: the probes' loops count in them (a fraction made them stop
+# at once, leaving the machine columns empty).
+for flag in "--duration $DURATION" "--keys $KEYS" "--concurrency $CONCURRENCY"; do
+  n=${flag#* }
+  if ! [[ $n =~ ^[1-9][0-9]{0,8}$ ]]; then
+    echo "compare: ${flag% *} must be a whole number from 1 to 999999999" >&2
+    exit 2
+  fi
+done
 
 BUILD=${DYNAMO_RELEASE_BUILD:-build/release}
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDYNAMO_BUILD_TESTS=OFF -DDYNAMO_BUILD_BENCH=ON \
@@ -81,6 +90,14 @@ PIDS=() PROBES=()
 # Beside every run: the disk's syncs, the cores' speed, a sleeping thread's wake-ups.
 MACHINE_PROBES="disk speed wake"
 cleanup() {
+  local status=$?
+  if [ "$status" != 0 ] && [ -s "$WORK/results" ]; then
+    local kept
+    kept=$(mktemp /tmp/dynamo-compare-partial.XXXXXX)
+    cp "$WORK/results" "$kept"
+    echo "compare: failed (status $status); the runs done so far (one line each:" \
+      "store, workload, mode, round, dynamo-bench's JSON) are kept in $kept" >&2
+  fi
   for d in $DYNAMOS; do "$BIN/dynamoctl" cluster stop --dir "$WORK/$d" >/dev/null 2>&1 || true; done
   for pid in "${PIDS[@]}" "${PROBES[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -117,6 +134,15 @@ else
   echo "compare: etcd is not installed; its column is left out" >&2
 fi
 sleep 2
+# A server that could not start (its port taken, say by a store left from
+# an earlier run) must not leave the runs to measure whatever answers there.
+for pid in "${PIDS[@]}"; do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    echo "compare: a server this script started has exited; its log:" >&2
+    tail -n 5 "$WORK"/redis.log "$WORK"/etcd*.log 2>/dev/null >&2 || true
+    exit 1
+  fi
+done
 
 COMMON=(--keys "$KEYS" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup 2 --json --quiet)
 declare -A ARGS LOADED

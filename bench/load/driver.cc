@@ -340,10 +340,17 @@ class Runner : public std::enable_shared_from_this<Runner> {
     // operations are the ones started in it, and one that finishes late (a
     // stall, a timeout at the end) does not stretch the time they share.
     // Otherwise the time runs to the last success: an open loop that
-    // finishes late was queueing.
+    // finishes late was queueing. An open loop's is at least its schedule,
+    // which ends a gap after its last arrival.
     report_.seconds = o_.rate == 0 && o_.ops == 0
                           ? o_.duration_s
                           : static_cast<double>(last_done_ns_ - measure_start_ns_) / kNsPerS;
+    if (o_.rate > 0) {
+      const double schedule_s =
+          o_.ops ? static_cast<double>(o_.ops) * static_cast<double>(ArrivalGap()) / kNsPerS
+                 : o_.duration_s;
+      report_.seconds = std::max(report_.seconds, schedule_s);
+    }
     done_.set_value(report_);
   }
 

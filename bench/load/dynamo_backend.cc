@@ -44,9 +44,10 @@ class DynamoBackend : public Backend {
           if (r.ok()) {
             out.values = r->values.size();
             // A write that finished while this read was out left a newer
-            // context than the read's: keep it.
+            // context than the read's: keep it, unless the read found
+            // siblings, which only a context covering them all resolves.
             std::optional<std::string>& context = ContextOf(index);
-            if (r->found && !context) context = std::move(r->context);
+            if (r->found && (!context || r->values.size() > 1)) context = std::move(r->context);
           } else {
             out.status = r.status();
           }
@@ -80,6 +81,10 @@ class DynamoBackend : public Backend {
           if (r.ok()) {
             ContextOf(index) = std::move(*r);
           } else {
+            // The write may have been applied (in doubt): a write on the old
+            // context would stand beside it as a sibling, and so would every
+            // later one. The next write of the key reads first.
+            ContextOf(index).reset();
             out.status = r.status();
           }
           done(std::move(out));

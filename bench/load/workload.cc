@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <numeric>
 
 namespace dynamo::bench {
 
@@ -47,11 +48,13 @@ double Zeta(uint64_t n, double theta) {
   return sum;
 }
 
-uint64_t Scatter(uint64_t x) {  // splitmix64 finalizer
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
+// A multiplier for ranks mod `n` that makes rank -> key one to one (coprime
+// with n), far from 1 so that neighbouring ranks land far apart.
+uint64_t ScatterMultiplier(uint64_t n) {
+  if (n <= 2) return 1;
+  uint64_t a = 0x9e3779b97f4a7c15ULL % n;
+  while (a < 2 || std::gcd(a, n) != 1) a = (a + 1) % n;
+  return a;
 }
 
 }  // namespace
@@ -93,13 +96,16 @@ OpGenerator::OpGenerator(Workload workload, KeyDistribution dist, uint64_t keys,
       keys_(keys < 1 ? 1 : keys),
       zipfian_(dist == KeyDistribution::kZipfian),
       zipf_(zipfian_ ? keys_ : 1),
+      scatter_mul_(ScatterMultiplier(keys_)),
       rng_(seed) {}
 
 Op OpGenerator::Next() {
   Op op;
   op.read = read_fraction_ >= 1 ||
             (read_fraction_ > 0 && std::uniform_real_distribution<double>(0, 1)(rng_) < read_fraction_);
-  op.key = zipfian_ ? Scatter(zipf_.Next(rng_)) % keys_ : rng_() % keys_;
+  op.key = zipfian_ ? static_cast<uint64_t>(static_cast<unsigned __int128>(zipf_.Next(rng_)) *
+                                            scatter_mul_ % keys_)
+                    : rng_() % keys_;
   return op;
 }
 

@@ -53,8 +53,9 @@ struct Op {
 };
 
 // Draws operations: the read/write mix of a workload over `keys` keys. Zipfian
-// ranks are scattered over the key space by a hash, so popular keys do not
-// share partitions.
+// ranks are scattered over the key space one to one (rank times a
+// multiplier coprime with the key count), so every key may be drawn and
+// popular keys are not neighbours.
 class OpGenerator {
  public:
   OpGenerator(Workload workload, KeyDistribution dist, uint64_t keys, uint64_t seed);
@@ -65,6 +66,7 @@ class OpGenerator {
   uint64_t keys_;
   bool zipfian_;
   Zipfian zipf_;
+  uint64_t scatter_mul_;
   std::mt19937_64 rng_;
 };
 

@@ -106,6 +106,18 @@ TEST(WorkloadTest, ZipfianFavoursFewKeysAndUniformDoesNot) {
   EXPECT_LT(top_share(KeyDistribution::kUniform), 0.05);
 }
 
+// Ranks are scattered one to one: every key may be drawn (a hash of the
+// rank, taken mod the key count, reached about 63% of the keys).
+TEST(WorkloadTest, ZipfianRanksReachEveryKey) {
+  for (uint64_t keys : {1000u, 1024u, 999u}) {
+    OpGenerator gen(Workload::kC, KeyDistribution::kZipfian, keys, 12);
+    std::set<uint64_t> seen;
+    for (int i = 0; i < 1'000'000; ++i) seen.insert(gen.Next().key);
+    EXPECT_EQ(seen.size(), keys) << keys;
+    EXPECT_LT(*seen.rbegin(), keys);
+  }
+}
+
 TEST(WorkloadTest, SameSeedSameSequenceAndFixedWidthKeys) {
   OpGenerator a(Workload::kA, KeyDistribution::kZipfian, 5000, 42), b(Workload::kA, KeyDistribution::kZipfian, 5000, 42);
   for (int i = 0; i < 1000; ++i) {
@@ -516,6 +528,20 @@ TEST(DriverTest, AClosedLoopByDurationIsMeasuredOverItsDuration) {
   EXPECT_EQ(report->read.latency.count(), 1u);
   EXPECT_EQ(report->seconds, o.duration_s);
   EXPECT_DOUBLE_EQ(report->Throughput(), 10.0);
+}
+
+// An open loop is measured over its schedule at least: 10 arrivals at 100 a
+// second take 0.1 s, though the last is answered 0.09 s after the first
+// (before, 111 a second).
+TEST(DriverTest, AnOpenLoopKeepingUpIsMeasuredOverItsSchedule) {
+  DriverOptions o = Unloaded(Workload::kC, 1);
+  o.rate = 100;
+  o.ops = 10;
+  Result<RunReport> report = TickRig(o.concurrency).Run(o);
+  ASSERT_TRUE(report.ok()) << report.status().ToString();
+  EXPECT_EQ(report->read.latency.count(), 10u);
+  EXPECT_GE(report->seconds, 0.1);
+  EXPECT_LE(report->Throughput(), 100.0);
 }
 
 // An open loop that ends far behind its schedule (a hundred million arrivals

@@ -259,3 +259,12 @@ def test_ab_stops_with_the_benchs_own_message_when_the_bench_fails(tmp_path):
         assert str(e) == "old A: dynamo-bench exited 114: --workload: At Most 1 required but received 2"
     else:
         raise AssertionError("a failed bench must not give a figure")
+
+
+def test_compare_refuses_sizes_that_are_not_whole_numbers_before_starting_anything():
+    for flag, value in (("--duration", "2.5"), ("--keys", "0"), ("--concurrency", "-1"),
+                        ("--duration", "1e3")):
+        r = subprocess.run(["bash", os.path.join(BENCH, "compare.sh"), flag, value],
+                           capture_output=True, text=True, timeout=30, cwd=os.path.join(BENCH, ".."))
+        assert r.returncode == 2, (flag, value, r.stderr)
+        assert flag + " must be a whole number" in r.stderr
