@@ -20,6 +20,8 @@ constexpr uint64_t kTransferBytesMax = 8u << 20;
 // stops once the reply holds ExchangeBytesMax, so a request of many large
 // keys costs at most one window of them in memory).
 constexpr size_t kFetchKeysMax = 4096;
+// Longest HOST:PORT a joiner may give (a DNS name takes at most 253 bytes).
+constexpr size_t kAddressBytesMax = 300;
 constexpr size_t kFetchReadWindow = 32;
 // Peers told of our departure before exiting.
 constexpr size_t kFarewellPeers = 3;
@@ -1074,6 +1076,16 @@ void NodeCore::HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinReques
     ReplyError(conn, id, Status::InvalidArgument("node id '" + j.id + "' is this node's own id"));
     return;
   }
+  // Spread by gossip to every node and client, an address must be one they
+  // can print and dial: HOST:PORT in printable ASCII.
+  const size_t colon = j.address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == j.address.size() ||
+      j.address.size() > kAddressBytesMax ||
+      !std::all_of(j.address.begin(), j.address.end(),
+                   [](char c) { return c > ' ' && c < 0x7f; })) {
+    ReplyError(conn, id, Status::InvalidArgument("node '" + j.id + "' gave no HOST:PORT address"));
+    return;
+  }
   std::optional<proto::Member> known = membership_.Find(j.id);
   if (known && known->life != j.life && known->status != proto::MemberStatus::kRemoved &&
       membership_.IsAlive(j.id, now.mono_ms) && known->address != j.address) {
@@ -1685,7 +1697,12 @@ void NodeCore::StartHandoff(Now now) {
   if (handoff_ || !map_ || shutting_down_) return;
   // Expiry passes come before ranges that failed are tried again: a range
   // that always fails would otherwise keep them from ever running.
-  if (StartHandoffOfNextRange(now) || StartHintExpiryPass(now) || handoff_failed_.empty()) return;
+  if (StartHandoffOfNextRange(now) || StartHintExpiryPass(now)) return;
+  if (!handoff_turned_.empty()) {
+    handoff_turned_.clear();
+    if (StartHandoffOfNextRange(now)) return;
+  }
+  if (handoff_failed_.empty()) return;
   handoff_failed_.clear();
   StartHandoffOfNextRange(now);
 }
@@ -1727,7 +1744,8 @@ bool NodeCore::StartHandoffOfNextRange(Now now) {
     // disk is nearly full.
     if (fate == HintsFate::kNone || fate == HintsFate::kHold ||
         (fate == HintsFate::kOwnData && disk_low_) ||
-        handoff_failed_.contains({Space::kHints, prefix})) {
+        handoff_failed_.contains({Space::kHints, prefix}) ||
+        handoff_turned_.contains({Space::kHints, prefix})) {
       continue;
     }
     auto h = NewHintHandoff(owner);
@@ -1748,7 +1766,10 @@ bool NodeCore::StartHandoffOfNextRange(Now now) {
   if (now.mono_ms < map_changed_ms_ + options_.handoff_delay_ms) return false;
   for (PartitionId p : state_.partitions_with_data) {
     std::string prefix = PartitionPrefix(p);
-    if (Replicates(p) || handoff_failed_.contains({Space::kData, prefix})) continue;
+    if (Replicates(p) || handoff_failed_.contains({Space::kData, prefix}) ||
+        handoff_turned_.contains({Space::kData, prefix})) {
+      continue;
+    }
     std::vector<std::string> addresses;
     bool all_alive = true;
     for (const NodeId& n : map_->ring().PreferenceList(p)) {
@@ -2173,7 +2194,10 @@ void NodeCore::FinishHandoff(Now now, std::shared_ptr<Handoff> h, Status status,
     Log(LogLevel::kInfo, "handed off " + h->what + ": " + std::to_string(h->keys) + " keys");
   }
   if (h->space == Space::kHints) stats_.hints_delivered += h->keys;
-  if (drained) {
+  if (!drained) {
+    handoff_turned_.emplace(h->space, h->prefix);
+  } else {
+    handoff_turned_.erase({h->space, h->prefix});
     if (h->space == Space::kData) {
       state_.partitions_with_data.erase(h->partition);
       if (h->partition < known_with_data_.size()) known_with_data_[h->partition] = false;

@@ -668,6 +668,24 @@ TEST(NodeCoreTest, HintsAreStoredApartUnderTheirOwner) {
 // picks another stand-in), and such hints already stored (kept by an older
 // node) go into the holder's own data, from where a handoff takes them to
 // the key's replicas. Before, they were kept and skipped forever.
+// An address gossip would carry to every node and client must be one they
+// can print and dial.
+TEST(NodeCoreTest, AJoinWithoutAHostPortAddressIsRefused) {
+  SimCluster sim(47);
+  FormCluster(sim, 1);
+  for (const std::string& address :
+       {std::string("\xff:1"), std::string("no-port"), std::string(":7000"), std::string("h:"),
+        std::string("a b:1"), std::string(400, 'h') + ":1"}) {
+    proto::Member joiner{"n9", address, proto::MemberStatus::kJoining, 1, 0, 9, true, 9};
+    Result<proto::Message> r = sim.Request("n1", proto::JoinRequest{joiner});
+    ASSERT_TRUE(r.ok());
+    const auto* err = std::get_if<proto::ErrorReply>(&r->body);
+    ASSERT_NE(err, nullptr) << address;
+    EXPECT_EQ(err->code, StatusCode::kInvalidArgument) << address;
+  }
+  EXPECT_FALSE(sim.core("n1").membership().Find("n9").has_value());
+}
+
 TEST(NodeCoreTest, HintsForANodeNobodyKnowsAreRefusedAndOldOnesBecomeOwnData) {
   SimCluster sim(47);
   FormCluster(sim, 3);
@@ -931,6 +949,30 @@ TEST(NodeCoreTest, AnOwnerThatRefusesItsHintsDoesNotHoldUpTheOthers) {
   EXPECT_TRUE(sim.Stored("n3", "hk-n3").has_value());
   EXPECT_EQ(sim.HintKeys("n1").size(), 1u);  // n2's, still refused
   EXPECT_TRUE(sim.IsUp("n2"));
+}
+
+// Hints for n2 arrive at n1 without pause, so each of their handoffs ends
+// with more written meanwhile: n3's hint still gets its turn. Before, the
+// handoff took the first range in id order each time, n2's, for as long as
+// its hints kept coming.
+TEST(NodeCoreTest, HintsArrivingWithoutPauseForOneOwnerDoNotHoldUpAnother) {
+  sim::SimOptions slow_disk;
+  slow_disk.storage_latency_ms = 4;
+  SimCluster sim(6, slow_disk);
+  FormCluster(sim, 4);
+  auto hint = [&](const std::string& key, const std::string& owner) {
+    SiblingSet set =
+        CoordinatorUpdate({}, 77, 1, WriteIntent{{}, key, false, sim.WallMs("n1")})->siblings;
+    sim.Send("n1", proto::ReplicaPutRequest{key, set, owner}, [](Result<proto::Message>) {});
+  };
+  const uint64_t start = sim.now();
+  for (uint64_t i = 0; i < 3000; ++i) {
+    sim.At(start + 3 * i, [&hint, i] { hint("flood-" + std::to_string(i), "n2"); });
+  }
+  sim.At(start + 500, [&hint] { hint("hk-n3", "n3"); });
+  EXPECT_TRUE(sim.RunUntil([&] { return sim.Stored("n3", "hk-n3").has_value(); }, 3000))
+      << sim.LogTail();
+  sim.RunFor(10000);
 }
 
 // n1 runs with a value limit lowered below a hint it stored earlier, and

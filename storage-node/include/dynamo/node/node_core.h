@@ -664,6 +664,10 @@ class NodeCore {
   // every other range had its turn, so one target that refuses every push
   // does not hold up the rest.
   std::set<std::pair<Space, std::string>> handoff_failed_;
+  // Ranges handed off without draining (written meanwhile) this turn: each
+  // other range gets its turn before they are taken again, so that a range
+  // written without pause does not hold up the rest.
+  std::set<std::pair<Space, std::string>> handoff_turned_;
   // Failed ranges warned about: later failures of one are logged at debug
   // level until it succeeds.
   std::set<std::pair<Space, std::string>> handoff_warned_;
