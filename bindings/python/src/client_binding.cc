@@ -6,6 +6,7 @@
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -192,13 +193,16 @@ class DropsInProgress {
     std::lock_guard lock(mu_);
     if (--count_ == 0) cv_.notify_all();
   }
-  // Without the GIL.
+  // Without the GIL. In a process forked since (the drains' threads were
+  // not copied, and the lock may have been copied held), at once.
   void WaitForNone() {
+    if (::getpid() != pid_) return;
     std::unique_lock lock(mu_);
     cv_.wait(lock, [this] { return count_ == 0; });
   }
 
  private:
+  const pid_t pid_ = ::getpid();
   std::mutex mu_;
   std::condition_variable cv_;
   size_t count_ = 0;
@@ -395,7 +399,7 @@ class PyClient {
     for (const Placement& p : places) {
       py::dict d;
       d["id"] = p.id;
-      d["address"] = p.address;
+      d["address"] = NodeText(p.address);
       d["state"] = p.state;
       d["role"] = p.role;
       out.append(d);
@@ -436,7 +440,7 @@ class PyClient {
     for (const MemberInfo& m : client()->Members()) {
       py::dict d;
       d["id"] = m.id;
-      d["address"] = m.address;
+      d["address"] = NodeText(m.address);
       d["state"] = m.state;
       d["partitions"] = m.partitions;
       out.append(d);

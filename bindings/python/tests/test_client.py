@@ -663,6 +663,40 @@ def test_a_client_dropped_in_a_daemon_thread_as_the_program_exits(fresh_cluster)
         assert out == "exiting\n"
 
 
+FORKED_WHILE_A_DROP_DRAINS = DROPPED_IN_A_DAEMON_THREAD.replace(
+    'print("exiting", flush=True)\n', '''import os
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # the exit closes the clients and waits for drains: none here
+for _ in range(200):
+    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+        print("child exited", flush=True)
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print("child hung", flush=True)
+''')
+
+
+def test_a_child_forked_while_a_dropped_client_drains_exits(fresh_cluster):
+    # The drain's thread is not copied into the child, so its count of
+    # drains in progress never falls there: the child waited for it at exit
+    # for ever.
+    child = subprocess.Popen([sys.executable, "-c", FORKED_WHILE_A_DROP_DRAINS,
+                              *fresh_cluster.seeds], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        fresh_cluster.signal("n3", signal.SIGSTOP)
+        out, err = child.communicate("go\n", timeout=60)
+    finally:
+        fresh_cluster.signal("n3", signal.SIGCONT)
+    assert child.returncode == 0, err[-2000:]
+    assert out == "child exited\n", err[-2000:]
+
+
 INTERRUPTED_BY_CTRL_C = """
 import sys, threading, time, dynamo
 c = dynamo.Client(sys.argv[1:], timeout=60.0)
