@@ -646,19 +646,16 @@ void NodeCore::AeRound(std::shared_ptr<AeSession> s) {
        [this, s](Now, Result<proto::Message> reply) {
          s->peer_answered = reply.ok();
          Status st = ReplyStatusOf(reply);
-         if (st.ok() && !std::holds_alternative<proto::AeCompareReply>(reply->body)) {
+         const auto* compare = st.ok() ? std::get_if<proto::AeCompareReply>(&reply->body) : nullptr;
+         if (st.ok() && compare == nullptr) {
            st = Status::ProtocolError("unexpected reply to AeCompare");
          }
+         if (compare != nullptr) st = PeerMapNotNewer(compare->epoch);
          if (st.ok()) {
-           const auto& compare = std::get<proto::AeCompareReply>(reply->body);
-           st = PeerMapNotNewer(compare.epoch);
-         }
-         if (st.ok()) {
-           const auto& compare = std::get<proto::AeCompareReply>(reply->body);
-           s->peer_catching_up |= compare.catching_up;
-           if (!s->peer_epoch) s->peer_epoch = compare.epoch;
+           s->peer_catching_up |= compare->catching_up;
+           if (!s->peer_epoch) s->peer_epoch = compare->epoch;
            ApplyTreeUpdates();
-           st = s->comparison->HandleReply(compare.reply);
+           st = s->comparison->HandleReply(compare->reply);
          }
          if (!st.ok()) {
            FinishAe(s, st);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <set>
 
 #include "dynamo/node/keys.h"
@@ -2963,62 +2964,80 @@ TEST(AntiEntropyTest, AHintStampedByAClockAheadDoesNotOutliveTheDeleteOverIt) {
   ExpectAHintOfADeletedValueIsDroppedNotDelivered(20000);
 }
 
+// A short-grace cluster of four whose n4, a replica of 60 keys, crashes
+// after recording itself alive; n5 joins meanwhile, and the keys of the
+// partitions that moved away from n4 are deleted and purged from every
+// current replica.
+struct AwayWhileItsPartitionsMoved {
+  explicit AwayWhileItsPartitionsMoved(uint64_t seed) : sim(seed) {}
+
+  void SetUp() {
+    FormShortGraceCluster(sim);
+    std::vector<std::string> keys;
+    const Ring& before = sim.core("n1").map()->ring();
+    for (int i = 0; keys.size() < 60; ++i) {
+      const std::string key = "k" + std::to_string(i);
+      const std::vector<NodeId> pref = before.PreferenceList(before.KeyPartition(key));
+      if (std::find(pref.begin(), pref.end(), away) != pref.end()) keys.push_back(key);
+    }
+    for (const std::string& key : keys) Write(sim, "n1", key, "old");
+    sim.RunFor(11000);  // the node records itself alive
+    sim.Crash(away, false);
+    sim.AddNode("n5", {"n1"}, ShortGrace);
+    ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 5); }, 120000));
+    const Ring& ring = sim.core("n1").map()->ring();
+    for (const std::string& key : keys) {
+      std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
+      if (std::find(pref.begin(), pref.end(), away) == pref.end()) moved[key] = std::move(pref);
+    }
+    ASSERT_FALSE(moved.empty());
+    for (const auto& [key, replicas] : moved) Delete(sim, key, away);
+    auto purged = [&] {
+      for (const auto& [key, replicas] : moved) {
+        for (const NodeId& n : replicas) {
+          if (sim.Stored(n, key)) return false;
+        }
+      }
+      return true;
+    };
+    ASSERT_TRUE(sim.RunUntil(purged, 60000));
+  }
+
+  // After `away` is back and caught up, and 30 s more: the moved keys that
+  // a read of one of their replicas finds again (each one a failure).
+  size_t BackOnceCaughtUp() {
+    EXPECT_TRUE(
+        sim.RunUntil([&] { return !sim.core(away).catching_up() && Converged(sim, 5); }, 60000));
+    sim.RunFor(30000);
+    size_t back = 0;
+    for (const auto& [key, replicas] : moved) {
+      for (const NodeId& n : replicas) {
+        if (!Read(sim, n, key).empty()) {
+          ++back;
+          ADD_FAILURE() << key << " is back on " << n;
+        }
+      }
+    }
+    return back;
+  }
+
+  SimCluster sim;
+  const std::string away = "n4";
+  std::map<std::string, std::vector<NodeId>> moved;  // key -> its replicas now
+};
+
 // A node away longer than the grace period, whose partitions moved to a
 // joiner meanwhile, holds old copies of keys deleted and purged since. Handing
 // them to the partitions' new replicas would bring the keys back.
 TEST(AntiEntropyTest, NodeAwayLongerThanGraceDoesNotHandBackWhatWasDeletedMeanwhile) {
-  SimCluster sim(36);
-  FormShortGraceCluster(sim);
-  const std::string away = "n4";
-  std::vector<std::string> keys;
-  {
-    const Ring& ring = sim.core("n1").map()->ring();
-    for (int i = 0; keys.size() < 60; ++i) {
-      const std::string key = "k" + std::to_string(i);
-      const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
-      if (std::find(pref.begin(), pref.end(), away) != pref.end()) keys.push_back(key);
-    }
+  AwayWhileItsPartitionsMoved a(36);
+  ASSERT_NO_FATAL_FAILURE(a.SetUp());
+  a.sim.Restart(a.away);
+  EXPECT_EQ(a.BackOnceCaughtUp(), 0u);
+  for (const auto& [key, replicas] : a.moved) {
+    EXPECT_FALSE(a.sim.Stored(a.away, key).has_value()) << key << " is still on " << a.away;
   }
-  for (const std::string& key : keys) Write(sim, "n1", key, "old");
-  sim.RunFor(11000);  // the node records itself alive
-  sim.Crash(away, false);
-  sim.AddNode("n5", {"n1"}, ShortGrace);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 5); }, 120000));
-  // Keys whose partition moved away from the absent node: deleted, then
-  // purged from every current replica.
-  std::vector<std::string> moved;
-  const Ring& ring = sim.core("n1").map()->ring();
-  for (const std::string& key : keys) {
-    const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
-    if (std::find(pref.begin(), pref.end(), away) == pref.end()) moved.push_back(key);
-  }
-  ASSERT_FALSE(moved.empty());
-  for (const std::string& key : moved) Delete(sim, key, away);
-  auto purged = [&] {
-    for (const std::string& key : moved) {
-      for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
-        if (sim.Stored(n, key)) return false;
-      }
-    }
-    return true;
-  };
-  ASSERT_TRUE(sim.RunUntil(purged, 60000));
-  sim.Restart(away);
-  ASSERT_TRUE(
-      sim.RunUntil([&] { return !sim.core(away).catching_up() && Converged(sim, 5); }, 60000));
-  sim.RunFor(30000);
-  size_t back = 0;
-  for (const std::string& key : moved) {
-    for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
-      if (!Read(sim, n, key).empty()) {
-        ++back;
-        ADD_FAILURE() << key << " is back on " << n;
-      }
-    }
-    EXPECT_FALSE(sim.Stored(away, key).has_value()) << key << " is still on " << away;
-  }
-  EXPECT_EQ(back, 0u);
-  EXPECT_GT(sim.core(away).stats().handoff_stale_dropped, 0u);
+  EXPECT_GT(a.sim.core(a.away).stats().handoff_stale_dropped, 0u);
 }
 
 // The same node, back with the map it had: its gossip is lost for a while,
@@ -3026,57 +3045,20 @@ TEST(AntiEntropyTest, NodeAwayLongerThanGraceDoesNotHandBackWhatWasDeletedMeanwh
 // Pushing its old copies to their current replicas would bring the deleted
 // keys back.
 TEST(AntiEntropyTest, ANodeBackWithAnOldMapDoesNotPushBackPartitionsItNoLongerReplicates) {
-  SimCluster sim(36);
-  FormShortGraceCluster(sim);
-  const std::string away = "n4";
-  std::vector<std::string> keys;
-  {
-    const Ring& ring = sim.core("n1").map()->ring();
-    for (int i = 0; keys.size() < 60; ++i) {
-      const std::string key = "k" + std::to_string(i);
-      const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
-      if (std::find(pref.begin(), pref.end(), away) != pref.end()) keys.push_back(key);
-    }
-  }
-  for (const std::string& key : keys) Write(sim, "n1", key, "old");
-  sim.RunFor(11000);
-  sim.Crash(away, false);
-  sim.AddNode("n5", {"n1"}, ShortGrace);
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 5); }, 120000));
-  std::vector<std::string> moved;
-  const Ring& ring = sim.core("n1").map()->ring();
-  for (const std::string& key : keys) {
-    const std::vector<NodeId> pref = ring.PreferenceList(ring.KeyPartition(key));
-    if (std::find(pref.begin(), pref.end(), away) == pref.end()) moved.push_back(key);
-  }
-  ASSERT_FALSE(moved.empty());
-  for (const std::string& key : moved) Delete(sim, key, away);
-  auto purged = [&] {
-    for (const std::string& key : moved) {
-      for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
-        if (sim.Stored(n, key)) return false;
-      }
-    }
-    return true;
-  };
-  ASSERT_TRUE(sim.RunUntil(purged, 60000));
-  sim.DropRequests([&](const std::string& from, const std::string& to, const proto::Message& m) {
+  AwayWhileItsPartitionsMoved a(36);
+  ASSERT_NO_FATAL_FAILURE(a.SetUp());
+  SimCluster& sim = a.sim;
+  const std::string away = a.away;
+  sim.DropRequests([away](const std::string& from, const std::string& to, const proto::Message& m) {
     return (from == away || to == away) && std::holds_alternative<proto::GossipRequest>(m.body);
   });
   sim.Restart(away);
   sim.RunFor(20000);
-  const uint64_t old_epoch = sim.core(away).map()->epoch();
-  EXPECT_LT(old_epoch, sim.core("n1").map()->epoch()) << "the node heard the new map";
+  EXPECT_LT(sim.core(away).map()->epoch(), sim.core("n1").map()->epoch())
+      << "the node heard the new map";
   EXPECT_GT(sim.core(away).stats().ae_sessions, 0u);
   sim.DropRequests({});
-  ASSERT_TRUE(
-      sim.RunUntil([&] { return !sim.core(away).catching_up() && Converged(sim, 5); }, 60000));
-  sim.RunFor(30000);
-  for (const std::string& key : moved) {
-    for (const NodeId& n : ring.PreferenceList(ring.KeyPartition(key))) {
-      EXPECT_TRUE(Read(sim, n, key).empty()) << key << " is back on " << n;
-    }
-  }
+  EXPECT_EQ(a.BackOnceCaughtUp(), 0u);
 }
 
 // A block that fails its checksum while the node runs (fault matrix D4):

@@ -175,6 +175,14 @@ class StorageWorkerTest : public ::testing::Test {
     return out;
   }
 
+  // Data key "k" holds "v", and no read is answered from memory.
+  void StoreKeyTheCacheLacks() {
+    engine_.refuse_cached = true;
+    WriteBatch b;
+    b.Put(Space::kData, "k", "v");
+    ASSERT_TRUE(engine_.MemoryEngine::Write(b, false).ok());
+  }
+
   static WriteOp Put(Space space, std::string key, std::string value, bool sync) {
     WriteOp w;
     w.batch.Put(space, std::move(key), std::move(value));
@@ -236,16 +244,7 @@ TEST_F(StorageWorkerTest, ReadsOfOneIterationArePrefetchedTogetherBeforeAnyIsAns
 }
 
 TEST_F(StorageWorkerTest, UncachedReadsGoToTheReadThread) {
-  engine_.refuse_cached = true;
-  ASSERT_TRUE(engine_
-                  .MemoryEngine::Write(
-                      [] {
-                        WriteBatch b;
-                        b.Put(Space::kData, "k", "v");
-                        return b;
-                      }(),
-                      false)
-                  .ok());
+  ASSERT_NO_FATAL_FAILURE(StoreKeyTheCacheLacks());
   std::vector<StorageResult> r = ExecuteAll({ReadOp{Space::kData, "k"}});
   EXPECT_EQ(r[0].value, std::optional<std::string>("v"));
   EXPECT_EQ(engine_.gets, 1);
@@ -253,16 +252,7 @@ TEST_F(StorageWorkerTest, UncachedReadsGoToTheReadThread) {
 }
 
 TEST_F(StorageWorkerTest, AnUncachedReadIsAnsweredWhileTheStorageThreadIsInAStalledWrite) {
-  engine_.refuse_cached = true;
-  ASSERT_TRUE(engine_
-                  .MemoryEngine::Write(
-                      [] {
-                        WriteBatch b;
-                        b.Put(Space::kData, "k", "v");
-                        return b;
-                      }(),
-                      false)
-                  .ok());
+  ASSERT_NO_FATAL_FAILURE(StoreKeyTheCacheLacks());
   engine_.hold_next_write = true;
   std::future<Status> write = SubmitFromHere(Put(Space::kMeta, "m", "1", true));
   engine_.write_held.get_future().wait();

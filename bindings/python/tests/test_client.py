@@ -643,6 +643,21 @@ print("exiting", flush=True)
 """
 
 
+def _run_with_n3_paused(cluster, script):
+    """Runs `script` against `cluster`; once it prints "ready", pauses n3 and
+    writes a line to it. Returns its status, output after "ready" and errors."""
+    child = subprocess.Popen([sys.executable, "-c", script, *cluster.seeds],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "ready\n"
+        cluster.signal("n3", signal.SIGSTOP)
+        out, err = child.communicate("go\n", timeout=60)
+    finally:
+        cluster.signal("n3", signal.SIGCONT)
+    return child.returncode, out, err
+
+
 def test_a_client_dropped_in_a_daemon_thread_as_the_program_exits(fresh_cluster):
     # The daemon thread drops the client's last reference while its drain
     # waits for a paused node, and the program ends meanwhile. Before, the
@@ -650,16 +665,8 @@ def test_a_client_dropped_in_a_daemon_thread_as_the_program_exits(fresh_cluster)
     # interpreter began to exit: Python ended the thread inside it, and the
     # process aborted. Now the drain runs on a thread of its own.
     for _ in range(3):
-        child = subprocess.Popen([sys.executable, "-c", DROPPED_IN_A_DAEMON_THREAD,
-                                  *fresh_cluster.seeds], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        try:
-            assert child.stdout.readline() == "ready\n"
-            fresh_cluster.signal("n3", signal.SIGSTOP)
-            out, err = child.communicate("go\n", timeout=60)
-        finally:
-            fresh_cluster.signal("n3", signal.SIGCONT)
-        assert child.returncode == 0, err[-2000:]
+        returncode, out, err = _run_with_n3_paused(fresh_cluster, DROPPED_IN_A_DAEMON_THREAD)
+        assert returncode == 0, err[-2000:]
         assert out == "exiting\n"
 
 
@@ -684,16 +691,8 @@ def test_a_child_forked_while_a_dropped_client_drains_exits(fresh_cluster):
     # The drain's thread is not copied into the child, so its count of
     # drains in progress never falls there: the child waited for it at exit
     # for ever.
-    child = subprocess.Popen([sys.executable, "-c", FORKED_WHILE_A_DROP_DRAINS,
-                              *fresh_cluster.seeds], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline() == "ready\n"
-        fresh_cluster.signal("n3", signal.SIGSTOP)
-        out, err = child.communicate("go\n", timeout=60)
-    finally:
-        fresh_cluster.signal("n3", signal.SIGCONT)
-    assert child.returncode == 0, err[-2000:]
+    returncode, out, err = _run_with_n3_paused(fresh_cluster, FORKED_WHILE_A_DROP_DRAINS)
+    assert returncode == 0, err[-2000:]
     assert out == "child exited\n", err[-2000:]
 
 
