@@ -60,7 +60,7 @@ class DynamoBackend : public Backend {
     if (!context && !o_.lww) {
       // The first causal write of a key this process has not seen reads its
       // context first: a blind write would stand beside what an earlier run
-      // stored. LWW writes carry no context.
+      // stored. LWW writes read nothing.
       Read(slot, key, [this, slot, key, value = std::string(value), done = std::move(done)](OpOutcome r) mutable {
         if (!r.status.ok()) {
           done(std::move(r));

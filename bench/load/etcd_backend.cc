@@ -7,6 +7,7 @@
 
 #include "load/backend.h"
 #include "load/http.h"
+#include "load/peer_errors.h"
 #include "load/slots.h"
 
 namespace dynamo::bench {
@@ -172,7 +173,7 @@ class EtcdBackend : public SlotBackend {
     const HttpResponse& resp = **r;
     OpOutcome out;
     if (resp.status != 200) {
-      out.status = Status::Internal("etcd: HTTP " + std::to_string(resp.status));
+      out.status = EtcdHttpError(resp.status, resp.body);
     } else if (c->read_op) {
       out.values = resp.body.find("\"kvs\"") != std::string::npos ? 1 : 0;
     }

@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include "load/backend.h"
+#include "load/peer_errors.h"
 #include "load/slots.h"
 
 namespace dynamo::bench {
@@ -170,7 +171,7 @@ class RedisBackend : public SlotBackend {
                               ": " + (c->err ? c->errstr : "connection lost");
       out.status = refused ? Status::Unavailable(why) : Status::IOError(why);
     } else if (reply->type == REDIS_REPLY_ERROR) {
-      out.status = Status::Internal(std::string("redis: ") + std::string(reply->str, reply->len));
+      out.status = RedisReplyError(std::string_view(reply->str, reply->len));
     } else if (reply->type == REDIS_REPLY_STRING) {
       out.values = 1;
     }

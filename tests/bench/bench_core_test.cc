@@ -19,6 +19,7 @@
 #include "load/driver.h"
 #include "load/histogram.h"
 #include "load/http.h"
+#include "load/peer_errors.h"
 #include "load/report.h"
 #include "load/slots.h"
 #include "load/workload.h"
@@ -162,6 +163,27 @@ TEST(ReportTest, JsonCarriesTheFieldsScriptsUse) {
       << text;
   EXPECT_NE(PlotScript(r, "/tmp/x.png").find("$read"), std::string::npos);
   EXPECT_EQ(PlotScript(RunReport(), "/tmp/x.png"), "");
+}
+
+// Errors by kind read alike across stores: shed load Busy, a store that
+// cannot serve now Unavailable, a passed deadline Timeout (all were
+// Internal for Redis and etcd).
+TEST(PeerErrorsTest, RedisAndEtcdErrorsMapToDynamosKinds) {
+  EXPECT_EQ(EtcdHttpError(503, "{\"error\":\"etcdserver: request timed out\"}").code(),
+            StatusCode::kUnavailable);
+  EXPECT_EQ(EtcdHttpError(429, "").code(), StatusCode::kBusy);
+  EXPECT_EQ(EtcdHttpError(504, "").code(), StatusCode::kTimeout);
+  EXPECT_EQ(EtcdHttpError(500, "").code(), StatusCode::kInternal);
+  EXPECT_NE(EtcdHttpError(503, "request timed out").message().find("request timed out"),
+            std::string_view::npos);
+  EXPECT_EQ(RedisReplyError("OOM command not allowed when used memory > 'maxmemory'.").code(),
+            StatusCode::kBusy);
+  EXPECT_EQ(RedisReplyError("BUSY Redis is busy running a script.").code(), StatusCode::kBusy);
+  EXPECT_EQ(RedisReplyError("LOADING Redis is loading the dataset in memory").code(),
+            StatusCode::kUnavailable);
+  EXPECT_EQ(RedisReplyError("ERR unknown command").code(), StatusCode::kInternal);
+  EXPECT_EQ(RedisReplyError("BUSYKEY Target key name already exists.").code(),
+            StatusCode::kInternal);
 }
 
 TEST(HttpTest, ContentLengthResponseSplitAcrossReads) {
