@@ -969,22 +969,22 @@ void NodeCore::FinishAe(std::shared_ptr<AeSession> s, Status status) {
     done();
   }
   if (ae_ == s) ae_.reset();
-  if (!status.ok() && s->peer_answered && status.code() == StatusCode::kUnavailable) {
-    // Up, and not ready to compare (building its trees): asked again after a
-    // round's pause rather than at every partition of the round.
-    ae_not_ready_until_[s->peer] = now_ms_ + options_.ae_cycle_pause_ms;
-    Log(LogLevel::kDebug, "anti-entropy: " + s->peer + " is not ready (" + status.ToString() +
-                              "); asked again in " + std::to_string(options_.ae_cycle_pause_ms) +
-                              " ms");
-    if (s->switch_sync) switch_sync_next_ms_ = now_ms_ + options_.gossip_interval_ms;
-  } else if (!status.ok()) {
-    if (status.code() != StatusCode::kAborted) {
+  if (!status.ok()) {
+    const bool unavailable = status.code() == StatusCode::kUnavailable;
+    if (s->peer_answered && unavailable) {
+      // Up, and not ready to compare (building its trees): asked again after
+      // a round's pause rather than at every partition of the round.
+      ae_not_ready_until_[s->peer] = now_ms_ + options_.ae_cycle_pause_ms;
+      Log(LogLevel::kDebug, "anti-entropy: " + s->peer + " is not ready (" + status.ToString() +
+                                "); asked again in " + std::to_string(options_.ae_cycle_pause_ms) +
+                                " ms");
+    } else if (status.code() != StatusCode::kAborted) {
       // A peer's malformed answer is a bug or a version mismatch to see.
       Log(status.code() == StatusCode::kProtocolError ? LogLevel::kWarn : LogLevel::kDebug,
           "anti-entropy of partition " + std::to_string(s->partition) + " with " + s->peer + ": " +
               status.ToString());
     }
-    if (!s->peer_answered && (status.code() == StatusCode::kUnavailable || status.IsTimeout())) {
+    if (!s->peer_answered && (unavailable || status.IsTimeout())) {
       membership_.Contact(s->peer, false, now_ms_);
     }
     if (s->switch_sync) switch_sync_next_ms_ = now_ms_ + options_.gossip_interval_ms;

@@ -41,6 +41,17 @@ void StorageWorker::Submit(StorageOp op, Done done) {
 
 namespace {
 
+// A read's outcome as a StorageResult.
+StorageResult ReadResult(Result<std::optional<std::string>> v) {
+  StorageResult result;
+  if (v.ok()) {
+    result.value = std::move(*v);
+  } else {
+    result.status = v.status();
+  }
+  return result;
+}
+
 // A write of keys the core writes under its per-key lock.
 bool InlineWrite(const WriteOp& write) {
   return !write.batch.empty() &&
@@ -81,13 +92,7 @@ void StorageWorker::RunInlineReads() {
       Submit(std::move(r.op), std::move(r.done));
       continue;
     }
-    StorageResult result;
-    if (v.ok()) {
-      result.value = std::move(*v);
-    } else {
-      result.status = v.status();
-    }
-    ready_.push_back(Ready{std::move(r.done), std::move(result)});
+    ready_.push_back(Ready{std::move(r.done), ReadResult(std::move(v))});
   }
 }
 
@@ -203,18 +208,11 @@ void StorageWorker::RunReads() {
     completions.reserve(group.size());
     for (Item& item : group) {
       const auto& read = std::get<ReadOp>(item.op);
-      StorageResult result;
-      Result<std::optional<std::string>> v = engine_->Get(read.space, read.key);
-      if (v.ok()) {
-        result.value = std::move(*v);
-      } else {
-        result.status = v.status();
-      }
-      completions.emplace_back(std::move(item.done), std::move(result));
+      completions.emplace_back(std::move(item.done),
+                               ReadResult(engine_->Get(read.space, read.key)));
     }
     {
       std::lock_guard lock(mu_);
-      ++stats_.read_groups;
       stats_.reads += group.size();
     }
     Complete(std::move(completions));

@@ -52,7 +52,6 @@ namespace dynamo::node {
 struct StorageWorkerStats {
   uint64_t groups = 0;         // storage thread wake-ups that found work
   uint64_t writes = 0;         // write operations
-  uint64_t read_groups = 0;    // read thread wake-ups that found work
   uint64_t reads = 0;          // reads run on the read thread
   uint64_t syncs = 0;          // engine syncs
   uint64_t max_group = 0;      // most operations in one group
