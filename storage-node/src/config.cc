@@ -209,6 +209,11 @@ const std::vector<Key>& Keys() {
               [](NodeConfig& c) -> uint64_t& { return c.node.gossip_interval_ms; }),
       UintKey("gossip", "seed_every", "also gossip with a seed every this many rounds", 1, 1000,
               [](NodeConfig& c) -> uint32_t& { return c.node.seed_gossip_every; }),
+      UintKey("gossip", "create_quiet_rounds",
+              "rounds after creating a cluster (no --seed, empty data directory) in which joins "
+              "are refused, so a cluster the node was in before its data directory was lost "
+              "reaches it first (0: none)",
+              0, 1000, [](NodeConfig& c) -> uint32_t& { return c.node.create_quiet_rounds; }),
       DoubleKey("gossip", "phi_threshold", "suspect a peer above this phi", 0.5, 100,
                 [](NodeConfig& c) -> double& { return c.node.failure_detector.phi_threshold; }),
       DoubleKey(

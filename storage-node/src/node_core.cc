@@ -1071,6 +1071,15 @@ void NodeCore::HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinReques
     ReplyError(conn, id, Status::Unavailable("node has not joined a cluster yet"));
     return;
   }
+  if (now.mono_ms < joins_refused_until_ms_ && AloneInItsRing()) {
+    ReplyError(conn, id,
+               Status::Unavailable("node " + options_.id +
+                                   " has just created its cluster and takes joins in " +
+                                   std::to_string(joins_refused_until_ms_ - now.mono_ms) +
+                                   " ms, once a cluster it was in before (had its data directory "
+                                   "been lost) could have reached it"));
+    return;
+  }
   const proto::Member& j = req.joiner;
   if (j.id == options_.id) {
     ReplyError(conn, id, Status::InvalidArgument("node id '" + j.id + "' is this node's own id"));
@@ -1288,6 +1297,7 @@ void NodeCore::CreateCluster(Now now) {
                            " partitions, " + std::to_string(options_.replicas) + " replicas");
   map_changed_ms_ = now.mono_ms;
   last_ring_ = map_->ring();
+  joins_refused_until_ms_ = now.mono_ms + options_.create_quiet_rounds * options_.gossip_interval_ms;
   Persist(true);
 }
 

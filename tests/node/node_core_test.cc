@@ -2714,6 +2714,28 @@ TEST(AntiEntropyTest, AWipedFirstNodeWithoutASeedCatchesUpToo) {
   ExpectPlacement(sim, keys, "v:");
 }
 
+// A node joining through the wiped first node as it restarts is not taken
+// into the cluster the first node creates anew (a second cluster beside the
+// old one, for good): joins wait until the old cluster's gossip could have
+// reached it, and then go to the old cluster.
+TEST(AntiEntropyTest, AJoinThroughAWipedFirstNodeGoesToItsOldCluster) {
+  SimCluster sim(35);
+  FormCluster(sim, 3);
+  std::vector<std::string> keys = WriteKeys(sim, 50, "v:");
+  const uint64_t cluster = sim.core("n2").map()->cluster_id();
+  sim.Crash("n1");
+  sim.Wipe("n1");
+  sim.Restart("n1");
+  sim.AddNode("n4", {"n1"});
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+  for (const char* id : {"n1", "n2", "n3", "n4"}) {
+    EXPECT_EQ(sim.core(id).map()->cluster_id(), cluster) << id;
+  }
+  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n1").catching_up(); }, 60000));
+  sim.RunFor(10000);
+  ExpectPlacement(sim, keys, "v:");
+}
+
 // Deletes `key` on its replicas except `skip`, with the context of what n1 holds.
 void Delete(SimCluster& sim, const std::string& key, const std::string& skip = "") {
   const Ring& ring = sim.core("n1").map()->ring();

@@ -130,6 +130,13 @@ struct NodeOptions {
   uint64_t peer_timeout_ms = 2000;
   // Retry period for joining through the seeds. Default: 1000 ms.
   uint64_t join_retry_ms = 1000;
+  // Gossip rounds after creating a cluster (no seed, no stored map) during
+  // which joins are refused (Unavailable), while the node is alone in its
+  // ring: if it was a member of a cluster before its data directory was
+  // lost, that cluster's nodes gossip to it within as many rounds as they
+  // have peers, and it takes their map instead (a joiner taken first would
+  // make a second cluster). 0: joins at once. Default: 5.
+  uint32_t create_quiet_rounds = 5;
 
   // Entries and bytes per transfer page. Default: 256, 1 MiB.
   uint32_t transfer_page_entries = 256;
@@ -648,6 +655,7 @@ class NodeCore {
   uint64_t wall_ms_ = 0;
   uint64_t next_gossip_ms_ = 0;
   uint64_t next_join_ms_ = 0;
+  uint64_t joins_refused_until_ms_ = 0;
   uint64_t next_handoff_ms_ = 0;
   uint64_t map_changed_ms_ = 0;
   uint64_t logged_epoch_ = 0;
