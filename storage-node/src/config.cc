@@ -16,7 +16,6 @@ namespace {
 
 // The most the Merkle trees of every partition may take (--partitions times
 // MerkleTree::EmptyBytes(anti_entropy.merkle_depth)).
-constexpr uint64_t kMerkleTreesBytesMax = uint64_t{4} << 30;
 
 struct Key {
   const char* section;
@@ -348,16 +347,8 @@ Status ValidateConfig(const NodeConfig& c) {
   if (c.node.replicas < 1 || c.node.replicas > kMaxReplicas) {
     return Status::InvalidArgument("--replicas must be from 1 to " + std::to_string(kMaxReplicas));
   }
-  // A node holding data of every partition keeps a tree for each.
-  const uint64_t trees_bytes =
-      uint64_t{c.node.partitions} * MerkleTree::EmptyBytes(c.node.merkle_depth);
-  if (trees_bytes > kMerkleTreesBytesMax) {
-    return Status::InvalidArgument(
-        "anti_entropy.merkle_depth " + std::to_string(c.node.merkle_depth) + " with --partitions " +
-        std::to_string(c.node.partitions) + " may keep " + std::to_string(trees_bytes >> 20) +
-        " MiB of Merkle trees; the depth must be lower (at most " +
-        std::to_string(kMerkleTreesBytesMax >> 20) + " MiB in all)");
-  }
+  DYNAMO_RETURN_IF_ERROR(MerkleTreesFit(c.node.partitions, c.node.merkle_depth,
+                                        "--partitions " + std::to_string(c.node.partitions)));
   const std::string& h = c.listen.host;
   const HostKind kind = KindOf(h);
   const bool loopback = kind == HostKind::kLoopback;

@@ -157,6 +157,16 @@ int Main(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<Engine> store;
+  std::error_code no_rocksdb;
+  if (config.engine == "memory" &&
+      std::filesystem::exists(config.data_dir + "/rocksdb", no_rocksdb)) {
+    // It would ignore the data there, and without --seed create a cluster.
+    spdlog::error(
+        "--engine memory on {}, which holds a rocksdb database: start it with --engine rocksdb, "
+        "or give the memory engine a data directory of its own",
+        config.data_dir);
+    return 1;
+  }
   if (config.engine == "memory") {
     // Nothing outlives the process, so no synced copy to keep (a copy of
     // each write at every sync otherwise).

@@ -269,6 +269,17 @@ bool NodeCore::RefusedAsNoReplica(uint64_t conn, uint64_t id, PartitionId p, boo
   return true;
 }
 
+Status MerkleTreesFit(uint64_t partitions, uint32_t depth, const std::string& partitions_source) {
+  // A node holding data of every partition keeps a tree for each.
+  const uint64_t trees_bytes = partitions * MerkleTree::EmptyBytes(depth);
+  if (trees_bytes <= kMerkleTreesBytesMax) return Status::OK();
+  return Status::InvalidArgument("anti_entropy.merkle_depth " + std::to_string(depth) + " with " +
+                                 partitions_source + " may keep " +
+                                 std::to_string(trees_bytes >> 20) +
+                                 " MiB of Merkle trees; the depth must be lower (at most " +
+                                 std::to_string(kMerkleTreesBytesMax >> 20) + " MiB in all)");
+}
+
 // ------------------------------------------------------------------ events
 
 void NodeCore::Start(Now now) {
@@ -286,7 +297,9 @@ void NodeCore::Start(Now now) {
   build_queue_.assign(state_.partitions_with_data.begin(), state_.partitions_with_data.end());
   trees_ready_ = build_queue_.empty();
   ae_next_cycle_ms_ = now.mono_ms + options_.gossip_interval_ms;
+  if (map_ && !TreesFit()) return;
   if (map_) {
+    resumed_ = true;
     Log(LogLevel::kInfo, "resuming in a cluster of " + std::to_string(map_->ring().nodes().size()) +
                              " nodes at epoch " + std::to_string(epoch()));
     if (state_.catching_up) {
@@ -1211,10 +1224,14 @@ void NodeCore::HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequ
     return;
   }
   std::optional<proto::Member> target = membership_.Find(req.node);
-  if (target && target->status == proto::MemberStatus::kRemoved &&
-      req.op == proto::AdminOp::kRemove) {
-    // A retried removal (its first node timed out after applying it) succeeds.
-    Reply(conn, id, proto::AdminReply{epoch(), req.node + " is already removed"});
+  if (target && target->status == proto::MemberStatus::kRemoved) {
+    // A retried removal or leave (its first node timed out after applying it,
+    // or the leaver has left since) succeeds.
+    Reply(
+        conn, id,
+        proto::AdminReply{epoch(), req.node + (req.op == proto::AdminOp::kRemove
+                                                   ? " is already removed"
+                                                   : " is already gone (it left or was removed)")});
     return;
   }
   if (!target || target->status == proto::MemberStatus::kRemoved) {
@@ -1246,10 +1263,24 @@ void NodeCore::HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequ
       ReplyError(conn, id,
                  Status::InvalidArgument(
                      req.node + (membership_.IsAlive(req.node, now.mono_ms)
-                                     ? " is up; use leave for a live node"
-                                     : " is still heard through other members (unreachable from "
-                                       "here only); use leave for a live node, or wait until it "
-                                       "is down for the whole cluster")));
+                                     ? " is up; use leave for a live node (one that has just "
+                                       "stopped is seen down within seconds: retry then)"
+                                     : " is still heard through other members, or was moments "
+                                       "ago; use leave for a live node, or retry once it is "
+                                       "down for the whole cluster")));
+      return;
+    }
+    // Every other member silent as well: this node may be the one cut off,
+    // and a live node removed exits without handing anything off.
+    const std::vector<proto::Member> members = membership_.View(now.mono_ms);
+    const bool others = std::any_of(members.begin(), members.end(), [&](const proto::Member& m) {
+      return m.id != options_.id && m.id != req.node && m.status != proto::MemberStatus::kRemoved;
+    });
+    if (others && !membership_.HearsOthers(now.mono_ms)) {
+      ReplyError(conn, id,
+                 Status::Unavailable("node " + options_.id +
+                                     " hears no other member either, so it may be the one cut "
+                                     "off; ask a node that hears the cluster"));
       return;
     }
     DYNAMO_CHECK(membership_.SetStatusOf(req.node, proto::MemberStatus::kRemoved, now.mono_ms).ok());
@@ -1265,7 +1296,8 @@ void NodeCore::HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequ
     } else {
       ReplyError(conn, id,
                  Status::IOError("recording the change failed (" + s.ToString() +
-                                 "); it may still reach the cluster by gossip"));
+                                 "); it may still reach the cluster by gossip")
+                     .WithInDoubt(true));
     }
   });
 }
@@ -1281,6 +1313,16 @@ void NodeCore::HandleTransferDone(Now now, uint64_t conn, uint64_t id,
 }
 
 // ------------------------------------------------------------------ cluster state
+
+bool NodeCore::TreesFit() {
+  const Status fit = MerkleTreesFit(
+      map_->ring().partition_count(), options_.merkle_depth,
+      "the cluster's " + std::to_string(map_->ring().partition_count()) + " partitions");
+  if (fit.ok()) return true;
+  actions_.push_back(ExitAction{2, std::string(fit.message())});
+  exited_ = true;
+  return false;
+}
 
 void NodeCore::CreateCluster(Now now) {
   Result<Ring> ring = Ring::Create({options_.id}, options_.partitions, options_.replicas);
@@ -1342,6 +1384,7 @@ void NodeCore::TryJoin(Now now) {
     }
     map_ = std::move(*map);
     Log(LogLevel::kInfo, "joined the cluster through " + seed + " at epoch " + std::to_string(epoch()));
+    if (!TreesFit()) return;
     bool transfers_done = false;
     if (map_->next()) {
       for (const dynamo::Transfer& t : map_->Transfers())
@@ -1401,6 +1444,17 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
 Status NodeCore::MergePeerGossip(Now now, const std::string& from,
                                  const std::vector<proto::Member>& members,
                                  std::string_view map_bytes) {
+  if (std::optional<proto::Member> other = IdTakenByAnotherLife(members)) {
+    const std::string why = "node id " + options_.id +
+                            " joined the cluster afresh from another data directory (at " +
+                            other->address +
+                            ") while this one was away; start this one with a fresh data "
+                            "directory, or under another id, to join again";
+    Log(LogLevel::kError, why);
+    actions_.push_back(ExitAction{3, why});
+    exited_ = true;
+    return Status::InvalidArgument(why);
+  }
   std::optional<ClusterMap> theirs;
   if (map_ && !map_bytes.empty()) {
     Result<ClusterMap> parsed = ClusterMap::FromPeer(map_bytes);
@@ -1438,6 +1492,19 @@ Status NodeCore::MergePeerGossip(Now now, const std::string& from,
 bool NodeCore::RejoinsItsCluster(const ClusterMap& theirs) const {
   return AloneInItsRing() && theirs.ring().nodes().size() > 1 &&
          theirs.ring().Contains(options_.id) && map_->SameShape(theirs);
+}
+
+std::optional<proto::Member> NodeCore::IdTakenByAnotherLife(
+    const std::vector<proto::Member>& members) const {
+  const proto::Member& me = membership_.self();
+  if (!resumed_ || !map_ || AloneInItsRing() || me.life == 0) return std::nullopt;
+  for (const proto::Member& m : members) {
+    if (m.id == options_.id && m.life != 0 && m.life != me.life &&
+        m.incarnation >= me.incarnation) {
+      return m;
+    }
+  }
+  return std::nullopt;
 }
 
 bool NodeCore::AloneInItsRing() const { return map_->ring().nodes().size() == 1 && !map_->next(); }

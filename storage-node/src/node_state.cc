@@ -87,7 +87,8 @@ Result<NodeState> LoadNodeState(Engine& engine, const NodeOptions& options,
   if (!members.ok()) return members.status();
   if (*members) {
     Result<std::vector<proto::Member>> parsed = proto::DecodeMembers(**members, options.limits);
-    if (parsed.ok()) state.members = std::move(*parsed);
+    if (!parsed.ok()) return Unparsable("the stored member list", parsed.status());
+    state.members = std::move(*parsed);
   }
 
   if (state.map) {

@@ -222,7 +222,15 @@ void NodeServer::CheckDisk(Now now) {
 }
 
 void NodeServer::StartShutdown(int code, const std::string& why) {
-  if (shutting_down_) return;
+  if (shutting_down_) {
+    // A stop asked for (status 0) that then meets a reason to fail, corrupt
+    // data say, ends with that status, so the data directory is marked.
+    if (exit_code_ == 0 && code != 0) {
+      exit_code_ = code;
+      spdlog::error("stopping with exit status {} ({})", code, why);
+    }
+    return;
+  }
   shutting_down_ = true;
   exit_code_ = code;
   if (code == 0) {

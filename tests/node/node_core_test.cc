@@ -1653,7 +1653,7 @@ TEST(NodeCoreTest, ALeavingNodeHandsOffEveryCopyItAcknowledgedBeforeItExits) {
 TEST(NodeStateTest, StoredStateThatDoesNotParseIsNotTakenForAFailedChecksum) {
   NodeOptions options;
   options.id = "n1";
-  for (std::string_view key : {kMetaClusterMap, kMetaIncarnation}) {
+  for (std::string_view key : {kMetaClusterMap, kMetaIncarnation, kMetaMembers}) {
     MemoryEngine engine;
     WriteBatch batch;
     batch.Put(Space::kMeta, std::string(key), "not what this version wrote");
@@ -1867,6 +1867,11 @@ TEST(NodeCoreTest, RemoveRefillsFromSurvivingReplicas) {
   ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(again->body));
   EXPECT_NE(std::get<proto::AdminReply>(again->body).message.find("already removed"),
             std::string::npos);
+  // So does a leave asked again of a member already gone.
+  auto leave = sim.Request("n2", proto::AdminRequest{proto::AdminOp::kLeave, "n5"});
+  ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(leave->body));
+  EXPECT_NE(std::get<proto::AdminReply>(leave->body).message.find("already gone"),
+            std::string::npos);
   sim.RunFor(3000);
   ExpectPlacement(sim, keys, "v:");
 }
@@ -1886,6 +1891,25 @@ TEST(NodeCoreTest, ANodeUnreachableOnlyFromTheOneAskedIsNotRemoved) {
   sim.RunFor(20000);
   EXPECT_FALSE(sim.core("n1").membership().IsSilent("n3", sim.now()));
   EXPECT_EQ(sim.core("n2").membership().Find("n3")->status, proto::MemberStatus::kNormal);
+}
+
+// The node asked is the one cut off: every other member looks down from
+// there, the one to remove too, but it is alive for the rest of the cluster.
+TEST(NodeCoreTest, ANodeThatHearsNoOtherMemberRemovesNobody) {
+  SimCluster sim(13);
+  FormCluster(sim, 4);
+  for (const char* other : {"n2", "n3", "n4"}) sim.Cut("n1", other, true);
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return !sim.core("n1").membership().HearsOthers(sim.now()); }, 10000));
+  auto refused = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kRemove, "n4"});
+  ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(refused->body));
+  EXPECT_EQ(std::get<proto::ErrorReply>(refused->body).code, StatusCode::kUnavailable);
+  EXPECT_NE(std::get<proto::ErrorReply>(refused->body).message.find("hears no other member"),
+            std::string::npos);
+  for (const char* other : {"n2", "n3", "n4"}) sim.Cut("n1", other, false);
+  sim.RunFor(20000);
+  EXPECT_FALSE(sim.Exited("n4"));
+  EXPECT_EQ(sim.core("n2").membership().Find("n4")->status, proto::MemberStatus::kNormal);
 }
 
 // Two changes made apart from one ring (two removals, each through another
@@ -2720,7 +2744,8 @@ TEST(AntiEntropyTest, AWipedFirstNodeWithoutASeedCatchesUpToo) {
 // reached it, and then go to the old cluster.
 TEST(AntiEntropyTest, AJoinThroughAWipedFirstNodeGoesToItsOldCluster) {
   SimCluster sim(35);
-  FormCluster(sim, 3);
+  FormCluster(sim, 3,
+              [](NodeOptions& o) { o.create_quiet_rounds = NodeOptions{}.create_quiet_rounds; });
   std::vector<std::string> keys = WriteKeys(sim, 50, "v:");
   const uint64_t cluster = sim.core("n2").map()->cluster_id();
   sim.Crash("n1");
@@ -3383,6 +3408,55 @@ TEST(NodeCoreTest, ANodeOfAnotherClusterIsNotTakenIn) {
   }
   EXPECT_FALSE(sim.core("b1").membership().Find("n1").has_value());
   EXPECT_EQ(sim.core("b1").map()->ring().nodes(), b.ring().nodes());
+}
+
+// A node back with its data directory after its id joined afresh from another
+// directory: it exits instead of taking the id back from the new one.
+TEST(NodeCoreTest, ANodeWhoseIdJoinedAfreshElsewhereExitsWhenItReturns) {
+  SimCluster sim(49);
+  FormCluster(sim, 3);
+  sim.Crash("n2");
+  sim.Restart("n2");
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 10000));
+  proto::Member again = sim.core("n2").membership().self();
+  // A stale record of its own life, and of an older other life, change nothing.
+  proto::Member own_older = again;
+  --own_older.incarnation;
+  proto::Member other_older = own_older;
+  other_older.life = 77;
+  for (const proto::Member& m : {own_older, other_older}) {
+    Result<proto::Message> r = sim.Request("n2", proto::GossipRequest{"n1", {m}, ""});
+    ASSERT_TRUE(r.ok() && std::holds_alternative<proto::GossipReply>(r->body));
+  }
+  ASSERT_FALSE(sim.Exited("n2"));
+  again.life = 77;
+  again.address = "elsewhere:7000";
+  again.status = proto::MemberStatus::kJoining;
+  again.incarnation += 1;
+  // It exits before its answer goes out.
+  (void)sim.Request("n2", proto::GossipRequest{"n1", {again}, ""});
+  EXPECT_TRUE(sim.Exited("n2"));
+  EXPECT_NE(sim.LogTail().find("joined the cluster afresh"), std::string::npos) << sim.LogTail();
+}
+
+// The trees' memory is checked against the partitions of the cluster's map,
+// not only --partitions (which only a new cluster takes): a joiner, and a
+// node restarted with deeper trees, exit with status 2 before building any.
+TEST(NodeCoreTest, MerkleTreesPastTheirMemoryForTheClustersPartitionsStopTheNode) {
+  SimCluster sim(51);
+  auto deep = [](NodeOptions& o) { o.merkle_depth = 16; };
+  sim.AddNode("n1", {}, [](NodeOptions& o) { o.partitions = 2048; });
+  ASSERT_TRUE(MerkleTreesFit(64, 16, "--partitions 64").ok());
+  sim.AddNode("n2", {"n1"}, deep);
+  ASSERT_TRUE(sim.RunUntil([&] { return sim.Exited("n2"); }, 10000));
+  EXPECT_NE(sim.ExitReason("n2").find("the cluster's 2048 partitions"), std::string::npos)
+      << sim.ExitReason("n2");
+  sim.Crash("n1");
+  sim.Retune("n1", deep);
+  sim.Restart("n1");
+  EXPECT_TRUE(sim.Exited("n1"));
+  EXPECT_NE(sim.ExitReason("n1").find("MiB of Merkle trees"), std::string::npos)
+      << sim.ExitReason("n1");
 }
 
 TEST(NodeCoreTest, AMapOfAnotherPartitionCountIsIgnored) {

@@ -336,6 +336,15 @@ TEST(ProcessTest, RefusesUnsafeOrInvalidConfiguration) {
       RunTool("dynamo-node --id x --data-dir /tmp/dynamo-never --partitions 65536 --config " + cfg);
   EXPECT_EQ(code7, 1);
   EXPECT_NE(deep.find("MiB of Merkle trees"), std::string::npos) << deep;
+  // The memory engine on a directory holding a rocksdb database would ignore
+  // its data (and without --seed create a cluster).
+  const std::string kept =
+      std::filesystem::temp_directory_path() / ("dynamo-kept-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(kept + "/rocksdb");
+  auto [memory, code_memory] = RunTool("dynamo-node --id x --engine memory --data-dir " + kept);
+  std::filesystem::remove_all(kept);
+  EXPECT_EQ(code_memory, 1);
+  EXPECT_NE(memory.find("holds a rocksdb database"), std::string::npos) << memory;
   // A number that is not one, and values of another type, are refused too.
   for (const char* bad :
        {"[gossip]\nphi_threshold = nan\n", "[gossip]\nacceptable_pause_ms = inf\n",

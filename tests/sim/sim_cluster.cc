@@ -20,6 +20,7 @@ struct SimCluster::Node {
   uint64_t gen = 0;
   bool up = false;
   bool exited = false;
+  std::string exit_reason;
   std::set<std::string> corrupt;        // stored data keys whose reads fail their checksum
   std::set<std::string> corrupt_hints;  // stored hint keys whose reads fail their checksum
 };
@@ -64,6 +65,10 @@ node::NodeOptions SimCluster::DefaultOptions(const std::string& id) const {
   o.gossip_interval_ms = 100;
   o.peer_timeout_ms = 500;
   o.join_retry_ms = 200;
+  // Joins taken at once after creating a cluster (tests that time a cluster's
+  // forming stay as they were); the workload and the tests of a wiped first
+  // node keep the default.
+  o.create_quiet_rounds = 0;
   o.handoff_delay_ms = 500;
   o.handoff_interval_ms = 100;
   o.ae_cycle_pause_ms = 1000;
@@ -206,6 +211,15 @@ void SimCluster::Cut(const std::string& a, const std::string& b, bool cut) {
 
 bool SimCluster::IsUp(const std::string& id) const { return nodes_.at(id)->up; }
 bool SimCluster::Exited(const std::string& id) const { return nodes_.at(id)->exited; }
+const std::string& SimCluster::ExitReason(const std::string& id) const {
+  return nodes_.at(id)->exit_reason;
+}
+
+void SimCluster::Retune(const std::string& id,
+                        const std::function<void(node::NodeOptions&)>& tweak) {
+  DYNAMO_CHECK(!nodes_.at(id)->up);
+  tweak(nodes_.at(id)->options);
+}
 node::NodeCore& SimCluster::core(const std::string& id) { return *nodes_.at(id)->core; }
 node::MemoryEngine& SimCluster::engine(const std::string& id) { return *nodes_.at(id)->engine; }
 
@@ -363,9 +377,10 @@ void SimCluster::Pump(const std::string& id) {
             deliver();
           }
         });
-      } else if (std::get_if<node::ExitAction>(&action)) {
+      } else if (auto* exit = std::get_if<node::ExitAction>(&action)) {
         n.up = false;
         n.exited = true;
+        n.exit_reason = exit->reason;
         ++n.gen;
         (void)n.engine->Sync();
         return;

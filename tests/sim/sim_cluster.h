@@ -56,7 +56,8 @@ class SimCluster {
   ~SimCluster();
 
   // Node options with fast timers for simulation (gossip 100 ms, handoff
-  // delay 500 ms, anti-entropy cycles 1 s apart).
+  // delay 500 ms, anti-entropy cycles 1 s apart), joins taken at once after
+  // a cluster is created.
   node::NodeOptions DefaultOptions(const std::string& id) const;
   // Adds and starts a node that joins through `seeds` (ids); none creates
   // the cluster. `tweak` may change its options.
@@ -119,6 +120,10 @@ class SimCluster {
 
   bool IsUp(const std::string& id) const;
   bool Exited(const std::string& id) const;
+  // The reason the node's last exit gave.
+  const std::string& ExitReason(const std::string& id) const;
+  // Changes a stopped node's options for its next start.
+  void Retune(const std::string& id, const std::function<void(node::NodeOptions&)>& tweak);
   node::NodeCore& core(const std::string& id);
   node::MemoryEngine& engine(const std::string& id);
   std::vector<std::string> ids() const;

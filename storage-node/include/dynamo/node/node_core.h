@@ -58,6 +58,14 @@ inline constexpr uint64_t kStorageErrorLogIntervalMs = 60'000;
 // The largest value any configuration accepts (limits.value_bytes_max): a
 // node reads what it stored under an earlier configuration against it.
 inline constexpr uint32_t kValueBytesMaxLimit = proto::kValueBytesCeiling;
+// The most memory the Merkle trees of a node holding data of every
+// partition may take.
+inline constexpr uint64_t kMerkleTreesBytesMax = uint64_t{4} << 30;
+
+// OK when a tree of `depth` for each of `partitions` stays within
+// kMerkleTreesBytesMax; otherwise InvalidArgument naming the figures and
+// `partitions_source` (where the partition count came from).
+Status MerkleTreesFit(uint64_t partitions, uint32_t depth, const std::string& partitions_source);
 
 struct NodeOptions {
   NodeId id;
@@ -501,8 +509,16 @@ class NodeCore {
   // Whether this node, alone in a cluster it created, meets the cluster that
   // had it among its members (its directory was wiped).
   bool RejoinsItsCluster(const ClusterMap& theirs) const;
+  // Whether `members` name this node's id with another life of at least its
+  // incarnation while it resumed a stored map of several nodes: the id
+  // joined afresh from another data directory while this one was away.
+  std::optional<proto::Member> IdTakenByAnotherLife(
+      const std::vector<proto::Member>& members) const;
   // The ring holds this node alone, with no change pending.
   bool AloneInItsRing() const;
+  // Whether this node's Merkle trees for the map's partitions fit
+  // (MerkleTreesFit); if not, it exits with status 2.
+  bool TreesFit();
   // Merges a peer's cluster map of this cluster (or, RejoinsItsCluster,
   // takes it); returns whether ours changed.
   bool MergePeerMap(ClusterMap theirs);
@@ -645,6 +661,7 @@ class NodeCore {
   size_t requests_in_flight_ = 0;
 
   bool started_ = false;
+  bool resumed_ = false;  // started from a stored map
   bool shutting_down_ = false;
   bool exited_ = false;
   bool disk_low_ = false;                    // OnDiskSpace: under disk_free_bytes_min
