@@ -335,6 +335,10 @@ def test_dynamoctl_prints_strict_json_and_refuses_bad_arguments(cluster):
         out = cluster.run_dynamoctl(*args)
         assert out.returncode != 0, args
         assert why in out.stderr, (args, out.stderr)
+        # With --json, usage errors too are one error object and status 1.
+        out = cluster.run_dynamoctl("--json", *args)
+        assert out.returncode == 1, (args, out.returncode)
+        assert json.loads(out.stdout)["error"] == "InvalidArgument", (args, out.stdout)
     assert client.get("ctl-json-0").values == [odd[0]]
 
 

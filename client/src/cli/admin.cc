@@ -52,13 +52,15 @@ Result<proto::Message> CallNode(const net::Endpoint& node, proto::Body request, 
 Result<proto::Message> CallAny(const std::vector<net::Endpoint>& seeds, proto::Body request,
                                uint64_t timeout_ms) {
   Status last = Status::InvalidArgument("no seed given (use --seed HOST:PORT)");
+  bool unanswered = false;  // a node may have applied a request it did not answer
   for (const net::Endpoint& seed : seeds) {
     Result<proto::Message> r = CallNode(seed, request, timeout_ms);
     if (r.ok()) return r;
     last = r.status();
+    unanswered |= last.code() == StatusCode::kTimeout;
     if (last.code() != StatusCode::kUnavailable && last.code() != StatusCode::kTimeout) break;
   }
-  return last;
+  return last.WithInDoubt(last.in_doubt() || unanswered);
 }
 
 Result<StatusView> FetchStatus(const std::vector<net::Endpoint>& seeds, uint64_t timeout_ms) {

@@ -18,7 +18,8 @@ namespace dynamo::cli {
 // ErrorReply comes back as its Status.
 Result<proto::Message> CallNode(const net::Endpoint& node, proto::Body request, uint64_t timeout_ms);
 // CallNode on each seed in turn until one answers (any reply, even an
-// error, stops the search; only unreachable seeds are skipped).
+// error, stops the search; only unreachable seeds are skipped). A failure
+// after a seed that timed out is in doubt: that node may have applied it.
 Result<proto::Message> CallAny(const std::vector<net::Endpoint>& seeds, proto::Body request,
                                uint64_t timeout_ms);
 

@@ -1,8 +1,10 @@
 // dynamoctl: administer a dynamo cluster and run a local one.
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <csignal>
 #include <iostream>
 #include <sstream>
+#include <string_view>
 
 #include "admin.h"
 #include "data_commands.h"
@@ -150,7 +152,17 @@ int Main(int argc, char** argv) {
       ->transform(kDecimal)
       ->check(CLI::Range(uint64_t{0}, uint64_t{86'400}));
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help prints its text and exits 0; a usage error with --json is one
+    // error object on stdout and status 1, as every other failure. (The flag
+    // is looked for in argv: a parse that failed may not have set it.)
+    const bool json_asked = std::any_of(
+        argv + 1, argv + argc, [](const char* a) { return std::string_view(a) == "--json"; });
+    if (e.get_exit_code() == 0 || !json_asked) return app.exit(e);
+    return Fail(Status::InvalidArgument(e.what()), true);
+  }
 
   std::vector<net::Endpoint> seeds;
   if (seed_args.empty()) seed_args.push_back("127.0.0.1:7000");

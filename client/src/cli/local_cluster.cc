@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
@@ -504,10 +505,13 @@ Status StartLocalCluster(const LocalClusterOptions& options, std::ostream& out) 
                                      " is in use; choose another --base-port");
     }
   }
-  // A directory whose first node has data holds a stopped cluster: its
-  // nodes already know the ring, so all start before the wait.
-  std::error_code exists_error;
-  const bool restart = fs::exists(all[0].data_dir, exists_error);
+  // A directory where any node has data holds a stopped cluster (the first
+  // node's may be gone: it left, and its directory was deleted): its nodes
+  // already know the ring, so all start before the wait.
+  const bool restart = std::any_of(all.begin(), all.end(), [](const LocalNode& n) {
+    std::error_code exists_error;
+    return fs::exists(n.data_dir, exists_error);
+  });
   DYNAMO_RETURN_IF_ERROR(WriteClusterConf(record, *binary));
   const uint64_t deadline = NowMs() + options.wait_ms;
   auto remaining = [&] { return deadline - std::min(deadline, NowMs()); };
