@@ -108,6 +108,7 @@ class Run {
 
   void Tweak(node::NodeOptions& o) const {
     o.partitions = config_.partitions;
+    o.create_quiet_rounds = node::NodeOptions{}.create_quiet_rounds;
     o.tree_check_interval_ms =
         config_.tree_checks && !config_.tree_checks_control ? kTreeCheckIntervalMs : 0;
     if (!config_.anti_entropy) o.ae_cycle_pause_ms = kNoAntiEntropyPauseMs;
@@ -187,7 +188,12 @@ class Run {
       ++clients_done_;
       return;
     }
-    auto then = [this, c] { sim_.At(sim_.now() + rng_() % 20, [this, c] { NextOp(c); }); };
+    const uint64_t gap_max =
+        config_.spread_ops ? 2 * config_.fault_phase_ms / std::max(config_.ops_per_client, 1) : 19;
+    auto then = [this, c, gap_max] {
+      report_.load_end_ms = std::max(report_.load_end_ms, sim_.now() - fault_start_);
+      sim_.At(sim_.now() + rng_() % (gap_max + 1), [this, c] { NextOp(c); });
+    };
     DeleteKey* d = nullptr;
     if (rng_() % 4 == 0) {
       for (DeleteKey& k : deletes_) {
@@ -223,7 +229,7 @@ class Run {
       }
       std::set<std::string> items = Elements(r.siblings);
       items.insert(element);
-      attempted_.insert(element);
+      attempted_[key].insert(element);
       clients_[c]->Put(key, Join(items), false, ContextOf(r.siblings), r.fastest, r.reached,
                        [this, key, element, then](SimClient::WriteResult w) {
                          if (w.status.ok()) {
@@ -235,6 +241,9 @@ class Run {
                          } else if (w.status.in_doubt()) {
                            ++in_doubt_[key];
                            ++report_.in_doubt;
+                         } else {
+                           not_applied_[key].insert(element);
+                           ++report_.not_applied;
                          }
                          then();
                        });
@@ -281,6 +290,7 @@ class Run {
         sim_.SkewClock(Node(i), skew);
       }
     }
+    fault_start_ = sim_.now();
     fault_end_ = sim_.now() + config_.fault_phase_ms;
     if (config_.membership_change) {
       uint64_t at = sim_.now() + config_.fault_phase_ms / 2;
@@ -319,6 +329,10 @@ class Run {
       case 0:
         if (config_.crashes && crashed_.empty() && live.size() > 2) {
           ++report_.faults;
+          if (config_.power_loss && report_.power_losses == 0) {
+            PowerLoss(live);
+            break;
+          }
           // With scrubs or a lost disk, a crash is a stop that syncs on its
           // way out (LosesUnsynced), and with scrubs the first may be a stop
           // on a block of a set key that fails its checksum, after which the
@@ -344,10 +358,7 @@ class Run {
             if (sim_.engine(a).Write(drop, true).ok()) ++silently_lost_;
             break;
           }
-          tree_keys_corrected_ += sim_.core(a).stats().tree_keys_corrected;
-          report_.trees_checked += sim_.core(a).stats().trees_checked;
-          report_.refused_not_replica += sim_.core(a).stats().requests_refused_not_replica;
-          report_.refused_disk_low += sim_.core(a).stats().requests_refused_disk_low;
+          CountStats(a);
           sim_.Crash(a, LosesUnsynced());
           if (wipe) {
             corrupted_ = true;
@@ -408,6 +419,27 @@ class Run {
           sim_.Pause(a, 200 + rng_() % 1800);
         }
     }
+  }
+
+  // Counts what a node's core found before the core goes (a crash) or at the end.
+  void CountStats(const std::string& id) {
+    const node::NodeStats& stats = sim_.core(id).stats();
+    tree_keys_corrected_ += stats.tree_keys_corrected;
+    report_.trees_checked += stats.trees_checked;
+    report_.refused_not_replica += stats.requests_refused_not_replica;
+    report_.refused_disk_low += stats.requests_refused_disk_low;
+  }
+
+  void PowerLoss(const std::vector<std::string>& live) {
+    ++report_.power_losses;
+    for (const std::string& id : live) {
+      CountStats(id);
+      sim_.Crash(id, true);
+      crashed_.insert(id);
+    }
+    sim_.At(sim_.now() + 200 + rng_() % 1800, [this, live] {
+      for (const std::string& id : live) Restart(id);
+    });
   }
 
   void Restart(const std::string& id) {
@@ -520,6 +552,7 @@ class Run {
     --members_;
     const std::string gone = live[rng_() % live.size()];
     corrupted_ = true;
+    CountStats(gone);
     sim_.Crash(gone, LosesUnsynced());
     crashed_.insert(gone);
     removing_.insert(gone);
@@ -623,12 +656,7 @@ class Run {
     }
     const Ring& ring = sim_.core(any).map()->ring();
     for (const std::string& id : sim_.ids()) {
-      if (sim_.IsUp(id) || sim_.Exited(id)) {
-        tree_keys_corrected_ += sim_.core(id).stats().tree_keys_corrected;
-        report_.trees_checked += sim_.core(id).stats().trees_checked;
-        report_.refused_not_replica += sim_.core(id).stats().requests_refused_not_replica;
-        report_.refused_disk_low += sim_.core(id).stats().requests_refused_disk_low;
-      }
+      if (sim_.IsUp(id) || sim_.Exited(id)) CountStats(id);
     }
     if (tree_keys_corrected_ > silently_lost_) {
       Fail("tree checks found " + std::to_string(tree_keys_corrected_) +
@@ -657,7 +685,11 @@ class Run {
         }
       }
       for (const std::string& e : present) {
-        if (!attempted_.count(e)) Fail("element " + e + " of " + key + " was never written");
+        if (!attempted_[key].count(e)) Fail("element " + e + " of " + key + " was never written");
+        if (not_applied_[key].count(e)) {
+          Fail("element " + e + " of " + key +
+               " is present, though its write failed as not applied (not in doubt)");
+        }
       }
       report_.max_siblings = std::max(report_.max_siblings, sets[0].size());
       const size_t writers = static_cast<size_t>(config_.clients) + in_doubt_[key];
@@ -716,7 +748,9 @@ class Run {
   std::map<std::string, size_t> in_doubt_;
   std::map<std::string, VersionVector> acked_clock_;  // clocks of acknowledged writes, merged
   std::map<std::string, size_t> stale_reads_;         // reads that missed an acknowledged write
-  std::set<std::string> attempted_;
+  std::map<std::string, std::set<std::string>> attempted_;    // per key
+  std::map<std::string, std::set<std::string>> not_applied_;  // per key
+  uint64_t fault_start_ = 0;
   uint64_t next_element_ = 0;
   std::set<std::string> crashed_;
   std::set<std::string> scrub_;  // crashed with a corrupt key: scrubbed before the restart
@@ -778,6 +812,8 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   c.lost_disk = c.crashes && c.w >= 2 && rng() % 4 == 0;
   c.stale_map_client = c.membership_change && rng() % 2 == 0;
   c.full_disks = rng() % 4 == 0;
+  c.spread_ops = rng() % 2 == 0;
+  c.power_loss = c.crashes && c.durable_writes && !c.scrubs && !c.lost_disk && rng() % 2 == 0;
   return c;
 }
 
@@ -785,11 +821,12 @@ std::string WorkloadReport::Summary() const {
   std::ostringstream os;
   os << "SEED=" << seed << " " << (ok ? "ok" : "FAILED") << " (R=" << r << " W=" << w
      << "): " << acknowledged << " acknowledged adds, " << lost << " lost, " << in_doubt
-     << " in doubt, " << stale_reads << " stale reads, " << keys_past_writers
-     << " keys with siblings past their writers, " << deletes_checked << " deletes checked, "
-     << resurrected << " resurrected, max " << max_siblings << " siblings, " << faults
-     << " faults (" << membership_changes << " membership changes, " << disks_lost
-     << " disks lost, " << disks_filled << " disks filled), " << messages << " messages, "
+     << " in doubt, " << not_applied << " not applied, " << stale_reads << " stale reads, "
+     << keys_past_writers << " keys with siblings past their writers, " << deletes_checked
+     << " deletes checked, " << resurrected << " resurrected, max " << max_siblings << " siblings, "
+     << faults << " faults (" << membership_changes << " membership changes, " << disks_lost
+     << " disks lost, " << disks_filled << " disks filled, " << power_losses
+     << " power losses), load until " << load_end_ms << " ms, " << messages << " messages, "
      << refused_unsent << " requests refused unsent, " << refused_not_replica
      << " refused as no replica, " << refused_disk_low << " refused for a full disk, " << redirects
      << " redirects, " << coordinator_retries << " coordinator retries, "

@@ -131,6 +131,16 @@ struct WorkloadConfig {
   // SimOptions::scan_answer_delay_ms: scans answered after the writes that
   // came meanwhile, as the storage thread does.
   uint64_t scan_answer_delay_ms = 0;
+  // Each client's operations are spread over the fault phase (a pause of up
+  // to 2 * fault_phase_ms / ops_per_client between two), so that the faults
+  // and membership changes meet them; false: they follow each other within
+  // 20 ms, and mostly end early in the fault phase, contending more.
+  bool spread_ops = false;
+  // The first crash (with durable writes, in seeds that lose no copy
+  // otherwise) is instead a power loss: every node stops at once, losing its unsynced
+  // writes, and starts again 0.2-2 s later. Each acknowledged write was
+  // synced by its coordinator, so a copy survives.
+  bool power_loss = false;
 };
 
 // The tree check period in seeds with tree_checks.
@@ -150,6 +160,7 @@ struct WorkloadReport {
   uint64_t acknowledged = 0;     // elements whose add was acknowledged
   uint64_t lost = 0;             // of those, missing at the end
   uint64_t in_doubt = 0;         // adds that failed but may have applied
+  uint64_t not_applied = 0;      // adds that failed as not applied (none may be present)
   uint64_t stale_reads = 0;      // reads before an add that missed an acknowledged add
   // Keys with more siblings than clients and in-doubt writes: only writes
   // after stale reads explain them.
@@ -161,6 +172,8 @@ struct WorkloadReport {
   uint64_t membership_changes = 0;   // joins, leaves and removals asked for
   uint64_t disks_lost = 0;           // nodes wiped or removed after a crash
   uint64_t disks_filled = 0;         // times a node's disk filled up for a while
+  uint64_t power_losses = 0;         // times every node stopped at once
+  uint64_t load_end_ms = 0;          // the clients' last operation, from the fault phase's start
   uint64_t partitions_scrubbed = 0;  // left out by scrubs, to be refilled
   uint64_t hint_owners_scrubbed = 0;  // nodes whose hints scrubs left out
   // Hints held for other nodes, named in the stored state, that a scrub kept
