@@ -48,8 +48,8 @@ void SimClient::Refresh(std::function<void(Status)> done) {
         for (proto::Member& m : std::get<proto::MembersReply>(members->body).members) members_[m.id] = m;
       }
       done(Status::OK());
-    }, options_.timeout_ms);
-  }, options_.timeout_ms);
+    }, options_.timeout_ms, Name());
+  }, options_.timeout_ms, Name());
 }
 
 client::Health SimClient::HealthNow() {
@@ -95,7 +95,7 @@ void SimClient::SendTo(const client::Target& t, proto::Body body, uint64_t timeo
         Observe(node, reply);
         done(std::move(reply));
       },
-      timeout_ms);
+      timeout_ms, Name());
 }
 
 template <typename Op>

@@ -38,6 +38,8 @@ class SimClient {
  public:
   SimClient(SimCluster& sim, std::vector<std::string> seeds, SimClientOptions options, uint64_t client_id);
 
+  // The client's name for cuts (SimCluster::Cut(node, Name())).
+  std::string Name() const { return "client" + std::to_string(client_id_); }
   // Pulls the cluster map and members from a live node; `done` runs after.
   void Refresh(std::function<void(Status)> done);
   // Starts periodic refreshes (until Stop).

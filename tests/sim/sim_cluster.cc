@@ -269,7 +269,7 @@ void SimCluster::ScheduleTick(const std::string& id) {
 void SimCluster::Deliver(const std::string& from, uint64_t from_gen, const std::string& to,
                          proto::Message msg, Route route) {
   ++messages_;
-  if (!from.empty() && !Reachable(from, to)) return;
+  if (!Reachable(from.empty() ? route.client : from, to)) return;
   if (!from.empty() && drop_requests_ && drop_requests_(from, to, msg)) return;
   Transmit(to, [this, from, from_gen, to, msg = std::move(msg), route]() {
     auto it = nodes_.find(to);
@@ -301,7 +301,7 @@ void SimCluster::SendReply(const std::string& from, uint64_t conn, uint64_t requ
   proto::Message msg{request_id, std::move(body)};
   if (tamper_replies_) tamper_replies_(from, route.caller, msg);
   ++messages_;
-  if (!route.caller.empty() && !Reachable(from, route.caller)) return;
+  if (!Reachable(from, route.caller.empty() ? route.client : route.caller)) return;
   const std::string caller = route.caller;
   Transmit(caller, [this, route = std::move(route), msg = std::move(msg)]() {
     if (route.caller.empty()) {
@@ -413,7 +413,8 @@ bool SimCluster::RunUntil(const std::function<bool()>& done, uint64_t max_ms) {
 }
 
 void SimCluster::Send(const std::string& id, proto::Body body,
-                      std::function<void(Result<proto::Message>)> done, uint64_t timeout_ms) {
+                      std::function<void(Result<proto::Message>)> done, uint64_t timeout_ms,
+                      const std::string& client) {
   auto finished = std::make_shared<bool>(false);
   auto once = [finished, done](Result<proto::Message> r) {
     if (*finished) return;
@@ -421,7 +422,7 @@ void SimCluster::Send(const std::string& id, proto::Body body,
     done(std::move(r));
   };
   Schedule(now_ + timeout_ms, [once] { once(Status::Timeout("no reply from the simulated node")); });
-  Deliver("", 0, id, proto::Message{1, std::move(body)}, Route{"", 0, 0, once});
+  Deliver("", 0, id, proto::Message{1, std::move(body)}, Route{"", 0, 0, once, client});
 }
 
 Result<proto::Message> SimCluster::Request(const std::string& id, proto::Body body, uint64_t timeout_ms) {

@@ -52,6 +52,7 @@ struct NetworkFaults {
 
 class SimCluster {
  public:
+
   explicit SimCluster(uint64_t seed, SimOptions options = {});
   ~SimCluster();
 
@@ -136,8 +137,11 @@ class SimCluster {
   bool RunUntil(const std::function<bool()>& done, uint64_t max_ms);
 
   // A request from outside to node `id`, answered on the virtual network.
+  // `client` names the sender for cuts (Cut(id, client) drops the request
+  // or its reply); empty: never cut.
   void Send(const std::string& id, proto::Body body,
-            std::function<void(Result<proto::Message>)> done, uint64_t timeout_ms = 5000);
+            std::function<void(Result<proto::Message>)> done,
+            uint64_t timeout_ms = 5000, const std::string& client = "");
   // Send and run until the reply (or the timeout).
   Result<proto::Message> Request(const std::string& id, proto::Body body, uint64_t timeout_ms = 5000);
 
@@ -159,6 +163,7 @@ class SimCluster {
     uint64_t caller_gen = 0;
     uint64_t token = 0;
     std::function<void(Result<proto::Message>)> external;
+    std::string client;  // an external caller's name for cuts; empty: never cut
   };
   void Schedule(uint64_t at, std::function<void()> fn);
   void Pump(const std::string& id);

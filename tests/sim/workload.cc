@@ -99,6 +99,20 @@ class Run {
       Fail("no convergence " + std::to_string(config_.heal_phase_max_ms) + " ms after healing: " + why);
       return Finish();
     }
+    if (config_.short_grace) {
+      // Every tombstone is past its grace period and skew bound, and purge
+      // passes (one a second) ran over it; then quiet again.
+      sim_.RunFor(kShortGraceMs + SkewMaxMs() + 3000);
+      const uint64_t purged_at = sim_.now();
+      while (!(quiet = Quiet(&why)) && sim_.now() < purged_at + config_.heal_phase_max_ms) {
+        sim_.RunFor(250);
+      }
+      if (!quiet) {
+        Fail("no convergence " + std::to_string(config_.heal_phase_max_ms) +
+             " ms after the purges: " + why);
+        return Finish();
+      }
+    }
     Check();
     return Finish();
   }
@@ -109,10 +123,16 @@ class Run {
   void Tweak(node::NodeOptions& o) const {
     o.partitions = config_.partitions;
     o.create_quiet_rounds = node::NodeOptions{}.create_quiet_rounds;
+    if (config_.short_grace) {
+      o.tombstone_grace_ms = kShortGraceMs;
+      o.clock_skew_max_ms = SkewMaxMs();
+    }
     o.tree_check_interval_ms =
         config_.tree_checks && !config_.tree_checks_control ? kTreeCheckIntervalMs : 0;
     if (!config_.anti_entropy) o.ae_cycle_pause_ms = kNoAntiEntropyPauseMs;
   }
+
+  uint64_t SkewMaxMs() const { return 2 * static_cast<uint64_t>(config_.clock_skew_ms) + 1000; }
 
   bool Form() {
     auto tweak = [this](node::NodeOptions& o) { Tweak(o); };
@@ -324,7 +344,7 @@ class Run {
     std::vector<std::string> live = LiveNodes();
     if (live.size() < 2) return;
     const std::string a = live[rng_() % live.size()];
-    const std::string b = live[rng_() % live.size()];
+    std::string b = live[rng_() % live.size()];
     switch (rng_() % 3) {
       case 0:
         if (config_.crashes && crashed_.empty() && live.size() > 2) {
@@ -382,12 +402,23 @@ class Run {
             scrub_.insert(a);
           }
           crashed_.insert(a);
-          sim_.At(sim_.now() + 200 + rng_() % 1800, [this, a] { Restart(a); });
+          uint64_t down_ms = 200 + rng_() % 1800;
+          if (config_.short_grace && rng_() % 2 == 0) {
+            down_ms = kShortGraceMs + 1000 + rng_() % 3000;
+            ++report_.away_past_grace;
+          }
+          sim_.At(sim_.now() + down_ms, [this, a] { Restart(a); });
         }
         break;
       case 1:
         if (config_.cuts && a != b) {
           ++report_.faults;
+          // Or between a node and a client, which then reaches the node's
+          // replicas only through others (sloppy quorum, hints).
+          if (config_.client_cuts && rng_() % 2 == 0) {
+            b = clients_[rng_() % clients_.size()]->Name();
+            ++report_.client_cuts;
+          }
           const bool one_way = rng_() % 3 == 0;
           if (one_way) {
             sim_.CutOneWay(a, b);
@@ -424,6 +455,7 @@ class Run {
   // Counts what a node's core found before the core goes (a crash) or at the end.
   void CountStats(const std::string& id) {
     const node::NodeStats& stats = sim_.core(id).stats();
+    report_.tombstones_purged += stats.tombstones_purged;
     tree_keys_corrected_ += stats.tree_keys_corrected;
     report_.trees_checked += stats.trees_checked;
     report_.refused_not_replica += stats.requests_refused_not_replica;
@@ -814,6 +846,8 @@ WorkloadConfig ConfigForSeed(uint64_t seed) {
   c.full_disks = rng() % 4 == 0;
   c.spread_ops = rng() % 2 == 0;
   c.power_loss = c.crashes && c.durable_writes && !c.scrubs && !c.lost_disk && rng() % 2 == 0;
+  c.short_grace = c.clock_skew_ms <= 1000 && rng() % 4 == 0;
+  c.client_cuts = c.cuts && rng() % 2 == 0;
   return c;
 }
 
@@ -826,7 +860,8 @@ std::string WorkloadReport::Summary() const {
      << " deletes checked, " << resurrected << " resurrected, max " << max_siblings << " siblings, "
      << faults << " faults (" << membership_changes << " membership changes, " << disks_lost
      << " disks lost, " << disks_filled << " disks filled, " << power_losses
-     << " power losses), load until " << load_end_ms << " ms, " << messages << " messages, "
+     << " power losses, " << away_past_grace << " away past the grace period), "
+     << tombstones_purged << " tombstones purged, " << client_cuts << " cuts of a client, load until " << load_end_ms << " ms, " << messages << " messages, "
      << refused_unsent << " requests refused unsent, " << refused_not_replica
      << " refused as no replica, " << refused_disk_low << " refused for a full disk, " << redirects
      << " redirects, " << coordinator_retries << " coordinator retries, "

@@ -141,8 +141,18 @@ struct WorkloadConfig {
   // writes, and starts again 0.2-2 s later. Each acknowledged write was
   // synced by its coordinator, so a copy survives.
   bool power_loss = false;
+  // Tombstones are purged within the run: a grace period of
+  // kShortGraceMs (and a clock skew bound of twice the drawn skew and 1 s),
+  // some crashed nodes stay down past it (then catch up when back), and
+  // once the cluster is quiet the run goes on until every tombstone could
+  // have been purged, then waits for quiet again before the checks.
+  bool short_grace = false;
+  // Half of the cuts are between a node and a client instead of two nodes.
+  bool client_cuts = false;
 };
 
+// The tombstone grace period in seeds with short_grace.
+inline constexpr uint64_t kShortGraceMs = 5000;
 // The tree check period in seeds with tree_checks.
 inline constexpr uint64_t kTreeCheckIntervalMs = 3000;
 // The map refresh period of the stale_map_client: longer than the fault phase.
@@ -173,6 +183,9 @@ struct WorkloadReport {
   uint64_t disks_lost = 0;           // nodes wiped or removed after a crash
   uint64_t disks_filled = 0;         // times a node's disk filled up for a while
   uint64_t power_losses = 0;         // times every node stopped at once
+  uint64_t away_past_grace = 0;      // crashed nodes kept down longer than the grace period
+  uint64_t tombstones_purged = 0;
+  uint64_t client_cuts = 0;          // cuts between a node and a client
   uint64_t load_end_ms = 0;          // the clients' last operation, from the fault phase's start
   uint64_t partitions_scrubbed = 0;  // left out by scrubs, to be refilled
   uint64_t hint_owners_scrubbed = 0;  // nodes whose hints scrubs left out
