@@ -517,6 +517,39 @@ TEST(ProcessTest, ALocalClusterStartsAgainWithoutTheNodesThatLeft) {
   EXPECT_NE(json_stop.find("{\"stopped\":"), std::string::npos) << json_stop;
 }
 
+// The first node left, was recorded as gone, and its directory was deleted:
+// the cluster's data is in the other nodes' directories, so a start is a
+// restart (it took the second node for the first of a new cluster, and
+// waited in vain for it to see a ring of one).
+TEST(ProcessTest, ALocalClusterStartsAgainWhenTheFirstNodeLeftAndItsDirectoryIsGone) {
+  ProcessCluster ports(3);
+  const std::string dir = ports.options().dir + "/ccm";
+  const std::string config = ports.options().dir + "/fast.toml";
+  std::ofstream(config) << kFastConfig;
+  struct StopAtEnd {
+    std::string dir;
+    ~StopAtEnd() { RunTool("dynamoctl cluster stop --dir " + dir); }
+  } stop_at_end{dir};
+  const std::string base = std::to_string(ports.options().base_port);
+  auto [out, code] = RunTool("dynamoctl cluster start --nodes 3 --partitions 16 --base-port " +
+                             base + " --dir " + dir + " --config " + config);
+  ASSERT_EQ(code, 0) << out;
+  pid_t n1 = 0;
+  std::ifstream(dir + "/n1/node.pid") >> n1;
+  ASSERT_GT(n1, 0);
+  auto [left, code_left] = RunTool("dynamoctl --seed 127.0.0.1:" + base + " leave n1");
+  ASSERT_EQ(code_left, 0) << left;
+  ASSERT_TRUE(Eventually([&] { return !cli::IsNodeProcess(n1, dir + "/n1/data"); }, 60000));
+  for (int round = 0; round < 2; ++round) {
+    auto [stopped, code_stop] = RunTool("dynamoctl cluster stop --dir " + dir);
+    ASSERT_EQ(code_stop, 0) << stopped;
+    if (round == 1) std::filesystem::remove_all(dir + "/n1");
+    auto [again, code_again] = RunTool("dynamoctl cluster start --dir " + dir);
+    ASSERT_EQ(code_again, 0) << "round " << round << ": " << again;
+    EXPECT_NE(again.find("cluster of 2 nodes is up"), std::string::npos) << again;
+  }
+}
+
 TEST(ProcessTest, DynamoctlLocalClusterStartAndStop) {
   ProcessCluster ports(3);  // only for a free port block and a directory
   const std::string dir = ports.options().dir + "/ccm";
