@@ -17,9 +17,15 @@ void RunSeeds(uint64_t first, uint64_t count) {
   const auto start = std::chrono::steady_clock::now();
   uint64_t acked = 0, faults = 0, scrubbed = 0, hint_owners = 0, trees = 0, silent = 0;
   uint64_t unsent = 0, retries = 0, late = 0;
+  uint64_t deletes = 0, purged = 0, power_losses = 0, client_cuts = 0, away = 0;
   for (uint64_t seed = first; seed < first + count; ++seed) {
     WorkloadReport r = RunWorkload(seed, ConfigForSeed(seed));
     acked += r.acknowledged;
+    deletes += r.deletes_checked;
+    purged += r.tombstones_purged;
+    power_losses += r.power_losses;
+    client_cuts += r.client_cuts;
+    away += r.away_past_grace;
     faults += r.faults;
     scrubbed += r.partitions_scrubbed;
     hint_owners += r.hint_owners_scrubbed;
@@ -31,6 +37,14 @@ void RunSeeds(uint64_t first, uint64_t count) {
     ASSERT_TRUE(r.ok) << r.Summary();
     EXPECT_EQ(r.lost, 0u);
   }
+  // What the checks rest on happened: adds acknowledged, deletes whose
+  // resurrection was looked for, and each kind of fault the seeds draw.
+  EXPECT_GT(acked, 0u);
+  EXPECT_GT(deletes, 0u);
+  EXPECT_GT(purged, 0u);
+  EXPECT_GT(power_losses, 0u);
+  EXPECT_GT(client_cuts, 0u);
+  EXPECT_GT(away, 0u);
   const double minutes = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / 60;
   std::cout << "[ sim ] seeds " << first << "-" << first + count - 1 << ": all passed, " << acked
             << " acknowledged adds, " << faults << " faults, " << scrubbed << " partitions and "
@@ -38,7 +52,9 @@ void RunSeeds(uint64_t first, uint64_t count) {
             << trees << " trees checked against storage, " << unsent
             << " client requests refused before they left, " << retries
             << " writes then sent to another coordinator, " << late
-            << " coordinators answered past the deadline, "
+            << " coordinators answered past the deadline, " << deletes << " deletes checked, "
+            << purged << " tombstones purged, " << power_losses << " power losses, " << client_cuts
+            << " cuts of a client, " << away << " nodes away past the grace period, "
             << static_cast<uint64_t>(count / minutes) << " seeds per minute\n";
 }
 
