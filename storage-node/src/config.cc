@@ -14,9 +14,6 @@
 namespace dynamo::node {
 namespace {
 
-// The most the Merkle trees of every partition may take (--partitions times
-// MerkleTree::EmptyBytes(anti_entropy.merkle_depth)).
-
 struct Key {
   const char* section;
   const char* name;
@@ -209,9 +206,9 @@ const std::vector<Key>& Keys() {
       UintKey("gossip", "seed_every", "also gossip with a seed every this many rounds", 1, 1000,
               [](NodeConfig& c) -> uint32_t& { return c.node.seed_gossip_every; }),
       UintKey("gossip", "create_quiet_rounds",
-              "rounds after creating a cluster (no --seed, empty data directory) in which joins "
-              "are refused, so a cluster the node was in before its data directory was lost "
-              "reaches it first (0: none)",
+              "rounds after starting alone in its ring (creating a cluster, or resuming one of "
+              "this node alone) in which joins are refused, so a cluster the node was in before "
+              "its data directory was lost reaches it first (0: none)",
               0, 1000, [](NodeConfig& c) -> uint32_t& { return c.node.create_quiet_rounds; }),
       DoubleKey("gossip", "phi_threshold", "suspect a peer above this phi", 0.5, 100,
                 [](NodeConfig& c) -> double& { return c.node.failure_detector.phi_threshold; }),
@@ -236,8 +233,8 @@ const std::vector<Key>& Keys() {
               [](NodeConfig& c) -> size_t& { return c.node.ae_batch_keys; }),
       UintKey("anti_entropy", "merkle_depth",
               "Merkle tree levels kept in memory per partition: 2^depth leaves of about 36 bytes "
-              "each, for every partition the node holds data of (at most --partitions times that "
-              "may be 4 GiB)",
+              "each, for every partition the node holds data of (at most the cluster's partitions "
+              "times that may be 4 GiB, checked at start and at a join)",
               0, kMaxMerkleDepth, [](NodeConfig& c) -> uint32_t& { return c.node.merkle_depth; }),
       UintKey("anti_entropy", "tombstone_grace_ms",
               "age before a tombstone every replica holds is purged; a node away longer catches up "

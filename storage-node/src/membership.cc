@@ -71,7 +71,12 @@ Status Membership::SetStatusOf(const NodeId& id, MemberStatus status, uint64_t n
 
 Member Membership::AddJoiner(Member joiner, uint64_t now_ms) {
   auto it = records_.find(joiner.id);
-  if (it != records_.end()) joiner.incarnation = std::max(joiner.incarnation, it->second.incarnation + 1);
+  if (it != records_.end()) {
+    // A new life starts far past the old one, so that the old directory's
+    // restarts (each raises its incarnation) cannot take the id back.
+    const uint64_t step = joiner.life != it->second.life ? kNewLifeIncarnationStep : 1;
+    joiner.incarnation = std::max(joiner.incarnation, it->second.incarnation + step);
+  }
   joiner.status = MemberStatus::kJoining;
   records_[joiner.id] = joiner;
   Liveness& l = LivenessOf(joiner.id);

@@ -300,6 +300,7 @@ void NodeCore::Start(Now now) {
   if (map_ && !TreesFit()) return;
   if (map_) {
     resumed_ = true;
+    if (AloneInItsRing()) HoldJoinsWhileAlone(now);
     Log(LogLevel::kInfo, "resuming in a cluster of " + std::to_string(map_->ring().nodes().size()) +
                              " nodes at epoch " + std::to_string(epoch()));
     if (state_.catching_up) {
@@ -1087,7 +1088,7 @@ void NodeCore::HandleJoin(Now now, uint64_t conn, uint64_t id, proto::JoinReques
   if (now.mono_ms < joins_refused_until_ms_ && AloneInItsRing()) {
     ReplyError(conn, id,
                Status::Unavailable("node " + options_.id +
-                                   " has just created its cluster and takes joins in " +
+                                   " has just started alone in its cluster and takes joins in " +
                                    std::to_string(joins_refused_until_ms_ - now.mono_ms) +
                                    " ms, once a cluster it was in before (had its data directory "
                                    "been lost) could have reached it"));
@@ -1270,17 +1271,19 @@ void NodeCore::HandleAdmin(Now now, uint64_t conn, uint64_t id, proto::AdminRequ
                                        "down for the whole cluster")));
       return;
     }
-    // Every other member silent as well: this node may be the one cut off,
-    // and a live node removed exits without handing anything off.
-    const std::vector<proto::Member> members = membership_.View(now.mono_ms);
-    const bool others = std::any_of(members.begin(), members.end(), [&](const proto::Member& m) {
-      return m.id != options_.id && m.id != req.node && m.status != proto::MemberStatus::kRemoved;
-    });
-    if (others && !membership_.HearsOthers(now.mono_ms)) {
+    // Every other node of the ring silent as well: this node may be the one
+    // cut off, and a live node removed exits without handing anything off.
+    std::vector<NodeId> others = map_->ring().nodes();
+    if (map_->next())
+      others.insert(others.end(), map_->next()->nodes().begin(), map_->next()->nodes().end());
+    std::erase_if(others, [&](const NodeId& n) { return n == options_.id || n == req.node; });
+    if (!others.empty() && !membership_.HearsOthers(now.mono_ms)) {
       ReplyError(conn, id,
-                 Status::Unavailable("node " + options_.id +
-                                     " hears no other member either, so it may be the one cut "
-                                     "off; ask a node that hears the cluster"));
+                 Status::Unavailable(
+                     "node " + options_.id +
+                     " hears no other node either, so it may be the one cut off: ask a node that "
+                     "hears the cluster (if every other node is down for good, start a new node "
+                     "that joins through this one first)"));
       return;
     }
     DYNAMO_CHECK(membership_.SetStatusOf(req.node, proto::MemberStatus::kRemoved, now.mono_ms).ok());
@@ -1314,12 +1317,20 @@ void NodeCore::HandleTransferDone(Now now, uint64_t conn, uint64_t id,
 
 // ------------------------------------------------------------------ cluster state
 
+void NodeCore::HoldJoinsWhileAlone(Now now) {
+  joins_refused_until_ms_ =
+      now.mono_ms + options_.create_quiet_rounds * options_.gossip_interval_ms;
+}
+
 bool NodeCore::TreesFit() {
   const Status fit = MerkleTreesFit(
       map_->ring().partition_count(), options_.merkle_depth,
       "the cluster's " + std::to_string(map_->ring().partition_count()) + " partitions");
   if (fit.ok()) return true;
-  actions_.push_back(ExitAction{2, std::string(fit.message())});
+  // A joiner's seed has taken the join: started again with a lower depth, it
+  // goes on with it (or an admin removes it).
+  actions_.push_back(
+      ExitAction{2, std::string(fit.message()) + "; start this node again with a lower depth"});
   exited_ = true;
   return false;
 }
@@ -1339,7 +1350,7 @@ void NodeCore::CreateCluster(Now now) {
                            " partitions, " + std::to_string(options_.replicas) + " replicas");
   map_changed_ms_ = now.mono_ms;
   last_ring_ = map_->ring();
-  joins_refused_until_ms_ = now.mono_ms + options_.create_quiet_rounds * options_.gossip_interval_ms;
+  HoldJoinsWhileAlone(now);
   Persist(true);
 }
 
@@ -1444,17 +1455,6 @@ void NodeCore::AfterClusterChange(Now now, bool map_changed, bool members_change
 Status NodeCore::MergePeerGossip(Now now, const std::string& from,
                                  const std::vector<proto::Member>& members,
                                  std::string_view map_bytes) {
-  if (std::optional<proto::Member> other = IdTakenByAnotherLife(members)) {
-    const std::string why = "node id " + options_.id +
-                            " joined the cluster afresh from another data directory (at " +
-                            other->address +
-                            ") while this one was away; start this one with a fresh data "
-                            "directory, or under another id, to join again";
-    Log(LogLevel::kError, why);
-    actions_.push_back(ExitAction{3, why});
-    exited_ = true;
-    return Status::InvalidArgument(why);
-  }
   std::optional<ClusterMap> theirs;
   if (map_ && !map_bytes.empty()) {
     Result<ClusterMap> parsed = ClusterMap::FromPeer(map_bytes);
@@ -1478,6 +1478,21 @@ Status NodeCore::MergePeerGossip(Now now, const std::string& from,
       return foreign;
     } else {
       theirs = std::move(*parsed);
+    }
+  }
+  // Only the records of this node's own cluster tell of its id: a cluster it
+  // is about to rejoin (RejoinsItsCluster) knows an earlier life of it.
+  if (theirs && map_->SameCluster(*theirs)) {
+    if (std::optional<proto::Member> other = IdTakenByAnotherLife(members)) {
+      const std::string why = "node id " + options_.id +
+                              " joined the cluster afresh from another data directory (at " +
+                              other->address +
+                              ") while this one was away; start this one with a fresh data "
+                              "directory, or under another id, to join again";
+      Log(LogLevel::kError, why);
+      actions_.push_back(ExitAction{3, why});
+      exited_ = true;
+      return Status::InvalidArgument(why);
     }
   }
   const bool members_changed = membership_.Merge(members, now.mono_ms);

@@ -1904,12 +1904,36 @@ TEST(NodeCoreTest, ANodeThatHearsNoOtherMemberRemovesNobody) {
   auto refused = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kRemove, "n4"});
   ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(refused->body));
   EXPECT_EQ(std::get<proto::ErrorReply>(refused->body).code, StatusCode::kUnavailable);
-  EXPECT_NE(std::get<proto::ErrorReply>(refused->body).message.find("hears no other member"),
+  EXPECT_NE(std::get<proto::ErrorReply>(refused->body).message.find("hears no other node"),
             std::string::npos);
   for (const char* other : {"n2", "n3", "n4"}) sim.Cut("n1", other, false);
   sim.RunFor(20000);
   EXPECT_FALSE(sim.Exited("n4"));
   EXPECT_EQ(sim.core("n2").membership().Find("n4")->status, proto::MemberStatus::kNormal);
+}
+
+// The last node of three up cannot tell the others' death from its own cut:
+// it names the way out, a new node joined through it, after which it hears
+// the cluster and removes the dead.
+TEST(NodeCoreTest, ASurvivorAloneRemovesTheDeadOnceANewNodeJoinedThroughIt) {
+  SimCluster sim(14);
+  FormCluster(sim, 3);
+  sim.Crash("n2");
+  sim.Crash("n3");
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return !sim.core("n1").membership().HearsOthers(sim.now()); }, 10000));
+  auto refused = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kRemove, "n3"});
+  ASSERT_TRUE(std::holds_alternative<proto::ErrorReply>(refused->body));
+  EXPECT_NE(std::get<proto::ErrorReply>(refused->body).message.find("joins through this one"),
+            std::string::npos);
+  sim.AddNode("n4", {"n1"});
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return sim.core("n1").membership().IsAlive("n4", sim.now()); }, 10000));
+  for (const char* dead : {"n3", "n2"}) {
+    auto removed = sim.Request("n1", proto::AdminRequest{proto::AdminOp::kRemove, dead});
+    ASSERT_TRUE(std::holds_alternative<proto::AdminReply>(removed->body)) << dead;
+  }
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 2); }, 60000));
 }
 
 // Two changes made apart from one ring (two removals, each through another
@@ -2741,24 +2765,45 @@ TEST(AntiEntropyTest, AWipedFirstNodeWithoutASeedCatchesUpToo) {
 // A node joining through the wiped first node as it restarts is not taken
 // into the cluster the first node creates anew (a second cluster beside the
 // old one, for good): joins wait until the old cluster's gossip could have
-// reached it, and then go to the old cluster.
+// reached it, and then go to the old cluster. The same when the first node
+// restarts again, alone, on the map of the cluster it created (seed 6010838
+// of the simulator: it took the join, and then, its id known to the old
+// cluster under its earlier life, took itself for a node whose id had
+// joined afresh elsewhere and exited).
 TEST(AntiEntropyTest, AJoinThroughAWipedFirstNodeGoesToItsOldCluster) {
-  SimCluster sim(35);
-  FormCluster(sim, 3,
-              [](NodeOptions& o) { o.create_quiet_rounds = NodeOptions{}.create_quiet_rounds; });
-  std::vector<std::string> keys = WriteKeys(sim, 50, "v:");
-  const uint64_t cluster = sim.core("n2").map()->cluster_id();
-  sim.Crash("n1");
-  sim.Wipe("n1");
-  sim.Restart("n1");
-  sim.AddNode("n4", {"n1"});
-  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
-  for (const char* id : {"n1", "n2", "n3", "n4"}) {
-    EXPECT_EQ(sim.core(id).map()->cluster_id(), cluster) << id;
+  for (const bool restarted_alone : {false, true}) {
+    SCOPED_TRACE(restarted_alone ? "restarted alone" : "created");
+    SimCluster sim(35);
+    FormCluster(sim, 3,
+                [](NodeOptions& o) { o.create_quiet_rounds = NodeOptions{}.create_quiet_rounds; });
+    std::vector<std::string> keys = WriteKeys(sim, 50, "v:");
+    const uint64_t cluster = sim.core("n2").map()->cluster_id();
+    sim.Crash("n1");
+    sim.Wipe("n1");
+    sim.Restart("n1");
+    if (restarted_alone) {
+      // Once the map of the cluster it created is stored, and before the old
+      // cluster's gossip reaches it.
+      ASSERT_TRUE(sim.RunUntil(
+          [&] {
+            Result<std::optional<std::string>> stored =
+                sim.engine("n1").Get(Space::kMeta, kMetaClusterMap);
+            return stored.ok() && stored->has_value();
+          },
+          1000));
+      ASSERT_NE(sim.core("n1").map()->cluster_id(), cluster);
+      sim.Crash("n1", false);
+      sim.Restart("n1");
+    }
+    sim.AddNode("n4", {"n1"});
+    ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 4); }, 60000));
+    for (const char* id : {"n1", "n2", "n3", "n4"}) {
+      EXPECT_EQ(sim.core(id).map()->cluster_id(), cluster) << id;
+    }
+    ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n1").catching_up(); }, 60000));
+    sim.RunFor(10000);
+    ExpectPlacement(sim, keys, "v:");
   }
-  ASSERT_TRUE(sim.RunUntil([&] { return !sim.core("n1").catching_up(); }, 60000));
-  sim.RunFor(10000);
-  ExpectPlacement(sim, keys, "v:");
 }
 
 // Deletes `key` on its replicas except `skip`, with the context of what n1 holds.
@@ -3418,6 +3463,7 @@ TEST(NodeCoreTest, ANodeWhoseIdJoinedAfreshElsewhereExitsWhenItReturns) {
   sim.Crash("n2");
   sim.Restart("n2");
   ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 10000));
+  const std::string map = sim.core("n1").map()->Serialize();
   proto::Member again = sim.core("n2").membership().self();
   // A stale record of its own life, and of an older other life, change nothing.
   proto::Member own_older = again;
@@ -3425,7 +3471,7 @@ TEST(NodeCoreTest, ANodeWhoseIdJoinedAfreshElsewhereExitsWhenItReturns) {
   proto::Member other_older = own_older;
   other_older.life = 77;
   for (const proto::Member& m : {own_older, other_older}) {
-    Result<proto::Message> r = sim.Request("n2", proto::GossipRequest{"n1", {m}, ""});
+    Result<proto::Message> r = sim.Request("n2", proto::GossipRequest{"n1", {m}, map});
     ASSERT_TRUE(r.ok() && std::holds_alternative<proto::GossipReply>(r->body));
   }
   ASSERT_FALSE(sim.Exited("n2"));
@@ -3433,10 +3479,40 @@ TEST(NodeCoreTest, ANodeWhoseIdJoinedAfreshElsewhereExitsWhenItReturns) {
   again.address = "elsewhere:7000";
   again.status = proto::MemberStatus::kJoining;
   again.incarnation += 1;
+  // Told so by a node of another cluster (one that knew an earlier life of
+  // the id), it stays.
+  const ClusterMap other(*Ring::Create({"n1", "n2", "n3"}, 64, 3), 12345);
+  Result<proto::Message> foreign =
+      sim.Request("n2", proto::GossipRequest{"x1", {again}, other.Serialize()});
+  ASSERT_TRUE(foreign.ok() && std::holds_alternative<proto::ErrorReply>(foreign->body));
+  ASSERT_FALSE(sim.Exited("n2"));
   // It exits before its answer goes out.
-  (void)sim.Request("n2", proto::GossipRequest{"n1", {again}, ""});
+  (void)sim.Request("n2", proto::GossipRequest{"n1", {again}, map});
   EXPECT_TRUE(sim.Exited("n2"));
   EXPECT_NE(sim.LogTail().find("joined the cluster afresh"), std::string::npos) << sim.LogTail();
+}
+
+// A node that joined afresh under its id (wiped, restarted through a seed) and
+// restarted since is not taken for the stale one when a peer still gossips
+// the old life's record, even one restarted a few times meanwhile.
+TEST(NodeCoreTest, ANodeThatJoinedAfreshOutranksItsOldLife) {
+  SimCluster sim(52);
+  FormCluster(sim, 3);
+  proto::Member old_life = sim.core("n2").membership().self();
+  sim.Crash("n2");
+  sim.Wipe("n2");
+  sim.Restart("n2");
+  ASSERT_TRUE(
+      sim.RunUntil([&] { return Converged(sim, 3) && !sim.core("n2").catching_up(); }, 60000));
+  sim.Crash("n2");
+  sim.Restart("n2");
+  ASSERT_TRUE(sim.RunUntil([&] { return Converged(sim, 3); }, 10000));
+  ASSERT_NE(sim.core("n2").membership().self().life, old_life.life);
+  old_life.incarnation += 5;  // restarts of the old directory meanwhile
+  Result<proto::Message> r =
+      sim.Request("n2", proto::GossipRequest{"n1", {old_life}, sim.core("n1").map()->Serialize()});
+  ASSERT_TRUE(r.ok() && std::holds_alternative<proto::GossipReply>(r->body));
+  EXPECT_FALSE(sim.Exited("n2"));
 }
 
 // The trees' memory is checked against the partitions of the cluster's map,

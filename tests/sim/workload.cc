@@ -402,11 +402,12 @@ class Run {
             scrub_.insert(a);
           }
           crashed_.insert(a);
+          crashed_at_[a] = sim_.now();
           uint64_t down_ms = 200 + rng_() % 1800;
-          if (config_.short_grace && rng_() % 2 == 0) {
+          // Healing may start it sooner: Restart counts the nodes really
+          // kept away past the grace period.
+          if (config_.short_grace && rng_() % 2 == 0)
             down_ms = kShortGraceMs + 1000 + rng_() % 3000;
-            ++report_.away_past_grace;
-          }
           sim_.At(sim_.now() + down_ms, [this, a] { Restart(a); });
         }
         break;
@@ -468,6 +469,7 @@ class Run {
       CountStats(id);
       sim_.Crash(id, true);
       crashed_.insert(id);
+      crashed_at_[id] = sim_.now();
     }
     sim_.At(sim_.now() + 200 + rng_() % 1800, [this, live] {
       for (const std::string& id : live) Restart(id);
@@ -477,6 +479,9 @@ class Run {
   void Restart(const std::string& id) {
     if (!crashed_.count(id) || removing_.count(id)) return;
     crashed_.erase(id);
+    if (config_.short_grace && sim_.now() > crashed_at_[id] + kShortGraceMs) {
+      ++report_.away_past_grace;
+    }
     if (scrub_.erase(id)) {
       const std::set<std::string> hints = sim_.HintKeys(id);
       const std::vector<NodeId> named = node::HintOwnersNamedIn(sim_.engine(id));
@@ -587,6 +592,7 @@ class Run {
     CountStats(gone);
     sim_.Crash(gone, LosesUnsynced());
     crashed_.insert(gone);
+    crashed_at_[gone] = sim_.now();
     removing_.insert(gone);
     leaving_.insert(gone);
     sim_.At(sim_.now() + 3000, [this, gone] { AskRemoval(gone, 5); });
@@ -783,6 +789,7 @@ class Run {
   std::map<std::string, std::set<std::string>> attempted_;    // per key
   std::map<std::string, std::set<std::string>> not_applied_;  // per key
   uint64_t fault_start_ = 0;
+  std::map<std::string, uint64_t> crashed_at_;  // the last crash of each node
   uint64_t next_element_ = 0;
   std::set<std::string> crashed_;
   std::set<std::string> scrub_;  // crashed with a corrupt key: scrubbed before the restart

@@ -33,6 +33,12 @@ namespace dynamo::node {
 using proto::Member;
 using proto::MemberStatus;
 
+// How far past the id's known incarnation a join from a new life (a new data
+// directory under a known id) starts: the old directory, back, raises its
+// own by one a start and does not overtake it (NodeCore exits the one of
+// lower incarnation). 2^38 such joins fit under proto::kMemberCounterMax.
+inline constexpr uint64_t kNewLifeIncarnationStep = uint64_t{1} << 24;
+
 // Member records at which a seed refuses a join under a new id: below
 // proto::kMaxMembers by room for joins other seeds take meanwhile, so that
 // Merge does not skip a record (nodes would then disagree on the members).

@@ -138,12 +138,13 @@ struct NodeOptions {
   uint64_t peer_timeout_ms = 2000;
   // Retry period for joining through the seeds. Default: 1000 ms.
   uint64_t join_retry_ms = 1000;
-  // Gossip rounds after creating a cluster (no seed, no stored map) during
-  // which joins are refused (Unavailable), while the node is alone in its
-  // ring: if it was a member of a cluster before its data directory was
-  // lost, that cluster's nodes gossip to it within as many rounds as they
-  // have peers, and it takes their map instead (a joiner taken first would
-  // make a second cluster). 0: joins at once. Default: 5.
+  // Gossip rounds after starting alone in its ring (creating a cluster, or
+  // resuming a map of this node alone) during which joins are refused
+  // (Unavailable) while the node is still alone: if it was a member of a
+  // cluster before its data directory was lost, that cluster's nodes gossip
+  // to it within as many rounds as they have peers, and it takes their map
+  // instead (a joiner taken first would make a second cluster). 0: joins
+  // at once. Default: 5.
   uint32_t create_quiet_rounds = 5;
 
   // Entries and bytes per transfer page. Default: 256, 1 MiB.
@@ -516,6 +517,9 @@ class NodeCore {
       const std::vector<proto::Member>& members) const;
   // The ring holds this node alone, with no change pending.
   bool AloneInItsRing() const;
+  // Refuses joins for options_.create_quiet_rounds gossip rounds from now,
+  // while the node stays alone in its ring.
+  void HoldJoinsWhileAlone(Now now);
   // Whether this node's Merkle trees for the map's partitions fit
   // (MerkleTreesFit); if not, it exits with status 2.
   bool TreesFit();
