@@ -578,24 +578,29 @@ TEST(ConnectionTest, OversizeRequestFailsLocally) {
   CloseOnLoop(lt, c);
 }
 
-// An answer too large for a frame goes out as an error instead, flagged in
-// doubt: the request it answers may have been applied.
-TEST(ConnectionTest, AReplyPastTheFrameLimitBecomesAnErrorInDoubt) {
-  constexpr uint32_t kFrameMax = 1000;
-  // A key whose request fits in a frame while its echo does not.
-  size_t size = 0;
-  for (size_t n = 900; n < kFrameMax && size == 0; ++n) {
+// The size of a key whose Get fits in a frame of `frame_max` bytes while its
+// echo (a GetReply holding the key as value) does not; 0 if none.
+size_t KeyWhoseEchoOutgrowsAFrame(uint32_t frame_max) {
+  for (size_t n = 900; n < frame_max; ++n) {
     std::string request, reply;
     proto::AppendFrame(1, GetRequest{std::string(n, 'k')}, &request);
     Version v;
     v.dot = Dot{1, 1};
     v.value = std::string(n, 'k');
     proto::AppendFrame(1, GetReply{1, {v}}, &reply);
-    if (request.size() - proto::kFrameHeaderBytes <= kFrameMax &&
-        reply.size() - proto::kFrameHeaderBytes > kFrameMax) {
-      size = n;
+    if (request.size() - proto::kFrameHeaderBytes <= frame_max &&
+        reply.size() - proto::kFrameHeaderBytes > frame_max) {
+      return n;
     }
   }
+  return 0;
+}
+
+// An answer too large for a frame goes out as an error instead, flagged in
+// doubt: the request it answers may have been applied.
+TEST(ConnectionTest, AReplyPastTheFrameLimitBecomesAnErrorInDoubt) {
+  constexpr uint32_t kFrameMax = 1000;
+  const size_t size = KeyWhoseEchoOutgrowsAFrame(kFrameMax);
   ASSERT_NE(size, 0u);
   LoopThread lt;
   ListenerOptions server_opts;
@@ -609,6 +614,26 @@ TEST(ConnectionTest, AReplyPastTheFrameLimitBecomesAnErrorInDoubt) {
   EXPECT_EQ(err->code, StatusCode::kInvalidArgument);
   EXPECT_TRUE(err->in_doubt);
   EXPECT_EQ(ValueOf(r[1]), "small");
+  CloseOnLoop(lt, c);
+}
+
+// A reply past this side's own frame limit (a peer allowed larger frames)
+// fails its call as unreadable, InvalidArgument, not as a closed connection
+// (Unavailable), which a read would take for a replica that is gone and ask
+// spares instead.
+TEST(ConnectionTest, AReplyPastThisSidesFrameLimitFailsItsCallAsUnreadable) {
+  constexpr uint32_t kFrameMax = 1000;
+  const size_t size = KeyWhoseEchoOutgrowsAFrame(kFrameMax);
+  ASSERT_NE(size, 0u);
+  LoopThread lt;
+  EchoServer server(lt);
+  ConnectionOptions opts;
+  opts.limits.frame_bytes_max = kFrameMax;
+  auto c = ConnectTo(lt, server.port(), opts);
+  auto r = CallAll(lt, c, {GetRequest{std::string(size, 'k')}}, 2000);
+  EXPECT_EQ(r[0].status().code(), StatusCode::kInvalidArgument) << r[0].status().ToString();
+  EXPECT_NE(r[0].status().message().find("could not be read"), std::string_view::npos)
+      << r[0].status().ToString();
   CloseOnLoop(lt, c);
 }
 

@@ -251,6 +251,11 @@ void Connection::DispatchBuffered() {
     std::string_view body;
     Result<bool> next = decoder_.Next(&body);
     if (!next.ok()) {
+      // The replies this side waits for are not read either: their calls
+      // fail as unreadable rather than as a closed connection (Unavailable),
+      // which a read would take for a replica gone and ask spares instead.
+      FailPending(Status::InvalidArgument("a message from " + peer_ +
+                                          " could not be read: " + next.status().ToString()));
       AppendReply(0, proto::MakeError(next.status(), 0));
       CloseAfterFlush();
       break;
@@ -384,6 +389,13 @@ void Connection::CloseAfterFlush() {
   }
 }
 
+void Connection::FailPending(const Status& why) {
+  std::unordered_map<uint64_t, ReplyCallback> pending;
+  pending.swap(pending_);
+  deadlines_.clear();
+  for (auto& [id, done] : pending) done(CallOutcome{why, true});
+}
+
 void Connection::Close(const Status& reason) {
   if (closed_) return;
   DYNAMO_CHECK(loop_.OnLoopThreadOrStopped());
@@ -394,11 +406,7 @@ void Connection::Close(const Status& reason) {
   reading_ = false;
   uv_close(reinterpret_cast<uv_handle_t*>(tcp_.get()),
            [](uv_handle_t* h) { static_cast<Connection*>(h->data)->FinishClose(); });
-  std::unordered_map<uint64_t, ReplyCallback> pending;
-  pending.swap(pending_);
-  deadlines_.clear();
-  Status failed = Status::Unavailable("connection to " + peer_ + " closed: " + reason.ToString());
-  for (auto& [id, done] : pending) done(CallOutcome{failed, true});
+  FailPending(Status::Unavailable("connection to " + peer_ + " closed: " + reason.ToString()));
   if (on_close_) {
     CloseHandler handler = std::move(on_close_);
     handler(reason);

@@ -142,6 +142,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void ArmTimer();
   void OnTimer();
   void CloseAfterFlush();
+  // Fails every call waiting for a reply with `why` (maybe delivered).
+  void FailPending(const Status& why);
   void MaybeResumeReading();
   void FinishClose();
   // Brings the budget's count up to date with queued_bytes() (0 once closed).

@@ -149,7 +149,7 @@ struct ReplicaPutRequest {
 struct RingRequest {};
 struct RingReply {
   uint64_t epoch = 0;
-  std::string ring;  // Ring::Serialize()
+  std::string ring;  // the cluster map: ClusterMap::Serialize()
 };
 
 enum class MemberStatus : uint8_t {
