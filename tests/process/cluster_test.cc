@@ -453,6 +453,32 @@ TEST(ProcessTest, AFailedDynamoctlStartStopsTheNodesItLaunched) {
   EXPECT_EQ(code_again, 0) << again;
 }
 
+// A `dynamoctl cluster` directory in a ProcessCluster's block of ports,
+// gossip every 200 ms, its nodes stopped at the end.
+struct LocalCcm {
+  ProcessCluster ports{3};
+  const std::string dir = ports.options().dir + "/ccm";
+  const std::string config = ports.options().dir + "/fast.toml";
+  const std::string base = std::to_string(ports.options().base_port);
+  LocalCcm() { std::ofstream(config) << kFastConfig; }
+  ~LocalCcm() { RunTool("dynamoctl cluster stop --dir " + dir); }
+  // `cluster start` of 3 nodes of 16 partitions.
+  std::pair<std::string, int> Start() const {
+    return RunTool("dynamoctl cluster start --nodes 3 --partitions 16 --base-port " + base +
+                   " --dir " + dir + " --config " + config);
+  }
+  // Asks node `id` to leave, and waits until its process is gone.
+  void Leave(const std::string& id) const {
+    pid_t pid = 0;
+    std::ifstream(dir + "/" + id + "/node.pid") >> pid;
+    ASSERT_GT(pid, 0);
+    auto [left, code_left] = RunTool("dynamoctl --seed 127.0.0.1:" + base + " leave " + id);
+    ASSERT_EQ(code_left, 0) << left;
+    ASSERT_TRUE(
+        Eventually([&] { return !cli::IsNodeProcess(pid, dir + "/" + id + "/data"); }, 60000));
+  }
+};
+
 // docs/cluster.md's own sequence: start, leave n3, stop, start again. The
 // node that left exits at once with status 3 when started on its data, which
 // failed the whole start and stopped the others; it is now recorded as gone,
@@ -460,30 +486,18 @@ TEST(ProcessTest, AFailedDynamoctlStartStopsTheNodesItLaunched) {
 // process that ended does not hide a running node from `stop`, and a bad
 // --partitions is refused before anything is recorded.
 TEST(ProcessTest, ALocalClusterStartsAgainWithoutTheNodesThatLeft) {
-  ProcessCluster ports(3);
-  const std::string dir = ports.options().dir + "/ccm";
-  const std::string config = ports.options().dir + "/fast.toml";
-  std::ofstream(config) << kFastConfig;
-  struct StopAtEnd {
-    std::string dir;
-    ~StopAtEnd() { RunTool("dynamoctl cluster stop --dir " + dir); }
-  } stop_at_end{dir};
-  const std::string base = std::to_string(ports.options().base_port);
+  const LocalCcm ccm;
+  const std::string& dir = ccm.dir;
+  const std::string& base = ccm.base;
   auto [bad, code_bad] = RunTool(
       "dynamoctl cluster start --nodes 3 --partitions 1000 --base-port " + base + " --dir " + dir);
   EXPECT_EQ(code_bad, 1) << bad;
   EXPECT_NE(bad.find("power of two"), std::string::npos) << bad;
   EXPECT_FALSE(std::filesystem::exists(dir + "/cluster.conf"));
 
-  auto [out, code] = RunTool("dynamoctl cluster start --nodes 3 --partitions 16 --base-port " +
-                             base + " --dir " + dir + " --config " + config);
+  auto [out, code] = ccm.Start();
   ASSERT_EQ(code, 0) << out;
-  pid_t n3 = 0;
-  std::ifstream(dir + "/n3/node.pid") >> n3;
-  ASSERT_GT(n3, 0);
-  auto [left, code_left] = RunTool("dynamoctl --seed 127.0.0.1:" + base + " leave n3");
-  ASSERT_EQ(code_left, 0) << left;
-  ASSERT_TRUE(Eventually([&] { return !cli::IsNodeProcess(n3, dir + "/n3/data"); }, 60000));
+  ASSERT_NO_FATAL_FAILURE(ccm.Leave("n3"));
 
   // n1's pid file names a process that has ended.
   pid_t gone = ::fork();
@@ -522,24 +536,11 @@ TEST(ProcessTest, ALocalClusterStartsAgainWithoutTheNodesThatLeft) {
 // restart (it took the second node for the first of a new cluster, and
 // waited in vain for it to see a ring of one).
 TEST(ProcessTest, ALocalClusterStartsAgainWhenTheFirstNodeLeftAndItsDirectoryIsGone) {
-  ProcessCluster ports(3);
-  const std::string dir = ports.options().dir + "/ccm";
-  const std::string config = ports.options().dir + "/fast.toml";
-  std::ofstream(config) << kFastConfig;
-  struct StopAtEnd {
-    std::string dir;
-    ~StopAtEnd() { RunTool("dynamoctl cluster stop --dir " + dir); }
-  } stop_at_end{dir};
-  const std::string base = std::to_string(ports.options().base_port);
-  auto [out, code] = RunTool("dynamoctl cluster start --nodes 3 --partitions 16 --base-port " +
-                             base + " --dir " + dir + " --config " + config);
+  const LocalCcm ccm;
+  const std::string& dir = ccm.dir;
+  auto [out, code] = ccm.Start();
   ASSERT_EQ(code, 0) << out;
-  pid_t n1 = 0;
-  std::ifstream(dir + "/n1/node.pid") >> n1;
-  ASSERT_GT(n1, 0);
-  auto [left, code_left] = RunTool("dynamoctl --seed 127.0.0.1:" + base + " leave n1");
-  ASSERT_EQ(code_left, 0) << left;
-  ASSERT_TRUE(Eventually([&] { return !cli::IsNodeProcess(n1, dir + "/n1/data"); }, 60000));
+  ASSERT_NO_FATAL_FAILURE(ccm.Leave("n1"));
   for (int round = 0; round < 2; ++round) {
     auto [stopped, code_stop] = RunTool("dynamoctl cluster stop --dir " + dir);
     ASSERT_EQ(code_stop, 0) << stopped;
