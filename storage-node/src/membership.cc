@@ -23,6 +23,13 @@ int Stage(MemberStatus status) {
   return 0;
 }
 
+// The incarnation that outranks `known`: one more, or, for another life of
+// the id, kNewLifeIncarnationStep more; never past what peers decode.
+uint64_t NextIncarnation(uint64_t known, bool other_life) {
+  const uint64_t step = other_life ? kNewLifeIncarnationStep : 1;
+  return std::min(known + step, proto::kMemberCounterMax);
+}
+
 // `rec` is a leave or a removal (an admin's, or the node's own) that is
 // further on in the same life of its node than `known`.
 bool Advances(const Member& rec, const Member& known) {
@@ -74,8 +81,9 @@ Member Membership::AddJoiner(Member joiner, uint64_t now_ms) {
   if (it != records_.end()) {
     // A new life starts far past the old one, so that the old directory's
     // restarts (each raises its incarnation) cannot take the id back.
-    const uint64_t step = joiner.life != it->second.life ? kNewLifeIncarnationStep : 1;
-    joiner.incarnation = std::max(joiner.incarnation, it->second.incarnation + step);
+    joiner.incarnation =
+        std::max(joiner.incarnation,
+                 NextIncarnation(it->second.incarnation, joiner.life != it->second.life));
   }
   joiner.status = MemberStatus::kJoining;
   records_[joiner.id] = joiner;
@@ -83,6 +91,15 @@ Member Membership::AddJoiner(Member joiner, uint64_t now_ms) {
   l.detector.Heartbeat(now_ms);
   l.last_ok_ms = now_ms;
   return joiner;
+}
+
+void Membership::OutrankEarlierLives(const std::vector<Member>& theirs) {
+  Member& me = records_.at(self_id_);
+  for (const Member& m : theirs) {
+    if (m.id == self_id_ && m.life != me.life) {
+      me.incarnation = std::max(me.incarnation, NextIncarnation(m.incarnation, true));
+    }
+  }
 }
 
 bool Membership::Merge(const std::vector<Member>& theirs, uint64_t now_ms) {
@@ -97,8 +114,12 @@ bool Membership::Merge(const std::vector<Member>& theirs, uint64_t now_ms) {
         me.status = m.status;
         me.incarnation = std::max(me.incarnation, m.incarnation);
         changed = true;
-      } else if (m.incarnation > me.incarnation) {
-        me.incarnation = m.incarnation + 1;  // refute a stale record of ourselves
+      } else if (m.incarnation > me.incarnation ||
+                 (m.life != me.life && m.incarnation == me.incarnation)) {
+        // Refute a stale record of ourselves; one of an earlier life (a wiped
+        // directory under this id) far past it, as a join from a new life
+        // starts, so that no peer's view of that life overtakes ours.
+        me.incarnation = NextIncarnation(m.incarnation, m.life != me.life);
         changed = true;
       }
       continue;

@@ -1481,7 +1481,9 @@ Status NodeCore::MergePeerGossip(Now now, const std::string& from,
     }
   }
   // Only the records of this node's own cluster tell of its id: a cluster it
-  // is about to rejoin (RejoinsItsCluster) knows an earlier life of it.
+  // is about to rejoin (RejoinsItsCluster) knows an earlier life of it, which
+  // it outranks as a joiner from a new directory does.
+  if (theirs && !map_->SameCluster(*theirs)) membership_.OutrankEarlierLives(members);
   if (theirs && map_->SameCluster(*theirs)) {
     if (std::optional<proto::Member> other = IdTakenByAnotherLife(members)) {
       const std::string why = "node id " + options_.id +

@@ -34,9 +34,10 @@ using proto::Member;
 using proto::MemberStatus;
 
 // How far past the id's known incarnation a join from a new life (a new data
-// directory under a known id) starts: the old directory, back, raises its
-// own by one a start and does not overtake it (NodeCore exits the one of
-// lower incarnation). 2^38 such joins fit under proto::kMemberCounterMax.
+// directory under a known id) starts, and how far past a record of an earlier
+// life a node refutes it: the old directory, back, raises its own by one a
+// start and does not overtake it (NodeCore exits the one of lower
+// incarnation). 2^38 such steps fit under proto::kMemberCounterMax.
 inline constexpr uint64_t kNewLifeIncarnationStep = uint64_t{1} << 24;
 
 // Member records at which a seed refuses a join under a new id: below
@@ -69,6 +70,10 @@ class Membership {
   // of ids not known here are skipped once proto::kMaxMembers are held (so
   // every message carrying them still decodes).
   bool Merge(const std::vector<Member>& theirs, uint64_t now_ms);
+  // Raises this node's incarnation kNewLifeIncarnationStep past every record
+  // in `theirs` of its id under another life: it takes the id over from an
+  // earlier directory, as a join from a new life does.
+  void OutrankEarlierLives(const std::vector<Member>& theirs);
   // Direct evidence: an exchange with `id` succeeded or failed at now_ms.
   void Contact(const NodeId& id, bool ok, uint64_t now_ms);
 
